@@ -1,0 +1,1 @@
+//! Attestors (POLICY.md section 6): trusted cosign public keys.

@@ -1,0 +1,1 @@
+//! Parsing admission documents into what the engine judges.

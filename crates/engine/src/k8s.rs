@@ -1,0 +1,442 @@
+//! Lean typed views of the Kubernetes objects the engine reads.
+//!
+//! Only the fields some rule or Pod Security Standards check looks at are kept; everything
+//! else is skipped while parsing, which is most of the speed of evaluation. `null` is accepted
+//! wherever Kubernetes may emit it and reads as "unset".
+
+use std::collections::BTreeMap;
+
+use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::Deserialize;
+
+/// Deserializes `null` or an absent field as the type's default (Kubernetes emits `null` freely).
+pub(crate) fn nullable<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
+}
+
+/// `metadata` of an object or of a pod template.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectMeta {
+    /// `metadata.name`.
+    #[serde(default, deserialize_with = "nullable")]
+    pub name: String,
+    /// `metadata.generateName`, used for naming when `name` is empty.
+    #[serde(default, deserialize_with = "nullable")]
+    pub generate_name: String,
+    /// `metadata.namespace`.
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// `metadata.uid`.
+    #[serde(default, deserialize_with = "nullable")]
+    pub uid: String,
+    /// `metadata.labels`.
+    #[serde(default, deserialize_with = "nullable")]
+    pub labels: BTreeMap<String, String>,
+    /// `metadata.annotations` (PSA reads the deprecated AppArmor annotations).
+    #[serde(default, deserialize_with = "nullable")]
+    pub annotations: BTreeMap<String, String>,
+    /// `metadata.deletionTimestamp`: an object being deleted is not judged on UPDATE.
+    #[serde(default)]
+    pub deletion_timestamp: Option<String>,
+    /// `metadata.ownerReferences`.
+    #[serde(default, deserialize_with = "nullable")]
+    pub owner_references: Vec<OwnerReference>,
+}
+
+/// One `metadata.ownerReferences` entry.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct OwnerReference {
+    /// Owner kind.
+    #[serde(default, deserialize_with = "nullable")]
+    pub kind: String,
+    /// Owner name.
+    #[serde(default, deserialize_with = "nullable")]
+    pub name: String,
+    /// Whether this owner is the managing controller.
+    #[serde(default)]
+    pub controller: Option<bool>,
+}
+
+/// A pod spec, and the wrappers that nest one.
+///
+/// Workload kinds keep their pod spec under `spec.template.spec` (and CronJob under
+/// `spec.jobTemplate.spec.template.spec`); this one struct reads every level, so a whole
+/// object parses in one pass whatever its kind. [`crate::workload`] picks the right level.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PodSpec {
+    /// `hostNetwork`.
+    #[serde(default)]
+    pub host_network: Option<bool>,
+    /// `hostPID`.
+    #[serde(default, rename = "hostPID")]
+    pub host_pid: Option<bool>,
+    /// `hostIPC`.
+    #[serde(default, rename = "hostIPC")]
+    pub host_ipc: Option<bool>,
+    /// `hostUsers`: `false` runs the pod in a user namespace.
+    #[serde(default)]
+    pub host_users: Option<bool>,
+    /// Pod-level security context.
+    #[serde(default)]
+    pub security_context: Option<PodSecurityContext>,
+    /// `containers`.
+    #[serde(default, deserialize_with = "nullable")]
+    pub containers: Vec<Container>,
+    /// `initContainers`.
+    #[serde(default, deserialize_with = "nullable")]
+    pub init_containers: Vec<Container>,
+    /// `ephemeralContainers`.
+    #[serde(default, deserialize_with = "nullable")]
+    pub ephemeral_containers: Vec<Container>,
+    /// `volumes`.
+    #[serde(default, deserialize_with = "nullable")]
+    pub volumes: Vec<Volume>,
+    /// `os`: `os.name: windows` marks a Windows pod.
+    #[serde(default)]
+    pub os: Option<PodOs>,
+    /// Workload wrapper: `spec.template` of Deployments, Jobs and the like.
+    #[serde(default)]
+    pub template: Option<Box<PodTemplateSpec>>,
+    /// Workload wrapper: `spec.jobTemplate` of a CronJob.
+    #[serde(default)]
+    pub job_template: Option<Box<JobTemplateSpec>>,
+}
+
+/// `spec.template` of a workload.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PodTemplateSpec {
+    /// Template metadata (labels, annotations).
+    #[serde(default, deserialize_with = "nullable")]
+    pub metadata: ObjectMeta,
+    /// The pod spec.
+    #[serde(default, deserialize_with = "nullable")]
+    pub spec: PodSpec,
+}
+
+/// `spec.jobTemplate` of a CronJob; its `spec` is a Job spec, read with [`PodSpec`].
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct JobTemplateSpec {
+    /// The Job spec (its `template` holds the pod).
+    #[serde(default, deserialize_with = "nullable")]
+    pub spec: PodSpec,
+}
+
+/// `spec.os`.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+pub struct PodOs {
+    /// `linux` or `windows`.
+    #[serde(default, deserialize_with = "nullable")]
+    pub name: String,
+}
+
+/// Pod-level `securityContext`.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PodSecurityContext {
+    /// `runAsNonRoot`.
+    #[serde(default)]
+    pub run_as_non_root: Option<bool>,
+    /// `runAsUser`.
+    #[serde(default)]
+    pub run_as_user: Option<i64>,
+    /// `seLinuxOptions`.
+    #[serde(default)]
+    pub se_linux_options: Option<SeLinuxOptions>,
+    /// `seccompProfile`.
+    #[serde(default)]
+    pub seccomp_profile: Option<Profile>,
+    /// `appArmorProfile`.
+    #[serde(default)]
+    pub app_armor_profile: Option<Profile>,
+    /// `sysctls`.
+    #[serde(default, deserialize_with = "nullable")]
+    pub sysctls: Vec<Sysctl>,
+    /// `windowsOptions`.
+    #[serde(default)]
+    pub windows_options: Option<WindowsOptions>,
+}
+
+/// Container-level `securityContext`.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SecurityContext {
+    /// `privileged`.
+    #[serde(default)]
+    pub privileged: Option<bool>,
+    /// `allowPrivilegeEscalation`.
+    #[serde(default)]
+    pub allow_privilege_escalation: Option<bool>,
+    /// `capabilities`.
+    #[serde(default)]
+    pub capabilities: Option<Capabilities>,
+    /// `runAsNonRoot`.
+    #[serde(default)]
+    pub run_as_non_root: Option<bool>,
+    /// `runAsUser`.
+    #[serde(default)]
+    pub run_as_user: Option<i64>,
+    /// `readOnlyRootFilesystem`.
+    #[serde(default)]
+    pub read_only_root_filesystem: Option<bool>,
+    /// `procMount`.
+    #[serde(default)]
+    pub proc_mount: Option<String>,
+    /// `seLinuxOptions`.
+    #[serde(default)]
+    pub se_linux_options: Option<SeLinuxOptions>,
+    /// `seccompProfile`.
+    #[serde(default)]
+    pub seccomp_profile: Option<Profile>,
+    /// `appArmorProfile`.
+    #[serde(default)]
+    pub app_armor_profile: Option<Profile>,
+    /// `windowsOptions`.
+    #[serde(default)]
+    pub windows_options: Option<WindowsOptions>,
+}
+
+/// `capabilities`.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+pub struct Capabilities {
+    /// `add`.
+    #[serde(default, deserialize_with = "nullable")]
+    pub add: Vec<String>,
+    /// `drop`.
+    #[serde(default, deserialize_with = "nullable")]
+    pub drop: Vec<String>,
+}
+
+/// `seLinuxOptions`.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+pub struct SeLinuxOptions {
+    /// `type`.
+    #[serde(default, rename = "type")]
+    pub type_: Option<String>,
+    /// `user`.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// `role`.
+    #[serde(default)]
+    pub role: Option<String>,
+    /// `level`.
+    #[serde(default)]
+    pub level: Option<String>,
+}
+
+/// `seccompProfile` or `appArmorProfile`.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Profile {
+    /// `type`: `RuntimeDefault`, `Localhost`, `Unconfined`.
+    #[serde(default, rename = "type", deserialize_with = "nullable")]
+    pub type_: String,
+    /// `localhostProfile`.
+    #[serde(default)]
+    pub localhost_profile: Option<String>,
+}
+
+/// One pod `sysctls` entry.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+pub struct Sysctl {
+    /// Sysctl name.
+    #[serde(default, deserialize_with = "nullable")]
+    pub name: String,
+    /// Sysctl value.
+    #[serde(default, deserialize_with = "nullable")]
+    pub value: String,
+}
+
+/// `windowsOptions`.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct WindowsOptions {
+    /// `hostProcess`.
+    #[serde(default)]
+    pub host_process: Option<bool>,
+}
+
+/// A container of any of the three lists.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Container {
+    /// Container name.
+    #[serde(default, deserialize_with = "nullable")]
+    pub name: String,
+    /// Image reference as written.
+    #[serde(default, deserialize_with = "nullable")]
+    pub image: String,
+    /// Container security context.
+    #[serde(default)]
+    pub security_context: Option<SecurityContext>,
+    /// `ports` (PSA reads `hostPort`).
+    #[serde(default, deserialize_with = "nullable")]
+    pub ports: Vec<ContainerPort>,
+    /// `livenessProbe`.
+    #[serde(default)]
+    pub liveness_probe: Option<Handler>,
+    /// `readinessProbe`.
+    #[serde(default)]
+    pub readiness_probe: Option<Handler>,
+    /// `startupProbe`.
+    #[serde(default)]
+    pub startup_probe: Option<Handler>,
+    /// `lifecycle`.
+    #[serde(default)]
+    pub lifecycle: Option<Lifecycle>,
+}
+
+/// One `ports` entry.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerPort {
+    /// `hostPort`.
+    #[serde(default)]
+    pub host_port: Option<i64>,
+}
+
+/// A probe or lifecycle handler: only the fields that can name a host.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Handler {
+    /// `httpGet`.
+    #[serde(default)]
+    pub http_get: Option<HostField>,
+    /// `tcpSocket`.
+    #[serde(default)]
+    pub tcp_socket: Option<HostField>,
+}
+
+/// `httpGet` / `tcpSocket`: the `host` field.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+pub struct HostField {
+    /// `host`.
+    #[serde(default)]
+    pub host: Option<String>,
+}
+
+/// `lifecycle`.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Lifecycle {
+    /// `postStart`.
+    #[serde(default)]
+    pub post_start: Option<Handler>,
+    /// `preStop`.
+    #[serde(default)]
+    pub pre_stop: Option<Handler>,
+}
+
+/// A pod volume: its name, and which volume sources it sets.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Volume {
+    /// Volume name.
+    pub name: String,
+    /// Keys of the volume sources set to a non-null value (`configMap`, `hostPath`, ...).
+    pub sources: Vec<String>,
+}
+
+impl Volume {
+    /// Whether this volume sets the given source key (`hostPath`, `secret`, ...).
+    pub fn has_source(&self, key: &str) -> bool {
+        self.sources.iter().any(|s| s == key)
+    }
+}
+
+impl<'de> Deserialize<'de> for Volume {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct VolumeVisitor;
+        impl<'de> Visitor<'de> for VolumeVisitor {
+            type Value = Volume;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a volume object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Volume, A::Error> {
+                let mut volume = Volume::default();
+                while let Some(key) = map.next_key::<String>()? {
+                    if key == "name" {
+                        volume.name = map.next_value::<Option<String>>()?.unwrap_or_default();
+                    } else {
+                        // A source is set when its value is not null, as Go's decoding sees it.
+                        let value = map.next_value::<Option<IgnoredAny>>()?;
+                        if value.is_some() {
+                            volume.sources.push(key);
+                        }
+                    }
+                }
+                Ok(volume)
+            }
+        }
+        deserializer.deserialize_map(VolumeVisitor)
+    }
+}
+
+/// `status` of a running pod (continuous scanning reads the image ids).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PodStatus {
+    /// `containerStatuses`.
+    #[serde(default, deserialize_with = "nullable")]
+    pub container_statuses: Vec<ContainerStatus>,
+    /// `initContainerStatuses`.
+    #[serde(default, deserialize_with = "nullable")]
+    pub init_container_statuses: Vec<ContainerStatus>,
+    /// `ephemeralContainerStatuses`.
+    #[serde(default, deserialize_with = "nullable")]
+    pub ephemeral_container_statuses: Vec<ContainerStatus>,
+}
+
+/// One container status.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerStatus {
+    /// Container name.
+    #[serde(default, deserialize_with = "nullable")]
+    pub name: String,
+    /// The image as the runtime reports it.
+    #[serde(default, deserialize_with = "nullable")]
+    pub image: String,
+    /// `imageID`: usually `repo@sha256:...`, the resolved digest.
+    #[serde(default, rename = "imageID", deserialize_with = "nullable")]
+    pub image_id: String,
+}
+
+impl PodSpec {
+    /// Every container of the pod, with the list it belongs to, in PSA's visiting order
+    /// (init containers, containers, ephemeral containers).
+    pub fn all_containers(&self) -> impl Iterator<Item = (ContainerList, &Container)> {
+        self.init_containers
+            .iter()
+            .map(|c| (ContainerList::InitContainers, c))
+            .chain(self.containers.iter().map(|c| (ContainerList::Containers, c)))
+            .chain(
+                self.ephemeral_containers
+                    .iter()
+                    .map(|c| (ContainerList::EphemeralContainers, c)),
+            )
+    }
+
+    /// Whether `spec.os.name` is `windows`.
+    pub fn is_windows(&self) -> bool {
+        self.os.as_ref().is_some_and(|os| os.name == "windows")
+    }
+}
+
+/// Which container list a container comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ContainerList {
+    /// `containers`.
+    Containers,
+    /// `initContainers`.
+    InitContainers,
+    /// `ephemeralContainers`.
+    EphemeralContainers,
+}
