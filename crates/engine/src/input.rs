@@ -1,1 +1,468 @@
-//! Parsing admission documents into what the engine judges.
+//! What the engine judges, parsed from a document: a Kubernetes object, a `List`, an
+//! AdmissionReview (v1 or v1beta1) or a bare AdmissionRequest (POLICY.md section 2).
+//!
+//! Parsing is most of the cost of a decision, so a document is read once into lean typed
+//! structs ([`crate::k8s`]); `request.object` is kept raw and read typed on its own, and
+//! `oldObject` is only read on UPDATE, to compare pod specs.
+
+use serde::de::{Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::k8s::{nullable, ObjectMeta, PodSpec, PodStatus};
+
+/// An admission operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Operation {
+    /// CREATE (also used for bare objects).
+    Create,
+    /// UPDATE.
+    Update,
+    /// DELETE.
+    Delete,
+    /// CONNECT (exec, attach, port-forward, ...).
+    Connect,
+}
+
+impl Operation {
+    /// The name as Kubernetes writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::Create => "CREATE",
+            Operation::Update => "UPDATE",
+            Operation::Delete => "DELETE",
+            Operation::Connect => "CONNECT",
+        }
+    }
+}
+
+/// Why a document cannot be judged.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct InputError {
+    /// The field at fault (`request.operation`), or `(document)`.
+    pub path: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl InputError {
+    fn new(path: impl Into<String>, message: impl Into<String>) -> InputError {
+        InputError { path: path.into(), message: message.into() }
+    }
+}
+
+/// A Kubernetes object as the engine reads it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct KubeObject {
+    /// `apiVersion`.
+    pub api_version: String,
+    /// `kind`.
+    pub kind: String,
+    /// `metadata`.
+    pub metadata: ObjectMeta,
+    /// `spec`, read with every pod-spec level (see [`PodSpec`]).
+    pub spec: Option<PodSpec>,
+    /// `status` (pods).
+    pub status: Option<PodStatus>,
+}
+
+impl KubeObject {
+    /// The pod spec and the pod metadata (template metadata for workloads) of an evaluated
+    /// kind; `None` for kinds that are not evaluated.
+    pub fn pod(&self, group: &str, kind: &str) -> Option<(&ObjectMeta, &PodSpec)> {
+        let spec = self.spec.as_ref();
+        match pod_spec_path(group, kind)? {
+            PodSpecPath::Spec => Some((&self.metadata, spec?)),
+            PodSpecPath::Template => {
+                let t = spec?.template.as_deref()?;
+                Some((&t.metadata, &t.spec))
+            }
+            PodSpecPath::JobTemplate => {
+                let t = spec?.job_template.as_deref()?.spec.template.as_deref()?;
+                Some((&t.metadata, &t.spec))
+            }
+        }
+    }
+}
+
+/// Where an evaluated kind keeps its pod spec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PodSpecPath {
+    /// `spec` (Pod).
+    Spec,
+    /// `spec.template.spec`.
+    Template,
+    /// `spec.jobTemplate.spec.template.spec` (CronJob).
+    JobTemplate,
+}
+
+/// Where the pod spec of `group`/`kind` is, or `None` when the kind is not evaluated.
+pub fn pod_spec_path(group: &str, kind: &str) -> Option<PodSpecPath> {
+    match (group, kind) {
+        ("", "Pod") => Some(PodSpecPath::Spec),
+        ("", "ReplicationController")
+        | ("apps", "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet")
+        | ("batch", "Job") => Some(PodSpecPath::Template),
+        ("batch", "CronJob") => Some(PodSpecPath::JobTemplate),
+        _ => None,
+    }
+}
+
+/// One thing to judge: an admission request, or a bare object read as a CREATE.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Subject {
+    /// The request uid (empty for bare objects).
+    pub uid: String,
+    /// The review's `apiVersion` (`admission.k8s.io/v1`), for the response; empty otherwise.
+    pub review_api_version: String,
+    /// The operation.
+    pub operation: Operation,
+    /// API group of the object (`apps`; empty for core).
+    pub group: String,
+    /// Kind of the object (`Deployment`).
+    pub kind: String,
+    /// The resource (`pods`), when known.
+    pub resource: String,
+    /// The subresource (`exec`, `ephemeralcontainers`), empty when none.
+    pub sub_resource: String,
+    /// The namespace: `request.namespace`, else `metadata.namespace`, else `default`.
+    pub namespace: String,
+    /// The object's name (`request.name`, else `metadata.name`, else `generateName`).
+    pub name: String,
+    /// The object (absent on DELETE and for some CONNECTs).
+    pub object: Option<KubeObject>,
+    /// For UPDATE: whether the pod spec is unchanged from `oldObject`'s.
+    pub pod_spec_unchanged: bool,
+    /// For UPDATE of pods/ephemeralcontainers: ephemeral containers that `oldObject` lacks.
+    pub added_ephemeral_containers: Vec<String>,
+    /// Whether the request is a dry run.
+    pub dry_run: bool,
+}
+
+/// A `kind` field: a string on objects, `{group, version, kind}` on admission requests.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct KindField {
+    group: String,
+    version: String,
+    kind: String,
+    /// Whether it was given as an object (a bare AdmissionRequest).
+    is_gvk: bool,
+}
+
+impl<'de> Deserialize<'de> for KindField {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KindVisitor;
+        impl<'de> Visitor<'de> for KindVisitor {
+            type Value = KindField;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a kind name or a {group, version, kind} object")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<KindField, E> {
+                Ok(KindField { kind: v.to_owned(), ..KindField::default() })
+            }
+            fn visit_unit<E: serde::de::Error>(self) -> Result<KindField, E> {
+                Ok(KindField::default())
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<KindField, A::Error> {
+                let mut k = KindField { is_gvk: true, ..KindField::default() };
+                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    let value = map.next_value::<Option<String>>()?.unwrap_or_default();
+                    match key.as_ref() {
+                        "group" => k.group = value,
+                        "version" => k.version = value,
+                        "kind" => k.kind = value,
+                        _ => {}
+                    }
+                }
+                Ok(k)
+            }
+        }
+        deserializer.deserialize_any(KindVisitor)
+    }
+}
+
+/// `request.resource`.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+struct ResourceField {
+    #[serde(default, deserialize_with = "nullable")]
+    resource: String,
+}
+
+/// The fields of an AdmissionRequest.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RequestFields {
+    #[serde(default, deserialize_with = "nullable")]
+    uid: String,
+    #[serde(default)]
+    kind: Option<KindField>,
+    #[serde(default)]
+    resource: Option<ResourceField>,
+    #[serde(default, deserialize_with = "nullable")]
+    sub_resource: String,
+    #[serde(default, deserialize_with = "nullable")]
+    name: String,
+    #[serde(default, deserialize_with = "nullable")]
+    namespace: String,
+    #[serde(default)]
+    operation: Option<String>,
+    #[serde(default)]
+    object: Option<Box<RawValue>>,
+    #[serde(default)]
+    old_object: Option<Box<RawValue>>,
+    #[serde(default)]
+    dry_run: Option<bool>,
+}
+
+/// Every top-level shape at once: an object, a List, a review or a bare request.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Envelope {
+    #[serde(default, deserialize_with = "nullable")]
+    api_version: String,
+    #[serde(default)]
+    kind: Option<KindField>,
+    #[serde(default)]
+    metadata: Option<ObjectMeta>,
+    #[serde(default)]
+    spec: Option<PodSpec>,
+    #[serde(default)]
+    status: Option<PodStatus>,
+    #[serde(default)]
+    items: Option<Vec<Box<RawValue>>>,
+    #[serde(default)]
+    request: Option<RequestFields>,
+    // A bare AdmissionRequest's own fields.
+    #[serde(default)]
+    uid: Option<String>,
+    #[serde(default)]
+    resource: Option<ResourceField>,
+    #[serde(default, deserialize_with = "nullable")]
+    sub_resource: String,
+    #[serde(default, deserialize_with = "nullable")]
+    name: String,
+    #[serde(default, deserialize_with = "nullable")]
+    namespace: String,
+    #[serde(default)]
+    operation: Option<String>,
+    #[serde(default)]
+    object: Option<Box<RawValue>>,
+    #[serde(default)]
+    old_object: Option<Box<RawValue>>,
+    #[serde(default)]
+    dry_run: Option<bool>,
+}
+
+/// The typed object of a request.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ObjectFields {
+    #[serde(default, deserialize_with = "nullable")]
+    api_version: String,
+    #[serde(default)]
+    kind: Option<KindField>,
+    #[serde(default, deserialize_with = "nullable")]
+    metadata: ObjectMeta,
+    #[serde(default)]
+    spec: Option<PodSpec>,
+    #[serde(default)]
+    status: Option<PodStatus>,
+}
+
+/// Nested Lists deeper than this are refused (they are never legitimate).
+const MAX_LIST_DEPTH: usize = 8;
+
+/// Parses one JSON document into the subjects it holds (a List gives one per item, nested
+/// Lists flattened), in document order.
+pub fn parse_document(json: &[u8]) -> Result<Vec<Subject>, InputError> {
+    let mut out = Vec::with_capacity(1);
+    parse_into(json, 0, "", &mut out)?;
+    Ok(out)
+}
+
+fn json_error(prefix: &str, e: serde_path_to_error::Error<serde_json::Error>) -> InputError {
+    let path = e.path().to_string();
+    let path = match (prefix.is_empty(), path.as_str()) {
+        (true, ".") => "(document)".to_owned(),
+        (true, _) => path,
+        (false, ".") => prefix.to_owned(),
+        (false, _) => format!("{prefix}.{path}"),
+    };
+    InputError::new(path, e.into_inner().to_string())
+}
+
+fn from_json<'a, T: Deserialize<'a>>(json: &'a [u8], prefix: &str) -> Result<T, InputError> {
+    let mut de = serde_json::Deserializer::from_slice(json);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| json_error(prefix, e))?;
+    de.end().map_err(|e| InputError::new(if prefix.is_empty() { "(document)" } else { prefix }, e.to_string()))?;
+    Ok(value)
+}
+
+fn parse_into(json: &[u8], depth: usize, prefix: &str, out: &mut Vec<Subject>) -> Result<(), InputError> {
+    let env: Envelope = from_json(json, prefix)?;
+    let here = |field: &str| if prefix.is_empty() { field.to_owned() } else { format!("{prefix}.{field}") };
+    let kind = env.kind.clone().unwrap_or_default();
+
+    if let Some(items) = env.items.as_ref().filter(|_| kind.kind.ends_with("List") && !kind.is_gvk) {
+        if depth >= MAX_LIST_DEPTH {
+            return Err(InputError::new(here("items"), "Lists nested too deeply"));
+        }
+        for (i, item) in items.iter().enumerate() {
+            parse_into(item.get().as_bytes(), depth + 1, &here(&format!("items[{i}]")), out)?;
+        }
+        return Ok(());
+    }
+
+    if let Some(request) = env.request {
+        if !kind.kind.is_empty() && kind.kind != "AdmissionReview" {
+            return Err(InputError::new(here("kind"), format!("a document with `request` must be an AdmissionReview, not {:?}", kind.kind)));
+        }
+        if !env.api_version.is_empty() && !matches!(env.api_version.as_str(), "admission.k8s.io/v1" | "admission.k8s.io/v1beta1") {
+            return Err(InputError::new(here("apiVersion"), format!("{:?} is not admission.k8s.io/v1 or v1beta1", env.api_version)));
+        }
+        out.push(subject_from_request(request, env.api_version, &here("request"))?);
+        return Ok(());
+    }
+
+    if kind.is_gvk || (env.uid.is_some() && env.operation.is_some()) {
+        // A bare AdmissionRequest, read as if wrapped in a review.
+        let request = RequestFields {
+            uid: env.uid.unwrap_or_default(),
+            kind: Some(kind),
+            resource: env.resource,
+            sub_resource: env.sub_resource,
+            name: env.name,
+            namespace: env.namespace,
+            operation: env.operation,
+            object: env.object,
+            old_object: env.old_object,
+            dry_run: env.dry_run,
+        };
+        out.push(subject_from_request(request, String::new(), prefix)?);
+        return Ok(());
+    }
+
+    if kind.kind.is_empty() {
+        return Err(InputError::new(here("kind"), "missing: not a Kubernetes object, List, AdmissionReview or AdmissionRequest"));
+    }
+    let group = group_of(&env.api_version).to_owned();
+    let metadata = env.metadata.unwrap_or_default();
+    let namespace = metadata.namespace.clone().filter(|n| !n.is_empty()).unwrap_or_else(|| "default".to_owned());
+    let name = object_name(&metadata);
+    out.push(Subject {
+        uid: String::new(),
+        review_api_version: String::new(),
+        operation: Operation::Create,
+        group,
+        kind: kind.kind.clone(),
+        resource: String::new(),
+        sub_resource: String::new(),
+        namespace,
+        name,
+        object: Some(KubeObject { api_version: env.api_version, kind: kind.kind, metadata, spec: env.spec, status: env.status }),
+        pod_spec_unchanged: false,
+        added_ephemeral_containers: Vec::new(),
+        dry_run: false,
+    });
+    Ok(())
+}
+
+/// The API group of an `apiVersion` (`apps/v1` → `apps`, `v1` → ``).
+pub fn group_of(api_version: &str) -> &str {
+    api_version.rsplit_once('/').map_or("", |(g, _)| g)
+}
+
+fn object_name(metadata: &ObjectMeta) -> String {
+    if metadata.name.is_empty() { metadata.generate_name.clone() } else { metadata.name.clone() }
+}
+
+fn subject_from_request(r: RequestFields, review_api_version: String, path: &str) -> Result<Subject, InputError> {
+    let at = |field: &str| if path.is_empty() { field.to_owned() } else { format!("{path}.{field}") };
+    let operation = match r.operation.as_deref() {
+        Some("CREATE") => Operation::Create,
+        Some("UPDATE") => Operation::Update,
+        Some("DELETE") => Operation::Delete,
+        Some("CONNECT") => Operation::Connect,
+        Some(other) => return Err(InputError::new(at("operation"), format!("{other:?} is not one of CREATE, UPDATE, DELETE, CONNECT"))),
+        None => return Err(InputError::new(at("operation"), "missing")),
+    };
+    let Some(kind) = r.kind else {
+        return Err(InputError::new(at("kind"), "missing"));
+    };
+    let object = match &r.object {
+        Some(raw) if raw.get() != "null" => Some(object_from_raw(raw, &at("object"))?),
+        _ => None,
+    };
+    let (metadata_ns, metadata_name) = object
+        .as_ref()
+        .map(|o| (o.metadata.namespace.clone().unwrap_or_default(), object_name(&o.metadata)))
+        .unwrap_or_default();
+    let namespace = [r.namespace, metadata_ns].into_iter().find(|n| !n.is_empty()).unwrap_or_else(|| "default".to_owned());
+    let name = if r.name.is_empty() { metadata_name } else { r.name };
+
+    let mut subject = Subject {
+        uid: r.uid,
+        review_api_version,
+        operation,
+        group: kind.group,
+        kind: kind.kind,
+        resource: r.resource.map(|x| x.resource).unwrap_or_default(),
+        sub_resource: r.sub_resource,
+        namespace,
+        name,
+        object,
+        pod_spec_unchanged: false,
+        added_ephemeral_containers: Vec::new(),
+        dry_run: r.dry_run.unwrap_or(false),
+    };
+
+    if operation == Operation::Update {
+        if let (Some(new_raw), Some(old_raw)) = (&r.object, &r.old_object) {
+            if old_raw.get() != "null" {
+                if subject.sub_resource == "ephemeralcontainers" {
+                    let old = object_from_raw(old_raw, &at("oldObject"))?;
+                    let before: Vec<&str> = old
+                        .spec
+                        .as_ref()
+                        .map(|s| s.ephemeral_containers.iter().map(|c| c.name.as_str()).collect())
+                        .unwrap_or_default();
+                    subject.added_ephemeral_containers = subject
+                        .object
+                        .as_ref()
+                        .and_then(|o| o.spec.as_ref())
+                        .map(|s| {
+                            s.ephemeral_containers
+                                .iter()
+                                .filter(|c| !before.contains(&c.name.as_str()))
+                                .map(|c| c.name.clone())
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                } else if let Some(path) = pod_spec_path(&subject.group, &subject.kind) {
+                    subject.pod_spec_unchanged = pod_specs_equal(new_raw, old_raw, path, &at("oldObject"))?;
+                }
+            }
+        }
+    }
+    Ok(subject)
+}
+
+fn object_from_raw(raw: &RawValue, path: &str) -> Result<KubeObject, InputError> {
+    let o: ObjectFields = from_json(raw.get().as_bytes(), path)?;
+    let kind = o.kind.map(|k| k.kind).unwrap_or_default();
+    Ok(KubeObject { api_version: o.api_version, kind, metadata: o.metadata, spec: o.spec, status: o.status })
+}
+
+/// Compares the whole pod specs (every field, not only those the engine reads), so that
+/// any change to the pod spec is judged, while labelling or scaling is not.
+fn pod_specs_equal(new: &RawValue, old: &RawValue, path: PodSpecPath, old_path: &str) -> Result<bool, InputError> {
+    let new: serde_json::Value = serde_json::from_str(new.get()).map_err(|e| InputError::new("object", e.to_string()))?;
+    let old: serde_json::Value = serde_json::from_str(old.get()).map_err(|e| InputError::new(old_path, e.to_string()))?;
+    let pointer = match path {
+        PodSpecPath::Spec => "/spec",
+        PodSpecPath::Template => "/spec/template/spec",
+        PodSpecPath::JobTemplate => "/spec/jobTemplate/spec/template/spec",
+    };
+    Ok(new.pointer(pointer) == old.pointer(pointer))
+}

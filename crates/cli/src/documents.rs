@@ -1,0 +1,144 @@
+//! Streams the documents of manifest files: YAML (multi-document), JSON (one or more
+//! concatenated values) and JSON Lines, one document at a time, so memory stays flat
+//! whatever the number of documents.
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read};
+use std::path::Path;
+
+/// One document of an input: its 1-based position in the file and its JSON text, or why it
+/// could not be read.
+pub struct Document {
+    /// 1-based: the line number for JSON Lines, the document's ordinal otherwise.
+    pub index: usize,
+    /// The document as JSON, or a syntax error.
+    pub json: Result<Vec<u8>, String>,
+}
+
+/// How a file is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Yaml,
+    Json,
+    JsonLines,
+}
+
+/// Opens `path` (`-` for standard input) and streams its documents to `each`.
+/// An I/O error ends the file; a bad document is reported and reading goes on.
+pub fn for_each_document(path: &str, mut each: impl FnMut(Document)) -> io::Result<()> {
+    let reader: Box<dyn Read> = if path == "-" { Box::new(io::stdin().lock()) } else { Box::new(File::open(path)?) };
+    let mut reader = BufReader::with_capacity(256 * 1024, reader);
+    let format = match Path::new(path).extension().and_then(|e| e.to_str()) {
+        Some("jsonl" | "ndjson") => Format::JsonLines,
+        Some("json") => Format::Json,
+        Some("yaml" | "yml") => Format::Yaml,
+        _ => sniff(&mut reader)?,
+    };
+    match format {
+        Format::JsonLines => json_lines(reader, &mut each),
+        Format::Json => json_stream(reader, &mut each),
+        Format::Yaml => yaml_stream(reader, &mut each),
+    }
+}
+
+/// JSON when the first non-blank byte opens an object or array, else YAML.
+fn sniff(reader: &mut BufReader<Box<dyn Read>>) -> io::Result<Format> {
+    loop {
+        let buf = reader.fill_buf()?;
+        if buf.is_empty() {
+            return Ok(Format::Yaml);
+        }
+        match buf.iter().position(|b| !b.is_ascii_whitespace()) {
+            Some(i) => {
+                let first = buf.get(i).copied();
+                return Ok(if matches!(first, Some(b'{' | b'[')) { Format::Json } else { Format::Yaml });
+            }
+            None => {
+                let n = buf.len();
+                reader.consume(n);
+            }
+        }
+    }
+}
+
+fn json_lines(mut reader: impl BufRead, each: &mut impl FnMut(Document)) -> io::Result<()> {
+    let mut line = Vec::new();
+    let mut number = 0;
+    loop {
+        line.clear();
+        if reader.read_until(b'\n', &mut line)? == 0 {
+            return Ok(());
+        }
+        number += 1;
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        each(Document { index: number, json: Ok(std::mem::take(&mut line)) });
+    }
+}
+
+fn json_stream(reader: impl Read, each: &mut impl FnMut(Document)) -> io::Result<()> {
+    let stream = serde_json::Deserializer::from_reader(reader).into_iter::<Box<serde_json::value::RawValue>>();
+    for (i, value) in stream.enumerate() {
+        match value {
+            Ok(raw) => each(Document { index: i + 1, json: Ok(raw.get().as_bytes().to_vec()) }),
+            Err(e) if e.is_io() => return Err(io::Error::other(e)),
+            Err(e) => {
+                // After a syntax error the rest of a JSON stream cannot be re-synchronised.
+                each(Document { index: i + 1, json: Err(e.to_string()) });
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
+}
+
+fn yaml_stream(mut reader: impl BufRead, each: &mut impl FnMut(Document)) -> io::Result<()> {
+    let mut doc: Vec<u8> = Vec::new();
+    let mut line: Vec<u8> = Vec::new();
+    let mut index = 0;
+    let mut emit = |doc: &mut Vec<u8>, index: &mut usize| {
+        let bytes = std::mem::take(doc);
+        let blank = bytes.split(|b| *b == b'\n').all(|l| {
+            let t = l.trim_ascii();
+            t.is_empty() || t.starts_with(b"#")
+        });
+        if blank {
+            return;
+        }
+        *index += 1;
+        let json = match String::from_utf8(bytes) {
+            Ok(text) => yaml_to_json(&text),
+            Err(_) => Err("the document is not valid UTF-8".to_owned()),
+        };
+        each(Document { index: *index, json });
+    };
+    loop {
+        line.clear();
+        if reader.read_until(b'\n', &mut line)? == 0 {
+            emit(&mut doc, &mut index);
+            return Ok(());
+        }
+        let is_marker = |m: &[u8]| {
+            line.starts_with(m)
+                && line.get(3..).is_none_or(|rest| rest.first().is_none_or(|c| matches!(c, b' ' | b'\t' | b'\r' | b'\n')))
+        };
+        if is_marker(b"---") {
+            emit(&mut doc, &mut index);
+            // `--- {inline: doc}` carries content on the marker line.
+            if let Some(rest) = line.get(3..) {
+                doc.extend_from_slice(rest);
+            }
+        } else if is_marker(b"...") {
+            emit(&mut doc, &mut index);
+        } else {
+            doc.extend_from_slice(&line);
+        }
+    }
+}
+
+/// Converts one YAML document to JSON text.
+pub fn yaml_to_json(text: &str) -> Result<Vec<u8>, String> {
+    let value: serde_json::Value = yaml_serde::from_str(text).map_err(|e| e.to_string())?;
+    serde_json::to_vec(&value).map_err(|e| e.to_string())
+}

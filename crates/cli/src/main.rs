@@ -1,0 +1,72 @@
+//! `portcullis`: one binary for the Portcullis CLI (and, later, its services).
+
+mod documents;
+mod eval;
+mod report;
+mod validate;
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use portcullis_engine::policy::{PolicyDocument, ValidPolicy, validate as validate_policy};
+
+/// Keeps Kubernetes clusters inside their container protection policies.
+#[derive(Debug, Parser)]
+#[command(name = "portcullis", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Evaluates manifests or admission reviews against a policy, offline.
+    Eval(eval::EvalArgs),
+    /// Checks policy documents offline.
+    Validate(validate::ValidateArgs),
+}
+
+/// Exit statuses: 0 success, 1 a negative verdict only, 2 any error (2 wins over 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ExitStatus {
+    /// Nothing blocked, nothing wrong.
+    Ok = 0,
+    /// Something was blocked.
+    Negative = 1,
+    /// Bad input.
+    Invalid = 2,
+}
+
+/// Reads and validates a policy file; on error prints `FILE: path: message` lines.
+pub fn load_policy(path: &Path) -> Result<ValidPolicy, ExitStatus> {
+    let shown = path.display();
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("{shown}: {e}");
+            return Err(ExitStatus::Invalid);
+        }
+    };
+    PolicyDocument::parse(&text).and_then(|doc| validate_policy(&doc)).map_err(|e| {
+        for f in e.field_errors() {
+            eprintln!("{shown}: {f}");
+        }
+        ExitStatus::Invalid
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Eval(args) => eval::run(args),
+        Command::Validate(args) => validate::run(args),
+    };
+    match result {
+        Ok(status) => ExitCode::from(status as u8),
+        Err(e) => {
+            eprintln!("portcullis: {e:#}");
+            ExitCode::from(ExitStatus::Invalid as u8)
+        }
+    }
+}
