@@ -6,8 +6,9 @@
 //! as JSON text, so that the engine's validation stays the one definition of a valid
 //! document. [`FILE_DESCRIPTOR_SET`] describes every file, for gRPC server reflection.
 
-/// Wraps one generated package in a module. Generated code follows the protobuf files, not
-/// the workspace's style lints, so those lints are allowed there (and only there).
+/// Wraps one generated package in a module. The generated code is held to the workspace
+/// lints like any other: the `.proto` comments become its docs (so an uncommented message or
+/// field fails `missing_docs`), and tonic already allows what its stubs need.
 macro_rules! proto_package {
     ($(#[$doc:meta])* $name:ident => $package:literal) => {
         $(#[$doc])*
@@ -52,8 +53,7 @@ proto_package!(
 
 /// The encoded `google.protobuf.FileDescriptorSet` of every Portcullis `.proto` file (and
 /// the well-known types they import), for gRPC server reflection.
-pub const FILE_DESCRIPTOR_SET: &[u8] =
-    include_bytes!(concat!(env!("OUT_DIR"), "/portcullis_descriptor.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/portcullis_descriptor.bin"));
 
 /// The fully qualified name of every gRPC service defined here, e.g.
 /// `portcullis.policystore.v1.PolicyService`, for health checking and reflection.

@@ -2,21 +2,14 @@
 //! messages round-trip, and the .proto files keep the house rules (every service, rpc,
 //! message, field, enum and value commented; enums start at an UNSPECIFIED zero).
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use prost::Message;
 use prost_types::{FileDescriptorProto, FileDescriptorSet};
 
-use portcullis_proto::{
-    FILE_DESCRIPTOR_SET, SERVICE_NAMES, admission, common, continuous, events, policystore,
-};
+use portcullis_proto::{FILE_DESCRIPTOR_SET, SERVICE_NAMES, admission, common, continuous, events, policystore};
 
 /// Every service the architecture names, with every rpc it must offer.
 const EXPECTED: &[(&str, &[&str])] = &[
@@ -87,22 +80,10 @@ const EXPECTED: &[(&str, &[&str])] = &[
     ),
     (
         "portcullis.policystore.v1.AuthService",
-        &[
-            "CreateApiKey",
-            "ListApiKeys",
-            "RevokeApiKey",
-            "Introspect",
-            "WhoAmI",
-        ],
+        &["CreateApiKey", "ListApiKeys", "RevokeApiKey", "Introspect", "WhoAmI"],
     ),
-    (
-        "portcullis.policystore.v1.AuditService",
-        &["ListAuditEntries"],
-    ),
-    (
-        "portcullis.admission.v1.AdmissionService",
-        &["Review", "ReviewStream"],
-    ),
+    ("portcullis.policystore.v1.AuditService", &["ListAuditEntries"]),
+    ("portcullis.admission.v1.AdmissionService", &["Review", "ReviewStream"]),
     (
         "portcullis.continuous.v1.ContinuousService",
         &[
@@ -114,10 +95,7 @@ const EXPECTED: &[(&str, &[&str])] = &[
             "ListCommands",
         ],
     ),
-    (
-        "portcullis.signature.v1.SignatureService",
-        &["Verify", "ResolveDigest"],
-    ),
+    ("portcullis.signature.v1.SignatureService", &["Verify", "ResolveDigest"]),
     (
         "portcullis.telemetry.v1.TelemetryService",
         &[
@@ -160,12 +138,7 @@ fn descriptor_set_holds_every_service_and_rpc() {
     let found = services(&descriptor_set());
     let expected: BTreeMap<String, Vec<String>> = EXPECTED
         .iter()
-        .map(|(name, rpcs)| {
-            (
-                (*name).to_owned(),
-                rpcs.iter().map(|r| (*r).to_owned()).collect(),
-            )
-        })
+        .map(|(name, rpcs)| ((*name).to_owned(), rpcs.iter().map(|r| (*r).to_owned()).collect()))
         .collect();
     assert_eq!(found, expected);
     println!(
@@ -179,11 +152,7 @@ fn descriptor_set_holds_every_service_and_rpc() {
 fn service_names_match_the_descriptor_set() {
     let found: BTreeSet<String> = services(&descriptor_set()).into_keys().collect();
     let listed: BTreeSet<String> = SERVICE_NAMES.iter().map(|s| (*s).to_owned()).collect();
-    assert_eq!(
-        listed.len(),
-        SERVICE_NAMES.len(),
-        "SERVICE_NAMES has duplicates"
-    );
+    assert_eq!(listed.len(), SERVICE_NAMES.len(), "SERVICE_NAMES has duplicates");
     assert_eq!(listed, found);
 }
 
@@ -205,9 +174,7 @@ fn descriptor_set_holds_every_package_and_the_timestamp_type() {
     assert_eq!(packages, expected);
     // Reflection clients resolve imports from the same set, so the imports must be in it.
     assert!(
-        set.file
-            .iter()
-            .any(|f| f.name() == "google/protobuf/timestamp.proto"),
+        set.file.iter().any(|f| f.name() == "google/protobuf/timestamp.proto"),
         "well-known types missing from the descriptor set"
     );
 }
@@ -313,8 +280,7 @@ fn unknown_enum_values_decode_without_error() {
         r#type: 99,
         ..Default::default()
     };
-    let back =
-        continuous::v1::MitigationCommand::decode(command.encode_to_vec().as_slice()).unwrap();
+    let back = continuous::v1::MitigationCommand::decode(command.encode_to_vec().as_slice()).unwrap();
     assert_eq!(back.r#type, 99);
     assert_eq!(back.r#type(), continuous::v1::CommandType::Unspecified);
 }
@@ -334,26 +300,15 @@ const SERVICE_METHOD: i32 = 2;
 
 /// Every element of a file that must carry a comment: (path, human name).
 fn commentable(file: &FileDescriptorProto) -> Vec<(Vec<i32>, String)> {
-    fn message(
-        m: &prost_types::DescriptorProto,
-        path: Vec<i32>,
-        name: String,
-        out: &mut Vec<(Vec<i32>, String)>,
-    ) {
+    fn message(m: &prost_types::DescriptorProto, path: Vec<i32>, name: String, out: &mut Vec<(Vec<i32>, String)>) {
         out.push((path.clone(), name.clone()));
         for (i, f) in m.field.iter().enumerate() {
-            out.push((
-                cat(&path, &[MESSAGE_FIELD, idx(i)]),
-                format!("{name}.{}", f.name()),
-            ));
+            out.push((cat(&path, &[MESSAGE_FIELD, idx(i)]), format!("{name}.{}", f.name())));
         }
         for (i, o) in m.oneof_decl.iter().enumerate() {
             // proto3 `optional` fields are synthetic oneofs that the source cannot comment.
             if !o.name().starts_with('_') {
-                out.push((
-                    cat(&path, &[MESSAGE_ONEOF, idx(i)]),
-                    format!("{name}.{}", o.name()),
-                ));
+                out.push((cat(&path, &[MESSAGE_ONEOF, idx(i)]), format!("{name}.{}", o.name())));
             }
         }
         for (i, n) in m.nested_type.iter().enumerate() {
@@ -375,10 +330,7 @@ fn commentable(file: &FileDescriptorProto) -> Vec<(Vec<i32>, String)> {
     ) {
         out.push((path.clone(), name.clone()));
         for (i, v) in e.value.iter().enumerate() {
-            out.push((
-                cat(&path, &[ENUM_VALUE, idx(i)]),
-                format!("{name}.{}", v.name()),
-            ));
+            out.push((cat(&path, &[ENUM_VALUE, idx(i)]), format!("{name}.{}", v.name())));
         }
     }
     let mut out = Vec::new();
@@ -428,10 +380,7 @@ fn every_service_rpc_message_field_and_enum_value_is_commented() {
             }
         }
     }
-    assert!(
-        checked > 500,
-        "only {checked} elements checked: the walk is broken"
-    );
+    assert!(checked > 500, "only {checked} elements checked: the walk is broken");
     assert!(missing.is_empty(), "uncommented: {missing:#?}");
 }
 
@@ -462,12 +411,7 @@ fn every_enum_starts_with_its_unspecified_zero_and_prefixes_its_values() {
         let prefix = screaming_snake(e.name());
         let first = &e.value[0];
         assert_eq!(first.number(), 0, "{}: first value is not 0", e.name());
-        assert_eq!(
-            first.name(),
-            format!("{prefix}_UNSPECIFIED"),
-            "{}",
-            e.name()
-        );
+        assert_eq!(first.name(), format!("{prefix}_UNSPECIFIED"), "{}", e.name());
         for v in &e.value {
             assert!(
                 v.name().starts_with(&format!("{prefix}_")),

@@ -26,7 +26,11 @@ enum Format {
 /// Opens `path` (`-` for standard input) and streams its documents to `each`.
 /// An I/O error ends the file; a bad document is reported and reading goes on.
 pub fn for_each_document(path: &str, mut each: impl FnMut(Document)) -> io::Result<()> {
-    let reader: Box<dyn Read> = if path == "-" { Box::new(io::stdin().lock()) } else { Box::new(File::open(path)?) };
+    let reader: Box<dyn Read> = if path == "-" {
+        Box::new(io::stdin().lock())
+    } else {
+        Box::new(File::open(path)?)
+    };
     let mut reader = BufReader::with_capacity(256 * 1024, reader);
     let format = match Path::new(path).extension().and_then(|e| e.to_str()) {
         Some("jsonl" | "ndjson") => Format::JsonLines,
@@ -51,7 +55,11 @@ fn sniff(reader: &mut BufReader<Box<dyn Read>>) -> io::Result<Format> {
         match buf.iter().position(|b| !b.is_ascii_whitespace()) {
             Some(i) => {
                 let first = buf.get(i).copied();
-                return Ok(if matches!(first, Some(b'{' | b'[')) { Format::Json } else { Format::Yaml });
+                return Ok(if matches!(first, Some(b'{' | b'[')) {
+                    Format::Json
+                } else {
+                    Format::Yaml
+                });
             }
             None => {
                 let n = buf.len();
@@ -73,7 +81,10 @@ fn json_lines(mut reader: impl BufRead, each: &mut impl FnMut(Document)) -> io::
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        each(Document { index: number, json: Ok(std::mem::take(&mut line)) });
+        each(Document {
+            index: number,
+            json: Ok(std::mem::take(&mut line)),
+        });
     }
 }
 
@@ -81,11 +92,17 @@ fn json_stream(reader: impl Read, each: &mut impl FnMut(Document)) -> io::Result
     let stream = serde_json::Deserializer::from_reader(reader).into_iter::<Box<serde_json::value::RawValue>>();
     for (i, value) in stream.enumerate() {
         match value {
-            Ok(raw) => each(Document { index: i + 1, json: Ok(raw.get().as_bytes().to_vec()) }),
+            Ok(raw) => each(Document {
+                index: i + 1,
+                json: Ok(raw.get().as_bytes().to_vec()),
+            }),
             Err(e) if e.is_io() => return Err(io::Error::other(e)),
             Err(e) => {
                 // After a syntax error the rest of a JSON stream cannot be re-synchronised.
-                each(Document { index: i + 1, json: Err(e.to_string()) });
+                each(Document {
+                    index: i + 1,
+                    json: Err(e.to_string()),
+                });
                 return Ok(());
             }
         }
@@ -121,7 +138,9 @@ fn yaml_stream(mut reader: impl BufRead, each: &mut impl FnMut(Document)) -> io:
         }
         let is_marker = |m: &[u8]| {
             line.starts_with(m)
-                && line.get(3..).is_none_or(|rest| rest.first().is_none_or(|c| matches!(c, b' ' | b'\t' | b'\r' | b'\n')))
+                && line
+                    .get(3..)
+                    .is_none_or(|rest| rest.first().is_none_or(|c| matches!(c, b' ' | b'\t' | b'\r' | b'\n')))
         };
         if is_marker(b"---") {
             emit(&mut doc, &mut index);

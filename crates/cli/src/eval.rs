@@ -68,8 +68,14 @@ fn load_scan_results(args: &[String], store: &mut MemoryScanStore, digests: &mut
         let value: serde_json::Value =
             serde_json::from_slice(&bytes).with_context(|| format!("--scan-results {path}: not JSON"))?;
         if value.get("SchemaVersion").is_some() {
-            let import = from_trivy(&bytes, &TrivyImportOptions { digest, ..TrivyImportOptions::default() })
-                .with_context(|| format!("--scan-results {path}"))?;
+            let import = from_trivy(
+                &bytes,
+                &TrivyImportOptions {
+                    digest,
+                    ..TrivyImportOptions::default()
+                },
+            )
+            .with_context(|| format!("--scan-results {path}"))?;
             for r in import.results() {
                 store.insert(r);
             }
@@ -119,8 +125,12 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<ExitStatus> {
     let verdicts = match &args.verdicts {
         Some(path) => {
             let bytes = std::fs::read(path).with_context(|| format!("--verdicts {}", path.display()))?;
-            let map: HashMap<String, HashMap<String, bool>> = serde_json::from_slice(&bytes)
-                .with_context(|| format!("--verdicts {}: expected {{\"<image or digest>\": {{\"<attestor>\": true|false}}}}", path.display()))?;
+            let map: HashMap<String, HashMap<String, bool>> = serde_json::from_slice(&bytes).with_context(|| {
+                format!(
+                    "--verdicts {}: expected {{\"<image or digest>\": {{\"<attestor>\": true|false}}}}",
+                    path.display()
+                )
+            })?;
             Some(VerdictMap(map))
         }
         None => None,
@@ -146,7 +156,11 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<ExitStatus> {
 
     let stdout = io::stdout();
     let colour = stdout.is_terminal() && std::env::var_os("NO_COLOR").is_none();
-    let mut reporter = Reporter::new(io::BufWriter::with_capacity(64 * 1024, stdout.lock()), args.output, colour);
+    let mut reporter = Reporter::new(
+        io::BufWriter::with_capacity(64 * 1024, stdout.lock()),
+        args.output,
+        colour,
+    );
     let mut status = ExitStatus::Ok;
     let mut write_error = None;
     for file in &args.manifests {
@@ -154,9 +168,10 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<ExitStatus> {
             if write_error.is_some() {
                 return;
             }
-            let subjects = doc.json.map_err(|e| format!("(document): {e}")).and_then(|json| {
-                parse_document(&json).map_err(|e| e.to_string())
-            });
+            let subjects = doc
+                .json
+                .map_err(|e| format!("(document): {e}"))
+                .and_then(|json| parse_document(&json).map_err(|e| e.to_string()));
             match subjects {
                 Err(message) => {
                     eprintln!("{file}:{}: {message}", doc.index);

@@ -48,12 +48,14 @@ pub fn load_policy(path: &Path) -> Result<ValidPolicy, ExitStatus> {
             return Err(ExitStatus::Invalid);
         }
     };
-    PolicyDocument::parse(&text).and_then(|doc| validate_policy(&doc)).map_err(|e| {
-        for f in e.field_errors() {
-            eprintln!("{shown}: {f}");
-        }
-        ExitStatus::Invalid
-    })
+    PolicyDocument::parse(&text)
+        .and_then(|doc| validate_policy(&doc))
+        .map_err(|e| {
+            for f in e.field_errors() {
+                eprintln!("{shown}: {f}");
+            }
+            ExitStatus::Invalid
+        })
 }
 
 fn main() -> ExitCode {

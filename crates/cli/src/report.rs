@@ -51,7 +51,11 @@ struct UnverifiedOut<'a> {
 fn violation_out(v: &Violation) -> ViolationOut<'_> {
     ViolationOut {
         rule_type: v.rule_type,
-        properties: v.properties.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone()))).collect(),
+        properties: v
+            .properties
+            .iter()
+            .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+            .collect(),
         action: v.action.as_str(),
         containers: &v.containers,
         checks: &v.checks,
@@ -103,7 +107,11 @@ impl<W: Write> Reporter<W> {
     }
 
     fn paint(&self, code: &str, text: &str) -> String {
-        if self.colour { format!("\x1b[{code}m{text}\x1b[0m") } else { text.to_owned() }
+        if self.colour {
+            format!("\x1b[{code}m{text}\x1b[0m")
+        } else {
+            text.to_owned()
+        }
     }
 
     fn table(&mut self, subject: &Subject, decision: &Decision) -> io::Result<()> {
@@ -111,8 +119,15 @@ impl<W: Write> Reporter<W> {
             Verdict::Allow => self.paint("32", "ALLOW"),
             Verdict::Block => self.paint("1;31", "BLOCK"),
         };
-        let kind = if subject.group.is_empty() { subject.kind.clone() } else { format!("{}/{}", subject.group, subject.kind) };
-        let note = decision.not_evaluated.map(|n| format!("  ({})", n.as_str())).unwrap_or_default();
+        let kind = if subject.group.is_empty() {
+            subject.kind.clone()
+        } else {
+            format!("{}/{}", subject.group, subject.kind)
+        };
+        let note = decision
+            .not_evaluated
+            .map(|n| format!("  ({})", n.as_str()))
+            .unwrap_or_default();
         let line = format!("{verdict}  {kind} {}/{}{note}\n", subject.namespace, subject.name);
         self.out.write_all(line.as_bytes())?;
         for v in &decision.violations {

@@ -28,7 +28,9 @@ pub fn run(args: &ValidateArgs) -> anyhow::Result<ExitStatus> {
         let shown = file.display().to_string();
         let result = std::fs::read(file)
             .map_err(|e| vec![("(file)".to_owned(), e.to_string())])
-            .and_then(|bytes| String::from_utf8(bytes).map_err(|_| vec![("(file)".to_owned(), "not valid UTF-8".to_owned())]))
+            .and_then(|bytes| {
+                String::from_utf8(bytes).map_err(|_| vec![("(file)".to_owned(), "not valid UTF-8".to_owned())])
+            })
             .and_then(|text| {
                 PolicyDocument::parse(&text)
                     .and_then(|doc| validate(&doc))
@@ -36,7 +38,11 @@ pub fn run(args: &ValidateArgs) -> anyhow::Result<ExitStatus> {
             });
         match result {
             Ok(policy) => match args.output {
-                OutputFormat::Json => writeln!(out, "{}", json!({"file": shown, "valid": true, "name": policy.document.name}))?,
+                OutputFormat::Json => writeln!(
+                    out,
+                    "{}",
+                    json!({"file": shown, "valid": true, "name": policy.document.name})
+                )?,
                 OutputFormat::Table => writeln!(out, "{shown}: valid policy {:?}", policy.document.name)?,
             },
             Err(errors) => {

@@ -98,13 +98,12 @@ pub struct ParsedPublicKey {
 /// Parses a PEM `PUBLIC KEY` (SPKI) of a supported kind.
 pub fn parse_public_key_pem(pem: &str) -> Result<ParsedPublicKey, KeyError> {
     // Surrounding whitespace (a trailing newline, an indented YAML block) is not part of the PEM.
-    let (label, der) = spki::der::pem::decode_vec(pem.trim().as_bytes())
-        .map_err(|e| KeyError::NotPem(e.to_string()))?;
+    let (label, der) =
+        spki::der::pem::decode_vec(pem.trim().as_bytes()).map_err(|e| KeyError::NotPem(e.to_string()))?;
     if label != "PUBLIC KEY" {
         return Err(KeyError::WrongLabel(label.to_owned()));
     }
-    let spki = SubjectPublicKeyInfoRef::from_der(&der)
-        .map_err(|e| KeyError::InvalidSpki(e.to_string()))?;
+    let spki = SubjectPublicKeyInfoRef::from_der(&der).map_err(|e| KeyError::InvalidSpki(e.to_string()))?;
     let key = spki
         .subject_public_key
         .as_bytes()
@@ -117,11 +116,7 @@ pub fn parse_public_key_pem(pem: &str) -> Result<ParsedPublicKey, KeyError> {
     })
 }
 
-fn key_kind_of(
-    oid: ObjectIdentifier,
-    parameters: Option<AnyRef<'_>>,
-    key: &[u8],
-) -> Result<KeyKind, KeyError> {
+fn key_kind_of(oid: ObjectIdentifier, parameters: Option<AnyRef<'_>>, key: &[u8]) -> Result<KeyKind, KeyError> {
     if oid == ID_EC_PUBLIC_KEY {
         let curve = parameters
             .ok_or_else(|| invalid("EC", "missing curve parameters"))?
@@ -154,10 +149,7 @@ fn key_kind_of(
         let exponent = rsa.public_exponent.as_bytes();
         let odd = exponent.last().is_some_and(|b| b % 2 == 1);
         if !odd || exponent == [1] {
-            return Err(invalid(
-                "RSA",
-                "the public exponent must be odd and at least 3",
-            ));
+            return Err(invalid("RSA", "the public exponent must be odd and at least 3"));
         }
         let bits = bit_len(rsa.modulus.as_bytes());
         if !(MIN_RSA_BITS..=MAX_RSA_BITS).contains(&bits) {
@@ -299,20 +291,13 @@ impl Attestor {
             errors.push(FieldError::new("publicKey", e.to_string()));
         }
         match self.transparency_log_key_kind() {
-            Some(Err(e)) => errors.push(FieldError::new(
-                "transparencyLogOptions.publicKey",
-                e.to_string(),
-            )),
+            Some(Err(e)) => errors.push(FieldError::new("transparencyLogOptions.publicKey", e.to_string())),
             None if self.transparency_log_enabled => errors.push(FieldError::new(
                 "transparencyLogOptions.publicKey",
                 "required when transparencyLogEnabled is true",
             )),
             _ => {}
         }
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(errors)
-        }
+        if errors.is_empty() { Ok(()) } else { Err(errors) }
     }
 }

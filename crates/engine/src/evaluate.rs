@@ -16,8 +16,8 @@ use crate::input::{KubeObject, Operation, Subject};
 use crate::k8s::{Container, ObjectMeta, PodSpec};
 use crate::policy::{
     Action, AttestorRequirement, CapabilitiesPreset, ConditionOperator, ConditionType, HostNamespace,
-    ImageVerificationRule, Mitigation, PolicyError, ResourceFilter, RuleCheck, RuleType, ValidException,
-    ValidPolicy, ValidRule,
+    ImageVerificationRule, Mitigation, PolicyError, ResourceFilter, RuleCheck, RuleType, ValidException, ValidPolicy,
+    ValidRule,
 };
 use crate::pss::{self, CheckId, Scope};
 use crate::scan::{ScanResults, ScanSummary, ScanType, ScanUnavailable};
@@ -58,7 +58,10 @@ impl TrustedImage {
             });
         }
         let r = ImageRef::parse(s)?;
-        Ok(TrustedImage { repository: r.repository(), digest: r.digest().map(str::to_owned) })
+        Ok(TrustedImage {
+            repository: r.repository(),
+            digest: r.digest().map(str::to_owned),
+        })
     }
 
     /// Whether a reference is this trusted image.
@@ -418,7 +421,8 @@ impl CompiledPolicy {
                 .collect::<Vec<_>>()
         };
         let default_exceptions: Arc<[ValidException]> = valid.default.exceptions.unwrap_or_default().into();
-        let default_signatures: Arc<[ImageVerificationRule]> = valid.default.image_verification.unwrap_or_default().into();
+        let default_signatures: Arc<[ImageVerificationRule]> =
+            valid.default.image_verification.unwrap_or_default().into();
         let default = Definition {
             rules: compile_rules(valid.default.rules),
             exceptions: default_exceptions.clone(),
@@ -434,7 +438,9 @@ impl CompiledPolicy {
             namespaced.push(Definition {
                 rules: compile_rules(def.rules),
                 exceptions: def.exceptions.map_or_else(|| default_exceptions.clone(), Into::into),
-                image_verification: def.image_verification.map_or_else(|| default_signatures.clone(), Into::into),
+                image_verification: def
+                    .image_verification
+                    .map_or_else(|| default_signatures.clone(), Into::into),
             });
         }
         CompiledPolicy {
@@ -473,7 +479,7 @@ impl CompiledPolicy {
         if subject.operation == Operation::Delete {
             return Decision::allowed_without_evaluation(NotEvaluated::Delete);
         }
-        if ctx.excluded_namespaces.iter().any(|ns| *ns == subject.namespace) {
+        if ctx.excluded_namespaces.contains(&subject.namespace) {
             return Decision::allowed_without_evaluation(NotEvaluated::NamespaceExcluded);
         }
         let def = self.definition(&subject.namespace);
@@ -516,16 +522,28 @@ impl CompiledPolicy {
             digests: Vec::new(),
             stage_failures: Vec::new(),
         };
-        if ctx.excluded_namespaces.iter().any(|ns| *ns == subject.namespace) {
+        if ctx.excluded_namespaces.contains(&subject.namespace) {
             return nothing;
         }
         let Some(object) = &subject.object else { return nothing };
-        let Some((meta, spec)) = object.pod(&subject.group, &subject.kind) else { return nothing };
+        let Some((meta, spec)) = object.pod(&subject.group, &subject.kind) else {
+            return nothing;
+        };
         let def = self.definition(&subject.namespace);
         let mut run = Run::new(def, Phase::Continuous, subject, object, meta, spec, ctx, None);
         run.rules();
-        let mitigation = run.violations.iter().map(|v| v.mitigation).max().unwrap_or(Mitigation::None);
-        RunningDecision { mitigation, violations: run.violations, digests: run.digests, stage_failures: run.stage_failures }
+        let mitigation = run
+            .violations
+            .iter()
+            .map(|v| v.mitigation)
+            .max()
+            .unwrap_or(Mitigation::None);
+        RunningDecision {
+            mitigation,
+            violations: run.violations,
+            digests: run.digests,
+            stage_failures: run.stage_failures,
+        }
     }
 
     fn evaluate_connect(&self, def: &Definition, subject: &Subject) -> Decision {
@@ -536,8 +554,20 @@ impl CompiledPolicy {
         };
         let mut decision = Decision::allowed_without_evaluation(NotEvaluated::OtherConnect);
         decision.not_evaluated = None;
-        for r in def.rules.iter().filter(|r| r.rule.check == wanted && r.active(Phase::Admission)) {
-            decision.violations.push(violation(r, Phase::Admission, Vec::new(), true, &subject.name, Vec::new(), ""));
+        for r in def
+            .rules
+            .iter()
+            .filter(|r| r.rule.check == wanted && r.active(Phase::Admission))
+        {
+            decision.violations.push(violation(
+                r,
+                Phase::Admission,
+                Vec::new(),
+                true,
+                &subject.name,
+                Vec::new(),
+                "",
+            ));
         }
         if decision.violations.iter().any(|v| v.action == Action::Block) {
             decision.verdict = Verdict::Block;
@@ -545,7 +575,6 @@ impl CompiledPolicy {
         decision
     }
 }
-
 
 /// Builds a violation and its message.
 fn violation(
@@ -562,7 +591,12 @@ fn violation(
         Phase::Continuous => r.rule.mitigation.as_str(),
     };
     let mut message = String::with_capacity(96);
-    let _ = write!(message, "{} violates rule with properties {} in ", r.rule.rule_type.as_str(), r.properties_text);
+    let _ = write!(
+        message,
+        "{} violates rule with properties {} in ",
+        r.rule.rule_type.as_str(),
+        r.properties_text
+    );
     write_location(&mut message, &containers, pod_level, pod_name);
     let _ = write!(message, " ({enforcement})");
     if !detail.is_empty() {
@@ -610,7 +644,10 @@ fn host_namespace_set(spec: &PodSpec, which: HostNamespace) -> bool {
 }
 
 fn added_capabilities(c: &Container) -> &[String] {
-    c.security_context.as_ref().and_then(|s| s.capabilities.as_ref()).map_or(&[], |caps| caps.add.as_slice())
+    c.security_context
+        .as_ref()
+        .and_then(|s| s.capabilities.as_ref())
+        .map_or(&[], |caps| caps.add.as_slice())
 }
 
 fn drops_all(c: &Container) -> bool {
@@ -659,7 +696,7 @@ impl<'a, 'c> Run<'a, 'c> {
         let mut scratch = String::new();
         let containers: Vec<ContainerInfo<'a>> = spec
             .all_containers()
-            .filter(|(_, c)| only.is_none_or(|names| names.iter().any(|n| *n == c.name)))
+            .filter(|(_, c)| only.is_none_or(|names| names.contains(&c.name)))
             .map(|(_, container)| {
                 let image = ImageRef::parse(&container.image);
                 let exempt = image.as_ref().is_ok_and(|image| {
@@ -669,11 +706,16 @@ impl<'a, 'c> Run<'a, 'c> {
                                 && e.operator.holds(e.field.value_of(image, &mut scratch), &e.value)
                         })
                 });
-                ContainerInfo { container, image, exempt, digest: None }
+                ContainerInfo {
+                    container,
+                    image,
+                    exempt,
+                    digest: None,
+                }
             })
             .collect();
         // A pod-level rule is skipped only when the pod has containers and all are exempt.
-        let pod_level = only.is_none() && !(!containers.is_empty() && containers.iter().all(|c| c.exempt));
+        let pod_level = only.is_none() && (containers.is_empty() || containers.iter().any(|c| !c.exempt));
         Run {
             def,
             phase,
@@ -692,7 +734,9 @@ impl<'a, 'c> Run<'a, 'c> {
     }
 
     fn in_scope(&self, c: &Container) -> bool {
-        self.containers.iter().any(|i| std::ptr::eq(i.container, c) && !i.exempt)
+        self.containers
+            .iter()
+            .any(|i| std::ptr::eq(i.container, c) && !i.exempt)
     }
 
     fn rules(&mut self) {
@@ -714,7 +758,8 @@ impl<'a, 'c> Run<'a, 'c> {
                     if self.spec.is_windows() {
                         // PSA skips capabilities_restricted for Windows pods; its limit on
                         // added capabilities still applies here (POLICY.md, Windows pods).
-                        let bad = self.bad_containers(|c| added_capabilities(c).iter().any(|a| a != "NET_BIND_SERVICE"));
+                        let bad =
+                            self.bad_containers(|c| added_capabilities(c).iter().any(|a| a != "NET_BIND_SERVICE"));
                         self.psa_rule_with(r, &[CheckId::CapabilitiesBaseline], bad, "capabilities_restricted");
                     } else {
                         self.psa_rule(r, &[CheckId::CapabilitiesRestricted, CheckId::CapabilitiesBaseline]);
@@ -722,7 +767,9 @@ impl<'a, 'c> Run<'a, 'c> {
                 }
                 RuleCheck::Capabilities(CapabilitiesPreset::RestrictNondefaults) => {
                     let bad = self.bad_containers(|c| {
-                        added_capabilities(c).iter().any(|a| !DEFAULT_CAPABILITIES.contains(&a.as_str()))
+                        added_capabilities(c)
+                            .iter()
+                            .any(|a| !DEFAULT_CAPABILITIES.contains(&a.as_str()))
                     });
                     self.push_containers(r, bad);
                 }
@@ -755,8 +802,11 @@ impl<'a, 'c> Run<'a, 'c> {
                         }
                     }
                     if !bad.is_empty() {
-                        let detail =
-                            if invalid.is_empty() { String::new() } else { format!("invalid image reference {}", invalid.join(", ")) };
+                        let detail = if invalid.is_empty() {
+                            String::new()
+                        } else {
+                            format!("invalid image reference {}", invalid.join(", "))
+                        };
                         self.push(r, bad, false, Vec::new(), &detail);
                     }
                 }
@@ -769,7 +819,10 @@ impl<'a, 'c> Run<'a, 'c> {
                 RuleCheck::PodExec | RuleCheck::PortForward => {}
                 RuleCheck::PodSecurityStandard(level) => {
                     let scope_fn = |c: &Container| self.in_scope(c);
-                    let scope = Scope { container: &scope_fn, pod_level: self.pod_level };
+                    let scope = Scope {
+                        container: &scope_fn,
+                        pod_level: self.pod_level,
+                    };
                     let failures = pss::evaluate_level(*level, self.meta, self.spec, &scope);
                     if !failures.is_empty() {
                         let containers = self.union_containers(failures.iter().map(|f| f.containers.as_slice()));
@@ -797,14 +850,22 @@ impl<'a, 'c> Run<'a, 'c> {
     /// PSA checks plus containers found bad by our own extra condition (named `extra_id`).
     fn psa_rule_with(&mut self, r: &CompiledRule, ids: &[CheckId], extra: Vec<String>, extra_id: &'static str) {
         let scope_fn = |c: &Container| self.in_scope(c);
-        let scope = Scope { container: &scope_fn, pod_level: self.pod_level };
-        let failures: Vec<pss::CheckFailure> =
-            ids.iter().filter_map(|id| pss::check(*id, self.meta, self.spec, &scope)).collect();
+        let scope = Scope {
+            container: &scope_fn,
+            pod_level: self.pod_level,
+        };
+        let failures: Vec<pss::CheckFailure> = ids
+            .iter()
+            .filter_map(|id| pss::check(*id, self.meta, self.spec, &scope))
+            .collect();
         if failures.is_empty() && extra.is_empty() {
             return;
         }
         let containers = self.union_containers(
-            failures.iter().map(|f| f.containers.as_slice()).chain(std::iter::once(extra.as_slice())),
+            failures
+                .iter()
+                .map(|f| f.containers.as_slice())
+                .chain(std::iter::once(extra.as_slice())),
         );
         let pod_level = failures.iter().any(|f| f.pod_level);
         let mut checks: Vec<&'static str> = failures.iter().map(|f| f.id.as_str()).collect();
@@ -829,7 +890,11 @@ impl<'a, 'c> Run<'a, 'c> {
     }
 
     fn bad_containers(&self, bad: impl Fn(&Container) -> bool) -> Vec<String> {
-        self.containers.iter().filter(|i| !i.exempt && bad(i.container)).map(|i| i.container.name.clone()).collect()
+        self.containers
+            .iter()
+            .filter(|i| !i.exempt && bad(i.container))
+            .map(|i| i.container.name.clone())
+            .collect()
     }
 
     fn push_containers(&mut self, r: &CompiledRule, bad: Vec<String>) {
@@ -838,13 +903,30 @@ impl<'a, 'c> Run<'a, 'c> {
         }
     }
 
-    fn push(&mut self, r: &CompiledRule, containers: Vec<String>, pod_level: bool, checks: Vec<&'static str>, detail: &str) {
-        self.violations.push(violation(r, self.phase, containers, pod_level, &self.subject.name, checks, detail));
+    fn push(
+        &mut self,
+        r: &CompiledRule,
+        containers: Vec<String>,
+        pod_level: bool,
+        checks: Vec<&'static str>,
+        detail: &str,
+    ) {
+        self.violations.push(violation(
+            r,
+            self.phase,
+            containers,
+            pod_level,
+            &self.subject.name,
+            checks,
+            detail,
+        ));
     }
 
     /// The digest of container `index`, resolved once and remembered.
     fn digest(&mut self, index: usize) -> DigestLookup {
-        let Some(info) = self.containers.get(index) else { return DigestLookup::NotFound };
+        let Some(info) = self.containers.get(index) else {
+            return DigestLookup::NotFound;
+        };
         if let Some(known) = &info.digest {
             return known.clone();
         }
@@ -857,7 +939,10 @@ impl<'a, 'c> Run<'a, 'c> {
                     .status
                     .iter()
                     .flat_map(|s| {
-                        s.container_statuses.iter().chain(&s.init_container_statuses).chain(&s.ephemeral_container_statuses)
+                        s.container_statuses
+                            .iter()
+                            .chain(&s.init_container_statuses)
+                            .chain(&s.ephemeral_container_statuses)
                     })
                     .find(|s| s.name == info.container.name)
                     .and_then(|s| digest_of_image_id(&s.image_id))
@@ -868,7 +953,10 @@ impl<'a, 'c> Run<'a, 'c> {
         match &lookup {
             DigestLookup::Found(d) => {
                 if !self.digests.iter().any(|x| x.image == info.container.image) {
-                    self.digests.push(ImageDigest { image: info.container.image.clone(), digest: d.clone() });
+                    self.digests.push(ImageDigest {
+                        image: info.container.image.clone(),
+                        digest: d.clone(),
+                    });
                 }
             }
             DigestLookup::Unavailable(msg) => self.stage_failed("digest-resolution", msg),
@@ -881,8 +969,15 @@ impl<'a, 'c> Run<'a, 'c> {
     }
 
     fn stage_failed(&mut self, stage: &'static str, message: &str) {
-        if !self.stage_failures.iter().any(|f| f.stage == stage && f.message == message) {
-            self.stage_failures.push(StageFailure { stage, message: message.to_owned() });
+        if !self
+            .stage_failures
+            .iter()
+            .any(|f| f.stage == stage && f.message == message)
+        {
+            self.stage_failures.push(StageFailure {
+                stage,
+                message: message.to_owned(),
+            });
         }
     }
 
@@ -909,10 +1004,10 @@ impl<'a, 'c> Run<'a, 'c> {
                 DigestLookup::NotFound => None,
                 DigestLookup::Unavailable(_) => continue,
             };
-            if self.scan_violates(&r.rule.check, summary.as_ref()) {
-                if let Some(info) = self.containers.get(index) {
-                    bad.push(info.container.name.clone());
-                }
+            if self.scan_violates(&r.rule.check, summary.as_ref())
+                && let Some(info) = self.containers.get(index)
+            {
+                bad.push(info.container.name.clone());
             }
         }
         self.push_containers(r, bad);
@@ -927,9 +1022,9 @@ impl<'a, 'c> Run<'a, 'c> {
             },
             (_, None) => false,
             (RuleCheck::Vulnerabilities { max }, Some(s)) => s.max_severity.is_some_and(|worst| worst > *max),
-            (RuleCheck::Cvss { metric, value, max }, Some(s)) => {
-                s.max_severity_with(*metric, value).is_some_and(|worst| max.is_none_or(|m| worst > m))
-            }
+            (RuleCheck::Cvss { metric, value, max }, Some(s)) => s
+                .max_severity_with(*metric, value)
+                .is_some_and(|worst| max.is_none_or(|m| worst > m)),
             (RuleCheck::Malware | RuleCheck::Secrets, Some(s)) => s.findings > 0,
             _ => false,
         }
@@ -942,12 +1037,17 @@ impl<'a, 'c> Run<'a, 'c> {
             // Group containers by image: each image is judged once per rule.
             let mut images: Vec<(usize, Vec<String>)> = Vec::new();
             for (index, info) in self.containers.iter().enumerate() {
-                let trusted = info.image.as_ref().is_ok_and(|i| self.ctx.trusted_images.iter().any(|t| t.matches(i)));
+                let trusted = info
+                    .image
+                    .as_ref()
+                    .is_ok_and(|i| self.ctx.trusted_images.iter().any(|t| t.matches(i)));
                 if trusted {
                     continue;
                 }
                 let first = images.iter_mut().find(|(j, _)| {
-                    self.containers.get(*j).is_some_and(|other| other.container.image == info.container.image)
+                    self.containers
+                        .get(*j)
+                        .is_some_and(|other| other.container.image == info.container.image)
                 });
                 match first {
                     Some((_, names)) => names.push(info.container.name.clone()),
@@ -1004,8 +1104,16 @@ impl<'a, 'c> Run<'a, 'c> {
             .iter()
             .map(|a| (a, verdicts.verdict(&image_text, digest.as_deref(), a)))
             .collect();
-        let unknown: Vec<String> = results.iter().filter(|(_, v)| v.is_none()).map(|(a, _)| (*a).clone()).collect();
-        let invalid: Vec<&str> = results.iter().filter(|(_, v)| *v == Some(false)).map(|(a, _)| a.as_str()).collect();
+        let unknown: Vec<String> = results
+            .iter()
+            .filter(|(_, v)| v.is_none())
+            .map(|(a, _)| (*a).clone())
+            .collect();
+        let invalid: Vec<&str> = results
+            .iter()
+            .filter(|(_, v)| *v == Some(false))
+            .map(|(a, _)| a.as_str())
+            .collect();
         let passed = match &rule.attestors {
             AttestorRequirement::All(_) => invalid.is_empty() && unknown.is_empty(),
             AttestorRequirement::Any(_) => results.iter().any(|(_, v)| *v == Some(true)),
@@ -1021,9 +1129,19 @@ impl<'a, 'c> Run<'a, 'c> {
             let reason = format!("no valid signature by {}", invalid.join(", "));
             self.violations.push(signature_violation(rule, names, &reason));
         } else if digest.is_none() {
-            self.violations.push(signature_violation(rule, names, "the image's digest could not be resolved"));
+            self.violations.push(signature_violation(
+                rule,
+                names,
+                "the image's digest could not be resolved",
+            ));
         } else {
-            self.unverified.push(Unverified { rule: rule.name.clone(), image: image_text, digest, attestors: unknown, containers: names });
+            self.unverified.push(Unverified {
+                rule: rule.name.clone(),
+                image: image_text,
+                digest,
+                attestors: unknown,
+                containers: names,
+            });
         }
     }
 
@@ -1074,7 +1192,10 @@ fn signature_violation(rule: &ImageVerificationRule, containers: Vec<String>, re
     };
     let attestors = names.join(", ");
     let action = rule.action.action();
-    let mut message = format!("imageVerification violates rule {:?} ({mode} of {attestors}) in ", rule.name);
+    let mut message = format!(
+        "imageVerification violates rule {:?} ({mode} of {attestors}) in ",
+        rule.name
+    );
     write_location(&mut message, &containers, false, "");
     let _ = write!(message, " ({}): {reason}.", action.as_str());
     Violation {
@@ -1092,6 +1213,9 @@ fn signature_violation(rule: &ImageVerificationRule, containers: Vec<String>, re
 impl RuleType {
     /// Whether rules of this type are judged per container.
     pub fn is_container_level(self) -> bool {
-        !matches!(self, RuleType::PodSecurityContext | RuleType::Podexec | RuleType::Portforward | RuleType::PodSecurityStandard)
+        !matches!(
+            self,
+            RuleType::PodSecurityContext | RuleType::Podexec | RuleType::Portforward | RuleType::PodSecurityStandard
+        )
     }
 }

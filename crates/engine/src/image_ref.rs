@@ -74,9 +74,7 @@ pub struct ImageRefError {
 
 impl ImageRefError {
     fn new(reason: impl Into<String>) -> ImageRefError {
-        ImageRefError {
-            reason: reason.into(),
-        }
+        ImageRefError { reason: reason.into() }
     }
 }
 
@@ -292,9 +290,7 @@ fn is_domain_component(component: &str) -> bool {
         (Some(first), Some(last)) => {
             first.is_ascii_alphanumeric()
                 && last.is_ascii_alphanumeric()
-                && bytes
-                    .iter()
-                    .all(|b| b.is_ascii_alphanumeric() || *b == b'-')
+                && bytes.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'-')
         }
         _ => false,
     }
@@ -380,16 +376,12 @@ fn validate_tag(tag: &str) -> Result<(), ImageRefError> {
 
 /// The reference grammar's digest, then go-digest's check of a supported algorithm.
 fn validate_digest(digest: &str) -> Result<(), ImageRefError> {
-    let malformed =
-        || ImageRefError::new(format!("digest {} is not algorithm:hex", quoted(digest)));
+    let malformed = || ImageRefError::new(format!("digest {} is not algorithm:hex", quoted(digest)));
     let Some((algorithm, encoded)) = digest.split_once(':') else {
         return Err(malformed());
     };
     // distribution's grammar: at least 128 bits of hex after a well-formed algorithm.
-    if !is_digest_algorithm(algorithm)
-        || encoded.len() < 32
-        || !encoded.bytes().all(|b| b.is_ascii_hexdigit())
-    {
+    if !is_digest_algorithm(algorithm) || encoded.len() < 32 || !encoded.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(malformed());
     }
     let expected_len = match algorithm {
@@ -422,8 +414,7 @@ fn validate_digest(digest: &str) -> Result<(), ImageRefError> {
 fn is_digest_algorithm(algorithm: &str) -> bool {
     algorithm.split(['-', '_', '+', '.']).all(|component| {
         let mut bytes = component.bytes();
-        bytes.next().is_some_and(|b| b.is_ascii_alphabetic())
-            && bytes.all(|b| b.is_ascii_alphanumeric())
+        bytes.next().is_some_and(|b| b.is_ascii_alphabetic()) && bytes.all(|b| b.is_ascii_alphanumeric())
     })
 }
 

@@ -5,11 +5,11 @@
 //! structs ([`crate::k8s`]); `request.object` is kept raw and read typed on its own, and
 //! `oldObject` is only read on UPDATE, to compare pod specs.
 
-use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
+use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
-use crate::k8s::{nullable, ObjectMeta, PodSpec, PodStatus};
+use crate::k8s::{ObjectMeta, PodSpec, PodStatus, nullable};
 
 /// An admission operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -48,7 +48,10 @@ pub struct InputError {
 
 impl InputError {
     fn new(path: impl Into<String>, message: impl Into<String>) -> InputError {
-        InputError { path: path.into(), message: message.into() }
+        InputError {
+            path: path.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -159,13 +162,19 @@ impl<'de> Deserialize<'de> for KindField {
                 f.write_str("a kind name or a {group, version, kind} object")
             }
             fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<KindField, E> {
-                Ok(KindField { kind: v.to_owned(), ..KindField::default() })
+                Ok(KindField {
+                    kind: v.to_owned(),
+                    ..KindField::default()
+                })
             }
             fn visit_unit<E: serde::de::Error>(self) -> Result<KindField, E> {
                 Ok(KindField::default())
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<KindField, A::Error> {
-                let mut k = KindField { is_gvk: true, ..KindField::default() };
+                let mut k = KindField {
+                    is_gvk: true,
+                    ..KindField::default()
+                };
                 while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
                     let value = map.next_value::<Option<String>>()?.unwrap_or_default();
                     match key.as_ref() {
@@ -295,16 +304,27 @@ fn json_error(prefix: &str, e: serde_path_to_error::Error<serde_json::Error>) ->
 fn from_json<'a, T: Deserialize<'a>>(json: &'a [u8], prefix: &str) -> Result<T, InputError> {
     let mut de = serde_json::Deserializer::from_slice(json);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| json_error(prefix, e))?;
-    de.end().map_err(|e| InputError::new(if prefix.is_empty() { "(document)" } else { prefix }, e.to_string()))?;
+    de.end()
+        .map_err(|e| InputError::new(if prefix.is_empty() { "(document)" } else { prefix }, e.to_string()))?;
     Ok(value)
 }
 
 fn parse_into(json: &[u8], depth: usize, prefix: &str, out: &mut Vec<Subject>) -> Result<(), InputError> {
     let env: Envelope = from_json(json, prefix)?;
-    let here = |field: &str| if prefix.is_empty() { field.to_owned() } else { format!("{prefix}.{field}") };
+    let here = |field: &str| {
+        if prefix.is_empty() {
+            field.to_owned()
+        } else {
+            format!("{prefix}.{field}")
+        }
+    };
     let kind = env.kind.clone().unwrap_or_default();
 
-    if let Some(items) = env.items.as_ref().filter(|_| kind.kind.ends_with("List") && !kind.is_gvk) {
+    if let Some(items) = env
+        .items
+        .as_ref()
+        .filter(|_| kind.kind.ends_with("List") && !kind.is_gvk)
+    {
         if depth >= MAX_LIST_DEPTH {
             return Err(InputError::new(here("items"), "Lists nested too deeply"));
         }
@@ -316,10 +336,24 @@ fn parse_into(json: &[u8], depth: usize, prefix: &str, out: &mut Vec<Subject>) -
 
     if let Some(request) = env.request {
         if !kind.kind.is_empty() && kind.kind != "AdmissionReview" {
-            return Err(InputError::new(here("kind"), format!("a document with `request` must be an AdmissionReview, not {:?}", kind.kind)));
+            return Err(InputError::new(
+                here("kind"),
+                format!(
+                    "a document with `request` must be an AdmissionReview, not {:?}",
+                    kind.kind
+                ),
+            ));
         }
-        if !env.api_version.is_empty() && !matches!(env.api_version.as_str(), "admission.k8s.io/v1" | "admission.k8s.io/v1beta1") {
-            return Err(InputError::new(here("apiVersion"), format!("{:?} is not admission.k8s.io/v1 or v1beta1", env.api_version)));
+        if !env.api_version.is_empty()
+            && !matches!(
+                env.api_version.as_str(),
+                "admission.k8s.io/v1" | "admission.k8s.io/v1beta1"
+            )
+        {
+            return Err(InputError::new(
+                here("apiVersion"),
+                format!("{:?} is not admission.k8s.io/v1 or v1beta1", env.api_version),
+            ));
         }
         out.push(subject_from_request(request, env.api_version, &here("request"))?);
         return Ok(());
@@ -344,11 +378,18 @@ fn parse_into(json: &[u8], depth: usize, prefix: &str, out: &mut Vec<Subject>) -
     }
 
     if kind.kind.is_empty() {
-        return Err(InputError::new(here("kind"), "missing: not a Kubernetes object, List, AdmissionReview or AdmissionRequest"));
+        return Err(InputError::new(
+            here("kind"),
+            "missing: not a Kubernetes object, List, AdmissionReview or AdmissionRequest",
+        ));
     }
     let group = group_of(&env.api_version).to_owned();
     let metadata = env.metadata.unwrap_or_default();
-    let namespace = metadata.namespace.clone().filter(|n| !n.is_empty()).unwrap_or_else(|| "default".to_owned());
+    let namespace = metadata
+        .namespace
+        .clone()
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| "default".to_owned());
     let name = object_name(&metadata);
     out.push(Subject {
         uid: String::new(),
@@ -360,7 +401,13 @@ fn parse_into(json: &[u8], depth: usize, prefix: &str, out: &mut Vec<Subject>) -
         sub_resource: String::new(),
         namespace,
         name,
-        object: Some(KubeObject { api_version: env.api_version, kind: kind.kind, metadata, spec: env.spec, status: env.status }),
+        object: Some(KubeObject {
+            api_version: env.api_version,
+            kind: kind.kind,
+            metadata,
+            spec: env.spec,
+            status: env.status,
+        }),
         pod_spec_unchanged: false,
         added_ephemeral_containers: Vec::new(),
         dry_run: false,
@@ -374,17 +421,32 @@ pub fn group_of(api_version: &str) -> &str {
 }
 
 fn object_name(metadata: &ObjectMeta) -> String {
-    if metadata.name.is_empty() { metadata.generate_name.clone() } else { metadata.name.clone() }
+    if metadata.name.is_empty() {
+        metadata.generate_name.clone()
+    } else {
+        metadata.name.clone()
+    }
 }
 
 fn subject_from_request(r: RequestFields, review_api_version: String, path: &str) -> Result<Subject, InputError> {
-    let at = |field: &str| if path.is_empty() { field.to_owned() } else { format!("{path}.{field}") };
+    let at = |field: &str| {
+        if path.is_empty() {
+            field.to_owned()
+        } else {
+            format!("{path}.{field}")
+        }
+    };
     let operation = match r.operation.as_deref() {
         Some("CREATE") => Operation::Create,
         Some("UPDATE") => Operation::Update,
         Some("DELETE") => Operation::Delete,
         Some("CONNECT") => Operation::Connect,
-        Some(other) => return Err(InputError::new(at("operation"), format!("{other:?} is not one of CREATE, UPDATE, DELETE, CONNECT"))),
+        Some(other) => {
+            return Err(InputError::new(
+                at("operation"),
+                format!("{other:?} is not one of CREATE, UPDATE, DELETE, CONNECT"),
+            ));
+        }
         None => return Err(InputError::new(at("operation"), "missing")),
     };
     let Some(kind) = r.kind else {
@@ -396,9 +458,17 @@ fn subject_from_request(r: RequestFields, review_api_version: String, path: &str
     };
     let (metadata_ns, metadata_name) = object
         .as_ref()
-        .map(|o| (o.metadata.namespace.clone().unwrap_or_default(), object_name(&o.metadata)))
+        .map(|o| {
+            (
+                o.metadata.namespace.clone().unwrap_or_default(),
+                object_name(&o.metadata),
+            )
+        })
         .unwrap_or_default();
-    let namespace = [r.namespace, metadata_ns].into_iter().find(|n| !n.is_empty()).unwrap_or_else(|| "default".to_owned());
+    let namespace = [r.namespace, metadata_ns]
+        .into_iter()
+        .find(|n| !n.is_empty())
+        .unwrap_or_else(|| "default".to_owned());
     let name = if r.name.is_empty() { metadata_name } else { r.name };
 
     let mut subject = Subject {
@@ -417,32 +487,31 @@ fn subject_from_request(r: RequestFields, review_api_version: String, path: &str
         dry_run: r.dry_run.unwrap_or(false),
     };
 
-    if operation == Operation::Update {
-        if let (Some(new_raw), Some(old_raw)) = (&r.object, &r.old_object) {
-            if old_raw.get() != "null" {
-                if subject.sub_resource == "ephemeralcontainers" {
-                    let old = object_from_raw(old_raw, &at("oldObject"))?;
-                    let before: Vec<&str> = old
-                        .spec
-                        .as_ref()
-                        .map(|s| s.ephemeral_containers.iter().map(|c| c.name.as_str()).collect())
-                        .unwrap_or_default();
-                    subject.added_ephemeral_containers = subject
-                        .object
-                        .as_ref()
-                        .and_then(|o| o.spec.as_ref())
-                        .map(|s| {
-                            s.ephemeral_containers
-                                .iter()
-                                .filter(|c| !before.contains(&c.name.as_str()))
-                                .map(|c| c.name.clone())
-                                .collect()
-                        })
-                        .unwrap_or_default();
-                } else if let Some(path) = pod_spec_path(&subject.group, &subject.kind) {
-                    subject.pod_spec_unchanged = pod_specs_equal(new_raw, old_raw, path, &at("oldObject"))?;
-                }
-            }
+    if operation == Operation::Update
+        && let (Some(new_raw), Some(old_raw)) = (&r.object, &r.old_object)
+        && old_raw.get() != "null"
+    {
+        if subject.sub_resource == "ephemeralcontainers" {
+            let old = object_from_raw(old_raw, &at("oldObject"))?;
+            let before: Vec<&str> = old
+                .spec
+                .as_ref()
+                .map(|s| s.ephemeral_containers.iter().map(|c| c.name.as_str()).collect())
+                .unwrap_or_default();
+            subject.added_ephemeral_containers = subject
+                .object
+                .as_ref()
+                .and_then(|o| o.spec.as_ref())
+                .map(|s| {
+                    s.ephemeral_containers
+                        .iter()
+                        .filter(|c| !before.contains(&c.name.as_str()))
+                        .map(|c| c.name.clone())
+                        .collect()
+                })
+                .unwrap_or_default();
+        } else if let Some(path) = pod_spec_path(&subject.group, &subject.kind) {
+            subject.pod_spec_unchanged = pod_specs_equal(new_raw, old_raw, path, &at("oldObject"))?;
         }
     }
     Ok(subject)
@@ -451,14 +520,22 @@ fn subject_from_request(r: RequestFields, review_api_version: String, path: &str
 fn object_from_raw(raw: &RawValue, path: &str) -> Result<KubeObject, InputError> {
     let o: ObjectFields = from_json(raw.get().as_bytes(), path)?;
     let kind = o.kind.map(|k| k.kind).unwrap_or_default();
-    Ok(KubeObject { api_version: o.api_version, kind, metadata: o.metadata, spec: o.spec, status: o.status })
+    Ok(KubeObject {
+        api_version: o.api_version,
+        kind,
+        metadata: o.metadata,
+        spec: o.spec,
+        status: o.status,
+    })
 }
 
 /// Compares the whole pod specs (every field, not only those the engine reads), so that
 /// any change to the pod spec is judged, while labelling or scaling is not.
 fn pod_specs_equal(new: &RawValue, old: &RawValue, path: PodSpecPath, old_path: &str) -> Result<bool, InputError> {
-    let new: serde_json::Value = serde_json::from_str(new.get()).map_err(|e| InputError::new("object", e.to_string()))?;
-    let old: serde_json::Value = serde_json::from_str(old.get()).map_err(|e| InputError::new(old_path, e.to_string()))?;
+    let new: serde_json::Value =
+        serde_json::from_str(new.get()).map_err(|e| InputError::new("object", e.to_string()))?;
+    let old: serde_json::Value =
+        serde_json::from_str(old.get()).map_err(|e| InputError::new(old_path, e.to_string()))?;
     let pointer = match path {
         PodSpecPath::Spec => "/spec",
         PodSpecPath::Template => "/spec/template/spec",

@@ -6,8 +6,8 @@
 
 use std::collections::BTreeMap;
 
-use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::Deserialize;
+use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
 
 /// Deserializes `null` or an absent field as the type's default (Kubernetes emits `null` freely).
 pub(crate) fn nullable<'de, D, T>(deserializer: D) -> Result<T, D::Error>

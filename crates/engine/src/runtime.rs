@@ -40,8 +40,7 @@ use crate::policy::FieldError;
 pub(crate) fn parse_json<T: DeserializeOwned>(text: &str) -> Result<T, FieldError> {
     let mut de = serde_json::Deserializer::from_str(text);
     let value: T = serde_path_to_error::deserialize(&mut de).map_err(path_error)?;
-    de.end()
-        .map_err(|e| FieldError::new("(document)", e.to_string()))?;
+    de.end().map_err(|e| FieldError::new("(document)", e.to_string()))?;
     Ok(value)
 }
 
@@ -53,11 +52,7 @@ pub(crate) fn parse_yaml<T: DeserializeOwned>(text: &str) -> Result<T, FieldErro
 fn path_error<E: fmt::Display>(err: serde_path_to_error::Error<E>) -> FieldError {
     let path = err.path().to_string();
     // serde_path_to_error writes "." for the document root; name it as crate::policy does.
-    let path = if path == "." {
-        "(document)".to_owned()
-    } else {
-        path
-    };
+    let path = if path == "." { "(document)".to_owned() } else { path };
     let message = err.inner().to_string();
     // yaml_serde prefixes its message with the path of the enclosing map; say it once.
     let message = match message.split_once(": ") {
@@ -100,17 +95,13 @@ pub(crate) fn name_error(name: &str) -> Option<String> {
     }
     let len = name.chars().count();
     if len > MAX_NAME_LEN {
-        return Some(format!(
-            "must be at most {MAX_NAME_LEN} characters, got {len}"
-        ));
+        return Some(format!("must be at most {MAX_NAME_LEN} characters, got {len}"));
     }
     if !name
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
     {
-        return Some(format!(
-            "{name:?} may contain only letters, digits, '_', '.' and '-'"
-        ));
+        return Some(format!("{name:?} may contain only letters, digits, '_', '.' and '-'"));
     }
     None
 }
@@ -284,8 +275,7 @@ pub fn is_known_rule_id(id: &str) -> bool {
 
 /// Renders catalogue entries as the data file's text: pretty JSON with a trailing newline.
 pub fn catalogue_to_json(entries: &[CatalogueEntry]) -> Result<String, CatalogueError> {
-    let mut text =
-        serde_json::to_string_pretty(entries).map_err(|e| CatalogueError::Data(e.to_string()))?;
+    let mut text = serde_json::to_string_pretty(entries).map_err(|e| CatalogueError::Data(e.to_string()))?;
     text.push('\n');
     Ok(text)
 }
@@ -311,9 +301,7 @@ const FALCO_PRIORITIES: [&str; 9] = [
 /// map, or only `enabled` updates an existing rule and never creates a second entry. Keys the
 /// catalogue does not record (`condition`, `output`, `exceptions`, `source`, ...) are accepted
 /// and ignored. The result is sorted by id.
-pub fn catalogue_from_falco(
-    files: &[(FalcoSource, &str)],
-) -> Result<Vec<CatalogueEntry>, CatalogueError> {
+pub fn catalogue_from_falco(files: &[(FalcoSource, &str)]) -> Result<Vec<CatalogueEntry>, CatalogueError> {
     let mut rules: BTreeMap<String, CatalogueEntry> = BTreeMap::new();
     for &(source, text) in files {
         let doc: Value = yaml_serde::from_str(text).map_err(|e| CatalogueError::Yaml {
@@ -399,9 +387,7 @@ fn apply_rule_item(
     if let Some(overrides) = overrides {
         for (field, mode) in overrides {
             let (Some(field), Some(mode)) = (field.as_str(), mode.as_str()) else {
-                return Err(err(
-                    "`override` entries must be `field: append|replace`".to_owned()
-                ));
+                return Err(err("`override` entries must be `field: append|replace`".to_owned()));
             };
             let append_mode = match mode {
                 "append" => true,
@@ -516,19 +502,7 @@ fn enabled(map: &yaml_serde::Mapping) -> Result<Option<bool>, String> {
 
 /// What a runtime rule's detection does to the pod; ordered weakest first, so `max` is the
 /// strongest.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    Serialize,
-    Deserialize,
-    schemars::JsonSchema,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum RuntimeMitigation {
     /// Record the event only.
@@ -572,11 +546,7 @@ pub struct LabelSelectorRequirement {
     /// How the label is tested.
     pub operator: LabelOperator,
     /// The values for `In` / `NotIn`; none for `Exists` / `DoesNotExist`.
-    #[serde(
-        default,
-        deserialize_with = "null_as_default",
-        skip_serializing_if = "Vec::is_empty"
-    )]
+    #[serde(default, deserialize_with = "null_as_default", skip_serializing_if = "Vec::is_empty")]
     pub values: Vec<String>,
 }
 
@@ -592,11 +562,7 @@ pub struct LabelSelector {
     )]
     pub match_labels: BTreeMap<String, String>,
     /// Requirements that must all hold.
-    #[serde(
-        default,
-        deserialize_with = "null_as_default",
-        skip_serializing_if = "Vec::is_empty"
-    )]
+    #[serde(default, deserialize_with = "null_as_default", skip_serializing_if = "Vec::is_empty")]
     pub match_expressions: Vec<LabelSelectorRequirement>,
 }
 
@@ -610,9 +576,7 @@ impl LabelSelector {
     /// expression holds (Kubernetes semantics: `NotIn` holds when the label is absent). An
     /// `In` with no values (refused by validation) selects nothing.
     pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
-        self.match_labels
-            .iter()
-            .all(|(k, v)| labels.get(k) == Some(v))
+        self.match_labels.iter().all(|(k, v)| labels.get(k) == Some(v))
             && self.match_expressions.iter().all(|req| {
                 let value = labels.get(&req.key);
                 match req.operator {
@@ -642,10 +606,7 @@ impl LabelSelector {
         for (i, req) in self.match_expressions.iter().enumerate() {
             let at = format!("{path}.matchExpressions[{i}]");
             for msg in label_key_errors(&req.key) {
-                errors.push(FieldError::new(
-                    format!("{at}.key"),
-                    format!("{:?}: {msg}", req.key),
-                ));
+                errors.push(FieldError::new(format!("{at}.key"), format!("{:?}: {msg}", req.key)));
             }
             match req.operator {
                 LabelOperator::In | LabelOperator::NotIn if req.values.is_empty() => {
@@ -729,10 +690,7 @@ fn label_key_errors(key: &str) -> Vec<String> {
         if prefix.is_empty() {
             errors.push("prefix part must be non-empty".to_owned());
         } else if !is_dns1123_subdomain(prefix) {
-            errors.push(
-                "prefix part must be a lowercase RFC 1123 subdomain of at most 253 characters"
-                    .to_owned(),
-            );
+            errors.push("prefix part must be a lowercase RFC 1123 subdomain of at most 253 characters".to_owned());
         }
     }
     if name.is_empty() {
@@ -755,9 +713,7 @@ fn label_value_errors(value: &str) -> Vec<String> {
         errors.push("must be no more than 63 characters".to_owned());
     }
     if !value.is_empty() && !is_qualified_name_part(value) {
-        errors.push(format!(
-            "a valid label must be an empty string or {NAME_PART_CHARSET}"
-        ));
+        errors.push(format!("a valid label must be an empty string or {NAME_PART_CHARSET}"));
     }
     errors
 }
@@ -837,20 +793,12 @@ impl Ruleset {
                 ));
             }
         }
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(errors)
-        }
+        if errors.is_empty() { Ok(()) } else { Err(errors) }
     }
 
     /// The strongest mitigation this ruleset orders for a detection of `rule_id` in a pod with
     /// `labels`; `None` when the selector does not select the pod or the rule is not listed.
-    pub fn strongest_for(
-        &self,
-        rule_id: &str,
-        labels: &BTreeMap<String, String>,
-    ) -> Option<RuntimeMitigation> {
+    pub fn strongest_for(&self, rule_id: &str, labels: &BTreeMap<String, String>) -> Option<RuntimeMitigation> {
         if !self.labels.matches(labels) {
             return None;
         }

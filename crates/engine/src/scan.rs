@@ -402,10 +402,7 @@ impl ScanResult {
         }
         for (i, finding) in self.findings.iter().enumerate() {
             if finding.id.trim().is_empty() {
-                return Err(ScanError::invalid(
-                    format!("findings[{i}].id"),
-                    "must not be empty",
-                ));
+                return Err(ScanError::invalid(format!("findings[{i}].id"), "must not be empty"));
             }
         }
         Ok(())
@@ -430,8 +427,7 @@ mod rfc3339 {
 }
 
 fn parse_time(text: &str) -> Result<OffsetDateTime, String> {
-    OffsetDateTime::parse(text, &Rfc3339)
-        .map_err(|e| format!("{text:?} is not an RFC 3339 time ({e})"))
+    OffsetDateTime::parse(text, &Rfc3339).map_err(|e| format!("{text:?} is not an RFC 3339 time ({e})"))
 }
 
 /// Whether `s` is an image digest: `algorithm:hex` with lower-case hex, 64 digits for
@@ -441,14 +437,10 @@ pub fn is_digest(s: &str) -> bool {
         return false;
     };
     let algorithm_ok = !algorithm.is_empty()
-        && algorithm.split(['+', '.', '_', '-']).all(|c| {
-            !c.is_empty()
-                && c.bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-        });
-    let hex_ok = hex
-        .bytes()
-        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        && algorithm
+            .split(['+', '.', '_', '-'])
+            .all(|c| !c.is_empty() && c.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()));
+    let hex_ok = hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
     let length_ok = match algorithm {
         "sha256" => hex.len() == 64,
         "sha512" => hex.len() == 128,
@@ -463,9 +455,7 @@ fn check_digest(field: &str, digest: &str) -> Result<(), ScanError> {
     } else {
         Err(ScanError::invalid(
             field,
-            format!(
-                "{digest:?} is not an image digest (algorithm:hex, e.g. sha256:<64 hex digits>)"
-            ),
+            format!("{digest:?} is not an image digest (algorithm:hex, e.g. sha256:<64 hex digits>)"),
         ))
     }
 }
@@ -527,11 +517,7 @@ pub struct ScanUnavailable(pub String);
 /// Where evaluation reads scan results; filled by the caller.
 pub trait ScanResults {
     /// The newest result of `scan_type` for the image `digest`.
-    fn latest(
-        &self,
-        digest: &str,
-        scan_type: ScanType,
-    ) -> Result<Option<&ScanSummary>, ScanUnavailable>;
+    fn latest(&self, digest: &str, scan_type: ScanType) -> Result<Option<&ScanSummary>, ScanUnavailable>;
 }
 
 /// The newest summary of each scan type for one digest.
@@ -571,10 +557,7 @@ pub struct MemoryScanStore {
 
 impl MemoryScanStore {
     /// An empty store, usable in a `static` (e.g. for offline evaluation without scans).
-    pub const EMPTY: MemoryScanStore = MemoryScanStore {
-        latest: None,
-        len: 0,
-    };
+    pub const EMPTY: MemoryScanStore = MemoryScanStore { latest: None, len: 0 };
 
     /// An empty store.
     pub fn new() -> MemoryScanStore {
@@ -584,30 +567,18 @@ impl MemoryScanStore {
     /// Records `result` unless a newer result (by `scannedAt`) of its digest and scan type is
     /// held; at equal times the later insert wins. Returns whether it is now the latest.
     pub fn insert(&mut self, result: &ScanResult) -> bool {
-        self.insert_summary(
-            &result.digest,
-            result.scan_type,
-            ScanSummary::from_result(result),
-        )
+        self.insert_summary(&result.digest, result.scan_type, ScanSummary::from_result(result))
     }
 
     /// As [`MemoryScanStore::insert`], for a summary already computed.
-    pub fn insert_summary(
-        &mut self,
-        digest: &str,
-        scan_type: ScanType,
-        summary: ScanSummary,
-    ) -> bool {
+    pub fn insert_summary(&mut self, digest: &str, scan_type: ScanType, summary: ScanSummary) -> bool {
         let slot = self
             .latest
             .get_or_insert_with(HashMap::new)
             .entry(digest.to_owned())
             .or_default()
             .slot_mut(scan_type);
-        if slot
-            .as_ref()
-            .is_some_and(|held| held.scanned_at > summary.scanned_at)
-        {
+        if slot.as_ref().is_some_and(|held| held.scanned_at > summary.scanned_at) {
             return false;
         }
         if slot.is_none() {
@@ -629,11 +600,7 @@ impl MemoryScanStore {
 }
 
 impl ScanResults for MemoryScanStore {
-    fn latest(
-        &self,
-        digest: &str,
-        scan_type: ScanType,
-    ) -> Result<Option<&ScanSummary>, ScanUnavailable> {
+    fn latest(&self, digest: &str, scan_type: ScanType) -> Result<Option<&ScanSummary>, ScanUnavailable> {
         Ok(self
             .latest
             .as_ref()
@@ -654,9 +621,7 @@ pub enum ScanError {
         message: String,
     },
     /// A Trivy report whose SchemaVersion is not 2.
-    #[error(
-        "SchemaVersion: {detail}; only Trivy JSON reports with SchemaVersion 2 can be imported"
-    )]
+    #[error("SchemaVersion: {detail}; only Trivy JSON reports with SchemaVersion 2 can be imported")]
     SchemaVersion {
         /// What was found, e.g. `1 is not supported`.
         detail: String,
@@ -670,9 +635,7 @@ pub enum ScanError {
         message: String,
     },
     /// No digest given and none in the report.
-    #[error(
-        "Metadata.RepoDigests: the report names no image digest; give the image digest explicitly"
-    )]
+    #[error("Metadata.RepoDigests: the report names no image digest; give the image digest explicitly")]
     MissingDigest,
     /// No digest given and the report names several.
     #[error(
@@ -712,11 +675,7 @@ fn from_json<'de, T: Deserialize<'de>>(json: &'de [u8]) -> Result<T, ScanError> 
             .iter()
             .all(|s| matches!(s, serde_path_to_error::Segment::Unknown));
         ScanError::Json {
-            path: if top {
-                String::new()
-            } else {
-                e.path().to_string()
-            },
+            path: if top { String::new() } else { e.path().to_string() },
             message: json_message(&e.into_inner()),
         }
     })?;
@@ -898,10 +857,7 @@ fn digest_from_repo_digests(repo_digests: &[String]) -> Result<String, ScanError
     for (i, entry) in repo_digests.iter().enumerate() {
         let field = format!("Metadata.RepoDigests[{i}]");
         let Some((_, digest)) = entry.rsplit_once('@') else {
-            return Err(ScanError::invalid(
-                field,
-                format!("{entry:?} is not repository@digest"),
-            ));
+            return Err(ScanError::invalid(field, format!("{entry:?} is not repository@digest")));
         };
         check_digest(&field, digest)?;
         if !digests.contains(&digest) {
@@ -976,16 +932,12 @@ pub fn from_trivy(json: &[u8], options: &TrivyImportOptions) -> Result<TrivyImpo
         for (v, vuln) in result.vulnerabilities.into_iter().enumerate() {
             let field = format!("Results[{r}].Vulnerabilities[{v}]");
             let Some(id) = non_empty(vuln.vulnerability_id) else {
-                return Err(ScanError::invalid(
-                    format!("{field}.VulnerabilityID"),
-                    "missing",
-                ));
+                return Err(ScanError::invalid(format!("{field}.VulnerabilityID"), "missing"));
             };
             let severity = trivy_severity(&format!("{field}.Severity"), vuln.severity.as_deref())?;
             let mut cvss = vuln.cvss;
             let nvd = cvss.remove("nvd").and_then(|c| non_empty(c.v3_vector));
-            let cvss_v3_vector =
-                nvd.or_else(|| cvss.into_values().find_map(|c| non_empty(c.v3_vector)));
+            let cvss_v3_vector = nvd.or_else(|| cvss.into_values().find_map(|c| non_empty(c.v3_vector)));
             vulnerabilities.push(Finding {
                 id,
                 severity,
@@ -998,8 +950,7 @@ pub fn from_trivy(json: &[u8], options: &TrivyImportOptions) -> Result<TrivyImpo
             let Some(id) = non_empty(secret.rule_id) else {
                 return Err(ScanError::invalid(format!("{field}.RuleID"), "missing"));
             };
-            let severity =
-                trivy_severity(&format!("{field}.Severity"), secret.severity.as_deref())?;
+            let severity = trivy_severity(&format!("{field}.Severity"), secret.severity.as_deref())?;
             secrets.push(Finding {
                 id,
                 severity,
@@ -1054,10 +1005,7 @@ mod tests {
 
     #[test]
     fn cvss_accepts_any_order_and_temporal_environmental_metrics() {
-        let v = CvssV3::parse(
-            "CVSS:3.1/A:L/I:H/C:H/S:U/UI:N/PR:N/AC:H/AV:A/E:P/RL:O/RC:C/CR:H/MAV:N/MA:X",
-        )
-        .unwrap();
+        let v = CvssV3::parse("CVSS:3.1/A:L/I:H/C:H/S:U/UI:N/PR:N/AC:H/AV:A/E:P/RL:O/RC:C/CR:H/MAV:N/MA:X").unwrap();
         assert_eq!(v.attack_vector, AttackVector::Adjacent);
         assert_eq!(v.attack_complexity, AttackComplexity::High);
         assert_eq!(v.availability, Impact::Low);
@@ -1101,14 +1049,8 @@ mod tests {
     fn summary_keeps_the_most_severe_finding_per_metric_value() {
         let findings = [
             finding(Severity::Low, Some(FULL)),
-            finding(
-                Severity::High,
-                Some("CVSS:3.1/AV:L/AC:H/PR:N/UI:N/S:U/C:H/I:H/A:N"),
-            ),
-            finding(
-                Severity::Medium,
-                Some("CVSS:3.1/AV:N/AC:H/PR:N/UI:N/S:U/C:H/I:H/A:N"),
-            ),
+            finding(Severity::High, Some("CVSS:3.1/AV:L/AC:H/PR:N/UI:N/S:U/C:H/I:H/A:N")),
+            finding(Severity::Medium, Some("CVSS:3.1/AV:N/AC:H/PR:N/UI:N/S:U/C:H/I:H/A:N")),
             finding(Severity::Critical, None),
             finding(Severity::Critical, Some("CVSS:3.1/AV:N/AC:L")),
         ];
@@ -1116,18 +1058,12 @@ mod tests {
         assert_eq!(s.findings, 5);
         assert_eq!(s.max_severity, Some(Severity::Critical));
         let m = |metric, value| s.max_severity_with(metric, value);
-        assert_eq!(
-            m(CvssMetric::AttackVector, "network"),
-            Some(Severity::Medium)
-        );
+        assert_eq!(m(CvssMetric::AttackVector, "network"), Some(Severity::Medium));
         assert_eq!(m(CvssMetric::AttackVector, "local"), Some(Severity::High));
         assert_eq!(m(CvssMetric::AttackVector, "adjacent"), None);
         assert_eq!(m(CvssMetric::AttackVector, "physical"), None);
         assert_eq!(m(CvssMetric::AttackComplexity, "low"), Some(Severity::Low));
-        assert_eq!(
-            m(CvssMetric::AttackComplexity, "high"),
-            Some(Severity::High)
-        );
+        assert_eq!(m(CvssMetric::AttackComplexity, "high"), Some(Severity::High));
         assert_eq!(m(CvssMetric::Availability, "high"), Some(Severity::Low));
         assert_eq!(m(CvssMetric::Availability, "none"), Some(Severity::High));
         assert_eq!(m(CvssMetric::Availability, "low"), None);
@@ -1140,10 +1076,7 @@ mod tests {
     fn empty_summary_has_no_severity() {
         let s = ScanSummary::from_findings(at(5), &[]);
         assert_eq!((s.findings, s.max_severity, s.scanned_at), (0, None, at(5)));
-        assert_eq!(
-            s.max_severity_with(CvssMetric::AttackVector, "network"),
-            None
-        );
+        assert_eq!(s.max_severity_with(CvssMetric::AttackVector, "network"), None);
     }
 
     #[test]
@@ -1179,17 +1112,7 @@ mod tests {
         assert!(store.insert_summary("sha256:y", ScanType::Secret, s));
         assert_eq!(store.len(), 3);
         assert!(!store.is_empty());
-        assert!(
-            store
-                .latest("sha256:x", ScanType::Malware)
-                .unwrap()
-                .is_none()
-        );
-        assert!(
-            store
-                .latest("sha256:z", ScanType::Secret)
-                .unwrap()
-                .is_none()
-        );
+        assert!(store.latest("sha256:x", ScanType::Malware).unwrap().is_none());
+        assert!(store.latest("sha256:z", ScanType::Secret).unwrap().is_none());
     }
 }

@@ -1,9 +1,7 @@
 //! Attestors: documents, validation and the public keys they accept.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use portcullis_engine::attestor::{
-    Attestor, KeyError, KeyKind, TransparencyLogOptions, parse_public_key_pem,
-};
+use portcullis_engine::attestor::{Attestor, KeyError, KeyKind, TransparencyLogOptions, parse_public_key_pem};
 use portcullis_engine::policy::FieldError;
 
 const COSIGN_DIR: &str = concat!(
@@ -204,10 +202,7 @@ fn surrounding_whitespace_and_crlf_are_tolerated() {
 
 #[test]
 fn unsupported_keys_are_refused() {
-    assert_eq!(
-        parse_public_key_pem(RSA1024).unwrap_err(),
-        KeyError::RsaKeySize(1024)
-    );
+    assert_eq!(parse_public_key_pem(RSA1024).unwrap_err(), KeyError::RsaKeySize(1024));
     assert!(matches!(
         parse_public_key_pem(SECP256K1).unwrap_err(),
         KeyError::UnsupportedCurve(c) if c.contains("secp256k1")
@@ -222,24 +217,15 @@ fn unsupported_keys_are_refused() {
     ));
     assert!(matches!(
         parse_public_key_pem(P256_COMPRESSED).unwrap_err(),
-        KeyError::InvalidKey {
-            algorithm: "EC",
-            ..
-        }
+        KeyError::InvalidKey { algorithm: "EC", .. }
     ));
     assert!(matches!(
         parse_public_key_pem(RSA_NO_NULL_PARAMS).unwrap_err(),
-        KeyError::InvalidKey {
-            algorithm: "RSA",
-            ..
-        }
+        KeyError::InvalidKey { algorithm: "RSA", .. }
     ));
     assert!(matches!(
         parse_public_key_pem(RSA_EXPONENT_1).unwrap_err(),
-        KeyError::InvalidKey {
-            algorithm: "RSA",
-            ..
-        }
+        KeyError::InvalidKey { algorithm: "RSA", .. }
     ));
     assert_eq!(
         parse_public_key_pem(RSA_PKCS1_PEM).unwrap_err(),
@@ -292,13 +278,7 @@ fn attestor_field_errors() {
     a.attestor_type = "x509Certificate".to_owned();
     let errors = a.validate().unwrap_err();
     assert_eq!(paths(&errors), vec!["type"]);
-    assert!(
-        errors
-            .first()
-            .unwrap()
-            .to_string()
-            .contains("cosignPublicKey")
-    );
+    assert!(errors.first().unwrap().to_string().contains("cosignPublicKey"));
 
     let a = attestor("   ");
     assert_eq!(paths(&a.validate().unwrap_err()), vec!["publicKey"]);
@@ -324,10 +304,7 @@ fn transparency_log_key_is_required_when_enabled() {
         public_key: cosign_key("cosign2.pub"),
     });
     assert_eq!(a.validate(), Ok(()));
-    assert_eq!(
-        a.transparency_log_key_kind(),
-        Some(Ok(KeyKind::EcdsaP256Sha256))
-    );
+    assert_eq!(a.transparency_log_key_kind(), Some(Ok(KeyKind::EcdsaP256Sha256)));
 
     // A bad log key is refused even while the log is off.
     a.transparency_log_enabled = false;
@@ -389,10 +366,8 @@ fn attestor_documents_parse_from_json_and_yaml() {
     assert_eq!(again, from_json);
 
     // Unknown fields and missing required ones are refused with a path.
-    let err = Attestor::from_json(
-        r#"{"name": "a", "type": "cosignPublicKey", "publicKey": "k", "keyless": true}"#,
-    )
-    .unwrap_err();
+    let err = Attestor::from_json(r#"{"name": "a", "type": "cosignPublicKey", "publicKey": "k", "keyless": true}"#)
+        .unwrap_err();
     assert!(err.message.contains("unknown field `keyless`"), "{err}");
     let err = Attestor::from_json(r#"{"name": "a", "publicKey": "k"}"#).unwrap_err();
     assert!(err.message.contains("missing field `type`"), "{err}");
@@ -401,9 +376,7 @@ fn attestor_documents_parse_from_json_and_yaml() {
     )
     .unwrap_err();
     assert_eq!(err.path, "transparencyLogOptions.url");
-    let err = Attestor::from_yaml(
-        "name: a\ntype: cosignPublicKey\npublicKey: k\ntransparencyLogEnabled: yes please\n",
-    )
-    .unwrap_err();
+    let err = Attestor::from_yaml("name: a\ntype: cosignPublicKey\npublicKey: k\ntransparencyLogEnabled: yes please\n")
+        .unwrap_err();
     assert_eq!(err.path, "transparencyLogEnabled");
 }

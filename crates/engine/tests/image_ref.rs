@@ -1,12 +1,7 @@
 //! Image reference parsing: a table of cases taken from distribution/reference's
 //! `normalize_test.go` and `reference_test.go` (as `ParseNormalizedNamed` decides them), and
 //! property tests built from the reference grammar.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 use portcullis_engine::image_ref::ImageRef;
 use proptest::prelude::*;
@@ -67,10 +62,7 @@ fn check(input: &str, want: &Want) {
         }
         (Want::Err(words), Err(e)) => {
             let message = e.to_string();
-            assert!(
-                message.starts_with("invalid image reference: "),
-                "{input:?}: {message}"
-            );
+            assert!(message.starts_with("invalid image reference: "), "{input:?}: {message}");
             assert!(
                 e.reason.contains(words),
                 "{input:?}: reason {:?} should mention {words:?}",
@@ -119,10 +111,7 @@ fn table_of_references_parses_as_parse_normalized_named() {
             hex64_with_registry,
             ok("docker.io", format!("library/{HEX64}"), "latest"),
         ),
-        (
-            hex64_with_tag,
-            ok("docker.io", format!("library/{HEX64}"), "v1"),
-        ),
+        (hex64_with_tag, ok("docker.io", format!("library/{HEX64}"), "v1")),
     ];
     let fixed: Vec<(&str, Want)> = vec![
         // Docker Hub normalisation.
@@ -132,15 +121,9 @@ fn table_of_references_parses_as_parse_normalized_named() {
             "docker.io/library/redis:latest",
             ok("docker.io", "library/redis", "latest"),
         ),
-        (
-            "dmcgowan/myapp",
-            ok("docker.io", "dmcgowan/myapp", "latest"),
-        ),
+        ("dmcgowan/myapp", ok("docker.io", "dmcgowan/myapp", "latest")),
         ("docker.io/foo", ok("docker.io", "library/foo", "latest")),
-        (
-            "index.docker.io/debian",
-            ok("docker.io", "library/debian", "latest"),
-        ),
+        ("index.docker.io/debian", ok("docker.io", "library/debian", "latest")),
         (
             "index.docker.io/docker/docker",
             ok("docker.io", "docker/docker", "latest"),
@@ -152,23 +135,11 @@ fn table_of_references_parses_as_parse_normalized_named() {
         ("store/foo/bar", ok("docker.io", "store/foo/bar", "latest")),
         ("test_com/foo", ok("docker.io", "test_com/foo", "latest")),
         // No `/`: never a registry, so these are Docker Hub names, the number a tag.
-        (
-            "192.168.0.1",
-            ok("docker.io", "library/192.168.0.1", "latest"),
-        ),
-        (
-            "192.168.0.1:80",
-            ok("docker.io", "library/192.168.0.1", "80"),
-        ),
+        ("192.168.0.1", ok("docker.io", "library/192.168.0.1", "latest")),
+        ("192.168.0.1:80", ok("docker.io", "library/192.168.0.1", "80")),
         ("test.com:5000", ok("docker.io", "library/test.com", "5000")),
-        (
-            "localhost:5000",
-            ok("docker.io", "library/localhost", "5000"),
-        ),
-        (
-            "foo_bar.com:8080",
-            ok("docker.io", "library/foo_bar.com", "8080"),
-        ),
+        ("localhost:5000", ok("docker.io", "library/localhost", "5000")),
+        ("foo_bar.com:8080", ok("docker.io", "library/foo_bar.com", "8080")),
         // localhost, ports, IPs, upper-case registries.
         ("localhost/fooo", ok("localhost", "fooo", "latest")),
         ("localhost/fooo/bar", ok("localhost", "fooo/bar", "latest")),
@@ -185,10 +156,7 @@ fn table_of_references_parses_as_parse_normalized_named() {
             ok("example.com:8000", "privatebasee", "latest"),
         ),
         ("test-com:8080/foo", ok("test-com:8080", "foo", "latest")),
-        (
-            "xn--n3h.com:18080/foo",
-            ok("xn--n3h.com:18080", "foo", "latest"),
-        ),
+        ("xn--n3h.com:18080/foo", ok("xn--n3h.com:18080", "foo", "latest")),
         (
             "b.gcr.io/test.example.com/my-app:test.example.com",
             ok("b.gcr.io", "test.example.com/my-app", "test.example.com"),
@@ -200,10 +168,7 @@ fn table_of_references_parses_as_parse_normalized_named() {
         // IPv6.
         ("[2001:db8::1]/repo", ok("[2001:db8::1]", "repo", "latest")),
         ("[::1]:5000/repo", ok("[::1]:5000", "repo", "latest")),
-        (
-            "[FC00::1]:5000/docker",
-            ok("[fc00::1]:5000", "docker", "latest"),
-        ),
+        ("[FC00::1]:5000/docker", ok("[fc00::1]:5000", "docker", "latest")),
         (
             "[fc00:1:2:3:4:5:6:7]:5000/library/debian",
             ok("[fc00:1:2:3:4:5:6:7]:5000", "library/debian", "latest"),
@@ -226,18 +191,12 @@ fn table_of_references_parses_as_parse_normalized_named() {
             ok_digest("[2001:db8::1]:5000", "repo", "tag", SHA256_F),
         ),
         // Path components and tags at the edge of the grammar.
-        (
-            "lowercase:Uppercase",
-            ok("docker.io", "library/lowercase", "Uppercase"),
-        ),
+        ("lowercase:Uppercase", ok("docker.io", "library/lowercase", "Uppercase")),
         (
             "docker---rules/docker",
             ok("docker.io", "docker---rules/docker", "latest"),
         ),
-        (
-            "dock__er/docker",
-            ok("docker.io", "dock__er/docker", "latest"),
-        ),
+        ("dock__er/docker", ok("docker.io", "dock__er/docker", "latest")),
         ("d/docker", ok("docker.io", "d/docker", "latest")),
         ("app:_under", ok("docker.io", "library/app", "_under")),
         (
@@ -266,10 +225,7 @@ fn table_of_references_parses_as_parse_normalized_named() {
         ),
         ("Uppercase:tag", Want::Err("must be lowercase")),
         ("docker/Docker", Want::Err("must be lowercase")),
-        (
-            "test:5000/Uppercase/lowercase:tag",
-            Want::Err("must be lowercase"),
-        ),
+        ("test:5000/Uppercase/lowercase:tag", Want::Err("must be lowercase")),
         ("docker.io/docker/Docker", Want::Err("must be lowercase")),
         (
             "repo@sha256:ffffffffffffffffffffffffffffffffff",
@@ -295,10 +251,7 @@ fn table_of_references_parses_as_parse_normalized_named() {
             "validname@invaliddigest:ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff",
             Want::Err("not supported"),
         ),
-        (
-            "repo@md5:ffffffffffffffffffffffffffffffff",
-            Want::Err("not supported"),
-        ),
+        ("repo@md5:ffffffffffffffffffffffffffffffff", Want::Err("not supported")),
         ("repo@sha256:abc", Want::Err("algorithm:hex")),
         ("repo@sha256", Want::Err("algorithm:hex")),
         ("repo@", Want::Err("algorithm:hex")),
@@ -325,10 +278,7 @@ fn table_of_references_parses_as_parse_normalized_named() {
         ("[2001:db8::1]", Want::Err("path component")),
         ("[2001:db8::1]:5000", Want::Err("path component")),
         ("[fe80::1%eth0]:5000/repo", Want::Err("registry")),
-        (
-            "[2001:db8:3:4::192.0.2.33]:5000/debian",
-            Want::Err("registry"),
-        ),
+        ("[2001:db8:3:4::192.0.2.33]:5000/debian", Want::Err("registry")),
         ("fc00::1:5000/debian", Want::Err("registry")),
         ("https://github.com/docker/docker", Want::Err("registry")),
         ("-docker.io/docker/docker", Want::Err("registry")),
@@ -358,10 +308,7 @@ fn image_path_repository_and_display_render_the_normalised_reference() {
 
     let digest_only = ImageRef::parse(&format!("gcr.io/proj/app@{SHA256_F}")).unwrap();
     assert_eq!(digest_only.tag(), "");
-    assert_eq!(
-        digest_only.image_path(),
-        format!("gcr.io/proj/app@{SHA256_F}")
-    );
+    assert_eq!(digest_only.image_path(), format!("gcr.io/proj/app@{SHA256_F}"));
 
     let plain: ImageRef = "nginx".parse().unwrap();
     assert_eq!(plain.image_path(), "docker.io/library/nginx:latest");
@@ -376,18 +323,12 @@ fn upper_case_registries_that_change_meaning_when_lower_cased_are_documented_exc
     let r = ImageRef::parse("LOCALDOMAIN/app").unwrap();
     assert_eq!((r.registry(), r.image()), ("localdomain", "app"));
     let again = ImageRef::parse(&r.image_path()).unwrap();
-    assert_eq!(
-        (again.registry(), again.image()),
-        ("docker.io", "localdomain/app")
-    );
+    assert_eq!((again.registry(), again.image()), ("docker.io", "localdomain/app"));
 
     // distribution compares `docker.io` case-sensitively, so no `library/` here.
     let r = ImageRef::parse("DOCKER.IO/app").unwrap();
     assert_eq!((r.registry(), r.image()), ("docker.io", "app"));
-    assert_eq!(
-        ImageRef::parse(&r.image_path()).unwrap().image(),
-        "library/app"
-    );
+    assert_eq!(ImageRef::parse(&r.image_path()).unwrap().image(), "library/app");
 }
 
 #[test]
@@ -435,15 +376,14 @@ fn path_component() -> impl Strategy<Value = String> {
 fn registry() -> impl Strategy<Value = String> {
     let label = "[a-zA-Z0-9]([a-zA-Z0-9-]{0,6}[a-zA-Z0-9])?";
     let port = proptest::option::of("[0-9]{1,5}");
-    let domain =
-        (proptest::collection::vec(label, 1..4), port.clone()).prop_map(|(labels, port)| {
-            let mut s = labels.join(".");
-            if let Some(port) = port {
-                s.push(':');
-                s.push_str(&port);
-            }
-            s
-        });
+    let domain = (proptest::collection::vec(label, 1..4), port.clone()).prop_map(|(labels, port)| {
+        let mut s = labels.join(".");
+        if let Some(port) = port {
+            s.push(':');
+            s.push_str(&port);
+        }
+        s
+    });
     let ipv6 = ("[a-fA-F0-9:]{1,20}", port).prop_map(|(address, port)| match port {
         Some(port) => format!("[{address}]:{port}"),
         None => format!("[{address}]"),
@@ -482,9 +422,7 @@ fn generated() -> impl Strategy<Value = Generated> {
         .prop_filter(
             "without a registry the first segment must not look like one",
             |(registry, path, _, _)| {
-                registry.is_some()
-                    || path.len() == 1
-                    || !(path[0].contains('.') || path[0] == "localhost")
+                registry.is_some() || path.len() == 1 || !(path[0].contains('.') || path[0] == "localhost")
             },
         )
         .prop_map(|(registry, path, tag, digest)| {
@@ -531,17 +469,11 @@ fn generated() -> impl Strategy<Value = Generated> {
 /// Invariants of any successful parse of `input`.
 fn check_invariants(input: &str, r: &ImageRef) {
     let path = r.image_path();
-    assert!(
-        path.starts_with(&format!("{}/", r.registry())),
-        "{input:?} → {path}"
-    );
+    assert!(path.starts_with(&format!("{}/", r.registry())), "{input:?} → {path}");
     assert!(!r.registry().is_empty() && !r.image().is_empty());
     assert_eq!(r.registry(), r.registry().to_ascii_lowercase());
     if r.digest().is_none() {
-        assert!(
-            !r.tag().is_empty(),
-            "{input:?}: no digest, so a tag (at least latest)"
-        );
+        assert!(!r.tag().is_empty(), "{input:?}: no digest, so a tag (at least latest)");
     }
     let again = ImageRef::parse(&path).unwrap_or_else(|e| panic!("{input:?} → {path}: {e}"));
     if again != *r {

@@ -1,12 +1,7 @@
 //! Pod Security Admission's own v1.37 fixtures: every pass/ pod passes its level, every
 //! fail/<check>N pod fails its level naming that check, and nothing else.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -45,8 +40,7 @@ fn yaml_files(dir: &Path) -> Vec<(String, PathBuf)> {
 
 fn load(path: &Path) -> ObjectForTest {
     let text = std::fs::read_to_string(path).unwrap();
-    let value: serde_json::Value =
-        yaml_serde::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let value: serde_json::Value = yaml_serde::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_value(value).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
@@ -84,9 +78,7 @@ fn expected_checks(level: Level, check: CheckId, name: &str) -> BTreeSet<&'stati
     let extra = match (level, check) {
         (_, CheckId::WindowsHostProcess) => Some(CheckId::HostNamespaces),
         (Level::Restricted, CheckId::Privileged) => Some(CheckId::AllowPrivilegeEscalation),
-        (Level::Restricted, CheckId::AllowPrivilegeEscalation)
-            if name == "allowprivilegeescalation3" =>
-        {
+        (Level::Restricted, CheckId::AllowPrivilegeEscalation) if name == "allowprivilegeescalation3" => {
             Some(CheckId::CapabilitiesRestricted)
         }
         _ => None,
@@ -113,10 +105,7 @@ fn pss_matches_pod_security_admission_fixtures() {
             let pod = load(path);
             let failures = evaluate_level(level, &pod.metadata, &pod.spec, &Scope::ALL);
             if !failures.is_empty() {
-                mismatches.push(format!(
-                    "{}/pass/{name}: unexpected {failures:?}",
-                    level.as_str()
-                ));
+                mismatches.push(format!("{}/pass/{name}: unexpected {failures:?}", level.as_str()));
             }
         }
         for (name, path) in &fail {
@@ -140,12 +129,7 @@ fn pss_matches_pod_security_admission_fixtures() {
                 }
             }
         }
-        summary.push(format!(
-            "{} {} pass / {} fail",
-            level.as_str(),
-            pass.len(),
-            fail.len()
-        ));
+        summary.push(format!("{} {} pass / {} fail", level.as_str(), pass.len(), fail.len()));
         total += pass.len() + fail.len();
     }
     assert!(
@@ -195,12 +179,7 @@ fn fixture_messages_are_psa_words() {
         ),
     ];
     for (level, name, reason, detail) in cases {
-        let pod = load(
-            &root
-                .join(level.as_str())
-                .join("fail")
-                .join(format!("{name}.yaml")),
-        );
+        let pod = load(&root.join(level.as_str()).join("fail").join(format!("{name}.yaml")));
         let failures = evaluate_level(level, &pod.metadata, &pod.spec, &Scope::ALL);
         let f = failures
             .iter()

@@ -8,15 +8,12 @@ use std::collections::BTreeMap;
 
 use portcullis_engine::policy::FieldError;
 use portcullis_engine::runtime::{
-    CATALOGUE_JSON, Catalogue, CatalogueEntry, CatalogueError, FalcoSource, LabelOperator,
-    LabelSelector, LabelSelectorRequirement, Ruleset, RulesetRule, RuntimeMitigation, catalogue,
-    catalogue_from_falco, catalogue_to_json, is_known_rule_id, is_product_rule_id,
+    CATALOGUE_JSON, Catalogue, CatalogueEntry, CatalogueError, FalcoSource, LabelOperator, LabelSelector,
+    LabelSelectorRequirement, Ruleset, RulesetRule, RuntimeMitigation, catalogue, catalogue_from_falco,
+    catalogue_to_json, is_known_rule_id, is_product_rule_id,
 };
 
-const FALCO_DIR: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../../shared/conformance/falco-rules"
-);
+const FALCO_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/conformance/falco-rules");
 const DATA_FILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/data/runtime-rules.json");
 
 fn falco_texts() -> Vec<(FalcoSource, String)> {
@@ -130,9 +127,7 @@ fn catalogue_lookups_by_source() {
     );
     assert!(shell_config.description.ends_with("(where proc.tty != 0)."));
 
-    let sandbox = catalogue()
-        .get("Unexpected inbound connection source")
-        .unwrap();
+    let sandbox = catalogue().get("Unexpected inbound connection source").unwrap();
     assert_eq!(sandbox.source, FalcoSource::Sandbox);
     assert!(sandbox.tags.iter().any(|t| t == "maturity_sandbox"));
     assert!(is_known_rule_id("Unexpected inbound connection source"));
@@ -173,10 +168,7 @@ fn catalogue_data_must_be_sorted_and_unique() {
         enabled: true,
     };
     let unsorted = catalogue_to_json(&[entry("b"), entry("a")]).unwrap();
-    assert!(matches!(
-        Catalogue::from_json(&unsorted),
-        Err(CatalogueError::Data(_))
-    ));
+    assert!(matches!(Catalogue::from_json(&unsorted), Err(CatalogueError::Data(_))));
     let duplicate = catalogue_to_json(&[entry("a"), entry("a")]).unwrap();
     assert!(Catalogue::from_json(&duplicate).is_err());
     let ok = Catalogue::from_json(&catalogue_to_json(&[entry("a"), entry("b")]).unwrap()).unwrap();
@@ -271,11 +263,7 @@ fn append_and_override_update_without_duplicating() {
 - rule: Base
   enabled: false
 "#;
-    let entries = catalogue_from_falco(&[
-        (FalcoSource::Stable, stable),
-        (FalcoSource::Sandbox, sandbox),
-    ])
-    .unwrap();
+    let entries = catalogue_from_falco(&[(FalcoSource::Stable, stable), (FalcoSource::Sandbox, sandbox)]).unwrap();
     assert_eq!(entries.len(), 1);
     let base = entries.first().unwrap();
     assert_eq!(base.description, "first part appended");
@@ -297,10 +285,7 @@ fn append_and_override_update_without_duplicating() {
 #[test]
 fn a_redefinition_replaces_the_earlier_rule() {
     let entries = catalogue_from_falco(&[
-        (
-            FalcoSource::Stable,
-            "- rule: R\n  desc: old\n  priority: INFO\n",
-        ),
+        (FalcoSource::Stable, "- rule: R\n  desc: old\n  priority: INFO\n"),
         (
             FalcoSource::Incubating,
             "- rule: R\n  desc: new\n  priority: ERROR\n  append: false\n",
@@ -309,10 +294,7 @@ fn a_redefinition_replaces_the_earlier_rule() {
     .unwrap();
     assert_eq!(entries.len(), 1);
     let r = entries.first().unwrap();
-    assert_eq!(
-        (r.description.as_str(), r.priority.as_str()),
-        ("new", "ERROR")
-    );
+    assert_eq!((r.description.as_str(), r.priority.as_str()), ("new", "ERROR"));
     assert_eq!(r.source, FalcoSource::Incubating);
 }
 
@@ -329,27 +311,15 @@ fn loader_refuses_what_falco_refuses() {
     assert!(one("- rule: R\n  priority: INFO\n").is_err());
     assert!(one("- rule: R\n  desc: d\n").is_err());
     assert!(one("- rule: R\n  desc: d\n  priority: LOUD\n").is_err());
-    assert!(
-        one("- rule: R\n  desc: d\n  priority: INFO\n- rule: R\n  override: {desc: merge}\n  desc: x\n")
-            .is_err()
-    );
-    assert!(
-        one("- rule: R\n  desc: d\n  priority: INFO\n- rule: R\n  override: {desc: append}\n")
-            .is_err()
-    );
+    assert!(one("- rule: R\n  desc: d\n  priority: INFO\n- rule: R\n  override: {desc: merge}\n  desc: x\n").is_err());
+    assert!(one("- rule: R\n  desc: d\n  priority: INFO\n- rule: R\n  override: {desc: append}\n").is_err());
     // Not a list of maps, not YAML.
-    assert!(matches!(
-        one("rule: R\n"),
-        Err(CatalogueError::Structure { .. })
-    ));
+    assert!(matches!(one("rule: R\n"), Err(CatalogueError::Structure { .. })));
     assert!(matches!(
         one("- just a string\n"),
         Err(CatalogueError::Structure { .. })
     ));
-    assert!(matches!(
-        one("- rule: [\n"),
-        Err(CatalogueError::Yaml { .. })
-    ));
+    assert!(matches!(one("- rule: [\n"), Err(CatalogueError::Yaml { .. })));
     // An empty file is an empty rules file.
     assert_eq!(one("").unwrap(), vec![]);
 }
@@ -358,10 +328,7 @@ fn loader_refuses_what_falco_refuses() {
 // Rulesets.
 
 fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    pairs
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect()
+    pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
 }
 
 fn req(key: &str, operator: LabelOperator, values: &[&str]) -> LabelSelectorRequirement {
@@ -455,25 +422,18 @@ rules:
 
 #[test]
 fn ruleset_parse_errors_name_the_field() {
-    let err = Ruleset::from_json(
-        r#"{"name": "n", "rules": [{"id": "TM-00000001", "mitigation": "kill"}]}"#,
-    )
-    .unwrap_err();
+    let err =
+        Ruleset::from_json(r#"{"name": "n", "rules": [{"id": "TM-00000001", "mitigation": "kill"}]}"#).unwrap_err();
     assert_eq!(err.path, "rules[0].mitigation");
     let err = Ruleset::from_json(r#"{"name": "n", "rules": [], "id": "x"}"#).unwrap_err();
     assert!(err.message.contains("unknown field `id`"), "{err}");
-    let err = Ruleset::from_yaml(
-        "name: n\nrules: []\nlabels:\n  matchExpressions:\n    - {key: a, operator: Equals}\n",
-    )
-    .unwrap_err();
+    let err =
+        Ruleset::from_yaml("name: n\nrules: []\nlabels:\n  matchExpressions:\n    - {key: a, operator: Equals}\n")
+            .unwrap_err();
     assert_eq!(err.path, "labels.matchExpressions[0].operator");
     let err = Ruleset::from_yaml("name: n\nrules: []\nlabels: {matchLabel: {a: b}}\n").unwrap_err();
     assert_eq!(err.path, "labels.matchLabel");
-    assert!(
-        err.to_string()
-            .starts_with("labels.matchLabel: unknown field"),
-        "{err}"
-    );
+    assert!(err.to_string().starts_with("labels.matchLabel: unknown field"), "{err}");
 }
 
 #[test]
@@ -507,10 +467,7 @@ fn ruleset_rule_errors() {
         rule("TM-1", RuntimeMitigation::Log),
     ];
     let errors = errors_of(&r);
-    assert_eq!(
-        paths(&errors),
-        vec!["rules[1].id", "rules[2].id", "rules[3].id"]
-    );
+    assert_eq!(paths(&errors), vec!["rules[1].id", "rules[2].id", "rules[3].id"]);
     assert_eq!(
         errors.get(1).unwrap().to_string(),
         "rules[2].id: \"TM-00000001\" duplicates rules[0].id"
@@ -546,11 +503,7 @@ fn ruleset_reports_all_errors_at_once() {
 #[test]
 fn label_selector_validation() {
     let check = |selector: LabelSelector| -> Vec<String> {
-        selector
-            .validate_at("labels")
-            .iter()
-            .map(|e| e.path.clone())
-            .collect()
+        selector.validate_at("labels").iter().map(|e| e.path.clone()).collect()
     };
     let ok = LabelSelector {
         match_labels: labels(&[
@@ -634,11 +587,10 @@ fn label_selector_matching() {
     assert!(LabelSelector::default().matches(&pod));
     assert!(LabelSelector::default().matches(&BTreeMap::new()));
 
-    let with =
-        |match_labels: &[(&str, &str)], exprs: Vec<LabelSelectorRequirement>| LabelSelector {
-            match_labels: labels(match_labels),
-            match_expressions: exprs,
-        };
+    let with = |match_labels: &[(&str, &str)], exprs: Vec<LabelSelectorRequirement>| LabelSelector {
+        match_labels: labels(match_labels),
+        match_expressions: exprs,
+    };
     assert!(with(&[("app", "web")], vec![]).matches(&pod));
     assert!(with(&[("env", "")], vec![]).matches(&pod));
     assert!(!with(&[("app", "api")], vec![]).matches(&pod));
@@ -660,20 +612,14 @@ fn label_selector_matching() {
     assert!(
         with(
             &[("app", "web")],
-            vec![
-                req("tier", In, &["frontend"]),
-                req("absent", DoesNotExist, &[])
-            ]
+            vec![req("tier", In, &["frontend"]), req("absent", DoesNotExist, &[])]
         )
         .matches(&pod)
     );
     assert!(
         !with(
             &[("app", "web")],
-            vec![
-                req("tier", In, &["frontend"]),
-                req("app", DoesNotExist, &[])
-            ]
+            vec![req("tier", In, &["frontend"]), req("app", DoesNotExist, &[])]
         )
         .matches(&pod)
     );
@@ -697,28 +643,17 @@ fn strongest_for_picks_the_strongest_matching_entry() {
         r.strongest_for("Terminal shell in container", &pod),
         Some(RuntimeMitigation::Isolate)
     );
-    assert_eq!(
-        r.strongest_for("TM-00000001", &pod),
-        Some(RuntimeMitigation::Log)
-    );
-    assert_eq!(
-        r.strongest_for("CR-00000042", &pod),
-        Some(RuntimeMitigation::Terminate)
-    );
+    assert_eq!(r.strongest_for("TM-00000001", &pod), Some(RuntimeMitigation::Log));
+    assert_eq!(r.strongest_for("CR-00000042", &pod), Some(RuntimeMitigation::Terminate));
     // A rule the ruleset does not list.
     assert_eq!(r.strongest_for("TM-00000002", &pod), None);
     // A pod the selector does not select.
     let other = labels(&[("app.kubernetes.io/name", "web"), ("tier", "db")]);
     assert_eq!(r.strongest_for("CR-00000042", &other), None);
     // Unvalidated duplicates: the strongest wins whatever the order.
-    r.rules
-        .push(rule("TM-00000001", RuntimeMitigation::Terminate));
-    r.rules
-        .push(rule("TM-00000001", RuntimeMitigation::Isolate));
-    assert_eq!(
-        r.strongest_for("TM-00000001", &pod),
-        Some(RuntimeMitigation::Terminate)
-    );
+    r.rules.push(rule("TM-00000001", RuntimeMitigation::Terminate));
+    r.rules.push(rule("TM-00000001", RuntimeMitigation::Isolate));
+    assert_eq!(r.strongest_for("TM-00000001", &pod), Some(RuntimeMitigation::Terminate));
     // The empty selector covers every pod.
     r.labels = LabelSelector::default();
     assert_eq!(

@@ -2,30 +2,21 @@
 //!
 //! Expected values are read from the reports themselves with `serde_json::Value`, never
 //! hard-coded.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 use std::path::PathBuf;
 
 use portcullis_engine::scan::{
-    CvssMetric, Finding, MemoryScanStore, ScanError, ScanResult, ScanResults, ScanSummary,
-    ScanType, Severity, TrivyImport, TrivyImportOptions, from_trivy,
+    CvssMetric, Finding, MemoryScanStore, ScanError, ScanResult, ScanResults, ScanSummary, ScanType, Severity,
+    TrivyImport, TrivyImportOptions, from_trivy,
 };
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-const REPORTS: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../../shared/conformance/trivy-reports"
-);
+const REPORTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/conformance/trivy-reports");
 const DIGEST: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
-const OTHER_DIGEST: &str =
-    "sha256:fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210";
+const OTHER_DIGEST: &str = "sha256:fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210";
 
 /// Every Trivy report shipped: (file name, bytes, parsed independently).
 fn reports() -> Vec<(String, Vec<u8>, Value)> {
@@ -40,11 +31,7 @@ fn reports() -> Vec<(String, Vec<u8>, Value)> {
         }
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));
-    assert!(
-        out.len() >= 8,
-        "expected the shipped reports, found {}",
-        out.len()
-    );
+    assert!(out.len() >= 8, "expected the shipped reports, found {}", out.len());
     out
 }
 
@@ -135,24 +122,12 @@ fn every_report_imports_with_its_own_counts_and_lower_cased_severities() {
         let result = &import.vulnerability;
         assert_eq!(result.scan_type, ScanType::Vulnerability, "{name}");
         assert_eq!(result.scanner, "trivy", "{name}");
-        assert_eq!(
-            result.scanned_at,
-            time(value["CreatedAt"].as_str().unwrap()),
-            "{name}"
-        );
+        assert_eq!(result.scanned_at, time(value["CreatedAt"].as_str().unwrap()), "{name}");
         assert_eq!(result.findings.len(), vulns.len(), "{name}");
         for (finding, vuln) in result.findings.iter().zip(&vulns) {
-            assert_eq!(
-                finding.id,
-                vuln["VulnerabilityID"].as_str().unwrap(),
-                "{name}"
-            );
+            assert_eq!(finding.id, vuln["VulnerabilityID"].as_str().unwrap(), "{name}");
             let severity = vuln["Severity"].as_str().unwrap();
-            assert_eq!(
-                finding.severity.to_string(),
-                severity.to_lowercase(),
-                "{name}"
-            );
+            assert_eq!(finding.severity.to_string(), severity.to_lowercase(), "{name}");
             saw_unknown |= finding.severity == Severity::Unknown;
             let fixed = vuln["FixedVersion"].as_str().filter(|f| !f.is_empty());
             assert_eq!(finding.fixed_version.as_deref(), fixed, "{name}");
@@ -172,9 +147,7 @@ fn every_report_imports_with_its_own_counts_and_lower_cased_severities() {
             .max();
         assert_eq!(summary.max_severity, max, "{name}");
 
-        let ran_secret_scanner = array(&value["Results"])
-            .iter()
-            .any(|r| r["Class"] == "secret");
+        let ran_secret_scanner = array(&value["Results"]).iter().any(|r| r["Class"] == "secret");
         assert_eq!(import.secret.is_some(), ran_secret_scanner, "{name}");
         if let Some(secret) = &import.secret {
             assert_eq!(secret.findings.len(), secrets(&value).len(), "{name}");
@@ -195,12 +168,7 @@ fn cvss_vector_is_nvd_else_first_vendor_alphabetically() {
     let (mut nvd_over_vendor, mut vendor_only, mut none) = (0, 0, 0);
     for (name, bytes, value) in reports() {
         let import = import_report(&bytes, &value);
-        for (finding, vuln) in import
-            .vulnerability
-            .findings
-            .iter()
-            .zip(vulnerabilities(&value))
-        {
+        for (finding, vuln) in import.vulnerability.findings.iter().zip(vulnerabilities(&value)) {
             let expected = expected_vector(&vuln);
             assert_eq!(finding.cvss_v3_vector, expected, "{name} {}", finding.id);
             let cvss = vuln["CVSS"].as_object();
@@ -219,10 +187,7 @@ fn cvss_vector_is_nvd_else_first_vendor_alphabetically() {
     }
     // The shipped reports exercise each branch (e.g. debian-buster's CVE-2019-18224, where nvd
     // says AC:L and redhat AC:H; alpine:latest's CVE-2024-9143, scored by redhat only).
-    assert!(
-        nvd_over_vendor > 0,
-        "a finding where nvd and a vendor disagree"
-    );
+    assert!(nvd_over_vendor > 0, "a finding where nvd and a vendor disagree");
     assert!(vendor_only > 0, "a finding with a vendor vector only");
     assert!(none > 0, "a finding without any vector");
 }
@@ -236,12 +201,7 @@ fn nvd_wins_over_a_disagreeing_vendor_on_a_real_finding() {
         .find(|v| v["CVSS"]["nvd"]["V3Vector"] != v["CVSS"]["redhat"]["V3Vector"])
         .expect("a finding whose nvd and redhat vectors differ");
     let id = vuln["VulnerabilityID"].as_str().unwrap();
-    let finding = import
-        .vulnerability
-        .findings
-        .iter()
-        .find(|f| f.id == id)
-        .unwrap();
+    let finding = import.vulnerability.findings.iter().find(|f| f.id == id).unwrap();
     assert_eq!(
         finding.cvss_v3_vector.as_deref(),
         vuln["CVSS"]["nvd"]["V3Vector"].as_str()
@@ -254,12 +214,7 @@ fn nvd_wins_over_a_disagreeing_vendor_on_a_real_finding() {
         .find(|v| v["CVSS"].get("nvd").is_none() && v["CVSS"].get("redhat").is_some())
         .expect("a finding scored by redhat only");
     let id = vuln["VulnerabilityID"].as_str().unwrap();
-    let finding = import
-        .vulnerability
-        .findings
-        .iter()
-        .find(|f| f.id == id)
-        .unwrap();
+    let finding = import.vulnerability.findings.iter().find(|f| f.id == id).unwrap();
     assert_eq!(
         finding.cvss_v3_vector.as_deref(),
         vuln["CVSS"]["redhat"]["V3Vector"].as_str()
@@ -277,11 +232,7 @@ fn first_vendor_is_alphabetical_not_document_order() {
         "amazon": {"V2Vector": "AV:N/AC:L/Au:N/C:P/I:P/A:P"},
         "redhat": {"V3Vector": redhat},
     });
-    let import = from_trivy(
-        &serde_json::to_vec(&value).unwrap(),
-        &TrivyImportOptions::default(),
-    )
-    .unwrap();
+    let import = from_trivy(&serde_json::to_vec(&value).unwrap(), &TrivyImportOptions::default()).unwrap();
     assert_eq!(
         import.vulnerability.findings[0].cvss_v3_vector.as_deref(),
         redhat.as_str()
@@ -295,10 +246,7 @@ fn secrets_golden_gives_a_secret_result() {
     let secret = import.secret.as_ref().expect("a secret result");
     assert_eq!(secret.scan_type, ScanType::Secret);
     assert_eq!(secret.digest, DIGEST);
-    assert_eq!(
-        secret.scanned_at,
-        time(value["CreatedAt"].as_str().unwrap())
-    );
+    assert_eq!(secret.scanned_at, time(value["CreatedAt"].as_str().unwrap()));
     let expected = secrets(&value);
     assert!(!expected.is_empty());
     assert_eq!(secret.findings.len(), expected.len());
@@ -311,10 +259,7 @@ fn secrets_golden_gives_a_secret_result() {
         assert_eq!(finding.cvss_v3_vector, None);
     }
     // The report ran no vulnerability finding: a clean vulnerability result, still a result.
-    assert_eq!(
-        import.vulnerability.findings.len(),
-        vulnerabilities(&value).len()
-    );
+    assert_eq!(import.vulnerability.findings.len(), vulnerabilities(&value).len());
     assert_eq!(import.results().count(), 2);
     let summary = ScanSummary::from_result(secret);
     let max = expected
@@ -361,10 +306,7 @@ fn a_secret_class_result_without_secrets_is_a_clean_secret_scan() {
 
 #[test]
 fn alpine_reports_take_their_digest_from_repo_digests() {
-    for name in [
-        "reporting.md.alpine-latest.json",
-        "alpine-310-registry.json.golden",
-    ] {
+    for name in ["reporting.md.alpine-latest.json", "alpine-310-registry.json.golden"] {
         let (bytes, value) = report(name);
         let entries = repo_digests(&value);
         let expected = entries[0].split_once('@').unwrap().1;
@@ -397,10 +339,7 @@ fn a_report_without_digest_needs_an_explicit_one() {
     assert!(repo_digests(&value).is_empty());
     let e = from_trivy(&bytes, &TrivyImportOptions::default()).unwrap_err();
     assert_eq!(e, ScanError::MissingDigest);
-    assert!(
-        e.to_string().contains("give the image digest explicitly"),
-        "{e}"
-    );
+    assert!(e.to_string().contains("give the image digest explicitly"), "{e}");
 }
 
 #[test]
@@ -408,13 +347,8 @@ fn several_distinct_repo_digests_are_refused_but_repeats_are_not() {
     let (_, mut value) = report("reporting.md.alpine-latest.json");
     let first = repo_digests(&value)[0].clone();
     let digest = first.split_once('@').unwrap().1.to_owned();
-    value["Metadata"]["RepoDigests"] =
-        json!([first, format!("registry.example.com/alpine@{digest}")]);
-    let import = from_trivy(
-        &serde_json::to_vec(&value).unwrap(),
-        &TrivyImportOptions::default(),
-    )
-    .unwrap();
+    value["Metadata"]["RepoDigests"] = json!([first, format!("registry.example.com/alpine@{digest}")]);
+    let import = from_trivy(&serde_json::to_vec(&value).unwrap(), &TrivyImportOptions::default()).unwrap();
     assert_eq!(import.digest(), digest);
 
     value["Metadata"]["RepoDigests"] = json!([first, format!("mirror/alpine@{OTHER_DIGEST}")]);
@@ -428,10 +362,7 @@ fn several_distinct_repo_digests_are_refused_but_repeats_are_not() {
     );
     let message = e.to_string();
     assert!(message.starts_with("Metadata.RepoDigests:"), "{message}");
-    assert!(
-        message.contains(&digest) && message.contains(OTHER_DIGEST),
-        "{message}"
-    );
+    assert!(message.contains(&digest) && message.contains(OTHER_DIGEST), "{message}");
     assert!(message.contains("explicitly"), "{message}");
     // An explicit digest settles it.
     assert_eq!(from_trivy(&bytes, &with_digest()).unwrap().digest(), DIGEST);
@@ -443,10 +374,7 @@ fn store_keeps_the_newest_result_per_digest_and_type() {
     let debian = from_trivy(&bytes, &with_digest()).unwrap().vulnerability;
     let (bytes, _) = report("reporting.md.alpine-latest.json");
     let alpine = from_trivy(&bytes, &with_digest()).unwrap().vulnerability;
-    assert_ne!(
-        ScanSummary::from_result(&debian),
-        ScanSummary::from_result(&alpine)
-    );
+    assert_ne!(ScanSummary::from_result(&debian), ScanSummary::from_result(&alpine));
     let created = time(value["CreatedAt"].as_str().unwrap());
     let newer = ScanResult {
         scanned_at: created + time::Duration::days(1),
@@ -464,10 +392,7 @@ fn store_keeps_the_newest_result_per_digest_and_type() {
         !store.insert(&older),
         "an older result arriving later is not the latest"
     );
-    let latest = store
-        .latest(DIGEST, ScanType::Vulnerability)
-        .unwrap()
-        .unwrap();
+    let latest = store.latest(DIGEST, ScanType::Vulnerability).unwrap().unwrap();
     assert_eq!(latest, &ScanSummary::from_result(&newer));
     assert_eq!(store.len(), 1);
 
@@ -477,18 +402,12 @@ fn store_keeps_the_newest_result_per_digest_and_type() {
         ..alpine.clone()
     };
     assert!(store.insert(&same_time));
-    let latest = store
-        .latest(DIGEST, ScanType::Vulnerability)
-        .unwrap()
-        .unwrap();
+    let latest = store.latest(DIGEST, ScanType::Vulnerability).unwrap().unwrap();
     assert_eq!(latest, &ScanSummary::from_result(&same_time));
 
     // Other scan types and digests are separate.
     assert_eq!(store.latest(DIGEST, ScanType::Secret).unwrap(), None);
-    assert_eq!(
-        store.latest(OTHER_DIGEST, ScanType::Vulnerability).unwrap(),
-        None
-    );
+    assert_eq!(store.latest(OTHER_DIGEST, ScanType::Vulnerability).unwrap(), None);
     let secret = ScanResult {
         scan_type: ScanType::Secret,
         ..older
@@ -504,9 +423,7 @@ fn store_keeps_the_newest_result_per_digest_and_type() {
 /// The metric value of a CVSS v3 vector, read independently of the engine.
 fn metric_value(vector: &str, key: &str) -> Option<String> {
     let rest = vector.strip_prefix("CVSS:3.")?.split_once('/')?.1;
-    let code = rest
-        .split('/')
-        .find_map(|m| m.strip_prefix(&format!("{key}:")))?;
+    let code = rest.split('/').find_map(|m| m.strip_prefix(&format!("{key}:")))?;
     let name = match (key, code) {
         ("AV", "N") => "network",
         ("AV", "A") => "adjacent",
@@ -528,16 +445,8 @@ fn max_severity_with_on_real_data() {
             "AV",
             ["network", "adjacent", "local", "physical"].as_slice(),
         ),
-        (
-            CvssMetric::AttackComplexity,
-            "AC",
-            ["low", "high"].as_slice(),
-        ),
-        (
-            CvssMetric::Availability,
-            "A",
-            ["none", "low", "high"].as_slice(),
-        ),
+        (CvssMetric::AttackComplexity, "AC", ["low", "high"].as_slice()),
+        (CvssMetric::Availability, "A", ["none", "low", "high"].as_slice()),
     ];
     let mut matched = 0;
     for (name, bytes, value) in reports() {
@@ -547,12 +456,7 @@ fn max_severity_with_on_real_data() {
             for wanted in values {
                 let expected = vulns
                     .iter()
-                    .filter(|v| {
-                        expected_vector(v)
-                            .and_then(|vec| metric_value(&vec, key))
-                            .as_deref()
-                            == Some(*wanted)
-                    })
+                    .filter(|v| expected_vector(v).and_then(|vec| metric_value(&vec, key)).as_deref() == Some(*wanted))
                     .map(|v| {
                         v["Severity"]
                             .as_str()
@@ -585,13 +489,8 @@ fn malformed_reports_give_errors_naming_the_field() {
     let (bytes, value) = report("debian-buster.json.golden");
     let opts = with_digest();
 
-    let e = from_trivy(b"{\"SchemaVersion\": 2,", &opts)
-        .unwrap_err()
-        .to_string();
-    assert!(
-        e.starts_with("invalid JSON:") && e.contains("line 1"),
-        "{e}"
-    );
+    let e = from_trivy(b"{\"SchemaVersion\": 2,", &opts).unwrap_err().to_string();
+    assert!(e.starts_with("invalid JSON:") && e.contains("line 1"), "{e}");
     let e = from_trivy(b"", &opts).unwrap_err().to_string();
     assert!(e.starts_with("invalid JSON:"), "{e}");
     let e = from_trivy(b"\"report\"", &opts).unwrap_err().to_string();
@@ -599,9 +498,7 @@ fn malformed_reports_give_errors_naming_the_field() {
         e.starts_with("invalid type: string") && e.contains("Trivy JSON report"),
         "{e}"
     );
-    let e = from_trivy(b"{\"SchemaVersion\": 2} {}", &opts)
-        .unwrap_err()
-        .to_string();
+    let e = from_trivy(b"{\"SchemaVersion\": 2} {}", &opts).unwrap_err().to_string();
     assert!(e.starts_with("invalid JSON: trailing characters"), "{e}");
 
     let mut v1 = value.clone();
@@ -627,18 +524,12 @@ fn malformed_reports_give_errors_naming_the_field() {
         .as_object_mut()
         .unwrap()
         .remove("Severity");
-    assert_eq!(
-        err(&bad, &opts),
-        "Results[0].Vulnerabilities[1].Severity: missing"
-    );
+    assert_eq!(err(&bad, &opts), "Results[0].Vulnerabilities[1].Severity: missing");
 
     let mut bad = value.clone();
     bad["Results"][0]["Vulnerabilities"] = json!("none");
     let e = err(&bad, &opts);
-    assert!(
-        e.starts_with("Results[0].Vulnerabilities: invalid type"),
-        "{e}"
-    );
+    assert!(e.starts_with("Results[0].Vulnerabilities: invalid type"), "{e}");
 
     let mut bad = value.clone();
     bad["CreatedAt"] = json!("yesterday");
@@ -650,10 +541,7 @@ fn malformed_reports_give_errors_naming_the_field() {
             ..TrivyImportOptions::default()
         };
         let e = from_trivy(&bytes, &options).unwrap_err().to_string();
-        assert!(
-            e.starts_with("digest: ") && e.contains("is not an image digest"),
-            "{e}"
-        );
+        assert!(e.starts_with("digest: ") && e.contains("is not an image digest"), "{e}");
     }
 
     let (_, mut alpine) = report("reporting.md.alpine-latest.json");
@@ -714,13 +602,9 @@ fn truncated_reports_are_errors_not_panics() {
         };
         let end = bytes.trim_ascii_end().len();
         for cut in (0..end).step_by(53) {
-            assert!(
-                from_trivy(&bytes[..cut], &options).is_err(),
-                "{name} cut at {cut}"
-            );
+            assert!(from_trivy(&bytes[..cut], &options).is_err(), "{name} cut at {cut}");
         }
-        let native =
-            serde_json::to_vec(&from_trivy(&bytes, &options).unwrap().vulnerability).unwrap();
+        let native = serde_json::to_vec(&from_trivy(&bytes, &options).unwrap().vulnerability).unwrap();
         for cut in (0..native.len()).step_by(7) {
             assert!(
                 ScanResult::parse_native(&native[..cut]).is_err(),
@@ -737,15 +621,8 @@ fn native_form_round_trips_in_camel_case() {
             let json = serde_json::to_value(result).unwrap();
             assert_eq!(json["scanType"], result.scan_type.to_string(), "{name}");
             assert!(json["scannedAt"].is_string(), "{name}");
-            if let Some(with_vector) = result
-                .findings
-                .iter()
-                .position(|f| f.cvss_v3_vector.is_some())
-            {
-                assert!(
-                    json["findings"][with_vector]["cvssV3Vector"].is_string(),
-                    "{name}"
-                );
+            if let Some(with_vector) = result.findings.iter().position(|f| f.cvss_v3_vector.is_some()) {
+                assert!(json["findings"][with_vector]["cvssV3Vector"].is_string(), "{name}");
             }
             let back = ScanResult::parse_native(&serde_json::to_vec(&json).unwrap()).unwrap();
             assert_eq!(&back, result, "{name}");
@@ -788,10 +665,7 @@ fn native_results_parse_and_summarise() {
     );
     let mut store = MemoryScanStore::default();
     store.insert(&result);
-    assert_eq!(
-        store.latest(DIGEST, ScanType::Malware).unwrap(),
-        Some(&summary)
-    );
+    assert_eq!(store.latest(DIGEST, ScanType::Malware).unwrap(), Some(&summary));
 
     // No findings key: a clean scan.
     let mut clean = native();
@@ -806,10 +680,7 @@ fn a_malformed_vector_counts_as_none() {
     v["findings"][1]["cvssV3Vector"] = json!("CVSS:3.1/AV:N/AC:L");
     let result = ScanResult::parse_native(&serde_json::to_vec(&v).unwrap()).unwrap();
     let summary = ScanSummary::from_result(&result);
-    assert_eq!(
-        summary.max_severity_with(CvssMetric::AttackVector, "network"),
-        None
-    );
+    assert_eq!(summary.max_severity_with(CvssMetric::AttackVector, "network"), None);
     assert_eq!(summary.max_severity, Some(Severity::High));
 }
 
@@ -831,22 +702,14 @@ fn malformed_native_results_give_errors_naming_the_field() {
             json!("sha256:abc"),
             r#"digest: "sha256:abc" is not an image digest"#,
         ),
-        (
-            "/scanType",
-            json!("virus"),
-            "scanType: unknown variant `virus`",
-        ),
+        ("/scanType", json!("virus"), "scanType: unknown variant `virus`"),
         (
             "/scannedAt",
             json!("2025-03-01"),
             r#"scannedAt: "2025-03-01" is not an RFC 3339 time"#,
         ),
         ("/scanner", json!(" "), "scanner: must not be empty"),
-        (
-            "/findings/1/id",
-            json!(""),
-            "findings[1].id: must not be empty",
-        ),
+        ("/findings/1/id", json!(""), "findings[1].id: must not be empty"),
         (
             "/findings/1/cvssv3Vector",
             json!("x"),
@@ -870,24 +733,14 @@ fn malformed_native_results_give_errors_naming_the_field() {
     assert!(native_err(&v).contains("missing field `digest`"));
     assert!(native_err(&json!("x")).starts_with("invalid type: string"));
     assert!(native_err(&json!([1])).contains("invalid type: integer"));
-    let e = ScanResult::parse_native(b"{\"digest\": ")
-        .unwrap_err()
-        .to_string();
+    let e = ScanResult::parse_native(b"{\"digest\": ").unwrap_err().to_string();
     assert!(e.contains("EOF while parsing"), "{e}");
 }
 
 #[test]
 fn severity_names_and_order_follow_the_spec() {
     // POLICY.md: most severe first.
-    let spec = [
-        "critical",
-        "high",
-        "medium",
-        "low",
-        "negligible",
-        "unknown",
-        "none",
-    ];
+    let spec = ["critical", "high", "medium", "low", "negligible", "unknown", "none"];
     let parsed: Vec<Severity> = spec.iter().map(|s| s.parse().unwrap()).collect();
     for pair in parsed.windows(2) {
         assert!(pair[0] > pair[1], "{} > {}", pair[0], pair[1]);
@@ -895,10 +748,7 @@ fn severity_names_and_order_follow_the_spec() {
     for (severity, name) in parsed.iter().zip(spec) {
         assert_eq!(severity.to_string(), name);
         assert_eq!(serde_json::to_value(severity).unwrap(), name);
-        assert_eq!(
-            serde_json::from_value::<Severity>(json!(name)).unwrap(),
-            *severity
-        );
+        assert_eq!(serde_json::from_value::<Severity>(json!(name)).unwrap(), *severity);
     }
     let mut all = Severity::ALL.to_vec();
     all.sort();
@@ -906,16 +756,9 @@ fn severity_names_and_order_follow_the_spec() {
     assert_eq!(Severity::ALL.len(), spec.len());
     // unknown is more severe only than none.
     let unknown = Severity::Unknown;
-    assert!(
-        Severity::ALL
-            .iter()
-            .all(|s| (unknown > *s) == (*s == Severity::None))
-    );
+    assert!(Severity::ALL.iter().all(|s| (unknown > *s) == (*s == Severity::None)));
     assert!("CRITICAL".parse::<Severity>().is_err());
     for scan_type in ScanType::ALL {
-        assert_eq!(
-            scan_type.to_string().parse::<ScanType>().unwrap(),
-            scan_type
-        );
+        assert_eq!(scan_type.to_string().parse::<ScanType>().unwrap(), scan_type);
     }
 }

@@ -151,7 +151,10 @@ pub enum RuleCheck {
 impl RuleCheck {
     /// Whether the rule is about the pod rather than its containers (POLICY.md section 4).
     pub fn is_pod_level(&self) -> bool {
-        matches!(self, RuleCheck::HostNamespace(_) | RuleCheck::PodExec | RuleCheck::PortForward)
+        matches!(
+            self,
+            RuleCheck::HostNamespace(_) | RuleCheck::PodExec | RuleCheck::PortForward
+        )
     }
 
     /// Whether the rule reads image scan results.

@@ -22,7 +22,10 @@ pub struct FieldError {
 impl FieldError {
     /// A new error at `path`.
     pub fn new(path: impl Into<String>, message: impl Into<String>) -> FieldError {
-        FieldError { path: path.into(), message: message.into() }
+        FieldError {
+            path: path.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -179,13 +182,18 @@ impl ValidPolicy {
 
 /// Whether `name` is a valid policy or namespaced-definition name.
 pub fn is_valid_policy_name(name: &str) -> bool {
-    (1..=64).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
 }
 
 /// Whether `name` is a valid attestor, ruleset or signature-rule name (`^[A-Za-z0-9_.-]+$`, 1-64).
 pub fn is_valid_object_name(name: &str) -> bool {
     (1..=64).contains(&name.len())
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-')
 }
 
 /// Whether `ns` is a valid namespace name (an RFC 1123 label).
@@ -231,15 +239,24 @@ pub fn validate(doc: &PolicyDocument) -> Result<ValidPolicy, PolicyError> {
                 format!("{:?} must be 1-64 characters of A-Z, a-z, 0-9, '_' and '.'", def.name),
             ));
         } else if !names.insert(def.name.as_str()) {
-            errors.push(FieldError::new(format!("{path}.name"), format!("{:?} is used by another namespaced definition", def.name)));
+            errors.push(FieldError::new(
+                format!("{path}.name"),
+                format!("{:?} is used by another namespaced definition", def.name),
+            ));
         }
         if def.namespaces.is_empty() {
-            errors.push(FieldError::new(format!("{path}.namespaces"), "must list at least one namespace"));
+            errors.push(FieldError::new(
+                format!("{path}.namespaces"),
+                "must list at least one namespace",
+            ));
         }
         for (j, ns) in def.namespaces.iter().enumerate() {
             let p = format!("{path}.namespaces[{j}]");
             if !is_valid_namespace(ns) {
-                errors.push(FieldError::new(p, format!("{ns:?} is not a valid namespace name (RFC 1123 label)")));
+                errors.push(FieldError::new(
+                    p,
+                    format!("{ns:?} is not a valid namespace name (RFC 1123 label)"),
+                ));
             } else if let Some(other) = owner.insert(ns.as_str(), i) {
                 let msg = if other == i {
                     format!("{ns:?} is listed twice")
@@ -273,7 +290,11 @@ pub fn validate(doc: &PolicyDocument) -> Result<ValidPolicy, PolicyError> {
     }
 
     if errors.is_empty() {
-        Ok(ValidPolicy { document: doc.clone(), default, namespaced })
+        Ok(ValidPolicy {
+            document: doc.clone(),
+            default,
+            namespaced,
+        })
     } else {
         Err(PolicyError::Invalid(errors))
     }
@@ -291,17 +312,28 @@ fn definition(
     let mut valid_rules = Vec::with_capacity(rules.len());
     for (i, rule) in rules.iter().enumerate() {
         let rp = format!("{path}.rules[{i}]");
-        let check = rule_check(rule.rule_type, &rule.statement.properties, &format!("{rp}.statement.properties"), errors);
+        let check = rule_check(
+            rule.rule_type,
+            &rule.statement.properties,
+            &format!("{rp}.statement.properties"),
+            errors,
+        );
         if rule.enabled {
             if rule.rule_type == RuleType::Podexec || rule.rule_type == RuleType::Portforward {
                 if rule.action == Action::None {
                     errors.push(FieldError::new(
                         format!("{rp}.action"),
-                        format!("{} is judged at admission only, so an enabled rule needs an action other than none", rule.rule_type.as_str()),
+                        format!(
+                            "{} is judged at admission only, so an enabled rule needs an action other than none",
+                            rule.rule_type.as_str()
+                        ),
                     ));
                 }
             } else if rule.action == Action::None && rule.mitigation == Mitigation::None {
-                errors.push(FieldError::new(rp.clone(), "an enabled rule needs an action or a mitigation other than none"));
+                errors.push(FieldError::new(
+                    rp.clone(),
+                    "an enabled rule needs an action or a mitigation other than none",
+                ));
             }
         }
         if let (Some(check), true) = (check, rule.enabled) {
@@ -314,7 +346,12 @@ fn definition(
                 } else {
                     rule.mitigation
                 },
-                properties: rule.statement.properties.iter().map(|p| (p.key.clone(), p.value.clone())).collect(),
+                properties: rule
+                    .statement
+                    .properties
+                    .iter()
+                    .map(|p| (p.key.clone(), p.value.clone()))
+                    .collect(),
             });
         }
     }
@@ -333,14 +370,23 @@ fn definition(
         }
     }
 
-    ValidDefinition { name, namespaces, rules: valid_rules, exceptions, image_verification: image_verification.cloned() }
+    ValidDefinition {
+        name,
+        namespaces,
+        rules: valid_rules,
+        exceptions,
+        image_verification: image_verification.cloned(),
+    }
 }
 
 fn exception(path: &str, e: &Exception, errors: &mut Vec<FieldError>) -> Option<ValidException> {
     let before = errors.len();
     if let Some(namespaces) = &e.namespaces {
         if namespaces.is_empty() {
-            errors.push(FieldError::new(format!("{path}.namespaces"), "omit it to cover every namespace, or list at least one"));
+            errors.push(FieldError::new(
+                format!("{path}.namespaces"),
+                "omit it to cover every namespace, or list at least one",
+            ));
         }
         for (j, ns) in namespaces.iter().enumerate() {
             if !is_valid_namespace(ns) {
@@ -354,24 +400,43 @@ fn exception(path: &str, e: &Exception, errors: &mut Vec<FieldError>) -> Option<
     let props = &e.statement.properties;
     let pp = format!("{path}.statement.properties");
     let [prop] = props.as_slice() else {
-        errors.push(FieldError::new(pp, format!("an exception takes exactly one property, got {}", props.len())));
+        errors.push(FieldError::new(
+            pp,
+            format!("an exception takes exactly one property, got {}", props.len()),
+        ));
         return None;
     };
     let (operator, value) = string_operator(&format!("{pp}[0]"), prop, errors)?;
     if errors.len() > before {
         return None;
     }
-    Some(ValidException { field: e.exception_type, operator, value, namespaces: e.namespaces.clone() })
+    Some(ValidException {
+        field: e.exception_type,
+        operator,
+        value,
+        namespaces: e.namespaces.clone(),
+    })
 }
 
 fn string_operator(path: &str, prop: &Property, errors: &mut Vec<FieldError>) -> Option<(StringOperator, String)> {
     let Some(op) = StringOperator::parse(&prop.key) else {
-        errors.push(FieldError::new(format!("{path}.key"), not_one_of(&prop.key, StringOperator::KEYS)));
+        errors.push(FieldError::new(
+            format!("{path}.key"),
+            not_one_of(&prop.key, StringOperator::KEYS),
+        ));
         return None;
     };
     // An empty operand would make these match every image (or none): surely a mistake.
-    if prop.value.is_empty() && matches!(op, StringOperator::Contains | StringOperator::NotContains | StringOperator::StartsWith) {
-        errors.push(FieldError::new(format!("{path}.value"), format!("must not be empty for {}", prop.key)));
+    if prop.value.is_empty()
+        && matches!(
+            op,
+            StringOperator::Contains | StringOperator::NotContains | StringOperator::StartsWith
+        )
+    {
+        errors.push(FieldError::new(
+            format!("{path}.value"),
+            format!("must not be empty for {}", prop.key),
+        ));
         return None;
     }
     Some((op, prop.value.clone()))
@@ -381,17 +446,26 @@ fn signature_rule(path: &str, r: &ImageVerificationRule, seen: &mut HashSet<Stri
     if !is_valid_object_name(&r.name) {
         errors.push(FieldError::new(
             format!("{path}.name"),
-            format!("{:?} must be 1-64 characters of A-Z, a-z, 0-9, '_', '.' and '-'", r.name),
+            format!(
+                "{:?} must be 1-64 characters of A-Z, a-z, 0-9, '_', '.' and '-'",
+                r.name
+            ),
         ));
     } else if !seen.insert(r.name.clone()) {
-        errors.push(FieldError::new(format!("{path}.name"), format!("{:?} is used by another rule of this list", r.name)));
+        errors.push(FieldError::new(
+            format!("{path}.name"),
+            format!("{:?} is used by another rule of this list", r.name),
+        ));
     }
     let (key, names) = match &r.attestors {
         AttestorRequirement::All(n) => ("all", n),
         AttestorRequirement::Any(n) => ("any", n),
     };
     if names.is_empty() {
-        errors.push(FieldError::new(format!("{path}.attestors.{key}"), "must name at least one attestor"));
+        errors.push(FieldError::new(
+            format!("{path}.attestors.{key}"),
+            "must name at least one attestor",
+        ));
     }
     let mut seen_names = HashSet::new();
     for (j, n) in names.iter().enumerate() {
@@ -404,7 +478,10 @@ fn signature_rule(path: &str, r: &ImageVerificationRule, seen: &mut HashSet<Stri
     }
     for (j, c) in r.conditions.iter().enumerate() {
         if c.value.is_empty() {
-            errors.push(FieldError::new(format!("{path}.conditions[{j}].value"), "must not be empty"));
+            errors.push(FieldError::new(
+                format!("{path}.conditions[{j}].value"),
+                "must not be empty",
+            ));
         }
     }
 }
@@ -442,10 +519,16 @@ fn statement_spec(rule_type: RuleType) -> (&'static [KeySpec], &'static [KeySpec
         key("allowPrivilegeEscalation", TRUE),
         key("runAsNonRoot", FALSE),
         key("readOnlyRootFilesystem", FALSE),
-        key("capabilities-rule", Values::OneOf(&["restrict-nondefaults", "baseline", "restricted", "restrict-all"])),
+        key(
+            "capabilities-rule",
+            Values::OneOf(&["restrict-nondefaults", "baseline", "restricted", "restrict-all"]),
+        ),
     ];
     const VULN: &[KeySpec] = &[key("max-severity", Values::MaxSeverity)];
-    const AV: &[KeySpec] = &[key("cvss-attack-vector", Values::OneOf(&["network", "adjacent", "local", "physical"]))];
+    const AV: &[KeySpec] = &[key(
+        "cvss-attack-vector",
+        Values::OneOf(&["network", "adjacent", "local", "physical"]),
+    )];
     const AC: &[KeySpec] = &[key("cvss-attack-complexity", Values::OneOf(&["low", "high"]))];
     const AVAIL: &[KeySpec] = &[key("cvss-availability", Values::OneOf(&["low", "high"]))];
     const MALWARE: &[KeySpec] = &[key("count", ZERO)];
@@ -479,9 +562,15 @@ fn parse_severity(s: &str) -> Option<Severity> {
 
 /// Checks a rule's statement and builds what it checks (`None` after reporting errors).
 fn rule_check(rule_type: RuleType, props: &[Property], path: &str, errors: &mut Vec<FieldError>) -> Option<RuleCheck> {
-    if matches!(rule_type, RuleType::Registry | RuleType::Image | RuleType::Tag | RuleType::ImagePath) {
+    if matches!(
+        rule_type,
+        RuleType::Registry | RuleType::Image | RuleType::Tag | RuleType::ImagePath
+    ) {
         let [prop] = props else {
-            errors.push(FieldError::new(path, format!("{} takes exactly one property, got {}", rule_type.as_str(), props.len())));
+            errors.push(FieldError::new(
+                path,
+                format!("{} takes exactly one property, got {}", rule_type.as_str(), props.len()),
+            ));
             return None;
         };
         let (operator, value) = string_operator(&format!("{path}[0]"), prop, errors)?;
@@ -501,7 +590,11 @@ fn rule_check(rule_type: RuleType, props: &[Property], path: &str, errors: &mut 
     let mut seen_keys = HashSet::new();
     for (i, prop) in props.iter().enumerate() {
         let p = format!("{path}[{i}]");
-        let spec = required.iter().map(|s| (s, true)).chain(optional.iter().map(|s| (s, false))).find(|(s, _)| s.key == prop.key);
+        let spec = required
+            .iter()
+            .map(|s| (s, true))
+            .chain(optional.iter().map(|s| (s, false)))
+            .find(|(s, _)| s.key == prop.key);
         let Some((spec, is_required)) = spec else {
             let keys: Vec<&str> = required.iter().chain(optional.iter()).map(|s| s.key).collect();
             let msg = if keys.is_empty() {
@@ -513,7 +606,10 @@ fn rule_check(rule_type: RuleType, props: &[Property], path: &str, errors: &mut 
             continue;
         };
         if !seen_keys.insert(prop.key.as_str()) {
-            errors.push(FieldError::new(format!("{p}.key"), format!("{:?} is given twice", prop.key)));
+            errors.push(FieldError::new(
+                format!("{p}.key"),
+                format!("{:?} is given twice", prop.key),
+            ));
             continue;
         }
         if !value_ok(spec.values, &prop.value, &format!("{p}.value"), errors) {
@@ -521,7 +617,10 @@ fn rule_check(rule_type: RuleType, props: &[Property], path: &str, errors: &mut 
         }
         if is_required {
             if let Some((first, _)) = primary {
-                errors.push(FieldError::new(p.clone(), format!("only one of {:?} and {:?} may be given", first, spec.key)));
+                errors.push(FieldError::new(
+                    p.clone(),
+                    format!("only one of {:?} and {:?} may be given", first, spec.key),
+                ));
                 continue;
             }
             primary = Some((spec.key, prop.value.as_str()));
@@ -531,13 +630,22 @@ fn rule_check(rule_type: RuleType, props: &[Property], path: &str, errors: &mut 
     }
     if !required.is_empty() && primary.is_none() && errors.len() == before {
         let keys: Vec<&str> = required.iter().map(|s| s.key).collect();
-        errors.push(FieldError::new(path, format!("{} needs a property with key {}", rule_type.as_str(), keys.join(" or "))));
+        errors.push(FieldError::new(
+            path,
+            format!("{} needs a property with key {}", rule_type.as_str(), keys.join(" or ")),
+        ));
     }
     if errors.len() > before {
         return None;
     }
-    let max = extra.iter().find(|(k, _)| *k == "max-severity").and_then(|(_, v)| parse_severity(v));
-    let days = extra.iter().find(|(k, _)| *k == "days").and_then(|(_, v)| v.parse::<u32>().ok());
+    let max = extra
+        .iter()
+        .find(|(k, _)| *k == "max-severity")
+        .and_then(|(_, v)| parse_severity(v));
+    let days = extra
+        .iter()
+        .find(|(k, _)| *k == "days")
+        .and_then(|(_, v)| v.parse::<u32>().ok());
     let (pkey, pval) = primary.unwrap_or(("", ""));
     Some(match rule_type {
         RuleType::PodSecurityContext => RuleCheck::HostNamespace(match pkey {
@@ -557,18 +665,45 @@ fn rule_check(rule_type: RuleType, props: &[Property], path: &str, errors: &mut 
                 _ => CapabilitiesPreset::RestrictAll,
             }),
         },
-        RuleType::Vulnerabilities => RuleCheck::Vulnerabilities { max: parse_severity(pval)? },
-        RuleType::CvssAttackVector => RuleCheck::Cvss { metric: CvssMetric::AttackVector, value: static_value(required, pval)?, max },
-        RuleType::CvssAttackComplexity => RuleCheck::Cvss { metric: CvssMetric::AttackComplexity, value: static_value(required, pval)?, max },
-        RuleType::CvssAvailability => RuleCheck::Cvss { metric: CvssMetric::Availability, value: static_value(required, pval)?, max },
+        RuleType::Vulnerabilities => RuleCheck::Vulnerabilities {
+            max: parse_severity(pval)?,
+        },
+        RuleType::CvssAttackVector => RuleCheck::Cvss {
+            metric: CvssMetric::AttackVector,
+            value: static_value(required, pval)?,
+            max,
+        },
+        RuleType::CvssAttackComplexity => RuleCheck::Cvss {
+            metric: CvssMetric::AttackComplexity,
+            value: static_value(required, pval)?,
+            max,
+        },
+        RuleType::CvssAvailability => RuleCheck::Cvss {
+            metric: CvssMetric::Availability,
+            value: static_value(required, pval)?,
+            max,
+        },
         RuleType::Malware => RuleCheck::Malware,
         RuleType::Secrets => RuleCheck::Secrets,
-        RuleType::UnscannedImage => RuleCheck::Unscanned { scan_type: ScanType::Vulnerability, days },
-        RuleType::UnscannedImageMalware => RuleCheck::Unscanned { scan_type: ScanType::Malware, days },
-        RuleType::UnscannedImageSecret => RuleCheck::Unscanned { scan_type: ScanType::Secret, days },
+        RuleType::UnscannedImage => RuleCheck::Unscanned {
+            scan_type: ScanType::Vulnerability,
+            days,
+        },
+        RuleType::UnscannedImageMalware => RuleCheck::Unscanned {
+            scan_type: ScanType::Malware,
+            days,
+        },
+        RuleType::UnscannedImageSecret => RuleCheck::Unscanned {
+            scan_type: ScanType::Secret,
+            days,
+        },
         RuleType::Podexec => RuleCheck::PodExec,
         RuleType::Portforward => RuleCheck::PortForward,
-        RuleType::PodSecurityStandard => RuleCheck::PodSecurityStandard(if pval == "restricted" { Level::Restricted } else { Level::Baseline }),
+        RuleType::PodSecurityStandard => RuleCheck::PodSecurityStandard(if pval == "restricted" {
+            Level::Restricted
+        } else {
+            Level::Baseline
+        }),
         RuleType::Registry | RuleType::Image | RuleType::Tag | RuleType::ImagePath => return None,
     })
 }
@@ -604,7 +739,10 @@ fn value_ok(values: Values, value: &str, path: &str, errors: &mut Vec<FieldError
             if value.parse::<u32>().is_ok_and(|d| (1..=30).contains(&d)) && !value.starts_with('+') {
                 return true;
             }
-            errors.push(FieldError::new(path, format!("{value:?} is not a whole number of days from 1 to 30")));
+            errors.push(FieldError::new(
+                path,
+                format!("{value:?} is not a whole number of days from 1 to 30"),
+            ));
         }
     }
     false

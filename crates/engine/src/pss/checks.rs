@@ -8,8 +8,7 @@ use std::ops::Bound;
 use super::text::{go_quote, join_quote, named, once_each, pluralize, sorted_set};
 use super::{CheckFailure, CheckId, Scope};
 use crate::k8s::{
-    Container, Handler, ObjectMeta, PodSecurityContext, PodSpec, Profile, SeLinuxOptions,
-    SecurityContext,
+    Container, Handler, ObjectMeta, PodSecurityContext, PodSpec, Profile, SeLinuxOptions, SecurityContext,
 };
 
 /// Capabilities a baseline container may add: the container runtime's defaults minus NET_RAW.
@@ -116,13 +115,7 @@ fn user_namespace(spec: &PodSpec) -> bool {
     spec.host_users == Some(false)
 }
 
-fn failure(
-    id: CheckId,
-    reason: &str,
-    detail: String,
-    containers: &[&str],
-    pod_level: bool,
-) -> Option<CheckFailure> {
+fn failure(id: CheckId, reason: &str, detail: String, containers: &[&str], pod_level: bool) -> Option<CheckFailure> {
     Some(CheckFailure {
         id,
         reason: reason.to_owned(),
@@ -142,10 +135,7 @@ fn setters(pod: bool, containers: &[&str]) -> String {
 }
 
 /// `allowPrivilegeEscalation` (1.25+: Windows pods are exempt).
-pub(super) fn allow_privilege_escalation(
-    spec: &PodSpec,
-    scope: &Scope<'_>,
-) -> Option<CheckFailure> {
+pub(super) fn allow_privilege_escalation(spec: &PodSpec, scope: &Scope<'_>) -> Option<CheckFailure> {
     if spec.is_windows() {
         return None;
     }
@@ -180,11 +170,7 @@ fn allowed_app_armor_annotation(v: &str) -> bool {
 }
 
 /// `appArmorProfile`: profile types and the deprecated annotations.
-pub(super) fn app_armor_profile(
-    meta: &ObjectMeta,
-    spec: &PodSpec,
-    scope: &Scope<'_>,
-) -> Option<CheckFailure> {
+pub(super) fn app_armor_profile(meta: &ObjectMeta, spec: &PodSpec, scope: &Scope<'_>) -> Option<CheckFailure> {
     let mut values: Vec<&str> = Vec::new();
     let pod_bad = match pod_sc(spec, scope).and_then(|s| s.app_armor_profile.as_ref()) {
         Some(p) if !allowed_app_armor_type(&p.type_) => {
@@ -207,10 +193,7 @@ pub(super) fn app_armor_profile(
         // The map is sorted: the prefixed keys are one contiguous range.
         let prefixed = meta
             .annotations
-            .range::<str, _>((
-                Bound::Included(APPARMOR_ANNOTATION_PREFIX),
-                Bound::Unbounded,
-            ))
+            .range::<str, _>((Bound::Included(APPARMOR_ANNOTATION_PREFIX), Bound::Unbounded))
             .take_while(|(k, _)| k.starts_with(APPARMOR_ANNOTATION_PREFIX));
         for (k, v) in prefixed {
             if !allowed_app_armor_annotation(v) {
@@ -369,18 +352,8 @@ pub(super) fn host_namespaces(spec: &PodSpec, scope: &Scope<'_>) -> Option<Check
     if !set.iter().any(|(v, _)| *v == Some(true)) {
         return None;
     }
-    let detail: Vec<&str> = set
-        .iter()
-        .filter(|(v, _)| *v == Some(true))
-        .map(|(_, s)| *s)
-        .collect();
-    failure(
-        CheckId::HostNamespaces,
-        "host namespaces",
-        detail.join(", "),
-        &[],
-        true,
-    )
+    let detail: Vec<&str> = set.iter().filter(|(v, _)| *v == Some(true)).map(|(_, s)| *s).collect();
+    failure(CheckId::HostNamespaces, "host namespaces", detail.join(", "), &[], true)
 }
 
 /// `hostPathVolumes` (pod-level).
@@ -458,10 +431,7 @@ fn handler_hosts<'c>(handler: Option<&'c Handler>, out: &mut Vec<&'c str>) -> bo
 }
 
 /// `hostProbesAndHostLifecycle` (1.34+): no `host` in probes or lifecycle handlers.
-pub(super) fn host_probes_and_host_lifecycle(
-    spec: &PodSpec,
-    scope: &Scope<'_>,
-) -> Option<CheckFailure> {
+pub(super) fn host_probes_and_host_lifecycle(spec: &PodSpec, scope: &Scope<'_>) -> Option<CheckFailure> {
     let mut bad: Vec<&str> = Vec::new();
     let mut hosts: Vec<&str> = Vec::new();
     for c in scope.containers(spec) {
@@ -490,11 +460,7 @@ pub(super) fn host_probes_and_host_lifecycle(
         "{} {} {} {}",
         named("container", "containers", &names),
         pluralize("uses", "use", names.len()),
-        pluralize(
-            "probe or lifecycle host",
-            "probe or lifecycle hosts",
-            hosts.len()
-        ),
+        pluralize("probe or lifecycle host", "probe or lifecycle hosts", hosts.len()),
         join_quote(&hosts)
     );
     failure(
@@ -570,11 +536,7 @@ pub(super) fn restricted_volumes(spec: &PodSpec, scope: &Scope<'_>) -> Option<Ch
         // A volume with no known source is defaulted to emptyDir by the API server before
         // PSA sees it (PSA's own pass fixture relies on this), so only a restricted source
         // fails; PSA's "unknown" type cannot occur, the two lists covering every source.
-        if let Some(kind) = RESTRICTED_VOLUME_SOURCES
-            .iter()
-            .copied()
-            .find(|s| v.has_source(s))
-        {
+        if let Some(kind) = RESTRICTED_VOLUME_SOURCES.iter().copied().find(|s| v.has_source(s)) {
             bad.push(&v.name);
             types.push(kind);
         }
@@ -587,20 +549,10 @@ pub(super) fn restricted_volumes(spec: &PodSpec, scope: &Scope<'_>) -> Option<Ch
         "{} {} {} {}",
         named("volume", "volumes", &bad),
         pluralize("uses", "use", bad.len()),
-        pluralize(
-            "restricted volume type",
-            "restricted volume types",
-            types.len()
-        ),
+        pluralize("restricted volume type", "restricted volume types", types.len()),
         join_quote(&types)
     );
-    failure(
-        CheckId::RestrictedVolumes,
-        "restricted volume types",
-        detail,
-        &[],
-        true,
-    )
+    failure(CheckId::RestrictedVolumes, "restricted volume types", detail, &[], true)
 }
 
 /// `runAsNonRoot` (1.35+: skipped in a user namespace).
@@ -609,10 +561,7 @@ pub(super) fn run_as_non_root(spec: &PodSpec, scope: &Scope<'_>) -> Option<Check
         return None;
     }
     // The pod's value is inherited by containers whether or not the pod level is in scope.
-    let pod_value = spec
-        .security_context
-        .as_ref()
-        .and_then(|s| s.run_as_non_root);
+    let pod_value = spec.security_context.as_ref().and_then(|s| s.run_as_non_root);
     let pod_bad = scope.pod_level && pod_value == Some(false);
     let mut explicit: Vec<&str> = Vec::new();
     let mut implicit: Vec<&str> = Vec::new();
@@ -652,13 +601,7 @@ pub(super) fn run_as_non_root(spec: &PodSpec, scope: &Scope<'_>) -> Option<Check
         "pod or {} must set securityContext.runAsNonRoot=true",
         named("container", "containers", &implicit)
     );
-    failure(
-        CheckId::RunAsNonRoot,
-        "runAsNonRoot != true",
-        detail,
-        &offending,
-        false,
-    )
+    failure(CheckId::RunAsNonRoot, "runAsNonRoot != true", detail, &offending, false)
 }
 
 /// `runAsUser` (1.35+: skipped in a user namespace): no `runAsUser: 0`.
@@ -742,13 +685,7 @@ pub(super) fn se_linux_options(spec: &PodSpec, scope: &Scope<'_>) -> Option<Chec
         setters(pod_bad, &bad),
         data.join("; ")
     );
-    failure(
-        CheckId::SeLinuxOptions,
-        "seLinuxOptions",
-        detail,
-        &bad,
-        pod_bad,
-    )
+    failure(CheckId::SeLinuxOptions, "seLinuxOptions", detail, &bad, pod_bad)
 }
 
 fn valid_seccomp(p: &Profile) -> bool {
@@ -782,28 +719,16 @@ pub(super) fn seccomp_profile_baseline(spec: &PodSpec, scope: &Scope<'_>) -> Opt
         setters(pod_bad, &bad),
         join_quote(&sorted_set(values))
     );
-    failure(
-        CheckId::SeccompProfileBaseline,
-        "seccompProfile",
-        detail,
-        &bad,
-        pod_bad,
-    )
+    failure(CheckId::SeccompProfileBaseline, "seccompProfile", detail, &bad, pod_bad)
 }
 
 /// `seccompProfile_restricted` (1.25+: Windows pods are exempt): set, to RuntimeDefault or
 /// Localhost, on the pod or on every container.
-pub(super) fn seccomp_profile_restricted(
-    spec: &PodSpec,
-    scope: &Scope<'_>,
-) -> Option<CheckFailure> {
+pub(super) fn seccomp_profile_restricted(spec: &PodSpec, scope: &Scope<'_>) -> Option<CheckFailure> {
     if spec.is_windows() {
         return None;
     }
-    let pod_profile = spec
-        .security_context
-        .as_ref()
-        .and_then(|s| s.seccomp_profile.as_ref());
+    let pod_profile = spec.security_context.as_ref().and_then(|s| s.seccomp_profile.as_ref());
     // A valid pod profile covers containers whether or not the pod level is in scope.
     let pod_set = pod_profile.is_some_and(valid_seccomp);
     let mut values: Vec<&str> = Vec::new();
@@ -874,13 +799,7 @@ pub(super) fn sysctls(spec: &PodSpec, scope: &Scope<'_>) -> Option<CheckFailure>
     if forbidden.is_empty() {
         return None;
     }
-    failure(
-        CheckId::Sysctls,
-        "forbidden sysctls",
-        forbidden.join(", "),
-        &[],
-        true,
-    )
+    failure(CheckId::Sysctls, "forbidden sysctls", forbidden.join(", "), &[], true)
 }
 
 /// `windowsHostProcess`: hostProcess not true on the pod or any container.
@@ -906,11 +825,5 @@ pub(super) fn windows_host_process(spec: &PodSpec, scope: &Scope<'_>) -> Option<
         "{} must not set securityContext.windowsOptions.hostProcess=true",
         setters(pod_bad, &bad)
     );
-    failure(
-        CheckId::WindowsHostProcess,
-        "hostProcess",
-        detail,
-        &bad,
-        pod_bad,
-    )
+    failure(CheckId::WindowsHostProcess, "hostProcess", detail, &bad, pod_bad)
 }

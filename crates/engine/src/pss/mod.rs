@@ -237,9 +237,7 @@ impl Scope<'static> {
 impl Scope<'_> {
     /// The pod's in-scope containers, in PSA's visiting order (init, regular, ephemeral).
     fn containers<'p>(&'p self, spec: &'p PodSpec) -> impl Iterator<Item = &'p Container> + 'p {
-        spec.all_containers()
-            .map(|(_, c)| c)
-            .filter(|c| (self.container)(c))
+        spec.all_containers().map(|(_, c)| c).filter(|c| (self.container)(c))
     }
 }
 
@@ -259,12 +257,7 @@ pub struct CheckFailure {
 }
 
 /// Runs one check against a pod.
-pub fn check(
-    id: CheckId,
-    meta: &ObjectMeta,
-    spec: &PodSpec,
-    scope: &Scope<'_>,
-) -> Option<CheckFailure> {
+pub fn check(id: CheckId, meta: &ObjectMeta, spec: &PodSpec, scope: &Scope<'_>) -> Option<CheckFailure> {
     match id {
         CheckId::AllowPrivilegeEscalation => checks::allow_privilege_escalation(spec, scope),
         CheckId::AppArmorProfile => checks::app_armor_profile(meta, spec, scope),
@@ -276,9 +269,7 @@ pub fn check(
         CheckId::HostProbesAndHostLifecycle => checks::host_probes_and_host_lifecycle(spec, scope),
         CheckId::Privileged => checks::privileged(spec, scope),
         CheckId::ProcMount => checks::proc_mount_baseline(spec, scope),
-        CheckId::ProcMountRestricted => {
-            checks::proc_mount(CheckId::ProcMountRestricted, spec, scope)
-        }
+        CheckId::ProcMountRestricted => checks::proc_mount(CheckId::ProcMountRestricted, spec, scope),
         CheckId::RestrictedVolumes => checks::restricted_volumes(spec, scope),
         CheckId::RunAsNonRoot => checks::run_as_non_root(spec, scope),
         CheckId::RunAsUser => checks::run_as_user(spec, scope),
@@ -291,12 +282,7 @@ pub fn check(
 }
 
 /// Runs every check of a level, in PSA's order; empty when the pod passes.
-pub fn evaluate_level(
-    level: Level,
-    meta: &ObjectMeta,
-    spec: &PodSpec,
-    scope: &Scope<'_>,
-) -> Vec<CheckFailure> {
+pub fn evaluate_level(level: Level, meta: &ObjectMeta, spec: &PodSpec, scope: &Scope<'_>) -> Vec<CheckFailure> {
     level
         .checks()
         .iter()

@@ -1,11 +1,6 @@
 //! Unit tests: ids and order, each check's detail, scope, Windows and user namespaces.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 use serde_json::{Value, json};
 
@@ -82,10 +77,7 @@ fn level_order_follows_psa_registry() {
     assert_eq!(Level::Restricted.checks(), restricted.as_slice());
     for id in CheckId::ALL {
         if let Some(o) = id.overridden_by() {
-            assert_eq!(
-                (id.level(), o.level()),
-                (Level::Baseline, Level::Restricted)
-            );
+            assert_eq!((id.level(), o.level()), (Level::Baseline, Level::Restricted));
         }
     }
 }
@@ -101,9 +93,7 @@ fn restricted_minimal_pod_passes_every_check() {
 
 #[test]
 fn privileged_detail_and_plural() {
-    let p = spec_pod(
-        json!({ "containers": [{ "name": "x", "securityContext": { "privileged": true } }] }),
-    );
+    let p = spec_pod(json!({ "containers": [{ "name": "x", "securityContext": { "privileged": true } }] }));
     assert_eq!(
         fails(CheckId::Privileged, &p),
         (
@@ -207,10 +197,8 @@ fn capabilities_details() {
 
 #[test]
 fn host_namespaces_and_volumes_details() {
-    let p = spec_pod(
-        json!({ "hostNetwork": true, "hostPID": false, "hostIPC": true,
-        "volumes": [{ "name": "h", "hostPath": { "path": "/" } }, { "name": "n", "nfs": {} }, { "name": "c", "configMap": {} }, { "name": "u", "madeUp": {} }] }),
-    );
+    let p = spec_pod(json!({ "hostNetwork": true, "hostPID": false, "hostIPC": true,
+        "volumes": [{ "name": "h", "hostPath": { "path": "/" } }, { "name": "n", "nfs": {} }, { "name": "c", "configMap": {} }, { "name": "u", "madeUp": {} }] }));
     let f = run(CheckId::HostNamespaces, &p).unwrap();
     assert_eq!(
         (f.reason.as_str(), f.detail.as_str()),
@@ -236,9 +224,7 @@ fn host_namespaces_and_volumes_details() {
         r#"volumes "g", "e" use restricted volume types "gitRepo", "glusterfs""#
     );
     // No known source: the API server defaults it to emptyDir, which restricted allows.
-    let p = spec_pod(
-        json!({ "volumes": [{ "name": "u", "madeUp": {} }, { "name": "n", "nfs": null }] }),
-    );
+    let p = spec_pod(json!({ "volumes": [{ "name": "u", "madeUp": {} }, { "name": "n", "nfs": null }] }));
     assert_eq!(run(CheckId::RestrictedVolumes, &p), None);
     let p = spec_pod(json!({ "volumes": [{ "name": "x", "hostPath": {} , "secret": {} }] }));
     assert_eq!(
@@ -263,10 +249,7 @@ fn host_ports_sort_as_text() {
         )
     );
     let p = spec_pod(json!({ "containers": [{ "name": "a", "ports": [{ "hostPort": 80 }] }] }));
-    assert_eq!(
-        fails(CheckId::HostPorts, &p).1,
-        r#"container "a" uses hostPort 80"#
-    );
+    assert_eq!(fails(CheckId::HostPorts, &p).1, r#"container "a" uses hostPort 80"#);
 }
 
 #[test]
@@ -282,14 +265,8 @@ fn host_probes_detail_is_sorted() {
         f.detail,
         r#"containers "m", "z" use probe or lifecycle hosts "a.example", "b.example""#
     );
-    assert_eq!(
-        f.containers,
-        ["z", "m"],
-        "visiting order, unlike the detail"
-    );
-    let p = spec_pod(
-        json!({ "containers": [{ "name": "a", "readinessProbe": { "tcpSocket": { "host": "::1" } } }] }),
-    );
+    assert_eq!(f.containers, ["z", "m"], "visiting order, unlike the detail");
+    let p = spec_pod(json!({ "containers": [{ "name": "a", "readinessProbe": { "tcpSocket": { "host": "::1" } } }] }));
     assert_eq!(
         fails(CheckId::HostProbesAndHostLifecycle, &p).1,
         r#"container "a" uses probe or lifecycle host "::1""#
@@ -339,9 +316,7 @@ fn run_as_non_root_details() {
     );
     assert_eq!(f.containers, ["a"]);
     assert!(!f.pod_level);
-    let p = spec_pod(
-        json!({ "securityContext": { "runAsNonRoot": true }, "containers": [{ "name": "a" }] }),
-    );
+    let p = spec_pod(json!({ "securityContext": { "runAsNonRoot": true }, "containers": [{ "name": "a" }] }));
     assert_eq!(run(CheckId::RunAsNonRoot, &p), None);
 }
 
@@ -353,19 +328,12 @@ fn run_as_user_detail() {
     let f = run(CheckId::RunAsUser, &p).unwrap();
     assert_eq!(
         (f.reason.as_str(), f.detail.as_str()),
-        (
-            "runAsUser=0",
-            r#"pod and container "a" must not set runAsUser=0"#
-        )
+        ("runAsUser=0", r#"pod and container "a" must not set runAsUser=0"#)
     );
     assert_eq!(f.containers, ["a"]);
     assert!(f.pod_level);
-    let p =
-        spec_pod(json!({ "securityContext": { "runAsUser": 0 }, "containers": [{ "name": "a" }] }));
-    assert_eq!(
-        fails(CheckId::RunAsUser, &p).1,
-        "pod must not set runAsUser=0"
-    );
+    let p = spec_pod(json!({ "securityContext": { "runAsUser": 0 }, "containers": [{ "name": "a" }] }));
+    assert_eq!(fails(CheckId::RunAsUser, &p).1, "pod must not set runAsUser=0");
 }
 
 #[test]
@@ -401,9 +369,8 @@ fn se_linux_options_detail() {
         f.detail,
         r#"pod and containers "a", "b" set forbidden securityContext.seLinuxOptions: types "bad_t", "spc_t"; user may not be set; role may not be set"#
     );
-    let p = spec_pod(
-        json!({ "containers": [{ "name": "a", "securityContext": { "seLinuxOptions": { "type": "x" } } }] }),
-    );
+    let p =
+        spec_pod(json!({ "containers": [{ "name": "a", "securityContext": { "seLinuxOptions": { "type": "x" } } }] }));
     assert_eq!(
         fails(CheckId::SeLinuxOptions, &p).1,
         r#"container "a" set forbidden securityContext.seLinuxOptions: type "x""#
@@ -426,11 +393,7 @@ fn seccomp_details() {
     let p = spec_pod(
         json!({ "containers": [{ "name": "a" }, { "name": "b", "securityContext": { "seccompProfile": { "type": "Localhost" } } }] }),
     );
-    assert_eq!(
-        run(CheckId::SeccompProfileBaseline, &p),
-        None,
-        "baseline allows unset"
-    );
+    assert_eq!(run(CheckId::SeccompProfileBaseline, &p), None, "baseline allows unset");
     assert_eq!(
         fails(CheckId::SeccompProfileRestricted, &p).1,
         r#"pod or container "a" must set securityContext.seccompProfile.type to "RuntimeDefault" or "Localhost""#
@@ -583,10 +546,7 @@ fn pod_level_fields_skipped_only_when_out_of_scope() {
         },
     )
     .unwrap();
-    assert_eq!(
-        f.detail,
-        "pod must not set securityContext.runAsNonRoot=false"
-    );
+    assert_eq!(f.detail, "pod must not set securityContext.runAsNonRoot=false");
     assert!(f.pod_level);
     // Out of pod scope, the pod's false still leaves the in-scope container implicitly at fault.
     let all = |_: &Container| true;
@@ -629,9 +589,6 @@ fn pod_level_fields_skipped_only_when_out_of_scope() {
 #[test]
 fn go_quote_matches_strconv_quote() {
     assert_eq!(go_quote("unconfined"), r#""unconfined""#);
-    assert_eq!(
-        go_quote("a\"b\\c\n\t\u{1}\u{7f}"),
-        r#""a\"b\\c\n\t\x01\x7f""#
-    );
+    assert_eq!(go_quote("a\"b\\c\n\t\u{1}\u{7f}"), r#""a\"b\\c\n\t\x01\x7f""#);
     assert_eq!(go_quote("é\u{a0}\u{200b}"), r#""é\u00a0\u200b""#);
 }

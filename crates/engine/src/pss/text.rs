@@ -3,11 +3,7 @@
 use std::fmt::Write as _;
 
 /// `singular` for a count of one, else `plural` (PSA's `pluralize`).
-pub(super) fn pluralize(
-    singular: &'static str,
-    plural: &'static str,
-    count: usize,
-) -> &'static str {
+pub(super) fn pluralize(singular: &'static str, plural: &'static str, count: usize) -> &'static str {
     if count == 1 { singular } else { plural }
 }
 
@@ -26,16 +22,8 @@ pub(super) fn join_quote<S: AsRef<str>>(items: &[S]) -> String {
 }
 
 /// `"<kind> \"a\", \"b\""`, the `container "x"` / `containers "x", "y"` phrase.
-pub(super) fn named<S: AsRef<str>>(
-    singular: &'static str,
-    plural: &'static str,
-    items: &[S],
-) -> String {
-    format!(
-        "{} {}",
-        pluralize(singular, plural, items.len()),
-        join_quote(items)
-    )
+pub(super) fn named<S: AsRef<str>>(singular: &'static str, plural: &'static str, items: &[S]) -> String {
+    format!("{} {}", pluralize(singular, plural, items.len()), join_quote(items))
 }
 
 /// Sorts and de-duplicates, as Go's `sets.String.List()` returns a set's members.
