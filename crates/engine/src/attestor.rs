@@ -242,7 +242,7 @@ pub struct Attestor {
 impl Attestor {
     /// Parses a JSON attestor document; the error names the failing field.
     pub fn from_json(text: &str) -> Result<Self, FieldError> {
-        parse_json(text)
+        parse_json(text.as_bytes())
     }
 
     /// Parses a YAML attestor document; the error names the failing field.

@@ -7,16 +7,9 @@
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
-use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
 
-/// Deserializes `null` or an absent field as the type's default (Kubernetes emits `null` freely).
-pub(crate) fn nullable<'de, D, T>(deserializer: D) -> Result<T, D::Error>
-where
-    D: Deserializer<'de>,
-    T: Deserialize<'de> + Default,
-{
-    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
-}
+pub(crate) use crate::serde_util::nullable;
+use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
 
 /// `metadata` of an object or of a pod template.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]

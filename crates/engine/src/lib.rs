@@ -15,3 +15,4 @@ pub mod policy;
 pub mod pss;
 pub mod runtime;
 pub mod scan;
+mod serde_util;

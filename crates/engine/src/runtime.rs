@@ -30,53 +30,12 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::LazyLock;
 
-use serde::de::DeserializeOwned;
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use yaml_serde::Value;
 
 use crate::policy::FieldError;
-
-/// Parses a JSON document, naming the failing field's path on error.
-pub(crate) fn parse_json<T: DeserializeOwned>(text: &str) -> Result<T, FieldError> {
-    let mut de = serde_json::Deserializer::from_str(text);
-    let value: T = serde_path_to_error::deserialize(&mut de).map_err(path_error)?;
-    de.end().map_err(|e| FieldError::new("(document)", e.to_string()))?;
-    Ok(value)
-}
-
-/// Parses a YAML document (one document), naming the failing field's path on error.
-pub(crate) fn parse_yaml<T: DeserializeOwned>(text: &str) -> Result<T, FieldError> {
-    serde_path_to_error::deserialize(yaml_serde::Deserializer::from_str(text)).map_err(path_error)
-}
-
-fn path_error<E: fmt::Display>(err: serde_path_to_error::Error<E>) -> FieldError {
-    let path = err.path().to_string();
-    // serde_path_to_error writes "." for the document root; name it as crate::policy does.
-    let path = if path == "." { "(document)".to_owned() } else { path };
-    let message = err.inner().to_string();
-    // yaml_serde prefixes its message with the path of the enclosing map; say it once.
-    let message = match message.split_once(": ") {
-        Some((prefix, rest))
-            if !prefix.is_empty()
-                && (path == prefix
-                    || path.starts_with(&format!("{prefix}."))
-                    || path.starts_with(&format!("{prefix}["))) =>
-        {
-            rest.to_owned()
-        }
-        _ => message,
-    };
-    FieldError::new(path, message)
-}
-
-/// Reads `null` as the type's default, as Kubernetes does for optional lists and maps.
-fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
-where
-    D: Deserializer<'de>,
-    T: Default + Deserialize<'de>,
-{
-    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
-}
+use crate::serde_util::nullable as null_as_default;
+pub(crate) use crate::serde_util::{parse_json, parse_yaml};
 
 // ---------------------------------------------------------------------------------------------
 // Names shared by rulesets and attestors.
@@ -747,7 +706,7 @@ pub struct Ruleset {
 impl Ruleset {
     /// Parses a JSON ruleset document; the error names the failing field.
     pub fn from_json(text: &str) -> Result<Self, FieldError> {
-        parse_json(text)
+        parse_json(text.as_bytes())
     }
 
     /// Parses a YAML ruleset document; the error names the failing field.

@@ -13,6 +13,7 @@
 //! - The native form refuses unknown fields, so a misspelt `cvssV3Vector` is an error rather
 //!   than a silently dropped vector.
 
+use crate::serde_util::nullable;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::str::FromStr;
@@ -736,11 +737,6 @@ impl TrivyImport {
     pub fn digest(&self) -> &str {
         &self.vulnerability.digest
     }
-}
-
-/// `null` read as the default (Trivy writes `null` for empty arrays).
-fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de> + Default>(d: D) -> Result<T, D::Error> {
-    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
 #[derive(Deserialize)]

@@ -3,6 +3,8 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer, Serialize};
 
+use crate::serde_util::nullable;
+
 fn yes() -> bool {
     true
 }
@@ -36,7 +38,7 @@ pub struct PolicyDocument {
     /// The cluster-wide definition.
     pub default: DefaultDefinition,
     /// Definitions that replace the default's rules in some namespaces.
-    #[serde(default, deserialize_with = "null_as_empty", skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, deserialize_with = "nullable", skip_serializing_if = "Vec::is_empty")]
     pub namespaced: Vec<NamespacedDefinition>,
     /// Runtime rulesets (cluster-wide).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -55,14 +57,6 @@ pub struct PolicyDocument {
     pub ignored_updated: Option<serde_json::Value>,
 }
 
-fn null_as_empty<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
-where
-    D: Deserializer<'de>,
-    T: Deserialize<'de>,
-{
-    Ok(Option::<Vec<T>>::deserialize(deserializer)?.unwrap_or_default())
-}
-
 /// The cluster-wide definition.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -70,10 +64,10 @@ pub struct DefaultDefinition {
     /// The rules.
     pub rules: Vec<Rule>,
     /// Images exempt from the rules.
-    #[serde(default, deserialize_with = "null_as_empty", skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, deserialize_with = "nullable", skip_serializing_if = "Vec::is_empty")]
     pub exceptions: Vec<Exception>,
     /// Image Signature Verification rules (our extension).
-    #[serde(default, deserialize_with = "null_as_empty", skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, deserialize_with = "nullable", skip_serializing_if = "Vec::is_empty")]
     pub image_verification: Vec<ImageVerificationRule>,
 }
 
@@ -343,7 +337,7 @@ pub struct ImageVerificationRule {
     /// The attestors (by name) whose signatures are required.
     pub attestors: AttestorRequirement,
     /// Which images the rule applies to.
-    #[serde(default, deserialize_with = "null_as_empty", skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, deserialize_with = "nullable", skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
 }
 
@@ -440,7 +434,7 @@ pub enum ConditionOperator {
 #[serde(deny_unknown_fields)]
 pub struct RuntimeSection {
     /// Runtime rulesets, by id.
-    #[serde(default, deserialize_with = "null_as_empty")]
+    #[serde(default, deserialize_with = "nullable")]
     pub rulesets: Vec<RulesetRef>,
 }
 

@@ -64,27 +64,15 @@ impl fmt::Display for ErrorList<'_> {
     }
 }
 
-fn path_of(path: &serde_path_to_error::Path) -> String {
-    let s = path.to_string();
-    if s == "." { "(document)".to_owned() } else { s }
-}
-
 impl PolicyDocument {
     /// Parses a JSON document.
     pub fn from_json(bytes: &[u8]) -> Result<PolicyDocument, PolicyError> {
-        let mut de = serde_json::Deserializer::from_slice(bytes);
-        let doc = serde_path_to_error::deserialize(&mut de)
-            .map_err(|e| PolicyError::Syntax(FieldError::new(path_of(e.path()), e.inner().to_string())))?;
-        de.end()
-            .map_err(|e| PolicyError::Syntax(FieldError::new("(document)", e.to_string())))?;
-        Ok(doc)
+        crate::serde_util::parse_json(bytes).map_err(PolicyError::Syntax)
     }
 
     /// Parses a YAML document (one document; JSON is YAML too).
     pub fn from_yaml(text: &str) -> Result<PolicyDocument, PolicyError> {
-        let de = yaml_serde::Deserializer::from_str(text);
-        serde_path_to_error::deserialize(de)
-            .map_err(|e| PolicyError::Syntax(FieldError::new(path_of(e.path()), e.inner().to_string())))
+        crate::serde_util::parse_yaml(text).map_err(PolicyError::Syntax)
     }
 
     /// Parses JSON when the text starts with `{`, else YAML.
@@ -190,10 +178,7 @@ pub fn is_valid_policy_name(name: &str) -> bool {
 
 /// Whether `name` is a valid attestor, ruleset or signature-rule name (`^[A-Za-z0-9_.-]+$`, 1-64).
 pub fn is_valid_object_name(name: &str) -> bool {
-    (1..=64).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-')
+    crate::runtime::name_error(name).is_none()
 }
 
 /// Whether `ns` is a valid namespace name (an RFC 1123 label).
