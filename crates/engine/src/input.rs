@@ -217,9 +217,9 @@ struct RequestFields {
     #[serde(default)]
     operation: Option<String>,
     #[serde(default)]
-    object: Option<Box<RawValue>>,
+    object: Option<ObjectFields>,
     #[serde(default)]
-    old_object: Option<Box<RawValue>>,
+    old_object: Option<ObjectFields>,
     #[serde(default)]
     dry_run: Option<bool>,
 }
@@ -256,9 +256,9 @@ struct Envelope {
     #[serde(default)]
     operation: Option<String>,
     #[serde(default)]
-    object: Option<Box<RawValue>>,
+    object: Option<ObjectFields>,
     #[serde(default)]
-    old_object: Option<Box<RawValue>>,
+    old_object: Option<ObjectFields>,
     #[serde(default)]
     dry_run: Option<bool>,
 }
@@ -302,6 +302,10 @@ fn json_error(prefix: &str, e: serde_path_to_error::Error<serde_json::Error>) ->
 }
 
 fn from_json<'a, T: Deserialize<'a>>(json: &'a [u8], prefix: &str) -> Result<T, InputError> {
+    // Fast path without path tracking; only a failure is parsed again to name the field.
+    if let Ok(value) = serde_json::from_slice(json) {
+        return Ok(value);
+    }
     let mut de = serde_json::Deserializer::from_slice(json);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| json_error(prefix, e))?;
     de.end()
@@ -355,7 +359,13 @@ fn parse_into(json: &[u8], depth: usize, prefix: &str, out: &mut Vec<Subject>) -
                 format!("{:?} is not admission.k8s.io/v1 or v1beta1", env.api_version),
             ));
         }
-        out.push(subject_from_request(request, env.api_version, &here("request"))?);
+        out.push(subject_from_request(
+            request,
+            env.api_version,
+            &here("request"),
+            json,
+            "/request",
+        )?);
         return Ok(());
     }
 
@@ -373,7 +383,7 @@ fn parse_into(json: &[u8], depth: usize, prefix: &str, out: &mut Vec<Subject>) -
             old_object: env.old_object,
             dry_run: env.dry_run,
         };
-        out.push(subject_from_request(request, String::new(), prefix)?);
+        out.push(subject_from_request(request, String::new(), prefix, json, "")?);
         return Ok(());
     }
 
@@ -428,7 +438,13 @@ fn object_name(metadata: &ObjectMeta) -> String {
     }
 }
 
-fn subject_from_request(r: RequestFields, review_api_version: String, path: &str) -> Result<Subject, InputError> {
+fn subject_from_request(
+    r: RequestFields,
+    review_api_version: String,
+    path: &str,
+    json: &[u8],
+    pointer: &str,
+) -> Result<Subject, InputError> {
     let at = |field: &str| {
         if path.is_empty() {
             field.to_owned()
@@ -452,10 +468,7 @@ fn subject_from_request(r: RequestFields, review_api_version: String, path: &str
     let Some(kind) = r.kind else {
         return Err(InputError::new(at("kind"), "missing"));
     };
-    let object = match &r.object {
-        Some(raw) if raw.get() != "null" => Some(object_from_raw(raw, &at("object"))?),
-        _ => None,
-    };
+    let object = r.object.map(KubeObject::from);
     let (metadata_ns, metadata_name) = object
         .as_ref()
         .map(|o| {
@@ -470,6 +483,13 @@ fn subject_from_request(r: RequestFields, review_api_version: String, path: &str
         .find(|n| !n.is_empty())
         .unwrap_or_else(|| "default".to_owned());
     let name = if r.name.is_empty() { metadata_name } else { r.name };
+    let pod_spec = pod_spec_path(&kind.group, &kind.kind);
+    if matches!(operation, Operation::Create | Operation::Update) && pod_spec.is_some() && object.is_none() {
+        return Err(InputError::new(
+            at("object"),
+            format!("missing: a {} of a {} needs the object", operation.as_str(), kind.kind),
+        ));
+    }
 
     let mut subject = Subject {
         uid: r.uid,
@@ -488,11 +508,9 @@ fn subject_from_request(r: RequestFields, review_api_version: String, path: &str
     };
 
     if operation == Operation::Update
-        && let (Some(new_raw), Some(old_raw)) = (&r.object, &r.old_object)
-        && old_raw.get() != "null"
+        && let Some(old) = r.old_object
     {
         if subject.sub_resource == "ephemeralcontainers" {
-            let old = object_from_raw(old_raw, &at("oldObject"))?;
             let before: Vec<&str> = old
                 .spec
                 .as_ref()
@@ -510,36 +528,38 @@ fn subject_from_request(r: RequestFields, review_api_version: String, path: &str
                         .collect()
                 })
                 .unwrap_or_default();
-        } else if let Some(path) = pod_spec_path(&subject.group, &subject.kind) {
-            subject.pod_spec_unchanged = pod_specs_equal(new_raw, old_raw, path, &at("oldObject"))?;
+        } else if let Some(path) = pod_spec {
+            subject.pod_spec_unchanged = pod_specs_equal(json, pointer, path)?;
         }
     }
     Ok(subject)
 }
 
-fn object_from_raw(raw: &RawValue, path: &str) -> Result<KubeObject, InputError> {
-    let o: ObjectFields = from_json(raw.get().as_bytes(), path)?;
-    let kind = o.kind.map(|k| k.kind).unwrap_or_default();
-    Ok(KubeObject {
-        api_version: o.api_version,
-        kind,
-        metadata: o.metadata,
-        spec: o.spec,
-        status: o.status,
-    })
+impl From<ObjectFields> for KubeObject {
+    fn from(o: ObjectFields) -> KubeObject {
+        let kind = o.kind.map(|k| k.kind).unwrap_or_default();
+        KubeObject {
+            api_version: o.api_version,
+            kind,
+            metadata: o.metadata,
+            spec: o.spec,
+            status: o.status,
+        }
+    }
 }
 
-/// Compares the whole pod specs (every field, not only those the engine reads), so that
-/// any change to the pod spec is judged, while labelling or scaling is not.
-fn pod_specs_equal(new: &RawValue, old: &RawValue, path: PodSpecPath, old_path: &str) -> Result<bool, InputError> {
-    let new: serde_json::Value =
-        serde_json::from_str(new.get()).map_err(|e| InputError::new("object", e.to_string()))?;
-    let old: serde_json::Value =
-        serde_json::from_str(old.get()).map_err(|e| InputError::new(old_path, e.to_string()))?;
-    let pointer = match path {
+/// Compares the whole pod specs of `object` and `oldObject` (every field, not only those the
+/// engine reads), so that any change to the pod spec is judged, while labelling or scaling is
+/// not. Only UPDATEs pay for this second, untyped read of the document.
+fn pod_specs_equal(json: &[u8], request: &str, path: PodSpecPath) -> Result<bool, InputError> {
+    let doc: serde_json::Value =
+        serde_json::from_slice(json).map_err(|e| InputError::new("(document)", e.to_string()))?;
+    let spec = match path {
         PodSpecPath::Spec => "/spec",
         PodSpecPath::Template => "/spec/template/spec",
         PodSpecPath::JobTemplate => "/spec/jobTemplate/spec/template/spec",
     };
-    Ok(new.pointer(pointer) == old.pointer(pointer))
+    let new = doc.pointer(&format!("{request}/object{spec}"));
+    let old = doc.pointer(&format!("{request}/oldObject{spec}"));
+    Ok(new == old)
 }
