@@ -13,6 +13,9 @@ pub struct Document {
     pub index: usize,
     /// The document as JSON, or a syntax error.
     pub json: Result<Vec<u8>, String>,
+    /// Whether `json` was converted from YAML: positions in errors about it point into the
+    /// converted text, not into the file, so they are dropped.
+    pub converted: bool,
 }
 
 /// How a file is read.
@@ -84,6 +87,7 @@ fn json_lines(mut reader: impl BufRead, each: &mut impl FnMut(Document)) -> io::
         each(Document {
             index: number,
             json: Ok(std::mem::take(&mut line)),
+            converted: false,
         });
     }
 }
@@ -95,6 +99,7 @@ fn json_stream(reader: impl Read, each: &mut impl FnMut(Document)) -> io::Result
             Ok(raw) => each(Document {
                 index: i + 1,
                 json: Ok(raw.get().as_bytes().to_vec()),
+                converted: false,
             }),
             Err(e) if e.is_io() => return Err(io::Error::other(e)),
             Err(e) => {
@@ -102,6 +107,7 @@ fn json_stream(reader: impl Read, each: &mut impl FnMut(Document)) -> io::Result
                 each(Document {
                     index: i + 1,
                     json: Err(e.to_string()),
+                    converted: false,
                 });
                 return Ok(());
             }
@@ -128,7 +134,11 @@ fn yaml_stream(mut reader: impl BufRead, each: &mut impl FnMut(Document)) -> io:
             Ok(text) => yaml_to_json(&text),
             Err(_) => Err("the document is not valid UTF-8".to_owned()),
         };
-        each(Document { index: *index, json });
+        each(Document {
+            index: *index,
+            json,
+            converted: true,
+        });
     };
     loop {
         line.clear();

@@ -103,6 +103,15 @@ fn load_scan_results(args: &[String], store: &mut MemoryScanStore, digests: &mut
     Ok(())
 }
 
+/// `message` without serde_json's trailing ` at line L column C`.
+fn without_position(message: &str) -> &str {
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    match message.rsplit_once(" at line ") {
+        Some((head, tail)) if tail.split_once(" column ").is_some_and(|(l, c)| digits(l) && digits(c)) => head,
+        _ => message,
+    }
+}
+
 /// Runs `eval`; bad documents are reported on stderr and evaluation goes on.
 pub fn run(args: &EvalArgs) -> anyhow::Result<ExitStatus> {
     let policy = match load_policy(&args.policy) {
@@ -168,10 +177,16 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<ExitStatus> {
             if write_error.is_some() {
                 return;
             }
-            let subjects = doc
-                .json
-                .map_err(|e| format!("(document): {e}"))
-                .and_then(|json| parse_document(&json).map_err(|e| e.to_string()));
+            let converted = doc.converted;
+            let subjects = doc.json.map_err(|e| format!("(document): {e}")).and_then(|json| {
+                parse_document(&json).map_err(|e| {
+                    if converted {
+                        format!("{}: {}", e.path, without_position(&e.message))
+                    } else {
+                        e.to_string()
+                    }
+                })
+            });
             match subjects {
                 Err(message) => {
                     eprintln!("{file}:{}: {message}", doc.index);

@@ -507,13 +507,14 @@ fn subject_from_request(
         dry_run: r.dry_run.unwrap_or(false),
     };
 
-    if operation == Operation::Update
-        && let Some(old) = r.old_object
-    {
+    if operation == Operation::Update {
         if subject.sub_resource == "ephemeralcontainers" {
-            let before: Vec<&str> = old
-                .spec
+            // Without oldObject every ephemeral container counts as added: a request lacking
+            // it must not let a debug container through unjudged.
+            let before: Vec<&str> = r
+                .old_object
                 .as_ref()
+                .and_then(|old| old.spec.as_ref())
                 .map(|s| s.ephemeral_containers.iter().map(|c| c.name.as_str()).collect())
                 .unwrap_or_default();
             subject.added_ephemeral_containers = subject
@@ -528,7 +529,9 @@ fn subject_from_request(
                         .collect()
                 })
                 .unwrap_or_default();
-        } else if let Some(path) = pod_spec {
+        } else if r.old_object.is_some()
+            && let Some(path) = pod_spec
+        {
             subject.pod_spec_unchanged = pod_specs_equal(json, pointer, path)?;
         }
     }

@@ -362,13 +362,57 @@ impl SignatureAction {
 }
 
 /// `{all: [...]}` or `{any: [...]}`.
+///
+/// (De)serialised through [`AttestorsRepr`], a plain map, rather than as serde's externally
+/// tagged enum: YAML (de)serialisers map such enums to tags (`!all [...]`), so the
+/// `attestors: {all: [...]}` that POLICY.md shows would be refused in YAML.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase", deny_unknown_fields)]
+#[serde(try_from = "AttestorsRepr", into = "AttestorsRepr")]
 pub enum AttestorRequirement {
     /// Every listed attestor must have signed.
     All(Vec<String>),
     /// At least one listed attestor must have signed.
     Any(Vec<String>),
+}
+
+/// `{all: [...]}` or `{any: [...]}`: exactly one of the two.
+#[derive(Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(extend("minProperties" = 1, "maxProperties" = 1))]
+struct AttestorsRepr {
+    /// Every listed attestor must have signed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    all: Option<Vec<String>>,
+    /// At least one listed attestor must have signed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    any: Option<Vec<String>>,
+}
+
+impl TryFrom<AttestorsRepr> for AttestorRequirement {
+    type Error = &'static str;
+    fn try_from(r: AttestorsRepr) -> Result<Self, Self::Error> {
+        match (r.all, r.any) {
+            (Some(names), None) => Ok(AttestorRequirement::All(names)),
+            (None, Some(names)) => Ok(AttestorRequirement::Any(names)),
+            _ => Err("give exactly one of `all` and `any`"),
+        }
+    }
+}
+
+impl From<AttestorRequirement> for AttestorsRepr {
+    fn from(r: AttestorRequirement) -> Self {
+        match r {
+            AttestorRequirement::All(names) => AttestorsRepr {
+                all: Some(names),
+                any: None,
+            },
+            AttestorRequirement::Any(names) => AttestorsRepr {
+                all: None,
+                any: Some(names),
+            },
+        }
+    }
 }
 
 impl AttestorRequirement {

@@ -41,7 +41,7 @@ impl ExceptionType {
             ExceptionType::Image => image.image(),
             ExceptionType::Tag => image.tag(),
             ExceptionType::ImagePath => {
-                *scratch = image.image_path();
+                image.write_image_path(scratch);
                 scratch.as_str()
             }
         }

@@ -2,7 +2,13 @@
 //! and shortcuts to parse and evaluate them.
 //!
 //! Each test file uses a subset of these helpers, hence `dead_code` is allowed.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -225,7 +231,11 @@ pub fn assert_blocks(d: &Decision) {
 #[track_caller]
 pub fn assert_clean(d: &Decision) {
     assert_eq!(d.verdict, Verdict::Allow, "expected allow, got {d:#?}");
-    assert!(d.violations.is_empty(), "expected no violation, got {:#?}", d.violations);
+    assert!(
+        d.violations.is_empty(),
+        "expected no violation, got {:#?}",
+        d.violations
+    );
 }
 
 /// The only violation of a decision.
@@ -281,13 +291,13 @@ pub fn digest_map(pairs: &[(&str, &str)]) -> DigestMap {
 }
 
 /// Verdicts: `{image or digest: {attestor: valid}}`.
-pub fn verdict_map(entries: &[(&str, &[(&str, bool)])]) -> VerdictMap {
+pub fn verdict_map(entries: Vec<(&str, Vec<(&str, bool)>)>) -> VerdictMap {
     VerdictMap(
         entries
-            .iter()
+            .into_iter()
             .map(|(k, m)| {
-                let inner: HashMap<String, bool> = m.iter().map(|(a, v)| ((*a).to_owned(), *v)).collect();
-                ((*k).to_owned(), inner)
+                let inner: HashMap<String, bool> = m.into_iter().map(|(a, v)| (a.to_owned(), v)).collect();
+                (k.to_owned(), inner)
             })
             .collect(),
     )

@@ -1,0 +1,122 @@
+//! The one error type of the store, which the service maps to gRPC codes in one place.
+
+use portcullis_engine::policy::FieldError;
+use sea_orm::{DbErr, SqlErr};
+
+/// Why a presented API key is not accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InactiveReason {
+    /// No such key, or the secret does not match (the two are not told apart).
+    Unknown,
+    /// The key was revoked.
+    Revoked,
+    /// The key is past its expiry, or a rotated connector key past its grace period.
+    Expired,
+}
+
+impl InactiveReason {
+    /// The lower-case word for messages: `unknown`, `revoked`, `expired`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InactiveReason::Unknown => "unknown",
+            InactiveReason::Revoked => "revoked",
+            InactiveReason::Expired => "expired",
+        }
+    }
+}
+
+/// Why a store operation failed. Every variant but [`StoreError::Database`] and
+/// [`StoreError::Internal`] is the caller's doing.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The resource does not exist in the caller's tenant (foreign ids look the same).
+    #[error("{resource} {reference} not found")]
+    NotFound {
+        /// The resource type: `policy`, `cluster`, ...
+        resource: &'static str,
+        /// How it was asked for, quoted: `"prod"` or `id "…"`.
+        reference: String,
+    },
+    /// A resource with that name (or id) already exists.
+    #[error("{resource} {reference} already exists")]
+    AlreadyExists {
+        /// The resource type.
+        resource: &'static str,
+        /// The taken name or id, quoted.
+        reference: String,
+    },
+    /// The state of the store does not allow the change (stale revision, still in use).
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// Bad input; every problem found, each naming its field path.
+    #[error("{}", join_errors(.0))]
+    InvalidArgument(Vec<FieldError>),
+    /// The presented key is not valid.
+    #[error("API key is {}", .0.as_str())]
+    Unauthenticated(InactiveReason),
+    /// The caller may not do this.
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// The database failed.
+    #[error("database error: {0}")]
+    Database(#[source] DbErr),
+    /// Stored data could not be read back (a bug or a hand-edited row).
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+fn join_errors(errors: &[FieldError]) -> String {
+    let parts: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    parts.join("; ")
+}
+
+impl StoreError {
+    /// One invalid field.
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> StoreError {
+        StoreError::InvalidArgument(vec![FieldError::new(field, message)])
+    }
+
+    /// Not found, by a reference already quoted for messages.
+    pub(crate) fn not_found(resource: &'static str, reference: impl Into<String>) -> StoreError {
+        StoreError::NotFound {
+            resource,
+            reference: reference.into(),
+        }
+    }
+
+    /// Already exists, by name.
+    pub(crate) fn exists(resource: &'static str, name: &str) -> StoreError {
+        StoreError::AlreadyExists {
+            resource,
+            reference: format!("{name:?}"),
+        }
+    }
+
+    /// The field errors of an `InvalidArgument`, empty for other variants.
+    pub fn field_errors(&self) -> &[FieldError] {
+        match self {
+            StoreError::InvalidArgument(errors) => errors,
+            _ => &[],
+        }
+    }
+}
+
+impl From<DbErr> for StoreError {
+    /// Constraint violations that got past the explicit checks (two writers racing) keep
+    /// their meaning; anything else is a database failure.
+    fn from(e: DbErr) -> StoreError {
+        match e.sql_err() {
+            Some(SqlErr::UniqueConstraintViolation(_)) => StoreError::AlreadyExists {
+                resource: "resource",
+                reference: "with that name".to_owned(),
+            },
+            Some(SqlErr::ForeignKeyConstraintViolation(_)) => StoreError::FailedPrecondition(
+                "the change conflicts with a concurrent change to a referenced resource; retry".to_owned(),
+            ),
+            _ => StoreError::Database(e),
+        }
+    }
+}
+
+/// The store's result type.
+pub type StoreResult<T> = Result<T, StoreError>;

@@ -1,0 +1,574 @@
+//! The schema, as sea-orm-migration migrations: the same ones for PostgreSQL and SQLite.
+//!
+//! Conventions: every tenant-owned table has `tenant_id` in its primary key and foreign
+//! keys carry it too, so a row can only ever point at a row of its own tenant. Times are
+//! BIGINT microseconds since the Unix epoch (exact and ordered alike on both backends); JSON
+//! documents are TEXT; foreign keys are `NO ACTION`, checked at the end of each statement.
+
+use sea_orm_migration::prelude::*;
+
+/// Runs the store's migrations.
+pub struct Migrator;
+
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(M0001Initial)]
+    }
+
+    fn migration_table_name() -> DynIden {
+        "pc_store_migrations".into_iden()
+    }
+}
+
+#[derive(DeriveIden)]
+enum Tenants {
+    Table,
+    Id,
+    Name,
+    CreatedAt,
+}
+
+#[derive(DeriveIden)]
+enum ApiKeys {
+    Table,
+    Id,
+    TenantId,
+    KeyHash,
+    SecretPrefix,
+    Role,
+    ClusterId,
+    Description,
+    CreatedAt,
+    ExpiresAt,
+    LastUsedAt,
+    RevokedAt,
+    RevokeReason,
+    CreatedByKeyId,
+    RotatedFrom,
+    GraceEndsAt,
+}
+
+#[derive(DeriveIden)]
+enum Clusters {
+    Table,
+    TenantId,
+    Id,
+    Name,
+    Description,
+    PolicyId,
+    FailureMode,
+    ExcludedNamespaces,
+    TrustedImages,
+    ConnectorVersion,
+    KubernetesVersion,
+    LastSeenAt,
+    Generation,
+    CreatedAt,
+    UpdatedAt,
+}
+
+#[derive(DeriveIden)]
+enum Policies {
+    Table,
+    TenantId,
+    Id,
+    Name,
+    Revision,
+    Description,
+    Document,
+    DocumentSha256,
+    AuthorKeyId,
+    CreatedAt,
+    UpdatedAt,
+}
+
+#[derive(DeriveIden)]
+enum PolicyRevisions {
+    Table,
+    TenantId,
+    PolicyId,
+    Revision,
+    AuthorKeyId,
+    CreatedAt,
+    Document,
+    DocumentSha256,
+}
+
+#[derive(DeriveIden)]
+enum PolicyAttestorRefs {
+    Table,
+    TenantId,
+    PolicyId,
+    AttestorName,
+}
+
+#[derive(DeriveIden)]
+enum PolicyRulesetRefs {
+    Table,
+    TenantId,
+    PolicyId,
+    RulesetId,
+}
+
+/// Rulesets and attestors share one shape.
+#[derive(DeriveIden, Clone, Copy)]
+enum Object {
+    TenantId,
+    Id,
+    Name,
+    Revision,
+    Description,
+    Document,
+    AuthorKeyId,
+    CreatedAt,
+    UpdatedAt,
+}
+
+#[derive(DeriveIden, Clone, Copy)]
+enum Rulesets {
+    Table,
+}
+
+#[derive(DeriveIden, Clone, Copy)]
+enum Attestors {
+    Table,
+}
+
+#[derive(DeriveIden)]
+enum ScanResults {
+    Table,
+    TenantId,
+    Id,
+    Digest,
+    ScanType,
+    ScannedAt,
+    Scanner,
+    Image,
+    UploadedAt,
+    UploaderKeyId,
+    Findings,
+    MaxSeverity,
+    Cvss,
+    IsLatest,
+    Result,
+}
+
+#[derive(DeriveIden)]
+enum Outbox {
+    Table,
+    Seq,
+    EventId,
+    TenantId,
+    Topic,
+    Payload,
+    CreatedAt,
+}
+
+#[derive(DeriveIden)]
+enum AuditLog {
+    Table,
+    Id,
+    TenantId,
+    ActorKeyId,
+    ActorRole,
+    Action,
+    ResourceType,
+    ResourceId,
+    ResourceName,
+    Detail,
+    TraceId,
+    At,
+}
+
+fn fk_tenant<T: IntoIden>(table: T) -> ForeignKeyCreateStatement {
+    ForeignKey::create()
+        .from_tbl(table)
+        .from_col(Alias::new("tenant_id"))
+        .to_tbl(Tenants::Table)
+        .to_col(Tenants::Id)
+        .on_delete(ForeignKeyAction::NoAction)
+        .to_owned()
+}
+
+fn index<T: IntoIden>(name: &str, table: T, cols: &[&str], unique: bool) -> IndexCreateStatement {
+    let mut stmt = Index::create();
+    stmt.name(name).table(table);
+    for col in cols {
+        stmt.col(Alias::new(*col));
+    }
+    if unique {
+        stmt.unique();
+    }
+    stmt.to_owned()
+}
+
+/// The first schema.
+#[derive(DeriveMigrationName)]
+struct M0001Initial;
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0001Initial {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(Tenants::Table)
+                    .col(ColumnDef::new(Tenants::Id).string().not_null().primary_key())
+                    .col(ColumnDef::new(Tenants::Name).string().not_null())
+                    .col(ColumnDef::new(Tenants::CreatedAt).big_integer().not_null())
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(index("ux_tenants_name", Tenants::Table, &["name"], true))
+            .await?;
+
+        manager
+            .create_table(
+                Table::create()
+                    .table(ApiKeys::Table)
+                    .col(ColumnDef::new(ApiKeys::Id).string().not_null().primary_key())
+                    .col(ColumnDef::new(ApiKeys::TenantId).string().not_null())
+                    .col(ColumnDef::new(ApiKeys::KeyHash).string().not_null())
+                    .col(ColumnDef::new(ApiKeys::SecretPrefix).string().not_null())
+                    .col(ColumnDef::new(ApiKeys::Role).string().not_null())
+                    .col(ColumnDef::new(ApiKeys::ClusterId).string().null())
+                    .col(ColumnDef::new(ApiKeys::Description).string().not_null())
+                    .col(ColumnDef::new(ApiKeys::CreatedAt).big_integer().not_null())
+                    .col(ColumnDef::new(ApiKeys::ExpiresAt).big_integer().null())
+                    .col(ColumnDef::new(ApiKeys::LastUsedAt).big_integer().null())
+                    .col(ColumnDef::new(ApiKeys::RevokedAt).big_integer().null())
+                    .col(ColumnDef::new(ApiKeys::RevokeReason).string().null())
+                    .col(ColumnDef::new(ApiKeys::CreatedByKeyId).string().null())
+                    .col(ColumnDef::new(ApiKeys::RotatedFrom).string().null())
+                    .col(ColumnDef::new(ApiKeys::GraceEndsAt).big_integer().null())
+                    .foreign_key(&mut fk_tenant(ApiKeys::Table))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(index(
+                "ix_api_keys_tenant_created",
+                ApiKeys::Table,
+                &["tenant_id", "created_at", "id"],
+                false,
+            ))
+            .await?;
+        manager
+            .create_index(index("ix_api_keys_grace", ApiKeys::Table, &["grace_ends_at"], false))
+            .await?;
+
+        manager
+            .create_table(
+                Table::create()
+                    .table(Policies::Table)
+                    .col(ColumnDef::new(Policies::TenantId).string().not_null())
+                    .col(ColumnDef::new(Policies::Id).string().not_null())
+                    .col(ColumnDef::new(Policies::Name).string().not_null())
+                    .col(ColumnDef::new(Policies::Revision).big_integer().not_null())
+                    .col(ColumnDef::new(Policies::Description).string().not_null())
+                    .col(ColumnDef::new(Policies::Document).text().not_null())
+                    .col(ColumnDef::new(Policies::DocumentSha256).string().not_null())
+                    .col(ColumnDef::new(Policies::AuthorKeyId).string().not_null())
+                    .col(ColumnDef::new(Policies::CreatedAt).big_integer().not_null())
+                    .col(ColumnDef::new(Policies::UpdatedAt).big_integer().not_null())
+                    .primary_key(Index::create().col(Policies::TenantId).col(Policies::Id))
+                    .foreign_key(&mut fk_tenant(Policies::Table))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(index("ux_policies_name", Policies::Table, &["tenant_id", "name"], true))
+            .await?;
+
+        manager
+            .create_table(
+                Table::create()
+                    .table(PolicyRevisions::Table)
+                    .col(ColumnDef::new(PolicyRevisions::TenantId).string().not_null())
+                    .col(ColumnDef::new(PolicyRevisions::PolicyId).string().not_null())
+                    .col(ColumnDef::new(PolicyRevisions::Revision).big_integer().not_null())
+                    .col(ColumnDef::new(PolicyRevisions::AuthorKeyId).string().not_null())
+                    .col(ColumnDef::new(PolicyRevisions::CreatedAt).big_integer().not_null())
+                    .col(ColumnDef::new(PolicyRevisions::Document).text().not_null())
+                    .col(ColumnDef::new(PolicyRevisions::DocumentSha256).string().not_null())
+                    .primary_key(
+                        Index::create()
+                            .col(PolicyRevisions::TenantId)
+                            .col(PolicyRevisions::PolicyId)
+                            .col(PolicyRevisions::Revision),
+                    )
+                    .foreign_key(
+                        ForeignKey::create()
+                            .from_tbl(PolicyRevisions::Table)
+                            .from_col(PolicyRevisions::TenantId)
+                            .from_col(PolicyRevisions::PolicyId)
+                            .to_tbl(Policies::Table)
+                            .to_col(Policies::TenantId)
+                            .to_col(Policies::Id)
+                            .on_delete(ForeignKeyAction::NoAction),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+
+        for table in [Rulesets::Table.into_iden(), Attestors::Table.into_iden()] {
+            let name = table.to_string();
+            manager
+                .create_table(
+                    Table::create()
+                        .table(table.clone())
+                        .col(ColumnDef::new(Object::TenantId).string().not_null())
+                        .col(ColumnDef::new(Object::Id).string().not_null())
+                        .col(ColumnDef::new(Object::Name).string().not_null())
+                        .col(ColumnDef::new(Object::Revision).big_integer().not_null())
+                        .col(ColumnDef::new(Object::Description).string().not_null())
+                        .col(ColumnDef::new(Object::Document).text().not_null())
+                        .col(ColumnDef::new(Object::AuthorKeyId).string().not_null())
+                        .col(ColumnDef::new(Object::CreatedAt).big_integer().not_null())
+                        .col(ColumnDef::new(Object::UpdatedAt).big_integer().not_null())
+                        .primary_key(Index::create().col(Object::TenantId).col(Object::Id))
+                        .foreign_key(&mut fk_tenant(table.clone()))
+                        .to_owned(),
+                )
+                .await?;
+            manager
+                .create_index(index(&format!("ux_{name}_name"), table, &["tenant_id", "name"], true))
+                .await?;
+        }
+
+        manager
+            .create_table(
+                Table::create()
+                    .table(PolicyAttestorRefs::Table)
+                    .col(ColumnDef::new(PolicyAttestorRefs::TenantId).string().not_null())
+                    .col(ColumnDef::new(PolicyAttestorRefs::PolicyId).string().not_null())
+                    .col(ColumnDef::new(PolicyAttestorRefs::AttestorName).string().not_null())
+                    .primary_key(
+                        Index::create()
+                            .col(PolicyAttestorRefs::TenantId)
+                            .col(PolicyAttestorRefs::PolicyId)
+                            .col(PolicyAttestorRefs::AttestorName),
+                    )
+                    .foreign_key(
+                        ForeignKey::create()
+                            .from_tbl(PolicyAttestorRefs::Table)
+                            .from_col(PolicyAttestorRefs::TenantId)
+                            .from_col(PolicyAttestorRefs::PolicyId)
+                            .to_tbl(Policies::Table)
+                            .to_col(Policies::TenantId)
+                            .to_col(Policies::Id)
+                            .on_delete(ForeignKeyAction::NoAction),
+                    )
+                    .foreign_key(
+                        ForeignKey::create()
+                            .from_tbl(PolicyAttestorRefs::Table)
+                            .from_col(PolicyAttestorRefs::TenantId)
+                            .from_col(PolicyAttestorRefs::AttestorName)
+                            .to_tbl(Attestors::Table)
+                            .to_col(Object::TenantId)
+                            .to_col(Object::Name)
+                            .on_delete(ForeignKeyAction::NoAction),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(index(
+                "ix_policy_attestor_refs_target",
+                PolicyAttestorRefs::Table,
+                &["tenant_id", "attestor_name"],
+                false,
+            ))
+            .await?;
+
+        manager
+            .create_table(
+                Table::create()
+                    .table(PolicyRulesetRefs::Table)
+                    .col(ColumnDef::new(PolicyRulesetRefs::TenantId).string().not_null())
+                    .col(ColumnDef::new(PolicyRulesetRefs::PolicyId).string().not_null())
+                    .col(ColumnDef::new(PolicyRulesetRefs::RulesetId).string().not_null())
+                    .primary_key(
+                        Index::create()
+                            .col(PolicyRulesetRefs::TenantId)
+                            .col(PolicyRulesetRefs::PolicyId)
+                            .col(PolicyRulesetRefs::RulesetId),
+                    )
+                    .foreign_key(
+                        ForeignKey::create()
+                            .from_tbl(PolicyRulesetRefs::Table)
+                            .from_col(PolicyRulesetRefs::TenantId)
+                            .from_col(PolicyRulesetRefs::PolicyId)
+                            .to_tbl(Policies::Table)
+                            .to_col(Policies::TenantId)
+                            .to_col(Policies::Id)
+                            .on_delete(ForeignKeyAction::NoAction),
+                    )
+                    .foreign_key(
+                        ForeignKey::create()
+                            .from_tbl(PolicyRulesetRefs::Table)
+                            .from_col(PolicyRulesetRefs::TenantId)
+                            .from_col(PolicyRulesetRefs::RulesetId)
+                            .to_tbl(Rulesets::Table)
+                            .to_col(Object::TenantId)
+                            .to_col(Object::Id)
+                            .on_delete(ForeignKeyAction::NoAction),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(index(
+                "ix_policy_ruleset_refs_target",
+                PolicyRulesetRefs::Table,
+                &["tenant_id", "ruleset_id"],
+                false,
+            ))
+            .await?;
+
+        manager
+            .create_table(
+                Table::create()
+                    .table(Clusters::Table)
+                    .col(ColumnDef::new(Clusters::TenantId).string().not_null())
+                    .col(ColumnDef::new(Clusters::Id).string().not_null())
+                    .col(ColumnDef::new(Clusters::Name).string().not_null())
+                    .col(ColumnDef::new(Clusters::Description).string().not_null())
+                    .col(ColumnDef::new(Clusters::PolicyId).string().null())
+                    .col(ColumnDef::new(Clusters::FailureMode).string().not_null())
+                    .col(ColumnDef::new(Clusters::ExcludedNamespaces).text().not_null())
+                    .col(ColumnDef::new(Clusters::TrustedImages).text().not_null())
+                    .col(ColumnDef::new(Clusters::ConnectorVersion).string().not_null())
+                    .col(ColumnDef::new(Clusters::KubernetesVersion).string().not_null())
+                    .col(ColumnDef::new(Clusters::LastSeenAt).big_integer().null())
+                    .col(ColumnDef::new(Clusters::Generation).big_integer().not_null())
+                    .col(ColumnDef::new(Clusters::CreatedAt).big_integer().not_null())
+                    .col(ColumnDef::new(Clusters::UpdatedAt).big_integer().not_null())
+                    .primary_key(Index::create().col(Clusters::TenantId).col(Clusters::Id))
+                    .foreign_key(&mut fk_tenant(Clusters::Table))
+                    .foreign_key(
+                        ForeignKey::create()
+                            .from_tbl(Clusters::Table)
+                            .from_col(Clusters::TenantId)
+                            .from_col(Clusters::PolicyId)
+                            .to_tbl(Policies::Table)
+                            .to_col(Policies::TenantId)
+                            .to_col(Policies::Id)
+                            .on_delete(ForeignKeyAction::NoAction),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(index("ux_clusters_name", Clusters::Table, &["tenant_id", "name"], true))
+            .await?;
+        manager
+            .create_index(index(
+                "ix_clusters_policy",
+                Clusters::Table,
+                &["tenant_id", "policy_id"],
+                false,
+            ))
+            .await?;
+
+        manager
+            .create_table(
+                Table::create()
+                    .table(ScanResults::Table)
+                    .col(ColumnDef::new(ScanResults::TenantId).string().not_null())
+                    .col(ColumnDef::new(ScanResults::Id).string().not_null())
+                    .col(ColumnDef::new(ScanResults::Digest).string().not_null())
+                    .col(ColumnDef::new(ScanResults::ScanType).string().not_null())
+                    .col(ColumnDef::new(ScanResults::ScannedAt).big_integer().not_null())
+                    .col(ColumnDef::new(ScanResults::Scanner).string().not_null())
+                    .col(ColumnDef::new(ScanResults::Image).string().not_null())
+                    .col(ColumnDef::new(ScanResults::UploadedAt).big_integer().not_null())
+                    .col(ColumnDef::new(ScanResults::UploaderKeyId).string().not_null())
+                    .col(ColumnDef::new(ScanResults::Findings).big_integer().not_null())
+                    .col(ColumnDef::new(ScanResults::MaxSeverity).string().null())
+                    .col(ColumnDef::new(ScanResults::Cvss).text().not_null())
+                    .col(ColumnDef::new(ScanResults::IsLatest).boolean().not_null())
+                    .col(ColumnDef::new(ScanResults::Result).text().not_null())
+                    .primary_key(Index::create().col(ScanResults::TenantId).col(ScanResults::Id))
+                    .foreign_key(&mut fk_tenant(ScanResults::Table))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(index(
+                "ix_scan_results_digest",
+                ScanResults::Table,
+                &["tenant_id", "digest", "scan_type", "scanned_at"],
+                false,
+            ))
+            .await?;
+        manager
+            .create_index(index(
+                "ix_scan_results_uploaded",
+                ScanResults::Table,
+                &["tenant_id", "uploaded_at", "id"],
+                false,
+            ))
+            .await?;
+
+        // No foreign key to tenants: the events of a tenant's deletion outlive it.
+        manager
+            .create_table(
+                Table::create()
+                    .table(Outbox::Table)
+                    .col(
+                        ColumnDef::new(Outbox::Seq)
+                            .big_integer()
+                            .not_null()
+                            .auto_increment()
+                            .primary_key(),
+                    )
+                    .col(ColumnDef::new(Outbox::EventId).string().not_null())
+                    .col(ColumnDef::new(Outbox::TenantId).string().not_null())
+                    .col(ColumnDef::new(Outbox::Topic).string().not_null())
+                    .col(ColumnDef::new(Outbox::Payload).blob().not_null())
+                    .col(ColumnDef::new(Outbox::CreatedAt).big_integer().not_null())
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(index("ux_outbox_event_id", Outbox::Table, &["event_id"], true))
+            .await?;
+
+        // No foreign key to tenants either: a tenant's deletion is recorded after it is gone.
+        manager
+            .create_table(
+                Table::create()
+                    .table(AuditLog::Table)
+                    .col(
+                        ColumnDef::new(AuditLog::Id)
+                            .big_integer()
+                            .not_null()
+                            .auto_increment()
+                            .primary_key(),
+                    )
+                    .col(ColumnDef::new(AuditLog::TenantId).string().not_null())
+                    .col(ColumnDef::new(AuditLog::ActorKeyId).string().not_null())
+                    .col(ColumnDef::new(AuditLog::ActorRole).string().null())
+                    .col(ColumnDef::new(AuditLog::Action).string().not_null())
+                    .col(ColumnDef::new(AuditLog::ResourceType).string().not_null())
+                    .col(ColumnDef::new(AuditLog::ResourceId).string().not_null())
+                    .col(ColumnDef::new(AuditLog::ResourceName).string().not_null())
+                    .col(ColumnDef::new(AuditLog::Detail).text().not_null())
+                    .col(ColumnDef::new(AuditLog::TraceId).string().not_null())
+                    .col(ColumnDef::new(AuditLog::At).big_integer().not_null())
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(index("ix_audit_log_tenant", AuditLog::Table, &["tenant_id", "id"], false))
+            .await?;
+        Ok(())
+    }
+
+    /// All DDL of a migration in one transaction, on SQLite as on PostgreSQL.
+    fn use_transaction(&self) -> Option<bool> {
+        Some(true)
+    }
+}

@@ -1,0 +1,293 @@
+//! The outbox relay: publishes the events that changes wrote into the outbox table, in
+//! order, deleting each row only after the sink acknowledged it. Rows survive restarts; a
+//! failing sink is retried with exponential backoff.
+//!
+//! Several relays may run against one PostgreSQL database: each batch is claimed with
+//! `FOR UPDATE SKIP LOCKED`, so no row is published by two relays at once (events of
+//! different batches may then be published out of order; consumers order by revision or
+//! generation, and deduplicate by event id). On SQLite the relays of one process take turns.
+
+use std::future::Future;
+use std::time::Duration;
+
+use portcullis_proto::events::v1::EventEnvelope;
+use prost::Message;
+use sea_orm::sea_query::{LockBehavior, LockType};
+use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait};
+use time::OffsetDateTime;
+
+use crate::clock::from_micros;
+use crate::entity::outbox;
+use crate::error::{StoreError, StoreResult};
+use crate::store::{Backend, Store};
+
+/// One event waiting in the outbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxEvent {
+    /// Position in the outbox (increasing).
+    pub seq: i64,
+    /// The event id (a UUID): the `Nats-Msg-Id`.
+    pub event_id: String,
+    /// The tenant.
+    pub tenant_id: String,
+    /// The topic, e.g. `policy.changed`.
+    pub topic: String,
+    /// The encoded [`EventEnvelope`].
+    pub payload: Vec<u8>,
+    /// When the change was committed.
+    pub created_at: OffsetDateTime,
+}
+
+impl OutboxEvent {
+    /// The subject to publish on: `pc.<tenant>.evt.<topic>`.
+    pub fn subject(&self) -> String {
+        crate::events::subject(&self.tenant_id, &self.topic)
+    }
+
+    /// The decoded envelope.
+    pub fn envelope(&self) -> Result<EventEnvelope, prost::DecodeError> {
+        EventEnvelope::decode(self.payload.as_slice())
+    }
+}
+
+fn event_from(m: outbox::Model) -> OutboxEvent {
+    OutboxEvent {
+        seq: m.seq,
+        event_id: m.event_id,
+        tenant_id: m.tenant_id,
+        topic: m.topic,
+        payload: m.payload,
+        created_at: from_micros(m.created_at),
+    }
+}
+
+/// Where the relay publishes: the bus, or anything that acknowledges.
+pub trait EventSink: Send + Sync {
+    /// Why a publish failed.
+    type Error: std::fmt::Display + Send;
+
+    /// Publishes one event; `Ok` means the bus has it (for JetStream: the publish ack).
+    fn publish(&self, event: &OutboxEvent) -> impl Future<Output = Result<(), Self::Error>> + Send;
+}
+
+impl<S: EventSink + ?Sized> EventSink for std::sync::Arc<S> {
+    type Error = S::Error;
+
+    fn publish(&self, event: &OutboxEvent) -> impl Future<Output = Result<(), Self::Error>> + Send {
+        (**self).publish(event)
+    }
+}
+
+/// How the relay paces itself.
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    /// Rows claimed per batch.
+    pub batch_size: u64,
+    /// How often the relay looks for rows without being woken (commits of other processes
+    /// do not wake it).
+    pub poll_interval: Duration,
+    /// The first wait after a failure.
+    pub min_backoff: Duration,
+    /// The longest wait after failures.
+    pub max_backoff: Duration,
+    /// How long one publish may take before it counts as failed.
+    pub publish_timeout: Duration,
+}
+
+impl Default for RelayConfig {
+    fn default() -> RelayConfig {
+        RelayConfig {
+            batch_size: 100,
+            poll_interval: Duration::from_secs(1),
+            min_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(30),
+            publish_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Why a relay pass stopped early.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    /// The sink refused or timed out; the event stays in the outbox.
+    #[error("publishing event {event_id} ({subject}): {message}")]
+    Publish {
+        /// The event's id.
+        event_id: String,
+        /// Its subject.
+        subject: String,
+        /// What the sink said.
+        message: String,
+    },
+    /// The database failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<sea_orm::DbErr> for RelayError {
+    fn from(e: sea_orm::DbErr) -> RelayError {
+        RelayError::Store(StoreError::Database(e))
+    }
+}
+
+/// Publishes outbox rows through a sink.
+pub struct OutboxRelay<S> {
+    store: Store,
+    sink: S,
+    config: RelayConfig,
+}
+
+impl<S: EventSink> OutboxRelay<S> {
+    /// A relay with the default pacing.
+    pub fn new(store: Store, sink: S) -> OutboxRelay<S> {
+        OutboxRelay::with_config(store, sink, RelayConfig::default())
+    }
+
+    /// A relay with the given pacing.
+    pub fn with_config(store: Store, sink: S, config: RelayConfig) -> OutboxRelay<S> {
+        OutboxRelay { store, sink, config }
+    }
+
+    /// The sink.
+    pub fn sink(&self) -> &S {
+        &self.sink
+    }
+
+    /// Wakes the relay (the store does this itself after each commit that wrote events).
+    pub fn notify(&self) {
+        self.store.notify_outbox();
+    }
+
+    /// Publishes waiting events in order until none is left or one fails; returns how many
+    /// were published.
+    pub async fn publish_pending(&self) -> Result<usize, RelayError> {
+        let mut total = 0;
+        loop {
+            let (published, error, claimed) = match self.store.inner.backend {
+                Backend::Postgres => self.batch_postgres().await?,
+                Backend::Sqlite => self.batch_sqlite().await?,
+            };
+            total += published;
+            if let Some(e) = error {
+                return Err(e);
+            }
+            if claimed < self.config.batch_size {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Publishes `rows` in order; returns the seqs acknowledged and the first failure.
+    async fn publish_rows(&self, rows: Vec<outbox::Model>) -> (Vec<i64>, Option<RelayError>) {
+        let mut done = Vec::new();
+        for row in rows {
+            let event = event_from(row);
+            let outcome = tokio::time::timeout(self.config.publish_timeout, self.sink.publish(&event)).await;
+            let message = match outcome {
+                Ok(Ok(())) => {
+                    done.push(event.seq);
+                    continue;
+                }
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => format!("no acknowledgement within {:?}", self.config.publish_timeout),
+            };
+            return (
+                done,
+                Some(RelayError::Publish {
+                    subject: event.subject(),
+                    event_id: event.event_id,
+                    message,
+                }),
+            );
+        }
+        (done, None)
+    }
+
+    async fn batch_postgres(&self) -> Result<(usize, Option<RelayError>, u64), RelayError> {
+        let tx = self.store.inner.db.begin().await?;
+        let rows = outbox::Entity::find()
+            .order_by_asc(outbox::Column::Seq)
+            .limit(self.config.batch_size)
+            .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked)
+            .all(&tx)
+            .await?;
+        let claimed = rows.len() as u64;
+        let (done, error) = self.publish_rows(rows).await;
+        if !done.is_empty() {
+            outbox::Entity::delete_many()
+                .filter(outbox::Column::Seq.is_in(done.iter().copied()))
+                .exec(&tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok((done.len(), error, claimed))
+    }
+
+    async fn batch_sqlite(&self) -> Result<(usize, Option<RelayError>, u64), RelayError> {
+        // No transaction while publishing: it would hold SQLite's one write lock.
+        let _turn = self.store.inner.relay_lock.lock().await;
+        let db: &DatabaseConnection = &self.store.inner.db;
+        let rows = outbox::Entity::find()
+            .order_by_asc(outbox::Column::Seq)
+            .limit(self.config.batch_size)
+            .all(db)
+            .await?;
+        let claimed = rows.len() as u64;
+        let (done, error) = self.publish_rows(rows).await;
+        if !done.is_empty() {
+            outbox::Entity::delete_many()
+                .filter(outbox::Column::Seq.is_in(done.iter().copied()))
+                .exec(db)
+                .await?;
+        }
+        Ok((done.len(), error, claimed))
+    }
+
+    /// Runs until `shutdown` completes: publishes whenever woken or every poll interval, and
+    /// after a failure waits with exponential backoff before retrying.
+    pub async fn run<F: Future<Output = ()>>(&self, shutdown: F) {
+        tokio::pin!(shutdown);
+        let signal = self.store.inner.outbox_signal.clone();
+        let mut backoff = self.config.min_backoff;
+        loop {
+            match self.publish_pending().await {
+                Ok(_) => {
+                    backoff = self.config.min_backoff;
+                    tokio::select! {
+                        () = &mut shutdown => return,
+                        () = signal.notified() => {}
+                        () = tokio::time::sleep(self.config.poll_interval) => {}
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in = ?backoff, "outbox relay: publish failed");
+                    tokio::select! {
+                        () = &mut shutdown => return,
+                        () = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(self.config.max_backoff);
+                }
+            }
+        }
+    }
+}
+
+impl Store {
+    /// The events waiting in the outbox, oldest first (for tests and operators).
+    pub async fn pending_events(&self, limit: u64) -> StoreResult<Vec<OutboxEvent>> {
+        Ok(outbox::Entity::find()
+            .order_by_asc(outbox::Column::Seq)
+            .limit(limit)
+            .all(&self.inner.db)
+            .await?
+            .into_iter()
+            .map(event_from)
+            .collect())
+    }
+
+    /// How many events wait in the outbox.
+    pub async fn pending_event_count(&self) -> StoreResult<u64> {
+        Ok(outbox::Entity::find().count(&self.inner.db).await?)
+    }
+}
+

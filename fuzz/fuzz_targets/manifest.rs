@@ -1,0 +1,100 @@
+//! Fuzz target: `parse_document` on arbitrary bytes, then every subject evaluated for
+//! admission and continuous scanning by a policy that enables every rule type
+//! (`broad-policy.json`), offline and with scan results, digests, verdicts, exclusions,
+//! trusted images and fail-closed. Nothing may panic; a fail-open block must come from a
+//! blocking violation.
+
+#![no_main]
+
+use std::collections::HashMap;
+use std::sync::LazyLock;
+
+use libfuzzer_sys::fuzz_target;
+use portcullis_engine::evaluate::{
+    CompiledPolicy, DigestMap, EvalContext, FailureMode, TrustedImage, Verdict, VerdictMap,
+};
+use portcullis_engine::input::parse_document;
+use portcullis_engine::policy::Action;
+use portcullis_engine::scan::{MemoryScanStore, ScanResult};
+use time::OffsetDateTime;
+
+const DIGEST_A: &str = "sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+const DIGEST_B: &str = "sha256:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+
+struct World {
+    policy: CompiledPolicy,
+    now: OffsetDateTime,
+    scans: MemoryScanStore,
+    digests: DigestMap,
+    verdicts: VerdictMap,
+    excluded: Vec<String>,
+    trusted: Vec<TrustedImage>,
+}
+
+static WORLD: LazyLock<World> = LazyLock::new(|| {
+    let policy = match CompiledPolicy::from_text(include_str!("../broad-policy.json")) {
+        Ok(p) => p,
+        Err(e) => panic!("broad-policy.json is invalid: {e}"),
+    };
+    let mut scans = MemoryScanStore::new();
+    for json in [
+        format!(
+            r#"{{"digest":"{DIGEST_A}","scanType":"vulnerability","scannedAt":"2025-05-30T00:00:00Z","scanner":"trivy",
+                "findings":[{{"id":"CVE-1","severity":"critical","cvssV3Vector":"CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H"}},
+                            {{"id":"CVE-2","severity":"low","cvssV3Vector":"CVSS:3.0/AV:L/AC:H/PR:L/UI:R/S:C/C:L/I:N/A:L"}}]}}"#
+        ),
+        format!(r#"{{"digest":"{DIGEST_A}","scanType":"malware","scannedAt":"2025-01-01T00:00:00Z","scanner":"x","findings":[{{"id":"EICAR","severity":"high"}}]}}"#),
+        format!(r#"{{"digest":"{DIGEST_B}","scanType":"secret","scannedAt":"2020-01-01T00:00:00Z","scanner":"trivy"}}"#),
+    ] {
+        if let Ok(r) = ScanResult::parse_native(json.as_bytes()) {
+            scans.insert(&r);
+        }
+    }
+    let digests = DigestMap(HashMap::from([
+        ("nginx".to_owned(), DIGEST_A.to_owned()),
+        ("docker.io/library/nginx:latest".to_owned(), DIGEST_A.to_owned()),
+        ("registry.example.com/team/app:1".to_owned(), DIGEST_B.to_owned()),
+    ]));
+    let verdicts = VerdictMap(HashMap::from([
+        (DIGEST_A.to_owned(), HashMap::from([("release-signer".to_owned(), true), ("qa-signer".to_owned(), false)])),
+        ("busybox".to_owned(), HashMap::from([("qa-signer".to_owned(), true)])),
+    ]));
+    World {
+        policy,
+        // 2025-06-01T12:00:00Z
+        now: OffsetDateTime::UNIX_EPOCH + time::Duration::seconds(1_748_779_200),
+        scans,
+        digests,
+        verdicts,
+        excluded: vec!["kube-system".to_owned()],
+        trusted: ["registry.example.com/platform/agent", &format!("docker.io/library/busybox@{DIGEST_B}")]
+            .iter()
+            .filter_map(|t| TrustedImage::parse(t).ok())
+            .collect(),
+    }
+});
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(subjects) = parse_document(data) else { return };
+    let w = &*WORLD;
+    let rich = |failure_mode| EvalContext {
+        now: w.now,
+        scans: &w.scans,
+        digests: &w.digests,
+        verdicts: Some(&w.verdicts),
+        excluded_namespaces: &w.excluded,
+        trusted_images: &w.trusted,
+        failure_mode,
+    };
+    for subject in &subjects {
+        for ctx in [EvalContext::offline(w.now), rich(FailureMode::FailOpen), rich(FailureMode::FailClosed)] {
+            let decision = w.policy.evaluate(subject, &ctx);
+            if ctx.failure_mode == FailureMode::FailOpen {
+                let blocking = decision.violations.iter().any(|v| v.action == Action::Block);
+                assert_eq!(decision.verdict == Verdict::Block, blocking, "{decision:?}");
+            }
+            let _ = decision.status_message();
+            let _ = w.policy.evaluate_running(subject, &ctx);
+        }
+    }
+});
