@@ -35,7 +35,8 @@ impl<T> Subscription<T> {
         Self { rx, task }
     }
 
-    /// The next item; `None` only when the bus behind it is gone.
+    /// The next item; waits while there is none. `None` only when the feeding side has ended
+    /// (the NATS connection was closed for good); a memory subscription never ends by itself.
     pub async fn next(&mut self) -> Option<T> {
         self.rx.recv().await
     }

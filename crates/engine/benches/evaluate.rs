@@ -1,7 +1,8 @@
 //! The engine benchmark of issue 2 (see BENCHMARKS.md).
 //!
 //! Every measured iteration starts from the raw JSON bytes of a review: parse included.
-//! - `parse/review_8k`: `parse_document` alone, for reference.
+//! - `parse/review_8k`: `parse_document` alone, for reference; `parse/json_scan_floor` is
+//!   serde_json scanning the same bytes into nothing, the floor of any JSON parse.
 //! - `full_policy/review_8k`: the full policy (20 rules, podSecurityStandard restricted
 //!   among them) on the 8 KB review; `evaluate_only/full_policy` is the same on a review
 //!   parsed beforehand, to split the cost.
@@ -67,6 +68,10 @@ fn benches<M: Measurement>(c: &mut Criterion<M>) {
     let mut g = c.benchmark_group("parse");
     g.throughput(Throughput::Bytes(bytes.len() as u64));
     g.bench_function("review_8k", |b| b.iter(|| parse_document(black_box(bytes)).unwrap()));
+    // The floor: serde_json scanning the same bytes into nothing (validation, no allocation).
+    g.bench_function("json_scan_floor", |b| {
+        b.iter(|| serde_json::from_slice::<serde::de::IgnoredAny>(black_box(bytes)).unwrap())
+    });
     g.finish();
 
     let mut g = c.benchmark_group("full_policy");
@@ -162,6 +167,7 @@ fn summary(dir: &Path, since: SystemTime, clock: &str) {
     };
     let ids = [
         "parse/review_8k",
+        "parse/json_scan_floor",
         "full_policy/review_8k",
         "evaluate_only/full_policy",
         "evaluate_only/three_checks",

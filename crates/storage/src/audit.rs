@@ -46,7 +46,10 @@ impl Store {
                 let actor_role = m
                     .actor_role
                     .as_deref()
-                    .map(|r| r.parse::<Role>().map_err(|_| StoreError::Internal(format!("audit entry {} has role {r:?}", m.id))))
+                    .map(|r| {
+                        r.parse::<Role>()
+                            .map_err(|_| StoreError::Internal(format!("audit entry {} has role {r:?}", m.id)))
+                    })
                     .transpose()?;
                 Ok(AuditEntry {
                     id: m.id.to_string(),

@@ -16,8 +16,8 @@ use crate::entity::{api_key, cluster, policy};
 use crate::error::{StoreError, StoreResult};
 use crate::keys::{RevocationReason, issue_key, revoke_in_tx};
 use crate::model::{
-    Actor, Cluster, ClusterQuery, ClusterSettings, DeletedCluster, EffectivePolicy, FailureMode, HeartbeatInfo, KeyRotation, NewCluster, Page, ResourceRef,
-    RegisteredCluster, Role, SettingsUpdate,
+    Actor, Cluster, ClusterQuery, ClusterSettings, DeletedCluster, EffectivePolicy, FailureMode, HeartbeatInfo,
+    KeyRotation, NewCluster, Page, RegisteredCluster, ResourceRef, Role, SettingsUpdate,
 };
 use crate::policies::{find_policy, policy_from, revision_u64};
 use crate::store::{AuditResource, Store, Tx, check_tenant_id, decode_token, finish_page, page_limit};
@@ -28,13 +28,20 @@ pub const DEFAULT_ROTATION_GRACE: Duration = Duration::hours(24);
 /// The longest cluster description.
 const MAX_DESCRIPTION_CHARS: usize = 128;
 
-pub(crate) async fn find_cluster<C: ConnectionTrait>(db: &C, tenant_id: &str, r: &ResourceRef) -> StoreResult<cluster::Model> {
+pub(crate) async fn find_cluster<C: ConnectionTrait>(
+    db: &C,
+    tenant_id: &str,
+    r: &ResourceRef,
+) -> StoreResult<cluster::Model> {
     let query = cluster::Entity::find().filter(cluster::Column::TenantId.eq(tenant_id));
     let query = match r {
         ResourceRef::Id(id) => query.filter(cluster::Column::Id.eq(id.as_str())),
         ResourceRef::Name(name) => query.filter(cluster::Column::Name.eq(name.as_str())),
     };
-    query.one(db).await?.ok_or_else(|| StoreError::not_found("cluster", r.describe()))
+    query
+        .one(db)
+        .await?
+        .ok_or_else(|| StoreError::not_found("cluster", r.describe()))
 }
 
 fn settings_of(m: &cluster::Model) -> StoreResult<ClusterSettings> {
@@ -80,7 +87,10 @@ fn apply_settings(base: ClusterSettings, update: &SettingsUpdate) -> StoreResult
     if let Some(images) = &update.trusted_images {
         for (i, image) in images.iter().enumerate() {
             if let Err(e) = TrustedImage::parse(image) {
-                errors.push(FieldError::new(format!("settings.trusted_images[{i}]"), format!("{image:?}: {e}")));
+                errors.push(FieldError::new(
+                    format!("settings.trusted_images[{i}]"),
+                    format!("{image:?}: {e}"),
+                ));
             }
         }
     }
@@ -107,7 +117,12 @@ fn audit_resource(m: &cluster::Model) -> AuditResource<'_> {
 }
 
 /// The `cluster.changed` payload of a cluster after a change.
-async fn changed_event<C: ConnectionTrait>(db: &C, m: &cluster::Model, change: pe::ChangeKind, aspects: &[pe::ClusterChangeAspect]) -> StoreResult<pe::event_envelope::Payload> {
+async fn changed_event<C: ConnectionTrait>(
+    db: &C,
+    m: &cluster::Model,
+    change: pe::ChangeKind,
+    aspects: &[pe::ClusterChangeAspect],
+) -> StoreResult<pe::event_envelope::Payload> {
     let policy_revision = match &m.policy_id {
         Some(id) => find_policy(db, &m.tenant_id, &ResourceRef::Id(id.clone()))
             .await
@@ -132,7 +147,10 @@ async fn save_generation(tx: &Tx<'_>, current: &cluster::Model, next: &cluster::
     let result = cluster::Entity::update_many()
         .col_expr(cluster::Column::PolicyId, Expr::value(next.policy_id.clone()))
         .col_expr(cluster::Column::FailureMode, Expr::value(next.failure_mode.clone()))
-        .col_expr(cluster::Column::ExcludedNamespaces, Expr::value(next.excluded_namespaces.clone()))
+        .col_expr(
+            cluster::Column::ExcludedNamespaces,
+            Expr::value(next.excluded_namespaces.clone()),
+        )
         .col_expr(cluster::Column::TrustedImages, Expr::value(next.trusted_images.clone()))
         .col_expr(cluster::Column::Generation, Expr::value(next.generation))
         .col_expr(cluster::Column::UpdatedAt, Expr::value(next.updated_at))
@@ -152,14 +170,27 @@ async fn save_generation(tx: &Tx<'_>, current: &cluster::Model, next: &cluster::
 }
 
 /// Connector keys of a cluster that still work at `now`, newest first.
-async fn active_connector_keys<C: ConnectionTrait>(db: &C, tenant_id: &str, cluster_id: &str, now: OffsetDateTime) -> StoreResult<Vec<api_key::Model>> {
+async fn active_connector_keys<C: ConnectionTrait>(
+    db: &C,
+    tenant_id: &str,
+    cluster_id: &str,
+    now: OffsetDateTime,
+) -> StoreResult<Vec<api_key::Model>> {
     let now_us = to_micros(now);
     Ok(api_key::Entity::find()
         .filter(api_key::Column::TenantId.eq(tenant_id))
         .filter(api_key::Column::ClusterId.eq(cluster_id))
         .filter(api_key::Column::RevokedAt.is_null())
-        .filter(api_key::Column::ExpiresAt.is_null().or(api_key::Column::ExpiresAt.gt(now_us)))
-        .filter(api_key::Column::GraceEndsAt.is_null().or(api_key::Column::GraceEndsAt.gt(now_us)))
+        .filter(
+            api_key::Column::ExpiresAt
+                .is_null()
+                .or(api_key::Column::ExpiresAt.gt(now_us)),
+        )
+        .filter(
+            api_key::Column::GraceEndsAt
+                .is_null()
+                .or(api_key::Column::GraceEndsAt.gt(now_us)),
+        )
         .order_by_desc(api_key::Column::CreatedAt)
         .order_by_desc(api_key::Column::Id)
         .all(db)
@@ -167,7 +198,12 @@ async fn active_connector_keys<C: ConnectionTrait>(db: &C, tenant_id: &str, clus
 }
 
 impl Store {
-    async fn policy_name<C: ConnectionTrait>(&self, db: &C, tenant_id: &str, policy_id: Option<&str>) -> StoreResult<Option<String>> {
+    async fn policy_name<C: ConnectionTrait>(
+        &self,
+        db: &C,
+        tenant_id: &str,
+        policy_id: Option<&str>,
+    ) -> StoreResult<Option<String>> {
         match policy_id {
             Some(id) => Ok(Some(find_policy(db, tenant_id, &ResourceRef::id(id)).await?.name)),
             None => Ok(None),
@@ -176,14 +212,28 @@ impl Store {
 
     /// Registers a cluster and creates its connector key (shown this once). AlreadyExists when
     /// the name is taken; NotFound for an unknown policy.
-    pub async fn register_cluster(&self, tenant_id: &str, actor: &Actor, new: &NewCluster) -> StoreResult<RegisteredCluster> {
+    pub async fn register_cluster(
+        &self,
+        tenant_id: &str,
+        actor: &Actor,
+        new: &NewCluster,
+    ) -> StoreResult<RegisteredCluster> {
         check_tenant_id(tenant_id)?;
         let mut errors = Vec::new();
         if !is_valid_object_name(&new.name) {
-            errors.push(FieldError::new("name", format!("{:?} must be 1-64 characters of A-Z, a-z, 0-9, '_', '.' and '-'", new.name)));
+            errors.push(FieldError::new(
+                "name",
+                format!(
+                    "{:?} must be 1-64 characters of A-Z, a-z, 0-9, '_', '.' and '-'",
+                    new.name
+                ),
+            ));
         }
         if new.description.chars().count() > MAX_DESCRIPTION_CHARS {
-            errors.push(FieldError::new("description", format!("must be at most {MAX_DESCRIPTION_CHARS} characters")));
+            errors.push(FieldError::new(
+                "description",
+                format!("must be at most {MAX_DESCRIPTION_CHARS} characters"),
+            ));
         }
         let settings = match apply_settings(ClusterSettings::default(), &new.settings) {
             Ok(s) => Some(s),
@@ -271,7 +321,9 @@ impl Store {
     pub async fn get_cluster(&self, tenant_id: &str, cluster: &ResourceRef) -> StoreResult<Cluster> {
         check_tenant_id(tenant_id)?;
         let m = find_cluster(&self.inner.db, tenant_id, cluster).await?;
-        let name = self.policy_name(&self.inner.db, tenant_id, m.policy_id.as_deref()).await?;
+        let name = self
+            .policy_name(&self.inner.db, tenant_id, m.policy_id.as_deref())
+            .await?;
         cluster_from(m, name)
     }
 
@@ -324,7 +376,13 @@ impl Store {
 
     /// Assigns a policy to a cluster (`None` removes the assignment). NotFound for an
     /// unknown policy; assigning the current policy again writes nothing.
-    pub async fn assign_policy(&self, tenant_id: &str, actor: &Actor, cluster: &ResourceRef, policy: Option<&ResourceRef>) -> StoreResult<Cluster> {
+    pub async fn assign_policy(
+        &self,
+        tenant_id: &str,
+        actor: &Actor,
+        cluster: &ResourceRef,
+        policy: Option<&ResourceRef>,
+    ) -> StoreResult<Cluster> {
         check_tenant_id(tenant_id)?;
         let mut tx = self.write(actor).await?;
         let current = find_cluster(&tx.db, tenant_id, cluster).await?;
@@ -351,7 +409,13 @@ impl Store {
             json!({ "policy_id": next.policy_id, "policy_name": target_name, "previous_policy_id": current.policy_id }),
         )
         .await?;
-        let event = changed_event(&tx.db, &next, pe::ChangeKind::Updated, &[pe::ClusterChangeAspect::Assignment]).await?;
+        let event = changed_event(
+            &tx.db,
+            &next,
+            pe::ChangeKind::Updated,
+            &[pe::ClusterChangeAspect::Assignment],
+        )
+        .await?;
         tx.event(tenant_id, event).await?;
         tx.commit().await?;
         cluster_from(next, target_name)
@@ -360,7 +424,14 @@ impl Store {
     /// Changes a cluster's settings; `None` fields keep their value. With
     /// `expected_generation`, the cluster must be at that generation. No change writes
     /// nothing.
-    pub async fn update_cluster_settings(&self, tenant_id: &str, actor: &Actor, cluster: &ResourceRef, update: &SettingsUpdate, expected_generation: Option<u64>) -> StoreResult<Cluster> {
+    pub async fn update_cluster_settings(
+        &self,
+        tenant_id: &str,
+        actor: &Actor,
+        cluster: &ResourceRef,
+        update: &SettingsUpdate,
+        expected_generation: Option<u64>,
+    ) -> StoreResult<Cluster> {
         check_tenant_id(tenant_id)?;
         let mut tx = self.write(actor).await?;
         let current = find_cluster(&tx.db, tenant_id, cluster).await?;
@@ -374,7 +445,9 @@ impl Store {
         }
         let before = settings_of(&current)?;
         let after = apply_settings(before.clone(), update)?;
-        let policy_name = self.policy_name(&tx.db, tenant_id, current.policy_id.as_deref()).await?;
+        let policy_name = self
+            .policy_name(&tx.db, tenant_id, current.policy_id.as_deref())
+            .await?;
         if before == after {
             return cluster_from(current, policy_name);
         }
@@ -399,27 +472,49 @@ impl Store {
             }),
         )
         .await?;
-        let event = changed_event(&tx.db, &next, pe::ChangeKind::Updated, &[pe::ClusterChangeAspect::Settings]).await?;
+        let event = changed_event(
+            &tx.db,
+            &next,
+            pe::ChangeKind::Updated,
+            &[pe::ClusterChangeAspect::Settings],
+        )
+        .await?;
         tx.event(tenant_id, event).await?;
         tx.commit().await?;
         cluster_from(next, policy_name)
     }
 
     /// Records that the cluster's connector is alive. Not audited, publishes nothing.
-    pub async fn heartbeat(&self, tenant_id: &str, cluster: &ResourceRef, connector_version: &str, kubernetes_version: &str) -> StoreResult<HeartbeatInfo> {
+    pub async fn heartbeat(
+        &self,
+        tenant_id: &str,
+        cluster: &ResourceRef,
+        connector_version: &str,
+        kubernetes_version: &str,
+    ) -> StoreResult<HeartbeatInfo> {
         check_tenant_id(tenant_id)?;
         let m = find_cluster(&self.inner.db, tenant_id, cluster).await?;
         let now = crate::clock::truncate(self.now());
         cluster::Entity::update_many()
             .col_expr(cluster::Column::LastSeenAt, Expr::value(Some(to_micros(now))))
-            .col_expr(cluster::Column::ConnectorVersion, Expr::value(connector_version.to_owned()))
-            .col_expr(cluster::Column::KubernetesVersion, Expr::value(kubernetes_version.to_owned()))
+            .col_expr(
+                cluster::Column::ConnectorVersion,
+                Expr::value(connector_version.to_owned()),
+            )
+            .col_expr(
+                cluster::Column::KubernetesVersion,
+                Expr::value(kubernetes_version.to_owned()),
+            )
             .filter(cluster::Column::TenantId.eq(tenant_id))
             .filter(cluster::Column::Id.eq(m.id.as_str()))
             .exec(&self.inner.db)
             .await?;
         let policy_revision = match &m.policy_id {
-            Some(id) => revision_u64(find_policy(&self.inner.db, tenant_id, &ResourceRef::id(id.as_str())).await?.revision),
+            Some(id) => revision_u64(
+                find_policy(&self.inner.db, tenant_id, &ResourceRef::id(id.as_str()))
+                    .await?
+                    .revision,
+            ),
             None => 0,
         };
         Ok(HeartbeatInfo {
@@ -432,7 +527,14 @@ impl Store {
 
     /// Issues a new connector key; the cluster's previous connector keys keep working for
     /// `grace` (default 24 h; zero revokes them at once), then stop.
-    pub async fn rotate_connector_key(&self, tenant_id: &str, actor: &Actor, cluster: &ResourceRef, grace: Option<Duration>, expires_at: Option<OffsetDateTime>) -> StoreResult<KeyRotation> {
+    pub async fn rotate_connector_key(
+        &self,
+        tenant_id: &str,
+        actor: &Actor,
+        cluster: &ResourceRef,
+        grace: Option<Duration>,
+        expires_at: Option<OffsetDateTime>,
+    ) -> StoreResult<KeyRotation> {
         check_tenant_id(tenant_id)?;
         let grace = grace.unwrap_or(DEFAULT_ROTATION_GRACE);
         if grace.is_negative() {
@@ -461,7 +563,9 @@ impl Store {
             if grace.is_zero() {
                 revoke_in_tx(&mut tx, key, RevocationReason::Rotated).await?;
             } else {
-                let grace_end = key.grace_ends_at.map_or(to_micros(ends), |g| std::cmp::min(g, to_micros(ends)));
+                let grace_end = key
+                    .grace_ends_at
+                    .map_or(to_micros(ends), |g| std::cmp::min(g, to_micros(ends)));
                 api_key::Entity::update_many()
                     .col_expr(api_key::Column::GraceEndsAt, Expr::value(Some(grace_end)))
                     .filter(api_key::Column::Id.eq(key.id.as_str()))
@@ -484,7 +588,13 @@ impl Store {
             json!({ "new_key_id": new_key.key.id, "previous_key_ids": previous_key_ids, "grace_seconds": grace.whole_seconds() }),
         )
         .await?;
-        let event = changed_event(&tx.db, &next, pe::ChangeKind::Updated, &[pe::ClusterChangeAspect::ConnectorKey]).await?;
+        let event = changed_event(
+            &tx.db,
+            &next,
+            pe::ChangeKind::Updated,
+            &[pe::ClusterChangeAspect::ConnectorKey],
+        )
+        .await?;
         tx.event(tenant_id, event).await?;
         tx.commit().await?;
         Ok(KeyRotation {
@@ -495,7 +605,12 @@ impl Store {
     }
 
     /// Deletes a cluster and revokes its connector keys.
-    pub async fn delete_cluster(&self, tenant_id: &str, actor: &Actor, cluster: &ResourceRef) -> StoreResult<DeletedCluster> {
+    pub async fn delete_cluster(
+        &self,
+        tenant_id: &str,
+        actor: &Actor,
+        cluster: &ResourceRef,
+    ) -> StoreResult<DeletedCluster> {
         check_tenant_id(tenant_id)?;
         let mut tx = self.write(actor).await?;
         let current = find_cluster(&tx.db, tenant_id, cluster).await?;
@@ -525,7 +640,13 @@ impl Store {
             generation: current.generation + 1,
             ..current
         };
-        let event = changed_event(&tx.db, &last, pe::ChangeKind::Deleted, &[pe::ClusterChangeAspect::Lifecycle]).await?;
+        let event = changed_event(
+            &tx.db,
+            &last,
+            pe::ChangeKind::Deleted,
+            &[pe::ClusterChangeAspect::Lifecycle],
+        )
+        .await?;
         tx.event(tenant_id, event).await?;
         tx.commit().await?;
         Ok(DeletedCluster {
@@ -539,7 +660,10 @@ impl Store {
         check_tenant_id(tenant_id)?;
         let m = find_cluster(&self.inner.db, tenant_id, cluster).await?;
         let policy = match &m.policy_id {
-            Some(id) => Some(policy_from(find_policy(&self.inner.db, tenant_id, &ResourceRef::id(id.as_str())).await?, true)),
+            Some(id) => Some(policy_from(
+                find_policy(&self.inner.db, tenant_id, &ResourceRef::id(id.as_str())).await?,
+                true,
+            )),
             None => None,
         };
         Ok(EffectivePolicy {

@@ -14,10 +14,15 @@ use time::{Duration, OffsetDateTime};
 
 use crate::clock::{from_micros, to_micros};
 use crate::clusters::find_cluster;
-use crate::entity::{api_key, audit_log, cluster, policy, policy_attestor_ref, policy_revision, policy_ruleset_ref, scan_result, tenant};
+use crate::entity::{
+    api_key, audit_log, cluster, policy, policy_attestor_ref, policy_revision, policy_ruleset_ref, scan_result, tenant,
+};
 use crate::error::{InactiveReason, StoreError, StoreResult};
 use crate::events::timestamp;
-use crate::model::{Actor, ApiKey, ApiKeyQuery, CreatedTenant, IssuedKey, KeyIdentity, NewApiKey, NewTenant, Page, PageRequest, Role, Tenant};
+use crate::model::{
+    Actor, ApiKey, ApiKeyQuery, CreatedTenant, IssuedKey, KeyIdentity, NewApiKey, NewTenant, Page, PageRequest, Role,
+    Tenant,
+};
 use crate::policies::sha256_hex;
 use crate::store::{AuditResource, Store, Tx, check_tenant_id, decode_token, finish_page, page_limit};
 
@@ -75,7 +80,10 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 fn key_from(m: api_key::Model) -> StoreResult<ApiKey> {
     Ok(ApiKey {
-        role: m.role.parse::<Role>().map_err(|_| StoreError::Internal(format!("stored key {} has role {:?}", m.id, m.role)))?,
+        role: m
+            .role
+            .parse::<Role>()
+            .map_err(|_| StoreError::Internal(format!("stored key {} has role {:?}", m.id, m.role)))?,
         id: m.id,
         tenant_id: m.tenant_id,
         description: m.description,
@@ -140,12 +148,19 @@ pub(crate) async fn revoke_in_tx(tx: &mut Tx<'_>, key: &api_key::Model, reason: 
     };
     api_key::Entity::update_many()
         .col_expr(api_key::Column::RevokedAt, Expr::value(Some(at)))
-        .col_expr(api_key::Column::RevokeReason, Expr::value(Some(reason.as_str().to_owned())))
+        .col_expr(
+            api_key::Column::RevokeReason,
+            Expr::value(Some(reason.as_str().to_owned())),
+        )
         .filter(api_key::Column::Id.eq(key.id.as_str()))
         .filter(api_key::Column::RevokedAt.is_null())
         .exec(&tx.db)
         .await?;
-    let role = key.role.parse::<Role>().map(Role::to_proto).unwrap_or(portcullis_proto::common::v1::Role::Unspecified);
+    let role = key
+        .role
+        .parse::<Role>()
+        .map(Role::to_proto)
+        .unwrap_or(portcullis_proto::common::v1::Role::Unspecified);
     tx.event(
         &key.tenant_id,
         pe::event_envelope::Payload::ApiKeyRevoked(pe::ApiKeyRevoked {
@@ -161,7 +176,10 @@ pub(crate) async fn revoke_in_tx(tx: &mut Tx<'_>, key: &api_key::Model, reason: 
 
 fn check_text(field: &str, text: &str) -> StoreResult<()> {
     if text.chars().count() > MAX_TEXT_CHARS {
-        return Err(StoreError::invalid(field, format!("must be at most {MAX_TEXT_CHARS} characters")));
+        return Err(StoreError::invalid(
+            field,
+            format!("must be at most {MAX_TEXT_CHARS} characters"),
+        ));
     }
     Ok(())
 }
@@ -173,9 +191,17 @@ impl Store {
         check_tenant_id(tenant_id)?;
         check_text("description", &new.description)?;
         match (new.role, &new.cluster) {
-            (Role::Connector, None) => return Err(StoreError::invalid("cluster", "a connector key must be bound to a cluster")),
+            (Role::Connector, None) => {
+                return Err(StoreError::invalid(
+                    "cluster",
+                    "a connector key must be bound to a cluster",
+                ));
+            }
             (role, Some(_)) if role != Role::Connector => {
-                return Err(StoreError::invalid("cluster", format!("only connector keys are bound to a cluster, not {role} keys")));
+                return Err(StoreError::invalid(
+                    "cluster",
+                    format!("only connector keys are bound to a cluster, not {role} keys"),
+                ));
             }
             _ => {}
         }
@@ -190,7 +216,16 @@ impl Store {
             Some(r) => Some(find_cluster(&tx.db, tenant_id, r).await?.id),
             None => None,
         };
-        let issued = issue_key(&tx, tenant_id, new.role, cluster_id, new.expires_at, new.description.clone(), None).await?;
+        let issued = issue_key(
+            &tx,
+            tenant_id,
+            new.role,
+            cluster_id,
+            new.expires_at,
+            new.description.clone(),
+            None,
+        )
+        .await?;
         tx.audit(
             tenant_id,
             "apikey.create",
@@ -231,8 +266,16 @@ impl Store {
             let now = to_micros(self.now());
             select = select
                 .filter(api_key::Column::RevokedAt.is_null())
-                .filter(api_key::Column::ExpiresAt.is_null().or(api_key::Column::ExpiresAt.gt(now)))
-                .filter(api_key::Column::GraceEndsAt.is_null().or(api_key::Column::GraceEndsAt.gt(now)));
+                .filter(
+                    api_key::Column::ExpiresAt
+                        .is_null()
+                        .or(api_key::Column::ExpiresAt.gt(now)),
+                )
+                .filter(
+                    api_key::Column::GraceEndsAt
+                        .is_null()
+                        .or(api_key::Column::GraceEndsAt.gt(now)),
+                );
         }
         let rows = select
             .order_by_desc(api_key::Column::CreatedAt)
@@ -241,7 +284,9 @@ impl Store {
             .all(&self.inner.db)
             .await?;
         let keys = rows.into_iter().map(key_from).collect::<StoreResult<Vec<_>>>()?;
-        let (items, next_token) = finish_page(keys, &query.page, |k: &ApiKey| format!("{}:{}", to_micros(k.created_at), k.id));
+        let (items, next_token) = finish_page(keys, &query.page, |k: &ApiKey| {
+            format!("{}:{}", to_micros(k.created_at), k.id)
+        });
         Ok(Page { items, next_token })
     }
 
@@ -296,7 +341,10 @@ impl Store {
         let Some(key_id) = key_id_of(secret) else {
             return Err(unknown);
         };
-        let Some(m) = api_key::Entity::find_by_id(key_id.to_owned()).one(&self.inner.db).await? else {
+        let Some(m) = api_key::Entity::find_by_id(key_id.to_owned())
+            .one(&self.inner.db)
+            .await?
+        else {
             return Err(unknown);
         };
         if !constant_time_eq(sha256_hex(secret).as_bytes(), m.key_hash.as_bytes()) {
@@ -396,7 +444,16 @@ impl Store {
             .exec(&tx.db)
             .await
             .map_err(|e| crate::policies::unique_to_exists(e, "tenant", &new.name))?;
-        let admin_key = issue_key(&tx, &id, Role::Admin, None, new.admin_key_expires_at, "first admin key".to_owned(), None).await?;
+        let admin_key = issue_key(
+            &tx,
+            &id,
+            Role::Admin,
+            None,
+            new.admin_key_expires_at,
+            "first admin key".to_owned(),
+            None,
+        )
+        .await?;
         tx.audit(
             &id,
             "tenant.create",
@@ -480,8 +537,14 @@ impl Store {
 
 /// Deletes every row of a tenant, children before parents.
 async fn delete_tenant_rows<C: ConnectionTrait>(db: &C, tenant_id: &str) -> StoreResult<()> {
-    api_key::Entity::delete_many().filter(api_key::Column::TenantId.eq(tenant_id)).exec(db).await?;
-    cluster::Entity::delete_many().filter(cluster::Column::TenantId.eq(tenant_id)).exec(db).await?;
+    api_key::Entity::delete_many()
+        .filter(api_key::Column::TenantId.eq(tenant_id))
+        .exec(db)
+        .await?;
+    cluster::Entity::delete_many()
+        .filter(cluster::Column::TenantId.eq(tenant_id))
+        .exec(db)
+        .await?;
     policy_attestor_ref::Entity::delete_many()
         .filter(policy_attestor_ref::Column::TenantId.eq(tenant_id))
         .exec(db)
@@ -494,7 +557,10 @@ async fn delete_tenant_rows<C: ConnectionTrait>(db: &C, tenant_id: &str) -> Stor
         .filter(policy_revision::Column::TenantId.eq(tenant_id))
         .exec(db)
         .await?;
-    policy::Entity::delete_many().filter(policy::Column::TenantId.eq(tenant_id)).exec(db).await?;
+    policy::Entity::delete_many()
+        .filter(policy::Column::TenantId.eq(tenant_id))
+        .exec(db)
+        .await?;
     for table in ["rulesets", "attestors"] {
         let stmt = sea_orm::sea_query::Query::delete()
             .from_table(sea_orm::sea_query::Alias::new(table))
@@ -510,7 +576,10 @@ async fn delete_tenant_rows<C: ConnectionTrait>(db: &C, tenant_id: &str) -> Stor
         .filter(audit_log::Column::TenantId.eq(tenant_id))
         .exec(db)
         .await?;
-    tenant::Entity::delete_many().filter(tenant::Column::Id.eq(tenant_id)).exec(db).await?;
+    tenant::Entity::delete_many()
+        .filter(tenant::Column::Id.eq(tenant_id))
+        .exec(db)
+        .await?;
     Ok(())
 }
 
@@ -521,4 +590,3 @@ fn tenant_from(m: tenant::Model) -> Tenant {
         created_at: from_micros(m.created_at),
     }
 }
-

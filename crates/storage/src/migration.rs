@@ -562,7 +562,12 @@ impl MigrationTrait for M0001Initial {
             )
             .await?;
         manager
-            .create_index(index("ix_audit_log_tenant", AuditLog::Table, &["tenant_id", "id"], false))
+            .create_index(index(
+                "ix_audit_log_tenant",
+                AuditLog::Table,
+                &["tenant_id", "id"],
+                false,
+            ))
             .await?;
         Ok(())
     }

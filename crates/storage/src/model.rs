@@ -100,10 +100,12 @@ impl FromStr for Role {
     type Err = StoreError;
 
     fn from_str(s: &str) -> Result<Role, StoreError> {
-        Role::ALL
-            .into_iter()
-            .find(|r| r.as_str() == s)
-            .ok_or_else(|| StoreError::invalid("role", format!("{s:?} is not a role (admin, editor, viewer, connector)")))
+        Role::ALL.into_iter().find(|r| r.as_str() == s).ok_or_else(|| {
+            StoreError::invalid(
+                "role",
+                format!("{s:?} is not a role (admin, editor, viewer, connector)"),
+            )
+        })
     }
 }
 

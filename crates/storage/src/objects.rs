@@ -101,13 +101,23 @@ fn parse(kind: Kind, text: &str) -> StoreResult<Parsed> {
     let one = |e| StoreError::InvalidArgument(vec![e]);
     let (name, description, canonical) = match kind {
         Kind::Ruleset => {
-            let r = if looks_like_json(text) { Ruleset::from_json(text) } else { Ruleset::from_yaml(text) }.map_err(one)?;
+            let r = if looks_like_json(text) {
+                Ruleset::from_json(text)
+            } else {
+                Ruleset::from_yaml(text)
+            }
+            .map_err(one)?;
             r.validate().map_err(StoreError::InvalidArgument)?;
             let value = serde_json::to_value(&r).map_err(|e| StoreError::Internal(e.to_string()))?;
             (r.name, r.description, value)
         }
         Kind::Attestor => {
-            let a = if looks_like_json(text) { Attestor::from_json(text) } else { Attestor::from_yaml(text) }.map_err(one)?;
+            let a = if looks_like_json(text) {
+                Attestor::from_json(text)
+            } else {
+                Attestor::from_yaml(text)
+            }
+            .map_err(one)?;
             a.validate().map_err(StoreError::InvalidArgument)?;
             let value = serde_json::to_value(&a).map_err(|e| StoreError::Internal(e.to_string()))?;
             (a.name, a.description, value)
@@ -123,7 +133,9 @@ fn parse(kind: Kind, text: &str) -> StoreResult<Parsed> {
 
 /// The canonical form of a stored document.
 fn canonical_of_stored(kind: Kind, json: &str) -> StoreResult<serde_json::Value> {
-    let unreadable = |e: portcullis_engine::policy::FieldError| StoreError::Internal(format!("stored {} unreadable: {e}", kind.resource()));
+    let unreadable = |e: portcullis_engine::policy::FieldError| {
+        StoreError::Internal(format!("stored {} unreadable: {e}", kind.resource()))
+    };
     let value = match kind {
         Kind::Ruleset => serde_json::to_value(Ruleset::from_json(json).map_err(unreadable)?),
         Kind::Attestor => serde_json::to_value(Attestor::from_json(json).map_err(unreadable)?),
@@ -163,16 +175,30 @@ async fn find_by_name<C: ConnectionTrait>(db: &C, kind: Kind, tenant_id: &str, n
 }
 
 /// Which of `names` are attestors of the tenant.
-pub(crate) async fn attestor_names_in<C: ConnectionTrait>(db: &C, tenant_id: &str, names: &BTreeSet<String>) -> StoreResult<BTreeSet<String>> {
+pub(crate) async fn attestor_names_in<C: ConnectionTrait>(
+    db: &C,
+    tenant_id: &str,
+    names: &BTreeSet<String>,
+) -> StoreResult<BTreeSet<String>> {
     values_in(db, Kind::Attestor, "name", tenant_id, names).await
 }
 
 /// Which of `ids` are rulesets of the tenant.
-pub(crate) async fn ruleset_ids_in<C: ConnectionTrait>(db: &C, tenant_id: &str, ids: &BTreeSet<String>) -> StoreResult<BTreeSet<String>> {
+pub(crate) async fn ruleset_ids_in<C: ConnectionTrait>(
+    db: &C,
+    tenant_id: &str,
+    ids: &BTreeSet<String>,
+) -> StoreResult<BTreeSet<String>> {
     values_in(db, Kind::Ruleset, "id", tenant_id, ids).await
 }
 
-async fn values_in<C: ConnectionTrait>(db: &C, kind: Kind, column: &str, tenant_id: &str, values: &BTreeSet<String>) -> StoreResult<BTreeSet<String>> {
+async fn values_in<C: ConnectionTrait>(
+    db: &C,
+    kind: Kind,
+    column: &str,
+    tenant_id: &str,
+    values: &BTreeSet<String>,
+) -> StoreResult<BTreeSet<String>> {
     let stmt = Query::select()
         .column(Alias::new(column))
         .from(kind.table())
@@ -199,7 +225,10 @@ async fn referencing_policies<C: ConnectionTrait>(db: &C, kind: Kind, row: &Row)
             Alias::new("policies"),
             Expr::col((Alias::new("policies"), Alias::new("tenant_id")))
                 .equals((Alias::new(table), Alias::new("tenant_id")))
-                .and(Expr::col((Alias::new("policies"), Alias::new("id"))).equals((Alias::new(table), Alias::new("policy_id")))),
+                .and(
+                    Expr::col((Alias::new("policies"), Alias::new("id")))
+                        .equals((Alias::new(table), Alias::new("policy_id"))),
+                ),
         )
         .and_where(Expr::col((Alias::new(table), Alias::new("tenant_id"))).eq(row.tenant_id.as_str()))
         .and_where(Expr::col((Alias::new(table), Alias::new(column))).eq(value))
@@ -249,24 +278,48 @@ async fn insert(tx: &mut Tx<'_>, kind: Kind, tenant_id: &str, parsed: Parsed) ->
             row.updated_at.into(),
         ])
         .to_owned();
-    tx.db.execute(&stmt).await.map_err(|e| crate::policies::unique_to_exists(e, kind.resource(), &row.name))?;
-    tx.audit(tenant_id, &format!("{}.create", kind.resource()), audit_resource(kind, &row), json!({ "revision": 1 }))
-        .await?;
+    tx.db
+        .execute(&stmt)
+        .await
+        .map_err(|e| crate::policies::unique_to_exists(e, kind.resource(), &row.name))?;
+    tx.audit(
+        tenant_id,
+        &format!("{}.create", kind.resource()),
+        audit_resource(kind, &row),
+        json!({ "revision": 1 }),
+    )
+    .await?;
     tx.event(tenant_id, kind.event(&row, pe::ChangeKind::Created)).await?;
     Ok(row)
 }
 
-async fn update(tx: &mut Tx<'_>, kind: Kind, tenant_id: &str, current: Row, parsed: Parsed, expected_revision: Option<u64>) -> StoreResult<Written<Row>> {
+async fn update(
+    tx: &mut Tx<'_>,
+    kind: Kind,
+    tenant_id: &str,
+    current: Row,
+    parsed: Parsed,
+    expected_revision: Option<u64>,
+) -> StoreResult<Written<Row>> {
     if parsed.name != current.name {
         return Err(StoreError::invalid(
             "name",
-            format!("renaming is refused: the {} is named {:?}", kind.resource(), current.name),
+            format!(
+                "renaming is refused: the {} is named {:?}",
+                kind.resource(),
+                current.name
+            ),
         ));
     }
     if let Some(expected) = expected_revision
         && expected != revision_u64(current.revision)
     {
-        return Err(stale(kind.resource(), &current.name, expected, revision_u64(current.revision)));
+        return Err(stale(
+            kind.resource(),
+            &current.name,
+            expected,
+            revision_u64(current.revision),
+        ));
     }
     if canonical_of_stored(kind, &current.document)? == parsed.canonical {
         return Ok(Written {
@@ -345,7 +398,8 @@ impl Store {
         if !query.name_filter.is_empty() {
             stmt.and_where(self.contains("name", &query.name_filter));
         }
-        stmt.order_by(Alias::new("name"), Order::Asc).limit(page_limit(&query.page));
+        stmt.order_by(Alias::new("name"), Order::Asc)
+            .limit(page_limit(&query.page));
         let mut rows = Vec::new();
         for res in self.inner.db.query_all(&stmt).await? {
             rows.push(Row::from_query_result(&res, "")?);
@@ -354,7 +408,15 @@ impl Store {
         Ok(Page { items, next_token })
     }
 
-    async fn update_object(&self, kind: Kind, tenant_id: &str, actor: &Actor, r: &ResourceRef, document: &str, expected_revision: Option<u64>) -> StoreResult<Written<Row>> {
+    async fn update_object(
+        &self,
+        kind: Kind,
+        tenant_id: &str,
+        actor: &Actor,
+        r: &ResourceRef,
+        document: &str,
+        expected_revision: Option<u64>,
+    ) -> StoreResult<Written<Row>> {
         check_tenant_id(tenant_id)?;
         let parsed = parse(kind, document)?;
         let mut tx = self.write(actor).await?;
@@ -366,7 +428,14 @@ impl Store {
         Ok(written)
     }
 
-    async fn apply_object(&self, kind: Kind, tenant_id: &str, actor: &Actor, document: &str, expected_revision: Option<u64>) -> StoreResult<Written<Row>> {
+    async fn apply_object(
+        &self,
+        kind: Kind,
+        tenant_id: &str,
+        actor: &Actor,
+        document: &str,
+        expected_revision: Option<u64>,
+    ) -> StoreResult<Written<Row>> {
         check_tenant_id(tenant_id)?;
         let parsed = parse(kind, document)?;
         let mut tx = self.write(actor).await?;
@@ -428,7 +497,8 @@ impl Store {
             json!({ "revision": current.revision }),
         )
         .await?;
-        tx.event(tenant_id, kind.event(&current, pe::ChangeKind::Deleted)).await?;
+        tx.event(tenant_id, kind.event(&current, pe::ChangeKind::Deleted))
+            .await?;
         tx.commit().await?;
         Ok(Deleted {
             id: current.id,
@@ -491,7 +561,9 @@ impl Store {
     /// Creates a ruleset (JSON or YAML), validated by the engine; AlreadyExists when the name
     /// is taken.
     pub async fn create_ruleset(&self, tenant_id: &str, actor: &Actor, document: &str) -> StoreResult<StoredRuleset> {
-        self.create_object(Kind::Ruleset, tenant_id, actor, document).await.map(to_ruleset)
+        self.create_object(Kind::Ruleset, tenant_id, actor, document)
+            .await
+            .map(to_ruleset)
     }
 
     /// A ruleset by id or name.
@@ -501,19 +573,34 @@ impl Store {
 
     /// The tenant's rulesets by name.
     pub async fn list_rulesets(&self, tenant_id: &str, query: &NameQuery) -> StoreResult<Page<StoredRuleset>> {
-        self.list_objects(Kind::Ruleset, tenant_id, query).await.map(|p| map_page(p, to_ruleset))
+        self.list_objects(Kind::Ruleset, tenant_id, query)
+            .await
+            .map(|p| map_page(p, to_ruleset))
     }
 
     /// Replaces a ruleset's document; the name is immutable; an identical document changes
     /// nothing.
-    pub async fn update_ruleset(&self, tenant_id: &str, actor: &Actor, ruleset: &ResourceRef, document: &str, expected_revision: Option<u64>) -> StoreResult<Written<StoredRuleset>> {
+    pub async fn update_ruleset(
+        &self,
+        tenant_id: &str,
+        actor: &Actor,
+        ruleset: &ResourceRef,
+        document: &str,
+        expected_revision: Option<u64>,
+    ) -> StoreResult<Written<StoredRuleset>> {
         self.update_object(Kind::Ruleset, tenant_id, actor, ruleset, document, expected_revision)
             .await
             .map(|w| map_written(w, to_ruleset))
     }
 
     /// Creates the ruleset named in the document, or updates the one of that name.
-    pub async fn apply_ruleset(&self, tenant_id: &str, actor: &Actor, document: &str, expected_revision: Option<u64>) -> StoreResult<Written<StoredRuleset>> {
+    pub async fn apply_ruleset(
+        &self,
+        tenant_id: &str,
+        actor: &Actor,
+        document: &str,
+        expected_revision: Option<u64>,
+    ) -> StoreResult<Written<StoredRuleset>> {
         self.apply_object(Kind::Ruleset, tenant_id, actor, document, expected_revision)
             .await
             .map(|w| map_written(w, to_ruleset))
@@ -527,36 +614,60 @@ impl Store {
     /// Creates an attestor (JSON or YAML), validated by the engine; AlreadyExists when the
     /// name is taken.
     pub async fn create_attestor(&self, tenant_id: &str, actor: &Actor, document: &str) -> StoreResult<StoredAttestor> {
-        self.create_object(Kind::Attestor, tenant_id, actor, document).await.map(to_attestor)
+        self.create_object(Kind::Attestor, tenant_id, actor, document)
+            .await
+            .map(to_attestor)
     }
 
     /// An attestor by id or name.
     pub async fn get_attestor(&self, tenant_id: &str, attestor: &ResourceRef) -> StoreResult<StoredAttestor> {
-        self.get_object(Kind::Attestor, tenant_id, attestor).await.map(to_attestor)
+        self.get_object(Kind::Attestor, tenant_id, attestor)
+            .await
+            .map(to_attestor)
     }
 
     /// The tenant's attestors by name.
     pub async fn list_attestors(&self, tenant_id: &str, query: &NameQuery) -> StoreResult<Page<StoredAttestor>> {
-        self.list_objects(Kind::Attestor, tenant_id, query).await.map(|p| map_page(p, to_attestor))
+        self.list_objects(Kind::Attestor, tenant_id, query)
+            .await
+            .map(|p| map_page(p, to_attestor))
     }
 
     /// Replaces an attestor's document; the name is immutable; an identical document changes
     /// nothing.
-    pub async fn update_attestor(&self, tenant_id: &str, actor: &Actor, attestor: &ResourceRef, document: &str, expected_revision: Option<u64>) -> StoreResult<Written<StoredAttestor>> {
+    pub async fn update_attestor(
+        &self,
+        tenant_id: &str,
+        actor: &Actor,
+        attestor: &ResourceRef,
+        document: &str,
+        expected_revision: Option<u64>,
+    ) -> StoreResult<Written<StoredAttestor>> {
         self.update_object(Kind::Attestor, tenant_id, actor, attestor, document, expected_revision)
             .await
             .map(|w| map_written(w, to_attestor))
     }
 
     /// Creates the attestor named in the document, or updates the one of that name.
-    pub async fn apply_attestor(&self, tenant_id: &str, actor: &Actor, document: &str, expected_revision: Option<u64>) -> StoreResult<Written<StoredAttestor>> {
+    pub async fn apply_attestor(
+        &self,
+        tenant_id: &str,
+        actor: &Actor,
+        document: &str,
+        expected_revision: Option<u64>,
+    ) -> StoreResult<Written<StoredAttestor>> {
         self.apply_object(Kind::Attestor, tenant_id, actor, document, expected_revision)
             .await
             .map(|w| map_written(w, to_attestor))
     }
 
     /// Deletes an attestor; FailedPrecondition while a policy's current revision names it.
-    pub async fn delete_attestor(&self, tenant_id: &str, actor: &Actor, attestor: &ResourceRef) -> StoreResult<Deleted> {
+    pub async fn delete_attestor(
+        &self,
+        tenant_id: &str,
+        actor: &Actor,
+        attestor: &ResourceRef,
+    ) -> StoreResult<Deleted> {
         self.delete_object(Kind::Attestor, tenant_id, actor, attestor).await
     }
 }

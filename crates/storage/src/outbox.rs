@@ -13,7 +13,10 @@ use std::time::Duration;
 use portcullis_proto::events::v1::EventEnvelope;
 use prost::Message;
 use sea_orm::sea_query::{LockBehavior, LockType};
-use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait};
+use sea_orm::{
+    ColumnTrait, DatabaseConnection, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
+    TransactionTrait,
+};
 use time::OffsetDateTime;
 
 use crate::clock::from_micros;
@@ -290,4 +293,3 @@ impl Store {
         Ok(outbox::Entity::find().count(&self.inner.db).await?)
     }
 }
-

@@ -3,7 +3,9 @@
 
 use std::collections::BTreeSet;
 
-use portcullis_engine::policy::{AttestorRequirement, FieldError, ImageVerificationRule, PolicyDocument, ValidPolicy, validate};
+use portcullis_engine::policy::{
+    AttestorRequirement, FieldError, ImageVerificationRule, PolicyDocument, ValidPolicy, validate,
+};
 use portcullis_proto::events::v1 as pe;
 use sea_orm::ActiveValue::Set;
 use sea_orm::sea_query::Expr;
@@ -13,10 +15,12 @@ use sha2::{Digest, Sha256};
 
 use crate::clock::from_micros;
 use crate::entity::{cluster, policy, policy_attestor_ref, policy_revision, policy_ruleset_ref};
-use crate::objects::{attestor_names_in, ruleset_ids_in};
 use crate::error::{StoreError, StoreResult};
 use crate::model::{Actor, Deleted, Page, PageRequest, Policy, PolicyQuery, PolicyRevisionInfo, ResourceRef, Written};
-use crate::store::{AuditResource, Store, Tx, check_tenant_id, decode_int_token, decode_token, finish_page, page_limit};
+use crate::objects::{attestor_names_in, ruleset_ids_in};
+use crate::store::{
+    AuditResource, Store, Tx, check_tenant_id, decode_int_token, decode_token, finish_page, page_limit,
+};
 
 /// The longest policy name.
 const MAX_NAME_LEN: usize = 64;
@@ -51,7 +55,8 @@ fn normalise(doc: PolicyDocument) -> StoreResult<Parsed> {
 
 /// The canonical form of a stored document, to tell whether a new one is identical.
 fn canonical_of_stored(json: &str) -> StoreResult<serde_json::Value> {
-    let doc = PolicyDocument::from_json(json.as_bytes()).map_err(|e| StoreError::Internal(format!("stored policy unreadable: {e}")))?;
+    let doc = PolicyDocument::from_json(json.as_bytes())
+        .map_err(|e| StoreError::Internal(format!("stored policy unreadable: {e}")))?;
     serde_json::to_value(&doc).map_err(|e| StoreError::Internal(e.to_string()))
 }
 
@@ -64,16 +69,22 @@ pub(crate) fn sha256_hex(text: &str) -> String {
     out
 }
 
+/// References with the field path of each: `(path, attestor name or ruleset id)`.
+type PathedRefs = Vec<(String, String)>;
+
 /// The attestor names and ruleset ids a document references, each with its field path.
-fn references(doc: &PolicyDocument) -> (Vec<(String, String)>, Vec<(String, String)>) {
-    fn rules(prefix: &str, rules: &[ImageVerificationRule], out: &mut Vec<(String, String)>) {
+fn references(doc: &PolicyDocument) -> (PathedRefs, PathedRefs) {
+    fn rules(prefix: &str, rules: &[ImageVerificationRule], out: &mut PathedRefs) {
         for (i, rule) in rules.iter().enumerate() {
             let (key, names) = match &rule.attestors {
                 AttestorRequirement::All(n) => ("all", n),
                 AttestorRequirement::Any(n) => ("any", n),
             };
             for (j, name) in names.iter().enumerate() {
-                out.push((format!("{prefix}.imageVerification[{i}].attestors.{key}[{j}]"), name.clone()));
+                out.push((
+                    format!("{prefix}.imageVerification[{i}].attestors.{key}[{j}]"),
+                    name.clone(),
+                ));
             }
         }
     }
@@ -96,7 +107,11 @@ fn references(doc: &PolicyDocument) -> (Vec<(String, String)>, Vec<(String, Stri
 
 /// Checks that every referenced attestor and ruleset exists in the tenant; returns the
 /// distinct names and ids to record.
-async fn check_references<C: ConnectionTrait>(db: &C, tenant_id: &str, doc: &PolicyDocument) -> StoreResult<(BTreeSet<String>, BTreeSet<String>)> {
+async fn check_references<C: ConnectionTrait>(
+    db: &C,
+    tenant_id: &str,
+    doc: &PolicyDocument,
+) -> StoreResult<(BTreeSet<String>, BTreeSet<String>)> {
     let (attestors, rulesets) = references(doc);
     let attestor_names: BTreeSet<String> = attestors.iter().map(|(_, n)| n.clone()).collect();
     let ruleset_ids: BTreeSet<String> = rulesets.iter().map(|(_, n)| n.clone()).collect();
@@ -113,12 +128,18 @@ async fn check_references<C: ConnectionTrait>(db: &C, tenant_id: &str, doc: &Pol
     let mut errors = Vec::new();
     for (path, name) in &attestors {
         if !found_attestors.contains(name) {
-            errors.push(FieldError::new(path.clone(), format!("attestor {name:?} does not exist in this tenant")));
+            errors.push(FieldError::new(
+                path.clone(),
+                format!("attestor {name:?} does not exist in this tenant"),
+            ));
         }
     }
     for (path, id) in &rulesets {
         if !found_rulesets.contains(id) {
-            errors.push(FieldError::new(path.clone(), format!("ruleset id {id:?} does not exist in this tenant")));
+            errors.push(FieldError::new(
+                path.clone(),
+                format!("ruleset id {id:?} does not exist in this tenant"),
+            ));
         }
     }
     if errors.is_empty() {
@@ -129,7 +150,12 @@ async fn check_references<C: ConnectionTrait>(db: &C, tenant_id: &str, doc: &Pol
 }
 
 /// Replaces the recorded references of a policy.
-async fn write_references(tx: &Tx<'_>, tenant_id: &str, policy_id: &str, refs: (BTreeSet<String>, BTreeSet<String>)) -> StoreResult<()> {
+async fn write_references(
+    tx: &Tx<'_>,
+    tenant_id: &str,
+    policy_id: &str,
+    refs: (BTreeSet<String>, BTreeSet<String>),
+) -> StoreResult<()> {
     policy_attestor_ref::Entity::delete_many()
         .filter(policy_attestor_ref::Column::TenantId.eq(tenant_id))
         .filter(policy_attestor_ref::Column::PolicyId.eq(policy_id))
@@ -184,13 +210,20 @@ pub(crate) fn policy_from(m: policy::Model, with_document: bool) -> Policy {
 }
 
 /// The policy `r` of the tenant.
-pub(crate) async fn find_policy<C: ConnectionTrait>(db: &C, tenant_id: &str, r: &ResourceRef) -> StoreResult<policy::Model> {
+pub(crate) async fn find_policy<C: ConnectionTrait>(
+    db: &C,
+    tenant_id: &str,
+    r: &ResourceRef,
+) -> StoreResult<policy::Model> {
     let query = policy::Entity::find().filter(policy::Column::TenantId.eq(tenant_id));
     let query = match r {
         ResourceRef::Id(id) => query.filter(policy::Column::Id.eq(id.as_str())),
         ResourceRef::Name(name) => query.filter(policy::Column::Name.eq(name.as_str())),
     };
-    query.one(db).await?.ok_or_else(|| StoreError::not_found("policy", r.describe()))
+    query
+        .one(db)
+        .await?
+        .ok_or_else(|| StoreError::not_found("policy", r.describe()))
 }
 
 async fn find_by_name<C: ConnectionTrait>(db: &C, tenant_id: &str, name: &str) -> StoreResult<Option<policy::Model>> {
@@ -213,7 +246,13 @@ fn changed_event(m: &policy::Model, change: pe::ChangeKind) -> pe::event_envelop
 
 /// Writes a new policy at revision 1. The caller checked that the name is free (a race
 /// still ends in AlreadyExists through the unique index).
-async fn insert_policy(tx: &mut Tx<'_>, tenant_id: &str, parsed: Parsed, action: &str, detail: serde_json::Value) -> StoreResult<Policy> {
+async fn insert_policy(
+    tx: &mut Tx<'_>,
+    tenant_id: &str,
+    parsed: Parsed,
+    action: &str,
+    detail: serde_json::Value,
+) -> StoreResult<Policy> {
     let refs = check_references(&tx.db, tenant_id, &parsed.valid.document).await?;
     let now = tx.now_us();
     let sha = sha256_hex(&parsed.json);
@@ -236,7 +275,8 @@ async fn insert_policy(tx: &mut Tx<'_>, tenant_id: &str, parsed: Parsed, action:
     insert_revision(tx, &model).await?;
     write_references(tx, tenant_id, &model.id, refs).await?;
     tx.audit(tenant_id, action, resource(&model), detail).await?;
-    tx.event(tenant_id, changed_event(&model, pe::ChangeKind::Created)).await?;
+    tx.event(tenant_id, changed_event(&model, pe::ChangeKind::Created))
+        .await?;
     Ok(policy_from(model, true))
 }
 
@@ -271,7 +311,13 @@ pub(crate) fn unique_to_exists(e: sea_orm::DbErr, resource: &'static str, name: 
 }
 
 /// Writes the next revision of `current`, unless the document is identical.
-async fn update_existing(tx: &mut Tx<'_>, tenant_id: &str, current: policy::Model, parsed: Parsed, expected_revision: u64) -> StoreResult<Written<Policy>> {
+async fn update_existing(
+    tx: &mut Tx<'_>,
+    tenant_id: &str,
+    current: policy::Model,
+    parsed: Parsed,
+    expected_revision: u64,
+) -> StoreResult<Written<Policy>> {
     if parsed.valid.document.name != current.name {
         return Err(StoreError::invalid(
             "name",
@@ -308,7 +354,10 @@ async fn update_existing(tx: &mut Tx<'_>, tenant_id: &str, current: policy::Mode
         .col_expr(policy::Column::Revision, Expr::value(next.revision))
         .col_expr(policy::Column::Description, Expr::value(next.description.clone()))
         .col_expr(policy::Column::Document, Expr::value(next.document.clone()))
-        .col_expr(policy::Column::DocumentSha256, Expr::value(next.document_sha256.clone()))
+        .col_expr(
+            policy::Column::DocumentSha256,
+            Expr::value(next.document_sha256.clone()),
+        )
         .col_expr(policy::Column::AuthorKeyId, Expr::value(next.author_key_id.clone()))
         .col_expr(policy::Column::UpdatedAt, Expr::value(next.updated_at))
         .filter(policy::Column::TenantId.eq(tenant_id))
@@ -324,9 +373,15 @@ async fn update_existing(tx: &mut Tx<'_>, tenant_id: &str, current: policy::Mode
     }
     insert_revision(tx, &next).await?;
     write_references(tx, tenant_id, &next.id, refs).await?;
-    tx.audit(tenant_id, "policy.update", resource(&next), json!({ "revision": next.revision }))
+    tx.audit(
+        tenant_id,
+        "policy.update",
+        resource(&next),
+        json!({ "revision": next.revision }),
+    )
+    .await?;
+    tx.event(tenant_id, changed_event(&next, pe::ChangeKind::Updated))
         .await?;
-    tx.event(tenant_id, changed_event(&next, pe::ChangeKind::Updated)).await?;
     Ok(Written {
         value: policy_from(next, true),
         created: false,
@@ -348,7 +403,10 @@ impl Store {
         let parsed = parse(document)?;
         let mut tx = self.write(actor).await?;
         tx.require_tenant(tenant_id).await?;
-        if find_by_name(&tx.db, tenant_id, &parsed.valid.document.name).await?.is_some() {
+        if find_by_name(&tx.db, tenant_id, &parsed.valid.document.name)
+            .await?
+            .is_some()
+        {
             return Err(StoreError::exists("policy", &parsed.valid.document.name));
         }
         let detail = json!({ "revision": 1 });
@@ -379,7 +437,10 @@ impl Store {
             .limit(page_limit(&query.page))
             .all(&self.inner.db)
             .await?;
-        let policies = rows.into_iter().map(|m| policy_from(m, query.include_documents)).collect();
+        let policies = rows
+            .into_iter()
+            .map(|m| policy_from(m, query.include_documents))
+            .collect();
         let (items, next_token) = finish_page(policies, &query.page, |p: &Policy| p.name.clone());
         Ok(Page { items, next_token })
     }
@@ -387,7 +448,14 @@ impl Store {
     /// Replaces a policy's document with a new revision. `expected_revision` must be the
     /// current one (FailedPrecondition otherwise, nothing written); the name must not change
     /// (InvalidArgument); an identical document writes nothing (`changed` false).
-    pub async fn update_policy(&self, tenant_id: &str, actor: &Actor, policy: &ResourceRef, document: &str, expected_revision: u64) -> StoreResult<Written<Policy>> {
+    pub async fn update_policy(
+        &self,
+        tenant_id: &str,
+        actor: &Actor,
+        policy: &ResourceRef,
+        document: &str,
+        expected_revision: u64,
+    ) -> StoreResult<Written<Policy>> {
         check_tenant_id(tenant_id)?;
         let parsed = parse(document)?;
         let mut tx = self.write(actor).await?;
@@ -401,7 +469,13 @@ impl Store {
 
     /// Creates the policy named in the document, or updates the policy of that name. With
     /// `expected_revision`, the policy must exist at that revision.
-    pub async fn apply_policy(&self, tenant_id: &str, actor: &Actor, document: &str, expected_revision: Option<u64>) -> StoreResult<Written<Policy>> {
+    pub async fn apply_policy(
+        &self,
+        tenant_id: &str,
+        actor: &Actor,
+        document: &str,
+        expected_revision: Option<u64>,
+    ) -> StoreResult<Written<Policy>> {
         check_tenant_id(tenant_id)?;
         let parsed = parse(document)?;
         let mut tx = self.write(actor).await?;
@@ -437,7 +511,13 @@ impl Store {
     /// Copies a policy's current document under a new name: `new_name`, else `<name>Policy`,
     /// then `<name>Policy2`, ... A generated name over 64 characters is InvalidArgument asking
     /// for an explicit name.
-    pub async fn duplicate_policy(&self, tenant_id: &str, actor: &Actor, policy: &ResourceRef, new_name: Option<&str>) -> StoreResult<Policy> {
+    pub async fn duplicate_policy(
+        &self,
+        tenant_id: &str,
+        actor: &Actor,
+        policy: &ResourceRef,
+        new_name: Option<&str>,
+    ) -> StoreResult<Policy> {
         check_tenant_id(tenant_id)?;
         let mut tx = self.write(actor).await?;
         let source = find_policy(&tx.db, tenant_id, policy).await?;
@@ -458,7 +538,13 @@ impl Store {
             StoreError::InvalidArgument(errors) => StoreError::InvalidArgument(
                 errors
                     .into_iter()
-                    .map(|fe| if fe.path == "name" { FieldError::new("new_name", fe.message) } else { fe })
+                    .map(|fe| {
+                        if fe.path == "name" {
+                            FieldError::new("new_name", fe.message)
+                        } else {
+                            fe
+                        }
+                    })
                     .collect(),
             ),
             other => other,
@@ -471,7 +557,13 @@ impl Store {
 
     /// Deletes a policy and its history. FailedPrecondition while a cluster is assigned to
     /// it, or when `expected_revision` is given and stale.
-    pub async fn delete_policy(&self, tenant_id: &str, actor: &Actor, policy: &ResourceRef, expected_revision: Option<u64>) -> StoreResult<Deleted> {
+    pub async fn delete_policy(
+        &self,
+        tenant_id: &str,
+        actor: &Actor,
+        policy: &ResourceRef,
+        expected_revision: Option<u64>,
+    ) -> StoreResult<Deleted> {
         check_tenant_id(tenant_id)?;
         let mut tx = self.write(actor).await?;
         let current = find_policy(&tx.db, tenant_id, policy).await?;
@@ -515,13 +607,19 @@ impl Store {
                 }
                 _ => StoreError::from(e),
             })?;
-        tx.audit(tenant_id, "policy.delete", resource(&current), json!({ "revision": current.revision }))
-            .await?;
+        tx.audit(
+            tenant_id,
+            "policy.delete",
+            resource(&current),
+            json!({ "revision": current.revision }),
+        )
+        .await?;
         let deleted = policy::Model {
             author_key_id: tx.actor.key_id_str().to_owned(),
             ..current
         };
-        tx.event(tenant_id, changed_event(&deleted, pe::ChangeKind::Deleted)).await?;
+        tx.event(tenant_id, changed_event(&deleted, pe::ChangeKind::Deleted))
+            .await?;
         tx.commit().await?;
         Ok(Deleted {
             id: deleted.id,
@@ -531,7 +629,12 @@ impl Store {
     }
 
     /// A policy's revisions, newest first, without documents.
-    pub async fn policy_history(&self, tenant_id: &str, policy: &ResourceRef, page: &PageRequest) -> StoreResult<PolicyHistory> {
+    pub async fn policy_history(
+        &self,
+        tenant_id: &str,
+        policy: &ResourceRef,
+        page: &PageRequest,
+    ) -> StoreResult<PolicyHistory> {
         check_tenant_id(tenant_id)?;
         let current = find_policy(&self.inner.db, tenant_id, policy).await?;
         let before = decode_int_token(page)?;
@@ -554,12 +657,14 @@ impl Store {
             .await?;
         let infos: Vec<PolicyRevisionInfo> = rows
             .into_iter()
-            .map(|(revision, author_key_id, created_at, document_sha256)| PolicyRevisionInfo {
-                revision: revision_u64(revision),
-                author_key_id,
-                created_at: from_micros(created_at),
-                document_sha256,
-            })
+            .map(
+                |(revision, author_key_id, created_at, document_sha256)| PolicyRevisionInfo {
+                    revision: revision_u64(revision),
+                    author_key_id,
+                    created_at: from_micros(created_at),
+                    document_sha256,
+                },
+            )
             .collect();
         let (items, next_token) = finish_page(infos, page, |r: &PolicyRevisionInfo| r.revision.to_string());
         Ok(PolicyHistory {
@@ -569,13 +674,19 @@ impl Store {
     }
 
     /// A policy as it was at one revision (`updated_at` is when that revision was written).
-    pub async fn get_policy_revision(&self, tenant_id: &str, policy: &ResourceRef, revision: u64) -> StoreResult<Policy> {
+    pub async fn get_policy_revision(
+        &self,
+        tenant_id: &str,
+        policy: &ResourceRef,
+        revision: u64,
+    ) -> StoreResult<Policy> {
         check_tenant_id(tenant_id)?;
         let current = find_policy(&self.inner.db, tenant_id, policy).await?;
-        let row = policy_revision::Entity::find_by_id((tenant_id.to_owned(), current.id.clone(), revision_i64(revision)))
-            .one(&self.inner.db)
-            .await?
-            .ok_or_else(|| StoreError::not_found("policy revision", format!("{revision} of {:?}", current.name)))?;
+        let row =
+            policy_revision::Entity::find_by_id((tenant_id.to_owned(), current.id.clone(), revision_i64(revision)))
+                .one(&self.inner.db)
+                .await?
+                .ok_or_else(|| StoreError::not_found("policy revision", format!("{revision} of {:?}", current.name)))?;
         let description = PolicyDocument::from_json(row.document.as_bytes())
             .map(|d| d.description)
             .unwrap_or_default();

@@ -3,7 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use portcullis_engine::scan::{CvssMetric, ScanError, ScanResult, ScanSummary, ScanType, Severity, TrivyImportOptions, from_trivy};
+use portcullis_engine::scan::{
+    CvssMetric, ScanError, ScanResult, ScanSummary, ScanType, Severity, TrivyImportOptions, from_trivy,
+};
 use portcullis_proto::events::v1 as pe;
 use sea_orm::ActiveValue::Set;
 use sea_orm::sea_query::{Expr, ExprTrait};
@@ -14,7 +16,9 @@ use crate::clock::{from_micros, to_micros};
 use crate::entity::scan_result;
 use crate::error::{StoreError, StoreResult};
 use crate::events::{scan_summary_to_proto, scan_type_to_proto};
-use crate::model::{Actor, CvssSeverity, DigestSummaries, Page, ScanQuery, ScanRecord, ScanReport, ScanUpload, StoredScan};
+use crate::model::{
+    Actor, CvssSeverity, DigestSummaries, Page, ScanQuery, ScanRecord, ScanReport, ScanUpload, StoredScan,
+};
 use crate::store::{AuditResource, Store, check_tenant_id, decode_token, finish_page, page_limit};
 
 /// The most digests one summaries request may name.
@@ -42,20 +46,28 @@ fn metric_name(m: CvssMetric) -> &'static str {
 }
 
 fn metric_from(name: &str) -> Option<CvssMetric> {
-    [CvssMetric::AttackVector, CvssMetric::AttackComplexity, CvssMetric::Availability]
-        .into_iter()
-        .find(|m| metric_name(*m) == name)
+    [
+        CvssMetric::AttackVector,
+        CvssMetric::AttackComplexity,
+        CvssMetric::Availability,
+    ]
+    .into_iter()
+    .find(|m| metric_name(*m) == name)
 }
 
 fn scan_error(e: ScanError) -> StoreError {
     match e {
-        ScanError::Json { path, message } => StoreError::invalid(if path.is_empty() { "report".to_owned() } else { path }, message),
+        ScanError::Json { path, message } => {
+            StoreError::invalid(if path.is_empty() { "report".to_owned() } else { path }, message)
+        }
         ScanError::SchemaVersion { detail } => StoreError::invalid(
             "SchemaVersion",
             format!("{detail}; only Trivy JSON reports with SchemaVersion 2 can be imported"),
         ),
         ScanError::Invalid { field, message } => StoreError::invalid(field, message),
-        e @ (ScanError::MissingDigest | ScanError::AmbiguousDigest { .. }) => StoreError::invalid("digest", e.to_string()),
+        e @ (ScanError::MissingDigest | ScanError::AmbiguousDigest { .. }) => {
+            StoreError::invalid("digest", e.to_string())
+        }
     }
 }
 
@@ -141,7 +153,12 @@ fn newer(a: &ScanRecord, b: &ScanRecord) -> bool {
 impl Store {
     /// Stores the results of a report (a Trivy report gives a vulnerability result and maybe a
     /// secret result), each published as `scan.result`. InvalidArgument names the field.
-    pub async fn upload_scan(&self, tenant_id: &str, actor: &Actor, upload: &ScanUpload) -> StoreResult<Vec<ScanRecord>> {
+    pub async fn upload_scan(
+        &self,
+        tenant_id: &str,
+        actor: &Actor,
+        upload: &ScanUpload,
+    ) -> StoreResult<Vec<ScanRecord>> {
         check_tenant_id(tenant_id)?;
         let results: Vec<ScanResult> = match &upload.report {
             ScanReport::NativeJson(bytes) => vec![ScanResult::parse_native(bytes).map_err(scan_error)?],
@@ -155,13 +172,20 @@ impl Store {
                     secret_scan: *secret_scan,
                     ..TrivyImportOptions::default()
                 };
-                from_trivy(json, &options).map_err(scan_error)?.results().cloned().collect()
+                from_trivy(json, &options)
+                    .map_err(scan_error)?
+                    .results()
+                    .cloned()
+                    .collect()
             }
         };
         if let (Some(digest), ScanReport::NativeJson(_) | ScanReport::Native(_)) = (&upload.digest, &upload.report)
             && results.iter().any(|r| &r.digest != digest)
         {
-            return Err(StoreError::invalid("digest", "differs from the digest in the scan result"));
+            return Err(StoreError::invalid(
+                "digest",
+                "differs from the digest in the scan result",
+            ));
         }
         let mut tx = self.write(actor).await?;
         tx.require_tenant(tenant_id).await?;
@@ -317,7 +341,9 @@ impl Store {
             select = select.filter(
                 scan_result::Column::UploadedAt
                     .lt(at)
-                    .or(scan_result::Column::UploadedAt.eq(at).and(scan_result::Column::Id.lt(id))),
+                    .or(scan_result::Column::UploadedAt
+                        .eq(at)
+                        .and(scan_result::Column::Id.lt(id))),
             );
         }
         if let Some(digest) = &query.digest {
@@ -334,7 +360,9 @@ impl Store {
             .all(&self.inner.db)
             .await?;
         let records = rows.into_iter().map(record_from).collect::<StoreResult<Vec<_>>>()?;
-        let (items, next_token) = finish_page(records, &query.page, |r: &ScanRecord| format!("{}:{}", to_micros(r.uploaded_at), r.id));
+        let (items, next_token) = finish_page(records, &query.page, |r: &ScanRecord| {
+            format!("{}:{}", to_micros(r.uploaded_at), r.id)
+        });
         Ok(Page { items, next_token })
     }
 
@@ -343,7 +371,10 @@ impl Store {
     pub async fn scan_summaries(&self, tenant_id: &str, digests: &[String]) -> StoreResult<Vec<DigestSummaries>> {
         check_tenant_id(tenant_id)?;
         if digests.len() > MAX_SUMMARY_DIGESTS {
-            return Err(StoreError::invalid("digests", format!("at most {MAX_SUMMARY_DIGESTS} digests per request")));
+            return Err(StoreError::invalid(
+                "digests",
+                format!("at most {MAX_SUMMARY_DIGESTS} digests per request"),
+            ));
         }
         let mut newest: BTreeMap<(String, &'static str), ScanRecord> = BTreeMap::new();
         if !digests.is_empty() {
@@ -359,7 +390,9 @@ impl Store {
                 let key = (record.digest.clone(), record.scan_type.as_str());
                 // Two uploads racing may both have marked themselves latest: the newer wins.
                 match newest.get(&key) {
-                    Some(held) if (record.scanned_at, record.uploaded_at, &record.id) <= (held.scanned_at, held.uploaded_at, &held.id) => {}
+                    Some(held)
+                        if (record.scanned_at, record.uploaded_at, &record.id)
+                            <= (held.scanned_at, held.uploaded_at, &held.id) => {}
                     _ => {
                         newest.insert(key, record);
                     }

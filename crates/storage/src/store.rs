@@ -11,8 +11,7 @@ use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ConnectOptions, ConnectionTrait, Database, DatabaseConnection,
-    DatabaseTransaction, EntityTrait, SqliteTransactionMode, TransactionOptions,
-    TransactionTrait,
+    DatabaseTransaction, EntityTrait, SqliteTransactionMode, TransactionOptions, TransactionTrait,
 };
 use sea_orm_migration::MigratorTrait;
 use time::OffsetDateTime;
@@ -87,15 +86,18 @@ pub(crate) struct Inner {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("backend", &self.inner.backend).finish_non_exhaustive()
+        f.debug_struct("Store")
+            .field("backend", &self.inner.backend)
+            .finish_non_exhaustive()
     }
 }
 
 /// The relay lock of a database: shared by every store of this process on the same URL, so
 /// that relays of two stores on one SQLite file also take turns.
 fn relay_lock_for(url: &str) -> Arc<tokio::sync::Mutex<()>> {
-    static LOCKS: std::sync::OnceLock<std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>> =
-        std::sync::OnceLock::new();
+    static LOCKS: std::sync::OnceLock<
+        std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    > = std::sync::OnceLock::new();
     let mut locks = LOCKS
         .get_or_init(Default::default)
         .lock()
@@ -135,7 +137,17 @@ impl Store {
                 let busy = options.sqlite_busy_timeout;
                 // WAL lets readers run beside the one writer; writes begin IMMEDIATE (see
                 // `Store::begin`) so that no transaction has to upgrade a read lock.
-                connect.max_connections(options.max_connections.unwrap_or(4));
+                // Every connection to `:memory:` opens a database of its own: keep to one.
+                let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+                if in_memory {
+                    connect
+                        .max_connections(1)
+                        .min_connections(1)
+                        .idle_timeout(None)
+                        .max_lifetime(None);
+                } else {
+                    connect.max_connections(options.max_connections.unwrap_or(4));
+                }
                 connect.map_sqlx_sqlite_opts(move |o| {
                     o.journal_mode(SqliteJournalMode::Wal)
                         .synchronous(SqliteSynchronous::Normal)
@@ -252,7 +264,13 @@ impl Tx<'_> {
     }
 
     /// Records an administrative change in the tenant's audit log.
-    pub async fn audit(&self, tenant_id: &str, action: &str, resource: AuditResource<'_>, detail: serde_json::Value) -> StoreResult<()> {
+    pub async fn audit(
+        &self,
+        tenant_id: &str,
+        action: &str,
+        resource: AuditResource<'_>,
+        detail: serde_json::Value,
+    ) -> StoreResult<()> {
         audit_log::ActiveModel {
             tenant_id: Set(tenant_id.to_owned()),
             actor_key_id: Set(self.actor.key_id_str().to_owned()),
@@ -319,7 +337,10 @@ pub(crate) struct AuditResource<'a> {
 
 /// Whether `id` is a tenant id: `[a-z0-9-]{1,36}`.
 pub fn is_valid_tenant_id(id: &str) -> bool {
-    (1..=36).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    (1..=36).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 /// InvalidArgument unless `id` is a tenant id.
@@ -379,7 +400,11 @@ pub(crate) fn decode_int_token(page: &PageRequest) -> StoreResult<Option<i64>> {
 }
 
 /// Cuts the extra row read by [`page_limit`] and makes the next token from the last item.
-pub(crate) fn finish_page<T>(mut items: Vec<T>, page: &PageRequest, cursor: impl Fn(&T) -> String) -> (Vec<T>, Option<String>) {
+pub(crate) fn finish_page<T>(
+    mut items: Vec<T>,
+    page: &PageRequest,
+    cursor: impl Fn(&T) -> String,
+) -> (Vec<T>, Option<String>) {
     let size = usize::try_from(page_size(page)).unwrap_or(usize::MAX);
     if items.len() > size {
         items.truncate(size);

@@ -5,7 +5,13 @@
 //! PostgreSQL: `PORTCULLIS_TEST_POSTGRES` names the admin URL (default
 //! `postgres://postgres@127.0.0.1:5432/postgres`); without a server the postgres tests fail.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, missing_docs)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    missing_docs
+)]
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -35,7 +41,10 @@ impl Drop for PgDatabase {
         let name = self.name.clone();
         // A runtime of its own: Drop cannot await, and the test's runtime may be unwinding.
         let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
             rt.block_on(async {
                 if let Ok(admin) = Database::connect(admin_url()).await {
                     let _ = admin
@@ -70,11 +79,17 @@ impl TestDb {
     }
 
     async fn postgres() -> TestDb {
-        let admin = Database::connect(admin_url())
-            .await
-            .unwrap_or_else(|e| panic!("PostgreSQL is needed at {} (set PORTCULLIS_TEST_POSTGRES): {e}", admin_url()));
+        let admin = Database::connect(admin_url()).await.unwrap_or_else(|e| {
+            panic!(
+                "PostgreSQL is needed at {} (set PORTCULLIS_TEST_POSTGRES): {e}",
+                admin_url()
+            )
+        });
         let name = format!("pc_test_{}", uuid::Uuid::new_v4().simple());
-        admin.execute_unprepared(&format!("CREATE DATABASE {name}")).await.unwrap();
+        admin
+            .execute_unprepared(&format!("CREATE DATABASE {name}"))
+            .await
+            .unwrap();
         admin.close().await.unwrap();
         let base = admin_url();
         let url = match base.rfind('/') {
@@ -155,6 +170,25 @@ both!(
     tenants,
     restart_keeps_everything,
 );
+
+/// An in-memory SQLite store (one connection, kept open) works like a file.
+#[tokio::test]
+async fn sqlite_in_memory() {
+    let s = Store::connect("sqlite::memory:").await.unwrap();
+    assert_eq!(s.backend(), Backend::Sqlite);
+    let t = tenant(&s, "mem").await;
+    s.create_policy(&t.id, &t.admin, &policy_doc("p", "block"))
+        .await
+        .unwrap();
+    assert_eq!(s.get_policy(&t.id, &ResourceRef::name("p")).await.unwrap().revision, 1);
+    assert_eq!(s.pending_event_count().await.unwrap(), 1);
+}
+
+/// A URL of another database is refused, naming the field.
+#[tokio::test]
+async fn unknown_database_url() {
+    assert_invalid(Store::connect("mysql://localhost/x").await.unwrap_err(), "database_url");
+}
 
 fn shared(path: &str) -> String {
     let full = format!("{}/../../../shared/conformance/{path}", env!("CARGO_MANIFEST_DIR"));
@@ -300,7 +334,12 @@ impl EventSink for RecordingSink {
 
 impl RecordingSink {
     fn ids(&self) -> Vec<String> {
-        self.published.lock().unwrap().iter().map(|e| e.event_id.clone()).collect()
+        self.published
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|e| e.event_id.clone())
+            .collect()
     }
 }
 
@@ -310,7 +349,10 @@ impl RecordingSink {
 async fn policy_create_get_list(db: &TestDb) {
     let s = &db.store;
     let t = tenant(s, "acme").await;
-    let p = s.create_policy(&t.id, &t.admin, &policy_doc("prod", "block")).await.unwrap();
+    let p = s
+        .create_policy(&t.id, &t.admin, &policy_doc("prod", "block"))
+        .await
+        .unwrap();
     assert_eq!((p.name.as_str(), p.revision), ("prod", 1));
     assert_eq!(p.author_key_id, t.admin.key_id.clone().unwrap());
     assert_eq!(s.get_policy(&t.id, &ResourceRef::name("prod")).await.unwrap(), p);
@@ -326,18 +368,29 @@ async fn policy_create_get_list(db: &TestDb) {
     }
 
     for name in ["a_b", "axb", "A_B", "zz"] {
-        s.create_policy(&t.id, &t.admin, &policy_doc(name, "log")).await.unwrap();
+        s.create_policy(&t.id, &t.admin, &policy_doc(name, "log"))
+            .await
+            .unwrap();
     }
     // Paging by name, three at a time.
     let mut names = Vec::new();
     let mut page = PageRequest::first(3);
     loop {
         let got = s
-            .list_policies(&t.id, &PolicyQuery { page: page.clone(), ..PolicyQuery::default() })
+            .list_policies(
+                &t.id,
+                &PolicyQuery {
+                    page: page.clone(),
+                    ..PolicyQuery::default()
+                },
+            )
             .await
             .unwrap();
         assert!(got.items.len() <= 3);
-        assert!(got.items.iter().all(|p| p.document_json.is_empty()), "no documents unless asked");
+        assert!(
+            got.items.iter().all(|p| p.document_json.is_empty()),
+            "no documents unless asked"
+        );
         names.extend(got.items.into_iter().map(|p| p.name));
         match got.next_token {
             Some(token) => page = PageRequest::after(3, token),
@@ -357,13 +410,22 @@ async fn policy_create_get_list(db: &TestDb) {
         )
         .await
         .unwrap();
-    assert_eq!(filtered.items.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), ["a_b"]);
+    assert_eq!(
+        filtered.items.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(),
+        ["a_b"]
+    );
     assert!(!filtered.items[0].document_json.is_empty());
     assert_eq!(s.count_policies(&t.id).await.unwrap(), 6);
     assert_invalid(
-        s.list_policies(&t.id, &PolicyQuery { page: PageRequest::after(2, "garbage!"), ..PolicyQuery::default() })
-            .await
-            .unwrap_err(),
+        s.list_policies(
+            &t.id,
+            &PolicyQuery {
+                page: PageRequest::after(2, "garbage!"),
+                ..PolicyQuery::default()
+            },
+        )
+        .await
+        .unwrap_err(),
         "page_token",
     );
 }
@@ -372,10 +434,16 @@ async fn policy_update_stale_and_rename(db: &TestDb) {
     let s = &db.store;
     let t = tenant(s, "acme").await;
     let editor = Actor::key("editor-key", Role::Editor);
-    let p = s.create_policy(&t.id, &t.admin, &policy_doc("prod", "block")).await.unwrap();
+    let p = s
+        .create_policy(&t.id, &t.admin, &policy_doc("prod", "block"))
+        .await
+        .unwrap();
     let by_name = ResourceRef::name("prod");
 
-    let updated = s.update_policy(&t.id, &editor, &by_name, &policy_doc("prod", "log"), 1).await.unwrap();
+    let updated = s
+        .update_policy(&t.id, &editor, &by_name, &policy_doc("prod", "log"), 1)
+        .await
+        .unwrap();
     assert!(updated.changed);
     assert_eq!(updated.value.revision, 2);
     assert_eq!(updated.value.author_key_id, "editor-key");
@@ -383,10 +451,15 @@ async fn policy_update_stale_and_rename(db: &TestDb) {
 
     let outbox_before = s.pending_event_count().await.unwrap();
     // Stale: the caller read revision 1.
-    assert_precondition(s.update_policy(&t.id, &editor, &by_name, &policy_doc("prod", "block"), 1).await);
+    assert_precondition(
+        s.update_policy(&t.id, &editor, &by_name, &policy_doc("prod", "block"), 1)
+            .await,
+    );
     // Rename refused.
     assert_invalid(
-        s.update_policy(&t.id, &editor, &by_name, &policy_doc("renamed", "block"), 2).await.unwrap_err(),
+        s.update_policy(&t.id, &editor, &by_name, &policy_doc("renamed", "block"), 2)
+            .await
+            .unwrap_err(),
         "name",
     );
     // Nothing was written by either.
@@ -394,17 +467,26 @@ async fn policy_update_stale_and_rename(db: &TestDb) {
     let current = s.get_policy(&t.id, &by_name).await.unwrap();
     assert_eq!(current.revision, 2);
     assert!(current.document_json.contains("\"log\""));
-    let history = s.policy_history(&t.id, &by_name, &PageRequest::default()).await.unwrap();
+    let history = s
+        .policy_history(&t.id, &by_name, &PageRequest::default())
+        .await
+        .unwrap();
     assert_eq!(history.revisions.items.len(), 2);
     assert_not_found(s.get_policy(&t.id, &ResourceRef::name("renamed")).await);
     // Updating an unknown policy.
-    assert_not_found(s.update_policy(&t.id, &editor, &ResourceRef::id("nope"), &policy_doc("prod", "log"), 2).await);
+    assert_not_found(
+        s.update_policy(&t.id, &editor, &ResourceRef::id("nope"), &policy_doc("prod", "log"), 2)
+            .await,
+    );
 }
 
 async fn identical_apply_writes_nothing(db: &TestDb) {
     let s = &db.store;
     let t = tenant(s, "acme").await;
-    let first = s.apply_policy(&t.id, &t.admin, &policy_doc("prod", "block"), None).await.unwrap();
+    let first = s
+        .apply_policy(&t.id, &t.admin, &policy_doc("prod", "block"), None)
+        .await
+        .unwrap();
     assert!(first.created && first.changed);
     let outbox = s.pending_event_count().await.unwrap();
     let audit = s.list_audit(&t.id, &AuditQuery::default()).await.unwrap().items.len();
@@ -414,10 +496,20 @@ async fn identical_apply_writes_nothing(db: &TestDb) {
     let again = s.apply_policy(&t.id, &t.admin, same, None).await.unwrap();
     assert!(!again.created && !again.changed);
     assert_eq!(again.value.revision, 1);
-    let via_update = s.update_policy(&t.id, &t.admin, &ResourceRef::name("prod"), same, 1).await.unwrap();
+    let via_update = s
+        .update_policy(&t.id, &t.admin, &ResourceRef::name("prod"), same, 1)
+        .await
+        .unwrap();
     assert!(!via_update.changed);
-    assert_eq!(s.pending_event_count().await.unwrap(), outbox, "an identical apply publishes nothing");
-    assert_eq!(s.list_audit(&t.id, &AuditQuery::default()).await.unwrap().items.len(), audit);
+    assert_eq!(
+        s.pending_event_count().await.unwrap(),
+        outbox,
+        "an identical apply publishes nothing"
+    );
+    assert_eq!(
+        s.list_audit(&t.id, &AuditQuery::default()).await.unwrap().items.len(),
+        audit
+    );
     assert_eq!(
         s.policy_history(&t.id, &ResourceRef::name("prod"), &PageRequest::default())
             .await
@@ -428,13 +520,29 @@ async fn identical_apply_writes_nothing(db: &TestDb) {
         1
     );
 
-    let changed = s.apply_policy(&t.id, &t.admin, &policy_doc("prod", "log"), None).await.unwrap();
+    let changed = s
+        .apply_policy(&t.id, &t.admin, &policy_doc("prod", "log"), None)
+        .await
+        .unwrap();
     assert!(!changed.created && changed.changed);
     assert_eq!(changed.value.revision, 2);
     // With an expected revision: stale is refused, and so is a policy that does not exist.
-    assert_precondition(s.apply_policy(&t.id, &t.admin, &policy_doc("prod", "block"), Some(1)).await);
-    assert_precondition(s.apply_policy(&t.id, &t.admin, &policy_doc("other", "block"), Some(1)).await);
-    assert_eq!(s.apply_policy(&t.id, &t.admin, &policy_doc("prod", "block"), Some(2)).await.unwrap().value.revision, 3);
+    assert_precondition(
+        s.apply_policy(&t.id, &t.admin, &policy_doc("prod", "block"), Some(1))
+            .await,
+    );
+    assert_precondition(
+        s.apply_policy(&t.id, &t.admin, &policy_doc("other", "block"), Some(1))
+            .await,
+    );
+    assert_eq!(
+        s.apply_policy(&t.id, &t.admin, &policy_doc("prod", "block"), Some(2))
+            .await
+            .unwrap()
+            .value
+            .revision,
+        3
+    );
 }
 
 async fn history_and_revisions(db: &TestDb) {
@@ -443,17 +551,28 @@ async fn history_and_revisions(db: &TestDb) {
     let alice = Actor::key("alice", Role::Editor);
     let bob = Actor::key("bob", Role::Editor);
     let r = ResourceRef::name("prod");
-    s.create_policy(&t.id, &alice, &policy_doc("prod", "block")).await.unwrap();
+    s.create_policy(&t.id, &alice, &policy_doc("prod", "block"))
+        .await
+        .unwrap();
     db.clock.advance(Duration::seconds(10));
-    s.update_policy(&t.id, &bob, &r, &policy_doc("prod", "log"), 1).await.unwrap();
+    s.update_policy(&t.id, &bob, &r, &policy_doc("prod", "log"), 1)
+        .await
+        .unwrap();
     db.clock.advance(Duration::seconds(10));
-    s.update_policy(&t.id, &alice, &r, &policy_doc("prod", "none"), 2).await.unwrap_err();
-    s.update_policy(&t.id, &alice, &r, &policy_with_refs("prod", None, None), 2).await.unwrap();
+    s.update_policy(&t.id, &alice, &r, &policy_doc("prod", "none"), 2)
+        .await
+        .unwrap_err();
+    s.update_policy(&t.id, &alice, &r, &policy_with_refs("prod", None, None), 2)
+        .await
+        .unwrap();
 
     let history = s.policy_history(&t.id, &r, &PageRequest::default()).await.unwrap();
     let items = &history.revisions.items;
     assert_eq!(items.iter().map(|i| i.revision).collect::<Vec<_>>(), [3, 2, 1]);
-    assert_eq!(items.iter().map(|i| i.author_key_id.as_str()).collect::<Vec<_>>(), ["alice", "bob", "alice"]);
+    assert_eq!(
+        items.iter().map(|i| i.author_key_id.as_str()).collect::<Vec<_>>(),
+        ["alice", "bob", "alice"]
+    );
     assert!(items[0].created_at > items[1].created_at && items[1].created_at > items[2].created_at);
     assert_eq!(items[2].created_at + Duration::seconds(10), items[1].created_at);
     assert_ne!(items[0].document_sha256, items[1].document_sha256);
@@ -481,8 +600,13 @@ async fn history_and_revisions(db: &TestDb) {
 async fn duplicate_naming(db: &TestDb) {
     let s = &db.store;
     let t = tenant(s, "acme").await;
-    let source = s.create_policy(&t.id, &t.admin, &policy_doc("x", "block")).await.unwrap();
-    s.update_policy(&t.id, &t.admin, &ResourceRef::name("x"), &policy_doc("x", "log"), 1).await.unwrap();
+    let source = s
+        .create_policy(&t.id, &t.admin, &policy_doc("x", "block"))
+        .await
+        .unwrap();
+    s.update_policy(&t.id, &t.admin, &ResourceRef::name("x"), &policy_doc("x", "log"), 1)
+        .await
+        .unwrap();
     let x = ResourceRef::name("x");
 
     let copy = s.duplicate_policy(&t.id, &t.admin, &x, None).await.unwrap();
@@ -490,43 +614,87 @@ async fn duplicate_naming(db: &TestDb) {
     assert_ne!(copy.id, source.id);
     assert!(copy.document_json.contains("\"log\""), "copies the current revision");
     assert!(copy.document_json.contains("\"xPolicy\""));
-    assert_eq!(s.duplicate_policy(&t.id, &t.admin, &x, None).await.unwrap().name, "xPolicy2");
-    assert_eq!(s.duplicate_policy(&t.id, &t.admin, &ResourceRef::id(&source.id), None).await.unwrap().name, "xPolicy3");
+    assert_eq!(
+        s.duplicate_policy(&t.id, &t.admin, &x, None).await.unwrap().name,
+        "xPolicy2"
+    );
+    assert_eq!(
+        s.duplicate_policy(&t.id, &t.admin, &ResourceRef::id(&source.id), None)
+            .await
+            .unwrap()
+            .name,
+        "xPolicy3"
+    );
     // Copying the copy appends again.
     assert_eq!(
-        s.duplicate_policy(&t.id, &t.admin, &ResourceRef::name("xPolicy"), None).await.unwrap().name,
+        s.duplicate_policy(&t.id, &t.admin, &ResourceRef::name("xPolicy"), None)
+            .await
+            .unwrap()
+            .name,
         "xPolicyPolicy"
     );
     // An explicit name, free or taken or invalid.
-    assert_eq!(s.duplicate_policy(&t.id, &t.admin, &x, Some("y")).await.unwrap().name, "y");
+    assert_eq!(
+        s.duplicate_policy(&t.id, &t.admin, &x, Some("y")).await.unwrap().name,
+        "y"
+    );
     match s.duplicate_policy(&t.id, &t.admin, &x, Some("y")).await {
         Err(StoreError::AlreadyExists { .. }) => {}
         other => panic!("expected AlreadyExists, got {other:?}"),
     }
-    assert_invalid(s.duplicate_policy(&t.id, &t.admin, &x, Some("bad name")).await.unwrap_err(), "new_name");
+    assert_invalid(
+        s.duplicate_policy(&t.id, &t.admin, &x, Some("bad name"))
+            .await
+            .unwrap_err(),
+        "new_name",
+    );
 
     // 58 characters + "Policy" = 64: allowed once; the next would be 65.
     let long = "l".repeat(58);
-    s.create_policy(&t.id, &t.admin, &policy_doc(&long, "block")).await.unwrap();
-    let copy = s.duplicate_policy(&t.id, &t.admin, &ResourceRef::name(&long), None).await.unwrap();
+    s.create_policy(&t.id, &t.admin, &policy_doc(&long, "block"))
+        .await
+        .unwrap();
+    let copy = s
+        .duplicate_policy(&t.id, &t.admin, &ResourceRef::name(&long), None)
+        .await
+        .unwrap();
     assert_eq!(copy.name.len(), 64);
     assert_invalid(
-        s.duplicate_policy(&t.id, &t.admin, &ResourceRef::name(&long), None).await.unwrap_err(),
+        s.duplicate_policy(&t.id, &t.admin, &ResourceRef::name(&long), None)
+            .await
+            .unwrap_err(),
         "new_name",
     );
     let longer = "m".repeat(60);
-    s.create_policy(&t.id, &t.admin, &policy_doc(&longer, "block")).await.unwrap();
-    let err = s.duplicate_policy(&t.id, &t.admin, &ResourceRef::name(&longer), None).await.unwrap_err();
+    s.create_policy(&t.id, &t.admin, &policy_doc(&longer, "block"))
+        .await
+        .unwrap();
+    let err = s
+        .duplicate_policy(&t.id, &t.admin, &ResourceRef::name(&longer), None)
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("explicit"), "{err}");
     assert_invalid(err, "new_name");
-    assert_eq!(s.duplicate_policy(&t.id, &t.admin, &ResourceRef::name(&longer), Some("short")).await.unwrap().name, "short");
-    assert_not_found(s.duplicate_policy(&t.id, &t.admin, &ResourceRef::name("missing"), None).await);
+    assert_eq!(
+        s.duplicate_policy(&t.id, &t.admin, &ResourceRef::name(&longer), Some("short"))
+            .await
+            .unwrap()
+            .name,
+        "short"
+    );
+    assert_not_found(
+        s.duplicate_policy(&t.id, &t.admin, &ResourceRef::name("missing"), None)
+            .await,
+    );
 }
 
 async fn delete_while_assigned_refused(db: &TestDb) {
     let s = &db.store;
     let t = tenant(s, "acme").await;
-    let p = s.create_policy(&t.id, &t.admin, &policy_doc("prod", "block")).await.unwrap();
+    let p = s
+        .create_policy(&t.id, &t.admin, &policy_doc("prod", "block"))
+        .await
+        .unwrap();
     let c = s
         .register_cluster(
             &t.id,
@@ -544,19 +712,39 @@ async fn delete_while_assigned_refused(db: &TestDb) {
         Err(StoreError::FailedPrecondition(m)) => assert!(m.contains("c1"), "{m}"),
         other => panic!("expected FailedPrecondition, got {other:?}"),
     }
-    assert_eq!(s.get_policy(&t.id, &ResourceRef::name("prod")).await.unwrap().revision, 1);
-    s.assign_policy(&t.id, &t.admin, &ResourceRef::id(&c.cluster.id), None).await.unwrap();
-    assert_precondition(s.delete_policy(&t.id, &t.admin, &ResourceRef::name("prod"), Some(7)).await);
-    let deleted = s.delete_policy(&t.id, &t.admin, &ResourceRef::name("prod"), Some(1)).await.unwrap();
+    assert_eq!(
+        s.get_policy(&t.id, &ResourceRef::name("prod")).await.unwrap().revision,
+        1
+    );
+    s.assign_policy(&t.id, &t.admin, &ResourceRef::id(&c.cluster.id), None)
+        .await
+        .unwrap();
+    assert_precondition(
+        s.delete_policy(&t.id, &t.admin, &ResourceRef::name("prod"), Some(7))
+            .await,
+    );
+    let deleted = s
+        .delete_policy(&t.id, &t.admin, &ResourceRef::name("prod"), Some(1))
+        .await
+        .unwrap();
     assert_eq!((deleted.id.as_str(), deleted.revision), (p.id.as_str(), 1));
     assert_not_found(s.get_policy(&t.id, &ResourceRef::id(&p.id)).await);
-    assert_not_found(s.policy_history(&t.id, &ResourceRef::id(&p.id), &PageRequest::default()).await);
+    assert_not_found(
+        s.policy_history(&t.id, &ResourceRef::id(&p.id), &PageRequest::default())
+            .await,
+    );
     let last = events(s).await.pop().unwrap();
     let changed = policy_changed(&last);
     assert_eq!(changed.change, pe::ChangeKind::Deleted as i32);
     assert_eq!((changed.policy_id.as_str(), changed.revision), (p.id.as_str(), 1));
     // The name is free again.
-    assert_eq!(s.create_policy(&t.id, &t.admin, &policy_doc("prod", "log")).await.unwrap().revision, 1);
+    assert_eq!(
+        s.create_policy(&t.id, &t.admin, &policy_doc("prod", "log"))
+            .await
+            .unwrap()
+            .revision,
+        1
+    );
 }
 
 async fn validation_errors_name_fields(db: &TestDb) {
@@ -586,11 +774,23 @@ async fn validation_errors_name_fields(db: &TestDb) {
     }
     // Several problems are all reported.
     let two = r#"{"name":"p","description":"","default":{"rules":[{"type":"podSecurityContext","action":"none","mitigation":"none","statement":{"properties":[{"key":"hostNetwork","value":"true"}]}}]},"namespaced":[{"name":"n","namespaces":["UPPER"],"rules":[]}]}"#;
-    assert!(s.create_policy(&t.id, &t.admin, two).await.unwrap_err().field_errors().len() >= 2);
+    assert!(
+        s.create_policy(&t.id, &t.admin, two)
+            .await
+            .unwrap_err()
+            .field_errors()
+            .len()
+            >= 2
+    );
     // Nothing stored by any of them.
     assert_eq!(s.count_policies(&t.id).await.unwrap(), 0);
     assert_eq!(s.pending_event_count().await.unwrap(), 0);
-    assert_invalid(s.create_policy("Bad Tenant", &t.admin, &policy_doc("p", "block")).await.unwrap_err(), "tenant_id");
+    assert_invalid(
+        s.create_policy("Bad Tenant", &t.admin, &policy_doc("p", "block"))
+            .await
+            .unwrap_err(),
+        "tenant_id",
+    );
     assert_not_found(s.create_policy("ghost", &t.admin, &policy_doc("p", "block")).await);
 }
 
@@ -598,7 +798,11 @@ async fn references_to_attestors_and_rulesets(db: &TestDb) {
     let s = &db.store;
     let t = tenant(s, "acme").await;
     let missing = s
-        .create_policy(&t.id, &t.admin, &policy_with_refs("p", Some("release-signer"), Some("no-such-id")))
+        .create_policy(
+            &t.id,
+            &t.admin,
+            &policy_with_refs("p", Some("release-signer"), Some("no-such-id")),
+        )
         .await
         .unwrap_err();
     assert_invalid(missing, "default.imageVerification[0].attestors.all[0]");
@@ -608,27 +812,51 @@ async fn references_to_attestors_and_rulesets(db: &TestDb) {
         .unwrap_err();
     assert_invalid(missing, "runtime.rulesets[0].id");
 
-    s.create_attestor(&t.id, &t.admin, &attestor_doc("release-signer", "")).await.unwrap();
-    let rs = s.create_ruleset(&t.id, &t.admin, &ruleset_doc("base", "isolate")).await.unwrap();
+    s.create_attestor(&t.id, &t.admin, &attestor_doc("release-signer", ""))
+        .await
+        .unwrap();
+    let rs = s
+        .create_ruleset(&t.id, &t.admin, &ruleset_doc("base", "isolate"))
+        .await
+        .unwrap();
     let p = s
-        .create_policy(&t.id, &t.admin, &policy_with_refs("p", Some("release-signer"), Some(&rs.id)))
+        .create_policy(
+            &t.id,
+            &t.admin,
+            &policy_with_refs("p", Some("release-signer"), Some(&rs.id)),
+        )
         .await
         .unwrap();
     // A ruleset is referenced by id, not name.
     assert_invalid(
-        s.create_policy(&t.id, &t.admin, &policy_with_refs("q", None, Some("base"))).await.unwrap_err(),
+        s.create_policy(&t.id, &t.admin, &policy_with_refs("q", None, Some("base")))
+            .await
+            .unwrap_err(),
         "runtime.rulesets[0].id",
     );
 
     // In use by the current revision: deletes refused.
-    assert_precondition(s.delete_attestor(&t.id, &t.admin, &ResourceRef::name("release-signer")).await);
+    assert_precondition(
+        s.delete_attestor(&t.id, &t.admin, &ResourceRef::name("release-signer"))
+            .await,
+    );
     assert_precondition(s.delete_ruleset(&t.id, &t.admin, &ResourceRef::id(&rs.id)).await);
     // A new revision without them: only older revisions reference them, so deletes pass.
-    s.update_policy(&t.id, &t.admin, &ResourceRef::id(&p.id), &policy_with_refs("p", None, None), 1)
+    s.update_policy(
+        &t.id,
+        &t.admin,
+        &ResourceRef::id(&p.id),
+        &policy_with_refs("p", None, None),
+        1,
+    )
+    .await
+    .unwrap();
+    s.delete_attestor(&t.id, &t.admin, &ResourceRef::name("release-signer"))
         .await
         .unwrap();
-    s.delete_attestor(&t.id, &t.admin, &ResourceRef::name("release-signer")).await.unwrap();
-    s.delete_ruleset(&t.id, &t.admin, &ResourceRef::id(&rs.id)).await.unwrap();
+    s.delete_ruleset(&t.id, &t.admin, &ResourceRef::id(&rs.id))
+        .await
+        .unwrap();
     assert!(
         s.get_policy_revision(&t.id, &ResourceRef::id(&p.id), 1)
             .await
@@ -638,57 +866,114 @@ async fn references_to_attestors_and_rulesets(db: &TestDb) {
     );
     // The policy cannot go back to the deleted ones.
     assert!(
-        s.update_policy(&t.id, &t.admin, &ResourceRef::id(&p.id), &policy_with_refs("p", Some("release-signer"), None), 2)
-            .await
-            .is_err()
+        s.update_policy(
+            &t.id,
+            &t.admin,
+            &ResourceRef::id(&p.id),
+            &policy_with_refs("p", Some("release-signer"), None),
+            2
+        )
+        .await
+        .is_err()
     );
 }
 
 async fn rulesets_and_attestors(db: &TestDb) {
     let s = &db.store;
     let t = tenant(s, "acme").await;
-    let rs = s.create_ruleset(&t.id, &t.admin, &ruleset_doc("base", "isolate")).await.unwrap();
+    let rs = s
+        .create_ruleset(&t.id, &t.admin, &ruleset_doc("base", "isolate"))
+        .await
+        .unwrap();
     assert_eq!((rs.revision, rs.rule_count), (1, 2));
     match s.create_ruleset(&t.id, &t.admin, &ruleset_doc("base", "log")).await {
-        Err(StoreError::AlreadyExists { resource: "ruleset", .. }) => {}
+        Err(StoreError::AlreadyExists {
+            resource: "ruleset", ..
+        }) => {}
         other => panic!("expected AlreadyExists, got {other:?}"),
     }
     let same = s
-        .update_ruleset(&t.id, &t.admin, &ResourceRef::name("base"), &ruleset_doc("base", "isolate"), None)
+        .update_ruleset(
+            &t.id,
+            &t.admin,
+            &ResourceRef::name("base"),
+            &ruleset_doc("base", "isolate"),
+            None,
+        )
         .await
         .unwrap();
     assert!(!same.changed);
     let changed = s
-        .update_ruleset(&t.id, &t.admin, &ResourceRef::name("base"), &ruleset_doc("base", "terminate"), Some(1))
+        .update_ruleset(
+            &t.id,
+            &t.admin,
+            &ResourceRef::name("base"),
+            &ruleset_doc("base", "terminate"),
+            Some(1),
+        )
         .await
         .unwrap();
     assert!(changed.changed);
     assert_eq!(changed.value.revision, 2);
     assert_precondition(
-        s.update_ruleset(&t.id, &t.admin, &ResourceRef::name("base"), &ruleset_doc("base", "log"), Some(1))
-            .await,
+        s.update_ruleset(
+            &t.id,
+            &t.admin,
+            &ResourceRef::name("base"),
+            &ruleset_doc("base", "log"),
+            Some(1),
+        )
+        .await,
     );
     assert_invalid(
-        s.update_ruleset(&t.id, &t.admin, &ResourceRef::id(&rs.id), &ruleset_doc("other", "log"), None)
-            .await
-            .unwrap_err(),
+        s.update_ruleset(
+            &t.id,
+            &t.admin,
+            &ResourceRef::id(&rs.id),
+            &ruleset_doc("other", "log"),
+            None,
+        )
+        .await
+        .unwrap_err(),
         "name",
     );
     let unknown_rule = r#"{"name":"x","rules":[{"id":"Not A Rule","mitigation":"log"}]}"#;
-    assert_invalid(s.create_ruleset(&t.id, &t.admin, unknown_rule).await.unwrap_err(), "rules[0].id");
-    let applied = s.apply_ruleset(&t.id, &t.admin, &ruleset_doc("second", "log"), None).await.unwrap();
+    assert_invalid(
+        s.create_ruleset(&t.id, &t.admin, unknown_rule).await.unwrap_err(),
+        "rules[0].id",
+    );
+    let applied = s
+        .apply_ruleset(&t.id, &t.admin, &ruleset_doc("second", "log"), None)
+        .await
+        .unwrap();
     assert!(applied.created);
     let list = s.list_rulesets(&t.id, &NameQuery::default()).await.unwrap();
-    assert_eq!(list.items.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(), ["base", "second"]);
+    assert_eq!(
+        list.items.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(),
+        ["base", "second"]
+    );
 
-    let a = s.create_attestor(&t.id, &t.admin, &attestor_doc("signer", "one")).await.unwrap();
+    let a = s
+        .create_attestor(&t.id, &t.admin, &attestor_doc("signer", "one"))
+        .await
+        .unwrap();
     assert_eq!(a.attestor_type, "cosignPublicKey");
-    let bad_key = serde_json::json!({"name": "broken", "type": "cosignPublicKey", "publicKey": "not a key"}).to_string();
-    assert_invalid(s.create_attestor(&t.id, &t.admin, &bad_key).await.unwrap_err(), "publicKey");
-    let w = s.apply_attestor(&t.id, &t.admin, &attestor_doc("signer", "two"), Some(1)).await.unwrap();
+    let bad_key =
+        serde_json::json!({"name": "broken", "type": "cosignPublicKey", "publicKey": "not a key"}).to_string();
+    assert_invalid(
+        s.create_attestor(&t.id, &t.admin, &bad_key).await.unwrap_err(),
+        "publicKey",
+    );
+    let w = s
+        .apply_attestor(&t.id, &t.admin, &attestor_doc("signer", "two"), Some(1))
+        .await
+        .unwrap();
     assert!(w.changed && !w.created);
     assert_eq!((w.value.revision, w.value.description.as_str()), (2, "two"));
-    assert_eq!(s.get_attestor(&t.id, &ResourceRef::id(&a.id)).await.unwrap().revision, 2);
+    assert_eq!(
+        s.get_attestor(&t.id, &ResourceRef::id(&a.id)).await.unwrap().revision,
+        2
+    );
     let filtered = s
         .list_attestors(
             &t.id,
@@ -705,8 +990,12 @@ async fn rulesets_and_attestors(db: &TestDb) {
         .await
         .iter()
         .filter_map(|e| match decode(e).payload {
-            Some(pe::event_envelope::Payload::RulesetChanged(r)) => Some((format!("ruleset:{}", r.name), r.revision, r.change)),
-            Some(pe::event_envelope::Payload::AttestorChanged(a)) => Some((format!("attestor:{}", a.name), a.revision, a.change)),
+            Some(pe::event_envelope::Payload::RulesetChanged(r)) => {
+                Some((format!("ruleset:{}", r.name), r.revision, r.change))
+            }
+            Some(pe::event_envelope::Payload::AttestorChanged(a)) => {
+                Some((format!("attestor:{}", a.name), a.revision, a.change))
+            }
             _ => None,
         })
         .collect();
@@ -722,7 +1011,10 @@ async fn rulesets_and_attestors(db: &TestDb) {
             ("attestor:signer".to_owned(), 2, updated),
         ]
     );
-    let deleted = s.delete_attestor(&t.id, &t.admin, &ResourceRef::name("signer")).await.unwrap();
+    let deleted = s
+        .delete_attestor(&t.id, &t.admin, &ResourceRef::name("signer"))
+        .await
+        .unwrap();
     assert_eq!(deleted.revision, 2);
     assert_not_found(s.get_attestor(&t.id, &ResourceRef::name("signer")).await);
 }
@@ -733,7 +1025,9 @@ async fn rulesets_and_attestors(db: &TestDb) {
 async fn clusters_settings_heartbeat_effective(db: &TestDb) {
     let s = &db.store;
     let t = tenant(s, "acme").await;
-    s.create_policy(&t.id, &t.admin, &policy_doc("prod", "block")).await.unwrap();
+    s.create_policy(&t.id, &t.admin, &policy_doc("prod", "block"))
+        .await
+        .unwrap();
     let reg = s
         .register_cluster(
             &t.id,
@@ -755,15 +1049,37 @@ async fn clusters_settings_heartbeat_effective(db: &TestDb) {
     assert!(c.last_seen_at.is_none());
     // The connector key works, bound to the cluster.
     let who = s.introspect(&reg.connector_key.secret).await.unwrap();
-    assert_eq!((who.role, who.cluster_id.as_deref(), who.tenant_id.as_str()), (Role::Connector, Some(c.id.as_str()), "acme"));
-    match s.register_cluster(&t.id, &t.admin, &NewCluster { name: "c1".to_owned(), ..NewCluster::default() }).await {
-        Err(StoreError::AlreadyExists { resource: "cluster", .. }) => {}
+    assert_eq!(
+        (who.role, who.cluster_id.as_deref(), who.tenant_id.as_str()),
+        (Role::Connector, Some(c.id.as_str()), "acme")
+    );
+    match s
+        .register_cluster(
+            &t.id,
+            &t.admin,
+            &NewCluster {
+                name: "c1".to_owned(),
+                ..NewCluster::default()
+            },
+        )
+        .await
+    {
+        Err(StoreError::AlreadyExists {
+            resource: "cluster", ..
+        }) => {}
         other => panic!("expected AlreadyExists, got {other:?}"),
     }
     assert_invalid(
-        s.register_cluster(&t.id, &t.admin, &NewCluster { name: "bad name".to_owned(), ..NewCluster::default() })
-            .await
-            .unwrap_err(),
+        s.register_cluster(
+            &t.id,
+            &t.admin,
+            &NewCluster {
+                name: "bad name".to_owned(),
+                ..NewCluster::default()
+            },
+        )
+        .await
+        .unwrap_err(),
         "name",
     );
     assert_not_found(
@@ -802,11 +1118,21 @@ async fn clusters_settings_heartbeat_effective(db: &TestDb) {
         .unwrap();
     assert_eq!(c.generation, 2);
     assert_eq!(c.settings.failure_mode, FailureMode::FailClosed);
-    assert_eq!(c.settings.excluded_namespaces, ["kube-system", "portcullis-system"], "kept");
+    assert_eq!(
+        c.settings.excluded_namespaces,
+        ["kube-system", "portcullis-system"],
+        "kept"
+    );
     assert_eq!(c.settings.trusted_images, ["registry.example.com/agent"]);
     assert_precondition(
-        s.update_cluster_settings(&t.id, &t.admin, &ResourceRef::name("c1"), &SettingsUpdate::default(), Some(1))
-            .await,
+        s.update_cluster_settings(
+            &t.id,
+            &t.admin,
+            &ResourceRef::name("c1"),
+            &SettingsUpdate::default(),
+            Some(1),
+        )
+        .await,
     );
     // No change, no new generation.
     let same = s
@@ -816,7 +1142,10 @@ async fn clusters_settings_heartbeat_effective(db: &TestDb) {
     assert_eq!(same.generation, 2);
 
     db.clock.advance(Duration::minutes(5));
-    let hb = s.heartbeat(&t.id, &ResourceRef::id(&c.id), "1.4.2", "v1.33.1").await.unwrap();
+    let hb = s
+        .heartbeat(&t.id, &ResourceRef::id(&c.id), "1.4.2", "v1.33.1")
+        .await
+        .unwrap();
     assert_eq!((hb.policy_revision, hb.cluster_generation), (1, 2));
     assert_eq!(hb.server_time, db.clock.now());
     let listed = s.list_clusters(&t.id, &ClusterQuery::default()).await.unwrap();
@@ -828,9 +1157,15 @@ async fn clusters_settings_heartbeat_effective(db: &TestDb) {
     let eff = s.effective_policy(&t.id, &ResourceRef::name("c1")).await.unwrap();
     assert_eq!(eff.policy.as_ref().map(|p| p.revision), Some(1));
     assert_eq!(eff.settings.failure_mode, FailureMode::FailClosed);
-    s.update_policy(&t.id, &t.admin, &ResourceRef::name("prod"), &policy_doc("prod", "log"), 1)
-        .await
-        .unwrap();
+    s.update_policy(
+        &t.id,
+        &t.admin,
+        &ResourceRef::name("prod"),
+        &policy_doc("prod", "log"),
+        1,
+    )
+    .await
+    .unwrap();
     let eff = s.effective_policy(&t.id, &ResourceRef::name("c1")).await.unwrap();
     let policy = eff.policy.unwrap();
     assert_eq!(policy.revision, 2);
@@ -838,12 +1173,34 @@ async fn clusters_settings_heartbeat_effective(db: &TestDb) {
     assert_eq!(eff.cluster_generation, 2);
 
     // Unassigned: no policy; reassignment publishes the assignment.
-    let c = s.assign_policy(&t.id, &t.admin, &ResourceRef::name("c1"), None).await.unwrap();
-    assert_eq!((c.generation, c.policy_id.as_deref()), (3, None));
-    assert!(s.effective_policy(&t.id, &ResourceRef::name("c1")).await.unwrap().policy.is_none());
-    assert_not_found(s.assign_policy(&t.id, &t.admin, &ResourceRef::name("c1"), Some(&ResourceRef::name("nope"))).await);
     let c = s
-        .assign_policy(&t.id, &t.admin, &ResourceRef::name("c1"), Some(&ResourceRef::name("prod")))
+        .assign_policy(&t.id, &t.admin, &ResourceRef::name("c1"), None)
+        .await
+        .unwrap();
+    assert_eq!((c.generation, c.policy_id.as_deref()), (3, None));
+    assert!(
+        s.effective_policy(&t.id, &ResourceRef::name("c1"))
+            .await
+            .unwrap()
+            .policy
+            .is_none()
+    );
+    assert_not_found(
+        s.assign_policy(
+            &t.id,
+            &t.admin,
+            &ResourceRef::name("c1"),
+            Some(&ResourceRef::name("nope")),
+        )
+        .await,
+    );
+    let c = s
+        .assign_policy(
+            &t.id,
+            &t.admin,
+            &ResourceRef::name("c1"),
+            Some(&ResourceRef::name("prod")),
+        )
         .await
         .unwrap();
     assert_eq!(c.generation, 4);
@@ -862,8 +1219,11 @@ async fn clusters_settings_heartbeat_effective(db: &TestDb) {
     }
 
     // Deleting revokes the connector key.
-    let deleted = s.delete_cluster(&t.id, &t.admin, &ResourceRef::name("c1")).await.unwrap();
-    assert_eq!(deleted.revoked_key_ids, [reg.connector_key.key.id.clone()]);
+    let deleted = s
+        .delete_cluster(&t.id, &t.admin, &ResourceRef::name("c1"))
+        .await
+        .unwrap();
+    assert_eq!(deleted.revoked_key_ids, [reg.connector_key.key.id.as_str()]);
     assert!(matches!(
         s.introspect(&reg.connector_key.secret).await,
         Err(StoreError::Unauthenticated(InactiveReason::Revoked))
@@ -875,29 +1235,48 @@ async fn connector_key_rotation(db: &TestDb) {
     let s = &db.store;
     let t = tenant(s, "acme").await;
     let reg = s
-        .register_cluster(&t.id, &t.admin, &NewCluster { name: "c1".to_owned(), ..NewCluster::default() })
+        .register_cluster(
+            &t.id,
+            &t.admin,
+            &NewCluster {
+                name: "c1".to_owned(),
+                ..NewCluster::default()
+            },
+        )
         .await
         .unwrap();
     let old = reg.connector_key;
     let rot = s
-        .rotate_connector_key(&t.id, &t.admin, &ResourceRef::name("c1"), Some(Duration::minutes(10)), None)
+        .rotate_connector_key(
+            &t.id,
+            &t.admin,
+            &ResourceRef::name("c1"),
+            Some(Duration::minutes(10)),
+            None,
+        )
         .await
         .unwrap();
-    assert_eq!(rot.previous_key_ids, [old.key.id.clone()]);
+    assert_eq!(rot.previous_key_ids, [old.key.id.as_str()]);
     assert_eq!(rot.new_key.key.rotated_from.as_deref(), Some(old.key.id.as_str()));
     assert_eq!(rot.previous_keys_expire_at, db.clock.now() + Duration::minutes(10));
     // Both work during the grace period; the old one says when it stops.
     let old_who = s.introspect(&old.secret).await.unwrap();
     assert_eq!(old_who.expires_at, Some(rot.previous_keys_expire_at));
     assert_eq!(s.introspect(&rot.new_key.secret).await.unwrap().expires_at, None);
-    assert_eq!(s.get_cluster(&t.id, &ResourceRef::name("c1")).await.unwrap().generation, 2);
+    assert_eq!(
+        s.get_cluster(&t.id, &ResourceRef::name("c1")).await.unwrap().generation,
+        2
+    );
 
     db.clock.advance(Duration::minutes(11));
     assert!(matches!(
         s.introspect(&old.secret).await,
         Err(StoreError::Unauthenticated(InactiveReason::Expired))
     ));
-    assert_eq!(s.introspect(&rot.new_key.secret).await.unwrap().key_id, rot.new_key.key.id);
+    assert_eq!(
+        s.introspect(&rot.new_key.secret).await.unwrap().key_id,
+        rot.new_key.key.id
+    );
     // The sweep records the end of the grace period and publishes it.
     let before = s.pending_event_count().await.unwrap();
     assert_eq!(s.sweep_rotated_keys().await.unwrap(), 1);
@@ -918,16 +1297,22 @@ async fn connector_key_rotation(db: &TestDb) {
         .rotate_connector_key(&t.id, &t.admin, &ResourceRef::name("c1"), Some(Duration::ZERO), None)
         .await
         .unwrap();
-    assert_eq!(rot2.previous_key_ids, [rot.new_key.key.id.clone()]);
+    assert_eq!(rot2.previous_key_ids, [rot.new_key.key.id.as_str()]);
     assert!(matches!(
         s.introspect(&rot.new_key.secret).await,
         Err(StoreError::Unauthenticated(InactiveReason::Revoked))
     ));
     assert!(s.introspect(&rot2.new_key.secret).await.is_ok());
     assert_invalid(
-        s.rotate_connector_key(&t.id, &t.admin, &ResourceRef::name("c1"), Some(Duration::seconds(-1)), None)
-            .await
-            .unwrap_err(),
+        s.rotate_connector_key(
+            &t.id,
+            &t.admin,
+            &ResourceRef::name("c1"),
+            Some(Duration::seconds(-1)),
+            None,
+        )
+        .await
+        .unwrap_err(),
         "grace_period",
     );
 }
@@ -939,7 +1324,10 @@ async fn tenant_isolation(db: &TestDb) {
     let s = &db.store;
     let a = tenant(s, "tenant-a").await;
     let b = tenant(s, "tenant-b").await;
-    let bp = s.create_policy(&b.id, &b.admin, &policy_doc("shared.name", "block")).await.unwrap();
+    let bp = s
+        .create_policy(&b.id, &b.admin, &policy_doc("shared.name", "block"))
+        .await
+        .unwrap();
     let bc = s
         .register_cluster(
             &b.id,
@@ -952,14 +1340,36 @@ async fn tenant_isolation(db: &TestDb) {
         )
         .await
         .unwrap();
-    let brs = s.create_ruleset(&b.id, &b.admin, &ruleset_doc("rs", "log")).await.unwrap();
-    let bat = s.create_attestor(&b.id, &b.admin, &attestor_doc("signer", "")).await.unwrap();
+    let brs = s
+        .create_ruleset(&b.id, &b.admin, &ruleset_doc("rs", "log"))
+        .await
+        .unwrap();
+    let bat = s
+        .create_attestor(&b.id, &b.admin, &attestor_doc("signer", ""))
+        .await
+        .unwrap();
     let bkey = s
-        .create_api_key(&b.id, &b.admin, &NewApiKey { role: Role::Viewer, cluster: None, expires_at: None, description: String::new() })
+        .create_api_key(
+            &b.id,
+            &b.admin,
+            &NewApiKey {
+                role: Role::Viewer,
+                cluster: None,
+                expires_at: None,
+                description: String::new(),
+            },
+        )
         .await
         .unwrap();
     let ac = s
-        .register_cluster(&a.id, &a.admin, &NewCluster { name: "ca".to_owned(), ..NewCluster::default() })
+        .register_cluster(
+            &a.id,
+            &a.admin,
+            &NewCluster {
+                name: "ca".to_owned(),
+                ..NewCluster::default()
+            },
+        )
         .await
         .unwrap();
 
@@ -967,66 +1377,209 @@ async fn tenant_isolation(db: &TestDb) {
     assert_not_found(s.get_policy(&a.id, &ResourceRef::name("shared.name")).await);
     assert_not_found(s.get_policy(&a.id, &ResourceRef::id(&bp.id)).await);
     assert_not_found(s.get_policy_revision(&a.id, &ResourceRef::id(&bp.id), 1).await);
-    assert_not_found(s.policy_history(&a.id, &ResourceRef::id(&bp.id), &PageRequest::default()).await);
+    assert_not_found(
+        s.policy_history(&a.id, &ResourceRef::id(&bp.id), &PageRequest::default())
+            .await,
+    );
     assert_not_found(s.get_cluster(&a.id, &ResourceRef::id(&bc.cluster.id)).await);
     assert_not_found(s.effective_policy(&a.id, &ResourceRef::id(&bc.cluster.id)).await);
     assert_not_found(s.get_ruleset(&a.id, &ResourceRef::id(&brs.id)).await);
     assert_not_found(s.get_attestor(&a.id, &ResourceRef::id(&bat.id)).await);
     assert_not_found(s.get_api_key(&a.id, &bkey.key.id).await);
     // List.
-    assert!(s.list_policies(&a.id, &PolicyQuery::default()).await.unwrap().items.is_empty());
-    assert_eq!(s.list_clusters(&a.id, &ClusterQuery::default()).await.unwrap().items.len(), 1);
-    assert!(s.list_rulesets(&a.id, &NameQuery::default()).await.unwrap().items.is_empty());
-    assert!(s.list_attestors(&a.id, &NameQuery::default()).await.unwrap().items.is_empty());
-    let a_keys = s.list_api_keys(&a.id, &ApiKeyQuery { include_inactive: true, ..ApiKeyQuery::default() }).await.unwrap();
+    assert!(
+        s.list_policies(&a.id, &PolicyQuery::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    assert_eq!(
+        s.list_clusters(&a.id, &ClusterQuery::default())
+            .await
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
+    assert!(
+        s.list_rulesets(&a.id, &NameQuery::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    assert!(
+        s.list_attestors(&a.id, &NameQuery::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    let a_keys = s
+        .list_api_keys(
+            &a.id,
+            &ApiKeyQuery {
+                include_inactive: true,
+                ..ApiKeyQuery::default()
+            },
+        )
+        .await
+        .unwrap();
     assert!(a_keys.items.iter().all(|k| k.tenant_id == "tenant-a"));
-    assert!(s.list_audit(&a.id, &AuditQuery::default()).await.unwrap().items.iter().all(|e| e.resource_id != bp.id));
+    assert!(
+        s.list_audit(&a.id, &AuditQuery::default())
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .all(|e| e.resource_id != bp.id)
+    );
     assert_not_found(
-        s.list_clusters(&a.id, &ClusterQuery { policy: Some(ResourceRef::id(&bp.id)), ..ClusterQuery::default() })
-            .await,
+        s.list_clusters(
+            &a.id,
+            &ClusterQuery {
+                policy: Some(ResourceRef::id(&bp.id)),
+                ..ClusterQuery::default()
+            },
+        )
+        .await,
     );
     // Change.
-    assert_not_found(s.update_policy(&a.id, &a.admin, &ResourceRef::id(&bp.id), &policy_doc("shared.name", "log"), 1).await);
+    assert_not_found(
+        s.update_policy(
+            &a.id,
+            &a.admin,
+            &ResourceRef::id(&bp.id),
+            &policy_doc("shared.name", "log"),
+            1,
+        )
+        .await,
+    );
     assert_not_found(s.delete_policy(&a.id, &a.admin, &ResourceRef::id(&bp.id), None).await);
-    assert_not_found(s.duplicate_policy(&a.id, &a.admin, &ResourceRef::id(&bp.id), None).await);
+    assert_not_found(
+        s.duplicate_policy(&a.id, &a.admin, &ResourceRef::id(&bp.id), None)
+            .await,
+    );
     assert_not_found(s.delete_ruleset(&a.id, &a.admin, &ResourceRef::id(&brs.id)).await);
-    assert_not_found(s.update_attestor(&a.id, &a.admin, &ResourceRef::id(&bat.id), &attestor_doc("signer", "x"), None).await);
+    assert_not_found(
+        s.update_attestor(
+            &a.id,
+            &a.admin,
+            &ResourceRef::id(&bat.id),
+            &attestor_doc("signer", "x"),
+            None,
+        )
+        .await,
+    );
     assert_not_found(s.revoke_api_key(&a.id, &a.admin, &bkey.key.id).await);
-    assert_not_found(s.update_cluster_settings(&a.id, &a.admin, &ResourceRef::id(&bc.cluster.id), &SettingsUpdate::default(), None).await);
+    assert_not_found(
+        s.update_cluster_settings(
+            &a.id,
+            &a.admin,
+            &ResourceRef::id(&bc.cluster.id),
+            &SettingsUpdate::default(),
+            None,
+        )
+        .await,
+    );
     assert_not_found(s.heartbeat(&a.id, &ResourceRef::id(&bc.cluster.id), "1", "v1").await);
-    assert_not_found(s.rotate_connector_key(&a.id, &a.admin, &ResourceRef::id(&bc.cluster.id), None, None).await);
-    assert_not_found(s.delete_cluster(&a.id, &a.admin, &ResourceRef::id(&bc.cluster.id)).await);
+    assert_not_found(
+        s.rotate_connector_key(&a.id, &a.admin, &ResourceRef::id(&bc.cluster.id), None, None)
+            .await,
+    );
+    assert_not_found(
+        s.delete_cluster(&a.id, &a.admin, &ResourceRef::id(&bc.cluster.id))
+            .await,
+    );
     // Assign: B's policy to A's cluster, and A's policy to B's cluster.
-    assert_not_found(s.assign_policy(&a.id, &a.admin, &ResourceRef::id(&ac.cluster.id), Some(&ResourceRef::id(&bp.id))).await);
-    let ap = s.create_policy(&a.id, &a.admin, &policy_doc("shared.name", "log")).await.unwrap();
-    assert_not_found(s.assign_policy(&a.id, &a.admin, &ResourceRef::id(&bc.cluster.id), Some(&ResourceRef::id(&ap.id))).await);
+    assert_not_found(
+        s.assign_policy(
+            &a.id,
+            &a.admin,
+            &ResourceRef::id(&ac.cluster.id),
+            Some(&ResourceRef::id(&bp.id)),
+        )
+        .await,
+    );
+    let ap = s
+        .create_policy(&a.id, &a.admin, &policy_doc("shared.name", "log"))
+        .await
+        .unwrap();
+    assert_not_found(
+        s.assign_policy(
+            &a.id,
+            &a.admin,
+            &ResourceRef::id(&bc.cluster.id),
+            Some(&ResourceRef::id(&ap.id)),
+        )
+        .await,
+    );
     // A connector key of A's cannot be bound to B's cluster.
     assert_not_found(
         s.create_api_key(
             &a.id,
             &a.admin,
-            &NewApiKey { role: Role::Connector, cluster: Some(ResourceRef::id(&bc.cluster.id)), expires_at: None, description: String::new() },
+            &NewApiKey {
+                role: Role::Connector,
+                cluster: Some(ResourceRef::id(&bc.cluster.id)),
+                expires_at: None,
+                description: String::new(),
+            },
         )
         .await,
     );
     // References across tenants do not resolve.
     assert_invalid(
-        s.create_policy(&a.id, &a.admin, &policy_with_refs("refs", Some("signer"), Some(&brs.id))).await.unwrap_err(),
+        s.create_policy(
+            &a.id,
+            &a.admin,
+            &policy_with_refs("refs", Some("signer"), Some(&brs.id)),
+        )
+        .await
+        .unwrap_err(),
         "runtime.rulesets[0].id",
     );
     // Scans.
     let digest = format!("sha256:{}", "ab".repeat(32));
     let native = serde_json::json!({"digest": digest, "scanType": "vulnerability", "scannedAt": "2024-01-01T00:00:00Z", "scanner": "trivy", "findings": []});
-    s.upload_scan(&b.id, &b.admin, &ScanUpload { digest: None, image: String::new(), report: ScanReport::NativeJson(native.to_string().into_bytes()) })
-        .await
-        .unwrap();
-    assert_not_found(s.latest_scan(&a.id, &digest, portcullis_engine::scan::ScanType::Vulnerability).await);
-    assert!(s.scan_summaries(&a.id, std::slice::from_ref(&digest)).await.unwrap()[0].summaries.is_empty());
-    assert!(s.list_scans(&a.id, &ScanQuery::default()).await.unwrap().items.is_empty());
+    s.upload_scan(
+        &b.id,
+        &b.admin,
+        &ScanUpload {
+            digest: None,
+            image: String::new(),
+            report: ScanReport::NativeJson(native.to_string().into_bytes()),
+        },
+    )
+    .await
+    .unwrap();
+    assert_not_found(
+        s.latest_scan(&a.id, &digest, portcullis_engine::scan::ScanType::Vulnerability)
+            .await,
+    );
+    assert!(
+        s.scan_summaries(&a.id, std::slice::from_ref(&digest)).await.unwrap()[0]
+            .summaries
+            .is_empty()
+    );
+    assert!(
+        s.list_scans(&a.id, &ScanQuery::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
 
     // B's things are untouched.
     assert_eq!(s.get_policy(&b.id, &ResourceRef::id(&bp.id)).await.unwrap().revision, 1);
-    assert_eq!(s.get_cluster(&b.id, &ResourceRef::id(&bc.cluster.id)).await.unwrap().generation, 1);
+    assert_eq!(
+        s.get_cluster(&b.id, &ResourceRef::id(&bc.cluster.id))
+            .await
+            .unwrap()
+            .generation,
+        1
+    );
     assert!(s.introspect(&bkey.secret).await.is_ok());
     assert_eq!(s.introspect(&a.admin_secret).await.unwrap().tenant_id, "tenant-a");
 }
@@ -1034,81 +1587,188 @@ async fn tenant_isolation(db: &TestDb) {
 async fn api_keys(db: &TestDb) {
     let s = &db.store;
     let t = tenant(s, "acme").await;
-    let new = |role, cluster, expires_at| NewApiKey { role, cluster, expires_at, description: "ci".to_owned() };
-    assert_invalid(s.create_api_key(&t.id, &t.admin, &new(Role::Connector, None, None)).await.unwrap_err(), "cluster");
+    let new = |role, cluster, expires_at| NewApiKey {
+        role,
+        cluster,
+        expires_at,
+        description: "ci".to_owned(),
+    };
     assert_invalid(
-        s.create_api_key(&t.id, &t.admin, &new(Role::Viewer, Some(ResourceRef::name("c")), None)).await.unwrap_err(),
+        s.create_api_key(&t.id, &t.admin, &new(Role::Connector, None, None))
+            .await
+            .unwrap_err(),
         "cluster",
     );
     assert_invalid(
-        s.create_api_key(&t.id, &t.admin, &new(Role::Viewer, None, Some(db.clock.now() - Duration::seconds(1))))
+        s.create_api_key(&t.id, &t.admin, &new(Role::Viewer, Some(ResourceRef::name("c")), None))
             .await
             .unwrap_err(),
+        "cluster",
+    );
+    assert_invalid(
+        s.create_api_key(
+            &t.id,
+            &t.admin,
+            &new(Role::Viewer, None, Some(db.clock.now() - Duration::seconds(1))),
+        )
+        .await
+        .unwrap_err(),
         "expires_at",
     );
-    assert_not_found(s.create_api_key(&t.id, &t.admin, &new(Role::Connector, Some(ResourceRef::name("nope")), None)).await);
+    assert_not_found(
+        s.create_api_key(
+            &t.id,
+            &t.admin,
+            &new(Role::Connector, Some(ResourceRef::name("nope")), None),
+        )
+        .await,
+    );
 
-    let viewer = s.create_api_key(&t.id, &t.admin, &new(Role::Viewer, None, None)).await.unwrap();
+    let viewer = s
+        .create_api_key(&t.id, &t.admin, &new(Role::Viewer, None, None))
+        .await
+        .unwrap();
     assert!(viewer.secret.starts_with(KEY_PREFIX));
     assert!(viewer.secret.contains(&viewer.key.id));
-    assert!(viewer.secret.starts_with(&viewer.key.secret_prefix) && viewer.key.secret_prefix.len() < viewer.secret.len());
+    assert!(
+        viewer.secret.starts_with(&viewer.key.secret_prefix) && viewer.key.secret_prefix.len() < viewer.secret.len()
+    );
     assert_eq!(viewer.key.created_by_key_id, t.admin.key_id);
-    assert!(!format!("{viewer:?}").contains(&viewer.secret), "Debug never prints the secret");
+    assert!(
+        !format!("{viewer:?}").contains(&viewer.secret),
+        "Debug never prints the secret"
+    );
     let expiring = s
-        .create_api_key(&t.id, &t.admin, &new(Role::Editor, None, Some(db.clock.now() + Duration::hours(1))))
+        .create_api_key(
+            &t.id,
+            &t.admin,
+            &new(Role::Editor, None, Some(db.clock.now() + Duration::hours(1))),
+        )
         .await
         .unwrap();
 
     // Introspection and last-used time (written at most once a minute).
     let who = s.introspect(&viewer.secret).await.unwrap();
-    assert_eq!((who.tenant_id.as_str(), who.role, who.key_id.as_str()), ("acme", Role::Viewer, viewer.key.id.as_str()));
+    assert_eq!(
+        (who.tenant_id.as_str(), who.role, who.key_id.as_str()),
+        ("acme", Role::Viewer, viewer.key.id.as_str())
+    );
     let first_use = db.clock.now();
-    assert_eq!(s.get_api_key(&t.id, &viewer.key.id).await.unwrap().last_used_at, Some(first_use));
+    assert_eq!(
+        s.get_api_key(&t.id, &viewer.key.id).await.unwrap().last_used_at,
+        Some(first_use)
+    );
     db.clock.advance(Duration::seconds(30));
     s.introspect(&viewer.secret).await.unwrap();
-    assert_eq!(s.get_api_key(&t.id, &viewer.key.id).await.unwrap().last_used_at, Some(first_use));
+    assert_eq!(
+        s.get_api_key(&t.id, &viewer.key.id).await.unwrap().last_used_at,
+        Some(first_use)
+    );
     db.clock.advance(Duration::seconds(31));
     s.introspect(&viewer.secret).await.unwrap();
-    assert_eq!(s.get_api_key(&t.id, &viewer.key.id).await.unwrap().last_used_at, Some(db.clock.now()));
+    assert_eq!(
+        s.get_api_key(&t.id, &viewer.key.id).await.unwrap().last_used_at,
+        Some(db.clock.now())
+    );
 
     // Unknown, wrong secret, malformed.
     let wrong = format!("{}x", &viewer.secret[..viewer.secret.len() - 1]);
     for bad in [wrong.as_str(), "pck_nope_abc", "", "Bearer something"] {
-        assert!(matches!(s.introspect(bad).await, Err(StoreError::Unauthenticated(InactiveReason::Unknown))), "{bad}");
+        assert!(
+            matches!(
+                s.introspect(bad).await,
+                Err(StoreError::Unauthenticated(InactiveReason::Unknown))
+            ),
+            "{bad}"
+        );
     }
 
     // Listing: newest first, never a secret, paging.
     let all = s.list_api_keys(&t.id, &ApiKeyQuery::default()).await.unwrap();
     assert_eq!(all.items.len(), 3);
-    let p1 = s.list_api_keys(&t.id, &ApiKeyQuery { page: PageRequest::first(2), ..ApiKeyQuery::default() }).await.unwrap();
+    let p1 = s
+        .list_api_keys(
+            &t.id,
+            &ApiKeyQuery {
+                page: PageRequest::first(2),
+                ..ApiKeyQuery::default()
+            },
+        )
+        .await
+        .unwrap();
     let p2 = s
-        .list_api_keys(&t.id, &ApiKeyQuery { page: PageRequest::after(2, p1.next_token.clone().unwrap()), ..ApiKeyQuery::default() })
+        .list_api_keys(
+            &t.id,
+            &ApiKeyQuery {
+                page: PageRequest::after(2, p1.next_token.clone().unwrap()),
+                ..ApiKeyQuery::default()
+            },
+        )
         .await
         .unwrap();
     let paged: Vec<String> = p1.items.iter().chain(&p2.items).map(|k| k.id.clone()).collect();
     assert_eq!(paged, all.items.iter().map(|k| k.id.clone()).collect::<Vec<_>>());
     assert!(p2.next_token.is_none());
-    let viewers = s.list_api_keys(&t.id, &ApiKeyQuery { role: Some(Role::Viewer), ..ApiKeyQuery::default() }).await.unwrap();
-    assert_eq!(viewers.items.iter().map(|k| k.id.as_str()).collect::<Vec<_>>(), [viewer.key.id.as_str()]);
+    let viewers = s
+        .list_api_keys(
+            &t.id,
+            &ApiKeyQuery {
+                role: Some(Role::Viewer),
+                ..ApiKeyQuery::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        viewers.items.iter().map(|k| k.id.as_str()).collect::<Vec<_>>(),
+        [viewer.key.id.as_str()]
+    );
 
     // Revoke: stops at once, publishes, audits; a second revoke changes nothing.
     let revoked = s.revoke_api_key(&t.id, &t.admin, &viewer.key.id).await.unwrap();
     assert!(revoked.revoked_at.is_some());
-    assert!(matches!(s.introspect(&viewer.secret).await, Err(StoreError::Unauthenticated(InactiveReason::Revoked))));
+    assert!(matches!(
+        s.introspect(&viewer.secret).await,
+        Err(StoreError::Unauthenticated(InactiveReason::Revoked))
+    ));
     let ev = events(s).await.pop().unwrap();
     assert_eq!(ev.topic, "apikey.revoked");
     assert_eq!(ev.subject(), "pc.acme.evt.apikey.revoked");
     let count = s.pending_event_count().await.unwrap();
-    assert_eq!(s.revoke_api_key(&t.id, &t.admin, &viewer.key.id).await.unwrap().revoked_at, revoked.revoked_at);
+    assert_eq!(
+        s.revoke_api_key(&t.id, &t.admin, &viewer.key.id)
+            .await
+            .unwrap()
+            .revoked_at,
+        revoked.revoked_at
+    );
     assert_eq!(s.pending_event_count().await.unwrap(), count);
 
     // Expiry.
-    assert_eq!(s.introspect(&expiring.secret).await.unwrap().expires_at, expiring.key.expires_at);
+    assert_eq!(
+        s.introspect(&expiring.secret).await.unwrap().expires_at,
+        expiring.key.expires_at
+    );
     db.clock.advance(Duration::hours(2));
-    assert!(matches!(s.introspect(&expiring.secret).await, Err(StoreError::Unauthenticated(InactiveReason::Expired))));
+    assert!(matches!(
+        s.introspect(&expiring.secret).await,
+        Err(StoreError::Unauthenticated(InactiveReason::Expired))
+    ));
     let active = s.list_api_keys(&t.id, &ApiKeyQuery::default()).await.unwrap();
-    assert_eq!(active.items.iter().map(|k| k.id.as_str()).collect::<Vec<_>>(), [t.admin.key_id.as_deref().unwrap()]);
-    let everything = s.list_api_keys(&t.id, &ApiKeyQuery { include_inactive: true, ..ApiKeyQuery::default() }).await.unwrap();
+    assert_eq!(
+        active.items.iter().map(|k| k.id.as_str()).collect::<Vec<_>>(),
+        [t.admin.key_id.as_deref().unwrap()]
+    );
+    let everything = s
+        .list_api_keys(
+            &t.id,
+            &ApiKeyQuery {
+                include_inactive: true,
+                ..ApiKeyQuery::default()
+            },
+        )
+        .await
+        .unwrap();
     assert_eq!(everything.items.len(), 3);
     assert!(everything.items.iter().any(|k| !k.is_active(db.clock.now())));
 }
@@ -1117,41 +1777,117 @@ async fn tenants(db: &TestDb) {
     let s = &db.store;
     let t = tenant(s, "acme").await;
     assert_eq!(s.introspect(&t.admin_secret).await.unwrap().role, Role::Admin);
-    match s.create_tenant(&Actor::operator(), &NewTenant { id: Some("acme".to_owned()), name: "Other".to_owned(), admin_key_expires_at: None }).await {
+    match s
+        .create_tenant(
+            &Actor::operator(),
+            &NewTenant {
+                id: Some("acme".to_owned()),
+                name: "Other".to_owned(),
+                admin_key_expires_at: None,
+            },
+        )
+        .await
+    {
         Err(StoreError::AlreadyExists { resource: "tenant", .. }) => {}
         other => panic!("expected AlreadyExists, got {other:?}"),
     }
-    match s.create_tenant(&Actor::operator(), &NewTenant { id: None, name: "Tenant acme".to_owned(), admin_key_expires_at: None }).await {
+    match s
+        .create_tenant(
+            &Actor::operator(),
+            &NewTenant {
+                id: None,
+                name: "Tenant acme".to_owned(),
+                admin_key_expires_at: None,
+            },
+        )
+        .await
+    {
         Err(StoreError::AlreadyExists { .. }) => {}
         other => panic!("expected AlreadyExists for the name, got {other:?}"),
     }
     assert_invalid(
-        s.create_tenant(&Actor::operator(), &NewTenant { id: Some("Upper_Case".to_owned()), name: "x".to_owned(), admin_key_expires_at: None })
-            .await
-            .unwrap_err(),
+        s.create_tenant(
+            &Actor::operator(),
+            &NewTenant {
+                id: Some("Upper_Case".to_owned()),
+                name: "x".to_owned(),
+                admin_key_expires_at: None,
+            },
+        )
+        .await
+        .unwrap_err(),
         "tenant_id",
     );
     assert_invalid(
-        s.create_tenant(&Actor::operator(), &NewTenant { id: None, name: " ".to_owned(), admin_key_expires_at: None }).await.unwrap_err(),
+        s.create_tenant(
+            &Actor::operator(),
+            &NewTenant {
+                id: None,
+                name: " ".to_owned(),
+                admin_key_expires_at: None,
+            },
+        )
+        .await
+        .unwrap_err(),
         "name",
     );
-    let generated = s.create_tenant(&Actor::operator(), &NewTenant { id: None, name: "Gen".to_owned(), admin_key_expires_at: None }).await.unwrap();
+    let generated = s
+        .create_tenant(
+            &Actor::operator(),
+            &NewTenant {
+                id: None,
+                name: "Gen".to_owned(),
+                admin_key_expires_at: None,
+            },
+        )
+        .await
+        .unwrap();
     assert!(is_valid_tenant_id(&generated.tenant.id));
     assert_eq!(s.get_tenant(&generated.tenant.id).await.unwrap().name, "Gen");
     let listed = s.list_tenants(&PageRequest::default(), "").await.unwrap();
     assert_eq!(listed.items.len(), 2);
-    assert_eq!(s.list_tenants(&PageRequest::default(), "Gen").await.unwrap().items.len(), 1);
+    assert_eq!(
+        s.list_tenants(&PageRequest::default(), "Gen")
+            .await
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
 
     // Delete: everything goes; its keys stop working and are announced.
-    s.create_policy(&t.id, &t.admin, &policy_doc("p", "block")).await.unwrap();
-    let reg = s.register_cluster(&t.id, &t.admin, &NewCluster { name: "c".to_owned(), policy: Some(ResourceRef::name("p")), ..NewCluster::default() }).await.unwrap();
-    s.create_attestor(&t.id, &t.admin, &attestor_doc("signer", "")).await.unwrap();
-    s.create_policy(&t.id, &t.admin, &policy_with_refs("q", Some("signer"), None)).await.unwrap();
+    s.create_policy(&t.id, &t.admin, &policy_doc("p", "block"))
+        .await
+        .unwrap();
+    let reg = s
+        .register_cluster(
+            &t.id,
+            &t.admin,
+            &NewCluster {
+                name: "c".to_owned(),
+                policy: Some(ResourceRef::name("p")),
+                ..NewCluster::default()
+            },
+        )
+        .await
+        .unwrap();
+    s.create_attestor(&t.id, &t.admin, &attestor_doc("signer", ""))
+        .await
+        .unwrap();
+    s.create_policy(&t.id, &t.admin, &policy_with_refs("q", Some("signer"), None))
+        .await
+        .unwrap();
     let before = s.pending_event_count().await.unwrap();
     s.delete_tenant(&Actor::operator(), "acme").await.unwrap();
     assert_not_found(s.get_tenant("acme").await);
-    assert!(matches!(s.introspect(&t.admin_secret).await, Err(StoreError::Unauthenticated(_))));
-    assert!(matches!(s.introspect(&reg.connector_key.secret).await, Err(StoreError::Unauthenticated(_))));
+    assert!(matches!(
+        s.introspect(&t.admin_secret).await,
+        Err(StoreError::Unauthenticated(_))
+    ));
+    assert!(matches!(
+        s.introspect(&reg.connector_key.secret).await,
+        Err(StoreError::Unauthenticated(_))
+    ));
     let new_events = s.pending_event_count().await.unwrap() - before;
     assert_eq!(new_events, 2, "one apikey.revoked per working key");
     let reasons: Vec<i32> = events(s)
@@ -1165,10 +1901,28 @@ async fn tenants(db: &TestDb) {
         })
         .collect();
     assert_eq!(reasons, [pe::RevocationReason::TenantDeleted as i32; 2]);
+    // The deletion is on record under the tenant's id; nothing else of it is.
+    let record = s.list_audit("acme", &AuditQuery::default()).await.unwrap().items;
+    assert_eq!(
+        record.iter().map(|e| e.action.as_str()).collect::<Vec<_>>(),
+        ["tenant.delete"]
+    );
     // The id can be used again, and starts empty.
     let again = tenant(s, "acme").await;
-    assert!(s.list_policies(&again.id, &PolicyQuery::default()).await.unwrap().items.is_empty());
-    assert!(s.list_clusters(&again.id, &ClusterQuery::default()).await.unwrap().items.is_empty());
+    assert!(
+        s.list_policies(&again.id, &PolicyQuery::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    assert!(
+        s.list_clusters(&again.id, &ClusterQuery::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1177,25 +1931,50 @@ async fn tenants(db: &TestDb) {
 async fn outbox_rows_and_relay(db: &TestDb) {
     let s = &db.store;
     let t = tenant(s, "acme").await;
-    let p = s.create_policy(&t.id, &t.admin, &policy_doc("prod", "block")).await.unwrap();
+    let p = s
+        .create_policy(&t.id, &t.admin, &policy_doc("prod", "block"))
+        .await
+        .unwrap();
     let rows = events(s).await;
     assert_eq!(rows.len(), 1, "tenant creation publishes nothing; the policy one event");
     let ev = &rows[0];
     assert_eq!((ev.topic.as_str(), ev.tenant_id.as_str()), ("policy.changed", "acme"));
     assert_eq!(ev.subject(), "pc.acme.evt.policy.changed");
     let env = decode(ev);
-    assert_eq!((env.event_id.as_str(), env.tenant_id.as_str(), env.topic.as_str()), (ev.event_id.as_str(), "acme", "policy.changed"));
+    assert_eq!(
+        (env.event_id.as_str(), env.tenant_id.as_str(), env.topic.as_str()),
+        (ev.event_id.as_str(), "acme", "policy.changed")
+    );
     assert!(uuid::Uuid::parse_str(&env.event_id).is_ok());
     assert_eq!(env.producer, "policy-store");
     assert_eq!(env.occurred_at.unwrap().seconds, db.clock.now().unix_timestamp());
     let pc = policy_changed(ev);
-    assert_eq!((pc.policy_id.as_str(), pc.name.as_str(), pc.revision), (p.id.as_str(), "prod", 1));
+    assert_eq!(
+        (pc.policy_id.as_str(), pc.name.as_str(), pc.revision),
+        (p.id.as_str(), "prod", 1)
+    );
     assert_eq!(pc.change, pe::ChangeKind::Created as i32);
     assert_eq!(Some(pc.author_key_id), t.admin.key_id.clone());
 
-    s.update_policy(&t.id, &t.admin, &ResourceRef::name("prod"), &policy_doc("prod", "log"), 1).await.unwrap();
+    s.update_policy(
+        &t.id,
+        &t.admin,
+        &ResourceRef::name("prod"),
+        &policy_doc("prod", "log"),
+        1,
+    )
+    .await
+    .unwrap();
     // A failed change writes no event.
-    s.update_policy(&t.id, &t.admin, &ResourceRef::name("prod"), &policy_doc("prod", "none"), 1).await.unwrap_err();
+    s.update_policy(
+        &t.id,
+        &t.admin,
+        &ResourceRef::name("prod"),
+        &policy_doc("prod", "none"),
+        1,
+    )
+    .await
+    .unwrap_err();
     assert_eq!(s.pending_event_count().await.unwrap(), 2);
 
     // A failing sink: the rows stay.
@@ -1203,11 +1982,23 @@ async fn outbox_rows_and_relay(db: &TestDb) {
     failing.fail.store(true, Ordering::SeqCst);
     let relay = OutboxRelay::new(s.clone(), failing.clone());
     assert!(matches!(relay.publish_pending().await, Err(RelayError::Publish { .. })));
-    assert_eq!(failing.attempts.load(Ordering::SeqCst), 1, "stops at the first failure, keeping order");
+    assert_eq!(
+        failing.attempts.load(Ordering::SeqCst),
+        1,
+        "stops at the first failure, keeping order"
+    );
     assert_eq!(s.pending_event_count().await.unwrap(), 2);
 
     // One more change, then a "restart": a new store and relay on the same database.
-    s.update_policy(&t.id, &t.admin, &ResourceRef::name("prod"), &policy_doc("prod", "block"), 2).await.unwrap();
+    s.update_policy(
+        &t.id,
+        &t.admin,
+        &ResourceRef::name("prod"),
+        &policy_doc("prod", "block"),
+        2,
+    )
+    .await
+    .unwrap();
     let expected: Vec<String> = events(s).await.into_iter().map(|e| e.event_id).collect();
     drop(relay);
     let restarted = db.reopen().await;
@@ -1215,9 +2006,19 @@ async fn outbox_rows_and_relay(db: &TestDb) {
     let relay = OutboxRelay::new(restarted.clone(), sink.clone());
     assert_eq!(relay.publish_pending().await.unwrap(), 3);
     assert_eq!(sink.ids(), expected, "published in commit order");
-    let revisions: Vec<u64> = sink.published.lock().unwrap().iter().map(|e| policy_changed(e).revision).collect();
+    let revisions: Vec<u64> = sink
+        .published
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|e| policy_changed(e).revision)
+        .collect();
     assert_eq!(revisions, [1, 2, 3]);
-    assert_eq!(restarted.pending_event_count().await.unwrap(), 0, "removed after the ack");
+    assert_eq!(
+        restarted.pending_event_count().await.unwrap(),
+        0,
+        "removed after the ack"
+    );
     assert_eq!(relay.publish_pending().await.unwrap(), 0);
     assert_eq!(sink.ids().len(), 3, "nothing published twice");
 }
@@ -1247,7 +2048,9 @@ async fn relay_runs_and_retries(db: &TestDb) {
     });
     // Let it go idle (nothing to do, waiting on the 10-minute poll).
     tokio::time::sleep(StdDuration::from_millis(100)).await;
-    s.create_policy(&t.id, &t.admin, &policy_doc("prod", "block")).await.unwrap();
+    s.create_policy(&t.id, &t.admin, &policy_doc("prod", "block"))
+        .await
+        .unwrap();
     // The commit wakes it; two failures are retried with backoff; then it is published.
     let deadline = tokio::time::Instant::now() + StdDuration::from_secs(10);
     while sink.ids().is_empty() {
@@ -1258,15 +2061,24 @@ async fn relay_runs_and_retries(db: &TestDb) {
     assert_eq!(sink.ids().len(), 1);
     // notify() wakes it too (for rows written by another store on the same database).
     let other = db.reopen().await;
-    other.create_policy(&t.id, &t.admin, &policy_doc("second", "block")).await.unwrap();
+    other
+        .create_policy(&t.id, &t.admin, &policy_doc("second", "block"))
+        .await
+        .unwrap();
     relay.notify();
     let deadline = tokio::time::Instant::now() + StdDuration::from_secs(10);
     while sink.ids().len() < 2 {
-        assert!(tokio::time::Instant::now() < deadline, "event not published after notify");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "event not published after notify"
+        );
         tokio::time::sleep(StdDuration::from_millis(10)).await;
     }
     stop.send(()).unwrap();
-    tokio::time::timeout(StdDuration::from_secs(5), task).await.unwrap().unwrap();
+    tokio::time::timeout(StdDuration::from_secs(5), task)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(s.pending_event_count().await.unwrap(), 0);
 }
 
@@ -1274,12 +2086,17 @@ async fn concurrent_relays_publish_once(db: &TestDb) {
     let s = &db.store;
     let t = tenant(s, "acme").await;
     for i in 0..40 {
-        s.create_ruleset(&t.id, &t.admin, &ruleset_doc(&format!("rs{i}"), "log")).await.unwrap();
+        s.create_ruleset(&t.id, &t.admin, &ruleset_doc(&format!("rs{i}"), "log"))
+            .await
+            .unwrap();
     }
     let expected: Vec<String> = events(s).await.into_iter().map(|e| e.event_id).collect();
     assert_eq!(expected.len(), 40);
     let sink = Arc::new(RecordingSink::default());
-    let config = RelayConfig { batch_size: 7, ..RelayConfig::default() };
+    let config = RelayConfig {
+        batch_size: 7,
+        ..RelayConfig::default()
+    };
     let second_store = db.reopen().await;
     let r1 = OutboxRelay::with_config(s.clone(), sink.clone(), config.clone());
     let r2 = OutboxRelay::with_config(second_store, sink.clone(), config.clone());
@@ -1298,11 +2115,15 @@ async fn concurrent_relays_publish_once(db: &TestDb) {
 async fn concurrent_updates_one_wins(db: &TestDb) {
     let s = &db.store;
     let t = tenant(s, "acme").await;
-    s.create_policy(&t.id, &t.admin, &policy_doc("prod", "block")).await.unwrap();
+    s.create_policy(&t.id, &t.admin, &policy_doc("prod", "block"))
+        .await
+        .unwrap();
     let r = ResourceRef::name("prod");
     let other = db.reopen().await;
     let log = policy_doc("prod", "log");
-    let none_doc = policy_with_refs("prod", None, None).replace("\"block\"", "\"log\"").replace("hostNetwork", "hostPID");
+    let none_doc = policy_with_refs("prod", None, None)
+        .replace("\"block\"", "\"log\"")
+        .replace("hostNetwork", "hostPID");
     let (x, y) = tokio::join!(
         s.update_policy(&t.id, &t.admin, &r, &log, 1),
         other.update_policy(&t.id, &t.admin, &r, &none_doc, 1)
@@ -1313,7 +2134,12 @@ async fn concurrent_updates_one_wins(db: &TestDb) {
     assert_precondition(failed);
     assert_eq!(s.get_policy(&t.id, &r).await.unwrap().revision, 2);
     assert_eq!(
-        s.policy_history(&t.id, &r, &PageRequest::default()).await.unwrap().revisions.items.len(),
+        s.policy_history(&t.id, &r, &PageRequest::default())
+            .await
+            .unwrap()
+            .revisions
+            .items
+            .len(),
         2
     );
     // Two creates of one name: one wins, the other is AlreadyExists.
@@ -1323,7 +2149,10 @@ async fn concurrent_updates_one_wins(db: &TestDb) {
         other.create_policy(&t.id, &t.admin, &race_log)
     );
     assert_eq!([x.is_ok(), y.is_ok()].iter().filter(|ok| **ok).count(), 1);
-    assert!(matches!(if x.is_ok() { y } else { x }, Err(StoreError::AlreadyExists { .. })));
+    assert!(matches!(
+        if x.is_ok() { y } else { x },
+        Err(StoreError::AlreadyExists { .. })
+    ));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1338,50 +2167,148 @@ async fn audit_log(db: &TestDb) {
         traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".to_owned()),
         tracestate: None,
     };
-    s.create_policy(&t.id, &editor, &policy_doc("prod", "block")).await.unwrap();
-    s.update_policy(&t.id, &editor, &ResourceRef::name("prod"), &policy_doc("prod", "log"), 1).await.unwrap();
-    let reg = s
-        .register_cluster(&t.id, &t.admin, &NewCluster { name: "c1".to_owned(), ..NewCluster::default() })
+    s.create_policy(&t.id, &editor, &policy_doc("prod", "block"))
         .await
         .unwrap();
-    s.assign_policy(&t.id, &t.admin, &ResourceRef::name("c1"), Some(&ResourceRef::name("prod"))).await.unwrap();
+    s.update_policy(
+        &t.id,
+        &editor,
+        &ResourceRef::name("prod"),
+        &policy_doc("prod", "log"),
+        1,
+    )
+    .await
+    .unwrap();
+    let reg = s
+        .register_cluster(
+            &t.id,
+            &t.admin,
+            &NewCluster {
+                name: "c1".to_owned(),
+                ..NewCluster::default()
+            },
+        )
+        .await
+        .unwrap();
+    s.assign_policy(
+        &t.id,
+        &t.admin,
+        &ResourceRef::name("c1"),
+        Some(&ResourceRef::name("prod")),
+    )
+    .await
+    .unwrap();
     let key = s
-        .create_api_key(&t.id, &t.admin, &NewApiKey { role: Role::Viewer, cluster: None, expires_at: None, description: "v".to_owned() })
+        .create_api_key(
+            &t.id,
+            &t.admin,
+            &NewApiKey {
+                role: Role::Viewer,
+                cluster: None,
+                expires_at: None,
+                description: "v".to_owned(),
+            },
+        )
         .await
         .unwrap();
     s.revoke_api_key(&t.id, &t.admin, &key.key.id).await.unwrap();
     // A refused change leaves no entry.
-    s.delete_policy(&t.id, &editor, &ResourceRef::name("prod"), None).await.unwrap_err();
+    s.delete_policy(&t.id, &editor, &ResourceRef::name("prod"), None)
+        .await
+        .unwrap_err();
 
     let entries = s.list_audit(&t.id, &AuditQuery::default()).await.unwrap().items;
     let actions: Vec<&str> = entries.iter().map(|e| e.action.as_str()).collect();
     assert_eq!(
         actions,
-        ["apikey.revoke", "apikey.create", "cluster.assign", "cluster.register", "policy.update", "policy.create", "tenant.create"]
+        [
+            "apikey.revoke",
+            "apikey.create",
+            "cluster.assign",
+            "cluster.register",
+            "policy.update",
+            "policy.create",
+            "tenant.create"
+        ]
     );
     let update = &entries[4];
-    assert_eq!((update.actor_key_id.as_str(), update.actor_role), ("ed-1", Some(Role::Editor)));
-    assert_eq!((update.resource_type.as_str(), update.resource_name.as_str()), ("policy", "prod"));
+    assert_eq!(
+        (update.actor_key_id.as_str(), update.actor_role),
+        ("ed-1", Some(Role::Editor))
+    );
+    assert_eq!(
+        (update.resource_type.as_str(), update.resource_name.as_str()),
+        ("policy", "prod")
+    );
     assert_eq!(update.trace_id, "0af7651916cd43dd8448eb211c80319c");
-    assert_eq!(serde_json::from_str::<serde_json::Value>(&update.details_json).unwrap()["revision"], 2);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&update.details_json).unwrap()["revision"],
+        2
+    );
     assert_eq!(update.time, db.clock.now());
     assert_eq!(entries[3].resource_id, reg.cluster.id);
     assert_eq!(entries[6].actor_key_id, "", "the operator has no key id");
-    assert!(!entries.iter().any(|e| e.details_json.contains(&key.secret) || e.details_json.contains(&t.admin_secret)));
+    assert!(
+        !entries
+            .iter()
+            .any(|e| e.details_json.contains(&key.secret) || e.details_json.contains(&t.admin_secret))
+    );
 
     // Paging and filters.
-    let p1 = s.list_audit(&t.id, &AuditQuery { page: PageRequest::first(4), ..AuditQuery::default() }).await.unwrap();
+    let p1 = s
+        .list_audit(
+            &t.id,
+            &AuditQuery {
+                page: PageRequest::first(4),
+                ..AuditQuery::default()
+            },
+        )
+        .await
+        .unwrap();
     let p2 = s
-        .list_audit(&t.id, &AuditQuery { page: PageRequest::after(4, p1.next_token.clone().unwrap()), ..AuditQuery::default() })
+        .list_audit(
+            &t.id,
+            &AuditQuery {
+                page: PageRequest::after(4, p1.next_token.clone().unwrap()),
+                ..AuditQuery::default()
+            },
+        )
         .await
         .unwrap();
     assert_eq!(p1.items.len() + p2.items.len(), 7);
     assert_eq!(p2.items[0].action, "policy.update");
-    let by_editor = s.list_audit(&t.id, &AuditQuery { actor_key_id: Some("ed-1".to_owned()), ..AuditQuery::default() }).await.unwrap();
+    let by_editor = s
+        .list_audit(
+            &t.id,
+            &AuditQuery {
+                actor_key_id: Some("ed-1".to_owned()),
+                ..AuditQuery::default()
+            },
+        )
+        .await
+        .unwrap();
     assert_eq!(by_editor.items.len(), 2);
-    let creates = s.list_audit(&t.id, &AuditQuery { action: Some("policy.create".to_owned()), ..AuditQuery::default() }).await.unwrap();
+    let creates = s
+        .list_audit(
+            &t.id,
+            &AuditQuery {
+                action: Some("policy.create".to_owned()),
+                ..AuditQuery::default()
+            },
+        )
+        .await
+        .unwrap();
     assert_eq!(creates.items.len(), 1);
-    let later = s.list_audit(&t.id, &AuditQuery { since: Some(db.clock.now() + Duration::seconds(1)), ..AuditQuery::default() }).await.unwrap();
+    let later = s
+        .list_audit(
+            &t.id,
+            &AuditQuery {
+                since: Some(db.clock.now() + Duration::seconds(1)),
+                ..AuditQuery::default()
+            },
+        )
+        .await
+        .unwrap();
     assert!(later.items.is_empty());
 }
 
@@ -1391,13 +2318,27 @@ async fn scans(db: &TestDb) {
     let t = tenant(s, "acme").await;
     let trivy = shared("trivy-reports/alpine-310-registry.json.golden");
     let stored = s
-        .upload_scan(&t.id, &t.admin, &ScanUpload { digest: None, image: "alpine:3.10".to_owned(), report: ScanReport::Trivy { json: trivy.clone().into_bytes(), secret_scan: false } })
+        .upload_scan(
+            &t.id,
+            &t.admin,
+            &ScanUpload {
+                digest: None,
+                image: "alpine:3.10".to_owned(),
+                report: ScanReport::Trivy {
+                    json: trivy.clone().into_bytes(),
+                    secret_scan: false,
+                },
+            },
+        )
         .await
         .unwrap();
     assert_eq!(stored.len(), 1);
     let digest = "sha256:b1c5a500182b21d0bfa5a584a8526b56d8be316f89e87d951be04abed2446e60";
     let v = &stored[0];
-    assert_eq!((v.digest.as_str(), v.scan_type, v.findings, v.is_latest), (digest, ScanType::Vulnerability, 4, true));
+    assert_eq!(
+        (v.digest.as_str(), v.scan_type, v.findings, v.is_latest),
+        (digest, ScanType::Vulnerability, 4, true)
+    );
     assert!(v.max_severity.is_some());
     let latest = s.latest_scan(&t.id, digest, ScanType::Vulnerability).await.unwrap();
     assert_eq!(latest.record.id, v.id);
@@ -1407,10 +2348,24 @@ async fn scans(db: &TestDb) {
     // The secret scanner ran: a second (clean) result.
     db.clock.advance(Duration::seconds(1));
     let both = s
-        .upload_scan(&t.id, &t.admin, &ScanUpload { digest: None, image: String::new(), report: ScanReport::Trivy { json: trivy.into_bytes(), secret_scan: true } })
+        .upload_scan(
+            &t.id,
+            &t.admin,
+            &ScanUpload {
+                digest: None,
+                image: String::new(),
+                report: ScanReport::Trivy {
+                    json: trivy.into_bytes(),
+                    secret_scan: true,
+                },
+            },
+        )
         .await
         .unwrap();
-    assert_eq!(both.iter().map(|r| r.scan_type).collect::<Vec<_>>(), [ScanType::Vulnerability, ScanType::Secret]);
+    assert_eq!(
+        both.iter().map(|r| r.scan_type).collect::<Vec<_>>(),
+        [ScanType::Vulnerability, ScanType::Secret]
+    );
 
     // An older scan uploaded late is stored but does not replace the newest.
     db.clock.advance(Duration::seconds(1));
@@ -1421,22 +2376,60 @@ async fn scans(db: &TestDb) {
         .into_bytes()
     };
     let old = s
-        .upload_scan(&t.id, &t.admin, &ScanUpload { digest: Some(digest.to_owned()), image: String::new(), report: ScanReport::NativeJson(native("2001-01-01T00:00:00Z", "critical")) })
+        .upload_scan(
+            &t.id,
+            &t.admin,
+            &ScanUpload {
+                digest: Some(digest.to_owned()),
+                image: String::new(),
+                report: ScanReport::NativeJson(native("2001-01-01T00:00:00Z", "critical")),
+            },
+        )
         .await
         .unwrap();
     assert!(!old[0].is_latest);
-    assert_eq!(s.latest_scan(&t.id, digest, ScanType::Vulnerability).await.unwrap().record.id, both[0].id);
+    assert_eq!(
+        s.latest_scan(&t.id, digest, ScanType::Vulnerability)
+            .await
+            .unwrap()
+            .record
+            .id,
+        both[0].id
+    );
     let newest = s
-        .upload_scan(&t.id, &t.admin, &ScanUpload { digest: None, image: String::new(), report: ScanReport::NativeJson(native("2099-01-01T00:00:00Z", "low")) })
+        .upload_scan(
+            &t.id,
+            &t.admin,
+            &ScanUpload {
+                digest: None,
+                image: String::new(),
+                report: ScanReport::NativeJson(native("2099-01-01T00:00:00Z", "low")),
+            },
+        )
         .await
         .unwrap();
     assert!(newest[0].is_latest);
     assert_eq!(newest[0].max_severity, Some(Severity::Low));
-    assert!(newest[0].cvss.iter().any(|c| c.value == "network" && c.max_severity == Severity::Low));
-    assert_eq!(s.latest_scan(&t.id, digest, ScanType::Vulnerability).await.unwrap().record.id, newest[0].id);
+    assert!(
+        newest[0]
+            .cvss
+            .iter()
+            .any(|c| c.value == "network" && c.max_severity == Severity::Low)
+    );
+    assert_eq!(
+        s.latest_scan(&t.id, digest, ScanType::Vulnerability)
+            .await
+            .unwrap()
+            .record
+            .id,
+        newest[0].id
+    );
 
     let unknown = format!("sha256:{}", "0".repeat(64));
-    let summaries = s.scan_summaries(&t.id, &[unknown.clone(), digest.to_owned()]).await.unwrap();
+    let summaries = s
+        .scan_summaries(&t.id, &[unknown.clone(), digest.to_owned()])
+        .await
+        .unwrap();
     assert_eq!(summaries[0].digest, unknown);
     assert!(summaries[0].summaries.is_empty());
     let ids: Vec<&str> = summaries[1].summaries.iter().map(|r| r.id.as_str()).collect();
@@ -1444,9 +2437,27 @@ async fn scans(db: &TestDb) {
     assert_not_found(s.latest_scan(&t.id, &unknown, ScanType::Vulnerability).await);
     assert_not_found(s.latest_scan(&t.id, digest, ScanType::Malware).await);
 
-    let listed = s.list_scans(&t.id, &ScanQuery { digest: Some(digest.to_owned()), ..ScanQuery::default() }).await.unwrap();
+    let listed = s
+        .list_scans(
+            &t.id,
+            &ScanQuery {
+                digest: Some(digest.to_owned()),
+                ..ScanQuery::default()
+            },
+        )
+        .await
+        .unwrap();
     assert_eq!(listed.items.len(), 5);
-    let vulns = s.list_scans(&t.id, &ScanQuery { scan_type: Some(ScanType::Secret), ..ScanQuery::default() }).await.unwrap();
+    let vulns = s
+        .list_scans(
+            &t.id,
+            &ScanQuery {
+                scan_type: Some(ScanType::Secret),
+                ..ScanQuery::default()
+            },
+        )
+        .await
+        .unwrap();
     assert_eq!(vulns.items.len(), 1);
 
     // Events: one per stored result, with the newest-flag.
@@ -1463,21 +2474,48 @@ async fn scans(db: &TestDb) {
     // Bad input names the field.
     let bad_digest = serde_json::json!({"digest": "sha256:short", "scanType": "vulnerability", "scannedAt": "2024-01-01T00:00:00Z", "scanner": "x"}).to_string();
     assert_invalid(
-        s.upload_scan(&t.id, &t.admin, &ScanUpload { digest: None, image: String::new(), report: ScanReport::NativeJson(bad_digest.into_bytes()) })
-            .await
-            .unwrap_err(),
+        s.upload_scan(
+            &t.id,
+            &t.admin,
+            &ScanUpload {
+                digest: None,
+                image: String::new(),
+                report: ScanReport::NativeJson(bad_digest.into_bytes()),
+            },
+        )
+        .await
+        .unwrap_err(),
         "digest",
     );
     assert_invalid(
-        s.upload_scan(&t.id, &t.admin, &ScanUpload { digest: None, image: String::new(), report: ScanReport::Trivy { json: b"[]".to_vec(), secret_scan: false } })
-            .await
-            .unwrap_err(),
+        s.upload_scan(
+            &t.id,
+            &t.admin,
+            &ScanUpload {
+                digest: None,
+                image: String::new(),
+                report: ScanReport::Trivy {
+                    json: b"[]".to_vec(),
+                    secret_scan: false,
+                },
+            },
+        )
+        .await
+        .unwrap_err(),
         "SchemaVersion",
     );
     assert_invalid(
-        s.upload_scan(&t.id, &t.admin, &ScanUpload { digest: Some(unknown.clone()), image: String::new(), report: ScanReport::NativeJson(native("2024-01-01T00:00:00Z", "low")) })
-            .await
-            .unwrap_err(),
+        s.upload_scan(
+            &t.id,
+            &t.admin,
+            &ScanUpload {
+                digest: Some(unknown.clone()),
+                image: String::new(),
+                report: ScanReport::NativeJson(native("2024-01-01T00:00:00Z", "low")),
+            },
+        )
+        .await
+        .unwrap_err(),
         "digest",
     );
     let many: Vec<String> = (0..257).map(|i| format!("sha256:{i:064x}")).collect();
@@ -1491,25 +2529,65 @@ async fn restart_keeps_everything(db: &TestDb) {
     {
         let s = &db.store;
         t = tenant(s, "acme").await;
-        s.create_attestor(&t.id, &t.admin, &attestor_doc("signer", "")).await.unwrap();
-        let rs = s.create_ruleset(&t.id, &t.admin, &ruleset_doc("base", "log")).await.unwrap();
-        s.create_policy(&t.id, &t.admin, &policy_with_refs("prod", Some("signer"), Some(&rs.id))).await.unwrap();
-        s.update_policy(&t.id, &t.admin, &ResourceRef::name("prod"), &policy_with_refs("prod", Some("signer"), None), 1)
+        s.create_attestor(&t.id, &t.admin, &attestor_doc("signer", ""))
             .await
             .unwrap();
+        let rs = s
+            .create_ruleset(&t.id, &t.admin, &ruleset_doc("base", "log"))
+            .await
+            .unwrap();
+        s.create_policy(&t.id, &t.admin, &policy_with_refs("prod", Some("signer"), Some(&rs.id)))
+            .await
+            .unwrap();
+        s.update_policy(
+            &t.id,
+            &t.admin,
+            &ResourceRef::name("prod"),
+            &policy_with_refs("prod", Some("signer"), None),
+            1,
+        )
+        .await
+        .unwrap();
         reg = s
-            .register_cluster(&t.id, &t.admin, &NewCluster { name: "c1".to_owned(), policy: Some(ResourceRef::name("prod")), ..NewCluster::default() })
+            .register_cluster(
+                &t.id,
+                &t.admin,
+                &NewCluster {
+                    name: "c1".to_owned(),
+                    policy: Some(ResourceRef::name("prod")),
+                    ..NewCluster::default()
+                },
+            )
             .await
             .unwrap();
-        s.heartbeat(&t.id, &ResourceRef::name("c1"), "2.0.0", "v1.33.0").await.unwrap();
+        s.heartbeat(&t.id, &ResourceRef::name("c1"), "2.0.0", "v1.33.0")
+            .await
+            .unwrap();
         viewer = s
-            .create_api_key(&t.id, &t.admin, &NewApiKey { role: Role::Viewer, cluster: None, expires_at: None, description: String::new() })
+            .create_api_key(
+                &t.id,
+                &t.admin,
+                &NewApiKey {
+                    role: Role::Viewer,
+                    cluster: None,
+                    expires_at: None,
+                    description: String::new(),
+                },
+            )
             .await
             .unwrap();
         let native = serde_json::json!({"digest": format!("sha256:{}", "cd".repeat(32)), "scanType": "malware", "scannedAt": "2024-01-01T00:00:00Z", "scanner": "x"});
-        s.upload_scan(&t.id, &t.admin, &ScanUpload { digest: None, image: String::new(), report: ScanReport::NativeJson(native.to_string().into_bytes()) })
-            .await
-            .unwrap();
+        s.upload_scan(
+            &t.id,
+            &t.admin,
+            &ScanUpload {
+                digest: None,
+                image: String::new(),
+                report: ScanReport::NativeJson(native.to_string().into_bytes()),
+            },
+        )
+        .await
+        .unwrap();
     }
     let pending = db.store.pending_event_count().await.unwrap();
 
@@ -1520,21 +2598,53 @@ async fn restart_keeps_everything(db: &TestDb) {
     assert_eq!(s.get_tenant("acme").await.unwrap().name, "Tenant acme");
     assert_eq!(s.introspect(&t.admin_secret).await.unwrap().role, Role::Admin);
     assert_eq!(s.introspect(&viewer.secret).await.unwrap().role, Role::Viewer);
-    assert_eq!(s.introspect(&reg.connector_key.secret).await.unwrap().cluster_id.as_deref(), Some(reg.cluster.id.as_str()));
+    assert_eq!(
+        s.introspect(&reg.connector_key.secret)
+            .await
+            .unwrap()
+            .cluster_id
+            .as_deref(),
+        Some(reg.cluster.id.as_str())
+    );
     let p = s.get_policy(&t.id, &ResourceRef::name("prod")).await.unwrap();
     assert_eq!(p.revision, 2);
-    assert_eq!(s.policy_history(&t.id, &ResourceRef::name("prod"), &PageRequest::default()).await.unwrap().revisions.items.len(), 2);
+    assert_eq!(
+        s.policy_history(&t.id, &ResourceRef::name("prod"), &PageRequest::default())
+            .await
+            .unwrap()
+            .revisions
+            .items
+            .len(),
+        2
+    );
     let eff = s.effective_policy(&t.id, &ResourceRef::name("c1")).await.unwrap();
     assert_eq!(eff.policy.unwrap().revision, 2);
     let c = s.get_cluster(&t.id, &ResourceRef::name("c1")).await.unwrap();
-    assert_eq!((c.connector_version.as_str(), c.kubernetes_version.as_str()), ("2.0.0", "v1.33.0"));
+    assert_eq!(
+        (c.connector_version.as_str(), c.kubernetes_version.as_str()),
+        ("2.0.0", "v1.33.0")
+    );
     assert!(c.last_seen_at.is_some());
-    assert_eq!(s.list_rulesets(&t.id, &NameQuery::default()).await.unwrap().items.len(), 1);
+    assert_eq!(
+        s.list_rulesets(&t.id, &NameQuery::default()).await.unwrap().items.len(),
+        1
+    );
     // References survive too: the attestor is still in use.
     assert_precondition(s.delete_attestor(&t.id, &t.admin, &ResourceRef::name("signer")).await);
     assert_eq!(s.list_scans(&t.id, &ScanQuery::default()).await.unwrap().items.len(), 1);
-    assert_eq!(s.list_audit(&t.id, &AuditQuery::default()).await.unwrap().items.len(), 8);
+    assert_eq!(
+        s.list_audit(&t.id, &AuditQuery::default()).await.unwrap().items.len(),
+        8
+    );
     assert_eq!(s.pending_event_count().await.unwrap(), pending);
     // And it keeps working.
-    s.update_policy(&t.id, &t.admin, &ResourceRef::name("prod"), &policy_doc("prod", "log"), 2).await.unwrap();
+    s.update_policy(
+        &t.id,
+        &t.admin,
+        &ResourceRef::name("prod"),
+        &policy_doc("prod", "log"),
+        2,
+    )
+    .await
+    .unwrap();
 }
