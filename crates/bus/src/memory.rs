@@ -291,7 +291,7 @@ impl MemoryAcker {
         {
             let mut state = self.inner.lock();
             if let Some(durable) = state.durables.get_mut(&self.durable) {
-                let _ = &durable.pending;
+                durable.pending.remove(&self.sequence);
                 durable.redeliver.retain(|(seq, _)| *seq != self.sequence);
             }
         }
@@ -427,7 +427,7 @@ impl MemoryBus {
     ) -> Result<BroadcastSubscription, BusError> {
         filter.validate()?;
         let cursor = match start {
-            StartFrom::New => 1,
+            StartFrom::New => self.inner.lock().last_seq.saturating_add(1),
             StartFrom::Sequence(seq) => seq.max(1),
         };
         let (tx, rx) = mpsc::channel(self.inner.config.channel_capacity);

@@ -157,7 +157,7 @@ fn structured_but_wrong_documents() {
         "[]",
         "{}",
         r#"{"kind":7}"#,
-        r#"{"kind":"Pod","apiVersion":"v1","spec":[]}"#,
+        r#"{"kind":"Pod","apiVersion":"v1","spec":"none"}"#,
         r#"{"kind":"Pod","apiVersion":"v1","spec":{"containers":[{"image":7}]}}"#,
         r#"{"kind":"Pod","apiVersion":"v1","spec":{"containers":[{"securityContext":{"capabilities":{"add":"ALL"}}}]}}"#,
         r#"{"kind":"Deployment","apiVersion":"apps/v1","spec":{"template":"x"}}"#,
@@ -193,9 +193,11 @@ fn garbage_policies_exit_2() {
         ("truncated.json".to_owned(), br#"{"name":"x","default":{"rules":[{"type":"podSecurityContext""#.to_vec()),
         ("huge-name.yaml".to_owned(), format!("name: {}\ndefault: {{rules: []}}\n", "n".repeat(1 << 20)).into_bytes()),
     ];
-    let example = std::fs::read(repo("examples/policy.yaml")).unwrap();
-    for cut in [10, 100, 500, example.len() / 2] {
-        policies.push((format!("cut-{cut}.yaml"), example[..cut].to_vec()));
+    // The example policy cut inside a comment, a flow mapping, a key and an enum value.
+    let example = std::fs::read_to_string(repo("examples/policy.yaml")).unwrap();
+    let find = |s: &str| example.find(s).unwrap();
+    for cut in [10, find("hostNetwork") + 4, find("mitigation") + 3, find("action: block") + 10] {
+        policies.push((format!("cut-{cut}.yaml"), example.as_bytes()[..cut].to_vec()));
     }
     for (name, bytes) in policies {
         let policy = dir.write(&name, &bytes);
