@@ -43,8 +43,12 @@ static WORLD: LazyLock<World> = LazyLock::new(|| {
                 "findings":[{{"id":"CVE-1","severity":"critical","cvssV3Vector":"CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H"}},
                             {{"id":"CVE-2","severity":"low","cvssV3Vector":"CVSS:3.0/AV:L/AC:H/PR:L/UI:R/S:C/C:L/I:N/A:L"}}]}}"#
         ),
-        format!(r#"{{"digest":"{DIGEST_A}","scanType":"malware","scannedAt":"2025-01-01T00:00:00Z","scanner":"x","findings":[{{"id":"EICAR","severity":"high"}}]}}"#),
-        format!(r#"{{"digest":"{DIGEST_B}","scanType":"secret","scannedAt":"2020-01-01T00:00:00Z","scanner":"trivy"}}"#),
+        format!(
+            r#"{{"digest":"{DIGEST_A}","scanType":"malware","scannedAt":"2025-01-01T00:00:00Z","scanner":"x","findings":[{{"id":"EICAR","severity":"high"}}]}}"#
+        ),
+        format!(
+            r#"{{"digest":"{DIGEST_B}","scanType":"secret","scannedAt":"2020-01-01T00:00:00Z","scanner":"trivy"}}"#
+        ),
     ] {
         if let Ok(r) = ScanResult::parse_native(json.as_bytes()) {
             scans.insert(&r);
@@ -56,7 +60,10 @@ static WORLD: LazyLock<World> = LazyLock::new(|| {
         ("registry.example.com/team/app:1".to_owned(), DIGEST_B.to_owned()),
     ]));
     let verdicts = VerdictMap(HashMap::from([
-        (DIGEST_A.to_owned(), HashMap::from([("release-signer".to_owned(), true), ("qa-signer".to_owned(), false)])),
+        (
+            DIGEST_A.to_owned(),
+            HashMap::from([("release-signer".to_owned(), true), ("qa-signer".to_owned(), false)]),
+        ),
         ("busybox".to_owned(), HashMap::from([("qa-signer".to_owned(), true)])),
     ]));
     World {
@@ -67,10 +74,13 @@ static WORLD: LazyLock<World> = LazyLock::new(|| {
         digests,
         verdicts,
         excluded: vec!["kube-system".to_owned()],
-        trusted: ["registry.example.com/platform/agent", &format!("docker.io/library/busybox@{DIGEST_B}")]
-            .iter()
-            .filter_map(|t| TrustedImage::parse(t).ok())
-            .collect(),
+        trusted: [
+            "registry.example.com/platform/agent",
+            &format!("docker.io/library/busybox@{DIGEST_B}"),
+        ]
+        .iter()
+        .filter_map(|t| TrustedImage::parse(t).ok())
+        .collect(),
     }
 });
 
@@ -87,7 +97,11 @@ fuzz_target!(|data: &[u8]| {
         failure_mode,
     };
     for subject in &subjects {
-        for ctx in [EvalContext::offline(w.now), rich(FailureMode::FailOpen), rich(FailureMode::FailClosed)] {
+        for ctx in [
+            EvalContext::offline(w.now),
+            rich(FailureMode::FailOpen),
+            rich(FailureMode::FailClosed),
+        ] {
             let decision = w.policy.evaluate(subject, &ctx);
             if ctx.failure_mode == FailureMode::FailOpen {
                 let blocking = decision.violations.iter().any(|v| v.action == Action::Block);

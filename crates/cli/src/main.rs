@@ -1,5 +1,6 @@
 //! `portcullis`: one binary for the Portcullis CLI (and, later, its services).
 
+mod client;
 mod documents;
 mod eval;
 mod report;
@@ -15,6 +16,9 @@ use portcullis_engine::policy::{PolicyDocument, ValidPolicy, validate as validat
 #[derive(Debug, Parser)]
 #[command(name = "portcullis", version, about)]
 struct Cli {
+    /// Connection flags of the client commands.
+    #[command(flatten)]
+    client: client::GlobalArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -25,6 +29,9 @@ enum Command {
     Eval(eval::EvalArgs),
     /// Checks policy documents offline.
     Validate(validate::ValidateArgs),
+    /// Client commands against a running server.
+    #[command(flatten)]
+    Client(client::ClientCommand),
 }
 
 /// Exit statuses: 0 success, 1 a negative verdict only, 2 any error (2 wins over 1).
@@ -63,6 +70,7 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Eval(args) => eval::run(args),
         Command::Validate(args) => validate::run(args),
+        Command::Client(command) => Ok(client::run(&cli.client, command)),
     };
     match result {
         Ok(status) => ExitCode::from(status as u8),

@@ -63,7 +63,12 @@ fn line_named<'a>(lines: &'a [Value], name: &str) -> &'a Value {
 
 #[test]
 fn example_manifests_give_one_line_per_object_in_input_order() {
-    let run = portcullis(&["eval", "--policy", &example_policy(), &repo("examples/manifests.yaml").display().to_string()]);
+    let run = portcullis(&[
+        "eval",
+        "--policy",
+        &example_policy(),
+        &repo("examples/manifests.yaml").display().to_string(),
+    ]);
     run.assert_no_panic();
     assert_eq!(run.code, Some(1), "the privileged pod is blocked: {}", run.stderr);
     assert_eq!(run.stderr, "");
@@ -87,7 +92,11 @@ fn example_manifests_give_one_line_per_object_in_input_order() {
         .expect("hostNetwork violation");
     assert_eq!(host["type"], "podSecurityContext");
     assert_eq!(host["action"], "block");
-    assert_eq!(host["containers"], serde_json::json!([]), "a pod-level violation names no container");
+    assert_eq!(
+        host["containers"],
+        serde_json::json!([]),
+        "a pod-level violation names no container"
+    );
     assert_eq!(
         host["message"],
         "podSecurityContext violates rule with properties { hostNetwork:true } in pod \"debug\" (block)."
@@ -130,7 +139,11 @@ fn objects_allowed_without_evaluation_are_reported() {
     assert_eq!(lines[1]["namespace"], "default", "no namespace means default");
     assert_eq!(lines[1]["decision"], "allow");
     // Byte-exact, as the issue writes it.
-    assert!(run.stdout.lines().all(|l| l.contains(r#""decision":"allow""#) && l.contains(r#""violations":[]"#)));
+    assert!(
+        run.stdout
+            .lines()
+            .all(|l| l.contains(r#""decision":"allow""#) && l.contains(r#""violations":[]"#))
+    );
 }
 
 #[test]
@@ -156,10 +169,18 @@ fn each_item_of_a_list_is_reported_on_its_own() {
     lines.iter().for_each(assert_line_shape);
     assert_eq!(
         names_and_decisions(&lines),
-        [("first", "allow"), ("nested", "block"), ("cm", "allow"), ("last", "allow")]
-            .map(|(n, d)| (n.to_owned(), d.to_owned()))
+        [
+            ("first", "allow"),
+            ("nested", "block"),
+            ("cm", "allow"),
+            ("last", "allow")
+        ]
+        .map(|(n, d)| (n.to_owned(), d.to_owned()))
     );
-    assert!(lines.iter().all(|l| l["kind"] != "List"), "a List is not itself reported");
+    assert!(
+        lines.iter().all(|l| l["kind"] != "List"),
+        "a List is not itself reported"
+    );
 }
 
 #[test]
@@ -195,7 +216,10 @@ fn json_with_several_concatenated_values() {
         pod_json("a", "x", "registry.example.com/a:1", false),
         pod_json("b", "x", "registry.example.com/a:1", true),
         // Pretty-printed values spanning lines are fine in a .json stream.
-        serde_json::to_string_pretty(&serde_json::from_str::<Value>(&pod_json("c", "x", "registry.example.com/a:1", false)).unwrap()).unwrap()
+        serde_json::to_string_pretty(
+            &serde_json::from_str::<Value>(&pod_json("c", "x", "registry.example.com/a:1", false)).unwrap()
+        )
+        .unwrap()
     );
     let file = dir.write("pods.json", text);
     let run = portcullis(&["eval", "--policy", &example_policy(), &file.display().to_string()]);
@@ -209,7 +233,12 @@ fn json_with_several_concatenated_values() {
 
 #[test]
 fn json_lines_of_admission_reviews() {
-    let run = portcullis(&["eval", "--policy", &example_policy(), &repo("examples/reviews.jsonl").display().to_string()]);
+    let run = portcullis(&[
+        "eval",
+        "--policy",
+        &example_policy(),
+        &repo("examples/reviews.jsonl").display().to_string(),
+    ]);
     run.assert_no_panic();
     assert_eq!(run.stderr, "");
     assert_eq!(run.code, Some(1));
@@ -270,7 +299,11 @@ fn json_lines_skip_blank_lines_and_number_documents_by_line() {
     let err = run.stderr_lines();
     assert_eq!(err.len(), 1, "{}", run.stderr);
     // FILE:DOC-INDEX: field: message, the index being the line number.
-    assert!(err[0].starts_with(&format!("{shown}:3: spec.containers: ")), "{}", err[0]);
+    assert!(
+        err[0].starts_with(&format!("{shown}:3: spec.containers: ")),
+        "{}",
+        err[0]
+    );
 }
 
 #[test]
@@ -301,8 +334,14 @@ fn stdin_is_read_with_dash_as_yaml_or_json() {
 #[test]
 fn several_manifests_are_answered_in_argument_order() {
     let dir = TempDir::new("order");
-    let first = dir.write("first.json", pod_json("from-file-1", "x", "registry.example.com/a:1", false));
-    let last = dir.write("last.jsonl", pod_json("from-file-2", "x", "registry.example.com/a:1", false) + "\n");
+    let first = dir.write(
+        "first.json",
+        pod_json("from-file-1", "x", "registry.example.com/a:1", false),
+    );
+    let last = dir.write(
+        "last.jsonl",
+        pod_json("from-file-2", "x", "registry.example.com/a:1", false) + "\n",
+    );
     let run = portcullis_stdin(
         &[
             "eval",
@@ -316,7 +355,10 @@ fn several_manifests_are_answered_in_argument_order() {
     );
     run.assert_no_panic();
     assert_eq!(run.code, Some(0), "{}", run.stderr);
-    let names: Vec<String> = names_and_decisions(&run.json_lines()).into_iter().map(|(n, _)| n).collect();
+    let names: Vec<String> = names_and_decisions(&run.json_lines())
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
     assert_eq!(names, ["from-file-1", "from-stdin", "from-file-2"]);
 }
 
@@ -324,8 +366,14 @@ fn several_manifests_are_answered_in_argument_order() {
 fn exit_status_zero_one_two_and_two_wins() {
     let dir = TempDir::new("exit");
     let fine = dir.write("fine.json", pod_json("fine", "x", "registry.example.com/a:1", false));
-    let blocked = dir.write("blocked.json", pod_json("blocked", "x", "registry.example.com/a:1", true));
-    let bad = dir.write("bad.yaml", "apiVersion: v1\nkind: Pod\nmetadata: {name: [not, a, string]}\n");
+    let blocked = dir.write(
+        "blocked.json",
+        pod_json("blocked", "x", "registry.example.com/a:1", true),
+    );
+    let bad = dir.write(
+        "bad.yaml",
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: [not, a, string]}\n",
+    );
     let policy = example_policy();
     let run = |files: &[&std::path::Path]| {
         let mut args = vec!["eval".to_owned(), "--policy".to_owned(), policy.clone()];
@@ -340,7 +388,10 @@ fn exit_status_zero_one_two_and_two_wins() {
     // 2 wins over 1, whichever comes first.
     let r = run(&[&blocked, &bad]);
     assert_eq!(r.code, Some(2));
-    assert_eq!(names_and_decisions(&r.json_lines()), [("blocked".to_owned(), "block".to_owned())]);
+    assert_eq!(
+        names_and_decisions(&r.json_lines()),
+        [("blocked".to_owned(), "block".to_owned())]
+    );
     assert_eq!(run(&[&bad, &blocked]).code, Some(2));
     // A missing manifest file is an error too, and the others are still evaluated.
     let r = run(&[&dir.path("missing.yaml"), &blocked]);
@@ -369,7 +420,11 @@ fn bad_yaml_document_is_reported_with_its_index_and_evaluation_goes_on() {
     );
     let err = run.stderr_lines();
     assert_eq!(err.len(), 2, "{}", run.stderr);
-    assert!(err[0].starts_with(&format!("{shown}:2: spec.containers: ")), "{}", err[0]);
+    assert!(
+        err[0].starts_with(&format!("{shown}:2: spec.containers: ")),
+        "{}",
+        err[0]
+    );
     assert!(err[1].starts_with(&format!("{shown}:3: ")), "{}", err[1]);
     // A position in a YAML document refers to the YAML, not to an intermediate JSON form:
     // the converted text is one line, so "line 1 column 80" would send the user astray.
@@ -396,7 +451,11 @@ fn bad_document_in_a_json_stream_is_reported() {
         [("one", "allow"), ("three", "allow")].map(|(n, d)| (n.to_owned(), d.to_owned()))
     );
     assert_eq!(run.stderr_lines().len(), 1, "{}", run.stderr);
-    assert!(run.stderr.starts_with(&format!("{shown}:2: spec.hostPID: ")), "{}", run.stderr);
+    assert!(
+        run.stderr.starts_with(&format!("{shown}:2: spec.hostPID: ")),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]
@@ -408,12 +467,21 @@ fn bad_policy_prints_file_path_and_message_and_exits_2() {
          statement: {properties: [{key: hostNetwork, value: maybe}]}\n",
     );
     let shown = policy.display().to_string();
-    let run = portcullis(&["eval", "--policy", &shown, &repo("examples/manifests.yaml").display().to_string()]);
+    let run = portcullis(&[
+        "eval",
+        "--policy",
+        &shown,
+        &repo("examples/manifests.yaml").display().to_string(),
+    ]);
     run.assert_no_panic();
     assert_eq!(run.code, Some(2));
     assert_eq!(run.stdout, "", "nothing is evaluated with a bad policy");
     let err = run.stderr_lines();
-    assert!(err.iter().any(|l| l.starts_with(&format!("{shown}: name: "))), "{}", run.stderr);
+    assert!(
+        err.iter().any(|l| l.starts_with(&format!("{shown}: name: "))),
+        "{}",
+        run.stderr
+    );
     assert!(
         err.iter().any(|l| l.starts_with(&format!(
             "{shown}: default.rules[0].statement.properties[0].value: \"maybe\" is not one of"
@@ -430,7 +498,11 @@ fn bad_policy_prints_file_path_and_message_and_exits_2() {
     let run = portcullis(&["eval", "--policy", &broken.display().to_string(), "-"]);
     run.assert_no_panic();
     assert_eq!(run.code, Some(2));
-    assert!(run.stderr.starts_with(&format!("{}: ", broken.display())), "{}", run.stderr);
+    assert!(
+        run.stderr.starts_with(&format!("{}: ", broken.display())),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]
@@ -449,19 +521,46 @@ fn table_output_is_one_line_per_workload_with_indented_violations_and_no_colour_
     let lines: Vec<&str> = run.stdout.lines().collect();
     let heads: Vec<&str> = lines.iter().copied().filter(|l| !l.starts_with(' ')).collect();
     assert_eq!(heads.len(), 3, "one line per workload: {}", run.stdout);
-    assert!(heads[0].starts_with("ALLOW") && heads[0].contains("shop/web"), "{}", heads[0]);
-    assert!(heads[1].starts_with("BLOCK") && heads[1].contains("shop/debug"), "{}", heads[1]);
-    assert!(heads[2].starts_with("ALLOW") && heads[2].contains("dev/scratch"), "{}", heads[2]);
+    assert!(
+        heads[0].starts_with("ALLOW") && heads[0].contains("shop/web"),
+        "{}",
+        heads[0]
+    );
+    assert!(
+        heads[1].starts_with("BLOCK") && heads[1].contains("shop/debug"),
+        "{}",
+        heads[1]
+    );
+    assert!(
+        heads[2].starts_with("ALLOW") && heads[2].contains("dev/scratch"),
+        "{}",
+        heads[2]
+    );
     // The blocked pod's violations follow its line, indented, one per line.
     let debug_at = lines.iter().position(|l| l.contains("shop/debug")).unwrap();
     let scratch_at = lines.iter().position(|l| l.contains("dev/scratch")).unwrap();
     let details = &lines[debug_at + 1..scratch_at];
     assert_eq!(details.len(), 5, "{}", run.stdout);
     assert!(details.iter().all(|l| l.starts_with("   ")));
-    assert!(details.iter().any(|l| l.contains("block") && l.contains("{ privileged:true }")));
-    assert!(details.iter().any(|l| l.contains("log") && l.contains("{ equals:latest }")));
+    assert!(
+        details
+            .iter()
+            .any(|l| l.contains("block") && l.contains("{ privileged:true }"))
+    );
+    assert!(
+        details
+            .iter()
+            .any(|l| l.contains("log") && l.contains("{ equals:latest }"))
+    );
     // `-o` is the short form.
-    let short = portcullis(&["eval", "--policy", &example_policy(), "-o", "table", &repo("examples/manifests.yaml").display().to_string()]);
+    let short = portcullis(&[
+        "eval",
+        "--policy",
+        &example_policy(),
+        "-o",
+        "table",
+        &repo("examples/manifests.yaml").display().to_string(),
+    ]);
     assert_eq!(short.stdout, run.stdout);
 }
 
@@ -496,7 +595,10 @@ fn trivy_scan_results_with_repo_tags_and_with_a_given_digest() {
     let lines = run.json_lines();
     lines.iter().for_each(assert_line_shape);
     let alpine = line_named(&lines, "alpine");
-    assert_eq!(alpine["decision"], "allow", "MEDIUM findings are not above high, and the scan is recent");
+    assert_eq!(
+        alpine["decision"], "allow",
+        "MEDIUM findings are not above high, and the scan is recent"
+    );
     assert_eq!(alpine["violations"], serde_json::json!([]));
     let buster = line_named(&lines, "buster");
     assert_eq!(buster["decision"], "block", "a CRITICAL finding is above high");
@@ -508,7 +610,11 @@ fn trivy_scan_results_with_repo_tags_and_with_a_given_digest() {
     assert_eq!(unverified[0]["rule"], "ghcr-signed");
     assert_eq!(unverified[0]["digest"], BUSTER_DIGEST);
     assert_eq!(unverified[0]["attestors"], serde_json::json!(["release"]));
-    assert_eq!(alpine["unverified"], serde_json::json!([]), "docker.io is not matched by the signature rule");
+    assert_eq!(
+        alpine["unverified"],
+        serde_json::json!([]),
+        "docker.io is not matched by the signature rule"
+    );
 
     // Without the scan results, both images are unscanned (a log rule) and nothing blocks.
     let mut args = base("2021-09-01T00:00:00Z");
@@ -544,7 +650,14 @@ fn now_decides_whether_a_scan_is_too_old() {
     assert!(types_at("2021-09-01T00:00:00Z").is_empty());
     assert_eq!(types_at("2021-10-30T00:00:00+02:00"), ["unscannedImage"]);
 
-    let run = portcullis(&["eval", "--policy", &policy.display().to_string(), "--now", "yesterday", "-"]);
+    let run = portcullis(&[
+        "eval",
+        "--policy",
+        &policy.display().to_string(),
+        "--now",
+        "yesterday",
+        "-",
+    ]);
     run.assert_no_panic();
     assert_eq!(run.code, Some(2));
     assert!(run.stderr.contains("--now"), "{}", run.stderr);
@@ -560,7 +673,9 @@ fn digest_flag_resolves_a_tag_to_the_digest_of_a_scan() {
     );
     let pod = dir.write("pod.json", pod_json("app", "x", "nginx:1.25", false));
     // A repository scan: no RepoTags, no RepoDigests; MEDIUM and UNKNOWN findings.
-    let report = shared("conformance/trivy-reports/gomod.json.golden").display().to_string();
+    let report = shared("conformance/trivy-reports/gomod.json.golden")
+        .display()
+        .to_string();
     let digest = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
     let run_with_digest = |digest_arg: Option<String>| {
         let mut args = vec![
@@ -593,7 +708,11 @@ fn digest_flag_resolves_a_tag_to_the_digest_of_a_scan() {
         let run = run_with_digest(Some(bad.clone()));
         assert_eq!(run.code, Some(2), "{bad}");
         assert_eq!(run.stdout, "");
-        assert!(run.stderr.contains("--digest") || run.stderr.contains("IMAGE=DIGEST"), "{}", run.stderr);
+        assert!(
+            run.stderr.contains("--digest") || run.stderr.contains("IMAGE=DIGEST"),
+            "{}",
+            run.stderr
+        );
     }
 }
 
@@ -615,7 +734,10 @@ fn verdicts_decide_signature_rules() {
             "--digest",
             &format!("ghcr.io/aquasecurity/trivy-test-images:debian-buster={BUSTER_DIGEST}"),
             "--scan-results",
-            &format!("{BUSTER_DIGEST}={}", shared("conformance/trivy-reports/sl-micro-rancher5.4.json.golden").display()),
+            &format!(
+                "{BUSTER_DIGEST}={}",
+                shared("conformance/trivy-reports/sl-micro-rancher5.4.json.golden").display()
+            ),
             "--verdicts",
             &file.display().to_string(),
             &pods.display().to_string(),
@@ -644,7 +766,10 @@ fn verdicts_decide_signature_rules() {
     // A verdict for another attestor leaves the rule unverified, without effect.
     let run = run_verdicts(&format!(r#"{{"{BUSTER_DIGEST}": {{"someone-else": true}}}}"#));
     assert_eq!(run.code, Some(0), "{}", run.stderr);
-    assert_eq!(line_named(&run.json_lines(), "buster")["unverified"][0]["attestors"], serde_json::json!(["release"]));
+    assert_eq!(
+        line_named(&run.json_lines(), "buster")["unverified"][0]["attestors"],
+        serde_json::json!(["release"])
+    );
 
     // A verdicts file of the wrong shape is an error.
     let run = run_verdicts(r#"{"x": true}"#);
@@ -690,8 +815,13 @@ fn excluded_namespaces_and_trusted_images_are_allowed() {
     lines.iter().for_each(assert_line_shape);
     assert_eq!(
         names_and_decisions(&lines),
-        [("sys", "allow"), ("trusted", "allow"), ("pinned", "allow"), ("plain", "block")]
-            .map(|(n, d)| (n.to_owned(), d.to_owned()))
+        [
+            ("sys", "allow"),
+            ("trusted", "allow"),
+            ("pinned", "allow"),
+            ("plain", "block")
+        ]
+        .map(|(n, d)| (n.to_owned(), d.to_owned()))
     );
     assert_eq!(lines[0]["violations"], serde_json::json!([]));
     assert_eq!(lines[1]["violations"], serde_json::json!([]));
@@ -717,7 +847,10 @@ fn excluded_namespaces_and_trusted_images_are_allowed() {
 fn scan_results_errors_exit_2() {
     let dir = TempDir::new("scanerr");
     let not_json = dir.write("report.json", "this is not JSON");
-    for arg in [not_json.display().to_string(), dir.path("absent.json").display().to_string()] {
+    for arg in [
+        not_json.display().to_string(),
+        dir.path("absent.json").display().to_string(),
+    ] {
         let run = portcullis(&["eval", "--policy", &example_policy(), "--scan-results", &arg, "-"]);
         run.assert_no_panic();
         assert_eq!(run.code, Some(2), "{arg}");
@@ -783,7 +916,11 @@ fn validate_good_and_bad_policies() {
     let run = portcullis(&["validate", &typo.display().to_string()]);
     run.assert_no_panic();
     assert_eq!(run.code, Some(2));
-    assert!(run.stderr.contains("exception"), "an unknown field is named: {}", run.stderr);
+    assert!(
+        run.stderr.contains("exception"),
+        "an unknown field is named: {}",
+        run.stderr
+    );
 }
 
 #[test]

@@ -17,9 +17,16 @@ use common::*;
 /// policy), every 5th document is a ConfigMap (allowed without evaluation).
 fn document(i: usize) -> String {
     if i % 5 == 4 {
-        format!(r#"{{"apiVersion":"v1","kind":"ConfigMap","metadata":{{"name":"cm-{i}","namespace":"ns"}},"data":{{"k":"v"}}}}"#)
+        format!(
+            r#"{{"apiVersion":"v1","kind":"ConfigMap","metadata":{{"name":"cm-{i}","namespace":"ns"}},"data":{{"k":"v"}}}}"#
+        )
     } else {
-        pod_json(&format!("pod-{i}"), "ns", "registry.example.com/shop/web:1.4.2", i % 7 == 3)
+        pod_json(
+            &format!("pod-{i}"),
+            "ns",
+            "registry.example.com/shop/web:1.4.2",
+            i % 7 == 3,
+        )
     }
 }
 
@@ -163,7 +170,10 @@ fn peak_memory_is_flat_in_the_number_of_documents() {
     let (large_kb, large_lines) = peak_rss_kb(&large);
     assert_eq!(small_lines, 2_000);
     assert_eq!(large_lines, 20_000);
-    assert!(small_kb > 0 && large_kb > 0, "VmHWM was read ({small_kb} kB, {large_kb} kB)");
+    assert!(
+        small_kb > 0 && large_kb > 0,
+        "VmHWM was read ({small_kb} kB, {large_kb} kB)"
+    );
     println!("peak RSS: 2,000 documents {small_kb} kB, 20,000 documents {large_kb} kB");
     assert!(
         large_kb < 2 * small_kb,

@@ -260,5 +260,139 @@ fn main() {
         benches(&mut c);
         c.final_summary();
     }
-    summary(&dir, since, if wall { "wall time" } else { "thread CPU time" });
+    let clock_name = if wall { "wall time" } else { "thread CPU time" };
+    summary(&dir, since, clock_name);
+    // Only in a real benchmark run (`cargo bench` passes --bench; `cargo test` does not).
+    if std::env::args().any(|a| a == "--bench") && std::env::var("BENCH_PAIRED").map_or(true, |v| v != "0") {
+        let clock: fn() -> u128 = if wall { wall_ns } else { thread_cpu_ns };
+        paired(clock, clock_name);
+    }
+}
+
+fn wall_ns() -> u128 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START.get_or_init(std::time::Instant::now).elapsed().as_nanos()
+}
+
+/// Per-review time of `n` runs of `f` over `per_run` reviews each.
+fn time_batch(clock: fn() -> u128, n: usize, per_run: usize, mut f: impl FnMut() -> usize) -> f64 {
+    let start = clock();
+    for _ in 0..n {
+        black_box(f());
+    }
+    (clock() - start) as f64 / (n * per_run) as f64
+}
+
+fn median(xs: &mut [f64]) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs[xs.len() / 2]
+}
+
+/// How many runs of `f` take about 5 ms.
+fn batch_size(clock: fn() -> u128, mut f: impl FnMut() -> usize) -> usize {
+    let one = time_batch(clock, 3, 1, &mut f).max(1.0);
+    ((5e6 / one) as usize).max(1)
+}
+
+/// Our engine and regorus measured in alternating rounds, so that both see the same
+/// machine: on a shared machine, conditions drift between criterion's groups. Each round
+/// times one batch of each contender (about 5 ms each; the corpus: one pass each); the
+/// ratio is taken per round, and its median and range printed.
+fn paired(clock: fn() -> u128, clock_name: &str) {
+    let review = review_8k();
+    let bytes = review.as_bytes();
+    let three = CompiledPolicy::from_text(THREE_CHECKS_POLICY).unwrap();
+    let full = CompiledPolicy::from_text(FULL_POLICY).unwrap();
+    let ctx = EvalContext::offline(datetime!(2026-11-26 00:00 UTC));
+    let mut interpreter = rego::Interpreter::new(rego::THREE_CHECKS_REGO).unwrap();
+    let mut vm = rego::Vm::new(rego::THREE_CHECKS_REGO).unwrap();
+    let reviews = corpus::corpus(corpus::BENCH_CORPUS_SIZE);
+
+    let single: Vec<Contender<'_>> = vec![
+        ("engine (three checks)", 1, Box::new(|| engine_run(&three, &ctx, bytes))),
+        ("engine (full policy)", 1, Box::new(|| engine_run(&full, &ctx, bytes))),
+        (
+            "regorus",
+            1,
+            Box::new(|| usize::from(rego::blocks(&interpreter.deny(&review).unwrap()).unwrap())),
+        ),
+        ("regorus_rvm", 1, Box::new(|| usize::from(rego::blocks(&vm.deny(&review).unwrap()).unwrap()))),
+    ];
+    report_paired(clock, clock_name, "the 8 KB review", 60, single, true);
+
+    let mut interpreter = rego::Interpreter::new(rego::THREE_CHECKS_REGO).unwrap();
+    let mut vm = rego::Vm::new(rego::THREE_CHECKS_REGO).unwrap();
+    let n = reviews.len();
+    let whole: Vec<Contender<'_>> = vec![
+        (
+            "engine (three checks)",
+            n,
+            Box::new(|| reviews.iter().map(|r| engine_run(&three, &ctx, r.json.as_bytes())).sum()),
+        ),
+        (
+            "engine (full policy)",
+            n,
+            Box::new(|| reviews.iter().map(|r| engine_run(&full, &ctx, r.json.as_bytes())).sum()),
+        ),
+        (
+            "regorus",
+            n,
+            Box::new(|| {
+                reviews
+                    .iter()
+                    .map(|r| usize::from(rego::blocks(&interpreter.deny(&r.json).unwrap()).unwrap()))
+                    .sum()
+            }),
+        ),
+        (
+            "regorus_rvm",
+            n,
+            Box::new(|| {
+                reviews
+                    .iter()
+                    .map(|r| usize::from(rego::blocks(&vm.deny(&r.json).unwrap()).unwrap()))
+                    .sum()
+            }),
+        ),
+    ];
+    report_paired(clock, clock_name, "the corpus", 15, whole, false);
+}
+
+/// A name, the reviews one run judges, and the run.
+type Contender<'a> = (&'static str, usize, Box<dyn FnMut() -> usize + 'a>);
+
+fn report_paired(
+    clock: fn() -> u128,
+    clock_name: &str,
+    what: &str,
+    rounds: usize,
+    mut contenders: Vec<Contender<'_>>,
+    calibrate: bool,
+) {
+    let batches: Vec<usize> = contenders
+        .iter_mut()
+        .map(|(_, _, f)| if calibrate { batch_size(clock, f) } else { 1 })
+        .collect();
+    let mut times: Vec<Vec<f64>> = vec![Vec::with_capacity(rounds); contenders.len()];
+    for _ in 0..rounds {
+        for (i, (_, per_run, f)) in contenders.iter_mut().enumerate() {
+            times[i].push(time_batch(clock, batches[i], *per_run, f));
+        }
+    }
+    println!("\npaired ({clock_name}, {rounds} alternating rounds, {what}): median per review");
+    for (i, (name, _, _)) in contenders.iter().enumerate() {
+        println!("  {name:<24} {:>9.3} µs", median(&mut times[i].clone()) / 1e3);
+    }
+    let full = median(&mut times[1].clone());
+    let verdict = if full <= 10_000.0 { "met" } else { "MISSED" };
+    println!("full policy ({what}): {:.2} µs per review (target <= 10 µs: {verdict})", full / 1e3);
+    for (theirs, label) in [(2, "regorus/engine"), (3, "regorus_rvm/engine")] {
+        let mut ratios: Vec<f64> = times[theirs].iter().zip(&times[0]).map(|(t, o)| t / o).collect();
+        let m = median(&mut ratios);
+        let (lo, hi) = (ratios[0], ratios[ratios.len() - 1]);
+        let verdict = if m >= 10.0 { "met" } else { "MISSED" };
+        println!(
+            "ratio {label} = {m:.1}x  ({what}, three checks; rounds {lo:.1}x..{hi:.1}x; target >= 10x: {verdict})"
+        );
+    }
 }

@@ -72,8 +72,16 @@ fn schema_describes_the_document_of_policy_md() {
     let schema: Value = serde_json::from_str(&generated()).unwrap();
     assert_eq!(schema["title"], "Portcullis protection policy");
     assert_eq!(schema["type"], "object");
-    let required: Vec<&str> = schema["required"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
-    assert!(required.contains(&"name") && required.contains(&"default"), "{required:?}");
+    let required: Vec<&str> = schema["required"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        required.contains(&"name") && required.contains(&"default"),
+        "{required:?}"
+    );
     // Unknown fields are refused by the parser, so the schema says so too.
     assert_eq!(schema["additionalProperties"], false);
     for field in ["name", "description", "xdrEnabled", "default", "namespaced", "runtime"] {
@@ -85,9 +93,24 @@ fn schema_describes_the_document_of_policy_md() {
     let mut rule_types = enumerated(definition(&schema, "RuleType"));
     rule_types.sort();
     let mut want = vec![
-        "podSecurityContext", "containerSecurityContext", "registry", "image", "tag", "imagePath", "vulnerabilities",
-        "cvssAttackVector", "cvssAttackComplexity", "cvssAvailability", "malware", "secrets", "unscannedImage",
-        "unscannedImageMalware", "unscannedImageSecret", "podexec", "portforward", "podSecurityStandard",
+        "podSecurityContext",
+        "containerSecurityContext",
+        "registry",
+        "image",
+        "tag",
+        "imagePath",
+        "vulnerabilities",
+        "cvssAttackVector",
+        "cvssAttackComplexity",
+        "cvssAvailability",
+        "malware",
+        "secrets",
+        "unscannedImage",
+        "unscannedImageMalware",
+        "unscannedImageSecret",
+        "podexec",
+        "portforward",
+        "podSecurityStandard",
     ];
     want.sort_unstable();
     assert_eq!(rule_types, want);

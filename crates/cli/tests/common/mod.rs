@@ -52,7 +52,12 @@ impl Run {
     /// Asserts the process ended by itself (no signal) without a Rust panic message.
     pub fn assert_no_panic(&self) {
         assert!(self.code.is_some(), "killed by a signal; stderr: {}", self.stderr);
-        assert_ne!(self.code, Some(101), "exit code 101 is Rust's panic code; stderr: {}", self.stderr);
+        assert_ne!(
+            self.code,
+            Some(101),
+            "exit code 101 is Rust's panic code; stderr: {}",
+            self.stderr
+        );
         assert!(!self.stderr.contains("panicked"), "panic: {}", self.stderr);
     }
 }
@@ -143,7 +148,15 @@ pub fn example_policy() -> String {
 }
 
 /// The keys of one output line, exactly as the issue lists them.
-pub const LINE_KEYS: [&str; 7] = ["kind", "namespace", "name", "decision", "policy", "violations", "unverified"];
+pub const LINE_KEYS: [&str; 7] = [
+    "kind",
+    "namespace",
+    "name",
+    "decision",
+    "policy",
+    "violations",
+    "unverified",
+];
 /// The keys every violation has.
 pub const VIOLATION_KEYS: [&str; 5] = ["type", "properties", "action", "containers", "message"];
 /// Keys a violation may add: the PSA check ids of rules mapped to Pod Security Admission.
@@ -174,7 +187,9 @@ pub fn assert_line_shape(line: &Value) {
             );
         }
         assert!(vo["type"].is_string());
-        let props = vo["properties"].as_object().unwrap_or_else(|| panic!("properties: {v}"));
+        let props = vo["properties"]
+            .as_object()
+            .unwrap_or_else(|| panic!("properties: {v}"));
         assert!(props.values().all(Value::is_string), "property values are strings: {v}");
         let action = vo["action"].as_str().unwrap();
         assert!(action == "log" || action == "block", "action {action:?}");
@@ -188,14 +203,23 @@ pub fn assert_line_shape(line: &Value) {
         .unwrap()
         .iter()
         .any(|v| v["action"] == "block");
-    assert_eq!(decision == "block", blocking, "decision agrees with the violations: {line}");
+    assert_eq!(
+        decision == "block",
+        blocking,
+        "decision agrees with the violations: {line}"
+    );
 }
 
 /// `(name, decision)` of each line.
 pub fn names_and_decisions(lines: &[Value]) -> Vec<(String, String)> {
     lines
         .iter()
-        .map(|l| (l["name"].as_str().unwrap().to_owned(), l["decision"].as_str().unwrap().to_owned()))
+        .map(|l| {
+            (
+                l["name"].as_str().unwrap().to_owned(),
+                l["decision"].as_str().unwrap().to_owned(),
+            )
+        })
         .collect()
 }
 

@@ -1,0 +1,484 @@
+//! The client commands end to end: the real `portcullis` binary against a real server,
+//! `portcullis up` on a free loopback port with a temporary data folder.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::{BIN, Run, TempDir, repo, shared};
+use serde_json::Value;
+
+/// How long `up` may take to print its ready line (a cold SQLite file, migrations).
+const READY_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// The environment variables the client reads; removed so the caller's shell cannot leak in.
+const CLIENT_ENV: [&str; 4] = [
+    "PORTCULLIS_SERVER",
+    "PORTCULLIS_API_KEY",
+    "PORTCULLIS_OPERATOR_KEY",
+    "PORTCULLIS_CA_CERT",
+];
+
+/// A running `portcullis up`, stopped and cleaned up when dropped.
+struct Up {
+    child: Child,
+    /// The URL from the ready line.
+    url: String,
+    /// The bootstrap admin key of tenant `default`.
+    admin_key: String,
+    /// The operator key the server was started with.
+    operator_key: String,
+    dir: TempDir,
+}
+
+/// A loopback port that was free a moment ago.
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    listener.local_addr().expect("local addr").port()
+}
+
+impl Up {
+    fn start() -> Up {
+        let dir = TempDir::new("client-up");
+        let data = dir.path("data");
+        std::fs::create_dir_all(&data).unwrap();
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let operator_key = format!("pc-operator-test-{:x}-{nanos:x}", std::process::id());
+        let port = free_port();
+        let log = std::fs::File::create(dir.path("up.log")).unwrap();
+        let mut cmd = Command::new(BIN);
+        cmd.args(["up", "--data-dir"])
+            .arg(&data)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .env("PORTCULLIS_OPERATOR_KEY", &operator_key)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            // Logs go to a file: an undrained pipe could stall the server.
+            .stderr(Stdio::from(log));
+        for var in CLIENT_ENV.iter().filter(|v| **v != "PORTCULLIS_OPERATOR_KEY") {
+            cmd.env_remove(var);
+        }
+        let mut child = cmd.spawn().expect("spawn portcullis up");
+        let stdout = child.stdout.take().expect("stdout");
+        let (lines_tx, lines_rx) = mpsc::channel();
+        // Reads stdout to its end, so the server never blocks on a full pipe.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if lines_tx.send(line).is_err() {
+                    // Nobody listens any more; keep draining.
+                }
+            }
+        });
+        let deadline = Instant::now() + READY_TIMEOUT;
+        let url = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match lines_rx.recv_timeout(left.min(Duration::from_millis(200))) {
+                Ok(line) => {
+                    if let Some(url) = line
+                        .split_whitespace()
+                        .find(|w| w.starts_with("http://") || w.starts_with("https://"))
+                    {
+                        break url.trim_end_matches(['.', ',', ')']).to_owned();
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) if Instant::now() < deadline => {}
+                Err(_) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    let log = std::fs::read_to_string(dir.path("up.log")).unwrap_or_default();
+                    panic!("`portcullis up` printed no ready line with its URL within {READY_TIMEOUT:?}; log:\n{log}");
+                }
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                let log = std::fs::read_to_string(dir.path("up.log")).unwrap_or_default();
+                panic!("`portcullis up` exited with {status} before it was ready; log:\n{log}");
+            }
+        };
+        let key_file = data.join("bootstrap-admin.key");
+        let admin_key = std::fs::read_to_string(&key_file)
+            .unwrap_or_else(|e| panic!("{}: {e}", key_file.display()))
+            .trim()
+            .to_owned();
+        assert!(!admin_key.is_empty(), "empty bootstrap key");
+        Up {
+            child,
+            url,
+            admin_key,
+            operator_key,
+            dir,
+        }
+    }
+
+    /// Runs a client command with `key` as `--api-key` (and nothing from the environment).
+    fn run(&self, key: Option<&str>, args: &[&str]) -> Run {
+        self.run_env(key, &[], args)
+    }
+
+    fn run_env(&self, key: Option<&str>, env: &[(&str, &str)], args: &[&str]) -> Run {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["--server", &self.url, "--timeout", "20s"]);
+        if let Some(key) = key {
+            cmd.args(["--api-key", key]);
+        }
+        cmd.args(args).stdin(Stdio::null());
+        for var in CLIENT_ENV {
+            cmd.env_remove(var);
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().expect("run portcullis");
+        let run = Run {
+            code: out.status.code(),
+            stdout: String::from_utf8(out.stdout).expect("stdout is UTF-8"),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        };
+        run.assert_no_panic();
+        run
+    }
+
+    /// Runs a command as the bootstrap admin and asserts success.
+    fn ok(&self, args: &[&str]) -> Run {
+        let run = self.run(Some(&self.admin_key), args);
+        assert_eq!(run.code, Some(0), "portcullis {args:?} failed: {}", run.stderr);
+        run
+    }
+
+    /// Runs a command as the bootstrap admin with `-o json` and parses its output.
+    fn json(&self, args: &[&str]) -> Value {
+        let mut all = args.to_vec();
+        all.extend(["-o", "json"]);
+        let run = self.ok(&all);
+        serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{args:?}: not JSON ({e}): {}", run.stdout))
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Asserts a failed run: exit status 2, nothing on stdout, every stderr line of the form
+/// `portcullis: <command>: ...`.
+fn assert_error(run: &Run, command: &str) {
+    assert_eq!(
+        run.code,
+        Some(2),
+        "expected exit 2; stdout: {} stderr: {}",
+        run.stdout,
+        run.stderr
+    );
+    assert!(run.stdout.is_empty(), "stdout on error: {}", run.stdout);
+    let prefix = format!("portcullis: {command}: ");
+    assert!(!run.stderr.trim().is_empty(), "no error message");
+    for line in run.stderr.lines() {
+        assert!(line.starts_with(&prefix), "{line:?} does not start with {prefix:?}");
+    }
+}
+
+/// The single line a secret-printing command writes: the secret alone.
+fn secret_alone(run: &Run) -> String {
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "expected one line: {:?}", run.stdout);
+    let secret = lines[0];
+    assert!(
+        !secret.is_empty() && !secret.contains(char::is_whitespace),
+        "{secret:?}"
+    );
+    secret.to_owned()
+}
+
+fn example_policy() -> String {
+    repo("examples/policy.yaml").display().to_string()
+}
+
+#[test]
+fn policy_apply_get_list_history_duplicate_delete() {
+    let up = Up::start();
+    let policy = example_policy();
+
+    let run = up.ok(&["policy", "apply", "-f", &policy]);
+    assert_eq!(run.stdout.trim(), "policy prod.strict created (revision 1)");
+    let run = up.ok(&["policy", "apply", "-f", &policy]);
+    assert_eq!(run.stdout.trim(), "policy prod.strict unchanged (revision 1)");
+
+    // A changed description is a new revision.
+    let text = std::fs::read_to_string(&policy).unwrap();
+    let changed = text.replace(
+        "description: Production clusters",
+        "description: Production clusters, v2",
+    );
+    assert_ne!(text, changed);
+    let changed_file = up.dir.write("changed.yaml", changed);
+    let run = up.ok(&["policy", "apply", "-f", changed_file.to_str().unwrap()]);
+    assert_eq!(run.stdout.trim(), "policy prod.strict updated (revision 2)");
+
+    let got = up.json(&["policy", "get", "prod.strict"]);
+    assert!(got["id"].as_str().is_some_and(|id| !id.is_empty()), "{got}");
+    assert_eq!(got["revision"], 2);
+    assert_eq!(got["name"], "prod.strict");
+    assert_eq!(got["description"], "Production clusters, v2");
+    assert!(got["default"]["rules"].is_array(), "{got}");
+
+    // What `get -o json` prints applies again, unchanged.
+    let printed = up.dir.write("printed.json", got.to_string());
+    let run = up.ok(&["policy", "apply", "-f", printed.to_str().unwrap()]);
+    assert_eq!(run.stdout.trim(), "policy prod.strict unchanged (revision 2)");
+
+    let history = up.json(&["policy", "history", "prod.strict"]);
+    let history = history.as_array().expect("history is an array");
+    assert_eq!(history.len(), 2);
+    for (entry, revision) in history.iter().zip([2, 1]) {
+        let keys: Vec<&str> = entry.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(keys.len(), 3, "{entry}");
+        assert_eq!(entry["revision"], revision);
+        assert!(entry["author"].as_str().is_some_and(|a| !a.is_empty()), "{entry}");
+        assert!(entry["time"].as_str().is_some_and(|t| t.contains('T')), "{entry}");
+    }
+    let first = up.json(&["policy", "revision", "prod.strict", "1"]);
+    assert_eq!(first["revision"], 1);
+    assert_eq!(first["description"], "Production clusters");
+
+    let run = up.ok(&["policy", "duplicate", "prod.strict"]);
+    assert_eq!(run.stdout.trim(), "policy prod.strict duplicated as prod.strictPolicy");
+    let run = up.ok(&["policy", "duplicate", "prod.strict"]);
+    assert_eq!(run.stdout.trim(), "policy prod.strict duplicated as prod.strictPolicy2");
+    let copy = up.json(&["policy", "duplicate", "prod.strict", "--name", "staging"]);
+    assert_eq!(
+        (copy["name"].as_str(), copy["revision"].as_u64()),
+        (Some("staging"), Some(1))
+    );
+
+    let list = up.json(&["policy", "list"]);
+    let names: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    assert_eq!(
+        names,
+        ["prod.strict", "prod.strictPolicy", "prod.strictPolicy2", "staging"]
+    );
+    let table = up.ok(&["policy", "list"]).stdout;
+    let mut lines = table.lines();
+    assert!(lines.next().unwrap().starts_with("NAME "), "{table}");
+    assert_eq!(lines.count(), 4, "{table}");
+
+    let run = up.ok(&["policy", "delete", "prod.strictPolicy2"]);
+    assert!(run.stdout.contains("deleted"), "{}", run.stdout);
+    assert_error(
+        &up.run(Some(&up.admin_key), &["policy", "get", "prod.strictPolicy2"]),
+        "policy get",
+    );
+
+    // Every change above is in the audit log.
+    let audit = up.json(&["audit", "list"]);
+    let actions: Vec<&str> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["action"].as_str())
+        .collect();
+    assert!(actions.iter().any(|a| a.starts_with("policy.")), "{actions:?}");
+}
+
+#[test]
+fn a_validation_error_exits_2_naming_the_field_path() {
+    let up = Up::start();
+    let bad = up.dir.write(
+        "bad.yaml",
+        "name: prod.strict\ndefault:\n  rules:\n    - type: podSecurityContext\n      action: blok\n      statement: {properties: [{key: hostNetwork, value: \"true\"}]}\n",
+    );
+    let run = up.run(Some(&up.admin_key), &["policy", "apply", "-f", bad.to_str().unwrap()]);
+    assert_error(&run, "policy apply");
+    assert!(run.stderr.contains("default.rules[0].action"), "{}", run.stderr);
+    // Nothing was written.
+    assert_eq!(up.json(&["policy", "list"]), Value::Array(Vec::new()));
+
+    // Errors from the server are one line too: a missing policy, a bad key.
+    assert_error(
+        &up.run(Some(&up.admin_key), &["policy", "history", "nope"]),
+        "policy history",
+    );
+    assert_error(&up.run(Some("pc_not_a_key"), &["policy", "list"]), "policy list");
+    assert_error(&up.run(None, &["policy", "list"]), "policy list");
+}
+
+#[test]
+fn cluster_create_prints_the_connector_key_alone() {
+    let up = Up::start();
+    up.ok(&["policy", "apply", "-f", &example_policy()]);
+
+    let run = up.ok(&["cluster", "create", "prod-eu", "--policy", "prod.strict"]);
+    let key = secret_alone(&run);
+    assert_ne!(key, up.admin_key);
+
+    let clusters = up.json(&["cluster", "list"]);
+    assert_eq!(clusters.as_array().map(Vec::len), Some(1), "{clusters}");
+    assert_eq!(clusters[0]["name"], "prod-eu");
+    assert_eq!(clusters[0]["policy"], "prod.strict");
+
+    let settings = up.json(&[
+        "cluster",
+        "settings",
+        "prod-eu",
+        "--failure-mode",
+        "fail-closed",
+        "--exclude-namespace",
+        "ops",
+        "--exclude-namespace",
+        "kube-system",
+        "--trusted-image",
+        "registry.example.com/portcullis/connector",
+    ]);
+    assert_eq!(settings["failureMode"], "fail-closed");
+    let shown = up.json(&["cluster", "settings", "prod-eu"]);
+    assert_eq!(shown, settings);
+    let namespaces: Vec<&str> = shown["excludedNamespaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        namespaces.contains(&"ops") && namespaces.contains(&"kube-system"),
+        "{shown}"
+    );
+    assert_eq!(shown["trustedImages"][0], "registry.example.com/portcullis/connector");
+
+    // A connector key cannot manage policies.
+    assert_error(&up.run(Some(&key), &["policy", "list"]), "policy list");
+    // The assigned policy cannot be deleted.
+    assert_error(
+        &up.run(Some(&up.admin_key), &["policy", "delete", "prod.strict"]),
+        "policy delete",
+    );
+
+    let rotated = secret_alone(&up.ok(&["cluster", "rotate-key", "prod-eu", "--grace", "0"]));
+    assert_ne!(rotated, key);
+
+    up.ok(&["policy", "duplicate", "prod.strict", "--name", "other"]);
+    let run = up.ok(&["cluster", "assign", "prod-eu", "--policy", "other"]);
+    assert!(run.stdout.contains("other"), "{}", run.stdout);
+    up.ok(&["policy", "delete", "prod.strict"]);
+}
+
+#[test]
+fn tenants_and_keys() {
+    let up = Up::start();
+    let operator = [("PORTCULLIS_OPERATOR_KEY", up.operator_key.as_str())];
+
+    let run = up.run_env(None, &operator, &["tenant", "create", "acme"]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let acme_admin = secret_alone(&run);
+
+    // The new tenant's admin sees an empty tenant, not `default`'s policies.
+    up.ok(&["policy", "apply", "-f", &example_policy()]);
+    let run = up.run(Some(&acme_admin), &["policy", "list", "-o", "json"]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_eq!(
+        serde_json::from_str::<Value>(&run.stdout).unwrap(),
+        Value::Array(Vec::new())
+    );
+
+    let run = up.run_env(None, &operator, &["tenant", "list", "-o", "json"]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let tenants: Value = serde_json::from_str(&run.stdout).unwrap();
+    let ids: Vec<&str> = tenants
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["id"].as_str())
+        .collect();
+    assert!(ids.contains(&"acme") && ids.contains(&"default"), "{ids:?}");
+    // A tenant admin is not the operator.
+    assert_error(&up.run(Some(&up.admin_key), &["tenant", "list"]), "tenant list");
+
+    let viewer = secret_alone(&up.ok(&["key", "create", "--role", "viewer", "--description", "read only"]));
+    let run = up.run(Some(&viewer), &["policy", "get", "prod.strict", "-o", "json"]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_error(
+        &up.run(Some(&viewer), &["policy", "apply", "-f", &example_policy()]),
+        "policy apply",
+    );
+
+    let created = up.json(&["key", "create", "--role", "editor", "--expires-in", "1h"]);
+    let editor = created["secret"].as_str().unwrap().to_owned();
+    let editor_id = created["key"]["id"].as_str().unwrap().to_owned();
+    assert!(created["key"]["expires"].is_string(), "{created}");
+    let keys = up.json(&["key", "list"]);
+    let ids: Vec<&str> = keys
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|k| k["id"].as_str())
+        .collect();
+    assert!(ids.contains(&editor_id.as_str()), "{ids:?}");
+    assert!(!keys.to_string().contains(&editor), "key list shows a secret");
+
+    assert_eq!(up.run(Some(&editor), &["policy", "list"]).code, Some(0));
+    up.ok(&["key", "revoke", &editor_id]);
+    assert_error(&up.run(Some(&editor), &["policy", "list"]), "policy list");
+
+    let run = up.run_env(None, &operator, &["tenant", "delete", "acme"]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+}
+
+#[test]
+fn rulesets_attestors_and_scan_results() {
+    let up = Up::start();
+
+    let ruleset = up.dir.write(
+        "ruleset.yaml",
+        "name: web\ndescription: web pods\nlabels: {matchLabels: {app: web}}\nrules:\n  - {id: TM-00000001, mitigation: log}\n",
+    );
+    let run = up.ok(&["ruleset", "apply", "-f", ruleset.to_str().unwrap()]);
+    assert_eq!(run.stdout.trim(), "ruleset web created (revision 1)");
+    let got = up.json(&["ruleset", "get", "web"]);
+    assert_eq!((got["name"].as_str(), got["revision"].as_u64()), (Some("web"), Some(1)));
+    assert!(got["id"].is_string());
+    assert_eq!(up.json(&["ruleset", "list"]).as_array().map(Vec::len), Some(1));
+    up.ok(&["ruleset", "delete", "web"]);
+    assert_error(&up.run(Some(&up.admin_key), &["ruleset", "get", "web"]), "ruleset get");
+
+    let pem = std::fs::read_to_string(shared("conformance/cosign-signatures/cosign.pub")).unwrap();
+    let attestor = serde_json::json!({"name": "release-signer", "type": "cosignPublicKey", "publicKey": pem});
+    let file = up.dir.write("attestor.json", attestor.to_string());
+    let run = up.ok(&["attestor", "apply", "-f", file.to_str().unwrap()]);
+    assert_eq!(run.stdout.trim(), "attestor release-signer created (revision 1)");
+    let got = up.json(&["attestor", "get", "release-signer"]);
+    assert_eq!(got["revision"], 1);
+    let listed = up.json(&["attestor", "list"]);
+    assert_eq!(listed[0]["type"], "cosignPublicKey");
+    up.ok(&["attestor", "delete", "release-signer"]);
+
+    let digest = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    let native = serde_json::json!({
+        "digest": digest,
+        "scanType": "vulnerability",
+        "scannedAt": "2025-01-01T00:00:00Z",
+        "scanner": "grype 0.80",
+        "findings": [{"id": "CVE-2024-0001", "severity": "high"}],
+    });
+    let file = up.dir.write("scan.json", native.to_string());
+    let stored = up.json(&["scan", "upload", "-f", file.to_str().unwrap()]);
+    assert_eq!(stored[0]["digest"], digest);
+    assert_eq!(stored[0]["findings"], 1);
+    assert_eq!(stored[0]["maxSeverity"], "high");
+
+    let trivy = shared("conformance/trivy-reports/alpine-310-registry.json.golden");
+    let run = up.ok(&["scan", "upload", "--digest", digest, "-f", trivy.to_str().unwrap()]);
+    assert!(run.stdout.starts_with("DIGEST "), "{}", run.stdout);
+    assert!(run.stdout.contains(digest), "{}", run.stdout);
+}

@@ -1,0 +1,121 @@
+//! The tower layer that authenticates every call and enforces the permission table before
+//! any handler runs, then hands the [`Caller`] to the handler in the request extensions.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::{Request, Response};
+use tonic::Status;
+use tonic::body::Body;
+use tonic::metadata::MetadataMap;
+use tower::{Layer, Service};
+
+use crate::auth::{Authenticator, BoxFuture, Caller, Credentials, authenticate};
+use crate::permissions::{Access, PermissionTable, permits};
+
+/// What the layer needs: the credentials, the tenant-key authenticator, the table.
+pub struct AuthState {
+    /// The operator key and service credential.
+    pub credentials: Credentials,
+    /// Resolves tenant keys.
+    pub authenticator: Arc<dyn Authenticator>,
+    /// Method → access class.
+    pub table: PermissionTable,
+}
+
+impl std::fmt::Debug for AuthState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthState")
+            .field("credentials", &self.credentials)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AuthState {
+    /// Authenticates and authorises a call to `path`: the caller, `None` for a public method.
+    pub async fn check(&self, path: &str, metadata: &MetadataMap) -> Result<Option<Caller>, Status> {
+        let Some(access) = self.table.access(path) else {
+            return Err(Status::unimplemented(format!("unknown method {path}")));
+        };
+        if access == Access::Public {
+            return Ok(None);
+        }
+        let caller = authenticate(metadata, &self.credentials, self.authenticator.as_ref()).await?;
+        if !permits(access, &caller.principal) {
+            let method = path.rsplit('/').next().unwrap_or(path);
+            return Err(Status::permission_denied(format!(
+                "{} may not call {method}",
+                caller.principal.describe()
+            )));
+        }
+        Ok(Some(caller))
+    }
+}
+
+/// Wraps the routes with authentication.
+#[derive(Debug, Clone)]
+pub struct AuthLayer {
+    state: Arc<AuthState>,
+}
+
+impl AuthLayer {
+    /// A layer over `state`.
+    pub fn new(state: Arc<AuthState>) -> AuthLayer {
+        AuthLayer { state }
+    }
+}
+
+impl<S> Layer<S> for AuthLayer {
+    type Service = AuthService<S>;
+
+    fn layer(&self, inner: S) -> AuthService<S> {
+        AuthService {
+            inner,
+            state: self.state.clone(),
+        }
+    }
+}
+
+/// The service [`AuthLayer`] makes.
+#[derive(Debug, Clone)]
+pub struct AuthService<S> {
+    inner: S,
+    state: Arc<AuthState>,
+}
+
+impl<S> Service<Request<Body>> for AuthService<S>
+where
+    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Response<Body>, Infallible>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<Body>) -> Self::Future {
+        // The clone that was polled ready serves this call (tower's rule).
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let state = self.state.clone();
+        Box::pin(async move {
+            let metadata = MetadataMap::from_headers(request.headers().clone());
+            match state.check(request.uri().path(), &metadata).await {
+                Ok(caller) => {
+                    if let Some(caller) = caller {
+                        request.extensions_mut().insert(caller);
+                    }
+                    inner.call(request).await
+                }
+                Err(status) => {
+                    tracing::debug!(path = request.uri().path(), code = ?status.code(), "refused: {}", status.message());
+                    Ok(status.into_http())
+                }
+            }
+        })
+    }
+}

@@ -1,0 +1,25 @@
+//! gRPC plumbing shared by every Portcullis service.
+//!
+//! - [`GrpcServer`]: add tonic services, [`GrpcServer::bind`] a listener (port 0 allowed;
+//!   the bound address comes back), [`BoundServer::serve`] until a shutdown future
+//!   completes, draining the calls in flight. Health checking (`grpc.health.v1`, one status
+//!   per service) and reflection (v1 and v1alpha, from `portcullis_proto::FILE_DESCRIPTOR_SET`)
+//!   are always on; TLS (rustls) when given a certificate and key; plain text on a
+//!   non-loopback address is refused in distributed mode.
+//! - Authentication ([`auth`]): `authorization: Bearer <key>` → [`Caller`]: a tenant key
+//!   (through an [`Authenticator`]), the operator key, or the service credential. The
+//!   [`permissions`] table decides which methods each may call; the layer enforces it before
+//!   any handler runs, and handlers read the caller with [`Caller::of`].
+
+pub mod auth;
+mod layer;
+pub mod permissions;
+mod server;
+pub mod status;
+
+pub use auth::{
+    Authenticator, BoxFuture, Caller, Credentials, Principal, Role, Secret, TENANT_METADATA, TenantKey, TraceContext,
+};
+pub use layer::{AuthLayer, AuthService, AuthState};
+pub use permissions::{Access, PermissionTable};
+pub use server::{BoundServer, GrpcServer, Mode, ServerConfig, ServerError, TlsFiles, shutdown_signal};

@@ -1,0 +1,294 @@
+//! The gRPC server every service runs on: a TCP listener (port 0 allowed), optional TLS
+//! (rustls), health checking for every service, reflection from the Portcullis descriptor
+//! set, the authentication layer, per-call deadlines, and graceful shutdown.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Request, Response};
+use tonic::body::Body;
+use tonic::server::NamedService;
+use tonic::service::RoutesBuilder;
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Identity, Server, ServerTlsConfig};
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+use tower::Service;
+
+use crate::layer::{AuthLayer, AuthState};
+
+/// How the process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// `portcullis up`: everything in one process.
+    Embedded,
+    /// `portcullis serve <service>`: one stage; a non-loopback listener needs TLS.
+    Distributed,
+}
+
+/// A certificate chain and its private key, PEM files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The certificate chain (leaf first).
+    pub cert: PathBuf,
+    /// The private key.
+    pub key: PathBuf,
+}
+
+/// Where and how to listen.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// The listen address; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// TLS, when given.
+    pub tls: Option<TlsFiles>,
+    /// Embedded or distributed.
+    pub mode: Mode,
+    /// The longest any call may take, also when the client gives no deadline (a client's
+    /// shorter `grpc-timeout` wins).
+    pub request_timeout: Duration,
+}
+
+impl ServerConfig {
+    /// Plain text on `listen`, 30 s per call.
+    pub fn new(listen: SocketAddr, mode: Mode) -> ServerConfig {
+        ServerConfig {
+            listen,
+            tls: None,
+            mode,
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The configuration is refused (for example plain text on a public address).
+    #[error("{0}")]
+    Config(String),
+    /// A TLS file could not be read or used.
+    #[error("TLS: {0}")]
+    Tls(String),
+    /// The address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The server failed while running.
+    #[error("gRPC server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// A server being put together: services are added, then [`GrpcServer::bind`] listens.
+pub struct GrpcServer {
+    config: ServerConfig,
+    auth: Arc<AuthState>,
+    routes: RoutesBuilder,
+    services: Vec<&'static str>,
+}
+
+impl std::fmt::Debug for GrpcServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GrpcServer")
+            .field("config", &self.config)
+            .field("services", &self.services)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GrpcServer {
+    /// A server with no services yet; every call passes `auth`.
+    pub fn new(config: ServerConfig, auth: AuthState) -> GrpcServer {
+        GrpcServer {
+            config,
+            auth: Arc::new(auth),
+            routes: RoutesBuilder::default(),
+            services: Vec::new(),
+        }
+    }
+
+    /// Adds a generated tonic service; its health status becomes `SERVING` once bound.
+    pub fn add_service<S>(&mut self, service: S) -> &mut GrpcServer
+    where
+        S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>
+            + NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        self.services.push(S::NAME);
+        self.routes.add_service(service);
+        self
+    }
+
+    /// The names of the services added so far.
+    pub fn service_names(&self) -> &[&'static str] {
+        &self.services
+    }
+
+    /// Checks the configuration, loads TLS, binds the listener and marks every service
+    /// `SERVING`. Plain text on a non-loopback address is refused in distributed mode.
+    pub async fn bind(mut self) -> Result<BoundServer, ServerError> {
+        let listen = self.config.listen;
+        if self.config.mode == Mode::Distributed && self.config.tls.is_none() && !listen.ip().is_loopback() {
+            return Err(ServerError::Config(format!(
+                "refusing to listen on {listen} without TLS: give --tls-cert and --tls-key, or listen on a loopback address"
+            )));
+        }
+        let mut builder = Server::builder().timeout(self.config.request_timeout);
+        if let Some(tls) = &self.config.tls {
+            let read = |p: &PathBuf| {
+                std::fs::read(p).map_err(|e| ServerError::Tls(format!("{}: {e}", p.display())))
+            };
+            let identity = Identity::from_pem(read(&tls.cert)?, read(&tls.key)?);
+            builder = builder
+                .tls_config(ServerTlsConfig::new().identity(identity))
+                .map_err(|e| ServerError::Tls(format!("{e}: {}", error_chain(&e))))?;
+        }
+
+        let (health, health_service) = tonic_health::server::health_reporter();
+        for name in &self.services {
+            health.set_service_status(*name, ServingStatus::Serving).await;
+        }
+        let reflection_v1 = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(portcullis_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .map_err(|e| ServerError::Config(format!("reflection: {e}")))?;
+        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(portcullis_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()
+            .map_err(|e| ServerError::Config(format!("reflection: {e}")))?;
+        self.routes
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha);
+
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|source| ServerError::Bind { addr: listen, source })?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|source| ServerError::Bind { addr: listen, source })?;
+        Ok(BoundServer {
+            builder,
+            auth: self.auth,
+            routes: self.routes,
+            listener,
+            local_addr,
+            tls: self.config.tls.is_some(),
+            health,
+            services: self.services,
+        })
+    }
+}
+
+/// The text of an error and its sources.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut parts = Vec::new();
+    let mut source = e.source();
+    while let Some(s) = source {
+        parts.push(s.to_string());
+        source = s.source();
+    }
+    parts.join(": ")
+}
+
+/// A server listening on its address, not yet serving.
+pub struct BoundServer {
+    builder: Server,
+    auth: Arc<AuthState>,
+    routes: RoutesBuilder,
+    listener: tokio::net::TcpListener,
+    local_addr: SocketAddr,
+    tls: bool,
+    health: HealthReporter,
+    services: Vec<&'static str>,
+}
+
+impl std::fmt::Debug for BoundServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BoundServer")
+            .field("local_addr", &self.local_addr)
+            .field("tls", &self.tls)
+            .finish_non_exhaustive()
+    }
+}
+
+impl BoundServer {
+    /// The bound address (the real port when 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// `http://ADDR` or `https://ADDR`.
+    pub fn url(&self) -> String {
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.local_addr)
+    }
+
+    /// The health reporter, to change a service's status while running.
+    pub fn health(&self) -> HealthReporter {
+        self.health.clone()
+    }
+
+    /// Serves until `shutdown` completes, then marks every service `NOT_SERVING`, stops
+    /// accepting connections and waits for the calls in flight to finish.
+    pub async fn serve<F>(self, shutdown: F) -> Result<(), ServerError>
+    where
+        F: Future<Output = ()> + Send,
+    {
+        let health = self.health.clone();
+        let services = self.services.clone();
+        let signal = async move {
+            shutdown.await;
+            for name in &services {
+                health.set_service_status(*name, ServingStatus::NotServing).await;
+            }
+            tracing::info!("shutting down: draining calls in flight");
+        };
+        let incoming = TcpIncoming::from(self.listener).with_nodelay(Some(true));
+        let mut builder = self.builder.layer(AuthLayer::new(self.auth));
+        builder
+            .add_routes(self.routes.routes())
+            .serve_with_incoming_shutdown(incoming, signal)
+            .await?;
+        Ok(())
+    }
+}
+
+/// Completes on SIGINT or SIGTERM (on other platforms: Ctrl-C).
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
+            (Ok(mut int), Ok(mut term)) => {
+                tokio::select! {
+                    _ = int.recv() => tracing::info!("SIGINT received"),
+                    _ = term.recv() => tracing::info!("SIGTERM received"),
+                }
+            }
+            _ => {
+                // Without signal handlers the process can only be killed; keep serving.
+                tracing::warn!("cannot install signal handlers");
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

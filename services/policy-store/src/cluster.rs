@@ -1,0 +1,192 @@
+//! ClusterService.
+
+use portcullis_proto::policystore::v1 as pb;
+use portcullis_proto::policystore::v1::cluster_service_server::ClusterService;
+use portcullis_server::Caller;
+use portcullis_storage::{ClusterQuery, NewCluster};
+use tonic::{Request, Response, Status};
+
+use crate::PolicyStore;
+use crate::convert::{
+    actor, cluster_to_proto, duration_from, new_settings, optional_ref, optional_time, page, page_response,
+    required_ref, settings_update,
+};
+use crate::error::OrStatus;
+
+#[tonic::async_trait]
+impl ClusterService for PolicyStore {
+    async fn register_cluster(
+        &self,
+        request: Request<pb::RegisterClusterRequest>,
+    ) -> Result<Response<pb::RegisterClusterResponse>, Status> {
+        let caller = Caller::of(&request)?;
+        let tenant = caller.tenant()?;
+        let req = request.get_ref();
+        let new = NewCluster {
+            name: req.name.clone(),
+            description: req.description.clone(),
+            policy: optional_ref("policy", req.policy.clone())?,
+            settings: new_settings(req.settings.clone())?,
+            connector_key_expires_at: optional_time("connector_key_expires_at", req.connector_key_expires_at.as_ref())?,
+        };
+        let registered = self
+            .store
+            .register_cluster(tenant, &actor(caller), &new)
+            .await
+            .or_status()?;
+        Ok(Response::new(pb::RegisterClusterResponse {
+            cluster: Some(cluster_to_proto(registered.cluster)),
+            connector_key_id: registered.connector_key.key.id.clone(),
+            connector_key: registered.connector_key.secret,
+        }))
+    }
+
+    async fn get_cluster(
+        &self,
+        request: Request<pb::GetClusterRequest>,
+    ) -> Result<Response<pb::GetClusterResponse>, Status> {
+        let caller = Caller::of(&request)?;
+        let tenant = caller.tenant()?;
+        let cluster_ref = required_ref("cluster", request.get_ref().cluster.clone())?;
+        let cluster = self.store.get_cluster(tenant, &cluster_ref).await.or_status()?;
+        Ok(Response::new(pb::GetClusterResponse {
+            cluster: Some(cluster_to_proto(cluster)),
+        }))
+    }
+
+    async fn list_clusters(
+        &self,
+        request: Request<pb::ListClustersRequest>,
+    ) -> Result<Response<pb::ListClustersResponse>, Status> {
+        let caller = Caller::of(&request)?;
+        let tenant = caller.tenant()?;
+        let req = request.get_ref();
+        let query = ClusterQuery {
+            page: page(req.page.clone()),
+            name_filter: req.name_filter.clone(),
+            policy: optional_ref("policy", req.policy.clone())?,
+        };
+        let listed = self.store.list_clusters(tenant, &query).await.or_status()?;
+        Ok(Response::new(pb::ListClustersResponse {
+            clusters: listed.items.into_iter().map(cluster_to_proto).collect(),
+            page: page_response(listed.next_token),
+        }))
+    }
+
+    async fn assign_policy(
+        &self,
+        request: Request<pb::AssignPolicyRequest>,
+    ) -> Result<Response<pb::AssignPolicyResponse>, Status> {
+        let caller = Caller::of(&request)?;
+        let tenant = caller.tenant()?;
+        let req = request.get_ref();
+        let cluster_ref = required_ref("cluster", req.cluster.clone())?;
+        let policy_ref = optional_ref("policy", req.policy.clone())?;
+        let cluster = self
+            .store
+            .assign_policy(tenant, &actor(caller), &cluster_ref, policy_ref.as_ref())
+            .await
+            .or_status()?;
+        Ok(Response::new(pb::AssignPolicyResponse {
+            cluster: Some(cluster_to_proto(cluster)),
+        }))
+    }
+
+    async fn update_cluster_settings(
+        &self,
+        request: Request<pb::UpdateClusterSettingsRequest>,
+    ) -> Result<Response<pb::UpdateClusterSettingsResponse>, Status> {
+        let caller = Caller::of(&request)?;
+        let tenant = caller.tenant()?;
+        let req = request.get_ref();
+        let cluster_ref = required_ref("cluster", req.cluster.clone())?;
+        let update = settings_update(req.settings.clone(), req.update_mask.clone())?;
+        let cluster = self
+            .store
+            .update_cluster_settings(tenant, &actor(caller), &cluster_ref, &update, req.expected_generation)
+            .await
+            .or_status()?;
+        Ok(Response::new(pb::UpdateClusterSettingsResponse {
+            cluster: Some(cluster_to_proto(cluster)),
+        }))
+    }
+
+    async fn set_registry_credentials(
+        &self,
+        _request: Request<pb::SetRegistryCredentialsRequest>,
+    ) -> Result<Response<pb::SetRegistryCredentialsResponse>, Status> {
+        // The store keeps no registry credentials yet (they need encryption at rest).
+        Err(Status::unimplemented("registry credentials are not supported yet"))
+    }
+
+    async fn get_registry_credentials(
+        &self,
+        _request: Request<pb::GetRegistryCredentialsRequest>,
+    ) -> Result<Response<pb::GetRegistryCredentialsResponse>, Status> {
+        Err(Status::unimplemented("registry credentials are not supported yet"))
+    }
+
+    async fn heartbeat(&self, request: Request<pb::HeartbeatRequest>) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        let caller = Caller::of(&request)?;
+        let tenant = caller.tenant()?;
+        let req = request.get_ref();
+        let requested = optional_ref("cluster", req.cluster.clone())?;
+        let cluster = self.cluster_of_caller(caller, tenant, requested).await?;
+        let info = self
+            .store
+            .heartbeat(tenant, &cluster, &req.connector_version, &req.kubernetes_version)
+            .await
+            .or_status()?;
+        Ok(Response::new(pb::HeartbeatResponse {
+            server_time: Some(portcullis_storage::events::timestamp(info.server_time)),
+            policy_id: info.policy_id.unwrap_or_default(),
+            policy_revision: info.policy_revision,
+            cluster_generation: info.cluster_generation,
+        }))
+    }
+
+    async fn rotate_connector_key(
+        &self,
+        request: Request<pb::RotateConnectorKeyRequest>,
+    ) -> Result<Response<pb::RotateConnectorKeyResponse>, Status> {
+        let caller = Caller::of(&request)?;
+        let tenant = caller.tenant()?;
+        let req = request.get_ref();
+        let cluster_ref = required_ref("cluster", req.cluster.clone())?;
+        let grace = req
+            .grace_period
+            .as_ref()
+            .map(|d| duration_from("grace_period", d))
+            .transpose()?;
+        let expires_at = optional_time("expires_at", req.expires_at.as_ref())?;
+        let rotation = self
+            .store
+            .rotate_connector_key(tenant, &actor(caller), &cluster_ref, grace, expires_at)
+            .await
+            .or_status()?;
+        Ok(Response::new(pb::RotateConnectorKeyResponse {
+            connector_key_id: rotation.new_key.key.id.clone(),
+            connector_key: rotation.new_key.secret,
+            previous_keys_expire_at: Some(portcullis_storage::events::timestamp(rotation.previous_keys_expire_at)),
+            previous_key_ids: rotation.previous_key_ids,
+        }))
+    }
+
+    async fn delete_cluster(
+        &self,
+        request: Request<pb::DeleteClusterRequest>,
+    ) -> Result<Response<pb::DeleteClusterResponse>, Status> {
+        let caller = Caller::of(&request)?;
+        let tenant = caller.tenant()?;
+        let cluster_ref = required_ref("cluster", request.get_ref().cluster.clone())?;
+        let deleted = self
+            .store
+            .delete_cluster(tenant, &actor(caller), &cluster_ref)
+            .await
+            .or_status()?;
+        Ok(Response::new(pb::DeleteClusterResponse {
+            id: deleted.id,
+            revoked_key_ids: deleted.revoked_key_ids,
+        }))
+    }
+}

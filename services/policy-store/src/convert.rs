@@ -1,0 +1,374 @@
+//! Protobuf ↔ domain at the edge: request fields checked with the field named
+//! (InvalidArgument), domain values turned into messages.
+
+use portcullis_engine::scan::{Finding, ScanResult, ScanType, Severity};
+use portcullis_proto::common::v1 as pc;
+use portcullis_proto::policystore::v1 as pb;
+use portcullis_server::Caller;
+use portcullis_server::status::invalid_field;
+use portcullis_storage::events::{scan_type_to_proto, severity_to_proto, timestamp};
+use portcullis_storage::{
+    Actor, ApiKey, AuditEntry, Cluster, ClusterSettings, FailureMode, PageRequest, Policy, ResourceRef, Role,
+    SettingsUpdate, StoredAttestor, StoredRuleset, Tenant,
+};
+use time::OffsetDateTime;
+use tonic::Status;
+
+/// The store's actor for a caller: key id and role of a tenant key (none for the operator
+/// and the service credential), with the call's trace context.
+pub fn actor(caller: &Caller) -> Actor {
+    Actor {
+        key_id: caller.key_id().map(str::to_owned),
+        role: caller.role().map(role_to_store),
+        traceparent: caller.trace.traceparent.clone(),
+        tracestate: caller.trace.tracestate.clone(),
+    }
+}
+
+/// The store's role for the server's.
+pub fn role_to_store(role: portcullis_server::Role) -> Role {
+    match role {
+        portcullis_server::Role::Admin => Role::Admin,
+        portcullis_server::Role::Editor => Role::Editor,
+        portcullis_server::Role::Viewer => Role::Viewer,
+        portcullis_server::Role::Connector => Role::Connector,
+    }
+}
+
+/// The server's role for the store's.
+pub fn role_from_store(role: Role) -> portcullis_server::Role {
+    match role {
+        Role::Admin => portcullis_server::Role::Admin,
+        Role::Editor => portcullis_server::Role::Editor,
+        Role::Viewer => portcullis_server::Role::Viewer,
+        Role::Connector => portcullis_server::Role::Connector,
+    }
+}
+
+/// A protobuf role: `None` for ROLE_UNSPECIFIED, InvalidArgument for an unknown number.
+pub fn role_from_proto(field: &str, value: i32) -> Result<Option<Role>, Status> {
+    match pc::Role::try_from(value) {
+        Ok(pc::Role::Unspecified) => Ok(None),
+        Ok(pc::Role::Admin) => Ok(Some(Role::Admin)),
+        Ok(pc::Role::Editor) => Ok(Some(Role::Editor)),
+        Ok(pc::Role::Viewer) => Ok(Some(Role::Viewer)),
+        Ok(pc::Role::Connector) => Ok(Some(Role::Connector)),
+        Err(_) => Err(invalid_field(field, format!("{value} is not a role"))),
+    }
+}
+
+/// A required reference: InvalidArgument naming `field` when absent or empty.
+pub fn required_ref(field: &str, value: Option<pc::ResourceRef>) -> Result<ResourceRef, Status> {
+    optional_ref(field, value)?.ok_or_else(|| invalid_field(field, "required: an id or a name"))
+}
+
+/// An optional reference: `None` when absent; InvalidArgument when present but empty.
+pub fn optional_ref(field: &str, value: Option<pc::ResourceRef>) -> Result<Option<ResourceRef>, Status> {
+    use pc::resource_ref::Ref;
+    match value.and_then(|r| r.r#ref) {
+        None => Ok(None),
+        Some(Ref::Id(id)) if id.trim().is_empty() => Err(invalid_field(format!("{field}.id"), "must not be empty")),
+        Some(Ref::Name(name)) if name.trim().is_empty() => {
+            Err(invalid_field(format!("{field}.name"), "must not be empty"))
+        }
+        Some(Ref::Id(id)) => Ok(Some(ResourceRef::Id(id))),
+        Some(Ref::Name(name)) => Ok(Some(ResourceRef::Name(name))),
+    }
+}
+
+/// A required string field.
+pub fn required_text<'a>(field: &str, value: &'a str) -> Result<&'a str, Status> {
+    if value.trim().is_empty() {
+        Err(invalid_field(field, "required"))
+    } else {
+        Ok(value)
+    }
+}
+
+/// Paging input (absent: the first page of the default size).
+pub fn page(value: Option<pc::PageRequest>) -> PageRequest {
+    let value = value.unwrap_or_default();
+    PageRequest {
+        size: value.page_size,
+        token: Some(value.page_token).filter(|t| !t.is_empty()),
+    }
+}
+
+/// Paging output.
+pub fn page_response(next: Option<String>) -> Option<pc::PageResponse> {
+    Some(pc::PageResponse {
+        next_page_token: next.unwrap_or_default(),
+    })
+}
+
+/// A protobuf timestamp as a time; InvalidArgument naming `field` when out of range.
+pub fn time_from(field: &str, value: &prost_types::Timestamp) -> Result<OffsetDateTime, Status> {
+    let bad = || invalid_field(field, "not a valid timestamp");
+    let nanos = u32::try_from(value.nanos).map_err(|_| bad())?;
+    if nanos >= 1_000_000_000 {
+        return Err(bad());
+    }
+    let seconds = OffsetDateTime::from_unix_timestamp(value.seconds).map_err(|_| bad())?;
+    seconds.replace_nanosecond(nanos).map_err(|_| bad())
+}
+
+/// An optional protobuf timestamp as a time.
+pub fn optional_time(field: &str, value: Option<&prost_types::Timestamp>) -> Result<Option<OffsetDateTime>, Status> {
+    value.map(|t| time_from(field, t)).transpose()
+}
+
+/// A protobuf duration: InvalidArgument when negative or out of range.
+pub fn duration_from(field: &str, value: &prost_types::Duration) -> Result<time::Duration, Status> {
+    if value.seconds < 0 || value.nanos < 0 || value.nanos >= 1_000_000_000 {
+        return Err(invalid_field(field, "must be a non-negative duration"));
+    }
+    Ok(time::Duration::new(value.seconds, value.nanos))
+}
+
+/// A failure mode: `None` for UNSPECIFIED.
+pub fn failure_mode_from(field: &str, value: i32) -> Result<Option<FailureMode>, Status> {
+    match pc::FailureMode::try_from(value) {
+        Ok(pc::FailureMode::Unspecified) => Ok(None),
+        Ok(pc::FailureMode::FailOpen) => Ok(Some(FailureMode::FailOpen)),
+        Ok(pc::FailureMode::FailClosed) => Ok(Some(FailureMode::FailClosed)),
+        Err(_) => Err(invalid_field(field, format!("{value} is not a failure mode"))),
+    }
+}
+
+/// Initial cluster settings: absent fields take the defaults. (Protobuf cannot tell an
+/// empty list from an absent one, so an empty list keeps the default.)
+pub fn new_settings(value: Option<pb::ClusterSettings>) -> Result<SettingsUpdate, Status> {
+    let Some(s) = value else {
+        return Ok(SettingsUpdate::default());
+    };
+    Ok(SettingsUpdate {
+        failure_mode: failure_mode_from("settings.failure_mode", s.failure_mode)?,
+        excluded_namespaces: Some(s.excluded_namespaces).filter(|v| !v.is_empty()),
+        trusted_images: Some(s.trusted_images).filter(|v| !v.is_empty()),
+    })
+}
+
+/// A settings change under a field mask (an empty mask replaces every field; an
+/// unspecified failure mode keeps the current one).
+pub fn settings_update(value: Option<pb::ClusterSettings>, mask: Option<prost_types::FieldMask>) -> Result<SettingsUpdate, Status> {
+    let s = value.unwrap_or_default();
+    let paths = mask.map(|m| m.paths).unwrap_or_default();
+    let mut update = SettingsUpdate::default();
+    let failure_mode = failure_mode_from("settings.failure_mode", s.failure_mode)?;
+    if paths.is_empty() {
+        update.failure_mode = failure_mode;
+        update.excluded_namespaces = Some(s.excluded_namespaces);
+        update.trusted_images = Some(s.trusted_images);
+        return Ok(update);
+    }
+    for (i, path) in paths.iter().enumerate() {
+        match path.as_str() {
+            "failure_mode" | "failureMode" => {
+                update.failure_mode =
+                    Some(failure_mode.ok_or_else(|| invalid_field("settings.failure_mode", "required by update_mask"))?);
+            }
+            "excluded_namespaces" | "excludedNamespaces" => {
+                update.excluded_namespaces = Some(s.excluded_namespaces.clone());
+            }
+            "trusted_images" | "trustedImages" => update.trusted_images = Some(s.trusted_images.clone()),
+            other => {
+                return Err(invalid_field(
+                    format!("update_mask.paths[{i}]"),
+                    format!("{other:?} is not a settings field (failure_mode, excluded_namespaces, trusted_images)"),
+                ));
+            }
+        }
+    }
+    Ok(update)
+}
+
+/// A scan type: InvalidArgument naming `field` for UNSPECIFIED when `required`.
+pub fn scan_type_from(field: &str, value: i32, required: bool) -> Result<Option<ScanType>, Status> {
+    match pc::ScanType::try_from(value) {
+        Ok(pc::ScanType::Unspecified) if required => Err(invalid_field(field, "required")),
+        Ok(pc::ScanType::Unspecified) => Ok(None),
+        Ok(pc::ScanType::Vulnerability) => Ok(Some(ScanType::Vulnerability)),
+        Ok(pc::ScanType::Malware) => Ok(Some(ScanType::Malware)),
+        Ok(pc::ScanType::Secret) => Ok(Some(ScanType::Secret)),
+        Err(_) => Err(invalid_field(field, format!("{value} is not a scan type"))),
+    }
+}
+
+fn severity_from(field: &str, value: i32) -> Result<Severity, Status> {
+    match pc::Severity::try_from(value) {
+        Ok(pc::Severity::None) => Ok(Severity::None),
+        Ok(pc::Severity::Unknown) => Ok(Severity::Unknown),
+        Ok(pc::Severity::Negligible) => Ok(Severity::Negligible),
+        Ok(pc::Severity::Low) => Ok(Severity::Low),
+        Ok(pc::Severity::Medium) => Ok(Severity::Medium),
+        Ok(pc::Severity::High) => Ok(Severity::High),
+        Ok(pc::Severity::Critical) => Ok(Severity::Critical),
+        Ok(pc::Severity::Unspecified) => Err(invalid_field(field, "required")),
+        Err(_) => Err(invalid_field(field, format!("{value} is not a severity"))),
+    }
+}
+
+/// A native scan result message (under the request field `native`) as the engine's.
+pub fn scan_result_from(value: pb::ScanResult) -> Result<ScanResult, Status> {
+    let scan_type = scan_type_from("native.scan_type", value.scan_type, true)?
+        .ok_or_else(|| invalid_field("native.scan_type", "required"))?;
+    let scanned_at = value
+        .scanned_at
+        .as_ref()
+        .ok_or_else(|| invalid_field("native.scanned_at", "required"))
+        .and_then(|t| time_from("native.scanned_at", t))?;
+    let findings = value
+        .findings
+        .into_iter()
+        .enumerate()
+        .map(|(i, f)| {
+            Ok(Finding {
+                severity: severity_from(&format!("native.findings[{i}].severity"), f.severity)?,
+                id: f.id,
+                cvss_v3_vector: f.cvss_v3_vector,
+                fixed_version: f.fixed_version,
+            })
+        })
+        .collect::<Result<Vec<_>, Status>>()?;
+    Ok(ScanResult {
+        digest: value.digest,
+        scan_type,
+        scanned_at,
+        scanner: value.scanner,
+        findings,
+    })
+}
+
+/// The engine's scan result as a message.
+pub fn scan_result_to_proto(id: &str, result: &ScanResult, image: &str, uploaded_at: OffsetDateTime, uploader: &str) -> pb::ScanResult {
+    pb::ScanResult {
+        id: id.to_owned(),
+        digest: result.digest.clone(),
+        scan_type: scan_type_to_proto(result.scan_type) as i32,
+        scanned_at: Some(timestamp(result.scanned_at)),
+        scanner: result.scanner.clone(),
+        findings: result
+            .findings
+            .iter()
+            .map(|f| pb::ScanFinding {
+                id: f.id.clone(),
+                severity: severity_to_proto(f.severity) as i32,
+                cvss_v3_vector: f.cvss_v3_vector.clone(),
+                fixed_version: f.fixed_version.clone(),
+            })
+            .collect(),
+        image: image.to_owned(),
+        uploaded_at: Some(timestamp(uploaded_at)),
+        uploader_key_id: uploader.to_owned(),
+    }
+}
+
+/// A policy as a message.
+pub fn policy_to_proto(p: Policy) -> pb::Policy {
+    pb::Policy {
+        id: p.id,
+        name: p.name,
+        revision: p.revision,
+        document_json: p.document_json,
+        description: p.description,
+        author_key_id: p.author_key_id,
+        created_at: Some(timestamp(p.created_at)),
+        updated_at: Some(timestamp(p.updated_at)),
+    }
+}
+
+/// A ruleset as a message.
+pub fn ruleset_to_proto(r: StoredRuleset) -> pb::Ruleset {
+    pb::Ruleset {
+        id: r.id,
+        name: r.name,
+        revision: r.revision,
+        document_json: r.document_json,
+        description: r.description,
+        rule_count: r.rule_count,
+        author_key_id: r.author_key_id,
+        created_at: Some(timestamp(r.created_at)),
+        updated_at: Some(timestamp(r.updated_at)),
+    }
+}
+
+/// An attestor as a message.
+pub fn attestor_to_proto(a: StoredAttestor) -> pb::Attestor {
+    pb::Attestor {
+        id: a.id,
+        name: a.name,
+        revision: a.revision,
+        document_json: a.document_json,
+        description: a.description,
+        attestor_type: a.attestor_type,
+        author_key_id: a.author_key_id,
+        created_at: Some(timestamp(a.created_at)),
+        updated_at: Some(timestamp(a.updated_at)),
+    }
+}
+
+/// Cluster settings as a message.
+pub fn settings_to_proto(s: &ClusterSettings) -> pb::ClusterSettings {
+    s.to_proto()
+}
+
+/// A cluster as a message (registries with credentials: none, the store keeps none yet).
+pub fn cluster_to_proto(c: Cluster) -> pb::Cluster {
+    pb::Cluster {
+        id: c.id,
+        name: c.name,
+        description: c.description,
+        policy_id: c.policy_id.unwrap_or_default(),
+        policy_name: c.policy_name.unwrap_or_default(),
+        settings: Some(settings_to_proto(&c.settings)),
+        last_seen_at: c.last_seen_at.map(timestamp),
+        connector_version: c.connector_version,
+        created_at: Some(timestamp(c.created_at)),
+        updated_at: Some(timestamp(c.updated_at)),
+        generation: c.generation,
+        credential_registries: Vec::new(),
+    }
+}
+
+/// An API key (never its secret) as a message.
+pub fn api_key_to_proto(k: ApiKey) -> pb::ApiKey {
+    let expiry = k.effective_expiry();
+    pb::ApiKey {
+        id: k.id,
+        description: k.description,
+        role: k.role.to_proto() as i32,
+        cluster_id: k.cluster_id.unwrap_or_default(),
+        secret_prefix: k.secret_prefix,
+        created_at: Some(timestamp(k.created_at)),
+        // A rotated connector key stops at the end of its grace period: that is its expiry.
+        expires_at: expiry.map(timestamp),
+        last_used_at: k.last_used_at.map(timestamp),
+        revoked_at: k.revoked_at.map(timestamp),
+        created_by_key_id: k.created_by_key_id.unwrap_or_default(),
+    }
+}
+
+/// A tenant as a message.
+pub fn tenant_to_proto(t: Tenant) -> pb::Tenant {
+    pb::Tenant {
+        id: t.id,
+        name: t.name,
+        created_at: Some(timestamp(t.created_at)),
+    }
+}
+
+/// An audit entry as a message.
+pub fn audit_to_proto(e: AuditEntry) -> pb::AuditEntry {
+    pb::AuditEntry {
+        id: e.id,
+        time: Some(timestamp(e.time)),
+        actor_key_id: e.actor_key_id,
+        actor_role: e.actor_role.map_or(pc::Role::Unspecified, Role::to_proto) as i32,
+        action: e.action,
+        resource_type: e.resource_type,
+        resource_id: e.resource_id,
+        resource_name: e.resource_name,
+        details_json: e.details_json,
+        trace_id: e.trace_id,
+    }
+}

@@ -1,0 +1,343 @@
+//! The policy store service: thin tonic adapters implementing PolicyService,
+//! RulesetService, AttestorService, ClusterService, ScanResultService, TenantService,
+//! AuthService and AuditService over [`portcullis_storage::Store`].
+//!
+//! Requests are checked at the edge (a missing or malformed field is `InvalidArgument`
+//! naming it); documents are validated by the engine inside the store; every store error
+//! becomes its status in one place ([`error::store_status`]). Who may call what is decided
+//! by `portcullis_server`'s permission table before a handler runs; handlers add the checks
+//! that need the request (a connector key only for its own cluster).
+//!
+//! Beside the gRPC services, [`PolicyStore::start_background`] runs the outbox relay (events
+//! to the bus through [`BusSink`]) and a periodic sweep of rotated connector keys;
+//! [`Background::shutdown`] stops both and flushes the outbox once more.
+//!
+//! Starting a whole server: see `portcullis up` / `portcullis serve policy-store` in the CLI,
+//! and the `testing` feature ([`testing::TestServer`]) for tests.
+
+mod cluster;
+pub mod convert;
+pub mod error;
+mod objects;
+mod policy;
+mod running;
+mod scan;
+mod sink;
+mod tenancy;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use portcullis_bus::Bus;
+use portcullis_proto::policystore::v1 as pb;
+use portcullis_server::status::invalid_field;
+use portcullis_server::{
+    AuthState, Authenticator, BoxFuture, Caller, Credentials, GrpcServer, PermissionTable, Role, TenantKey,
+};
+use portcullis_storage::{NewTenant, OutboxRelay, RelayConfig, ResourceRef, Store, StoreError};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tonic::Status;
+
+pub use running::RunningServer;
+pub use sink::BusSink;
+
+use crate::convert::role_from_store;
+use crate::error::store_status;
+
+/// Largest request accepted (scan reports can be large).
+const MAX_REQUEST_BYTES: usize = 16 * 1024 * 1024;
+
+/// The policy store's gRPC services, over one store. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct PolicyStore {
+    store: Store,
+}
+
+impl PolicyStore {
+    /// The services over `store`.
+    pub fn new(store: Store) -> PolicyStore {
+        PolicyStore { store }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The authenticator of tenant keys: the store's own introspection.
+    pub fn authenticator(&self) -> StoreAuthenticator {
+        StoreAuthenticator {
+            store: self.store.clone(),
+        }
+    }
+
+    /// The authentication state of a server running this service: `credentials`, the
+    /// store's authenticator, the standard permission table.
+    pub fn auth_state(&self, credentials: Credentials) -> AuthState {
+        AuthState {
+            credentials,
+            authenticator: Arc::new(self.authenticator()),
+            table: PermissionTable::standard(),
+        }
+    }
+
+    /// Adds the eight services to `server`.
+    pub fn register(&self, server: &mut GrpcServer) {
+        use pb::attestor_service_server::AttestorServiceServer;
+        use pb::audit_service_server::AuditServiceServer;
+        use pb::auth_service_server::AuthServiceServer;
+        use pb::cluster_service_server::ClusterServiceServer;
+        use pb::policy_service_server::PolicyServiceServer;
+        use pb::ruleset_service_server::RulesetServiceServer;
+        use pb::scan_result_service_server::ScanResultServiceServer;
+        use pb::tenant_service_server::TenantServiceServer;
+        server
+            .add_service(PolicyServiceServer::new(self.clone()).max_decoding_message_size(MAX_REQUEST_BYTES))
+            .add_service(RulesetServiceServer::new(self.clone()).max_decoding_message_size(MAX_REQUEST_BYTES))
+            .add_service(AttestorServiceServer::new(self.clone()).max_decoding_message_size(MAX_REQUEST_BYTES))
+            .add_service(ClusterServiceServer::new(self.clone()))
+            .add_service(ScanResultServiceServer::new(self.clone()).max_decoding_message_size(MAX_REQUEST_BYTES))
+            .add_service(TenantServiceServer::new(self.clone()))
+            .add_service(AuthServiceServer::new(self.clone()))
+            .add_service(AuditServiceServer::new(self.clone()));
+    }
+
+    /// The cluster a connector-facing call is about. A connector key gets its own cluster
+    /// (when the request names none) and PermissionDenied for any other (also an unknown
+    /// one, so a connector cannot probe for names); other callers must name one.
+    async fn cluster_of_caller(
+        &self,
+        caller: &Caller,
+        tenant: &str,
+        requested: Option<ResourceRef>,
+    ) -> Result<ResourceRef, Status> {
+        if caller.role() != Some(Role::Connector) {
+            return requested.ok_or_else(|| invalid_field("cluster", "required: an id or a name"));
+        }
+        let denied = || Status::permission_denied("a connector key may act only for its own cluster");
+        let own = caller.connector_cluster().ok_or_else(denied)?;
+        match requested {
+            None => Ok(ResourceRef::id(own)),
+            Some(ResourceRef::Id(id)) if id == own => Ok(ResourceRef::Id(id)),
+            Some(ResourceRef::Id(_)) => Err(denied()),
+            Some(by_name @ ResourceRef::Name(_)) => match self.store.get_cluster(tenant, &by_name).await {
+                Ok(cluster) if cluster.id == own => Ok(ResourceRef::Id(cluster.id)),
+                Ok(_) | Err(StoreError::NotFound { .. }) => Err(denied()),
+                Err(e) => Err(store_status(e)),
+            },
+        }
+    }
+
+    /// Starts the outbox relay (publishing to `bus`) and the rotated-key sweep.
+    pub fn start_background(&self, bus: Bus, options: BackgroundOptions) -> Background {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let relay = Arc::new(OutboxRelay::with_config(
+            self.store.clone(),
+            BusSink::new(bus),
+            options.relay,
+        ));
+        let relay_task = {
+            let relay = relay.clone();
+            let stop = stopped(stop_rx.clone());
+            tokio::spawn(async move { relay.run(stop).await })
+        };
+        let sweep_task = {
+            let store = self.store.clone();
+            let stop = stopped(stop_rx);
+            let interval = options.sweep_interval;
+            tokio::spawn(async move {
+                tokio::pin!(stop);
+                loop {
+                    match store.sweep_rotated_keys().await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(keys = n, "rotated connector keys past their grace period revoked"),
+                        Err(e) => tracing::warn!(error = %e, "sweeping rotated keys failed"),
+                    }
+                    tokio::select! {
+                        () = &mut stop => return,
+                        () = tokio::time::sleep(interval) => {}
+                    }
+                }
+            })
+        };
+        Background {
+            stop: stop_tx,
+            relay,
+            tasks: vec![relay_task, sweep_task],
+            flush_timeout: options.flush_timeout,
+        }
+    }
+}
+
+/// Completes when the watched flag turns true (or its sender is gone).
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
+}
+
+/// Pacing of the background tasks.
+#[derive(Debug, Clone)]
+pub struct BackgroundOptions {
+    /// The outbox relay's pacing.
+    pub relay: RelayConfig,
+    /// How often rotated connector keys past their grace period are revoked.
+    pub sweep_interval: Duration,
+    /// How long the final outbox flush at shutdown may take.
+    pub flush_timeout: Duration,
+}
+
+impl Default for BackgroundOptions {
+    fn default() -> BackgroundOptions {
+        BackgroundOptions {
+            relay: RelayConfig::default(),
+            sweep_interval: Duration::from_secs(60),
+            flush_timeout: Duration::from_secs(15),
+        }
+    }
+}
+
+/// The running relay and sweep.
+pub struct Background {
+    stop: watch::Sender<bool>,
+    relay: Arc<OutboxRelay<BusSink>>,
+    tasks: Vec<JoinHandle<()>>,
+    flush_timeout: Duration,
+}
+
+impl std::fmt::Debug for Background {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Background").finish_non_exhaustive()
+    }
+}
+
+impl Background {
+    /// Stops the relay and the sweep, then publishes what is still in the outbox (within
+    /// the flush timeout). Returns how many events the final flush published; events it
+    /// could not publish stay in the outbox for the next start.
+    pub async fn shutdown(self) -> usize {
+        let _ = self.stop.send(true);
+        for task in self.tasks {
+            if let Err(e) = task.await {
+                tracing::warn!(error = %e, "background task ended abnormally");
+            }
+        }
+        match tokio::time::timeout(self.flush_timeout, self.relay.publish_pending()).await {
+            Ok(Ok(n)) => n,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "final outbox flush failed; the events stay in the outbox");
+                0
+            }
+            Err(_) => {
+                tracing::warn!("final outbox flush timed out; the remaining events stay in the outbox");
+                0
+            }
+        }
+    }
+}
+
+/// Resolves tenant keys through the store (the policy store owns the keys).
+#[derive(Debug, Clone)]
+pub struct StoreAuthenticator {
+    store: Store,
+}
+
+impl Authenticator for StoreAuthenticator {
+    fn authenticate<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<TenantKey, Status>> {
+        Box::pin(async move {
+            let identity = self.store.introspect(key).await.map_err(store_status)?;
+            Ok(TenantKey {
+                tenant_id: identity.tenant_id,
+                role: role_from_store(identity.role),
+                cluster_id: identity.cluster_id,
+                key_id: identity.key_id,
+                expires_at: identity.expires_at,
+            })
+        })
+    }
+}
+
+/// The tenant `portcullis up` creates on first start.
+pub const DEFAULT_TENANT: &str = "default";
+/// The file in the data folder holding the default tenant's first admin key.
+pub const BOOTSTRAP_KEY_FILE: &str = "bootstrap-admin.key";
+
+/// Why bootstrapping failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BootstrapError {
+    /// The store failed.
+    #[error("creating tenant {DEFAULT_TENANT:?}: {0}")]
+    Store(#[from] StoreError),
+    /// The key file could not be written.
+    #[error("writing {path}: {source}")]
+    Io {
+        /// The key file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// First start of embedded mode: when neither `DIR/bootstrap-admin.key` nor tenant
+/// `default` exists, creates the tenant and writes its admin key to that file (mode 0600,
+/// created new, so an existing file is never overwritten). Returns the file when it was
+/// written now, `None` when there was nothing to do.
+pub async fn bootstrap_default_tenant(store: &Store, data_dir: &Path) -> Result<Option<PathBuf>, BootstrapError> {
+    let path = data_dir.join(BOOTSTRAP_KEY_FILE);
+    if path.exists() {
+        return Ok(None);
+    }
+    match store.get_tenant(DEFAULT_TENANT).await {
+        Ok(_) => {
+            tracing::info!("tenant {DEFAULT_TENANT:?} exists and {} is absent: not bootstrapping", path.display());
+            return Ok(None);
+        }
+        Err(StoreError::NotFound { .. }) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let created = store
+        .create_tenant(
+            &portcullis_storage::Actor::operator(),
+            &NewTenant {
+                id: Some(DEFAULT_TENANT.to_owned()),
+                name: DEFAULT_TENANT.to_owned(),
+                admin_key_expires_at: None,
+            },
+        )
+        .await?;
+    let written = write_secret_file(&path, &created.admin_key.secret);
+    if let Err(source) = written {
+        // Without the file nobody would ever learn the key: undo, so the next start retries.
+        if let Err(e) = store
+            .delete_tenant(&portcullis_storage::Actor::operator(), DEFAULT_TENANT)
+            .await
+        {
+            tracing::error!(error = %e, "could not undo the bootstrap tenant");
+        }
+        return Err(BootstrapError::Io { path, source });
+    }
+    Ok(Some(path))
+}
+
+/// Writes `secret` and a newline to a new file readable by its owner only.
+fn write_secret_file(path: &Path, secret: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    file.write_all(secret.as_bytes())?;
+    file.write_all(b"\n")?;
+    file.sync_all()
+}
+
+/// The SQLite URL of the database file at `path` (created when missing).
+pub fn sqlite_url(path: &Path) -> String {
+    format!("sqlite://{}?mode=rwc", path.display())
+}

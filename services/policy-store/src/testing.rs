@@ -1,0 +1,306 @@
+//! Test support (feature `testing`): a policy store server on a free loopback port, in
+//! embedded mode (a temporary SQLite file, the in-process bus, the `portcullis up`
+//! bootstrap) or distributed mode (a fresh PostgreSQL database, a private nats-server with
+//! JetStream), with an admin key of tenant `default`, the operator key and the service
+//! credential. Everything it made is removed when it is dropped.
+//!
+//! ```text
+//! let server = TestServer::embedded().await?;          // or TestServer::distributed()
+//! let mut policies = PolicyServiceClient::new(server.channel().await?);
+//! policies.get_policy(server.request(&server.admin_key, req)).await?;
+//! ```
+//!
+//! PostgreSQL: `PORTCULLIS_TEST_POSTGRES` names the admin URL (default
+//! `postgres://postgres@127.0.0.1:5432/postgres`). NATS: see `portcullis_bus::testing`.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use portcullis_bus::testing::NatsServer;
+use portcullis_bus::{Bus, BusConfig};
+use portcullis_server::{Credentials, Mode, ServerConfig, TENANT_METADATA, TlsFiles};
+use portcullis_storage::{Actor, NewTenant, Store};
+use sea_orm::{ConnectionTrait, Database};
+use tonic::metadata::MetadataValue;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::{BackgroundOptions, DEFAULT_TENANT, RunningServer, bootstrap_default_tenant, sqlite_url};
+
+/// The PostgreSQL admin URL used when `PORTCULLIS_TEST_POSTGRES` is not set.
+pub const DEFAULT_POSTGRES_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+/// Why a test server could not be started.
+#[derive(Debug, thiserror::Error)]
+#[error("test server: {0}")]
+pub struct TestError(pub String);
+
+fn err(context: &str) -> impl Fn(&dyn std::fmt::Display) -> TestError + '_ {
+    move |e| TestError(format!("{context}: {e}"))
+}
+
+/// How to start a test server.
+#[derive(Debug, Clone)]
+pub struct TestOptions {
+    /// Embedded (SQLite + in-process bus) or distributed (PostgreSQL + NATS).
+    pub mode: Mode,
+    /// TLS, when given (the client then needs the CA and the name in the certificate).
+    pub tls: Option<TlsFiles>,
+    /// The background pacing.
+    pub background: BackgroundOptions,
+}
+
+impl TestOptions {
+    /// Plain text, default pacing.
+    pub fn new(mode: Mode) -> TestOptions {
+        TestOptions {
+            mode,
+            tls: None,
+            background: BackgroundOptions::default(),
+        }
+    }
+}
+
+/// Drops a test database when the server goes, also after a panic.
+#[derive(Debug)]
+struct PgDatabase {
+    admin_url: String,
+    name: String,
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        let (admin_url, name) = (self.admin_url.clone(), self.name.clone());
+        // A runtime of its own: Drop cannot await, and the test's runtime may be unwinding.
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+                return;
+            };
+            rt.block_on(async {
+                if let Ok(admin) = Database::connect(admin_url.as_str()).await {
+                    let _ = admin
+                        .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .await;
+                    let _ = admin.close().await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// Creates a fresh PostgreSQL database; returns its URL and the guard that drops it.
+async fn fresh_postgres() -> Result<(String, PgDatabase), TestError> {
+    let admin_url =
+        std::env::var("PORTCULLIS_TEST_POSTGRES").unwrap_or_else(|_| DEFAULT_POSTGRES_ADMIN_URL.to_owned());
+    let admin = Database::connect(admin_url.as_str()).await.map_err(|e| {
+        TestError(format!(
+            "PostgreSQL is needed at {admin_url} (set PORTCULLIS_TEST_POSTGRES): {e}"
+        ))
+    })?;
+    let name = format!("pc_test_{}", uuid::Uuid::new_v4().simple());
+    admin
+        .execute_unprepared(&format!("CREATE DATABASE {name}"))
+        .await
+        .map_err(|e| err("creating the test database")(&e))?;
+    let _ = admin.close().await;
+    let base = admin_url
+        .rsplit_once('/')
+        .map(|(base, _)| base)
+        .filter(|base| base.len() > "postgres://".len())
+        .ok_or_else(|| TestError(format!("admin URL {admin_url} names no database")))?;
+    let url = format!("{base}/{name}");
+    Ok((url, PgDatabase { admin_url, name }))
+}
+
+/// A running policy store for tests.
+#[derive(Debug)]
+pub struct TestServer {
+    /// `http://127.0.0.1:PORT` (`https://` with TLS).
+    pub url: String,
+    /// The bound address.
+    pub addr: SocketAddr,
+    /// The tenant the admin key belongs to (`default`).
+    pub tenant_id: String,
+    /// An admin key of `tenant_id`.
+    pub admin_key: String,
+    /// The operator key the server accepts.
+    pub operator_key: String,
+    /// The service credential the server accepts.
+    pub service_token: String,
+    /// The store the server runs on (a second handle on the same database).
+    pub store: Store,
+    /// The bus the server publishes on (for subscribing in tests).
+    pub bus: Bus,
+    /// The database URL.
+    pub database_url: String,
+    /// The options it was started with.
+    pub options: TestOptions,
+    server: Option<RunningServer>,
+    // Field order is drop order: the server stops before its database and NATS go.
+    nats: Option<NatsServer>,
+    _postgres: Option<PgDatabase>,
+    data_dir: Option<tempfile::TempDir>,
+}
+
+impl TestServer {
+    /// Embedded mode: SQLite in a temporary data folder, the in-process bus, the
+    /// `portcullis up` bootstrap (the admin key is read from `bootstrap-admin.key`).
+    pub async fn embedded() -> Result<TestServer, TestError> {
+        TestServer::start(TestOptions::new(Mode::Embedded)).await
+    }
+
+    /// Distributed mode: a fresh PostgreSQL database and a private nats-server.
+    pub async fn distributed() -> Result<TestServer, TestError> {
+        TestServer::start(TestOptions::new(Mode::Distributed)).await
+    }
+
+    /// Starts a server as `options` say.
+    pub async fn start(options: TestOptions) -> Result<TestServer, TestError> {
+        let operator_key = format!("op-{}", uuid::Uuid::new_v4().simple());
+        let service_token = format!("svc-{}", uuid::Uuid::new_v4().simple());
+        let (mut nats, mut postgres, mut data_dir) = (None, None, None);
+        let (store, bus, database_url, admin_key) = match options.mode {
+            Mode::Embedded => {
+                let dir = tempfile::Builder::new()
+                    .prefix("portcullis-test-")
+                    .tempdir()
+                    .map_err(|e| err("temp dir")(&e))?;
+                let url = sqlite_url(&dir.path().join("portcullis.db"));
+                let store = Store::connect(&url).await.map_err(|e| err("opening SQLite")(&e))?;
+                let key_file = bootstrap_default_tenant(&store, dir.path())
+                    .await
+                    .map_err(|e| err("bootstrap")(&e))?
+                    .ok_or_else(|| TestError("bootstrap wrote no key file".to_owned()))?;
+                let admin_key = std::fs::read_to_string(&key_file)
+                    .map_err(|e| err("reading the key file")(&e))?
+                    .trim()
+                    .to_owned();
+                let bus = Bus::memory(BusConfig::embedded()).map_err(|e| err("memory bus")(&e))?;
+                data_dir = Some(dir);
+                (store, bus, url, admin_key)
+            }
+            Mode::Distributed => {
+                let (url, guard) = fresh_postgres().await?;
+                postgres = Some(guard);
+                let store = Store::connect(&url).await.map_err(|e| err("opening PostgreSQL")(&e))?;
+                let created = store
+                    .create_tenant(
+                        &Actor::operator(),
+                        &NewTenant {
+                            id: Some(DEFAULT_TENANT.to_owned()),
+                            name: DEFAULT_TENANT.to_owned(),
+                            admin_key_expires_at: None,
+                        },
+                    )
+                    .await
+                    .map_err(|e| err("creating the tenant")(&e))?;
+                let server = NatsServer::start().await.map_err(|e| err("nats-server")(&e))?;
+                let bus = Bus::connect_nats(&server.url(), BusConfig::default())
+                    .await
+                    .map_err(|e| err("connecting to NATS")(&e))?;
+                nats = Some(server);
+                (store, bus, url, created.admin_key.secret)
+            }
+        };
+        let mut test = TestServer {
+            url: String::new(),
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            tenant_id: DEFAULT_TENANT.to_owned(),
+            admin_key,
+            operator_key,
+            service_token,
+            store,
+            bus,
+            database_url,
+            options,
+            server: None,
+            nats,
+            _postgres: postgres,
+            data_dir,
+        };
+        test.launch(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+        Ok(test)
+    }
+
+    async fn launch(&mut self, listen: SocketAddr) -> Result<(), TestError> {
+        let mut config = ServerConfig::new(listen, self.options.mode);
+        config.tls = self.options.tls.clone();
+        let credentials = Credentials::new(Some(self.operator_key.clone()), Some(self.service_token.clone()))
+            .map_err(|e| err("credentials")(&e))?;
+        let server = RunningServer::start(
+            self.store.clone(),
+            self.bus.clone(),
+            config,
+            credentials,
+            self.options.background.clone(),
+        )
+        .await
+        .map_err(|e| err("starting the server")(&e))?;
+        self.url = server.url().to_owned();
+        self.addr = server.local_addr();
+        self.server = Some(server);
+        Ok(())
+    }
+
+    /// The data folder (embedded mode).
+    pub fn data_dir(&self) -> Option<&Path> {
+        self.data_dir.as_ref().map(tempfile::TempDir::path)
+    }
+
+    /// The nats-server (distributed mode), e.g. to stop and restart it.
+    pub fn nats(&mut self) -> Option<&mut NatsServer> {
+        self.nats.as_mut()
+    }
+
+    /// A plain-text channel to the server (for TLS, build an endpoint with the CA).
+    pub async fn channel(&self) -> Result<Channel, TestError> {
+        Endpoint::from_shared(self.url.clone())
+            .map_err(|e| err("endpoint")(&e))?
+            .connect()
+            .await
+            .map_err(|e| err("connecting")(&e))
+    }
+
+    /// `message` with `authorization: Bearer <key>`.
+    pub fn request<T>(&self, key: &str, message: T) -> tonic::Request<T> {
+        authed(key, message)
+    }
+
+    /// `message` with the service credential acting for `tenant`.
+    pub fn service_request<T>(&self, tenant: &str, message: T) -> tonic::Request<T> {
+        let mut request = authed(&self.service_token, message);
+        if let Ok(value) = MetadataValue::try_from(tenant) {
+            request.metadata_mut().insert(TENANT_METADATA, value);
+        }
+        request
+    }
+
+    /// Stops the server gracefully (drain, final outbox flush); the data stays. Returns how
+    /// many events the final flush published.
+    pub async fn stop(&mut self) -> Result<usize, TestError> {
+        match self.server.take() {
+            Some(server) => server.stop().await.map_err(|e| err("stopping")(&e)),
+            None => Ok(0),
+        }
+    }
+
+    /// Stops the server and starts it again on the same address, database and bus, as a
+    /// process restart would.
+    pub async fn restart(&mut self) -> Result<(), TestError> {
+        self.stop().await?;
+        // A new store handle, as a new process would open.
+        self.store = Store::connect(&self.database_url)
+            .await
+            .map_err(|e| err("reopening the store")(&e))?;
+        self.launch(self.addr).await
+    }
+}
+
+/// `message` with `authorization: Bearer <key>`.
+pub fn authed<T>(key: &str, message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    if let Ok(value) = MetadataValue::try_from(format!("Bearer {key}")) {
+        request.metadata_mut().insert("authorization", value);
+    }
+    request
+}
