@@ -4,6 +4,7 @@ mod client;
 mod documents;
 mod eval;
 mod report;
+mod server;
 mod validate;
 
 use std::path::Path;
@@ -29,6 +30,10 @@ enum Command {
     Eval(eval::EvalArgs),
     /// Checks policy documents offline.
     Validate(validate::ValidateArgs),
+    /// Runs every service in one process (SQLite, in-process bus) until SIGINT or SIGTERM.
+    Up(server::UpArgs),
+    /// Runs one service in distributed mode (PostgreSQL, NATS) until SIGINT or SIGTERM.
+    Serve(server::ServeArgs),
     /// Client commands against a running server.
     #[command(flatten)]
     Client(client::ClientCommand),
@@ -70,6 +75,8 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Eval(args) => eval::run(args),
         Command::Validate(args) => validate::run(args),
+        Command::Up(args) => server::up(args),
+        Command::Serve(args) => server::serve(args),
         Command::Client(command) => Ok(client::run(&cli.client, command)),
     };
     match result {

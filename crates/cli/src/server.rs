@@ -73,7 +73,12 @@ struct PolicyStoreArgs {
     #[arg(long, value_name = "URL", env = "PORTCULLIS_NATS_URL")]
     nats_url: String,
     /// The gRPC listen address; a non-loopback address needs TLS.
-    #[arg(long, value_name = "ADDR", env = "PORTCULLIS_LISTEN", default_value = "127.0.0.1:50051")]
+    #[arg(
+        long,
+        value_name = "ADDR",
+        env = "PORTCULLIS_LISTEN",
+        default_value = "127.0.0.1:50051"
+    )]
     listen: SocketAddr,
     #[command(flatten)]
     tls: TlsArgs,
@@ -88,6 +93,7 @@ fn init_tracing() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
 }
 
@@ -136,14 +142,14 @@ async fn run_up(args: &UpArgs) -> Result<ExitStatus> {
         .await
         .with_context(|| format!("opening {}", database.display()))?;
     if let Some(key_file) = bootstrap_default_tenant(&store, &data_dir).await? {
-        tracing::info!(
-            "created tenant \"default\"; its admin key is in {}",
-            key_file.display()
-        );
+        tracing::info!("created tenant \"default\"; its admin key is in {}", key_file.display());
     }
     let bus = Bus::memory(BusConfig::embedded()).context("starting the in-process bus")?;
     let mut config = ServerConfig::new(args.listen, Mode::Embedded);
     config.tls = args.tls.files();
+    if config.tls.is_none() && !args.listen.ip().is_loopback() {
+        tracing::warn!("listening on {} without TLS: keys travel in plain text", args.listen);
+    }
     let server = RunningServer::start(store, bus, config, credentials, BackgroundOptions::default()).await?;
     announce(&format!("portcullis listening on {}", server.url()))?;
     wait_and_stop(server).await
@@ -151,14 +157,16 @@ async fn run_up(args: &UpArgs) -> Result<ExitStatus> {
 
 async fn run_policy_store(args: &PolicyStoreArgs) -> Result<ExitStatus> {
     let credentials = Credentials::from_env().map_err(anyhow::Error::msg)?;
+    let mut config = ServerConfig::new(args.listen, Mode::Distributed);
+    config.tls = args.tls.files();
+    // Before connecting anywhere: a refused listener should fail fast.
+    config.check()?;
     let store = Store::connect_with(&args.database_url, store_options())
         .await
         .context("opening the database")?;
     let bus = Bus::connect_nats(&args.nats_url, BusConfig::default())
         .await
         .with_context(|| format!("connecting to NATS at {}", args.nats_url))?;
-    let mut config = ServerConfig::new(args.listen, Mode::Distributed);
-    config.tls = args.tls.files();
     let server = RunningServer::start(store, bus, config, credentials, BackgroundOptions::default()).await?;
     announce(&format!("portcullis policy-store listening on {}", server.url()))?;
     wait_and_stop(server).await

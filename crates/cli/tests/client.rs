@@ -43,7 +43,11 @@ fn free_port() -> u16 {
 
 impl Up {
     fn start() -> Up {
-        let dir = TempDir::new("client-up");
+        Up::start_with(&[], TempDir::new("client-up"))
+    }
+
+    /// Starts `up` with extra arguments, in `dir`.
+    fn start_with(extra: &[&str], dir: TempDir) -> Up {
         let data = dir.path("data");
         std::fs::create_dir_all(&data).unwrap();
         let nanos = std::time::SystemTime::now()
@@ -57,6 +61,7 @@ impl Up {
         cmd.args(["up", "--data-dir"])
             .arg(&data)
             .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(extra)
             .env("PORTCULLIS_OPERATOR_KEY", &operator_key)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -123,8 +128,13 @@ impl Up {
     }
 
     fn run_env(&self, key: Option<&str>, env: &[(&str, &str)], args: &[&str]) -> Run {
+        self.run_at(&self.url, key, env, args)
+    }
+
+    /// Runs a client command against `url`.
+    fn run_at(&self, url: &str, key: Option<&str>, env: &[(&str, &str)], args: &[&str]) -> Run {
         let mut cmd = Command::new(BIN);
-        cmd.args(["--server", &self.url, "--timeout", "20s"]);
+        cmd.args(["--server", url, "--timeout", "20s"]);
         if let Some(key) = key {
             cmd.args(["--api-key", key]);
         }
@@ -481,4 +491,33 @@ fn rulesets_attestors_and_scan_results() {
     let run = up.ok(&["scan", "upload", "--digest", digest, "-f", trivy.to_str().unwrap()]);
     assert!(run.stdout.starts_with("DIGEST "), "{}", run.stdout);
     assert!(run.stdout.contains(digest), "{}", run.stdout);
+}
+
+#[test]
+fn https_with_a_self_signed_certificate_and_ca_cert() {
+    let dir = TempDir::new("client-tls");
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
+    let cert = dir.write("cert.pem", certified.cert.pem());
+    let key = dir.write("key.pem", certified.signing_key.serialize_pem());
+    let (cert, key) = (cert.to_str().unwrap().to_owned(), key.to_str().unwrap().to_owned());
+    let up = Up::start_with(&["--tls-cert", &cert, "--tls-key", &key], dir);
+    assert!(up.url.starts_with("https://"), "{}", up.url);
+
+    let run = up.run(
+        Some(&up.admin_key),
+        &["--ca-cert", &cert, "policy", "list", "-o", "json"],
+    );
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_eq!(
+        serde_json::from_str::<Value>(&run.stdout).unwrap(),
+        Value::Array(Vec::new())
+    );
+
+    // Without the CA the certificate is not trusted; plain http does not speak to TLS.
+    assert_error(&up.run(Some(&up.admin_key), &["policy", "list"]), "policy list");
+    let plain = up.url.replacen("https://", "http://", 1);
+    assert_error(
+        &up.run_at(&plain, Some(&up.admin_key), &[], &["policy", "list"]),
+        "policy list",
+    );
 }

@@ -42,7 +42,9 @@ const REVIEW_8K: &str = include_str!("data/review-8k.json");
 
 /// The review as the API server sends it: compact JSON.
 fn review_8k() -> String {
-    serde_json::from_str::<serde_json::Value>(REVIEW_8K).unwrap().to_string()
+    serde_json::from_str::<serde_json::Value>(REVIEW_8K)
+        .unwrap()
+        .to_string()
 }
 
 /// Parse and evaluate every subject of one document; the number of blocks.
@@ -81,7 +83,9 @@ fn benches<M: Measurement>(c: &mut Criterion<M>) {
     let parsed = parse_document(bytes).unwrap();
     let mut g = c.benchmark_group("evaluate_only");
     g.bench_function("full_policy", |b| b.iter(|| full.evaluate(black_box(&parsed[0]), &ctx)));
-    g.bench_function("three_checks", |b| b.iter(|| three.evaluate(black_box(&parsed[0]), &ctx)));
+    g.bench_function("three_checks", |b| {
+        b.iter(|| three.evaluate(black_box(&parsed[0]), &ctx))
+    });
     g.finish();
 
     let mut g = c.benchmark_group("three_checks");
@@ -100,10 +104,20 @@ fn benches<M: Measurement>(c: &mut Criterion<M>) {
     g.sampling_mode(SamplingMode::Flat);
     g.sample_size(20);
     g.bench_function("engine_full_policy", |b| {
-        b.iter(|| reviews.iter().map(|r| engine_run(&full, &ctx, r.json.as_bytes())).sum::<usize>())
+        b.iter(|| {
+            reviews
+                .iter()
+                .map(|r| engine_run(&full, &ctx, r.json.as_bytes()))
+                .sum::<usize>()
+        })
     });
     g.bench_function("engine", |b| {
-        b.iter(|| reviews.iter().map(|r| engine_run(&three, &ctx, r.json.as_bytes())).sum::<usize>())
+        b.iter(|| {
+            reviews
+                .iter()
+                .map(|r| engine_run(&three, &ctx, r.json.as_bytes()))
+                .sum::<usize>()
+        })
     });
     g.bench_function("regorus", |b| {
         b.iter(|| {
@@ -193,7 +207,10 @@ fn summary(dir: &Path, since: SystemTime, clock: &str) {
     }
     if let Some((m, _, _)) = per_review("full_policy/review_8k") {
         let verdict = if m <= 10_000.0 { "met" } else { "MISSED" };
-        println!("full policy on the 8 KB review: {:.2} µs (target <= 10 µs: {verdict})", m / 1e3);
+        println!(
+            "full policy on the 8 KB review: {:.2} µs (target <= 10 µs: {verdict})",
+            m / 1e3
+        );
     }
     let ratio = |theirs: &str, ours: &str, label: &str| {
         if let (Some((t, _, _)), Some((o, _, _))) = (per_review(theirs), per_review(ours)) {
@@ -316,7 +333,11 @@ fn paired(clock: fn() -> u128, clock_name: &str) {
             1,
             Box::new(|| usize::from(rego::blocks(&interpreter.deny(&review).unwrap()).unwrap())),
         ),
-        ("regorus_rvm", 1, Box::new(|| usize::from(rego::blocks(&vm.deny(&review).unwrap()).unwrap()))),
+        (
+            "regorus_rvm",
+            1,
+            Box::new(|| usize::from(rego::blocks(&vm.deny(&review).unwrap()).unwrap())),
+        ),
     ];
     report_paired(clock, clock_name, "the 8 KB review", 60, single, true);
 
@@ -327,7 +348,12 @@ fn paired(clock: fn() -> u128, clock_name: &str) {
         (
             "engine (three checks)",
             n,
-            Box::new(|| reviews.iter().map(|r| engine_run(&three, &ctx, r.json.as_bytes())).sum()),
+            Box::new(|| {
+                reviews
+                    .iter()
+                    .map(|r| engine_run(&three, &ctx, r.json.as_bytes()))
+                    .sum()
+            }),
         ),
         (
             "engine (full policy)",
@@ -385,7 +411,10 @@ fn report_paired(
     }
     let full = median(&mut times[1].clone());
     let verdict = if full <= 10_000.0 { "met" } else { "MISSED" };
-    println!("full policy ({what}): {:.2} µs per review (target <= 10 µs: {verdict})", full / 1e3);
+    println!(
+        "full policy ({what}): {:.2} µs per review (target <= 10 µs: {verdict})",
+        full / 1e3
+    );
     for (theirs, label) in [(2, "regorus/engine"), (3, "regorus_rvm/engine")] {
         let mut ratios: Vec<f64> = times[theirs].iter().zip(&times[0]).map(|(t, o)| t / o).collect();
         let m = median(&mut ratios);

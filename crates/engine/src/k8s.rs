@@ -30,8 +30,10 @@ pub struct ObjectMeta {
     /// `metadata.labels`.
     #[serde(default, deserialize_with = "nullable")]
     pub labels: BTreeMap<String, String>,
-    /// `metadata.annotations` (PSA reads the deprecated AppArmor annotations).
-    #[serde(default, deserialize_with = "nullable")]
+    /// `metadata.annotations`, only those the engine reads: PSA's deprecated per-container
+    /// AppArmor annotations ([`APPARMOR_ANNOTATION_PREFIX`]). Others (often kilobytes of
+    /// `last-applied-configuration`) are skipped while parsing, never copied.
+    #[serde(default, deserialize_with = "apparmor_annotations")]
     pub annotations: BTreeMap<String, String>,
     /// `metadata.deletionTimestamp`: an object being deleted is not judged on UPDATE.
     #[serde(default)]
@@ -39,6 +41,58 @@ pub struct ObjectMeta {
     /// `metadata.ownerReferences`.
     #[serde(default, deserialize_with = "nullable")]
     pub owner_references: Vec<OwnerReference>,
+}
+
+/// Prefix of the deprecated per-container AppArmor annotations, the only ones PSA reads.
+pub const APPARMOR_ANNOTATION_PREFIX: &str = "container.apparmor.security.beta.kubernetes.io/";
+
+/// A map key, borrowed from the input when it has no escapes.
+struct Key<'de>(std::borrow::Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl<'de> Visitor<'de> for KeyVisitor {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string key")
+            }
+            fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(std::borrow::Cow::Borrowed(v)))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key(std::borrow::Cow::Owned(v.to_owned())))
+            }
+        }
+        deserializer.deserialize_str(KeyVisitor)
+    }
+}
+
+/// Reads `metadata.annotations`, keeping only the AppArmor ones (see [`ObjectMeta::annotations`]).
+fn apparmor_annotations<'de, D: Deserializer<'de>>(deserializer: D) -> Result<BTreeMap<String, String>, D::Error> {
+    struct AnnotationsVisitor;
+    impl<'de> Visitor<'de> for AnnotationsVisitor {
+        type Value = BTreeMap<String, String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a map of annotations")
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(BTreeMap::new())
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut kept = BTreeMap::new();
+            while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
+                if key.starts_with(APPARMOR_ANNOTATION_PREFIX) {
+                    let value = map.next_value::<Option<String>>()?.unwrap_or_default();
+                    kept.insert(key.into_owned(), value);
+                } else {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+            Ok(kept)
+        }
+    }
+    deserializer.deserialize_any(AnnotationsVisitor)
 }
 
 /// One `metadata.ownerReferences` entry.

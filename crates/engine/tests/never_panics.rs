@@ -360,7 +360,10 @@ fn container() -> BoxedStrategy<Value> {
             "lifecycle",
             some_fields(vec![(
                 "preStop",
-                some_fields(vec![("tcpSocket", some_fields(vec![("host", leaf().boxed())]))]),
+                some_fields(vec![(
+                    "tcpSocket",
+                    some_fields(vec![("host", mostly(Just(Value::from("10.0.0.1"))))]),
+                )]),
             )]),
         ),
     ])
@@ -406,7 +409,10 @@ fn pod_spec() -> BoxedStrategy<Value> {
                                         .prop_map(Value::from),
                                     ),
                                 ),
-                                ("value", leaf().boxed()),
+                                (
+                                    "value",
+                                    mostly(proptest::sample::select(&["1", "0", ""][..]).prop_map(Value::from)),
+                                ),
                             ]),
                             0..3,
                         )
@@ -533,9 +539,8 @@ fn request_kind() -> BoxedStrategy<Value> {
 
 /// An AdmissionRequest around a workload, with an operation, a subresource and an old object.
 fn request() -> BoxedStrategy<Value> {
-    some_fields(vec![
+    let optional = some_fields(vec![
         ("uid", mostly(Just(Value::from("0000-1111")))),
-        ("kind", request_kind()),
         (
             "resource",
             mostly(
@@ -565,36 +570,54 @@ fn request() -> BoxedStrategy<Value> {
             "namespace",
             mostly(proptest::sample::select(&["dev", "ops", "kube-system", "prod", ""][..]).prop_map(Value::from)),
         ),
-        (
-            "operation",
-            mostly(
-                proptest::sample::select(&["CREATE", "UPDATE", "DELETE", "CONNECT", "PATCH"][..]).prop_map(Value::from),
-            ),
-        ),
-        ("object", mostly(workload())),
         ("oldObject", mostly(workload())),
         ("dryRun", maybe_bool()),
-    ])
+    ]);
+    let operation = prop_oneof![
+        20 => proptest::sample::select(&["CREATE", "UPDATE", "DELETE", "CONNECT"][..]).prop_map(Value::from),
+        1 => leaf(),
+    ];
+    // Kind and operation are (nearly) always there: without them a request is refused early.
+    // The object is there, and the request's kind is mostly the object's own.
+    (optional, request_kind(), operation, mostly(workload()), 0u8..5)
+        .prop_map(|(mut fields, kind, operation, object, roll)| {
+            let own_kind = match (object["apiVersion"].as_str(), object["kind"].as_str()) {
+                (Some(api_version), Some(k)) if roll > 0 => {
+                    let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
+                    json!({"group": group, "version": "v1", "kind": k})
+                }
+                _ => kind,
+            };
+            if let Value::Object(m) = &mut fields {
+                m.insert("kind".to_owned(), own_kind);
+                m.insert("operation".to_owned(), operation);
+                m.insert("object".to_owned(), object);
+            }
+            fields
+        })
+        .boxed()
 }
 
 /// A document: a workload, a review, a bare request or a List of documents.
 fn document() -> BoxedStrategy<Value> {
     let single = prop_oneof![
         3 => workload(),
-        3 => (proptest::sample::select(&["admission.k8s.io/v1", "admission.k8s.io/v1beta1", "v1", ""][..]), request())
+        3 => (proptest::sample::select(&["admission.k8s.io/v1", "admission.k8s.io/v1beta1", ""][..]), request())
             .prop_map(|(v, r)| json!({"apiVersion": v, "kind": "AdmissionReview", "request": r})),
         1 => request(),
-        1 => tree(),
     ];
-    single
-        .prop_recursive(3, 24, 4, |inner| {
-            (
-                proptest::sample::select(&["List", "PodList", "DeploymentList"][..]),
-                proptest::collection::vec(inner, 0..4),
-            )
-                .prop_map(|(kind, items)| json!({"apiVersion": "v1", "kind": kind, "items": items}))
-        })
-        .boxed()
+    let list_kind = || proptest::sample::select(&["List", "PodList", "DeploymentList"][..]);
+    let list = |(kind, items): (&str, Vec<Value>)| json!({"apiVersion": "v1", "kind": kind, "items": items});
+    let flat = (list_kind(), proptest::collection::vec(single.clone(), 1..4)).prop_map(list);
+    let nested = (list_kind(), proptest::collection::vec(flat.clone(), 1..3)).prop_map(list);
+    prop_oneof![
+        8 => single,
+        2 => flat,
+        1 => nested,
+        // An empty List says nothing, but is a document too.
+        1 => list_kind().prop_map(move |kind| list((kind, Vec::new()))),
+    ]
+    .boxed()
 }
 
 // ---------------------------------------------------------------------------------------

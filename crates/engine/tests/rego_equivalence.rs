@@ -109,7 +109,10 @@ fn the_benchmark_review_is_allowed_by_both_and_blocked_by_both_when_made_privile
     assert!(engine_blocks(&policy, &privileged));
     let deny = interpreter.deny(&privileged).unwrap();
     assert!(rego::blocks(&deny).unwrap());
-    assert!(format!("{deny:?}").contains("migrate"), "the denial names the container: {deny:?}");
+    assert!(
+        format!("{deny:?}").contains("migrate"),
+        "the denial names the container: {deny:?}"
+    );
     assert!(rego::blocks(&vm.deny(&privileged).unwrap()).unwrap());
 }
 
@@ -118,8 +121,11 @@ fn the_full_benchmark_policy_has_at_least_fifteen_rules_and_allows_the_benchmark
     let doc: serde_json::Value = yaml_serde::from_str(FULL_POLICY).unwrap();
     let rules = doc["default"]["rules"].as_array().unwrap();
     assert!(rules.len() >= 15, "{} rules", rules.len());
-    assert!(rules.iter().any(|r| r["type"] == "podSecurityStandard"
-        && r["statement"]["properties"][0]["value"] == "restricted"));
+    assert!(
+        rules
+            .iter()
+            .any(|r| r["type"] == "podSecurityStandard" && r["statement"]["properties"][0]["value"] == "restricted")
+    );
     let policy = CompiledPolicy::from_text(FULL_POLICY).unwrap();
     let subjects = parse_document(REVIEW_8K.as_bytes()).unwrap();
     let decision = policy.evaluate(&subjects[0], &EvalContext::offline(datetime!(2026-11-26 00:00 UTC)));

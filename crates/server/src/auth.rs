@@ -134,7 +134,8 @@ impl TraceContext {
 /// version not `ff`.
 pub fn is_valid_traceparent(tp: &str) -> bool {
     let parts: Vec<&str> = tp.split('-').collect();
-    let hex = |s: &str, len: usize| s.len() == len && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    let hex =
+        |s: &str, len: usize| s.len() == len && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
     let nonzero = |s: &str| s.bytes().any(|b| b != b'0');
     match parts.as_slice() {
         [version, trace, span, flags, rest @ ..] => {
@@ -233,9 +234,7 @@ impl Caller {
                 ))),
                 (_, body) => Ok(body),
             },
-            Principal::Operator => Err(Status::permission_denied(
-                "the operator key manages tenants only",
-            )),
+            Principal::Operator => Err(Status::permission_denied("the operator key manages tenants only")),
         }
     }
 }
@@ -304,12 +303,8 @@ impl Credentials {
     /// Both credentials, checked: each at least [`MIN_SECRET_LEN`] visible characters, and
     /// not the same.
     pub fn new(operator_key: Option<String>, service_token: Option<String>) -> Result<Credentials, String> {
-        let operator_key = operator_key
-            .map(|k| Secret::new(OPERATOR_KEY_ENV, k))
-            .transpose()?;
-        let service_token = service_token
-            .map(|k| Secret::new(SERVICE_TOKEN_ENV, k))
-            .transpose()?;
+        let operator_key = operator_key.map(|k| Secret::new(OPERATOR_KEY_ENV, k)).transpose()?;
+        let service_token = service_token.map(|k| Secret::new(SERVICE_TOKEN_ENV, k)).transpose()?;
         if let (Some(a), Some(b)) = (&operator_key, &service_token)
             && a.matches(b.expose())
         {
@@ -330,9 +325,7 @@ impl Credentials {
 
 /// The bearer token of `authorization: Bearer <token>`.
 pub fn bearer_token(metadata: &MetadataMap) -> Result<&str, Status> {
-    let missing = || {
-        Status::unauthenticated("missing credentials: send the metadata `authorization: Bearer <key>`")
-    };
+    let missing = || Status::unauthenticated("missing credentials: send the metadata `authorization: Bearer <key>`");
     let value = metadata.get("authorization").ok_or_else(missing)?;
     let value = value
         .to_str()

@@ -65,6 +65,20 @@ impl ServerConfig {
     }
 }
 
+impl ServerConfig {
+    /// Refuses plain text on a non-loopback address in distributed mode (what
+    /// [`GrpcServer::bind`] checks first; callers may check before connecting elsewhere).
+    pub fn check(&self) -> Result<(), ServerError> {
+        let listen = self.listen;
+        if self.mode == Mode::Distributed && self.tls.is_none() && !listen.ip().is_loopback() {
+            return Err(ServerError::Config(format!(
+                "refusing to listen on {listen} without TLS: give --tls-cert and --tls-key, or listen on a loopback address"
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -139,17 +153,11 @@ impl GrpcServer {
     /// Checks the configuration, loads TLS, binds the listener and marks every service
     /// `SERVING`. Plain text on a non-loopback address is refused in distributed mode.
     pub async fn bind(mut self) -> Result<BoundServer, ServerError> {
+        self.config.check()?;
         let listen = self.config.listen;
-        if self.config.mode == Mode::Distributed && self.config.tls.is_none() && !listen.ip().is_loopback() {
-            return Err(ServerError::Config(format!(
-                "refusing to listen on {listen} without TLS: give --tls-cert and --tls-key, or listen on a loopback address"
-            )));
-        }
         let mut builder = Server::builder().timeout(self.config.request_timeout);
         if let Some(tls) = &self.config.tls {
-            let read = |p: &PathBuf| {
-                std::fs::read(p).map_err(|e| ServerError::Tls(format!("{}: {e}", p.display())))
-            };
+            let read = |p: &PathBuf| std::fs::read(p).map_err(|e| ServerError::Tls(format!("{}: {e}", p.display())));
             let identity = Identity::from_pem(read(&tls.cert)?, read(&tls.key)?);
             builder = builder
                 .tls_config(ServerTlsConfig::new().identity(identity))

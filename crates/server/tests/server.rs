@@ -1,7 +1,13 @@
 //! The shared plumbing without a service: the permission table against the contracts,
 //! credentials, metadata parsing, the caller's tenant rules, and the listener checks.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, missing_docs)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    missing_docs
+)]
 
 use std::sync::Arc;
 
@@ -81,7 +87,11 @@ fn every_policy_store_method_has_an_access_rule() {
             }
         }
     }
-    assert_eq!(seen, table.methods().count(), "the table names methods the contracts do not have");
+    assert_eq!(
+        seen,
+        table.methods().count(),
+        "the table names methods the contracts do not have"
+    );
     assert_eq!(table.access("/grpc.health.v1.Health/Check"), Some(Access::Public));
     assert_eq!(table.access("/portcullis.policystore.v1.PolicyService/Nope"), None);
 }
@@ -97,18 +107,50 @@ fn grants_follow_the_roles() {
             expires_at: None,
         })
     };
-    let (admin, editor, viewer, connector) = (key(Role::Admin), key(Role::Editor), key(Role::Viewer), key(Role::Connector));
+    let (admin, editor, viewer, connector) = (
+        key(Role::Admin),
+        key(Role::Editor),
+        key(Role::Viewer),
+        key(Role::Connector),
+    );
     let operator = Principal::Operator;
     let service = Principal::Service { tenant: None };
     // Every class but Public has exactly one row.
     assert_eq!(GRANTS.len(), 8);
     for (who, allowed) in [
-        (&viewer, [Access::Identity, Access::Read, Access::ClusterRead].as_slice()),
-        (&editor, &[Access::Identity, Access::Read, Access::Write, Access::ClusterRead]),
-        (&admin, &[Access::Identity, Access::Read, Access::Write, Access::Admin, Access::ClusterRead]),
-        (&connector, &[Access::Identity, Access::ClusterRead, Access::ClusterReport]),
+        (
+            &viewer,
+            [Access::Identity, Access::Read, Access::ClusterRead].as_slice(),
+        ),
+        (
+            &editor,
+            &[Access::Identity, Access::Read, Access::Write, Access::ClusterRead],
+        ),
+        (
+            &admin,
+            &[
+                Access::Identity,
+                Access::Read,
+                Access::Write,
+                Access::Admin,
+                Access::ClusterRead,
+            ],
+        ),
+        (
+            &connector,
+            &[Access::Identity, Access::ClusterRead, Access::ClusterReport],
+        ),
         (&operator, &[Access::Identity, Access::Operator]),
-        (&service, &[Access::Identity, Access::Read, Access::ClusterRead, Access::ClusterReport, Access::Service]),
+        (
+            &service,
+            &[
+                Access::Identity,
+                Access::Read,
+                Access::ClusterRead,
+                Access::ClusterReport,
+                Access::Service,
+            ],
+        ),
     ] {
         for (access, _) in GRANTS {
             assert_eq!(
@@ -131,10 +173,19 @@ async fn the_layer_authenticates_then_authorises() {
 
     let no_credential = state.check(create, &metadata(&[])).await.unwrap_err();
     assert_eq!(no_credential.code(), Code::Unauthenticated);
-    let unknown = state.check(create, &metadata(&[("authorization", &bearer("nope"))])).await.unwrap_err();
+    let unknown = state
+        .check(create, &metadata(&[("authorization", &bearer("nope"))]))
+        .await
+        .unwrap_err();
     assert_eq!(unknown.code(), Code::Unauthenticated);
     // Public methods need nothing.
-    assert!(state.check("/grpc.health.v1.Health/Check", &metadata(&[])).await.unwrap().is_none());
+    assert!(
+        state
+            .check("/grpc.health.v1.Health/Check", &metadata(&[]))
+            .await
+            .unwrap()
+            .is_none()
+    );
     // An unknown method is refused before authentication.
     assert_eq!(
         state.check("/x.Y/Z", &metadata(&[])).await.unwrap_err().code(),
@@ -155,13 +206,25 @@ async fn the_layer_authenticates_then_authorises() {
     let connector = metadata(&[("authorization", &bearer("key-connector"))]);
     let caller = state.check(effective, &connector).await.unwrap().unwrap();
     assert_eq!(caller.connector_cluster(), Some("c1"));
-    assert_eq!(state.check(create, &connector).await.unwrap_err().code(), Code::PermissionDenied);
+    assert_eq!(
+        state.check(create, &connector).await.unwrap_err().code(),
+        Code::PermissionDenied
+    );
 
     let operator = metadata(&[("authorization", &bearer(OPERATOR))]);
-    assert_eq!(state.check(tenants, &operator).await.unwrap().unwrap().principal, Principal::Operator);
-    assert_eq!(state.check(create, &operator).await.unwrap_err().code(), Code::PermissionDenied);
+    assert_eq!(
+        state.check(tenants, &operator).await.unwrap().unwrap().principal,
+        Principal::Operator
+    );
+    assert_eq!(
+        state.check(create, &operator).await.unwrap_err().code(),
+        Code::PermissionDenied
+    );
     let admin = metadata(&[("authorization", &bearer("key-admin"))]);
-    assert_eq!(state.check(tenants, &admin).await.unwrap_err().code(), Code::PermissionDenied);
+    assert_eq!(
+        state.check(tenants, &admin).await.unwrap_err().code(),
+        Code::PermissionDenied
+    );
 }
 
 #[tokio::test]
@@ -184,7 +247,10 @@ async fn only_the_service_credential_acts_for_another_tenant() {
     assert_eq!(bare_service.tenant().unwrap_err().code(), Code::InvalidArgument);
     assert_eq!(bare_service.tenant_for("t9").unwrap(), "t9");
     let bad_tenant = authenticate(
-        &metadata(&[("authorization", &bearer(SERVICE)), ("x-portcullis-tenant", "Not A Tenant")]),
+        &metadata(&[
+            ("authorization", &bearer(SERVICE)),
+            ("x-portcullis-tenant", "Not A Tenant"),
+        ]),
         &creds,
         &FakeKeys,
     )
@@ -217,8 +283,14 @@ async fn only_the_service_credential_acts_for_another_tenant() {
 
 #[test]
 fn bearer_and_trace_metadata() {
-    assert_eq!(bearer_token(&metadata(&[("authorization", "Bearer abc")])).unwrap(), "abc");
-    assert_eq!(bearer_token(&metadata(&[("authorization", "bearer  abc ")])).unwrap(), "abc");
+    assert_eq!(
+        bearer_token(&metadata(&[("authorization", "Bearer abc")])).unwrap(),
+        "abc"
+    );
+    assert_eq!(
+        bearer_token(&metadata(&[("authorization", "bearer  abc ")])).unwrap(),
+        "abc"
+    );
     for bad in ["Basic abc", "Bearer", "abc"] {
         assert_eq!(
             bearer_token(&metadata(&[("authorization", bad)])).unwrap_err().code(),
@@ -265,7 +337,10 @@ fn invalid_fields_carry_every_field() {
     assert_eq!(status.message(), "a.b: bad; c[0]: worse");
     assert_eq!(
         field_violations(&status),
-        vec![("a.b".to_owned(), "bad".to_owned()), ("c[0]".to_owned(), "worse".to_owned())]
+        vec![
+            ("a.b".to_owned(), "bad".to_owned()),
+            ("c[0]".to_owned(), "worse".to_owned())
+        ]
     );
     assert!(field_violations(&Status::not_found("x")).is_empty());
 }
@@ -279,7 +354,10 @@ async fn plain_text_on_a_public_address_is_refused_in_distributed_mode() {
     assert!(refused.to_string().contains("TLS"), "{refused}");
 
     // Loopback is fine, and port 0 comes back as the real port.
-    let server = GrpcServer::new(ServerConfig::new("127.0.0.1:0".parse().unwrap(), Mode::Distributed), state());
+    let server = GrpcServer::new(
+        ServerConfig::new("127.0.0.1:0".parse().unwrap(), Mode::Distributed),
+        state(),
+    );
     let bound = server.bind().await.unwrap();
     assert_ne!(bound.local_addr().port(), 0);
     assert_eq!(bound.url(), format!("http://{}", bound.local_addr()));

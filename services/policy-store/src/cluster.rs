@@ -126,7 +126,10 @@ impl ClusterService for PolicyStore {
         Err(Status::unimplemented("registry credentials are not supported yet"))
     }
 
-    async fn heartbeat(&self, request: Request<pb::HeartbeatRequest>) -> Result<Response<pb::HeartbeatResponse>, Status> {
+    async fn heartbeat(
+        &self,
+        request: Request<pb::HeartbeatRequest>,
+    ) -> Result<Response<pb::HeartbeatResponse>, Status> {
         let caller = Caller::of(&request)?;
         let tenant = caller.tenant()?;
         let req = request.get_ref();

@@ -150,7 +150,10 @@ pub fn new_settings(value: Option<pb::ClusterSettings>) -> Result<SettingsUpdate
 
 /// A settings change under a field mask (an empty mask replaces every field; an
 /// unspecified failure mode keeps the current one).
-pub fn settings_update(value: Option<pb::ClusterSettings>, mask: Option<prost_types::FieldMask>) -> Result<SettingsUpdate, Status> {
+pub fn settings_update(
+    value: Option<pb::ClusterSettings>,
+    mask: Option<prost_types::FieldMask>,
+) -> Result<SettingsUpdate, Status> {
     let s = value.unwrap_or_default();
     let paths = mask.map(|m| m.paths).unwrap_or_default();
     let mut update = SettingsUpdate::default();
@@ -164,8 +167,9 @@ pub fn settings_update(value: Option<pb::ClusterSettings>, mask: Option<prost_ty
     for (i, path) in paths.iter().enumerate() {
         match path.as_str() {
             "failure_mode" | "failureMode" => {
-                update.failure_mode =
-                    Some(failure_mode.ok_or_else(|| invalid_field("settings.failure_mode", "required by update_mask"))?);
+                update.failure_mode = Some(
+                    failure_mode.ok_or_else(|| invalid_field("settings.failure_mode", "required by update_mask"))?,
+                );
             }
             "excluded_namespaces" | "excludedNamespaces" => {
                 update.excluded_namespaces = Some(s.excluded_namespaces.clone());
@@ -240,7 +244,13 @@ pub fn scan_result_from(value: pb::ScanResult) -> Result<ScanResult, Status> {
 }
 
 /// The engine's scan result as a message.
-pub fn scan_result_to_proto(id: &str, result: &ScanResult, image: &str, uploaded_at: OffsetDateTime, uploader: &str) -> pb::ScanResult {
+pub fn scan_result_to_proto(
+    id: &str,
+    result: &ScanResult,
+    image: &str,
+    uploaded_at: OffsetDateTime,
+    uploader: &str,
+) -> pb::ScanResult {
     pb::ScanResult {
         id: id.to_owned(),
         digest: result.digest.clone(),

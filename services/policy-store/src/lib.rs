@@ -291,7 +291,10 @@ pub async fn bootstrap_default_tenant(store: &Store, data_dir: &Path) -> Result<
     }
     match store.get_tenant(DEFAULT_TENANT).await {
         Ok(_) => {
-            tracing::info!("tenant {DEFAULT_TENANT:?} exists and {} is absent: not bootstrapping", path.display());
+            tracing::info!(
+                "tenant {DEFAULT_TENANT:?} exists and {} is absent: not bootstrapping",
+                path.display()
+            );
             return Ok(None);
         }
         Err(StoreError::NotFound { .. }) => {}

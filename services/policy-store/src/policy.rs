@@ -31,7 +31,10 @@ impl PolicyService for PolicyStore {
         }))
     }
 
-    async fn get_policy(&self, request: Request<pb::GetPolicyRequest>) -> Result<Response<pb::GetPolicyResponse>, Status> {
+    async fn get_policy(
+        &self,
+        request: Request<pb::GetPolicyRequest>,
+    ) -> Result<Response<pb::GetPolicyResponse>, Status> {
         let caller = Caller::of(&request)?;
         let tenant = caller.tenant()?;
         let policy_ref = required_ref("policy", request.get_ref().policy.clone())?;

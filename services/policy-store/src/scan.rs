@@ -10,7 +10,9 @@ use portcullis_storage::{ScanQuery, ScanReport, ScanUpload};
 use tonic::{Request, Response, Status};
 
 use crate::PolicyStore;
-use crate::convert::{actor, page, page_response, required_text, scan_result_from, scan_result_to_proto, scan_type_from};
+use crate::convert::{
+    actor, page, page_response, required_text, scan_result_from, scan_result_to_proto, scan_type_from,
+};
 use crate::error::OrStatus;
 
 #[tonic::async_trait]
@@ -54,8 +56,8 @@ impl ScanResultService for PolicyStore {
         let tenant = caller.tenant()?;
         let req = request.get_ref();
         let digest = required_text("digest", &req.digest)?;
-        let scan_type = scan_type_from("scan_type", req.scan_type, true)?
-            .ok_or_else(|| invalid_field("scan_type", "required"))?;
+        let scan_type =
+            scan_type_from("scan_type", req.scan_type, true)?.ok_or_else(|| invalid_field("scan_type", "required"))?;
         let stored = self.store.latest_scan(tenant, digest, scan_type).await.or_status()?;
         let record = &stored.record;
         Ok(Response::new(pb::GetLatestScanResultResponse {

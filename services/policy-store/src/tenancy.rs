@@ -39,7 +39,10 @@ impl TenantService for PolicyStore {
         }))
     }
 
-    async fn get_tenant(&self, request: Request<pb::GetTenantRequest>) -> Result<Response<pb::GetTenantResponse>, Status> {
+    async fn get_tenant(
+        &self,
+        request: Request<pb::GetTenantRequest>,
+    ) -> Result<Response<pb::GetTenantResponse>, Status> {
         let id = required_text("id", &request.get_ref().id)?;
         let tenant = self.store.get_tenant(id).await.or_status()?;
         Ok(Response::new(pb::GetTenantResponse {
@@ -202,7 +205,7 @@ impl AuditService for PolicyStore {
         let caller = Caller::of(&request)?;
         let tenant = caller.tenant()?;
         let req = request.get_ref();
-        let range = req.time_range.clone().unwrap_or_default();
+        let range = req.time_range.unwrap_or_default();
         let text = |s: &str| Some(s.to_owned()).filter(|s| !s.is_empty());
         let query = AuditQuery {
             page: page(req.page.clone()),

@@ -60,14 +60,24 @@ impl TestOptions {
     }
 }
 
-/// Drops a test database when the server goes, also after a panic.
+/// A fresh PostgreSQL database, dropped (with its connections) when this is dropped, also
+/// after a panic.
 #[derive(Debug)]
-struct PgDatabase {
+pub struct TestDatabase {
+    /// Its URL.
+    pub url: String,
     admin_url: String,
     name: String,
 }
 
-impl Drop for PgDatabase {
+impl TestDatabase {
+    /// Creates a database with a unique name on the server of `PORTCULLIS_TEST_POSTGRES`.
+    pub async fn create() -> Result<TestDatabase, TestError> {
+        fresh_postgres().await
+    }
+}
+
+impl Drop for TestDatabase {
     fn drop(&mut self) {
         let (admin_url, name) = (self.admin_url.clone(), self.name.clone());
         // A runtime of its own: Drop cannot await, and the test's runtime may be unwinding.
@@ -88,10 +98,8 @@ impl Drop for PgDatabase {
     }
 }
 
-/// Creates a fresh PostgreSQL database; returns its URL and the guard that drops it.
-async fn fresh_postgres() -> Result<(String, PgDatabase), TestError> {
-    let admin_url =
-        std::env::var("PORTCULLIS_TEST_POSTGRES").unwrap_or_else(|_| DEFAULT_POSTGRES_ADMIN_URL.to_owned());
+async fn fresh_postgres() -> Result<TestDatabase, TestError> {
+    let admin_url = std::env::var("PORTCULLIS_TEST_POSTGRES").unwrap_or_else(|_| DEFAULT_POSTGRES_ADMIN_URL.to_owned());
     let admin = Database::connect(admin_url.as_str()).await.map_err(|e| {
         TestError(format!(
             "PostgreSQL is needed at {admin_url} (set PORTCULLIS_TEST_POSTGRES): {e}"
@@ -109,7 +117,7 @@ async fn fresh_postgres() -> Result<(String, PgDatabase), TestError> {
         .filter(|base| base.len() > "postgres://".len())
         .ok_or_else(|| TestError(format!("admin URL {admin_url} names no database")))?;
     let url = format!("{base}/{name}");
-    Ok((url, PgDatabase { admin_url, name }))
+    Ok(TestDatabase { url, admin_url, name })
 }
 
 /// A running policy store for tests.
@@ -138,7 +146,7 @@ pub struct TestServer {
     server: Option<RunningServer>,
     // Field order is drop order: the server stops before its database and NATS go.
     nats: Option<NatsServer>,
-    _postgres: Option<PgDatabase>,
+    _postgres: Option<TestDatabase>,
     data_dir: Option<tempfile::TempDir>,
 }
 
@@ -180,7 +188,8 @@ impl TestServer {
                 (store, bus, url, admin_key)
             }
             Mode::Distributed => {
-                let (url, guard) = fresh_postgres().await?;
+                let guard = fresh_postgres().await?;
+                let url = guard.url.clone();
                 postgres = Some(guard);
                 let store = Store::connect(&url).await.map_err(|e| err("opening PostgreSQL")(&e))?;
                 let created = store

@@ -2,7 +2,13 @@
 //! `both!` in embedded mode (SQLite, in-process bus) and distributed mode (a fresh
 //! PostgreSQL database, a private nats-server).
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, missing_docs)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    missing_docs
+)]
 
 use std::time::Duration;
 
@@ -141,7 +147,12 @@ async fn create_key(server: &TestServer, c: &mut Clients, role: pc::Role, cluste
         .secret
 }
 
-async fn register_cluster(server: &TestServer, c: &mut Clients, name: &str, policy: Option<&str>) -> pb::RegisterClusterResponse {
+async fn register_cluster(
+    server: &TestServer,
+    c: &mut Clients,
+    name: &str,
+    policy: Option<&str>,
+) -> pb::RegisterClusterResponse {
     c.clusters
         .register_cluster(server.request(
             &server.admin_key,
@@ -169,7 +180,12 @@ async fn create_get_update_with_stale_revision(server: &TestServer) {
 
     let got = c
         .policies
-        .get_policy(server.request(&server.admin_key, pb::GetPolicyRequest { policy: by_name("prod") }))
+        .get_policy(server.request(
+            &server.admin_key,
+            pb::GetPolicyRequest {
+                policy: by_name("prod"),
+            },
+        ))
         .await
         .unwrap()
         .into_inner()
@@ -208,7 +224,12 @@ async fn create_get_update_with_stale_revision(server: &TestServer) {
 
     let after = c
         .policies
-        .get_policy(server.request(&server.admin_key, pb::GetPolicyRequest { policy: by_name("prod") }))
+        .get_policy(server.request(
+            &server.admin_key,
+            pb::GetPolicyRequest {
+                policy: by_name("prod"),
+            },
+        ))
         .await
         .unwrap()
         .into_inner()
@@ -242,7 +263,11 @@ async fn validation_errors_name_the_field(server: &TestServer) {
             .await,
         Code::InvalidArgument,
     );
-    assert!(status.message().contains("default.rules[0].action"), "{}", status.message());
+    assert!(
+        status.message().contains("default.rules[0].action"),
+        "{}",
+        status.message()
+    );
     let fields = field_violations(&status);
     assert!(
         fields.iter().any(|(field, _)| field == "default.rules[0].action"),
@@ -421,7 +446,12 @@ async fn viewer_cannot_write(server: &TestServer) {
     let viewer = create_key(server, &mut c, pc::Role::Viewer, None).await;
     let got = c
         .policies
-        .get_policy(server.request(&viewer, pb::GetPolicyRequest { policy: by_name("seen") }))
+        .get_policy(server.request(
+            &viewer,
+            pb::GetPolicyRequest {
+                policy: by_name("seen"),
+            },
+        ))
         .await;
     assert!(got.is_ok(), "{got:?}");
     let status = assert_code(
@@ -502,7 +532,12 @@ async fn connector_reads_only_its_own_cluster(server: &TestServer) {
     // Nothing else.
     assert_code(
         c.policies
-            .get_policy(server.request(&connector, pb::GetPolicyRequest { policy: by_name("edge") }))
+            .get_policy(server.request(
+                &connector,
+                pb::GetPolicyRequest {
+                    policy: by_name("edge"),
+                },
+            ))
             .await,
         Code::PermissionDenied,
     );
@@ -691,14 +726,18 @@ async fn events_arrive_on_the_bus_with_the_revision(server: &TestServer) {
 async fn health_and_reflection_answer(server: &TestServer) {
     use tonic_health::pb::health_check_response::ServingStatus;
     use tonic_health::pb::health_client::HealthClient;
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
     use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
     use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
     use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-    use tonic_reflection::pb::v1::ServerReflectionRequest;
 
     let channel = server.channel().await.unwrap();
     let mut health = HealthClient::new(channel.clone());
-    for service in ["", "portcullis.policystore.v1.PolicyService", "portcullis.policystore.v1.AuthService"] {
+    for service in [
+        "",
+        "portcullis.policystore.v1.PolicyService",
+        "portcullis.policystore.v1.AuthService",
+    ] {
         let status = health
             .check(tonic_health::pb::HealthCheckRequest {
                 service: service.to_owned(),
@@ -806,7 +845,12 @@ async fn audit_log_records_changes(server: &TestServer) {
     let mut attestors = AttestorServiceClient::new(channel);
     assert_code(
         attestors
-            .get_attestor(server.request(&server.admin_key, pb::GetAttestorRequest { attestor: by_name("none") }))
+            .get_attestor(server.request(
+                &server.admin_key,
+                pb::GetAttestorRequest {
+                    attestor: by_name("none"),
+                },
+            ))
             .await,
         Code::NotFound,
     );
@@ -897,7 +941,10 @@ async fn restart_keeps_everything_and_bootstrap_is_once() {
     let mut c = clients(&server).await;
     create_policy(&server, &mut c, &server.admin_key, "kept").await;
     let flushed_or_published = server.stop().await.unwrap();
-    assert!(server.store.pending_event_count().await.unwrap() == 0, "flushed: {flushed_or_published}");
+    assert!(
+        server.store.pending_event_count().await.unwrap() == 0,
+        "flushed: {flushed_or_published}"
+    );
 
     // A second bootstrap finds the file and does nothing.
     let again = portcullis_policy_store::bootstrap_default_tenant(&server.store, server.data_dir().unwrap())
@@ -910,7 +957,12 @@ async fn restart_keeps_everything_and_bootstrap_is_once() {
     let mut c = clients(&server).await;
     let kept = c
         .policies
-        .get_policy(server.request(&server.admin_key, pb::GetPolicyRequest { policy: by_name("kept") }))
+        .get_policy(server.request(
+            &server.admin_key,
+            pb::GetPolicyRequest {
+                policy: by_name("kept"),
+            },
+        ))
         .await
         .unwrap()
         .into_inner()

@@ -162,7 +162,8 @@ pub async fn run(ctx: &Ctx<'_>, command: &AttestorCommand) -> Result<(), ClientE
                         .collect(),
                 )),
                 Format::Table => {
-                    let mut table = Table::new(&["NAME", "REVISION", "TYPE", "DESCRIPTION", "UPDATED", "ID"]);
+                    let mut table =
+                        Table::new(&["NAME", "REVISION", "TYPE", "DESCRIPTION", "UPDATED", "ID"]).cut("DESCRIPTION");
                     for r in &items {
                         table.row(vec![
                             r.name.clone(),

@@ -71,7 +71,8 @@ pub async fn run(ctx: &Ctx<'_>, command: &AuditCommand) -> Result<(), ClientErro
             match out.output {
                 Format::Json => print_json(&Value::Array(entries.iter().map(entry_json).collect())),
                 Format::Table => {
-                    let mut table = Table::new(&["TIME", "ACTOR", "ROLE", "ACTION", "RESOURCE", "DETAILS"]);
+                    let mut table =
+                        Table::new(&["TIME", "ACTOR", "ROLE", "ACTION", "RESOURCE", "DETAILS"]).cut("DETAILS");
                     for e in &entries {
                         let resource = if e.resource_name.is_empty() {
                             &e.resource_id

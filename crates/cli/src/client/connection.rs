@@ -92,13 +92,27 @@ pub async fn connect(server: &ServerUrl, ca_cert: Option<&Path>, timeout: Durati
         Ok(Ok(channel)) => Ok(channel),
         Ok(Err(e)) => Err(ClientError::Connect {
             server: server.uri.clone(),
-            reason: error_chain(&e),
+            reason: with_hint(error_chain(&e), ca_cert.is_some()),
         }),
         Err(_) => Err(ClientError::Connect {
             server: server.uri.clone(),
             reason: format!("no connection within {}", super::duration::format_duration(timeout)),
         }),
     }
+}
+
+/// A connection failure's reason with what to do about it, where that is clear.
+fn with_hint(reason: String, has_ca_cert: bool) -> String {
+    let hint = if reason.contains("CaUsedAsEndEntity") {
+        " (the server presents a CA certificate; it needs a certificate issued by that CA)"
+    } else if reason.contains("invalid peer certificate") && !reason.contains("not valid for name") && !has_ca_cert {
+        " (for a self-signed or private CA certificate, pass the CA with --ca-cert)"
+    } else if reason.contains("Connection refused") {
+        " (is the server running? see --server)"
+    } else {
+        ""
+    };
+    format!("{reason}{hint}")
 }
 
 fn tls_config(server: &ServerUrl, ca_cert: Option<&Path>) -> Result<ClientTlsConfig, ClientError> {
@@ -245,6 +259,17 @@ mod tests {
         assert!(BearerAuth::new("  ", "--api-key", Duration::from_secs(1)).is_err());
         assert!(BearerAuth::new("a b", "--api-key", Duration::from_secs(1)).is_err());
         assert!(BearerAuth::new("clé", "--api-key", Duration::from_secs(1)).is_err());
+    }
+
+    #[test]
+    fn connection_failures_say_what_to_do() {
+        let untrusted = "transport error: invalid peer certificate: UnknownIssuer";
+        assert!(with_hint(untrusted.into(), false).ends_with("pass the CA with --ca-cert)"));
+        assert_eq!(with_hint(untrusted.into(), true), untrusted);
+        let name = "invalid peer certificate: certificate not valid for name \"127.0.0.1\"";
+        assert_eq!(with_hint(name.into(), false), name);
+        let refused = "tcp connect error: Connection refused (os error 111)";
+        assert!(with_hint(refused.into(), false).ends_with("see --server)"));
     }
 
     #[test]

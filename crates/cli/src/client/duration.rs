@@ -49,6 +49,14 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(total)
 }
 
+/// Parses `--timeout`: a duration that is not zero.
+pub fn parse_timeout(text: &str) -> Result<Duration, String> {
+    match parse_duration(text)? {
+        d if d.is_zero() => Err("a timeout of 0 would fail every call".to_owned()),
+        d => Ok(d),
+    }
+}
+
 /// Formats a duration the way [`parse_duration`] reads it, e.g. `1h30m`, `500ms`, `0s`.
 pub fn format_duration(duration: Duration) -> String {
     let mut millis = duration.as_millis();
@@ -116,6 +124,13 @@ mod tests {
         ] {
             assert!(parse_duration(bad).is_err(), "{bad:?} was accepted");
         }
+    }
+
+    #[test]
+    fn a_zero_timeout_is_refused() {
+        assert!(parse_timeout("0").is_err());
+        assert!(parse_timeout("0s").is_err());
+        assert_eq!(parse_timeout("2m"), Ok(Duration::from_secs(120)));
     }
 
     #[test]

@@ -204,7 +204,7 @@ fn print_keys(keys: &[pb::ApiKey], with_revoked: bool) -> Result<(), ClientError
     if with_revoked {
         headers.push("REVOKED");
     }
-    let mut table = Table::new(&headers);
+    let mut table = Table::new(&headers).cut("DESCRIPTION");
     for k in keys {
         table.row(vec![
             k.id.clone(),

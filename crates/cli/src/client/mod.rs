@@ -77,7 +77,7 @@ pub struct GlobalArgs {
     #[arg(long, global = true, env = "PORTCULLIS_CA_CERT", value_name = "FILE")]
     pub ca_cert: Option<PathBuf>,
     /// Deadline of every call to the server, e.g. `30s`, `2m`.
-    #[arg(long, global = true, default_value = "30s", value_name = "DURATION", value_parser = duration::parse_duration)]
+    #[arg(long, global = true, default_value = "30s", value_name = "DURATION", value_parser = duration::parse_timeout)]
     pub timeout: Duration,
 }
 

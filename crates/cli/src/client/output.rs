@@ -26,13 +26,15 @@ pub struct OutputArg {
     pub output: Format,
 }
 
-/// Most characters a table cell shows before it is cut (descriptions, details).
+/// Most characters a cell of a free-text column shows before it is cut.
 const MAX_CELL: usize = 60;
 
 /// A table: a header row and rows of cells, rendered with aligned columns.
 #[derive(Debug, Clone)]
 pub struct Table {
     headers: Vec<&'static str>,
+    /// Per column: whether long cells are cut (free text); ids and digests never are.
+    cut: Vec<bool>,
     rows: Vec<Vec<String>>,
 }
 
@@ -41,8 +43,19 @@ impl Table {
     pub fn new(headers: &[&'static str]) -> Table {
         Table {
             headers: headers.to_vec(),
+            cut: vec![false; headers.len()],
             rows: Vec::new(),
         }
+    }
+
+    /// Cuts long cells of the column `header` (descriptions, details) at [`MAX_CELL`].
+    pub fn cut(mut self, header: &str) -> Table {
+        for (flag, h) in self.cut.iter_mut().zip(&self.headers) {
+            if *h == header {
+                *flag = true;
+            }
+        }
+        self
     }
 
     /// Adds a row; missing cells are shown as `-`, surplus ones are dropped.
@@ -59,7 +72,12 @@ impl Table {
             .iter()
             .map(|row| {
                 (0..columns)
-                    .map(|i| cell(row.get(i).map_or("", String::as_str)))
+                    .map(|i| {
+                        cell(
+                            row.get(i).map_or("", String::as_str),
+                            self.cut.get(i).copied().unwrap_or(false),
+                        )
+                    })
                     .collect()
             })
             .collect();
@@ -112,14 +130,14 @@ pub fn render_fields(fields: &[(&str, String)]) -> String {
     out
 }
 
-/// One table cell: control characters as spaces, cut at [`MAX_CELL`] characters, `-` when
-/// empty, so every row stays one line and every column has a word.
-fn cell(text: &str) -> String {
+/// One table cell: control characters as spaces, `-` when empty, so every row stays one
+/// line and every column has a word; cut at [`MAX_CELL`] characters when `cut`.
+fn cell(text: &str, cut: bool) -> String {
     let text = single_line(text);
     if text.is_empty() {
         return "-".to_owned();
     }
-    if text.chars().count() > MAX_CELL {
+    if cut && text.chars().count() > MAX_CELL {
         let mut cut: String = text.chars().take(MAX_CELL - 1).collect();
         cut.push('…');
         return cut;
@@ -231,17 +249,18 @@ mod tests {
     }
 
     #[test]
-    fn cells_stay_on_one_line_and_are_cut_when_long() {
-        let mut t = Table::new(&["D"]);
-        t.row(vec!["two\nlines\tand a tab".into()]);
-        t.row(vec!["é".repeat(100)]);
+    fn cells_stay_on_one_line_and_free_text_is_cut_when_long() {
+        let mut t = Table::new(&["D", "DIGEST"]).cut("D");
+        t.row(vec!["two\nlines\tand a tab".into(), "x".into()]);
+        t.row(vec!["é".repeat(100), "d".repeat(100)]);
         let text = t.render();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 3);
-        assert_eq!(lines.get(1).copied(), Some("two lines and a tab"));
-        let long = lines.get(2).copied().unwrap_or_default();
+        assert!(lines[1].starts_with("two lines and a tab  "), "{text}");
+        let (long, digest) = lines[2].split_once("  ").unwrap();
         assert_eq!(long.chars().count(), MAX_CELL);
         assert!(long.ends_with('…'));
+        assert_eq!(digest, "d".repeat(100), "an uncut column keeps its text");
     }
 
     #[test]

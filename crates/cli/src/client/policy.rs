@@ -161,7 +161,8 @@ pub async fn run(ctx: &Ctx<'_>, command: &PolicyCommand) -> Result<(), ClientErr
             match out.output {
                 Format::Json => print_json(&Value::Array(policies.iter().map(summary_json).collect())),
                 Format::Table => {
-                    let mut table = Table::new(&["NAME", "REVISION", "DESCRIPTION", "UPDATED", "ID"]);
+                    let mut table =
+                        Table::new(&["NAME", "REVISION", "DESCRIPTION", "UPDATED", "ID"]).cut("DESCRIPTION");
                     for p in &policies {
                         table.row(vec![
                             p.name.clone(),

@@ -160,7 +160,8 @@ pub async fn run(ctx: &Ctx<'_>, command: &RulesetCommand) -> Result<(), ClientEr
                         .collect(),
                 )),
                 Format::Table => {
-                    let mut table = Table::new(&["NAME", "REVISION", "RULES", "DESCRIPTION", "UPDATED", "ID"]);
+                    let mut table =
+                        Table::new(&["NAME", "REVISION", "RULES", "DESCRIPTION", "UPDATED", "ID"]).cut("DESCRIPTION");
                     for r in &items {
                         table.row(vec![
                             r.name.clone(),

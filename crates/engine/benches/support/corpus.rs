@@ -89,7 +89,10 @@ pub const VARIANTS: [Variant; 14] = [
 impl Variant {
     /// Whether the three checks must block a workload with this variant.
     pub fn violates(self) -> bool {
-        !matches!(self, Variant::Clean | Variant::PrivilegedFalse | Variant::HostFalse | Variant::CapsBaseline)
+        !matches!(
+            self,
+            Variant::Clean | Variant::PrivilegedFalse | Variant::HostFalse | Variant::CapsBaseline
+        )
     }
 }
 
@@ -143,10 +146,29 @@ impl Rng {
 }
 
 const APPS: [&str; 12] = [
-    "checkout", "payments", "catalog", "search", "ledger", "notifier", "gateway", "reporting", "auth", "inventory",
-    "billing", "recommender",
+    "checkout",
+    "payments",
+    "catalog",
+    "search",
+    "ledger",
+    "notifier",
+    "gateway",
+    "reporting",
+    "auth",
+    "inventory",
+    "billing",
+    "recommender",
 ];
-const NAMESPACES: [&str; 8] = ["shop", "payments", "data", "platform", "ml", "edge", "dev", "monitoring"];
+const NAMESPACES: [&str; 8] = [
+    "shop",
+    "payments",
+    "data",
+    "platform",
+    "ml",
+    "edge",
+    "dev",
+    "monitoring",
+];
 const BASELINE_OK: [&str; 13] = [
     "AUDIT_WRITE",
     "CHOWN",
@@ -183,7 +205,14 @@ pub fn review(index: u64) -> Generated {
     let app = rng.pick(&APPS);
     let namespace = rng.pick(&NAMESPACES);
     let name = format!("{app}-{}", rng.hex(5));
-    let uid = format!("{}-{}-{}-{}-{}", rng.hex(8), rng.hex(4), rng.hex(4), rng.hex(4), rng.hex(12));
+    let uid = format!(
+        "{}-{}-{}-{}-{}",
+        rng.hex(8),
+        rng.hex(4),
+        rng.hex(4),
+        rng.hex(4),
+        rng.hex(12)
+    );
 
     let is_pod = kind == "Pod";
     let spec = pod_spec(&mut rng, app, variant, is_pod);
@@ -237,11 +266,18 @@ pub fn review(index: u64) -> Generated {
             },
         }),
         _ => {
-            let api_version = if group.is_empty() { version.to_owned() } else { format!("{group}/{version}") };
+            let api_version = if group.is_empty() {
+                version.to_owned()
+            } else {
+                format!("{group}/{version}")
+            };
             let mut s = Map::new();
             if kind != "Job" {
                 s.insert("replicas".into(), json!(rng.range(1, 12)));
-                s.insert("selector".into(), json!({"matchLabels": {"app.kubernetes.io/name": app}}));
+                s.insert(
+                    "selector".into(),
+                    json!({"matchLabels": {"app.kubernetes.io/name": app}}),
+                );
             }
             if kind == "StatefulSet" {
                 s.insert("serviceName".into(), json!(app));
@@ -390,10 +426,22 @@ fn pod_spec(rng: &mut Rng, app: &str, variant: Variant, is_pod: bool) -> Value {
 
 fn image(rng: &mut Rng, app: &str) -> String {
     match rng.below(5) {
-        0 => format!("registry.example.com/{app}/server:{}.{}.{}", rng.range(1, 5), rng.range(0, 20), rng.range(0, 9)),
+        0 => format!(
+            "registry.example.com/{app}/server:{}.{}.{}",
+            rng.range(1, 5),
+            rng.range(0, 20),
+            rng.range(0, 9)
+        ),
         1 => format!("registry.example.com/{app}/server@sha256:{}", rng.hex(64)),
-        2 => format!("ghcr.io/example/{app}:v{}.{}@sha256:{}", rng.range(1, 3), rng.range(0, 9), rng.hex(64)),
-        3 => rng.pick(&["nginx:1.27", "redis:7.4-alpine", "busybox", "envoyproxy/envoy:v1.31.2"]).to_owned(),
+        2 => format!(
+            "ghcr.io/example/{app}:v{}.{}@sha256:{}",
+            rng.range(1, 3),
+            rng.range(0, 9),
+            rng.hex(64)
+        ),
+        3 => rng
+            .pick(&["nginx:1.27", "redis:7.4-alpine", "busybox", "envoyproxy/envoy:v1.31.2"])
+            .to_owned(),
         _ => format!("mirror.example.com/library/{app}:latest"),
     }
 }
@@ -418,9 +466,15 @@ fn container(
     c.insert("image".into(), json!(image(rng, app)));
     c.insert("imagePullPolicy".into(), json!("IfNotPresent"));
     if list == 1 {
-        c.insert("command".into(), json!(["/bin/sh", "-c", format!("until nslookup {app}-db; do sleep 2; done")]));
+        c.insert(
+            "command".into(),
+            json!(["/bin/sh", "-c", format!("until nslookup {app}-db; do sleep 2; done")]),
+        );
     } else {
-        c.insert("args".into(), json!(["--listen=:8080", format!("--log-level={}", rng.pick(&["info", "warn"]))]));
+        c.insert(
+            "args".into(),
+            json!(["--listen=:8080", format!("--log-level={}", rng.pick(&["info", "warn"]))]),
+        );
     }
     let env: Vec<Value> = (0..rng.range(1, 7))
         .map(|i| match i % 3 {
@@ -431,7 +485,10 @@ fn container(
         .collect();
     c.insert("env".into(), Value::Array(env));
     if list == 0 {
-        c.insert("ports".into(), json!([{"name": "http", "containerPort": 8080 + index, "protocol": "TCP"}]));
+        c.insert(
+            "ports".into(),
+            json!([{"name": "http", "containerPort": 8080 + index, "protocol": "TCP"}]),
+        );
         c.insert(
             "livenessProbe".into(),
             json!({"httpGet": {"path": "/healthz", "port": 8080 + index}, "initialDelaySeconds": 5, "periodSeconds": 10, "failureThreshold": 3}),

@@ -94,8 +94,7 @@ const RESTRICTED_VOLUME_SOURCES: [&str; 21] = [
     "storageos",
 ];
 
-/// Prefix of the deprecated per-container AppArmor annotations.
-const APPARMOR_ANNOTATION_PREFIX: &str = "container.apparmor.security.beta.kubernetes.io/";
+use crate::k8s::APPARMOR_ANNOTATION_PREFIX;
 
 fn sc(c: &Container) -> Option<&SecurityContext> {
     c.security_context.as_ref()

@@ -1,0 +1,241 @@
+//! `portcullis up` and `portcullis serve policy-store` as processes: the one ready line,
+//! the bootstrap key file, real gRPC calls, and a clean exit 0 on SIGTERM / SIGINT.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    missing_docs
+)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use portcullis_bus::testing::NatsServer;
+use portcullis_policy_store::testing::{TestDatabase, authed};
+use portcullis_proto::policystore::v1 as pb;
+use portcullis_proto::policystore::v1::auth_service_client::AuthServiceClient;
+use portcullis_proto::policystore::v1::policy_service_client::PolicyServiceClient;
+use portcullis_proto::policystore::v1::tenant_service_client::TenantServiceClient;
+
+const OPERATOR_KEY: &str = "operator-key-for-cli-tests";
+
+const POLICY: &str = r#"{"name":"cliPolicy","default":{"rules":[{"type":"podSecurityContext","action":"block","statement":{"properties":[{"key":"hostNetwork","value":"true"}]}}]}}"#;
+
+/// A server process: its ready line's URL, and the rest of its stdout when it ends.
+struct Running {
+    child: Child,
+    url: String,
+    lines: mpsc::Receiver<String>,
+}
+
+fn portcullis(args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_portcullis"));
+    command
+        .args(args)
+        .env("PORTCULLIS_OPERATOR_KEY", OPERATOR_KEY)
+        .env_remove("PORTCULLIS_SERVICE_TOKEN")
+        .env_remove("PORTCULLIS_DATABASE_URL")
+        .env_remove("PORTCULLIS_NATS_URL")
+        .env_remove("PORTCULLIS_LISTEN")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    command
+}
+
+fn start(args: &[&str], prefix: &str) -> Running {
+    let mut child = portcullis(args).spawn().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let Ok(first) = lines.recv_timeout(Duration::from_secs(60)) else {
+        let _ = child.kill();
+        let mut stderr = String::new();
+        child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+        panic!("no ready line; stderr:\n{stderr}");
+    };
+    let url = first
+        .strip_prefix(prefix)
+        .unwrap_or_else(|| panic!("ready line {first:?} does not start with {prefix:?}"))
+        .to_owned();
+    assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+    Running { child, url, lines }
+}
+
+/// Sends `signal`, waits for the exit, and checks it was 0 and that stdout had nothing more.
+fn stop(mut running: Running, signal: &str) {
+    let status = Command::new("kill")
+        .args([format!("-{signal}"), running.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let exit = loop {
+        if let Some(exit) = running.child.try_wait().unwrap() {
+            break exit;
+        }
+        if Instant::now() > deadline {
+            let _ = running.child.kill();
+            panic!("did not exit within 30 s of SIG{signal}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    running
+        .child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert_eq!(exit.code(), Some(0), "exit {exit:?}; stderr:\n{stderr}");
+    let more: Vec<String> = running.lines.try_iter().collect();
+    assert!(more.is_empty(), "stdout has exactly one line; also got {more:?}");
+}
+
+async fn apply_policy(url: &str, key: &str) -> pb::ApplyPolicyResponse {
+    let mut policies = PolicyServiceClient::connect(url.to_owned()).await.unwrap();
+    policies
+        .apply_policy(authed(
+            key,
+            pb::ApplyPolicyRequest {
+                document_json: POLICY.to_owned(),
+                expected_revision: None,
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+fn read_key(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap().trim().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_bootstraps_serves_and_drains() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data_arg = data.to_str().unwrap();
+    let args = ["up", "--data-dir", data_arg, "--listen", "127.0.0.1:0"];
+
+    let first = start(&args, "portcullis listening on ");
+    let key_file = data.join("bootstrap-admin.key");
+    let key = read_key(&key_file);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+    let who = AuthServiceClient::connect(first.url.clone())
+        .await
+        .unwrap()
+        .who_am_i(authed(&key, pb::WhoAmIRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(who.tenant_id, "default");
+    assert_eq!(who.role, portcullis_proto::common::v1::Role::Admin as i32);
+    let applied = apply_policy(&first.url, &key).await;
+    assert!(applied.created);
+    stop(first, "TERM");
+
+    // The second start keeps the data and never rewrites the key file.
+    let second = start(&args, "portcullis listening on ");
+    assert_eq!(read_key(&key_file), key);
+    let again = apply_policy(&second.url, &key).await;
+    assert!(!again.created && !again.changed, "identical apply writes nothing");
+    assert_eq!(again.policy.unwrap().revision, 1);
+    stop(second, "INT");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_policy_store_runs_on_postgres_and_nats() {
+    let database = TestDatabase::create().await.unwrap();
+    let nats = NatsServer::start().await.unwrap();
+    let nats_url = nats.url();
+    let running = start(
+        &[
+            "serve",
+            "policy-store",
+            "--database-url",
+            &database.url,
+            "--nats-url",
+            &nats_url,
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        "portcullis policy-store listening on ",
+    );
+    let created = TenantServiceClient::connect(running.url.clone())
+        .await
+        .unwrap()
+        .create_tenant(authed(
+            OPERATOR_KEY,
+            pb::CreateTenantRequest {
+                name: "CLI tenant".to_owned(),
+                id: "cli".to_owned(),
+                admin_key_expires_at: None,
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let applied = apply_policy(&running.url, &created.admin_key).await;
+    assert_eq!(applied.policy.unwrap().revision, 1);
+    stop(running, "TERM");
+}
+
+#[test]
+fn serve_refuses_plain_text_on_a_public_address() {
+    // Refused before any connection is tried: the URLs point nowhere.
+    let output = portcullis(&[
+        "serve",
+        "policy-store",
+        "--database-url",
+        "postgres://nobody@127.0.0.1:1/none",
+        "--nats-url",
+        "nats://127.0.0.1:1",
+        "--listen",
+        "0.0.0.0:50051",
+    ])
+    .output()
+    .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(output.stdout.is_empty());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("without TLS"), "{stderr}");
+}
+
+#[test]
+fn up_refuses_a_short_operator_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = portcullis(&[
+        "up",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+    ])
+    .env("PORTCULLIS_OPERATOR_KEY", "short")
+    .output()
+    .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("PORTCULLIS_OPERATOR_KEY"), "{stderr}");
+}
