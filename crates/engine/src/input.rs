@@ -290,15 +290,28 @@ pub fn parse_document(json: &[u8]) -> Result<Vec<Subject>, InputError> {
     Ok(out)
 }
 
+/// serde's message, without the engine's internal type names (`expected struct Envelope`).
+fn plain_message(message: String) -> String {
+    match message.split_once("expected struct ") {
+        Some((head, rest)) => {
+            let tail = rest.trim_start_matches(|c: char| c.is_alphanumeric());
+            format!("{head}expected an object{tail}")
+        }
+        None => message,
+    }
+}
+
 fn json_error(prefix: &str, e: serde_path_to_error::Error<serde_json::Error>) -> InputError {
     let path = e.path().to_string();
+    // serde_path_to_error writes `?` where it cannot tell (input that ends early).
+    let path = if path == "?" { ".".to_owned() } else { path };
     let path = match (prefix.is_empty(), path.as_str()) {
         (true, ".") => "(document)".to_owned(),
         (true, _) => path,
         (false, ".") => prefix.to_owned(),
         (false, _) => format!("{prefix}.{path}"),
     };
-    InputError::new(path, e.into_inner().to_string())
+    InputError::new(path, plain_message(e.into_inner().to_string()))
 }
 
 fn from_json<'a, T: Deserialize<'a>>(json: &'a [u8], prefix: &str) -> Result<T, InputError> {
@@ -324,15 +337,12 @@ fn parse_into(json: &[u8], depth: usize, prefix: &str, out: &mut Vec<Subject>) -
     };
     let kind = env.kind.clone().unwrap_or_default();
 
-    if let Some(items) = env
-        .items
-        .as_ref()
-        .filter(|_| kind.kind.ends_with("List") && !kind.is_gvk)
-    {
+    if kind.kind.ends_with("List") && !kind.is_gvk && env.request.is_none() {
         if depth >= MAX_LIST_DEPTH {
             return Err(InputError::new(here("items"), "Lists nested too deeply"));
         }
-        for (i, item) in items.iter().enumerate() {
+        // `items: null` (or none) is an empty List, as Kubernetes reads it.
+        for (i, item) in env.items.iter().flatten().enumerate() {
             parse_into(item.get().as_bytes(), depth + 1, &here(&format!("items[{i}]")), out)?;
         }
         return Ok(());

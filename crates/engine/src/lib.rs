@@ -16,3 +16,4 @@ pub mod pss;
 pub mod runtime;
 pub mod scan;
 mod serde_util;
+pub mod yaml;

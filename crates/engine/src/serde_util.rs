@@ -27,6 +27,7 @@ pub(crate) fn parse_json<T: DeserializeOwned>(text: &[u8]) -> Result<T, FieldErr
 
 /// Parses a YAML document (one document), naming the failing field's path on error.
 pub(crate) fn parse_yaml<T: DeserializeOwned>(text: &str) -> Result<T, FieldError> {
+    crate::yaml::check_depth(text).map_err(|e| FieldError::new("(document)", e))?;
     serde_path_to_error::deserialize(yaml_serde::Deserializer::from_str(text)).map_err(path_error)
 }
 

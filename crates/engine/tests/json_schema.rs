@@ -87,8 +87,11 @@ fn schema_describes_the_document_of_policy_md() {
     for field in ["name", "description", "xdrEnabled", "default", "namespaced", "runtime"] {
         assert!(schema["properties"].get(field).is_some(), "property {field}");
     }
-    // Vision One's read-only fields are accepted but not part of the published shape.
-    assert!(schema["properties"].get("id").is_none());
+    // Vision One's read-only fields are accepted (and ignored) by the parser, so an exported
+    // policy must validate against the schema too.
+    for field in ["id", "createdDateTime", "updatedDateTime"] {
+        assert!(schema["properties"].get(field).is_some(), "property {field}");
+    }
 
     let mut rule_types = enumerated(definition(&schema, "RuleType"));
     rule_types.sort();

@@ -43,8 +43,8 @@ pub fn parse_document(source_name: &str, bytes: &[u8]) -> Result<LoadedDocument,
     let value: Value = if text.trim_start().starts_with('{') {
         serde_json::from_str(text).map_err(|e| ClientError::input(format!("{source_name}: invalid JSON: {e}")))?
     } else {
-        yaml_serde::from_str(text)
-            .map_err(|e| ClientError::input(format!("{source_name}: invalid YAML: {}", one_line(&e.to_string()))))?
+        portcullis_engine::yaml::from_str(text)
+            .map_err(|e| ClientError::input(format!("{source_name}: invalid YAML: {}", one_line(&e))))?
     };
     let Value::Object(mut map) = value else {
         return Err(ClientError::input(format!(

@@ -43,17 +43,14 @@ pub struct PolicyDocument {
     /// Runtime rulesets (cluster-wide).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runtime: Option<RuntimeSection>,
-    /// Vision One's policy id: ignored.
+    /// Vision One's policy id: accepted and ignored.
     #[serde(default, rename = "id", skip_serializing)]
-    #[schemars(skip)]
     pub ignored_id: Option<serde_json::Value>,
-    /// Vision One's creation time: ignored.
+    /// Vision One's creation time: accepted and ignored.
     #[serde(default, rename = "createdDateTime", skip_serializing)]
-    #[schemars(skip)]
     pub ignored_created: Option<serde_json::Value>,
-    /// Vision One's update time: ignored.
+    /// Vision One's update time: accepted and ignored.
     #[serde(default, rename = "updatedDateTime", skip_serializing)]
-    #[schemars(skip)]
     pub ignored_updated: Option<serde_json::Value>,
 }
 

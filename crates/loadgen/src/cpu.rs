@@ -1,0 +1,161 @@
+//! CPU use of processes during a measurement, from `/proc` (Linux; elsewhere nothing is
+//! reported). Times are in clock ticks of `USER_HZ`, which Linux fixes at 100 per second
+//! for user space on every architecture we run on.
+
+use std::collections::HashMap;
+
+/// Clock ticks per second in `/proc` (`USER_HZ`).
+const TICKS_PER_SECOND: f64 = 100.0;
+
+/// `utime + stime` of a process, from the text of `/proc/PID/stat`. The command name may
+/// hold spaces and parentheses, so fields are counted after its last `)`.
+pub fn ticks_from_stat(stat: &str) -> Option<u64> {
+    let rest = stat.get(stat.rfind(')')? + 1..)?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // After the name: state is field 3 of the line, utime 14 and stime 15.
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// The command name of a process, from `/proc/PID/stat`.
+fn comm_from_stat(stat: &str) -> Option<&str> {
+    let start = stat.find('(')? + 1;
+    let end = stat.rfind(')')?;
+    stat.get(start..end)
+}
+
+fn process_ticks(pid: u32) -> Option<u64> {
+    ticks_from_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// Ticks of every process named `comm`, by pid.
+fn ticks_by_comm(comm: &str) -> HashMap<u32, u64> {
+    let mut found = HashMap::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return found;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        if comm_from_stat(&stat) == Some(comm)
+            && let Some(ticks) = ticks_from_stat(&stat)
+        {
+            found.insert(pid, ticks);
+        }
+    }
+    found
+}
+
+/// Busy and total ticks of the whole machine, from the `cpu` line of `/proc/stat`, and the
+/// number of cores (its `cpuN` lines; not the affinity mask, which taskset narrows).
+fn machine_ticks() -> Option<(u64, u64, usize)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let cores = stat
+        .lines()
+        .filter(|l| {
+            l.strip_prefix("cpu")
+                .is_some_and(|r| r.starts_with(|c: char| c.is_ascii_digit()))
+        })
+        .count();
+    let values: Vec<u64> = line.split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
+    let total: u64 = values.iter().sum();
+    // idle and iowait are fields 4 and 5.
+    let idle = values.get(3).copied().unwrap_or(0) + values.get(4).copied().unwrap_or(0);
+    Some((total.saturating_sub(idle), total, cores.max(1)))
+}
+
+/// A snapshot at the start of a measurement.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    server: Option<(u32, u64)>,
+    generator: Option<u64>,
+    comms: Vec<(String, HashMap<u32, u64>)>,
+    machine: Option<(u64, u64, usize)>,
+}
+
+/// CPU use over a measurement, in percent of one core (200 = both cores of two).
+#[derive(Debug, Clone, Default)]
+pub struct Usage {
+    /// The server process.
+    pub server: Option<f64>,
+    /// This generator.
+    pub generator: Option<f64>,
+    /// Each watched command name, summed over its processes.
+    pub comms: Vec<(String, f64)>,
+    /// The whole machine (every process, ours and others').
+    pub machine: Option<f64>,
+}
+
+impl Snapshot {
+    /// Reads the counters now.
+    pub fn take(server_pid: Option<u32>, comms: &[String]) -> Snapshot {
+        Snapshot {
+            server: server_pid.and_then(|pid| Some((pid, process_ticks(pid)?))),
+            generator: process_ticks(std::process::id()),
+            comms: comms.iter().map(|c| (c.clone(), ticks_by_comm(c))).collect(),
+            machine: machine_ticks(),
+        }
+    }
+
+    /// Usage since this snapshot, over `seconds` of wall time.
+    pub fn usage_since(&self, seconds: f64) -> Usage {
+        let percent = |ticks: u64| (ticks as f64 / TICKS_PER_SECOND) / seconds * 100.0;
+        let server = self
+            .server
+            .and_then(|(pid, before)| Some(percent(process_ticks(pid)?.saturating_sub(before))));
+        let generator = self
+            .generator
+            .and_then(|before| Some(percent(process_ticks(std::process::id())?.saturating_sub(before))));
+        let comms = self
+            .comms
+            .iter()
+            .map(|(comm, before)| {
+                // Processes present at both ends; a pooled connection's backend lives that long.
+                let after = ticks_by_comm(comm);
+                let used: u64 = after
+                    .iter()
+                    .map(|(pid, now)| now.saturating_sub(before.get(pid).copied().unwrap_or(*now)))
+                    .sum();
+                (comm.clone(), percent(used))
+            })
+            .collect();
+        let machine = self.machine.and_then(|(busy0, total0, cores)| {
+            let (busy1, total1, _) = machine_ticks()?;
+            let total = total1.saturating_sub(total0);
+            // /proc/stat sums all cores: busy share × number of cores = percent of one core.
+            (total > 0).then(|| busy1.saturating_sub(busy0) as f64 / total as f64 * 100.0 * cores as f64)
+        });
+        Usage {
+            server,
+            generator,
+            comms,
+            machine,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
+    use super::*;
+
+    #[test]
+    fn stat_fields_are_counted_after_the_command_name() {
+        let stat = "4242 (tokio (worker) 1) S 1 4242 4242 0 -1 4194560 120 0 0 0 1500 250 0 0 20 0 3 0 99 0 0";
+        assert_eq!(ticks_from_stat(stat), Some(1750));
+        assert_eq!(comm_from_stat(stat), Some("tokio (worker) 1"));
+        assert_eq!(ticks_from_stat("4242 (short) S 1"), None);
+    }
+
+    #[test]
+    fn this_process_has_cpu_ticks() {
+        assert!(process_ticks(std::process::id()).is_some());
+    }
+}
