@@ -75,8 +75,8 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Eval(args) => eval::run(args),
         Command::Validate(args) => validate::run(args),
-        Command::Up(args) => server::up(args),
-        Command::Serve(args) => server::serve(args),
+        Command::Up(args) => server::up(args, cli.client.operator_key.as_deref()),
+        Command::Serve(args) => server::serve(args, cli.client.operator_key.as_deref()),
         Command::Client(command) => Ok(client::run(&cli.client, command)),
     };
     match result {

@@ -105,16 +105,16 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 }
 
 /// Runs `portcullis up` until SIGINT or SIGTERM.
-pub fn up(args: &UpArgs) -> Result<ExitStatus> {
+pub fn up(args: &UpArgs, operator_key: Option<&str>) -> Result<ExitStatus> {
     init_tracing();
-    runtime()?.block_on(run_up(args))
+    runtime()?.block_on(run_up(args, credentials(operator_key)?))
 }
 
 /// Runs `portcullis serve ...` until SIGINT or SIGTERM.
-pub fn serve(args: &ServeArgs) -> Result<ExitStatus> {
+pub fn serve(args: &ServeArgs, operator_key: Option<&str>) -> Result<ExitStatus> {
     init_tracing();
     match &args.service {
-        ServeService::PolicyStore(ps) => runtime()?.block_on(run_policy_store(ps)),
+        ServeService::PolicyStore(ps) => runtime()?.block_on(run_policy_store(ps, credentials(operator_key)?)),
     }
 }
 
@@ -134,8 +134,17 @@ fn create_data_dir(dir: &Path) -> Result<PathBuf> {
         .with_context(|| format!("resolving {}", dir.display()))
 }
 
-async fn run_up(args: &UpArgs) -> Result<ExitStatus> {
-    let credentials = Credentials::from_env().map_err(anyhow::Error::msg)?;
+/// The operator key (the global `--operator-key`, which also reads `PORTCULLIS_OPERATOR_KEY`)
+/// and the service token (`PORTCULLIS_SERVICE_TOKEN`).
+fn credentials(operator_key: Option<&str>) -> Result<Credentials> {
+    let operator_key = operator_key.filter(|k| !k.is_empty()).map(str::to_owned);
+    let service_token = std::env::var(portcullis_server::auth::SERVICE_TOKEN_ENV)
+        .ok()
+        .filter(|v| !v.is_empty());
+    Credentials::new(operator_key, service_token).map_err(anyhow::Error::msg)
+}
+
+async fn run_up(args: &UpArgs, credentials: Credentials) -> Result<ExitStatus> {
     let data_dir = create_data_dir(&args.data_dir)?;
     let database = data_dir.join("portcullis.db");
     let store = Store::connect_with(&sqlite_url(&database), store_options())
@@ -155,8 +164,7 @@ async fn run_up(args: &UpArgs) -> Result<ExitStatus> {
     wait_and_stop(server).await
 }
 
-async fn run_policy_store(args: &PolicyStoreArgs) -> Result<ExitStatus> {
-    let credentials = Credentials::from_env().map_err(anyhow::Error::msg)?;
+async fn run_policy_store(args: &PolicyStoreArgs, credentials: Credentials) -> Result<ExitStatus> {
     let mut config = ServerConfig::new(args.listen, Mode::Distributed);
     config.tls = args.tls.files();
     // Before connecting anywhere: a refused listener should fail fast.

@@ -38,7 +38,7 @@ pub fn policies_of(index: usize, tenants: usize, policies: usize) -> usize {
 pub fn policy_document(tenant: usize, policy: usize) -> String {
     let mut doc = String::new();
     let tag = if policy.is_multiple_of(2) { "latest" } else { "dev" };
-    let severity = ["low", "medium", "high", "critical"]
+    let severity = ["low", "medium", "high", "medium"]
         .get(policy % 4)
         .copied()
         .unwrap_or("high");

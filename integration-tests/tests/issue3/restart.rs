@@ -105,17 +105,13 @@ pub async fn restart_keeps_everything(server: &mut TestServer) {
         expected_generation: None,
     });
     admin.clusters.update_cluster_settings(req).await.unwrap();
-    let req = admin.req(pb::HeartbeatRequest {
+    let mut connector = admin.with_key(&cluster.connector_key);
+    let req = connector.req(pb::HeartbeatRequest {
         cluster: None,
         connector_version: "1.4.2".to_owned(),
         kubernetes_version: "v1.33.1".to_owned(),
     });
-    admin
-        .with_key(&cluster.connector_key)
-        .clusters
-        .heartbeat(req)
-        .await
-        .unwrap();
+    connector.clusters.heartbeat(req).await.unwrap();
 
     let before = snapshot(&mut admin, &mut operator, &mut b).await;
     assert_eq!(before.history.len(), 2);
