@@ -413,7 +413,10 @@ pub async fn revoked_key_stops_working(server: &mut TestServer) {
         expires_at: None,
     });
     let rotated = admin.clusters.rotate_connector_key(req).await.unwrap().into_inner();
-    assert_eq!(rotated.previous_key_ids, [cluster.connector_key_id.clone()]);
+    assert_eq!(
+        rotated.previous_key_ids,
+        std::slice::from_ref(&cluster.connector_key_id)
+    );
     expect_code(old.effective(None).await, Code::Unauthenticated);
     let mut new = admin.with_key(&rotated.connector_key);
     assert_eq!(new.effective(None).await.unwrap().cluster_name, "edge");

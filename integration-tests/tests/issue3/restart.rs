@@ -13,17 +13,12 @@ use crate::support::{
     policy_with_refs, ruleset_doc, subscribe,
 };
 
-/// What a key looks like, without its last-used time (which using it may move).
-fn key_facts(key: &pb::ApiKey) -> (String, i32, String, String, Option<i64>, Option<i64>, Option<i64>) {
-    (
-        key.id.clone(),
-        key.role,
-        key.cluster_id.clone(),
-        key.secret_prefix.clone(),
-        key.created_at.map(|t| t.seconds),
-        key.expires_at.map(|t| t.seconds),
-        key.revoked_at.map(|t| t.seconds),
-    )
+/// A key without its last-used time (which using it may move).
+fn key_facts(key: &pb::ApiKey) -> pb::ApiKey {
+    pb::ApiKey {
+        last_used_at: None,
+        ..key.clone()
+    }
 }
 
 struct Snapshot {
@@ -31,7 +26,7 @@ struct Snapshot {
     history: Vec<pb::PolicyRevisionInfo>,
     first_revision: pb::Policy,
     cluster: pb::Cluster,
-    keys: Vec<(String, i32, String, String, Option<i64>, Option<i64>, Option<i64>)>,
+    keys: Vec<pb::ApiKey>,
     audit: Vec<pb::AuditEntry>,
     rulesets: Vec<pb::Ruleset>,
     attestors: Vec<pb::Attestor>,
