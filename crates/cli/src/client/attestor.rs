@@ -2,16 +2,16 @@
 
 use clap::Subcommand;
 use portcullis_engine::attestor::Attestor as EngineDocument;
+use portcullis_engine::policy::FieldError;
+use portcullis_proto::common::v1::PageRequest;
 use portcullis_proto::policystore::v1 as pb;
-use serde_json::{Value, json};
+use serde_json::json;
+use tonic::Status;
 
-use super::document::{self, document_with_identity};
 use super::error::ClientError;
-use super::output::{
-    Format, OutputArg, Table, print_json, print_line, print_table, render_fields, time_cell, time_json,
-};
-use super::policy::print_applied;
-use super::{Ctx, KeyChoice, all_pages, by_name, missing, next_token};
+use super::named_document::{self, NamedDocument, Stored};
+use super::output::OutputArg;
+use super::{Conn, Ctx, by_name, next_token};
 
 /// `attestor` subcommands.
 #[derive(Debug, Subcommand)]
@@ -64,6 +64,92 @@ impl AttestorCommand {
     }
 }
 
+/// The attestor resource for the shared named-document commands.
+struct Attestors;
+
+impl NamedDocument for Attestors {
+    const KIND: &'static str = "attestor";
+    const NONE_LISTED: &'static str = "No attestors.";
+    const EXTRA_COLUMN: &'static str = "TYPE";
+    const EXTRA_KEY: &'static str = "type";
+    type Engine = EngineDocument;
+    type Record = pb::Attestor;
+    type Client = pb::attestor_service_client::AttestorServiceClient<super::Svc>;
+
+    fn validate(parsed: &EngineDocument) -> Result<(), Vec<FieldError>> {
+        parsed.validate()
+    }
+
+    fn stored(r: &pb::Attestor) -> Stored {
+        Stored {
+            id: r.id.clone(),
+            name: r.name.clone(),
+            revision: r.revision,
+            document_json: r.document_json.clone(),
+            description: r.description.clone(),
+            author_key_id: r.author_key_id.clone(),
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+            extra_json: json!(r.attestor_type),
+            extra_cell: r.attestor_type.clone(),
+        }
+    }
+
+    fn client(conn: &Conn) -> Self::Client {
+        conn.attestors()
+    }
+
+    async fn apply(
+        mut client: Self::Client,
+        document_json: String,
+        expected_revision: Option<u64>,
+    ) -> Result<(Option<pb::Attestor>, bool, bool), Status> {
+        let r = client
+            .apply_attestor(pb::ApplyAttestorRequest {
+                document_json,
+                expected_revision,
+            })
+            .await?
+            .into_inner();
+        Ok((r.attestor, r.created, r.changed))
+    }
+
+    async fn get(mut client: Self::Client, name: &str) -> Result<Option<pb::Attestor>, Status> {
+        let r = client
+            .get_attestor(pb::GetAttestorRequest {
+                attestor: by_name(name),
+            })
+            .await?
+            .into_inner();
+        Ok(r.attestor)
+    }
+
+    async fn list(
+        mut client: Self::Client,
+        page: PageRequest,
+        name_filter: String,
+    ) -> Result<(Vec<pb::Attestor>, String), Status> {
+        let r = client
+            .list_attestors(pb::ListAttestorsRequest {
+                page: Some(page),
+                name_filter,
+            })
+            .await?
+            .into_inner();
+        Ok((r.attestors, next_token(r.page)))
+    }
+
+    async fn delete(mut client: Self::Client, name: &str) -> Result<String, Status> {
+        let r = client
+            .delete_attestor(pb::DeleteAttestorRequest {
+                attestor: by_name(name),
+            })
+            .await?
+            .into_inner();
+        Ok(r.id)
+    }
+}
+
 /// Runs a `attestor` subcommand.
 pub async fn run(ctx: &Ctx<'_>, command: &AttestorCommand) -> Result<(), ClientError> {
     match command {
@@ -71,127 +157,11 @@ pub async fn run(ctx: &Ctx<'_>, command: &AttestorCommand) -> Result<(), ClientE
             file,
             expected_revision,
             out,
-        } => {
-            let doc = document::load(file)?;
-            let parsed: EngineDocument = document::to_engine(&doc)?;
-            parsed.validate().map_err(|errors| document::invalid(&doc, errors))?;
-            let conn = ctx.connect(KeyChoice::Tenant).await?;
-            let response = conn
-                .attestors()
-                .apply_attestor(pb::ApplyAttestorRequest {
-                    document_json: doc.json(),
-                    expected_revision: *expected_revision,
-                })
-                .await
-                .map_err(|s| conn.error(s))?
-                .into_inner();
-            let r = response.attestor.ok_or_else(missing("attestor"))?;
-            print_applied(
-                "attestor",
-                &r.name,
-                &r.id,
-                r.revision,
-                response.created,
-                response.changed,
-                out.output,
-            )
-        }
-        AttestorCommand::Get { name, out } => {
-            let conn = ctx.connect(KeyChoice::Tenant).await?;
-            let response = conn
-                .attestors()
-                .get_attestor(pb::GetAttestorRequest {
-                    attestor: by_name(name),
-                })
-                .await
-                .map_err(|s| conn.error(s))?
-                .into_inner();
-            let r = response.attestor.ok_or_else(missing("attestor"))?;
-            let document = document_with_identity(&r.document_json, &r.id, r.revision)?;
-            match out.output {
-                Format::Json => print_json(&document),
-                Format::Table => {
-                    let fields = render_fields(&[
-                        ("Name", r.name.clone()),
-                        ("Id", r.id.clone()),
-                        ("Revision", r.revision.to_string()),
-                        ("Description", r.description.clone()),
-                        ("Author", r.author_key_id.clone()),
-                        ("Created", time_cell(r.created_at.as_ref())),
-                        ("Updated", time_cell(r.updated_at.as_ref())),
-                    ]);
-                    let body: Value = serde_json::from_str(&r.document_json).unwrap_or(Value::Null);
-                    let body = serde_json::to_string_pretty(&body).unwrap_or_default();
-                    print_line(&format!("{fields}Document:\n{body}"))
-                }
-            }
-        }
+        } => named_document::apply::<Attestors>(ctx, file, *expected_revision, out.output).await,
+        AttestorCommand::Get { name, out } => named_document::get::<Attestors>(ctx, name, out.output).await,
         AttestorCommand::List { filter, out } => {
-            let conn = ctx.connect(KeyChoice::Tenant).await?;
-            let client = conn.attestors();
-            let name_filter = filter.clone().unwrap_or_default();
-            let items = all_pages(None, |page| {
-                let mut client = client.clone();
-                let request = pb::ListAttestorsRequest {
-                    page: Some(page),
-                    name_filter: name_filter.clone(),
-                };
-                async move {
-                    let r = client.list_attestors(request).await?.into_inner();
-                    Ok((r.attestors, next_token(r.page)))
-                }
-            })
-            .await
-            .map_err(|s| conn.error(s))?;
-            match out.output {
-                Format::Json => print_json(&Value::Array(
-                    items
-                        .iter()
-                        .map(|r| {
-                            json!({
-                                "id": r.id,
-                                "name": r.name,
-                                "revision": r.revision,
-                                "description": r.description,
-                                "type": r.attestor_type,
-                                "author": r.author_key_id,
-                                "created": time_json(r.created_at.as_ref()),
-                                "updated": time_json(r.updated_at.as_ref()),
-                            })
-                        })
-                        .collect(),
-                )),
-                Format::Table => {
-                    let mut table =
-                        Table::new(&["NAME", "REVISION", "TYPE", "DESCRIPTION", "UPDATED", "ID"]).cut("DESCRIPTION");
-                    for r in &items {
-                        table.row(vec![
-                            r.name.clone(),
-                            r.revision.to_string(),
-                            r.attestor_type.clone(),
-                            r.description.clone(),
-                            time_cell(r.updated_at.as_ref()),
-                            r.id.clone(),
-                        ]);
-                    }
-                    print_table(&table, "No attestors.")
-                }
-            }
+            named_document::list::<Attestors>(ctx, filter.as_deref(), out.output).await
         }
-        AttestorCommand::Delete { name, out } => {
-            let conn = ctx.connect(KeyChoice::Tenant).await?;
-            let response = conn
-                .attestors()
-                .delete_attestor(pb::DeleteAttestorRequest {
-                    attestor: by_name(name),
-                })
-                .await
-                .map_err(|s| conn.error(s))?
-                .into_inner();
-            match out.output {
-                Format::Json => print_json(&json!({"id": response.id, "name": name})),
-                Format::Table => print_line(&format!("attestor {name} deleted")),
-            }
-        }
+        AttestorCommand::Delete { name, out } => named_document::delete::<Attestors>(ctx, name, out.output).await,
     }
 }

@@ -14,6 +14,7 @@ mod document;
 mod duration;
 mod error;
 mod key;
+mod named_document;
 mod output;
 mod policy;
 mod ruleset;
