@@ -116,11 +116,12 @@ impl Snapshot {
             .comms
             .iter()
             .map(|(comm, before)| {
-                // Processes present at both ends; a pooled connection's backend lives that long.
+                // A process started during the window (a new pooled connection's backend)
+                // counts whole; one that ended during it is missed (approximate).
                 let after = ticks_by_comm(comm);
                 let used: u64 = after
                     .iter()
-                    .map(|(pid, now)| now.saturating_sub(before.get(pid).copied().unwrap_or(*now)))
+                    .map(|(pid, now)| now.saturating_sub(before.get(pid).copied().unwrap_or(0)))
                     .sum();
                 (comm.clone(), percent(used))
             })

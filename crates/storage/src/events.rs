@@ -54,11 +54,13 @@ pub fn topic_of(payload: &pe::event_envelope::Payload) -> &'static str {
     }
 }
 
-/// An encoded envelope, ready for the outbox.
+/// An encoded envelope, ready for the outbox, with the envelope itself (for the store's
+/// commit listeners).
 pub(crate) struct EncodedEvent {
     pub event_id: String,
     pub topic: &'static str,
     pub payload: Vec<u8>,
+    pub envelope: pe::EventEnvelope,
 }
 
 /// Builds and encodes the envelope of one event.
@@ -88,6 +90,7 @@ pub(crate) fn envelope(
         event_id,
         topic,
         payload: envelope.encode_to_vec(),
+        envelope,
     }
 }
 

@@ -32,4 +32,4 @@ pub use model::*;
 pub use outbox::{EventSink, OutboxEvent, OutboxRelay, RelayConfig, RelayError};
 pub use policies::PolicyHistory;
 pub use scans::MAX_SUMMARY_DIGESTS;
-pub use store::{Backend, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Store, StoreOptions, is_valid_tenant_id};
+pub use store::{Backend, CommitListener, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Store, StoreOptions, is_valid_tenant_id};

@@ -1,11 +1,12 @@
 //! The store: one connection pool, the migrations, and the transaction helper every write
 //! goes through (audit entry and outbox event in the same transaction as the change).
 
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock, Weak};
 use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use portcullis_proto::events::v1::EventEnvelope;
 use portcullis_proto::events::v1::event_envelope::Payload;
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
@@ -82,6 +83,18 @@ pub(crate) struct Inner {
     pub outbox_signal: Arc<Notify>,
     /// Lets one relay of this process drain at a time (SQLite has no row locks).
     pub relay_lock: Arc<tokio::sync::Mutex<()>>,
+    /// Told about the events of every commit (see [`CommitListener`]).
+    pub listeners: RwLock<Vec<Weak<dyn CommitListener>>>,
+}
+
+/// Told, synchronously, about the events of every transaction of a store (and its clones)
+/// right after it commits and before the writing method returns: an in-process cache can
+/// drop what changed before the caller hears of the change. Other processes learn of it
+/// from the bus instead.
+pub trait CommitListener: Send + Sync + 'static {
+    /// The events `events` (in the order written) were committed. Must be quick and must
+    /// not block: it runs inside the writing call.
+    fn committed(&self, events: &[EventEnvelope]);
 }
 
 impl std::fmt::Debug for Store {
@@ -165,6 +178,7 @@ impl Store {
                 producer: options.producer,
                 outbox_signal: Arc::new(Notify::new()),
                 relay_lock: relay_lock_for(url),
+                listeners: RwLock::new(Vec::new()),
             }),
         };
         store.migrate().await?;
@@ -215,6 +229,21 @@ impl Store {
         self.inner.outbox_signal.notify_one();
     }
 
+    /// Registers `listener` for the events of every later commit of this store (and its
+    /// clones), for as long as it lives: the store keeps only a weak reference.
+    pub fn add_commit_listener(&self, listener: Weak<dyn CommitListener>) {
+        let mut listeners = self.inner.listeners.write().unwrap_or_else(PoisonError::into_inner);
+        listeners.retain(|l| l.strong_count() > 0);
+        listeners.push(listener);
+    }
+
+    fn notify_committed(&self, events: &[EventEnvelope]) {
+        let listeners = self.inner.listeners.read().unwrap_or_else(PoisonError::into_inner);
+        for listener in listeners.iter().filter_map(Weak::upgrade) {
+            listener.committed(events);
+        }
+    }
+
     /// Begins a write transaction on behalf of `actor`.
     pub(crate) async fn write<'a>(&'a self, actor: &'a Actor) -> StoreResult<Tx<'a>> {
         let db = self
@@ -231,7 +260,7 @@ impl Store {
             store: self,
             actor,
             now,
-            events: 0,
+            events: Vec::new(),
         })
     }
 
@@ -254,7 +283,8 @@ pub(crate) struct Tx<'a> {
     pub actor: &'a Actor,
     /// The time of the change (truncated to microseconds, as stored).
     pub now: OffsetDateTime,
-    events: usize,
+    /// The events written so far, for the commit listeners.
+    events: Vec<EventEnvelope>,
 }
 
 impl Tx<'_> {
@@ -302,16 +332,17 @@ impl Tx<'_> {
         })
         .exec(&self.db)
         .await?;
-        self.events += 1;
+        self.events.push(encoded.envelope);
         Ok(())
     }
 
-    /// Commits, then wakes the relays if events were written.
+    /// Commits, then (if events were written) tells the commit listeners and wakes the relays.
     pub async fn commit(self) -> StoreResult<()> {
         let events = self.events;
         let store = self.store;
         self.db.commit().await?;
-        if events > 0 {
+        if !events.is_empty() {
+            store.notify_committed(&events);
             store.notify_outbox();
         }
         Ok(())

@@ -9,12 +9,18 @@
 //! that need the request (a connector key only for its own cluster).
 //!
 //! Beside the gRPC services, [`PolicyStore::start_background`] runs the outbox relay (events
-//! to the bus through [`BusSink`]) and a periodic sweep of rotated connector keys;
-//! [`Background::shutdown`] stops both and flushes the outbox once more.
+//! to the bus through [`BusSink`]), a periodic sweep of rotated connector keys, and the
+//! follower of other replicas' changes that keeps the [`cache`]s honest;
+//! [`Background::shutdown`] stops them and flushes the outbox once more.
+//!
+//! Connector calls are served from in-process caches of key introspections and effective
+//! policies (at most 30 s old, dropped at once on this process's changes and on the bus
+//! events of the others'): see [`cache`].
 //!
 //! Starting a whole server: see `portcullis up` / `portcullis serve policy-store` in the CLI,
 //! and the `testing` feature ([`testing::TestServer`]) for tests.
 
+pub mod cache;
 mod cluster;
 pub mod convert;
 pub mod error;
@@ -31,17 +37,20 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use portcullis_bus::Bus;
+use portcullis_bus::{Bus, StartFrom, TopicFilter};
 use portcullis_proto::policystore::v1 as pb;
 use portcullis_server::status::invalid_field;
 use portcullis_server::{
     AuthState, Authenticator, BoxFuture, Caller, Credentials, GrpcServer, PermissionTable, Role, TenantKey,
 };
+use portcullis_storage::events::{TOPIC_APIKEY_REVOKED, TOPIC_CLUSTER_CHANGED, TOPIC_POLICY_CHANGED};
 use portcullis_storage::{NewTenant, OutboxRelay, RelayConfig, ResourceRef, Store, StoreError};
+use prost::Message as _;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tonic::Status;
 
+pub use cache::{CacheOptions, Caches};
 pub use running::RunningServer;
 pub use sink::BusSink;
 
@@ -51,16 +60,27 @@ use crate::error::store_status;
 /// Largest request accepted (scan reports can be large).
 const MAX_REQUEST_BYTES: usize = 16 * 1024 * 1024;
 
-/// The policy store's gRPC services, over one store. Cheap to clone.
+/// The policy store's gRPC services, over one store. Cheap to clone (clones share the
+/// caches).
 #[derive(Debug, Clone)]
 pub struct PolicyStore {
     store: Store,
+    caches: Arc<Caches>,
 }
 
 impl PolicyStore {
-    /// The services over `store`.
+    /// The services over `store`, with the default caches.
     pub fn new(store: Store) -> PolicyStore {
-        PolicyStore { store }
+        PolicyStore::with_cache_options(store, CacheOptions::default())
+    }
+
+    /// The services over `store`, with caches sized and timed by `options`. The caches hear
+    /// of every commit of `store` (and its clones) at once.
+    pub fn with_cache_options(store: Store, options: CacheOptions) -> PolicyStore {
+        let caches = Arc::new(Caches::new(options));
+        let listener: std::sync::Weak<Caches> = Arc::downgrade(&caches);
+        store.add_commit_listener(listener);
+        PolicyStore { store, caches }
     }
 
     /// The store.
@@ -68,10 +88,17 @@ impl PolicyStore {
         &self.store
     }
 
-    /// The authenticator of tenant keys: the store's own introspection.
+    /// The caches of key introspections and effective policies.
+    pub fn caches(&self) -> &Caches {
+        &self.caches
+    }
+
+    /// The authenticator of tenant keys: the store's own introspection, through the key
+    /// cache.
     pub fn authenticator(&self) -> StoreAuthenticator {
         StoreAuthenticator {
             store: self.store.clone(),
+            caches: self.caches.clone(),
         }
     }
 
@@ -132,9 +159,15 @@ impl PolicyStore {
         }
     }
 
-    /// Starts the outbox relay (publishing to `bus`) and the rotated-key sweep.
+    /// Starts the outbox relay (publishing to `bus`), the rotated-key sweep, and the
+    /// follower of `bus` events that drops cache entries other replicas made stale.
     pub fn start_background(&self, bus: Bus, options: BackgroundOptions) -> Background {
         let (stop_tx, stop_rx) = watch::channel(false);
+        let follow_task = {
+            let (bus, caches) = (bus.clone(), self.caches.clone());
+            let stop = stopped(stop_rx.clone());
+            tokio::spawn(follow_changes(bus, caches, stop))
+        };
         let relay = Arc::new(OutboxRelay::with_config(
             self.store.clone(),
             BusSink::new(bus),
@@ -167,8 +200,55 @@ impl PolicyStore {
         Background {
             stop: stop_tx,
             relay,
-            tasks: vec![relay_task, sweep_task],
+            tasks: vec![relay_task, sweep_task, follow_task],
             flush_timeout: options.flush_timeout,
+        }
+    }
+}
+
+/// Applies the bus's `apikey.revoked`, `cluster.changed` and `policy.changed` events to
+/// `caches` until `stop`. The events of this process's own commits were applied already;
+/// these are for other replicas'. While not subscribed, changes may be missed: the caches
+/// are cleared after every (re)subscription, and their TTL bounds what is missed meanwhile.
+async fn follow_changes(bus: Bus, caches: Arc<Caches>, stop: impl std::future::Future<Output = ()>) {
+    tokio::pin!(stop);
+    let filter = TopicFilter::topics([TOPIC_APIKEY_REVOKED, TOPIC_CLUSTER_CHANGED, TOPIC_POLICY_CHANGED]);
+    loop {
+        let subscribed = tokio::select! {
+            () = &mut stop => return,
+            subscribed = bus.subscribe_broadcast(&filter, StartFrom::New) => subscribed,
+        };
+        match subscribed {
+            Ok(mut subscription) => {
+                // Entries filled before the subscription existed may predate a change it
+                // will never report.
+                caches.clear();
+                caches.set_following(true);
+                loop {
+                    let next = tokio::select! {
+                        () = &mut stop => return,
+                        next = subscription.next() => next,
+                    };
+                    let Some(received) = next else {
+                        tracing::warn!("the cache invalidation subscription ended; subscribing again");
+                        break;
+                    };
+                    match portcullis_proto::events::v1::EventEnvelope::decode(received.event.payload.as_ref()) {
+                        Ok(envelope) => caches.apply(&envelope),
+                        Err(e) => {
+                            tracing::warn!(error = %e, subject = %received.event.subject(), "undecodable event; clearing the caches");
+                            caches.clear();
+                        }
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "subscribing to cache invalidations failed; retrying"),
+        }
+        caches.set_following(false);
+        caches.clear();
+        tokio::select! {
+            () = &mut stop => return,
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
     }
 }
@@ -199,7 +279,7 @@ impl Default for BackgroundOptions {
     }
 }
 
-/// The running relay and sweep.
+/// The running relay, sweep and cache follower.
 pub struct Background {
     stop: watch::Sender<bool>,
     relay: Arc<OutboxRelay<BusSink>>,
@@ -214,7 +294,7 @@ impl std::fmt::Debug for Background {
 }
 
 impl Background {
-    /// Stops the relay and the sweep, then publishes what is still in the outbox (within
+    /// Stops the relay, the sweep and the cache follower, then publishes what is still in the outbox (within
     /// the flush timeout). Returns how many events the final flush published; events it
     /// could not publish stay in the outbox for the next start.
     pub async fn shutdown(self) -> usize {
@@ -238,24 +318,32 @@ impl Background {
     }
 }
 
-/// Resolves tenant keys through the store (the policy store owns the keys).
+/// Resolves tenant keys through the store (the policy store owns the keys), reusing
+/// answers from the key cache (see [`cache`]). A cached answer does not move the key's
+/// last-used time, which therefore lags by up to the cache's TTL on top of its one-minute
+/// resolution.
 #[derive(Debug, Clone)]
 pub struct StoreAuthenticator {
     store: Store,
+    caches: Arc<Caches>,
 }
 
 impl Authenticator for StoreAuthenticator {
     fn authenticate<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<TenantKey, Status>> {
-        Box::pin(async move {
-            let identity = self.store.introspect(key).await.map_err(store_status)?;
-            Ok(TenantKey {
-                tenant_id: identity.tenant_id,
-                role: role_from_store(identity.role),
-                cluster_id: identity.cluster_id,
-                key_id: identity.key_id,
-                expires_at: identity.expires_at,
+        let read = || -> cache::Fetch<TenantKey> {
+            let (store, secret) = (self.store.clone(), key.to_owned());
+            Box::pin(async move {
+                let identity = store.introspect(&secret).await.map_err(store_status)?;
+                Ok(TenantKey {
+                    tenant_id: identity.tenant_id,
+                    role: role_from_store(identity.role),
+                    cluster_id: identity.cluster_id,
+                    key_id: identity.key_id,
+                    expires_at: identity.expires_at,
+                })
             })
-        })
+        };
+        Box::pin(self.caches.key(cache::key_hash(key), self.store.now(), read).get())
     }
 }
 

@@ -4,10 +4,11 @@ use portcullis_proto::policystore::v1 as pb;
 use portcullis_proto::policystore::v1::policy_service_server::PolicyService;
 use portcullis_server::Caller;
 use portcullis_server::status::invalid_field;
-use portcullis_storage::PolicyQuery;
+use portcullis_storage::{PolicyQuery, ResourceRef, Store};
 use tonic::{Request, Response, Status};
 
 use crate::PolicyStore;
+use crate::cache::Fetch;
 use crate::convert::{actor, optional_ref, page, page_response, policy_to_proto, required_ref, required_text};
 use crate::error::OrStatus;
 
@@ -206,13 +207,30 @@ impl PolicyService for PolicyStore {
         let tenant = caller.tenant_for(&req.tenant_id)?;
         let requested = optional_ref("cluster", req.cluster.clone())?;
         let cluster = self.cluster_of_caller(caller, tenant, requested).await?;
-        let effective = self.store.effective_policy(tenant, &cluster).await.or_status()?;
-        Ok(Response::new(pb::GetEffectivePolicyResponse {
-            cluster_id: effective.cluster_id,
-            cluster_name: effective.cluster_name,
-            policy: effective.policy.map(policy_to_proto),
-            settings: Some(effective.settings.to_proto()),
-            cluster_generation: effective.cluster_generation,
-        }))
+        let read = || -> Fetch<pb::GetEffectivePolicyResponse> {
+            Box::pin(read_effective(self.store.clone(), tenant.to_owned(), cluster.clone()))
+        };
+        let answer = match &cluster {
+            // Connectors name their cluster by id (or not at all): those answers are cached.
+            ResourceRef::Id(id) => self.caches.effective(tenant, id, read).get().await?,
+            ResourceRef::Name(_) => read().await?,
+        };
+        Ok(Response::new(answer))
     }
+}
+
+/// The effective policy of the tenant's cluster, from the store.
+async fn read_effective(
+    store: Store,
+    tenant: String,
+    cluster: ResourceRef,
+) -> Result<pb::GetEffectivePolicyResponse, Status> {
+    let effective = store.effective_policy(&tenant, &cluster).await.or_status()?;
+    Ok(pb::GetEffectivePolicyResponse {
+        cluster_id: effective.cluster_id,
+        cluster_name: effective.cluster_name,
+        policy: effective.policy.map(policy_to_proto),
+        settings: Some(effective.settings.to_proto()),
+        cluster_generation: effective.cluster_generation,
+    })
 }
