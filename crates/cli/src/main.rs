@@ -34,6 +34,9 @@ enum Command {
     Up(server::UpArgs),
     /// Runs one service in distributed mode (PostgreSQL, NATS) until SIGINT or SIGTERM.
     Serve(server::ServeArgs),
+    /// Sends an AdmissionReview to the admission service with a connector key (--api-key) and
+    /// prints the response AdmissionReview; exit 0 when allowed, 1 when denied.
+    Review(client::review::ReviewArgs),
     /// Client commands against a running server.
     #[command(flatten)]
     Client(client::ClientCommand),
@@ -77,6 +80,7 @@ fn main() -> ExitCode {
         Command::Validate(args) => validate::run(args),
         Command::Up(args) => server::up(args, cli.client.operator_key.as_deref()),
         Command::Serve(args) => server::serve(args, cli.client.operator_key.as_deref()),
+        Command::Review(args) => Ok(client::review::run(&cli.client, args)),
         Command::Client(command) => Ok(client::run(&cli.client, command)),
     };
     match result {

@@ -28,6 +28,8 @@ struct Up {
     child: Child,
     /// The URL from the ready line.
     url: String,
+    /// The admission service's URL.
+    admission_url: String,
     /// The bootstrap admin key of tenant `default`.
     admin_key: String,
     /// The operator key the server was started with.
@@ -56,11 +58,13 @@ impl Up {
             .as_nanos();
         let operator_key = format!("pc-operator-test-{:x}-{nanos:x}", std::process::id());
         let port = free_port();
+        let admission_port = free_port();
         let log = std::fs::File::create(dir.path("up.log")).unwrap();
         let mut cmd = Command::new(BIN);
         cmd.args(["up", "--data-dir"])
             .arg(&data)
             .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--admission-listen", &format!("127.0.0.1:{admission_port}")])
             .args(extra)
             .env("PORTCULLIS_OPERATOR_KEY", &operator_key)
             .stdin(Stdio::null())
@@ -113,9 +117,13 @@ impl Up {
             .trim()
             .to_owned();
         assert!(!admin_key.is_empty(), "empty bootstrap key");
+        // The admission URL has the same scheme as the store's.
+        let scheme = if url.starts_with("https://") { "https" } else { "http" };
+        let admission_url = format!("{scheme}://127.0.0.1:{admission_port}");
         Up {
             child,
             url,
+            admission_url,
             admin_key,
             operator_key,
             dir,
@@ -520,4 +528,78 @@ fn https_with_a_self_signed_certificate_and_ca_cert() {
         &up.run_at(&plain, Some(&up.admin_key), &[], &["policy", "list"]),
         "policy list",
     );
+}
+
+#[test]
+fn review_prints_the_response_and_exits_by_the_verdict() {
+    let up = Up::start();
+    let policy = up.dir.path("policy.json");
+    std::fs::write(
+        &policy,
+        r#"{"name":"reviewTest","default":{"rules":[{"type":"podSecurityContext","action":"block","statement":{"properties":[{"key":"hostNetwork","value":"true"}]}}]}}"#,
+    )
+    .unwrap();
+    up.ok(&["policy", "apply", "-f", policy.to_str().unwrap()]);
+    let created = up.ok(&["cluster", "create", "review-cluster", "--policy", "reviewTest"]);
+    let connector_key = secret_alone(&created);
+    let review = |host_network: bool| {
+        serde_json::json!({
+            "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {
+                "uid": format!("uid-{host_network}"), "operation": "CREATE", "namespace": "apps",
+                "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                "resource": {"group": "", "version": "v1", "resource": "pods"},
+                "object": {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web"},
+                           "spec": {"hostNetwork": host_network, "containers": [{"name": "app", "image": "nginx:1.27"}]}}
+            }
+        })
+        .to_string()
+    };
+    let (denied_file, allowed_file, bad_file) = (
+        up.dir.path("denied.json"),
+        up.dir.path("allowed.json"),
+        up.dir.path("bad.json"),
+    );
+    std::fs::write(&denied_file, review(true)).unwrap();
+    std::fs::write(&allowed_file, review(false)).unwrap();
+    std::fs::write(&bad_file, "{\"apiVersion\": ").unwrap();
+    let run = |file: &std::path::Path| {
+        up.run_at(
+            &up.admission_url,
+            Some(&connector_key),
+            &[],
+            &["review", "-f", file.to_str().unwrap()],
+        )
+    };
+
+    let denied = run(&denied_file);
+    assert_eq!(denied.code, Some(1), "{}", denied.stderr);
+    let answer: Value = serde_json::from_str(&denied.stdout).unwrap();
+    assert_eq!(answer["response"]["uid"], "uid-true");
+    assert_eq!(answer["response"]["allowed"], false);
+    let message = answer["response"]["status"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("podSecurityContext violates rule with properties { hostNetwork:true }"),
+        "{message}"
+    );
+
+    let allowed = run(&allowed_file);
+    assert_eq!(allowed.code, Some(0), "{}", allowed.stderr);
+    let answer: Value = serde_json::from_str(&allowed.stdout).unwrap();
+    assert_eq!(answer["response"]["allowed"], true);
+
+    let bad = run(&bad_file);
+    assert_eq!(bad.code, Some(2));
+    assert!(bad.stdout.is_empty());
+    assert!(bad.stderr.starts_with("portcullis: review: "), "{}", bad.stderr);
+
+    // An admin key makes no admission decisions.
+    let admin = up.run_at(
+        &up.admission_url,
+        Some(&up.admin_key),
+        &[],
+        &["review", "-f", allowed_file.to_str().unwrap()],
+    );
+    assert_eq!(admin.code, Some(2));
+    assert!(admin.stderr.contains("may not call Review"), "{}", admin.stderr);
 }

@@ -17,8 +17,12 @@ use std::time::{Duration, Instant};
 
 use portcullis_bus::testing::NatsServer;
 use portcullis_policy_store::testing::{TestDatabase, authed};
+use portcullis_proto::admission::v1 as pa;
+use portcullis_proto::admission::v1::admission_service_client::AdmissionServiceClient;
+use portcullis_proto::common::v1 as pc;
 use portcullis_proto::policystore::v1 as pb;
 use portcullis_proto::policystore::v1::auth_service_client::AuthServiceClient;
+use portcullis_proto::policystore::v1::cluster_service_client::ClusterServiceClient;
 use portcullis_proto::policystore::v1::policy_service_client::PolicyServiceClient;
 use portcullis_proto::policystore::v1::tenant_service_client::TenantServiceClient;
 
@@ -72,6 +76,81 @@ fn start(args: &[&str], prefix: &str) -> Running {
         .to_owned();
     assert!(url.starts_with("http://127.0.0.1:"), "{url}");
     Running { child, url, lines }
+}
+
+/// Starts `up` (with its admission listener on a free port): the store's URL from the first
+/// ready line, the admission service's from the second.
+fn start_up(args: &[&str]) -> (Running, String) {
+    let mut all = args.to_vec();
+    all.extend(["--admission-listen", "127.0.0.1:0"]);
+    let running = start(&all, "portcullis listening on ");
+    let Ok(second) = running.lines.recv_timeout(Duration::from_secs(60)) else {
+        panic!("no admission ready line");
+    };
+    let admission = second
+        .strip_prefix("portcullis admission listening on ")
+        .unwrap_or_else(|| panic!("second ready line {second:?}"))
+        .to_owned();
+    (running, admission)
+}
+
+/// A Pod review with or without hostNetwork.
+fn pod_review(uid: &str, host_network: bool) -> Vec<u8> {
+    serde_json::json!({
+        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {
+            "uid": uid, "operation": "CREATE", "namespace": "apps",
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "object": {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web"},
+                       "spec": {"hostNetwork": host_network, "containers": [{"name": "app", "image": "nginx:1.27"}]}}
+        }
+    })
+    .to_string()
+    .into_bytes()
+}
+
+/// Registers a cluster with the `cliPolicy` policy; returns its connector key.
+async fn cluster_with_policy(url: &str, admin_key: &str, name: &str) -> String {
+    let mut clusters = ClusterServiceClient::connect(url.to_owned()).await.unwrap();
+    clusters
+        .register_cluster(authed(
+            admin_key,
+            pb::RegisterClusterRequest {
+                name: name.to_owned(),
+                policy: Some(pc::ResourceRef {
+                    r#ref: Some(pc::resource_ref::Ref::Name("cliPolicy".to_owned())),
+                }),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .connector_key
+}
+
+/// Reviews a hostNetwork pod (blocked by `cliPolicy`) and a plain one (allowed).
+async fn check_reviews(admission_url: &str, connector_key: &str) {
+    let mut admission = AdmissionServiceClient::connect(admission_url.to_owned()).await.unwrap();
+    for (uid, host_network) in [("blocked", true), ("allowed", false)] {
+        let answer = admission
+            .review(authed(
+                connector_key,
+                pa::ReviewRequest {
+                    admission_review_json: pod_review(uid, host_network).into(),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        let decision = answer.decision.unwrap();
+        assert_eq!(decision.uid, uid);
+        assert_eq!(decision.allowed, !host_network, "{decision:?}");
+        let json: serde_json::Value = serde_json::from_slice(&answer.admission_review_json).unwrap();
+        assert_eq!(json["response"]["allowed"], !host_network);
+    }
 }
 
 /// Sends `signal`, waits for the exit, and checks it was 0 and that stdout had nothing more.
@@ -131,7 +210,7 @@ async fn up_bootstraps_serves_and_drains() {
     let data_arg = data.to_str().unwrap();
     let args = ["up", "--data-dir", data_arg, "--listen", "127.0.0.1:0"];
 
-    let first = start(&args, "portcullis listening on ");
+    let (first, admission_url) = start_up(&args);
     let key_file = data.join("bootstrap-admin.key");
     let key = read_key(&key_file);
     #[cfg(unix)]
@@ -153,10 +232,13 @@ async fn up_bootstraps_serves_and_drains() {
     assert_eq!(who.role, portcullis_proto::common::v1::Role::Admin as i32);
     let applied = apply_policy(&first.url, &key).await;
     assert!(applied.created);
+    // `up` runs the admission service too, on its own listener.
+    let connector_key = cluster_with_policy(&first.url, &key, "up-cluster").await;
+    check_reviews(&admission_url, &connector_key).await;
     stop(first, "TERM");
 
     // The second start keeps the data and never rewrites the key file.
-    let second = start(&args, "portcullis listening on ");
+    let (second, _) = start_up(&args);
     assert_eq!(read_key(&key_file), key);
     let again = apply_policy(&second.url, &key).await;
     assert!(!again.created && !again.changed, "identical apply writes nothing");
@@ -199,6 +281,105 @@ async fn serve_policy_store_runs_on_postgres_and_nats() {
     let applied = apply_policy(&running.url, &created.admin_key).await;
     assert_eq!(applied.policy.unwrap().revision, 1);
     stop(running, "TERM");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_admission_judges_from_a_policy_store_over_nats() {
+    const SERVICE_TOKEN: &str = "service-token-for-cli-tests";
+    let database = TestDatabase::create().await.unwrap();
+    let nats = NatsServer::start().await.unwrap();
+    let nats_url = nats.url();
+    let with_token = |args: &[&str], prefix: &str| {
+        let mut child = portcullis(args)
+            .env("PORTCULLIS_SERVICE_TOKEN", SERVICE_TOKEN)
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let first = lines.recv_timeout(Duration::from_secs(60)).unwrap_or_else(|_| {
+            let _ = child.kill();
+            let mut stderr = String::new();
+            child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+            panic!("no ready line; stderr:\n{stderr}");
+        });
+        let url = first
+            .strip_prefix(prefix)
+            .unwrap_or_else(|| panic!("{first:?}"))
+            .to_owned();
+        Running { child, url, lines }
+    };
+    let store = with_token(
+        &[
+            "serve",
+            "policy-store",
+            "--database-url",
+            &database.url,
+            "--nats-url",
+            &nats_url,
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        "portcullis policy-store listening on ",
+    );
+    let admission = with_token(
+        &[
+            "serve",
+            "admission",
+            "--policy-store-url",
+            &store.url,
+            "--nats-url",
+            &nats_url,
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        "portcullis admission listening on ",
+    );
+    let created = TenantServiceClient::connect(store.url.clone())
+        .await
+        .unwrap()
+        .create_tenant(authed(
+            OPERATOR_KEY,
+            pb::CreateTenantRequest {
+                name: "Admission tenant".to_owned(),
+                id: "adm".to_owned(),
+                admin_key_expires_at: None,
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    apply_policy(&store.url, &created.admin_key).await;
+    let connector_key = cluster_with_policy(&store.url, &created.admin_key, "distributed").await;
+    check_reviews(&admission.url, &connector_key).await;
+    stop(admission, "TERM");
+    stop(store, "TERM");
+}
+
+#[test]
+fn serve_admission_needs_the_service_credential() {
+    let output = portcullis(&[
+        "serve",
+        "admission",
+        "--policy-store-url",
+        "http://127.0.0.1:1",
+        "--nats-url",
+        "nats://127.0.0.1:1",
+        "--listen",
+        "127.0.0.1:0",
+    ])
+    .output()
+    .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("PORTCULLIS_SERVICE_TOKEN"), "{stderr}");
 }
 
 #[test]

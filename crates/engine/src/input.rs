@@ -125,6 +125,10 @@ pub struct Subject {
     pub group: String,
     /// Kind of the object (`Deployment`).
     pub kind: String,
+    /// API version of the object's kind (`v1`; `request.kind.version`, else from `apiVersion`).
+    pub version: String,
+    /// Who made the request (`request.userInfo.username`); empty for bare objects.
+    pub user: String,
     /// The resource (`pods`), when known.
     pub resource: String,
     /// The subresource (`exec`, `ephemeralcontainers`), empty when none.
@@ -222,6 +226,15 @@ struct RequestFields {
     old_object: Option<ObjectFields>,
     #[serde(default)]
     dry_run: Option<bool>,
+    #[serde(default)]
+    user_info: Option<UserInfoField>,
+}
+
+/// `request.userInfo`: only the user name is kept.
+#[derive(Debug, Default, Deserialize)]
+struct UserInfoField {
+    #[serde(default, deserialize_with = "nullable")]
+    username: String,
 }
 
 /// Every top-level shape at once: an object, a List, a review or a bare request.
@@ -261,6 +274,8 @@ struct Envelope {
     old_object: Option<ObjectFields>,
     #[serde(default)]
     dry_run: Option<bool>,
+    #[serde(default)]
+    user_info: Option<UserInfoField>,
 }
 
 /// The typed object of a request.
@@ -392,6 +407,7 @@ fn parse_into(json: &[u8], depth: usize, prefix: &str, out: &mut Vec<Subject>) -
             object: env.object,
             old_object: env.old_object,
             dry_run: env.dry_run,
+            user_info: env.user_info,
         };
         out.push(subject_from_request(request, String::new(), prefix, json, "")?);
         return Ok(());
@@ -411,12 +427,15 @@ fn parse_into(json: &[u8], depth: usize, prefix: &str, out: &mut Vec<Subject>) -
         .filter(|n| !n.is_empty())
         .unwrap_or_else(|| "default".to_owned());
     let name = object_name(&metadata);
+    let version = version_of(&env.api_version).to_owned();
     out.push(Subject {
         uid: String::new(),
         review_api_version: String::new(),
         operation: Operation::Create,
         group,
         kind: kind.kind.clone(),
+        version,
+        user: String::new(),
         resource: String::new(),
         sub_resource: String::new(),
         namespace,
@@ -433,6 +452,11 @@ fn parse_into(json: &[u8], depth: usize, prefix: &str, out: &mut Vec<Subject>) -
         dry_run: false,
     });
     Ok(())
+}
+
+/// The version of an `apiVersion` (`apps/v1` → `v1`, `v1` → `v1`).
+pub fn version_of(api_version: &str) -> &str {
+    api_version.rsplit_once('/').map_or(api_version, |(_, v)| v)
 }
 
 /// The API group of an `apiVersion` (`apps/v1` → `apps`, `v1` → ``).
@@ -507,6 +531,8 @@ fn subject_from_request(
         operation,
         group: kind.group,
         kind: kind.kind,
+        version: kind.version,
+        user: r.user_info.map(|u| u.username).unwrap_or_default(),
         resource: r.resource.map(|x| x.resource).unwrap_or_default(),
         sub_resource: r.sub_resource,
         namespace,

@@ -99,6 +99,12 @@ fn apparmor_annotations<'de, D: Deserializer<'de>>(deserializer: D) -> Result<BT
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct OwnerReference {
+    /// Owner apiVersion (`apps/v1`).
+    #[serde(default, deserialize_with = "nullable")]
+    pub api_version: String,
+    /// Owner uid.
+    #[serde(default, deserialize_with = "nullable")]
+    pub uid: String,
     /// Owner kind.
     #[serde(default, deserialize_with = "nullable")]
     pub kind: String,

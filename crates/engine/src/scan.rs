@@ -502,6 +502,30 @@ impl ScanSummary {
         }
     }
 
+    /// A summary from its stored parts (what the policy store sends: counts, the most severe
+    /// finding, and per CVSS metric value the most severe finding having it). A pair naming
+    /// no value of its metric is ignored, as [`ScanSummary::max_severity_with`] would never
+    /// read it.
+    pub fn from_parts<'a>(
+        scanned_at: OffsetDateTime,
+        findings: usize,
+        max_severity: Option<Severity>,
+        cvss: impl IntoIterator<Item = (CvssMetric, &'a str, Severity)>,
+    ) -> ScanSummary {
+        let mut by_cvss = [None; 9];
+        for (metric, value, severity) in cvss {
+            if let Some(max) = cvss_slot(metric, value).and_then(|slot| by_cvss.get_mut(slot)) {
+                *max = (*max).max(Some(severity));
+            }
+        }
+        ScanSummary {
+            scanned_at,
+            findings,
+            max_severity,
+            by_cvss,
+        }
+    }
+
     /// The most severe finding whose CVSS v3 vector has `metric` = `value` (the lower-case
     /// name: `network`, `low`, ...); `None` when no finding has it (or `value` names no value
     /// of `metric`). Findings without a well-formed vector never count.

@@ -1,49 +1,108 @@
-//! `effective-policy`: GetEffectivePolicy with the seeded connector keys, in open loop (a
-//! fixed schedule) or closed loop (as fast as `--concurrency` callers get answers).
+//! The load driver every measuring subcommand shares: it runs a per-call async closure in
+//! open loop (a fixed schedule) or closed loop (as fast as `--concurrency` callers get
+//! answers), records latency and outcomes, reads CPU use, and reports.
+//!
+//! Open loop: call *i* is due at `start + i / rate` whatever happened to the earlier ones,
+//! and its latency counts from that intended time (no coordinated omission). The schedule
+//! runs on its own thread with `std::thread::sleep` (high-resolution timers, tens of
+//! microseconds late at worst) and hands each call to the runtime: tokio's timer has a
+//! resolution of one millisecond, which would add up to a millisecond of the generator's own
+//! lateness to every latency.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
+use clap::Args;
 use hdrhistogram::Histogram;
-use portcullis_proto::policystore::v1::GetEffectivePolicyRequest;
-use portcullis_proto::policystore::v1::policy_service_client::PolicyServiceClient;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tokio::time::Instant;
-use tonic::metadata::{AsciiMetadataValue, MetadataValue};
+use serde_json::json;
+use tokio::sync::Semaphore;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::LoadArgs;
 use crate::cpu::{Snapshot, Usage};
 
 /// Highest latency the histogram records exactly (longer ones are clamped to it).
 const MAX_LATENCY_US: u64 = 60_000_000;
 
-/// The connector keys of a keys file, as `authorization` values. Blank lines and `#`
-/// comments are skipped; the key is a line's last tab-separated field.
-pub fn parse_keys(text: &str) -> Result<Vec<AsciiMetadataValue>> {
-    let mut keys = Vec::new();
-    for (n, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let key = line.rsplit('\t').next().unwrap_or(line).trim();
-        let value = MetadataValue::try_from(format!("Bearer {key}"))
-            .with_context(|| format!("line {}: the key is not valid metadata", n + 1))?;
-        keys.push(value);
-    }
-    if keys.is_empty() {
-        bail!("no keys");
-    }
-    Ok(keys)
+/// The outcome of one call: `Err` carries the gRPC code name (or e.g. `bad-response`).
+pub type Outcome = Result<(), String>;
+
+/// The load flags every measuring subcommand takes.
+#[derive(Debug, Clone, Args)]
+pub struct LoadOptions {
+    /// Open loop: requests per second, started on schedule whatever the server does.
+    #[arg(long, conflicts_with = "closed_loop", required_unless_present = "closed_loop")]
+    pub rate: Option<f64>,
+    /// Closed loop: `--concurrency` callers, each sending its next request when the last
+    /// one is answered (measures the maximum rate).
+    #[arg(long)]
+    pub closed_loop: bool,
+    /// Callers in closed loop.
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// How long to measure: `30s`, `2m`, `500ms` or plain seconds.
+    #[arg(long, default_value = "30s", value_parser = crate::parse_duration)]
+    pub duration: Duration,
+    /// Load sent before measuring (same rate), not recorded.
+    #[arg(long, default_value = "5s", value_parser = crate::parse_duration)]
+    pub warmup: Duration,
+    /// HTTP/2 connections to the server; requests go over them in turn.
+    #[arg(long, default_value_t = 16)]
+    pub connections: usize,
+    /// Open loop: requests in flight beyond this are not sent and count as dropped.
+    #[arg(long, default_value_t = 20_000)]
+    pub max_in_flight: usize,
+    /// Per-request deadline.
+    #[arg(long, default_value = "5s", value_parser = crate::parse_duration)]
+    pub timeout: Duration,
+    /// Worker threads of the generator's runtime (1: a current-thread runtime).
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// The server's process id: its CPU use during the measurement is reported.
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+    /// Also report the summed CPU use of every process with this command name
+    /// (e.g. `postgres`); repeatable.
+    #[arg(long)]
+    pub watch_comm: Vec<String>,
+    /// A label for the result line (e.g. `before`, `after`).
+    #[arg(long, default_value = "")]
+    pub label: String,
+    /// Print the result as one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
-fn read_keys(path: &Path) -> Result<Vec<AsciiMetadataValue>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    parse_keys(&text).with_context(|| format!("in {}", path.display()))
+/// How the load is offered.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Mode {
+    /// A fixed schedule of `rate` calls per second.
+    Open {
+        /// Calls per second.
+        rate: f64,
+    },
+    /// `concurrency` callers back to back.
+    Closed {
+        /// Callers.
+        concurrency: usize,
+    },
+}
+
+impl LoadOptions {
+    /// The mode the flags ask for.
+    pub fn mode(&self) -> Result<Mode> {
+        match self.rate {
+            Some(rate) if self.closed_loop => bail!("--rate {rate} and --closed-loop exclude each other"),
+            Some(rate) if !(rate.is_finite() && rate > 0.0) => bail!("--rate must be a positive number"),
+            Some(rate) => Ok(Mode::Open { rate }),
+            None if self.closed_loop => Ok(Mode::Closed {
+                concurrency: self.concurrency.max(1),
+            }),
+            None => bail!("give --rate R or --closed-loop"),
+        }
+    }
 }
 
 /// What was measured.
@@ -69,7 +128,7 @@ impl Stats {
         })
     }
 
-    fn record(&mut self, latency: Duration, outcome: Result<(), String>) {
+    fn record(&mut self, latency: Duration, outcome: Outcome) {
         let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
         self.latency.saturating_record(micros.clamp(1, MAX_LATENCY_US));
         match outcome {
@@ -78,7 +137,8 @@ impl Stats {
         }
     }
 
-    fn error_count(&self) -> u64 {
+    /// Failed and dropped calls.
+    pub fn error_count(&self) -> u64 {
         self.errors.values().sum::<u64>() + self.dropped
     }
 }
@@ -89,15 +149,15 @@ fn with_stats<R>(stats: &Shared, f: impl FnOnce(&mut Stats) -> R) -> R {
     f(&mut stats.lock().unwrap_or_else(PoisonError::into_inner))
 }
 
-/// The connections.
-async fn connect(server: &str, connections: usize, timeout: Duration) -> Result<Vec<Channel>> {
+/// `--connections` HTTP/2 connections to `server`, each call with `--timeout`.
+pub async fn connect(server: &str, options: &LoadOptions) -> Result<Vec<Channel>> {
     let endpoint = Endpoint::from_shared(server.to_owned())
         .with_context(|| format!("--server {server:?}"))?
         .tcp_nodelay(true)
         .connect_timeout(Duration::from_secs(5))
-        .timeout(timeout);
-    let mut channels = Vec::with_capacity(connections);
-    for _ in 0..connections.max(1) {
+        .timeout(options.timeout);
+    let mut channels = Vec::with_capacity(options.connections.max(1));
+    for _ in 0..options.connections.max(1) {
         channels.push(
             endpoint
                 .connect()
@@ -108,108 +168,130 @@ async fn connect(server: &str, connections: usize, timeout: Duration) -> Result<
     Ok(channels)
 }
 
-/// One GetEffectivePolicy call with `key`; `Err(code)` for a failure.
-async fn call(channel: Channel, key: AsciiMetadataValue) -> Result<(), String> {
-    let mut request = tonic::Request::new(GetEffectivePolicyRequest::default());
-    request.metadata_mut().insert("authorization", key);
-    match PolicyServiceClient::new(channel).get_effective_policy(request).await {
-        Ok(response) => {
-            let answer = response.into_inner();
-            if answer.cluster_id.is_empty() || answer.policy.is_none() {
-                Err("bad-response".to_owned())
-            } else {
-                Ok(())
-            }
-        }
-        Err(status) => Err(format!("{:?}", status.code())),
-    }
+fn index(i: u64, len: usize) -> usize {
+    usize::try_from(i % len.max(1) as u64).unwrap_or(0)
 }
 
-/// Runs `effective-policy`.
-pub async fn run(args: &LoadArgs) -> Result<()> {
-    let keys = Arc::new(read_keys(&args.keys)?);
-    let channels = Arc::new(connect(&args.server, args.connections, args.timeout).await?);
-    // One call first: a wrong key file or server fails here, not as a wall of errors.
-    if let (Some(channel), Some(key)) = (channels.first(), keys.first())
-        && let Err(code) = call(channel.clone(), key.clone()).await
-    {
-        bail!("the first GetEffectivePolicy call failed: {code}");
+/// Runs the load: `call(i, channel)` makes call number `i` over `channel` (the connections
+/// are used in turn). One call is made first, unrecorded, so that a wrong server or key
+/// fails with its reason (`what` names the method) instead of a wall of errors.
+pub async fn drive<F, Fut>(options: &LoadOptions, channels: Vec<Channel>, what: &str, call: F) -> Result<Report>
+where
+    F: Fn(u64, Channel) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Outcome> + Send + 'static,
+{
+    let mode = options.mode()?;
+    let Some(first) = channels.first().cloned() else {
+        bail!("no connections");
+    };
+    if let Err(code) = call(0, first).await {
+        bail!("the first {what} call failed: {code}");
     }
+    let (call, channels) = (Arc::new(call), Arc::new(channels));
     let stats: Shared = Arc::new(Mutex::new(Stats::new()?));
     let start = Instant::now();
-    let measure_start = start + args.warmup;
-    let end = measure_start + args.duration;
+    let measure_start = start + options.warmup;
+    let end = measure_start + options.duration;
     let cpu = {
-        let (pid, comms) = (args.server_pid, args.watch_comm.clone());
+        let (pid, comms) = (options.server_pid, options.watch_comm.clone());
         tokio::spawn(async move {
-            tokio::time::sleep_until(measure_start).await;
+            tokio::time::sleep_until(tokio::time::Instant::from_std(measure_start)).await;
             let snapshot = Snapshot::take(pid, &comms);
             let begun = Instant::now();
-            tokio::time::sleep_until(end).await;
+            tokio::time::sleep_until(tokio::time::Instant::from_std(end)).await;
             snapshot.usage_since(begun.elapsed().as_secs_f64())
         })
     };
-    match args.rate {
-        Some(rate) if args.closed_loop => bail!("--rate {rate} and --closed-loop exclude each other"),
-        Some(rate) => {
-            if !(rate.is_finite() && rate > 0.0) {
-                bail!("--rate must be a positive number");
-            }
-            open_loop(args, rate, &keys, &channels, &stats, start, measure_start, end).await?;
-        }
-        None => closed_loop(args, &keys, &channels, &stats, measure_start, end).await?,
+    let window = Window {
+        start,
+        measure_start,
+        end,
+    };
+    match mode {
+        Mode::Open { rate } => open_loop(options, rate, call, channels, &stats, window).await?,
+        Mode::Closed { concurrency } => closed_loop(concurrency, call, channels, &stats, window).await?,
     }
     let usage = cpu.await.unwrap_or_default();
     let stats = Arc::try_unwrap(stats)
-        .map_err(|_| anyhow::anyhow!("calls still running after the drain"))?
+        .map_err(|_| anyhow!("calls still running after the drain"))?
         .into_inner()
         .unwrap_or_else(PoisonError::into_inner);
-    report(args, &stats, &usage);
-    Ok(())
+    Ok(Report {
+        label: options.label.clone(),
+        mode,
+        seconds: options.duration.as_secs_f64().max(f64::EPSILON),
+        stats,
+        usage,
+        notes: Vec::new(),
+    })
 }
 
-/// Starts call `i` at `start + i / rate` whatever happened to the earlier ones; latency
-/// counts from that intended time.
-#[allow(clippy::too_many_arguments)]
-async fn open_loop(
-    args: &LoadArgs,
-    rate: f64,
-    keys: &Arc<Vec<AsciiMetadataValue>>,
-    channels: &Arc<Vec<Channel>>,
-    stats: &Shared,
+/// The run's time marks.
+#[derive(Debug, Clone, Copy)]
+struct Window {
     start: Instant,
     measure_start: Instant,
     end: Instant,
-) -> Result<()> {
-    let limit = u32::try_from(args.max_in_flight.max(1)).unwrap_or(u32::MAX);
+}
+
+/// Starts call `i` at `start + i / rate` from a scheduling thread; latency counts from that
+/// intended time.
+async fn open_loop<F, Fut>(
+    options: &LoadOptions,
+    rate: f64,
+    call: Arc<F>,
+    channels: Arc<Vec<Channel>>,
+    stats: &Shared,
+    window: Window,
+) -> Result<()>
+where
+    F: Fn(u64, Channel) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Outcome> + Send + 'static,
+{
+    let limit = u32::try_from(options.max_in_flight.max(1)).unwrap_or(u32::MAX);
     let in_flight = Arc::new(Semaphore::new(limit as usize));
-    let mut i: u64 = 0;
-    loop {
-        let intended = start + Duration::from_secs_f64(i as f64 / rate);
-        if intended >= end {
-            break;
-        }
-        if intended > Instant::now() {
-            tokio::time::sleep_until(intended).await;
-        }
-        let record = intended >= measure_start;
-        let (Some(key), Some(channel)) = (keys.get(index(i, keys.len())), channels.get(index(i, channels.len())))
-        else {
-            bail!("no keys or no connections");
-        };
-        match in_flight.clone().try_acquire_owned() {
-            Ok(permit) => {
-                let (key, channel, stats) = (key.clone(), channel.clone(), stats.clone());
-                tokio::spawn(timed_call(channel, key, intended, record, stats, permit));
-            }
-            Err(_) => {
-                if record {
-                    with_stats(stats, |s| s.dropped += 1);
+    let runtime = tokio::runtime::Handle::current();
+    let scheduler = {
+        let (in_flight, stats) = (in_flight.clone(), stats.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut i: u64 = 0;
+            loop {
+                let intended = window.start + Duration::from_secs_f64(i as f64 / rate);
+                if intended >= window.end {
+                    break;
                 }
+                let now = Instant::now();
+                if intended > now {
+                    std::thread::sleep(intended - now);
+                }
+                let record = intended >= window.measure_start;
+                let Some(channel) = channels.get(index(i, channels.len())).cloned() else {
+                    break;
+                };
+                match in_flight.clone().try_acquire_owned() {
+                    Ok(permit) => {
+                        let pending = call(i, channel);
+                        let stats = stats.clone();
+                        runtime.spawn(async move {
+                            let outcome = pending.await;
+                            if record {
+                                let latency = intended.elapsed();
+                                with_stats(&stats, |s| s.record(latency, outcome));
+                            }
+                            drop(permit);
+                        });
+                    }
+                    Err(_) => {
+                        if record {
+                            with_stats(&stats, |s| s.dropped += 1);
+                        }
+                    }
+                }
+                i += 1;
             }
-        }
-        i += 1;
-    }
+        })
+    };
+    scheduler.await.context("the scheduling thread failed")?;
     // Every permit back: every call answered (or timed out).
     let _all = in_flight
         .acquire_many(limit)
@@ -218,56 +300,37 @@ async fn open_loop(
     Ok(())
 }
 
-fn index(i: u64, len: usize) -> usize {
-    usize::try_from(i % len.max(1) as u64).unwrap_or(0)
-}
-
-async fn timed_call(
-    channel: Channel,
-    key: AsciiMetadataValue,
-    intended: Instant,
-    record: bool,
-    stats: Shared,
-    _permit: OwnedSemaphorePermit,
-) {
-    let outcome = call(channel, key).await;
-    if record {
-        let latency = intended.elapsed();
-        with_stats(&stats, |s| s.record(latency, outcome));
-    }
-}
-
-/// `--concurrency` callers, each with its own share of the keys, back to back.
-async fn closed_loop(
-    args: &LoadArgs,
-    keys: &Arc<Vec<AsciiMetadataValue>>,
-    channels: &Arc<Vec<Channel>>,
+/// `concurrency` callers back to back; caller `c` makes calls `c`, `c + concurrency`, ...
+async fn closed_loop<F, Fut>(
+    concurrency: usize,
+    call: Arc<F>,
+    channels: Arc<Vec<Channel>>,
     stats: &Shared,
-    measure_start: Instant,
-    end: Instant,
-) -> Result<()> {
-    let callers = args.concurrency.max(1);
+    window: Window,
+) -> Result<()>
+where
+    F: Fn(u64, Channel) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Outcome> + Send + 'static,
+{
     let mut tasks = tokio::task::JoinSet::new();
-    for caller in 0..callers {
-        let (keys, channels, stats) = (keys.clone(), channels.clone(), stats.clone());
+    for caller in 0..concurrency {
+        let (call, channels, stats) = (call.clone(), channels.clone(), stats.clone());
         tasks.spawn(async move {
             let mut i = caller as u64;
-            let channel = channels.get(index(caller as u64, channels.len())).cloned();
-            let Some(channel) = channel else { return };
+            let Some(channel) = channels.get(index(i, channels.len())).cloned() else {
+                return;
+            };
             loop {
                 let started = Instant::now();
-                if started >= end {
+                if started >= window.end {
                     return;
                 }
-                let Some(key) = keys.get(index(i, keys.len())).cloned() else {
-                    return;
-                };
-                let outcome = call(channel.clone(), key).await;
-                if started >= measure_start {
+                let outcome = call(i, channel.clone()).await;
+                if started >= window.measure_start {
                     let latency = started.elapsed();
                     with_stats(&stats, |s| s.record(latency, outcome));
                 }
-                i += callers as u64;
+                i += concurrency as u64;
             }
         });
     }
@@ -275,6 +338,23 @@ async fn closed_loop(
         joined.context("a caller failed")?;
     }
     Ok(())
+}
+
+/// The result of a run.
+#[derive(Debug)]
+pub struct Report {
+    /// `--label`.
+    pub label: String,
+    /// How the load was offered.
+    pub mode: Mode,
+    /// The measured window, in seconds.
+    pub seconds: f64,
+    /// Latency and outcomes.
+    pub stats: Stats,
+    /// CPU use over the window.
+    pub usage: Usage,
+    /// Extra facts about the run (e.g. the request size), printed first.
+    pub notes: Vec<(String, String)>,
 }
 
 fn millis(micros: u64) -> String {
@@ -285,62 +365,135 @@ fn percent(value: Option<f64>) -> String {
     value.map_or_else(|| "-".to_owned(), |v| format!("{v:.0}%"))
 }
 
-fn report(args: &LoadArgs, stats: &Stats, usage: &Usage) {
-    let seconds = args.duration.as_secs_f64().max(f64::EPSILON);
-    let h = &stats.latency;
-    let offered = match args.rate {
-        Some(rate) => format!("{rate:.0}/s"),
-        None => format!("closed loop x{}", args.concurrency),
-    };
-    let achieved = stats.ok as f64 / seconds;
-    let errors = if stats.errors.is_empty() && stats.dropped == 0 {
-        "0".to_owned()
-    } else {
+impl Report {
+    /// `10000/s` or `closed loop x64`.
+    pub fn offered(&self) -> String {
+        match self.mode {
+            Mode::Open { rate } => format!("{rate:.0}/s"),
+            Mode::Closed { concurrency } => format!("closed loop x{concurrency}"),
+        }
+    }
+
+    /// Successful calls per second of the window.
+    pub fn achieved(&self) -> f64 {
+        self.stats.ok as f64 / self.seconds
+    }
+
+    /// `0`, or the count and its breakdown: `12 (Unavailable: 10, dropped: 2)`.
+    pub fn errors_text(&self) -> String {
+        let stats = &self.stats;
+        if stats.errors.is_empty() && stats.dropped == 0 {
+            return "0".to_owned();
+        }
         let mut parts: Vec<String> = stats.errors.iter().map(|(code, n)| format!("{code}: {n}")).collect();
         if stats.dropped > 0 {
             parts.push(format!("dropped: {}", stats.dropped));
         }
         format!("{} ({})", stats.error_count(), parts.join(", "))
-    };
-    println!("offered      {offered}");
-    println!("achieved     {achieved:.0}/s ok ({} ok in {seconds:.1} s)", stats.ok);
-    println!(
-        "latency ms   p50 {}  p90 {}  p99 {}  p99.9 {}  max {}  (n = {})",
-        millis(h.value_at_quantile(0.50)),
-        millis(h.value_at_quantile(0.90)),
-        millis(h.value_at_quantile(0.99)),
-        millis(h.value_at_quantile(0.999)),
-        millis(h.max()),
-        h.len()
-    );
-    println!("errors       {errors}");
-    let comms: Vec<String> = usage
-        .comms
-        .iter()
-        .map(|(c, v)| format!("{c} {}", percent(Some(*v))))
-        .collect();
-    println!(
-        "cpu          server {}  generator {}  {}  machine {} (100% = one core)",
-        percent(usage.server),
-        percent(usage.generator),
-        comms.join("  "),
-        percent(usage.machine)
-    );
-    let comm_cells: Vec<String> = usage.comms.iter().map(|(_, v)| percent(Some(*v))).collect();
-    println!(
-        "row | {} | {offered} | {achieved:.0}/s | {} | {} | {} | {errors} | {} | {} | {} |",
-        args.label,
-        millis(h.value_at_quantile(0.50)),
-        millis(h.value_at_quantile(0.99)),
-        millis(h.value_at_quantile(0.999)),
-        percent(usage.server),
-        if comm_cells.is_empty() {
-            "-".to_owned()
+    }
+
+    /// The human report, ending with a `row | ...` line for a markdown table: label,
+    /// offered, achieved, p50, p99, p99.9 (ms), errors, CPU of server, generator, watched
+    /// commands, machine.
+    pub fn text(&self) -> String {
+        let h = &self.stats.latency;
+        let (offered, achieved, errors, usage) = (self.offered(), self.achieved(), self.errors_text(), &self.usage);
+        let mut lines: Vec<String> = self.notes.iter().map(|(k, v)| format!("{k:<12} {v}")).collect();
+        lines.push(format!("offered      {offered}"));
+        lines.push(format!(
+            "achieved     {achieved:.0}/s ok ({} ok in {:.1} s)",
+            self.stats.ok, self.seconds
+        ));
+        lines.push(format!(
+            "latency ms   p50 {}  p90 {}  p99 {}  p99.9 {}  max {}  (n = {})",
+            millis(h.value_at_quantile(0.50)),
+            millis(h.value_at_quantile(0.90)),
+            millis(h.value_at_quantile(0.99)),
+            millis(h.value_at_quantile(0.999)),
+            millis(h.max()),
+            h.len()
+        ));
+        lines.push(format!("errors       {errors}"));
+        let comms: Vec<String> = usage
+            .comms
+            .iter()
+            .map(|(c, v)| format!("{c} {}", percent(Some(*v))))
+            .collect();
+        lines.push(format!(
+            "cpu          server {}  generator {}  {}  machine {} (100% = one core)",
+            percent(usage.server),
+            percent(usage.generator),
+            comms.join("  "),
+            percent(usage.machine)
+        ));
+        let comm_cells: Vec<String> = usage.comms.iter().map(|(_, v)| percent(Some(*v))).collect();
+        lines.push(format!(
+            "row | {} | {offered} | {achieved:.0}/s | {} | {} | {} | {errors} | {} | {} | {} | {} |",
+            self.label,
+            millis(h.value_at_quantile(0.50)),
+            millis(h.value_at_quantile(0.99)),
+            millis(h.value_at_quantile(0.999)),
+            percent(usage.server),
+            percent(usage.generator),
+            if comm_cells.is_empty() {
+                "-".to_owned()
+            } else {
+                comm_cells.join(" / ")
+            },
+            percent(usage.machine)
+        ));
+        lines.join("\n")
+    }
+
+    /// The report as one JSON object (latencies in milliseconds, CPU in percent of one
+    /// core, `null` when unknown).
+    pub fn json(&self) -> serde_json::Value {
+        let h = &self.stats.latency;
+        let ms = |micros: u64| micros as f64 / 1000.0;
+        let (rate, concurrency) = match self.mode {
+            Mode::Open { rate } => (Some(rate), None),
+            Mode::Closed { concurrency } => (None, Some(concurrency)),
+        };
+        let notes: serde_json::Map<String, serde_json::Value> =
+            self.notes.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+        let comms: serde_json::Map<String, serde_json::Value> =
+            self.usage.comms.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+        json!({
+            "label": self.label,
+            "offered": self.offered(),
+            "rate": rate,
+            "concurrency": concurrency,
+            "seconds": self.seconds,
+            "ok": self.stats.ok,
+            "achieved_per_s": self.achieved(),
+            "errors": self.stats.errors,
+            "dropped": self.stats.dropped,
+            "latency_ms": {
+                "n": h.len(),
+                "p50": ms(h.value_at_quantile(0.50)),
+                "p90": ms(h.value_at_quantile(0.90)),
+                "p99": ms(h.value_at_quantile(0.99)),
+                "p99_9": ms(h.value_at_quantile(0.999)),
+                "max": ms(h.max()),
+            },
+            "cpu_percent": {
+                "server": self.usage.server,
+                "generator": self.usage.generator,
+                "machine": self.usage.machine,
+                "comms": comms,
+            },
+            "notes": notes,
+        })
+    }
+
+    /// Prints the report on stdout, as text or as one line of JSON.
+    pub fn print(&self, as_json: bool) {
+        if as_json {
+            println!("{}", self.json());
         } else {
-            comm_cells.join(" / ")
-        },
-        percent(usage.machine)
-    );
+            println!("{}", self.text());
+        }
+    }
 }
 
 #[cfg(test)]
@@ -348,16 +501,6 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
     use super::*;
-
-    #[test]
-    fn keys_are_the_last_field_of_each_line() {
-        let text = "# tenant\tcluster\tkey\n\nbench-00000\tc1\tpck_a_b\nbench-00001\tc2\tpck_c_d\n";
-        let keys = parse_keys(text).unwrap();
-        assert_eq!(keys.len(), 2);
-        assert_eq!(keys[0].to_str().unwrap(), "Bearer pck_a_b");
-        assert_eq!(keys[1].to_str().unwrap(), "Bearer pck_c_d");
-        assert!(parse_keys("# only a comment\n").is_err());
-    }
 
     #[test]
     fn stats_count_outcomes_and_clamp_latency() {
@@ -369,5 +512,35 @@ mod tests {
         assert_eq!(stats.error_count(), 4);
         assert_eq!(stats.latency.len(), 2);
         assert!(stats.latency.max() >= MAX_LATENCY_US - MAX_LATENCY_US / 1000);
+    }
+
+    #[test]
+    fn reports_render_as_text_and_json() {
+        let mut stats = Stats::new().unwrap();
+        for _ in 0..10 {
+            stats.record(Duration::from_micros(1500), Ok(()));
+        }
+        stats.record(Duration::from_micros(900), Err("Unavailable".to_owned()));
+        let report = Report {
+            label: "x".to_owned(),
+            mode: Mode::Open { rate: 5.0 },
+            seconds: 2.0,
+            stats,
+            usage: Usage::default(),
+            notes: vec![("review".to_owned(), "10 bytes".to_owned())],
+        };
+        assert_eq!(report.offered(), "5/s");
+        assert_eq!(report.errors_text(), "1 (Unavailable: 1)");
+        let text = report.text();
+        assert!(text.starts_with("review       10 bytes\n"), "{text}");
+        assert!(text.contains("achieved     5/s ok (10 ok in 2.0 s)"), "{text}");
+        assert!(text.ends_with("row | x | 5/s | 5/s | 1.50 | 1.50 | 1.50 | 1 (Unavailable: 1) | - | - | - | - |"));
+        let json = report.json();
+        assert_eq!(json["ok"], 10);
+        assert_eq!(json["rate"], 5.0);
+        assert_eq!(json["concurrency"], serde_json::Value::Null);
+        assert_eq!(json["errors"]["Unavailable"], 1);
+        assert_eq!(json["latency_ms"]["n"], 11);
+        assert_eq!(json["notes"]["review"], "10 bytes");
     }
 }

@@ -1,24 +1,33 @@
-//! `portcullis-loadgen`: seeds a policy store database with a benchmark dataset and
-//! measures `PolicyService.GetEffectivePolicy` over gRPC, as connectors call it.
+//! `portcullis-loadgen`: seeds a policy store database and load-tests the Portcullis gRPC
+//! services; also serves the no-op admission baseline.
 //!
 //! - `seed --database-url URL --tenants N --policies M --keys-out FILE`: N tenants, M policies
 //!   spread evenly over them (each a production-like document of 15 rules), one cluster per
 //!   tenant with one of its policies assigned; the clusters' connector keys go to FILE.
 //! - `effective-policy --server URL --keys FILE (--rate R | --closed-loop --concurrency C)
-//!   --duration D`: calls GetEffectivePolicy with the connector keys in turn and reports the
-//!   achieved rate, latency percentiles (from the intended start time in open loop, so a
-//!   stalled server is not hidden by a generator that waits for it) and errors.
+//!   --duration D`: calls GetEffectivePolicy with the connector keys in turn.
+//! - `admission --server URL --key KEY [--cluster ID] --review FILE (--rate R | --closed-loop
+//!   --concurrency C) --duration D`: calls AdmissionService.Review with the review, its
+//!   `request.uid` fresh for every call.
+//! - `noop-server --listen ADDR [--key KEY]`: an AdmissionService that judges nothing,
+//!   behind the real server stack; prints `noop-server listening on http://ADDR` when ready
+//!   and serves until SIGINT or SIGTERM.
+//!
+//! The load commands report the achieved rate, latency percentiles (from the intended start
+//! time in open loop, so a stalled server is not hidden by a generator that waits for it),
+//! errors by gRPC code and CPU use (server, generator, machine); `--json` prints one JSON
+//! object instead.
 
-mod cpu;
-mod load;
-mod seed;
-
-use std::path::PathBuf;
+use std::io::Write as _;
+use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
+use portcullis_loadgen::admission::AdmissionArgs;
+use portcullis_loadgen::effective_policy::EffectivePolicyArgs;
+use portcullis_loadgen::seed::SeedArgs;
+use portcullis_loadgen::{admission, effective_policy, noop, runtime, seed};
 
 #[derive(Debug, Parser)]
 #[command(name = "portcullis-loadgen", version, about)]
@@ -32,101 +41,22 @@ enum Command {
     /// Writes the benchmark dataset straight into a policy store database.
     Seed(SeedArgs),
     /// Calls GetEffectivePolicy at a fixed rate or as fast as possible and reports latency.
-    EffectivePolicy(LoadArgs),
+    EffectivePolicy(EffectivePolicyArgs),
+    /// Calls AdmissionService.Review at a fixed rate or as fast as possible and reports latency.
+    Admission(AdmissionArgs),
+    /// Serves the no-op AdmissionService (the throughput baseline) until SIGINT or SIGTERM.
+    NoopServer(NoopArgs),
 }
 
-/// Arguments of `seed`.
+/// Arguments of `noop-server`.
 #[derive(Debug, Args)]
-pub struct SeedArgs {
-    /// The database (`postgres://...` or `sqlite://PATH?mode=rwc`); migrated when needed.
-    #[arg(long)]
-    pub database_url: String,
-    /// How many tenants.
-    #[arg(long, default_value_t = 1000)]
-    pub tenants: usize,
-    /// How many policies in all, spread evenly over the tenants (at least one each).
-    #[arg(long, default_value_t = 10_000)]
-    pub policies: usize,
-    /// Where to write the connector keys: one `tenant<TAB>cluster id<TAB>key` line each.
-    #[arg(long, default_value = "loadgen-keys.tsv")]
-    pub keys_out: PathBuf,
-    /// Tenants seeded at the same time.
-    #[arg(long, default_value_t = 8)]
-    pub concurrency: usize,
-    /// Prefix of the tenant ids (`PREFIX-00001`, ...).
-    #[arg(long, default_value = "bench")]
-    pub tenant_prefix: String,
-}
-
-/// Arguments of `effective-policy`.
-#[derive(Debug, Args)]
-pub struct LoadArgs {
-    /// The policy store, `http://HOST:PORT`.
-    #[arg(long)]
-    pub server: String,
-    /// The keys file written by `seed`.
-    #[arg(long)]
-    pub keys: PathBuf,
-    /// Open loop: requests per second, started on schedule whatever the server does.
-    #[arg(long, conflicts_with = "closed_loop", required_unless_present = "closed_loop")]
-    pub rate: Option<f64>,
-    /// Closed loop: `--concurrency` callers, each sending its next request when the last
-    /// one is answered (measures the maximum rate).
-    #[arg(long)]
-    pub closed_loop: bool,
-    /// Callers in closed loop.
-    #[arg(long, default_value_t = 64)]
-    pub concurrency: usize,
-    /// How long to measure: `30s`, `2m`, `500ms` or plain seconds.
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
-    pub duration: Duration,
-    /// Load sent before measuring (same rate), not recorded.
-    #[arg(long, default_value = "5s", value_parser = parse_duration)]
-    pub warmup: Duration,
-    /// HTTP/2 connections to the server; requests go over them in turn.
-    #[arg(long, default_value_t = 16)]
-    pub connections: usize,
-    /// Open loop: requests in flight beyond this are not sent and count as dropped.
-    #[arg(long, default_value_t = 20_000)]
-    pub max_in_flight: usize,
-    /// Per-request deadline.
-    #[arg(long, default_value = "5s", value_parser = parse_duration)]
-    pub timeout: Duration,
-    /// Worker threads of the generator's runtime (1: a current-thread runtime).
-    #[arg(long, default_value_t = 1)]
-    pub threads: usize,
-    /// The server's process id: its CPU use during the measurement is reported.
-    #[arg(long)]
-    pub server_pid: Option<u32>,
-    /// Also report the summed CPU use of every process with this command name
-    /// (e.g. `postgres`); repeatable.
-    #[arg(long)]
-    pub watch_comm: Vec<String>,
-    /// A label for the result line (e.g. `before`, `after`).
-    #[arg(long, default_value = "")]
-    pub label: String,
-}
-
-/// `30s`, `2m`, `500ms`, or plain seconds (`1.5`).
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let (number, scale) = if let Some(n) = text.strip_suffix("ms") {
-        (n, 0.001)
-    } else if let Some(n) = text.strip_suffix('s') {
-        (n, 1.0)
-    } else if let Some(n) = text.strip_suffix('m') {
-        (n, 60.0)
-    } else {
-        (text, 1.0)
-    };
-    let value: f64 = number
-        .trim()
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration such as 30s, 2m or 500ms"))?;
-    if !value.is_finite() || value < 0.0 {
-        return Err(format!("{text:?} must be a non-negative duration"));
-    }
-    Ok(Duration::from_secs_f64(value * scale))
+struct NoopArgs {
+    /// The listen address; port 0 picks a free port (printed on stdout).
+    #[arg(long, default_value = "127.0.0.1:50061")]
+    listen: SocketAddr,
+    /// The connector key to accept.
+    #[arg(long, default_value = noop::DEFAULT_NOOP_KEY)]
+    key: String,
 }
 
 fn main() -> ExitCode {
@@ -142,24 +72,36 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Seed(args) => {
+        Command::Seed(args) => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("starting the async runtime")?
+            .block_on(seed::run(&args)),
+        Command::EffectivePolicy(args) => {
+            let report = runtime(args.load.threads)?.block_on(effective_policy::run(&args))?;
+            report.print(args.load.json);
+            Ok(())
+        }
+        Command::Admission(args) => {
+            let report = runtime(args.load.threads)?.block_on(admission::run(&args))?;
+            report.print(args.load.json);
+            Ok(())
+        }
+        Command::NoopServer(args) => {
+            // The runtime `portcullis up` uses: one worker per core the process may run on.
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
                 .context("starting the async runtime")?;
-            runtime.block_on(seed::run(&args))
-        }
-        Command::EffectivePolicy(args) => {
-            let runtime = if args.threads <= 1 {
-                tokio::runtime::Builder::new_current_thread().enable_all().build()
-            } else {
-                tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(args.threads)
-                    .enable_all()
-                    .build()
-            }
-            .context("starting the async runtime")?;
-            runtime.block_on(load::run(&args))
+            runtime.block_on(async {
+                let server = noop::bind(args.listen, &args.key).await?;
+                let mut stdout = std::io::stdout().lock();
+                writeln!(stdout, "noop-server listening on {}", server.url()).context("writing to stdout")?;
+                stdout.flush().context("writing to stdout")?;
+                drop(stdout);
+                server.serve(portcullis_server::shutdown_signal()).await?;
+                Ok(())
+            })
         }
     }
 }
@@ -171,29 +113,42 @@ mod tests {
     use super::*;
 
     #[test]
-    fn durations_parse_with_and_without_units() {
-        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
-        assert!(parse_duration("fast").is_err());
-        assert!(parse_duration("-1s").is_err());
+    fn rate_and_closed_loop_exclude_each_other() {
+        for base in [
+            &[
+                "portcullis-loadgen",
+                "effective-policy",
+                "--server",
+                "http://x",
+                "--keys",
+                "k",
+            ][..],
+            &[
+                "portcullis-loadgen",
+                "admission",
+                "--server",
+                "http://x",
+                "--key",
+                "k",
+                "--review",
+                "r.json",
+            ][..],
+        ] {
+            let with = |extra: &[&str]| Cli::try_parse_from(base.iter().chain(extra.iter()));
+            assert!(with(&["--rate", "100"]).is_ok());
+            assert!(with(&["--closed-loop"]).is_ok());
+            assert!(with(&[]).is_err(), "one mode is required");
+            assert!(with(&["--rate", "100", "--closed-loop"]).is_err());
+        }
     }
 
     #[test]
-    fn rate_and_closed_loop_exclude_each_other() {
-        let base = [
-            "portcullis-loadgen",
-            "effective-policy",
-            "--server",
-            "http://x",
-            "--keys",
-            "k",
-        ];
-        let with = |extra: &[&str]| Cli::try_parse_from(base.iter().chain(extra.iter()));
-        assert!(with(&["--rate", "100"]).is_ok());
-        assert!(with(&["--closed-loop"]).is_ok());
-        assert!(with(&[]).is_err(), "one mode is required");
-        assert!(with(&["--rate", "100", "--closed-loop"]).is_err());
+    fn noop_server_takes_a_listen_address_and_an_optional_key() {
+        let cli = Cli::try_parse_from(["portcullis-loadgen", "noop-server", "--listen", "127.0.0.1:0"]).unwrap();
+        let Command::NoopServer(args) = cli.command else {
+            panic!("not noop-server");
+        };
+        assert_eq!(args.key, noop::DEFAULT_NOOP_KEY);
+        assert_eq!(args.listen.port(), 0);
     }
 }

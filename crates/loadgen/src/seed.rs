@@ -8,9 +8,31 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
+use clap::Args;
 use portcullis_storage::{Actor, NewCluster, NewTenant, ResourceRef, Role, SettingsUpdate, Store, StoreOptions};
 
-use crate::SeedArgs;
+/// Arguments of `seed`.
+#[derive(Debug, Args)]
+pub struct SeedArgs {
+    /// The database (`postgres://...` or `sqlite://PATH?mode=rwc`); migrated when needed.
+    #[arg(long)]
+    pub database_url: String,
+    /// How many tenants.
+    #[arg(long, default_value_t = 1000)]
+    pub tenants: usize,
+    /// How many policies in all, spread evenly over the tenants (at least one each).
+    #[arg(long, default_value_t = 10_000)]
+    pub policies: usize,
+    /// Where to write the connector keys: one `tenant<TAB>cluster id<TAB>key` line each.
+    #[arg(long, default_value = "loadgen-keys.tsv")]
+    pub keys_out: std::path::PathBuf,
+    /// Tenants seeded at the same time.
+    #[arg(long, default_value_t = 8)]
+    pub concurrency: usize,
+    /// Prefix of the tenant ids (`PREFIX-00001`, ...).
+    #[arg(long, default_value = "bench")]
+    pub tenant_prefix: String,
+}
 
 /// Rules in each generated policy (default and namespaced together).
 pub const RULES_PER_POLICY: usize = 15;

@@ -160,6 +160,15 @@ pub const POLICY_STORE_METHODS: &[(&str, Access)] = &[
     ("AuditService/ListAuditEntries", Access::Admin),
 ];
 
+const ADM: &str = "/portcullis.admission.v1.";
+
+/// The access class of every admission method: connectors (for their own cluster, checked by
+/// the handler) and the service credential; people's keys do not make admission decisions.
+pub const ADMISSION_METHODS: &[(&str, Access)] = &[
+    ("AdmissionService/Review", Access::ClusterReport),
+    ("AdmissionService/ReviewStream", Access::ClusterReport),
+];
+
 /// gRPC services every caller may use without a credential.
 const PUBLIC_SERVICES: &[&str] = &[
     "/grpc.health.v1.Health/",
@@ -174,9 +183,11 @@ pub struct PermissionTable {
 }
 
 impl PermissionTable {
-    /// The table of every service built so far (the policy store's methods).
+    /// The table of every service built so far (the policy store's and admission's methods).
     pub fn standard() -> PermissionTable {
-        PermissionTable::default().with(PS, POLICY_STORE_METHODS)
+        PermissionTable::default()
+            .with(PS, POLICY_STORE_METHODS)
+            .with(ADM, ADMISSION_METHODS)
     }
 
     /// Adds rows `Service/Method` under the package prefix `/package.` (a later row for the

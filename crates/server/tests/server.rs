@@ -74,14 +74,15 @@ fn bearer(key: &str) -> String {
 }
 
 #[test]
-fn every_policy_store_method_has_an_access_rule() {
+fn every_built_service_method_has_an_access_rule() {
     let set = prost_types::FileDescriptorSet::decode(portcullis_proto::FILE_DESCRIPTOR_SET).unwrap();
     let table = PermissionTable::standard();
     let mut seen = 0;
-    for file in set.file.iter().filter(|f| f.package() == "portcullis.policystore.v1") {
+    let built = ["portcullis.policystore.v1", "portcullis.admission.v1"];
+    for file in set.file.iter().filter(|f| built.contains(&f.package())) {
         for service in &file.service {
             for method in &service.method {
-                let path = format!("/portcullis.policystore.v1.{}/{}", service.name(), method.name());
+                let path = format!("/{}.{}/{}", file.package(), service.name(), method.name());
                 assert!(table.access(&path).is_some(), "{path} has no access rule");
                 seen += 1;
             }
@@ -94,6 +95,10 @@ fn every_policy_store_method_has_an_access_rule() {
     );
     assert_eq!(table.access("/grpc.health.v1.Health/Check"), Some(Access::Public));
     assert_eq!(table.access("/portcullis.policystore.v1.PolicyService/Nope"), None);
+    assert_eq!(
+        table.access("/portcullis.admission.v1.AdmissionService/Review"),
+        Some(Access::ClusterReport)
+    );
 }
 
 #[test]

@@ -17,6 +17,7 @@ mod key;
 mod named_document;
 mod output;
 mod policy;
+pub mod review;
 mod ruleset;
 mod scan;
 mod tenant;

@@ -1,0 +1,138 @@
+//! The `admission` load generator against the no-op server (started in-process on
+//! 127.0.0.1:0): short closed-loop and open-loop runs parse and count only successes, and a
+//! wrong key fails at the first call with its gRPC code. Functional only: nothing here
+//! asserts speed.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
+use std::process::{Command, Output};
+
+use portcullis_loadgen::noop;
+
+const KEY: &str = "test-connector-key-0123456789";
+const REVIEW: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../engine/benches/data/review-8k.json");
+
+/// A no-op server on a free loopback port; stops when the sender is dropped or fired.
+async fn start_noop() -> (String, tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
+    let server = noop::bind("127.0.0.1:0".parse().unwrap(), KEY).await.unwrap();
+    let url = server.url();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        server
+            .serve(async {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap();
+    });
+    (url, stop, task)
+}
+
+/// Runs the built `portcullis-loadgen admission` with `args` after the common ones.
+async fn loadgen(url: &str, key: &str, args: &[&str]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_portcullis-loadgen"));
+    command
+        .args(["admission", "--server", url, "--key", key, "--review", REVIEW, "--json"])
+        .args(args)
+        .env_remove("PORTCULLIS_CONNECTOR_KEY");
+    tokio::task::spawn_blocking(move || command.output())
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+fn report(output: &Output) -> serde_json::Value {
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "status {:?}\nstdout: {stdout}\nstderr: {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("not one JSON object ({e}): {stdout}"))
+}
+
+fn assert_only_successes(report: &serde_json::Value) {
+    assert!(report["ok"].as_u64().unwrap() > 0, "{report}");
+    assert_eq!(report["errors"], serde_json::json!({}), "{report}");
+    assert_eq!(report["dropped"], 0, "{report}");
+    assert_eq!(
+        report["latency_ms"]["n"].as_u64(),
+        report["ok"].as_u64(),
+        "every answered call is a success: {report}"
+    );
+    let review = report["notes"]["review"].as_str().unwrap();
+    assert!(review.contains("bytes of compact JSON"), "{review}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closed_loop_against_the_noop_server_has_only_successes() {
+    let (url, stop, task) = start_noop().await;
+    let output = loadgen(
+        &url,
+        KEY,
+        &[
+            "--closed-loop",
+            "--concurrency",
+            "8",
+            "--connections",
+            "2",
+            "--duration",
+            "1s",
+            "--warmup",
+            "200ms",
+        ],
+    )
+    .await;
+    let report = report(&output);
+    assert_only_successes(&report);
+    assert_eq!(report["concurrency"], 8);
+    assert_eq!(report["rate"], serde_json::Value::Null);
+    stop.send(()).unwrap();
+    task.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_loop_against_the_noop_server_sends_the_scheduled_calls() {
+    let (url, stop, task) = start_noop().await;
+    let output = loadgen(
+        &url,
+        KEY,
+        &[
+            "--rate",
+            "200",
+            "--duration",
+            "1s",
+            "--warmup",
+            "0s",
+            "--connections",
+            "2",
+        ],
+    )
+    .await;
+    let report = report(&output);
+    assert_only_successes(&report);
+    // Calls 0..200 are due within the window; each is sent, so each is answered or an error.
+    assert_eq!(report["ok"], 200, "{report}");
+    assert_eq!(report["rate"], 200.0);
+    stop.send(()).unwrap();
+    task.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_key_fails_at_the_first_call() {
+    let (url, stop, task) = start_noop().await;
+    let output = loadgen(
+        &url,
+        "not-the-key-0123456789",
+        &["--closed-loop", "--duration", "1s", "--warmup", "0s"],
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("the first Review call failed: Unauthenticated"),
+        "{stderr}"
+    );
+    stop.send(()).unwrap();
+    task.await.unwrap();
+}

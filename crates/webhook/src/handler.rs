@@ -1,0 +1,87 @@
+//! What the transport hands to the admission evaluation, and how it gets the answer back.
+
+use std::fmt;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+
+use bytes::Bytes;
+
+use crate::error::WebhookError;
+
+/// The future a [`WebhookHandler`] returns: the response AdmissionReview JSON, or why there is
+/// none. (The same type as `futures::future::BoxFuture<'a, Result<Bytes, WebhookError>>`.)
+pub type ReviewFuture<'a> = Pin<Box<dyn Future<Output = Result<Bytes, WebhookError>> + Send + 'a>>;
+
+/// One AdmissionReview that passed the transport's checks (route, bearer present, JSON content
+/// type, size), for the handler to authenticate and judge.
+#[derive(Clone)]
+pub struct WebhookRequest {
+    /// The bearer token from `Authorization: Bearer <key>` (the connector key); not yet
+    /// checked. Redacted from `Debug`.
+    pub bearer: String,
+    /// The `{cluster}` path segment, percent-decoded: a cluster id or name, 1-253
+    /// characters, no control characters and no `/`.
+    pub cluster: String,
+    /// The request body as received, at most [`crate::WebhookConfig::max_body_bytes`]; not
+    /// yet parsed.
+    pub body: Bytes,
+    /// When the answer is due: the server's request timeout, or the API server's shorter
+    /// `?timeout=`, from when the request arrived. The handler is cancelled (and the client
+    /// gets `503`) at this instant, so it should settle a missed stage by the cluster's
+    /// failure mode a little before.
+    pub deadline: tokio::time::Instant,
+    /// The client's address.
+    pub peer: SocketAddr,
+}
+
+impl fmt::Debug for WebhookRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WebhookRequest")
+            .field("bearer", &"<redacted>")
+            .field("cluster", &self.cluster)
+            .field("body_len", &self.body.len())
+            .field("deadline", &self.deadline)
+            .field("peer", &self.peer)
+            .finish()
+    }
+}
+
+/// Judges AdmissionReviews for the webhook: the admission service implements it; the
+/// transport knows nothing of policies.
+pub trait WebhookHandler: Send + Sync + 'static {
+    /// Judges one AdmissionReview and returns the response AdmissionReview JSON (served as
+    /// `200 application/json`), or an error (served as its status with `{"error": ...}`).
+    /// The future runs in its own task: a panic becomes `500`, and it is cancelled when the
+    /// deadline passes or the client goes away.
+    fn review(&self, request: WebhookRequest) -> ReviewFuture<'_>;
+}
+
+/// A [`WebhookHandler`] made from an async function; see [`handler_fn`].
+#[derive(Clone)]
+pub struct HandlerFn<F>(F);
+
+impl<F> fmt::Debug for HandlerFn<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("HandlerFn")
+    }
+}
+
+/// Makes a [`WebhookHandler`] from an async function (tests, adapters).
+pub fn handler_fn<F, Fut>(f: F) -> HandlerFn<F>
+where
+    F: Fn(WebhookRequest) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Bytes, WebhookError>> + Send + 'static,
+{
+    HandlerFn(f)
+}
+
+impl<F, Fut> WebhookHandler for HandlerFn<F>
+where
+    F: Fn(WebhookRequest) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Bytes, WebhookError>> + Send + 'static,
+{
+    fn review(&self, request: WebhookRequest) -> ReviewFuture<'_> {
+        Box::pin((self.0)(request))
+    }
+}

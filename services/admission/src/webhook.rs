@@ -1,0 +1,87 @@
+//! The Kubernetes validating webhook: `portcullis_webhook`'s HTTPS transport over
+//! [`Admission::review`]. The bearer token must be a connector key (the API server speaks
+//! for one cluster); the path's `{cluster}` is its cluster, by id or name.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use portcullis_server::{Authenticator as _, Role};
+use portcullis_webhook::{
+    BoundWebhook, ReviewFuture, ServeError, WebhookConfig, WebhookError, WebhookHandler, WebhookRequest, WebhookServer,
+};
+
+use crate::metrics::Transport;
+use crate::review::ReviewCaller;
+use crate::{Admission, AdmissionError, ClusterSel};
+
+/// Where the webhook listens and its certificate.
+#[derive(Debug, Clone)]
+pub struct WebhookOptions {
+    /// The listen address (port 0 picks a free one).
+    pub listen: SocketAddr,
+    /// Certificate chain, PEM.
+    pub tls_cert: PathBuf,
+    /// Private key, PEM.
+    pub tls_key: PathBuf,
+}
+
+/// The admission service as a [`WebhookHandler`].
+#[derive(Debug, Clone)]
+pub struct WebhookAdapter {
+    admission: Admission,
+}
+
+impl WebhookAdapter {
+    /// Binds the webhook listener for `admission`.
+    pub async fn bind(admission: Admission, options: &WebhookOptions) -> Result<BoundWebhook, ServeError> {
+        let config = WebhookConfig::new(options.listen, options.tls_cert.clone(), options.tls_key.clone());
+        WebhookServer::bind(config, Arc::new(WebhookAdapter { admission })).await
+    }
+
+    async fn judge(&self, request: WebhookRequest) -> Result<bytes::Bytes, AdmissionError> {
+        let key = self
+            .admission
+            .authenticator()
+            .authenticate(&request.bearer)
+            .await
+            .map_err(|s| AdmissionError::from_status(&s))?;
+        let (Role::Connector, Some(own)) = (key.role, key.cluster_id.clone()) else {
+            return Err(AdmissionError::PermissionDenied(
+                "the webhook takes connector keys only".into(),
+            ));
+        };
+        let caller = ReviewCaller {
+            tenant: key.tenant_id,
+            own_cluster: Some(own.clone()),
+        };
+        // The path names the cluster by id or by name; the key's own id is the usual case.
+        let sel = if request.cluster == own {
+            ClusterSel::Id(own)
+        } else {
+            ClusterSel::Name(request.cluster.clone())
+        };
+        let out = self
+            .admission
+            .review(&caller, Some(sel), &request.body, Transport::Webhook)
+            .await?;
+        Ok(bytes::Bytes::from(out.response_json))
+    }
+}
+
+fn to_webhook_error(e: AdmissionError) -> WebhookError {
+    match e {
+        AdmissionError::InvalidArgument(m) => WebhookError::InvalidArgument(m),
+        AdmissionError::Unauthenticated(m) => WebhookError::Unauthenticated(m),
+        AdmissionError::PermissionDenied(m) => WebhookError::PermissionDenied(m),
+        AdmissionError::RateLimited(m) => WebhookError::ResourceExhausted(m),
+        AdmissionError::Unavailable(m) => WebhookError::Unavailable(m),
+        AdmissionError::Internal(m) => WebhookError::Internal(m),
+    }
+}
+
+impl WebhookHandler for WebhookAdapter {
+    fn review(&self, request: WebhookRequest) -> ReviewFuture<'_> {
+        Box::pin(async move { self.judge(request).await.map_err(to_webhook_error) })
+    }
+}
