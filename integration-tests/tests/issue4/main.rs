@@ -13,6 +13,7 @@
 
 mod common;
 mod decisions;
+mod resilience;
 mod service;
 #[allow(dead_code)]
 #[path = "../issue3/support.rs"]
@@ -54,6 +55,10 @@ both!(
     service::other_clusters_refused,
     service::revoked_key_refused,
     webhook::webhook_over_tls,
+    resilience::scan_summaries_fetched_and_followed,
+    resilience::store_outage_keeps_admission_serving,
+    resilience::unseen_cluster_gets_the_default_failure_mode,
+    resilience::rate_limits_per_tenant,
 );
 
 /// Scenario 11: nats-server stops and restarts under the admission service (distributed only:

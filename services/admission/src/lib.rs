@@ -150,6 +150,10 @@ impl Admission {
             .rate_limit
             .validate()
             .map_err(|e| AdmissionError::InvalidArgument(e.to_string()))?;
+        options
+            .events
+            .validate()
+            .map_err(|e| AdmissionError::InvalidArgument(e.to_string()))?;
         let metrics = AdmissionMetrics::global();
         let (events, task) = DecisionPublisher::start(bus, options.events.clone());
         let (published, dropped) = (events.counters(), events.counters());

@@ -14,7 +14,6 @@ use portcullis_engine::input::{Subject, parse_document};
 use portcullis_engine::policy::{Action, Mitigation};
 use portcullis_proto::admission::v1 as pa;
 use portcullis_proto::common::v1 as pc;
-use portcullis_proto::events::v1 as pe;
 use serde::Serialize;
 use time::OffsetDateTime;
 use tracing::Instrument as _;
@@ -633,26 +632,11 @@ impl Admission {
         };
         self.inner.metrics.decision(action, basis_word);
 
-        // The event: the full decision for anything worth an analyst's look, else the summary.
-        let summary = pe::AdmissionDecisionSummary {
-            uid: decision_pb.uid.clone(),
-            cluster_id: decision_pb.cluster_id.clone(),
-            operation: decision_pb.operation.clone(),
-            subresource: decision_pb.subresource.clone(),
-            object: decision_pb.object.clone(),
-            owner: decision_pb.owner.clone(),
-            allowed,
-            basis: basis as i32,
-            policy_id: decision_pb.policy_id.clone(),
-            policy_revision: decision_pb.policy_revision,
-            decided_at: Some(decided_at),
-        };
-        let full = !decision_pb.violations.is_empty() || !decision_pb.degraded.is_empty() || !allowed;
-        let event = pe::AdmissionDecision {
-            summary: Some(summary),
-            decision: full.then(|| decision_pb.clone()),
-        };
-        self.inner.events.submit(&caller.tenant, event);
+        // The event: the full decision for anything worth an analyst's look, else the
+        // summary (trimmed in the publisher's task, off the answer's path).
+        self.inner
+            .events
+            .submit_decision(&caller.tenant, decision_pb.clone(), None);
 
         ReviewOutput {
             response_json,
