@@ -231,11 +231,13 @@ pub async fn unseen_cluster_gets_the_default_failure_mode(mode: Mode) {
 pub async fn rate_limits_per_tenant(mode: Mode) {
     let doc = policy("limits", json!([host_network("block")]));
     let mut options = StackOptions::new(mode);
-    let mut rate_limit = RateLimitConfig::default();
     // A tiny bucket that refills slowly, so the test does not depend on speed.
-    rate_limit.default = TenantLimit {
-        per_second: 0.01,
-        burst: 5,
+    let rate_limit = RateLimitConfig {
+        default: TenantLimit {
+            per_second: 0.01,
+            burst: 5,
+        },
+        ..RateLimitConfig::default()
     };
     options.admission = AdmissionOptions {
         rate_limit,
