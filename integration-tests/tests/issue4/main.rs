@@ -59,6 +59,7 @@ both!(
     resilience::store_outage_keeps_admission_serving,
     resilience::unseen_cluster_gets_the_default_failure_mode,
     resilience::rate_limits_per_tenant,
+    resilience::review_stream_answers_each_item,
 );
 
 /// Scenario 11: nats-server stops and restarts under the admission service (distributed only:

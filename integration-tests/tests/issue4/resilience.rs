@@ -273,3 +273,56 @@ pub async fn rate_limits_per_tenant(mode: Mode) {
     .unwrap();
     assert!(answer.allowed());
 }
+
+/// ReviewStream: every request gets one response with its request id; a bad item gets an
+/// item error and the stream goes on.
+pub async fn review_stream_answers_each_item(mode: Mode) {
+    let doc = policy("stream", json!([host_network("block")]));
+    let env = Env::one(mode, &doc.to_string()).await;
+    let mut requests = Vec::new();
+    for i in 0..20 {
+        let body = if i == 7 {
+            b"{\"apiVersion\": ".to_vec()
+        } else {
+            create_pod(pod(
+                "web",
+                "apps",
+                pod_spec(i % 2 == 0, vec![container("app", "nginx:1.27", false)]),
+            ))
+            .to_string()
+            .into_bytes()
+        };
+        requests.push(pa::ReviewRequest {
+            cluster: None,
+            admission_review_json: body.into(),
+            request_id: format!("r{i}"),
+        });
+    }
+    let mut client = env.client(0).await;
+    let responses = client
+        .review_stream(authed(&env.connector_key, futures::stream::iter(requests)))
+        .await
+        .unwrap()
+        .into_inner();
+    let responses: Vec<pa::ReviewResponse> = futures::StreamExt::collect::<Vec<_>>(responses)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(responses.len(), 20);
+    let mut ids: Vec<&str> = responses.iter().map(|r| r.request_id.as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 20, "one response per request id");
+    for r in &responses {
+        let i: usize = r.request_id.trim_start_matches('r').parse().unwrap();
+        if i == 7 {
+            let error = r.error.as_ref().expect("the bad item has an error");
+            assert_eq!(error.code, Code::InvalidArgument as u32);
+            assert!(r.decision.is_none());
+        } else {
+            let decision = r.decision.as_ref().expect("a decision");
+            assert_eq!(decision.allowed, i % 2 != 0, "item {i}");
+        }
+    }
+}

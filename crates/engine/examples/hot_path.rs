@@ -1,0 +1,60 @@
+//! The engine's hot path in a loop, for instruction counts under `valgrind --tool=callgrind`
+//! (repeatable on a shared machine, unlike timings).
+//!
+//! `hot_path [full|three|parse|eval|scan] [N]`: parse the compact 8 KB review and evaluate
+//! it with the full policy (default) or the three-check policy, N times (default 2000);
+//! `parse` only parses, `eval` only evaluates a review parsed once, `scan` is serde_json
+//! scanning the bytes into nothing (the floor of any JSON parse).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::hint::black_box;
+
+use portcullis_engine::evaluate::{CompiledPolicy, EvalContext, Verdict};
+use portcullis_engine::input::parse_document;
+use time::macros::datetime;
+
+const FULL_POLICY: &str = include_str!("../benches/data/policy-full.yaml");
+const THREE_CHECKS_POLICY: &str = include_str!("../benches/data/policy-three-checks.yaml");
+const REVIEW_8K: &str = include_str!("../benches/data/review-8k.json");
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let mode = args.next().unwrap_or_else(|| "full".to_owned());
+    let n: usize = args.next().map_or(2000, |s| s.parse().unwrap());
+    // The review as the API server sends it: compact JSON.
+    let review = serde_json::from_str::<serde_json::Value>(REVIEW_8K)
+        .unwrap()
+        .to_string();
+    let bytes = review.as_bytes();
+    let policy = CompiledPolicy::from_text(if mode == "three" {
+        THREE_CHECKS_POLICY
+    } else {
+        FULL_POLICY
+    })
+    .unwrap();
+    let ctx = EvalContext::offline(datetime!(2026-11-26 00:00 UTC));
+    let parsed = parse_document(bytes).unwrap();
+    let mut blocks = 0usize;
+    for _ in 0..n {
+        match mode.as_str() {
+            "parse" => blocks += parse_document(black_box(bytes)).unwrap().len(),
+            "scan" => {
+                serde_json::from_slice::<serde::de::IgnoredAny>(black_box(bytes)).unwrap();
+            }
+            "eval" => {
+                blocks += black_box(&parsed)
+                    .iter()
+                    .filter(|s| policy.evaluate(s, &ctx).verdict == Verdict::Block)
+                    .count()
+            }
+            _ => {
+                blocks += parse_document(black_box(bytes))
+                    .unwrap()
+                    .iter()
+                    .filter(|s| policy.evaluate(s, &ctx).verdict == Verdict::Block)
+                    .count()
+            }
+        }
+    }
+    println!("{mode} x{n}: {blocks}");
+}
