@@ -3,19 +3,28 @@
 //!
 //! `hot_path [full|three|parse|eval|scan] [N]`: parse the compact 8 KB review and evaluate
 //! it with the full policy (default) or the three-check policy, N times (default 2000);
-//! `parse` only parses, `eval` only evaluates a review parsed once, `scan` is serde_json
+//! `parse` only parses, `image` only parses the four image references, `eval` only evaluates a review parsed once, `scan` is serde_json
 //! scanning the bytes into nothing (the floor of any JSON parse).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::hint::black_box;
 
 use portcullis_engine::evaluate::{CompiledPolicy, EvalContext, Verdict};
+use portcullis_engine::image_ref::ImageRef;
 use portcullis_engine::input::parse_document;
 use time::macros::datetime;
 
 const FULL_POLICY: &str = include_str!("../benches/data/policy-full.yaml");
 const THREE_CHECKS_POLICY: &str = include_str!("../benches/data/policy-three-checks.yaml");
 const REVIEW_8K: &str = include_str!("../benches/data/review-8k.json");
+
+/// The images of the review's four containers.
+const IMAGES: [&str; 4] = [
+    "registry.example.com/payments/api-migrations:4.12.3@sha256:9b2f4c6e8a0d1f3b5c7e9a1d3f5b7c9e1a3d5f7b9c1e3a5d7f9b1c3e5a7d9f1b",
+    "registry.example.com/payments/api:4.12.3@sha256:3e7a9c1b5d7f9e1a3c5b7d9f1e3a5c7b9d1f3e5a7c9b1d3f5e7a9c1b3d5f7e9a",
+    "registry.example.com/mirror/envoyproxy/envoy:v1.31.2@sha256:7c1e3a5d9f1b3e5a7c9d1f3b5e7a9c1d3f5b7e9a1c3d5f7b9e1a3c5d7f9b1e3a",
+    "registry.example.com/platform/fluent-bit:3.1.9@sha256:5a7c9e1b3d5f7a9c1e3b5d7f9a1c3e5b7d9f1a3c5e7b9d1f3a5c7e9b1d3f5a7c",
+];
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -38,6 +47,11 @@ fn main() {
     for _ in 0..n {
         match mode.as_str() {
             "parse" => blocks += parse_document(black_box(bytes)).unwrap().len(),
+            "image" => {
+                for image in IMAGES {
+                    blocks += usize::from(ImageRef::parse(black_box(image)).is_ok());
+                }
+            }
             "scan" => {
                 serde_json::from_slice::<serde::de::IgnoredAny>(black_box(bytes)).unwrap();
             }

@@ -673,6 +673,9 @@ struct Run<'a, 'c> {
     spec: &'a PodSpec,
     ctx: &'a EvalContext<'c>,
     containers: Vec<ContainerInfo<'a>>,
+    /// Every container of the pod is judged (none exempt, no `only`): PSA scope checks need
+    /// not search `containers`.
+    all_in_scope: bool,
     pod_level: bool,
     violations: Vec<Violation>,
     unverified: Vec<Unverified>,
@@ -694,28 +697,31 @@ impl<'a, 'c> Run<'a, 'c> {
     ) -> Self {
         let namespace = subject.namespace.as_str();
         let mut scratch = String::new();
-        let containers: Vec<ContainerInfo<'a>> = spec
-            .all_containers()
-            .filter(|(_, c)| only.is_none_or(|names| names.contains(&c.name)))
-            .map(|(_, container)| {
-                let image = ImageRef::parse(&container.image);
-                let exempt = image.as_ref().is_ok_and(|image| {
-                    ctx.trusted_images.iter().any(|t| t.matches(image))
-                        || def.exceptions.iter().any(|e| {
-                            e.namespaces.as_ref().is_none_or(|n| n.iter().any(|x| x == namespace))
-                                && e.operator.holds(e.field.value_of(image, &mut scratch), &e.value)
-                        })
-                });
-                ContainerInfo {
-                    container,
-                    image,
-                    exempt,
-                    digest: None,
-                }
-            })
-            .collect();
+        let mut containers: Vec<ContainerInfo<'a>> =
+            Vec::with_capacity(spec.init_containers.len() + spec.containers.len() + spec.ephemeral_containers.len());
+        containers.extend(
+            spec.all_containers()
+                .filter(|(_, c)| only.is_none_or(|names| names.contains(&c.name)))
+                .map(|(_, container)| {
+                    let image = ImageRef::parse(&container.image);
+                    let exempt = image.as_ref().is_ok_and(|image| {
+                        ctx.trusted_images.iter().any(|t| t.matches(image))
+                            || def.exceptions.iter().any(|e| {
+                                e.namespaces.as_ref().is_none_or(|n| n.iter().any(|x| x == namespace))
+                                    && e.operator.holds(e.field.value_of(image, &mut scratch), &e.value)
+                            })
+                    });
+                    ContainerInfo {
+                        container,
+                        image,
+                        exempt,
+                        digest: None,
+                    }
+                }),
+        );
         // A pod-level rule is skipped only when the pod has containers and all are exempt.
         let pod_level = only.is_none() && (containers.is_empty() || containers.iter().any(|c| !c.exempt));
+        let all_in_scope = only.is_none() && containers.iter().all(|c| !c.exempt);
         Run {
             def,
             phase,
@@ -725,6 +731,7 @@ impl<'a, 'c> Run<'a, 'c> {
             spec,
             ctx,
             containers,
+            all_in_scope,
             pod_level,
             violations: Vec::new(),
             unverified: Vec::new(),
@@ -733,10 +740,15 @@ impl<'a, 'c> Run<'a, 'c> {
         }
     }
 
+    /// Whether a container of the pod spec is judged (PSA scope).
     fn in_scope(&self, c: &Container) -> bool {
-        self.containers
-            .iter()
-            .any(|i| std::ptr::eq(i.container, c) && !i.exempt)
+        // PSA checks only ask about the spec's own containers, which are all in `containers`
+        // when no `only` filter applies.
+        self.all_in_scope
+            || self
+                .containers
+                .iter()
+                .any(|i| std::ptr::eq(i.container, c) && !i.exempt)
     }
 
     fn rules(&mut self) {
@@ -924,11 +936,20 @@ impl<'a, 'c> Run<'a, 'c> {
 
     /// The digest of container `index`, resolved once and remembered.
     fn digest(&mut self, index: usize) -> DigestLookup {
+        self.resolve_digest(index);
+        self.containers
+            .get(index)
+            .and_then(|info| info.digest.clone())
+            .unwrap_or(DigestLookup::NotFound)
+    }
+
+    /// Resolves the digest of container `index` into its [`ContainerInfo::digest`], once.
+    fn resolve_digest(&mut self, index: usize) {
         let Some(info) = self.containers.get(index) else {
-            return DigestLookup::NotFound;
+            return;
         };
-        if let Some(known) = &info.digest {
-            return known.clone();
+        if info.digest.is_some() {
+            return;
         }
         let lookup = match &info.image {
             Err(_) => DigestLookup::NotFound,
@@ -963,9 +984,8 @@ impl<'a, 'c> Run<'a, 'c> {
             DigestLookup::NotFound => {}
         }
         if let Some(info) = self.containers.get_mut(index) {
-            info.digest = Some(lookup.clone());
+            info.digest = Some(lookup);
         }
-        lookup
     }
 
     fn stage_failed(&mut self, stage: &'static str, message: &str) {
@@ -993,18 +1013,21 @@ impl<'a, 'c> Run<'a, 'c> {
             if self.containers.get(index).is_none_or(|i| i.exempt) {
                 continue;
             }
-            let summary: Option<ScanSummary> = match self.digest(index) {
-                DigestLookup::Found(digest) => match self.ctx.scans.latest(&digest, scan_type) {
-                    Ok(s) => s.cloned(),
+            // Borrowed, not cloned: this runs for every scan rule and container.
+            self.resolve_digest(index);
+            let scans = self.ctx.scans;
+            let summary: Option<&ScanSummary> = match self.containers.get(index).and_then(|i| i.digest.as_ref()) {
+                Some(DigestLookup::Found(digest)) => match scans.latest(digest, scan_type) {
+                    Ok(s) => s,
                     Err(ScanUnavailable(msg)) => {
                         self.stage_failed("scan-results", &msg);
                         continue;
                     }
                 },
-                DigestLookup::NotFound => None,
-                DigestLookup::Unavailable(_) => continue,
+                Some(DigestLookup::NotFound) | None => None,
+                Some(DigestLookup::Unavailable(_)) => continue,
             };
-            if self.scan_violates(&r.rule.check, summary.as_ref())
+            if self.scan_violates(&r.rule.check, summary)
                 && let Some(info) = self.containers.get(index)
             {
                 bad.push(info.container.name.clone());

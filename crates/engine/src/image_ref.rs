@@ -56,12 +56,59 @@ const MAX_TAG_LEN: usize = 128;
 const MAX_QUOTED: usize = 80;
 
 /// A parsed, normalised image reference.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+///
+/// Kept as one string, the normalised image path, with the ends of its parts: one
+/// allocation per reference (evaluation parses every container's image on every review).
+/// Equality, hashing and `Debug` are those of the four parts.
+#[derive(Clone)]
 pub struct ImageRef {
-    registry: String,
-    image: String,
-    tag: Option<String>,
-    digest: Option<String>,
+    /// `registry/image[:tag][@digest]`.
+    path: String,
+    /// The registry is `path[..registry_end]` (the `/` follows it).
+    registry_end: usize,
+    /// The image is `path[registry_end + 1..image_end]`.
+    image_end: usize,
+    /// When there is a tag: `path[image_end + 1..tag_end]`.
+    tag_end: Option<usize>,
+    /// Whether a digest ends the path (after the tag, or the image, and an `@`).
+    has_digest: bool,
+}
+
+impl ImageRef {
+    fn tag_part(&self) -> Option<&str> {
+        self.tag_end.and_then(|end| self.path.get(self.image_end + 1..end))
+    }
+}
+
+impl PartialEq for ImageRef {
+    fn eq(&self, other: &ImageRef) -> bool {
+        self.registry() == other.registry()
+            && self.image() == other.image()
+            && self.tag_part() == other.tag_part()
+            && self.digest() == other.digest()
+    }
+}
+
+impl Eq for ImageRef {}
+
+impl std::hash::Hash for ImageRef {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.registry().hash(state);
+        self.image().hash(state);
+        self.tag_part().hash(state);
+        self.digest().hash(state);
+    }
+}
+
+impl fmt::Debug for ImageRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ImageRef")
+            .field("registry", &self.registry())
+            .field("image", &self.image())
+            .field("tag", &self.tag_part())
+            .field("digest", &self.digest())
+            .finish()
+    }
 }
 
 /// Why an image reference does not parse.
@@ -100,7 +147,8 @@ impl ImageRef {
             )));
         }
 
-        let (path, suffix) = match split.rest.find([':', '@']) {
+        // Byte search: both delimiters are ASCII, which never occurs inside a UTF-8 sequence.
+        let (path, suffix) = match split.rest.bytes().position(|b| b == b':' || b == b'@') {
             Some(at) => split.rest.split_at(at),
             None => (split.rest, ""),
         };
@@ -127,61 +175,74 @@ impl ImageRef {
             validate_digest(digest)?;
         }
 
-        let mut image = String::with_capacity(prefix.len() + path.len());
-        image.push_str(prefix);
-        image.push_str(path);
         let tag = match (tag, digest) {
-            (Some(tag), _) => Some(tag.to_owned()),
-            (None, None) => Some(DEFAULT_TAG.to_owned()),
+            (Some(tag), _) => Some(tag),
+            (None, None) => Some(DEFAULT_TAG),
             (None, Some(_)) => None,
         };
+        let mut out = String::with_capacity(
+            split.registry.len()
+                + 1
+                + prefix.len()
+                + path.len()
+                + tag.map_or(0, |t| 1 + t.len())
+                + digest.map_or(0, |d| 1 + d.len()),
+        );
+        out.push_str(split.registry);
+        out.make_ascii_lowercase();
+        let registry_end = out.len();
+        out.push('/');
+        out.push_str(prefix);
+        out.push_str(path);
+        let image_end = out.len();
+        let tag_end = tag.map(|tag| {
+            out.push(':');
+            out.push_str(tag);
+            out.len()
+        });
+        if let Some(digest) = digest {
+            out.push('@');
+            out.push_str(digest);
+        }
         Ok(ImageRef {
-            registry: split.registry.to_ascii_lowercase(),
-            image,
-            tag,
-            digest: digest.map(str::to_owned),
+            path: out,
+            registry_end,
+            image_end,
+            tag_end,
+            has_digest: digest.is_some(),
         })
     }
     /// `host[:port]`, lower-cased (`docker.io`, `localhost:5000`).
     pub fn registry(&self) -> &str {
-        &self.registry
+        self.path.get(..self.registry_end).unwrap_or_default()
     }
     /// The repository path without the registry (`library/nginx`).
     pub fn image(&self) -> &str {
-        &self.image
+        self.path.get(self.registry_end + 1..self.image_end).unwrap_or_default()
     }
     /// The tag; `latest` when neither tag nor digest was given; empty when only a digest was.
     pub fn tag(&self) -> &str {
-        self.tag.as_deref().unwrap_or("")
+        self.tag_part().unwrap_or("")
     }
     /// The digest (`sha256:...`), when the reference has one.
     pub fn digest(&self) -> Option<&str> {
-        self.digest.as_deref()
+        if !self.has_digest {
+            return None;
+        }
+        self.path.get(self.tag_end.unwrap_or(self.image_end) + 1..)
     }
     /// `registry/image`.
     pub fn repository(&self) -> String {
-        format!("{}/{}", self.registry, self.image)
+        self.path.get(..self.image_end).unwrap_or_default().to_owned()
     }
     /// `registry/image[:tag][@digest]`.
     pub fn image_path(&self) -> String {
-        let mut s = String::new();
-        self.write_image_path(&mut s);
-        s
+        self.path.clone()
     }
     /// Replaces the contents of `buf` with [`ImageRef::image_path`], reusing its allocation.
     pub fn write_image_path(&self, buf: &mut String) {
         buf.clear();
-        buf.push_str(&self.registry);
-        buf.push('/');
-        buf.push_str(&self.image);
-        if let Some(tag) = &self.tag {
-            buf.push(':');
-            buf.push_str(tag);
-        }
-        if let Some(digest) = &self.digest {
-            buf.push('@');
-            buf.push_str(digest);
-        }
+        buf.push_str(&self.path);
     }
 }
 
@@ -196,16 +257,7 @@ impl FromStr for ImageRef {
 /// Shows the normalised image path.
 impl fmt::Display for ImageRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.registry)?;
-        f.write_str("/")?;
-        f.write_str(&self.image)?;
-        if let Some(tag) = &self.tag {
-            write!(f, ":{tag}")?;
-        }
-        if let Some(digest) = &self.digest {
-            write!(f, "@{digest}")?;
-        }
-        Ok(())
+        f.write_str(&self.path)
     }
 }
 
@@ -234,9 +286,9 @@ fn split_registry(reference: &str) -> Split<'_> {
     let (registry, explicit, rest) = if first == LEGACY_DEFAULT_REGISTRY {
         (DEFAULT_REGISTRY, false, rest)
     } else if first == LOCALHOST
-        || first.contains(['.', ':'])
+        || first.bytes().any(|b| b == b'.' || b == b':')
         // Path components are lower-case, so an upper-case first segment can only be a host.
-        || first.chars().any(char::is_uppercase)
+        || has_uppercase(first)
     {
         (first, true, rest)
     } else {
@@ -268,11 +320,11 @@ fn is_domain_and_port(domain: &str) -> bool {
         }
         after
     } else {
-        let (host, after) = match domain.find(':') {
+        let (host, after) = match domain.bytes().position(|b| b == b':') {
             Some(at) => domain.split_at(at),
             None => (domain, ""),
         };
-        if !host.split('.').all(is_domain_component) {
+        if !is_domain_name(host) {
             return false;
         }
         after
@@ -283,21 +335,47 @@ fn is_domain_and_port(domain: &str) -> bool {
             .is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
 }
 
-/// `[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9]`.
-fn is_domain_component(component: &str) -> bool {
-    let bytes = component.as_bytes();
-    match (bytes.first(), bytes.last()) {
-        (Some(first), Some(last)) => {
-            first.is_ascii_alphanumeric()
-                && last.is_ascii_alphanumeric()
-                && bytes.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'-')
+/// Domain components joined by `.`, each `[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9]`;
+/// one pass over the bytes.
+fn is_domain_name(host: &str) -> bool {
+    // The byte before the current one; `.` at the start, as after a separator.
+    let mut prev = b'.';
+    for b in host.bytes() {
+        let valid = match b {
+            // A component ends with an alphanumeric (so it is not empty either).
+            b'.' => prev.is_ascii_alphanumeric(),
+            // A component does not start with a dash.
+            b'-' => prev != b'.',
+            _ => b.is_ascii_alphanumeric(),
+        };
+        if !valid {
+            return false;
         }
-        _ => false,
+        prev = b;
     }
+    prev.is_ascii_alphanumeric()
+}
+
+/// Whether `s` has an upper-case letter (`char::is_uppercase`), without decoding ASCII.
+fn has_uppercase(s: &str) -> bool {
+    for b in s.bytes() {
+        if b.is_ascii_uppercase() {
+            return true;
+        }
+        if !b.is_ascii() {
+            return s.chars().any(char::is_uppercase);
+        }
+    }
+    false
 }
 
 fn validate_path(path: &str) -> Result<(), ImageRefError> {
-    if path.chars().any(char::is_uppercase) {
+    // The common case in one pass; a valid path has no upper-case letter. Anything else is
+    // checked again below, in order, to name what is wrong.
+    if is_valid_path(path) {
+        return Ok(());
+    }
+    if has_uppercase(path) {
         return Err(ImageRefError::new(format!(
             "repository name {} must be lowercase",
             quoted(path)
@@ -321,6 +399,45 @@ fn validate_path(path: &str) -> Result<(), ImageRefError> {
         }
     }
     Ok(())
+}
+
+/// Path components ([`is_path_component`]) joined by `/`, none empty; one pass.
+fn is_valid_path(path: &str) -> bool {
+    let mut separator = 0u8;
+    let mut separator_len = 0usize;
+    let mut seen_alphanumeric = false;
+    for b in path.bytes() {
+        match b {
+            b'a'..=b'z' | b'0'..=b'9' => {
+                let allowed = match separator {
+                    b'.' => separator_len <= 1,
+                    b'_' => separator_len <= 2,
+                    _ => true,
+                };
+                if !allowed {
+                    return false;
+                }
+                separator = 0;
+                separator_len = 0;
+                seen_alphanumeric = true;
+            }
+            b'.' | b'_' | b'-' => {
+                if !seen_alphanumeric || (separator_len > 0 && separator != b) {
+                    return false;
+                }
+                separator = b;
+                separator_len += 1;
+            }
+            b'/' => {
+                if !seen_alphanumeric || separator_len > 0 {
+                    return false;
+                }
+                seen_alphanumeric = false;
+            }
+            _ => return false,
+        }
+    }
+    seen_alphanumeric && separator_len == 0
 }
 
 /// `[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*`.
@@ -380,8 +497,14 @@ fn validate_digest(digest: &str) -> Result<(), ImageRefError> {
     let Some((algorithm, encoded)) = digest.split_once(':') else {
         return Err(malformed());
     };
+    // One pass over the hex for both of the checks below.
+    let (mut hex, mut upper) = (true, false);
+    for b in encoded.bytes() {
+        hex &= b.is_ascii_hexdigit();
+        upper |= b.is_ascii_uppercase();
+    }
     // distribution's grammar: at least 128 bits of hex after a well-formed algorithm.
-    if !is_digest_algorithm(algorithm) || encoded.len() < 32 || !encoded.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if !is_digest_algorithm(algorithm) || encoded.len() < 32 || !hex {
         return Err(malformed());
     }
     let expected_len = match algorithm {
@@ -401,7 +524,7 @@ fn validate_digest(digest: &str) -> Result<(), ImageRefError> {
             encoded.len()
         )));
     }
-    if encoded.bytes().any(|b| b.is_ascii_uppercase()) {
+    if upper {
         return Err(ImageRefError::new(format!(
             "digest {} must be lower-case hex",
             quoted(digest)
@@ -412,10 +535,11 @@ fn validate_digest(digest: &str) -> Result<(), ImageRefError> {
 
 /// `[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*`.
 fn is_digest_algorithm(algorithm: &str) -> bool {
-    algorithm.split(['-', '_', '+', '.']).all(|component| {
-        let mut bytes = component.bytes();
-        bytes.next().is_some_and(|b| b.is_ascii_alphabetic()) && bytes.all(|b| b.is_ascii_alphanumeric())
-    })
+    matches!(algorithm, "sha256" | "sha384" | "sha512")
+        || algorithm.split(['-', '_', '+', '.']).all(|component| {
+            let mut bytes = component.bytes();
+            bytes.next().is_some_and(|b| b.is_ascii_alphabetic()) && bytes.all(|b| b.is_ascii_alphanumeric())
+        })
 }
 
 /// The offending part, quoted and cut short so that a hostile reference cannot bloat messages.
@@ -423,5 +547,158 @@ fn quoted(part: &str) -> String {
     match part.char_indices().nth(MAX_QUOTED) {
         Some((end, _)) => format!("{:?}…", part.get(..end).unwrap_or_default()),
         None => format!("{part:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The one-pass checks against the definitions they replace, on every short string over
+    //! an alphabet of the bytes that matter; the one-string layout against the four parts.
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+    use super::*;
+
+    /// Every string of up to `max_len` characters from `alphabet`.
+    fn all_strings(alphabet: &[char], max_len: usize) -> Vec<String> {
+        let mut out = vec![String::new()];
+        let mut last = vec![String::new()];
+        for _ in 0..max_len {
+            let next: Vec<String> = last
+                .iter()
+                .flat_map(|s| {
+                    alphabet.iter().map(move |c| {
+                        let mut t = s.clone();
+                        t.push(*c);
+                        t
+                    })
+                })
+                .collect();
+            out.extend(next.iter().cloned());
+            last = next;
+        }
+        out
+    }
+
+    #[test]
+    fn is_domain_name_is_split_into_domain_components() {
+        let component = |c: &str| {
+            let b = c.as_bytes();
+            match (b.first(), b.last()) {
+                (Some(f), Some(l)) => {
+                    f.is_ascii_alphanumeric()
+                        && l.is_ascii_alphanumeric()
+                        && b.iter().all(|x| x.is_ascii_alphanumeric() || *x == b'-')
+                }
+                _ => false,
+            }
+        };
+        for s in all_strings(&['a', 'Z', '0', '-', '.', '_', 'é'], 6) {
+            assert_eq!(is_domain_name(&s), s.split('.').all(component), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn is_valid_path_is_the_component_checks() {
+        for s in all_strings(&['a', '0', '.', '_', '-', '/', 'A', 'é'], 6) {
+            let reference =
+                !has_uppercase(&s) && !s.is_empty() && s.split('/').all(|c| !c.is_empty() && is_path_component(c));
+            assert_eq!(is_valid_path(&s), reference, "{s:?}");
+        }
+    }
+
+    #[test]
+    fn has_uppercase_is_char_is_uppercase() {
+        for s in all_strings(&['a', 'A', '0', 'é', 'É', 'ß', 'Σ'], 4) {
+            assert_eq!(has_uppercase(&s), s.chars().any(char::is_uppercase), "{s:?}");
+        }
+    }
+
+    /// The four-field layout `ImageRef` had before it kept one string.
+    mod old {
+        #[derive(Debug, Hash)]
+        pub struct ImageRef {
+            pub registry: String,
+            pub image: String,
+            pub tag: Option<String>,
+            pub digest: Option<String>,
+        }
+    }
+
+    fn hash_of(value: &impl std::hash::Hash) -> u64 {
+        use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+        BuildHasherDefault::<DefaultHasher>::default().hash_one(value)
+    }
+
+    #[test]
+    fn one_string_layout_keeps_parts_debug_hash_and_equality() {
+        let digest = "sha256:3e7a9c1b5d7f9e1a3c5b7d9f1e3a5c7b9d1f3e5a7c9b1d3f5e7a9c1b3d5f7e9a";
+        let refs = [
+            "nginx".to_owned(),
+            "Registry.Example.com:5000/team/app:v1".to_owned(),
+            format!("ghcr.io/org/app@{digest}"),
+            format!("localhost/app:1.0@{digest}"),
+            "index.docker.io/user/app".to_owned(),
+        ];
+        let parsed: Vec<ImageRef> = refs.iter().map(|r| ImageRef::parse(r).unwrap()).collect();
+        for (r, image) in refs.iter().zip(&parsed) {
+            let model = old::ImageRef {
+                registry: image.registry().to_owned(),
+                image: image.image().to_owned(),
+                tag: image.tag_part().map(str::to_owned),
+                digest: image.digest().map(str::to_owned),
+            };
+            assert_eq!(format!("{image:?}"), format!("{model:?}"), "{r}");
+            assert_eq!(format!("{image:#?}"), format!("{model:#?}"), "{r}");
+            assert_eq!(hash_of(image), hash_of(&model), "{r}");
+            assert_eq!(image.to_string(), image.image_path());
+            assert_eq!(image.repository(), format!("{}/{}", image.registry(), image.image()));
+            let mut path = format!("{}/{}", image.registry(), image.image());
+            if let Some(tag) = image.tag_part() {
+                path.push(':');
+                path.push_str(tag);
+            }
+            if let Some(digest) = image.digest() {
+                path.push('@');
+                path.push_str(digest);
+            }
+            assert_eq!(image.image_path(), path);
+        }
+        let nginx = &parsed[0];
+        assert_eq!(
+            (nginx.registry(), nginx.image(), nginx.tag(), nginx.digest()),
+            ("docker.io", "library/nginx", "latest", None)
+        );
+        let local = &parsed[1];
+        assert_eq!(
+            (local.registry(), local.image(), local.tag(), local.digest()),
+            ("registry.example.com:5000", "team/app", "v1", None)
+        );
+        let by_digest = &parsed[2];
+        assert_eq!(
+            (
+                by_digest.registry(),
+                by_digest.image(),
+                by_digest.tag(),
+                by_digest.digest()
+            ),
+            ("ghcr.io", "org/app", "", Some(digest))
+        );
+        let both = &parsed[3];
+        assert_eq!((both.tag(), both.digest()), ("1.0", Some(digest)));
+        for (i, a) in parsed.iter().enumerate() {
+            for (j, b) in parsed.iter().enumerate() {
+                assert_eq!(a == b, i == j);
+            }
+        }
+    }
+
+    #[test]
+    fn digest_algorithm_fast_path_agrees_with_the_grammar() {
+        for a in ["sha256", "sha384", "sha512"] {
+            let grammar = a.split(['-', '_', '+', '.']).all(|component| {
+                let mut bytes = component.bytes();
+                bytes.next().is_some_and(|b| b.is_ascii_alphabetic()) && bytes.all(|b| b.is_ascii_alphanumeric())
+            });
+            assert!(grammar && is_digest_algorithm(a));
+        }
     }
 }

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
-use crate::k8s::{ObjectMeta, PodSpec, PodStatus, nullable};
+use crate::k8s::{Key, ObjectMeta, PodSpec, PodStatus, nullable};
 
 /// An admission operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -179,7 +179,7 @@ impl<'de> Deserialize<'de> for KindField {
                     is_gvk: true,
                     ..KindField::default()
                 };
-                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
                     let value = map.next_value::<Option<String>>()?.unwrap_or_default();
                     match key.as_ref() {
                         "group" => k.group = value,
@@ -221,9 +221,9 @@ struct RequestFields {
     #[serde(default)]
     operation: Option<String>,
     #[serde(default)]
-    object: Option<ObjectFields>,
+    object: Option<Box<ObjectFields>>,
     #[serde(default)]
-    old_object: Option<ObjectFields>,
+    old_object: Option<Box<ObjectFields>>,
     #[serde(default)]
     dry_run: Option<bool>,
     #[serde(default)]
@@ -254,7 +254,7 @@ struct Envelope {
     #[serde(default)]
     items: Option<Vec<Box<RawValue>>>,
     #[serde(default)]
-    request: Option<RequestFields>,
+    request: Option<Box<RequestFields>>,
     // A bare AdmissionRequest's own fields.
     #[serde(default)]
     uid: Option<String>,
@@ -269,9 +269,9 @@ struct Envelope {
     #[serde(default)]
     operation: Option<String>,
     #[serde(default)]
-    object: Option<ObjectFields>,
+    object: Option<Box<ObjectFields>>,
     #[serde(default)]
-    old_object: Option<ObjectFields>,
+    old_object: Option<Box<ObjectFields>>,
     #[serde(default)]
     dry_run: Option<bool>,
     #[serde(default)]
@@ -331,7 +331,12 @@ fn json_error(prefix: &str, e: serde_path_to_error::Error<serde_json::Error>) ->
 
 fn from_json<'a, T: Deserialize<'a>>(json: &'a [u8], prefix: &str) -> Result<T, InputError> {
     // Fast path without path tracking; only a failure is parsed again to name the field.
-    if let Ok(value) = serde_json::from_slice(json) {
+    // The document is checked as UTF-8 once, so that serde_json's `StrRead` does not
+    // validate every key and string again; invalid UTF-8 takes the slow path, whose error
+    // names the field.
+    if let Ok(text) = std::str::from_utf8(json)
+        && let Ok(value) = serde_json::from_str(text)
+    {
         return Ok(value);
     }
     let mut de = serde_json::Deserializer::from_slice(json);
@@ -342,7 +347,7 @@ fn from_json<'a, T: Deserialize<'a>>(json: &'a [u8], prefix: &str) -> Result<T, 
 }
 
 fn parse_into(json: &[u8], depth: usize, prefix: &str, out: &mut Vec<Subject>) -> Result<(), InputError> {
-    let env: Envelope = from_json(json, prefix)?;
+    let mut env: Envelope = from_json(json, prefix)?;
     let here = |field: &str| {
         if prefix.is_empty() {
             field.to_owned()
@@ -350,7 +355,7 @@ fn parse_into(json: &[u8], depth: usize, prefix: &str, out: &mut Vec<Subject>) -
             format!("{prefix}.{field}")
         }
     };
-    let kind = env.kind.clone().unwrap_or_default();
+    let kind = env.kind.take().unwrap_or_default();
 
     if kind.kind.ends_with("List") && !kind.is_gvk && env.request.is_none() {
         if depth >= MAX_LIST_DEPTH {
@@ -385,9 +390,9 @@ fn parse_into(json: &[u8], depth: usize, prefix: &str, out: &mut Vec<Subject>) -
             ));
         }
         out.push(subject_from_request(
-            request,
+            *request,
             env.api_version,
-            &here("request"),
+            (prefix, "request"),
             json,
             "/request",
         )?);
@@ -409,7 +414,7 @@ fn parse_into(json: &[u8], depth: usize, prefix: &str, out: &mut Vec<Subject>) -
             dry_run: env.dry_run,
             user_info: env.user_info,
         };
-        out.push(subject_from_request(request, String::new(), prefix, json, "")?);
+        out.push(subject_from_request(request, String::new(), (prefix, ""), json, "")?);
         return Ok(());
     }
 
@@ -475,16 +480,22 @@ fn object_name(metadata: &ObjectMeta) -> String {
 fn subject_from_request(
     r: RequestFields,
     review_api_version: String,
-    path: &str,
+    (prefix, request): (&str, &str),
     json: &[u8],
     pointer: &str,
 ) -> Result<Subject, InputError> {
+    // `prefix.request.field`, without the empty parts; built only for an error.
     let at = |field: &str| {
-        if path.is_empty() {
-            field.to_owned()
-        } else {
-            format!("{path}.{field}")
+        let mut path = String::new();
+        for part in [prefix, request, field] {
+            if !part.is_empty() {
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(part);
+            }
         }
+        path
     };
     let operation = match r.operation.as_deref() {
         Some("CREATE") => Operation::Create,
@@ -502,21 +513,23 @@ fn subject_from_request(
     let Some(kind) = r.kind else {
         return Err(InputError::new(at("kind"), "missing"));
     };
-    let object = r.object.map(KubeObject::from);
-    let (metadata_ns, metadata_name) = object
-        .as_ref()
-        .map(|o| {
-            (
-                o.metadata.namespace.clone().unwrap_or_default(),
-                object_name(&o.metadata),
-            )
-        })
-        .unwrap_or_default();
-    let namespace = [r.namespace, metadata_ns]
-        .into_iter()
-        .find(|n| !n.is_empty())
-        .unwrap_or_else(|| "default".to_owned());
-    let name = if r.name.is_empty() { metadata_name } else { r.name };
+    let object = r.object.map(|o| KubeObject::from(*o));
+    // The request's own namespace and name first; the object's are copied only when needed.
+    let namespace = if r.namespace.is_empty() {
+        object
+            .as_ref()
+            .and_then(|o| o.metadata.namespace.as_deref())
+            .filter(|n| !n.is_empty())
+            .unwrap_or("default")
+            .to_owned()
+    } else {
+        r.namespace
+    };
+    let name = if r.name.is_empty() {
+        object.as_ref().map(|o| object_name(&o.metadata)).unwrap_or_default()
+    } else {
+        r.name
+    };
     let pod_spec = pod_spec_path(&kind.group, &kind.kind);
     if matches!(operation, Operation::Create | Operation::Update) && pod_spec.is_some() && object.is_none() {
         return Err(InputError::new(

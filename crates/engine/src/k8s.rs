@@ -47,7 +47,7 @@ pub struct ObjectMeta {
 pub const APPARMOR_ANNOTATION_PREFIX: &str = "container.apparmor.security.beta.kubernetes.io/";
 
 /// A map key, borrowed from the input when it has no escapes.
-struct Key<'de>(std::borrow::Cow<'de, str>);
+pub(crate) struct Key<'de>(pub(crate) std::borrow::Cow<'de, str>);
 
 impl<'de> Deserialize<'de> for Key<'de> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -414,14 +414,14 @@ impl<'de> Deserialize<'de> for Volume {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Volume, A::Error> {
                 let mut volume = Volume::default();
-                while let Some(key) = map.next_key::<String>()? {
+                while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
                     if key == "name" {
                         volume.name = map.next_value::<Option<String>>()?.unwrap_or_default();
                     } else {
                         // A source is set when its value is not null, as Go's decoding sees it.
                         let value = map.next_value::<Option<IgnoredAny>>()?;
                         if value.is_some() {
-                            volume.sources.push(key);
+                            volume.sources.push(key.into_owned());
                         }
                     }
                 }
