@@ -167,13 +167,16 @@ pub async fn run(args: &AdmissionArgs) -> Result<Report> {
         }
     })
     .await?;
-    report.notes.push((
-        "review".to_owned(),
-        format!(
-            "{} ({bytes} bytes of compact JSON, request.uid unique per call)",
-            args.review.display()
+    report.notes.insert(
+        0,
+        (
+            "review".to_owned(),
+            format!(
+                "{} ({bytes} bytes of compact JSON, request.uid unique per call)",
+                args.review.display()
+            ),
         ),
-    ));
+    );
     Ok(report)
 }
 

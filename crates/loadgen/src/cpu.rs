@@ -51,9 +51,13 @@ fn ticks_by_comm(comm: &str) -> HashMap<u32, u64> {
     found
 }
 
-/// Busy and total ticks of the whole machine, from the `cpu` line of `/proc/stat`, and the
-/// number of cores (its `cpuN` lines; not the affinity mask, which taskset narrows).
-fn machine_ticks() -> Option<(u64, u64, usize)> {
+/// Idle ticks of the whole machine (idle and iowait of the `cpu` line of `/proc/stat`) and
+/// the number of cores (its `cpuN` lines; not the affinity mask, which taskset narrows).
+///
+/// Busy time is derived from idle time and the wall clock, not read: with a tickless kernel
+/// the idle time is measured exactly, while the busy fields are sampled at timer ticks, which
+/// miss (or over-count) short bursts of work such as a load test's calls.
+fn machine_idle_ticks() -> Option<(u64, usize)> {
     let stat = std::fs::read_to_string("/proc/stat").ok()?;
     let line = stat.lines().find(|l| l.starts_with("cpu "))?;
     let cores = stat
@@ -64,10 +68,9 @@ fn machine_ticks() -> Option<(u64, u64, usize)> {
         })
         .count();
     let values: Vec<u64> = line.split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
-    let total: u64 = values.iter().sum();
     // idle and iowait are fields 4 and 5.
-    let idle = values.get(3).copied().unwrap_or(0) + values.get(4).copied().unwrap_or(0);
-    Some((total.saturating_sub(idle), total, cores.max(1)))
+    let idle = values.get(3).copied()? + values.get(4).copied().unwrap_or(0);
+    Some((idle, cores.max(1)))
 }
 
 /// A snapshot at the start of a measurement.
@@ -76,7 +79,7 @@ pub struct Snapshot {
     server: Option<(u32, u64)>,
     generator: Option<u64>,
     comms: Vec<(String, HashMap<u32, u64>)>,
-    machine: Option<(u64, u64, usize)>,
+    machine: Option<(u64, usize)>,
 }
 
 /// CPU use over a measurement, in percent of one core (200 = both cores of two).
@@ -99,7 +102,7 @@ impl Snapshot {
             server: server_pid.and_then(|pid| Some((pid, process_ticks(pid)?))),
             generator: process_ticks(std::process::id()),
             comms: comms.iter().map(|c| (c.clone(), ticks_by_comm(c))).collect(),
-            machine: machine_ticks(),
+            machine: machine_idle_ticks(),
         }
     }
 
@@ -126,11 +129,11 @@ impl Snapshot {
                 (comm.clone(), percent(used))
             })
             .collect();
-        let machine = self.machine.and_then(|(busy0, total0, cores)| {
-            let (busy1, total1, _) = machine_ticks()?;
-            let total = total1.saturating_sub(total0);
-            // /proc/stat sums all cores: busy share × number of cores = percent of one core.
-            (total > 0).then(|| busy1.saturating_sub(busy0) as f64 / total as f64 * 100.0 * cores as f64)
+        let machine = self.machine.and_then(|(idle0, cores)| {
+            let (idle1, _) = machine_idle_ticks()?;
+            // Every core's time minus the idle time, in percent of one core.
+            let all = cores as f64 * 100.0;
+            (seconds > 0.0).then(|| (all - percent(idle1.saturating_sub(idle0))).clamp(0.0, all))
         });
         Usage {
             server,
@@ -158,5 +161,19 @@ mod tests {
     #[test]
     fn this_process_has_cpu_ticks() {
         assert!(process_ticks(std::process::id()).is_some());
+    }
+
+    #[test]
+    fn machine_use_is_within_the_cores() {
+        let snapshot = Snapshot::take(Some(std::process::id()), &[]);
+        let mut x = 0_u64;
+        for i in 0..2_000_000_u64 {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(i));
+        }
+        let usage = snapshot.usage_since(0.05);
+        let (_, cores) = machine_idle_ticks().unwrap();
+        let machine = usage.machine.unwrap();
+        assert!((0.0..=cores as f64 * 100.0).contains(&machine), "{machine}");
+        assert!(usage.server.is_some() && usage.generator.is_some());
     }
 }

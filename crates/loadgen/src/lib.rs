@@ -3,7 +3,8 @@
 //!
 //! - [`seed`]: writes the policy store benchmark dataset straight into a database.
 //! - [`load`]: the driver every measurement shares: open loop from intended start times
-//!   (a dedicated scheduling thread, so calls leave on time to well under a millisecond),
+//!   (waiting on a high-resolution timer, [`timer`], so calls leave on time to well under a
+//!   millisecond),
 //!   or closed loop; latency in an `hdrhistogram`; errors by gRPC code; CPU from `/proc`;
 //!   an unrecorded warm-up; a text or JSON report.
 //! - [`effective_policy`]: `PolicyService.GetEffectivePolicy` with seeded connector keys.
@@ -19,6 +20,7 @@ pub mod effective_policy;
 pub mod load;
 pub mod noop;
 pub mod seed;
+pub mod timer;
 
 use std::time::Duration;
 

@@ -94,10 +94,8 @@ async fn closed_loop_against_the_noop_server_has_only_successes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn open_loop_against_the_noop_server_sends_the_scheduled_calls() {
     let (url, stop, task) = start_noop().await;
-    let output = loadgen(
-        &url,
-        KEY,
-        &[
+    for wait in [None, Some("--spin")] {
+        let mut args = vec![
             "--rate",
             "200",
             "--duration",
@@ -106,14 +104,16 @@ async fn open_loop_against_the_noop_server_sends_the_scheduled_calls() {
             "0s",
             "--connections",
             "2",
-        ],
-    )
-    .await;
-    let report = report(&output);
-    assert_only_successes(&report);
-    // Calls 0..200 are due within the window; each is sent, so each is answered or an error.
-    assert_eq!(report["ok"], 200, "{report}");
-    assert_eq!(report["rate"], 200.0);
+        ];
+        args.extend(wait);
+        let report = report(&loadgen(&url, KEY, &args).await);
+        assert_only_successes(&report);
+        // Calls 0..200 are due within the window; each is sent, so each is answered or an error.
+        assert_eq!(report["ok"], 200, "{report}");
+        assert_eq!(report["rate"], 200.0);
+        let schedule = report["notes"]["schedule"].as_str().unwrap();
+        assert_eq!(schedule.contains("polling"), wait.is_some(), "{schedule}");
+    }
     stop.send(()).unwrap();
     task.await.unwrap();
 }
