@@ -287,7 +287,7 @@ pub async fn review_stream_answers_each_item(mode: Mode) {
             create_pod(pod(
                 "web",
                 "apps",
-                pod_spec(i % 2 == 0, vec![container("app", "nginx:1.27", false)]),
+                pod_spec(i.is_multiple_of(2), vec![container("app", "nginx:1.27", false)]),
             ))
             .to_string()
             .into_bytes()
@@ -322,7 +322,7 @@ pub async fn review_stream_answers_each_item(mode: Mode) {
             assert!(r.decision.is_none());
         } else {
             let decision = r.decision.as_ref().expect("a decision");
-            assert_eq!(decision.allowed, i % 2 != 0, "item {i}");
+            assert_eq!(decision.allowed, !i.is_multiple_of(2), "item {i}");
         }
     }
 }
