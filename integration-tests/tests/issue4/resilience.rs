@@ -280,7 +280,7 @@ pub async fn review_stream_answers_each_item(mode: Mode) {
     let doc = policy("stream", json!([host_network("block")]));
     let env = Env::one(mode, &doc.to_string()).await;
     let mut requests = Vec::new();
-    for i in 0..20 {
+    for i in 0..20_usize {
         let body = if i == 7 {
             b"{\"apiVersion\": ".to_vec()
         } else {
