@@ -361,6 +361,8 @@ struct CompiledRule {
 
 #[derive(Debug)]
 struct Definition {
+    /// `default`, or the namespaced definition's name.
+    name: String,
     rules: Vec<CompiledRule>,
     exceptions: Arc<[ValidException]>,
     image_verification: Arc<[ImageVerificationRule]>,
@@ -424,6 +426,7 @@ impl CompiledPolicy {
         let default_signatures: Arc<[ImageVerificationRule]> =
             valid.default.image_verification.unwrap_or_default().into();
         let default = Definition {
+            name: "default".to_owned(),
             rules: compile_rules(valid.default.rules),
             exceptions: default_exceptions.clone(),
             image_verification: default_signatures.clone(),
@@ -436,6 +439,7 @@ impl CompiledPolicy {
                 by_namespace.insert(ns, index);
             }
             namespaced.push(Definition {
+                name: def.name.unwrap_or_default(),
                 rules: compile_rules(def.rules),
                 exceptions: def.exceptions.map_or_else(|| default_exceptions.clone(), Into::into),
                 image_verification: def
@@ -472,6 +476,12 @@ impl CompiledPolicy {
             .get(namespace)
             .and_then(|&i| self.namespaced.get(i))
             .unwrap_or(&self.default)
+    }
+
+    /// The name of the definition that applies in `namespace`: a namespaced definition's
+    /// name, or `default`.
+    pub fn definition_name(&self, namespace: &str) -> &str {
+        &self.definition(namespace).name
     }
 
     /// The admission decision for a subject.

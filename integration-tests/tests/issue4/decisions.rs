@@ -242,6 +242,7 @@ pub async fn namespaced_definition_and_exception(mode: Mode) {
         .await;
     assert!(answer.allowed(), "{answer:?}");
     assert_eq!(answer.warnings().len(), 1, "{answer:?}");
+    assert_eq!(answer.decision.definition, "default");
     // hostNetwork is no rule there.
     let answer = env
         .judge(&create_pod(pod("p", "dev", pod_spec(true, vec![app(false)]))))
@@ -254,6 +255,7 @@ pub async fn namespaced_definition_and_exception(mode: Mode) {
         .await;
     assert!(!answer.allowed(), "{answer:?}");
     assert!(answer.message().contains("privileged:true"), "{}", answer.message());
+    assert_eq!(answer.decision.definition, "prod.strict");
     let answer = env
         .judge(&create_pod(pod("p", "prod", pod_spec(true, vec![app(false)]))))
         .await;

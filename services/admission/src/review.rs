@@ -593,7 +593,10 @@ impl Admission {
             cluster_id: cluster.cluster_id.clone(),
             policy_id: cluster.policy_id.clone(),
             policy_revision: cluster.revision,
-            definition: String::new(),
+            definition: match (&cluster.policy, decision.not_evaluated) {
+                (Some(policy), None) => policy.definition_name(&subject.namespace).to_owned(),
+                _ => String::new(),
+            },
             digests,
             violations,
             warnings,
