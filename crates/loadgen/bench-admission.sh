@@ -41,8 +41,7 @@ POLICY_NAME=${POLICY_NAME:-bench.admission15}
 NOOP_KEY=${NOOP_KEY:-pck_loadgen_noop_connector_key_0000}
 
 # ---------------------------------------------------------------------------------------
-# The real service's command line (LEAD: check these against `portcullis up --help` once
-# the admission service has landed in `up`).
+# The real service's command line.
 # Flags of `portcullis up` besides --data-dir and --listen: the admission listener (port 0:
 # any free port; the address is read from the startup output) and no per-tenant rate limit
 # (the default limit, 1,000 reviews/s per tenant, would refuse most of 10,000/s).
@@ -50,8 +49,7 @@ UP_FLAGS=${UP_FLAGS:-"--admission-listen 127.0.0.1:0 --rate-limit 0"}
 # The startup lines `up` prints on stdout: the policy store's URL and the admission URL.
 STORE_READY=${STORE_READY:-"portcullis listening on "}
 ADMISSION_READY=${ADMISSION_READY:-"portcullis admission listening on "}
-# Decision events: on when the policy says `xdrEnabled: true` (data/policy-15-rules.yaml
-# does) and `up`'s in-process bus carries them; add flags here if `up` grows a switch.
+# Decision events are always on: every decision goes to `up`'s in-process bus.
 # ---------------------------------------------------------------------------------------
 
 cd "$(dirname "$0")/../.."
