@@ -304,7 +304,10 @@ pub(crate) struct NatsAcker {
 
 impl NatsAcker {
     pub(crate) async fn ack(&self) -> Result<(), BusError> {
-        deadline("ack", self.timeout, self.acker.ack()).await
+        // Waits for the server to confirm: once `ack` returns, a new subscriber of the durable
+        // never gets the event again (a plain ack is fire-and-forget and can be lost when the
+        // subscriber goes away right after it).
+        deadline("ack", self.timeout, self.acker.double_ack()).await
     }
 
     pub(crate) async fn nak(&self) -> Result<(), BusError> {

@@ -87,9 +87,10 @@ pub(crate) enum Acker {
 impl Delivery {
     /// Marks the event handled: it is not delivered again.
     ///
-    /// With NATS the acknowledgement is sent without waiting for the server's confirmation;
-    /// if the connection drops first the event comes back, which handlers tolerate because
-    /// they are idempotent on the event id.
+    /// With NATS it returns once the server has confirmed the acknowledgement (a double ack),
+    /// so a subscriber that goes away right after does not get the event back; if the
+    /// confirmation does not come (the connection dropped), the call fails and the event may
+    /// come back, which handlers tolerate because they are idempotent on the event id.
     pub async fn ack(&self) -> Result<(), BusError> {
         match &self.acker {
             Acker::Nats(a) => a.ack().await,
