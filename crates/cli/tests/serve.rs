@@ -53,7 +53,12 @@ fn portcullis(args: &[&str]) -> Command {
 }
 
 fn start(args: &[&str], prefix: &str) -> Running {
-    let mut child = portcullis(args).spawn().unwrap();
+    start_command(&mut portcullis(args), prefix)
+}
+
+/// Spawns `command` and waits for its ready line, which must start with `prefix`.
+fn start_command(command: &mut Command, prefix: &str) -> Running {
+    let mut child = command.spawn().unwrap();
     let stdout = child.stdout.take().unwrap();
     let (tx, lines) = mpsc::channel();
     std::thread::spawn(move || {
@@ -290,31 +295,7 @@ async fn serve_admission_judges_from_a_policy_store_over_nats() {
     let nats = NatsServer::start().await.unwrap();
     let nats_url = nats.url();
     let with_token = |args: &[&str], prefix: &str| {
-        let mut child = portcullis(args)
-            .env("PORTCULLIS_SERVICE_TOKEN", SERVICE_TOKEN)
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let first = lines.recv_timeout(Duration::from_secs(60)).unwrap_or_else(|_| {
-            let _ = child.kill();
-            let mut stderr = String::new();
-            child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
-            panic!("no ready line; stderr:\n{stderr}");
-        });
-        let url = first
-            .strip_prefix(prefix)
-            .unwrap_or_else(|| panic!("{first:?}"))
-            .to_owned();
-        Running { child, url, lines }
+        start_command(portcullis(args).env("PORTCULLIS_SERVICE_TOKEN", SERVICE_TOKEN), prefix)
     };
     let store = with_token(
         &[
