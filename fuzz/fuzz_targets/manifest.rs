@@ -2,7 +2,7 @@
 //! admission and continuous scanning by a policy that enables every rule type
 //! (`broad-policy.json`), offline and with scan results, digests, verdicts, exclusions,
 //! trusted images and fail-closed. Nothing may panic; a fail-open block must come from a
-//! blocking violation.
+//! blocking violation; the fast and the reference JSON readers give the same result.
 
 #![no_main]
 
@@ -14,6 +14,7 @@ use portcullis_engine::evaluate::{
     CompiledPolicy, DigestMap, EvalContext, FailureMode, TrustedImage, Verdict, VerdictMap,
 };
 use portcullis_engine::input::parse_document;
+use portcullis_engine::input::parse_document_reference;
 use portcullis_engine::policy::Action;
 use portcullis_engine::scan::{MemoryScanStore, ScanResult};
 use time::OffsetDateTime;
@@ -85,7 +86,10 @@ static WORLD: LazyLock<World> = LazyLock::new(|| {
 });
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(subjects) = parse_document(data) else { return };
+    let parsed = parse_document(data);
+    // The fast JSON reader (sonic-rs) and the reference (serde_json) agree on every input.
+    assert_eq!(parsed, parse_document_reference(data));
+    let Ok(subjects) = parsed else { return };
     let w = &*WORLD;
     let rich = |failure_mode| EvalContext {
         now: w.now,

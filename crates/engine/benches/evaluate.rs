@@ -2,7 +2,8 @@
 //!
 //! Every measured iteration starts from the raw JSON bytes of a review: parse included.
 //! - `parse/review_8k`: `parse_document` alone, for reference; `parse/json_scan_floor` is
-//!   serde_json scanning the same bytes into nothing, the floor of any JSON parse.
+//!   serde_json scanning the same bytes into nothing, the floor of any JSON parse, and
+//!   `parse/sonic_scan_floor` the same with sonic-rs, the reader `parse_document` uses.
 //! - `full_policy/review_8k`: the full policy (20 rules, podSecurityStandard restricted
 //!   among them) on the 8 KB review; `evaluate_only/full_policy` is the same on a review
 //!   parsed beforehand, to split the cost.
@@ -73,6 +74,10 @@ fn benches<M: Measurement>(c: &mut Criterion<M>) {
     // The floor: serde_json scanning the same bytes into nothing (validation, no allocation).
     g.bench_function("json_scan_floor", |b| {
         b.iter(|| serde_json::from_slice::<serde::de::IgnoredAny>(black_box(bytes)).unwrap())
+    });
+    // The same with sonic-rs, the engine's fast reader.
+    g.bench_function("sonic_scan_floor", |b| {
+        b.iter(|| sonic_rs::from_slice::<serde::de::IgnoredAny>(black_box(bytes)).unwrap())
     });
     g.finish();
 
@@ -182,6 +187,7 @@ fn summary(dir: &Path, since: SystemTime, clock: &str) {
     let ids = [
         "parse/review_8k",
         "parse/json_scan_floor",
+        "parse/sonic_scan_floor",
         "full_policy/review_8k",
         "evaluate_only/full_policy",
         "evaluate_only/three_checks",

@@ -1,10 +1,11 @@
 //! The engine's hot path in a loop, for instruction counts under `valgrind --tool=callgrind`
 //! (repeatable on a shared machine, unlike timings).
 //!
-//! `hot_path [full|three|parse|eval|scan] [N]`: parse the compact 8 KB review and evaluate
+//! `hot_path [full|three|parse|image|eval|scan|sscan] [N]`: parse the compact 8 KB review and evaluate
 //! it with the full policy (default) or the three-check policy, N times (default 2000);
-//! `parse` only parses, `image` only parses the four image references, `eval` only evaluates a review parsed once, `scan` is serde_json
-//! scanning the bytes into nothing (the floor of any JSON parse).
+//! `parse` only parses, `image` only parses the four image references, `eval` only
+//! evaluates a review parsed once, `scan` is serde_json scanning the bytes into nothing (the
+//! floor of any JSON parse), `sscan` the same with sonic-rs (the engine's fast reader).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::hint::black_box;
@@ -51,6 +52,9 @@ fn main() {
                 for image in IMAGES {
                     blocks += usize::from(ImageRef::parse(black_box(image)).is_ok());
                 }
+            }
+            "sscan" => {
+                sonic_rs::from_slice::<serde::de::IgnoredAny>(black_box(bytes)).unwrap();
             }
             "scan" => {
                 serde_json::from_slice::<serde::de::IgnoredAny>(black_box(bytes)).unwrap();

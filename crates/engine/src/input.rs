@@ -2,7 +2,7 @@
 //! AdmissionReview (v1 or v1beta1) or a bare AdmissionRequest (POLICY.md section 2).
 //!
 //! Parsing is most of the cost of a decision, so a document is read once into lean typed
-//! structs ([`crate::k8s`]); `request.object` is kept raw and read typed on its own, and
+//! structs ([`crate::k8s`]), by sonic-rs with serde_json as the reference, and
 //! `oldObject` is only read on UPDATE, to compare pod specs.
 
 use serde::Deserialize;
@@ -299,9 +299,21 @@ const MAX_LIST_DEPTH: usize = 8;
 
 /// Parses one JSON document into the subjects it holds (a List gives one per item, nested
 /// Lists flattened), in document order.
+///
+/// Documents are read by sonic-rs when it accepts them and by serde_json otherwise (see
+/// [`parse_document_reference`]); the result is the same.
 pub fn parse_document(json: &[u8]) -> Result<Vec<Subject>, InputError> {
     let mut out = Vec::with_capacity(1);
-    parse_into(json, 0, "", &mut out)?;
+    parse_into(json, 0, "", &mut out, Reader::Fast)?;
+    Ok(out)
+}
+
+/// [`parse_document`] with serde_json as the only JSON reader: the reference the fast reader
+/// is tested against (not for production use: it is slower).
+#[doc(hidden)]
+pub fn parse_document_reference(json: &[u8]) -> Result<Vec<Subject>, InputError> {
+    let mut out = Vec::with_capacity(1);
+    parse_into(json, 0, "", &mut out, Reader::Reference)?;
     Ok(out)
 }
 
@@ -329,15 +341,51 @@ fn json_error(prefix: &str, e: serde_path_to_error::Error<serde_json::Error>) ->
     InputError::new(path, plain_message(e.into_inner().to_string()))
 }
 
-fn from_json<'a, T: Deserialize<'a>>(json: &'a [u8], prefix: &str) -> Result<T, InputError> {
-    // Fast path without path tracking; only a failure is parsed again to name the field.
-    // The document is checked as UTF-8 once, so that serde_json's `StrRead` does not
-    // validate every key and string again; invalid UTF-8 takes the slow path, whose error
-    // names the field.
-    if let Ok(text) = std::str::from_utf8(json)
-        && let Ok(value) = serde_json::from_str(text)
-    {
-        return Ok(value);
+/// Which JSON reader parses a document: the two must agree on every input (a test and the
+/// fuzz target hold them to it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reader {
+    /// sonic-rs (SIMD string scanning and skipping) first; any failure is read again by
+    /// serde_json, so errors and every edge case serde_json decides stay serde_json's.
+    Fast,
+    /// serde_json only.
+    Reference,
+}
+
+/// Documents with more opening brackets than this are read by serde_json alone: sonic-rs
+/// recurses once per level of nesting while it skips a value (about 250 bytes of stack per
+/// level, measured), and nothing else bounds the nesting of a field the engine skips.
+/// Admission objects have a few hundred (the 8 KB benchmark review: 199).
+const SONIC_MAX_OPENING_BRACKETS: usize = 1024;
+
+/// Whether sonic-rs may read the document, judged in two vectorised passes that cost a few
+/// percent of a parse:
+/// - its count of `{` and `[` bytes, strings included, bounds its nesting;
+/// - every `\u` is followed by four hex digits: sonic-rs does not check them in the strings
+///   it skips, where serde_json refuses the document. (An escaped backslash before a `u` is
+///   counted too, which only sends a valid document to serde_json.)
+fn sonic_can_read(json: &[u8]) -> bool {
+    json.iter().filter(|&&b| b == b'{' || b == b'[').count() <= SONIC_MAX_OPENING_BRACKETS
+        && memchr::memmem::find_iter(json, b"\\u").all(|at| {
+            json.get(at + 2..at + 6)
+                .is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit))
+        })
+}
+
+fn from_json<'a, T: Deserialize<'a>>(json: &'a [u8], prefix: &str, reader: Reader) -> Result<T, InputError> {
+    // Fast paths without path tracking; only a failure is parsed again to name the field.
+    // The document is checked as UTF-8 once, so that neither reader validates every key and
+    // string again; invalid UTF-8 takes the slow path, whose error names the field.
+    if let Ok(text) = std::str::from_utf8(json) {
+        if reader == Reader::Fast
+            && sonic_can_read(json)
+            && let Ok(value) = sonic_rs::from_str(text)
+        {
+            return Ok(value);
+        }
+        if let Ok(value) = serde_json::from_str(text) {
+            return Ok(value);
+        }
     }
     let mut de = serde_json::Deserializer::from_slice(json);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| json_error(prefix, e))?;
@@ -346,8 +394,14 @@ fn from_json<'a, T: Deserialize<'a>>(json: &'a [u8], prefix: &str) -> Result<T, 
     Ok(value)
 }
 
-fn parse_into(json: &[u8], depth: usize, prefix: &str, out: &mut Vec<Subject>) -> Result<(), InputError> {
-    let mut env: Envelope = from_json(json, prefix)?;
+fn parse_into(
+    json: &[u8],
+    depth: usize,
+    prefix: &str,
+    out: &mut Vec<Subject>,
+    reader: Reader,
+) -> Result<(), InputError> {
+    let mut env: Envelope = from_json(json, prefix, reader)?;
     let here = |field: &str| {
         if prefix.is_empty() {
             field.to_owned()
@@ -363,7 +417,13 @@ fn parse_into(json: &[u8], depth: usize, prefix: &str, out: &mut Vec<Subject>) -
         }
         // `items: null` (or none) is an empty List, as Kubernetes reads it.
         for (i, item) in env.items.iter().flatten().enumerate() {
-            parse_into(item.get().as_bytes(), depth + 1, &here(&format!("items[{i}]")), out)?;
+            parse_into(
+                item.get().as_bytes(),
+                depth + 1,
+                &here(&format!("items[{i}]")),
+                out,
+                reader,
+            )?;
         }
         return Ok(());
     }
