@@ -365,7 +365,7 @@ const SONIC_MAX_OPENING_BRACKETS: usize = 1024;
 ///   it skips, where serde_json refuses the document. (An escaped backslash before a `u` is
 ///   counted too, which only sends a valid document to serde_json.)
 fn sonic_can_read(json: &[u8]) -> bool {
-    json.iter().filter(|&&b| b == b'{' || b == b'[').count() <= SONIC_MAX_OPENING_BRACKETS
+    memchr::memchr2_iter(b'{', b'[', json).count() <= SONIC_MAX_OPENING_BRACKETS
         && memchr::memmem::find_iter(json, b"\\u").all(|at| {
             json.get(at + 2..at + 6)
                 .is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit))
