@@ -83,7 +83,8 @@ log() { echo "== $*" >&2; }
 start() {
     local name=$1 pattern=$2
     shift 2
-    taskset -c "$SERVER_CORE" "$@" >"$TMP/$name.out" 2>"$TMP/$name.err" &
+    # SERVER_WRAPPER: a command put before the server's, e.g. "env LD_PRELOAD=..." or "perf record -o F".
+    taskset -c "$SERVER_CORE" ${SERVER_WRAPPER:-} "$@" >"$TMP/$name.out" 2>"$TMP/$name.err" &
     STARTED_PID=$!
     PIDS+=("$STARTED_PID")
     local waited=0

@@ -59,6 +59,11 @@ struct NoopArgs {
     key: String,
 }
 
+/// The same allocator as `portcullis`, so that the no-op baseline server runs on the same
+/// footing as the real service.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
