@@ -1,7 +1,8 @@
 //! The engine benchmark of issue 2 (see BENCHMARKS.md).
 //!
 //! Every measured iteration starts from the raw JSON bytes of a review: parse included.
-//! - `parse/review_8k`: `parse_document` alone, for reference; `parse/json_scan_floor` is
+//! - `parse/review_8k`: `parse_document` alone, for reference (`_serde_json_reader`: with
+//!   serde_json as the only reader, as before sonic-rs); `parse/json_scan_floor` is
 //!   serde_json scanning the same bytes into nothing, the floor of any JSON parse, and
 //!   `parse/sonic_scan_floor` the same with sonic-rs, the reader `parse_document` uses.
 //! - `full_policy/review_8k`: the full policy (20 rules, podSecurityStandard restricted
@@ -34,7 +35,7 @@ use std::time::SystemTime;
 use criterion::measurement::{Measurement, ValueFormatter, WallTime};
 use criterion::{Criterion, SamplingMode, Throughput};
 use portcullis_engine::evaluate::{CompiledPolicy, EvalContext};
-use portcullis_engine::input::parse_document;
+use portcullis_engine::input::{parse_document, parse_document_reference};
 use time::macros::datetime;
 
 const FULL_POLICY: &str = include_str!("data/policy-full.yaml");
@@ -71,6 +72,10 @@ fn benches<M: Measurement>(c: &mut Criterion<M>) {
     let mut g = c.benchmark_group("parse");
     g.throughput(Throughput::Bytes(bytes.len() as u64));
     g.bench_function("review_8k", |b| b.iter(|| parse_document(black_box(bytes)).unwrap()));
+    // The same with serde_json as the only reader (the engine before sonic-rs), for comparison.
+    g.bench_function("review_8k_serde_json_reader", |b| {
+        b.iter(|| parse_document_reference(black_box(bytes)).unwrap())
+    });
     // The floor: serde_json scanning the same bytes into nothing (validation, no allocation).
     g.bench_function("json_scan_floor", |b| {
         b.iter(|| serde_json::from_slice::<serde::de::IgnoredAny>(black_box(bytes)).unwrap())
@@ -186,6 +191,7 @@ fn summary(dir: &Path, since: SystemTime, clock: &str) {
     };
     let ids = [
         "parse/review_8k",
+        "parse/review_8k_serde_json_reader",
         "parse/json_scan_floor",
         "parse/sonic_scan_floor",
         "full_policy/review_8k",

@@ -1,18 +1,19 @@
 //! The engine's hot path in a loop, for instruction counts under `valgrind --tool=callgrind`
 //! (repeatable on a shared machine, unlike timings).
 //!
-//! `hot_path [full|three|parse|image|eval|scan|sscan] [N]`: parse the compact 8 KB review and evaluate
-//! it with the full policy (default) or the three-check policy, N times (default 2000);
-//! `parse` only parses, `image` only parses the four image references, `eval` only
-//! evaluates a review parsed once, `scan` is serde_json scanning the bytes into nothing (the
-//! floor of any JSON parse), `sscan` the same with sonic-rs (the engine's fast reader).
+//! `hot_path MODE [N]` runs MODE N times (default 2000) on the compact 8 KB review:
+//! - `full` (default) and `three`: parse, then evaluate with the full or the three-check policy;
+//! - `parse`: parse only (`parse-ref`: with serde_json as the only reader, as before sonic-rs);
+//! - `image`: parse the four image references; `eval`: evaluate a review parsed once;
+//! - `scan`: serde_json scanning the bytes into nothing (the floor of any JSON parse);
+//!   `sscan`: the same with sonic-rs (the engine's fast reader).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::hint::black_box;
 
 use portcullis_engine::evaluate::{CompiledPolicy, EvalContext, Verdict};
 use portcullis_engine::image_ref::ImageRef;
-use portcullis_engine::input::parse_document;
+use portcullis_engine::input::{parse_document, parse_document_reference};
 use time::macros::datetime;
 
 const FULL_POLICY: &str = include_str!("../benches/data/policy-full.yaml");
@@ -48,6 +49,7 @@ fn main() {
     for _ in 0..n {
         match mode.as_str() {
             "parse" => blocks += parse_document(black_box(bytes)).unwrap().len(),
+            "parse-ref" => blocks += parse_document_reference(black_box(bytes)).unwrap().len(),
             "image" => {
                 for image in IMAGES {
                     blocks += usize::from(ImageRef::parse(black_box(image)).is_ok());
