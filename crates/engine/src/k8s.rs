@@ -136,9 +136,10 @@ pub struct PodSpec {
     /// `hostUsers`: `false` runs the pod in a user namespace.
     #[serde(default)]
     pub host_users: Option<bool>,
-    /// Pod-level security context.
+    /// Pod-level security context (boxed, like a container's: the pod spec is moved while
+    /// parsing and this is most of its size).
     #[serde(default)]
-    pub security_context: Option<PodSecurityContext>,
+    pub security_context: Option<Box<PodSecurityContext>>,
     /// `containers`.
     #[serde(default, deserialize_with = "nullable")]
     pub containers: Vec<Container>,
@@ -327,9 +328,9 @@ pub struct Container {
     /// Image reference as written.
     #[serde(default, deserialize_with = "nullable")]
     pub image: String,
-    /// Container security context.
+    /// Container security context (boxed: most of a container's size, moved while parsing).
     #[serde(default)]
-    pub security_context: Option<SecurityContext>,
+    pub security_context: Option<Box<SecurityContext>>,
     /// `ports` (PSA reads `hostPort`).
     #[serde(default, deserialize_with = "nullable")]
     pub ports: Vec<ContainerPort>,

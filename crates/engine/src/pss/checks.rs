@@ -97,13 +97,13 @@ const RESTRICTED_VOLUME_SOURCES: [&str; 21] = [
 use crate::k8s::APPARMOR_ANNOTATION_PREFIX;
 
 fn sc(c: &Container) -> Option<&SecurityContext> {
-    c.security_context.as_ref()
+    c.security_context.as_deref()
 }
 
 /// The pod security context, only when pod-level fields are in scope.
 fn pod_sc<'p>(spec: &'p PodSpec, scope: &Scope<'_>) -> Option<&'p PodSecurityContext> {
     if scope.pod_level {
-        spec.security_context.as_ref()
+        spec.security_context.as_deref()
     } else {
         None
     }
