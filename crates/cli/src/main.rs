@@ -74,7 +74,7 @@ pub fn load_policy(path: &Path) -> Result<ValidPolicy, ExitStatus> {
 }
 
 /// mimalloc instead of the system allocator: a review allocates a few hundred small strings
-/// and buffers, and the admission service under load served ~45% more reviews per core with
+/// and buffers, and the admission service under load served ~48% more reviews per core with
 /// it (BENCHMARKS.md, "Admission service").
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

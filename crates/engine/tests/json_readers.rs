@@ -17,7 +17,7 @@ use proptest::prelude::*;
 
 const REVIEW_8K: &str = include_str!("../benches/data/review-8k.json");
 
-/// Both readers on one document: they agree, and the result is returned for further checks.
+/// Both readers on one document: they agree; returns whether the document parsed.
 fn assert_same(json: &[u8]) -> bool {
     let fast = parse_document(json);
     let reference = parse_document_reference(json);
