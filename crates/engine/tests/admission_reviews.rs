@@ -18,24 +18,6 @@ fn root() -> PathBuf {
     shared("admission-reviews")
 }
 
-/// Every `.json` file under `dir`, recursively, sorted.
-fn json_files(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).unwrap_or_else(|e| panic!("{}: {e}", d.display())) {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-            } else if path.extension().is_some_and(|e| e == "json") {
-                out.push(path);
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
 /// A policy with a rule of most types: privileged containers block, everything else logs.
 fn broad_policy() -> CompiledPolicy {
     compile(&json!({
@@ -150,7 +132,7 @@ fn evaluate_file(path: &Path, policy: &CompiledPolicy) -> (Value, Decision) {
 
 #[test]
 fn every_admission_request_file_is_evaluated_as_our_semantics_say() {
-    let files = json_files(&root());
+    let files = files_with_extension(&root(), "json");
     let policy = broad_policy();
     let mut evaluated = 0;
     let (mut blocked, mut allowed) = (0, 0);
@@ -349,7 +331,7 @@ fn root_user_requests_violate_run_as_root() {
     let p = policy(vec![block("containerSecurityContext", "runAsNonRoot", "false")]);
     let dir = kubewarden("user-group-psp-policy/test_data");
     let mut judged = 0;
-    for path in json_files(&dir) {
+    for path in files_with_extension(&dir, "json") {
         let (doc, d) = evaluate_file(&path, &p);
         let spec = pod_spec_of(&doc);
         // An independent reading of PSA's runAsNonRoot + runAsUser checks.

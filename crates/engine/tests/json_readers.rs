@@ -9,9 +9,7 @@ mod common;
 #[path = "../benches/support/corpus.rs"]
 mod corpus;
 
-use std::path::{Path, PathBuf};
-
-use common::shared;
+use common::{files_with_extension, shared};
 use portcullis_engine::input::{parse_document, parse_document_reference};
 use proptest::prelude::*;
 
@@ -30,17 +28,6 @@ fn assert_same(json: &[u8]) -> bool {
     fast.is_ok()
 }
 
-fn files_with(dir: &Path, extension: &str, out: &mut Vec<PathBuf>) {
-    for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            files_with(&path, extension, out);
-        } else if path.extension().is_some_and(|e| e == extension) {
-            out.push(path);
-        }
-    }
-}
-
 /// The 8 KB review as the API server sends it (compact).
 fn compact_review() -> String {
     serde_json::from_str::<serde_json::Value>(REVIEW_8K)
@@ -50,8 +37,7 @@ fn compact_review() -> String {
 
 #[test]
 fn readers_agree_on_real_admission_reviews() {
-    let mut files = Vec::new();
-    files_with(&shared("admission-reviews"), "json", &mut files);
+    let files = files_with_extension(&shared("admission-reviews"), "json");
     assert!(files.len() >= 50, "expected the real reviews, found {}", files.len());
     let mut parsed = 0;
     for path in &files {
@@ -67,8 +53,7 @@ fn readers_agree_on_real_admission_reviews() {
 
 #[test]
 fn readers_agree_on_pod_security_admission_fixtures() {
-    let mut files = Vec::new();
-    files_with(&shared("pod-security-admission"), "yaml", &mut files);
+    let files = files_with_extension(&shared("pod-security-admission"), "yaml");
     assert!(files.len() >= 100, "expected the PSA fixtures, found {}", files.len());
     for path in &files {
         let text = std::fs::read_to_string(path).unwrap();

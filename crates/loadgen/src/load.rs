@@ -211,26 +211,22 @@ where
         measure_start,
         end,
     };
-    match mode {
-        Mode::Open { rate } => open_loop(options, rate, call, channels, &stats, window).await?,
-        Mode::Closed { concurrency } => closed_loop(concurrency, call, channels, &stats, window).await?,
-    }
+    let schedule = match mode {
+        Mode::Open { rate } => Some(open_loop(options, rate, call, channels, &stats, window).await?),
+        Mode::Closed { concurrency } => {
+            closed_loop(concurrency, call, channels, &stats, window).await?;
+            None
+        }
+    };
     let usage = cpu.await.unwrap_or_default();
     let stats = Arc::try_unwrap(stats)
         .map_err(|_| anyhow!("calls still running after the drain"))?
         .into_inner()
         .unwrap_or_else(PoisonError::into_inner);
-    let mut notes = Vec::new();
-    if matches!(mode, Mode::Open { .. }) {
-        let how = if options.spin {
-            "calls sent on time by polling (the generator's CPU includes the wait)"
-        } else if PreciseSleep::new().is_precise() {
-            "calls sent on time by a high-resolution timer"
-        } else {
-            "calls sent on time by tokio's timer (up to 1 ms late)"
-        };
-        notes.push(("schedule".to_owned(), how.to_owned()));
-    }
+    let notes = schedule
+        .map(|how| ("schedule".to_owned(), how.to_owned()))
+        .into_iter()
+        .collect();
     Ok(Report {
         label: options.label.clone(),
         mode,
@@ -250,7 +246,8 @@ struct Window {
 }
 
 /// Starts call `i` at `start + i / rate` (waiting with [`PreciseSleep`]); latency counts
-/// from that intended time.
+/// from that intended time. Returns how calls were sent on time, as the run ended (a timer
+/// that failed during the run fell back to tokio's).
 async fn open_loop<F, Fut>(
     options: &LoadOptions,
     rate: f64,
@@ -258,7 +255,7 @@ async fn open_loop<F, Fut>(
     channels: Arc<Vec<Channel>>,
     stats: &Shared,
     window: Window,
-) -> Result<()>
+) -> Result<&'static str>
 where
     F: Fn(u64, Channel) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Outcome> + Send + 'static,
@@ -321,7 +318,13 @@ where
         .acquire_many(limit)
         .await
         .context("waiting for the calls in flight")?;
-    Ok(())
+    Ok(if options.spin {
+        "calls sent on time by polling (the generator's CPU includes the wait)"
+    } else if sleep.is_precise() {
+        "calls sent on time by a high-resolution timer"
+    } else {
+        "calls sent on time by tokio's timer (up to 1 ms late)"
+    })
 }
 
 /// `concurrency` callers back to back; caller `c` makes calls `c`, `c + concurrency`, ...
