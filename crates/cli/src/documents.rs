@@ -2,17 +2,19 @@
 //! concatenated values) and JSON Lines, one document at a time, so memory stays flat
 //! whatever the number of documents.
 
+use std::borrow::Cow;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
 use std::path::Path;
 
 /// One document of an input: its 1-based position in the file and its JSON text, or why it
-/// could not be read.
-pub struct Document {
+/// could not be read. JSON Lines and JSON documents borrow the reader's buffer (no copy
+/// per document); YAML ones own their converted text.
+pub struct Document<'a> {
     /// 1-based: the line number for JSON Lines, the document's ordinal otherwise.
     pub index: usize,
     /// The document as JSON, or a syntax error.
-    pub json: Result<Vec<u8>, String>,
+    pub json: Result<Cow<'a, [u8]>, String>,
     /// Whether `json` was converted from YAML: positions in errors about it point into the
     /// converted text, not into the file, so they are dropped.
     pub converted: bool,
@@ -28,7 +30,7 @@ enum Format {
 
 /// Opens `path` (`-` for standard input) and streams its documents to `each`.
 /// An I/O error ends the file; a bad document is reported and reading goes on.
-pub fn for_each_document(path: &str, mut each: impl FnMut(Document)) -> io::Result<()> {
+pub fn for_each_document(path: &str, mut each: impl FnMut(Document<'_>)) -> io::Result<()> {
     let reader: Box<dyn Read> = if path == "-" {
         Box::new(io::stdin().lock())
     } else {
@@ -72,7 +74,7 @@ fn sniff(reader: &mut BufReader<Box<dyn Read>>) -> io::Result<Format> {
     }
 }
 
-fn json_lines(mut reader: impl BufRead, each: &mut impl FnMut(Document)) -> io::Result<()> {
+fn json_lines(mut reader: impl BufRead, each: &mut impl FnMut(Document<'_>)) -> io::Result<()> {
     let mut line = Vec::new();
     let mut number = 0;
     loop {
@@ -86,19 +88,19 @@ fn json_lines(mut reader: impl BufRead, each: &mut impl FnMut(Document)) -> io::
         }
         each(Document {
             index: number,
-            json: Ok(std::mem::take(&mut line)),
+            json: Ok(Cow::Borrowed(&line)),
             converted: false,
         });
     }
 }
 
-fn json_stream(reader: impl Read, each: &mut impl FnMut(Document)) -> io::Result<()> {
+fn json_stream(reader: impl Read, each: &mut impl FnMut(Document<'_>)) -> io::Result<()> {
     let stream = serde_json::Deserializer::from_reader(reader).into_iter::<Box<serde_json::value::RawValue>>();
     for (i, value) in stream.enumerate() {
         match value {
             Ok(raw) => each(Document {
                 index: i + 1,
-                json: Ok(raw.get().as_bytes().to_vec()),
+                json: Ok(Cow::Borrowed(raw.get().as_bytes())),
                 converted: false,
             }),
             Err(e) if e.is_io() => return Err(io::Error::other(e)),
@@ -116,7 +118,7 @@ fn json_stream(reader: impl Read, each: &mut impl FnMut(Document)) -> io::Result
     Ok(())
 }
 
-fn yaml_stream(mut reader: impl BufRead, each: &mut impl FnMut(Document)) -> io::Result<()> {
+fn yaml_stream(mut reader: impl BufRead, each: &mut impl FnMut(Document<'_>)) -> io::Result<()> {
     let mut doc: Vec<u8> = Vec::new();
     let mut line: Vec<u8> = Vec::new();
     let mut index = 0;
@@ -136,7 +138,7 @@ fn yaml_stream(mut reader: impl BufRead, each: &mut impl FnMut(Document)) -> io:
         };
         each(Document {
             index: *index,
-            json,
+            json: json.map(Cow::Owned),
             converted: true,
         });
     };

@@ -9,7 +9,6 @@ use portcullis_engine::evaluate::{
     CompiledPolicy, DigestMap, EvalContext, FailureMode, TrustedImage, Verdict, VerdictMap,
 };
 use portcullis_engine::image_ref::ImageRef;
-use portcullis_engine::input::parse_document;
 use portcullis_engine::scan::{MemoryScanStore, ScanResult, TrivyImportOptions, from_trivy, is_digest};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -179,7 +178,7 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<ExitStatus> {
             }
             let converted = doc.converted;
             let subjects = doc.json.map_err(|e| format!("(document): {e}")).and_then(|json| {
-                parse_document(&json).map_err(|e| {
+                policy.parse_document(&json).map_err(|e| {
                     if converted {
                         format!("{}: {}", e.path, without_position(&e.message))
                     } else {

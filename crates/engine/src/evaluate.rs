@@ -12,8 +12,8 @@ use std::sync::Arc;
 use time::OffsetDateTime;
 
 use crate::image_ref::{ImageRef, ImageRefError};
-use crate::input::{KubeObject, Operation, Subject};
-use crate::k8s::{Container, ObjectMeta, PodSpec};
+use crate::input::{InputError, KubeObject, Operation, Subject, parse_document_with};
+use crate::k8s::{Container, Fields, ObjectMeta, PodSpec};
 use crate::policy::{
     Action, AttestorRequirement, CapabilitiesPreset, ConditionOperator, ConditionType, HostNamespace,
     ImageVerificationRule, Mitigation, PolicyError, ResourceFilter, RuleCheck, RuleType, ValidException, ValidPolicy,
@@ -377,6 +377,8 @@ pub struct CompiledPolicy {
     namespaced: Vec<Definition>,
     /// Namespace → index into `namespaced`.
     by_namespace: HashMap<String, usize>,
+    /// What its rules read of a pod.
+    fields: Fields,
 }
 
 /// Which tab's settings apply.
@@ -447,13 +449,32 @@ impl CompiledPolicy {
                     .map_or_else(|| default_signatures.clone(), Into::into),
             });
         }
+        let fields = Fields {
+            pod_details: std::iter::once(&default)
+                .chain(&namespaced)
+                .flat_map(|d| &d.rules)
+                .any(|r| r.rule.check.reads_pod_details()),
+        };
         CompiledPolicy {
             name: valid.document.name,
             xdr_enabled: valid.document.xdr_enabled,
             default,
             namespaced,
             by_namespace,
+            fields,
         }
+    }
+
+    /// The parts of a pod this policy's rules read (in any definition and either phase).
+    pub fn fields(&self) -> Fields {
+        self.fields
+    }
+
+    /// Parses a document into subjects for this policy: [`parse_document_with`] reading only
+    /// the [`CompiledPolicy::fields`] its rules need. Subjects parsed so are for this policy
+    /// (or another whose fields they cover) only.
+    pub fn parse_document(&self, json: &[u8]) -> Result<Vec<Subject>, InputError> {
+        parse_document_with(json, self.fields)
     }
 
     /// Parses (JSON or YAML), validates and compiles.
@@ -486,6 +507,11 @@ impl CompiledPolicy {
 
     /// The admission decision for a subject.
     pub fn evaluate(&self, subject: &Subject, ctx: &EvalContext<'_>) -> Decision {
+        // Subjects come from `parse_document` (everything) or from this policy's own.
+        debug_assert!(
+            subject.fields.covers(self.fields),
+            "subject parsed without the fields this policy reads"
+        );
         if subject.operation == Operation::Delete {
             return Decision::allowed_without_evaluation(NotEvaluated::Delete);
         }

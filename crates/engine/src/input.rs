@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
-use crate::k8s::{Key, ObjectMeta, PodSpec, PodStatus, nullable};
+use crate::k8s::{Fields, FieldsScope, Key, ObjectMeta, PodSpec, PodStatus, nullable};
 
 /// An admission operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -146,6 +146,8 @@ pub struct Subject {
     pub added_ephemeral_containers: Vec<String>,
     /// Whether the request is a dry run.
     pub dry_run: bool,
+    /// What the parse read of the pod ([`parse_document_with`]).
+    pub fields: Fields,
 }
 
 /// A `kind` field: a string on objects, `{group, version, kind}` on admission requests.
@@ -304,8 +306,19 @@ const MAX_LIST_DEPTH: usize = 8;
 /// Documents are read by sonic-rs when it accepts them and by serde_json otherwise (see
 /// [`parse_document_reference`]); the result is the same.
 pub fn parse_document(json: &[u8]) -> Result<Vec<Subject>, InputError> {
+    parse_document_with(json, Fields::ALL)
+}
+
+/// [`parse_document`] reading only `fields` of each pod (the rest is skipped, still checked
+/// as JSON). A policy's own [`crate::evaluate::CompiledPolicy::parse_document`] passes the
+/// fields its rules read.
+pub fn parse_document_with(json: &[u8], fields: Fields) -> Result<Vec<Subject>, InputError> {
+    let _scope = FieldsScope::new(fields);
     let mut out = Vec::with_capacity(1);
     parse_into(json, 0, "", &mut out, Reader::Fast)?;
+    for subject in &mut out {
+        subject.fields = fields;
+    }
     Ok(out)
 }
 
@@ -386,7 +399,7 @@ fn from_json<'a, T: Deserialize<'a>>(json: &'a [u8], prefix: &str, reader: Reade
     // Fast paths without path tracking; only a failure is parsed again to name the field.
     // The document is checked as UTF-8 once, so that neither reader validates every key and
     // string again; invalid UTF-8 takes the slow path, whose error names the field.
-    if let Ok(text) = std::str::from_utf8(json) {
+    if let Ok(text) = simdutf8::basic::from_utf8(json) {
         if reader == Reader::Fast
             && sonic_can_read(json)
             && let Ok(value) = sonic_rs::from_str(text)
@@ -525,6 +538,7 @@ fn parse_into(
         pod_spec_unchanged: false,
         added_ephemeral_containers: Vec::new(),
         dry_run: false,
+        fields: Fields::ALL,
     });
     Ok(())
 }
@@ -624,6 +638,7 @@ fn subject_from_request(
         pod_spec_unchanged: false,
         added_ephemeral_containers: Vec::new(),
         dry_run: r.dry_run.unwrap_or(false),
+        fields: Fields::ALL,
     };
 
     if operation == Operation::Update {

@@ -27,9 +27,6 @@ pub struct ObjectMeta {
     /// `metadata.uid`.
     #[serde(default, deserialize_with = "nullable")]
     pub uid: String,
-    /// `metadata.labels`.
-    #[serde(default, deserialize_with = "nullable")]
-    pub labels: BTreeMap<String, String>,
     /// `metadata.annotations`, only those the engine reads: PSA's deprecated per-container
     /// AppArmor annotations ([`APPARMOR_ANNOTATION_PREFIX`]). Others (often kilobytes of
     /// `last-applied-configuration`) are skipped while parsing, never copied.
@@ -41,6 +38,72 @@ pub struct ObjectMeta {
     /// `metadata.ownerReferences`.
     #[serde(default, deserialize_with = "nullable")]
     pub owner_references: Vec<OwnerReference>,
+}
+
+/// Which parts of a pod a parse reads.
+///
+/// Every rule reads the core of a pod (kinds, names, images, host namespaces, security
+/// contexts); the *pod details* (volumes, container ports, probes, lifecycle handlers,
+/// sysctls and AppArmor annotations) are read only by Pod Security Standards checks, so a
+/// policy without such a rule lets the parse skip them (skipped JSON is still checked as
+/// JSON, as every field the engine does not read is).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Fields {
+    /// Whether the pod details are read.
+    pub pod_details: bool,
+}
+
+impl Fields {
+    /// Everything the typed view holds.
+    pub const ALL: Fields = Fields { pod_details: true };
+    /// The core only: what every rule but the Pod Security Standards checks reads.
+    pub const CORE: Fields = Fields { pod_details: false };
+
+    /// Whether these fields hold everything `needed` asks for.
+    pub fn covers(self, needed: Fields) -> bool {
+        self.pod_details || !needed.pod_details
+    }
+}
+
+thread_local! {
+    /// The fields the parse running on this thread reads. serde's derived impls take no
+    /// context, so [`FieldsScope`] sets this around a parse (which never leaves its thread).
+    static READING: std::cell::Cell<Fields> = const { std::cell::Cell::new(Fields::ALL) };
+}
+
+/// Sets the fields parses on this thread read until dropped (then restores the previous).
+pub(crate) struct FieldsScope(Fields);
+
+impl FieldsScope {
+    /// Reads `fields` until the scope is dropped.
+    pub(crate) fn new(fields: Fields) -> FieldsScope {
+        FieldsScope(READING.with(|r| r.replace(fields)))
+    }
+}
+
+impl Drop for FieldsScope {
+    fn drop(&mut self) {
+        READING.with(|r| r.set(self.0));
+    }
+}
+
+fn reading_pod_details() -> bool {
+    READING.with(|r| r.get().pod_details)
+}
+
+/// A pod detail (see [`Fields`]): read like [`nullable`] when the parse reads them, else
+/// skipped and left at its default.
+fn pod_detail<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    if reading_pod_details() {
+        nullable(deserializer)
+    } else {
+        IgnoredAny::deserialize(deserializer)?;
+        Ok(T::default())
+    }
 }
 
 /// Prefix of the deprecated per-container AppArmor annotations, the only ones PSA reads.
@@ -70,6 +133,10 @@ impl<'de> Deserialize<'de> for Key<'de> {
 
 /// Reads `metadata.annotations`, keeping only the AppArmor ones (see [`ObjectMeta::annotations`]).
 fn apparmor_annotations<'de, D: Deserializer<'de>>(deserializer: D) -> Result<BTreeMap<String, String>, D::Error> {
+    if !reading_pod_details() {
+        IgnoredAny::deserialize(deserializer)?;
+        return Ok(BTreeMap::new());
+    }
     struct AnnotationsVisitor;
     impl<'de> Visitor<'de> for AnnotationsVisitor {
         type Value = BTreeMap<String, String>;
@@ -150,7 +217,7 @@ pub struct PodSpec {
     #[serde(default, deserialize_with = "nullable")]
     pub ephemeral_containers: Vec<Container>,
     /// `volumes`.
-    #[serde(default, deserialize_with = "nullable")]
+    #[serde(default, deserialize_with = "pod_detail")]
     pub volumes: Vec<Volume>,
     /// `os`: `os.name: windows` marks a Windows pod.
     #[serde(default)]
@@ -212,7 +279,7 @@ pub struct PodSecurityContext {
     #[serde(default)]
     pub app_armor_profile: Option<Profile>,
     /// `sysctls`.
-    #[serde(default, deserialize_with = "nullable")]
+    #[serde(default, deserialize_with = "pod_detail")]
     pub sysctls: Vec<Sysctl>,
     /// `windowsOptions`.
     #[serde(default)]
@@ -332,19 +399,19 @@ pub struct Container {
     #[serde(default)]
     pub security_context: Option<Box<SecurityContext>>,
     /// `ports` (PSA reads `hostPort`).
-    #[serde(default, deserialize_with = "nullable")]
+    #[serde(default, deserialize_with = "pod_detail")]
     pub ports: Vec<ContainerPort>,
     /// `livenessProbe`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "pod_detail")]
     pub liveness_probe: Option<Handler>,
     /// `readinessProbe`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "pod_detail")]
     pub readiness_probe: Option<Handler>,
     /// `startupProbe`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "pod_detail")]
     pub startup_probe: Option<Handler>,
     /// `lifecycle`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "pod_detail")]
     pub lifecycle: Option<Lifecycle>,
 }
 

@@ -296,3 +296,56 @@ pub async fn namespaced_definition_and_exception(mode: Mode) {
     assert!(!answer.allowed(), "{answer:?}");
     assert!(answer.message().contains("hostNetwork:true"), "{}", answer.message());
 }
+
+/// A pod that breaks Pod Security Standards baseline only through its pod details (a host
+/// port and a hostPath volume), which a policy without such rules does not read.
+fn pod_with_host_port_and_host_path() -> serde_json::Value {
+    let mut spec = pod_spec(false, vec![container("app", "nginx:1.25", false)]);
+    spec["containers"][0]["ports"] = json!([{"containerPort": 8080, "hostPort": 8080}]);
+    spec["volumes"] = json!([{"name": "root", "hostPath": {"path": "/"}}]);
+    create_pod(pod("details", "default", spec))
+}
+
+/// The parse reads what the cluster's policy reads: without Pod Security Standards rules
+/// the pod details are skipped (the pod is allowed), and once the policy gains such a rule
+/// the same pod is judged on them (host ports and hostPath volumes), on the review that
+/// first sees the new policy and on the ones after it.
+pub async fn the_parse_follows_what_the_policy_reads(mode: Mode) {
+    let env = Env::one(mode, &pods_policy()).await;
+    for _ in 0..2 {
+        let answer = env.judge(&pod_with_host_port_and_host_path()).await;
+        assert!(answer.allowed() && answer.warnings().is_empty(), "{answer:?}");
+    }
+    let with_pss = policy(
+        "pods",
+        json!([
+            host_network("block"),
+            privileged("log"),
+            rule("podSecurityStandard", "level", "baseline", "block")
+        ]),
+    )
+    .to_string();
+    env.admin
+        .clone()
+        .update_policy(crate::support::by_id(&env.policy_id), &with_pss, 1)
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let answer = loop {
+        let answer = env.judge(&pod_with_host_port_and_host_path()).await;
+        if answer.decision.policy_revision == 2 {
+            break answer;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "the update never arrived"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    };
+    for answer in [answer, env.judge(&pod_with_host_port_and_host_path()).await] {
+        assert!(!answer.allowed(), "{answer:?}");
+        let checks = &answer.decision.violations[0].checks;
+        assert!(checks.iter().any(|c| c == "hostPorts"), "{checks:?}");
+        assert!(checks.iter().any(|c| c == "hostPathVolumes"), "{checks:?}");
+    }
+}

@@ -49,6 +49,7 @@ both!(
     decisions::connect_exec_attach_portforward,
     decisions::updates_and_ephemeral_containers,
     decisions::namespaced_definition_and_exception,
+    decisions::the_parse_follows_what_the_policy_reads,
     service::policy_update_reaches_every_replica,
     service::conformance_reviews_answered,
     service::malformed_input_refused,

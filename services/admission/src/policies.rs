@@ -189,21 +189,8 @@ impl PolicyCache {
             let mut slots = self.slots();
             let key = (tenant.to_owned(), cluster.clone());
             let slot = slots.entry(key.clone()).or_default();
-            slot.last_used = Some(Instant::now());
-            if let Some(value) = &slot.value {
-                let value = value.clone();
-                let stale = slot
-                    .fetched
-                    .is_none_or(|at| at.elapsed() >= self.inner.options.refresh_after);
-                if stale && slot.inflight.is_none() {
-                    let fetch = self.start_fetch(key, slot);
-                    // Nobody waits for it; it stores its result itself.
-                    tokio::spawn(fetch);
-                }
-                return Ok(Lookup {
-                    policy: value,
-                    hit: true,
-                });
+            if let Some(hit) = self.hit(&key, slot) {
+                return Ok(hit);
             }
             match &slot.inflight {
                 Some(fetch) => fetch.clone(),
@@ -216,6 +203,33 @@ impl PolicyCache {
                 "the policy store did not answer within {deadline:?}"
             ))),
         }
+    }
+
+    /// The policy of `cluster` in `tenant` when it is held in memory (a hit, as [`Self::get`]
+    /// counts and refreshes it); `None` without fetching otherwise.
+    pub fn cached(&self, tenant: &str, cluster: &ClusterSel) -> Option<Lookup> {
+        let mut slots = self.slots();
+        let key = (tenant.to_owned(), cluster.clone());
+        let slot = slots.get_mut(&key)?;
+        self.hit(&key, slot)
+    }
+
+    /// A hit on `slot`: its value, a background refresh started when stale.
+    fn hit(&self, key: &SlotKey, slot: &mut Slot) -> Option<Lookup> {
+        slot.last_used = Some(Instant::now());
+        let value = slot.value.clone()?;
+        let stale = slot
+            .fetched
+            .is_none_or(|at| at.elapsed() >= self.inner.options.refresh_after);
+        if stale && slot.inflight.is_none() {
+            let fetch = self.start_fetch(key.clone(), slot);
+            // Nobody waits for it; it stores its result itself.
+            tokio::spawn(fetch);
+        }
+        Some(Lookup {
+            policy: value,
+            hit: true,
+        })
     }
 
     /// Starts (in its own task) a fetch for the slot, recorded as its fetch in flight.

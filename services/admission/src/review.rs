@@ -10,7 +10,8 @@ use portcullis_engine::evaluate::{
     VerdictMap,
 };
 use portcullis_engine::image_ref::ImageRef;
-use portcullis_engine::input::{Subject, parse_document};
+use portcullis_engine::input::{Subject, parse_document_with};
+use portcullis_engine::k8s::Fields;
 use portcullis_engine::policy::{Action, Mitigation};
 use portcullis_proto::admission::v1 as pa;
 use portcullis_proto::common::v1 as pc;
@@ -184,9 +185,31 @@ impl Admission {
                 e.valid_up_to()
             )));
         }
+        // The cluster; its errors come after the document's own.
+        let sel = match (&caller.own_cluster, cluster) {
+            (Some(own), None) => Ok(ClusterSel::Id(own.clone())),
+            (Some(own), Some(ClusterSel::Id(id))) if id != *own => Err(AdmissionError::PermissionDenied(
+                "a connector key may act only for its own cluster".into(),
+            )),
+            (_, Some(sel)) => Ok(sel),
+            (None, None) => Err(AdmissionError::InvalidArgument(
+                "cluster: required: an id or a name".into(),
+            )),
+        };
+        // A policy held in memory is known before parsing, so the parse reads only what its
+        // rules read (a policy without Pod Security Standards rules skips the pod details);
+        // otherwise everything is read.
+        let cached = sel
+            .as_ref()
+            .ok()
+            .and_then(|sel| inner.policies.cached(&caller.tenant, sel));
+        let fields = cached
+            .as_ref()
+            .and_then(|l| l.policy.policy.as_ref())
+            .map_or(Fields::ALL, |p| p.fields());
         let subject = {
             let _s = tracing::debug_span!("parse").entered();
-            let mut subjects = parse_document(body)
+            let mut subjects = parse_document_with(body, fields)
                 .map_err(|e| AdmissionError::InvalidArgument(format!("admission_review_json: {e}")))?;
             if subjects.len() != 1 || subjects.first().is_none_or(|s| s.review_api_version.is_empty()) {
                 return Err(AdmissionError::InvalidArgument(
@@ -203,26 +226,18 @@ impl Admission {
         }
         let parsed = Instant::now();
 
-        // The cluster and its policy.
-        let sel = match (&caller.own_cluster, cluster) {
-            (Some(own), None) => ClusterSel::Id(own.clone()),
-            (Some(own), Some(ClusterSel::Id(id))) if id != *own => {
-                return Err(AdmissionError::PermissionDenied(
-                    "a connector key may act only for its own cluster".into(),
-                ));
-            }
-            (_, Some(sel)) => sel,
-            (None, None) => {
-                return Err(AdmissionError::InvalidArgument(
-                    "cluster: required: an id or a name".into(),
-                ));
+        // The cluster's policy.
+        let sel = sel?;
+        let lookup = match cached {
+            Some(hit) => Ok(hit),
+            None => {
+                inner
+                    .policies
+                    .get(&caller.tenant, &sel, inner.options.policy_deadline)
+                    .instrument(tracing::debug_span!("policy"))
+                    .await
             }
         };
-        let lookup = inner
-            .policies
-            .get(&caller.tenant, &sel, inner.options.policy_deadline)
-            .instrument(tracing::debug_span!("policy"))
-            .await;
         let policy_done = Instant::now();
         let cluster_policy = match lookup {
             Ok(lookup) => {

@@ -169,6 +169,13 @@ impl RuleCheck {
         )
     }
 
+    /// Whether the rule reads the pod details ([`crate::k8s::Fields`]): only the Pod
+    /// Security Standards checks do (the other rules' PSA checks read host namespaces and
+    /// security contexts, which every parse reads).
+    pub fn reads_pod_details(&self) -> bool {
+        matches!(self, RuleCheck::PodSecurityStandard(_))
+    }
+
     /// Whether the rule judges CONNECT requests only (never running pods).
     pub fn is_connect_only(&self) -> bool {
         matches!(self, RuleCheck::PodExec | RuleCheck::PortForward)
