@@ -400,9 +400,18 @@ impl CompiledRule {
 /// A container with what evaluation derives from it once.
 struct ContainerInfo<'a> {
     container: &'a Container,
-    image: Result<ImageRef, ImageRefError>,
+    /// The parsed image reference, parsed on first use (rules on security contexts alone
+    /// never need it).
+    image: std::cell::OnceCell<Result<ImageRef, ImageRefError>>,
     exempt: bool,
     digest: Option<DigestLookup>,
+}
+
+impl ContainerInfo<'_> {
+    /// The container's image reference, parsed.
+    fn image(&self) -> &Result<ImageRef, ImageRefError> {
+        self.image.get_or_init(|| ImageRef::parse(&self.container.image))
+    }
 }
 
 impl CompiledPolicy {
@@ -733,26 +742,28 @@ impl<'a, 'c> Run<'a, 'c> {
     ) -> Self {
         let namespace = subject.namespace.as_str();
         let mut scratch = String::new();
+        let may_exempt = !ctx.trusted_images.is_empty() || !def.exceptions.is_empty();
         let mut containers: Vec<ContainerInfo<'a>> =
             Vec::with_capacity(spec.init_containers.len() + spec.containers.len() + spec.ephemeral_containers.len());
         containers.extend(
             spec.all_containers()
                 .filter(|(_, c)| only.is_none_or(|names| names.contains(&c.name)))
                 .map(|(_, container)| {
-                    let image = ImageRef::parse(&container.image);
-                    let exempt = image.as_ref().is_ok_and(|image| {
-                        ctx.trusted_images.iter().any(|t| t.matches(image))
-                            || def.exceptions.iter().any(|e| {
-                                e.namespaces.as_ref().is_none_or(|n| n.iter().any(|x| x == namespace))
-                                    && e.operator.holds(e.field.value_of(image, &mut scratch), &e.value)
-                            })
-                    });
-                    ContainerInfo {
+                    let mut info = ContainerInfo {
                         container,
-                        image,
-                        exempt,
+                        image: std::cell::OnceCell::new(),
+                        exempt: false,
                         digest: None,
-                    }
+                    };
+                    info.exempt = may_exempt
+                        && info.image().as_ref().is_ok_and(|image| {
+                            ctx.trusted_images.iter().any(|t| t.matches(image))
+                                || def.exceptions.iter().any(|e| {
+                                    e.namespaces.as_ref().is_none_or(|n| n.iter().any(|x| x == namespace))
+                                        && e.operator.holds(e.field.value_of(image, &mut scratch), &e.value)
+                                })
+                        });
+                    info
                 }),
         );
         // A pod-level rule is skipped only when the pod has containers and all are exempt.
@@ -837,7 +848,7 @@ impl<'a, 'c> Run<'a, 'c> {
                     let mut invalid = Vec::new();
                     let mut scratch = String::new();
                     for info in self.containers.iter().filter(|i| !i.exempt) {
-                        match &info.image {
+                        match info.image() {
                             Ok(image) => {
                                 if operator.holds(field.value_of(image, &mut scratch), value) {
                                     bad.push(info.container.name.clone());
@@ -987,7 +998,7 @@ impl<'a, 'c> Run<'a, 'c> {
         if info.digest.is_some() {
             return;
         }
-        let lookup = match &info.image {
+        let lookup = match info.image() {
             Err(_) => DigestLookup::NotFound,
             Ok(image) => match image.digest() {
                 Some(d) => DigestLookup::Found(d.to_owned()),
@@ -1097,7 +1108,7 @@ impl<'a, 'c> Run<'a, 'c> {
             let mut images: Vec<(usize, Vec<String>)> = Vec::new();
             for (index, info) in self.containers.iter().enumerate() {
                 let trusted = info
-                    .image
+                    .image()
                     .as_ref()
                     .is_ok_and(|i| self.ctx.trusted_images.iter().any(|t| t.matches(i)));
                 if trusted {
@@ -1121,7 +1132,7 @@ impl<'a, 'c> Run<'a, 'c> {
 
     fn signature_rule(&mut self, rule: &ImageVerificationRule, index: usize, names: Vec<String>) {
         let Some(info) = self.containers.get(index) else { return };
-        let applies = match &info.image {
+        let applies = match info.image() {
             Ok(image) => signature_rule_applies(rule, image),
             // An unparseable reference matches no condition: a rule without match
             // conditions still applies to it, and it cannot be verified.
@@ -1131,7 +1142,7 @@ impl<'a, 'c> Run<'a, 'c> {
             return;
         }
         let image_text = info.container.image.clone();
-        let failure = match &info.image {
+        let failure = match info.image() {
             Err(_) => Some(format!("invalid image reference {image_text:?}")),
             Ok(image) if rule.require_digest && image.digest().is_none() => {
                 Some("the image is given by tag alone and the rule requires a digest".to_owned())
