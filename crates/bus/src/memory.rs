@@ -97,6 +97,22 @@ struct CoreEntry {
     tx: mpsc::Sender<CoreMessage>,
 }
 
+/// How many event ids the duplicate window remembers at most: as many as the log holds
+/// (`stream.max_events`). Unlike NATS, whose window is time alone, this bus lives in the
+/// service's memory: at 25,000 events/s a 2-minute window would be 3 million ids. An id
+/// published again after that many newer events is stored again (consumers are
+/// at-least-once anyway).
+fn dedupe_capacity(config: &BusConfig) -> usize {
+    config
+        .stream
+        .max_events
+        .map_or(usize::MAX, |m| usize::try_from(m).unwrap_or(usize::MAX))
+}
+
+/// The id table of a bus with `stream.max_events` is allocated up front for at most this
+/// many ids (about 10 MB).
+const PRESIZED_IDS: usize = 131_072;
+
 fn lookup(log: &VecDeque<Arc<Stored>>, first_seq: u64, seq: u64) -> Option<&Arc<Stored>> {
     let index = usize::try_from(seq.checked_sub(first_seq)?).ok()?;
     log.get(index)
@@ -126,17 +142,28 @@ impl State {
         }
     }
 
+    /// Forgets ids older than the duplicate window.
     fn prune_dedupe(&mut self, now: Instant, window: Duration) {
-        while let Some((at, _)) = self.dedupe_order.front() {
-            if *at + window > now {
-                break;
-            }
-            if let Some((at, id)) = self.dedupe_order.pop_front()
-                && self.dedupe.get(&id).is_some_and(|(_, a)| *a == at)
-            {
-                self.dedupe.remove(&id);
-            }
+        while self.dedupe_order.front().is_some_and(|(at, _)| *at + window <= now) {
+            self.forget_oldest_id();
         }
+    }
+
+    fn forget_oldest_id(&mut self) {
+        if let Some((at, id)) = self.dedupe_order.pop_front()
+            && self.dedupe.get(&id).is_some_and(|(_, a)| *a == at)
+        {
+            self.dedupe.remove(&id);
+        }
+    }
+
+    /// Remembers `id` for the duplicate window, forgetting the oldest beyond `max_ids`.
+    fn remember_id(&mut self, id: &str, sequence: u64, now: Instant, max_ids: usize) {
+        while !self.dedupe_order.is_empty() && self.dedupe_order.len() >= max_ids {
+            self.forget_oldest_id();
+        }
+        self.dedupe.insert(id.to_owned(), (sequence, now));
+        self.dedupe_order.push_back((now, id.to_owned()));
     }
 }
 
@@ -328,8 +355,16 @@ impl MemoryBus {
     /// A new, empty bus. `BusConfig::embedded()` gives memory-sized limits.
     pub fn new(config: BusConfig) -> Result<Self, BusError> {
         config.validate()?;
+        // Sized once: growing a table of hundreds of thousands of ids stalls the publisher.
+        let ids = if config.stream.max_events.is_some() {
+            dedupe_capacity(&config).min(PRESIZED_IDS)
+        } else {
+            0
+        };
         let state = State {
             first_seq: 1,
+            dedupe: HashMap::with_capacity(ids),
+            dedupe_order: VecDeque::with_capacity(ids),
             ..State::default()
         };
         Ok(Self {
@@ -369,8 +404,7 @@ impl MemoryBus {
             }
             let sequence = state.last_seq.saturating_add(1);
             state.last_seq = sequence;
-            state.dedupe.insert(event.id.clone(), (sequence, now));
-            state.dedupe_order.push_back((now, event.id.clone()));
+            state.remember_id(&event.id, sequence, now, dedupe_capacity(config));
             let size = size as u64;
             state.bytes = state.bytes.saturating_add(size);
             if state.log.is_empty() {
