@@ -2,7 +2,9 @@
 //! admission and continuous scanning by a policy that enables every rule type
 //! (`broad-policy.json`), offline and with scan results, digests, verdicts, exclusions,
 //! trusted images and fail-closed. Nothing may panic; a fail-open block must come from a
-//! blocking violation; the fast and the reference JSON readers give the same result.
+//! blocking violation; the fast and the reference JSON readers give the same result; the
+//! same policy without its Pod Security Standards rules decides the same on the core parse
+//! (pod details skipped) as on the full one.
 
 #![no_main]
 
@@ -15,6 +17,7 @@ use portcullis_engine::evaluate::{
 };
 use portcullis_engine::input::parse_document;
 use portcullis_engine::input::parse_document_reference;
+use portcullis_engine::k8s::Fields;
 use portcullis_engine::policy::Action;
 use portcullis_engine::scan::{MemoryScanStore, ScanResult};
 use time::OffsetDateTime;
@@ -24,6 +27,8 @@ const DIGEST_B: &str = "sha256:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb
 
 struct World {
     policy: CompiledPolicy,
+    /// `policy` without its podSecurityStandard rules: reads the core fields only.
+    core_policy: CompiledPolicy,
     now: OffsetDateTime,
     scans: MemoryScanStore,
     digests: DigestMap,
@@ -36,6 +41,26 @@ static WORLD: LazyLock<World> = LazyLock::new(|| {
     let policy = match CompiledPolicy::from_text(include_str!("../broad-policy.json")) {
         Ok(p) => p,
         Err(e) => panic!("broad-policy.json is invalid: {e}"),
+    };
+    let core_policy = {
+        let mut doc: serde_json::Value = match serde_json::from_str(include_str!("../broad-policy.json")) {
+            Ok(v) => v,
+            Err(e) => panic!("broad-policy.json: {e}"),
+        };
+        let without_pss = |def: &mut serde_json::Value| {
+            if let Some(rules) = def["rules"].as_array_mut() {
+                rules.retain(|r| r["type"] != "podSecurityStandard");
+            }
+        };
+        without_pss(&mut doc["default"]);
+        for def in doc["namespaced"].as_array_mut().into_iter().flatten() {
+            without_pss(def);
+        }
+        match CompiledPolicy::from_text(&doc.to_string()) {
+            Ok(p) if p.fields() == Fields::CORE => p,
+            Ok(_) => panic!("the core policy still reads the pod details"),
+            Err(e) => panic!("core policy: {e}"),
+        }
     };
     let mut scans = MemoryScanStore::new();
     for json in [
@@ -69,6 +94,7 @@ static WORLD: LazyLock<World> = LazyLock::new(|| {
     ]));
     World {
         policy,
+        core_policy,
         // 2025-06-01T12:00:00Z
         now: OffsetDateTime::UNIX_EPOCH + time::Duration::seconds(1_748_779_200),
         scans,
@@ -91,6 +117,7 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(parsed, parse_document_reference(data));
     let Ok(subjects) = parsed else { return };
     let w = &*WORLD;
+
     let rich = |failure_mode| EvalContext {
         now: w.now,
         scans: &w.scans,
@@ -100,6 +127,22 @@ fuzz_target!(|data: &[u8]| {
         trusted_images: &w.trusted,
         failure_mode,
     };
+    // The core parse reads a subset: whatever the full parse reads, it reads too, and the
+    // rules that need no pod details decide the same on it.
+    let core = match w.core_policy.parse_document(data) {
+        Ok(core) => core,
+        Err(e) => panic!("the full parse succeeded, the core one failed: {e}"),
+    };
+    assert_eq!(core.len(), subjects.len());
+    for (c, full) in core.iter().zip(&subjects) {
+        for ctx in [
+            EvalContext::offline(w.now),
+            rich(FailureMode::FailOpen),
+            rich(FailureMode::FailClosed),
+        ] {
+            assert_eq!(w.core_policy.evaluate(c, &ctx), w.core_policy.evaluate(full, &ctx));
+        }
+    }
     for subject in &subjects {
         for ctx in [
             EvalContext::offline(w.now),

@@ -176,7 +176,32 @@ pub fn yaml_to_json(text: &str) -> Result<Vec<u8>, String> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn json_lines_are_read_whole_across_buffer_ends() {
+        let text = "{\"a\":1}\n\n   \n{\"b\":\"a line longer than the reader's buffer\"}\r\n{\"c\":3}\n{\"last\":true}";
+        for capacity in [1, 7, 16, 64, 4096] {
+            let reader = BufReader::with_capacity(capacity, text.as_bytes());
+            let mut seen = Vec::new();
+            json_lines(reader, &mut |doc: Document<'_>| {
+                let json = doc.json.map(|j| String::from_utf8_lossy(&j).into_owned());
+                seen.push((doc.index, json));
+            })
+            .unwrap();
+            let expected = vec![
+                (1, Ok("{\"a\":1}\n".to_owned())),
+                (
+                    4,
+                    Ok("{\"b\":\"a line longer than the reader's buffer\"}\r\n".to_owned()),
+                ),
+                (5, Ok("{\"c\":3}\n".to_owned())),
+                (6, Ok("{\"last\":true}".to_owned())),
+            ];
+            assert_eq!(seen, expected, "capacity {capacity}");
+        }
+    }
 
     #[test]
     fn deep_flow_yaml_is_refused() {
