@@ -87,23 +87,31 @@ impl Drop for FieldsScope {
     }
 }
 
-fn reading_pod_details() -> bool {
-    READING.with(|r| r.get().pod_details)
+/// A pod detail (see [`Fields`]): read with `read` when the parse reads the pod details,
+/// else skipped (still checked as JSON) and left at its default.
+fn if_reading_pod_details<'de, D, T>(
+    deserializer: D,
+    read: impl FnOnce(D) -> Result<T, D::Error>,
+) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Default,
+{
+    if READING.with(|r| r.get().pod_details) {
+        read(deserializer)
+    } else {
+        IgnoredAny::deserialize(deserializer)?;
+        Ok(T::default())
+    }
 }
 
-/// A pod detail (see [`Fields`]): read like [`nullable`] when the parse reads them, else
-/// skipped and left at its default.
+/// A pod detail read like [`nullable`] (see [`if_reading_pod_details`]).
 fn pod_detail<'de, D, T>(deserializer: D) -> Result<T, D::Error>
 where
     D: Deserializer<'de>,
     T: Deserialize<'de> + Default,
 {
-    if reading_pod_details() {
-        nullable(deserializer)
-    } else {
-        IgnoredAny::deserialize(deserializer)?;
-        Ok(T::default())
-    }
+    if_reading_pod_details(deserializer, nullable)
 }
 
 /// Prefix of the deprecated per-container AppArmor annotations, the only ones PSA reads.
@@ -131,12 +139,13 @@ impl<'de> Deserialize<'de> for Key<'de> {
     }
 }
 
-/// Reads `metadata.annotations`, keeping only the AppArmor ones (see [`ObjectMeta::annotations`]).
+/// Reads `metadata.annotations`, keeping only the AppArmor ones (see [`ObjectMeta::annotations`]),
+/// a pod detail.
 fn apparmor_annotations<'de, D: Deserializer<'de>>(deserializer: D) -> Result<BTreeMap<String, String>, D::Error> {
-    if !reading_pod_details() {
-        IgnoredAny::deserialize(deserializer)?;
-        return Ok(BTreeMap::new());
-    }
+    if_reading_pod_details(deserializer, read_apparmor_annotations)
+}
+
+fn read_apparmor_annotations<'de, D: Deserializer<'de>>(deserializer: D) -> Result<BTreeMap<String, String>, D::Error> {
     struct AnnotationsVisitor;
     impl<'de> Visitor<'de> for AnnotationsVisitor {
         type Value = BTreeMap<String, String>;
