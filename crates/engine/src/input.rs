@@ -304,7 +304,9 @@ const MAX_LIST_DEPTH: usize = 8;
 /// Lists flattened), in document order.
 ///
 /// Documents are read by sonic-rs when it accepts them and by serde_json otherwise (see
-/// [`parse_document_reference`]); the result is the same.
+/// [`parse_document_reference`]); the result is the same. A document that is not UTF-8 is
+/// refused, wherever the bad bytes are (in a field that is skipped too): the admission
+/// service relies on it.
 pub fn parse_document(json: &[u8]) -> Result<Vec<Subject>, InputError> {
     parse_document_with(json, Fields::ALL)
 }
@@ -372,7 +374,7 @@ enum Reader {
 /// Admission objects have a few hundred (the 8 KB benchmark review: 199).
 const SONIC_MAX_OPENING_BRACKETS: usize = 1024;
 
-/// Whether sonic-rs may read the document, judged in two vectorised passes that cost a few
+/// Whether sonic-rs may read the document, judged in vectorised passes that cost a few
 /// percent of a parse:
 /// - its count of `{` and `[` bytes, strings included, bounds its nesting;
 /// - every `\u` is followed by four hex digits: sonic-rs does not check them in the strings
@@ -380,19 +382,19 @@ const SONIC_MAX_OPENING_BRACKETS: usize = 1024;
 ///   counted too, which only sends a valid document to serde_json.)
 fn sonic_can_read(json: &[u8]) -> bool {
     opening_brackets(json) <= SONIC_MAX_OPENING_BRACKETS
-        && memchr::memmem::find_iter(json, b"\\u").all(|at| {
+        && UNICODE_ESCAPE.find_iter(json).all(|at| {
             json.get(at + 2..at + 6)
                 .is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit))
         })
 }
 
-/// The number of `{` and `[` bytes. `[` is 0x5B and `{` 0x7B: setting bit 5 maps exactly these
-/// two to `{`. Counted in byte lanes per 255-byte chunk (no lane can overflow), a loop the
-/// compiler vectorises.
+/// The searcher for `\u`, built once: building one per document cost as much as the search.
+static UNICODE_ESCAPE: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+    std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\\u"));
+
+/// The number of `{` and `[` bytes (two SIMD counts).
 fn opening_brackets(json: &[u8]) -> usize {
-    json.chunks(255)
-        .map(|chunk| usize::from(chunk.iter().fold(0u8, |n, &b| n + u8::from(b | 0x20 == b'{'))))
-        .sum()
+    bytecount::count(json, b'{') + bytecount::count(json, b'[')
 }
 
 fn from_json<'a, T: Deserialize<'a>>(json: &'a [u8], prefix: &str, reader: Reader) -> Result<T, InputError> {
@@ -412,8 +414,16 @@ fn from_json<'a, T: Deserialize<'a>>(json: &'a [u8], prefix: &str, reader: Reade
     }
     let mut de = serde_json::Deserializer::from_slice(json);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| json_error(prefix, e))?;
-    de.end()
-        .map_err(|e| InputError::new(if prefix.is_empty() { "(document)" } else { prefix }, e.to_string()))?;
+    let whole = if prefix.is_empty() { "(document)" } else { prefix };
+    de.end().map_err(|e| InputError::new(whole, e.to_string()))?;
+    // serde_json does not check the strings it skips; JSON is UTF-8 (RFC 8259), so a
+    // document with bad bytes only there is refused too.
+    if let Err(e) = std::str::from_utf8(json) {
+        return Err(InputError::new(
+            whole,
+            format!("not UTF-8 (at byte {})", e.valid_up_to()),
+        ));
+    }
     Ok(value)
 }
 
@@ -723,7 +733,7 @@ mod tests {
     }
 
     #[test]
-    fn opening_brackets_of_a_run_longer_than_a_chunk() {
+    fn opening_brackets_of_long_runs() {
         assert_eq!(opening_brackets(&[b'{'; 1000]), 1000);
         assert_eq!(opening_brackets(&[b'['; 255]), 255);
         assert_eq!(opening_brackets(b"{[]}\"{\"[]"), 4);

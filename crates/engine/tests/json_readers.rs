@@ -268,3 +268,35 @@ proptest! {
         assert_same(&doc);
     }
 }
+
+/// A document that is not UTF-8 is refused wherever the bad bytes are: in a field that is
+/// read, in one that is skipped (an unknown key, labels, a pod detail the core parse skips),
+/// and in a key. The admission service relies on it (it names the byte only after a refusal).
+#[test]
+fn invalid_utf8_is_refused_wherever_it_is() {
+    use portcullis_engine::input::parse_document_with;
+    use portcullis_engine::k8s::Fields;
+    let places = [
+        r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"X"},"spec":{"containers":[]}}"#,
+        r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"a","labels":{"l":"X"}},"spec":{"containers":[]}}"#,
+        r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"a"},"spec":{"containers":[{"name":"c","unknown":"X"}]}}"#,
+        r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"a"},"spec":{"containers":[{"name":"c","livenessProbe":{"exec":{"command":["X"]}}}]}}"#,
+        r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"a"},"spec":{"X":1,"containers":[]}}"#,
+    ];
+    for place in places {
+        assert!(parse_document(place.replace('X', "x").as_bytes()).is_ok(), "{place}");
+        for bad in [&[0xff_u8][..], &[0xc3], &[0xed, 0xa0, 0x80], &[0xf4, 0x90, 0x80, 0x80]] {
+            let mut bytes = Vec::new();
+            let (before, after) = place.split_once('X').unwrap();
+            bytes.extend_from_slice(before.as_bytes());
+            bytes.extend_from_slice(bad);
+            bytes.extend_from_slice(after.as_bytes());
+            assert!(parse_document(&bytes).is_err(), "accepted {bad:?} in {place}");
+            assert!(parse_document_reference(&bytes).is_err(), "accepted {bad:?} in {place}");
+            assert!(
+                parse_document_with(&bytes, Fields::CORE).is_err(),
+                "accepted {bad:?} in {place}"
+            );
+        }
+    }
+}

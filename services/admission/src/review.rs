@@ -179,12 +179,6 @@ impl Admission {
                 body.len()
             )));
         }
-        if let Err(e) = std::str::from_utf8(body) {
-            return Err(AdmissionError::InvalidArgument(format!(
-                "admission_review_json: not UTF-8 (at byte {})",
-                e.valid_up_to()
-            )));
-        }
         // The cluster; its errors come after the document's own.
         let sel = match (&caller.own_cluster, cluster) {
             (Some(own), None) => Ok(ClusterSel::Id(own.clone())),
@@ -209,8 +203,14 @@ impl Admission {
             .map_or(Fields::ALL, |p| p.fields());
         let subject = {
             let _s = tracing::debug_span!("parse").entered();
-            let mut subjects = parse_document_with(body, fields)
-                .map_err(|e| AdmissionError::InvalidArgument(format!("admission_review_json: {e}")))?;
+            // The engine refuses any document that is not UTF-8 (it checks once, on the fast
+            // path); only then is the byte found, for a message that names it.
+            let mut subjects = parse_document_with(body, fields).map_err(|e| {
+                AdmissionError::InvalidArgument(match std::str::from_utf8(body) {
+                    Err(utf8) => format!("admission_review_json: not UTF-8 (at byte {})", utf8.valid_up_to()),
+                    Ok(_) => format!("admission_review_json: {e}"),
+                })
+            })?;
             if subjects.len() != 1 || subjects.first().is_none_or(|s| s.review_api_version.is_empty()) {
                 return Err(AdmissionError::InvalidArgument(
                     "admission_review_json: not an AdmissionReview (admission.k8s.io/v1 or v1beta1, with a request)"
