@@ -410,18 +410,20 @@ pub struct Container {
     /// `ports` (PSA reads `hostPort`).
     #[serde(default, deserialize_with = "pod_detail")]
     pub ports: Vec<ContainerPort>,
-    /// `livenessProbe`.
+    /// `livenessProbe`. The probes and lifecycle handlers are boxed: unboxed they were 240 of
+    /// a container's 320 bytes, moved while parsing even when skipped (callgrind: 2.4 to 4.1%
+    /// fewer instructions per parse and evaluation with them boxed).
     #[serde(default, deserialize_with = "pod_detail")]
-    pub liveness_probe: Option<Handler>,
+    pub liveness_probe: Option<Box<Handler>>,
     /// `readinessProbe`.
     #[serde(default, deserialize_with = "pod_detail")]
-    pub readiness_probe: Option<Handler>,
+    pub readiness_probe: Option<Box<Handler>>,
     /// `startupProbe`.
     #[serde(default, deserialize_with = "pod_detail")]
-    pub startup_probe: Option<Handler>,
+    pub startup_probe: Option<Box<Handler>>,
     /// `lifecycle`.
     #[serde(default, deserialize_with = "pod_detail")]
-    pub lifecycle: Option<Lifecycle>,
+    pub lifecycle: Option<Box<Lifecycle>>,
 }
 
 /// One `ports` entry.

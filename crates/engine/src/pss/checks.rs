@@ -434,12 +434,12 @@ pub(super) fn host_probes_and_host_lifecycle(spec: &PodSpec, scope: &Scope<'_>) 
     let mut bad: Vec<&str> = Vec::new();
     let mut hosts: Vec<&str> = Vec::new();
     for c in scope.containers(spec) {
-        let lifecycle = c.lifecycle.as_ref();
+        let lifecycle = c.lifecycle.as_deref();
         let mut found = false;
         for handler in [
-            c.liveness_probe.as_ref(),
-            c.readiness_probe.as_ref(),
-            c.startup_probe.as_ref(),
+            c.liveness_probe.as_deref(),
+            c.readiness_probe.as_deref(),
+            c.startup_probe.as_deref(),
             lifecycle.and_then(|l| l.post_start.as_ref()),
             lifecycle.and_then(|l| l.pre_stop.as_ref()),
         ] {
