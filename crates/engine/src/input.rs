@@ -401,7 +401,8 @@ fn from_json<'a, T: Deserialize<'a>>(json: &'a [u8], prefix: &str, reader: Reade
     // Fast paths without path tracking; only a failure is parsed again to name the field.
     // The document is checked as UTF-8 once, so that neither reader validates every key and
     // string again; invalid UTF-8 takes the slow path, whose error names the field.
-    if let Ok(text) = simdutf8::basic::from_utf8(json) {
+    let utf8 = simdutf8::basic::from_utf8(json).ok();
+    if let Some(text) = utf8 {
         if reader == Reader::Fast
             && sonic_can_read(json)
             && let Ok(value) = sonic_rs::from_str(text)
@@ -417,8 +418,10 @@ fn from_json<'a, T: Deserialize<'a>>(json: &'a [u8], prefix: &str, reader: Reade
     let whole = if prefix.is_empty() { "(document)" } else { prefix };
     de.end().map_err(|e| InputError::new(whole, e.to_string()))?;
     // serde_json does not check the strings it skips; JSON is UTF-8 (RFC 8259), so a
-    // document with bad bytes only there is refused too.
-    if let Err(e) = std::str::from_utf8(json) {
+    // document with bad bytes only there is refused too (the scan again, for the position).
+    if utf8.is_none()
+        && let Err(e) = std::str::from_utf8(json)
+    {
         return Err(InputError::new(
             whole,
             format!("not UTF-8 (at byte {})", e.valid_up_to()),
@@ -718,8 +721,8 @@ mod tests {
     use super::opening_brackets;
 
     proptest! {
-        /// The vectorised count is the plain count, on any bytes and any length (the chunk
-        /// edges included), since it bounds the nesting sonic-rs is given.
+        /// The SIMD count is the plain count, on any bytes and any length, since it bounds
+        /// the nesting sonic-rs is given.
         #[test]
         fn opening_brackets_counts_every_brace_and_bracket(
             bytes in proptest::collection::vec(
