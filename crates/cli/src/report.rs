@@ -120,7 +120,7 @@ impl<W: Write> Reporter<W> {
             Verdict::Block => self.paint("1;31", "BLOCK"),
         };
         let kind = if subject.group.is_empty() {
-            subject.kind.clone()
+            subject.kind.as_str().to_owned()
         } else {
             format!("{}/{}", subject.group, subject.kind)
         };

@@ -5,6 +5,7 @@
 //! itself (the time, scan results, tag-to-digest resolution, signature verdicts, the cluster's
 //! excluded namespaces and trusted images) comes in through [`EvalContext`].
 
+use compact_str::CompactString;
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -524,7 +525,7 @@ impl CompiledPolicy {
         if subject.operation == Operation::Delete {
             return Decision::allowed_without_evaluation(NotEvaluated::Delete);
         }
-        if ctx.excluded_namespaces.contains(&subject.namespace) {
+        if ctx.excluded_namespaces.iter().any(|n| *n == subject.namespace) {
             return Decision::allowed_without_evaluation(NotEvaluated::NamespaceExcluded);
         }
         let def = self.definition(&subject.namespace);
@@ -567,7 +568,7 @@ impl CompiledPolicy {
             digests: Vec::new(),
             stage_failures: Vec::new(),
         };
-        if ctx.excluded_namespaces.contains(&subject.namespace) {
+        if ctx.excluded_namespaces.iter().any(|n| *n == subject.namespace) {
             return nothing;
         }
         let Some(object) = &subject.object else { return nothing };
@@ -688,7 +689,7 @@ fn host_namespace_set(spec: &PodSpec, which: HostNamespace) -> bool {
     flag == Some(true)
 }
 
-fn added_capabilities(c: &Container) -> &[String] {
+fn added_capabilities(c: &Container) -> &[CompactString] {
     c.security_context
         .as_ref()
         .and_then(|s| s.capabilities.as_ref())
@@ -747,7 +748,7 @@ impl<'a, 'c> Run<'a, 'c> {
             Vec::with_capacity(spec.init_containers.len() + spec.containers.len() + spec.ephemeral_containers.len());
         containers.extend(
             spec.all_containers()
-                .filter(|(_, c)| only.is_none_or(|names| names.contains(&c.name)))
+                .filter(|(_, c)| only.is_none_or(|names| names.iter().any(|n| *n == c.name)))
                 .map(|(_, container)| {
                     let mut info = ContainerInfo {
                         container,
@@ -851,11 +852,11 @@ impl<'a, 'c> Run<'a, 'c> {
                         match info.image() {
                             Ok(image) => {
                                 if operator.holds(field.value_of(image, &mut scratch), value) {
-                                    bad.push(info.container.name.clone());
+                                    bad.push(info.container.name.as_str().to_owned());
                                 }
                             }
                             Err(_) => {
-                                bad.push(info.container.name.clone());
+                                bad.push(info.container.name.as_str().to_owned());
                                 invalid.push(format!("{:?}", info.container.image));
                             }
                         }
@@ -939,10 +940,10 @@ impl<'a, 'c> Run<'a, 'c> {
         self.containers
             .iter()
             .map(|i| &i.container.name)
-            .filter(|name| lists.clone().any(|l| l.contains(name)))
+            .filter(|name| lists.clone().any(|l| l.iter().any(|n| n == *name)))
             .fold(Vec::new(), |mut acc, name| {
-                if !acc.contains(name) {
-                    acc.push(name.clone());
+                if !acc.iter().any(|n| n == name) {
+                    acc.push(name.as_str().to_owned());
                 }
                 acc
             })
@@ -952,7 +953,7 @@ impl<'a, 'c> Run<'a, 'c> {
         self.containers
             .iter()
             .filter(|i| !i.exempt && bad(i.container))
-            .map(|i| i.container.name.clone())
+            .map(|i| i.container.name.as_str().to_owned())
             .collect()
     }
 
@@ -1077,7 +1078,7 @@ impl<'a, 'c> Run<'a, 'c> {
             if self.scan_violates(&r.rule.check, summary)
                 && let Some(info) = self.containers.get(index)
             {
-                bad.push(info.container.name.clone());
+                bad.push(info.container.name.as_str().to_owned());
             }
         }
         self.push_containers(r, bad);
@@ -1120,8 +1121,8 @@ impl<'a, 'c> Run<'a, 'c> {
                         .is_some_and(|other| other.container.image == info.container.image)
                 });
                 match first {
-                    Some((_, names)) => names.push(info.container.name.clone()),
-                    None => images.push((index, vec![info.container.name.clone()])),
+                    Some((_, names)) => names.push(info.container.name.as_str().to_owned()),
+                    None => images.push((index, vec![info.container.name.as_str().to_owned()])),
                 }
             }
             for (index, names) in images {

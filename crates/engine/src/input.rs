@@ -6,6 +6,7 @@
 //! reference the two are tested against); only an UPDATE is read a second time, untyped, to
 //! compare the whole pod specs of `object` and `oldObject`.
 
+use compact_str::CompactString;
 use serde::Deserialize;
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
@@ -60,9 +61,9 @@ impl InputError {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct KubeObject {
     /// `apiVersion`.
-    pub api_version: String,
+    pub api_version: CompactString,
     /// `kind`.
-    pub kind: String,
+    pub kind: CompactString,
     /// `metadata`.
     pub metadata: ObjectMeta,
     /// `spec`, read with every pod-spec level (see [`PodSpec`]).
@@ -119,25 +120,25 @@ pub struct Subject {
     /// The request uid (empty for bare objects).
     pub uid: String,
     /// The review's `apiVersion` (`admission.k8s.io/v1`), for the response; empty otherwise.
-    pub review_api_version: String,
+    pub review_api_version: CompactString,
     /// The operation.
     pub operation: Operation,
     /// API group of the object (`apps`; empty for core).
-    pub group: String,
+    pub group: CompactString,
     /// Kind of the object (`Deployment`).
-    pub kind: String,
+    pub kind: CompactString,
     /// API version of the object's kind (`v1`; `request.kind.version`, else from `apiVersion`).
-    pub version: String,
+    pub version: CompactString,
     /// Who made the request (`request.userInfo.username`); empty for bare objects.
-    pub user: String,
+    pub user: CompactString,
     /// The resource (`pods`), when known.
-    pub resource: String,
+    pub resource: CompactString,
     /// The subresource (`exec`, `ephemeralcontainers`), empty when none.
-    pub sub_resource: String,
+    pub sub_resource: CompactString,
     /// The namespace: `request.namespace`, else `metadata.namespace`, else `default`.
-    pub namespace: String,
+    pub namespace: CompactString,
     /// The object's name (`request.name`, else `metadata.name`, else `generateName`).
-    pub name: String,
+    pub name: CompactString,
     /// The object (absent on DELETE and for some CONNECTs).
     pub object: Option<KubeObject>,
     /// For UPDATE: whether the pod spec is unchanged from `oldObject`'s.
@@ -153,9 +154,9 @@ pub struct Subject {
 /// A `kind` field: a string on objects, `{group, version, kind}` on admission requests.
 #[derive(Debug, Clone, Default, PartialEq)]
 struct KindField {
-    group: String,
-    version: String,
-    kind: String,
+    group: CompactString,
+    version: CompactString,
+    kind: CompactString,
     /// Whether it was given as an object (a bare AdmissionRequest).
     is_gvk: bool,
 }
@@ -170,7 +171,7 @@ impl<'de> Deserialize<'de> for KindField {
             }
             fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<KindField, E> {
                 Ok(KindField {
-                    kind: v.to_owned(),
+                    kind: CompactString::from(v),
                     ..KindField::default()
                 })
             }
@@ -183,7 +184,7 @@ impl<'de> Deserialize<'de> for KindField {
                     ..KindField::default()
                 };
                 while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
-                    let value = map.next_value::<Option<String>>()?.unwrap_or_default();
+                    let value = map.next_value::<Option<CompactString>>()?.unwrap_or_default();
                     match key.as_ref() {
                         "group" => k.group = value,
                         "version" => k.version = value,
@@ -202,7 +203,7 @@ impl<'de> Deserialize<'de> for KindField {
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 struct ResourceField {
     #[serde(default, deserialize_with = "nullable")]
-    resource: String,
+    resource: CompactString,
 }
 
 /// The fields of an AdmissionRequest.
@@ -216,13 +217,13 @@ struct RequestFields {
     #[serde(default)]
     resource: Option<ResourceField>,
     #[serde(default, deserialize_with = "nullable")]
-    sub_resource: String,
+    sub_resource: CompactString,
     #[serde(default, deserialize_with = "nullable")]
-    name: String,
+    name: CompactString,
     #[serde(default, deserialize_with = "nullable")]
-    namespace: String,
+    namespace: CompactString,
     #[serde(default)]
-    operation: Option<String>,
+    operation: Option<CompactString>,
     #[serde(default)]
     object: Option<Box<ObjectFields>>,
     #[serde(default)]
@@ -237,7 +238,7 @@ struct RequestFields {
 #[derive(Debug, Default, Deserialize)]
 struct UserInfoField {
     #[serde(default, deserialize_with = "nullable")]
-    username: String,
+    username: CompactString,
 }
 
 /// Every top-level shape at once: an object, a List, a review or a bare request.
@@ -245,7 +246,7 @@ struct UserInfoField {
 #[serde(rename_all = "camelCase")]
 struct Envelope {
     #[serde(default, deserialize_with = "nullable")]
-    api_version: String,
+    api_version: CompactString,
     #[serde(default)]
     kind: Option<KindField>,
     #[serde(default)]
@@ -264,13 +265,13 @@ struct Envelope {
     #[serde(default)]
     resource: Option<ResourceField>,
     #[serde(default, deserialize_with = "nullable")]
-    sub_resource: String,
+    sub_resource: CompactString,
     #[serde(default, deserialize_with = "nullable")]
-    name: String,
+    name: CompactString,
     #[serde(default, deserialize_with = "nullable")]
-    namespace: String,
+    namespace: CompactString,
     #[serde(default)]
-    operation: Option<String>,
+    operation: Option<CompactString>,
     #[serde(default)]
     object: Option<Box<ObjectFields>>,
     #[serde(default)]
@@ -286,7 +287,7 @@ struct Envelope {
 #[serde(rename_all = "camelCase")]
 struct ObjectFields {
     #[serde(default, deserialize_with = "nullable")]
-    api_version: String,
+    api_version: CompactString,
     #[serde(default)]
     kind: Option<KindField>,
     #[serde(default, deserialize_with = "nullable")]
@@ -510,7 +511,13 @@ fn parse_into(
             dry_run: env.dry_run,
             user_info: env.user_info,
         };
-        out.push(subject_from_request(request, String::new(), (prefix, ""), json, "")?);
+        out.push(subject_from_request(
+            request,
+            CompactString::default(),
+            (prefix, ""),
+            json,
+            "",
+        )?);
         return Ok(());
     }
 
@@ -520,25 +527,25 @@ fn parse_into(
             "missing: not a Kubernetes object, List, AdmissionReview or AdmissionRequest",
         ));
     }
-    let group = group_of(&env.api_version).to_owned();
+    let group = CompactString::from(group_of(&env.api_version));
     let metadata = env.metadata.unwrap_or_default();
     let namespace = metadata
         .namespace
         .clone()
         .filter(|n| !n.is_empty())
-        .unwrap_or_else(|| "default".to_owned());
+        .unwrap_or_else(|| CompactString::const_new("default"));
     let name = object_name(&metadata);
-    let version = version_of(&env.api_version).to_owned();
+    let version = CompactString::from(version_of(&env.api_version));
     out.push(Subject {
         uid: String::new(),
-        review_api_version: String::new(),
+        review_api_version: CompactString::default(),
         operation: Operation::Create,
         group,
         kind: kind.kind.clone(),
         version,
-        user: String::new(),
-        resource: String::new(),
-        sub_resource: String::new(),
+        user: CompactString::default(),
+        resource: CompactString::default(),
+        sub_resource: CompactString::default(),
         namespace,
         name,
         object: Some(KubeObject {
@@ -566,7 +573,7 @@ pub fn group_of(api_version: &str) -> &str {
     api_version.rsplit_once('/').map_or("", |(g, _)| g)
 }
 
-fn object_name(metadata: &ObjectMeta) -> String {
+fn object_name(metadata: &ObjectMeta) -> CompactString {
     if metadata.name.is_empty() {
         metadata.generate_name.clone()
     } else {
@@ -576,7 +583,7 @@ fn object_name(metadata: &ObjectMeta) -> String {
 
 fn subject_from_request(
     r: RequestFields,
-    review_api_version: String,
+    review_api_version: CompactString,
     (prefix, request): (&str, &str),
     json: &[u8],
     pointer: &str,
@@ -617,8 +624,7 @@ fn subject_from_request(
             .as_ref()
             .and_then(|o| o.metadata.namespace.as_deref())
             .filter(|n| !n.is_empty())
-            .unwrap_or("default")
-            .to_owned()
+            .map_or_else(|| CompactString::const_new("default"), CompactString::from)
     } else {
         r.namespace
     };
@@ -672,7 +678,7 @@ fn subject_from_request(
                     s.ephemeral_containers
                         .iter()
                         .filter(|c| !before.contains(&c.name.as_str()))
-                        .map(|c| c.name.clone())
+                        .map(|c| c.name.as_str().to_owned())
                         .collect()
                 })
                 .unwrap_or_default();

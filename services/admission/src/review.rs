@@ -552,7 +552,7 @@ impl Admission {
                 } as i32,
                 containers: v.containers.clone(),
                 pod: if v.pod_level {
-                    subject.name.clone()
+                    subject.name.as_str().to_owned()
                 } else {
                     String::new()
                 },
@@ -576,11 +576,11 @@ impl Admission {
             })
             .collect();
         let object = pc::WorkloadRef {
-            group: subject.group.clone(),
-            version: subject.version.clone(),
-            kind: subject.kind.clone(),
-            namespace: subject.namespace.clone(),
-            name: subject.name.clone(),
+            group: subject.group.as_str().to_owned(),
+            version: subject.version.as_str().to_owned(),
+            kind: subject.kind.as_str().to_owned(),
+            namespace: subject.namespace.as_str().to_owned(),
+            name: subject.name.as_str().to_owned(),
             uid: subject
                 .object
                 .as_ref()
@@ -593,9 +593,9 @@ impl Admission {
                 .iter()
                 .find(|r| r.controller == Some(true))
                 .map(|r| pc::OwnerRef {
-                    api_version: r.api_version.clone(),
-                    kind: r.kind.clone(),
-                    name: r.name.clone(),
+                    api_version: r.api_version.as_str().to_owned(),
+                    kind: r.kind.as_str().to_owned(),
+                    name: r.name.as_str().to_owned(),
                     uid: r.uid.clone(),
                 })
         });
@@ -628,10 +628,10 @@ impl Admission {
             }),
             decided_at: Some(decided_at),
             operation: subject.operation.as_str().to_owned(),
-            subresource: subject.sub_resource.clone(),
+            subresource: subject.sub_resource.as_str().to_owned(),
             object: Some(object),
             owner,
-            user: subject.user.clone(),
+            user: subject.user.as_str().to_owned(),
         };
 
         let action = if !allowed {
