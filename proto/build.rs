@@ -38,6 +38,8 @@ fn main() -> Result<(), Box<dyn Error>> {
         .emit_rerun_if_changed(false)
         // Bytes fields decode without a copy from tonic's buffers (AdmissionReview bodies).
         .bytes(".portcullis")
+        // prost's codec with a decode buffer that holds a whole AdmissionReview (src/codec.rs).
+        .codec_path("crate::codec::PortcullisCodec")
         .file_descriptor_set_path(out_dir.join(DESCRIPTOR_FILE))
         .compile_with_config(config, &protos, &includes)?;
     Ok(())

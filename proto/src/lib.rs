@@ -6,6 +6,8 @@
 //! as JSON text, so that the engine's validation stays the one definition of a valid
 //! document. [`FILE_DESCRIPTOR_SET`] describes every file, for gRPC server reflection.
 
+pub mod codec;
+
 /// Wraps one generated package in a module. The generated code is held to the workspace
 /// lints like any other: the `.proto` comments become its docs (so an uncommented message or
 /// field fails `missing_docs`), and tonic already allows what its stubs need.
