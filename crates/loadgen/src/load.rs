@@ -120,7 +120,16 @@ pub struct Stats {
     pub errors: BTreeMap<String, u64>,
     /// Open loop: calls not sent because `--max-in-flight` were outstanding.
     pub dropped: u64,
+    /// The slowest latency (µs) of the calls started in each [`WINDOW`] of the measurement,
+    /// by window index: shows when the tail happened (one stall or many, periodic or not).
+    pub slowest_by_window: BTreeMap<u64, u64>,
 }
+
+/// The span of time [`Stats::slowest_by_window`] groups calls by.
+pub const WINDOW: Duration = Duration::from_millis(100);
+
+/// How many of the slowest windows the reports list.
+const SLOWEST_WINDOWS_SHOWN: usize = 5;
 
 impl Stats {
     fn new() -> Result<Stats> {
@@ -129,16 +138,36 @@ impl Stats {
             ok: 0,
             errors: BTreeMap::new(),
             dropped: 0,
+            slowest_by_window: BTreeMap::new(),
         })
     }
 
-    fn record(&mut self, latency: Duration, outcome: Outcome) {
+    /// Records a call started `since_start` after the measurement began.
+    fn record(&mut self, since_start: Duration, latency: Duration, outcome: Outcome) {
         let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
         self.latency.saturating_record(micros.clamp(1, MAX_LATENCY_US));
+        let window = u64::try_from(since_start.as_nanos() / WINDOW.as_nanos()).unwrap_or(u64::MAX);
+        let slowest = self.slowest_by_window.entry(window).or_insert(0);
+        *slowest = (*slowest).max(micros);
         match outcome {
             Ok(()) => self.ok += 1,
             Err(code) => *self.errors.entry(code).or_insert(0) += 1,
         }
+    }
+
+    /// The slowest windows, slowest first: (start of the window after the measurement
+    /// began, its slowest latency).
+    pub fn slowest_windows(&self, n: usize) -> Vec<(Duration, Duration)> {
+        let mut windows: Vec<(u64, u64)> = self.slowest_by_window.iter().map(|(w, us)| (*w, *us)).collect();
+        windows.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        windows
+            .into_iter()
+            .take(n)
+            .map(|(w, us)| {
+                let start = WINDOW.saturating_mul(u32::try_from(w).unwrap_or(u32::MAX));
+                (start, Duration::from_micros(us))
+            })
+            .collect()
     }
 
     /// Failed and dropped calls.
@@ -300,7 +329,8 @@ where
                     let outcome = pending.await;
                     if record {
                         let latency = intended.elapsed();
-                        with_stats(&stats, |s| s.record(latency, outcome));
+                        let since_start = intended.saturating_duration_since(window.measure_start);
+                        with_stats(&stats, |s| s.record(since_start, latency, outcome));
                     }
                     drop(permit);
                 });
@@ -355,7 +385,8 @@ where
                 let outcome = call(i, channel.clone()).await;
                 if started >= window.measure_start {
                     let latency = started.elapsed();
-                    with_stats(&stats, |s| s.record(latency, outcome));
+                    let since_start = started.saturating_duration_since(window.measure_start);
+                    with_stats(&stats, |s| s.record(since_start, latency, outcome));
                 }
                 i += concurrency as u64;
             }
@@ -440,6 +471,23 @@ impl Report {
             millis(h.max()),
             h.len()
         ));
+        let slowest: Vec<String> = self
+            .stats
+            .slowest_windows(SLOWEST_WINDOWS_SHOWN)
+            .iter()
+            .map(|(at, max)| {
+                format!(
+                    "at {:.1} s {} ms",
+                    at.as_secs_f64(),
+                    millis(u64::try_from(max.as_micros()).unwrap_or(u64::MAX))
+                )
+            })
+            .collect();
+        lines.push(format!(
+            "slowest      per {} ms window: {}",
+            WINDOW.as_millis(),
+            slowest.join(", ")
+        ));
         lines.push(format!("errors       {errors}"));
         let comms: Vec<String> = usage
             .comms
@@ -503,6 +551,12 @@ impl Report {
                 "p99_9": ms(h.value_at_quantile(0.999)),
                 "max": ms(h.max()),
             },
+            "slowest_windows": self
+                .stats
+                .slowest_windows(SLOWEST_WINDOWS_SHOWN)
+                .iter()
+                .map(|(at, max)| json!({"at_s": at.as_secs_f64(), "max_ms": max.as_secs_f64() * 1000.0}))
+                .collect::<Vec<_>>(),
             "cpu_percent": {
                 "server": self.usage.server,
                 "generator": self.usage.generator,
@@ -532,8 +586,8 @@ mod tests {
     #[test]
     fn stats_count_outcomes_and_clamp_latency() {
         let mut stats = Stats::new().unwrap();
-        stats.record(Duration::from_micros(500), Ok(()));
-        stats.record(Duration::from_secs(120), Err("Unavailable".to_owned()));
+        stats.record(Duration::ZERO, Duration::from_micros(500), Ok(()));
+        stats.record(Duration::ZERO, Duration::from_secs(120), Err("Unavailable".to_owned()));
         stats.dropped = 3;
         assert_eq!(stats.ok, 1);
         assert_eq!(stats.error_count(), 4);
@@ -544,10 +598,14 @@ mod tests {
     #[test]
     fn reports_render_as_text_and_json() {
         let mut stats = Stats::new().unwrap();
-        for _ in 0..10 {
-            stats.record(Duration::from_micros(1500), Ok(()));
+        for i in 0..10 {
+            stats.record(Duration::from_millis(150 * i), Duration::from_micros(1500), Ok(()));
         }
-        stats.record(Duration::from_micros(900), Err("Unavailable".to_owned()));
+        stats.record(
+            Duration::from_millis(1420),
+            Duration::from_micros(900),
+            Err("Unavailable".to_owned()),
+        );
         let report = Report {
             label: "x".to_owned(),
             mode: Mode::Open { rate: 5.0 },
@@ -561,6 +619,10 @@ mod tests {
         let text = report.text();
         assert!(text.starts_with("review       10 bytes\n"), "{text}");
         assert!(text.contains("achieved     5/s ok (10 ok in 2.0 s)"), "{text}");
+        assert!(
+            text.contains("slowest      per 100 ms window: at 0.0 s 1.50 ms, at 0.1 s 1.50 ms, at 0.3 s 1.50 ms,"),
+            "{text}"
+        );
         assert!(text.ends_with("row | x | 5/s | 5/s | 1.50 | 1.50 | 1.50 | 1 (Unavailable: 1) | - | - | - | - |"));
         let json = report.json();
         assert_eq!(json["ok"], 10);
@@ -569,5 +631,29 @@ mod tests {
         assert_eq!(json["errors"]["Unavailable"], 1);
         assert_eq!(json["latency_ms"]["n"], 11);
         assert_eq!(json["notes"]["review"], "10 bytes");
+        assert_eq!(json["slowest_windows"].as_array().map(Vec::len), Some(5));
+    }
+
+    #[test]
+    fn slowest_windows_keep_each_window_s_maximum_slowest_first() {
+        let mut stats = Stats::new().unwrap();
+        // Window 0 (0-100 ms): 2 ms and 40 ms; window 12 (1.2 s): 7 ms; window 35: 40 ms.
+        stats.record(Duration::from_millis(10), Duration::from_millis(2), Ok(()));
+        stats.record(Duration::from_millis(99), Duration::from_millis(40), Ok(()));
+        stats.record(Duration::from_millis(1234), Duration::from_millis(7), Ok(()));
+        stats.record(Duration::from_millis(3500), Duration::from_millis(40), Ok(()));
+        assert_eq!(stats.slowest_by_window.len(), 3);
+        assert_eq!(
+            stats.slowest_windows(2),
+            vec![
+                (Duration::ZERO, Duration::from_millis(40)),
+                (Duration::from_millis(3500), Duration::from_millis(40)),
+            ]
+        );
+        assert_eq!(stats.slowest_windows(9).len(), 3);
+        assert_eq!(
+            stats.slowest_windows(9)[2],
+            (Duration::from_millis(1200), Duration::from_millis(7))
+        );
     }
 }
