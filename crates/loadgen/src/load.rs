@@ -123,6 +123,10 @@ pub struct Stats {
     /// The slowest latency (µs) of the calls started in each [`WINDOW`] of the measurement,
     /// by window index: shows when the tail happened (one stall or many, periodic or not).
     pub slowest_by_window: BTreeMap<u64, u64>,
+    /// Open loop: how late (µs) the generator sent the latest-sent call of each window,
+    /// against its schedule: a slow window with late sends is the generator's (or the
+    /// machine's) stall, not the server's.
+    pub send_lateness_by_window: BTreeMap<u64, u64>,
 }
 
 /// The span of time [`Stats::slowest_by_window`] groups calls by.
@@ -130,6 +134,11 @@ pub const WINDOW: Duration = Duration::from_millis(100);
 
 /// How many of the slowest windows the reports list.
 const SLOWEST_WINDOWS_SHOWN: usize = 5;
+
+/// The index of the [`WINDOW`] that `since_start` falls in.
+fn window_of(since_start: Duration) -> u64 {
+    u64::try_from(since_start.as_nanos() / WINDOW.as_nanos()).unwrap_or(u64::MAX)
+}
 
 impl Stats {
     fn new() -> Result<Stats> {
@@ -139,15 +148,22 @@ impl Stats {
             errors: BTreeMap::new(),
             dropped: 0,
             slowest_by_window: BTreeMap::new(),
+            send_lateness_by_window: BTreeMap::new(),
         })
+    }
+
+    /// Records that a call due `since_start` after the measurement began was sent `late`.
+    fn record_lateness(&mut self, since_start: Duration, late: Duration) {
+        let micros = u64::try_from(late.as_micros()).unwrap_or(u64::MAX);
+        let latest = self.send_lateness_by_window.entry(window_of(since_start)).or_insert(0);
+        *latest = (*latest).max(micros);
     }
 
     /// Records a call started `since_start` after the measurement began.
     fn record(&mut self, since_start: Duration, latency: Duration, outcome: Outcome) {
         let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
         self.latency.saturating_record(micros.clamp(1, MAX_LATENCY_US));
-        let window = u64::try_from(since_start.as_nanos() / WINDOW.as_nanos()).unwrap_or(u64::MAX);
-        let slowest = self.slowest_by_window.entry(window).or_insert(0);
+        let slowest = self.slowest_by_window.entry(window_of(since_start)).or_insert(0);
         *slowest = (*slowest).max(micros);
         match outcome {
             Ok(()) => self.ok += 1,
@@ -156,8 +172,8 @@ impl Stats {
     }
 
     /// The slowest windows, slowest first: (start of the window after the measurement
-    /// began, its slowest latency).
-    pub fn slowest_windows(&self, n: usize) -> Vec<(Duration, Duration)> {
+    /// began, its slowest latency, how late the generator sent in it when known).
+    pub fn slowest_windows(&self, n: usize) -> Vec<(Duration, Duration, Option<Duration>)> {
         let mut windows: Vec<(u64, u64)> = self.slowest_by_window.iter().map(|(w, us)| (*w, *us)).collect();
         windows.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
         windows
@@ -165,7 +181,8 @@ impl Stats {
             .take(n)
             .map(|(w, us)| {
                 let start = WINDOW.saturating_mul(u32::try_from(w).unwrap_or(u32::MAX));
-                (start, Duration::from_micros(us))
+                let late = self.send_lateness_by_window.get(&w).map(|l| Duration::from_micros(*l));
+                (start, Duration::from_micros(us), late)
             })
             .collect()
     }
@@ -326,11 +343,16 @@ where
                 let pending = call(i, channel);
                 let stats = stats.clone();
                 tokio::spawn(async move {
+                    // The call is sent when this task first runs.
+                    let late = intended.elapsed();
                     let outcome = pending.await;
                     if record {
                         let latency = intended.elapsed();
                         let since_start = intended.saturating_duration_since(window.measure_start);
-                        with_stats(&stats, |s| s.record(since_start, latency, outcome));
+                        with_stats(&stats, |s| {
+                            s.record_lateness(since_start, late);
+                            s.record(since_start, latency, outcome);
+                        });
                     }
                     drop(permit);
                 });
@@ -475,12 +497,10 @@ impl Report {
             .stats
             .slowest_windows(SLOWEST_WINDOWS_SHOWN)
             .iter()
-            .map(|(at, max)| {
-                format!(
-                    "at {:.1} s {} ms",
-                    at.as_secs_f64(),
-                    millis(u64::try_from(max.as_micros()).unwrap_or(u64::MAX))
-                )
+            .map(|(at, max, late)| {
+                let micros = |d: &Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+                let late = late.map_or_else(String::new, |l| format!(" (sent up to {} ms late)", millis(micros(&l))));
+                format!("at {:.1} s {} ms{late}", at.as_secs_f64(), millis(micros(max)))
             })
             .collect();
         lines.push(format!(
@@ -555,7 +575,11 @@ impl Report {
                 .stats
                 .slowest_windows(SLOWEST_WINDOWS_SHOWN)
                 .iter()
-                .map(|(at, max)| json!({"at_s": at.as_secs_f64(), "max_ms": max.as_secs_f64() * 1000.0}))
+                .map(|(at, max, late)| json!({
+                    "at_s": at.as_secs_f64(),
+                    "max_ms": max.as_secs_f64() * 1000.0,
+                    "sent_late_ms": late.map(|l| l.as_secs_f64() * 1000.0),
+                }))
                 .collect::<Vec<_>>(),
             "cpu_percent": {
                 "server": self.usage.server,
@@ -632,6 +656,7 @@ mod tests {
         assert_eq!(json["latency_ms"]["n"], 11);
         assert_eq!(json["notes"]["review"], "10 bytes");
         assert_eq!(json["slowest_windows"].as_array().map(Vec::len), Some(5));
+        assert_eq!(json["slowest_windows"][0]["sent_late_ms"], serde_json::Value::Null);
     }
 
     #[test]
@@ -642,18 +667,24 @@ mod tests {
         stats.record(Duration::from_millis(99), Duration::from_millis(40), Ok(()));
         stats.record(Duration::from_millis(1234), Duration::from_millis(7), Ok(()));
         stats.record(Duration::from_millis(3500), Duration::from_millis(40), Ok(()));
+        stats.record_lateness(Duration::from_millis(3550), Duration::from_millis(30));
+        stats.record_lateness(Duration::from_millis(3560), Duration::from_millis(5));
         assert_eq!(stats.slowest_by_window.len(), 3);
         assert_eq!(
             stats.slowest_windows(2),
             vec![
-                (Duration::ZERO, Duration::from_millis(40)),
-                (Duration::from_millis(3500), Duration::from_millis(40)),
+                (Duration::ZERO, Duration::from_millis(40), None),
+                (
+                    Duration::from_millis(3500),
+                    Duration::from_millis(40),
+                    Some(Duration::from_millis(30))
+                ),
             ]
         );
         assert_eq!(stats.slowest_windows(9).len(), 3);
         assert_eq!(
             stats.slowest_windows(9)[2],
-            (Duration::from_millis(1200), Duration::from_millis(7))
+            (Duration::from_millis(1200), Duration::from_millis(7), None)
         );
     }
 }
