@@ -123,8 +123,8 @@ pub struct Stats {
     /// The slowest latency (µs) of the calls started in each [`WINDOW`] of the measurement,
     /// by window index: shows when the tail happened (one stall or many, periodic or not).
     pub slowest_by_window: BTreeMap<u64, u64>,
-    /// Open loop: how late (µs) the generator sent the latest-sent call of each window,
-    /// against its schedule: a slow window with late sends is the generator's (or the
+    /// Open loop: the largest delay (µs), against its schedule, with which the generator sent
+    /// a call of each window: a slow window with late sends is the generator's (or the
     /// machine's) stall, not the server's.
     pub send_lateness_by_window: BTreeMap<u64, u64>,
 }
