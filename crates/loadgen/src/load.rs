@@ -154,14 +154,14 @@ impl Stats {
 
     /// Records that a call due `since_start` after the measurement began was sent `late`.
     fn record_lateness(&mut self, since_start: Duration, late: Duration) {
-        let micros = u64::try_from(late.as_micros()).unwrap_or(u64::MAX);
+        let micros = micros(late);
         let latest = self.send_lateness_by_window.entry(window_of(since_start)).or_insert(0);
         *latest = (*latest).max(micros);
     }
 
     /// Records a call started `since_start` after the measurement began.
     fn record(&mut self, since_start: Duration, latency: Duration, outcome: Outcome) {
-        let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        let micros = micros(latency);
         self.latency.saturating_record(micros.clamp(1, MAX_LATENCY_US));
         let slowest = self.slowest_by_window.entry(window_of(since_start)).or_insert(0);
         *slowest = (*slowest).max(micros);
@@ -437,6 +437,11 @@ pub struct Report {
     pub notes: Vec<(String, String)>,
 }
 
+/// `d` in whole microseconds (saturating).
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
 fn millis(micros: u64) -> String {
     format!("{:.2}", micros as f64 / 1000.0)
 }
@@ -498,9 +503,8 @@ impl Report {
             .slowest_windows(SLOWEST_WINDOWS_SHOWN)
             .iter()
             .map(|(at, max, late)| {
-                let micros = |d: &Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
-                let late = late.map_or_else(String::new, |l| format!(" (sent up to {} ms late)", millis(micros(&l))));
-                format!("at {:.1} s {} ms{late}", at.as_secs_f64(), millis(micros(max)))
+                let late = late.map_or_else(String::new, |l| format!(" (sent up to {} ms late)", millis(micros(l))));
+                format!("at {:.1} s {} ms{late}", at.as_secs_f64(), millis(micros(*max)))
             })
             .collect();
         lines.push(format!(
