@@ -23,6 +23,7 @@
 mod config;
 mod error;
 mod event;
+mod id_window;
 mod memory;
 mod nats;
 mod subscription;

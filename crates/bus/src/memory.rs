@@ -22,6 +22,7 @@ use crate::event::{
     Event, Headers, Published, ReceivedEvent, StartFrom, TopicFilter, subject_matches, validate_core_subject,
     validate_durable, validate_headers, validate_queue_group,
 };
+use crate::id_window::IdWindow;
 use crate::subscription::{
     Acker, BroadcastSubscription, CoreMessage, CoreSubscription, Delivery, IncomingRequest, RequestStream, Responder,
     Subscription, WorkSubscription,
@@ -56,15 +57,13 @@ struct Stored {
     size: u64,
 }
 
-#[derive(Default)]
 struct State {
     log: VecDeque<Arc<Stored>>,
     /// Sequence of the front of `log`; `last_seq + 1` when the log is empty.
     first_seq: u64,
     last_seq: u64,
     bytes: u64,
-    dedupe: HashMap<String, (u64, Instant)>,
-    dedupe_order: VecDeque<(Instant, String)>,
+    ids: IdWindow,
     durables: HashMap<String, Durable>,
     servers: Vec<ServeEntry>,
     core_subs: Vec<CoreEntry>,
@@ -97,21 +96,17 @@ struct CoreEntry {
     tx: mpsc::Sender<CoreMessage>,
 }
 
-/// How many event ids the duplicate window remembers at most: as many as the log holds
-/// (`stream.max_events`). Unlike NATS, whose window is time alone, this bus lives in the
-/// service's memory: at 25,000 events/s a 2-minute window would be 3 million ids. An id
-/// published again after that many newer events is stored again (consumers are
-/// at-least-once anyway).
-fn dedupe_capacity(config: &BusConfig) -> usize {
+/// How many of the newest event ids the duplicate window keeps at least (and twice that at
+/// most): as many as the log holds (`stream.max_events`). Unlike NATS, whose window is time
+/// alone, this bus lives in the service's memory: at 25,000 events/s a 2-minute window
+/// would be 3 million ids. An id published again after that many newer events may be
+/// stored again (consumers are at-least-once anyway).
+fn ids_per_generation(config: &BusConfig) -> usize {
     config
         .stream
         .max_events
         .map_or(usize::MAX, |m| usize::try_from(m).unwrap_or(usize::MAX))
 }
-
-/// The id table of a bus with `stream.max_events` is allocated up front for at most this
-/// many ids (about 10 MB).
-const PRESIZED_IDS: usize = 131_072;
 
 fn lookup(log: &VecDeque<Arc<Stored>>, first_seq: u64, seq: u64) -> Option<&Arc<Stored>> {
     let index = usize::try_from(seq.checked_sub(first_seq)?).ok()?;
@@ -140,30 +135,6 @@ impl State {
         while !self.log.is_empty() && (too_many(self) || self.bytes > config.stream.max_bytes) {
             self.pop_front();
         }
-    }
-
-    /// Forgets ids older than the duplicate window.
-    fn prune_dedupe(&mut self, now: Instant, window: Duration) {
-        while self.dedupe_order.front().is_some_and(|(at, _)| *at + window <= now) {
-            self.forget_oldest_id();
-        }
-    }
-
-    fn forget_oldest_id(&mut self) {
-        if let Some((at, id)) = self.dedupe_order.pop_front()
-            && self.dedupe.get(&id).is_some_and(|(_, a)| *a == at)
-        {
-            self.dedupe.remove(&id);
-        }
-    }
-
-    /// Remembers `id` for the duplicate window, forgetting the oldest beyond `max_ids`.
-    fn remember_id(&mut self, id: &str, sequence: u64, now: Instant, max_ids: usize) {
-        while !self.dedupe_order.is_empty() && self.dedupe_order.len() >= max_ids {
-            self.forget_oldest_id();
-        }
-        self.dedupe.insert(id.to_owned(), (sequence, now));
-        self.dedupe_order.push_back((now, id.to_owned()));
     }
 }
 
@@ -355,17 +326,16 @@ impl MemoryBus {
     /// A new, empty bus. `BusConfig::embedded()` gives memory-sized limits.
     pub fn new(config: BusConfig) -> Result<Self, BusError> {
         config.validate()?;
-        // Sized once: growing a table of hundreds of thousands of ids stalls the publisher.
-        let ids = if config.stream.max_events.is_some() {
-            dedupe_capacity(&config).min(PRESIZED_IDS)
-        } else {
-            0
-        };
         let state = State {
+            log: VecDeque::new(),
             first_seq: 1,
-            dedupe: HashMap::with_capacity(ids),
-            dedupe_order: VecDeque::with_capacity(ids),
-            ..State::default()
+            last_seq: 0,
+            bytes: 0,
+            ids: IdWindow::new(config.stream.duplicate_window, ids_per_generation(&config)),
+            durables: HashMap::new(),
+            servers: Vec::new(),
+            core_subs: Vec::new(),
+            round_robin: 0,
         };
         Ok(Self {
             inner: Arc::new(Inner {
@@ -395,16 +365,15 @@ impl MemoryBus {
         let now = Instant::now();
         let published = {
             let mut state = self.inner.lock();
-            state.prune_dedupe(now, config.stream.duplicate_window);
-            if let Some((sequence, _)) = state.dedupe.get(&event.id) {
+            if let Some(sequence) = state.ids.get(&event.id, now) {
                 return Ok(Published {
-                    sequence: *sequence,
+                    sequence,
                     duplicate: true,
                 });
             }
             let sequence = state.last_seq.saturating_add(1);
             state.last_seq = sequence;
-            state.remember_id(&event.id, sequence, now, dedupe_capacity(config));
+            state.ids.insert(&event.id, sequence, now);
             let size = size as u64;
             state.bytes = state.bytes.saturating_add(size);
             if state.log.is_empty() {

@@ -790,23 +790,24 @@ mod nats_only {
     }
 }
 
-/// The in-process bus remembers at most `stream.max_events` ids for its duplicate window,
-/// oldest forgotten first, so its memory stays bounded whatever the publish rate.
+/// The in-process bus remembers at least the `stream.max_events` newest ids for its
+/// duplicate window and at most twice as many, so its memory stays bounded whatever the
+/// publish rate.
 #[tokio::test]
-async fn memory_bus_remembers_at_most_max_events_ids() {
+async fn memory_bus_remembers_the_newest_max_events_ids() {
     let mut cfg = config();
     cfg.stream.max_events = Some(3);
     let bus = Bus::Memory(MemoryBus::new(cfg).unwrap());
-    for i in 1..=5 {
+    for i in 1..=7 {
         let published = bus.publish(event(&format!("m{i}"), "t1", "scan.result")).await.unwrap();
         assert!(!published.duplicate, "m{i}");
     }
-    // m3..m5 are the three newest ids: still duplicates, inside the window.
-    for i in 3..=5 {
+    // m5..m7 are the three newest ids: still duplicates, inside the window.
+    for i in 5..=7 {
         let again = bus.publish(event(&format!("m{i}"), "t1", "scan.result")).await.unwrap();
         assert!(again.duplicate, "m{i} should still be remembered");
     }
-    // m1 was forgotten when m4 came: stored again as a new event.
+    // m1 has six newer ids (twice max_events): forgotten, stored again as a new event.
     let again = bus.publish(event("m1", "t1", "scan.result")).await.unwrap();
-    assert_eq!((again.duplicate, again.sequence), (false, 6));
+    assert_eq!((again.duplicate, again.sequence), (false, 8));
 }

@@ -196,6 +196,15 @@ fn init_telemetry(
     }
 }
 
+/// Servers run without transparent huge pages (their faults stall requests; see
+/// [`portcullis_server::process::disable_transparent_huge_pages`]); where the kernel refuses,
+/// the server runs anyway and says so.
+fn warn_if_failed(huge_pages: std::io::Result<()>) {
+    if let Err(error) = huge_pages {
+        tracing::warn!(%error, "could not turn off transparent huge pages; latency may show their faults");
+    }
+}
+
 fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -205,20 +214,24 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 
 /// Runs `portcullis up` until SIGINT or SIGTERM.
 pub fn up(args: &UpArgs, operator_key: Option<&str>) -> Result<ExitStatus> {
+    let huge_pages = portcullis_server::process::disable_transparent_huge_pages();
     let runtime = runtime()?;
     // Declared after `runtime`, so it is dropped (flushed) first, while the workers still run.
     let _telemetry = init_telemetry(&runtime, "portcullis")?;
+    warn_if_failed(huge_pages);
     runtime.block_on(run_up(args, credentials(operator_key)?))
 }
 
 /// Runs `portcullis serve ...` until SIGINT or SIGTERM.
 pub fn serve(args: &ServeArgs, operator_key: Option<&str>) -> Result<ExitStatus> {
+    let huge_pages = portcullis_server::process::disable_transparent_huge_pages();
     let runtime = runtime()?;
     let service = match &args.service {
         ServeService::PolicyStore(_) => "portcullis-policy-store",
         ServeService::Admission(_) => "portcullis-admission",
     };
     let _telemetry = init_telemetry(&runtime, service)?;
+    warn_if_failed(huge_pages);
     match &args.service {
         ServeService::PolicyStore(ps) => runtime.block_on(run_policy_store(ps, credentials(operator_key)?)),
         ServeService::Admission(a) => runtime.block_on(run_admission(a, credentials(operator_key)?)),

@@ -204,6 +204,19 @@ async fn apply_policy(url: &str, key: &str) -> pb::ApplyPolicyResponse {
         .into_inner()
 }
 
+/// `up` and `serve` turn transparent huge pages off for themselves: their faults stalled
+/// admission under load (BENCHMARKS.md).
+fn assert_huge_pages_off(running: &Running) {
+    if cfg!(target_os = "linux") {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", running.child.id())).unwrap();
+        let line = status
+            .lines()
+            .find(|l| l.starts_with("THP_enabled:"))
+            .expect("THP_enabled in /proc/PID/status (Linux 5.0 and later)");
+        assert_eq!(line.split_whitespace().nth(1), Some("0"), "{line}");
+    }
+}
+
 fn read_key(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap().trim().to_owned()
 }
@@ -216,6 +229,7 @@ async fn up_bootstraps_serves_and_drains() {
     let args = ["up", "--data-dir", data_arg, "--listen", "127.0.0.1:0"];
 
     let (first, admission_url) = start_up(&args);
+    assert_huge_pages_off(&first);
     let key_file = data.join("bootstrap-admin.key");
     let key = read_key(&key_file);
     #[cfg(unix)]
@@ -323,6 +337,8 @@ async fn serve_admission_judges_from_a_policy_store_over_nats() {
         ],
         "portcullis admission listening on ",
     );
+    assert_huge_pages_off(&store);
+    assert_huge_pages_off(&admission);
     let created = TenantServiceClient::connect(store.url.clone())
         .await
         .unwrap()

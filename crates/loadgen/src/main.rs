@@ -93,7 +93,11 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::NoopServer(args) => {
-            // The runtime `portcullis up` uses: one worker per core the process may run on.
+            // The footing of `portcullis up`: no transparent huge pages, and its runtime (one
+            // worker per core the process may run on).
+            if let Err(error) = portcullis_server::process::disable_transparent_huge_pages() {
+                eprintln!("noop-server: could not turn off transparent huge pages: {error}");
+            }
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()

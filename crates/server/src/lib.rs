@@ -10,10 +10,12 @@
 //!   (through an [`Authenticator`]), the operator key, or the service credential. The
 //!   [`permissions`] table decides which methods each may call; the layer enforces it before
 //!   any handler runs, and handlers read the caller with [`Caller::of`].
+//! - [`process`]: process-wide settings of a server (transparent huge pages off).
 
 pub mod auth;
 mod layer;
 pub mod permissions;
+pub mod process;
 mod server;
 pub mod status;
 
