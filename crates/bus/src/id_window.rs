@@ -3,9 +3,10 @@
 //! Two generations of fixed-size tables: ids go into the current one; when it is full, or
 //! its oldest id has left the window, it becomes the previous one and the old previous
 //! table, emptied, takes its place. Nothing is ever removed one by one, so no table fills
-//! with tombstones and none is ever rehashed: at 10,000 events/s a single table of 100,000
-//! string ids, forgetting the oldest at every publish, rehashed itself every few seconds in
-//! one 20–30 ms step, under the bus lock and in front of every review waiting to publish.
+//! with tombstones and none is ever rehashed. A single table of the 100,000 newest string
+//! ids, forgetting the oldest at every publish, filled with tombstones and then rehashed
+//! every key in one step: 20–30 ms at 10,000 events/s, under the bus lock, while every
+//! review waited (BENCHMARKS.md, "Admission service").
 //!
 //! An id is kept as two 64-bit keyed hashes (SipHash with random keys, fresh for each bus):
 //! no string to allocate per event, nothing to hash again when a table is searched. Two
