@@ -75,20 +75,36 @@ fn sniff(reader: &mut BufReader<Box<dyn Read>>) -> io::Result<Format> {
 }
 
 fn json_lines(mut reader: impl BufRead, each: &mut impl FnMut(Document<'_>)) -> io::Result<()> {
+    // A line that lies whole in the reader's buffer is handed out from there, its end found
+    // by memchr's SIMD search; only one that runs past the buffer's end is copied (into
+    // `line`): with the 256 KiB buffer, one line in fifty of 5 KB reviews. `read_until` for
+    // every line (a copy, and std's word-at-a-time search) was ~4% of the instructions of
+    // a bulk evaluation.
     let mut line = Vec::new();
     let mut number = 0;
     loop {
-        line.clear();
-        if reader.read_until(b'\n', &mut line)? == 0 {
+        let buf = reader.fill_buf()?;
+        if buf.is_empty() {
             return Ok(());
         }
         number += 1;
-        if line.iter().all(u8::is_ascii_whitespace) {
+        let Some(end) = memchr::memchr(b'\n', buf) else {
+            line.clear();
+            reader.read_until(b'\n', &mut line)?;
+            json_line(number, &line, each);
             continue;
-        }
+        };
+        json_line(number, buf.get(..=end).unwrap_or(buf), each);
+        reader.consume(end + 1);
+    }
+}
+
+/// Hands line `number` (with its line end) to `each` unless it is blank.
+fn json_line(number: usize, text: &[u8], each: &mut impl FnMut(Document<'_>)) {
+    if !text.iter().all(u8::is_ascii_whitespace) {
         each(Document {
             index: number,
-            json: Ok(Cow::Borrowed(&line)),
+            json: Ok(Cow::Borrowed(text)),
             converted: false,
         });
     }

@@ -1,5 +1,6 @@
 //! How `portcullis eval` prints decisions: JSON Lines for machines, a table for people.
 
+use std::collections::BTreeMap;
 use std::io::{self, Write};
 
 use portcullis_engine::evaluate::{Decision, Unverified, Verdict, Violation};
@@ -30,7 +31,9 @@ struct DecisionLine<'a> {
 struct ViolationOut<'a> {
     #[serde(rename = "type")]
     rule_type: &'a str,
-    properties: serde_json::Map<String, serde_json::Value>,
+    /// Sorted by key, the last of equal keys kept: as a JSON object map would have it,
+    /// without copying the strings.
+    properties: BTreeMap<&'a str, &'a str>,
     action: &'static str,
     containers: &'a [String],
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
@@ -51,11 +54,7 @@ struct UnverifiedOut<'a> {
 fn violation_out(v: &Violation) -> ViolationOut<'_> {
     ViolationOut {
         rule_type: v.rule_type,
-        properties: v
-            .properties
-            .iter()
-            .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
-            .collect(),
+        properties: v.properties.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect(),
         action: v.action.as_str(),
         containers: &v.containers,
         checks: &v.checks,
@@ -78,12 +77,19 @@ pub struct Reporter<W: Write> {
     out: W,
     format: OutputFormat,
     colour: bool,
+    /// The JSON line being written (reused).
+    line: Vec<u8>,
 }
 
 impl<W: Write> Reporter<W> {
     /// A reporter writing to `out`; `colour` only applies to tables.
     pub fn new(out: W, format: OutputFormat, colour: bool) -> Self {
-        Reporter { out, format, colour }
+        Reporter {
+            out,
+            format,
+            colour,
+            line: Vec::new(),
+        }
     }
 
     /// Writes one decision.
@@ -99,8 +105,12 @@ impl<W: Write> Reporter<W> {
                     violations: decision.violations.iter().map(violation_out).collect(),
                     unverified: decision.unverified.iter().map(unverified_out).collect(),
                 };
-                serde_json::to_writer(&mut self.out, &line)?;
-                self.out.write_all(b"\n")
+                // sonic-rs escapes strings with SIMD; serde_json's byte loop was 7% of the
+                // instructions of a bulk evaluation. The output is the same JSON.
+                self.line.clear();
+                sonic_rs::to_writer(&mut self.line, &line).map_err(io::Error::other)?;
+                self.line.push(b'\n');
+                self.out.write_all(&self.line)
             }
             OutputFormat::Table => self.table(subject, decision),
         }
@@ -154,5 +164,60 @@ impl<W: Write> Reporter<W> {
     /// Flushes the output.
     pub fn flush(&mut self) -> io::Result<()> {
         self.out.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    /// The JSON lines are written with sonic-rs; they must be byte for byte what serde_json
+    /// writes, whatever the strings hold.
+    #[test]
+    fn json_lines_are_what_serde_json_writes() {
+        let nasty = [
+            "",
+            "plain",
+            "quote \" backslash \\ slash /",
+            "controls \u{0} \u{1} \u{8} \t \n \u{b} \u{c} \r \u{1f} \u{7f}",
+            "unicode é ü ß 漢字 😀 \u{2028} \u{2029} \u{feff}",
+            &"long ".repeat(100),
+            &format!("{}\"{}", "x".repeat(31), "\n".repeat(33)),
+        ];
+        for text in nasty {
+            let containers = vec![text.to_owned(), "app".to_owned()];
+            let checks = ["privileged"];
+            let line = DecisionLine {
+                kind: text,
+                namespace: "apps",
+                name: text,
+                decision: "block",
+                policy: text,
+                violations: vec![ViolationOut {
+                    rule_type: "podSecurityContext",
+                    properties: BTreeMap::from([(text, text), ("hostNetwork", "true")]),
+                    action: "block",
+                    containers: &containers,
+                    checks: &checks,
+                    message: text,
+                }],
+                unverified: vec![UnverifiedOut {
+                    rule: text,
+                    image: text,
+                    digest: Some(text),
+                    attestors: &containers,
+                    containers: &containers,
+                }],
+            };
+            let mut sonic = Vec::new();
+            sonic_rs::to_writer(&mut sonic, &line).unwrap();
+            assert_eq!(
+                String::from_utf8(sonic).unwrap(),
+                serde_json::to_string(&line).unwrap(),
+                "{text:?}"
+            );
+        }
     }
 }
