@@ -91,14 +91,20 @@ pub(crate) struct IdWindow {
     keys: (RandomState, RandomState),
 }
 
-/// Tables larger than this (ids) are not allocated up front but grow as needed.
+/// Each table is allocated up front for at most this many ids (5 MB); a larger one grows
+/// while it first fills, and keeps its size when it is emptied for reuse.
 const PRESIZED_IDS: usize = 131_072;
 
 impl IdWindow {
-    /// Remembers ids for `window`, and at least the `per_generation` newest of them.
+    /// Remembers ids for `window`, and at least the `per_generation` newest of them
+    /// (`usize::MAX`: no count limit, only the window; nothing is allocated up front).
     pub(crate) fn new(window: Duration, per_generation: usize) -> IdWindow {
         let per_generation = per_generation.max(1);
-        let capacity = per_generation.min(PRESIZED_IDS);
+        let capacity = if per_generation == usize::MAX {
+            0
+        } else {
+            per_generation.min(PRESIZED_IDS)
+        };
         IdWindow {
             window,
             per_generation,
@@ -255,6 +261,18 @@ mod tests {
             }
             assert!(ids.len() <= 21, "{} ids at {second} s", ids.len());
         }
+    }
+
+    #[test]
+    fn without_a_count_limit_only_the_window_forgets() {
+        let start = Instant::now();
+        let mut ids = IdWindow::new(Duration::from_secs(10), usize::MAX);
+        for i in 0..5_000_u64 {
+            ids.insert(&format!("id-{i}"), i, start);
+        }
+        assert_eq!(ids.len(), 5_000);
+        assert_eq!(ids.get("id-0", start + Duration::from_secs(9)), Some(0));
+        assert_eq!(ids.get("id-4999", start + Duration::from_secs(10)), None);
     }
 
     #[test]
