@@ -121,8 +121,10 @@ impl IdWindow {
         }
     }
 
+    /// Whether a time `at` has left the window (no `Instant + Duration`, which would panic
+    /// on overflow with a huge window).
     fn expired(&self, at: Option<Instant>, now: Instant) -> bool {
-        at.is_some_and(|at| at + self.window <= now)
+        at.is_some_and(|at| now.saturating_duration_since(at) >= self.window)
     }
 
     /// Makes the current generation the previous one (whose table, emptied, becomes the
@@ -154,7 +156,7 @@ impl IdWindow {
         [&self.current, &self.previous]
             .into_iter()
             .find_map(|generation| generation.ids.get(&key))
-            .filter(|(_, at)| *at + self.window > now)
+            .filter(|(_, at)| !self.expired(Some(*at), now))
             .map(|(sequence, _)| *sequence)
     }
 
@@ -273,6 +275,14 @@ mod tests {
         assert_eq!(ids.len(), 5_000);
         assert_eq!(ids.get("id-0", start + Duration::from_secs(9)), Some(0));
         assert_eq!(ids.get("id-4999", start + Duration::from_secs(10)), None);
+    }
+
+    #[test]
+    fn the_longest_window_does_not_overflow() {
+        let now = Instant::now();
+        let mut ids = IdWindow::new(Duration::MAX, 10);
+        ids.insert("a", 1, now);
+        assert_eq!(ids.get("a", now + Duration::from_secs(3600)), Some(1));
     }
 
     #[test]

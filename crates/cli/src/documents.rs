@@ -83,7 +83,12 @@ fn json_lines(mut reader: impl BufRead, each: &mut impl FnMut(Document<'_>)) -> 
     let mut line = Vec::new();
     let mut number = 0;
     loop {
-        let buf = reader.fill_buf()?;
+        let buf = match reader.fill_buf() {
+            Ok(buf) => buf,
+            // As `read_until` does: a signal is not the end of the input.
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
         if buf.is_empty() {
             return Ok(());
         }
@@ -217,6 +222,33 @@ mod tests {
             ];
             assert_eq!(seen, expected, "capacity {capacity}");
         }
+    }
+
+    /// A reader whose first read is interrupted by a signal.
+    struct InterruptedOnce<'a> {
+        interrupted: bool,
+        rest: &'a [u8],
+    }
+
+    impl Read for InterruptedOnce<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if !self.interrupted {
+                self.interrupted = true;
+                return Err(io::ErrorKind::Interrupted.into());
+            }
+            self.rest.read(buf)
+        }
+    }
+
+    #[test]
+    fn json_lines_go_on_after_an_interrupted_read() {
+        let reader = BufReader::new(InterruptedOnce {
+            interrupted: false,
+            rest: b"{\"a\":1}\n{\"b\":2}\n",
+        });
+        let mut seen = Vec::new();
+        json_lines(reader, &mut |doc: Document<'_>| seen.push(doc.index)).unwrap();
+        assert_eq!(seen, [1, 2]);
     }
 
     #[test]
