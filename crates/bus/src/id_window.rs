@@ -56,7 +56,7 @@ impl Hasher for PassThrough {
 type Table = HashMap<IdKey, (u64, Instant), BuildHasherDefault<PassThrough>>;
 
 /// One generation: its ids with their sequences and times, and its oldest and newest time.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Generation {
     ids: Table,
     oldest: Option<Instant>,
@@ -149,10 +149,21 @@ impl IdWindow {
         }
     }
 
-    /// The sequence `id` was stored under, if it was published inside the window.
-    pub(crate) fn get(&mut self, id: &str, now: Instant) -> Option<u64> {
+    /// If `id` was published inside the window, the sequence it was stored under (and
+    /// nothing is remembered); otherwise remembers it as stored under `sequence` at `now`
+    /// and returns `None`. One expiry pass and one hashing of the id for both.
+    pub(crate) fn check_and_remember(&mut self, id: &str, sequence: u64, now: Instant) -> Option<u64> {
         self.expire(now);
         let key = self.key(id);
+        if let Some(earlier) = self.lookup(key, now) {
+            return Some(earlier);
+        }
+        self.store(key, sequence, now);
+        None
+    }
+
+    /// The sequence `key` was stored under, if inside the window.
+    fn lookup(&self, key: IdKey, now: Instant) -> Option<u64> {
         [&self.current, &self.previous]
             .into_iter()
             .find_map(|generation| generation.ids.get(&key))
@@ -160,16 +171,28 @@ impl IdWindow {
             .map(|(sequence, _)| *sequence)
     }
 
-    /// Remembers that `id` was stored under `sequence` at `now`.
-    pub(crate) fn insert(&mut self, id: &str, sequence: u64, now: Instant) {
-        self.expire(now);
+    /// Remembers `key` as stored under `sequence` at `now`.
+    fn store(&mut self, key: IdKey, sequence: u64, now: Instant) {
         if self.current.ids.len() >= self.per_generation {
             self.rotate();
         }
-        let key = self.key(id);
         self.current.ids.insert(key, (sequence, now));
         self.current.oldest.get_or_insert(now);
         self.current.newest = Some(now);
+    }
+
+    /// [`Self::lookup`] of an id at `now`, after the expiry pass (tests).
+    #[cfg(test)]
+    fn get(&mut self, id: &str, now: Instant) -> Option<u64> {
+        self.expire(now);
+        self.lookup(self.key(id), now)
+    }
+
+    /// [`Self::store`] of an id at `now`, after the expiry pass (tests).
+    #[cfg(test)]
+    fn insert(&mut self, id: &str, sequence: u64, now: Instant) {
+        self.expire(now);
+        self.store(self.key(id), sequence, now);
     }
 
     /// How many ids are remembered (both generations, expired ones included until dropped).
@@ -263,6 +286,19 @@ mod tests {
             }
             assert!(ids.len() <= 21, "{} ids at {second} s", ids.len());
         }
+    }
+
+    #[test]
+    fn check_and_remember_stores_a_new_id_and_refuses_a_known_one() {
+        let start = Instant::now();
+        let mut ids = IdWindow::new(Duration::from_secs(10), 10);
+        assert_eq!(ids.check_and_remember("a", 1, start), None);
+        assert_eq!(ids.check_and_remember("a", 2, start), Some(1));
+        assert_eq!(ids.len(), 1);
+        // Past the window "a" is new again, under its new sequence.
+        let later = start + Duration::from_secs(10);
+        assert_eq!(ids.check_and_remember("a", 3, later), None);
+        assert_eq!(ids.check_and_remember("a", 4, later), Some(3));
     }
 
     #[test]

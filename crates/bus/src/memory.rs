@@ -365,15 +365,14 @@ impl MemoryBus {
         let now = Instant::now();
         let published = {
             let mut state = self.inner.lock();
-            if let Some(sequence) = state.ids.get(&event.id, now) {
+            let sequence = state.last_seq.saturating_add(1);
+            if let Some(earlier) = state.ids.check_and_remember(&event.id, sequence, now) {
                 return Ok(Published {
-                    sequence,
+                    sequence: earlier,
                     duplicate: true,
                 });
             }
-            let sequence = state.last_seq.saturating_add(1);
             state.last_seq = sequence;
-            state.ids.insert(&event.id, sequence, now);
             let size = size as u64;
             state.bytes = state.bytes.saturating_add(size);
             if state.log.is_empty() {
