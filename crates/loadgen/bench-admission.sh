@@ -4,12 +4,15 @@
 #   1. builds the release binaries;
 #   2. baseline: `portcullis-loadgen noop-server` (an AdmissionService that judges nothing,
 #      on the same server stack) pinned to core 0, loaded from core 1 in open loop at each
-#      rate (the latency floor of this machine and generator) and in closed loop;
+#      rate (the latency floor of this machine and generator) and in closed loop; then
+#      `portcullis-loadgen engine-cost`, the engine alone on the same review and policy in a
+#      hot loop on core 0;
 #   3. the real service: `portcullis up` (embedded: every service in one process) pinned to
 #      core 0; the 15-rule policy applied and a cluster created with the CLI; then open loop
 #      at each rate and closed loop at each concurrency, from core 1;
 #   4. prints a markdown table and the two verdicts: p99 at 10,000/s (target: at most 2 ms)
-#      and the real closed-loop maximum as a share of the baseline's (target: at least 80%).
+#      and the real closed-loop maximum as a share of the baseline's (target: at least 80%),
+#      with the bound on that share: a no-op call's server CPU against it plus the engine's.
 #
 # Usage: crates/loadgen/bench-admission.sh            (both parts, ~8 minutes)
 #        PARTS=noop crates/loadgen/bench-admission.sh (the baseline only)
@@ -30,6 +33,12 @@ NOOP_RATES=${NOOP_RATES-$RATES}      # open-loop rows of the no-op baseline: the
 # Set OPEN_LOOP_FLAGS= to sleep on a high-resolution timer instead.
 OPEN_LOOP_FLAGS=${OPEN_LOOP_FLAGS-"--spin"}
 CONCURRENCIES=${CONCURRENCIES:-"32 64 128"}  # closed-loop rows (callers)
+# Closed loop: likewise, the generator polls for answers instead of sleeping. An answer
+# written to a sleeping generator's socket makes the server's core wake the generator's
+# (an inter-processor interrupt, expensive in a VM: 4% of the real service's time in a
+# profile here); a connector on another machine costs the server nothing of the kind.
+# Set CLOSED_LOOP_FLAGS= to let the generator sleep.
+CLOSED_LOOP_FLAGS=${CLOSED_LOOP_FLAGS-"--spin"}
 CONNECTIONS=${CONNECTIONS:-16}       # HTTP/2 connections of the generator
 SERVER_CORE=${SERVER_CORE:-0}        # taskset -c for the server
 GENERATOR_CORE=${GENERATOR_CORE:-1}  # taskset -c for the generator
@@ -156,9 +165,15 @@ if [[ " $PARTS " == *" noop "* ]]; then
         load noop "$NOOP_URL" "$NOOP_KEY" "$NOOP_PID" --rate "$r" $OPEN_LOOP_FLAGS
     done
     for c in $CONCURRENCIES; do
-        load noop "$NOOP_URL" "$NOOP_KEY" "$NOOP_PID" --closed-loop --concurrency "$c"
+        # shellcheck disable=SC2086 # a list of flags
+        load noop "$NOOP_URL" "$NOOP_KEY" "$NOOP_PID" --closed-loop --concurrency "$c" $CLOSED_LOOP_FLAGS
     done
     stop "$NOOP_PID"
+    # The engine alone on the same review and policy, on the server's core: the real
+    # service does all the no-op does plus at least this, which bounds the ratio.
+    log "the engine alone: parse + evaluate of the review in a hot loop"
+    taskset -c "$SERVER_CORE" "$BIN/portcullis-loadgen" engine-cost \
+        --review "$REVIEW" --policy "$POLICY" --duration 3s | tee "$TMP/engine" >&2
 fi
 
 if [[ " $PARTS " == *" real "* ]]; then
@@ -182,7 +197,8 @@ if [[ " $PARTS " == *" real "* ]]; then
         load real "$ADMISSION_URL" "$CONNECTOR_KEY" "$UP_PID" --rate "$r" $OPEN_LOOP_FLAGS
     done
     for c in $CONCURRENCIES; do
-        load real "$ADMISSION_URL" "$CONNECTOR_KEY" "$UP_PID" --closed-loop --concurrency "$c"
+        # shellcheck disable=SC2086 # a list of flags
+        load real "$ADMISSION_URL" "$CONNECTOR_KEY" "$UP_PID" --closed-loop --concurrency "$c" $CLOSED_LOOP_FLAGS
     done
     stop "$UP_PID"
 fi
@@ -203,7 +219,8 @@ awk -F' *\\| *' '
 echo
 
 # The verdicts.
-awk -F' *\\| *' '
+ENGINE_US=$(sed -n 's/^engine_us \([0-9.]*\).*/\1/p' "$TMP/engine" 2>/dev/null | head -1)
+awk -F' *\\| *' -v engine_us="${ENGINE_US:-0}" '
     function n(s) { gsub(/[^0-9.]/, "", s); return s + 0 }
     $3 ~ /closed loop/ && $2 == "noop" && n($4) > noop { noop = n($4); noop_srv = n($9); noop_gen = n($10) }
     $3 ~ /closed loop/ && $2 == "real" && n($4) > real { real = n($4); real_srv = n($9); real_gen = n($10) }
@@ -218,4 +235,9 @@ awk -F' *\\| *' '
         if (noop > 0 && noop_gen >= 90 && noop_srv < 90) print "WARNING: the no-op baseline was limited by the generator (its core was busy, the server'\''s was not): the baseline, and so the ratio below, understate the server stack'\''s maximum"
         if (real > 0 && real_gen >= 90 && real_srv < 90) print "WARNING: the real service'\''s maximum was limited by the generator, not the server"
         if (noop > 0 && real > 0) printf "real / no-op: %.0f%% (target: at least 80%%): %s\n", 100 * real / noop, (real >= 0.8 * noop) ? "met" : "MISSED"
+        # The bound: a no-op call'\''s server CPU, and the engine'\''s own cost on top of it.
+        if (noop > 0 && engine_us > 0) {
+            call_us = noop_srv / 100 / noop * 1e6
+            printf "bound: a no-op call costs the server %.1f us of CPU and the engine alone %.1f us a review (hot loop), so the real service can reach at most %.0f%% of the no-op'\''s maximum (80%% needs the engine under %.1f us)\n", call_us, engine_us, 100 * call_us / (call_us + engine_us), call_us / 4
+        }
     }' "$TMP/rows"

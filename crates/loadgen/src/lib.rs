@@ -10,6 +10,8 @@
 //! - [`effective_policy`]: `PolicyService.GetEffectivePolicy` with seeded connector keys.
 //! - [`admission`]: `AdmissionService.Review` with one AdmissionReview, its `request.uid`
 //!   rewritten per call.
+//! - [`engine_cost`]: the engine alone on the benchmark review in a hot loop, which bounds
+//!   the admission ratio the no-op comparison can show.
 //! - [`noop`]: an `AdmissionService` that judges nothing and answers a fixed response,
 //!   behind the same server stack (`portcullis_server::GrpcServer`, authentication layer,
 //!   permission table) as the real service: the baseline for admission throughput.
@@ -17,6 +19,7 @@
 pub mod admission;
 pub mod cpu;
 pub mod effective_policy;
+pub mod engine_cost;
 pub mod load;
 pub mod noop;
 pub mod seed;

@@ -69,9 +69,13 @@ pub struct LoadOptions {
     /// A label for the result line (e.g. `before`, `after`).
     #[arg(long, default_value = "")]
     pub label: String,
-    /// Open loop: wait for each call's time by polling (yielding to the runtime) instead of
-    /// sleeping. The generator's core stays busy (its CPU reads 100%), which spares it the
-    /// cost of waking up for every call (large in a VM).
+    /// Never let the generator's thread sleep: in open loop, wait for each call's time by
+    /// polling (yielding to the runtime); in closed loop, keep one task yielding while the
+    /// callers wait for answers. The generator's core stays busy (its CPU reads 100%), which
+    /// spares it the cost of waking up for every call, and spares the server the cost of
+    /// waking it: an answer written to an idle generator's socket makes the server's core
+    /// send the generator's core an interrupt (large in a VM). A client on another machine
+    /// costs the server neither.
     #[arg(long)]
     pub spin: bool,
     /// Print the result as one JSON object instead of text.
@@ -258,10 +262,16 @@ where
         end,
     };
     let schedule = match mode {
-        Mode::Open { rate } => Some(open_loop(options, rate, call, channels, &stats, window).await?),
+        Mode::Open { rate } => Some((
+            "schedule",
+            open_loop(options, rate, call, channels, &stats, window).await?,
+        )),
         Mode::Closed { concurrency } => {
-            closed_loop(concurrency, call, channels, &stats, window).await?;
-            None
+            closed_loop(concurrency, options.spin, call, channels, &stats, window).await?;
+            options.spin.then_some((
+                "generator",
+                "polled for answers instead of sleeping (its CPU includes the wait)",
+            ))
         }
     };
     let usage = cpu.await.unwrap_or_default();
@@ -270,7 +280,7 @@ where
         .into_inner()
         .unwrap_or_else(PoisonError::into_inner);
     let notes = schedule
-        .map(|how| ("schedule".to_owned(), how.to_owned()))
+        .map(|(what, how)| (what.to_owned(), how.to_owned()))
         .into_iter()
         .collect();
     Ok(Report {
@@ -380,8 +390,11 @@ where
 }
 
 /// `concurrency` callers back to back; caller `c` makes calls `c`, `c + concurrency`, ...
+/// With `spin`, one more task yields until the end, so that the runtime polls its I/O
+/// instead of sleeping while every caller waits.
 async fn closed_loop<F, Fut>(
     concurrency: usize,
+    spin: bool,
     call: Arc<F>,
     channels: Arc<Vec<Channel>>,
     stats: &Shared,
@@ -392,6 +405,13 @@ where
     Fut: Future<Output = Outcome> + Send + 'static,
 {
     let mut tasks = tokio::task::JoinSet::new();
+    if spin {
+        tasks.spawn(async move {
+            while Instant::now() < window.end {
+                tokio::task::yield_now().await;
+            }
+        });
+    }
     for caller in 0..concurrency {
         let (call, channels, stats) = (call.clone(), channels.clone(), stats.clone());
         tasks.spawn(async move {

@@ -26,8 +26,9 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use portcullis_loadgen::admission::AdmissionArgs;
 use portcullis_loadgen::effective_policy::EffectivePolicyArgs;
+use portcullis_loadgen::engine_cost::EngineCostArgs;
 use portcullis_loadgen::seed::SeedArgs;
-use portcullis_loadgen::{admission, effective_policy, noop, runtime, seed};
+use portcullis_loadgen::{admission, effective_policy, engine_cost, noop, runtime, seed};
 
 #[derive(Debug, Parser)]
 #[command(name = "portcullis-loadgen", version, about)]
@@ -46,6 +47,9 @@ enum Command {
     Admission(AdmissionArgs),
     /// Serves the no-op AdmissionService (the throughput baseline) until SIGINT or SIGTERM.
     NoopServer(NoopArgs),
+    /// Parses and evaluates one review with one policy in a hot loop and prints the engine's
+    /// cost a review (the bound on the admission benchmark's ratio).
+    EngineCost(EngineCostArgs),
 }
 
 /// Arguments of `noop-server`.
@@ -111,6 +115,13 @@ fn run(cli: Cli) -> Result<()> {
                 server.serve(portcullis_server::shutdown_signal()).await?;
                 Ok(())
             })
+        }
+        Command::EngineCost(args) => {
+            // The server's footing here too (the engine runs on the same allocator).
+            if let Err(error) = portcullis_server::process::disable_transparent_huge_pages() {
+                eprintln!("engine-cost: could not turn off transparent huge pages: {error}");
+            }
+            engine_cost::run(&args)
         }
     }
 }

@@ -67,10 +67,8 @@ fn assert_only_successes(report: &serde_json::Value) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn closed_loop_against_the_noop_server_has_only_successes() {
     let (url, stop, task) = start_noop().await;
-    let output = loadgen(
-        &url,
-        KEY,
-        &[
+    for wait in [None, Some("--spin")] {
+        let mut args = vec![
             "--closed-loop",
             "--concurrency",
             "8",
@@ -80,13 +78,20 @@ async fn closed_loop_against_the_noop_server_has_only_successes() {
             "1s",
             "--warmup",
             "200ms",
-        ],
-    )
-    .await;
-    let report = report(&output);
-    assert_only_successes(&report);
-    assert_eq!(report["concurrency"], 8);
-    assert_eq!(report["rate"], serde_json::Value::Null);
+        ];
+        args.extend(wait);
+        let report = report(&loadgen(&url, KEY, &args).await);
+        assert_only_successes(&report);
+        assert_eq!(report["concurrency"], 8);
+        assert_eq!(report["rate"], serde_json::Value::Null);
+        // With --spin the report says the generator polled; the run still ends on time.
+        let generator = report["notes"]["generator"].as_str();
+        assert_eq!(
+            generator.is_some_and(|g| g.contains("polled")),
+            wait.is_some(),
+            "{report}"
+        );
+    }
     stop.send(()).unwrap();
     task.await.unwrap();
 }
