@@ -636,15 +636,15 @@ fn violation(
         Phase::Admission => r.rule.action.as_str(),
         Phase::Continuous => r.rule.mitigation.as_str(),
     };
-    let mut message = String::with_capacity(96);
-    let _ = write!(
-        message,
-        "{} violates rule with properties {} in ",
-        r.rule.rule_type.as_str(),
-        r.properties_text
-    );
+    let mut message = String::with_capacity(96 + detail.len());
+    message.push_str(r.rule.rule_type.as_str());
+    message.push_str(" violates rule with properties ");
+    message.push_str(&r.properties_text);
+    message.push_str(" in ");
     write_location(&mut message, &containers, pod_level, pod_name);
-    let _ = write!(message, " ({enforcement})");
+    message.push_str(" (");
+    message.push_str(enforcement);
+    message.push(')');
     if !detail.is_empty() {
         message.push_str(": ");
         message.push_str(detail);
@@ -908,7 +908,9 @@ impl<'a, 'c> Run<'a, 'c> {
                             if i > 0 {
                                 detail.push_str("; ");
                             }
-                            let _ = write!(detail, "{} ({}: {})", f.id.as_str(), f.reason, f.detail);
+                            for part in [f.id.as_str(), " (", &f.reason, ": ", &f.detail, ")"] {
+                                detail.push_str(part);
+                            }
                         }
                         self.push(r, containers, pod_level, checks, &detail);
                     }

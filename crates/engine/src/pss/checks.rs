@@ -128,7 +128,7 @@ fn failure(id: CheckId, reason: &str, detail: String, containers: &[&str], pod_l
 fn setters(pod: bool, containers: &[&str]) -> String {
     match (pod, containers.is_empty()) {
         (true, true) => "pod".to_owned(),
-        (true, false) => format!("pod and {}", named("container", "containers", containers)),
+        (true, false) => ["pod and ", named("container", "containers", containers).as_str()].concat(),
         (false, _) => named("container", "containers", containers),
     }
 }
@@ -147,10 +147,11 @@ pub(super) fn allow_privilege_escalation(spec: &PodSpec, scope: &Scope<'_>) -> O
     if bad.is_empty() {
         return None;
     }
-    let detail = format!(
-        "{} must set securityContext.allowPrivilegeEscalation=false",
-        named("container", "containers", &bad)
-    );
+    let detail = [
+        named("container", "containers", &bad).as_str(),
+        " must set securityContext.allowPrivilegeEscalation=false",
+    ]
+    .concat();
     failure(
         CheckId::AllowPrivilegeEscalation,
         "allowPrivilegeEscalation != false",
@@ -317,10 +318,13 @@ pub(super) fn capabilities_restricted(spec: &PodSpec, scope: &Scope<'_>) -> Opti
     }
     let mut details: Vec<String> = Vec::with_capacity(2);
     if !missing_drop.is_empty() {
-        details.push(format!(
-            r#"{} must set securityContext.capabilities.drop=["ALL"]"#,
-            named("container", "containers", &missing_drop)
-        ));
+        details.push(
+            [
+                named("container", "containers", &missing_drop).as_str(),
+                r#" must set securityContext.capabilities.drop=["ALL"]"#,
+            ]
+            .concat(),
+        );
     }
     if !adding.is_empty() {
         details.push(format!(
@@ -482,10 +486,11 @@ pub(super) fn privileged(spec: &PodSpec, scope: &Scope<'_>) -> Option<CheckFailu
     if bad.is_empty() {
         return None;
     }
-    let detail = format!(
-        "{} must not set securityContext.privileged=true",
-        named("container", "containers", &bad)
-    );
+    let detail = [
+        named("container", "containers", &bad).as_str(),
+        " must not set securityContext.privileged=true",
+    ]
+    .concat();
     failure(CheckId::Privileged, "privileged", detail, &bad, false)
 }
 
@@ -581,10 +586,11 @@ pub(super) fn run_as_non_root(spec: &PodSpec, scope: &Scope<'_>) -> Option<Check
         }
     }
     if pod_bad || !explicit.is_empty() {
-        let detail = format!(
-            "{} must not set securityContext.runAsNonRoot=false",
-            setters(pod_bad, &explicit)
-        );
+        let detail = [
+            setters(pod_bad, &explicit).as_str(),
+            " must not set securityContext.runAsNonRoot=false",
+        ]
+        .concat();
         return failure(
             CheckId::RunAsNonRoot,
             "runAsNonRoot != true",
@@ -596,10 +602,12 @@ pub(super) fn run_as_non_root(spec: &PodSpec, scope: &Scope<'_>) -> Option<Check
     if implicit.is_empty() {
         return None;
     }
-    let detail = format!(
-        "pod or {} must set securityContext.runAsNonRoot=true",
-        named("container", "containers", &implicit)
-    );
+    let detail = [
+        "pod or ",
+        named("container", "containers", &implicit).as_str(),
+        " must set securityContext.runAsNonRoot=true",
+    ]
+    .concat();
     failure(CheckId::RunAsNonRoot, "runAsNonRoot != true", detail, &offending, false)
 }
 
@@ -618,7 +626,7 @@ pub(super) fn run_as_user(spec: &PodSpec, scope: &Scope<'_>) -> Option<CheckFail
     if !pod_bad && bad.is_empty() {
         return None;
     }
-    let detail = format!("{} must not set runAsUser=0", setters(pod_bad, &bad));
+    let detail = [setters(pod_bad, &bad).as_str(), " must not set runAsUser=0"].concat();
     failure(CheckId::RunAsUser, "runAsUser=0", detail, &bad, pod_bad)
 }
 
@@ -773,10 +781,12 @@ pub(super) fn seccomp_profile_restricted(spec: &PodSpec, scope: &Scope<'_>) -> O
     if implicit.is_empty() {
         return None;
     }
-    let detail = format!(
-        r#"pod or {} must set securityContext.seccompProfile.type to "RuntimeDefault" or "Localhost""#,
-        named("container", "containers", &implicit)
-    );
+    let detail = [
+        "pod or ",
+        named("container", "containers", &implicit).as_str(),
+        r#" must set securityContext.seccompProfile.type to "RuntimeDefault" or "Localhost""#,
+    ]
+    .concat();
     failure(
         CheckId::SeccompProfileRestricted,
         "seccompProfile",
@@ -820,9 +830,10 @@ pub(super) fn windows_host_process(spec: &PodSpec, scope: &Scope<'_>) -> Option<
     if !pod_bad && bad.is_empty() {
         return None;
     }
-    let detail = format!(
-        "{} must not set securityContext.windowsOptions.hostProcess=true",
-        setters(pod_bad, &bad)
-    );
+    let detail = [
+        setters(pod_bad, &bad).as_str(),
+        " must not set securityContext.windowsOptions.hostProcess=true",
+    ]
+    .concat();
     failure(CheckId::WindowsHostProcess, "hostProcess", detail, &bad, pod_bad)
 }

@@ -10,6 +10,12 @@ pub(super) fn pluralize(singular: &'static str, plural: &'static str, count: usi
 /// `"a", "b"`; empty for no items (PSA's `joinQuote`, which does not escape).
 pub(super) fn join_quote<S: AsRef<str>>(items: &[S]) -> String {
     let mut out = String::new();
+    push_join_quote(&mut out, items);
+    out
+}
+
+/// [`join_quote`], appended to `out`.
+fn push_join_quote<S: AsRef<str>>(out: &mut String, items: &[S]) {
     for (i, item) in items.iter().enumerate() {
         if i > 0 {
             out.push_str(", ");
@@ -18,12 +24,18 @@ pub(super) fn join_quote<S: AsRef<str>>(items: &[S]) -> String {
         out.push_str(item.as_ref());
         out.push('"');
     }
-    out
 }
 
 /// `"<kind> \"a\", \"b\""`, the `container "x"` / `containers "x", "y"` phrase.
 pub(super) fn named<S: AsRef<str>>(singular: &'static str, plural: &'static str, items: &[S]) -> String {
-    format!("{} {}", pluralize(singular, plural, items.len()), join_quote(items))
+    // Built in one buffer of the right size: these phrases are in most PSA messages.
+    let kind = pluralize(singular, plural, items.len());
+    let quoted: usize = items.iter().map(|i| i.as_ref().len() + 4).sum();
+    let mut out = String::with_capacity(kind.len() + 1 + quoted);
+    out.push_str(kind);
+    out.push(' ');
+    push_join_quote(&mut out, items);
+    out
 }
 
 /// Sorts and de-duplicates, as Go's `sets.String.List()` returns a set's members.
