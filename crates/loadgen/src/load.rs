@@ -69,9 +69,9 @@ pub struct LoadOptions {
     /// A label for the result line (e.g. `before`, `after`).
     #[arg(long, default_value = "")]
     pub label: String,
-    /// Never let the generator's thread sleep: in open loop, wait for each call's time by
-    /// polling (yielding to the runtime); in closed loop, keep one task yielding while the
-    /// callers wait for answers. The generator's core stays busy (its CPU reads 100%), which
+    /// Never let the generator's thread sleep (with `--threads 1`, the default): in open
+    /// loop, wait for each call's time by polling (yielding to the runtime); in closed loop,
+    /// keep one task yielding while the callers wait for answers. The generator's core stays busy (its CPU reads 100%), which
     /// spares it the cost of waking up for every call, and spares the server the cost of
     /// waking it: an answer written to an idle generator's socket makes the server's core
     /// send the generator's core an interrupt (large in a VM). A client on another machine

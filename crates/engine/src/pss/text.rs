@@ -28,7 +28,8 @@ fn push_join_quote<S: AsRef<str>>(out: &mut String, items: &[S]) {
 
 /// `"<kind> \"a\", \"b\""`, the `container "x"` / `containers "x", "y"` phrase.
 pub(super) fn named<S: AsRef<str>>(singular: &'static str, plural: &'static str, items: &[S]) -> String {
-    // Built in one buffer of the right size: these phrases are in most PSA messages.
+    // One buffer sized up front (quotes and separators counted): these phrases are in
+    // most PSA messages.
     let kind = pluralize(singular, plural, items.len());
     let quoted: usize = items.iter().map(|i| i.as_ref().len() + 4).sum();
     let mut out = String::with_capacity(kind.len() + 1 + quoted);
