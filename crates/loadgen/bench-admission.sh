@@ -219,7 +219,11 @@ awk -F' *\\| *' '
 echo
 
 # The verdicts.
-ENGINE_US=$(sed -n 's/^engine_us \([0-9.]*\).*/\1/p' "$TMP/engine" 2>/dev/null | head -1)
+# (Only when the no-op part ran: it measures the engine too.)
+ENGINE_US=0
+if [[ -r $TMP/engine ]]; then
+    ENGINE_US=$(sed -n 's/^engine_us \([0-9.]*\).*/\1/p' "$TMP/engine" | head -1)
+fi
 awk -F' *\\| *' -v engine_us="${ENGINE_US:-0}" '
     function n(s) { gsub(/[^0-9.]/, "", s); return s + 0 }
     $3 ~ /closed loop/ && $2 == "noop" && n($4) > noop { noop = n($4); noop_srv = n($9); noop_gen = n($10) }
@@ -236,7 +240,7 @@ awk -F' *\\| *' -v engine_us="${ENGINE_US:-0}" '
         if (real > 0 && real_gen >= 90 && real_srv < 90) print "WARNING: the real service'\''s maximum was limited by the generator, not the server"
         if (noop > 0 && real > 0) printf "real / no-op: %.0f%% (target: at least 80%%): %s\n", 100 * real / noop, (real >= 0.8 * noop) ? "met" : "MISSED"
         # The bound: a no-op call'\''s server CPU, and the engine'\''s own cost on top of it.
-        if (noop > 0 && engine_us > 0) {
+        if (noop > 0 && noop_srv > 0 && engine_us > 0) {
             call_us = noop_srv / 100 / noop * 1e6
             printf "bound: a no-op call costs the server %.1f us of CPU and the engine alone %.1f us a review (hot loop), so the real service can reach at most %.0f%% of the no-op'\''s maximum (80%% needs the engine under %.1f us)\n", call_us, engine_us, 100 * call_us / (call_us + engine_us), call_us / 4
         }
