@@ -99,9 +99,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::NoopServer(args) => {
             // The footing of `portcullis up`: no transparent huge pages, and its runtime (one
             // worker per core the process may run on).
-            if let Err(error) = portcullis_server::process::disable_transparent_huge_pages() {
-                eprintln!("noop-server: could not turn off transparent huge pages: {error}");
-            }
+            server_footing("noop-server");
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
@@ -118,11 +116,17 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::EngineCost(args) => {
             // The server's footing here too (the engine runs on the same allocator).
-            if let Err(error) = portcullis_server::process::disable_transparent_huge_pages() {
-                eprintln!("engine-cost: could not turn off transparent huge pages: {error}");
-            }
+            server_footing("engine-cost");
             engine_cost::run(&args)
         }
+    }
+}
+
+/// Puts this process on `portcullis up`'s footing: transparent huge pages off (where the
+/// kernel refuses, `what` says so and goes on, as the server does).
+fn server_footing(what: &str) {
+    if let Err(error) = portcullis_server::process::disable_transparent_huge_pages() {
+        eprintln!("{what}: could not turn off transparent huge pages: {error}");
     }
 }
 
