@@ -237,8 +237,9 @@ impl NotEvaluated {
 pub struct Violation {
     /// The rule type (`imageVerification` for signature rules).
     pub rule_type: &'static str,
-    /// The rule's properties as written (for signature rules: its name and attestors).
-    pub properties: Vec<(String, String)>,
+    /// The rule's properties as written (for signature rules: its name and attestors),
+    /// shared with the compiled rule rather than copied into every violation.
+    pub properties: Arc<[(String, String)]>,
     /// The admission action.
     pub action: Action,
     /// The continuous mitigation.
@@ -358,6 +359,8 @@ struct CompiledRule {
     rule: ValidRule,
     /// `{ privileged:true }`, precomputed for messages.
     properties_text: String,
+    /// The rule's properties, shared by its violations.
+    properties: Arc<[(String, String)]>,
 }
 
 #[derive(Debug)]
@@ -430,7 +433,12 @@ impl CompiledPolicy {
                         let _ = write!(properties_text, "{k}:{v}");
                     }
                     properties_text.push_str(" }");
-                    CompiledRule { rule, properties_text }
+                    let properties = rule.properties.as_slice().into();
+                    CompiledRule {
+                        rule,
+                        properties_text,
+                        properties,
+                    }
                 })
                 .collect::<Vec<_>>()
         };
@@ -652,7 +660,7 @@ fn violation(
     message.push('.');
     Violation {
         rule_type: r.rule.rule_type.as_str(),
-        properties: r.rule.properties.clone(),
+        properties: Arc::clone(&r.properties),
         action: r.rule.action,
         mitigation: r.rule.mitigation,
         containers,
@@ -908,7 +916,7 @@ impl<'a, 'c> Run<'a, 'c> {
                             if i > 0 {
                                 detail.push_str("; ");
                             }
-                            for part in [f.id.as_str(), " (", &f.reason, ": ", &f.detail, ")"] {
+                            for part in [f.id.as_str(), " (", f.reason, ": ", &f.detail, ")"] {
                                 detail.push_str(part);
                             }
                         }
@@ -1288,7 +1296,7 @@ fn signature_violation(rule: &ImageVerificationRule, containers: Vec<String>, re
     let _ = write!(message, " ({}): {reason}.", action.as_str());
     Violation {
         rule_type: "imageVerification",
-        properties: vec![("name".to_owned(), rule.name.clone()), (mode.to_owned(), attestors)],
+        properties: [("name".to_owned(), rule.name.clone()), (mode.to_owned(), attestors)].into(),
         action,
         mitigation: Mitigation::None,
         containers,

@@ -74,7 +74,7 @@ fn privileged_names_every_privileged_container_in_the_exact_message_format() {
     assert_eq!(v.containers, vec!["app", "sidecar"]);
     assert!(!v.pod_level);
     assert_eq!(v.rule_type, "containerSecurityContext");
-    assert_eq!(v.properties, vec![("privileged".to_owned(), "true".to_owned())]);
+    assert_eq!(*v.properties, [("privileged".to_owned(), "true".to_owned())]);
     assert_eq!(v.action, Action::Block);
     assert_eq!(
         v.message,

@@ -114,10 +114,16 @@ fn user_namespace(spec: &PodSpec) -> bool {
     spec.host_users == Some(false)
 }
 
-fn failure(id: CheckId, reason: &str, detail: String, containers: &[&str], pod_level: bool) -> Option<CheckFailure> {
+fn failure(
+    id: CheckId,
+    reason: &'static str,
+    detail: String,
+    containers: &[&str],
+    pod_level: bool,
+) -> Option<CheckFailure> {
     Some(CheckFailure {
         id,
-        reason: reason.to_owned(),
+        reason,
         detail,
         containers: once_each(containers),
         pod_level,

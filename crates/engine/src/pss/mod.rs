@@ -247,7 +247,7 @@ pub struct CheckFailure {
     /// The check.
     pub id: CheckId,
     /// PSA's forbidden reason (`privileged`).
-    pub reason: String,
+    pub reason: &'static str,
     /// PSA's forbidden detail (`container "app" must not set securityContext.privileged=true`).
     pub detail: String,
     /// Names of the offending containers, in visiting order, each once.

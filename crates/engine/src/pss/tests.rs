@@ -24,7 +24,7 @@ fn run(id: CheckId, p: &(ObjectMeta, PodSpec)) -> Option<CheckFailure> {
 }
 
 /// Runs a check expected to fail and returns (reason, detail).
-fn fails(id: CheckId, p: &(ObjectMeta, PodSpec)) -> (String, String) {
+fn fails(id: CheckId, p: &(ObjectMeta, PodSpec)) -> (&'static str, String) {
     let f = run(id, p).unwrap_or_else(|| panic!("{id} should fail"));
     assert_eq!(f.id, id);
     (f.reason, f.detail)
@@ -97,7 +97,7 @@ fn privileged_detail_and_plural() {
     assert_eq!(
         fails(CheckId::Privileged, &p),
         (
-            "privileged".into(),
+            "privileged",
             r#"container "x" must not set securityContext.privileged=true"#.into()
         )
     );
@@ -123,7 +123,7 @@ fn allow_privilege_escalation_detail() {
     assert_eq!(
         fails(CheckId::AllowPrivilegeEscalation, &p),
         (
-            "allowPrivilegeEscalation != false".into(),
+            "allowPrivilegeEscalation != false",
             r#"containers "a", "b" must set securityContext.allowPrivilegeEscalation=false"#.into()
         )
     );
@@ -158,7 +158,7 @@ fn app_armor_detail_with_pod_containers_and_annotations() {
     assert_eq!(
         fails(CheckId::AppArmorProfile, &p),
         (
-            "forbidden AppArmor profile".into(),
+            "forbidden AppArmor profile",
             r#"annotation must not set AppArmor profile type to "container.apparmor.security.beta.kubernetes.io/a="unconfined"""#.into()
         )
     );
@@ -173,7 +173,7 @@ fn capabilities_details() {
     assert_eq!(
         fails(CheckId::CapabilitiesBaseline, &p),
         (
-            "non-default capabilities".into(),
+            "non-default capabilities",
             r#"containers "a", "b" must not include "NET_RAW", "chown" in securityContext.capabilities.add"#.into()
         )
     );
@@ -201,18 +201,18 @@ fn host_namespaces_and_volumes_details() {
         "volumes": [{ "name": "h", "hostPath": { "path": "/" } }, { "name": "n", "nfs": {} }, { "name": "c", "configMap": {} }, { "name": "u", "madeUp": {} }] }));
     let f = run(CheckId::HostNamespaces, &p).unwrap();
     assert_eq!(
-        (f.reason.as_str(), f.detail.as_str()),
+        (f.reason, f.detail.as_str()),
         ("host namespaces", "hostNetwork=true, hostIPC=true")
     );
     assert!(f.pod_level && f.containers.is_empty());
     assert_eq!(
         fails(CheckId::HostPathVolumes, &p),
-        ("hostPath volumes".into(), r#"volume "h""#.into())
+        ("hostPath volumes", r#"volume "h""#.into())
     );
     assert_eq!(
         fails(CheckId::RestrictedVolumes, &p),
         (
-            "restricted volume types".into(),
+            "restricted volume types",
             r#"volumes "h", "n" use restricted volume types "hostPath", "nfs""#.into()
         )
     );
@@ -243,10 +243,7 @@ fn host_ports_sort_as_text() {
     ] }));
     assert_eq!(
         fails(CheckId::HostPorts, &p),
-        (
-            "hostPort".into(),
-            r#"containers "a", "b" use hostPorts 10000, 9090"#.into()
-        )
+        ("hostPort", r#"containers "a", "b" use hostPorts 10000, 9090"#.into())
     );
     let p = spec_pod(json!({ "containers": [{ "name": "a", "ports": [{ "hostPort": 80 }] }] }));
     assert_eq!(fails(CheckId::HostPorts, &p).1, r#"container "a" uses hostPort 80"#);
@@ -278,7 +275,7 @@ fn proc_mount_detail_and_user_namespaces() {
     let mut spec = json!({ "containers": [{ "name": "a", "securityContext": { "procMount": "Unmasked" } }, { "name": "b", "securityContext": { "procMount": "Default" } }] });
     let p = spec_pod(spec.clone());
     let expected = (
-        "procMount".to_owned(),
+        "procMount",
         r#"container "a" must not set securityContext.procMount to "Unmasked""#.to_owned(),
     );
     assert_eq!(fails(CheckId::ProcMount, &p), expected);
@@ -327,7 +324,7 @@ fn run_as_user_detail() {
     );
     let f = run(CheckId::RunAsUser, &p).unwrap();
     assert_eq!(
-        (f.reason.as_str(), f.detail.as_str()),
+        (f.reason, f.detail.as_str()),
         ("runAsUser=0", r#"pod and container "a" must not set runAsUser=0"#)
     );
     assert_eq!(f.containers, ["a"]);
@@ -385,7 +382,7 @@ fn seccomp_details() {
     let expected = r#"pod and container "b" must not set securityContext.seccompProfile.type to "Bad", "Unconfined""#;
     assert_eq!(
         fails(CheckId::SeccompProfileBaseline, &p),
-        ("seccompProfile".into(), expected.into())
+        ("seccompProfile", expected.into())
     );
     let f = run(CheckId::SeccompProfileRestricted, &p).unwrap();
     assert_eq!(f.detail, expected);
@@ -406,7 +403,7 @@ fn sysctls_detail_keeps_order() {
         { "name": "z.bad" }, { "name": "net.ipv4.tcp_notsent_lowat" }, { "name": "a.bad" }, { "name": "z.bad" }] } }));
     assert_eq!(
         fails(CheckId::Sysctls, &p),
-        ("forbidden sysctls".into(), "z.bad, a.bad, z.bad".into())
+        ("forbidden sysctls", "z.bad, a.bad, z.bad".into())
     );
 }
 
@@ -417,7 +414,7 @@ fn windows_host_process_detail() {
     );
     let f = run(CheckId::WindowsHostProcess, &p).unwrap();
     assert_eq!(
-        (f.reason.as_str(), f.detail.as_str()),
+        (f.reason, f.detail.as_str()),
         (
             "hostProcess",
             r#"pod and container "a" must not set securityContext.windowsOptions.hostProcess=true"#
