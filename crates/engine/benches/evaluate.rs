@@ -325,8 +325,8 @@ fn median(xs: &mut [f64]) -> f64 {
     xs[xs.len() / 2]
 }
 
-/// How many runs of `f` take about 5 ms, timed after a few untimed runs: the first runs
-/// pay for cold caches and fresh heap pages, and timing them gave a batch far too small.
+/// How many runs of `f` take about 5 ms, timed after a few untimed runs, so that the
+/// first, coldest runs do not set it.
 fn batch_size(clock: fn() -> u128, mut f: impl FnMut() -> usize) -> usize {
     for _ in 0..3 {
         black_box(f());
@@ -427,9 +427,9 @@ fn report_paired(
     for _ in 0..rounds {
         for (i, (_, per_run, f)) in contenders.iter_mut().enumerate() {
             // One untimed run first, for every contender alike: the one before it left the
-            // caches and the allocator in its own state. Without it the first contender of
-            // each round (our engine) measured up to 2.5x its criterion figure after the
-            // criterion groups, with per-round ratios from 0.4x to 6.7x.
+            // caches and the allocator in its own state. Without it and the warm calibration
+            // above, the first contender of each round (our engine) measured up to 2.3x its
+            // criterion figure after the criterion groups, per-round ratios 0.4x to 6.7x.
             black_box(f());
             times[i].push(time_batch(clock, batches[i], *per_run, f));
         }
