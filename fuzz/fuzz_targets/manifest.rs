@@ -2,7 +2,8 @@
 //! admission and continuous scanning by a policy that enables every rule type
 //! (`broad-policy.json`), offline and with scan results, digests, verdicts, exclusions,
 //! trusted images and fail-closed. Nothing may panic; a fail-open block must come from a
-//! blocking violation; the fast and the reference JSON readers give the same result; the
+//! blocking violation; the engine's JSON reader accepts exactly the JSON serde_json accepts,
+//! and the fast and the reference parses give the same result; the
 //! same policy without its Pod Security Standards rules decides the same on the core parse
 //! (pod details skipped) as on the full one.
 
@@ -16,7 +17,7 @@ use portcullis_engine::evaluate::{
     CompiledPolicy, DigestMap, EvalContext, FailureMode, TrustedImage, Verdict, VerdictMap,
 };
 use portcullis_engine::input::parse_document;
-use portcullis_engine::input::parse_document_reference;
+use portcullis_engine::input::{fast_reader_accepts, parse_document_reference};
 use portcullis_engine::k8s::Fields;
 use portcullis_engine::policy::Action;
 use portcullis_engine::scan::{MemoryScanStore, ScanResult};
@@ -112,8 +113,17 @@ static WORLD: LazyLock<World> = LazyLock::new(|| {
 });
 
 fuzz_target!(|data: &[u8]| {
+    // The engine's JSON reader judges validity as serde_json does...
+    if let Ok(text) = std::str::from_utf8(data) {
+        assert_eq!(
+            fast_reader_accepts(text),
+            serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok(),
+            "validity of {text:?}"
+        );
+    }
     let parsed = parse_document(data);
-    // The fast JSON reader (sonic-rs) and the reference (serde_json) agree on every input.
+    // ...and the fast path (that reader, serde_json for what it refuses) and the reference
+    // (serde_json alone) agree on every input.
     assert_eq!(parsed, parse_document_reference(data));
     let Ok(subjects) = parsed else { return };
     let w = &*WORLD;

@@ -4,9 +4,10 @@
 //! the policy's `parse_document` (what `portcullis` runs: it reads what the rules read).
 //! - `parse/review_8k`: `parse_document` alone, for reference (`_core_fields`: without the
 //!   pod details only Pod Security Standards checks read; `_serde_json_reader`: with
-//!   serde_json as the only reader, as before sonic-rs); `parse/json_scan_floor` is
-//!   serde_json scanning the same bytes into nothing, the floor of any JSON parse, and
-//!   `parse/sonic_scan_floor` the same with sonic-rs, the reader `parse_document` uses.
+//!   serde_json as the only reader); `parse/json_scan_floor` is serde_json scanning the same
+//!   bytes into nothing, the floor of a serde_json parse, `parse/sonic_scan_floor` the same
+//!   with sonic-rs (the engine's reader until it had its own), and `parse/fast_scan_floor`
+//!   the engine's own reader checking the bytes (its two passes, no typed read).
 //! - `full_policy/review_8k`: the full policy (20 rules, podSecurityStandard restricted
 //!   among them) on the 8 KB review; `evaluate_only/full_policy` is the same on a review
 //!   parsed beforehand, to split the cost.
@@ -37,7 +38,7 @@ use std::time::SystemTime;
 use criterion::measurement::{Measurement, ValueFormatter, WallTime};
 use criterion::{Criterion, SamplingMode, Throughput};
 use portcullis_engine::evaluate::{CompiledPolicy, EvalContext};
-use portcullis_engine::input::{parse_document, parse_document_reference, parse_document_with};
+use portcullis_engine::input::{fast_reader_accepts, parse_document, parse_document_reference, parse_document_with};
 use portcullis_engine::k8s::Fields;
 use time::macros::datetime;
 
@@ -80,7 +81,7 @@ fn benches<M: Measurement>(c: &mut Criterion<M>) {
     g.bench_function("review_8k_core_fields", |b| {
         b.iter(|| parse_document_with(black_box(bytes), Fields::CORE).unwrap())
     });
-    // The same with serde_json as the only reader (the engine before sonic-rs), for comparison.
+    // The same with serde_json as the only reader, for comparison.
     g.bench_function("review_8k_serde_json_reader", |b| {
         b.iter(|| parse_document_reference(black_box(bytes)).unwrap())
     });
@@ -88,9 +89,14 @@ fn benches<M: Measurement>(c: &mut Criterion<M>) {
     g.bench_function("json_scan_floor", |b| {
         b.iter(|| serde_json::from_slice::<serde::de::IgnoredAny>(black_box(bytes)).unwrap())
     });
-    // The same with sonic-rs, the engine's fast reader.
+    // The same with sonic-rs, a peer (the engine's reader until it had its own).
     g.bench_function("sonic_scan_floor", |b| {
         b.iter(|| sonic_rs::from_slice::<serde::de::IgnoredAny>(black_box(bytes)).unwrap())
+    });
+    // The engine's own reader checking the same bytes (both passes, nothing read).
+    let text = std::str::from_utf8(bytes).unwrap();
+    g.bench_function("fast_scan_floor", |b| {
+        b.iter(|| assert!(fast_reader_accepts(black_box(text))))
     });
     g.finish();
 
@@ -202,6 +208,7 @@ fn summary(dir: &Path, since: SystemTime, clock: &str) {
         "parse/review_8k_serde_json_reader",
         "parse/json_scan_floor",
         "parse/sonic_scan_floor",
+        "parse/fast_scan_floor",
         "full_policy/review_8k",
         "evaluate_only/full_policy",
         "evaluate_only/three_checks",

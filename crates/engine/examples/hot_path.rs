@@ -7,8 +7,9 @@
 //! - `parse`: parse only (`parse-core`: without the pod details, as for a policy without Pod
 //!   Security Standards rules; `parse-ref`: with serde_json as the only reader);
 //! - `image`: parse the four image references; `eval`: evaluate a review parsed once;
-//! - `scan`: serde_json scanning the bytes into nothing (the floor of any JSON parse);
-//!   `sscan`: the same with sonic-rs (the engine's fast reader).
+//! - `scan`: serde_json scanning the bytes into nothing (the floor of a serde_json parse);
+//!   `sscan`: the same with sonic-rs (a peer; the engine's reader until it had its own);
+//!   `fscan`: the engine's own reader checking the bytes (its two passes, no typed read).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::hint::black_box;
@@ -61,6 +62,10 @@ fn main() {
             }
             "sscan" => {
                 sonic_rs::from_slice::<serde::de::IgnoredAny>(black_box(bytes)).unwrap();
+            }
+            "fscan" => {
+                let text = std::str::from_utf8(black_box(bytes)).unwrap();
+                assert!(portcullis_engine::input::fast_reader_accepts(text));
             }
             "scan" => {
                 serde_json::from_slice::<serde::de::IgnoredAny>(black_box(bytes)).unwrap();

@@ -2,8 +2,8 @@
 //! AdmissionReview (v1 or v1beta1) or a bare AdmissionRequest (POLICY.md section 2).
 //!
 //! Parsing is most of the cost of a decision, so a document is read once into lean typed
-//! structs ([`crate::k8s`]) by sonic-rs (serde_json reads what sonic-rs may not, and is the
-//! reference the two are tested against); only an UPDATE is read a second time, untyped, to
+//! structs ([`crate::k8s`]) by the engine's JSON reader ([`crate::json`]; serde_json reads
+//! what it refuses, and is the reference the two are tested against); only an UPDATE is read a second time, untyped, to
 //! compare the whole pod specs of `object` and `oldObject`.
 
 use compact_str::CompactString;
@@ -304,7 +304,8 @@ const MAX_LIST_DEPTH: usize = 8;
 /// Parses one JSON document into the subjects it holds (a List gives one per item, nested
 /// Lists flattened), in document order.
 ///
-/// Documents are read by sonic-rs when it accepts them and by serde_json otherwise (see
+/// Documents are read by the engine's JSON reader when it accepts them and by serde_json
+/// otherwise (see
 /// [`parse_document_reference`]); the result is the same. A document that is not UTF-8 is
 /// refused, wherever the bad bytes are (in a field that is skipped too): the admission
 /// service relies on it.
@@ -332,6 +333,13 @@ pub fn parse_document_reference(json: &[u8]) -> Result<Vec<Subject>, InputError>
     let mut out = Vec::with_capacity(1);
     parse_into(json, 0, "", &mut out, Reader::Reference)?;
     Ok(out)
+}
+
+/// Whether the engine's own JSON reader judges `json` to be one valid JSON value. Not for
+/// production use: the fuzz target holds it to serde_json's judgement.
+#[doc(hidden)]
+pub fn fast_reader_accepts(json: &str) -> bool {
+    crate::json::is_valid(json)
 }
 
 /// serde's message, without the engine's internal type names (`expected struct Envelope`).
@@ -362,40 +370,11 @@ fn json_error(prefix: &str, e: serde_path_to_error::Error<serde_json::Error>) ->
 /// fuzz target hold them to it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Reader {
-    /// sonic-rs (SIMD string scanning and skipping) first; any failure is read again by
+    /// The engine's own reader ([`crate::json`]) first; whatever it refuses is read again by
     /// serde_json, so errors and every edge case serde_json decides stay serde_json's.
     Fast,
     /// serde_json only.
     Reference,
-}
-
-/// Documents with more opening brackets than this are read by serde_json alone: sonic-rs
-/// recurses once per level of nesting while it skips a value (about 250 bytes of stack per
-/// level, measured), and nothing else bounds the nesting of a field the engine skips.
-/// Admission objects have a few hundred (the 8 KB benchmark review: 199).
-const SONIC_MAX_OPENING_BRACKETS: usize = 1024;
-
-/// Whether sonic-rs may read the document, judged in vectorised passes that cost a few
-/// percent of a parse:
-/// - its count of `{` and `[` bytes, strings included, bounds its nesting;
-/// - every `\u` is followed by four hex digits: sonic-rs does not check them in the strings
-///   it skips, where serde_json refuses the document. (An escaped backslash before a `u` is
-///   counted too, which only sends a valid document to serde_json.)
-fn sonic_can_read(json: &[u8]) -> bool {
-    opening_brackets(json) <= SONIC_MAX_OPENING_BRACKETS
-        && UNICODE_ESCAPE.find_iter(json).all(|at| {
-            json.get(at + 2..at + 6)
-                .is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit))
-        })
-}
-
-/// The searcher for `\u`, built once: building one per document cost as much as the search.
-static UNICODE_ESCAPE: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
-    std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\\u"));
-
-/// The number of `{` and `[` bytes (two SIMD counts).
-fn opening_brackets(json: &[u8]) -> usize {
-    bytecount::count(json, b'{') + bytecount::count(json, b'[')
 }
 
 fn from_json<'a, T: Deserialize<'a>>(json: &'a [u8], prefix: &str, reader: Reader) -> Result<T, InputError> {
@@ -405,8 +384,7 @@ fn from_json<'a, T: Deserialize<'a>>(json: &'a [u8], prefix: &str, reader: Reade
     let utf8 = simdutf8::basic::from_utf8(json).ok();
     if let Some(text) = utf8 {
         if reader == Reader::Fast
-            && sonic_can_read(json)
-            && let Ok(value) = sonic_rs::from_str(text)
+            && let Some(value) = crate::json::from_str(text)
         {
             return Ok(value);
         }
@@ -722,29 +700,46 @@ fn pod_specs_equal(json: &[u8], request: &str, path: PodSpecPath) -> Result<bool
 
 #[cfg(test)]
 mod tests {
-    use proptest::prelude::*;
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+    use super::Envelope;
 
-    use super::opening_brackets;
-
-    proptest! {
-        /// The SIMD count is the plain count, on any bytes and any length, since it bounds
-        /// the nesting sonic-rs is given.
-        #[test]
-        fn opening_brackets_counts_every_brace_and_bracket(
-            bytes in proptest::collection::vec(
-                prop_oneof![Just(b'{'), Just(b'['), Just(b'}'), any::<u8>()],
-                0..2000,
-            )
-        ) {
-            let plain = bytes.iter().filter(|&&b| b == b'{' || b == b'[').count();
-            prop_assert_eq!(opening_brackets(&bytes), plain);
-        }
+    /// Whether the engine's reader reads `json` itself (a refusal falls back to serde_json:
+    /// the same result, so only this test notices the lost speed).
+    fn fast_reads(json: &str) -> bool {
+        crate::json::from_str::<Envelope>(json).is_some()
     }
 
     #[test]
-    fn opening_brackets_of_long_runs() {
-        assert_eq!(opening_brackets(&[b'{'; 1000]), 1000);
-        assert_eq!(opening_brackets(&[b'['; 255]), 255);
-        assert_eq!(opening_brackets(b"{[]}\"{\"[]"), 4);
+    fn the_fast_reader_reads_real_reviews_itself() {
+        let review = include_str!("../benches/data/review-8k.json");
+        assert!(fast_reads(review));
+        let compact = serde_json::from_str::<serde_json::Value>(review).unwrap().to_string();
+        assert!(fast_reads(&compact));
+        for line in include_str!("../../../examples/reviews.jsonl").lines() {
+            assert!(fast_reads(line), "{line}");
+        }
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/conformance/admission-reviews");
+        let mut read = 0;
+        let mut folders = vec![dir];
+        while let Some(folder) = folders.pop() {
+            for entry in std::fs::read_dir(&folder).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    folders.push(path);
+                    continue;
+                }
+                if path.extension().is_none_or(|e| e != "json") {
+                    continue;
+                }
+                let text = std::fs::read_to_string(&path).unwrap();
+                // Those serde_json reads (a few fixtures are deliberately malformed).
+                if serde_json::from_str::<Envelope>(&text).is_ok() {
+                    assert!(fast_reads(&text), "{}", path.display());
+                    read += 1;
+                }
+            }
+        }
+        assert!(read >= 50, "only {read} real reviews read");
     }
 }

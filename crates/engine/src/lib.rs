@@ -10,6 +10,7 @@ pub mod attestor;
 pub mod evaluate;
 pub mod image_ref;
 pub mod input;
+mod json;
 pub mod k8s;
 pub mod policy;
 pub mod pss;

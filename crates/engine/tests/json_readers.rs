@@ -1,5 +1,6 @@
-//! The engine reads JSON with sonic-rs (fast) and falls back to serde_json (the reference)
-//! whenever sonic-rs refuses a document. The two must never disagree: on every real and
+//! The engine reads JSON with its own reader (fast; `crates/engine/src/json`) and falls back
+//! to serde_json (the reference) whenever that reader refuses a document. The two must never
+//! disagree: on every real and
 //! generated document, on hand-written edge cases of the JSON grammar, and on random
 //! corruptions of a real review, `parse_document` gives exactly what the serde_json-only
 //! `parse_document_reference` gives (the same subjects, or the same error).
@@ -179,8 +180,8 @@ fn readers_agree_on_edge_cases_of_the_grammar() {
         container(&format!(r#","args":{}{}"#, "[".repeat(200), "]".repeat(200))),
         container(&format!(r#","args":{}{}"#, "[".repeat(5000), "]".repeat(5000))),
         container(&format!(r#","args":{}"#, "[".repeat(300))),
-        // Either side of the bracket count above which serde_json reads alone, and far past
-        // it (sonic-rs would recurse once per level).
+        // Deep nesting, in arrays and objects (the reader's stack is on the heap, and a
+        // skipped value of any depth costs one step).
         container(&format!(r#","args":{}1{}"#, "[".repeat(1010), "]".repeat(1010))),
         container(&format!(r#","args":{}1{}"#, "{\"a\":".repeat(1010), "}".repeat(1010))),
         container(&format!(r#","args":{}1{}"#, "[".repeat(1030), "]".repeat(1030))),
