@@ -29,11 +29,22 @@ thread_local! {
     static TAPE: RefCell<Tape> = RefCell::new(Tape::default());
 }
 
+/// Index buffers larger than this are released after a read, so that one large document
+/// (a `kubectl get -o json` List) does not pin its index to the thread. The index of a 1 MB
+/// admission object takes under 2 MB.
+const RETAINED_INDEX_BYTES: usize = 4 << 20;
+
 /// Reads `json` as a `T`, or `None` when the document is not valid JSON or holds something
 /// this reader leaves to serde_json. `Some` is always what serde_json would give.
 pub(crate) fn from_str<'de, T: Deserialize<'de>>(json: &'de str) -> Option<T> {
     TAPE.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut tape) => read(json, &mut tape),
+        Ok(mut tape) => {
+            let value = read(json, &mut tape);
+            if tape.footprint() > RETAINED_INDEX_BYTES {
+                *tape = Tape::default();
+            }
+            value
+        }
         // A read on this thread is under way (not done today): use a fresh index.
         Err(_) => read(json, &mut Tape::default()),
     })
@@ -158,6 +169,17 @@ mod tests {
             assert!(from_str::<Sample>(json).is_none(), "{json}");
             assert!(reference(json).is_none(), "{json}");
         }
+    }
+
+    #[test]
+    fn large_indexes_are_released_after_the_read() {
+        let large = format!("[{}1]", "1,".repeat(3_000_000));
+        assert!(from_str::<IgnoredAny>(&large).is_some());
+        let footprint = super::TAPE.with(|tape| tape.borrow().footprint());
+        assert!(footprint <= super::RETAINED_INDEX_BYTES, "{footprint} bytes kept");
+        // A small document's index is kept for the next read.
+        assert!(from_str::<IgnoredAny>("[1,2,3]").is_some());
+        assert!(super::TAPE.with(|tape| tape.borrow().footprint()) > 0);
     }
 
     #[test]

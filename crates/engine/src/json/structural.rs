@@ -149,6 +149,11 @@ pub(super) struct Index {
 }
 
 impl Index {
+    /// Bytes held by the buffers.
+    pub(super) fn footprint(&self) -> usize {
+        (self.slots.capacity() + self.backslashes.capacity()) * size_of::<u32>()
+    }
+
     /// The offsets of the structural bytes, in order.
     pub(super) fn offsets(&self) -> &[u32] {
         self.slots.get(..self.len).unwrap_or_default()
@@ -165,8 +170,9 @@ pub(super) fn index(json: &[u8], out: &mut Index) -> Result<(), Malformed> {
     if u32::try_from(json.len()).is_err() {
         return Err(Malformed);
     }
-    // Room for every byte to be structural, and for a block's unconditional writes.
-    let room = json.len() + 64;
+    // Room for a structural byte in four (admission objects have one in five or six),
+    // grown by the blocks when a document has more.
+    let room = json.len() / 4 + 64;
     if out.slots.len() < room {
         out.slots.resize(room, 0);
     }
@@ -242,22 +248,24 @@ impl Scan {
         let scalar_start = scalar & !follows_nonquote_scalar;
         let structurals = (m.operator | scalar_start) & !string_tail & valid;
         // Offsets are written eight at a time, unconditionally (past the last one too, into
-        // room `index` reserved): fewer branches than one write per offset.
-        let count = structurals.count_ones() as usize;
+        // the 64 slots made sure of here): fewer branches than one write per offset.
+        if out.slots.len() < out.len + 64 {
+            let grown = (out.slots.len() * 2).max(out.len + 64);
+            out.slots.resize(grown, 0);
+        }
+        let slots = out.slots.get_mut(out.len..out.len + 64).ok_or(Malformed)?;
         let mut bits = structurals;
         let base32 = base as u32;
-        if let Some(slots) = out.slots.get_mut(out.len..out.len + 64) {
-            for eight in slots.chunks_exact_mut(8) {
-                if bits == 0 {
-                    break;
-                }
-                for slot in eight {
-                    *slot = base32.wrapping_add(bits.trailing_zeros());
-                    bits &= bits.wrapping_sub(1);
-                }
+        for eight in slots.chunks_exact_mut(8) {
+            if bits == 0 {
+                break;
+            }
+            for slot in eight {
+                *slot = base32.wrapping_add(bits.trailing_zeros());
+                bits &= bits.wrapping_sub(1);
             }
         }
-        out.len += count;
+        out.len += structurals.count_ones() as usize;
         Ok(())
     }
 

@@ -37,6 +37,11 @@ impl Tape {
         self.check(json)
     }
 
+    /// Bytes held by the buffers.
+    pub(super) fn footprint(&self) -> usize {
+        self.index.footprint() + (self.jump.capacity() + self.stack.capacity()) * size_of::<u32>()
+    }
+
     /// The offsets of the structural bytes.
     pub(super) fn offsets(&self) -> &[u32] {
         self.index.offsets()
