@@ -280,7 +280,11 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(2000))]
+        // At least 2,000 cases; PROPTEST_CASES raises it.
+        #![proptest_config(ProptestConfig {
+            cases: ProptestConfig::default().cases.max(2000),
+            ..ProptestConfig::default()
+        })]
 
         /// The two passes accept exactly what serde_json accepts.
         #[test]
