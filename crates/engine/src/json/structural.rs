@@ -167,7 +167,9 @@ impl Index {
 pub(super) fn index(json: &[u8], out: &mut Index) -> Result<(), Malformed> {
     out.len = 0;
     out.backslashes.clear();
-    if u32::try_from(json.len()).is_err() {
+    // Offsets are `u32`, and the second pass marks entries with the top bit: documents of
+    // 2 GiB or more are left to serde_json.
+    if json.len() >= 1 << 31 {
         return Err(Malformed);
     }
     // Room for a structural byte in four (admission objects have one in five or six),

@@ -69,7 +69,8 @@ impl Tape {
     }
 
     /// Runs the grammar's automaton over the structural bytes: a table gives the next
-    /// state for each (state, byte class); brackets also push or pop the container stack.
+    /// state, or an action, for each state and byte; brackets also push or pop the
+    /// container stack.
     fn check(&mut self, json: &[u8]) -> Result<(), Malformed> {
         let Tape { index, jump, stack } = self;
         let offsets = index.offsets();
