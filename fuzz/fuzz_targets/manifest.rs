@@ -3,9 +3,9 @@
 //! (`broad-policy.json`), offline and with scan results, digests, verdicts, exclusions,
 //! trusted images and fail-closed. Nothing may panic; a fail-open block must come from a
 //! blocking violation; the engine's JSON reader accepts exactly the JSON serde_json accepts,
-//! and the fast and the reference parses give the same result; the
-//! same policy without its Pod Security Standards rules decides the same on the core parse
-//! (pod details skipped) as on the full one.
+//! and the fast and the reference parses give the same result; the same policy without its
+//! Pod Security Standards rules decides the same on the core parse (pod details skipped) as
+//! on the full one.
 
 #![no_main]
 

@@ -37,24 +37,26 @@ const RETAINED_INDEX_BYTES: usize = 4 << 20;
 /// Reads `json` as a `T`, or `None` when the document is not valid JSON or holds something
 /// this reader leaves to serde_json. `Some` is always what serde_json would give.
 pub(crate) fn from_str<'de, T: Deserialize<'de>>(json: &'de str) -> Option<T> {
-    TAPE.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut tape) => {
-            let value = read(json, &mut tape);
-            if tape.footprint() > RETAINED_INDEX_BYTES {
-                *tape = Tape::default();
-            }
-            value
-        }
-        // A read on this thread is under way (not done today): use a fresh index.
-        Err(_) => read(json, &mut Tape::default()),
-    })
+    with_tape(|tape| read(json, tape))
 }
 
 /// Whether `json` is one valid JSON value (RFC 8259), as this reader's two passes judge it.
 pub(crate) fn is_valid(json: &str) -> bool {
+    with_tape(|tape| tape.build(json.as_bytes()).is_ok())
+}
+
+/// Runs `f` with this thread's index, released afterwards if it has grown large.
+fn with_tape<R>(f: impl FnOnce(&mut Tape) -> R) -> R {
     TAPE.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut tape) => tape.build(json.as_bytes()).is_ok(),
-        Err(_) => Tape::default().build(json.as_bytes()).is_ok(),
+        Ok(mut tape) => {
+            let result = f(&mut tape);
+            if tape.footprint() > RETAINED_INDEX_BYTES {
+                *tape = Tape::default();
+            }
+            result
+        }
+        // A read on this thread is under way (none is, today): use a fresh index.
+        Err(_) => f(&mut Tape::default()),
     })
 }
 
