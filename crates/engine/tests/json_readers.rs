@@ -11,7 +11,7 @@ mod common;
 mod corpus;
 
 use common::{files_with_extension, shared};
-use portcullis_engine::input::{parse_document, parse_document_reference};
+use portcullis_engine::input::{fast_reader_reads, parse_document, parse_document_reference};
 use proptest::prelude::*;
 
 const REVIEW_8K: &str = include_str!("../benches/data/review-8k.json");
@@ -50,6 +50,23 @@ fn readers_agree_on_real_admission_reviews() {
         }
     }
     assert!(parsed >= 50, "only {parsed} of {} files parsed", files.len());
+}
+
+/// The engine's reader reads real documents itself: a refusal would fall back to serde_json
+/// with the same result, so no other test would notice the lost speed.
+#[test]
+fn the_fast_reader_reads_real_reviews_itself() {
+    assert!(fast_reader_reads(REVIEW_8K));
+    assert!(fast_reader_reads(&compact_review()));
+    for line in include_str!("../../../examples/reviews.jsonl").lines() {
+        assert!(fast_reader_reads(line), "{line}");
+    }
+    let files = files_with_extension(&shared("admission-reviews"), "json");
+    assert!(files.len() >= 50, "expected the real reviews, found {}", files.len());
+    for path in &files {
+        let text = std::fs::read_to_string(path).unwrap();
+        assert!(fast_reader_reads(&text), "{}", path.display());
+    }
 }
 
 #[test]

@@ -100,18 +100,12 @@ impl<'de, 't> Reader<'de, 't> {
 
     /// Reads the string at the current entry and visits it (borrowed when it has no escape).
     fn string<V: Visitor<'de>>(&mut self, visitor: V) -> Result<V::Value, Refused> {
-        let bytes = self.json.as_bytes();
-        let offsets = self.tape.offsets();
-        let start = offsets.get(self.pos).map_or(usize::MAX, |&at| at as usize);
-        if bytes.get(start) != Some(&b'"') {
+        if self.peek() != b'"' {
             return Err(Refused);
         }
-        // The closing quote is the last byte before the next structural one but whitespace
-        // (in compact JSON, the byte just before it).
-        let mut close = offsets.get(self.pos + 1).map_or(bytes.len(), |&at| at as usize) - 1;
-        while close > start && bytes.get(close) != Some(&b'"') {
-            close -= 1;
-        }
+        let start = self.start();
+        // The token ends with its closing quote.
+        let close = self.tape.token_end(self.json.as_bytes(), self.pos).saturating_sub(1);
         self.pos += 1;
         let inner = self.json.get(start + 1..close).ok_or(Refused)?;
         if !self.backslash_within(start, close) {
