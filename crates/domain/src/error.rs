@@ -398,6 +398,8 @@ pub use grpc::{field_violations, is_unreachable};
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
     use super::*;
 
     #[test]

@@ -115,6 +115,8 @@ pub fn command_subject(tenant: &TenantId, cluster: &ClusterId) -> String {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
     use super::*;
 
     #[test]
