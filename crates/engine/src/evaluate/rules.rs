@@ -32,7 +32,10 @@ pub const DEFAULT_CAPABILITIES: &[&str] = &[
     "SETUID",
     "SYS_CHROOT",
 ];
+
 impl CompiledPolicy {
+    /// A CONNECT request (`pods/exec`, `attach`, `portforward`) judged by the definition's
+    /// rules on it.
     pub(super) fn evaluate_connect(&self, def: &Definition, subject: &Subject) -> Decision {
         let wanted = match (subject.resource.as_str(), subject.sub_resource.as_str()) {
             ("pods", "exec" | "attach") => RuleCheck::PodExec,
@@ -87,6 +90,7 @@ fn drops_all(c: &Container) -> bool {
 }
 
 impl Run<'_, '_> {
+    /// Every rule of the definition active in this run's phase, against the pod.
     pub(super) fn rules(&mut self) {
         let (def, phase) = (self.def, self.phase);
         for r in def.rules.iter().filter(|r| r.active(phase)) {
