@@ -1,4 +1,5 @@
-//! Evaluation: a compiled policy judges a [`Subject`] (POLICY.md sections 2-4).
+//! Evaluation: a compiled policy judges a [`Subject`](crate::input::Subject) (POLICY.md
+//! sections 2-4).
 //!
 //! [`CompiledPolicy::evaluate`] gives the admission decision, [`CompiledPolicy::evaluate_running`]
 //! the continuous-scanning mitigation of a running pod. Everything the engine cannot know by
