@@ -17,7 +17,7 @@ use portcullis_engine::evaluate::{
     CompiledPolicy, DigestMap, EvalContext, FailureMode, TrustedImage, Verdict, VerdictMap,
 };
 use portcullis_engine::input::parse_document;
-use portcullis_engine::input::{fast_reader_accepts, parse_document_reference};
+use portcullis_engine::input::parse_document_reference;
 use portcullis_engine::k8s::Fields;
 use portcullis_engine::policy::Action;
 use portcullis_engine::scan::{MemoryScanStore, ScanResult};
@@ -116,7 +116,7 @@ fuzz_target!(|data: &[u8]| {
     // The engine's JSON reader judges validity as serde_json does...
     if let Ok(text) = std::str::from_utf8(data) {
         assert_eq!(
-            fast_reader_accepts(text),
+            portcullis_json::is_valid(text),
             serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok(),
             "validity of {text:?}"
         );

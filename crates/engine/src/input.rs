@@ -2,7 +2,7 @@
 //! AdmissionReview (v1 or v1beta1) or a bare AdmissionRequest (POLICY.md section 2).
 //!
 //! Parsing is most of the cost of a decision, so a document is read once into lean typed
-//! structs ([`crate::k8s`]) by the engine's JSON reader ([`crate::json`]; serde_json reads
+//! structs ([`crate::k8s`]) by the engine's JSON reader ([`portcullis_json`]; serde_json reads
 //! what it refuses, and is the reference the two are tested against); only an UPDATE is read
 //! a second time, untyped, to compare the whole pod specs of `object` and `oldObject`.
 
@@ -334,19 +334,12 @@ pub fn parse_document_reference(json: &[u8]) -> Result<Vec<Subject>, InputError>
     Ok(out)
 }
 
-/// Whether the engine's own JSON reader judges `json` to be one valid JSON value. Not for
-/// production use: the fuzz target holds it to serde_json's judgement.
-#[doc(hidden)]
-pub fn fast_reader_accepts(json: &str) -> bool {
-    crate::json::is_valid(json)
-}
-
 /// Whether the engine's own JSON reader reads `json` itself, as the top-level shapes
 /// `parse_document` accepts, rather than leaving it to serde_json. Not for production use:
 /// a refusal gives the same result, only slower, so a test watches for it.
 #[doc(hidden)]
 pub fn fast_reader_reads(json: &str) -> bool {
-    crate::json::from_str::<Envelope>(json).is_some()
+    portcullis_json::from_str::<Envelope>(json).is_some()
 }
 
 /// serde's message, without the engine's internal type names (`expected struct Envelope`).
@@ -377,7 +370,7 @@ fn json_error(prefix: &str, e: serde_path_to_error::Error<serde_json::Error>) ->
 /// fuzz target hold them to it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Reader {
-    /// The engine's own reader ([`crate::json`]) first; whatever it refuses is read again by
+    /// The engine's own reader ([`portcullis_json`]) first; whatever it refuses is read again by
     /// serde_json, so errors and every edge case serde_json decides stay serde_json's.
     Fast,
     /// serde_json only.
@@ -391,7 +384,7 @@ fn from_json<'a, T: Deserialize<'a>>(json: &'a [u8], prefix: &str, reader: Reade
     let utf8 = simdutf8::basic::from_utf8(json).ok();
     if let Some(text) = utf8 {
         if reader == Reader::Fast
-            && let Some(value) = crate::json::from_str(text)
+            && let Some(value) = portcullis_json::from_str(text)
         {
             return Ok(value);
         }

@@ -10,7 +10,6 @@ pub mod attestor;
 pub mod evaluate;
 pub mod image_ref;
 pub mod input;
-mod json;
 pub mod k8s;
 pub mod policy;
 pub mod pss;

@@ -1,4 +1,4 @@
-//! The engine reads JSON with its own reader (fast; `crates/engine/src/json`) and falls back
+//! The engine reads JSON with its own reader (fast; `portcullis-json`, `crates/json`) and falls back
 //! to serde_json (the reference) whenever that reader refuses a document. The two must never
 //! disagree: on every real and
 //! generated document, on hand-written edge cases of the JSON grammar, and on random

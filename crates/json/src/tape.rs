@@ -20,6 +20,7 @@ pub(super) struct Tape {
 const OBJECT: u32 = 1 << 31;
 
 /// JSON's whitespace.
+#[inline]
 pub(super) fn is_whitespace(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\n' | b'\r')
 }
@@ -43,11 +44,13 @@ impl Tape {
     }
 
     /// The offsets of the structural bytes.
+    #[inline]
     pub(super) fn offsets(&self) -> &[u32] {
         self.index.offsets()
     }
 
     /// The byte at entry `i`, 0 past the end.
+    #[inline]
     pub(super) fn byte(&self, json: &[u8], i: usize) -> u8 {
         self.offsets()
             .get(i)
@@ -57,6 +60,7 @@ impl Tape {
     }
 
     /// For the entry of an opening bracket, the entry of its closing one.
+    #[inline]
     pub(super) fn closing(&self, i: usize) -> Option<usize> {
         self.jump.get(i).map(|&close| close as usize)
     }
@@ -64,6 +68,7 @@ impl Tape {
     /// The end (exclusive) of the string or scalar token at entry `i`: the token runs up to
     /// the next structural byte, less whitespace (stage one makes any other byte after a
     /// token a structural of its own).
+    #[inline]
     pub(super) fn token_end(&self, json: &[u8], i: usize) -> usize {
         token_end(json, self.offsets(), i)
     }
@@ -226,6 +231,7 @@ fn pair(jump: &mut [u32], open: usize, close: usize) -> Result<(), Malformed> {
 }
 
 /// [`Tape::token_end`].
+#[inline]
 fn token_end(json: &[u8], offsets: &[u32], i: usize) -> usize {
     let limit = offsets.get(i + 1).map_or(json.len(), |&at| at as usize);
     let start = offsets.get(i).map_or(limit, |&at| at as usize);

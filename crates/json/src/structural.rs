@@ -93,7 +93,7 @@ mod avx2 {
     }
 
     /// [`super::portable_block_masks`], vectorised.
-    pub(in crate::json) fn block_masks(block: &[u8; 64]) -> BlockMasks {
+    pub(crate) fn block_masks(block: &[u8; 64]) -> BlockMasks {
         let (first, second) = block.split_at(32);
         let as_vector = |bytes: &[u8]| {
             let mut array = [0u8; 32];
@@ -155,6 +155,7 @@ impl Index {
     }
 
     /// The offsets of the structural bytes, in order.
+    #[inline]
     pub(super) fn offsets(&self) -> &[u32] {
         self.slots.get(..self.len).unwrap_or_default()
     }

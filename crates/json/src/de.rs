@@ -47,6 +47,7 @@ pub(super) struct Reader<'de, 't> {
 
 impl<'de, 't> Reader<'de, 't> {
     /// A reader of the document `json`, whose `tape` is built and checked.
+    #[inline]
     pub(super) fn new(json: &'de str, tape: &'t Tape) -> Self {
         Reader {
             json,
@@ -57,24 +58,29 @@ impl<'de, 't> Reader<'de, 't> {
     }
 
     /// Whether every entry has been read.
+    #[inline]
     pub(super) fn at_end(&self) -> bool {
         self.pos == self.tape.offsets().len()
     }
 
+    #[inline]
     fn peek(&self) -> u8 {
         self.tape.byte(self.json.as_bytes(), self.pos)
     }
 
+    #[inline]
     fn start(&self) -> usize {
         self.tape.offsets().get(self.pos).map_or(0, |&at| at as usize)
     }
 
     /// The entry of the closing bracket of the container opening at the current entry.
+    #[inline]
     fn closing(&self) -> Result<usize, Refused> {
         self.tape.closing(self.pos).ok_or(Refused)
     }
 
     /// The entry after the value at the current entry.
+    #[inline]
     fn after_value(&self) -> Result<usize, Refused> {
         match self.peek() {
             b'{' | b'[' => Ok(self.closing()? + 1),
@@ -83,6 +89,7 @@ impl<'de, 't> Reader<'de, 't> {
     }
 
     /// The text of the value at the current entry, as written.
+    #[inline]
     fn raw_value(&self) -> Result<&'de str, Refused> {
         let end = match self.peek() {
             b'{' | b'[' => {
@@ -119,6 +126,7 @@ impl<'de, 't> Reader<'de, 't> {
     }
 
     /// Whether a backslash lies in `start..end`, which is not before any string read so far.
+    #[inline]
     fn backslash_within(&mut self, start: usize, end: usize) -> bool {
         let backslashes = &self.tape.index.backslashes;
         while let Some(&at) = backslashes.get(self.next_backslash) {
@@ -176,6 +184,7 @@ struct Items<'r, 'de, 't> {
 
 impl<'de> Items<'_, 'de, '_> {
     /// Steps over the comma before the next item; `false` at the closing bracket.
+    #[inline]
     fn next(&mut self) -> bool {
         if matches!(self.reader.peek(), b']' | b'}') {
             return false;

@@ -1,0 +1,147 @@
+//! What evaluation needs that the engine does not own: the time, scan results, digest
+//! resolution, signature verdicts, excluded namespaces and trusted images.
+
+use std::collections::HashMap;
+
+use time::OffsetDateTime;
+
+use crate::image_ref::{ImageRef, ImageRefError};
+use crate::scan::ScanResults;
+
+/// An image the deployment trusts (the product's own components): exact `registry/image`,
+/// optionally pinned to a digest; never a prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrustedImage {
+    repository: String,
+    digest: Option<String>,
+}
+
+impl TrustedImage {
+    /// Parses `registry/image[@digest]`; a tag is refused (trust is by repository or digest).
+    pub fn parse(s: &str) -> Result<TrustedImage, ImageRefError> {
+        let name = s.split('@').next().unwrap_or(s);
+        if name.rsplit('/').next().is_some_and(|last| last.contains(':')) {
+            return Err(ImageRefError {
+                reason: format!("{s:?}: a trusted image is registry/image with an optional @digest, without a tag"),
+            });
+        }
+        let r = ImageRef::parse(s)?;
+        Ok(TrustedImage {
+            repository: r.repository(),
+            digest: r.digest().map(str::to_owned),
+        })
+    }
+
+    /// Whether a reference is this trusted image.
+    pub fn matches(&self, image: &ImageRef) -> bool {
+        self.repository.len() == image.registry().len() + 1 + image.image().len()
+            && self.repository == image.repository()
+            && self.digest.as_deref().is_none_or(|d| image.digest() == Some(d))
+    }
+}
+
+/// Result of resolving a tag to a digest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DigestLookup {
+    /// The digest.
+    Found(String),
+    /// The reference cannot be resolved: it counts as unscanned.
+    NotFound,
+    /// The resolver failed (registry unreachable, deadline): the failure mode applies.
+    Unavailable(String),
+}
+
+/// Resolves tag-only references to digests (a registry at admission; a map offline).
+pub trait DigestResolver {
+    /// The digest of `reference` (as written in the pod), parsed as `image`.
+    fn resolve(&self, reference: &str, image: &ImageRef) -> DigestLookup;
+}
+
+/// No resolver: tag-only references stay unresolved.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoDigests;
+
+impl DigestResolver for NoDigests {
+    fn resolve(&self, _: &str, _: &ImageRef) -> DigestLookup {
+        DigestLookup::NotFound
+    }
+}
+
+/// A fixed map from image reference (as written, or normalised image path) to digest.
+#[derive(Debug, Default, Clone)]
+pub struct DigestMap(pub HashMap<String, String>);
+
+impl DigestResolver for DigestMap {
+    fn resolve(&self, reference: &str, image: &ImageRef) -> DigestLookup {
+        self.0
+            .get(reference)
+            .or_else(|| self.0.get(&image.image_path()))
+            .map_or(DigestLookup::NotFound, |d| DigestLookup::Found(d.clone()))
+    }
+}
+
+/// Signature verdicts from the signature stage (or `--verdicts` offline).
+pub trait SignatureVerdicts {
+    /// Whether `attestor` has a valid signature over the image; `None` when not known.
+    /// `image` is the reference as written; `digest` the digest it resolved to.
+    fn verdict(&self, image: &str, digest: Option<&str>, attestor: &str) -> Option<bool>;
+}
+
+/// Verdicts keyed by image reference or digest: `{"<image or digest>": {"<attestor>": bool}}`.
+#[derive(Debug, Default, Clone)]
+pub struct VerdictMap(pub HashMap<String, HashMap<String, bool>>);
+
+impl SignatureVerdicts for VerdictMap {
+    fn verdict(&self, image: &str, digest: Option<&str>, attestor: &str) -> Option<bool> {
+        digest
+            .and_then(|d| self.0.get(d))
+            .and_then(|m| m.get(attestor))
+            .or_else(|| self.0.get(image).and_then(|m| m.get(attestor)))
+            .copied()
+    }
+}
+
+/// What a stage that cannot answer leads to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum FailureMode {
+    /// Allow (the default: never break a cluster's deployments because we are down).
+    #[default]
+    FailOpen,
+    /// Deny.
+    FailClosed,
+}
+
+/// Everything evaluation needs that the engine does not own.
+pub struct EvalContext<'a> {
+    /// The time of the decision (unscanned-age rules).
+    pub now: OffsetDateTime,
+    /// Scan results.
+    pub scans: &'a dyn ScanResults,
+    /// Tag-to-digest resolution.
+    pub digests: &'a dyn DigestResolver,
+    /// Signature verdicts; `None`: signature rules are reported as unverified.
+    pub verdicts: Option<&'a dyn SignatureVerdicts>,
+    /// Namespaces allowed without evaluation.
+    pub excluded_namespaces: &'a [String],
+    /// Images always exempt.
+    pub trusted_images: &'a [TrustedImage],
+    /// What an unavailable stage leads to.
+    pub failure_mode: FailureMode,
+}
+
+static NO_SCANS: crate::scan::MemoryScanStore = crate::scan::MemoryScanStore::EMPTY;
+
+impl EvalContext<'static> {
+    /// An offline context: no scans, no resolver, no verdicts, nothing excluded.
+    pub fn offline(now: OffsetDateTime) -> EvalContext<'static> {
+        EvalContext {
+            now,
+            scans: &NO_SCANS,
+            digests: &NoDigests,
+            verdicts: None,
+            excluded_namespaces: &[],
+            trusted_images: &[],
+            failure_mode: FailureMode::FailOpen,
+        }
+    }
+}

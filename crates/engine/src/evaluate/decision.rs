@@ -1,0 +1,182 @@
+//! What evaluation gives: the admission decision, the continuous-scanning judgement, and
+//! their violations.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use crate::policy::{Action, Mitigation};
+
+/// Allow or block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Verdict {
+    /// Admitted.
+    Allow,
+    /// Denied.
+    Block,
+}
+
+impl Verdict {
+    /// `allow` / `block`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Allow => "allow",
+            Verdict::Block => "block",
+        }
+    }
+}
+
+/// Why a subject was allowed without evaluation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NotEvaluated {
+    /// The kind is not a workload.
+    KindNotEvaluated,
+    /// The namespace is excluded by the cluster's settings.
+    NamespaceExcluded,
+    /// DELETE is always allowed.
+    Delete,
+    /// UPDATE that leaves the pod spec as it was.
+    PodSpecUnchanged,
+    /// UPDATE of an object being deleted.
+    BeingDeleted,
+    /// A subresource that is not judged.
+    Subresource,
+    /// A CONNECT other than pods/exec, attach or portforward.
+    OtherConnect,
+}
+
+impl NotEvaluated {
+    /// A short reason.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotEvaluated::KindNotEvaluated => "kind not evaluated",
+            NotEvaluated::NamespaceExcluded => "namespace excluded",
+            NotEvaluated::Delete => "delete",
+            NotEvaluated::PodSpecUnchanged => "pod spec unchanged",
+            NotEvaluated::BeingDeleted => "being deleted",
+            NotEvaluated::Subresource => "subresource not judged",
+            NotEvaluated::OtherConnect => "connect not judged",
+        }
+    }
+}
+
+/// One violated rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    /// The rule type (`imageVerification` for signature rules).
+    pub rule_type: &'static str,
+    /// The rule's properties as written (for signature rules: its name and attestors),
+    /// shared with the compiled rule rather than copied into every violation.
+    pub properties: Arc<[(String, String)]>,
+    /// The admission action.
+    pub action: Action,
+    /// The continuous mitigation.
+    pub mitigation: Mitigation,
+    /// The offending containers.
+    pub containers: Vec<String>,
+    /// Whether the pod itself (a pod-level field or request) is at fault.
+    pub pod_level: bool,
+    /// PSA check ids, for `podSecurityStandard` and the rules mapped to PSA checks.
+    pub checks: Vec<&'static str>,
+    /// `containerSecurityContext violates rule with properties { privileged:true } in container(s) "app" (block).`
+    pub message: String,
+}
+
+/// A signature rule that could not be decided (no verdict for an attestor).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unverified {
+    /// The signature rule's name.
+    pub rule: String,
+    /// The image as written.
+    pub image: String,
+    /// Its digest, when known.
+    pub digest: Option<String>,
+    /// The attestors whose verdict is missing.
+    pub attestors: Vec<String>,
+    /// The containers running the image.
+    pub containers: Vec<String>,
+}
+
+/// An image and the digest the decision used for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageDigest {
+    /// The image as written.
+    pub image: String,
+    /// The digest.
+    pub digest: String,
+}
+
+/// A stage that could not answer; with `fail-closed` it blocks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StageFailure {
+    /// `scan-results` or `digest-resolution`.
+    pub stage: &'static str,
+    /// What failed.
+    pub message: String,
+}
+
+/// An admission decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// Allow or block.
+    pub verdict: Verdict,
+    /// `Some` when allowed without evaluation.
+    pub not_evaluated: Option<NotEvaluated>,
+    /// Every violation, log-only ones included, in rule order.
+    pub violations: Vec<Violation>,
+    /// Signature rules left undecided.
+    pub unverified: Vec<Unverified>,
+    /// The digests used.
+    pub digests: Vec<ImageDigest>,
+    /// Stages that could not answer.
+    pub stage_failures: Vec<StageFailure>,
+}
+
+impl Decision {
+    pub(super) fn allowed_without_evaluation(why: NotEvaluated) -> Decision {
+        Decision {
+            verdict: Verdict::Allow,
+            not_evaluated: Some(why),
+            violations: Vec::new(),
+            unverified: Vec::new(),
+            digests: Vec::new(),
+            stage_failures: Vec::new(),
+        }
+    }
+
+    /// Log-only violations, as admission warnings.
+    pub fn warnings(&self) -> impl Iterator<Item = &Violation> {
+        self.violations.iter().filter(|v| v.action == Action::Log)
+    }
+
+    /// The status message: one `- <message>` line per violation.
+    pub fn status_message(&self) -> String {
+        let mut s = String::new();
+        for (i, v) in self.violations.iter().enumerate() {
+            if i > 0 {
+                s.push('\n');
+            }
+            s.push_str("- ");
+            s.push_str(&v.message);
+        }
+        for f in &self.stage_failures {
+            if !s.is_empty() {
+                s.push('\n');
+            }
+            let _ = write!(s, "- {} unavailable: {}", f.stage, f.message);
+        }
+        s
+    }
+}
+
+/// The continuous-scanning judgement of a running pod.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunningDecision {
+    /// The strongest mitigation of the violations (`none` when compliant or excluded).
+    pub mitigation: Mitigation,
+    /// Every violation whose mitigation is not `none`.
+    pub violations: Vec<Violation>,
+    /// The digests used.
+    pub digests: Vec<ImageDigest>,
+    /// Stages that could not answer (the caller keeps the pod's previous state).
+    pub stage_failures: Vec<StageFailure>,
+}
