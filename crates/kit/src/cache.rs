@@ -379,7 +379,10 @@ where
             return Found::Miss;
         }
         if now >= after(held.loaded, self.inner.config.ttl) {
-            // Kept: it may still serve stale if the next load cannot reach its source.
+            if now >= after(held.loaded, self.inner.config.max_stale) {
+                slot.held = None;
+            }
+            // Else kept: it may still serve stale if the next load cannot reach its source.
             return Found::Miss;
         }
         if now >= held.refresh_at {
