@@ -379,6 +379,7 @@ mod tests {
         c.effective(tenant, cluster, || source.fetch()).get()
     }
 
+    /// Polls for `check` (time is paused: each sleep moves the clock on 5 ms, no more).
     async fn eventually(what: &str, check: impl Fn() -> bool) {
         for _ in 0..500 {
             if check() {
@@ -389,7 +390,7 @@ mod tests {
         panic!("timed out waiting until {what}");
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_cached_key_is_served_until_its_own_expiry() {
         let c = caches(CacheOptions::default());
         let mut k = key("t1", "k1", None);
@@ -407,7 +408,7 @@ mod tests {
         assert_eq!(source.reads(), 3);
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn an_entry_is_not_served_past_its_ttl_which_is_at_most_thirty_seconds() {
         let c = caches(CacheOptions {
             key_ttl: Duration::from_millis(40),
@@ -438,7 +439,7 @@ mod tests {
         assert_eq!(long.options.effective_ttl, MAX_TTL);
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_busy_entry_is_read_again_in_the_background_before_its_ttl() {
         let c = caches(CacheOptions {
             effective_ttl: Duration::from_secs(2),
@@ -470,7 +471,7 @@ mod tests {
         assert_eq!(answers.reads(), 2);
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_refusal_found_by_a_background_read_drops_the_key() {
         let c = caches(CacheOptions {
             key_ttl: Duration::from_secs(2),
@@ -486,7 +487,7 @@ mod tests {
         assert_eq!(refused.code(), Code::Unauthenticated);
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn concurrent_misses_share_one_read() {
         let c = caches(CacheOptions::default());
         let keys = Source::gated(key("t1", "k1", None));
@@ -499,7 +500,7 @@ mod tests {
         assert_eq!(keys.reads(), 1);
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_read_that_started_before_an_invalidation_is_neither_cached_nor_shared() {
         let c = caches(CacheOptions::default());
         let old = Source::gated(key("t1", "k1", None));
@@ -532,7 +533,7 @@ mod tests {
         assert_eq!(c.sizes().1, 0, "the read that straddled the change is not cached");
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_revocation_drops_that_key_only() {
         let c = caches(CacheOptions::default());
         let (k1, k2, k3) = (
@@ -552,7 +553,7 @@ mod tests {
         assert_eq!(k3.reads(), 1, "the same key id in another tenant stays");
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_deleted_tenant_loses_every_entry() {
         let c = caches(CacheOptions::default());
         get_key(&c, "s1", now(), &Source::new(key("t1", "k1", None)))
@@ -576,7 +577,7 @@ mod tests {
         assert!(c.effective.any(|(t, _), _| t == "t2"));
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_cluster_change_drops_its_answer_and_on_rotation_its_keys() {
         let c = caches(CacheOptions::default());
         get_key(&c, "s1", now(), &Source::new(key("t1", "k1", Some("c1"))))
@@ -610,7 +611,7 @@ mod tests {
         assert!(c.keys.peek(&key_hash("s2")).is_some());
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_policy_change_drops_the_clusters_it_is_assigned_to() {
         let c = caches(CacheOptions::default());
         get_answer(&c, "t1", "c1", &Source::new(answer("c1", "p1")))
@@ -639,7 +640,7 @@ mod tests {
         );
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn the_caches_are_bounded() {
         let c = caches(CacheOptions {
             max_keys: 3,
@@ -669,7 +670,7 @@ mod tests {
         assert!(c.effective.any(|(t, _), _| t == "t9"));
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn disabled_caches_read_every_time() {
         let c = caches(CacheOptions::disabled());
         let keys = Source::new(key("t1", "k1", None));
