@@ -9,10 +9,13 @@
 //!   old keeps serving (admission must not stop because storage is down; revocations made
 //!   meanwhile still arrive by the bus). Unknown, revoked and expired keys are not cached.
 //! - The secret itself is never kept: entries are keyed by its SHA-256.
+//! - One introspection per key at a time, whoever asks (the kit's refreshing cache,
+//!   [`portcullis_kit::cache`]).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
+
+use portcullis_kit::cache::{Cache, CacheConfig};
 
 use portcullis_proto::common::v1 as pc;
 use portcullis_server::{Authenticator, BoxFuture, Role, TenantKey};
@@ -44,18 +47,10 @@ impl Default for KeyCacheOptions {
     }
 }
 
-#[derive(Debug, Clone)]
-struct Entry {
-    key: TenantKey,
-    fetched: Instant,
-    refreshing: bool,
-}
-
 #[derive(Debug)]
 struct Inner {
     upstream: Upstream,
-    options: KeyCacheOptions,
-    entries: Mutex<HashMap<[u8; 32], Entry>>,
+    entries: Cache<[u8; 32], TenantKey, Status>,
     metrics: AdmissionMetrics,
 }
 
@@ -86,11 +81,18 @@ fn expired(key: &TenantKey) -> bool {
 impl IntrospectingAuthenticator {
     /// Keys checked with `upstream`.
     pub fn new(upstream: Upstream, options: KeyCacheOptions, metrics: AdmissionMetrics) -> IntrospectingAuthenticator {
+        let config = CacheConfig {
+            refresh: options.ttl / 2..=options.ttl / 2,
+            max_stale: options.max_stale,
+            unreachable: is_transient,
+            // An inactive key (see `introspect`) leaves the cache.
+            gone: |status| status.code() == Code::Unauthenticated,
+            ..CacheConfig::with_ttl(options.ttl, options.max_entries)
+        };
         IntrospectingAuthenticator {
             inner: Arc::new(Inner {
                 upstream,
-                options,
-                entries: Mutex::new(HashMap::new()),
+                entries: Cache::new(config),
                 metrics,
             }),
         }
@@ -98,18 +100,18 @@ impl IntrospectingAuthenticator {
 
     /// Drops the answer of the key `key_id` (it was revoked).
     pub fn forget_key(&self, key_id: &str) {
-        self.entries().retain(|_, e| e.key.key_id != key_id);
+        self.inner.entries.invalidate_where(|_, key| key.key_id == key_id);
     }
 
     /// Drops every answer (after a gap in the bus events, nothing cached can be vouched for;
     /// callers re-introspect, which is one call per key).
     pub fn clear(&self) {
-        self.entries().clear();
+        self.inner.entries.invalidate_all();
     }
 
     /// How many keys are cached.
     pub fn len(&self) -> usize {
-        self.entries().len()
+        self.inner.entries.len()
     }
 
     /// Whether no key is cached.
@@ -117,108 +119,39 @@ impl IntrospectingAuthenticator {
         self.len() == 0
     }
 
-    fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Entry>> {
-        self.inner.entries.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
     async fn check(&self, secret: &str) -> Result<TenantKey, Status> {
-        let id = hash(secret);
-        let ttl = self.inner.options.ttl;
-        let cached = {
-            let mut entries = self.entries();
-            match entries.get_mut(&id) {
-                Some(entry) if expired(&entry.key) => {
-                    entries.remove(&id);
-                    None
-                }
-                Some(entry) => {
-                    let age = entry.fetched.elapsed();
-                    if age < ttl {
-                        if age >= ttl / 2 && !entry.refreshing {
-                            entry.refreshing = true;
-                            self.refresh_in_background(secret.to_owned(), id);
-                        }
-                        self.inner.metrics.cache_lookup(CacheKind::Key, true);
-                        return Ok(entry.key.clone());
-                    }
-                    Some(entry.clone())
-                }
-                None => None,
-            }
-        };
-        self.inner.metrics.cache_lookup(CacheKind::Key, false);
-        match self.introspect(secret, id).await {
-            Ok(key) => Ok(key),
-            Err(status) if is_transient(&status) => match cached {
-                Some(entry) if entry.fetched.elapsed() < self.inner.options.max_stale => {
-                    tracing::debug!(error = %status, "policy store unreachable; serving a cached key introspection");
-                    Ok(entry.key)
-                }
-                _ => Err(Status::unavailable(format!(
-                    "the credential cannot be checked now: {}",
-                    status.message()
-                ))),
-            },
-            Err(status) => Err(status),
+        let answer = self
+            .inner
+            .entries
+            .get_if(hash(secret), |key| !expired(key), || self.introspect(secret));
+        self.inner.metrics.cache_lookup(CacheKind::Key, answer.is_hit());
+        match answer.get().await {
+            Err(status) if is_transient(&status) => Err(Status::unavailable(format!(
+                "the credential cannot be checked now: {}",
+                status.message()
+            ))),
+            result => result,
         }
     }
 
-    /// Introspects and records the answer; an inactive key is removed.
-    async fn introspect(&self, secret: &str, id: [u8; 32]) -> Result<TenantKey, Status> {
-        let answer = self.inner.upstream.introspect(secret).await;
-        let mut entries = self.entries();
-        let answer = match answer {
-            Ok(answer) => answer,
-            Err(status) => {
-                if let Some(entry) = entries.get_mut(&id) {
-                    entry.refreshing = false;
-                }
-                return Err(status);
-            }
-        };
-        let key = match role_of(answer.role) {
-            Some(role) if answer.active => TenantKey {
-                tenant_id: answer.tenant_id,
-                role,
-                cluster_id: Some(answer.cluster_id).filter(|c| !c.is_empty()),
-                key_id: answer.key_id,
-                expires_at: answer
-                    .expires_at
-                    .and_then(|t| OffsetDateTime::from_unix_timestamp(t.seconds).ok()),
-            },
-            _ => {
-                entries.remove(&id);
-                return Err(Status::unauthenticated("unknown, revoked or expired key"));
-            }
-        };
-        if entries.len() >= self.inner.options.max_entries && !entries.contains_key(&id) {
-            // Over the bound: drop the oldest tenth rather than grow.
-            let mut ages: Vec<(Instant, [u8; 32])> = entries.iter().map(|(k, e)| (e.fetched, *k)).collect();
-            ages.sort_unstable();
-            for (_, k) in ages.iter().take(self.inner.options.max_entries / 10 + 1) {
-                entries.remove(k);
+    /// Introspects `secret`; an inactive key is refused.
+    fn introspect(&self, secret: &str) -> impl Future<Output = Result<TenantKey, Status>> + Send + 'static + use<> {
+        let (upstream, secret) = (self.inner.upstream.clone(), secret.to_owned());
+        async move {
+            let answer = upstream.introspect(&secret).await?;
+            match role_of(answer.role) {
+                Some(role) if answer.active => Ok(TenantKey {
+                    tenant_id: answer.tenant_id,
+                    role,
+                    cluster_id: Some(answer.cluster_id).filter(|c| !c.is_empty()),
+                    key_id: answer.key_id,
+                    expires_at: answer
+                        .expires_at
+                        .and_then(|t| OffsetDateTime::from_unix_timestamp(t.seconds).ok()),
+                }),
+                _ => Err(Status::unauthenticated("unknown, revoked or expired key")),
             }
         }
-        entries.insert(
-            id,
-            Entry {
-                key: key.clone(),
-                fetched: Instant::now(),
-                refreshing: false,
-            },
-        );
-        Ok(key)
-    }
-
-    fn refresh_in_background(&self, secret: String, id: [u8; 32]) {
-        let this = self.clone();
-        tokio::spawn(async move {
-            if let Err(status) = this.introspect(&secret, id).await
-                && is_transient(&status)
-            {
-                tracing::debug!(error = %status, "refreshing a key introspection failed; keeping the answer");
-            }
-        });
     }
 }
 

@@ -12,14 +12,16 @@
 //! - When the policy store cannot be reached, the last entry keeps serving, however old.
 //!   A cluster the store says is gone (deleted, or a name that no longer exists) is dropped.
 //! - Clusters with the same policy revision share one compiled policy.
+//!
+//! The entries are the kit's refreshing cache ([`portcullis_kit::cache`]), with no TTL (the
+//! last entry serves however old) and a background refresh after `refresh_after`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use futures::FutureExt as _;
-use futures::future::{BoxFuture, Shared};
 use portcullis_engine::evaluate::{CompiledPolicy, FailureMode, TrustedImage};
+use portcullis_kit::cache::{Answer, Cache, CacheConfig, LoadAborted};
 use portcullis_proto::common::v1 as pc;
 use portcullis_proto::policystore::v1 as pb;
 use tonic::Code;
@@ -84,18 +86,10 @@ pub enum PolicyFetchError {
     Unavailable(String),
 }
 
-type Fetch = Shared<BoxFuture<'static, Result<Arc<ClusterPolicy>, PolicyFetchError>>>;
-
-#[derive(Default)]
-struct Slot {
-    value: Option<Arc<ClusterPolicy>>,
-    fetched: Option<Instant>,
-    /// The fetch in flight, if any.
-    inflight: Option<Fetch>,
-    /// Bumped by every invalidation: a fetch started before it must not be stored.
-    epoch: u64,
-    /// The last review that used the entry.
-    last_used: Option<Instant>,
+impl From<LoadAborted> for PolicyFetchError {
+    fn from(e: LoadAborted) -> PolicyFetchError {
+        PolicyFetchError::Unavailable(e.to_string())
+    }
 }
 
 /// Sizing and timing of the policy cache.
@@ -124,7 +118,7 @@ type SlotKey = (String, ClusterSel);
 struct Inner {
     upstream: Arc<dyn PolicySource>,
     options: PolicyCacheOptions,
-    slots: Mutex<HashMap<SlotKey, Slot>>,
+    entries: Cache<SlotKey, Arc<ClusterPolicy>, PolicyFetchError>,
     /// Compiled policies by (tenant, policy id, revision), shared while some cluster uses one.
     compiled: Mutex<HashMap<(String, String, u64), Weak<CompiledPolicy>>>,
 }
@@ -153,23 +147,29 @@ pub struct Lookup {
 impl PolicyCache {
     /// An empty cache filled from `upstream`.
     pub fn new(upstream: Arc<dyn PolicySource>, options: PolicyCacheOptions) -> PolicyCache {
+        let config = CacheConfig {
+            // No expiry: the last entry serves however old while the store is unreachable.
+            ttl: Duration::MAX,
+            refresh: options.refresh_after..=options.refresh_after,
+            max_stale: Duration::MAX,
+            unreachable: |e| matches!(e, PolicyFetchError::Unavailable(_)),
+            gone: |e| matches!(e, PolicyFetchError::NotFound(_)),
+            negative_ttl: Duration::ZERO,
+            max_entries: options.max_entries,
+        };
         PolicyCache {
             inner: Arc::new(Inner {
                 upstream,
                 options,
-                slots: Mutex::new(HashMap::new()),
+                entries: Cache::new(config),
                 compiled: Mutex::new(HashMap::new()),
             }),
         }
     }
 
-    fn slots(&self) -> std::sync::MutexGuard<'_, HashMap<SlotKey, Slot>> {
-        self.inner.slots.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
     /// How many clusters are cached.
     pub fn len(&self) -> usize {
-        self.slots().values().filter(|s| s.value.is_some()).count()
+        self.inner.entries.len()
     }
 
     /// Whether no cluster is cached.
@@ -185,19 +185,13 @@ impl PolicyCache {
         cluster: &ClusterSel,
         deadline: Duration,
     ) -> Result<Lookup, PolicyFetchError> {
-        let fetch = {
-            let mut slots = self.slots();
-            let key = (tenant.to_owned(), cluster.clone());
-            let slot = slots.entry(key.clone()).or_default();
-            if let Some(hit) = self.hit(&key, slot) {
-                return Ok(hit);
-            }
-            match &slot.inflight {
-                Some(fetch) => fetch.clone(),
-                None => self.start_fetch(key, slot),
-            }
+        let key = (tenant.to_owned(), cluster.clone());
+        let flight = match self.inner.entries.get(key.clone(), || self.load(&key)) {
+            Answer::Ready(policy) => return Ok(Lookup { policy, hit: true }),
+            Answer::Refused(e) => return Err(e),
+            Answer::Wait(flight) => flight,
         };
-        match tokio::time::timeout(deadline, fetch).await {
+        match tokio::time::timeout(deadline, flight).await {
             Ok(result) => result.map(|policy| Lookup { policy, hit: false }),
             Err(_) => Err(PolicyFetchError::Unavailable(format!(
                 "the policy store did not answer within {deadline:?}"
@@ -208,96 +202,34 @@ impl PolicyCache {
     /// The policy of `cluster` in `tenant` when it is held in memory (a hit, as [`Self::get`]
     /// counts and refreshes it); `None` without fetching otherwise.
     pub fn cached(&self, tenant: &str, cluster: &ClusterSel) -> Option<Lookup> {
-        let mut slots = self.slots();
         let key = (tenant.to_owned(), cluster.clone());
-        let slot = slots.get_mut(&key)?;
-        self.hit(&key, slot)
+        let policy = self.inner.entries.get_cached(&key, || self.load(&key))?;
+        Some(Lookup { policy, hit: true })
     }
 
-    /// A hit on `slot`: its value, a background refresh started when stale.
-    fn hit(&self, key: &SlotKey, slot: &mut Slot) -> Option<Lookup> {
-        slot.last_used = Some(Instant::now());
-        let value = slot.value.clone()?;
-        let stale = slot
-            .fetched
-            .is_none_or(|at| at.elapsed() >= self.inner.options.refresh_after);
-        if stale && slot.inflight.is_none() {
-            let fetch = self.start_fetch(key.clone(), slot);
-            // Nobody waits for it; it stores its result itself.
-            tokio::spawn(fetch);
-        }
-        Some(Lookup {
-            policy: value,
-            hit: true,
-        })
-    }
-
-    /// Starts (in its own task) a fetch for the slot, recorded as its fetch in flight.
-    fn start_fetch(&self, key: SlotKey, slot: &mut Slot) -> Fetch {
-        let epoch = slot.epoch;
-        let this = self.clone();
-        let task = tokio::spawn(async move { this.fetch_and_store(key, epoch).await });
-        let fetch = async move {
-            task.await
-                .unwrap_or_else(|e| Err(PolicyFetchError::Unavailable(format!("fetch task failed: {e}"))))
-        }
-        .boxed()
-        .shared();
-        slot.inflight = Some(fetch.clone());
-        fetch
-    }
-
-    async fn fetch_and_store(&self, key: SlotKey, epoch: u64) -> Result<Arc<ClusterPolicy>, PolicyFetchError> {
-        let (tenant, cluster) = &key;
-        let result = match self.inner.upstream.effective_policy(tenant, cluster).await {
-            Ok(answer) => self.build(tenant, answer).map(Arc::new),
-            Err(status) if matches!(status.code(), Code::NotFound | Code::PermissionDenied) => {
-                Err(PolicyFetchError::NotFound(status.message().to_owned()))
-            }
-            Err(status) => Err(PolicyFetchError::Unavailable(format!(
-                "{}: {}",
-                status.code(),
-                status.message()
-            ))),
-        };
-        let mut slots = self.slots();
-        let over = slots.len() > self.inner.options.max_entries;
-        if let Some(slot) = slots.get_mut(&key)
-            && slot.epoch == epoch
-        {
-            slot.inflight = None;
-            match &result {
-                Ok(value) => {
-                    slot.value = Some(value.clone());
-                    slot.fetched = Some(Instant::now());
+    /// A fetch of `key`'s policy, for the cache to run.
+    fn load(
+        &self,
+        key: &SlotKey,
+    ) -> impl Future<Output = Result<Arc<ClusterPolicy>, PolicyFetchError>> + Send + 'static + use<> {
+        let (this, (tenant, cluster)) = (self.clone(), key.clone());
+        async move {
+            let result = match this.inner.upstream.effective_policy(&tenant, &cluster).await {
+                Ok(answer) => this.build(&tenant, answer).map(Arc::new),
+                Err(status) if matches!(status.code(), Code::NotFound | Code::PermissionDenied) => {
+                    Err(PolicyFetchError::NotFound(status.message().to_owned()))
                 }
-                Err(PolicyFetchError::NotFound(_)) => {
-                    slots.remove(&key);
-                }
-                Err(PolicyFetchError::Unavailable(e)) => {
-                    if slot.value.is_some() {
-                        tracing::warn!(%tenant, ?cluster, error = %e, "refreshing a cluster's policy failed; the last one keeps serving");
-                        // Try again on a later use, not on every review.
-                        slot.fetched = Some(Instant::now());
-                    } else {
-                        slots.remove(&key);
-                    }
-                }
+                Err(status) => Err(PolicyFetchError::Unavailable(format!(
+                    "{}: {}",
+                    status.code(),
+                    status.message()
+                ))),
+            };
+            if let Err(PolicyFetchError::Unavailable(e)) = &result {
+                tracing::warn!(%tenant, ?cluster, error = %e, "reading a cluster's policy failed; a held one keeps serving");
             }
+            result
         }
-        if over {
-            // Over the bound: forget clusters without a fetch in flight, oldest first.
-            let mut ages: Vec<(Instant, SlotKey)> = slots
-                .iter()
-                .filter(|(_, s)| s.inflight.is_none())
-                .filter_map(|(k, s)| s.fetched.map(|f| (f, k.clone())))
-                .collect();
-            ages.sort_unstable_by_key(|(at, _)| *at);
-            for (_, k) in ages.into_iter().take(self.inner.options.max_entries / 10 + 1) {
-                slots.remove(&k);
-            }
-        }
-        result
     }
 
     fn build(&self, tenant: &str, answer: pb::GetEffectivePolicyResponse) -> Result<ClusterPolicy, PolicyFetchError> {
@@ -359,15 +291,9 @@ impl PolicyCache {
     /// Fetches again, in the background, every cached cluster of `tenant` for which `which`
     /// holds (policy or settings changed); the old entry serves until the new one arrives.
     pub fn refresh_where(&self, tenant: &str, which: impl Fn(&ClusterPolicy) -> bool) {
-        let mut slots = self.slots();
-        for (key, slot) in slots.iter_mut() {
-            if key.0 != tenant || !slot.value.as_deref().is_some_and(&which) {
-                continue;
-            }
-            slot.epoch += 1;
-            let fetch = self.start_fetch(key.clone(), slot);
-            tokio::spawn(fetch);
-        }
+        self.inner
+            .entries
+            .refresh_where(|(t, _), policy| t == tenant && which(policy), |key| self.load(key));
     }
 
     /// Re-checks, in the background, every entry older than the refresh interval, so that an
@@ -375,37 +301,21 @@ impl PolicyCache {
     /// bus event was lost; forgets clusters unused for [`PolicyCacheOptions::idle_after`].
     /// Called periodically by the running server.
     pub fn refresh_stale(&self) {
-        let options = &self.inner.options;
-        let mut slots = self.slots();
-        slots.retain(|_, slot| {
-            slot.inflight.is_some() || slot.last_used.is_some_and(|at| at.elapsed() < options.idle_after)
-        });
-        for (key, slot) in slots.iter_mut() {
-            let stale = slot.fetched.is_some_and(|at| at.elapsed() >= options.refresh_after);
-            if slot.value.is_some() && stale && slot.inflight.is_none() {
-                let fetch = self.start_fetch(key.clone(), slot);
-                tokio::spawn(fetch);
-            }
-        }
+        self.inner
+            .entries
+            .sweep(self.inner.options.idle_after, |key| self.load(key));
     }
 
     /// Fetches every cached cluster again in the background (after a gap in the events).
     pub fn refresh_all(&self) {
-        let mut slots = self.slots();
-        for (key, slot) in slots.iter_mut() {
-            if slot.value.is_none() {
-                continue;
-            }
-            slot.epoch += 1;
-            let fetch = self.start_fetch(key.clone(), slot);
-            tokio::spawn(fetch);
-        }
+        self.inner.entries.refresh_where(|_, _| true, |key| self.load(key));
     }
 
     /// Forgets every cluster of `tenant` for which `which` holds (deleted).
     pub fn remove_where(&self, tenant: &str, which: impl Fn(&ClusterPolicy) -> bool) {
-        self.slots()
-            .retain(|key, slot| key.0 != tenant || !slot.value.as_deref().is_some_and(&which));
+        self.inner
+            .entries
+            .invalidate_where(|(t, _), policy| t == tenant && which(policy));
     }
 }
 
@@ -564,9 +474,9 @@ mod tests {
         let probe = cache.clone();
         eventually("the new revision replacing the old", move || {
             probe
-                .slots()
-                .get(&("t".to_owned(), ClusterSel::Id("c1".into())))
-                .and_then(|s| s.value.as_ref())
+                .inner
+                .entries
+                .peek(&("t".to_owned(), ClusterSel::Id("c1".into())))
                 .is_some_and(|v| v.revision == 2)
         })
         .await;
