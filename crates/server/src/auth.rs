@@ -13,7 +13,6 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 
-use time::OffsetDateTime;
 use tonic::Status;
 use tonic::metadata::MetadataMap;
 
@@ -33,20 +32,8 @@ pub const MIN_SECRET_LEN: usize = 16;
 /// The role of a tenant API key: the one definition, in the domain crate.
 pub use portcullis_domain::Role;
 
-/// A valid tenant API key: what introspection answers.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TenantKey {
-    /// The key's tenant.
-    pub tenant_id: String,
-    /// The key's role.
-    pub role: Role,
-    /// For a connector key, its cluster's id.
-    pub cluster_id: Option<String>,
-    /// The key's id (author of revisions, actor of audit entries).
-    pub key_id: String,
-    /// When the key stops working on its own; `None` when it does not.
-    pub expires_at: Option<OffsetDateTime>,
-}
+/// A valid tenant API key: what introspection answers (the domain's one definition).
+pub use portcullis_domain::KeyIdentity as TenantKey;
 
 /// The kind of credential a call carried.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -518,20 +518,8 @@ pub struct ApiKeyQuery {
     pub include_inactive: bool,
 }
 
-/// What a valid key is: the answer of introspection.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeyIdentity {
-    /// The tenant.
-    pub tenant_id: String,
-    /// The role.
-    pub role: Role,
-    /// For a connector key, its cluster's id.
-    pub cluster_id: Option<String>,
-    /// The key's id.
-    pub key_id: String,
-    /// When it stops working on its own (expiry or end of a rotation grace period).
-    pub expires_at: Option<OffsetDateTime>,
-}
+/// What a valid key is: the answer of introspection (the domain's one definition).
+pub use portcullis_domain::KeyIdentity;
 
 /// A tenant.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -5,11 +5,12 @@
 use std::collections::BTreeSet;
 
 use portcullis_engine::attestor::Attestor;
+use portcullis_engine::policy::FieldError;
 use portcullis_engine::runtime::Ruleset;
 use portcullis_proto::events::v1 as pe;
 use sea_orm::sea_query::{Alias, Expr, ExprTrait, Order, Query, SelectStatement};
 use sea_orm::{ConnectionTrait, FromQueryResult};
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::clock::from_micros;
 use crate::error::{StoreError, StoreResult};
@@ -97,29 +98,36 @@ fn looks_like_json(text: &str) -> bool {
     text.trim_start().starts_with('{')
 }
 
+/// An engine document read from JSON or YAML, validated, and its canonical JSON.
+type Reader<D> = (
+    fn(&str) -> Result<D, FieldError>,
+    fn(&str) -> Result<D, FieldError>,
+    fn(&D) -> Result<(), Vec<FieldError>>,
+);
+
+fn read_document<D: serde::Serialize>(
+    text: &str,
+    (from_json, from_yaml, validate): Reader<D>,
+) -> StoreResult<(D, Value)> {
+    let doc = if looks_like_json(text) {
+        from_json(text)
+    } else {
+        from_yaml(text)
+    }
+    .map_err(|e| StoreError::InvalidArgument(vec![e]))?;
+    validate(&doc).map_err(StoreError::InvalidArgument)?;
+    let value = serde_json::to_value(&doc).map_err(|e| StoreError::Internal(e.to_string()))?;
+    Ok((doc, value))
+}
+
 fn parse(kind: Kind, text: &str) -> StoreResult<Parsed> {
-    let one = |e| StoreError::InvalidArgument(vec![e]);
     let (name, description, canonical) = match kind {
         Kind::Ruleset => {
-            let r = if looks_like_json(text) {
-                Ruleset::from_json(text)
-            } else {
-                Ruleset::from_yaml(text)
-            }
-            .map_err(one)?;
-            r.validate().map_err(StoreError::InvalidArgument)?;
-            let value = serde_json::to_value(&r).map_err(|e| StoreError::Internal(e.to_string()))?;
+            let (r, value) = read_document(text, (Ruleset::from_json, Ruleset::from_yaml, Ruleset::validate))?;
             (r.name, r.description, value)
         }
         Kind::Attestor => {
-            let a = if looks_like_json(text) {
-                Attestor::from_json(text)
-            } else {
-                Attestor::from_yaml(text)
-            }
-            .map_err(one)?;
-            a.validate().map_err(StoreError::InvalidArgument)?;
-            let value = serde_json::to_value(&a).map_err(|e| StoreError::Internal(e.to_string()))?;
+            let (a, value) = read_document(text, (Attestor::from_json, Attestor::from_yaml, Attestor::validate))?;
             (a.name, a.description, value)
         }
     };

@@ -11,8 +11,8 @@ use super::document::{self, document_with_identity};
 use super::error::ClientError;
 use super::output::{Format, Table, print_json, print_line, print_table, render_fields, time_cell, time_json};
 use super::policy::print_applied;
-use super::{Conn, Ctx, KeyChoice, all_pages, missing};
-use portcullis_proto::common::v1::PageRequest;
+use super::{Conn, Ctx, KeyChoice, all_pages, missing, next_token};
+use portcullis_proto::common::v1::{PageRequest, PageResponse};
 
 /// A stored document's fields as the commands show them.
 pub(super) struct Stored {
@@ -77,6 +77,35 @@ pub(super) trait NamedDocument {
     ) -> Result<(Vec<Self::Record>, String), Status>;
     /// Deletes by name: the deleted id.
     async fn delete(client: Self::Client, name: &str) -> Result<String, Status>;
+}
+
+/// Every item of a listing: connects with `key`, then pages through `call` (one request a
+/// page) and takes each answer's items and page with `split`. The one paging loop of the
+/// CLI's `list` commands.
+pub(super) async fn list_all<C, R, T, F, Fut>(
+    ctx: &Ctx<'_>,
+    key: KeyChoice,
+    client_of: impl Fn(&Conn) -> C,
+    mut call: F,
+    split: impl Fn(R) -> (Vec<T>, Option<PageResponse>),
+) -> Result<Vec<T>, ClientError>
+where
+    C: Clone,
+    F: FnMut(C, PageRequest) -> Fut,
+    Fut: Future<Output = Result<tonic::Response<R>, Status>>,
+{
+    let conn = ctx.connect(key).await?;
+    let client = client_of(&conn);
+    all_pages(None, |page| {
+        let answer = call(client.clone(), page);
+        let split = &split;
+        async move {
+            let (items, page) = split(answer.await?.into_inner());
+            Ok((items, next_token(page)))
+        }
+    })
+    .await
+    .map_err(|s| conn.error(s))
 }
 
 /// `apply -f FILE`.
