@@ -154,9 +154,9 @@ impl TopicFilter {
     pub fn subjects(&self) -> Vec<String> {
         let tenant = self.tenant.as_deref().unwrap_or("*");
         if self.topics.is_empty() {
-            return vec![format!("pc.{tenant}.evt.>")];
+            return vec![event_subject(tenant, ">")];
         }
-        let mut subjects: Vec<String> = self.topics.iter().map(|t| format!("pc.{tenant}.evt.{t}")).collect();
+        let mut subjects: Vec<String> = self.topics.iter().map(|t| event_subject(tenant, t)).collect();
         subjects.sort();
         subjects.dedup();
         subjects
@@ -180,18 +180,8 @@ impl StartFrom {
     }
 }
 
-/// `pc.<tenant>.evt.<topic>`.
-pub fn event_subject(tenant: &str, topic: &str) -> String {
-    format!("pc.{tenant}.evt.{topic}")
-}
-
-/// Splits `pc.<tenant>.evt.<topic>` into tenant and topic.
-pub fn parse_event_subject(subject: &str) -> Option<(&str, &str)> {
-    let rest = subject.strip_prefix("pc.")?;
-    let (tenant, rest) = rest.split_once('.')?;
-    let topic = rest.strip_prefix("evt.")?;
-    (!tenant.is_empty() && !topic.is_empty()).then_some((tenant, topic))
-}
+/// `pc.<tenant>.evt.<topic>` and its reading back: formatted in one place, the domain crate.
+pub use portcullis_domain::topic::{event_subject, parse_event_subject};
 
 fn invalid(field: &'static str, reason: impl Into<String>) -> BusError {
     BusError::Invalid {
@@ -202,19 +192,9 @@ fn invalid(field: &'static str, reason: impl Into<String>) -> BusError {
 
 /// Tenant ids are `[a-z0-9-]{1,36}`.
 pub fn validate_tenant(tenant: &str) -> Result<(), BusError> {
-    if tenant.is_empty() || tenant.len() > 36 {
-        return Err(invalid("tenant", format!("{tenant:?} must be 1 to 36 characters")));
-    }
-    if !tenant
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-    {
-        return Err(invalid(
-            "tenant",
-            format!("{tenant:?} may only contain a-z, 0-9 and '-'"),
-        ));
-    }
-    Ok(())
+    portcullis_domain::TenantId::parse(tenant)
+        .map(drop)
+        .map_err(|e| invalid("tenant", e.reason))
 }
 
 /// Topics are dot-separated non-empty tokens of `[a-z0-9_-]`, at most 128 characters.

@@ -21,7 +21,7 @@ use crate::subscription::{
 use crate::{BusConfig, BusError};
 
 /// Subjects of the event stream.
-pub const EVENT_SUBJECTS: &str = "pc.*.evt.>";
+pub use portcullis_domain::topic::EVENT_SUBJECTS;
 
 /// The NATS bus. Cloning gives another handle on the same connection.
 ///

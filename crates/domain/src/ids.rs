@@ -39,7 +39,7 @@ macro_rules! id_type {
                 } else {
                     Err(IdError {
                         field: Self::FIELD,
-                        reason: format!("{s:?} must be 1 to {} characters of {}", Self::MAX_LEN, $what),
+                        reason: format!("{s:?} must be 1-{} characters of {}", Self::MAX_LEN, $what),
                     })
                 }
             }

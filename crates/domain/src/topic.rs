@@ -30,7 +30,7 @@ macro_rules! topics {
             pub const ALL: &'static [Topic] = &[$(Topic::$variant),+];
 
             /// The topic as it stands in subjects (`policy.changed`).
-            pub fn as_str(self) -> &'static str {
+            pub const fn as_str(self) -> &'static str {
                 match self {
                     $(Topic::$variant => $text,)+
                 }

@@ -13,7 +13,6 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 
-use time::OffsetDateTime;
 use tonic::Status;
 use tonic::metadata::MetadataMap;
 
@@ -30,51 +29,11 @@ pub const SERVICE_TOKEN_ENV: &str = "PORTCULLIS_SERVICE_TOKEN";
 /// The shortest operator key or service credential accepted.
 pub const MIN_SECRET_LEN: usize = 16;
 
-/// The role of a tenant API key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Role {
-    /// Everything in the tenant, including keys and the audit log.
-    Admin,
-    /// Reads, and writes policies, rulesets, attestors, clusters and scan results.
-    Editor,
-    /// Reads only.
-    Viewer,
-    /// Bound to one cluster: its effective policy and heartbeats.
-    Connector,
-}
+/// The role of a tenant API key: the one definition, in the domain crate.
+pub use portcullis_domain::Role;
 
-impl Role {
-    /// `admin`, `editor`, `viewer` or `connector`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Admin => "admin",
-            Role::Editor => "editor",
-            Role::Viewer => "viewer",
-            Role::Connector => "connector",
-        }
-    }
-}
-
-impl fmt::Display for Role {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// A valid tenant API key: what introspection answers.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TenantKey {
-    /// The key's tenant.
-    pub tenant_id: String,
-    /// The key's role.
-    pub role: Role,
-    /// For a connector key, its cluster's id.
-    pub cluster_id: Option<String>,
-    /// The key's id (author of revisions, actor of audit entries).
-    pub key_id: String,
-    /// When the key stops working on its own; `None` when it does not.
-    pub expires_at: Option<OffsetDateTime>,
-}
+/// A valid tenant API key: what introspection answers (the domain's one definition).
+pub use portcullis_domain::KeyIdentity as TenantKey;
 
 /// The kind of credential a call carried.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -364,12 +323,8 @@ pub async fn authenticate(
         }
         Principal::Operator
     } else if credentials.service_token.as_ref().is_some_and(|k| k.matches(token)) {
-        if let Some(tenant) = &header_tenant
-            && !is_valid_tenant_id(tenant)
-        {
-            return Err(Status::invalid_argument(format!(
-                "{TENANT_METADATA}: {tenant:?} must be 1-36 characters of a-z, 0-9 and '-'"
-            )));
+        if let Some(Err(e)) = header_tenant.as_deref().map(portcullis_domain::TenantId::parse) {
+            return Err(Status::invalid_argument(format!("{TENANT_METADATA}: {}", e.reason)));
         }
         Principal::Service { tenant: header_tenant }
     } else {
@@ -389,10 +344,7 @@ pub async fn authenticate(
     })
 }
 
-/// Whether `id` is a tenant id: `[a-z0-9-]{1,36}`.
+/// Whether `id` is a tenant id: `[a-z0-9-]{1,36}` (the rule is `TenantId::is_valid`).
 pub fn is_valid_tenant_id(id: &str) -> bool {
-    (1..=36).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    portcullis_domain::TenantId::is_valid(id)
 }

@@ -1,38 +1,10 @@
 //! `InvalidArgument` with every field named: in the message and, for clients that read
 //! them, as `google.rpc.BadRequest` field violations in the standard error details
-//! (`grpc-status-details-bin`).
+//! (`grpc-status-details-bin`). Thin wrappers of the one implementation in
+//! `portcullis_domain::Error`, kept for the many callers that build a `Status` directly.
 
-use prost::Message;
-use tonic::{Code, Status};
-
-/// `google.rpc.Status`.
-#[derive(Clone, PartialEq, prost::Message)]
-struct RpcStatus {
-    #[prost(int32, tag = "1")]
-    code: i32,
-    #[prost(string, tag = "2")]
-    message: String,
-    #[prost(message, repeated, tag = "3")]
-    details: Vec<prost_types::Any>,
-}
-
-/// `google.rpc.BadRequest`.
-#[derive(Clone, PartialEq, prost::Message)]
-struct BadRequest {
-    #[prost(message, repeated, tag = "1")]
-    field_violations: Vec<FieldViolation>,
-}
-
-/// `google.rpc.BadRequest.FieldViolation`.
-#[derive(Clone, PartialEq, prost::Message)]
-struct FieldViolation {
-    #[prost(string, tag = "1")]
-    field: String,
-    #[prost(string, tag = "2")]
-    description: String,
-}
-
-const BAD_REQUEST_TYPE: &str = "type.googleapis.com/google.rpc.BadRequest";
+use portcullis_domain::Error;
+use tonic::Status;
 
 /// `InvalidArgument` for the `(field path, problem)` pairs: the message lists every one as
 /// `path: problem` joined by `; `, and the details carry them as a `google.rpc.BadRequest`.
@@ -42,51 +14,19 @@ where
     F: Into<String>,
     M: Into<String>,
 {
-    let field_violations: Vec<FieldViolation> = violations
-        .into_iter()
-        .map(|(f, m)| FieldViolation {
-            field: f.into(),
-            description: m.into(),
-        })
-        .collect();
-    let message = field_violations
-        .iter()
-        .map(|v| {
-            if v.field.is_empty() {
-                v.description.clone()
-            } else {
-                format!("{}: {}", v.field, v.description)
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("; ");
-    let details = RpcStatus {
-        code: Code::InvalidArgument as i32,
-        message: message.clone(),
-        details: vec![prost_types::Any {
-            type_url: BAD_REQUEST_TYPE.to_owned(),
-            value: BadRequest { field_violations }.encode_to_vec(),
-        }],
-    };
-    Status::with_details(Code::InvalidArgument, message, details.encode_to_vec().into())
+    Status::from(Error::invalid_fields(violations))
 }
 
 /// `InvalidArgument` for one field.
 pub fn invalid_field(field: impl Into<String>, problem: impl Into<String>) -> Status {
-    invalid_fields([(field.into(), problem.into())])
+    Status::from(Error::invalid(field, problem))
 }
 
 /// The `(field path, problem)` pairs of a status made by [`invalid_fields`] (or any status
 /// with `google.rpc.BadRequest` details); empty when it has none.
 pub fn field_violations(status: &Status) -> Vec<(String, String)> {
-    let Ok(rpc) = RpcStatus::decode(status.details()) else {
-        return Vec::new();
-    };
-    rpc.details
-        .iter()
-        .filter(|any| any.type_url == BAD_REQUEST_TYPE)
-        .filter_map(|any| BadRequest::decode(any.value.as_slice()).ok())
-        .flat_map(|b| b.field_violations)
+    portcullis_domain::error::field_violations(status)
+        .into_iter()
         .map(|v| (v.field, v.description))
         .collect()
 }

@@ -47,7 +47,12 @@ pub(crate) async fn find_cluster<C: ConnectionTrait>(
 fn settings_of(m: &cluster::Model) -> StoreResult<ClusterSettings> {
     let unreadable = |e: serde_json::Error| StoreError::Internal(format!("stored cluster settings unreadable: {e}"));
     Ok(ClusterSettings {
-        failure_mode: m.failure_mode.parse::<FailureMode>()?,
+        failure_mode: m.failure_mode.parse::<FailureMode>().map_err(|e| {
+            StoreError::invalid(
+                "settings.failure_mode",
+                format!("{:?} is not a failure mode ({})", e.value, e.expected),
+            )
+        })?,
         excluded_namespaces: serde_json::from_str(&m.excluded_namespaces).map_err(unreadable)?,
         trusted_images: serde_json::from_str(&m.trusted_images).map_err(unreadable)?,
     })

@@ -118,5 +118,30 @@ impl From<DbErr> for StoreError {
     }
 }
 
+impl From<StoreError> for portcullis_domain::Error {
+    /// The store's row of the one error table. Database and internal failures keep their
+    /// detail for the log only: no SQL or table names reach a caller.
+    fn from(e: StoreError) -> portcullis_domain::Error {
+        use portcullis_domain::{Error, ErrorKind};
+        match e {
+            StoreError::NotFound { .. } => Error::new(ErrorKind::NotFound, e.to_string()),
+            StoreError::AlreadyExists { .. } => Error::new(ErrorKind::AlreadyExists, e.to_string()),
+            StoreError::FailedPrecondition(message) => Error::new(ErrorKind::FailedPrecondition, message),
+            StoreError::InvalidArgument(errors) => {
+                Error::invalid_fields(errors.into_iter().map(|f| (f.path, f.message)))
+            }
+            StoreError::Unauthenticated(_) => Error::new(ErrorKind::Unauthenticated, e.to_string()),
+            StoreError::PermissionDenied(message) => Error::new(ErrorKind::PermissionDenied, message),
+            StoreError::Database(db) => match db {
+                DbErr::Conn(_) | DbErr::ConnectionAcquire(_) => {
+                    Error::new(ErrorKind::Unavailable, "the database is unavailable; retry later").with_detail(db)
+                }
+                _ => Error::internal("internal error (database); the server log has the details", db),
+            },
+            StoreError::Internal(message) => Error::internal("internal error; the server log has the details", message),
+        }
+    }
+}
+
 /// The store's result type.
 pub type StoreResult<T> = Result<T, StoreError>;

@@ -1,6 +1,7 @@
 //! The events the store publishes: topics, the protobuf envelope, and the conversions its
 //! payloads need.
 
+use portcullis_domain::Topic;
 use portcullis_engine::scan::{CvssMetric, ScanType, Severity};
 use portcullis_proto::common::v1 as pc;
 use portcullis_proto::events::v1 as pe;
@@ -9,23 +10,22 @@ use time::OffsetDateTime;
 
 use crate::model::{Actor, ScanRecord};
 
+// The topics' names live in the domain's registry; these names are kept for callers.
 /// Topic of a policy's creation, change or deletion.
-pub const TOPIC_POLICY_CHANGED: &str = "policy.changed";
+pub const TOPIC_POLICY_CHANGED: &str = Topic::PolicyChanged.as_str();
 /// Topic of a cluster's registration, change or deletion.
-pub const TOPIC_CLUSTER_CHANGED: &str = "cluster.changed";
+pub const TOPIC_CLUSTER_CHANGED: &str = Topic::ClusterChanged.as_str();
 /// Topic of an attestor's creation, change or deletion.
-pub const TOPIC_ATTESTOR_CHANGED: &str = "attestor.changed";
+pub const TOPIC_ATTESTOR_CHANGED: &str = Topic::AttestorChanged.as_str();
 /// Topic of a ruleset's creation, change or deletion.
-pub const TOPIC_RULESET_CHANGED: &str = "ruleset.changed";
+pub const TOPIC_RULESET_CHANGED: &str = Topic::RulesetChanged.as_str();
 /// Topic of a key that stopped working.
-pub const TOPIC_APIKEY_REVOKED: &str = "apikey.revoked";
+pub const TOPIC_APIKEY_REVOKED: &str = Topic::ApiKeyRevoked.as_str();
 /// Topic of a stored scan result.
-pub const TOPIC_SCAN_RESULT: &str = "scan.result";
+pub const TOPIC_SCAN_RESULT: &str = Topic::ScanResult.as_str();
 
 /// The subject an event of `tenant` and `topic` is published on: `pc.<tenant>.evt.<topic>`.
-pub fn subject(tenant_id: &str, topic: &str) -> String {
-    format!("pc.{tenant_id}.evt.{topic}")
-}
+pub use portcullis_domain::topic::event_subject as subject;
 
 /// A protobuf timestamp.
 pub fn timestamp(t: OffsetDateTime) -> prost_types::Timestamp {
@@ -40,18 +40,19 @@ pub fn timestamp(t: OffsetDateTime) -> prost_types::Timestamp {
 pub fn topic_of(payload: &pe::event_envelope::Payload) -> &'static str {
     use pe::event_envelope::Payload as P;
     match payload {
-        P::PolicyChanged(_) => TOPIC_POLICY_CHANGED,
-        P::ClusterChanged(_) => TOPIC_CLUSTER_CHANGED,
-        P::AttestorChanged(_) => TOPIC_ATTESTOR_CHANGED,
-        P::RulesetChanged(_) => TOPIC_RULESET_CHANGED,
-        P::ApiKeyRevoked(_) => TOPIC_APIKEY_REVOKED,
-        P::ScanResultStored(_) => TOPIC_SCAN_RESULT,
-        P::AdmissionDecision(_) => "admission.decision",
-        P::ContinuousFinding(_) => "continuous.finding",
-        P::ContinuousMitigation(_) => "continuous.mitigation",
-        P::SignatureVerdict(_) => "signature.verdict",
-        P::RuntimeMitigation(_) => "runtime.mitigation",
+        P::PolicyChanged(_) => Topic::PolicyChanged,
+        P::ClusterChanged(_) => Topic::ClusterChanged,
+        P::AttestorChanged(_) => Topic::AttestorChanged,
+        P::RulesetChanged(_) => Topic::RulesetChanged,
+        P::ApiKeyRevoked(_) => Topic::ApiKeyRevoked,
+        P::ScanResultStored(_) => Topic::ScanResult,
+        P::AdmissionDecision(_) => Topic::AdmissionDecision,
+        P::ContinuousFinding(_) => Topic::ContinuousFinding,
+        P::ContinuousMitigation(_) => Topic::ContinuousMitigation,
+        P::SignatureVerdict(_) => Topic::SignatureVerdict,
+        P::RuntimeMitigation(_) => Topic::RuntimeMitigation,
     }
+    .as_str()
 }
 
 /// An encoded envelope, ready for the outbox, with the envelope itself (for the store's

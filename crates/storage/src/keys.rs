@@ -21,7 +21,7 @@ use crate::error::{InactiveReason, StoreError, StoreResult};
 use crate::events::timestamp;
 use crate::model::{
     Actor, ApiKey, ApiKeyQuery, CreatedTenant, IssuedKey, KeyIdentity, NewApiKey, NewTenant, Page, PageRequest, Role,
-    Tenant,
+    Tenant, ToProto,
 };
 use crate::policies::sha256_hex;
 use crate::store::{AuditResource, Store, Tx, check_tenant_id, decode_token, finish_page, page_limit};
@@ -159,7 +159,7 @@ pub(crate) async fn revoke_in_tx(tx: &mut Tx<'_>, key: &api_key::Model, reason: 
     let role = key
         .role
         .parse::<Role>()
-        .map(Role::to_proto)
+        .map(ToProto::to_proto)
         .unwrap_or(portcullis_proto::common::v1::Role::Unspecified);
     tx.event(
         &key.tenant_id,

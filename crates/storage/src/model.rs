@@ -1,12 +1,9 @@
 //! The domain types the store takes and returns.
 
 use std::fmt;
-use std::str::FromStr;
 
 use portcullis_engine::scan::{CvssMetric, ScanResult, ScanType, Severity};
 use time::OffsetDateTime;
-
-use crate::error::StoreError;
 
 /// Who makes a change: recorded as the author of revisions and in the audit log.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -51,35 +48,22 @@ impl Actor {
     }
 }
 
-/// The role of an API key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Role {
-    /// Everything in the tenant, including keys and the audit log.
-    Admin,
-    /// Read and write policies, rulesets, attestors, clusters and scan results.
-    Editor,
-    /// Read only.
-    Viewer,
-    /// Bound to one cluster.
-    Connector,
+/// The role of an API key and a cluster's failure mode: the one definition of each, in the
+/// domain crate.
+pub use portcullis_domain::{FailureMode, Role};
+
+/// The protobuf value of a domain type: the one place storage's types meet the wire enums
+/// (the orphan rule keeps a `From` out of this crate).
+pub trait ToProto {
+    /// The protobuf type.
+    type Proto;
+    /// The protobuf value.
+    fn to_proto(self) -> Self::Proto;
 }
 
-impl Role {
-    /// Every role.
-    pub const ALL: [Role; 4] = [Role::Admin, Role::Editor, Role::Viewer, Role::Connector];
-
-    /// `admin`, `editor`, `viewer` or `connector`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Admin => "admin",
-            Role::Editor => "editor",
-            Role::Viewer => "viewer",
-            Role::Connector => "connector",
-        }
-    }
-
-    /// The protobuf enum value.
-    pub fn to_proto(self) -> portcullis_proto::common::v1::Role {
+impl ToProto for Role {
+    type Proto = portcullis_proto::common::v1::Role;
+    fn to_proto(self) -> Self::Proto {
         use portcullis_proto::common::v1::Role as P;
         match self {
             Role::Admin => P::Admin,
@@ -90,22 +74,14 @@ impl Role {
     }
 }
 
-impl fmt::Display for Role {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Role {
-    type Err = StoreError;
-
-    fn from_str(s: &str) -> Result<Role, StoreError> {
-        Role::ALL.into_iter().find(|r| r.as_str() == s).ok_or_else(|| {
-            StoreError::invalid(
-                "role",
-                format!("{s:?} is not a role (admin, editor, viewer, connector)"),
-            )
-        })
+impl ToProto for FailureMode {
+    type Proto = portcullis_proto::common::v1::FailureMode;
+    fn to_proto(self) -> Self::Proto {
+        use portcullis_proto::common::v1::FailureMode as P;
+        match self {
+            FailureMode::FailOpen => P::FailOpen,
+            FailureMode::FailClosed => P::FailClosed,
+        }
     }
 }
 
@@ -291,49 +267,6 @@ pub struct NameQuery {
     pub page: PageRequest,
     /// Only names containing this text (case-sensitive); empty for all.
     pub name_filter: String,
-}
-
-/// What happens when no decision can be had for a cluster.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum FailureMode {
-    /// Admit the workload and record why (the default).
-    #[default]
-    FailOpen,
-    /// Reject the workload and record why.
-    FailClosed,
-}
-
-impl FailureMode {
-    /// `fail-open` or `fail-closed`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FailureMode::FailOpen => "fail-open",
-            FailureMode::FailClosed => "fail-closed",
-        }
-    }
-
-    /// The protobuf enum value.
-    pub fn to_proto(self) -> portcullis_proto::common::v1::FailureMode {
-        match self {
-            FailureMode::FailOpen => portcullis_proto::common::v1::FailureMode::FailOpen,
-            FailureMode::FailClosed => portcullis_proto::common::v1::FailureMode::FailClosed,
-        }
-    }
-}
-
-impl FromStr for FailureMode {
-    type Err = StoreError;
-
-    fn from_str(s: &str) -> Result<FailureMode, StoreError> {
-        match s {
-            "fail-open" => Ok(FailureMode::FailOpen),
-            "fail-closed" => Ok(FailureMode::FailClosed),
-            other => Err(StoreError::invalid(
-                "settings.failure_mode",
-                format!("{other:?} is not a failure mode (fail-open, fail-closed)"),
-            )),
-        }
-    }
 }
 
 /// The namespaces a new cluster excludes unless told otherwise.
@@ -585,20 +518,8 @@ pub struct ApiKeyQuery {
     pub include_inactive: bool,
 }
 
-/// What a valid key is: the answer of introspection.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeyIdentity {
-    /// The tenant.
-    pub tenant_id: String,
-    /// The role.
-    pub role: Role,
-    /// For a connector key, its cluster's id.
-    pub cluster_id: Option<String>,
-    /// The key's id.
-    pub key_id: String,
-    /// When it stops working on its own (expiry or end of a rotation grace period).
-    pub expires_at: Option<OffsetDateTime>,
-}
+/// What a valid key is: the answer of introspection (the domain's one definition).
+pub use portcullis_domain::KeyIdentity;
 
 /// A tenant.
 #[derive(Debug, Clone, PartialEq, Eq)]

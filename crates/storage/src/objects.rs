@@ -5,11 +5,12 @@
 use std::collections::BTreeSet;
 
 use portcullis_engine::attestor::Attestor;
+use portcullis_engine::policy::FieldError;
 use portcullis_engine::runtime::Ruleset;
 use portcullis_proto::events::v1 as pe;
 use sea_orm::sea_query::{Alias, Expr, ExprTrait, Order, Query, SelectStatement};
 use sea_orm::{ConnectionTrait, FromQueryResult};
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::clock::from_micros;
 use crate::error::{StoreError, StoreResult};
@@ -97,29 +98,36 @@ fn looks_like_json(text: &str) -> bool {
     text.trim_start().starts_with('{')
 }
 
+/// An engine document read from JSON or YAML, validated, and its canonical JSON.
+type Reader<D> = (
+    fn(&str) -> Result<D, FieldError>,
+    fn(&str) -> Result<D, FieldError>,
+    fn(&D) -> Result<(), Vec<FieldError>>,
+);
+
+fn read_document<D: serde::Serialize>(
+    text: &str,
+    (from_json, from_yaml, validate): Reader<D>,
+) -> StoreResult<(D, Value)> {
+    let doc = if looks_like_json(text) {
+        from_json(text)
+    } else {
+        from_yaml(text)
+    }
+    .map_err(|e| StoreError::InvalidArgument(vec![e]))?;
+    validate(&doc).map_err(StoreError::InvalidArgument)?;
+    let value = serde_json::to_value(&doc).map_err(|e| StoreError::Internal(e.to_string()))?;
+    Ok((doc, value))
+}
+
 fn parse(kind: Kind, text: &str) -> StoreResult<Parsed> {
-    let one = |e| StoreError::InvalidArgument(vec![e]);
     let (name, description, canonical) = match kind {
         Kind::Ruleset => {
-            let r = if looks_like_json(text) {
-                Ruleset::from_json(text)
-            } else {
-                Ruleset::from_yaml(text)
-            }
-            .map_err(one)?;
-            r.validate().map_err(StoreError::InvalidArgument)?;
-            let value = serde_json::to_value(&r).map_err(|e| StoreError::Internal(e.to_string()))?;
+            let (r, value) = read_document(text, (Ruleset::from_json, Ruleset::from_yaml, Ruleset::validate))?;
             (r.name, r.description, value)
         }
         Kind::Attestor => {
-            let a = if looks_like_json(text) {
-                Attestor::from_json(text)
-            } else {
-                Attestor::from_yaml(text)
-            }
-            .map_err(one)?;
-            a.validate().map_err(StoreError::InvalidArgument)?;
-            let value = serde_json::to_value(&a).map_err(|e| StoreError::Internal(e.to_string()))?;
+            let (a, value) = read_document(text, (Attestor::from_json, Attestor::from_yaml, Attestor::validate))?;
             (a.name, a.description, value)
         }
     };
@@ -557,117 +565,90 @@ fn map_page<T>(p: Page<Row>, f: fn(Row) -> T) -> Page<T> {
     }
 }
 
-impl Store {
-    /// Creates a ruleset (JSON or YAML), validated by the engine; AlreadyExists when the name
-    /// is taken.
-    pub async fn create_ruleset(&self, tenant_id: &str, actor: &Actor, document: &str) -> StoreResult<StoredRuleset> {
-        self.create_object(Kind::Ruleset, tenant_id, actor, document)
-            .await
-            .map(to_ruleset)
-    }
+/// The typed operations of one kind of named document over the shared `*_object` ones:
+/// one implementation, instantiated per kind.
+macro_rules! named_document_store {
+    (
+        $kind:expr, $what:literal, $stored:ty, $from_row:path, $refs:literal,
+        $create:ident, $get:ident, $list:ident, $update:ident, $apply:ident, $delete:ident $(,)?
+    ) => {
+        impl Store {
+            #[doc = concat!("Creates ", $what, " (JSON or YAML), validated by the engine; AlreadyExists when the name is taken.")]
+            pub async fn $create(&self, tenant_id: &str, actor: &Actor, document: &str) -> StoreResult<$stored> {
+                self.create_object($kind, tenant_id, actor, document).await.map($from_row)
+            }
 
-    /// A ruleset by id or name.
-    pub async fn get_ruleset(&self, tenant_id: &str, ruleset: &ResourceRef) -> StoreResult<StoredRuleset> {
-        self.get_object(Kind::Ruleset, tenant_id, ruleset).await.map(to_ruleset)
-    }
+            #[doc = concat!(" ", $what, " by id or name.")]
+            pub async fn $get(&self, tenant_id: &str, reference: &ResourceRef) -> StoreResult<$stored> {
+                self.get_object($kind, tenant_id, reference).await.map($from_row)
+            }
 
-    /// The tenant's rulesets by name.
-    pub async fn list_rulesets(&self, tenant_id: &str, query: &NameQuery) -> StoreResult<Page<StoredRuleset>> {
-        self.list_objects(Kind::Ruleset, tenant_id, query)
-            .await
-            .map(|p| map_page(p, to_ruleset))
-    }
+            #[doc = concat!("The tenant's documents of this kind (", $what, ") by name.")]
+            pub async fn $list(&self, tenant_id: &str, query: &NameQuery) -> StoreResult<Page<$stored>> {
+                self.list_objects($kind, tenant_id, query)
+                    .await
+                    .map(|p| map_page(p, $from_row))
+            }
 
-    /// Replaces a ruleset's document; the name is immutable; an identical document changes
-    /// nothing.
-    pub async fn update_ruleset(
-        &self,
-        tenant_id: &str,
-        actor: &Actor,
-        ruleset: &ResourceRef,
-        document: &str,
-        expected_revision: Option<u64>,
-    ) -> StoreResult<Written<StoredRuleset>> {
-        self.update_object(Kind::Ruleset, tenant_id, actor, ruleset, document, expected_revision)
-            .await
-            .map(|w| map_written(w, to_ruleset))
-    }
+            #[doc = concat!("Replaces the document of ", $what, "; the name is immutable; an identical document changes nothing.")]
+            pub async fn $update(
+                &self,
+                tenant_id: &str,
+                actor: &Actor,
+                reference: &ResourceRef,
+                document: &str,
+                expected_revision: Option<u64>,
+            ) -> StoreResult<Written<$stored>> {
+                self.update_object($kind, tenant_id, actor, reference, document, expected_revision)
+                    .await
+                    .map(|w| map_written(w, $from_row))
+            }
 
-    /// Creates the ruleset named in the document, or updates the one of that name.
-    pub async fn apply_ruleset(
-        &self,
-        tenant_id: &str,
-        actor: &Actor,
-        document: &str,
-        expected_revision: Option<u64>,
-    ) -> StoreResult<Written<StoredRuleset>> {
-        self.apply_object(Kind::Ruleset, tenant_id, actor, document, expected_revision)
-            .await
-            .map(|w| map_written(w, to_ruleset))
-    }
+            #[doc = concat!("Creates ", $what, " named in the document, or updates the one of that name.")]
+            pub async fn $apply(
+                &self,
+                tenant_id: &str,
+                actor: &Actor,
+                document: &str,
+                expected_revision: Option<u64>,
+            ) -> StoreResult<Written<$stored>> {
+                self.apply_object($kind, tenant_id, actor, document, expected_revision)
+                    .await
+                    .map(|w| map_written(w, $from_row))
+            }
 
-    /// Deletes a ruleset; FailedPrecondition while a policy's current revision references it.
-    pub async fn delete_ruleset(&self, tenant_id: &str, actor: &Actor, ruleset: &ResourceRef) -> StoreResult<Deleted> {
-        self.delete_object(Kind::Ruleset, tenant_id, actor, ruleset).await
-    }
-
-    /// Creates an attestor (JSON or YAML), validated by the engine; AlreadyExists when the
-    /// name is taken.
-    pub async fn create_attestor(&self, tenant_id: &str, actor: &Actor, document: &str) -> StoreResult<StoredAttestor> {
-        self.create_object(Kind::Attestor, tenant_id, actor, document)
-            .await
-            .map(to_attestor)
-    }
-
-    /// An attestor by id or name.
-    pub async fn get_attestor(&self, tenant_id: &str, attestor: &ResourceRef) -> StoreResult<StoredAttestor> {
-        self.get_object(Kind::Attestor, tenant_id, attestor)
-            .await
-            .map(to_attestor)
-    }
-
-    /// The tenant's attestors by name.
-    pub async fn list_attestors(&self, tenant_id: &str, query: &NameQuery) -> StoreResult<Page<StoredAttestor>> {
-        self.list_objects(Kind::Attestor, tenant_id, query)
-            .await
-            .map(|p| map_page(p, to_attestor))
-    }
-
-    /// Replaces an attestor's document; the name is immutable; an identical document changes
-    /// nothing.
-    pub async fn update_attestor(
-        &self,
-        tenant_id: &str,
-        actor: &Actor,
-        attestor: &ResourceRef,
-        document: &str,
-        expected_revision: Option<u64>,
-    ) -> StoreResult<Written<StoredAttestor>> {
-        self.update_object(Kind::Attestor, tenant_id, actor, attestor, document, expected_revision)
-            .await
-            .map(|w| map_written(w, to_attestor))
-    }
-
-    /// Creates the attestor named in the document, or updates the one of that name.
-    pub async fn apply_attestor(
-        &self,
-        tenant_id: &str,
-        actor: &Actor,
-        document: &str,
-        expected_revision: Option<u64>,
-    ) -> StoreResult<Written<StoredAttestor>> {
-        self.apply_object(Kind::Attestor, tenant_id, actor, document, expected_revision)
-            .await
-            .map(|w| map_written(w, to_attestor))
-    }
-
-    /// Deletes an attestor; FailedPrecondition while a policy's current revision names it.
-    pub async fn delete_attestor(
-        &self,
-        tenant_id: &str,
-        actor: &Actor,
-        attestor: &ResourceRef,
-    ) -> StoreResult<Deleted> {
-        self.delete_object(Kind::Attestor, tenant_id, actor, attestor).await
-    }
+            #[doc = concat!("Deletes ", $what, "; FailedPrecondition while a policy's current revision ", $refs, " it.")]
+            pub async fn $delete(&self, tenant_id: &str, actor: &Actor, reference: &ResourceRef) -> StoreResult<Deleted> {
+                self.delete_object($kind, tenant_id, actor, reference).await
+            }
+        }
+    };
 }
+
+named_document_store!(
+    Kind::Ruleset,
+    "a ruleset",
+    StoredRuleset,
+    to_ruleset,
+    "references",
+    create_ruleset,
+    get_ruleset,
+    list_rulesets,
+    update_ruleset,
+    apply_ruleset,
+    delete_ruleset,
+);
+
+named_document_store!(
+    Kind::Attestor,
+    "an attestor",
+    StoredAttestor,
+    to_attestor,
+    "names",
+    create_attestor,
+    get_attestor,
+    list_attestors,
+    update_attestor,
+    apply_attestor,
+    delete_attestor,
+);

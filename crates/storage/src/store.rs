@@ -1,6 +1,7 @@
 //! The store: one connection pool, the migrations, and the transaction helper every write
 //! goes through (audit entry and outbox event in the same transaction as the change).
 
+use portcullis_domain::TenantId;
 use std::sync::{Arc, PoisonError, RwLock, Weak};
 use std::time::Duration;
 
@@ -366,24 +367,16 @@ pub(crate) struct AuditResource<'a> {
     pub name: &'a str,
 }
 
-/// Whether `id` is a tenant id: `[a-z0-9-]{1,36}`.
+/// Whether `id` is a tenant id: `[a-z0-9-]{1,36}` (the rule is `TenantId::is_valid`).
 pub fn is_valid_tenant_id(id: &str) -> bool {
-    (1..=36).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    TenantId::is_valid(id)
 }
 
 /// InvalidArgument unless `id` is a tenant id.
 pub(crate) fn check_tenant_id(id: &str) -> StoreResult<()> {
-    if is_valid_tenant_id(id) {
-        Ok(())
-    } else {
-        Err(StoreError::invalid(
-            "tenant_id",
-            format!("{id:?} must be 1-36 characters of a-z, 0-9 and '-'"),
-        ))
-    }
+    TenantId::parse(id)
+        .map(drop)
+        .map_err(|e| StoreError::invalid(e.field, e.reason))
 }
 
 /// The default page size.

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 
 use http::StatusCode;
+use portcullis_domain::ErrorKind;
 
 /// Why a handler did not judge a review. Each kind becomes an HTTP status, with the message
 /// as `{"error": "<message>"}`; messages go to the API server (and its logs), so they must
@@ -33,17 +34,22 @@ pub enum WebhookError {
 }
 
 impl WebhookError {
-    /// The HTTP status the error is answered with.
-    pub fn status(&self) -> StatusCode {
+    /// Its kind in the one error table (which gives the HTTP status).
+    pub fn kind(&self) -> ErrorKind {
         match self {
-            WebhookError::InvalidArgument(_) => StatusCode::BAD_REQUEST,
-            WebhookError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
-            WebhookError::PermissionDenied(_) => StatusCode::FORBIDDEN,
-            WebhookError::NotFound(_) => StatusCode::NOT_FOUND,
-            WebhookError::ResourceExhausted(_) => StatusCode::TOO_MANY_REQUESTS,
-            WebhookError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            WebhookError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            WebhookError::InvalidArgument(_) => ErrorKind::InvalidArgument,
+            WebhookError::Unauthenticated(_) => ErrorKind::Unauthenticated,
+            WebhookError::PermissionDenied(_) => ErrorKind::PermissionDenied,
+            WebhookError::NotFound(_) => ErrorKind::NotFound,
+            WebhookError::ResourceExhausted(_) => ErrorKind::ResourceExhausted,
+            WebhookError::Unavailable(_) => ErrorKind::Unavailable,
+            WebhookError::Internal(_) => ErrorKind::Internal,
         }
+    }
+
+    /// The HTTP status the error is answered with, from the table.
+    pub fn status(&self) -> StatusCode {
+        StatusCode::from_u16(self.kind().http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
     }
 
     /// The message, without the kind.

@@ -37,7 +37,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 /// The topic of decision events: subject `pc.<tenant>.evt.admission.decision`.
-pub const TOPIC: &str = "admission.decision";
+pub const TOPIC: &str = portcullis_domain::Topic::AdmissionDecision.as_str();
 
 /// Default queue bound: about one second of reviews at a busy replica's rate, a few MiB.
 pub const DEFAULT_CAPACITY: usize = 10_000;

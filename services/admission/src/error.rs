@@ -1,5 +1,6 @@
 //! The admission service's errors and the one place they become gRPC statuses.
 
+use portcullis_domain::ErrorKind;
 use tonic::{Code, Status};
 
 /// Why a review could not be answered with a decision.
@@ -27,36 +28,45 @@ pub enum AdmissionError {
 }
 
 impl AdmissionError {
-    /// The gRPC code of this error.
-    pub fn code(&self) -> Code {
+    /// Its kind in the one error table (which gives the gRPC code).
+    pub fn kind(&self) -> ErrorKind {
         match self {
-            AdmissionError::InvalidArgument(_) => Code::InvalidArgument,
-            AdmissionError::Unauthenticated(_) => Code::Unauthenticated,
-            AdmissionError::PermissionDenied(_) => Code::PermissionDenied,
-            AdmissionError::RateLimited(_) => Code::ResourceExhausted,
-            AdmissionError::Unavailable(_) => Code::Unavailable,
-            AdmissionError::Internal(_) => Code::Internal,
+            AdmissionError::InvalidArgument(_) => ErrorKind::InvalidArgument,
+            AdmissionError::Unauthenticated(_) => ErrorKind::Unauthenticated,
+            AdmissionError::PermissionDenied(_) => ErrorKind::PermissionDenied,
+            AdmissionError::RateLimited(_) => ErrorKind::ResourceExhausted,
+            AdmissionError::Unavailable(_) => ErrorKind::Unavailable,
+            AdmissionError::Internal(_) => ErrorKind::Internal,
         }
     }
 
-    /// The same error read back from a status (the authentication layer speaks `Status`).
+    /// The gRPC code of this error, from the table.
+    pub fn code(&self) -> Code {
+        self.kind().grpc_code()
+    }
+
+    /// The same error read back from a status (the authentication layer speaks `Status`):
+    /// the code's kind by the table, folded onto admission's variants (a cluster not found
+    /// is one the caller may not review; a conflict means retry later).
     pub fn from_status(status: &Status) -> AdmissionError {
         let message = status.message().to_owned();
-        match status.code() {
-            Code::InvalidArgument | Code::OutOfRange => AdmissionError::InvalidArgument(message),
-            Code::Unauthenticated => AdmissionError::Unauthenticated(message),
-            Code::PermissionDenied | Code::NotFound => AdmissionError::PermissionDenied(message),
-            Code::ResourceExhausted => AdmissionError::RateLimited(message),
-            Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown | Code::Aborted => {
+        match ErrorKind::from_grpc_code(status.code()) {
+            ErrorKind::InvalidArgument => AdmissionError::InvalidArgument(message),
+            ErrorKind::Unauthenticated => AdmissionError::Unauthenticated(message),
+            ErrorKind::PermissionDenied | ErrorKind::NotFound => AdmissionError::PermissionDenied(message),
+            ErrorKind::ResourceExhausted => AdmissionError::RateLimited(message),
+            ErrorKind::Unavailable | ErrorKind::DeadlineExceeded | ErrorKind::Aborted => {
                 AdmissionError::Unavailable(message)
             }
-            _ => AdmissionError::Internal(message),
+            ErrorKind::AlreadyExists | ErrorKind::FailedPrecondition | ErrorKind::Internal => {
+                AdmissionError::Internal(message)
+            }
         }
     }
 }
 
 impl From<AdmissionError> for Status {
     fn from(error: AdmissionError) -> Status {
-        Status::new(error.code(), error.to_string())
+        Status::from(portcullis_domain::Error::new(error.kind(), error.to_string()))
     }
 }

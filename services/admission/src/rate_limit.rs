@@ -35,9 +35,6 @@ pub const DEFAULT_BURST: u32 = 2000;
 /// 150 bytes a bucket it costs at most a few MiB.
 pub const DEFAULT_MAX_TENANTS: usize = 10_000;
 
-/// Longest accepted tenant id in an override (ids are `[a-z0-9-]{1,36}`).
-const MAX_TENANT_LEN: usize = 36;
-
 /// One tenant's limit: a sustained rate and a burst.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct TenantLimit {
@@ -218,15 +215,9 @@ pub fn parse_override(spec: &str) -> Result<(String, TenantLimit), RateLimitConf
 }
 
 fn validate_tenant(tenant: &str) -> Result<(), String> {
-    if tenant.is_empty()
-        || tenant.len() > MAX_TENANT_LEN
-        || !tenant
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-    {
-        return Err(format!("tenant id {tenant:?} must match [a-z0-9-]{{1,36}}"));
-    }
-    Ok(())
+    portcullis_domain::TenantId::parse(tenant)
+        .map(drop)
+        .map_err(|e| format!("tenant id {}", e.reason))
 }
 
 /// A review refused because its tenant is over its rate limit (`ResourceExhausted`).

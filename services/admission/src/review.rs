@@ -474,10 +474,7 @@ impl Admission {
         for f in &decision.stage_failures {
             degraded.push(format!("{}: {}", f.stage, f.message));
         }
-        let fail_mode_word = match cluster.failure_mode {
-            FailureMode::FailOpen => "fail-open",
-            FailureMode::FailClosed => "fail-closed",
-        };
+        let fail_mode_word = cluster.failure_mode.as_str();
         let basis = if !degraded.is_empty() {
             match cluster.failure_mode {
                 FailureMode::FailOpen => pa::DecisionBasis::FailOpen,

@@ -9,7 +9,7 @@ use portcullis_server::status::invalid_field;
 use portcullis_storage::events::{scan_type_to_proto, severity_to_proto, timestamp};
 use portcullis_storage::{
     Actor, ApiKey, AuditEntry, Cluster, ClusterSettings, FailureMode, PageRequest, Policy, ResourceRef, Role,
-    SettingsUpdate, StoredAttestor, StoredRuleset, Tenant,
+    SettingsUpdate, StoredAttestor, StoredRuleset, Tenant, ToProto,
 };
 use time::OffsetDateTime;
 use tonic::Status;
@@ -19,29 +19,9 @@ use tonic::Status;
 pub fn actor(caller: &Caller) -> Actor {
     Actor {
         key_id: caller.key_id().map(str::to_owned),
-        role: caller.role().map(role_to_store),
+        role: caller.role(),
         traceparent: caller.trace.traceparent.clone(),
         tracestate: caller.trace.tracestate.clone(),
-    }
-}
-
-/// The store's role for the server's.
-pub fn role_to_store(role: portcullis_server::Role) -> Role {
-    match role {
-        portcullis_server::Role::Admin => Role::Admin,
-        portcullis_server::Role::Editor => Role::Editor,
-        portcullis_server::Role::Viewer => Role::Viewer,
-        portcullis_server::Role::Connector => Role::Connector,
-    }
-}
-
-/// The server's role for the store's.
-pub fn role_from_store(role: Role) -> portcullis_server::Role {
-    match role {
-        Role::Admin => portcullis_server::Role::Admin,
-        Role::Editor => portcullis_server::Role::Editor,
-        Role::Viewer => portcullis_server::Role::Viewer,
-        Role::Connector => portcullis_server::Role::Connector,
     }
 }
 

@@ -54,7 +54,6 @@ pub use cache::{CacheOptions, Caches};
 pub use running::RunningServer;
 pub use sink::BusSink;
 
-use crate::convert::role_from_store;
 use crate::error::store_status;
 
 /// Largest request accepted (scan reports can be large).
@@ -336,7 +335,7 @@ impl Authenticator for StoreAuthenticator {
                 let identity = store.introspect(&secret).await.map_err(store_status)?;
                 Ok(TenantKey {
                     tenant_id: identity.tenant_id,
-                    role: role_from_store(identity.role),
+                    role: identity.role,
                     cluster_id: identity.cluster_id,
                     key_id: identity.key_id,
                     expires_at: identity.expires_at,

@@ -1,4 +1,5 @@
-//! RulesetService and AttestorService: CRUD by name of documents the engine validates.
+//! RulesetService and AttestorService: CRUD by name of documents the engine validates. The
+//! two services are one implementation, [`named_document_service!`], instantiated per kind.
 
 use portcullis_proto::policystore::v1 as pb;
 use portcullis_proto::policystore::v1::attestor_service_server::AttestorService;
@@ -11,214 +12,130 @@ use crate::PolicyStore;
 use crate::convert::{actor, attestor_to_proto, page, page_response, required_ref, required_text, ruleset_to_proto};
 use crate::error::OrStatus;
 
-#[tonic::async_trait]
-impl RulesetService for PolicyStore {
-    async fn create_ruleset(
-        &self,
-        request: Request<pb::CreateRulesetRequest>,
-    ) -> Result<Response<pb::CreateRulesetResponse>, Status> {
-        let caller = Caller::of(&request)?;
-        let tenant = caller.tenant()?;
-        let document = required_text("document_json", &request.get_ref().document_json)?;
-        let ruleset = self
-            .store
-            .create_ruleset(tenant, &actor(caller), document)
-            .await
-            .or_status()?;
-        Ok(Response::new(pb::CreateRulesetResponse {
-            ruleset: Some(ruleset_to_proto(ruleset)),
-        }))
-    }
+/// One named-document service (create, get, list, update, apply, delete by name or id):
+/// `$one` is the document's field in requests and responses, `$many` the listing's.
+macro_rules! named_document_service {
+    (
+        $service:ident, $one:ident, $many:ident, $to_proto:path,
+        create: $create:ident($create_req:ident) -> $create_res:ident,
+        get: $get:ident($get_req:ident) -> $get_res:ident,
+        list: $list:ident($list_req:ident) -> $list_res:ident,
+        update: $update:ident($update_req:ident) -> $update_res:ident,
+        apply: $apply:ident($apply_req:ident) -> $apply_res:ident,
+        delete: $delete:ident($delete_req:ident) -> $delete_res:ident $(,)?
+    ) => {
+        #[tonic::async_trait]
+        impl $service for PolicyStore {
+            async fn $create(&self, request: Request<pb::$create_req>) -> Result<Response<pb::$create_res>, Status> {
+                let caller = Caller::of(&request)?;
+                let tenant = caller.tenant()?;
+                let document = required_text("document_json", &request.get_ref().document_json)?;
+                let stored = self
+                    .store
+                    .$create(tenant, &actor(caller), document)
+                    .await
+                    .or_status()?;
+                Ok(Response::new(pb::$create_res {
+                    $one: Some($to_proto(stored)),
+                }))
+            }
 
-    async fn get_ruleset(
-        &self,
-        request: Request<pb::GetRulesetRequest>,
-    ) -> Result<Response<pb::GetRulesetResponse>, Status> {
-        let caller = Caller::of(&request)?;
-        let tenant = caller.tenant()?;
-        let ruleset_ref = required_ref("ruleset", request.get_ref().ruleset.clone())?;
-        let ruleset = self.store.get_ruleset(tenant, &ruleset_ref).await.or_status()?;
-        Ok(Response::new(pb::GetRulesetResponse {
-            ruleset: Some(ruleset_to_proto(ruleset)),
-        }))
-    }
+            async fn $get(&self, request: Request<pb::$get_req>) -> Result<Response<pb::$get_res>, Status> {
+                let caller = Caller::of(&request)?;
+                let tenant = caller.tenant()?;
+                let reference = required_ref(stringify!($one), request.get_ref().$one.clone())?;
+                let stored = self.store.$get(tenant, &reference).await.or_status()?;
+                Ok(Response::new(pb::$get_res {
+                    $one: Some($to_proto(stored)),
+                }))
+            }
 
-    async fn list_rulesets(
-        &self,
-        request: Request<pb::ListRulesetsRequest>,
-    ) -> Result<Response<pb::ListRulesetsResponse>, Status> {
-        let caller = Caller::of(&request)?;
-        let tenant = caller.tenant()?;
-        let req = request.get_ref();
-        let query = NameQuery {
-            page: page(req.page.clone()),
-            name_filter: req.name_filter.clone(),
-        };
-        let listed = self.store.list_rulesets(tenant, &query).await.or_status()?;
-        Ok(Response::new(pb::ListRulesetsResponse {
-            rulesets: listed.items.into_iter().map(ruleset_to_proto).collect(),
-            page: page_response(listed.next_token),
-        }))
-    }
+            async fn $list(&self, request: Request<pb::$list_req>) -> Result<Response<pb::$list_res>, Status> {
+                let caller = Caller::of(&request)?;
+                let tenant = caller.tenant()?;
+                let req = request.get_ref();
+                let query = NameQuery {
+                    page: page(req.page.clone()),
+                    name_filter: req.name_filter.clone(),
+                };
+                let listed = self.store.$list(tenant, &query).await.or_status()?;
+                Ok(Response::new(pb::$list_res {
+                    $many: listed.items.into_iter().map($to_proto).collect(),
+                    page: page_response(listed.next_token),
+                }))
+            }
 
-    async fn update_ruleset(
-        &self,
-        request: Request<pb::UpdateRulesetRequest>,
-    ) -> Result<Response<pb::UpdateRulesetResponse>, Status> {
-        let caller = Caller::of(&request)?;
-        let tenant = caller.tenant()?;
-        let req = request.get_ref();
-        let ruleset_ref = required_ref("ruleset", req.ruleset.clone())?;
-        let document = required_text("document_json", &req.document_json)?;
-        let written = self
-            .store
-            .update_ruleset(tenant, &actor(caller), &ruleset_ref, document, req.expected_revision)
-            .await
-            .or_status()?;
-        Ok(Response::new(pb::UpdateRulesetResponse {
-            ruleset: Some(ruleset_to_proto(written.value)),
-            changed: written.changed,
-        }))
-    }
+            async fn $update(&self, request: Request<pb::$update_req>) -> Result<Response<pb::$update_res>, Status> {
+                let caller = Caller::of(&request)?;
+                let tenant = caller.tenant()?;
+                let req = request.get_ref();
+                let reference = required_ref(stringify!($one), req.$one.clone())?;
+                let document = required_text("document_json", &req.document_json)?;
+                let written = self
+                    .store
+                    .$update(
+                        tenant,
+                        &actor(caller),
+                        &reference,
+                        document,
+                        req.expected_revision,
+                    )
+                    .await
+                    .or_status()?;
+                Ok(Response::new(pb::$update_res {
+                    $one: Some($to_proto(written.value)),
+                    changed: written.changed,
+                }))
+            }
 
-    async fn apply_ruleset(
-        &self,
-        request: Request<pb::ApplyRulesetRequest>,
-    ) -> Result<Response<pb::ApplyRulesetResponse>, Status> {
-        let caller = Caller::of(&request)?;
-        let tenant = caller.tenant()?;
-        let req = request.get_ref();
-        let document = required_text("document_json", &req.document_json)?;
-        let written = self
-            .store
-            .apply_ruleset(tenant, &actor(caller), document, req.expected_revision)
-            .await
-            .or_status()?;
-        Ok(Response::new(pb::ApplyRulesetResponse {
-            ruleset: Some(ruleset_to_proto(written.value)),
-            created: written.created,
-            changed: written.changed,
-        }))
-    }
+            async fn $apply(&self, request: Request<pb::$apply_req>) -> Result<Response<pb::$apply_res>, Status> {
+                let caller = Caller::of(&request)?;
+                let tenant = caller.tenant()?;
+                let req = request.get_ref();
+                let document = required_text("document_json", &req.document_json)?;
+                let written = self
+                    .store
+                    .$apply(tenant, &actor(caller), document, req.expected_revision)
+                    .await
+                    .or_status()?;
+                Ok(Response::new(pb::$apply_res {
+                    $one: Some($to_proto(written.value)),
+                    created: written.created,
+                    changed: written.changed,
+                }))
+            }
 
-    async fn delete_ruleset(
-        &self,
-        request: Request<pb::DeleteRulesetRequest>,
-    ) -> Result<Response<pb::DeleteRulesetResponse>, Status> {
-        let caller = Caller::of(&request)?;
-        let tenant = caller.tenant()?;
-        let ruleset_ref = required_ref("ruleset", request.get_ref().ruleset.clone())?;
-        let deleted = self
-            .store
-            .delete_ruleset(tenant, &actor(caller), &ruleset_ref)
-            .await
-            .or_status()?;
-        Ok(Response::new(pb::DeleteRulesetResponse { id: deleted.id }))
-    }
+            async fn $delete(&self, request: Request<pb::$delete_req>) -> Result<Response<pb::$delete_res>, Status> {
+                let caller = Caller::of(&request)?;
+                let tenant = caller.tenant()?;
+                let reference = required_ref(stringify!($one), request.get_ref().$one.clone())?;
+                let deleted = self
+                    .store
+                    .$delete(tenant, &actor(caller), &reference)
+                    .await
+                    .or_status()?;
+                Ok(Response::new(pb::$delete_res { id: deleted.id }))
+            }
+        }
+    };
 }
 
-#[tonic::async_trait]
-impl AttestorService for PolicyStore {
-    async fn create_attestor(
-        &self,
-        request: Request<pb::CreateAttestorRequest>,
-    ) -> Result<Response<pb::CreateAttestorResponse>, Status> {
-        let caller = Caller::of(&request)?;
-        let tenant = caller.tenant()?;
-        let document = required_text("document_json", &request.get_ref().document_json)?;
-        let attestor = self
-            .store
-            .create_attestor(tenant, &actor(caller), document)
-            .await
-            .or_status()?;
-        Ok(Response::new(pb::CreateAttestorResponse {
-            attestor: Some(attestor_to_proto(attestor)),
-        }))
-    }
+named_document_service! {
+    RulesetService, ruleset, rulesets, ruleset_to_proto,
+    create: create_ruleset(CreateRulesetRequest) -> CreateRulesetResponse,
+    get: get_ruleset(GetRulesetRequest) -> GetRulesetResponse,
+    list: list_rulesets(ListRulesetsRequest) -> ListRulesetsResponse,
+    update: update_ruleset(UpdateRulesetRequest) -> UpdateRulesetResponse,
+    apply: apply_ruleset(ApplyRulesetRequest) -> ApplyRulesetResponse,
+    delete: delete_ruleset(DeleteRulesetRequest) -> DeleteRulesetResponse,
+}
 
-    async fn get_attestor(
-        &self,
-        request: Request<pb::GetAttestorRequest>,
-    ) -> Result<Response<pb::GetAttestorResponse>, Status> {
-        let caller = Caller::of(&request)?;
-        let tenant = caller.tenant()?;
-        let attestor_ref = required_ref("attestor", request.get_ref().attestor.clone())?;
-        let attestor = self.store.get_attestor(tenant, &attestor_ref).await.or_status()?;
-        Ok(Response::new(pb::GetAttestorResponse {
-            attestor: Some(attestor_to_proto(attestor)),
-        }))
-    }
-
-    async fn list_attestors(
-        &self,
-        request: Request<pb::ListAttestorsRequest>,
-    ) -> Result<Response<pb::ListAttestorsResponse>, Status> {
-        let caller = Caller::of(&request)?;
-        let tenant = caller.tenant()?;
-        let req = request.get_ref();
-        let query = NameQuery {
-            page: page(req.page.clone()),
-            name_filter: req.name_filter.clone(),
-        };
-        let listed = self.store.list_attestors(tenant, &query).await.or_status()?;
-        Ok(Response::new(pb::ListAttestorsResponse {
-            attestors: listed.items.into_iter().map(attestor_to_proto).collect(),
-            page: page_response(listed.next_token),
-        }))
-    }
-
-    async fn update_attestor(
-        &self,
-        request: Request<pb::UpdateAttestorRequest>,
-    ) -> Result<Response<pb::UpdateAttestorResponse>, Status> {
-        let caller = Caller::of(&request)?;
-        let tenant = caller.tenant()?;
-        let req = request.get_ref();
-        let attestor_ref = required_ref("attestor", req.attestor.clone())?;
-        let document = required_text("document_json", &req.document_json)?;
-        let written = self
-            .store
-            .update_attestor(tenant, &actor(caller), &attestor_ref, document, req.expected_revision)
-            .await
-            .or_status()?;
-        Ok(Response::new(pb::UpdateAttestorResponse {
-            attestor: Some(attestor_to_proto(written.value)),
-            changed: written.changed,
-        }))
-    }
-
-    async fn apply_attestor(
-        &self,
-        request: Request<pb::ApplyAttestorRequest>,
-    ) -> Result<Response<pb::ApplyAttestorResponse>, Status> {
-        let caller = Caller::of(&request)?;
-        let tenant = caller.tenant()?;
-        let req = request.get_ref();
-        let document = required_text("document_json", &req.document_json)?;
-        let written = self
-            .store
-            .apply_attestor(tenant, &actor(caller), document, req.expected_revision)
-            .await
-            .or_status()?;
-        Ok(Response::new(pb::ApplyAttestorResponse {
-            attestor: Some(attestor_to_proto(written.value)),
-            created: written.created,
-            changed: written.changed,
-        }))
-    }
-
-    async fn delete_attestor(
-        &self,
-        request: Request<pb::DeleteAttestorRequest>,
-    ) -> Result<Response<pb::DeleteAttestorResponse>, Status> {
-        let caller = Caller::of(&request)?;
-        let tenant = caller.tenant()?;
-        let attestor_ref = required_ref("attestor", request.get_ref().attestor.clone())?;
-        let deleted = self
-            .store
-            .delete_attestor(tenant, &actor(caller), &attestor_ref)
-            .await
-            .or_status()?;
-        Ok(Response::new(pb::DeleteAttestorResponse { id: deleted.id }))
-    }
+named_document_service! {
+    AttestorService, attestor, attestors, attestor_to_proto,
+    create: create_attestor(CreateAttestorRequest) -> CreateAttestorResponse,
+    get: get_attestor(GetAttestorRequest) -> GetAttestorResponse,
+    list: list_attestors(ListAttestorsRequest) -> ListAttestorsResponse,
+    update: update_attestor(UpdateAttestorRequest) -> UpdateAttestorResponse,
+    apply: apply_attestor(ApplyAttestorRequest) -> ApplyAttestorResponse,
+    delete: delete_attestor(DeleteAttestorRequest) -> DeleteAttestorResponse,
 }

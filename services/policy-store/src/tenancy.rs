@@ -8,13 +8,13 @@ use portcullis_proto::policystore::v1::tenant_service_server::TenantService;
 use portcullis_server::status::invalid_field;
 use portcullis_server::{Caller, Principal};
 use portcullis_storage::events::timestamp;
-use portcullis_storage::{ApiKeyQuery, AuditQuery, InactiveReason, NewApiKey, NewTenant, StoreError};
+use portcullis_storage::{ApiKeyQuery, AuditQuery, InactiveReason, NewApiKey, NewTenant, StoreError, ToProto};
 use tonic::{Request, Response, Status};
 
 use crate::PolicyStore;
 use crate::convert::{
     actor, api_key_to_proto, audit_to_proto, optional_ref, optional_time, page, page_response, required_text,
-    role_from_proto, role_to_store, tenant_to_proto,
+    role_from_proto, tenant_to_proto,
 };
 use crate::error::{OrStatus, store_status};
 
@@ -175,7 +175,7 @@ impl AuthService for PolicyStore {
         let answer = match &caller.principal {
             Principal::Key(key) => pb::WhoAmIResponse {
                 tenant_id: key.tenant_id.clone(),
-                role: role_to_store(key.role).to_proto() as i32,
+                role: key.role.to_proto() as i32,
                 cluster_id: key.cluster_id.clone().unwrap_or_default(),
                 key_id: key.key_id.clone(),
                 expires_at: key.expires_at.map(timestamp),

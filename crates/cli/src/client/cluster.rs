@@ -8,10 +8,11 @@ use serde_json::{Value, json};
 
 use super::duration::{format_duration, parse_duration, to_proto};
 use super::error::ClientError;
+use super::named_document::list_all;
 use super::output::{
     Format, OutputArg, Table, note, print_json, print_line, print_table, render_fields, time_cell, time_json,
 };
-use super::{Ctx, KeyChoice, all_pages, by_name, missing, names, next_token};
+use super::{Conn, Ctx, KeyChoice, by_name, missing, names};
 
 /// A cluster's failure mode, as flags spell it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -323,23 +324,22 @@ pub async fn run(ctx: &Ctx<'_>, command: &ClusterCommand) -> Result<(), ClientEr
             }
         }
         ClusterCommand::List { filter, out } => {
-            let conn = ctx.connect(KeyChoice::Tenant).await?;
-            let client = conn.clusters();
             let name_filter = filter.clone().unwrap_or_default();
-            let clusters = all_pages(None, |page| {
-                let mut client = client.clone();
-                let request = pb::ListClustersRequest {
-                    page: Some(page),
-                    name_filter: name_filter.clone(),
-                    policy: None,
-                };
-                async move {
-                    let r = client.list_clusters(request).await?.into_inner();
-                    Ok((r.clusters, next_token(r.page)))
-                }
-            })
-            .await
-            .map_err(|s| conn.error(s))?;
+            let clusters = list_all(
+                ctx,
+                KeyChoice::Tenant,
+                Conn::clusters,
+                |mut client, page| {
+                    let request = pb::ListClustersRequest {
+                        page: Some(page),
+                        name_filter: name_filter.clone(),
+                        policy: None,
+                    };
+                    async move { client.list_clusters(request).await }
+                },
+                |r| (r.clusters, r.page),
+            )
+            .await?;
             match out.output {
                 Format::Json => print_json(&Value::Array(clusters.iter().map(cluster_json).collect())),
                 Format::Table => {

@@ -9,8 +9,9 @@ use serde_json::{Value, json};
 
 use super::duration::{expiry_from_now, parse_duration};
 use super::error::ClientError;
+use super::named_document::list_all;
 use super::output::{Format, OutputArg, Table, note, print_json, print_line, print_table, time_cell, time_json};
-use super::{Ctx, KeyChoice, all_pages, by_name, missing, names, next_token};
+use super::{Conn, Ctx, KeyChoice, by_name, missing, names};
 
 /// A key's role, as flags spell it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -150,23 +151,22 @@ pub async fn run(ctx: &Ctx<'_>, command: &KeyCommand) -> Result<(), ClientError>
             }
         }
         KeyCommand::List { all, out } => {
-            let conn = ctx.connect(KeyChoice::Tenant).await?;
-            let client = conn.auth();
-            let keys = all_pages(None, |page| {
-                let mut client = client.clone();
-                let request = pb::ListApiKeysRequest {
-                    page: Some(page),
-                    role: Role::Unspecified as i32,
-                    cluster: None,
-                    include_inactive: *all,
-                };
-                async move {
-                    let r = client.list_api_keys(request).await?.into_inner();
-                    Ok((r.keys, next_token(r.page)))
-                }
-            })
-            .await
-            .map_err(|s| conn.error(s))?;
+            let keys = list_all(
+                ctx,
+                KeyChoice::Tenant,
+                Conn::auth,
+                |mut client, page| {
+                    let request = pb::ListApiKeysRequest {
+                        page: Some(page),
+                        role: Role::Unspecified as i32,
+                        cluster: None,
+                        include_inactive: *all,
+                    };
+                    async move { client.list_api_keys(request).await }
+                },
+                |r| (r.keys, r.page),
+            )
+            .await?;
             match out.output {
                 Format::Json => print_json(&Value::Array(keys.iter().map(key_json).collect())),
                 Format::Table => print_keys(&keys, *all),

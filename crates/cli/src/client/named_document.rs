@@ -11,8 +11,8 @@ use super::document::{self, document_with_identity};
 use super::error::ClientError;
 use super::output::{Format, Table, print_json, print_line, print_table, render_fields, time_cell, time_json};
 use super::policy::print_applied;
-use super::{Conn, Ctx, KeyChoice, all_pages, missing};
-use portcullis_proto::common::v1::PageRequest;
+use super::{Conn, Ctx, KeyChoice, all_pages, missing, next_token};
+use portcullis_proto::common::v1::{PageRequest, PageResponse};
 
 /// A stored document's fields as the commands show them.
 pub(super) struct Stored {
@@ -77,6 +77,35 @@ pub(super) trait NamedDocument {
     ) -> Result<(Vec<Self::Record>, String), Status>;
     /// Deletes by name: the deleted id.
     async fn delete(client: Self::Client, name: &str) -> Result<String, Status>;
+}
+
+/// Every item of a listing: connects with `key`, then pages through `call` (one request a
+/// page) and takes each answer's items and page with `split`. The one paging loop of the
+/// CLI's `list` commands.
+pub(super) async fn list_all<C, R, T, F, Fut>(
+    ctx: &Ctx<'_>,
+    key: KeyChoice,
+    client_of: impl Fn(&Conn) -> C,
+    mut call: F,
+    split: impl Fn(R) -> (Vec<T>, Option<PageResponse>),
+) -> Result<Vec<T>, ClientError>
+where
+    C: Clone,
+    F: FnMut(C, PageRequest) -> Fut,
+    Fut: Future<Output = Result<tonic::Response<R>, Status>>,
+{
+    let conn = ctx.connect(key).await?;
+    let client = client_of(&conn);
+    all_pages(None, |page| {
+        let answer = call(client.clone(), page);
+        let split = &split;
+        async move {
+            let (items, page) = split(answer.await?.into_inner());
+            Ok((items, next_token(page)))
+        }
+    })
+    .await
+    .map_err(|s| conn.error(s))
 }
 
 /// `apply -f FILE`.
@@ -181,3 +210,178 @@ pub(super) async fn delete<R: NamedDocument>(ctx: &Ctx<'_>, name: &str, output: 
         Format::Table => print_line(&format!("{} {name} deleted", R::KIND)),
     }
 }
+
+/// One named-document resource of the CLI: its `apply`/`get`/`list`/`delete` subcommands,
+/// its [`NamedDocument`] calls and its `run`, from the names that differ per kind. Rulesets
+/// and attestors are this one implementation.
+macro_rules! named_document_cli {
+    (
+        command: $command:ident, resource: $resource:ident,
+        kind: $kind:literal, what: $what:literal, plural: $plural:literal,
+        extra: $extra_column:literal / $extra_key:literal, $extra:expr,
+        engine: $engine:ty, record: $record:ident, client: $client:ty, conn: $conn:ident,
+        field: $one:ident / $many:ident,
+        apply: $apply:ident($apply_req:ident),
+        get: $get:ident($get_req:ident),
+        list: $list:ident($list_req:ident),
+        delete: $delete:ident($delete_req:ident) $(,)?
+    ) => {
+        #[doc = concat!("`", $kind, "` subcommands.")]
+        #[derive(Debug, clap::Subcommand)]
+        pub enum $command {
+            #[doc = concat!("Creates the ", $what, " named in the document, or updates the one of that name")]
+            #[doc = "(checked locally by the engine first)."]
+            Apply {
+                #[doc = concat!("The ", $what, " document, JSON or YAML (`-` for standard input).")]
+                #[arg(short = 'f', long = "file", value_name = "FILE")]
+                file: String,
+                #[doc = concat!("Refuse the change unless the ", $what, " is at this revision.")]
+                #[arg(long, value_name = "REV")]
+                expected_revision: Option<u64>,
+                #[command(flatten)]
+                out: $crate::client::output::OutputArg,
+            },
+            #[doc = concat!("Shows a ", $what, " (`-o json`: the document with `id` and `revision`).")]
+            Get {
+                #[doc = concat!("The ", $what, "'s name.")]
+                name: String,
+                #[command(flatten)]
+                out: $crate::client::output::OutputArg,
+            },
+            #[doc = concat!("Lists the tenant's ", $plural, ".")]
+            List {
+                #[doc = concat!("Only ", $plural, " whose name contains this text.")]
+                #[arg(long, value_name = "TEXT")]
+                filter: Option<String>,
+                #[command(flatten)]
+                out: $crate::client::output::OutputArg,
+            },
+            #[doc = concat!("Deletes a ", $what, " (refused while a policy refers to it).")]
+            Delete {
+                #[doc = concat!("The ", $what, "'s name.")]
+                name: String,
+                #[command(flatten)]
+                out: $crate::client::output::OutputArg,
+            },
+        }
+
+        impl $command {
+            /// The subcommand's name.
+            pub fn verb(&self) -> &'static str {
+                match self {
+                    $command::Apply { .. } => "apply",
+                    $command::Get { .. } => "get",
+                    $command::List { .. } => "list",
+                    $command::Delete { .. } => "delete",
+                }
+            }
+        }
+
+        #[doc = concat!("The ", $kind, " resource for the shared named-document commands.")]
+        struct $resource;
+
+        impl $crate::client::named_document::NamedDocument for $resource {
+            const KIND: &'static str = $kind;
+            const NONE_LISTED: &'static str = concat!("No ", $plural, ".");
+            const EXTRA_COLUMN: &'static str = $extra_column;
+            const EXTRA_KEY: &'static str = $extra_key;
+            type Engine = $engine;
+            type Record = pb::$record;
+            type Client = $client;
+
+            fn validate(parsed: &$engine) -> Result<(), Vec<portcullis_engine::policy::FieldError>> {
+                parsed.validate()
+            }
+
+            fn stored(r: &pb::$record) -> $crate::client::named_document::Stored {
+                let (extra_json, extra_cell) = ($extra)(r);
+                $crate::client::named_document::Stored {
+                    id: r.id.clone(),
+                    name: r.name.clone(),
+                    revision: r.revision,
+                    document_json: r.document_json.clone(),
+                    description: r.description.clone(),
+                    author_key_id: r.author_key_id.clone(),
+                    created_at: r.created_at,
+                    updated_at: r.updated_at,
+                    extra_json,
+                    extra_cell,
+                }
+            }
+
+            fn client(conn: &$crate::client::Conn) -> Self::Client {
+                conn.$conn()
+            }
+
+            async fn apply(
+                mut client: Self::Client,
+                document_json: String,
+                expected_revision: Option<u64>,
+            ) -> Result<(Option<pb::$record>, bool, bool), tonic::Status> {
+                let r = client
+                    .$apply(pb::$apply_req {
+                        document_json,
+                        expected_revision,
+                    })
+                    .await?
+                    .into_inner();
+                Ok((r.$one, r.created, r.changed))
+            }
+
+            async fn get(mut client: Self::Client, name: &str) -> Result<Option<pb::$record>, tonic::Status> {
+                let r = client
+                    .$get(pb::$get_req {
+                        $one: $crate::client::by_name(name),
+                    })
+                    .await?
+                    .into_inner();
+                Ok(r.$one)
+            }
+
+            async fn list(
+                mut client: Self::Client,
+                page: portcullis_proto::common::v1::PageRequest,
+                name_filter: String,
+            ) -> Result<(Vec<pb::$record>, String), tonic::Status> {
+                let r = client
+                    .$list(pb::$list_req {
+                        page: Some(page),
+                        name_filter,
+                    })
+                    .await?
+                    .into_inner();
+                Ok((r.$many, $crate::client::next_token(r.page)))
+            }
+
+            async fn delete(mut client: Self::Client, name: &str) -> Result<String, tonic::Status> {
+                let r = client
+                    .$delete(pb::$delete_req {
+                        $one: $crate::client::by_name(name),
+                    })
+                    .await?
+                    .into_inner();
+                Ok(r.id)
+            }
+        }
+
+        #[doc = concat!("Runs a `", $kind, "` subcommand.")]
+        pub async fn run(
+            ctx: &$crate::client::Ctx<'_>,
+            command: &$command,
+        ) -> Result<(), $crate::client::error::ClientError> {
+            use $crate::client::named_document as nd;
+            match command {
+                $command::Apply {
+                    file,
+                    expected_revision,
+                    out,
+                } => nd::apply::<$resource>(ctx, file, *expected_revision, out.output).await,
+                $command::Get { name, out } => nd::get::<$resource>(ctx, name, out.output).await,
+                $command::List { filter, out } => nd::list::<$resource>(ctx, filter.as_deref(), out.output).await,
+                $command::Delete { name, out } => nd::delete::<$resource>(ctx, name, out.output).await,
+            }
+        }
+    };
+}
+
+pub(super) use named_document_cli;

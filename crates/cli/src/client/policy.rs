@@ -7,10 +7,11 @@ use serde_json::{Value, json};
 
 use super::document::{self, document_with_identity};
 use super::error::ClientError;
+use super::named_document::list_all;
 use super::output::{
     Format, OutputArg, Table, print_json, print_line, print_table, render_fields, time_cell, time_json,
 };
-use super::{Ctx, KeyChoice, all_pages, by_name, missing, next_token};
+use super::{Conn, Ctx, KeyChoice, by_name, missing};
 
 /// `policy` subcommands.
 #[derive(Debug, Subcommand)]
@@ -141,23 +142,22 @@ pub async fn run(ctx: &Ctx<'_>, command: &PolicyCommand) -> Result<(), ClientErr
             print_policy(&response.policy.ok_or_else(missing("policy"))?, out.output)
         }
         PolicyCommand::List { filter, out } => {
-            let conn = ctx.connect(KeyChoice::Tenant).await?;
-            let client = conn.policies();
             let name_filter = filter.clone().unwrap_or_default();
-            let policies = all_pages(None, |page| {
-                let mut client = client.clone();
-                let request = pb::ListPoliciesRequest {
-                    page: Some(page),
-                    name_filter: name_filter.clone(),
-                    include_documents: false,
-                };
-                async move {
-                    let r = client.list_policies(request).await?.into_inner();
-                    Ok((r.policies, next_token(r.page)))
-                }
-            })
-            .await
-            .map_err(|s| conn.error(s))?;
+            let policies = list_all(
+                ctx,
+                KeyChoice::Tenant,
+                Conn::policies,
+                |mut client, page| {
+                    let request = pb::ListPoliciesRequest {
+                        page: Some(page),
+                        name_filter: name_filter.clone(),
+                        include_documents: false,
+                    };
+                    async move { client.list_policies(request).await }
+                },
+                |r| (r.policies, r.page),
+            )
+            .await?;
             match out.output {
                 Format::Json => print_json(&Value::Array(policies.iter().map(summary_json).collect())),
                 Format::Table => {
@@ -217,21 +217,20 @@ pub async fn run(ctx: &Ctx<'_>, command: &PolicyCommand) -> Result<(), ClientErr
             }
         }
         PolicyCommand::History { name, out } => {
-            let conn = ctx.connect(KeyChoice::Tenant).await?;
-            let client = conn.policies();
-            let revisions = all_pages(None, |page| {
-                let mut client = client.clone();
-                let request = pb::ListPolicyHistoryRequest {
-                    policy: by_name(name),
-                    page: Some(page),
-                };
-                async move {
-                    let r = client.list_policy_history(request).await?.into_inner();
-                    Ok((r.revisions, next_token(r.page)))
-                }
-            })
-            .await
-            .map_err(|s| conn.error(s))?;
+            let revisions = list_all(
+                ctx,
+                KeyChoice::Tenant,
+                Conn::policies,
+                |mut client, page| {
+                    let request = pb::ListPolicyHistoryRequest {
+                        policy: by_name(name),
+                        page: Some(page),
+                    };
+                    async move { client.list_policy_history(request).await }
+                },
+                |r| (r.revisions, r.page),
+            )
+            .await?;
             match out.output {
                 Format::Json => print_json(&history_json(&revisions)),
                 Format::Table => {

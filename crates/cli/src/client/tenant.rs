@@ -8,8 +8,9 @@ use serde_json::{Value, json};
 
 use super::duration::{expiry_from_now, parse_duration};
 use super::error::ClientError;
+use super::named_document::list_all;
 use super::output::{Format, OutputArg, Table, note, print_json, print_line, print_table, time_cell, time_json};
-use super::{Ctx, KeyChoice, all_pages, missing, next_token};
+use super::{Conn, Ctx, KeyChoice, missing};
 
 /// `tenant` subcommands.
 #[derive(Debug, Subcommand)]
@@ -60,12 +61,9 @@ impl TenantCommand {
     }
 }
 
-/// Whether `id` is a tenant id: `[a-z0-9-]{1,36}`.
+/// Whether `id` is a tenant id: `[a-z0-9-]{1,36}` (the rule is `TenantId::is_valid`).
 pub fn is_tenant_id(id: &str) -> bool {
-    (1..=36).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    portcullis_domain::TenantId::is_valid(id)
 }
 
 /// Runs a `tenant` subcommand.
@@ -129,21 +127,20 @@ pub async fn run(ctx: &Ctx<'_>, command: &TenantCommand) -> Result<(), ClientErr
             }
         }
         TenantCommand::List { out } => {
-            let conn = ctx.connect(KeyChoice::Operator).await?;
-            let client = conn.tenants();
-            let tenants = all_pages(None, |page| {
-                let mut client = client.clone();
-                let request = pb::ListTenantsRequest {
-                    page: Some(page),
-                    name_filter: String::new(),
-                };
-                async move {
-                    let r = client.list_tenants(request).await?.into_inner();
-                    Ok((r.tenants, next_token(r.page)))
-                }
-            })
-            .await
-            .map_err(|s| conn.error(s))?;
+            let tenants = list_all(
+                ctx,
+                KeyChoice::Operator,
+                Conn::tenants,
+                |mut client, page| {
+                    let request = pb::ListTenantsRequest {
+                        page: Some(page),
+                        name_filter: String::new(),
+                    };
+                    async move { client.list_tenants(request).await }
+                },
+                |r| (r.tenants, r.page),
+            )
+            .await?;
             match out.output {
                 Format::Json => print_json(&Value::Array(tenants.iter().map(tenant_json).collect())),
                 Format::Table => print_tenants(&tenants),

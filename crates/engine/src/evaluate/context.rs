@@ -101,15 +101,8 @@ impl SignatureVerdicts for VerdictMap {
     }
 }
 
-/// What a stage that cannot answer leads to.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
-pub enum FailureMode {
-    /// Allow (the default: never break a cluster's deployments because we are down).
-    #[default]
-    FailOpen,
-    /// Deny.
-    FailClosed,
-}
+/// What a stage that cannot answer leads to: the one definition, in the domain crate.
+pub use portcullis_domain::FailureMode;
 
 /// Everything evaluation needs that the engine does not own.
 pub struct EvalContext<'a> {
