@@ -443,6 +443,17 @@ impl NatsBus {
         Ok(info.state.last_sequence)
     }
 
+    /// The stream's first sequence; see [`crate::Bus::first_sequence`].
+    pub async fn first_sequence(&self) -> Result<u64, BusError> {
+        let info = deadline(
+            "stream info",
+            self.inner.config.operation_timeout,
+            self.inner.stream.get_info(),
+        )
+        .await?;
+        Ok(info.state.first_sequence)
+    }
+
     /// Joins (or creates) a durable pull consumer; see [`crate::Bus::subscribe_work`].
     pub async fn subscribe_work(&self, durable: &str, filter: &TopicFilter) -> Result<WorkSubscription, BusError> {
         validate_durable(durable)?;

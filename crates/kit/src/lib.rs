@@ -1,2 +1,10 @@
 //! The Portcullis service kit: one way to build a service. A service is a domain crate plus
 //! thin adapters; everything they would otherwise each write for themselves lives here.
+
+pub mod client;
+pub mod follow;
+pub mod lifecycle;
+
+pub use client::{ClientConfig, Credential, Trust};
+pub use follow::{FollowHandler, FollowedEvent, Follower, Gap, follow};
+pub use lifecycle::{Lifecycle, Stopped, shutdown_signal};
