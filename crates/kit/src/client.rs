@@ -167,9 +167,7 @@ impl ClientConfig {
             .timeout(self.request_timeout)
             .tcp_nodelay(true);
         if let Some(interval) = self.keepalive {
-            endpoint = endpoint
-                .http2_keep_alive_interval(interval)
-                .keep_alive_while_idle(true);
+            endpoint = endpoint.http2_keep_alive_interval(interval).keep_alive_while_idle(true);
         }
         if !self.is_tls() {
             if self.trust.is_some() {
@@ -214,16 +212,24 @@ impl ClientConfig {
     }
 }
 
-/// The text of an error followed by its sources.
+/// An error and every cause under it, as one line (a cause already in the text is not
+/// repeated).
 pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !cause_text.is_empty() && !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
     }
-    text
+    text.split(['\n', '\r', '\t'])
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Why a key cannot be a credential.

@@ -117,7 +117,15 @@ pub async fn follow<E, G>(
     if let Some(sequence) = start_after {
         follower = follower.start_after(sequence);
     }
-    follower.run(Closures { on_event: handler, on_gap }, stop).await;
+    follower
+        .run(
+            Closures {
+                on_event: handler,
+                on_gap,
+            },
+            stop,
+        )
+        .await;
 }
 
 /// A follower being set up; [`Follower::run`] follows.
@@ -218,7 +226,12 @@ impl Follower {
             return Some(sequence.saturating_add(1));
         }
         let sequence = self
-            .retrying(stop, handler, || self.bus.last_sequence(), "reading the stream's last sequence")
+            .retrying(
+                stop,
+                handler,
+                || self.bus.last_sequence(),
+                "reading the stream's last sequence",
+            )
             .await?;
         handler.gap(&Gap::Unanchored { sequence });
         Some(sequence.saturating_add(1))

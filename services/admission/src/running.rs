@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use portcullis_bus::Bus;
+use portcullis_kit::lifecycle::Lifecycle;
 use portcullis_proto::admission::v1::admission_service_server::AdmissionServiceServer;
 use portcullis_server::{AuthState, Credentials, GrpcServer, PermissionTable, ServerConfig, ServerError};
-use portcullis_kit::lifecycle::Lifecycle;
 
 use crate::decision_events::{DecisionEventStats, PublisherTask};
 use crate::grpc::AdmissionGrpc;

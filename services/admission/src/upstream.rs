@@ -3,12 +3,12 @@
 
 use std::time::Duration;
 
+use portcullis_kit::client::{ClientConfig, Credential, Trust, for_tenant};
 use portcullis_proto::common::v1 as pc;
 use portcullis_proto::policystore::v1 as pb;
 use portcullis_proto::policystore::v1::auth_service_client::AuthServiceClient;
 use portcullis_proto::policystore::v1::policy_service_client::PolicyServiceClient;
 use portcullis_proto::policystore::v1::scan_result_service_client::ScanResultServiceClient;
-use portcullis_kit::client::{ClientConfig, Credential, Trust, for_tenant};
 use tonic::Status;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
