@@ -113,6 +113,15 @@ impl Bus {
         }
     }
 
+    /// The sequence of the oldest event the stream still holds (`last_sequence() + 1` when it
+    /// holds none). A broadcast follower that meant to start before it has missed events.
+    pub async fn first_sequence(&self) -> Result<u64, BusError> {
+        match self {
+            Self::Nats(b) => b.first_sequence().await,
+            Self::Memory(b) => b.first_sequence().await,
+        }
+    }
+
     /// Subscribes to the durable `durable` (`[A-Za-z0-9_-]{1,64}`), created on first use, which
     /// then starts at the oldest retained event. Every subscriber of the same name shares its
     /// deliveries: each event goes to one of them. Each delivery must be acknowledged

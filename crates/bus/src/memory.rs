@@ -399,6 +399,13 @@ impl MemoryBus {
         Ok(self.inner.lock().last_seq)
     }
 
+    /// Sequence of the oldest event held (`last + 1` when none is); see [`crate::Bus::first_sequence`].
+    pub async fn first_sequence(&self) -> Result<u64, BusError> {
+        let mut state = self.inner.lock();
+        state.expire(Instant::now(), &self.inner.config);
+        Ok(state.first_seq)
+    }
+
     /// Joins (or creates) durable `durable`; see [`crate::Bus::subscribe_work`].
     pub async fn subscribe_work(&self, durable: &str, filter: &TopicFilter) -> Result<WorkSubscription, BusError> {
         validate_durable(durable)?;

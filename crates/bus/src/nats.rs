@@ -434,13 +434,22 @@ impl NatsBus {
 
     /// The stream's last sequence; see [`crate::Bus::last_sequence`].
     pub async fn last_sequence(&self) -> Result<u64, BusError> {
+        Ok(self.stream_state().await?.last_sequence)
+    }
+
+    async fn stream_state(&self) -> Result<stream::State, BusError> {
         let info = deadline(
             "stream info",
             self.inner.config.operation_timeout,
             self.inner.stream.get_info(),
         )
         .await?;
-        Ok(info.state.last_sequence)
+        Ok(info.state)
+    }
+
+    /// The stream's first sequence; see [`crate::Bus::first_sequence`].
+    pub async fn first_sequence(&self) -> Result<u64, BusError> {
+        Ok(self.stream_state().await?.first_sequence)
     }
 
     /// Joins (or creates) a durable pull consumer; see [`crate::Bus::subscribe_work`].

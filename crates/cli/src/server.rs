@@ -12,8 +12,9 @@ use portcullis_admission::rate_limit::{RateLimitConfig, TenantLimit};
 use portcullis_admission::webhook::WebhookOptions;
 use portcullis_admission::{AdmissionOptions, Hooks, RunningAdmission, ServeOptions, Upstream};
 use portcullis_bus::{Bus, BusConfig};
+use portcullis_kit::shutdown_signal;
 use portcullis_policy_store::{BackgroundOptions, RunningServer, bootstrap_default_tenant, sqlite_url};
-use portcullis_server::{Credentials, Mode, ServerConfig, TlsFiles, shutdown_signal};
+use portcullis_server::{Credentials, Mode, ServerConfig, TlsFiles};
 use portcullis_storage::{Store, StoreOptions};
 
 use crate::ExitStatus;

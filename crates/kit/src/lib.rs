@@ -2,3 +2,10 @@
 //! thin adapters; everything they would otherwise each write for themselves lives here.
 
 pub mod cache;
+pub mod client;
+pub mod follow;
+pub mod lifecycle;
+
+pub use client::{ClientConfig, Credential, Trust};
+pub use follow::{FollowHandler, FollowedEvent, Follower, Gap, follow};
+pub use lifecycle::{Lifecycle, Stopped, shutdown_signal};

@@ -15,9 +15,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Args;
 use hdrhistogram::Histogram;
+use portcullis_kit::ClientConfig;
 use serde_json::json;
 use tokio::sync::Semaphore;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::cpu::{Snapshot, Usage};
 use crate::timer::PreciseSleep;
@@ -203,17 +204,18 @@ fn with_stats<R>(stats: &Shared, f: impl FnOnce(&mut Stats) -> R) -> R {
     f(&mut stats.lock().unwrap_or_else(PoisonError::into_inner))
 }
 
-/// `--connections` HTTP/2 connections to `server`, each call with `--timeout`.
+/// `--connections` HTTP/2 connections to `server` (the kit's client builder), each call
+/// with `--timeout`; no keepalive pings (they would add traffic to what is measured).
 pub async fn connect(server: &str, options: &LoadOptions) -> Result<Vec<Channel>> {
-    let endpoint = Endpoint::from_shared(server.to_owned())
+    let config = ClientConfig::new(server)
         .with_context(|| format!("--server {server:?}"))?
-        .tcp_nodelay(true)
         .connect_timeout(Duration::from_secs(5))
-        .timeout(options.timeout);
+        .request_timeout(options.timeout)
+        .keepalive(None);
     let mut channels = Vec::with_capacity(options.connections.max(1));
     for _ in 0..options.connections.max(1) {
         channels.push(
-            endpoint
+            config
                 .connect()
                 .await
                 .with_context(|| format!("connecting to {server}"))?,

@@ -110,7 +110,7 @@ fn run(cli: Cli) -> Result<()> {
                 writeln!(stdout, "noop-server listening on {}", server.url()).context("writing to stdout")?;
                 stdout.flush().context("writing to stdout")?;
                 drop(stdout);
-                server.serve(portcullis_server::shutdown_signal()).await?;
+                server.serve(portcullis_kit::shutdown_signal()).await?;
                 Ok(())
             })
         }

@@ -5,7 +5,8 @@
 //!   completes, draining the calls in flight. Health checking (`grpc.health.v1`, one status
 //!   per service) and reflection (v1 and v1alpha, from `portcullis_proto::FILE_DESCRIPTOR_SET`)
 //!   are always on; TLS (rustls) when given a certificate and key; plain text on a
-//!   non-loopback address is refused in distributed mode.
+//!   non-loopback address is refused in distributed mode. Starting, draining and stopping a
+//!   whole service (and the signals that stop it) is `portcullis_kit::lifecycle`.
 //! - Authentication ([`auth`]): `authorization: Bearer <key>` → [`Caller`]: a tenant key
 //!   (through an [`Authenticator`]), the operator key, or the service credential. The
 //!   [`permissions`] table decides which methods each may call; the layer enforces it before
@@ -24,4 +25,4 @@ pub use auth::{
 };
 pub use layer::{AuthLayer, AuthService, AuthState};
 pub use permissions::{Access, PermissionTable};
-pub use server::{BoundServer, GrpcServer, Mode, ServerConfig, ServerError, TlsFiles, shutdown_signal};
+pub use server::{BoundServer, GrpcServer, Mode, ServerConfig, ServerError, TlsFiles};

@@ -150,8 +150,9 @@ impl GrpcServer {
         &self.services
     }
 
-    /// Checks the configuration, loads TLS, binds the listener and marks every service
-    /// `SERVING`. Plain text on a non-loopback address is refused in distributed mode.
+    /// Checks the configuration, loads TLS and binds the listener; every service is
+    /// `NOT_SERVING` until [`BoundServer::serve`] (or [`BoundServer::mark_serving`]). Plain
+    /// text on a non-loopback address is refused in distributed mode.
     pub async fn bind(mut self) -> Result<BoundServer, ServerError> {
         self.config.check()?;
         let listen = self.config.listen;
@@ -166,7 +167,7 @@ impl GrpcServer {
 
         let (health, health_service) = tonic_health::server::health_reporter();
         for name in &self.services {
-            health.set_service_status(*name, ServingStatus::Serving).await;
+            health.set_service_status(*name, ServingStatus::NotServing).await;
         }
         let reflection_v1 = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(portcullis_proto::FILE_DESCRIPTOR_SET)
@@ -251,12 +252,25 @@ impl BoundServer {
         self.health.clone()
     }
 
-    /// Serves until `shutdown` completes, then marks every service `NOT_SERVING`, stops
-    /// accepting connections and waits for the calls in flight to finish.
+    /// Marks every service `SERVING` or `NOT_SERVING` (readiness, as health checks see it).
+    pub async fn mark_serving(&self, serving: bool) {
+        let status = if serving {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
+        for name in &self.services {
+            self.health.set_service_status(*name, status).await;
+        }
+    }
+
+    /// Marks every service `SERVING` and serves until `shutdown` completes, then marks them
+    /// `NOT_SERVING`, stops accepting connections and waits for the calls in flight to finish.
     pub async fn serve<F>(self, shutdown: F) -> Result<(), ServerError>
     where
         F: Future<Output = ()> + Send,
     {
+        self.mark_serving(true).await;
         let health = self.health.clone();
         let services = self.services.clone();
         let signal = async move {
@@ -273,30 +287,5 @@ impl BoundServer {
             .serve_with_incoming_shutdown(incoming, signal)
             .await?;
         Ok(())
-    }
-}
-
-/// Completes on SIGINT or SIGTERM (on other platforms: Ctrl-C).
-pub async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
-            (Ok(mut int), Ok(mut term)) => {
-                tokio::select! {
-                    _ = int.recv() => tracing::info!("SIGINT received"),
-                    _ = term.recv() => tracing::info!("SIGTERM received"),
-                }
-            }
-            _ => {
-                // Without signal handlers the process can only be killed; keep serving.
-                tracing::warn!("cannot install signal handlers");
-                std::future::pending::<()>().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
     }
 }

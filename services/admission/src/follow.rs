@@ -3,18 +3,18 @@
 //! (the old entry serves until the new one has arrived), `apikey.revoked` drops the key,
 //! `scan.result` updates the summaries held.
 //!
-//! After a gap (the subscription ended, or could not be made), events may have been missed:
+//! The subscription is the kit's `Follower`: it resumes from the last event handled, and
+//! reports a gap when events may have been missed (dropped by the stream before they were
+//! read, a long outage, an undecodable event). After a gap:
 //! every cached policy is fetched again in the background, cached keys are dropped (one
 //! introspection each on next use), and scan summaries are marked due for a refresh. Nothing
 //! is dropped that a review would then have to wait for.
 
-use std::future::Future;
-use std::time::Duration;
-
-use portcullis_bus::{Bus, StartFrom, TopicFilter};
+use portcullis_bus::{Bus, TopicFilter};
+use portcullis_kit::follow::{FollowHandler, FollowedEvent, Follower, Gap};
 use portcullis_proto::events::v1 as pe;
 use portcullis_proto::events::v1::event_envelope::Payload;
-use prost::Message as _;
+use tokio_util::sync::CancellationToken;
 
 use crate::Admission;
 
@@ -51,46 +51,28 @@ impl Admission {
         self.scans().expire_all();
     }
 
-    /// Follows the policy store's events on `bus` until `stop` completes.
-    pub async fn follow(&self, bus: Bus, stop: impl Future<Output = ()>) {
-        tokio::pin!(stop);
-        let filter = TopicFilter::topics(FOLLOWED_TOPICS);
-        let mut first = true;
-        loop {
-            let subscribed = tokio::select! {
-                () = &mut stop => return,
-                subscribed = bus.subscribe_broadcast(&filter, StartFrom::New) => subscribed,
-            };
-            match subscribed {
-                Ok(mut subscription) => {
-                    if !first {
-                        self.resynchronise();
-                    }
-                    loop {
-                        let next = tokio::select! {
-                            () = &mut stop => return,
-                            next = subscription.next() => next,
-                        };
-                        let Some(received) = next else {
-                            tracing::warn!("the admission cache subscription ended; subscribing again");
-                            break;
-                        };
-                        match pe::EventEnvelope::decode(received.event.payload.as_ref()) {
-                            Ok(envelope) => self.apply_event(&envelope),
-                            Err(e) => {
-                                tracing::warn!(error = %e, subject = %received.event.subject(), "undecodable event; refreshing the caches");
-                                self.resynchronise();
-                            }
-                        }
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e, "subscribing to the policy store's events failed; retrying"),
-            }
-            first = false;
-            tokio::select! {
-                () = &mut stop => return,
-                () = tokio::time::sleep(Duration::from_secs(1)) => {}
-            }
+    /// Follows the policy store's events on `bus` until `stop` is cancelled, from right
+    /// after `start_after` (the stream's last sequence when the caches were created; `None`:
+    /// from now, resynchronising once).
+    pub async fn follow(&self, bus: Bus, start_after: Option<u64>, stop: CancellationToken) {
+        let handler = CacheFollower(self.clone());
+        let mut follower = Follower::new(bus, TopicFilter::topics(FOLLOWED_TOPICS));
+        if let Some(sequence) = start_after {
+            follower = follower.start_after(sequence);
         }
+        follower.run(handler, stop).await;
+    }
+}
+
+/// Applies events to the caches; resynchronises them after a gap.
+struct CacheFollower(Admission);
+
+impl FollowHandler for CacheFollower {
+    fn event(&mut self, event: &FollowedEvent) {
+        self.0.apply_event(&event.envelope);
+    }
+
+    fn gap(&mut self, _gap: &Gap) {
+        self.0.resynchronise();
     }
 }

@@ -1,6 +1,6 @@
 //! A whole admission server in the background of the current runtime: the gRPC server with
 //! `AdmissionService`, the optional HTTPS webhook, the event follower and the decision
-//! publisher. `portcullis up`, `portcullis serve admission` and the tests start it the same
+//! publisher, on one kit `Lifecycle`. `portcullis up`, `portcullis serve admission` and the tests start it the same
 //! way.
 
 use std::net::SocketAddr;
@@ -8,12 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use portcullis_bus::Bus;
+use portcullis_kit::lifecycle::Lifecycle;
 use portcullis_proto::admission::v1::admission_service_server::AdmissionServiceServer;
 use portcullis_server::{AuthState, Credentials, GrpcServer, PermissionTable, ServerConfig, ServerError};
-use tokio::sync::{oneshot, watch};
-use tokio::task::JoinHandle;
 
-use crate::decision_events::DecisionEventStats;
+use crate::decision_events::{DecisionEventStats, PublisherTask};
 use crate::grpc::AdmissionGrpc;
 use crate::webhook::{WebhookAdapter, WebhookOptions};
 use crate::{Admission, AdmissionOptions, Hooks, Upstream};
@@ -24,6 +23,9 @@ const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 
 /// How often cached policies older than their refresh interval are re-checked.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+/// How long reviews in flight and background tasks may take to finish at shutdown.
+const DRAIN_DEADLINE: Duration = Duration::from_secs(30);
 
 /// How long the final flush of decision events may take at shutdown.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
@@ -47,8 +49,9 @@ pub struct RunningAdmission {
     url: String,
     webhook_addr: Option<SocketAddr>,
     admission: Admission,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<Result<DecisionEventStats, ServerError>>>,
+    lifecycle: Lifecycle,
+    /// Taken by the final flush: later waits return the default counters.
+    publisher: Option<PublisherTask>,
 }
 
 impl RunningAdmission {
@@ -62,6 +65,14 @@ impl RunningAdmission {
         options: ServeOptions,
         hooks: Hooks,
     ) -> Result<RunningAdmission, ServerError> {
+        // Recorded before the caches can hold anything: the follower starts right after it.
+        let snapshot = match bus.last_sequence().await {
+            Ok(sequence) => Some(sequence),
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the event stream's position failed; the follower will record it");
+                None
+            }
+        };
         let (admission, publisher) = Admission::new(upstream, bus.clone(), options.admission.clone(), hooks)
             .map_err(|e| ServerError::Config(e.to_string()))?;
         let auth = AuthState {
@@ -77,78 +88,46 @@ impl RunningAdmission {
         let bound = server.bind().await?;
         let addr = bound.local_addr();
         let url = bound.url();
-
-        let (stop_tx, mut stop_rx) = watch::channel(false);
         let webhook = match &options.webhook {
-            Some(webhook_options) => {
-                let bound = WebhookAdapter::bind(admission.clone(), webhook_options)
+            Some(webhook_options) => Some(
+                WebhookAdapter::bind(admission.clone(), webhook_options)
                     .await
-                    .map_err(|e| ServerError::Config(format!("webhook: {e}")))?;
-                Some(bound)
-            }
+                    .map_err(|e| ServerError::Config(format!("webhook: {e}")))?,
+            ),
             None => None,
         };
         let webhook_addr = webhook.as_ref().map(|w| w.local_addr());
-        let webhook_task = webhook.map(|w| {
-            let mut stop = stop_rx.clone();
-            tokio::spawn(async move {
-                let shutdown = async move {
-                    let _ = stop.wait_for(|s| *s).await;
-                };
-                if let Err(e) = w.serve(shutdown).await {
+
+        let lifecycle = Lifecycle::new(DRAIN_DEADLINE);
+        let follower = admission.clone();
+        lifecycle.spawn("event follower", |stop| async move {
+            follower.follow(bus, snapshot, stop).await;
+        });
+        let sweeper = admission.clone();
+        lifecycle.spawn("policy sweep", |stop| async move {
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(SWEEP_INTERVAL) => sweeper.policies().refresh_stale(),
+                }
+            }
+        });
+        if let Some(webhook) = webhook {
+            lifecycle.spawn("webhook", |stop| async move {
+                if let Err(e) = webhook.serve(stop.cancelled_owned()).await {
                     tracing::error!(error = %e, "the webhook listener failed");
                 }
-            })
-        });
-        let follow_task = {
-            let (admission, mut stop) = (admission.clone(), stop_rx.clone());
-            tokio::spawn(async move {
-                admission
-                    .follow(bus, async move {
-                        let _ = stop.wait_for(|s| *s).await;
-                    })
-                    .await;
-            })
-        };
-
-        let sweep_task = {
-            let (admission, mut stop) = (admission.clone(), stop_rx.clone());
-            tokio::spawn(async move {
-                loop {
-                    tokio::select! {
-                        _ = stop.wait_for(|s| *s) => return,
-                        () = tokio::time::sleep(SWEEP_INTERVAL) => admission.policies().refresh_stale(),
-                    }
-                }
-            })
-        };
-
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            let served = bound
-                .serve(async {
-                    let _ = stopped.await;
-                })
-                .await;
-            let _ = stop_tx.send(true);
-            let _ = stop_rx.wait_for(|s| *s).await;
-            if let Some(t) = webhook_task {
-                let _ = t.await;
-            }
-            let _ = follow_task.await;
-            let _ = sweep_task.await;
-            // After the drain no review can queue events any more: this flush is final.
-            let stats = publisher.shutdown(FLUSH_TIMEOUT).await;
-            served.map(|()| stats)
-        });
+            });
+        }
+        lifecycle.serve("admission gRPC", bound).await;
         tracing::info!(%url, webhook = ?webhook_addr, "admission serving");
         Ok(RunningAdmission {
             addr,
             url,
             webhook_addr,
             admission,
-            stop: Some(stop),
-            task: Some(task),
+            lifecycle,
+            publisher: Some(publisher),
         })
     }
 
@@ -175,27 +154,21 @@ impl RunningAdmission {
     /// Stops accepting reviews, waits for those in flight, and flushes the queued decision
     /// events (for at most a few seconds). Returns the publisher's final counters.
     pub async fn stop(mut self) -> Result<DecisionEventStats, ServerError> {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
+        self.lifecycle.token().cancel();
         self.wait().await
     }
 
-    /// Waits until the server ends (it failed, or it was stopped). Cancel-safe.
+    /// Waits until the server ends (it failed, or it was stopped), then drains and flushes.
+    /// Cancel-safe.
     pub async fn wait(&mut self) -> Result<DecisionEventStats, ServerError> {
-        let Some(task) = self.task.as_mut() else {
+        self.lifecycle.stopping().await;
+        let stopped = self.lifecycle.stop().await;
+        let Some(publisher) = self.publisher.take() else {
             return Ok(DecisionEventStats::default());
         };
-        let result = task.await;
-        self.task = None;
-        result.map_err(|e| ServerError::Config(format!("server task failed: {e}")))?
-    }
-}
-
-impl Drop for RunningAdmission {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
+        // After the drain no review can queue events any more: this flush is final.
+        let stats = publisher.shutdown(FLUSH_TIMEOUT).await;
+        stopped.result().map_err(ServerError::Config)?;
+        Ok(stats)
     }
 }

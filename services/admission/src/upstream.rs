@@ -3,15 +3,15 @@
 
 use std::time::Duration;
 
+use portcullis_kit::client::{ClientConfig, Credential, Trust, for_tenant};
 use portcullis_proto::common::v1 as pc;
 use portcullis_proto::policystore::v1 as pb;
 use portcullis_proto::policystore::v1::auth_service_client::AuthServiceClient;
 use portcullis_proto::policystore::v1::policy_service_client::PolicyServiceClient;
 use portcullis_proto::policystore::v1::scan_result_service_client::ScanResultServiceClient;
-use portcullis_server::TENANT_METADATA;
 use tonic::Status;
-use tonic::metadata::AsciiMetadataValue;
-use tonic::transport::{Channel, Endpoint};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
 
 use crate::AdmissionError;
 
@@ -38,8 +38,7 @@ impl ClusterSel {
 /// A client of the policy store acting with the service credential.
 #[derive(Debug, Clone)]
 pub struct Upstream {
-    channel: Channel,
-    bearer: AsciiMetadataValue,
+    channel: InterceptedService<Channel, Credential>,
     timeout: Duration,
 }
 
@@ -53,45 +52,26 @@ impl Upstream {
         timeout: Duration,
     ) -> Result<Upstream, AdmissionError> {
         let bad = |what: &str, e: &dyn std::fmt::Display| AdmissionError::InvalidArgument(format!("{what}: {e}"));
-        let mut endpoint = Endpoint::from_shared(url.to_owned())
+        let mut config = ClientConfig::new(url)
             .map_err(|e| bad("policy store URL", &e))?
             .connect_timeout(timeout)
-            .timeout(timeout)
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(20))
-            .keep_alive_while_idle(true);
+            .request_timeout(timeout);
         if let Some(ca) = ca_pem {
-            let tls = tonic::transport::ClientTlsConfig::new()
-                .ca_certificate(tonic::transport::Certificate::from_pem(ca))
-                .with_enabled_roots();
-            endpoint = endpoint.tls_config(tls).map_err(|e| bad("policy store TLS", &e))?;
+            config = config.trust(Trust::Ca(ca.to_vec()));
         }
-        let bearer = format!("Bearer {service_token}")
-            .parse()
-            .map_err(|_| AdmissionError::InvalidArgument("service credential: not valid metadata text".into()))?;
+        let credential = Credential::bearer(service_token)
+            .map_err(|e| bad("service credential", &e))?
+            .with_timeout(timeout);
+        let channel = config.connect_lazy().map_err(|e| bad("policy store", &e))?;
         Ok(Upstream {
-            channel: endpoint.connect_lazy(),
-            bearer,
+            channel: InterceptedService::new(channel, credential),
             timeout,
         })
     }
 
-    fn request<T>(&self, tenant: Option<&str>, message: T) -> Result<tonic::Request<T>, Status> {
-        let mut request = tonic::Request::new(message);
-        request.set_timeout(self.timeout);
-        request.metadata_mut().insert("authorization", self.bearer.clone());
-        if let Some(tenant) = tenant {
-            let value = tenant
-                .parse()
-                .map_err(|_| Status::invalid_argument("tenant: not valid metadata text"))?;
-            request.metadata_mut().insert(TENANT_METADATA, value);
-        }
-        Ok(request)
-    }
-
     /// What a tenant key is (`AuthService.Introspect`).
     pub async fn introspect(&self, key: &str) -> Result<pb::IntrospectResponse, Status> {
-        let request = self.request(None, pb::IntrospectRequest { key: key.to_owned() })?;
+        let request = tonic::Request::new(pb::IntrospectRequest { key: key.to_owned() });
         let mut client = AuthServiceClient::new(self.channel.clone());
         Ok(client.introspect(request).await?.into_inner())
     }
@@ -102,8 +82,8 @@ impl Upstream {
         tenant: &str,
         cluster: &ClusterSel,
     ) -> Result<pb::GetEffectivePolicyResponse, Status> {
-        let request = self.request(
-            Some(tenant),
+        let request = for_tenant(
+            tenant,
             pb::GetEffectivePolicyRequest {
                 cluster: Some(cluster.to_proto()),
                 tenant_id: tenant.to_owned(),
@@ -120,13 +100,14 @@ impl Upstream {
         digests: Vec<String>,
         deadline: Duration,
     ) -> Result<pb::GetScanSummariesResponse, Status> {
-        let mut request = self.request(
-            Some(tenant),
+        let mut request = for_tenant(
+            tenant,
             pb::GetScanSummariesRequest {
                 tenant_id: tenant.to_owned(),
                 digests,
             },
         )?;
+        // A deadline the request carries wins over the credential's.
         request.set_timeout(deadline.min(self.timeout));
         let mut client = ScanResultServiceClient::new(self.channel.clone());
         Ok(client.get_scan_summaries(request).await?.into_inner())

@@ -11,7 +11,8 @@
 //! Beside the gRPC services, [`PolicyStore::start_background`] runs the outbox relay (events
 //! to the bus through [`BusSink`]), a periodic sweep of rotated connector keys, and the
 //! follower of other replicas' changes that keeps the [`cache`]s honest;
-//! [`Background::shutdown`] stops them and flushes the outbox once more.
+//! [`Background::shutdown`] stops them and flushes the outbox once more. Both run on the
+//! kit's `Lifecycle` and `Follower`.
 //!
 //! Connector calls are served from in-process caches of key introspections and effective
 //! policies (at most 30 s old, dropped at once on this process's changes and on the bus
@@ -37,7 +38,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use portcullis_bus::{Bus, StartFrom, TopicFilter};
+use portcullis_bus::{Bus, TopicFilter};
+use portcullis_kit::follow::{FollowHandler, FollowedEvent, Follower, Gap};
+use portcullis_kit::lifecycle::{Lifecycle, Stopped};
 use portcullis_proto::policystore::v1 as pb;
 use portcullis_server::status::invalid_field;
 use portcullis_server::{
@@ -45,9 +48,6 @@ use portcullis_server::{
 };
 use portcullis_storage::events::{TOPIC_APIKEY_REVOKED, TOPIC_CLUSTER_CHANGED, TOPIC_POLICY_CHANGED};
 use portcullis_storage::{NewTenant, OutboxRelay, RelayConfig, ResourceRef, Store, StoreError};
-use prost::Message as _;
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
 use tonic::Status;
 
 pub use cache::{CacheOptions, Caches};
@@ -161,100 +161,68 @@ impl PolicyStore {
     /// Starts the outbox relay (publishing to `bus`), the rotated-key sweep, and the
     /// follower of `bus` events that drops cache entries other replicas made stale.
     pub fn start_background(&self, bus: Bus, options: BackgroundOptions) -> Background {
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let follow_task = {
-            let (bus, caches) = (bus.clone(), self.caches.clone());
-            let stop = stopped(stop_rx.clone());
-            tokio::spawn(follow_changes(bus, caches, stop))
-        };
+        self.start_background_on(Lifecycle::new(options.drain_deadline), bus, options)
+    }
+
+    /// [`PolicyStore::start_background`] on `lifecycle` (which a server shares).
+    pub(crate) fn start_background_on(&self, lifecycle: Lifecycle, bus: Bus, options: BackgroundOptions) -> Background {
+        let caches = self.caches.clone();
+        lifecycle.spawn("cache follower", |stop| {
+            let filter = TopicFilter::topics([TOPIC_APIKEY_REVOKED, TOPIC_CLUSTER_CHANGED, TOPIC_POLICY_CHANGED]);
+            // No snapshot sequence: the caches fill lazily, so the follower's own start is
+            // a gap (entries filled before it may predate a change it will never report).
+            Follower::new(bus.clone(), filter).run(CacheFollower(caches), stop)
+        });
         let relay = Arc::new(OutboxRelay::with_config(
             self.store.clone(),
             BusSink::new(bus),
             options.relay,
         ));
-        let relay_task = {
+        lifecycle.spawn("outbox relay", |stop| {
             let relay = relay.clone();
-            let stop = stopped(stop_rx.clone());
-            tokio::spawn(async move { relay.run(stop).await })
-        };
-        let sweep_task = {
-            let store = self.store.clone();
-            let stop = stopped(stop_rx);
-            let interval = options.sweep_interval;
-            tokio::spawn(async move {
-                tokio::pin!(stop);
-                loop {
-                    match store.sweep_rotated_keys().await {
-                        Ok(0) => {}
-                        Ok(n) => tracing::info!(keys = n, "rotated connector keys past their grace period revoked"),
-                        Err(e) => tracing::warn!(error = %e, "sweeping rotated keys failed"),
-                    }
-                    tokio::select! {
-                        () = &mut stop => return,
-                        () = tokio::time::sleep(interval) => {}
-                    }
+            async move { relay.run(stop.cancelled_owned()).await }
+        });
+        let store = self.store.clone();
+        let interval = options.sweep_interval;
+        lifecycle.spawn("rotated key sweep", |stop| async move {
+            loop {
+                match store.sweep_rotated_keys().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(keys = n, "rotated connector keys past their grace period revoked"),
+                    Err(e) => tracing::warn!(error = %e, "sweeping rotated keys failed"),
                 }
-            })
-        };
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(interval) => {}
+                }
+            }
+        });
         Background {
-            stop: stop_tx,
+            lifecycle,
             relay,
-            tasks: vec![relay_task, sweep_task, follow_task],
             flush_timeout: options.flush_timeout,
         }
     }
 }
 
-/// Applies the bus's `apikey.revoked`, `cluster.changed` and `policy.changed` events to
-/// `caches` until `stop`. The events of this process's own commits were applied already;
-/// these are for other replicas'. While not subscribed, changes may be missed: the caches
-/// are cleared after every (re)subscription, and their TTL bounds what is missed meanwhile.
-async fn follow_changes(bus: Bus, caches: Arc<Caches>, stop: impl std::future::Future<Output = ()>) {
-    tokio::pin!(stop);
-    let filter = TopicFilter::topics([TOPIC_APIKEY_REVOKED, TOPIC_CLUSTER_CHANGED, TOPIC_POLICY_CHANGED]);
-    loop {
-        let subscribed = tokio::select! {
-            () = &mut stop => return,
-            subscribed = bus.subscribe_broadcast(&filter, StartFrom::New) => subscribed,
-        };
-        match subscribed {
-            Ok(mut subscription) => {
-                // Entries filled before the subscription existed may predate a change it
-                // will never report.
-                caches.clear();
-                caches.set_following(true);
-                loop {
-                    let next = tokio::select! {
-                        () = &mut stop => return,
-                        next = subscription.next() => next,
-                    };
-                    let Some(received) = next else {
-                        tracing::warn!("the cache invalidation subscription ended; subscribing again");
-                        break;
-                    };
-                    match portcullis_proto::events::v1::EventEnvelope::decode(received.event.payload.as_ref()) {
-                        Ok(envelope) => caches.apply(&envelope),
-                        Err(e) => {
-                            tracing::warn!(error = %e, subject = %received.event.subject(), "undecodable event; clearing the caches");
-                            caches.clear();
-                        }
-                    }
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "subscribing to cache invalidations failed; retrying"),
-        }
-        caches.set_following(false);
-        caches.clear();
-        tokio::select! {
-            () = &mut stop => return,
-            () = tokio::time::sleep(Duration::from_secs(1)) => {}
-        }
-    }
-}
+/// Applies the bus's `apikey.revoked`, `cluster.changed` and `policy.changed` events to the
+/// caches. The events of this process's own commits were applied already; these are for
+/// other replicas'. After a gap the caches are cleared (their TTL bounds what is missed
+/// while no subscription is up).
+struct CacheFollower(Arc<Caches>);
 
-/// Completes when the watched flag turns true (or its sender is gone).
-async fn stopped(mut rx: watch::Receiver<bool>) {
-    let _ = rx.wait_for(|stop| *stop).await;
+impl FollowHandler for CacheFollower {
+    fn event(&mut self, event: &FollowedEvent) {
+        self.0.apply(&event.envelope);
+    }
+
+    fn gap(&mut self, _gap: &Gap) {
+        self.0.clear();
+    }
+
+    fn following(&mut self, following: bool) {
+        self.0.set_following(following);
+    }
 }
 
 /// Pacing of the background tasks.
@@ -266,6 +234,8 @@ pub struct BackgroundOptions {
     pub sweep_interval: Duration,
     /// How long the final outbox flush at shutdown may take.
     pub flush_timeout: Duration,
+    /// How long calls in flight and background tasks may take to finish at shutdown.
+    pub drain_deadline: Duration,
 }
 
 impl Default for BackgroundOptions {
@@ -274,36 +244,44 @@ impl Default for BackgroundOptions {
             relay: RelayConfig::default(),
             sweep_interval: Duration::from_secs(60),
             flush_timeout: Duration::from_secs(15),
+            drain_deadline: Duration::from_secs(30),
         }
     }
 }
 
-/// The running relay, sweep and cache follower.
+/// The running relay, sweep and cache follower (and, in a server, the gRPC server).
 pub struct Background {
-    stop: watch::Sender<bool>,
+    lifecycle: Lifecycle,
     relay: Arc<OutboxRelay<BusSink>>,
-    tasks: Vec<JoinHandle<()>>,
     flush_timeout: Duration,
 }
 
 impl std::fmt::Debug for Background {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Background").finish_non_exhaustive()
+        f.debug_struct("Background")
+            .field("lifecycle", &self.lifecycle)
+            .finish_non_exhaustive()
     }
 }
 
 impl Background {
-    /// Stops the relay, the sweep and the cache follower, then publishes what is still in the outbox (within
-    /// the flush timeout). Returns how many events the final flush published; events it
-    /// could not publish stay in the outbox for the next start.
+    /// The lifecycle the tasks run on.
+    pub(crate) fn lifecycle(&self) -> &Lifecycle {
+        &self.lifecycle
+    }
+
+    /// Stops the relay, the sweep and the cache follower, then publishes what is still in
+    /// the outbox (within the flush timeout). Returns how many events the final flush
+    /// published; events it could not publish stay in the outbox for the next start.
     pub async fn shutdown(self) -> usize {
-        let _ = self.stop.send(true);
-        for task in self.tasks {
-            if let Err(e) = task.await {
-                tracing::warn!(error = %e, "background task ended abnormally");
-            }
-        }
-        match tokio::time::timeout(self.flush_timeout, self.relay.publish_pending()).await {
+        self.drain().await.1
+    }
+
+    /// Stops every task of the lifecycle (waiting at most its drain deadline), then
+    /// flushes: after the drain no call can write events any more, so the flush is final.
+    pub(crate) async fn drain(&self) -> (Stopped, usize) {
+        let stopped = self.lifecycle.stop().await;
+        let flushed = match tokio::time::timeout(self.flush_timeout, self.relay.publish_pending()).await {
             Ok(Ok(n)) => n,
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "final outbox flush failed; the events stay in the outbox");
@@ -313,7 +291,8 @@ impl Background {
                 tracing::warn!("final outbox flush timed out; the remaining events stay in the outbox");
                 0
             }
-        }
+        };
+        (stopped, flushed)
     }
 }
 

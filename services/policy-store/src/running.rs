@@ -1,16 +1,15 @@
 //! A whole policy store server in the background of the current runtime: the gRPC server
-//! with the eight services, the outbox relay and the key sweep. `portcullis up`,
-//! `portcullis serve policy-store` and the tests start it the same way.
+//! with the eight services, the outbox relay and the key sweep, on one kit `Lifecycle`.
+//! `portcullis up`, `portcullis serve policy-store` and the tests start it the same way.
 
 use std::net::SocketAddr;
 
 use portcullis_bus::Bus;
+use portcullis_kit::lifecycle::Lifecycle;
 use portcullis_server::{Credentials, GrpcServer, ServerConfig, ServerError};
 use portcullis_storage::Store;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
-use crate::{BackgroundOptions, PolicyStore};
+use crate::{Background, BackgroundOptions, PolicyStore};
 
 /// A running server. Dropping it without [`RunningServer::stop`] stops it without
 /// waiting for the drain.
@@ -18,15 +17,14 @@ use crate::{BackgroundOptions, PolicyStore};
 pub struct RunningServer {
     addr: SocketAddr,
     url: String,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<Result<usize, ServerError>>,
-    /// The task's result was taken (a JoinHandle must not be polled again).
+    background: Background,
+    /// The result was taken: later waits return `Ok(0)`.
     finished: bool,
 }
 
 impl RunningServer {
-    /// Binds `config.listen` (port 0 picks a free port), marks the services serving,
-    /// starts the relay and the sweep, and serves in a spawned task.
+    /// Binds `config.listen` (port 0 picks a free port), starts the relay, the sweep and
+    /// the cache follower, then marks the services serving and serves.
     pub async fn start(
         store: Store,
         bus: Bus,
@@ -40,25 +38,14 @@ impl RunningServer {
         let bound = server.bind().await?;
         let addr = bound.local_addr();
         let url = bound.url();
-        let tasks = service.start_background(bus, background);
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            // A dropped sender stops the server too.
-            let served = bound
-                .serve(async {
-                    let _ = stopped.await;
-                })
-                .await;
-            // After the drain: no call can write events any more, so the flush is final.
-            let flushed = tasks.shutdown().await;
-            served.map(|()| flushed)
-        });
+        let lifecycle = Lifecycle::new(background.drain_deadline);
+        let background = service.start_background_on(lifecycle, bus, background);
+        background.lifecycle().serve("policy store gRPC", bound).await;
         tracing::info!(%url, "policy store serving");
         Ok(RunningServer {
             addr,
             url,
-            stop: Some(stop),
-            task,
+            background,
             finished: false,
         })
     }
@@ -76,28 +63,20 @@ impl RunningServer {
     /// Stops accepting calls, waits for those in flight, stops the relay and the sweep, and
     /// flushes the outbox once more. Returns how many events the final flush published.
     pub async fn stop(mut self) -> Result<usize, ServerError> {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
+        self.background.lifecycle().token().cancel();
         self.wait().await
     }
 
-    /// Waits until the server ends (it failed, or it was stopped). Cancel-safe; once it
-    /// has returned, it and [`RunningServer::stop`] return `Ok(0)`.
+    /// Waits until the server ends (it failed, or it was stopped), then drains and flushes.
+    /// Cancel-safe; once it has returned, it and [`RunningServer::stop`] return `Ok(0)`.
     pub async fn wait(&mut self) -> Result<usize, ServerError> {
         if self.finished {
             return Ok(0);
         }
-        let result = (&mut self.task).await;
+        self.background.lifecycle().stopping().await;
+        let (stopped, flushed) = self.background.drain().await;
         self.finished = true;
-        result.map_err(|e| ServerError::Config(format!("server task failed: {e}")))?
-    }
-}
-
-impl Drop for RunningServer {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
+        stopped.result().map_err(ServerError::Config)?;
+        Ok(flushed)
     }
 }

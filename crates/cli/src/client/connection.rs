@@ -1,16 +1,16 @@
 //! The gRPC channel to the server that `--server` names (plain http/2, or TLS through
-//! rustls), and the interceptor that sends the key as `authorization: Bearer <key>` and the
+//! rustls; built by the kit's client builder), and the interceptor that sends the key as `authorization: Bearer <key>` and the
 //! call's deadline as `grpc-timeout`.
 
 use std::path::Path;
 use std::time::Duration;
 
-use tonic::metadata::AsciiMetadataValue;
+use portcullis_kit::client::{ClientConfig, ClientError as KitError, Credential, Trust};
 use tonic::service::Interceptor;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Uri};
+use tonic::transport::{Channel, Uri};
 use tonic::{Request, Status};
 
-use super::error::{ClientError, error_chain};
+use super::error::ClientError;
 
 /// A parsed `--server`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,40 +64,34 @@ pub fn parse_server(text: &str) -> Result<ServerUrl, String> {
     })
 }
 
-/// Opens the channel: connects now (so an unreachable server is one clear error), with the
-/// deadline on connecting and on every call.
+/// Opens the channel (the kit's client builder): connects now (so an unreachable server is
+/// one clear error), with the deadline on connecting and on every call.
 pub async fn connect(server: &ServerUrl, ca_cert: Option<&Path>, timeout: Duration) -> Result<Channel, ClientError> {
-    let endpoint = Endpoint::from_shared(server.uri.clone())
-        .map_err(|e| ClientError::input(format!("--server {}: {}", server.uri, error_chain(&e))))?
+    let mut config = ClientConfig::new(&server.uri)
+        .map_err(|e| ClientError::input(format!("--server {}: {e}", server.uri)))?
         .connect_timeout(timeout)
-        .timeout(timeout);
-    let endpoint = match (server.tls, ca_cert) {
-        (true, ca) => {
-            let config = tls_config(server, ca)?;
-            endpoint
-                .tls_config(config)
-                .map_err(|e| ClientError::input(format!("TLS for {}: {}", server.uri, error_chain(&e))))?
-        }
+        .request_timeout(timeout);
+    match (server.tls, ca_cert) {
+        (true, ca) => config = config.trust(tls_config(server, ca)?),
         (false, Some(_)) => {
             return Err(ClientError::input(format!(
                 "--ca-cert is for an https:// server, and --server is {}",
                 server.uri
             )));
         }
-        (false, None) => endpoint,
-    };
-    let connecting = endpoint.connect();
-    // connect_timeout covers TCP only; this also bounds the TLS and HTTP/2 handshakes.
-    match tokio::time::timeout(timeout, connecting).await {
-        Ok(Ok(channel)) => Ok(channel),
-        Ok(Err(e)) => Err(ClientError::Connect {
+        (false, None) => {}
+    }
+    match config.connect().await {
+        Ok(channel) => Ok(channel),
+        Err(KitError::Connect { reason, .. }) => Err(ClientError::Connect {
             server: server.uri.clone(),
-            reason: with_hint(error_chain(&e), ca_cert.is_some()),
+            reason: with_hint(reason, ca_cert.is_some()),
         }),
-        Err(_) => Err(ClientError::Connect {
+        Err(KitError::Timeout { .. }) => Err(ClientError::Connect {
             server: server.uri.clone(),
             reason: format!("no connection within {}", super::duration::format_duration(timeout)),
         }),
+        Err(e) => Err(ClientError::input(e.to_string())),
     }
 }
 
@@ -115,67 +109,32 @@ fn with_hint(reason: String, has_ca_cert: bool) -> String {
     format!("{reason}{hint}")
 }
 
-fn tls_config(server: &ServerUrl, ca_cert: Option<&Path>) -> Result<ClientTlsConfig, ClientError> {
-    let config = ClientTlsConfig::new().domain_name(server.host.clone());
+/// What an https channel trusts: the `--ca-cert` file, or the system's roots.
+fn tls_config(_server: &ServerUrl, ca_cert: Option<&Path>) -> Result<Trust, ClientError> {
     match ca_cert {
-        Some(path) => {
-            let pem =
-                std::fs::read(path).map_err(|e| ClientError::input(format!("--ca-cert {}: {e}", path.display())))?;
-            if !pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") {
-                return Err(ClientError::input(format!(
-                    "--ca-cert {}: no PEM certificate in the file",
-                    path.display()
-                )));
-            }
-            Ok(config.ca_certificate(Certificate::from_pem(pem)))
-        }
-        None => Ok(config.with_enabled_roots()),
+        Some(path) => Trust::ca_file(path).map_err(|e| ClientError::input(format!("--ca-cert {e}"))),
+        None => Ok(Trust::SystemRoots),
     }
 }
 
 /// Puts the key on every call as `authorization: Bearer <key>`, and the deadline as
-/// `grpc-timeout` so the server stops work the client no longer waits for.
-#[derive(Clone)]
-pub struct BearerAuth {
-    value: AsciiMetadataValue,
-    timeout: Duration,
-}
-
-impl std::fmt::Debug for BearerAuth {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Never the key itself.
-        f.debug_struct("BearerAuth")
-            .field("timeout", &self.timeout)
-            .finish_non_exhaustive()
-    }
-}
+/// `grpc-timeout` so the server stops work the client no longer waits for (the kit's
+/// credential).
+#[derive(Debug, Clone)]
+pub struct BearerAuth(Credential);
 
 impl BearerAuth {
     /// The interceptor for `key` (surrounding whitespace ignored). `flag` names where the key
     /// came from, for the error.
     pub fn new(key: &str, flag: &str, timeout: Duration) -> Result<BearerAuth, ClientError> {
-        let key = key.trim();
-        if key.is_empty() {
-            return Err(ClientError::input(format!("{flag} is empty")));
-        }
-        if !key.chars().all(|c| c.is_ascii_graphic()) {
-            return Err(ClientError::input(format!(
-                "{flag} has characters a key cannot have (only printable ASCII, no spaces)"
-            )));
-        }
-        let mut value: AsciiMetadataValue = format!("Bearer {key}")
-            .parse()
-            .map_err(|_| ClientError::input(format!("{flag} cannot be sent as a header")))?;
-        value.set_sensitive(true);
-        Ok(BearerAuth { value, timeout })
+        let credential = Credential::bearer(key).map_err(|e| ClientError::input(format!("{flag} {e}")))?;
+        Ok(BearerAuth(credential.with_timeout(timeout)))
     }
 }
 
 impl Interceptor for BearerAuth {
-    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        request.metadata_mut().insert("authorization", self.value.clone());
-        request.set_timeout(self.timeout);
-        Ok(request)
+    fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
+        self.0.call(request)
     }
 }
 
