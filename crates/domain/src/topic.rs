@@ -87,6 +87,12 @@ impl fmt::Display for Topic {
     }
 }
 
+impl From<Topic> for String {
+    fn from(topic: Topic) -> String {
+        topic.as_str().to_owned()
+    }
+}
+
 impl AsRef<str> for Topic {
     fn as_ref(&self) -> &str {
         self.as_str()

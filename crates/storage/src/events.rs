@@ -10,20 +10,6 @@ use time::OffsetDateTime;
 
 use crate::model::{Actor, ScanRecord};
 
-// The topics' names live in the domain's registry; these names are kept for callers.
-/// Topic of a policy's creation, change or deletion.
-pub const TOPIC_POLICY_CHANGED: &str = Topic::PolicyChanged.as_str();
-/// Topic of a cluster's registration, change or deletion.
-pub const TOPIC_CLUSTER_CHANGED: &str = Topic::ClusterChanged.as_str();
-/// Topic of an attestor's creation, change or deletion.
-pub const TOPIC_ATTESTOR_CHANGED: &str = Topic::AttestorChanged.as_str();
-/// Topic of a ruleset's creation, change or deletion.
-pub const TOPIC_RULESET_CHANGED: &str = Topic::RulesetChanged.as_str();
-/// Topic of a key that stopped working.
-pub const TOPIC_APIKEY_REVOKED: &str = Topic::ApiKeyRevoked.as_str();
-/// Topic of a stored scan result.
-pub const TOPIC_SCAN_RESULT: &str = Topic::ScanResult.as_str();
-
 /// The subject an event of `tenant` and `topic` is published on: `pc.<tenant>.evt.<topic>`.
 pub use portcullis_domain::topic::event_subject as subject;
 

@@ -11,6 +11,7 @@
 //! is dropped that a review would then have to wait for.
 
 use portcullis_bus::{Bus, TopicFilter};
+use portcullis_domain::Topic;
 use portcullis_kit::follow::{FollowHandler, FollowedEvent, Follower, Gap};
 use portcullis_proto::events::v1 as pe;
 use portcullis_proto::events::v1::event_envelope::Payload;
@@ -19,7 +20,12 @@ use tokio_util::sync::CancellationToken;
 use crate::Admission;
 
 /// The topics followed.
-pub const FOLLOWED_TOPICS: [&str; 4] = ["policy.changed", "cluster.changed", "apikey.revoked", "scan.result"];
+pub const FOLLOWED_TOPICS: [Topic; 4] = [
+    Topic::PolicyChanged,
+    Topic::ClusterChanged,
+    Topic::ApiKeyRevoked,
+    Topic::ScanResult,
+];
 
 impl Admission {
     /// Applies one event of the policy store to the caches.

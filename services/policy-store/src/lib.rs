@@ -39,6 +39,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use portcullis_bus::{Bus, TopicFilter};
+use portcullis_domain::Topic;
 use portcullis_kit::follow::{FollowHandler, FollowedEvent, Follower, Gap};
 use portcullis_kit::lifecycle::{Lifecycle, Stopped};
 use portcullis_proto::policystore::v1 as pb;
@@ -46,7 +47,6 @@ use portcullis_server::status::invalid_field;
 use portcullis_server::{
     AuthState, Authenticator, BoxFuture, Caller, Credentials, GrpcServer, PermissionTable, Role, TenantKey,
 };
-use portcullis_storage::events::{TOPIC_APIKEY_REVOKED, TOPIC_CLUSTER_CHANGED, TOPIC_POLICY_CHANGED};
 use portcullis_storage::{NewTenant, OutboxRelay, RelayConfig, ResourceRef, Store, StoreError};
 use tonic::Status;
 
@@ -168,7 +168,7 @@ impl PolicyStore {
     pub(crate) fn start_background_on(&self, lifecycle: Lifecycle, bus: Bus, options: BackgroundOptions) -> Background {
         let caches = self.caches.clone();
         lifecycle.spawn("cache follower", |stop| {
-            let filter = TopicFilter::topics([TOPIC_APIKEY_REVOKED, TOPIC_CLUSTER_CHANGED, TOPIC_POLICY_CHANGED]);
+            let filter = TopicFilter::topics([Topic::ApiKeyRevoked, Topic::ClusterChanged, Topic::PolicyChanged]);
             // No snapshot sequence: the caches fill lazily, so the follower's own start is
             // a gap (entries filled before it may predate a change it will never report).
             Follower::new(bus.clone(), filter).run(CacheFollower(caches), stop)
