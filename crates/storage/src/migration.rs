@@ -94,20 +94,23 @@ enum PolicyRevisions {
     DocumentSha256,
 }
 
-#[derive(DeriveIden)]
-enum PolicyAttestorRefs {
-    Table,
+/// A policy's references to one kind of named document share one shape.
+#[derive(DeriveIden, Clone, Copy)]
+enum Refs {
     TenantId,
     PolicyId,
     AttestorName,
+    RulesetId,
 }
 
-#[derive(DeriveIden)]
+#[derive(DeriveIden, Clone, Copy)]
+enum PolicyAttestorRefs {
+    Table,
+}
+
+#[derive(DeriveIden, Clone, Copy)]
 enum PolicyRulesetRefs {
     Table,
-    TenantId,
-    PolicyId,
-    RulesetId,
 }
 
 /// Rulesets and attestors share one shape.
@@ -186,6 +189,29 @@ fn fk_tenant<T: IntoIden>(table: T) -> ForeignKeyCreateStatement {
         .from_col(Alias::new("tenant_id"))
         .to_tbl(Tenants::Table)
         .to_col(Tenants::Id)
+        .on_delete(ForeignKeyAction::NoAction)
+        .to_owned()
+}
+
+/// An auto-incremented BIGINT primary key: the order rows were written in.
+fn serial_key<C: IntoIden>(column: C) -> ColumnDef {
+    ColumnDef::new(column)
+        .big_integer()
+        .not_null()
+        .auto_increment()
+        .primary_key()
+        .to_owned()
+}
+
+/// `(tenant_id, <policy column>)` of `table` points at a policy of the same tenant.
+fn fk_policy<T: IntoIden, C: IntoIden>(table: T, tenant_column: C, policy_column: C) -> ForeignKeyCreateStatement {
+    ForeignKey::create()
+        .from_tbl(table)
+        .from_col(tenant_column)
+        .from_col(policy_column)
+        .to_tbl(Policies::Table)
+        .to_col(Policies::TenantId)
+        .to_col(Policies::Id)
         .on_delete(ForeignKeyAction::NoAction)
         .to_owned()
 }
@@ -298,16 +324,11 @@ impl MigrationTrait for M0001Initial {
                             .col(PolicyRevisions::PolicyId)
                             .col(PolicyRevisions::Revision),
                     )
-                    .foreign_key(
-                        ForeignKey::create()
-                            .from_tbl(PolicyRevisions::Table)
-                            .from_col(PolicyRevisions::TenantId)
-                            .from_col(PolicyRevisions::PolicyId)
-                            .to_tbl(Policies::Table)
-                            .to_col(Policies::TenantId)
-                            .to_col(Policies::Id)
-                            .on_delete(ForeignKeyAction::NoAction),
-                    )
+                    .foreign_key(&mut fk_policy(
+                        PolicyRevisions::Table,
+                        PolicyRevisions::TenantId,
+                        PolicyRevisions::PolicyId,
+                    ))
                     .to_owned(),
             )
             .await?;
@@ -337,95 +358,52 @@ impl MigrationTrait for M0001Initial {
                 .await?;
         }
 
-        manager
-            .create_table(
-                Table::create()
-                    .table(PolicyAttestorRefs::Table)
-                    .col(ColumnDef::new(PolicyAttestorRefs::TenantId).string().not_null())
-                    .col(ColumnDef::new(PolicyAttestorRefs::PolicyId).string().not_null())
-                    .col(ColumnDef::new(PolicyAttestorRefs::AttestorName).string().not_null())
-                    .primary_key(
-                        Index::create()
-                            .col(PolicyAttestorRefs::TenantId)
-                            .col(PolicyAttestorRefs::PolicyId)
-                            .col(PolicyAttestorRefs::AttestorName),
-                    )
-                    .foreign_key(
-                        ForeignKey::create()
-                            .from_tbl(PolicyAttestorRefs::Table)
-                            .from_col(PolicyAttestorRefs::TenantId)
-                            .from_col(PolicyAttestorRefs::PolicyId)
-                            .to_tbl(Policies::Table)
-                            .to_col(Policies::TenantId)
-                            .to_col(Policies::Id)
-                            .on_delete(ForeignKeyAction::NoAction),
-                    )
-                    .foreign_key(
-                        ForeignKey::create()
-                            .from_tbl(PolicyAttestorRefs::Table)
-                            .from_col(PolicyAttestorRefs::TenantId)
-                            .from_col(PolicyAttestorRefs::AttestorName)
-                            .to_tbl(Attestors::Table)
-                            .to_col(Object::TenantId)
-                            .to_col(Object::Name)
-                            .on_delete(ForeignKeyAction::NoAction),
-                    )
-                    .to_owned(),
-            )
-            .await?;
-        manager
-            .create_index(index(
-                "ix_policy_attestor_refs_target",
-                PolicyAttestorRefs::Table,
-                &["tenant_id", "attestor_name"],
-                false,
-            ))
-            .await?;
-
-        manager
-            .create_table(
-                Table::create()
-                    .table(PolicyRulesetRefs::Table)
-                    .col(ColumnDef::new(PolicyRulesetRefs::TenantId).string().not_null())
-                    .col(ColumnDef::new(PolicyRulesetRefs::PolicyId).string().not_null())
-                    .col(ColumnDef::new(PolicyRulesetRefs::RulesetId).string().not_null())
-                    .primary_key(
-                        Index::create()
-                            .col(PolicyRulesetRefs::TenantId)
-                            .col(PolicyRulesetRefs::PolicyId)
-                            .col(PolicyRulesetRefs::RulesetId),
-                    )
-                    .foreign_key(
-                        ForeignKey::create()
-                            .from_tbl(PolicyRulesetRefs::Table)
-                            .from_col(PolicyRulesetRefs::TenantId)
-                            .from_col(PolicyRulesetRefs::PolicyId)
-                            .to_tbl(Policies::Table)
-                            .to_col(Policies::TenantId)
-                            .to_col(Policies::Id)
-                            .on_delete(ForeignKeyAction::NoAction),
-                    )
-                    .foreign_key(
-                        ForeignKey::create()
-                            .from_tbl(PolicyRulesetRefs::Table)
-                            .from_col(PolicyRulesetRefs::TenantId)
-                            .from_col(PolicyRulesetRefs::RulesetId)
-                            .to_tbl(Rulesets::Table)
-                            .to_col(Object::TenantId)
-                            .to_col(Object::Id)
-                            .on_delete(ForeignKeyAction::NoAction),
-                    )
-                    .to_owned(),
-            )
-            .await?;
-        manager
-            .create_index(index(
-                "ix_policy_ruleset_refs_target",
-                PolicyRulesetRefs::Table,
-                &["tenant_id", "ruleset_id"],
-                false,
-            ))
-            .await?;
+        for (table, column, target, target_key) in [
+            (
+                PolicyAttestorRefs::Table.into_iden(),
+                Refs::AttestorName,
+                Attestors::Table.into_iden(),
+                Object::Name,
+            ),
+            (
+                PolicyRulesetRefs::Table.into_iden(),
+                Refs::RulesetId,
+                Rulesets::Table.into_iden(),
+                Object::Id,
+            ),
+        ] {
+            let name = table.to_string();
+            manager
+                .create_table(
+                    Table::create()
+                        .table(table.clone())
+                        .col(ColumnDef::new(Refs::TenantId).string().not_null())
+                        .col(ColumnDef::new(Refs::PolicyId).string().not_null())
+                        .col(ColumnDef::new(column).string().not_null())
+                        .primary_key(Index::create().col(Refs::TenantId).col(Refs::PolicyId).col(column))
+                        .foreign_key(&mut fk_policy(table.clone(), Refs::TenantId, Refs::PolicyId))
+                        .foreign_key(
+                            ForeignKey::create()
+                                .from_tbl(table.clone())
+                                .from_col(Refs::TenantId)
+                                .from_col(column)
+                                .to_tbl(target)
+                                .to_col(Object::TenantId)
+                                .to_col(target_key)
+                                .on_delete(ForeignKeyAction::NoAction),
+                        )
+                        .to_owned(),
+                )
+                .await?;
+            manager
+                .create_index(index(
+                    &format!("ix_{name}_target"),
+                    table,
+                    &["tenant_id", &column.into_iden().to_string()],
+                    false,
+                ))
+                .await?;
+        }
 
         manager
             .create_table(
@@ -447,16 +425,7 @@ impl MigrationTrait for M0001Initial {
                     .col(ColumnDef::new(Clusters::UpdatedAt).big_integer().not_null())
                     .primary_key(Index::create().col(Clusters::TenantId).col(Clusters::Id))
                     .foreign_key(&mut fk_tenant(Clusters::Table))
-                    .foreign_key(
-                        ForeignKey::create()
-                            .from_tbl(Clusters::Table)
-                            .from_col(Clusters::TenantId)
-                            .from_col(Clusters::PolicyId)
-                            .to_tbl(Policies::Table)
-                            .to_col(Policies::TenantId)
-                            .to_col(Policies::Id)
-                            .on_delete(ForeignKeyAction::NoAction),
-                    )
+                    .foreign_key(&mut fk_policy(Clusters::Table, Clusters::TenantId, Clusters::PolicyId))
                     .to_owned(),
             )
             .await?;
@@ -517,13 +486,7 @@ impl MigrationTrait for M0001Initial {
             .create_table(
                 Table::create()
                     .table(Outbox::Table)
-                    .col(
-                        ColumnDef::new(Outbox::Seq)
-                            .big_integer()
-                            .not_null()
-                            .auto_increment()
-                            .primary_key(),
-                    )
+                    .col(serial_key(Outbox::Seq))
                     .col(ColumnDef::new(Outbox::EventId).string().not_null())
                     .col(ColumnDef::new(Outbox::TenantId).string().not_null())
                     .col(ColumnDef::new(Outbox::Topic).string().not_null())
@@ -541,13 +504,7 @@ impl MigrationTrait for M0001Initial {
             .create_table(
                 Table::create()
                     .table(AuditLog::Table)
-                    .col(
-                        ColumnDef::new(AuditLog::Id)
-                            .big_integer()
-                            .not_null()
-                            .auto_increment()
-                            .primary_key(),
-                    )
+                    .col(serial_key(AuditLog::Id))
                     .col(ColumnDef::new(AuditLog::TenantId).string().not_null())
                     .col(ColumnDef::new(AuditLog::ActorKeyId).string().not_null())
                     .col(ColumnDef::new(AuditLog::ActorRole).string().null())
