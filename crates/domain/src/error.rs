@@ -276,6 +276,34 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
+/// Why a server (the gRPC server, the webhook listener) could not start, or stopped with an
+/// error: one error for every listener of every service.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The configuration is refused (for example plain text on a public address).
+    #[error("{0}")]
+    Config(String),
+    /// A TLS file could not be read or used; the message names the file.
+    #[error("TLS: {0}")]
+    Tls(String),
+    /// The address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The server failed while running.
+    #[error("{what}: {source}")]
+    Failed {
+        /// Which server (`gRPC server`).
+        what: &'static str,
+        /// Why.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
 #[cfg(feature = "grpc")]
 mod grpc {
     //! `Error` ↔ `tonic::Status`, with the refused fields as `google.rpc.BadRequest` field

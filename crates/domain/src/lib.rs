@@ -16,7 +16,7 @@ pub mod ids;
 mod modes;
 pub mod topic;
 
-pub use error::{Error, ErrorKind, FieldViolation};
+pub use error::{Error, ErrorKind, FieldViolation, ServeError};
 pub use identity::KeyIdentity;
 pub use ids::{ClusterId, IdError, KeyId, TenantId};
 pub use modes::{FailureMode, Role, UnknownValue};

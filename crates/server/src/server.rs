@@ -79,27 +79,9 @@ impl ServerConfig {
     }
 }
 
-/// Why the server could not start or stopped with an error.
-#[derive(Debug, thiserror::Error)]
-pub enum ServerError {
-    /// The configuration is refused (for example plain text on a public address).
-    #[error("{0}")]
-    Config(String),
-    /// A TLS file could not be read or used.
-    #[error("TLS: {0}")]
-    Tls(String),
-    /// The address could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        /// The address.
-        addr: SocketAddr,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// The server failed while running.
-    #[error("gRPC server: {0}")]
-    Transport(#[from] tonic::transport::Error),
-}
+/// Why the server could not start or stopped with an error: the one [`ServeError`] of every
+/// listener (the webhook's too).
+pub use portcullis_domain::ServeError as ServerError;
 
 /// A server being put together: services are added, then [`GrpcServer::bind`] listens.
 pub struct GrpcServer {
@@ -285,7 +267,11 @@ impl BoundServer {
         builder
             .add_routes(self.routes.routes())
             .serve_with_incoming_shutdown(incoming, signal)
-            .await?;
+            .await
+            .map_err(|e| ServerError::Failed {
+                what: "gRPC server",
+                source: Box::new(e),
+            })?;
         Ok(())
     }
 }

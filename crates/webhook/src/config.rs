@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::error::ServeError;
+use portcullis_domain::ServeError;
 
 /// Where and how the webhook listens. [`WebhookConfig::new`] gives the defaults below; every
 /// field may be changed before [`crate::WebhookServer::bind`], which checks them.

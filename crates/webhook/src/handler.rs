@@ -7,11 +7,13 @@ use std::pin::Pin;
 
 use bytes::Bytes;
 
-use crate::error::WebhookError;
+use portcullis_domain::Error;
 
 /// The future a [`WebhookHandler`] returns: the response AdmissionReview JSON, or why there is
-/// none. (The same type as `futures::future::BoxFuture<'a, Result<Bytes, WebhookError>>`.)
-pub type ReviewFuture<'a> = Pin<Box<dyn Future<Output = Result<Bytes, WebhookError>> + Send + 'a>>;
+/// none: an [`Error`] answered with its kind's HTTP status and `{"error": "<message>"}`. The
+/// message goes to the API server (and its logs), so it must never carry a secret such as the
+/// bearer token; the detail stays in this server's log. (The same type as `futures::future::BoxFuture<'a, Result<Bytes, Error>>`.)
+pub type ReviewFuture<'a> = Pin<Box<dyn Future<Output = Result<Bytes, Error>> + Send + 'a>>;
 
 /// One AdmissionReview that passed the transport's checks (route, bearer present, JSON content
 /// type, size), for the handler to authenticate and judge.
@@ -71,7 +73,7 @@ impl<F> fmt::Debug for HandlerFn<F> {
 pub fn handler_fn<F, Fut>(f: F) -> HandlerFn<F>
 where
     F: Fn(WebhookRequest) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<Bytes, WebhookError>> + Send + 'static,
+    Fut: Future<Output = Result<Bytes, Error>> + Send + 'static,
 {
     HandlerFn(f)
 }
@@ -79,7 +81,7 @@ where
 impl<F, Fut> WebhookHandler for HandlerFn<F>
 where
     F: Fn(WebhookRequest) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<Bytes, WebhookError>> + Send + 'static,
+    Fut: Future<Output = Result<Bytes, Error>> + Send + 'static,
 {
     fn review(&self, request: WebhookRequest) -> ReviewFuture<'_> {
         Box::pin((self.0)(request))

@@ -6,7 +6,8 @@
 //! - `POST /validate/{cluster}`: the body is an AdmissionReview (`application/json`), the
 //!   connector key comes as `Authorization: Bearer <key>`, `{cluster}` is the cluster's id or
 //!   name (percent-decoded, 1-253 characters). The handler's answer is returned as `200` with
-//!   its JSON; a [`WebhookError`] becomes its HTTP status with `{"error": "..."}`. The
+//!   its JSON; an [`Error`] becomes its kind's HTTP status (the one error table) with
+//!   `{"error": "<message>"}`. The
 //!   API server's `?timeout=` query shortens the request's deadline.
 //! - `GET /healthz`: `200 ok`.
 //! - anything else: `404`, or `405` for a known path with the wrong method.
@@ -38,13 +39,12 @@
 //! ```
 
 mod config;
-mod error;
 mod handler;
 mod route;
 mod server;
 mod tls;
 
 pub use config::WebhookConfig;
-pub use error::{ServeError, WebhookError};
 pub use handler::{HandlerFn, ReviewFuture, WebhookHandler, WebhookRequest, handler_fn};
+pub use portcullis_domain::{Error, ErrorKind, ServeError};
 pub use server::{BoundWebhook, WebhookServer};

@@ -12,7 +12,8 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::error::WebhookError;
+use portcullis_domain::ErrorKind;
+
 use crate::handler::{WebhookHandler, WebhookRequest};
 
 /// The path prefix of the review route.
@@ -125,10 +126,11 @@ pub(crate) async fn respond(
             response
         }
         Ok(Ok(Err(e))) => {
-            if matches!(e, WebhookError::Internal(_)) {
-                tracing::warn!(%peer, error = %e, "webhook review failed");
+            if e.kind() == ErrorKind::Internal {
+                tracing::warn!(%peer, error = %e, detail = e.detail(), "webhook review failed");
             }
-            error(e.status(), e.message())
+            let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            error(status, e.message())
         }
         Ok(Err(join)) if join.is_panic() => {
             tracing::error!(%peer, error = %join, "webhook handler panicked");

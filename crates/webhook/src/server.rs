@@ -18,10 +18,10 @@ use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::WebhookConfig;
-use crate::error::ServeError;
 use crate::handler::WebhookHandler;
 use crate::route::{RouteState, respond};
 use crate::tls::{ALPN_H2, server_config};
+use portcullis_domain::ServeError;
 
 /// Largest HTTP/2 header list accepted; an AdmissionReview request has a handful of headers.
 const MAX_H2_HEADER_LIST_BYTES: u32 = 64 * 1024;

@@ -8,7 +8,7 @@ use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::error::ServeError;
+use portcullis_domain::ServeError;
 
 /// ALPN protocols offered, HTTP/2 preferred (the API server offers both).
 pub(crate) const ALPN_H2: &[u8] = b"h2";

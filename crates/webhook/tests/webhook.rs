@@ -14,7 +14,8 @@ use common::{Chunked, Client, KUBE_RS_REVIEW, Proto, config, pki, request, revie
 use http::{Request, StatusCode, Version};
 use http_body_util::Either;
 use portcullis_webhook::{
-    ReviewFuture, ServeError, WebhookConfig, WebhookError, WebhookHandler, WebhookRequest, WebhookServer, handler_fn,
+    Error, ErrorKind, ReviewFuture, ServeError, WebhookConfig, WebhookHandler, WebhookRequest, WebhookServer,
+    handler_fn,
 };
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -45,22 +46,32 @@ impl WebhookHandler for Echo {
                 .unwrap()
                 .push((request.bearer.clone(), request.cluster.clone()));
             match request.cluster.as_str() {
-                "invalid" => return Err(WebhookError::InvalidArgument("review: missing field `request`".into())),
-                "unauthenticated" => return Err(WebhookError::Unauthenticated("unknown or revoked key".into())),
-                "denied" => return Err(WebhookError::PermissionDenied("the key is for another cluster".into())),
-                "unknown" => return Err(WebhookError::NotFound("cluster unknown not found".into())),
-                "busy" => return Err(WebhookError::ResourceExhausted("tenant rate limit exceeded".into())),
-                "down" => return Err(WebhookError::Unavailable("policy store unreachable".into())),
-                "broken" => return Err(WebhookError::Internal("bug".into())),
+                "invalid" => {
+                    return Err(Error::new(
+                        ErrorKind::InvalidArgument,
+                        "review: missing field `request`",
+                    ));
+                }
+                "unauthenticated" => return Err(Error::new(ErrorKind::Unauthenticated, "unknown or revoked key")),
+                "denied" => {
+                    return Err(Error::new(
+                        ErrorKind::PermissionDenied,
+                        "the key is for another cluster",
+                    ));
+                }
+                "unknown" => return Err(Error::new(ErrorKind::NotFound, "cluster unknown not found")),
+                "busy" => return Err(Error::new(ErrorKind::ResourceExhausted, "tenant rate limit exceeded")),
+                "down" => return Err(Error::new(ErrorKind::Unavailable, "policy store unreachable")),
+                "broken" => return Err(Error::new(ErrorKind::Internal, "bug")),
                 "panic" => panic!("a handler bug"),
                 "size" => return Ok(Bytes::from(json!({ "len": request.body.len() }).to_string())),
                 _ => {}
             }
             let review: Value = serde_json::from_slice(&request.body)
-                .map_err(|e| WebhookError::InvalidArgument(format!("review: {e}")))?;
+                .map_err(|e| Error::new(ErrorKind::InvalidArgument, format!("review: {e}")))?;
             let uid = review["request"]["uid"]
                 .as_str()
-                .ok_or_else(|| WebhookError::InvalidArgument("review: no request.uid".into()))?;
+                .ok_or_else(|| Error::new(ErrorKind::InvalidArgument, "review: no request.uid"))?;
             let answer = json!({
                 "apiVersion": review["apiVersion"],
                 "kind": "AdmissionReview",
@@ -355,10 +366,10 @@ async fn handler_errors_map_to_their_status() {
         assert_eq!(answer.json()["response"]["uid"], uid.as_str());
     }
     assert_eq!(
-        WebhookError::ResourceExhausted("x".into()).status(),
-        StatusCode::TOO_MANY_REQUESTS
+        Error::new(ErrorKind::ResourceExhausted, "x").http_status(),
+        StatusCode::TOO_MANY_REQUESTS.as_u16()
     );
-    assert_eq!(WebhookError::Unavailable("why".into()).message(), "why");
+    assert_eq!(Error::new(ErrorKind::Unavailable, "why").message(), "why");
     server.shutdown().await;
 }
 

@@ -65,8 +65,15 @@ impl AdmissionError {
     }
 }
 
+/// The one domain error (the webhook answers with its HTTP status, gRPC with its code).
+impl From<AdmissionError> for portcullis_domain::Error {
+    fn from(error: AdmissionError) -> portcullis_domain::Error {
+        portcullis_domain::Error::new(error.kind(), error.to_string())
+    }
+}
+
 impl From<AdmissionError> for Status {
     fn from(error: AdmissionError) -> Status {
-        Status::from(portcullis_domain::Error::new(error.kind(), error.to_string()))
+        Status::from(portcullis_domain::Error::from(error))
     }
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use portcullis_server::{Authenticator as _, Role};
 use portcullis_webhook::{
-    BoundWebhook, ReviewFuture, ServeError, WebhookConfig, WebhookError, WebhookHandler, WebhookRequest, WebhookServer,
+    BoundWebhook, ReviewFuture, ServeError, WebhookConfig, WebhookHandler, WebhookRequest, WebhookServer,
 };
 
 use crate::metrics::Transport;
@@ -69,19 +69,8 @@ impl WebhookAdapter {
     }
 }
 
-fn to_webhook_error(e: AdmissionError) -> WebhookError {
-    match e {
-        AdmissionError::InvalidArgument(m) => WebhookError::InvalidArgument(m),
-        AdmissionError::Unauthenticated(m) => WebhookError::Unauthenticated(m),
-        AdmissionError::PermissionDenied(m) => WebhookError::PermissionDenied(m),
-        AdmissionError::RateLimited(m) => WebhookError::ResourceExhausted(m),
-        AdmissionError::Unavailable(m) => WebhookError::Unavailable(m),
-        AdmissionError::Internal(m) => WebhookError::Internal(m),
-    }
-}
-
 impl WebhookHandler for WebhookAdapter {
     fn review(&self, request: WebhookRequest) -> ReviewFuture<'_> {
-        Box::pin(async move { self.judge(request).await.map_err(to_webhook_error) })
+        Box::pin(async move { self.judge(request).await.map_err(portcullis_domain::Error::from) })
     }
 }
