@@ -440,38 +440,10 @@ fn is_valid_path(path: &str) -> bool {
     seen_alphanumeric && separator_len == 0
 }
 
-/// `[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*`.
+/// `[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*`: a path of one component (only the error path
+/// names the component that is wrong, so this need not be one pass over the whole path).
 fn is_path_component(component: &str) -> bool {
-    // The separator run since the last alphanumeric: its byte and its length.
-    let mut separator = 0u8;
-    let mut separator_len = 0usize;
-    let mut seen_alphanumeric = false;
-    for b in component.bytes() {
-        match b {
-            b'a'..=b'z' | b'0'..=b'9' => {
-                let allowed = match separator {
-                    b'.' => separator_len <= 1,
-                    b'_' => separator_len <= 2,
-                    _ => true,
-                };
-                if !allowed {
-                    return false;
-                }
-                separator = 0;
-                separator_len = 0;
-                seen_alphanumeric = true;
-            }
-            b'.' | b'_' | b'-' => {
-                if !seen_alphanumeric || (separator_len > 0 && separator != b) {
-                    return false;
-                }
-                separator = b;
-                separator_len += 1;
-            }
-            _ => return false,
-        }
-    }
-    seen_alphanumeric && separator_len == 0
+    !component.contains('/') && is_valid_path(component)
 }
 
 /// `[\w][\w.-]{0,127}`, `\w` being ASCII.
@@ -598,10 +570,23 @@ mod tests {
 
     #[test]
     fn is_valid_path_is_the_component_checks() {
+        // `[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*` read another way: alphanumeric runs at
+        // both ends, and between them runs of `.`, `_`, `__` or dashes.
+        let component = |c: &str| {
+            let runs: Vec<&str> = c
+                .split(|ch: char| ch.is_ascii_lowercase() || ch.is_ascii_digit())
+                .collect();
+            !c.is_empty()
+                && runs.first() == Some(&"")
+                && runs.last() == Some(&"")
+                && runs
+                    .iter()
+                    .all(|r| matches!(*r, "." | "_" | "__") || r.chars().all(|ch| ch == '-'))
+        };
         for s in all_strings(&['a', '0', '.', '_', '-', '/', 'A', 'é'], 6) {
-            let reference =
-                !has_uppercase(&s) && !s.is_empty() && s.split('/').all(|c| !c.is_empty() && is_path_component(c));
+            let reference = !has_uppercase(&s) && !s.is_empty() && s.split('/').all(component);
             assert_eq!(is_valid_path(&s), reference, "{s:?}");
+            assert_eq!(is_path_component(&s), component(&s), "{s:?}");
         }
     }
 

@@ -121,6 +121,22 @@ fn audit_resource(m: &cluster::Model) -> AuditResource<'_> {
     }
 }
 
+/// Ends every change of a cluster: the audit entry `action` with `detail` and the
+/// `cluster.changed` event of `m` (its state after the change) with `aspects`, then the commit.
+async fn record_and_commit(
+    mut tx: Tx<'_>,
+    m: &cluster::Model,
+    action: &str,
+    detail: serde_json::Value,
+    change: pe::ChangeKind,
+    aspects: &[pe::ClusterChangeAspect],
+) -> StoreResult<()> {
+    tx.audit(&m.tenant_id, action, audit_resource(m), detail).await?;
+    let event = changed_event(&tx.db, m, change, aspects).await?;
+    tx.event(&m.tenant_id, event).await?;
+    tx.commit().await
+}
+
 /// The `cluster.changed` payload of a cluster after a change.
 async fn changed_event<C: ConnectionTrait>(
     db: &C,
@@ -247,7 +263,7 @@ impl Store {
                 None
             }
         };
-        let mut tx = self.write(actor).await?;
+        let tx = self.write(actor).await?;
         if let Some(expires) = new.connector_key_expires_at
             && expires <= tx.now
         {
@@ -302,20 +318,19 @@ impl Store {
             None,
         )
         .await?;
-        tx.audit(
-            tenant_id,
-            "cluster.register",
-            audit_resource(&model),
-            json!({ "policy_id": model.policy_id, "connector_key_id": key.key.id }),
-        )
-        .await?;
         let mut aspects = vec![pe::ClusterChangeAspect::Lifecycle];
         if assigned.is_some() {
             aspects.push(pe::ClusterChangeAspect::Assignment);
         }
-        let event = changed_event(&tx.db, &model, pe::ChangeKind::Created, &aspects).await?;
-        tx.event(tenant_id, event).await?;
-        tx.commit().await?;
+        record_and_commit(
+            tx,
+            &model,
+            "cluster.register",
+            json!({ "policy_id": model.policy_id, "connector_key_id": key.key.id }),
+            pe::ChangeKind::Created,
+            &aspects,
+        )
+        .await?;
         Ok(RegisteredCluster {
             cluster: cluster_from(model, assigned.map(|p| p.name))?,
             connector_key: key,
@@ -389,7 +404,7 @@ impl Store {
         policy: Option<&ResourceRef>,
     ) -> StoreResult<Cluster> {
         check_tenant_id(tenant_id)?;
-        let mut tx = self.write(actor).await?;
+        let tx = self.write(actor).await?;
         let current = find_cluster(&tx.db, tenant_id, cluster).await?;
         let target = match policy {
             Some(r) => Some(find_policy(&tx.db, tenant_id, r).await?),
@@ -407,22 +422,15 @@ impl Store {
             ..current.clone()
         };
         save_generation(&tx, &current, &next).await?;
-        tx.audit(
-            tenant_id,
-            "cluster.assign",
-            audit_resource(&next),
-            json!({ "policy_id": next.policy_id, "policy_name": target_name, "previous_policy_id": current.policy_id }),
-        )
-        .await?;
-        let event = changed_event(
-            &tx.db,
+        record_and_commit(
+            tx,
             &next,
+            "cluster.assign",
+            json!({ "policy_id": next.policy_id, "policy_name": target_name, "previous_policy_id": current.policy_id }),
             pe::ChangeKind::Updated,
             &[pe::ClusterChangeAspect::Assignment],
         )
         .await?;
-        tx.event(tenant_id, event).await?;
-        tx.commit().await?;
         cluster_from(next, target_name)
     }
 
@@ -438,7 +446,7 @@ impl Store {
         expected_generation: Option<u64>,
     ) -> StoreResult<Cluster> {
         check_tenant_id(tenant_id)?;
-        let mut tx = self.write(actor).await?;
+        let tx = self.write(actor).await?;
         let current = find_cluster(&tx.db, tenant_id, cluster).await?;
         if let Some(expected) = expected_generation
             && expected != revision_u64(current.generation)
@@ -465,27 +473,20 @@ impl Store {
             ..current.clone()
         };
         save_generation(&tx, &current, &next).await?;
-        tx.audit(
-            tenant_id,
+        record_and_commit(
+            tx,
+            &next,
             "cluster.settings",
-            audit_resource(&next),
             json!({
                 "failure_mode": after.failure_mode.as_str(),
                 "excluded_namespaces": after.excluded_namespaces,
                 "trusted_images": after.trusted_images,
                 "generation": next.generation,
             }),
-        )
-        .await?;
-        let event = changed_event(
-            &tx.db,
-            &next,
             pe::ChangeKind::Updated,
             &[pe::ClusterChangeAspect::Settings],
         )
         .await?;
-        tx.event(tenant_id, event).await?;
-        tx.commit().await?;
         cluster_from(next, policy_name)
     }
 
@@ -586,22 +587,15 @@ impl Store {
         };
         save_generation(&tx, &current, &next).await?;
         let previous_key_ids: Vec<String> = previous.iter().map(|k| k.id.clone()).collect();
-        tx.audit(
-            tenant_id,
-            "cluster.rotate-key",
-            audit_resource(&next),
-            json!({ "new_key_id": new_key.key.id, "previous_key_ids": previous_key_ids, "grace_seconds": grace.whole_seconds() }),
-        )
-        .await?;
-        let event = changed_event(
-            &tx.db,
+        record_and_commit(
+            tx,
             &next,
+            "cluster.rotate-key",
+            json!({ "new_key_id": new_key.key.id, "previous_key_ids": previous_key_ids, "grace_seconds": grace.whole_seconds() }),
             pe::ChangeKind::Updated,
             &[pe::ClusterChangeAspect::ConnectorKey],
         )
         .await?;
-        tx.event(tenant_id, event).await?;
-        tx.commit().await?;
         Ok(KeyRotation {
             new_key,
             previous_keys_expire_at: ends,
@@ -634,26 +628,19 @@ impl Store {
             .exec(&tx.db)
             .await?;
         let revoked_key_ids: Vec<String> = keys.into_iter().map(|k| k.id).collect();
-        tx.audit(
-            tenant_id,
-            "cluster.delete",
-            audit_resource(&current),
-            json!({ "revoked_key_ids": revoked_key_ids }),
-        )
-        .await?;
         let last = cluster::Model {
             generation: current.generation + 1,
             ..current
         };
-        let event = changed_event(
-            &tx.db,
+        record_and_commit(
+            tx,
             &last,
+            "cluster.delete",
+            json!({ "revoked_key_ids": revoked_key_ids }),
             pe::ChangeKind::Deleted,
             &[pe::ClusterChangeAspect::Lifecycle],
         )
         .await?;
-        tx.event(tenant_id, event).await?;
-        tx.commit().await?;
         Ok(DeletedCluster {
             id: last.id,
             revoked_key_ids,
