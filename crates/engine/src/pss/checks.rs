@@ -7,26 +7,15 @@ use std::ops::Bound;
 
 use super::text::{go_quote, join_quote, named, once_each, pluralize, sorted_set};
 use super::{CheckFailure, CheckId, Scope};
+use crate::evaluate::DEFAULT_CAPABILITIES;
 use crate::k8s::{
     Container, Handler, ObjectMeta, PodSecurityContext, PodSpec, Profile, SeLinuxOptions, SecurityContext,
 };
 
-/// Capabilities a baseline container may add: the container runtime's defaults minus NET_RAW.
-const BASELINE_CAPABILITIES: [&str; 13] = [
-    "AUDIT_WRITE",
-    "CHOWN",
-    "DAC_OVERRIDE",
-    "FOWNER",
-    "FSETID",
-    "KILL",
-    "MKNOD",
-    "NET_BIND_SERVICE",
-    "SETFCAP",
-    "SETGID",
-    "SETPCAP",
-    "SETUID",
-    "SYS_CHROOT",
-];
+/// Whether a baseline container may add `cap`: the container runtime's defaults minus NET_RAW.
+fn baseline_allows(cap: &str) -> bool {
+    cap != "NET_RAW" && DEFAULT_CAPABILITIES.contains(&cap)
+}
 
 /// Sysctls allowed at v1.37 (the "safe" set grown through 1.27, 1.29, 1.32 and 1.37).
 const ALLOWED_SYSCTLS: [&str; 14] = [
@@ -256,7 +245,7 @@ pub(super) fn capabilities_baseline(spec: &PodSpec, scope: &Scope<'_>) -> Option
         };
         let mut valid = true;
         for cap in &capabilities.add {
-            if !BASELINE_CAPABILITIES.contains(&cap.as_str()) {
+            if !baseline_allows(cap) {
                 valid = false;
                 caps.push(cap);
             }
