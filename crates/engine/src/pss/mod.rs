@@ -145,7 +145,7 @@ impl CheckId {
     }
 
     /// The level PSA registers the check at.
-    pub fn level(self) -> Level {
+    pub const fn level(self) -> Level {
         match self {
             CheckId::AllowPrivilegeEscalation
             | CheckId::CapabilitiesRestricted
@@ -160,7 +160,7 @@ impl CheckId {
 
     /// The restricted check that replaces this baseline check at `restricted`
     /// (PSA's `OverrideCheckIDs`), if any.
-    pub fn overridden_by(self) -> Option<CheckId> {
+    pub const fn overridden_by(self) -> Option<CheckId> {
         match self {
             CheckId::CapabilitiesBaseline => Some(CheckId::CapabilitiesRestricted),
             CheckId::HostPathVolumes => Some(CheckId::RestrictedVolumes),
@@ -178,40 +178,42 @@ impl std::fmt::Display for CheckId {
 }
 
 /// Baseline checks at v1.37, ids sorted as PSA's registry sorts them (byte order).
-const BASELINE_CHECKS: &[CheckId] = &[
-    CheckId::AppArmorProfile,
-    CheckId::CapabilitiesBaseline,
-    CheckId::HostNamespaces,
-    CheckId::HostPathVolumes,
-    CheckId::HostPorts,
-    CheckId::HostProbesAndHostLifecycle,
-    CheckId::Privileged,
-    CheckId::ProcMount,
-    CheckId::SeLinuxOptions,
-    CheckId::SeccompProfileBaseline,
-    CheckId::Sysctls,
-    CheckId::WindowsHostProcess,
-];
+const BASELINE_CHECKS: &[CheckId] = &checks_at::<12>(Level::Baseline);
 
 /// Restricted checks at v1.37: the baseline ones not overridden, then the restricted ones.
-const RESTRICTED_CHECKS: &[CheckId] = &[
-    CheckId::AppArmorProfile,
-    CheckId::HostNamespaces,
-    CheckId::HostPorts,
-    CheckId::HostProbesAndHostLifecycle,
-    CheckId::Privileged,
-    CheckId::SeLinuxOptions,
-    CheckId::Sysctls,
-    CheckId::WindowsHostProcess,
-    CheckId::AllowPrivilegeEscalation,
-    CheckId::CapabilitiesRestricted,
-    CheckId::ProcMountRestricted,
-    CheckId::RestrictedVolumes,
-    CheckId::RunAsNonRoot,
-    CheckId::RunAsUser,
-    CheckId::SeccompProfileRestricted,
-];
+const RESTRICTED_CHECKS: &[CheckId] = &checks_at::<15>(Level::Restricted);
 
+/// The `N` checks PSA runs at `level`, from [`CheckId::ALL`] (in id order) by each check's
+/// [`CheckId::level`] and [`CheckId::overridden_by`]: the registry's facts in one place.
+/// Evaluated at compile time; a wrong `N` fails the build.
+#[allow(clippy::indexing_slicing)] // const evaluation: an index out of range fails the build
+const fn checks_at<const N: usize>(level: Level) -> [CheckId; N] {
+    let restricted = matches!(level, Level::Restricted);
+    let mut out = [CheckId::Privileged; N];
+    let mut n = 0;
+    // Baseline-level checks (at restricted, those no restricted check overrides), then the
+    // restricted-level ones.
+    let mut pass = 0;
+    while pass < 2 {
+        let mut i = 0;
+        while i < CheckId::ALL.len() {
+            let check = CheckId::ALL[i];
+            let wanted = match (pass, check.level()) {
+                (0, Level::Baseline) => !restricted || check.overridden_by().is_none(),
+                (1, Level::Restricted) => restricted,
+                _ => false,
+            };
+            if wanted {
+                out[n] = check;
+                n += 1;
+            }
+            i += 1;
+        }
+        pass += 1;
+    }
+    assert!(n == N, "the length of a level's check list");
+    out
+}
 /// What part of a pod a check may look at: exceptions take containers out of scope, and
 /// pod-level fields out of scope only when every container is exempt.
 pub struct Scope<'a> {
