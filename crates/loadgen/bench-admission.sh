@@ -138,6 +138,20 @@ load() {
     echo >&2
 }
 
+# sweep SERVER_LABEL URL KEY PID RATES: the open-loop runs at each of RATES, then the
+# closed-loop runs at each of $CONCURRENCIES, against one server.
+sweep() {
+    local label=$1 url=$2 key=$3 pid=$4 rates=$5 r c
+    for r in $rates; do
+        # shellcheck disable=SC2086 # a list of flags
+        load "$label" "$url" "$key" "$pid" --rate "$r" $OPEN_LOOP_FLAGS
+    done
+    for c in $CONCURRENCIES; do
+        # shellcheck disable=SC2086 # a list of flags
+        load "$label" "$url" "$key" "$pid" --closed-loop --concurrency "$c" $CLOSED_LOOP_FLAGS
+    done
+}
+
 if [[ $SKIP_BUILD != 1 ]]; then
     log "building (release)"
     if [[ " $PARTS " == *" real "* ]]; then
@@ -160,14 +174,7 @@ if [[ " $PARTS " == *" noop "* ]]; then
     NOOP_PID=$STARTED_PID
     NOOP_URL=$(url_of noop "noop-server listening on ")
     log "noop-server pid $NOOP_PID at $NOOP_URL"
-    for r in $NOOP_RATES; do
-        # shellcheck disable=SC2086 # a list of flags
-        load noop "$NOOP_URL" "$NOOP_KEY" "$NOOP_PID" --rate "$r" $OPEN_LOOP_FLAGS
-    done
-    for c in $CONCURRENCIES; do
-        # shellcheck disable=SC2086 # a list of flags
-        load noop "$NOOP_URL" "$NOOP_KEY" "$NOOP_PID" --closed-loop --concurrency "$c" $CLOSED_LOOP_FLAGS
-    done
+    sweep noop "$NOOP_URL" "$NOOP_KEY" "$NOOP_PID" "$NOOP_RATES"
     stop "$NOOP_PID"
     # The engine alone on the same review and policy, on the server's core: the real
     # service does all the no-op does plus at least this, which bounds the ratio.
@@ -192,14 +199,7 @@ if [[ " $PARTS " == *" real "* ]]; then
     "$BIN/portcullis" policy apply -f "$POLICY" >&2
     CONNECTOR_KEY=$("$BIN/portcullis" cluster create bench-1 --policy "$POLICY_NAME")
     unset PORTCULLIS_API_KEY
-    for r in $RATES; do
-        # shellcheck disable=SC2086 # a list of flags
-        load real "$ADMISSION_URL" "$CONNECTOR_KEY" "$UP_PID" --rate "$r" $OPEN_LOOP_FLAGS
-    done
-    for c in $CONCURRENCIES; do
-        # shellcheck disable=SC2086 # a list of flags
-        load real "$ADMISSION_URL" "$CONNECTOR_KEY" "$UP_PID" --closed-loop --concurrency "$c" $CLOSED_LOOP_FLAGS
-    done
+    sweep real "$ADMISSION_URL" "$CONNECTOR_KEY" "$UP_PID" "$RATES"
     stop "$UP_PID"
 fi
 
