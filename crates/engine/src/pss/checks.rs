@@ -133,12 +133,9 @@ pub(super) fn allow_privilege_escalation(spec: &PodSpec, scope: &Scope<'_>) -> O
     if spec.is_windows() {
         return None;
     }
-    let mut bad: Vec<&str> = Vec::new();
-    for c in scope.containers(spec) {
-        if sc(c).and_then(|s| s.allow_privilege_escalation) != Some(false) {
-            bad.push(&c.name);
-        }
-    }
+    let bad = scope.containers_where(spec, |c| {
+        sc(c).and_then(|s| s.allow_privilege_escalation) != Some(false)
+    });
     if bad.is_empty() {
         return None;
     }
@@ -472,12 +469,7 @@ pub(super) fn host_probes_and_host_lifecycle(spec: &PodSpec, scope: &Scope<'_>) 
 
 /// `privileged`.
 pub(super) fn privileged(spec: &PodSpec, scope: &Scope<'_>) -> Option<CheckFailure> {
-    let mut bad: Vec<&str> = Vec::new();
-    for c in scope.containers(spec) {
-        if sc(c).and_then(|s| s.privileged) == Some(true) {
-            bad.push(&c.name);
-        }
-    }
+    let bad = scope.containers_where(spec, |c| sc(c).and_then(|s| s.privileged) == Some(true));
     if bad.is_empty() {
         return None;
     }
@@ -612,12 +604,7 @@ pub(super) fn run_as_user(spec: &PodSpec, scope: &Scope<'_>) -> Option<CheckFail
         return None;
     }
     let pod_bad = pod_sc(spec, scope).and_then(|s| s.run_as_user) == Some(0);
-    let mut bad: Vec<&str> = Vec::new();
-    for c in scope.containers(spec) {
-        if sc(c).and_then(|s| s.run_as_user) == Some(0) {
-            bad.push(&c.name);
-        }
-    }
+    let bad = scope.containers_where(spec, |c| sc(c).and_then(|s| s.run_as_user) == Some(0));
     if !pod_bad && bad.is_empty() {
         return None;
     }
@@ -808,16 +795,12 @@ pub(super) fn sysctls(spec: &PodSpec, scope: &Scope<'_>) -> Option<CheckFailure>
 
 /// `windowsHostProcess`: hostProcess not true on the pod or any container.
 pub(super) fn windows_host_process(spec: &PodSpec, scope: &Scope<'_>) -> Option<CheckFailure> {
-    let mut bad: Vec<&str> = Vec::new();
-    for c in scope.containers(spec) {
-        if sc(c)
+    let bad = scope.containers_where(spec, |c| {
+        sc(c)
             .and_then(|s| s.windows_options.as_ref())
             .and_then(|w| w.host_process)
             == Some(true)
-        {
-            bad.push(&c.name);
-        }
-    }
+    });
     let pod_bad = pod_sc(spec, scope)
         .and_then(|s| s.windows_options.as_ref())
         .and_then(|w| w.host_process)

@@ -241,6 +241,15 @@ impl Scope<'_> {
     fn containers<'p>(&'p self, spec: &'p PodSpec) -> impl Iterator<Item = &'p Container> + 'p {
         spec.all_containers().map(|(_, c)| c).filter(|c| (self.container)(c))
     }
+
+    /// The names of the in-scope containers for which `bad` holds, in visiting order (empty,
+    /// and so unallocated, while a pod passes).
+    fn containers_where<'p>(&'p self, spec: &'p PodSpec, bad: impl Fn(&Container) -> bool) -> Vec<&'p str> {
+        self.containers(spec)
+            .filter(|c| bad(c))
+            .map(|c| c.name.as_str())
+            .collect()
+    }
 }
 
 /// A failed check, in PSA's words.
