@@ -39,7 +39,8 @@ async fn the_handling_span_is_a_child_of_the_publishing_span() {
     assert!(trace::exporting_traces());
 
     let nats = portcullis_bus::testing::NatsServer::start().await.unwrap();
-    let bus = Bus::connect_nats(&nats.url(), BusConfig::default()).await.unwrap();
+    // Small stream limits: JetStream refuses a stream larger than the disk's free space.
+    let bus = Bus::connect_nats(&nats.url(), BusConfig::embedded()).await.unwrap();
     let start = bus.last_sequence().await.unwrap();
     let (tx, mut rx) = mpsc::unbounded_channel();
     let stop = CancellationToken::new();
