@@ -329,17 +329,7 @@ impl OtlpCollector {
         within: Duration,
         done: impl Fn(&[CollectedSpan]) -> bool,
     ) -> Result<Vec<CollectedSpan>, Vec<CollectedSpan>> {
-        let deadline = tokio::time::Instant::now() + within;
-        loop {
-            let changed = self.received.changed.notified();
-            let spans = self.spans();
-            if done(&spans) {
-                return Ok(spans);
-            }
-            if tokio::time::timeout_at(deadline, changed).await.is_err() {
-                return Err(self.spans());
-            }
-        }
+        self.wait_for(within, || self.spans(), done).await
     }
 
     /// Waits until `done` holds for the metric export requests received, for at most
@@ -349,15 +339,25 @@ impl OtlpCollector {
         within: Duration,
         done: impl Fn(&[ExportMetricsServiceRequest]) -> bool,
     ) -> Result<Vec<ExportMetricsServiceRequest>, Vec<ExportMetricsServiceRequest>> {
+        self.wait_for(within, || self.metrics(), done).await
+    }
+
+    async fn wait_for<T>(
+        &self,
+        within: Duration,
+        read: impl Fn() -> Vec<T>,
+        done: impl Fn(&[T]) -> bool,
+    ) -> Result<Vec<T>, Vec<T>> {
         let deadline = tokio::time::Instant::now() + within;
         loop {
+            // Registered before reading, so an export in between still wakes the wait.
             let changed = self.received.changed.notified();
-            let metrics = self.metrics();
-            if done(&metrics) {
-                return Ok(metrics);
+            let got = read();
+            if done(&got) {
+                return Ok(got);
             }
             if tokio::time::timeout_at(deadline, changed).await.is_err() {
-                return Err(self.metrics());
+                return Err(read());
             }
         }
     }
