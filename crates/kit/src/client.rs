@@ -302,7 +302,7 @@ impl Credential {
         }
         // The caller's trace goes on (a context the call carries already wins; a
         // `crate::Traced` channel underneath replaces it with its client span's).
-        if !request.metadata().contains_key(crate::trace::TRACEPARENT) {
+        if crate::trace::exporting_traces() && !request.metadata().contains_key(crate::trace::TRACEPARENT) {
             crate::trace::inject_current_metadata(request.metadata_mut());
         }
     }

@@ -1,6 +1,6 @@
 //! Trace context through NATS headers, with the real nats-server: an event published inside
 //! a span is handled, by the follower, inside a span whose parent is the publisher's span,
-//! as the in-process OTLP collector sees it.
+//! as the in-process OTLP collector sees it; a gRPC call made in a span carries it.
 //! (Its own test binary: telemetry is installed once per process.)
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -9,6 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use opentelemetry::trace::TraceContextExt as _;
 use portcullis_bus::{Bus, BusConfig, Event, TopicFilter};
+use portcullis_kit::Credential;
 use portcullis_kit::follow::{FollowHandler, FollowedEvent, Follower, Gap};
 use portcullis_kit::trace;
 use portcullis_proto::events::v1::EventEnvelope;
@@ -63,6 +64,11 @@ async fn the_handling_span_is_a_child_of_the_publishing_span() {
     publishing.in_scope(|| assert!(trace::inject_current(&mut event.headers)));
     assert!(event.traceparent().is_some_and(|tp| tp.contains(&span_id)));
     bus.publish(event).await.unwrap();
+    // A gRPC call made in the span carries it too (the credential interceptor sends it).
+    let mut call = tonic::Request::new(());
+    publishing.in_scope(|| Credential::bearer("pc_key.secret").unwrap().apply(&mut call));
+    let sent = call.metadata().get(trace::TRACEPARENT).unwrap().to_str().unwrap();
+    assert_eq!(sent, format!("00-{trace_id}-{span_id}-01"));
     drop(publishing);
 
     let (id, inside) = tokio::time::timeout(Duration::from_secs(30), rx.recv())
