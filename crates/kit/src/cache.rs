@@ -401,10 +401,12 @@ where
         let (id, epoch) = (state.next_flight, state.epoch);
         let cache = self.clone();
         let flight_key = key.clone();
-        let task = tokio::spawn(async move {
+        // The load runs in the span of the caller that started it, so its calls join that
+        // caller's trace (a miss only: nothing on the hit path).
+        let task = tokio::spawn(tracing::Instrument::in_current_span(async move {
             let result = load.await;
             cache.finish(&flight_key, id, epoch, result)
-        });
+        }));
         let flight = async move { task.await.unwrap_or_else(|e| Err(E::from(LoadAborted(e.to_string())))) }
             .boxed()
             .shared();

@@ -243,8 +243,9 @@ pub enum CredentialError {
     BadCharacters,
 }
 
-/// What every call carries: `authorization: Bearer <key>` and, when set, the deadline as
-/// `grpc-timeout` (so the server stops work the client no longer waits for). An
+/// What every call carries: `authorization: Bearer <key>`, when set the deadline as
+/// `grpc-timeout` (so the server stops work the client no longer waits for), and while
+/// spans are exported the current span's trace context (`traceparent`). An
 /// [`Interceptor`]: `XClient::with_interceptor(channel, credential)`.
 #[derive(Clone)]
 pub struct Credential {
@@ -298,6 +299,11 @@ impl Credential {
             && !request.metadata().contains_key("grpc-timeout")
         {
             request.set_timeout(timeout);
+        }
+        // The caller's trace goes on (a context the call carries already wins; a
+        // `crate::Traced` channel underneath replaces it with its client span's).
+        if crate::trace::exporting_traces() && !request.metadata().contains_key(crate::trace::TRACEPARENT) {
+            crate::trace::inject_current_metadata(request.metadata_mut());
         }
     }
 }

@@ -14,7 +14,8 @@
 //! - no snapshot sequence was given, so the follower had to record one itself, after state
 //!   may already have been loaded: [`Gap::Unanchored`].
 //!
-//! Events are decoded here, once, and handed over in stream order.
+//! Events are decoded here, once, and handed over in stream order, each inside a span whose
+//! parent is the context in the event's headers (`crate::trace::event_span`).
 
 use std::time::{Duration, Instant};
 
@@ -202,11 +203,16 @@ impl Follower {
                 }
                 next = received.sequence.saturating_add(1);
                 match EventEnvelope::decode(received.event.payload.as_ref()) {
-                    Ok(envelope) => handler.event(&FollowedEvent {
-                        sequence: received.sequence,
-                        envelope,
-                        headers: received.event.headers,
-                    }),
+                    Ok(envelope) => {
+                        let event = FollowedEvent {
+                            sequence: received.sequence,
+                            envelope,
+                            headers: received.event.headers,
+                        };
+                        // The handling span continues the publisher's trace.
+                        crate::trace::event_span(&event.envelope.topic, event.sequence, &event.headers)
+                            .in_scope(|| handler.event(&event));
+                    }
                     Err(e) => {
                         tracing::warn!(error = %e, subject = %received.event.subject(), "undecodable event");
                         handler.gap(&Gap::Undecodable {

@@ -89,6 +89,26 @@ impl TraceContext {
     }
 }
 
+impl TraceContext {
+    /// The trace context a call passes on: its own span's (the current one, made by the
+    /// authentication layer as a child of the caller's) while spans are exported; otherwise
+    /// the caller's, as it came ([`TraceContext::from_metadata`]).
+    pub fn of_call(metadata: &MetadataMap) -> TraceContext {
+        use portcullis_telemetry::propagation::{context_of, exporting_traces, w3c_of};
+        let current = exporting_traces()
+            .then(tracing::Span::current)
+            .and_then(|span| context_of(&span))
+            .and_then(|cx| w3c_of(&cx));
+        match current {
+            Some((traceparent, tracestate)) => TraceContext {
+                traceparent: Some(traceparent),
+                tracestate: (!tracestate.is_empty()).then_some(tracestate),
+            },
+            None => TraceContext::from_metadata(metadata),
+        }
+    }
+}
+
 /// `version-traceid-spanid-flags`: 2, 32, 16 and 2 lower-case hex digits, ids not all zero,
 /// version not `ff`.
 pub fn is_valid_traceparent(tp: &str) -> bool {
@@ -340,7 +360,7 @@ pub async fn authenticate(
     };
     Ok(Caller {
         principal,
-        trace: TraceContext::from_metadata(metadata),
+        trace: TraceContext::of_call(metadata),
     })
 }
 

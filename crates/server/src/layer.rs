@@ -6,10 +6,12 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::{Request, Response};
+use portcullis_telemetry::propagation::{self, MetadataExtractor};
 use tonic::Status;
 use tonic::body::Body;
 use tonic::metadata::MetadataMap;
 use tower::{Layer, Service};
+use tracing::Instrument as _;
 
 use crate::auth::{Authenticator, BoxFuture, Caller, Credentials, authenticate};
 use crate::permissions::{Access, PermissionTable, permits};
@@ -102,20 +104,36 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let state = self.state.clone();
-        Box::pin(async move {
-            let metadata = MetadataMap::from_headers(request.headers().clone());
-            match state.check(request.uri().path(), &metadata).await {
-                Ok(caller) => {
-                    if let Some(caller) = caller {
-                        request.extensions_mut().insert(caller);
+        let metadata = MetadataMap::from_headers(request.headers().clone());
+        let span = call_span(request.uri().path(), &metadata);
+        Box::pin(
+            async move {
+                match state.check(request.uri().path(), &metadata).await {
+                    Ok(caller) => {
+                        if let Some(caller) = caller {
+                            request.extensions_mut().insert(caller);
+                        }
+                        inner.call(request).await
                     }
-                    inner.call(request).await
-                }
-                Err(status) => {
-                    tracing::debug!(path = request.uri().path(), code = ?status.code(), "refused: {}", status.message());
-                    Ok(status.into_http())
+                    Err(status) => {
+                        tracing::debug!(path = request.uri().path(), code = ?status.code(), "refused: {}", status.message());
+                        Ok(status.into_http())
+                    }
                 }
             }
-        })
+            .instrument(span),
+        )
     }
+}
+
+/// The span of one call, a child of the caller's trace context (W3C `traceparent`). Only
+/// while spans are exported: otherwise no span is made and nothing is parsed, and the
+/// caller's context is passed on as it came ([`crate::auth::TraceContext::of_call`]).
+fn call_span(path: &str, metadata: &MetadataMap) -> tracing::Span {
+    if !propagation::exporting_traces() {
+        return tracing::Span::none();
+    }
+    let span = tracing::info_span!("grpc.server", otel.kind = "server", rpc.method = path);
+    propagation::set_parent_from(&span, &MetadataExtractor(metadata));
+    span
 }

@@ -15,6 +15,7 @@
 //! deadline, default 10 s), `OTEL_METRIC_EXPORT_INTERVAL` (default 60 s), `OTEL_TRACES_SAMPLER`/`_ARG`,
 //! `OTEL_BSP_MAX_QUEUE_SIZE` (the span queue is bounded; spans beyond it are dropped), `OTEL_RESOURCE_ATTRIBUTES`.
 
+pub mod propagation;
 #[cfg(feature = "testing")]
 pub mod testing;
 
@@ -188,6 +189,8 @@ fn install(config: TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     if let Some(provider) = &guard.tracer_provider {
         opentelemetry::global::set_tracer_provider(provider.clone());
+        // From now on trace context is extracted and injected (propagation.rs).
+        propagation::set_exporting(true);
     }
     if let Some(provider) = &guard.meter_provider {
         opentelemetry::global::set_meter_provider(provider.clone());
@@ -256,6 +259,9 @@ impl TelemetryGuard {
         let meter_provider = self.meter_provider.take();
         if tracer_provider.is_none() && meter_provider.is_none() {
             return Ok(());
+        }
+        if tracer_provider.is_some() {
+            propagation::set_exporting(false);
         }
         run_blocking(move || {
             let traces = tracer_provider.map_or(Ok(()), |provider| provider.shutdown());

@@ -1,4 +1,5 @@
-//! A meter whose recordings tests read back, for asserting that code records the right instruments.
+//! Test support: a meter whose recordings tests read back ([`in_memory_meter`]), and an
+//! in-process OTLP/gRPC collector keeping the spans and metrics it receives ([`OtlpCollector`]).
 //!
 //! ```
 //! use opentelemetry::KeyValue;
@@ -13,6 +14,14 @@ use std::time::Duration;
 
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Meter, MeterProvider as _};
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
+    MetricsService, MetricsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::{ExportMetricsServiceRequest, ExportMetricsServiceResponse};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
+use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
+use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::metrics::data::{AggregatedMetrics, HistogramDataPoint, Metric, MetricData, ResourceMetrics};
 use opentelemetry_sdk::metrics::reader::MetricReader;
@@ -149,6 +158,216 @@ impl MetricReader for SharedReader {
 
     fn temporality(&self, kind: InstrumentKind) -> Temporality {
         self.0.temporality(kind)
+    }
+}
+
+/// One span as an [`OtlpCollector`] received it; ids in lower-case hex.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CollectedSpan {
+    /// The span's name.
+    pub name: String,
+    /// The `service.name` of the process that exported it.
+    pub service: Option<String>,
+    /// Its trace id (32 hex digits).
+    pub trace_id: String,
+    /// Its span id (16 hex digits).
+    pub span_id: String,
+    /// Its parent's span id; empty for a root span.
+    pub parent_span_id: String,
+    /// Its string attributes.
+    pub attributes: Vec<(String, String)>,
+}
+
+impl CollectedSpan {
+    /// The string attribute `key`, when the span has it.
+    pub fn attribute(&self, key: &str) -> Option<&str> {
+        self.attributes.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+}
+
+#[derive(Debug, Default)]
+struct Received {
+    spans: std::sync::Mutex<Vec<CollectedSpan>>,
+    metrics: std::sync::Mutex<Vec<ExportMetricsServiceRequest>>,
+    changed: tokio::sync::Notify,
+}
+
+impl Received {
+    fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+        m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct CollectorService(Arc<Received>);
+
+#[tonic::async_trait]
+impl TraceService for CollectorService {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let mut spans = Vec::new();
+        for rs in request.into_inner().resource_spans {
+            let service = service_name(rs.resource.as_ref());
+            for ss in rs.scope_spans {
+                spans.extend(ss.spans.into_iter().map(|s| {
+                    CollectedSpan {
+                        name: s.name,
+                        service: service.clone(),
+                        trace_id: hex(&s.trace_id),
+                        span_id: hex(&s.span_id),
+                        parent_span_id: hex(&s.parent_span_id),
+                        attributes: s
+                            .attributes
+                            .into_iter()
+                            .filter_map(|kv| match kv.value?.value? {
+                                AnyValue::StringValue(v) => Some((kv.key, v)),
+                                _ => None,
+                            })
+                            .collect(),
+                    }
+                }));
+            }
+        }
+        Received::lock(&self.0.spans).extend(spans);
+        self.0.changed.notify_waiters();
+        Ok(tonic::Response::new(ExportTraceServiceResponse {
+            partial_success: None,
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl MetricsService for CollectorService {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportMetricsServiceRequest>,
+    ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
+        Received::lock(&self.0.metrics).push(request.into_inner());
+        self.0.changed.notify_waiters();
+        Ok(tonic::Response::new(ExportMetricsServiceResponse {
+            partial_success: None,
+        }))
+    }
+}
+
+/// The `service.name` attribute of an exported resource.
+pub fn service_name(resource: Option<&Resource>) -> Option<String> {
+    resource?
+        .attributes
+        .iter()
+        .find(|kv| kv.key == "service.name")
+        .and_then(|kv| match kv.value.as_ref()?.value {
+            Some(AnyValue::StringValue(ref s)) => Some(s.clone()),
+            _ => None,
+        })
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+/// An OTLP/gRPC collector on a free loopback port, keeping what it receives; stopped when
+/// dropped. Point `TelemetryConfig::otlp_endpoint` at [`OtlpCollector::endpoint`].
+#[derive(Debug)]
+pub struct OtlpCollector {
+    endpoint: String,
+    received: Arc<Received>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl OtlpCollector {
+    /// Starts the collector on the current Tokio runtime.
+    pub async fn start() -> std::io::Result<OtlpCollector> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let incoming = futures::stream::unfold(listener, |l| async move {
+            Some((l.accept().await.map(|(stream, _)| stream), l))
+        });
+        let received = Arc::new(Received::default());
+        let service = CollectorService(Arc::clone(&received));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(TraceServiceServer::new(service.clone()))
+                .add_service(MetricsServiceServer::new(service))
+                .serve_with_incoming_shutdown(incoming, async {
+                    let _ = stopped.await;
+                }),
+        );
+        Ok(OtlpCollector {
+            endpoint: format!("http://{addr}"),
+            received,
+            stop: Some(stop),
+        })
+    }
+
+    /// The URL to export to.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// The spans received so far.
+    pub fn spans(&self) -> Vec<CollectedSpan> {
+        Received::lock(&self.received.spans).clone()
+    }
+
+    /// The metric export requests received so far.
+    pub fn metrics(&self) -> Vec<ExportMetricsServiceRequest> {
+        Received::lock(&self.received.metrics).clone()
+    }
+
+    /// Waits until `done` holds for the spans received (re-checked on every export), for at
+    /// most `within`; the spans then, or `Err` with those received so far.
+    pub async fn wait_for_spans(
+        &self,
+        within: Duration,
+        done: impl Fn(&[CollectedSpan]) -> bool,
+    ) -> Result<Vec<CollectedSpan>, Vec<CollectedSpan>> {
+        self.wait_for(within, || self.spans(), done).await
+    }
+
+    /// Waits until `done` holds for the metric export requests received, for at most
+    /// `within`; like [`OtlpCollector::wait_for_spans`].
+    pub async fn wait_for_metrics(
+        &self,
+        within: Duration,
+        done: impl Fn(&[ExportMetricsServiceRequest]) -> bool,
+    ) -> Result<Vec<ExportMetricsServiceRequest>, Vec<ExportMetricsServiceRequest>> {
+        self.wait_for(within, || self.metrics(), done).await
+    }
+
+    async fn wait_for<T>(
+        &self,
+        within: Duration,
+        read: impl Fn() -> Vec<T>,
+        done: impl Fn(&[T]) -> bool,
+    ) -> Result<Vec<T>, Vec<T>> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            // Registered before reading, so an export in between still wakes the wait.
+            let changed = self.received.changed.notified();
+            let got = read();
+            if done(&got) {
+                return Ok(got);
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return Err(read());
+            }
+        }
+    }
+}
+
+impl Drop for OtlpCollector {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
     }
 }
 

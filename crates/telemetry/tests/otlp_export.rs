@@ -5,88 +5,32 @@
 use std::time::Duration;
 
 use opentelemetry::KeyValue;
-use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
-    MetricsService, MetricsServiceServer,
-};
-use opentelemetry_proto::tonic::collector::metrics::v1::{ExportMetricsServiceRequest, ExportMetricsServiceResponse};
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
-use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
-use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::metrics::v1::metric::Data;
 use opentelemetry_proto::tonic::metrics::v1::number_data_point::Value as NumberValue;
-use opentelemetry_proto::tonic::resource::v1::Resource;
+use portcullis_telemetry::testing::{OtlpCollector, service_name};
 use portcullis_telemetry::{TelemetryConfig, init};
-use tokio::sync::mpsc;
-use tonic::{Request, Response, Status};
 
-enum Received {
-    Traces(ExportTraceServiceRequest),
-    Metrics(ExportMetricsServiceRequest),
-}
-
-/// Forwards every export request to the test.
-#[derive(Clone)]
-struct Collector(mpsc::Sender<Received>);
-
-#[tonic::async_trait]
-impl TraceService for Collector {
-    async fn export(
-        &self,
-        request: Request<ExportTraceServiceRequest>,
-    ) -> Result<Response<ExportTraceServiceResponse>, Status> {
-        self.0
-            .send(Received::Traces(request.into_inner()))
-            .await
-            .map_err(|_| Status::internal("test gone"))?;
-        Ok(Response::new(ExportTraceServiceResponse { partial_success: None }))
+fn counter_value(requests: &[ExportMetricsServiceRequest]) -> Option<NumberValue> {
+    let mut value = None;
+    for rm in requests.iter().flat_map(|r| &r.resource_metrics) {
+        for sm in &rm.scope_metrics {
+            for metric in sm.metrics.iter().filter(|m| m.name == "portcullis.test.requests") {
+                if let Some(Data::Sum(sum)) = &metric.data {
+                    value = sum.data_points.first().and_then(|p| p.value);
+                }
+            }
+        }
     }
-}
-
-#[tonic::async_trait]
-impl MetricsService for Collector {
-    async fn export(
-        &self,
-        request: Request<ExportMetricsServiceRequest>,
-    ) -> Result<Response<ExportMetricsServiceResponse>, Status> {
-        self.0
-            .send(Received::Metrics(request.into_inner()))
-            .await
-            .map_err(|_| Status::internal("test gone"))?;
-        Ok(Response::new(ExportMetricsServiceResponse { partial_success: None }))
-    }
-}
-
-fn service_name(resource: Option<&Resource>) -> Option<String> {
-    resource?
-        .attributes
-        .iter()
-        .find(|kv| kv.key == "service.name")
-        .and_then(|kv| match kv.value.as_ref()?.value {
-            Some(AnyValue::StringValue(ref s)) => Some(s.clone()),
-            _ => None,
-        })
+    value
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spans_and_metrics_reach_the_otlp_collector() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let incoming = futures::stream::unfold(listener, |l| async move {
-        Some((l.accept().await.map(|(stream, _)| stream), l))
-    });
-    let (tx, mut rx) = mpsc::channel(64);
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(TraceServiceServer::new(Collector(tx.clone())))
-            .add_service(MetricsServiceServer::new(Collector(tx)))
-            .serve_with_incoming_shutdown(incoming, async {
-                let _ = stop_rx.await;
-            }),
-    );
+    let collector = OtlpCollector::start().await.unwrap();
 
     let mut config = TelemetryConfig::new("portcullis-otlp-test");
-    config.otlp_endpoint = Some(format!("http://{addr}"));
+    config.otlp_endpoint = Some(collector.endpoint().to_owned());
     let guard = init(config).expect("init with endpoint");
     assert!(guard.exporting());
 
@@ -100,40 +44,24 @@ async fn spans_and_metrics_reach_the_otlp_collector() {
     // Shutdown flushes the batched spans and takes a final metrics collection.
     guard.shutdown().expect("flush to the collector");
 
-    let mut span_names = Vec::new();
-    let mut counter_value = None;
-    let mut services = Vec::new();
     // A deadline so a broken export fails the test instead of hanging it; not a latency assertion.
-    let receive = async {
-        while span_names.is_empty() || counter_value.is_none() {
-            match rx.recv().await {
-                Some(Received::Traces(req)) => {
-                    for rs in &req.resource_spans {
-                        services.push(service_name(rs.resource.as_ref()));
-                        for ss in &rs.scope_spans {
-                            span_names.extend(ss.spans.iter().map(|s| s.name.clone()));
-                        }
-                    }
-                }
-                Some(Received::Metrics(req)) => {
-                    for rm in &req.resource_metrics {
-                        services.push(service_name(rm.resource.as_ref()));
-                        for sm in &rm.scope_metrics {
-                            for metric in sm.metrics.iter().filter(|m| m.name == "portcullis.test.requests") {
-                                if let Some(Data::Sum(sum)) = &metric.data {
-                                    counter_value = sum.data_points.first().and_then(|p| p.value);
-                                }
-                            }
-                        }
-                    }
-                }
-                None => break,
-            }
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(30), receive)
+    let spans = collector
+        .wait_for_spans(Duration::from_secs(30), |spans| !spans.is_empty())
         .await
-        .expect("collector received spans and metrics");
+        .expect("collector received spans");
+    let metrics = collector
+        .wait_for_metrics(Duration::from_secs(30), |m| counter_value(m).is_some())
+        .await
+        .expect("collector received metrics");
+    let span_names: Vec<String> = spans.iter().map(|s| s.name.clone()).collect();
+    let counter_value = counter_value(&metrics);
+    let mut services: Vec<Option<String>> = spans.iter().map(|s| s.service.clone()).collect();
+    services.extend(
+        metrics
+            .iter()
+            .flat_map(|r| &r.resource_metrics)
+            .map(|rm| service_name(rm.resource.as_ref())),
+    );
 
     assert_eq!(span_names, vec!["admission.review".to_owned()]);
     assert_eq!(counter_value, Some(NumberValue::AsInt(3)));
@@ -141,7 +69,4 @@ async fn spans_and_metrics_reach_the_otlp_collector() {
         services.iter().all(|s| s.as_deref() == Some("portcullis-otlp-test")),
         "{services:?}"
     );
-
-    let _ = stop_tx.send(());
-    server.await.unwrap().unwrap();
 }

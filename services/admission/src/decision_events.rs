@@ -5,7 +5,8 @@
 //! bounded queue (`try_send`: no await, and no encoding on the caller's thread); when the
 //! queue is full the decision is dropped and counted. A
 //! background task ([`PublisherTask`]) takes up to `batch` queued decisions, builds their
-//! [`EventEnvelope`]s (fresh UUID v4 event id, producer, time, trace context), and publishes
+//! [`EventEnvelope`]s (fresh UUID v4 event id, producer, time, trace context: the one given,
+//! or else the submitting span's, so the event continues the review's trace), and publishes
 //! them concurrently, each publish bounded by the bus's own `operation_timeout`. Events whose
 //! publish failed with a transient error (bus down) are retried with the same id, after a
 //! capped exponential backoff, while new decisions keep queueing: during an outage the queue
@@ -198,6 +199,9 @@ struct Queued {
     tenant: String,
     payload: Payload,
     trace: Option<TraceContext>,
+    /// The submitting span's context, when no trace context was given and spans are
+    /// exported: formatted in the task, off the review's path.
+    span: Option<portcullis_kit::trace::Context>,
     submitted_at: SystemTime,
 }
 
@@ -286,10 +290,17 @@ impl DecisionPublisher {
 
     fn enqueue(&self, tenant: &str, payload: Payload, trace: Option<TraceContext>) {
         Counters::add(&self.counters.submitted, 1);
+        // The review's span: the event continues its trace (nothing while not exported).
+        let span = if trace.is_none() {
+            portcullis_kit::trace::capture()
+        } else {
+            None
+        };
         let queued = Queued {
             tenant: tenant.to_owned(),
             payload,
             trace,
+            span,
             submitted_at: SystemTime::now(),
         };
         // Full or stopped: the decision is dropped; the task reports drops now and then.
@@ -409,7 +420,16 @@ fn build_event(queued: Queued, producer: &str) -> Event {
         .as_ref()
         .and_then(|s| s.decided_at)
         .unwrap_or_else(|| prost_types::Timestamp::from(queued.submitted_at));
-    let trace = queued.trace.filter(|t| !t.traceparent.is_empty());
+    let trace = queued
+        .trace
+        .or_else(|| {
+            let (traceparent, tracestate) = portcullis_kit::trace::w3c_of(queued.span.as_ref()?)?;
+            Some(TraceContext {
+                traceparent,
+                tracestate,
+            })
+        })
+        .filter(|t| !t.traceparent.is_empty());
     let mut headers = portcullis_bus::Headers::new();
     if let Some(trace) = &trace {
         headers.insert(TRACEPARENT.to_owned(), trace.traceparent.clone());
@@ -793,6 +813,7 @@ mod tests {
             tenant: "t1".into(),
             payload: Payload::Decision(Box::new(decision(true))),
             trace: Some(trace.clone()),
+            span: None,
             submitted_at: SystemTime::now(),
         };
         let event = build_event(queued, "admission/1");
@@ -828,6 +849,7 @@ mod tests {
                 traceparent: "bad\r\nvalue".into(),
                 tracestate: String::new(),
             }),
+            span: None,
             submitted_at: SystemTime::UNIX_EPOCH + Duration::from_secs(42),
         };
         let event = build_event(queued, "admission");

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use portcullis_kit::Traced;
 use portcullis_kit::client::{ClientConfig, Credential, Trust, for_tenant};
 use portcullis_proto::common::v1 as pc;
 use portcullis_proto::policystore::v1 as pb;
@@ -38,7 +39,8 @@ impl ClusterSel {
 /// A client of the policy store acting with the service credential.
 #[derive(Debug, Clone)]
 pub struct Upstream {
-    channel: InterceptedService<Channel, Credential>,
+    /// Every call has a client span whose context it carries (the store's span is its child).
+    channel: InterceptedService<Traced<Channel>, Credential>,
     timeout: Duration,
 }
 
@@ -64,7 +66,7 @@ impl Upstream {
             .with_timeout(timeout);
         let channel = config.connect_lazy().map_err(|e| bad("policy store", &e))?;
         Ok(Upstream {
-            channel: InterceptedService::new(channel, credential),
+            channel: InterceptedService::new(Traced::new(channel), credential),
             timeout,
         })
     }
