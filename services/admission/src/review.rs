@@ -445,11 +445,8 @@ impl Admission {
     async fn evaluate_with_scans(&self, input: &EvalInput<'_>, timings: &mut Timings) -> Decision {
         let inner = &self.inner;
         let started = Instant::now();
-        let (decision, missing, stale) = self.evaluate_once(input, None);
+        let (decision, missing) = self.evaluate_once(input, None);
         timings.evaluate = started.elapsed();
-        if !stale.is_empty() {
-            inner.scans.refresh_in_background(input.tenant, stale);
-        }
         inner.metrics.cache_lookup(CacheKind::Scan, missing.is_empty());
         if missing.is_empty() {
             return decision;
@@ -467,9 +464,9 @@ impl Admission {
         decision
     }
 
-    /// One evaluation over the scan cache, with the digests it lacked and those due for a
-    /// refresh. `unavailable`: digests not held are unavailable, for that reason.
-    fn evaluate_once(&self, input: &EvalInput<'_>, unavailable: Option<&str>) -> (Decision, Vec<String>, Vec<String>) {
+    /// One evaluation over the scan cache, with the digests it lacked. `unavailable`: digests
+    /// not held are unavailable, for that reason.
+    fn evaluate_once(&self, input: &EvalInput<'_>, unavailable: Option<&str>) -> (Decision, Vec<String>) {
         let _s = tracing::debug_span!("evaluate").entered();
         let view = self.inner.scans.view(input.tenant, unavailable);
         let ctx = EvalContext {
@@ -482,7 +479,7 @@ impl Admission {
             failure_mode: input.cluster.failure_mode,
         };
         let decision = input.policy.evaluate(input.subject, &ctx);
-        (decision, view.missing(), view.stale())
+        (decision, view.missing())
     }
 
     /// The answer when no policy can be had: the default failure mode.
