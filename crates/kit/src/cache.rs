@@ -529,6 +529,38 @@ where
             .any(|(k, s)| s.held.as_ref().is_some_and(|h| predicate(k, &h.value)))
     }
 
+    /// Stores `value` for `key` as if just loaded: one batch load filling many keys, or an
+    /// event carrying the newer value. A load in flight for `key` is forgotten (not stored
+    /// when it completes).
+    pub fn insert(&self, key: K, value: V) {
+        if !self.enabled() {
+            return;
+        }
+        let now = Instant::now();
+        let mut guard = self.state();
+        let state = &mut *guard;
+        let slot = state.slots.entry(key.clone()).or_insert_with(|| Slot::new(now));
+        slot.refused = None;
+        slot.flight = None;
+        slot.held = Some(Held {
+            value,
+            loaded: now,
+            refresh_at: after(now, spread(&self.inner.config.refresh)),
+        });
+        self.make_room(state, &key);
+    }
+
+    /// Makes every held entry due for a refresh (after missed invalidations): each keeps
+    /// serving, and is loaded again in the background on its next use.
+    pub fn expire_all(&self) {
+        let now = Instant::now();
+        for slot in self.state().slots.values_mut() {
+            if let Some(held) = &mut slot.held {
+                held.refresh_at = now;
+            }
+        }
+    }
+
     /// Drops `key`, and forgets its load in flight (not stored when it completes).
     pub fn invalidate(&self, key: &K) {
         self.state().slots.remove(key);

@@ -284,3 +284,27 @@ async fn a_zero_ttl_turns_the_cache_off() {
     assert_eq!(source.loads(), 3);
     assert!(cache.is_empty());
 }
+
+#[tokio::test(start_paused = true)]
+async fn insert_fills_without_a_load_and_expire_all_refreshes_on_next_use() {
+    let cache: Tested = Cache::new(config());
+    let source = Source::gated(2);
+    // A batch load (or an event) fills keys at once; they hit without loading.
+    cache.insert("a", 1);
+    cache.insert("b", 1);
+    assert!(matches!(cache.get("a", || source.load()), Answer::Ready(1)));
+    assert_eq!(source.loads(), 0);
+    // A load in flight when a newer value is inserted is not stored.
+    let flight = cache.get("c", || source.load());
+    cache.insert("c", 3);
+    source.open();
+    assert_eq!(flight.get().await, Ok(2));
+    assert_eq!(cache.peek(&"c"), Some(3));
+    // Expired: the old value serves at once and is loaded again in the background.
+    cache.expire_all();
+    let again = Source::new(5);
+    assert!(matches!(cache.get("a", || again.load()), Answer::Ready(1)));
+    assert_eq!(again.loads(), 1);
+    settle("the refresh landing", || cache.peek(&"a") == Some(5)).await;
+    assert_eq!(cache.peek(&"b"), Some(1), "untouched entries keep their value");
+}

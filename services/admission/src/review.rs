@@ -1,13 +1,27 @@
-//! One review, start to end: limits, parsing, the cluster's policy, scan summaries, the
-//! hooks of later stages, evaluation, the response AdmissionReview, the decision event.
+//! One review, start to end, as a pipeline of stages, each a function:
+//!
+//! 1. the tenant's rate limit and the document's size ([`Admission::check_rate`], `check_size`);
+//! 2. the cluster the caller may act for (`select_cluster`; its errors come after the
+//!    document's own) and the parse (`parse`, reading only the fields a held policy reads);
+//! 3. the cluster's policy and settings (`cluster_policy`): a connector key acts only for
+//!    its own cluster; when the store cannot be asked, the default failure mode decides;
+//! 4. the hooks of later stages (`run_hooks`: digest resolution, signatures), each under
+//!    its deadline;
+//! 5. evaluation (`evaluate_with_scans`): the engine applies the excluded namespaces and
+//!    trusted images, reads scan summaries from the cache, and the missing ones are fetched
+//!    once and the evaluation repeated;
+//! 6. the failure mode: what a stage that could not answer leads to is the engine's rule
+//!    ([`portcullis_engine::evaluate::failed_stage`]), never decided here;
+//! 7. the response AdmissionReview and the structured decision (`finish`), then the
+//!    metrics and the decision event (`record`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use portcullis_engine::evaluate::{
-    Decision, DigestLookup, DigestMap, DigestResolver, EvalContext, FailureMode, NoDigests, NotEvaluated, Verdict,
-    VerdictMap,
+    CompiledPolicy, Decision, DigestLookup, DigestMap, DigestResolver, EvalContext, FailureMode, NoDigests,
+    NotEvaluated, SignatureVerdicts, Verdict, VerdictMap,
 };
 use portcullis_engine::image_ref::ImageRef;
 use portcullis_engine::input::{Subject, parse_document_with};
@@ -20,8 +34,8 @@ use time::OffsetDateTime;
 use tracing::Instrument as _;
 
 use crate::error::AdmissionError;
-use crate::metrics::{Outcome, Transport};
-use crate::policies::{ClusterPolicy, PolicyFetchError};
+use crate::metrics::{CacheKind, Outcome, Transport};
+use crate::policies::{ClusterPolicy, Lookup, PolicyFetchError};
 use crate::upstream::ClusterSel;
 use crate::{Admission, BoxFuture};
 
@@ -137,6 +151,95 @@ fn images_of(subject: &Subject) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// The cluster's policy as the policy stage found it.
+enum PolicyStage {
+    /// Known (its policy may be absent: nothing to enforce).
+    Known(Arc<ClusterPolicy>),
+    /// The policy store could not be asked: the default failure mode decides.
+    Unavailable {
+        /// The cluster's id when the review named it by id.
+        cluster_id: String,
+        /// What failed.
+        why: String,
+    },
+}
+
+/// What the hooks of later stages (digest resolution, signatures) answered.
+struct HookAnswers {
+    digests: StageDigests,
+    verdicts: Option<VerdictMap>,
+    /// Stages outside the evaluation that could not answer, as `"<stage>: <what failed>"`.
+    failed: Vec<String>,
+}
+
+/// What evaluation reads besides the subject: the cluster, its policy, the hooks' answers.
+struct EvalInput<'a> {
+    tenant: &'a str,
+    subject: &'a Subject,
+    cluster: &'a ClusterPolicy,
+    policy: &'a CompiledPolicy,
+    hooks: &'a HookAnswers,
+}
+
+/// The stage before parsing: the document's size.
+fn check_size(body: &[u8]) -> Result<(), AdmissionError> {
+    if body.len() > MAX_REVIEW_BYTES {
+        return Err(AdmissionError::InvalidArgument(format!(
+            "admission_review_json: {} bytes is over the limit of {MAX_REVIEW_BYTES} bytes",
+            body.len()
+        )));
+    }
+    Ok(())
+}
+
+/// The cluster the caller may review for: a connector key's own, or the one named.
+fn select_cluster(caller: &ReviewCaller, cluster: Option<ClusterSel>) -> Result<ClusterSel, AdmissionError> {
+    match (&caller.own_cluster, cluster) {
+        (Some(own), None) => Ok(ClusterSel::Id(own.clone())),
+        (Some(own), Some(ClusterSel::Id(id))) if id != *own => Err(AdmissionError::PermissionDenied(
+            "a connector key may act only for its own cluster".into(),
+        )),
+        (_, Some(sel)) => Ok(sel),
+        (None, None) => Err(AdmissionError::InvalidArgument(
+            "cluster: required: an id or a name".into(),
+        )),
+    }
+}
+
+/// Parses the AdmissionReview, reading `fields`; exactly one request with a uid.
+fn parse(body: &[u8], fields: Fields) -> Result<Subject, AdmissionError> {
+    let _s = tracing::debug_span!("parse").entered();
+    // The engine refuses any document that is not UTF-8 (it checks once, on the fast path);
+    // only then is the byte found, for a message that names it.
+    let mut subjects = parse_document_with(body, fields).map_err(|e| {
+        AdmissionError::InvalidArgument(match std::str::from_utf8(body) {
+            Err(utf8) => format!("admission_review_json: not UTF-8 (at byte {})", utf8.valid_up_to()),
+            Ok(_) => format!("admission_review_json: {e}"),
+        })
+    })?;
+    if subjects.len() != 1 || subjects.first().is_none_or(|s| s.review_api_version.is_empty()) {
+        return Err(AdmissionError::InvalidArgument(
+            "admission_review_json: not an AdmissionReview (admission.k8s.io/v1 or v1beta1, with a request)".into(),
+        ));
+    }
+    let subject = subjects.remove(0);
+    if subject.uid.is_empty() {
+        return Err(AdmissionError::InvalidArgument(
+            "admission_review_json: request.uid: missing".into(),
+        ));
+    }
+    Ok(subject)
+}
+
+/// The fields the parse must read: a policy held in memory is known before parsing, so the
+/// parse reads only what its rules read (a policy without Pod Security Standards rules
+/// skips the pod details); otherwise everything is read.
+fn fields_for(cached: Option<&Lookup>) -> Fields {
+    cached
+        .and_then(|l| l.policy.policy.as_ref())
+        .map_or(Fields::ALL, |p| p.fields())
+}
+
 impl Admission {
     /// Judges one AdmissionReview for `caller` in `cluster` (`None`: the connector's own).
     pub async fn review(
@@ -159,6 +262,8 @@ impl Admission {
         result
     }
 
+    /// The stages in order: limit, parse, the cluster's policy, the hooks of later stages,
+    /// evaluation with scan summaries, the failure mode, the answer and its event.
     async fn review_inner(
         &self,
         caller: &ReviewCaller,
@@ -166,68 +271,67 @@ impl Admission {
         body: &[u8],
         started: Instant,
     ) -> Result<ReviewOutput, AdmissionError> {
-        let inner = &self.inner;
-        if let Err(limited) = inner.limiter.check(&caller.tenant) {
-            inner.metrics.rate_limited();
-            return Err(AdmissionError::RateLimited(limited.to_string()));
-        }
-
-        // Parse.
-        if body.len() > MAX_REVIEW_BYTES {
-            return Err(AdmissionError::InvalidArgument(format!(
-                "admission_review_json: {} bytes is over the limit of {MAX_REVIEW_BYTES} bytes",
-                body.len()
-            )));
-        }
+        self.check_rate(caller)?;
+        check_size(body)?;
         // The cluster; its errors come after the document's own.
-        let sel = match (&caller.own_cluster, cluster) {
-            (Some(own), None) => Ok(ClusterSel::Id(own.clone())),
-            (Some(own), Some(ClusterSel::Id(id))) if id != *own => Err(AdmissionError::PermissionDenied(
-                "a connector key may act only for its own cluster".into(),
-            )),
-            (_, Some(sel)) => Ok(sel),
-            (None, None) => Err(AdmissionError::InvalidArgument(
-                "cluster: required: an id or a name".into(),
-            )),
-        };
-        // A policy held in memory is known before parsing, so the parse reads only what its
-        // rules read (a policy without Pod Security Standards rules skips the pod details);
-        // otherwise everything is read.
+        let sel = select_cluster(caller, cluster);
         let cached = sel
             .as_ref()
             .ok()
-            .and_then(|sel| inner.policies.cached(&caller.tenant, sel));
-        let fields = cached
-            .as_ref()
-            .and_then(|l| l.policy.policy.as_ref())
-            .map_or(Fields::ALL, |p| p.fields());
-        let subject = {
-            let _s = tracing::debug_span!("parse").entered();
-            // The engine refuses any document that is not UTF-8 (it checks once, on the fast
-            // path); only then is the byte found, for a message that names it.
-            let mut subjects = parse_document_with(body, fields).map_err(|e| {
-                AdmissionError::InvalidArgument(match std::str::from_utf8(body) {
-                    Err(utf8) => format!("admission_review_json: not UTF-8 (at byte {})", utf8.valid_up_to()),
-                    Ok(_) => format!("admission_review_json: {e}"),
-                })
-            })?;
-            if subjects.len() != 1 || subjects.first().is_none_or(|s| s.review_api_version.is_empty()) {
-                return Err(AdmissionError::InvalidArgument(
-                    "admission_review_json: not an AdmissionReview (admission.k8s.io/v1 or v1beta1, with a request)"
-                        .into(),
-                ));
-            }
-            subjects.remove(0)
-        };
-        if subject.uid.is_empty() {
-            return Err(AdmissionError::InvalidArgument(
-                "admission_review_json: request.uid: missing".into(),
-            ));
-        }
+            .and_then(|sel| self.inner.policies.cached(&caller.tenant, sel));
+        let subject = parse(body, fields_for(cached.as_ref()))?;
         let parsed = Instant::now();
+        let stage = self.cluster_policy(caller, sel?, cached).await?;
+        let mut timings = Timings {
+            parse: parsed - started,
+            policy: parsed.elapsed(),
+            ..Timings::default()
+        };
+        let cluster = match stage {
+            PolicyStage::Known(cluster) => cluster,
+            PolicyStage::Unavailable { cluster_id, why } => {
+                return Ok(self.policy_unavailable(caller, &subject, cluster_id, &why, timings, started));
+            }
+        };
+        let Some(policy) = cluster.policy.clone() else {
+            // No policy assigned: nothing to enforce.
+            let decision = Decision::allowed_without_evaluation(NotEvaluated::KindNotEvaluated);
+            return Ok(self.finish(caller, &subject, &cluster, &decision, timings, started, &[]));
+        };
+        let hooks = self
+            .run_hooks(caller, &cluster.cluster_id, &subject, &mut timings)
+            .await;
+        let input = EvalInput {
+            tenant: &caller.tenant,
+            subject: &subject,
+            cluster: &cluster,
+            policy: &policy,
+            hooks: &hooks,
+        };
+        let mut decision = self.evaluate_with_scans(&input, &mut timings).await;
+        if !hooks.failed.is_empty() {
+            decision.stage_failed(cluster.failure_mode);
+        }
+        Ok(self.finish(caller, &subject, &cluster, &decision, timings, started, &hooks.failed))
+    }
 
-        // The cluster's policy.
-        let sel = sel?;
+    /// The tenant's rate limit.
+    fn check_rate(&self, caller: &ReviewCaller) -> Result<(), AdmissionError> {
+        self.inner.limiter.check(&caller.tenant).map_err(|limited| {
+            self.inner.metrics.rate_limited();
+            AdmissionError::RateLimited(limited.to_string())
+        })
+    }
+
+    /// The cluster's policy: from memory when `cached`, else fetched under the policy
+    /// deadline. A cluster the caller may not act for is refused.
+    async fn cluster_policy(
+        &self,
+        caller: &ReviewCaller,
+        sel: ClusterSel,
+        cached: Option<Lookup>,
+    ) -> Result<PolicyStage, AdmissionError> {
+        let inner = &self.inner;
         let lookup = match cached {
             Some(hit) => Ok(hit),
             None => {
@@ -238,183 +342,155 @@ impl Admission {
                     .await
             }
         };
-        let policy_done = Instant::now();
-        let cluster_policy = match lookup {
-            Ok(lookup) => {
-                inner
-                    .metrics
-                    .cache_lookup(crate::metrics::CacheKind::Policy, lookup.hit);
-                if let Some(own) = &caller.own_cluster
-                    && lookup.policy.cluster_id != *own
-                {
-                    return Err(AdmissionError::PermissionDenied(
-                        "a connector key may act only for its own cluster".into(),
-                    ));
-                }
-                lookup.policy
-            }
-            Err(PolicyFetchError::NotFound(_)) => {
-                inner.metrics.cache_lookup(crate::metrics::CacheKind::Policy, false);
-                return Err(AdmissionError::PermissionDenied(
-                    "no such cluster in this tenant, or not the connector key's own".into(),
-                ));
-            }
-            Err(PolicyFetchError::Unavailable(why)) => {
-                inner.metrics.cache_lookup(crate::metrics::CacheKind::Policy, false);
-                // No policy can be had: the failure mode of a cluster we know nothing of.
-                let cluster_id = match &sel {
-                    ClusterSel::Id(id) => id.clone(),
+        inner
+            .metrics
+            .cache_lookup(CacheKind::Policy, lookup.as_ref().is_ok_and(|l| l.hit));
+        match lookup {
+            Ok(lookup) => match &caller.own_cluster {
+                Some(own) if lookup.policy.cluster_id != *own => Err(AdmissionError::PermissionDenied(
+                    "a connector key may act only for its own cluster".into(),
+                )),
+                _ => Ok(PolicyStage::Known(lookup.policy)),
+            },
+            Err(PolicyFetchError::NotFound(_)) => Err(AdmissionError::PermissionDenied(
+                "no such cluster in this tenant, or not the connector key's own".into(),
+            )),
+            // No policy can be had: the failure mode of a cluster we know nothing of.
+            Err(PolicyFetchError::Unavailable(why)) => Ok(PolicyStage::Unavailable {
+                cluster_id: match sel {
+                    ClusterSel::Id(id) => id,
                     ClusterSel::Name(_) => String::new(),
-                };
-                return Ok(self.degraded_decision(caller, &subject, cluster_id, &why, started, parsed, policy_done));
-            }
-        };
-
-        let Some(policy) = cluster_policy.policy.clone() else {
-            // No policy assigned: nothing to enforce.
-            let decision = Decision {
-                verdict: Verdict::Allow,
-                not_evaluated: Some(NotEvaluated::KindNotEvaluated),
-                violations: Vec::new(),
-                unverified: Vec::new(),
-                digests: Vec::new(),
-                stage_failures: Vec::new(),
-            };
-            let timings = Timings {
-                parse: parsed - started,
-                policy: policy_done - parsed,
-                ..Timings::default()
-            };
-            return Ok(self.finish(caller, &subject, &cluster_policy, &decision, timings, started, &[]));
-        };
-
-        // Later stages, through their hooks, each under its deadline.
-        let mut degraded: Vec<String> = Vec::new();
-        let digests_started = Instant::now();
-        let digests = match &inner.hooks.digests {
-            Some(stage) => {
-                let tag_only: Vec<String> = images_of(&subject)
-                    .into_iter()
-                    .filter(|i| ImageRef::parse(i).is_ok_and(|r| r.digest().is_none()))
-                    .collect();
-                if tag_only.is_empty() {
-                    StageDigests::None
-                } else {
-                    let call = stage.resolve(&caller.tenant, &cluster_policy.cluster_id, &tag_only);
-                    match tokio::time::timeout(inner.options.digest_deadline, call).await {
-                        Ok(Ok(map)) => StageDigests::Map(DigestMap(map)),
-                        Ok(Err(e)) => StageDigests::Failed(e),
-                        Err(_) => StageDigests::Failed("deadline exceeded".into()),
-                    }
-                }
-            }
-            None => StageDigests::None,
-        };
-        let digests_time = digests_started.elapsed();
-        let signature_started = Instant::now();
-        let verdicts = match &inner.hooks.signatures {
-            Some(stage) => {
-                let images: Vec<(String, Option<String>)> = images_of(&subject)
-                    .into_iter()
-                    .map(|i| {
-                        let d = ImageRef::parse(&i).ok().and_then(|r| r.digest().map(str::to_owned));
-                        (i, d)
-                    })
-                    .collect();
-                let call = stage.verify(&caller.tenant, &cluster_policy.cluster_id, &images);
-                match tokio::time::timeout(inner.options.signature_deadline, call).await {
-                    Ok(Ok(v)) => Some(v),
-                    Ok(Err(e)) => {
-                        degraded.push(format!("signature: {e}"));
-                        None
-                    }
-                    Err(_) => {
-                        degraded.push("signature: deadline exceeded".into());
-                        None
-                    }
-                }
-            }
-            None => None,
-        };
-        let signature_time = signature_started.elapsed();
-
-        // Evaluate: from cached scan summaries first; digests it lacked are fetched once
-        // under the scan deadline and the evaluation repeated.
-        let evaluate = |unavailable: Option<&str>| {
-            let _s = tracing::debug_span!("evaluate").entered();
-            let view = inner.scans.view(&caller.tenant, unavailable);
-            let ctx = EvalContext {
-                now: OffsetDateTime::now_utc(),
-                scans: &view,
-                digests: &digests,
-                verdicts: verdicts
-                    .as_ref()
-                    .map(|v| v as &dyn portcullis_engine::evaluate::SignatureVerdicts),
-                excluded_namespaces: &cluster_policy.excluded_namespaces,
-                trusted_images: &cluster_policy.trusted_images,
-                failure_mode: cluster_policy.failure_mode,
-            };
-            let decision = policy.evaluate(&subject, &ctx);
-            (decision, view.missing(), view.stale())
-        };
-        let eval_started = Instant::now();
-        let (mut decision, missing, stale) = evaluate(None);
-        let mut eval_time = eval_started.elapsed();
-        let mut scan_time = Duration::ZERO;
-        if !stale.is_empty() {
-            inner.scans.refresh_in_background(&caller.tenant, stale);
+                },
+                why,
+            }),
         }
-        if !missing.is_empty() {
-            inner.metrics.cache_lookup(crate::metrics::CacheKind::Scan, false);
-            let scan_started = Instant::now();
-            let fetched = inner
-                .scans
-                .fetch(&caller.tenant, missing, inner.options.scan_deadline)
-                .instrument(tracing::debug_span!("scan_lookup"))
-                .await;
-            scan_time = scan_started.elapsed();
-            let again = Instant::now();
-            decision = match fetched {
-                Ok(()) => evaluate(None).0,
-                Err(e) => evaluate(Some(&e)).0,
-            };
-            eval_time += again.elapsed();
-        } else {
-            inner.metrics.cache_lookup(crate::metrics::CacheKind::Scan, true);
-        }
-        if !degraded.is_empty() && cluster_policy.failure_mode == FailureMode::FailClosed {
-            decision.verdict = Verdict::Block;
-        }
-        let timings = Timings {
-            parse: parsed - started,
-            policy: policy_done - parsed,
-            digests: digests_time,
-            scans: scan_time,
-            signature: signature_time,
-            evaluate: eval_time,
-        };
-        Ok(self.finish(
-            caller,
-            &subject,
-            &cluster_policy,
-            &decision,
-            timings,
-            started,
-            &degraded,
-        ))
     }
 
-    /// The decision when no policy can be had: the default failure mode.
-    #[allow(clippy::too_many_arguments)]
-    fn degraded_decision(
+    /// The hooks of later stages, each under its deadline.
+    async fn run_hooks(
+        &self,
+        caller: &ReviewCaller,
+        cluster_id: &str,
+        subject: &Subject,
+        timings: &mut Timings,
+    ) -> HookAnswers {
+        let started = Instant::now();
+        let digests = self.resolve_digests(caller, cluster_id, subject).await;
+        timings.digests = started.elapsed();
+        let started = Instant::now();
+        let mut failed = Vec::new();
+        let verdicts = match self.verify_signatures(caller, cluster_id, subject).await {
+            Ok(verdicts) => verdicts,
+            Err(e) => {
+                failed.push(format!("signature: {e}"));
+                None
+            }
+        };
+        timings.signature = started.elapsed();
+        HookAnswers {
+            digests,
+            verdicts,
+            failed,
+        }
+    }
+
+    /// Tag-only references resolved to digests by the digest hook, when there is one.
+    async fn resolve_digests(&self, caller: &ReviewCaller, cluster_id: &str, subject: &Subject) -> StageDigests {
+        let Some(stage) = &self.inner.hooks.digests else {
+            return StageDigests::None;
+        };
+        let tag_only: Vec<String> = images_of(subject)
+            .into_iter()
+            .filter(|i| ImageRef::parse(i).is_ok_and(|r| r.digest().is_none()))
+            .collect();
+        if tag_only.is_empty() {
+            return StageDigests::None;
+        }
+        let call = stage.resolve(&caller.tenant, cluster_id, &tag_only);
+        match tokio::time::timeout(self.inner.options.digest_deadline, call).await {
+            Ok(Ok(map)) => StageDigests::Map(DigestMap(map)),
+            Ok(Err(e)) => StageDigests::Failed(e),
+            Err(_) => StageDigests::Failed("deadline exceeded".into()),
+        }
+    }
+
+    /// Signature verdicts from the signature hook, when there is one; `Err` when it did not
+    /// answer.
+    async fn verify_signatures(
+        &self,
+        caller: &ReviewCaller,
+        cluster_id: &str,
+        subject: &Subject,
+    ) -> Result<Option<VerdictMap>, String> {
+        let Some(stage) = &self.inner.hooks.signatures else {
+            return Ok(None);
+        };
+        let images: Vec<(String, Option<String>)> = images_of(subject)
+            .into_iter()
+            .map(|i| {
+                let d = ImageRef::parse(&i).ok().and_then(|r| r.digest().map(str::to_owned));
+                (i, d)
+            })
+            .collect();
+        let call = stage.verify(&caller.tenant, cluster_id, &images);
+        match tokio::time::timeout(self.inner.options.signature_deadline, call).await {
+            Ok(Ok(v)) => Ok(Some(v)),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err("deadline exceeded".into()),
+        }
+    }
+
+    /// Evaluates from cached scan summaries first; digests it lacked are fetched once under
+    /// the scan deadline and the evaluation repeated (a failed fetch makes them unavailable).
+    async fn evaluate_with_scans(&self, input: &EvalInput<'_>, timings: &mut Timings) -> Decision {
+        let inner = &self.inner;
+        let started = Instant::now();
+        let (decision, missing) = self.evaluate_once(input, None);
+        timings.evaluate = started.elapsed();
+        inner.metrics.cache_lookup(CacheKind::Scan, missing.is_empty());
+        if missing.is_empty() {
+            return decision;
+        }
+        let started = Instant::now();
+        let fetched = inner
+            .scans
+            .fetch(input.tenant, missing, inner.options.scan_deadline)
+            .instrument(tracing::debug_span!("scan_lookup"))
+            .await;
+        timings.scans = started.elapsed();
+        let again = Instant::now();
+        let decision = self.evaluate_once(input, fetched.err().as_deref()).0;
+        timings.evaluate += again.elapsed();
+        decision
+    }
+
+    /// One evaluation over the scan cache, with the digests it lacked. `unavailable`: digests
+    /// not held are unavailable, for that reason.
+    fn evaluate_once(&self, input: &EvalInput<'_>, unavailable: Option<&str>) -> (Decision, Vec<String>) {
+        let _s = tracing::debug_span!("evaluate").entered();
+        let view = self.inner.scans.view(input.tenant, unavailable);
+        let ctx = EvalContext {
+            now: OffsetDateTime::now_utc(),
+            scans: &view,
+            digests: &input.hooks.digests,
+            verdicts: input.hooks.verdicts.as_ref().map(|v| v as &dyn SignatureVerdicts),
+            excluded_namespaces: &input.cluster.excluded_namespaces,
+            trusted_images: &input.cluster.trusted_images,
+            failure_mode: input.cluster.failure_mode,
+        };
+        let decision = input.policy.evaluate(input.subject, &ctx);
+        (decision, view.missing())
+    }
+
+    /// The answer when no policy can be had: the default failure mode.
+    fn policy_unavailable(
         &self,
         caller: &ReviewCaller,
         subject: &Subject,
         cluster_id: String,
         why: &str,
+        timings: Timings,
         started: Instant,
-        parsed: Instant,
-        policy_done: Instant,
     ) -> ReviewOutput {
         let failure_mode = self.inner.options.default_failure_mode;
         let cluster = ClusterPolicy {
@@ -429,22 +505,7 @@ impl Admission {
             trusted_images: Vec::new(),
             generation: 0,
         };
-        let decision = Decision {
-            verdict: match failure_mode {
-                FailureMode::FailOpen => Verdict::Allow,
-                FailureMode::FailClosed => Verdict::Block,
-            },
-            not_evaluated: None,
-            violations: Vec::new(),
-            unverified: Vec::new(),
-            digests: Vec::new(),
-            stage_failures: Vec::new(),
-        };
-        let timings = Timings {
-            parse: parsed - started,
-            policy: policy_done - parsed,
-            ..Timings::default()
-        };
+        let decision = Decision::failed_stage(failure_mode);
         self.finish(
             caller,
             subject,
@@ -456,7 +517,7 @@ impl Admission {
         )
     }
 
-    /// Builds the response and the structured decision, and queues the decision event.
+    /// The last stages: the response, the structured decision, the metrics and the event.
     #[allow(clippy::too_many_arguments)]
     fn finish(
         &self,
@@ -466,139 +527,17 @@ impl Admission {
         decision: &Decision,
         timings: Timings,
         started: Instant,
-        degraded: &[String],
+        failed: &[String],
     ) -> ReviewOutput {
         let respond_started = Instant::now();
         let allowed = decision.verdict == Verdict::Allow;
-        let mut degraded: Vec<String> = degraded.to_vec();
+        let mut degraded: Vec<String> = failed.to_vec();
         for f in &decision.stage_failures {
             degraded.push(format!("{}: {}", f.stage, f.message));
         }
-        let fail_mode_word = cluster.failure_mode.as_str();
-        let basis = if !degraded.is_empty() {
-            match cluster.failure_mode {
-                FailureMode::FailOpen => pa::DecisionBasis::FailOpen,
-                FailureMode::FailClosed => pa::DecisionBasis::FailClosed,
-            }
-        } else {
-            match decision.not_evaluated {
-                None => pa::DecisionBasis::Evaluated,
-                Some(NotEvaluated::NamespaceExcluded) => pa::DecisionBasis::ExcludedNamespace,
-                Some(_) => pa::DecisionBasis::NotEvaluated,
-            }
-        };
-
-        let mut warnings: Vec<String> = decision.warnings().map(|v| v.message.clone()).collect();
-        for d in &degraded {
-            warnings.push(format!("portcullis: {d} ({fail_mode_word})"));
-        }
-        let mut message = decision.status_message();
-        for d in degraded
-            .iter()
-            .filter(|d| d.starts_with("policy: ") || d.starts_with("signature: "))
-        {
-            if !message.is_empty() {
-                message.push('\n');
-            }
-            message.push_str(&format!("- {d} ({fail_mode_word})"));
-        }
-        let status = if !allowed {
-            Some(ResponseStatus {
-                code: 403,
-                reason: Some("Forbidden"),
-                message: &message,
-            })
-        } else if !message.is_empty() {
-            Some(ResponseStatus {
-                code: 200,
-                reason: None,
-                message: &message,
-            })
-        } else {
-            None
-        };
-        let review = ResponseReview {
-            api_version: &subject.review_api_version,
-            kind: "AdmissionReview",
-            response: ResponseBody {
-                uid: &subject.uid,
-                allowed,
-                status,
-                warnings: &warnings,
-            },
-        };
-        // Serialising plain structs of strings and bools cannot fail.
-        let response_json = serde_json::to_vec(&review).unwrap_or_default();
-
-        let violations: Vec<pc::Violation> = decision
-            .violations
-            .iter()
-            .map(|v| pc::Violation {
-                rule_type: v.rule_type.to_owned(),
-                properties: v.properties.iter().cloned().collect(),
-                action: match v.action {
-                    Action::None => pc::Action::None,
-                    Action::Log => pc::Action::Log,
-                    Action::Block => pc::Action::Block,
-                } as i32,
-                mitigation: match v.mitigation {
-                    Mitigation::None => pc::Mitigation::None,
-                    Mitigation::Log => pc::Mitigation::Log,
-                    Mitigation::Isolate => pc::Mitigation::Isolate,
-                    Mitigation::Terminate => pc::Mitigation::Terminate,
-                } as i32,
-                containers: v.containers.clone(),
-                pod: if v.pod_level {
-                    subject.name.as_str().to_owned()
-                } else {
-                    String::new()
-                },
-                message: v.message.clone(),
-                checks: v.checks.iter().map(|c| (*c).to_owned()).collect(),
-            })
-            .collect();
-        let digests = decision
-            .digests
-            .iter()
-            .map(|d| pc::ImageDigest {
-                image: d.image.clone(),
-                digest: d.digest.clone(),
-                source: if d.digest.is_empty() {
-                    pc::DigestSource::Unresolved
-                } else if d.image.contains('@') {
-                    pc::DigestSource::Reference
-                } else {
-                    pc::DigestSource::Registry
-                } as i32,
-            })
-            .collect();
-        let object = pc::WorkloadRef {
-            group: subject.group.as_str().to_owned(),
-            version: subject.version.as_str().to_owned(),
-            kind: subject.kind.as_str().to_owned(),
-            namespace: subject.namespace.as_str().to_owned(),
-            name: subject.name.as_str().to_owned(),
-            uid: subject
-                .object
-                .as_ref()
-                .map(|o| o.metadata.uid.clone())
-                .unwrap_or_default(),
-        };
-        let owner = subject.object.as_ref().and_then(|o| {
-            o.metadata
-                .owner_references
-                .iter()
-                .find(|r| r.controller == Some(true))
-                .map(|r| pc::OwnerRef {
-                    api_version: r.api_version.as_str().to_owned(),
-                    kind: r.kind.as_str().to_owned(),
-                    name: r.name.as_str().to_owned(),
-                    uid: r.uid.clone(),
-                })
-        });
-        let decided_at = timestamp(OffsetDateTime::now_utc());
-        let respond = respond_started.elapsed();
-        let decision_pb = pa::Decision {
+        let basis = basis(cluster.failure_mode, decision, &degraded);
+        let (response_json, warnings) = response(subject, decision, &degraded, cluster.failure_mode);
+        let mut decision_pb = pa::Decision {
             uid: subject.uid.clone(),
             allowed,
             basis: basis as i32,
@@ -609,55 +548,200 @@ impl Admission {
                 (Some(policy), None) => policy.definition_name(&subject.namespace).to_owned(),
                 _ => String::new(),
             },
-            digests,
-            violations,
+            digests: digests_pb(decision),
+            violations: violations_pb(subject, decision),
             warnings,
             degraded,
-            timings: Some(pa::StageTimings {
-                parse_us: micros(timings.parse),
-                policy_us: micros(timings.policy),
-                digest_resolution_us: micros(timings.digests),
-                scan_lookup_us: micros(timings.scans),
-                signature_us: micros(timings.signature),
-                evaluate_us: micros(timings.evaluate),
-                respond_us: micros(respond),
-                total_us: micros(started.elapsed()),
-            }),
-            decided_at: Some(decided_at),
+            timings: None,
+            decided_at: Some(timestamp(OffsetDateTime::now_utc())),
             operation: subject.operation.as_str().to_owned(),
             subresource: subject.sub_resource.as_str().to_owned(),
-            object: Some(object),
-            owner,
+            object: Some(workload_of(subject)),
+            owner: owner_of(subject),
             user: subject.user.as_str().to_owned(),
         };
-
-        let action = if !allowed {
-            "block"
-        } else if decision_pb.violations.is_empty() {
-            "allow"
-        } else {
-            "log"
-        };
-        let basis_word = match basis {
-            pa::DecisionBasis::Evaluated => "evaluated",
-            pa::DecisionBasis::NotEvaluated | pa::DecisionBasis::Unspecified => "not_evaluated",
-            pa::DecisionBasis::ExcludedNamespace => "excluded_namespace",
-            pa::DecisionBasis::FailOpen => "fail_open",
-            pa::DecisionBasis::FailClosed => "fail_closed",
-        };
-        self.inner.metrics.decision(action, basis_word);
-
-        // The event: the full decision for anything worth an analyst's look, else the
-        // summary (trimmed in the publisher's task, off the answer's path).
-        self.inner
-            .events
-            .submit_decision(&caller.tenant, decision_pb.clone(), None);
-
+        decision_pb.timings = Some(timings.to_pb(respond_started.elapsed(), started.elapsed()));
+        self.record(caller, &decision_pb, basis);
         ReviewOutput {
             response_json,
             decision: decision_pb,
         }
     }
+
+    /// Counts the decision and queues its event: the full decision for anything worth an
+    /// analyst's look, else the summary (trimmed in the publisher's task, off the answer's
+    /// path).
+    fn record(&self, caller: &ReviewCaller, decision: &pa::Decision, basis: pa::DecisionBasis) {
+        let action = if !decision.allowed {
+            "block"
+        } else if decision.violations.is_empty() {
+            "allow"
+        } else {
+            "log"
+        };
+        self.inner.metrics.decision(action, basis_word(basis));
+        self.inner
+            .events
+            .submit_decision(&caller.tenant, decision.clone(), None);
+    }
+}
+
+/// On what the decision rests: the failure mode when a stage failed, else the evaluation.
+fn basis(mode: FailureMode, decision: &Decision, degraded: &[String]) -> pa::DecisionBasis {
+    if !degraded.is_empty() {
+        match mode {
+            FailureMode::FailOpen => pa::DecisionBasis::FailOpen,
+            FailureMode::FailClosed => pa::DecisionBasis::FailClosed,
+        }
+    } else {
+        match decision.not_evaluated {
+            None => pa::DecisionBasis::Evaluated,
+            Some(NotEvaluated::NamespaceExcluded) => pa::DecisionBasis::ExcludedNamespace,
+            Some(_) => pa::DecisionBasis::NotEvaluated,
+        }
+    }
+}
+
+/// The metric label of a basis.
+fn basis_word(basis: pa::DecisionBasis) -> &'static str {
+    match basis {
+        pa::DecisionBasis::Evaluated => "evaluated",
+        pa::DecisionBasis::NotEvaluated | pa::DecisionBasis::Unspecified => "not_evaluated",
+        pa::DecisionBasis::ExcludedNamespace => "excluded_namespace",
+        pa::DecisionBasis::FailOpen => "fail_open",
+        pa::DecisionBasis::FailClosed => "fail_closed",
+    }
+}
+
+/// The response AdmissionReview (JSON) and its warnings: log-only violations, then every
+/// failed stage with the failure mode that decided.
+fn response(subject: &Subject, decision: &Decision, degraded: &[String], mode: FailureMode) -> (Vec<u8>, Vec<String>) {
+    let allowed = decision.verdict == Verdict::Allow;
+    let mode_word = mode.as_str();
+    let mut warnings: Vec<String> = decision.warnings().map(|v| v.message.clone()).collect();
+    for d in degraded {
+        warnings.push(format!("portcullis: {d} ({mode_word})"));
+    }
+    let mut message = decision.status_message();
+    for d in degraded
+        .iter()
+        .filter(|d| d.starts_with("policy: ") || d.starts_with("signature: "))
+    {
+        if !message.is_empty() {
+            message.push('\n');
+        }
+        message.push_str(&format!("- {d} ({mode_word})"));
+    }
+    let status = if !allowed {
+        Some(ResponseStatus {
+            code: 403,
+            reason: Some("Forbidden"),
+            message: &message,
+        })
+    } else if !message.is_empty() {
+        Some(ResponseStatus {
+            code: 200,
+            reason: None,
+            message: &message,
+        })
+    } else {
+        None
+    };
+    let review = ResponseReview {
+        api_version: &subject.review_api_version,
+        kind: "AdmissionReview",
+        response: ResponseBody {
+            uid: &subject.uid,
+            allowed,
+            status,
+            warnings: &warnings,
+        },
+    };
+    // Serialising plain structs of strings and bools cannot fail.
+    let json = serde_json::to_vec(&review).unwrap_or_default();
+    (json, warnings)
+}
+
+/// The decision's violations, as the protobuf has them.
+fn violations_pb(subject: &Subject, decision: &Decision) -> Vec<pc::Violation> {
+    decision
+        .violations
+        .iter()
+        .map(|v| pc::Violation {
+            rule_type: v.rule_type.to_owned(),
+            properties: v.properties.iter().cloned().collect(),
+            action: match v.action {
+                Action::None => pc::Action::None,
+                Action::Log => pc::Action::Log,
+                Action::Block => pc::Action::Block,
+            } as i32,
+            mitigation: match v.mitigation {
+                Mitigation::None => pc::Mitigation::None,
+                Mitigation::Log => pc::Mitigation::Log,
+                Mitigation::Isolate => pc::Mitigation::Isolate,
+                Mitigation::Terminate => pc::Mitigation::Terminate,
+            } as i32,
+            containers: v.containers.clone(),
+            pod: if v.pod_level {
+                subject.name.as_str().to_owned()
+            } else {
+                String::new()
+            },
+            message: v.message.clone(),
+            checks: v.checks.iter().map(|c| (*c).to_owned()).collect(),
+        })
+        .collect()
+}
+
+/// The digests the decision used, with where each came from.
+fn digests_pb(decision: &Decision) -> Vec<pc::ImageDigest> {
+    decision
+        .digests
+        .iter()
+        .map(|d| pc::ImageDigest {
+            image: d.image.clone(),
+            digest: d.digest.clone(),
+            source: if d.digest.is_empty() {
+                pc::DigestSource::Unresolved
+            } else if d.image.contains('@') {
+                pc::DigestSource::Reference
+            } else {
+                pc::DigestSource::Registry
+            } as i32,
+        })
+        .collect()
+}
+
+/// The object under review.
+fn workload_of(subject: &Subject) -> pc::WorkloadRef {
+    pc::WorkloadRef {
+        group: subject.group.as_str().to_owned(),
+        version: subject.version.as_str().to_owned(),
+        kind: subject.kind.as_str().to_owned(),
+        namespace: subject.namespace.as_str().to_owned(),
+        name: subject.name.as_str().to_owned(),
+        uid: subject
+            .object
+            .as_ref()
+            .map(|o| o.metadata.uid.clone())
+            .unwrap_or_default(),
+    }
+}
+
+/// The object's controller, when it has one.
+fn owner_of(subject: &Subject) -> Option<pc::OwnerRef> {
+    subject.object.as_ref().and_then(|o| {
+        o.metadata
+            .owner_references
+            .iter()
+            .find(|r| r.controller == Some(true))
+            .map(|r| pc::OwnerRef {
+                api_version: r.api_version.as_str().to_owned(),
+                kind: r.kind.as_str().to_owned(),
+                name: r.name.as_str().to_owned(),
+                uid: r.uid.clone(),
+            })
+    })
 }
 
 /// Time spent per stage.
@@ -669,6 +753,22 @@ struct Timings {
     scans: Duration,
     signature: Duration,
     evaluate: Duration,
+}
+
+impl Timings {
+    /// As the protobuf has them, with the response's time and the total.
+    fn to_pb(self, respond: Duration, total: Duration) -> pa::StageTimings {
+        pa::StageTimings {
+            parse_us: micros(self.parse),
+            policy_us: micros(self.policy),
+            digest_resolution_us: micros(self.digests),
+            scan_lookup_us: micros(self.scans),
+            signature_us: micros(self.signature),
+            evaluate_us: micros(self.evaluate),
+            respond_us: micros(respond),
+            total_us: micros(total),
+        }
+    }
 }
 
 /// Keeps `Arc` in scope for the hook trait objects' users.

@@ -1,20 +1,24 @@
-//! Scan summaries per tenant and image digest, in memory.
+//! Scan summaries per tenant and image digest, in memory: the kit's refreshing cache
+//! ([`portcullis_kit::cache`]) keyed by (tenant, digest).
 //!
-//! Evaluation reads them synchronously through a [`ScanView`], which records the digests
-//! it did not find. The review then fetches those in one `GetScanSummaries` call under the
-//! scan stage's deadline and evaluates again; when that fetch fails the missing digests are
-//! *unavailable* (the cluster's failure mode decides), never "unscanned". Entries are
-//! replaced by `scan.result` events (newest scan wins) and, like policies, an entry older than
-//! the refresh interval (30 s) is served while it is fetched again in the background.
+//! Evaluation reads them synchronously through a [`ScanView`], which takes each digest it
+//! is asked for from the cache once per view and records the digests it did not find. The
+//! review then fetches those in one `GetScanSummaries` call (up to 256 digests each) under
+//! the scan stage's deadline, stores the answers ([`Cache::insert`]) and evaluates again;
+//! when that fetch fails the missing digests are *unavailable* (the cluster's failure mode
+//! decides), never "unscanned". Entries are replaced by `scan.result` events (newest scan
+//! wins); an entry older than the refresh interval (30 s) is served while the cache loads
+//! it again in the background, and a failed refresh keeps what is held.
 
-use std::cell::RefCell;
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard};
+use std::cell::{OnceCell, RefCell};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use portcullis_engine::scan::{CvssMetric, ScanResults, ScanSummary, ScanType, ScanUnavailable, Severity};
+use portcullis_kit::cache::{Cache, CacheConfig, LoadAborted};
 use portcullis_proto::common::v1 as pc;
 use portcullis_proto::events::v1 as pe;
+use portcullis_proto::policystore::v1 as pb;
 use time::OffsetDateTime;
 
 use crate::upstream::Upstream;
@@ -22,23 +26,27 @@ use crate::upstream::Upstream;
 /// The most digests one `GetScanSummaries` call may name.
 const MAX_DIGESTS_PER_CALL: usize = 256;
 
+/// How long a background refresh of one digest may take.
+const REFRESH_DEADLINE: Duration = Duration::from_secs(10);
+
 /// The newest summary of each scan type of one digest.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 struct Entry {
     vulnerability: Option<ScanSummary>,
     malware: Option<ScanSummary>,
     secret: Option<ScanSummary>,
-    fetched: Instant,
 }
 
 impl Entry {
-    fn empty() -> Entry {
-        Entry {
-            vulnerability: None,
-            malware: None,
-            secret: None,
-            fetched: Instant::now(),
+    /// The entry of one digest of a `GetScanSummaries` answer.
+    fn of(item: &pb::DigestScanSummaries) -> Entry {
+        let mut entry = Entry::default();
+        for s in &item.summaries {
+            if let Some((scan_type, summary)) = summary_of(s) {
+                *entry.slot_mut(scan_type) = Some(summary);
+            }
         }
+        entry
     }
 
     fn slot(&self, scan_type: ScanType) -> &Option<ScanSummary> {
@@ -76,15 +84,24 @@ impl Default for ScanCacheOptions {
     }
 }
 
-type Map = HashMap<String, HashMap<String, Entry>>;
+/// Why summaries could not be fetched.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct ScanFetchError(String);
+
+impl From<LoadAborted> for ScanFetchError {
+    fn from(e: LoadAborted) -> ScanFetchError {
+        ScanFetchError(e.to_string())
+    }
+}
+
+/// (tenant, digest).
+type Key = (String, String);
 
 #[derive(Debug)]
 struct Inner {
     upstream: Upstream,
-    options: ScanCacheOptions,
-    map: RwLock<Map>,
-    /// (tenant, digest) fetches in flight in the background.
-    refreshing: Mutex<HashSet<(String, String)>>,
+    entries: Cache<Key, Arc<Entry>, ScanFetchError>,
 }
 
 /// The cache (cheap to clone).
@@ -93,15 +110,21 @@ pub struct ScanCache {
     inner: Arc<Inner>,
 }
 
-/// A read-only view of one tenant's summaries for one evaluation; records what it lacked.
+/// Digests a view has looked up, each with its entry (`None`: not held): an append-only
+/// store that hands out references while it grows (slots are set once, chunks never move).
+#[derive(Default)]
+struct Seen {
+    slots: [OnceCell<(String, Option<Arc<Entry>>)>; 8],
+    more: OnceCell<Box<Seen>>,
+}
+
+/// A view of one tenant's summaries for one evaluation; records what it lacked.
 pub struct ScanView<'a> {
-    guard: RwLockReadGuard<'a, Map>,
+    cache: &'a ScanCache,
     tenant: &'a str,
-    refresh_after: Duration,
+    seen: Seen,
     /// Digests asked for and not held.
     missing: RefCell<Vec<String>>,
-    /// Digests held but due for a refresh.
-    stale: RefCell<Vec<String>>,
     /// When set, digests not held are unavailable (their fetch failed) rather than missing.
     unavailable: Option<&'a str>,
 }
@@ -115,30 +138,36 @@ impl ScanView<'_> {
         m
     }
 
-    /// The digests held but due for a refresh (each once).
-    pub fn stale(&self) -> Vec<String> {
-        let mut m = self.stale.borrow().clone();
-        m.sort_unstable();
-        m.dedup();
-        m
+    /// The entry of `digest`: taken from the cache on the first ask, then from the view.
+    fn entry(&self, digest: &str) -> Option<&Entry> {
+        let mut seen = &self.seen;
+        loop {
+            for slot in &seen.slots {
+                match slot.get() {
+                    Some((d, entry)) if d == digest => return entry.as_deref(),
+                    Some(_) => {}
+                    None => {
+                        let (_, entry) =
+                            slot.get_or_init(|| (digest.to_owned(), self.cache.cached(self.tenant, digest)));
+                        if entry.is_none() && self.unavailable.is_none() {
+                            self.missing.borrow_mut().push(digest.to_owned());
+                        }
+                        return entry.as_deref();
+                    }
+                }
+            }
+            seen = seen.more.get_or_init(Box::default);
+        }
     }
 }
 
 impl ScanResults for ScanView<'_> {
     fn latest(&self, digest: &str, scan_type: ScanType) -> Result<Option<&ScanSummary>, ScanUnavailable> {
-        match self.guard.get(self.tenant).and_then(|t| t.get(digest)) {
-            Some(entry) => {
-                if entry.fetched.elapsed() >= self.refresh_after {
-                    self.stale.borrow_mut().push(digest.to_owned());
-                }
-                Ok(entry.slot(scan_type).as_ref())
-            }
+        match self.entry(digest) {
+            Some(entry) => Ok(entry.slot(scan_type).as_ref()),
             None => match self.unavailable {
                 Some(why) => Err(ScanUnavailable(why.to_owned())),
-                None => {
-                    self.missing.borrow_mut().push(digest.to_owned());
-                    Ok(None)
-                }
+                None => Ok(None),
             },
         }
     }
@@ -201,38 +230,66 @@ fn summary_of(s: &pc::ScanSummary) -> Option<(ScanType, ScanSummary)> {
 impl ScanCache {
     /// An empty cache filled from `upstream`.
     pub fn new(upstream: Upstream, options: ScanCacheOptions) -> ScanCache {
+        let config = CacheConfig {
+            // No expiry: what is held serves however old while the store cannot be asked.
+            ttl: Duration::MAX,
+            refresh: options.refresh_after..=options.refresh_after,
+            max_stale: Duration::MAX,
+            unreachable: |_| true,
+            gone: |_| false,
+            negative_ttl: Duration::ZERO,
+            max_entries: options.max_entries,
+        };
         ScanCache {
             inner: Arc::new(Inner {
                 upstream,
-                options,
-                map: RwLock::new(HashMap::new()),
-                refreshing: Mutex::new(HashSet::new()),
+                entries: Cache::new(config),
             }),
         }
     }
 
-    /// A view of `tenant`'s summaries. Holds a read lock: drop it before awaiting anything.
-    /// With `unavailable`, digests not held answer [`ScanUnavailable`] with that text.
+    /// A view of `tenant`'s summaries. With `unavailable`, digests not held answer
+    /// [`ScanUnavailable`] with that text.
     pub fn view<'a>(&'a self, tenant: &'a str, unavailable: Option<&'a str>) -> ScanView<'a> {
         ScanView {
-            guard: self.inner.map.read().unwrap_or_else(PoisonError::into_inner),
+            cache: self,
             tenant,
-            refresh_after: self.inner.options.refresh_after,
+            seen: Seen::default(),
             missing: RefCell::new(Vec::new()),
-            stale: RefCell::new(Vec::new()),
             unavailable,
+        }
+    }
+
+    /// The held entry of `digest` (refreshed in the background when due).
+    fn cached(&self, tenant: &str, digest: &str) -> Option<Arc<Entry>> {
+        let key = (tenant.to_owned(), digest.to_owned());
+        self.inner.entries.get_cached(&key, || self.load(&key))
+    }
+
+    /// A fetch of one digest's summaries, for the cache's background refresh.
+    fn load(&self, key: &Key) -> impl Future<Output = Result<Arc<Entry>, ScanFetchError>> + Send + 'static + use<> {
+        let (upstream, (tenant, digest)) = (self.inner.upstream.clone(), key.clone());
+        async move {
+            let answer = upstream
+                .scan_summaries(&tenant, vec![digest.clone()], REFRESH_DEADLINE)
+                .await
+                .map_err(|status| {
+                    tracing::debug!(%tenant, error = %status, "refreshing scan summaries failed; keeping what is held");
+                    ScanFetchError(format!("{}: {}", status.code(), status.message()))
+                })?;
+            let entry = answer
+                .digests
+                .iter()
+                .find(|item| item.digest == digest)
+                .map(Entry::of)
+                .unwrap_or_default();
+            Ok(Arc::new(entry))
         }
     }
 
     /// How many digests are held, in all tenants.
     pub fn len(&self) -> usize {
-        self.inner
-            .map
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .values()
-            .map(HashMap::len)
-            .sum()
+        self.inner.entries.len()
     }
 
     /// Whether nothing is held.
@@ -252,55 +309,13 @@ impl ScanCache {
                 Ok(Err(status)) => return Err(format!("{}: {}", status.code(), status.message())),
                 Err(_) => return Err(format!("no answer within {deadline:?}")),
             };
-            let mut map = self.inner.map.write().unwrap_or_else(PoisonError::into_inner);
-            self.make_room(&mut map);
-            let per_tenant = map.entry(tenant.to_owned()).or_default();
-            for item in answer.digests {
-                let mut entry = Entry::empty();
-                for s in &item.summaries {
-                    if let Some((scan_type, summary)) = summary_of(s) {
-                        *entry.slot_mut(scan_type) = Some(summary);
-                    }
-                }
-                per_tenant.insert(item.digest, entry);
+            for item in &answer.digests {
+                self.inner
+                    .entries
+                    .insert((tenant.to_owned(), item.digest.clone()), Arc::new(Entry::of(item)));
             }
         }
         Ok(())
-    }
-
-    /// Fetches `digests` again in the background (each at most once at a time); failures
-    /// keep what is held.
-    pub fn refresh_in_background(&self, tenant: &str, digests: Vec<String>) {
-        let digests: Vec<String> = {
-            let mut refreshing = self.inner.refreshing.lock().unwrap_or_else(PoisonError::into_inner);
-            digests
-                .into_iter()
-                .filter(|d| refreshing.insert((tenant.to_owned(), d.clone())))
-                .collect()
-        };
-        if digests.is_empty() {
-            return;
-        }
-        let this = self.clone();
-        let tenant = tenant.to_owned();
-        tokio::spawn(async move {
-            if let Err(e) = this.fetch(&tenant, digests.clone(), Duration::from_secs(10)).await {
-                tracing::debug!(%tenant, error = %e, "refreshing scan summaries failed; keeping what is held");
-                // Try again on a later use, not on every review.
-                let mut map = this.inner.map.write().unwrap_or_else(PoisonError::into_inner);
-                if let Some(per_tenant) = map.get_mut(&tenant) {
-                    for d in &digests {
-                        if let Some(entry) = per_tenant.get_mut(d) {
-                            entry.fetched = Instant::now();
-                        }
-                    }
-                }
-            }
-            let mut refreshing = this.inner.refreshing.lock().unwrap_or_else(PoisonError::into_inner);
-            for d in digests {
-                refreshing.remove(&(tenant.clone(), d));
-            }
-        });
     }
 
     /// Applies a `scan.result` event: the newest scan of its digest and type wins.
@@ -311,60 +326,34 @@ impl ScanCache {
         let Some((scan_type, summary)) = summary_of(summary) else {
             return;
         };
-        let mut map = self.inner.map.write().unwrap_or_else(PoisonError::into_inner);
+        let key = (tenant.to_owned(), stored.digest.clone());
         // Only digests already held are updated: the others are fetched when first needed.
-        let Some(entry) = map.get_mut(tenant).and_then(|t| t.get_mut(&stored.digest)) else {
+        let Some(held) = self.inner.entries.peek(&key) else {
             return;
         };
-        let slot = entry.slot_mut(scan_type);
-        if slot.as_ref().is_none_or(|held| held.scanned_at <= summary.scanned_at) {
-            *slot = Some(summary);
+        if held
+            .slot(scan_type)
+            .as_ref()
+            .is_none_or(|held| held.scanned_at <= summary.scanned_at)
+        {
+            let mut entry = Entry::clone(&held);
+            *entry.slot_mut(scan_type) = Some(summary);
+            self.inner.entries.insert(key, Arc::new(entry));
         }
     }
 
     /// Forgets everything of `tenant` (deleted), or everything when `None` (after a gap in
     /// the events: what is held is fetched again when next needed).
     pub fn clear(&self, tenant: Option<&str>) {
-        let mut map = self.inner.map.write().unwrap_or_else(PoisonError::into_inner);
         match tenant {
-            Some(t) => {
-                map.remove(t);
-            }
-            None => map.clear(),
+            Some(t) => self.inner.entries.invalidate_where(|(held, _), _| held == t),
+            None => self.inner.entries.invalidate_all(),
         }
     }
 
     /// Marks everything held as due for a refresh (after a gap in the events): it keeps
     /// serving and is fetched again in the background on its next use.
     pub fn expire_all(&self) {
-        let due = Instant::now().checked_sub(self.inner.options.refresh_after);
-        let mut map = self.inner.map.write().unwrap_or_else(PoisonError::into_inner);
-        for per in map.values_mut() {
-            for entry in per.values_mut() {
-                match due {
-                    Some(at) => entry.fetched = at,
-                    None => entry.fetched = Instant::now(),
-                }
-            }
-        }
-    }
-
-    fn make_room(&self, map: &mut Map) {
-        let total: usize = map.values().map(HashMap::len).sum();
-        if total < self.inner.options.max_entries {
-            return;
-        }
-        // Over the bound: drop the oldest tenth.
-        let mut ages: Vec<(Instant, String, String)> = map
-            .iter()
-            .flat_map(|(t, per)| per.iter().map(move |(d, e)| (e.fetched, t.clone(), d.clone())))
-            .collect();
-        ages.sort_unstable_by_key(|(at, _, _)| *at);
-        for (_, t, d) in ages.into_iter().take(self.inner.options.max_entries / 10 + 1) {
-            if let Some(per) = map.get_mut(&t) {
-                per.remove(&d);
-            }
-        }
-        map.retain(|_, per| !per.is_empty());
+        self.inner.entries.expire_all();
     }
 }

@@ -6,6 +6,25 @@ use std::sync::Arc;
 
 use crate::policy::{Action, Mitigation};
 
+use super::context::FailureMode;
+
+/// The failure-mode rule, written once: what a stage that could not answer leads to under
+/// `mode`. Fail-open allows (the answer says what failed), fail-closed blocks.
+///
+/// Every service applies it through the engine: admission for the stages inside evaluation
+/// (scan results, digest resolution: [`CompiledPolicy::evaluate`](super::CompiledPolicy::evaluate)
+/// applies it itself) and for those around it ([`Decision::failed_stage`] when the cluster's
+/// policy cannot be had, [`Decision::stage_failed`] when a hook such as signature verification
+/// does not answer); the signature service is to use it the same way for its own stages. A
+/// continuous-scanning judgement ([`RunningDecision`]) has no verdict: there a failed stage
+/// keeps the pod's previous state.
+pub fn failed_stage(mode: FailureMode) -> Verdict {
+    match mode {
+        FailureMode::FailOpen => Verdict::Allow,
+        FailureMode::FailClosed => Verdict::Block,
+    }
+}
+
 /// Allow or block.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Verdict {
@@ -132,7 +151,8 @@ pub struct Decision {
 }
 
 impl Decision {
-    pub(super) fn allowed_without_evaluation(why: NotEvaluated) -> Decision {
+    /// Allowed without evaluation, for `why`.
+    pub fn allowed_without_evaluation(why: NotEvaluated) -> Decision {
         Decision {
             verdict: Verdict::Allow,
             not_evaluated: Some(why),
@@ -140,6 +160,28 @@ impl Decision {
             unverified: Vec::new(),
             digests: Vec::new(),
             stage_failures: Vec::new(),
+        }
+    }
+
+    /// The decision when a stage evaluation cannot do without (the cluster's policy) could
+    /// not answer: nothing evaluated, the verdict [`failed_stage`] gives.
+    pub fn failed_stage(mode: FailureMode) -> Decision {
+        Decision {
+            verdict: failed_stage(mode),
+            not_evaluated: None,
+            violations: Vec::new(),
+            unverified: Vec::new(),
+            digests: Vec::new(),
+            stage_failures: Vec::new(),
+        }
+    }
+
+    /// Applies [`failed_stage`] to this decision for a stage outside the evaluation that
+    /// could not answer (a hook, such as signature verification): under fail-closed it
+    /// blocks; under fail-open the verdict stands.
+    pub fn stage_failed(&mut self, mode: FailureMode) {
+        if failed_stage(mode) == Verdict::Block {
+            self.verdict = Verdict::Block;
         }
     }
 
@@ -179,4 +221,32 @@ pub struct RunningDecision {
     pub digests: Vec<ImageDigest>,
     /// Stages that could not answer (the caller keeps the pod's previous state).
     pub stage_failures: Vec<StageFailure>,
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+
+    #[test]
+    fn a_failed_stage_allows_under_fail_open_and_blocks_under_fail_closed() {
+        assert_eq!(failed_stage(FailureMode::FailOpen), Verdict::Allow);
+        assert_eq!(failed_stage(FailureMode::FailClosed), Verdict::Block);
+
+        let open = Decision::failed_stage(FailureMode::FailOpen);
+        assert_eq!(open.verdict, Verdict::Allow);
+        assert_eq!(open.not_evaluated, None);
+        assert_eq!(Decision::failed_stage(FailureMode::FailClosed).verdict, Verdict::Block);
+
+        // A hook failing after evaluation: fail-open keeps the verdict, either way round.
+        let mut allowed = Decision::allowed_without_evaluation(NotEvaluated::Delete);
+        allowed.stage_failed(FailureMode::FailOpen);
+        assert_eq!(allowed.verdict, Verdict::Allow);
+        allowed.stage_failed(FailureMode::FailClosed);
+        assert_eq!(allowed.verdict, Verdict::Block);
+        let mut blocked = Decision::failed_stage(FailureMode::FailClosed);
+        blocked.stage_failed(FailureMode::FailOpen);
+        assert_eq!(blocked.verdict, Verdict::Block);
+    }
 }

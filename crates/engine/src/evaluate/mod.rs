@@ -25,6 +25,6 @@ pub use context::{
     VerdictMap,
 };
 pub use decision::{
-    Decision, ImageDigest, NotEvaluated, RunningDecision, StageFailure, Unverified, Verdict, Violation,
+    Decision, ImageDigest, NotEvaluated, RunningDecision, StageFailure, Unverified, Verdict, Violation, failed_stage,
 };
 pub use rules::DEFAULT_CAPABILITIES;

@@ -272,15 +272,18 @@ impl<'a, 'c> Run<'a, 'c> {
     }
 
     fn finish(self, failure_mode: FailureMode) -> Decision {
-        let blocked = self.violations.iter().any(|v| v.action == Action::Block)
-            || (failure_mode == FailureMode::FailClosed && !self.stage_failures.is_empty());
-        Decision {
+        let blocked = self.violations.iter().any(|v| v.action == Action::Block);
+        let mut decision = Decision {
             verdict: if blocked { Verdict::Block } else { Verdict::Allow },
             not_evaluated: None,
             violations: self.violations,
             unverified: self.unverified,
             digests: self.digests,
             stage_failures: self.stage_failures,
+        };
+        if !decision.stage_failures.is_empty() {
+            decision.stage_failed(failure_mode);
         }
+        decision
     }
 }
