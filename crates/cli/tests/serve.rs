@@ -15,8 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use portcullis_bus::testing::NatsServer;
-use portcullis_policy_store::testing::{TestDatabase, authed};
+use portcullis_policy_store::testing::authed;
 use portcullis_proto::admission::v1 as pa;
 use portcullis_proto::admission::v1::admission_service_client::AdmissionServiceClient;
 use portcullis_proto::common::v1 as pc;
@@ -25,6 +24,8 @@ use portcullis_proto::policystore::v1::auth_service_client::AuthServiceClient;
 use portcullis_proto::policystore::v1::cluster_service_client::ClusterServiceClient;
 use portcullis_proto::policystore::v1::policy_service_client::PolicyServiceClient;
 use portcullis_proto::policystore::v1::tenant_service_client::TenantServiceClient;
+use portcullis_test_kit::NatsServer;
+use portcullis_test_kit::TestDatabase;
 
 const OPERATOR_KEY: &str = "operator-key-for-cli-tests";
 

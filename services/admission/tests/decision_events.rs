@@ -8,11 +8,11 @@ use std::time::Duration;
 use portcullis_admission::decision_events::{
     DecisionEventStats, DecisionEventsConfig, DecisionPublisher, TOPIC, admission_decision_event,
 };
-use portcullis_bus::testing::NatsServer;
 use portcullis_bus::{BroadcastSubscription, Bus, BusConfig, StartFrom, TopicFilter};
 use portcullis_proto::admission::v1::{Decision, DecisionBasis};
 use portcullis_proto::common::v1::Violation;
 use portcullis_proto::events::v1::{AdmissionDecision, EventEnvelope, event_envelope};
+use portcullis_test_kit::NatsServer;
 use prost::Message;
 use tokio::time::Instant;
 

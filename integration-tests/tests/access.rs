@@ -1,4 +1,14 @@
 //! Tenancy and access: tenant isolation, the viewer, the connector, revoked keys.
+//!
+//! Every scenario runs against a fresh policy store, embedded and distributed (`both!`).
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    missing_docs
+)]
 
 use portcullis_bus::TopicFilter;
 use portcullis_policy_store::testing::TestServer;
@@ -8,7 +18,7 @@ use portcullis_proto::policystore::v1 as pb;
 use tonic::Code;
 use tonic::metadata::MetadataValue;
 
-use crate::support::{
+use portcullis_integration_tests::store::{
     Api, attestor_doc, by_id, by_name, expect_code, expect_invalid_field, next_matching, policy_doc, policy_with_refs,
     ruleset_doc, subscribe,
 };
@@ -425,4 +435,17 @@ pub async fn revoked_key_stops_working(server: &mut TestServer) {
     let me = admin.who_am_i().await.unwrap().key_id;
     admin.revoke_key(&me).await.unwrap();
     expect_code(admin.list_policies().await, Code::Unauthenticated);
+}
+
+portcullis_test_kit::both! {
+    embedded: &mut portcullis_policy_store::testing::TestServer::embedded()
+        .await
+        .unwrap_or_else(|e| panic!("{e}")),
+    distributed: &mut portcullis_policy_store::testing::TestServer::distributed()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    tenant_cannot_touch_another_tenant,
+    viewer_cannot_write,
+    connector_reads_only_its_own_effective_policy,
+    revoked_key_stops_working,
 }

@@ -1,4 +1,15 @@
 //! The service itself: malformed input, tenancy, keys, outages, the webhook.
+//!
+//! Every scenario starts its own stack (a policy store and admission replicas following its
+//! bus) in the mode it is given, embedded and distributed (`both!`).
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    missing_docs
+)]
 
 use std::time::{Duration, Instant};
 
@@ -10,8 +21,8 @@ use prost::Message as _;
 use serde_json::{Value, json};
 use tonic::Code;
 
-use crate::common::*;
-use crate::support::{by_id, by_name, expect_code};
+use portcullis_integration_tests::admission::*;
+use portcullis_integration_tests::store::{by_id, by_name, expect_code};
 
 fn pods_policy(name: &str, host_network_action: &str) -> String {
     policy(name, json!([host_network(host_network_action), privileged("log")])).to_string()
@@ -342,4 +353,21 @@ pub async fn nats_outage_does_not_stop_admission() {
         stats.submitted,
         "{stats:?}"
     );
+}
+
+portcullis_test_kit::both! {
+    embedded: portcullis_server::Mode::Embedded,
+    distributed: portcullis_server::Mode::Distributed;
+    policy_update_reaches_every_replica,
+    conformance_reviews_answered,
+    malformed_input_refused,
+    other_clusters_refused,
+    revoked_key_refused,
+}
+
+/// Scenario 11: nats-server stops and restarts under the admission service (distributed only:
+/// embedded has no broker to stop).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn distributed_nats_outage_does_not_stop_admission() {
+    nats_outage_does_not_stop_admission().await;
 }

@@ -1,4 +1,15 @@
 //! Scenario 12: the validating webhook over TLS with a real client.
+//!
+//! Every scenario starts its own stack (a policy store and admission replicas following its
+//! bus) in the mode it is given, embedded and distributed (`both!`).
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    missing_docs
+)]
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,7 +26,7 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
 use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
 
-use crate::common::*;
+use portcullis_integration_tests::admission::*;
 
 /// A test CA and a server certificate for localhost and 127.0.0.1, as PEM files in `dir`.
 fn pki(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf, CertificateDer<'static>) {
@@ -128,4 +139,10 @@ pub async fn webhook_over_tls(mode: Mode) {
 
     let (status, _) = post(addr, &ca, &path, None, body).await;
     assert_eq!(status, 401);
+}
+
+portcullis_test_kit::both! {
+    embedded: portcullis_server::Mode::Embedded,
+    distributed: portcullis_server::Mode::Distributed;
+    webhook_over_tls,
 }

@@ -1,12 +1,22 @@
 //! Policies: create, stale update, duplicate naming, rename, identical apply, history,
 //! delete while assigned, and every validation error of POLICY.md section 1.
+//!
+//! Every scenario runs against a fresh policy store, embedded and distributed (`both!`).
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    missing_docs
+)]
 
 use portcullis_bus::TopicFilter;
 use portcullis_policy_store::testing::TestServer;
 use portcullis_proto::events::v1 as pe;
 use tonic::Code;
 
-use crate::support::{
+use portcullis_integration_tests::store::{
     Api, QUIET, assert_quiet, attestor_doc, by_id, by_name, expect_code, expect_invalid_field, is_policy_event,
     next_matching, policy_changed, policy_doc, policy_with_refs, ruleset_doc, subscribe,
 };
@@ -617,4 +627,21 @@ pub async fn every_validation_error_names_its_field(server: &mut TestServer) {
         .await
         .unwrap();
     assert_eq!(ok.revision, 1);
+}
+
+portcullis_test_kit::both! {
+    embedded: &mut portcullis_policy_store::testing::TestServer::embedded()
+        .await
+        .unwrap_or_else(|e| panic!("{e}")),
+    distributed: &mut portcullis_policy_store::testing::TestServer::distributed()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    create,
+    update_with_stale_revision_writes_nothing,
+    duplicate_naming,
+    rename_refused,
+    identical_apply_makes_no_revision_and_no_event,
+    history,
+    delete_while_assigned_refused,
+    every_validation_error_names_its_field,
 }

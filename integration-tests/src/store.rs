@@ -1,4 +1,5 @@
-//! Clients, documents, assertions and bus helpers shared by the scenarios.
+//! The policy store's clients ([`Api`]), status assertions and bus helpers shared by the
+//! suites.
 
 use std::time::Duration;
 
@@ -25,7 +26,7 @@ pub const EVENT_WAIT: Duration = Duration::from_secs(20);
 pub const QUIET: Duration = Duration::from_millis(1500);
 
 // ---------------------------------------------------------------------------------------
-// References and documents
+// References (the documents are the test kit's)
 
 pub fn by_name(name: &str) -> Option<pc::ResourceRef> {
     Some(pc::ResourceRef {
@@ -39,55 +40,7 @@ pub fn by_id(id: &str) -> Option<pc::ResourceRef> {
     })
 }
 
-/// A minimal valid policy: one hostNetwork rule with the given admission action.
-pub fn policy_doc(name: &str, action: &str) -> String {
-    serde_json::json!({
-        "name": name,
-        "default": {"rules": [{
-            "type": "podSecurityContext", "action": action,
-            "statement": {"properties": [{"key": "hostNetwork", "value": "true"}]}
-        }]}
-    })
-    .to_string()
-}
-
-/// A policy naming an attestor in imageVerification and/or a runtime ruleset id.
-pub fn policy_with_refs(name: &str, attestor: Option<&str>, ruleset_id: Option<&str>) -> String {
-    let mut doc: serde_json::Value = serde_json::from_str(&policy_doc(name, "block")).unwrap();
-    if let Some(a) = attestor {
-        doc["default"]["imageVerification"] = serde_json::json!([{
-            "name": "signed", "action": "block", "attestors": {"all": [a]},
-            "conditions": [{"type": "match", "resourceFilter": "registry", "operator": "equals",
-                            "value": "registry.example.com"}]
-        }]);
-    }
-    if let Some(r) = ruleset_id {
-        doc["runtime"] = serde_json::json!({"rulesets": [{"id": r}]});
-    }
-    doc.to_string()
-}
-
-/// Test material from the shared conformance folder, beside the repository.
-pub fn shared(path: &str) -> String {
-    let full = format!("{}/../../shared/conformance/{path}", env!("CARGO_MANIFEST_DIR"));
-    std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("{full}: {e}"))
-}
-
-pub fn attestor_doc(name: &str) -> String {
-    serde_json::json!({
-        "name": name, "type": "cosignPublicKey",
-        "publicKey": shared("cosign-signatures/cosign.pub"),
-    })
-    .to_string()
-}
-
-pub fn ruleset_doc(name: &str, mitigation: &str) -> String {
-    serde_json::json!({
-        "name": name,
-        "rules": [{"id": "Adding ssh keys to authorized_keys", "mitigation": mitigation}],
-    })
-    .to_string()
-}
+pub use portcullis_test_kit::docs::{attestor_doc, policy_doc, policy_with_refs, ruleset_doc};
 
 // ---------------------------------------------------------------------------------------
 // Assertions

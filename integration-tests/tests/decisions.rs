@@ -1,10 +1,21 @@
 //! What the service decides: pods and workloads, CONNECT, UPDATE, ephemeral containers,
 //! namespaced definitions and exceptions (POLICY.md section 4).
+//!
+//! Every scenario starts its own stack (a policy store and admission replicas following its
+//! bus) in the mode it is given, embedded and distributed (`both!`).
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    missing_docs
+)]
 
 use portcullis_server::Mode;
 use serde_json::json;
 
-use crate::common::*;
+use portcullis_integration_tests::admission::*;
 
 /// hostNetwork is blocked, privileged is logged.
 fn pods_policy() -> String {
@@ -139,7 +150,11 @@ pub async fn connect_exec_attach_portforward(mode: Mode) {
     let without = policy("connect", json!([host_network("block")]));
     env.admin
         .clone()
-        .update_policy(crate::support::by_id(&env.policy_id), &without.to_string(), 1)
+        .update_policy(
+            portcullis_integration_tests::store::by_id(&env.policy_id),
+            &without.to_string(),
+            1,
+        )
         .await
         .unwrap();
     for sub in ["exec", "attach", "portforward"] {
@@ -327,7 +342,7 @@ pub async fn the_parse_follows_what_the_policy_reads(mode: Mode) {
     .to_string();
     env.admin
         .clone()
-        .update_policy(crate::support::by_id(&env.policy_id), &with_pss, 1)
+        .update_policy(portcullis_integration_tests::store::by_id(&env.policy_id), &with_pss, 1)
         .await
         .unwrap();
     let started = std::time::Instant::now();
@@ -348,4 +363,15 @@ pub async fn the_parse_follows_what_the_policy_reads(mode: Mode) {
         assert!(checks.iter().any(|c| c == "hostPorts"), "{checks:?}");
         assert!(checks.iter().any(|c| c == "hostPathVolumes"), "{checks:?}");
     }
+}
+
+portcullis_test_kit::both! {
+    embedded: portcullis_server::Mode::Embedded,
+    distributed: portcullis_server::Mode::Distributed;
+    pods_blocked_logged_and_clean,
+    workloads_with_a_violating_template,
+    connect_exec_attach_portforward,
+    updates_and_ephemeral_containers,
+    namespaced_definition_and_exception,
+    the_parse_follows_what_the_policy_reads,
 }

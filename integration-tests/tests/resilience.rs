@@ -1,4 +1,15 @@
 //! Scan summaries, the policy store going away, failure modes and rate limits.
+//!
+//! Every scenario starts its own stack (a policy store and admission replicas following its
+//! bus) in the mode it is given, embedded and distributed (`both!`).
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    missing_docs
+)]
 
 use std::time::{Duration, Instant};
 
@@ -13,8 +24,8 @@ use portcullis_server::Mode;
 use serde_json::json;
 use tonic::Code;
 
-use crate::common::{Env, container, create_pod, host_network, pod, pod_spec, policy};
-use crate::support::by_name;
+use portcullis_integration_tests::admission::{Env, container, create_pod, host_network, pod, pod_spec, policy};
+use portcullis_integration_tests::store::by_name;
 
 const DIGEST: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
 
@@ -92,7 +103,7 @@ pub async fn scan_summaries_fetched_and_followed(mode: Mode) {
     let mut env = env;
     env.stack.add_replica().await.unwrap();
     let mut fresh = env.client(1).await;
-    let answer = crate::common::review_raw(
+    let answer = portcullis_integration_tests::admission::review_raw(
         &mut fresh,
         &env.connector_key,
         None,
@@ -165,7 +176,7 @@ pub async fn store_outage_keeps_admission_serving(mode: Mode) {
 
     // Never seen: the default failure mode, fail-open, with a warning.
     let mut client = env.client(0).await;
-    let answer = crate::common::review_raw(
+    let answer = portcullis_integration_tests::admission::review_raw(
         &mut client,
         &second.connector_key,
         None,
@@ -177,7 +188,7 @@ pub async fn store_outage_keeps_admission_serving(mode: Mode) {
     assert_eq!(answer.unwrap_err().code(), Code::Unavailable);
 
     env.stack.store.restart().await.unwrap();
-    let answer = crate::common::review_raw(
+    let answer = portcullis_integration_tests::admission::review_raw(
         &mut client,
         &second.connector_key,
         None,
@@ -208,7 +219,7 @@ pub async fn unseen_cluster_gets_the_default_failure_mode(mode: Mode) {
     assert!(!env.judge(&blocked).await.allowed());
     env.stack.store.stop().await.unwrap();
     let mut client = env.client(0).await;
-    let answer = crate::common::review_raw(
+    let answer = portcullis_integration_tests::admission::review_raw(
         &mut client,
         &env.connector_key,
         by_name("c1"),
@@ -257,13 +268,14 @@ pub async fn rate_limits_per_tenant(mode: Mode) {
     assert_eq!(env.stack.replicas[0].admission().limiter().rejected(), 1);
 
     // Another tenant, with its own cluster and bucket.
-    let mut operator = crate::support::Api::new(&env.stack.store, &env.stack.store.operator_key).await;
+    let mut operator =
+        portcullis_integration_tests::store::Api::new(&env.stack.store, &env.stack.store.operator_key).await;
     let other_admin = operator.create_tenant("other-tenant").await.unwrap();
-    let mut other = crate::support::Api::new(&env.stack.store, &other_admin).await;
+    let mut other = portcullis_integration_tests::store::Api::new(&env.stack.store, &other_admin).await;
     other.create_policy(&doc.to_string()).await.unwrap();
     let registered = other.register_cluster("o1", by_name("limits")).await.unwrap();
     let mut client = env.client(0).await;
-    let answer = crate::common::review_raw(
+    let answer = portcullis_integration_tests::admission::review_raw(
         &mut client,
         &registered.connector_key,
         None,
@@ -325,4 +337,14 @@ pub async fn review_stream_answers_each_item(mode: Mode) {
             assert_eq!(decision.allowed, !i.is_multiple_of(2), "item {i}");
         }
     }
+}
+
+portcullis_test_kit::both! {
+    embedded: portcullis_server::Mode::Embedded,
+    distributed: portcullis_server::Mode::Distributed;
+    scan_summaries_fetched_and_followed,
+    store_outage_keeps_admission_serving,
+    unseen_cluster_gets_the_default_failure_mode,
+    rate_limits_per_tenant,
+    review_stream_answers_each_item,
 }

@@ -1,5 +1,20 @@
 //! Events: on the bus with the revision, through an outage (the outbox), to every
 //! broadcast subscriber.
+//!
+//! Every scenario runs against a fresh policy store, embedded and distributed (`both!`).
+//!
+//! The outbox scenario differs by mode: distributed stops nats-server between commit and
+//! publish; embedded has no broker to stop, so it runs the real gRPC services with an outbox
+//! relay whose sink (the in-process bus) fails until released
+//! (`embedded_outbox_survives_a_failing_sink`).
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    missing_docs
+)]
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -15,7 +30,7 @@ use portcullis_proto::events::v1 as pe;
 use portcullis_server::{Credentials, GrpcServer, Mode, ServerConfig};
 use portcullis_storage::{EventSink, OutboxEvent, OutboxRelay, RelayConfig, Store};
 
-use crate::support::{
+use portcullis_integration_tests::store::{
     Api, EVENT_WAIT, QUIET, assert_quiet, attestor_doc, by_name, is_policy_event, next_event, next_matching,
     policy_changed, policy_doc, ruleset_doc, subscribe,
 };
@@ -345,4 +360,25 @@ pub async fn two_broadcast_subscribers_get_every_event(server: &mut TestServer) 
     // And reading on did not take them from the first: both saw the same, nothing more.
     assert_quiet(&mut first, Duration::from_millis(500), |_| true).await;
     assert_quiet(&mut second, Duration::from_millis(500), |_| true).await;
+}
+
+portcullis_test_kit::both! {
+    embedded: &mut portcullis_policy_store::testing::TestServer::embedded()
+        .await
+        .unwrap_or_else(|e| panic!("{e}")),
+    distributed: &mut portcullis_policy_store::testing::TestServer::distributed()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    events_arrive_with_the_revision,
+    two_broadcast_subscribers_get_every_event,
+}
+
+/// The outbox survives a NATS outage between commit and publish (distributed only: the
+/// embedded counterpart is `embedded_outbox_survives_a_failing_sink`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn distributed_event_survives_a_nats_outage() {
+    let mut server = portcullis_policy_store::testing::TestServer::distributed()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    event_survives_a_nats_outage(&mut server).await;
 }
