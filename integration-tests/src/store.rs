@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use portcullis_bus::{BroadcastSubscription, Bus, ReceivedEvent, StartFrom, TopicFilter};
+use portcullis_bus::{BroadcastSubscription, Bus, BusConfig, ReceivedEvent, StartFrom, TopicFilter};
 use portcullis_policy_store::testing::{TestServer, authed};
 use portcullis_proto::common::v1 as pc;
 use portcullis_proto::events::v1 as pe;
@@ -16,6 +16,7 @@ use portcullis_proto::policystore::v1::policy_service_client::PolicyServiceClien
 use portcullis_proto::policystore::v1::ruleset_service_client::RulesetServiceClient;
 use portcullis_proto::policystore::v1::tenant_service_client::TenantServiceClient;
 use portcullis_server::status::field_violations;
+use portcullis_test_kit::eventually;
 use prost::Message;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
@@ -355,6 +356,22 @@ impl Api {
 pub async fn subscribe(bus: &Bus, filter: &TopicFilter) -> BroadcastSubscription {
     let last = bus.last_sequence().await.unwrap();
     bus.subscribe_broadcast(filter, StartFrom::after(last)).await.unwrap()
+}
+
+/// A broadcast subscription after stream sequence `after` on a fresh connection to the
+/// nats-server at `url`, retried while the server comes back (up to [`EVENT_WAIT`]).
+pub async fn subscribe_after_restart(url: &str, filter: &TopicFilter, after: u64) -> (Bus, BroadcastSubscription) {
+    eventually(EVENT_WAIT, || async move {
+        let bus = Bus::connect_nats(url, BusConfig::default())
+            .await
+            .map_err(|e| format!("NATS did not come back: {e}"))?;
+        let sub = bus
+            .subscribe_broadcast(filter, StartFrom::after(after))
+            .await
+            .map_err(|e| format!("subscribing: {e}"))?;
+        Ok::<_, String>((bus, sub))
+    })
+    .await
 }
 
 /// The next event and its decoded envelope; fails after [`EVENT_WAIT`].

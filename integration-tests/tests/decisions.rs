@@ -12,7 +12,10 @@
     missing_docs
 )]
 
+use std::time::Duration;
+
 use portcullis_server::Mode;
+use portcullis_test_kit::eventually;
 use serde_json::json;
 
 use portcullis_integration_tests::admission::*;
@@ -165,15 +168,15 @@ pub async fn connect_exec_attach_portforward(mode: Mode) {
 
 /// Reviews `r` (with a fresh uid each time) until `allowed` is the answer (at most 10 s).
 pub async fn wait_for(env: &Env, r: &serde_json::Value, allowed: bool) -> Answer {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
+    eventually(Duration::from_secs(10), || async move {
         let answer = env.judge(r).await;
         if answer.allowed() == allowed {
-            return answer;
+            Ok(answer)
+        } else {
+            Err(answer)
         }
-        assert!(std::time::Instant::now() < deadline, "still {answer:?}");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    })
+    .await
 }
 
 /// Scenario 4: an UPDATE leaving the pod spec alone is allowed even when the pod violates;
@@ -345,18 +348,16 @@ pub async fn the_parse_follows_what_the_policy_reads(mode: Mode) {
         .update_policy(portcullis_integration_tests::store::by_id(&env.policy_id), &with_pss, 1)
         .await
         .unwrap();
-    let started = std::time::Instant::now();
-    let answer = loop {
+    let env = &env;
+    let answer = eventually(Duration::from_secs(10), || async move {
         let answer = env.judge(&pod_with_host_port_and_host_path()).await;
         if answer.decision.policy_revision == 2 {
-            break answer;
+            Ok(answer)
+        } else {
+            Err(format!("the update never arrived: {answer:?}"))
         }
-        assert!(
-            started.elapsed() < std::time::Duration::from_secs(10),
-            "the update never arrived"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    };
+    })
+    .await;
     for answer in [answer, env.judge(&pod_with_host_port_and_host_path()).await] {
         assert!(!answer.allowed(), "{answer:?}");
         let checks = &answer.decision.violations[0].checks;

@@ -78,6 +78,10 @@ pub async fn create(server: &mut TestServer) {
 
 pub async fn update_with_stale_revision_writes_nothing(server: &mut TestServer) {
     let mut api = Api::new(server, &server.admin_key).await;
+    // Subscribed before the first write, and read up to revision 2's event below: the outbox
+    // publishes after the commit, so a subscription made only after the update could start
+    // before revision 2's event and then see it arrive during the quiet check.
+    let mut events = subscribe(&server.bus, &TopicFilter::topics(["policy.changed"])).await;
     let created = api.create_policy(&policy_doc("stale", "block")).await.unwrap();
     let updated = api
         .update_policy(by_id(&created.id), &policy_doc("stale", "log"), 1)
@@ -87,8 +91,12 @@ pub async fn update_with_stale_revision_writes_nothing(server: &mut TestServer) 
     assert_eq!(updated.policy.unwrap().revision, 2);
     let history_before = api.history(by_id(&created.id)).await.unwrap();
     assert_eq!(history_before.len(), 2);
+    let (_, second) = next_matching(&mut events, |e| {
+        is_policy_event(e, &created.id) && policy_changed(e).revision == 2
+    })
+    .await;
+    assert_eq!(policy_changed(&second).revision, 2);
 
-    let mut events = subscribe(&server.bus, &TopicFilter::topics(["policy.changed"])).await;
     // Another writer's revision 1 is stale now: refused, by update, apply and delete.
     let status = expect_code(
         api.update_policy(by_name("stale"), &policy_doc("stale", "block"), 1)

@@ -13,14 +13,16 @@
 
 use std::time::{Duration, Instant};
 
-use portcullis_admission::AdmissionOptions;
 use portcullis_admission::rate_limit::{RateLimitConfig, TenantLimit};
 use portcullis_admission::testing::StackOptions;
+use portcullis_admission::{AdmissionOptions, ClusterSel};
+use portcullis_domain::FailureMode;
 use portcullis_policy_store::testing::authed;
 use portcullis_proto::admission::v1 as pa;
 use portcullis_proto::policystore::v1 as pb;
 use portcullis_proto::policystore::v1::scan_result_service_client::ScanResultServiceClient;
 use portcullis_server::Mode;
+use portcullis_test_kit::eventually;
 use serde_json::json;
 use tonic::Code;
 
@@ -74,30 +76,30 @@ pub async fn scan_summaries_fetched_and_followed(mode: Mode) {
     // The "no results" answer is cached; a scan uploaded now arrives by its event.
     upload_scan(&env, "critical", "2026-01-01T00:00:00Z").await;
     let started = Instant::now();
-    loop {
-        let answer = env.judge(&vulnerable_pod_review()).await;
-        if !answer.allowed() {
-            assert!(answer.message().contains("vulnerabilities"), "{}", answer.message());
-            eprintln!("scan result in force after {} ms", started.elapsed().as_millis());
-            break;
+    let env_ref = &env;
+    let answer = eventually(Duration::from_secs(35), || async move {
+        let answer = env_ref.judge(&vulnerable_pod_review()).await;
+        if answer.allowed() {
+            Err(format!("the scan result never arrived: {answer:?}"))
+        } else {
+            Ok(answer)
         }
-        assert!(
-            started.elapsed() < Duration::from_secs(35),
-            "the scan result never arrived"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await;
+    assert!(answer.message().contains("vulnerabilities"), "{}", answer.message());
+    eprintln!("scan result in force after {} ms", started.elapsed().as_millis());
 
     // A newer, clean scan replaces it.
     upload_scan(&env, "low", "2026-02-01T00:00:00Z").await;
-    let started = Instant::now();
-    while !env.judge(&vulnerable_pod_review()).await.allowed() {
-        assert!(
-            started.elapsed() < Duration::from_secs(35),
-            "the newer scan never arrived"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(Duration::from_secs(35), || async move {
+        let answer = env_ref.judge(&vulnerable_pod_review()).await;
+        if answer.allowed() {
+            Ok(())
+        } else {
+            Err(format!("the newer scan never arrived: {answer:?}"))
+        }
+    })
+    .await;
 
     // A second replica has nothing cached: its first review fetches the summary.
     let mut env = env;
@@ -150,16 +152,22 @@ pub async fn store_outage_keeps_admission_serving(mode: Mode) {
         pod_spec(true, vec![container("app", "nginx:1.27", false)]),
     ));
     // Warm: the settings change is in force (fail-closed) before the store goes.
-    let started = Instant::now();
-    loop {
-        let answer = env.judge(&blocked).await;
+    // Polled for: the replica holds c1's policy with the fail-closed setting (the update's
+    // cluster.changed event has been applied), where a fixed 300 ms pause stood.
+    let (env_ref, blocked_ref) = (&env, &blocked);
+    let cluster = ClusterSel::Id(env.cluster_id.clone());
+    let cluster = &cluster;
+    eventually(Duration::from_secs(10), || async move {
+        let answer = env_ref.judge(blocked_ref).await;
         assert!(!answer.allowed());
-        if env.stack.replicas[0].admission().policies().len().eq(&1) {
-            break;
+        let policies = env_ref.stack.replicas[0].admission().policies();
+        let held = policies.cached(&env_ref.stack.store.tenant_id, cluster);
+        match held.map(|l| l.policy.failure_mode) {
+            Some(FailureMode::FailClosed) if policies.len() == 1 => Ok(()),
+            other => Err(format!("{} policies held, c1's failure mode {other:?}", policies.len())),
         }
-        assert!(started.elapsed() < Duration::from_secs(10));
-    }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    })
+    .await;
 
     env.stack.store.stop().await.unwrap();
 
