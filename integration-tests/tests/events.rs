@@ -193,7 +193,7 @@ impl EventSink for Gate {
 /// is built here, to put the gate in front of the bus.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_outbox_survives_a_failing_sink() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = portcullis_test_kit::DataDir::new().unwrap();
     let store = Store::connect(&sqlite_url(&dir.path().join("portcullis.db")))
         .await
         .unwrap();

@@ -32,7 +32,9 @@ use portcullis_integration_tests::admission::*;
 fn pki(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf, CertificateDer<'static>) {
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.distinguished_name.push(DnType::CommonName, "portcullis webhook suite test CA");
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "portcullis webhook suite test CA");
     ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
     let server_key = KeyPair::generate().unwrap();
@@ -83,7 +85,7 @@ async fn post(
 
 /// Scenario 12: a real AdmissionReview over HTTPS is answered with its uid; no bearer is 401.
 pub async fn webhook_over_tls(mode: Mode) {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = portcullis_test_kit::DataDir::new().unwrap();
     let (tls_cert, tls_key, ca) = pki(dir.path());
     let options = StackOptions {
         webhook: Some(WebhookOptions {

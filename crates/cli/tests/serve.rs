@@ -224,7 +224,7 @@ fn read_key(path: &Path) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn up_bootstraps_serves_and_drains() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = portcullis_test_kit::DataDir::new().unwrap();
     let data = dir.path().join("data");
     let data_arg = data.to_str().unwrap();
     let args = ["up", "--data-dir", data_arg, "--listen", "127.0.0.1:0"];
@@ -403,7 +403,7 @@ fn serve_refuses_plain_text_on_a_public_address() {
 
 #[test]
 fn up_refuses_a_short_operator_key() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = portcullis_test_kit::DataDir::new().unwrap();
     let output = portcullis(&[
         "up",
         "--data-dir",

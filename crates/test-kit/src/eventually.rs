@@ -1,7 +1,6 @@
 //! Polling for a state under a deadline: the replacement for fixed sleeps in tests.
 
 use std::fmt::Debug;
-use std::future::Future;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -20,11 +19,9 @@ pub const POLL_MAX: Duration = Duration::from_millis(100);
 /// }).await;
 /// ```
 #[track_caller]
-pub fn eventually<T, S, F, Fut>(deadline: Duration, mut probe: F) -> impl Future<Output = T>
+pub fn eventually<T, S>(deadline: Duration, mut probe: impl AsyncFnMut() -> Result<T, S>) -> impl Future<Output = T>
 where
     S: Debug,
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, S>>,
 {
     // The caller's location, taken before the future starts (async fns cannot track it).
     let caller = std::panic::Location::caller();
@@ -41,6 +38,20 @@ where
             pause = (pause * 2).min(POLL_MAX);
         }
     }
+}
+
+/// [`eventually`] for a yes/no condition: waits until `check` is true, failing with `what`
+/// (the condition waited for) once `deadline` has passed.
+#[track_caller]
+pub fn until(deadline: Duration, what: &str, mut check: impl AsyncFnMut() -> bool) -> impl Future<Output = ()> {
+    let probe = async move || {
+        if check().await {
+            Ok(())
+        } else {
+            Err(format!("not yet: {what}"))
+        }
+    };
+    eventually(deadline, probe)
 }
 
 #[allow(clippy::panic)] // The failure of the test that polled.

@@ -24,7 +24,7 @@ pub mod nats;
 pub mod postgres;
 mod sqlite;
 
-pub use eventually::{POLL_MAX, eventually};
+pub use eventually::{POLL_MAX, eventually, until};
 pub use nats::NatsServer;
 pub use postgres::TestDatabase;
 pub use sqlite::{DataDir, sqlite_url};

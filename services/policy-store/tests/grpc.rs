@@ -25,6 +25,7 @@ use portcullis_proto::policystore::v1::policy_service_client::PolicyServiceClien
 use portcullis_proto::policystore::v1::tenant_service_client::TenantServiceClient;
 use portcullis_server::status::field_violations;
 use portcullis_server::{Mode, TlsFiles};
+use portcullis_test_kit::docs::policy_doc;
 use prost::Message;
 use tonic::metadata::MetadataValue;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
@@ -33,30 +34,9 @@ use tonic::{Code, Status};
 // ---------------------------------------------------------------------------------------
 // Support
 
-macro_rules! both {
-    ($($name:ident),* $(,)?) => {
-        mod embedded {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let server = portcullis_policy_store::testing::TestServer::embedded().await.unwrap();
-                    super::$name(&server).await;
-                }
-            )*
-        }
-        mod distributed {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let server = portcullis_policy_store::testing::TestServer::distributed().await.unwrap();
-                    super::$name(&server).await;
-                }
-            )*
-        }
-    };
-}
-
-both!(
+portcullis_test_kit::both! {
+    embedded: &portcullis_policy_store::testing::TestServer::embedded().await.unwrap(),
+    distributed: &portcullis_policy_store::testing::TestServer::distributed().await.unwrap();
     create_get_update_with_stale_revision,
     validation_errors_name_the_field,
     tenants_are_isolated,
@@ -67,12 +47,6 @@ both!(
     health_and_reflection_answer,
     introspection_is_for_services_only,
     audit_log_records_changes,
-);
-
-fn policy_doc(name: &str, host_network_action: &str) -> String {
-    format!(
-        r#"{{"name":"{name}","default":{{"rules":[{{"type":"podSecurityContext","action":"{host_network_action}","statement":{{"properties":[{{"key":"hostNetwork","value":"true"}}]}}}}]}}}}"#
-    )
 }
 
 fn by_name(name: &str) -> Option<pc::ResourceRef> {
@@ -887,7 +861,7 @@ fn self_signed(dir: &std::path::Path) -> (TlsFiles, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_with_a_self_signed_certificate() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = portcullis_test_kit::DataDir::new().unwrap();
     let (tls, ca) = self_signed(dir.path());
     let mut options = TestOptions::new(Mode::Embedded);
     options.tls = Some(tls);
