@@ -78,6 +78,16 @@ pub fn expect_invalid_field<T: std::fmt::Debug>(result: Result<T, Status>, field
 // ---------------------------------------------------------------------------------------
 // Clients
 
+/// A fresh policy store in embedded mode (the fixture of the store suites' `both!`).
+pub async fn embedded() -> TestServer {
+    TestServer::embedded().await.unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// A fresh policy store in distributed mode (the fixture of the store suites' `both!`).
+pub async fn distributed() -> TestServer {
+    TestServer::distributed().await.unwrap_or_else(|e| panic!("{e}"))
+}
+
 /// Every policy store client, calling with one credential.
 #[derive(Clone)]
 pub struct Api {

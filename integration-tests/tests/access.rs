@@ -438,12 +438,8 @@ pub async fn revoked_key_stops_working(server: &mut TestServer) {
 }
 
 portcullis_test_kit::both! {
-    embedded: &mut portcullis_policy_store::testing::TestServer::embedded()
-        .await
-        .unwrap_or_else(|e| panic!("{e}")),
-    distributed: &mut portcullis_policy_store::testing::TestServer::distributed()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    embedded: &mut portcullis_integration_tests::store::embedded().await,
+    distributed: &mut portcullis_integration_tests::store::distributed().await;
     tenant_cannot_touch_another_tenant,
     viewer_cannot_write,
     connector_reads_only_its_own_effective_policy,

@@ -638,12 +638,8 @@ pub async fn every_validation_error_names_its_field(server: &mut TestServer) {
 }
 
 portcullis_test_kit::both! {
-    embedded: &mut portcullis_policy_store::testing::TestServer::embedded()
-        .await
-        .unwrap_or_else(|e| panic!("{e}")),
-    distributed: &mut portcullis_policy_store::testing::TestServer::distributed()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    embedded: &mut portcullis_integration_tests::store::embedded().await,
+    distributed: &mut portcullis_integration_tests::store::distributed().await;
     create,
     update_with_stale_revision_writes_nothing,
     duplicate_naming,

@@ -188,11 +188,7 @@ pub async fn restart_keeps_everything(server: &mut TestServer) {
 }
 
 portcullis_test_kit::both! {
-    embedded: &mut portcullis_policy_store::testing::TestServer::embedded()
-        .await
-        .unwrap_or_else(|e| panic!("{e}")),
-    distributed: &mut portcullis_policy_store::testing::TestServer::distributed()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    embedded: &mut portcullis_integration_tests::store::embedded().await,
+    distributed: &mut portcullis_integration_tests::store::distributed().await;
     restart_keeps_everything,
 }

@@ -19,7 +19,7 @@ use std::time::Duration as StdDuration;
 
 use portcullis_proto::events::v1 as pe;
 use portcullis_storage::*;
-use portcullis_test_kit::{DataDir, TestDatabase};
+use portcullis_test_kit::{DataDir, TestDatabase, until};
 use time::{Duration, OffsetDateTime};
 
 // ---------------------------------------------------------------------------------------
@@ -1997,17 +1997,17 @@ async fn relay_runs_and_retries(db: &TestDb) {
                 .await;
         }
     });
-    // Let it go idle (nothing to do, waiting on the 10-minute poll).
+    // Let it go idle (nothing to do, waiting on the 10-minute poll). A pause that is the
+    // scenario: "idle" has no observable state, and a commit must wake it from there.
     tokio::time::sleep(StdDuration::from_millis(100)).await;
     s.create_policy(&t.id, &t.admin, &policy_doc("prod", "block"))
         .await
         .unwrap();
     // The commit wakes it; two failures are retried with backoff; then it is published.
-    let deadline = tokio::time::Instant::now() + StdDuration::from_secs(10);
-    while sink.ids().is_empty() {
-        assert!(tokio::time::Instant::now() < deadline, "event not published");
-        tokio::time::sleep(StdDuration::from_millis(10)).await;
-    }
+    until(StdDuration::from_secs(10), "the event is published", async || {
+        !sink.ids().is_empty()
+    })
+    .await;
     assert_eq!(sink.attempts.load(Ordering::SeqCst), 3);
     assert_eq!(sink.ids().len(), 1);
     // notify() wakes it too (for rows written by another store on the same database).
@@ -2017,14 +2017,12 @@ async fn relay_runs_and_retries(db: &TestDb) {
         .await
         .unwrap();
     relay.notify();
-    let deadline = tokio::time::Instant::now() + StdDuration::from_secs(10);
-    while sink.ids().len() < 2 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "event not published after notify"
-        );
-        tokio::time::sleep(StdDuration::from_millis(10)).await;
-    }
+    until(
+        StdDuration::from_secs(10),
+        "the event is published after notify",
+        async || sink.ids().len() >= 2,
+    )
+    .await;
     stop.send(()).unwrap();
     tokio::time::timeout(StdDuration::from_secs(5), task)
         .await

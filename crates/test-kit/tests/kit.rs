@@ -1,6 +1,12 @@
 //! The kit's own fixtures: polling, the database fixture, data folders, documents, `both!`.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    missing_docs
+)]
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
