@@ -246,7 +246,13 @@ pub async fn viewer_cannot_write(server: &mut TestServer) {
 
     // Every write is PermissionDenied.
     let denied = Code::PermissionDenied;
-    expect_code(v.create_policy(&policy_doc("mine", "block")).await, denied);
+    let status = expect_code(v.create_policy(&policy_doc("mine", "block")).await, denied);
+    assert!(
+        status.message().contains("viewer"),
+        "names the role: {}",
+        status.message()
+    );
+    expect_code(v.list_keys(false).await, denied);
     expect_code(
         v.update_policy(by_name("seen"), &policy_doc("seen", "log"), 1).await,
         denied,
@@ -311,6 +317,12 @@ pub async fn viewer_cannot_write(server: &mut TestServer) {
         "connector key not revoked"
     );
     assert_eq!(keys.len(), 3, "admin, connector and viewer keys only: {keys:?}");
+
+    // An editor writes policies but manages no keys.
+    let (editor_key, _) = admin.create_key(pc::Role::Editor, None).await.unwrap();
+    let mut editor = admin.with_key(&editor_key);
+    editor.create_policy(&policy_doc("edited", "block")).await.unwrap();
+    expect_code(editor.create_key(pc::Role::Admin, None).await, denied);
 }
 
 pub async fn connector_reads_only_its_own_effective_policy(server: &mut TestServer) {
@@ -383,8 +395,17 @@ pub async fn revoked_key_stops_working(server: &mut TestServer) {
         &TopicFilter::topics(["apikey.revoked"]).for_tenant("default"),
     )
     .await;
+    // No credential, or a key nobody issued: Unauthenticated.
+    let anonymous = tonic::Request::new(pb::ListPoliciesRequest::default());
+    expect_code(admin.policies.list_policies(anonymous).await, Code::Unauthenticated);
+    expect_code(
+        admin.with_key("pck_nope_nope").list_policies().await,
+        Code::Unauthenticated,
+    );
     let (editor_key, editor_id) = admin.create_key(pc::Role::Editor, None).await.unwrap();
     let mut editor = admin.with_key(&editor_key);
+    let who = editor.who_am_i().await.unwrap();
+    assert_eq!((who.role, who.tenant_id.as_str()), (pc::Role::Editor as i32, "default"));
     editor.create_policy(&policy_doc("before", "block")).await.unwrap();
     assert_eq!(editor.list_policies().await.unwrap().len(), 1);
 
