@@ -145,9 +145,23 @@ impl NatsServer {
     }
 
     async fn launch(&mut self) -> Result<(), FixtureError> {
+        // JetStream's store limit, set rather than derived from the free disk: by default the
+        // server allows 75% of what is free, and refuses streams whose limit (the bus's
+        // default is 10 GiB) exceeds that, so tests failed on a machine with a fuller disk.
+        // Tests never store more than a few megabytes.
+        let config = self.dir.path().join("nats-server.conf");
+        let store = self.store_dir();
+        std::fs::write(
+            &config,
+            format!(
+                "jetstream {{\n  store_dir: {:?}\n  max_file_store: 1TB\n}}\n",
+                store.display().to_string()
+            ),
+        )
+        .map_err(|e| FixtureError::Start(format!("writing {}: {e}", config.display())))?;
         let child = Command::new(&self.binary)
-            .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
-            .arg(self.store_dir())
+            .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-c"])
+            .arg(&config)
             .arg("-l")
             .arg(self.log_path())
             .stdin(Stdio::null())
