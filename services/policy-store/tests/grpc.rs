@@ -101,23 +101,6 @@ async fn create_policy(server: &TestServer, c: &mut Clients, key: &str, name: &s
         .unwrap()
 }
 
-async fn create_key(server: &TestServer, c: &mut Clients, role: pc::Role, cluster: Option<&str>) -> String {
-    c.auth
-        .create_api_key(server.request(
-            &server.admin_key,
-            pb::CreateApiKeyRequest {
-                role: role as i32,
-                cluster: cluster.and_then(by_name),
-                expires_at: None,
-                description: format!("{role:?} test key"),
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .secret
-}
-
 async fn register_cluster(
     server: &TestServer,
     c: &mut Clients,
