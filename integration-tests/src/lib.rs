@@ -1,3 +1,21 @@
-//! Issue 3's end-to-end checklist, run against the real gRPC API of the policy store in
-//! embedded mode (SQLite, in-process bus) and distributed mode (PostgreSQL, a private
-//! nats-server). The tests are in `tests/issue3/`; this library is empty.
+//! End-to-end suites of the policy store and the admission service, through the real gRPC
+//! API and webhook, each scenario in embedded mode (SQLite, the in-process bus) and
+//! distributed mode (PostgreSQL, a private nats-server) by `portcullis_test_kit::both!`.
+//!
+//! The suites are named by feature, one test binary each (`cargo test -p
+//! portcullis-integration-tests --test NAME`): `policies`, `access`, `events`, `restart` (the
+//! policy store), `decisions`, `admission`, `resilience`, `webhook` (the admission service).
+//! This library holds what they share: the store's clients and assertions ([`store`]) and the
+//! admission stack ([`admission`]); fixtures and documents come from `portcullis_test_kit`.
+
+// Test support: a failed call or a malformed answer fails the test that made it.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    missing_docs
+)]
+
+pub mod admission;
+pub mod store;

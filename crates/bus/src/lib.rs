@@ -27,8 +27,6 @@ mod id_window;
 mod memory;
 mod nats;
 mod subscription;
-#[cfg(feature = "testing")]
-pub mod testing;
 
 use std::time::Duration;
 

@@ -7,11 +7,11 @@ use std::fmt::Debug;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use portcullis_bus::testing::NatsServer;
 use portcullis_bus::{
     Bus, BusConfig, BusError, Event, Headers, MemoryBus, NatsBus, StartFrom, Subscription, TRACEPARENT, TRACESTATE,
     TopicFilter,
 };
+use portcullis_test_kit::NatsServer;
 
 const ACK_WAIT: Duration = Duration::from_secs(2);
 const WAIT: Duration = Duration::from_secs(15);

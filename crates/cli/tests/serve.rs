@@ -15,8 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use portcullis_bus::testing::NatsServer;
-use portcullis_policy_store::testing::{TestDatabase, authed};
+use portcullis_policy_store::testing::authed;
 use portcullis_proto::admission::v1 as pa;
 use portcullis_proto::admission::v1::admission_service_client::AdmissionServiceClient;
 use portcullis_proto::common::v1 as pc;
@@ -25,6 +24,8 @@ use portcullis_proto::policystore::v1::auth_service_client::AuthServiceClient;
 use portcullis_proto::policystore::v1::cluster_service_client::ClusterServiceClient;
 use portcullis_proto::policystore::v1::policy_service_client::PolicyServiceClient;
 use portcullis_proto::policystore::v1::tenant_service_client::TenantServiceClient;
+use portcullis_test_kit::NatsServer;
+use portcullis_test_kit::TestDatabase;
 
 const OPERATOR_KEY: &str = "operator-key-for-cli-tests";
 
@@ -223,7 +224,7 @@ fn read_key(path: &Path) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn up_bootstraps_serves_and_drains() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = portcullis_test_kit::DataDir::new().unwrap();
     let data = dir.path().join("data");
     let data_arg = data.to_str().unwrap();
     let args = ["up", "--data-dir", data_arg, "--listen", "127.0.0.1:0"];
@@ -402,7 +403,7 @@ fn serve_refuses_plain_text_on_a_public_address() {
 
 #[test]
 fn up_refuses_a_short_operator_key() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = portcullis_test_kit::DataDir::new().unwrap();
     let output = portcullis(&[
         "up",
         "--data-dir",

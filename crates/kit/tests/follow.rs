@@ -147,7 +147,7 @@ async fn an_undecodable_event_is_a_gap_and_without_a_snapshot_the_start_is_one()
 /// and once NATS is back it reads every event from its start, none lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_outage_is_a_gap_and_the_follower_resumes_after_it() {
-    let mut nats = portcullis_bus::testing::NatsServer::start().await.unwrap();
+    let mut nats = portcullis_test_kit::NatsServer::start().await.unwrap();
     let bus = Bus::connect_nats(&nats.url(), BusConfig::default()).await.unwrap();
     let s1 = publish(&bus, "one", "policy.changed").await;
     nats.stop();

@@ -39,7 +39,7 @@ async fn the_handling_span_is_a_child_of_the_publishing_span() {
     let guard = init(config).unwrap();
     assert!(trace::exporting_traces());
 
-    let nats = portcullis_bus::testing::NatsServer::start().await.unwrap();
+    let nats = portcullis_test_kit::NatsServer::start().await.unwrap();
     // Small stream limits: JetStream refuses a stream larger than the disk's free space.
     let bus = Bus::connect_nats(&nats.url(), BusConfig::embedded()).await.unwrap();
     let start = bus.last_sequence().await.unwrap();

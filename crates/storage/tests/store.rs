@@ -2,8 +2,8 @@
 //! `async fn(&TestDb)`, and `both!` makes a `sqlite::<name>` test (a temp file) and a
 //! `postgres::<name>` test (a fresh database on the local server, dropped afterwards) of it.
 //!
-//! PostgreSQL: `PORTCULLIS_TEST_POSTGRES` names the admin URL (default
-//! `postgres://postgres@127.0.0.1:5432/postgres`); without a server the postgres tests fail.
+//! The databases come from `portcullis_test_kit` (`PORTCULLIS_TEST_POSTGRES`, the local
+//! server, or a private `initdb` cluster).
 
 #![allow(
     clippy::unwrap_used,
@@ -19,51 +19,18 @@ use std::time::Duration as StdDuration;
 
 use portcullis_proto::events::v1 as pe;
 use portcullis_storage::*;
-use sea_orm::{ConnectionTrait, Database};
+use portcullis_test_kit::{DataDir, TestDatabase, until};
 use time::{Duration, OffsetDateTime};
 
 // ---------------------------------------------------------------------------------------
 // Support
 
-const ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
-
-fn admin_url() -> String {
-    std::env::var("PORTCULLIS_TEST_POSTGRES").unwrap_or_else(|_| ADMIN_URL.to_owned())
-}
-
-/// Drops the test database when the test ends, also when it panicked.
-struct PgDatabase {
-    name: String,
-}
-
-impl Drop for PgDatabase {
-    fn drop(&mut self) {
-        let name = self.name.clone();
-        // A runtime of its own: Drop cannot await, and the test's runtime may be unwinding.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                if let Ok(admin) = Database::connect(admin_url()).await {
-                    let _ = admin
-                        .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                        .await;
-                    let _ = admin.close().await;
-                }
-            });
-        })
-        .join();
-    }
-}
-
 struct TestDb {
     store: Store,
     url: String,
     clock: Arc<ManualClock>,
-    _dir: Option<tempfile::TempDir>,
-    _pg: Option<PgDatabase>,
+    _dir: Option<DataDir>,
+    _pg: Option<TestDatabase>,
 }
 
 fn start_time() -> OffsetDateTime {
@@ -73,33 +40,17 @@ fn start_time() -> OffsetDateTime {
 
 impl TestDb {
     async fn sqlite() -> TestDb {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}?mode=rwc", dir.path().join("store.db").display());
+        let dir = DataDir::new().unwrap();
+        let url = dir.sqlite_url("store.db");
         TestDb::open(url, Some(dir), None).await
     }
 
     async fn postgres() -> TestDb {
-        let admin = Database::connect(admin_url()).await.unwrap_or_else(|e| {
-            panic!(
-                "PostgreSQL is needed at {} (set PORTCULLIS_TEST_POSTGRES): {e}",
-                admin_url()
-            )
-        });
-        let name = format!("pc_test_{}", uuid::Uuid::new_v4().simple());
-        admin
-            .execute_unprepared(&format!("CREATE DATABASE {name}"))
-            .await
-            .unwrap();
-        admin.close().await.unwrap();
-        let base = admin_url();
-        let url = match base.rfind('/') {
-            Some(i) if i > "postgres://".len() => format!("{}/{name}", &base[..i]),
-            _ => panic!("admin URL {base} names no database"),
-        };
-        TestDb::open(url, None, Some(PgDatabase { name })).await
+        let database = TestDatabase::create().await.unwrap_or_else(|e| panic!("{e}"));
+        TestDb::open(database.url.clone(), None, Some(database)).await
     }
 
-    async fn open(url: String, dir: Option<tempfile::TempDir>, pg: Option<PgDatabase>) -> TestDb {
+    async fn open(url: String, dir: Option<DataDir>, pg: Option<TestDatabase>) -> TestDb {
         let clock = Arc::new(ManualClock::new(start_time()));
         let store = Store::connect_with(&url, options(&clock)).await.unwrap();
         TestDb {
@@ -2046,17 +1997,17 @@ async fn relay_runs_and_retries(db: &TestDb) {
                 .await;
         }
     });
-    // Let it go idle (nothing to do, waiting on the 10-minute poll).
+    // Let it go idle (nothing to do, waiting on the 10-minute poll). A pause that is the
+    // scenario: "idle" has no observable state, and a commit must wake it from there.
     tokio::time::sleep(StdDuration::from_millis(100)).await;
     s.create_policy(&t.id, &t.admin, &policy_doc("prod", "block"))
         .await
         .unwrap();
     // The commit wakes it; two failures are retried with backoff; then it is published.
-    let deadline = tokio::time::Instant::now() + StdDuration::from_secs(10);
-    while sink.ids().is_empty() {
-        assert!(tokio::time::Instant::now() < deadline, "event not published");
-        tokio::time::sleep(StdDuration::from_millis(10)).await;
-    }
+    until(StdDuration::from_secs(10), "the event is published", async || {
+        !sink.ids().is_empty()
+    })
+    .await;
     assert_eq!(sink.attempts.load(Ordering::SeqCst), 3);
     assert_eq!(sink.ids().len(), 1);
     // notify() wakes it too (for rows written by another store on the same database).
@@ -2066,14 +2017,12 @@ async fn relay_runs_and_retries(db: &TestDb) {
         .await
         .unwrap();
     relay.notify();
-    let deadline = tokio::time::Instant::now() + StdDuration::from_secs(10);
-    while sink.ids().len() < 2 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "event not published after notify"
-        );
-        tokio::time::sleep(StdDuration::from_millis(10)).await;
-    }
+    until(
+        StdDuration::from_secs(10),
+        "the event is published after notify",
+        async || sink.ids().len() >= 2,
+    )
+    .await;
     stop.send(()).unwrap();
     tokio::time::timeout(StdDuration::from_secs(5), task)
         .await

@@ -405,15 +405,10 @@ async fn plain_http_is_refused() {
 
 /// Waits until nothing accepts connections on `addr` (the listener was dropped).
 async fn until_refused(addr: std::net::SocketAddr) {
-    loop {
-        match tokio::net::TcpStream::connect(addr).await {
-            Err(_) => return,
-            Ok(stream) => {
-                drop(stream);
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        }
-    }
+    portcullis_test_kit::until(Duration::from_secs(10), "connections are refused", async || {
+        tokio::net::TcpStream::connect(addr).await.is_err()
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -593,18 +588,11 @@ async fn idle_connections_are_closed() {
         let answer = client.send(request("GET", "/healthz", &[], Bytes::new())).await;
         assert_eq!(answer.status, StatusCode::OK);
         // Left idle, the server closes the connection (HTTP/2: GOAWAY); the client notices.
-        match &mut client {
-            Client::H1(sender) => {
-                while !sender.is_closed() {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-            }
-            Client::H2(sender) => {
-                while !sender.is_closed() {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-            }
-        }
+        let closed = async || match &client {
+            Client::H1(sender) => sender.is_closed(),
+            Client::H2(sender) => sender.is_closed(),
+        };
+        portcullis_test_kit::until(Duration::from_secs(10), "the idle connection is closed", closed).await;
     }
     // A TLS connection that never sends a request is closed as well.
     let mut tls = common::tls_connect(server.addr, &pki.ca, Proto::Http1NoAlpn).await;

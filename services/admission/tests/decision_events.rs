@@ -8,13 +8,12 @@ use std::time::Duration;
 use portcullis_admission::decision_events::{
     DecisionEventStats, DecisionEventsConfig, DecisionPublisher, TOPIC, admission_decision_event,
 };
-use portcullis_bus::testing::NatsServer;
 use portcullis_bus::{BroadcastSubscription, Bus, BusConfig, StartFrom, TopicFilter};
 use portcullis_proto::admission::v1::{Decision, DecisionBasis};
 use portcullis_proto::common::v1::Violation;
 use portcullis_proto::events::v1::{AdmissionDecision, EventEnvelope, event_envelope};
+use portcullis_test_kit::{NatsServer, eventually};
 use prost::Message;
-use tokio::time::Instant;
 
 /// Overall limit of every wait; generous, since other builds share the machine.
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -42,23 +41,17 @@ fn decision(uid: &str, i: usize) -> Decision {
     }
 }
 
-/// Polls `stats` until `done` holds, failing after [`PATIENCE`].
+/// Polls `stats` until `done` holds, failing after [`PATIENCE`] with the last stats seen.
 async fn wait_for(
     what: &str,
     stats: impl Fn() -> DecisionEventStats,
     done: impl Fn(&DecisionEventStats) -> bool,
 ) -> DecisionEventStats {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
+    eventually(PATIENCE, async || {
         let s = stats();
-        if done(&s) {
-            return s;
-        }
-        if Instant::now() >= deadline {
-            panic!("{what}: still not the case after {PATIENCE:?}: {s:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        if done(&s) { Ok(s) } else { Err(format!("{what}: {s:?}")) }
+    })
+    .await
 }
 
 /// Reads `count` decision events from `sub`, checking subject, envelope and payload, and

@@ -10,24 +10,20 @@
 //! policies.get_policy(server.request(&server.admin_key, req)).await?;
 //! ```
 //!
-//! PostgreSQL: `PORTCULLIS_TEST_POSTGRES` names the admin URL (default
-//! `postgres://postgres@127.0.0.1:5432/postgres`). NATS: see `portcullis_bus::testing`.
+//! The infrastructure (the PostgreSQL database, the nats-server, the data folder) comes from
+//! `portcullis_test_kit`; see there for the environment variables.
 
 use std::net::SocketAddr;
 use std::path::Path;
 
-use portcullis_bus::testing::NatsServer;
 use portcullis_bus::{Bus, BusConfig};
 use portcullis_server::{Credentials, Mode, ServerConfig, TENANT_METADATA, TlsFiles};
 use portcullis_storage::{Actor, NewTenant, Store};
-use sea_orm::{ConnectionTrait, Database};
+use portcullis_test_kit::{DataDir, NatsServer, TestDatabase};
 use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::{BackgroundOptions, DEFAULT_TENANT, RunningServer, bootstrap_default_tenant, sqlite_url};
-
-/// The PostgreSQL admin URL used when `PORTCULLIS_TEST_POSTGRES` is not set.
-pub const DEFAULT_POSTGRES_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
 /// Why a test server could not be started.
 #[derive(Debug, thiserror::Error)]
@@ -60,66 +56,6 @@ impl TestOptions {
     }
 }
 
-/// A fresh PostgreSQL database, dropped (with its connections) when this is dropped, also
-/// after a panic.
-#[derive(Debug)]
-pub struct TestDatabase {
-    /// Its URL.
-    pub url: String,
-    admin_url: String,
-    name: String,
-}
-
-impl TestDatabase {
-    /// Creates a database with a unique name on the server of `PORTCULLIS_TEST_POSTGRES`.
-    pub async fn create() -> Result<TestDatabase, TestError> {
-        fresh_postgres().await
-    }
-}
-
-impl Drop for TestDatabase {
-    fn drop(&mut self) {
-        let (admin_url, name) = (self.admin_url.clone(), self.name.clone());
-        // A runtime of its own: Drop cannot await, and the test's runtime may be unwinding.
-        let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
-                return;
-            };
-            rt.block_on(async {
-                if let Ok(admin) = Database::connect(admin_url.as_str()).await {
-                    let _ = admin
-                        .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                        .await;
-                    let _ = admin.close().await;
-                }
-            });
-        })
-        .join();
-    }
-}
-
-async fn fresh_postgres() -> Result<TestDatabase, TestError> {
-    let admin_url = std::env::var("PORTCULLIS_TEST_POSTGRES").unwrap_or_else(|_| DEFAULT_POSTGRES_ADMIN_URL.to_owned());
-    let admin = Database::connect(admin_url.as_str()).await.map_err(|e| {
-        TestError(format!(
-            "PostgreSQL is needed at {admin_url} (set PORTCULLIS_TEST_POSTGRES): {e}"
-        ))
-    })?;
-    let name = format!("pc_test_{}", uuid::Uuid::new_v4().simple());
-    admin
-        .execute_unprepared(&format!("CREATE DATABASE {name}"))
-        .await
-        .map_err(|e| err("creating the test database")(&e))?;
-    let _ = admin.close().await;
-    let base = admin_url
-        .rsplit_once('/')
-        .map(|(base, _)| base)
-        .filter(|base| base.len() > "postgres://".len())
-        .ok_or_else(|| TestError(format!("admin URL {admin_url} names no database")))?;
-    let url = format!("{base}/{name}");
-    Ok(TestDatabase { url, admin_url, name })
-}
-
 /// A running policy store for tests.
 #[derive(Debug)]
 pub struct TestServer {
@@ -147,7 +83,7 @@ pub struct TestServer {
     // Field order is drop order: the server stops before its database and NATS go.
     nats: Option<NatsServer>,
     _postgres: Option<TestDatabase>,
-    data_dir: Option<tempfile::TempDir>,
+    data_dir: Option<DataDir>,
 }
 
 impl TestServer {
@@ -169,10 +105,7 @@ impl TestServer {
         let (mut nats, mut postgres, mut data_dir) = (None, None, None);
         let (store, bus, database_url, admin_key) = match options.mode {
             Mode::Embedded => {
-                let dir = tempfile::Builder::new()
-                    .prefix("portcullis-test-")
-                    .tempdir()
-                    .map_err(|e| err("temp dir")(&e))?;
+                let dir = DataDir::new().map_err(|e| err("data folder")(&e))?;
                 let url = sqlite_url(&dir.path().join("portcullis.db"));
                 let store = Store::connect(&url).await.map_err(|e| err("opening SQLite")(&e))?;
                 let key_file = bootstrap_default_tenant(&store, dir.path())
@@ -188,7 +121,7 @@ impl TestServer {
                 (store, bus, url, admin_key)
             }
             Mode::Distributed => {
-                let guard = fresh_postgres().await?;
+                let guard = TestDatabase::create().await.map_err(|e| err("PostgreSQL")(&e))?;
                 let url = guard.url.clone();
                 postgres = Some(guard);
                 let store = Store::connect(&url).await.map_err(|e| err("opening PostgreSQL")(&e))?;
@@ -253,7 +186,7 @@ impl TestServer {
 
     /// The data folder (embedded mode).
     pub fn data_dir(&self) -> Option<&Path> {
-        self.data_dir.as_ref().map(tempfile::TempDir::path)
+        self.data_dir.as_ref().map(DataDir::path)
     }
 
     /// The nats-server (distributed mode), e.g. to stop and restart it.

@@ -10,7 +10,7 @@
     missing_docs
 )]
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use portcullis_bus::{Bus, BusConfig};
 use portcullis_policy_store::testing::TestServer;
@@ -24,38 +24,15 @@ use portcullis_server::Authenticator as _;
 use portcullis_storage::{
     Actor, NewCluster, NewTenant, OutboxRelay, RelayConfig, ResourceRef, Role, SettingsUpdate, Store,
 };
+use portcullis_test_kit::docs::policy_doc;
+use portcullis_test_kit::{DataDir, until};
 use tonic::Code;
 use tonic::transport::Channel;
 
-macro_rules! both {
-    ($($name:ident),* $(,)?) => {
-        mod embedded {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let server = portcullis_policy_store::testing::TestServer::embedded().await.unwrap();
-                    super::$name(&server).await;
-                }
-            )*
-        }
-        mod distributed {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let server = portcullis_policy_store::testing::TestServer::distributed().await.unwrap();
-                    super::$name(&server).await;
-                }
-            )*
-        }
-    };
-}
-
-both!(connector_answers_follow_changes_at_once);
-
-fn policy_doc(name: &str, host_network_action: &str) -> String {
-    format!(
-        r#"{{"name":"{name}","default":{{"rules":[{{"type":"podSecurityContext","action":"{host_network_action}","statement":{{"properties":[{{"key":"hostNetwork","value":"true"}}]}}}}]}}}}"#
-    )
+portcullis_test_kit::both! {
+    embedded: &portcullis_policy_store::testing::TestServer::embedded().await.unwrap(),
+    distributed: &portcullis_policy_store::testing::TestServer::distributed().await.unwrap();
+    connector_answers_follow_changes_at_once,
 }
 
 fn by_name(name: &str) -> Option<pc::ResourceRef> {
@@ -206,21 +183,12 @@ async fn connector_answers_follow_changes_at_once(server: &TestServer) {
     assert!(revoked.message().contains("revoked"), "{}", revoked.message());
 }
 
-/// Polls `check` every 10 ms for up to 10 s.
-async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 /// Another replica (a second store on the same database, whose commits this process does
 /// not see) revokes a key and updates a policy: this replica keeps serving its cached
 /// answers until the events arrive through the bus, then drops them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn other_replicas_changes_arrive_through_the_bus() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = DataDir::new().unwrap();
     let url = sqlite_url(&dir.path().join("portcullis.db"));
     let store = Store::connect(&url).await.unwrap();
     let bus = Bus::memory(BusConfig::embedded()).unwrap();
@@ -237,7 +205,10 @@ async fn other_replicas_changes_arrive_through_the_bus() {
             ..BackgroundOptions::default()
         },
     );
-    eventually("the cache follows the bus", async || service.caches().is_following()).await;
+    until(Duration::from_secs(10), "the cache follows the bus", async || {
+        service.caches().is_following()
+    })
+    .await;
 
     let tenant = store
         .create_tenant(
@@ -271,9 +242,11 @@ async fn other_replicas_changes_arrive_through_the_bus() {
         .unwrap();
     let key = cluster.connector_key.secret.clone();
     let editor = tenant.admin_key.secret.clone();
-    eventually("this store's events are published", async || {
-        store.pending_events(10).await.unwrap().is_empty()
-    })
+    until(
+        Duration::from_secs(10),
+        "this store's events are published",
+        async || store.pending_events(10).await.unwrap().is_empty(),
+    )
     .await;
 
     // Both caches filled through the service itself.
@@ -329,13 +302,13 @@ async fn other_replicas_changes_arrive_through_the_bus() {
         .await
         .unwrap();
     assert_eq!(published, 2);
-    eventually("the revoked key is refused", async || {
+    until(Duration::from_secs(10), "the revoked key is refused", async || {
         authenticator.authenticate(&editor).await.is_err()
     })
     .await;
     let refused = authenticator.authenticate(&editor).await.unwrap_err();
     assert_eq!(refused.code(), Code::Unauthenticated);
-    eventually("the new revision is served", async || {
+    until(Duration::from_secs(10), "the new revision is served", async || {
         get(&service).await.unwrap().policy.unwrap().revision == 2
     })
     .await;

@@ -25,6 +25,7 @@ use portcullis_proto::policystore::v1::policy_service_client::PolicyServiceClien
 use portcullis_proto::policystore::v1::tenant_service_client::TenantServiceClient;
 use portcullis_server::status::field_violations;
 use portcullis_server::{Mode, TlsFiles};
+use portcullis_test_kit::docs::policy_doc;
 use prost::Message;
 use tonic::metadata::MetadataValue;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
@@ -33,46 +34,16 @@ use tonic::{Code, Status};
 // ---------------------------------------------------------------------------------------
 // Support
 
-macro_rules! both {
-    ($($name:ident),* $(,)?) => {
-        mod embedded {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let server = portcullis_policy_store::testing::TestServer::embedded().await.unwrap();
-                    super::$name(&server).await;
-                }
-            )*
-        }
-        mod distributed {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let server = portcullis_policy_store::testing::TestServer::distributed().await.unwrap();
-                    super::$name(&server).await;
-                }
-            )*
-        }
-    };
-}
-
-both!(
-    create_get_update_with_stale_revision,
+portcullis_test_kit::both! {
+    embedded: &portcullis_policy_store::testing::TestServer::embedded().await.unwrap(),
+    distributed: &portcullis_policy_store::testing::TestServer::distributed().await.unwrap();
     validation_errors_name_the_field,
     tenants_are_isolated,
-    viewer_cannot_write,
     connector_reads_only_its_own_cluster,
-    revoked_key_is_unauthenticated,
     events_arrive_on_the_bus_with_the_revision,
     health_and_reflection_answer,
     introspection_is_for_services_only,
     audit_log_records_changes,
-);
-
-fn policy_doc(name: &str, host_network_action: &str) -> String {
-    format!(
-        r#"{{"name":"{name}","default":{{"rules":[{{"type":"podSecurityContext","action":"{host_network_action}","statement":{{"properties":[{{"key":"hostNetwork","value":"true"}}]}}}}]}}}}"#
-    )
 }
 
 fn by_name(name: &str) -> Option<pc::ResourceRef> {
@@ -130,23 +101,6 @@ async fn create_policy(server: &TestServer, c: &mut Clients, key: &str, name: &s
         .unwrap()
 }
 
-async fn create_key(server: &TestServer, c: &mut Clients, role: pc::Role, cluster: Option<&str>) -> String {
-    c.auth
-        .create_api_key(server.request(
-            &server.admin_key,
-            pb::CreateApiKeyRequest {
-                role: role as i32,
-                cluster: cluster.and_then(by_name),
-                expires_at: None,
-                description: format!("{role:?} test key"),
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .secret
-}
-
 async fn register_cluster(
     server: &TestServer,
     c: &mut Clients,
@@ -167,87 +121,6 @@ async fn register_cluster(
         .await
         .unwrap()
         .into_inner()
-}
-
-// ---------------------------------------------------------------------------------------
-// Scenarios
-
-async fn create_get_update_with_stale_revision(server: &TestServer) {
-    let mut c = clients(server).await;
-    let created = create_policy(server, &mut c, &server.admin_key, "prod").await;
-    assert_eq!(created.revision, 1);
-    assert_eq!(created.name, "prod");
-
-    let got = c
-        .policies
-        .get_policy(server.request(
-            &server.admin_key,
-            pb::GetPolicyRequest {
-                policy: by_name("prod"),
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .policy
-        .unwrap();
-    assert_eq!(got.id, created.id);
-
-    let updated = c
-        .policies
-        .update_policy(server.request(
-            &server.admin_key,
-            pb::UpdatePolicyRequest {
-                policy: by_id(&created.id),
-                document_json: policy_doc("prod", "log"),
-                expected_revision: 1,
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(updated.changed);
-    assert_eq!(updated.policy.unwrap().revision, 2);
-
-    let stale = c
-        .policies
-        .update_policy(server.request(
-            &server.admin_key,
-            pb::UpdatePolicyRequest {
-                policy: by_name("prod"),
-                document_json: policy_doc("prod", "block"),
-                expected_revision: 1,
-            },
-        ))
-        .await;
-    assert_code(stale, Code::FailedPrecondition);
-
-    let after = c
-        .policies
-        .get_policy(server.request(
-            &server.admin_key,
-            pb::GetPolicyRequest {
-                policy: by_name("prod"),
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .policy
-        .unwrap();
-    assert_eq!(after.revision, 2, "a stale update writes nothing");
-    assert!(after.document_json.contains("\"log\""), "{}", after.document_json);
-
-    let dup = c
-        .policies
-        .create_policy(server.request(
-            &server.admin_key,
-            pb::CreatePolicyRequest {
-                document_json: policy_doc("prod", "block"),
-            },
-        ))
-        .await;
-    assert_code(dup, Code::AlreadyExists);
 }
 
 async fn validation_errors_name_the_field(server: &TestServer) {
@@ -440,55 +313,6 @@ async fn tenants_are_isolated(server: &TestServer) {
     assert_code(c.policies.list_policies(request).await, Code::PermissionDenied);
 }
 
-async fn viewer_cannot_write(server: &TestServer) {
-    let mut c = clients(server).await;
-    create_policy(server, &mut c, &server.admin_key, "seen").await;
-    let viewer = create_key(server, &mut c, pc::Role::Viewer, None).await;
-    let got = c
-        .policies
-        .get_policy(server.request(
-            &viewer,
-            pb::GetPolicyRequest {
-                policy: by_name("seen"),
-            },
-        ))
-        .await;
-    assert!(got.is_ok(), "{got:?}");
-    let status = assert_code(
-        c.policies
-            .create_policy(server.request(
-                &viewer,
-                pb::CreatePolicyRequest {
-                    document_json: policy_doc("mine", "block"),
-                },
-            ))
-            .await,
-        Code::PermissionDenied,
-    );
-    assert!(status.message().contains("viewer"), "{}", status.message());
-    assert_code(
-        c.auth
-            .list_api_keys(server.request(&viewer, pb::ListApiKeysRequest::default()))
-            .await,
-        Code::PermissionDenied,
-    );
-    // An editor writes policies but manages no keys.
-    let editor = create_key(server, &mut c, pc::Role::Editor, None).await;
-    create_policy(server, &mut c, &editor, "edited").await;
-    assert_code(
-        c.auth
-            .create_api_key(server.request(
-                &editor,
-                pb::CreateApiKeyRequest {
-                    role: pc::Role::Admin as i32,
-                    ..Default::default()
-                },
-            ))
-            .await,
-        Code::PermissionDenied,
-    );
-}
-
 async fn connector_reads_only_its_own_cluster(server: &TestServer) {
     let mut c = clients(server).await;
     let policy = create_policy(server, &mut c, &server.admin_key, "edge").await;
@@ -621,59 +445,6 @@ async fn connector_reads_only_its_own_cluster(server: &TestServer) {
             .await,
         Code::PermissionDenied,
     );
-}
-
-async fn revoked_key_is_unauthenticated(server: &TestServer) {
-    let mut c = clients(server).await;
-    assert_code(
-        c.policies
-            .list_policies(tonic::Request::new(pb::ListPoliciesRequest::default()))
-            .await,
-        Code::Unauthenticated,
-    );
-    assert_code(
-        c.policies
-            .list_policies(server.request("pck_nope_nope", pb::ListPoliciesRequest::default()))
-            .await,
-        Code::Unauthenticated,
-    );
-    let created = c
-        .auth
-        .create_api_key(server.request(
-            &server.admin_key,
-            pb::CreateApiKeyRequest {
-                role: pc::Role::Editor as i32,
-                ..Default::default()
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner();
-    let editor = created.secret;
-    let who = c
-        .auth
-        .who_am_i(server.request(&editor, pb::WhoAmIRequest {}))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(who.role, pc::Role::Editor as i32);
-    assert_eq!(who.tenant_id, "default");
-    c.auth
-        .revoke_api_key(server.request(
-            &server.admin_key,
-            pb::RevokeApiKeyRequest {
-                key_id: created.key.unwrap().id,
-            },
-        ))
-        .await
-        .unwrap();
-    let status = assert_code(
-        c.policies
-            .list_policies(server.request(&editor, pb::ListPoliciesRequest::default()))
-            .await,
-        Code::Unauthenticated,
-    );
-    assert!(status.message().contains("revoked"), "{}", status.message());
 }
 
 async fn events_arrive_on_the_bus_with_the_revision(server: &TestServer) {
@@ -887,7 +658,7 @@ fn self_signed(dir: &std::path::Path) -> (TlsFiles, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_with_a_self_signed_certificate() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = portcullis_test_kit::DataDir::new().unwrap();
     let (tls, ca) = self_signed(dir.path());
     let mut options = TestOptions::new(Mode::Embedded);
     options.tls = Some(tls);

@@ -1,4 +1,15 @@
 //! Scenario 12: the validating webhook over TLS with a real client.
+//!
+//! Every scenario starts its own stack (a policy store and admission replicas following its
+//! bus) in the mode it is given, embedded and distributed (`both!`).
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    missing_docs
+)]
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,13 +26,15 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
 use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
 
-use crate::common::*;
+use portcullis_integration_tests::admission::*;
 
 /// A test CA and a server certificate for localhost and 127.0.0.1, as PEM files in `dir`.
 fn pki(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf, CertificateDer<'static>) {
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.distinguished_name.push(DnType::CommonName, "issue4 test CA");
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "portcullis webhook suite test CA");
     ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
     let server_key = KeyPair::generate().unwrap();
@@ -72,7 +85,7 @@ async fn post(
 
 /// Scenario 12: a real AdmissionReview over HTTPS is answered with its uid; no bearer is 401.
 pub async fn webhook_over_tls(mode: Mode) {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = portcullis_test_kit::DataDir::new().unwrap();
     let (tls_cert, tls_key, ca) = pki(dir.path());
     let options = StackOptions {
         webhook: Some(WebhookOptions {
@@ -128,4 +141,10 @@ pub async fn webhook_over_tls(mode: Mode) {
 
     let (status, _) = post(addr, &ca, &path, None, body).await;
     assert_eq!(status, 401);
+}
+
+portcullis_test_kit::both! {
+    embedded: portcullis_server::Mode::Embedded,
+    distributed: portcullis_server::Mode::Distributed;
+    webhook_over_tls,
 }

@@ -1,10 +1,24 @@
 //! What the service decides: pods and workloads, CONNECT, UPDATE, ephemeral containers,
 //! namespaced definitions and exceptions (POLICY.md section 4).
+//!
+//! Every scenario starts its own stack (a policy store and admission replicas following its
+//! bus) in the mode it is given, embedded and distributed (`both!`).
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    missing_docs
+)]
+
+use std::time::Duration;
 
 use portcullis_server::Mode;
+use portcullis_test_kit::eventually;
 use serde_json::json;
 
-use crate::common::*;
+use portcullis_integration_tests::admission::*;
 
 /// hostNetwork is blocked, privileged is logged.
 fn pods_policy() -> String {
@@ -139,7 +153,11 @@ pub async fn connect_exec_attach_portforward(mode: Mode) {
     let without = policy("connect", json!([host_network("block")]));
     env.admin
         .clone()
-        .update_policy(crate::support::by_id(&env.policy_id), &without.to_string(), 1)
+        .update_policy(
+            portcullis_integration_tests::store::by_id(&env.policy_id),
+            &without.to_string(),
+            1,
+        )
         .await
         .unwrap();
     for sub in ["exec", "attach", "portforward"] {
@@ -150,15 +168,15 @@ pub async fn connect_exec_attach_portforward(mode: Mode) {
 
 /// Reviews `r` (with a fresh uid each time) until `allowed` is the answer (at most 10 s).
 pub async fn wait_for(env: &Env, r: &serde_json::Value, allowed: bool) -> Answer {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
+    eventually(Duration::from_secs(10), || async move {
         let answer = env.judge(r).await;
         if answer.allowed() == allowed {
-            return answer;
+            Ok(answer)
+        } else {
+            Err(answer)
         }
-        assert!(std::time::Instant::now() < deadline, "still {answer:?}");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    })
+    .await
 }
 
 /// Scenario 4: an UPDATE leaving the pod spec alone is allowed even when the pod violates;
@@ -327,25 +345,34 @@ pub async fn the_parse_follows_what_the_policy_reads(mode: Mode) {
     .to_string();
     env.admin
         .clone()
-        .update_policy(crate::support::by_id(&env.policy_id), &with_pss, 1)
+        .update_policy(portcullis_integration_tests::store::by_id(&env.policy_id), &with_pss, 1)
         .await
         .unwrap();
-    let started = std::time::Instant::now();
-    let answer = loop {
+    let env = &env;
+    let answer = eventually(Duration::from_secs(10), || async move {
         let answer = env.judge(&pod_with_host_port_and_host_path()).await;
         if answer.decision.policy_revision == 2 {
-            break answer;
+            Ok(answer)
+        } else {
+            Err(format!("the update never arrived: {answer:?}"))
         }
-        assert!(
-            started.elapsed() < std::time::Duration::from_secs(10),
-            "the update never arrived"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    };
+    })
+    .await;
     for answer in [answer, env.judge(&pod_with_host_port_and_host_path()).await] {
         assert!(!answer.allowed(), "{answer:?}");
         let checks = &answer.decision.violations[0].checks;
         assert!(checks.iter().any(|c| c == "hostPorts"), "{checks:?}");
         assert!(checks.iter().any(|c| c == "hostPathVolumes"), "{checks:?}");
     }
+}
+
+portcullis_test_kit::both! {
+    embedded: portcullis_server::Mode::Embedded,
+    distributed: portcullis_server::Mode::Distributed;
+    pods_blocked_logged_and_clean,
+    workloads_with_a_violating_template,
+    connect_exec_attach_portforward,
+    updates_and_ephemeral_containers,
+    namespaced_definition_and_exception,
+    the_parse_follows_what_the_policy_reads,
 }

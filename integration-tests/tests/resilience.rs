@@ -1,20 +1,33 @@
 //! Scan summaries, the policy store going away, failure modes and rate limits.
+//!
+//! Every scenario starts its own stack (a policy store and admission replicas following its
+//! bus) in the mode it is given, embedded and distributed (`both!`).
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    missing_docs
+)]
 
 use std::time::{Duration, Instant};
 
-use portcullis_admission::AdmissionOptions;
 use portcullis_admission::rate_limit::{RateLimitConfig, TenantLimit};
 use portcullis_admission::testing::StackOptions;
+use portcullis_admission::{AdmissionOptions, ClusterSel};
+use portcullis_domain::FailureMode;
 use portcullis_policy_store::testing::authed;
 use portcullis_proto::admission::v1 as pa;
 use portcullis_proto::policystore::v1 as pb;
 use portcullis_proto::policystore::v1::scan_result_service_client::ScanResultServiceClient;
 use portcullis_server::Mode;
+use portcullis_test_kit::eventually;
 use serde_json::json;
 use tonic::Code;
 
-use crate::common::{Env, container, create_pod, host_network, pod, pod_spec, policy};
-use crate::support::by_name;
+use portcullis_integration_tests::admission::{Env, container, create_pod, host_network, pod, pod_spec, policy};
+use portcullis_integration_tests::store::by_name;
 
 const DIGEST: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
 
@@ -63,36 +76,36 @@ pub async fn scan_summaries_fetched_and_followed(mode: Mode) {
     // The "no results" answer is cached; a scan uploaded now arrives by its event.
     upload_scan(&env, "critical", "2026-01-01T00:00:00Z").await;
     let started = Instant::now();
-    loop {
-        let answer = env.judge(&vulnerable_pod_review()).await;
-        if !answer.allowed() {
-            assert!(answer.message().contains("vulnerabilities"), "{}", answer.message());
-            eprintln!("scan result in force after {} ms", started.elapsed().as_millis());
-            break;
+    let env_ref = &env;
+    let answer = eventually(Duration::from_secs(35), || async move {
+        let answer = env_ref.judge(&vulnerable_pod_review()).await;
+        if answer.allowed() {
+            Err(format!("the scan result never arrived: {answer:?}"))
+        } else {
+            Ok(answer)
         }
-        assert!(
-            started.elapsed() < Duration::from_secs(35),
-            "the scan result never arrived"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await;
+    assert!(answer.message().contains("vulnerabilities"), "{}", answer.message());
+    eprintln!("scan result in force after {} ms", started.elapsed().as_millis());
 
     // A newer, clean scan replaces it.
     upload_scan(&env, "low", "2026-02-01T00:00:00Z").await;
-    let started = Instant::now();
-    while !env.judge(&vulnerable_pod_review()).await.allowed() {
-        assert!(
-            started.elapsed() < Duration::from_secs(35),
-            "the newer scan never arrived"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(Duration::from_secs(35), || async move {
+        let answer = env_ref.judge(&vulnerable_pod_review()).await;
+        if answer.allowed() {
+            Ok(())
+        } else {
+            Err(format!("the newer scan never arrived: {answer:?}"))
+        }
+    })
+    .await;
 
     // A second replica has nothing cached: its first review fetches the summary.
     let mut env = env;
     env.stack.add_replica().await.unwrap();
     let mut fresh = env.client(1).await;
-    let answer = crate::common::review_raw(
+    let answer = portcullis_integration_tests::admission::review_raw(
         &mut fresh,
         &env.connector_key,
         None,
@@ -139,16 +152,22 @@ pub async fn store_outage_keeps_admission_serving(mode: Mode) {
         pod_spec(true, vec![container("app", "nginx:1.27", false)]),
     ));
     // Warm: the settings change is in force (fail-closed) before the store goes.
-    let started = Instant::now();
-    loop {
-        let answer = env.judge(&blocked).await;
+    // Polled for: the replica holds c1's policy with the fail-closed setting (the update's
+    // cluster.changed event has been applied), where a fixed 300 ms pause stood.
+    let (env_ref, blocked_ref) = (&env, &blocked);
+    let cluster = ClusterSel::Id(env.cluster_id.clone());
+    let cluster = &cluster;
+    eventually(Duration::from_secs(10), || async move {
+        let answer = env_ref.judge(blocked_ref).await;
         assert!(!answer.allowed());
-        if env.stack.replicas[0].admission().policies().len().eq(&1) {
-            break;
+        let policies = env_ref.stack.replicas[0].admission().policies();
+        let held = policies.cached(&env_ref.stack.store.tenant_id, cluster);
+        match held.map(|l| l.policy.failure_mode) {
+            Some(FailureMode::FailClosed) if policies.len() == 1 => Ok(()),
+            other => Err(format!("{} policies held, c1's failure mode {other:?}", policies.len())),
         }
-        assert!(started.elapsed() < Duration::from_secs(10));
-    }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    })
+    .await;
 
     env.stack.store.stop().await.unwrap();
 
@@ -165,7 +184,7 @@ pub async fn store_outage_keeps_admission_serving(mode: Mode) {
 
     // Never seen: the default failure mode, fail-open, with a warning.
     let mut client = env.client(0).await;
-    let answer = crate::common::review_raw(
+    let answer = portcullis_integration_tests::admission::review_raw(
         &mut client,
         &second.connector_key,
         None,
@@ -177,7 +196,7 @@ pub async fn store_outage_keeps_admission_serving(mode: Mode) {
     assert_eq!(answer.unwrap_err().code(), Code::Unavailable);
 
     env.stack.store.restart().await.unwrap();
-    let answer = crate::common::review_raw(
+    let answer = portcullis_integration_tests::admission::review_raw(
         &mut client,
         &second.connector_key,
         None,
@@ -208,7 +227,7 @@ pub async fn unseen_cluster_gets_the_default_failure_mode(mode: Mode) {
     assert!(!env.judge(&blocked).await.allowed());
     env.stack.store.stop().await.unwrap();
     let mut client = env.client(0).await;
-    let answer = crate::common::review_raw(
+    let answer = portcullis_integration_tests::admission::review_raw(
         &mut client,
         &env.connector_key,
         by_name("c1"),
@@ -257,13 +276,14 @@ pub async fn rate_limits_per_tenant(mode: Mode) {
     assert_eq!(env.stack.replicas[0].admission().limiter().rejected(), 1);
 
     // Another tenant, with its own cluster and bucket.
-    let mut operator = crate::support::Api::new(&env.stack.store, &env.stack.store.operator_key).await;
+    let mut operator =
+        portcullis_integration_tests::store::Api::new(&env.stack.store, &env.stack.store.operator_key).await;
     let other_admin = operator.create_tenant("other-tenant").await.unwrap();
-    let mut other = crate::support::Api::new(&env.stack.store, &other_admin).await;
+    let mut other = portcullis_integration_tests::store::Api::new(&env.stack.store, &other_admin).await;
     other.create_policy(&doc.to_string()).await.unwrap();
     let registered = other.register_cluster("o1", by_name("limits")).await.unwrap();
     let mut client = env.client(0).await;
-    let answer = crate::common::review_raw(
+    let answer = portcullis_integration_tests::admission::review_raw(
         &mut client,
         &registered.connector_key,
         None,
@@ -325,4 +345,14 @@ pub async fn review_stream_answers_each_item(mode: Mode) {
             assert_eq!(decision.allowed, !i.is_multiple_of(2), "item {i}");
         }
     }
+}
+
+portcullis_test_kit::both! {
+    embedded: portcullis_server::Mode::Embedded,
+    distributed: portcullis_server::Mode::Distributed;
+    scan_summaries_fetched_and_followed,
+    store_outage_keeps_admission_serving,
+    unseen_cluster_gets_the_default_failure_mode,
+    rate_limits_per_tenant,
+    review_stream_answers_each_item,
 }

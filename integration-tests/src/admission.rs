@@ -1,4 +1,5 @@
-//! The stack, reviews and AdmissionReview documents shared by the scenarios.
+//! The admission stack ([`Env`]: a store, replicas, one policy assigned to one cluster) and
+//! review calls shared by the suites; the documents are the test kit's.
 
 use bytes::Bytes;
 use portcullis_admission::testing::{StackOptions, TestStack};
@@ -7,11 +8,11 @@ use portcullis_proto::admission::v1 as pa;
 use portcullis_proto::admission::v1::admission_service_client::AdmissionServiceClient;
 use portcullis_proto::common::v1 as pc;
 use portcullis_server::Mode;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tonic::Status;
 use tonic::transport::Channel;
 
-use crate::support::{Api, by_name};
+use crate::store::{Api, by_name};
 
 /// A stack with one policy (document `policy`) assigned to one registered cluster.
 pub struct Env {
@@ -118,84 +119,6 @@ pub async fn review_raw(
     })
 }
 
-// ---------------------------------------------------------------------------------------
-// Documents
-
-/// A policy document: `rules` as the default definition, plus `extra` top-level fields.
-pub fn policy(name: &str, rules: Value) -> Value {
-    json!({"name": name, "default": {"rules": rules}})
-}
-
-pub fn rule(rule_type: &str, key: &str, value: &str, action: &str) -> Value {
-    json!({"type": rule_type, "action": action, "statement": {"properties": [{"key": key, "value": value}]}})
-}
-
-pub fn host_network(action: &str) -> Value {
-    rule("podSecurityContext", "hostNetwork", "true", action)
-}
-
-pub fn privileged(action: &str) -> Value {
-    rule("containerSecurityContext", "privileged", "true", action)
-}
-
-/// A container.
-pub fn container(name: &str, image: &str, privileged: bool) -> Value {
-    let mut c = json!({"name": name, "image": image});
-    if privileged {
-        c["securityContext"] = json!({"privileged": true});
-    }
-    c
-}
-
-/// A pod spec with these containers.
-pub fn pod_spec(host_network: bool, containers: Vec<Value>) -> Value {
-    let mut spec = json!({"containers": containers});
-    if host_network {
-        spec["hostNetwork"] = json!(true);
-    }
-    spec
-}
-
-/// A pod object.
-pub fn pod(name: &str, namespace: &str, spec: Value) -> Value {
-    json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": namespace}, "spec": spec})
-}
-
-fn next_uid() -> String {
-    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    format!("00000000-0000-4000-8000-{n:012}")
-}
-
-/// An AdmissionReview v1 of `operation` on an object of (group, version, kind), resource.
-pub fn review(operation: &str, gvk: (&str, &str, &str), resource: &str, namespace: &str, name: &str) -> Value {
-    let (group, version, kind) = gvk;
-    json!({
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": next_uid(),
-            "kind": {"group": group, "version": version, "kind": kind},
-            "resource": {"group": group, "version": version, "resource": resource},
-            "name": name,
-            "namespace": namespace,
-            "operation": operation,
-            "userInfo": {"username": "alice"},
-            "dryRun": false
-        }
-    })
-}
-
-/// CREATE of a pod.
-pub fn create_pod(object: Value) -> Value {
-    let name = object["metadata"]["name"].as_str().unwrap().to_owned();
-    let ns = object["metadata"]["namespace"].as_str().unwrap_or("default").to_owned();
-    let mut r = review("CREATE", ("", "v1", "Pod"), "pods", &ns, &name);
-    r["request"]["object"] = object;
-    r
-}
-
-/// The request uid of a review.
-pub fn uid_of(review: &Value) -> String {
-    review["request"]["uid"].as_str().unwrap().to_owned()
-}
+pub use portcullis_test_kit::docs::{
+    container, create_pod, host_network, next_uid, pod, pod_spec, policy, privileged, review, rule, uid_of,
+};

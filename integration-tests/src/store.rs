@@ -1,8 +1,9 @@
-//! Clients, documents, assertions and bus helpers shared by the scenarios.
+//! The policy store's clients ([`Api`]), status assertions and bus helpers shared by the
+//! suites.
 
 use std::time::Duration;
 
-use portcullis_bus::{BroadcastSubscription, Bus, ReceivedEvent, StartFrom, TopicFilter};
+use portcullis_bus::{BroadcastSubscription, Bus, BusConfig, ReceivedEvent, StartFrom, TopicFilter};
 use portcullis_policy_store::testing::{TestServer, authed};
 use portcullis_proto::common::v1 as pc;
 use portcullis_proto::events::v1 as pe;
@@ -15,6 +16,7 @@ use portcullis_proto::policystore::v1::policy_service_client::PolicyServiceClien
 use portcullis_proto::policystore::v1::ruleset_service_client::RulesetServiceClient;
 use portcullis_proto::policystore::v1::tenant_service_client::TenantServiceClient;
 use portcullis_server::status::field_violations;
+use portcullis_test_kit::eventually;
 use prost::Message;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
@@ -25,7 +27,7 @@ pub const EVENT_WAIT: Duration = Duration::from_secs(20);
 pub const QUIET: Duration = Duration::from_millis(1500);
 
 // ---------------------------------------------------------------------------------------
-// References and documents
+// References (the documents are the test kit's)
 
 pub fn by_name(name: &str) -> Option<pc::ResourceRef> {
     Some(pc::ResourceRef {
@@ -39,55 +41,7 @@ pub fn by_id(id: &str) -> Option<pc::ResourceRef> {
     })
 }
 
-/// A minimal valid policy: one hostNetwork rule with the given admission action.
-pub fn policy_doc(name: &str, action: &str) -> String {
-    serde_json::json!({
-        "name": name,
-        "default": {"rules": [{
-            "type": "podSecurityContext", "action": action,
-            "statement": {"properties": [{"key": "hostNetwork", "value": "true"}]}
-        }]}
-    })
-    .to_string()
-}
-
-/// A policy naming an attestor in imageVerification and/or a runtime ruleset id.
-pub fn policy_with_refs(name: &str, attestor: Option<&str>, ruleset_id: Option<&str>) -> String {
-    let mut doc: serde_json::Value = serde_json::from_str(&policy_doc(name, "block")).unwrap();
-    if let Some(a) = attestor {
-        doc["default"]["imageVerification"] = serde_json::json!([{
-            "name": "signed", "action": "block", "attestors": {"all": [a]},
-            "conditions": [{"type": "match", "resourceFilter": "registry", "operator": "equals",
-                            "value": "registry.example.com"}]
-        }]);
-    }
-    if let Some(r) = ruleset_id {
-        doc["runtime"] = serde_json::json!({"rulesets": [{"id": r}]});
-    }
-    doc.to_string()
-}
-
-/// Test material from the shared conformance folder, beside the repository.
-pub fn shared(path: &str) -> String {
-    let full = format!("{}/../../shared/conformance/{path}", env!("CARGO_MANIFEST_DIR"));
-    std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("{full}: {e}"))
-}
-
-pub fn attestor_doc(name: &str) -> String {
-    serde_json::json!({
-        "name": name, "type": "cosignPublicKey",
-        "publicKey": shared("cosign-signatures/cosign.pub"),
-    })
-    .to_string()
-}
-
-pub fn ruleset_doc(name: &str, mitigation: &str) -> String {
-    serde_json::json!({
-        "name": name,
-        "rules": [{"id": "Adding ssh keys to authorized_keys", "mitigation": mitigation}],
-    })
-    .to_string()
-}
+pub use portcullis_test_kit::docs::{attestor_doc, policy_doc, policy_with_refs, ruleset_doc};
 
 // ---------------------------------------------------------------------------------------
 // Assertions
@@ -123,6 +77,16 @@ pub fn expect_invalid_field<T: std::fmt::Debug>(result: Result<T, Status>, field
 
 // ---------------------------------------------------------------------------------------
 // Clients
+
+/// A fresh policy store in embedded mode (the fixture of the store suites' `both!`).
+pub async fn embedded() -> TestServer {
+    TestServer::embedded().await.unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// A fresh policy store in distributed mode (the fixture of the store suites' `both!`).
+pub async fn distributed() -> TestServer {
+    TestServer::distributed().await.unwrap_or_else(|e| panic!("{e}"))
+}
 
 /// Every policy store client, calling with one credential.
 #[derive(Clone)]
@@ -402,6 +366,22 @@ impl Api {
 pub async fn subscribe(bus: &Bus, filter: &TopicFilter) -> BroadcastSubscription {
     let last = bus.last_sequence().await.unwrap();
     bus.subscribe_broadcast(filter, StartFrom::after(last)).await.unwrap()
+}
+
+/// A broadcast subscription after stream sequence `after` on a fresh connection to the
+/// nats-server at `url`, retried while the server comes back (up to [`EVENT_WAIT`]).
+pub async fn subscribe_after_restart(url: &str, filter: &TopicFilter, after: u64) -> (Bus, BroadcastSubscription) {
+    eventually(EVENT_WAIT, || async move {
+        let bus = Bus::connect_nats(url, BusConfig::default())
+            .await
+            .map_err(|e| format!("NATS did not come back: {e}"))?;
+        let sub = bus
+            .subscribe_broadcast(filter, StartFrom::after(after))
+            .await
+            .map_err(|e| format!("subscribing: {e}"))?;
+        Ok::<_, String>((bus, sub))
+    })
+    .await
 }
 
 /// The next event and its decoded envelope; fails after [`EVENT_WAIT`].

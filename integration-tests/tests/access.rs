@@ -1,4 +1,14 @@
 //! Tenancy and access: tenant isolation, the viewer, the connector, revoked keys.
+//!
+//! Every scenario runs against a fresh policy store, embedded and distributed (`both!`).
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    missing_docs
+)]
 
 use portcullis_bus::TopicFilter;
 use portcullis_policy_store::testing::TestServer;
@@ -8,7 +18,7 @@ use portcullis_proto::policystore::v1 as pb;
 use tonic::Code;
 use tonic::metadata::MetadataValue;
 
-use crate::support::{
+use portcullis_integration_tests::store::{
     Api, attestor_doc, by_id, by_name, expect_code, expect_invalid_field, next_matching, policy_doc, policy_with_refs,
     ruleset_doc, subscribe,
 };
@@ -236,7 +246,13 @@ pub async fn viewer_cannot_write(server: &mut TestServer) {
 
     // Every write is PermissionDenied.
     let denied = Code::PermissionDenied;
-    expect_code(v.create_policy(&policy_doc("mine", "block")).await, denied);
+    let status = expect_code(v.create_policy(&policy_doc("mine", "block")).await, denied);
+    assert!(
+        status.message().contains("viewer"),
+        "names the role: {}",
+        status.message()
+    );
+    expect_code(v.list_keys(false).await, denied);
     expect_code(
         v.update_policy(by_name("seen"), &policy_doc("seen", "log"), 1).await,
         denied,
@@ -301,6 +317,12 @@ pub async fn viewer_cannot_write(server: &mut TestServer) {
         "connector key not revoked"
     );
     assert_eq!(keys.len(), 3, "admin, connector and viewer keys only: {keys:?}");
+
+    // An editor writes policies but manages no keys.
+    let (editor_key, _) = admin.create_key(pc::Role::Editor, None).await.unwrap();
+    let mut editor = admin.with_key(&editor_key);
+    editor.create_policy(&policy_doc("edited", "block")).await.unwrap();
+    expect_code(editor.create_key(pc::Role::Admin, None).await, denied);
 }
 
 pub async fn connector_reads_only_its_own_effective_policy(server: &mut TestServer) {
@@ -373,8 +395,17 @@ pub async fn revoked_key_stops_working(server: &mut TestServer) {
         &TopicFilter::topics(["apikey.revoked"]).for_tenant("default"),
     )
     .await;
+    // No credential, or a key nobody issued: Unauthenticated.
+    let anonymous = tonic::Request::new(pb::ListPoliciesRequest::default());
+    expect_code(admin.policies.list_policies(anonymous).await, Code::Unauthenticated);
+    expect_code(
+        admin.with_key("pck_nope_nope").list_policies().await,
+        Code::Unauthenticated,
+    );
     let (editor_key, editor_id) = admin.create_key(pc::Role::Editor, None).await.unwrap();
     let mut editor = admin.with_key(&editor_key);
+    let who = editor.who_am_i().await.unwrap();
+    assert_eq!((who.role, who.tenant_id.as_str()), (pc::Role::Editor as i32, "default"));
     editor.create_policy(&policy_doc("before", "block")).await.unwrap();
     assert_eq!(editor.list_policies().await.unwrap().len(), 1);
 
@@ -425,4 +456,13 @@ pub async fn revoked_key_stops_working(server: &mut TestServer) {
     let me = admin.who_am_i().await.unwrap().key_id;
     admin.revoke_key(&me).await.unwrap();
     expect_code(admin.list_policies().await, Code::Unauthenticated);
+}
+
+portcullis_test_kit::both! {
+    embedded: &mut portcullis_integration_tests::store::embedded().await,
+    distributed: &mut portcullis_integration_tests::store::distributed().await;
+    tenant_cannot_touch_another_tenant,
+    viewer_cannot_write,
+    connector_reads_only_its_own_effective_policy,
+    revoked_key_stops_working,
 }

@@ -1,17 +1,29 @@
 //! The service itself: malformed input, tenancy, keys, outages, the webhook.
+//!
+//! Every scenario starts its own stack (a policy store and admission replicas following its
+//! bus) in the mode it is given, embedded and distributed (`both!`).
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    missing_docs
+)]
 
 use std::time::{Duration, Instant};
 
 use portcullis_admission::testing::StackOptions;
-use portcullis_bus::{BroadcastSubscription, Bus, BusConfig, BusError, StartFrom, TopicFilter};
+use portcullis_bus::TopicFilter;
 use portcullis_proto::events::v1 as pe;
 use portcullis_server::Mode;
 use prost::Message as _;
 use serde_json::{Value, json};
 use tonic::Code;
 
-use crate::common::*;
-use crate::support::{by_id, by_name, expect_code};
+use portcullis_integration_tests::admission::*;
+use portcullis_integration_tests::store::{by_id, by_name, expect_code, subscribe_after_restart};
+use portcullis_test_kit::eventually;
 
 fn pods_policy(name: &str, host_network_action: &str) -> String {
     policy(name, json!([host_network(host_network_action), privileged("log")])).to_string()
@@ -55,25 +67,24 @@ pub async fn policy_update_reaches_every_replica(mode: Mode) {
         .unwrap();
     let revision = updated.policy.unwrap().revision;
     let returned = Instant::now();
-    for (i, client) in clients.iter_mut().enumerate() {
-        let answer = loop {
-            let answer = review_raw(
-                client,
-                &env.connector_key,
-                None,
-                host_network_pod().to_string().into_bytes(),
-            )
-            .await
-            .unwrap();
-            if !answer.allowed() {
-                break answer;
+    let key = env.connector_key.as_str();
+    for (i, client) in clients.iter().enumerate() {
+        // One 10 s deadline for every replica, counted from the update's return.
+        let left = Duration::from_secs(10).saturating_sub(returned.elapsed());
+        let answer = eventually(left, || {
+            let mut client = client.clone();
+            async move {
+                let answer = review_raw(&mut client, key, None, host_network_pod().to_string().into_bytes())
+                    .await
+                    .unwrap();
+                if answer.allowed() {
+                    Err(format!("replica {i} still allows: {answer:?}"))
+                } else {
+                    Ok(answer)
+                }
             }
-            assert!(
-                returned.elapsed() < Duration::from_secs(10),
-                "replica {i} still allows: {answer:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        };
+        })
+        .await;
         eprintln!(
             "{mode:?}: policy update in force after {} ms on replica {i}",
             returned.elapsed().as_millis()
@@ -241,37 +252,22 @@ pub async fn revoked_key_refused(mode: Mode) {
     review_raw(&mut client, &env.connector_key, None, body()).await.unwrap();
     env.admin.clone().revoke_key(&env.connector_key_id).await.unwrap();
     let revoked = Instant::now();
-    loop {
-        match review_raw(&mut client, &env.connector_key, None, body()).await {
-            Err(status) if status.code() == Code::Unauthenticated => break,
-            Err(status) => panic!("unexpected {status:?}"),
-            Ok(_) => {
-                assert!(revoked.elapsed() < Duration::from_secs(35), "still accepted");
-                tokio::time::sleep(Duration::from_millis(20)).await;
+    let key = env.connector_key.as_str();
+    eventually(Duration::from_secs(35), || {
+        let mut client = client.clone();
+        async move {
+            match review_raw(&mut client, key, None, body()).await {
+                Err(status) if status.code() == Code::Unauthenticated => Ok(()),
+                Err(status) => panic!("unexpected {status:?}"),
+                Ok(answer) => Err(format!("still accepted: {answer:?}")),
             }
         }
-    }
+    })
+    .await;
     eprintln!(
         "{mode:?}: revoked connector key refused after {} ms",
         revoked.elapsed().as_millis()
     );
-}
-
-/// Subscribes on a fresh NATS connection, retrying while the server comes back.
-async fn subscribe_after_restart(url: &str, filter: &TopicFilter, after: u64) -> (Bus, BroadcastSubscription) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let attempt = async {
-            let bus = Bus::connect_nats(url, BusConfig::default()).await?;
-            let sub = bus.subscribe_broadcast(filter, StartFrom::after(after)).await?;
-            Ok::<_, BusError>((bus, sub))
-        };
-        match attempt.await {
-            Ok(connected) => return connected,
-            Err(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(200)).await,
-            Err(e) => panic!("NATS did not come back: {e}"),
-        }
-    }
 }
 
 /// Scenario 11 (distributed): reviews go on while nats-server is down; decision events of
@@ -299,6 +295,14 @@ pub async fn nats_outage_does_not_stop_admission() {
         assert_eq!(answer.decision.policy_id, env.policy_id);
     }
     eprintln!("reviews during the NATS outage, latency (us): {latencies:?}");
+    // A bound on pathology, not a benchmark: a review must never wait on the missing broker
+    // (a publish or reconnect on the request path would show as seconds). With ten samples
+    // the p99 is the slowest; one second is generous for a local call on a loaded machine.
+    let slowest = latencies.iter().copied().max().unwrap_or_default();
+    assert!(
+        slowest < 1_000_000,
+        "a review took {slowest} us while NATS was down: {latencies:?}"
+    );
 
     env.stack.store.nats().unwrap().restart().await.unwrap();
     let filter =
@@ -326,14 +330,12 @@ pub async fn nats_outage_does_not_stop_admission() {
         }
     }
     // Every decision is accounted for: published, dropped or rejected once nothing is queued.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let stats = loop {
-        let stats = env.stack.replicas[0].admission().events().stats();
-        if stats.queued() == 0 || Instant::now() > deadline {
-            break stats;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let replica = &env.stack.replicas[0];
+    let stats = eventually(Duration::from_secs(30), || async move {
+        let stats = replica.admission().events().stats();
+        if stats.queued() == 0 { Ok(stats) } else { Err(stats) }
+    })
+    .await;
     eprintln!("decision event counters: {stats:?}, queued {}", stats.queued());
     assert_eq!(stats.submitted, 14);
     assert_eq!(stats.queued(), 0, "{stats:?}");
@@ -342,4 +344,21 @@ pub async fn nats_outage_does_not_stop_admission() {
         stats.submitted,
         "{stats:?}"
     );
+}
+
+portcullis_test_kit::both! {
+    embedded: portcullis_server::Mode::Embedded,
+    distributed: portcullis_server::Mode::Distributed;
+    policy_update_reaches_every_replica,
+    conformance_reviews_answered,
+    malformed_input_refused,
+    other_clusters_refused,
+    revoked_key_refused,
+}
+
+/// Scenario 11: nats-server stops and restarts under the admission service (distributed only:
+/// embedded has no broker to stop).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn distributed_nats_outage_does_not_stop_admission() {
+    nats_outage_does_not_stop_admission().await;
 }

@@ -1,6 +1,16 @@
 //! A restart of the process keeps everything: policies with their history, rulesets,
 //! attestors, clusters with assignment and settings, keys (and revocations), tenants, the
 //! audit log.
+//!
+//! Every scenario runs against a fresh policy store, embedded and distributed (`both!`).
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    missing_docs
+)]
 
 use portcullis_bus::TopicFilter;
 use portcullis_policy_store::testing::TestServer;
@@ -8,7 +18,7 @@ use portcullis_proto::common::v1 as pc;
 use portcullis_proto::policystore::v1 as pb;
 use tonic::Code;
 
-use crate::support::{
+use portcullis_integration_tests::store::{
     Api, attestor_doc, by_id, by_name, expect_code, is_policy_event, next_matching, policy_changed, policy_doc,
     policy_with_refs, ruleset_doc, subscribe,
 };
@@ -175,4 +185,10 @@ pub async fn restart_keeps_everything(server: &mut TestServer) {
         admin.create_policy(&policy_doc("kept", "block")).await,
         Code::AlreadyExists,
     );
+}
+
+portcullis_test_kit::both! {
+    embedded: &mut portcullis_integration_tests::store::embedded().await,
+    distributed: &mut portcullis_integration_tests::store::distributed().await;
+    restart_keeps_everything,
 }
