@@ -5,6 +5,7 @@ pub mod cache;
 pub mod client;
 pub mod follow;
 pub mod lifecycle;
+pub mod settings;
 
 pub use client::{ClientConfig, Credential, Trust};
 pub use follow::{FollowHandler, FollowedEvent, Follower, Gap, follow};

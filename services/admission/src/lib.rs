@@ -50,15 +50,20 @@ use crate::scans::{ScanCache, ScanCacheOptions};
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Deadlines, limits and cache sizing.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct AdmissionOptions {
     /// How long a review waits for its cluster's policy on a cache miss.
+    #[serde(with = "humantime_serde")]
     pub policy_deadline: Duration,
     /// How long a review waits for scan summaries it does not hold.
+    #[serde(with = "humantime_serde")]
     pub scan_deadline: Duration,
     /// How long the digest resolution stage may take.
+    #[serde(with = "humantime_serde")]
     pub digest_deadline: Duration,
     /// How long the signature stage may take.
+    #[serde(with = "humantime_serde")]
     pub signature_deadline: Duration,
     /// What a cluster whose policy cannot be had at all gets (we know nothing of its own
     /// failure mode then): fail-open, as the engine's default.

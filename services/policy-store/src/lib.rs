@@ -226,15 +226,19 @@ impl FollowHandler for CacheFollower {
 }
 
 /// Pacing of the background tasks.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct BackgroundOptions {
     /// The outbox relay's pacing.
     pub relay: RelayConfig,
     /// How often rotated connector keys past their grace period are revoked.
+    #[serde(with = "humantime_serde")]
     pub sweep_interval: Duration,
     /// How long the final outbox flush at shutdown may take.
+    #[serde(with = "humantime_serde")]
     pub flush_timeout: Duration,
     /// How long calls in flight and background tasks may take to finish at shutdown.
+    #[serde(with = "humantime_serde")]
     pub drain_deadline: Duration,
 }
 
