@@ -56,8 +56,10 @@ impl SettingsError {
             .into_iter()
             .map(|e| {
                 let mut path = e.path.join(".");
-                // Unknown keys are reported at their parent: name the key itself.
-                if let figment::error::Kind::UnknownField(field, _) = &e.kind {
+                // An unknown key may be reported at its parent: name the key itself.
+                if let figment::error::Kind::UnknownField(field, _) = &e.kind
+                    && e.path.last() != Some(field)
+                {
                     path = if path.is_empty() {
                         field.clone()
                     } else {
