@@ -2,21 +2,29 @@
 //! in-process bus) and `portcullis serve <service>` (distributed mode: one service on
 //! PostgreSQL and NATS).
 
+use std::convert::Infallible;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
+use portcullis_admission::grpc::AdmissionGrpc;
 use portcullis_admission::rate_limit::RateLimitConfig;
+use portcullis_admission::running::grpc_service;
 use portcullis_admission::webhook::WebhookOptions;
 use portcullis_admission::{Hooks, RunningAdmission, ServeOptions, Upstream};
 use portcullis_bus::Bus;
 use portcullis_kit::settings::Flags;
 use portcullis_kit::shutdown_signal;
 use portcullis_policy_store::{RunningServer, bootstrap_default_tenant, sqlite_url};
+use portcullis_proto::admission::v1::admission_service_server::AdmissionServiceServer;
 use portcullis_server::{Credentials, Mode, ServerConfig};
 use portcullis_storage::{Store, StoreOptions};
+use tonic::body::Body;
+use tonic::codegen::{BoxFuture, Service as TowerService, http};
+use tonic::server::NamedService;
 
 use crate::ExitStatus;
 use crate::config::{Service, Settings};
@@ -349,12 +357,21 @@ async fn run_up(settings: &Settings, credentials: Credentials) -> Result<ExitSta
     if config.tls.is_none() && !listen.ip().is_loopback() {
         tracing::warn!("listening on {listen} without TLS: keys travel in plain text");
     }
-    let server = RunningServer::start(
+    // One address for people: AdmissionService joins the policy store's router. It is
+    // built after the store listens (admission calls the store), so the router holds a slot
+    // filled once admission has started (calls before then get UNAVAILABLE; none come before
+    // the ready line).
+    let admission_slot = AdmissionSlot::default();
+    let slot = admission_slot.clone();
+    let server = RunningServer::start_with(
         store,
         bus.clone(),
         config.clone(),
         credentials.clone(),
         settings.policy_store.background.clone(),
+        move |router| {
+            router.add_service(slot);
+        },
     )
     .await?;
     let upstream = upstream(server.url(), None, settings, &credentials)?;
@@ -372,6 +389,7 @@ async fn run_up(settings: &Settings, credentials: Credentials) -> Result<ExitSta
         Hooks::default(),
     )
     .await?;
+    admission_slot.fill(grpc_service(admission.admission()));
     announce(&format!("portcullis listening on {}", server.url()))?;
     announce(&format!("portcullis admission listening on {}", admission.url()))?;
     if let Some(addr) = admission.webhook_addr() {
@@ -380,6 +398,46 @@ async fn run_up(settings: &Settings, credentials: Credentials) -> Result<ExitSta
         ))?;
     }
     wait_and_stop_both(server, admission).await
+}
+
+type AdmissionServer = AdmissionServiceServer<AdmissionGrpc>;
+
+/// AdmissionService on `up`'s one address: empty until admission has started.
+#[derive(Clone, Default)]
+struct AdmissionSlot(Arc<OnceLock<AdmissionServer>>);
+
+impl AdmissionSlot {
+    fn fill(&self, service: AdmissionServer) {
+        // Filled once, by `up` only.
+        let _ = self.0.set(service);
+    }
+}
+
+impl NamedService for AdmissionSlot {
+    const NAME: &'static str = <AdmissionServer as NamedService>::NAME;
+}
+
+impl TowerService<http::Request<Body>> for AdmissionSlot {
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, _cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        match self.0.get() {
+            Some(service) => {
+                let mut service = service.clone();
+                Box::pin(async move { service.call(request).await })
+            }
+            None => {
+                let response = tonic::Status::unavailable("the admission service is starting").into_http();
+                Box::pin(async move { Ok(response) })
+            }
+        }
+    }
 }
 
 /// A client of the policy store at `url` with the service credential.

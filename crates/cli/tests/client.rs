@@ -603,3 +603,42 @@ fn review_prints_the_response_and_exits_by_the_verdict() {
     assert_eq!(admin.code, Some(2));
     assert!(admin.stderr.contains("may not call Review"), "{}", admin.stderr);
 }
+
+/// One address for people: in `up`, every service answers on `--listen`, AdmissionService
+/// included, so `review` needs only the `--server` every other command uses.
+#[test]
+fn review_needs_only_the_one_listen_address() {
+    let up = Up::start();
+    assert_ne!(up.url, up.admission_url);
+    let policy = up.dir.path("policy.json");
+    std::fs::write(
+        &policy,
+        r#"{"name":"oneAddress","default":{"rules":[{"type":"podSecurityContext","action":"block","statement":{"properties":[{"key":"hostNetwork","value":"true"}]}}]}}"#,
+    )
+    .unwrap();
+    up.ok(&["policy", "apply", "-f", policy.to_str().unwrap()]);
+    let created = up.ok(&["cluster", "create", "one-address", "--policy", "oneAddress"]);
+    let connector_key = secret_alone(&created);
+    let review = serde_json::json!({
+        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {
+            "uid": "uid-one", "operation": "CREATE", "namespace": "apps",
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "object": {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web"},
+                       "spec": {"hostNetwork": true, "containers": [{"name": "app", "image": "nginx:1.27"}]}}
+        }
+    });
+    let file = up.dir.path("review.json");
+    std::fs::write(&file, review.to_string()).unwrap();
+    let denied = up.run_at(
+        &up.url,
+        Some(&connector_key),
+        &[],
+        &["review", "-f", file.to_str().unwrap()],
+    );
+    assert_eq!(denied.code, Some(1), "{}", denied.stderr);
+    let answer: Value = serde_json::from_str(&denied.stdout).unwrap();
+    assert_eq!(answer["response"]["uid"], "uid-one");
+    assert_eq!(answer["response"]["allowed"], false);
+}

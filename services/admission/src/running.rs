@@ -30,6 +30,12 @@ const DRAIN_DEADLINE: Duration = Duration::from_secs(30);
 /// How long the final flush of decision events may take at shutdown.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// `AdmissionService` over `admission`, as this server adds it (also to another server's
+/// router: `up` serves it on its one address too).
+pub fn grpc_service(admission: &Admission) -> AdmissionServiceServer<AdmissionGrpc> {
+    AdmissionServiceServer::new(AdmissionGrpc::new(admission.clone())).max_decoding_message_size(MAX_MESSAGE_BYTES)
+}
+
 /// How to run an admission server.
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
@@ -81,10 +87,7 @@ impl RunningAdmission {
             table: PermissionTable::standard(),
         };
         let mut server = GrpcServer::new(options.grpc.clone(), auth);
-        server.add_service(
-            AdmissionServiceServer::new(AdmissionGrpc::new(admission.clone()))
-                .max_decoding_message_size(MAX_MESSAGE_BYTES),
-        );
+        server.add_service(grpc_service(&admission));
         let bound = server.bind().await?;
         let addr = bound.local_addr();
         let url = bound.url();

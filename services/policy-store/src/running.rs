@@ -32,9 +32,23 @@ impl RunningServer {
         credentials: Credentials,
         background: BackgroundOptions,
     ) -> Result<RunningServer, ServerError> {
+        RunningServer::start_with(store, bus, config, credentials, background, |_| {}).await
+    }
+
+    /// [`RunningServer::start`] with more services on the same listener (`add`): `up`
+    /// serves the admission service on the one address too.
+    pub async fn start_with(
+        store: Store,
+        bus: Bus,
+        config: ServerConfig,
+        credentials: Credentials,
+        background: BackgroundOptions,
+        add: impl FnOnce(&mut GrpcServer),
+    ) -> Result<RunningServer, ServerError> {
         let service = PolicyStore::new(store);
         let mut server = GrpcServer::new(config, service.auth_state(credentials));
         service.register(&mut server);
+        add(&mut server);
         let bound = server.bind().await?;
         let addr = bound.local_addr();
         let url = bound.url();
