@@ -78,6 +78,15 @@ pub struct AdmissionOptions {
     pub scan_cache: ScanCacheOptions,
     /// The key cache.
     pub key_cache: KeyCacheOptions,
+    /// How often cached policies older than their refresh interval are re-checked.
+    #[serde(with = "humantime_serde")]
+    pub sweep_interval: Duration,
+    /// How long reviews in flight and background tasks may take to finish at shutdown.
+    #[serde(with = "humantime_serde")]
+    pub drain_deadline: Duration,
+    /// How long the final flush of decision events may take at shutdown.
+    #[serde(with = "humantime_serde")]
+    pub flush_timeout: Duration,
 }
 
 impl Default for AdmissionOptions {
@@ -93,6 +102,9 @@ impl Default for AdmissionOptions {
             policy_cache: PolicyCacheOptions::default(),
             scan_cache: ScanCacheOptions::default(),
             key_cache: KeyCacheOptions::default(),
+            sweep_interval: Duration::from_secs(5),
+            drain_deadline: Duration::from_secs(30),
+            flush_timeout: Duration::from_secs(5),
         }
     }
 }
