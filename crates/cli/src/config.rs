@@ -14,6 +14,7 @@ use portcullis_admission::AdmissionOptions;
 use portcullis_bus::BusConfig;
 use portcullis_kit::settings::{Environment, Flags, Layers, SettingsError, config_file};
 use portcullis_policy_store::BackgroundOptions;
+use portcullis_policy_store::cache::CacheOptions;
 use portcullis_storage::StoreOptions;
 use serde::{Deserialize, Serialize};
 
@@ -108,6 +109,8 @@ pub struct PolicyStoreSettings {
     /// PostgreSQL URL (`--database-url`, `PORTCULLIS_DATABASE_URL`); required by `serve
     /// policy-store`. Its password is redacted by `config print`.
     pub database_url: Option<String>,
+    /// The key and effective-policy caches (lifetimes at most 30 s, ARCHITECTURE.md).
+    pub cache: CacheOptions,
     /// The outbox relay, the key sweep, the drain at shutdown.
     pub background: BackgroundOptions,
 }

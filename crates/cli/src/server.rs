@@ -369,6 +369,7 @@ async fn run_up(settings: &Settings, credentials: Credentials) -> Result<ExitSta
         config.clone(),
         credentials.clone(),
         settings.policy_store.background.clone(),
+        settings.policy_store.cache.clone(),
         move |router| {
             router.add_service(slot);
         },
@@ -530,12 +531,14 @@ async fn run_policy_store(settings: &Settings, credentials: Credentials) -> Resu
     let bus = Bus::connect_nats(nats_url, settings.bus.clone())
         .await
         .with_context(|| format!("connecting to NATS at {nats_url}"))?;
-    let server = RunningServer::start(
+    let server = RunningServer::start_with(
         store,
         bus,
         config,
         credentials,
         settings.policy_store.background.clone(),
+        settings.policy_store.cache.clone(),
+        |_| {},
     )
     .await?;
     announce(&format!("portcullis policy-store listening on {}", server.url()))?;

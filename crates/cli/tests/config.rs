@@ -11,18 +11,15 @@ use common::*;
 
 /// Runs `portcullis ARGS` with only `env` as its environment.
 fn run(args: &[&str], env: &[(&str, &str)]) -> Run {
-    let out = Command::new(BIN)
-        .args(args)
-        .env_clear()
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .output()
-        .expect("run portcullis");
-    let run = Run {
-        code: out.status.code(),
-        stdout: String::from_utf8(out.stdout).expect("stdout is UTF-8"),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    };
+    let run = Run::from(
+        Command::new(BIN)
+            .args(args)
+            .env_clear()
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .output()
+            .expect("run portcullis"),
+    );
     run.assert_no_panic();
     run
 }
