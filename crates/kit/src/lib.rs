@@ -8,5 +8,5 @@ pub mod lifecycle;
 pub mod settings;
 
 pub use client::{ClientConfig, Credential, Trust};
-pub use follow::{FollowHandler, FollowedEvent, Follower, Gap, follow};
+pub use follow::{FollowHandler, FollowOptions, FollowedEvent, Follower, Gap, follow};
 pub use lifecycle::{Lifecycle, Stopped, shutdown_signal};

@@ -78,6 +78,8 @@ pub struct AdmissionOptions {
     pub scan_cache: ScanCacheOptions,
     /// The key cache.
     pub key_cache: KeyCacheOptions,
+    /// The follower of the policy store's events: retries and the outage bound.
+    pub follower: portcullis_kit::FollowOptions,
     /// How often cached policies older than their refresh interval are re-checked.
     #[serde(with = "humantime_serde")]
     pub sweep_interval: Duration,
@@ -102,6 +104,7 @@ impl Default for AdmissionOptions {
             policy_cache: PolicyCacheOptions::default(),
             scan_cache: ScanCacheOptions::default(),
             key_cache: KeyCacheOptions::default(),
+            follower: portcullis_kit::FollowOptions::default(),
             sweep_interval: Duration::from_secs(5),
             drain_deadline: Duration::from_secs(30),
             flush_timeout: Duration::from_secs(5),
