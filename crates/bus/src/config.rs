@@ -6,17 +6,20 @@ use crate::BusError;
 
 /// Limits of the event stream (`PC_EVENTS` in NATS, the in-memory log in embedded mode).
 /// When a limit is reached the oldest events are dropped (limits retention, discard old).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct StreamConfig {
     /// JetStream stream name.
     pub name: String,
     /// Events older than this are dropped.
+    #[serde(with = "humantime_serde")]
     pub max_age: Duration,
     /// Total stored bytes before the oldest events are dropped.
     pub max_bytes: u64,
     /// Number of stored events before the oldest are dropped; `None` for no count limit.
     pub max_events: Option<u64>,
     /// Window in which a second event with the same id is dropped.
+    #[serde(with = "humantime_serde")]
     pub duplicate_window: Duration,
     /// JetStream replicas (NATS clusters only; ignored by the memory bus).
     pub replicas: usize,
@@ -37,16 +40,20 @@ impl Default for StreamConfig {
 }
 
 /// Bus configuration; `Default` gives the design values.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct BusConfig {
     /// Stream limits.
     pub stream: StreamConfig,
     /// Deadline of every remote operation: publish (until the stream acknowledges), ack,
     /// consumer creation, stream info, core publish.
+    #[serde(with = "humantime_serde")]
     pub operation_timeout: Duration,
     /// Deadline for connecting to NATS.
+    #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
     /// A work delivery not acknowledged within this time is delivered again.
+    #[serde(with = "humantime_serde")]
     pub ack_wait: Duration,
     /// Deliveries of one durable that may be un-acknowledged at once; no more are handed out
     /// until some are acknowledged or expire.

@@ -1,6 +1,7 @@
 //! `portcullis`: one binary for the Portcullis CLI (and, later, its services).
 
 mod client;
+mod config;
 mod documents;
 mod eval;
 mod report;
@@ -37,6 +38,8 @@ enum Command {
     /// Sends an AdmissionReview to the admission service with a connector key (--api-key) and
     /// prints the response AdmissionReview; exit 0 when allowed, 1 when denied.
     Review(client::review::ReviewArgs),
+    /// Checks a settings file or prints the effective settings of `up` or of a service.
+    Config(config::ConfigArgs),
     /// Client commands against a running server.
     #[command(flatten)]
     Client(client::ClientCommand),
@@ -86,6 +89,7 @@ fn main() -> ExitCode {
         Command::Validate(args) => validate::run(args),
         Command::Up(args) => server::up(args, cli.client.operator_key.as_deref()),
         Command::Serve(args) => server::serve(args, cli.client.operator_key.as_deref()),
+        Command::Config(args) => config::run(args, cli.client.operator_key.as_deref()),
         Command::Review(args) => Ok(client::review::run(&cli.client, args)),
         Command::Client(command) => Ok(client::run(&cli.client, command)),
     };

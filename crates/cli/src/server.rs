@@ -2,58 +2,70 @@
 //! in-process bus) and `portcullis serve <service>` (distributed mode: one service on
 //! PostgreSQL and NATS).
 
+use std::convert::Infallible;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
-use portcullis_admission::rate_limit::{RateLimitConfig, TenantLimit};
+use portcullis_admission::grpc::AdmissionGrpc;
+use portcullis_admission::rate_limit::RateLimitConfig;
+use portcullis_admission::running::grpc_service;
 use portcullis_admission::webhook::WebhookOptions;
-use portcullis_admission::{AdmissionOptions, Hooks, RunningAdmission, ServeOptions, Upstream};
-use portcullis_bus::{Bus, BusConfig};
+use portcullis_admission::{Hooks, RunningAdmission, ServeOptions, Upstream};
+use portcullis_bus::Bus;
+use portcullis_kit::settings::Flags;
 use portcullis_kit::shutdown_signal;
-use portcullis_policy_store::{BackgroundOptions, RunningServer, bootstrap_default_tenant, sqlite_url};
-use portcullis_server::{Credentials, Mode, ServerConfig, TlsFiles};
+use portcullis_policy_store::{RunningServer, bootstrap_default_tenant, sqlite_url};
+use portcullis_proto::admission::v1::admission_service_server::AdmissionServiceServer;
+use portcullis_server::{Credentials, Mode, ServerConfig};
 use portcullis_storage::{Store, StoreOptions};
+use tonic::body::Body;
+use tonic::codegen::{BoxFuture, Service as TowerService, http};
+use tonic::server::NamedService;
 
 use crate::ExitStatus;
+use crate::config::{Service, Settings};
 
-/// TLS for a listener: both files or neither.
+/// TLS for a listener: both files or neither (also `[server] tls_cert`/`tls_key`,
+/// `PORTCULLIS_TLS_CERT`/`PORTCULLIS_TLS_KEY`).
 #[derive(Debug, Clone, Args)]
 pub struct TlsArgs {
     /// PEM certificate chain; serves TLS (https) together with --tls-key.
-    #[arg(long, value_name = "FILE", requires = "tls_key", env = "PORTCULLIS_TLS_CERT")]
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
     /// PEM private key of --tls-cert.
-    #[arg(long, value_name = "FILE", requires = "tls_cert", env = "PORTCULLIS_TLS_KEY")]
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
 }
 
 impl TlsArgs {
-    fn files(&self) -> Option<TlsFiles> {
-        match (&self.tls_cert, &self.tls_key) {
-            (Some(cert), Some(key)) => Some(TlsFiles {
-                cert: cert.clone(),
-                key: key.clone(),
-            }),
-            _ => None,
-        }
+    fn flags(&self, flags: &mut Flags) -> Result<()> {
+        flags.set_some(&["server", "tls_cert"], self.tls_cert.as_ref())?;
+        flags.set_some(&["server", "tls_key"], self.tls_key.as_ref())?;
+        Ok(())
     }
 }
 
-/// `portcullis up`.
+/// `portcullis up`. Every flag is also a setting (`portcullis config print`); a flag given
+/// wins over the file and the environment.
 #[derive(Debug, Args)]
 pub struct UpArgs {
-    /// Where the SQLite database and the bootstrap admin key live.
-    #[arg(long, value_name = "DIR", default_value = "./portcullis-data")]
-    data_dir: PathBuf,
-    /// The gRPC listen address of the policy store's services.
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:50051")]
-    listen: SocketAddr,
-    /// The gRPC listen address of the admission service (connectors call it).
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:50052")]
-    admission_listen: SocketAddr,
+    /// The settings file (TOML; else PORTCULLIS_CONFIG).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Where the SQLite database and the bootstrap admin key live [default: ./portcullis-data].
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// The one gRPC address of every service, the admission service included
+    /// [default: 127.0.0.1:50051].
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    /// The admission service's own listener, for connectors [default: 127.0.0.1:50052].
+    #[arg(long, value_name = "ADDR")]
+    admission_listen: Option<SocketAddr>,
     #[command(flatten)]
     tls: TlsArgs,
     #[command(flatten)]
@@ -65,55 +77,48 @@ pub struct UpArgs {
 struct AdmissionArgs {
     /// Also serve the Kubernetes validating webhook (`POST /validate/{cluster}`) over HTTPS
     /// on this address, with --tls-cert and --tls-key.
-    #[arg(long, value_name = "ADDR", env = "PORTCULLIS_WEBHOOK_LISTEN")]
+    #[arg(long, value_name = "ADDR")]
     webhook_listen: Option<SocketAddr>,
-    /// Reviews per second each tenant may make (0: unlimited).
-    #[arg(long, value_name = "N", default_value_t = portcullis_admission::rate_limit::DEFAULT_PER_SECOND)]
-    rate_limit: f64,
-    /// Reviews a tenant may make at once above its rate (the bucket size).
-    #[arg(long, value_name = "N", default_value_t = portcullis_admission::rate_limit::DEFAULT_BURST)]
-    rate_limit_burst: u32,
+    /// Reviews per second each tenant may make (0: unlimited) [default: 1000].
+    #[arg(long, value_name = "N")]
+    rate_limit: Option<f64>,
+    /// Reviews a tenant may make at once above its rate (the bucket size) [default: 2000].
+    #[arg(long, value_name = "N")]
+    rate_limit_burst: Option<u32>,
     /// A tenant's own limit, `TENANT=RATE[:BURST]`; repeatable.
     #[arg(long, value_name = "TENANT=RATE[:BURST]")]
     tenant_rate_limit: Vec<String>,
 }
 
 impl AdmissionArgs {
-    fn options(&self) -> Result<AdmissionOptions> {
-        let mut rate_limit = RateLimitConfig::default();
-        rate_limit.default = if self.rate_limit == 0.0 {
-            TenantLimit::UNLIMITED
-        } else {
-            TenantLimit {
-                per_second: self.rate_limit,
-                burst: self.rate_limit_burst,
-            }
-        };
+    fn flags(&self, flags: &mut Flags) -> Result<()> {
+        flags.set_some(&["webhook", "listen"], self.webhook_listen)?;
+        flags.set_some(&["admission", "rate_limit", "default", "per_second"], self.rate_limit)?;
+        flags.set_some(&["admission", "rate_limit", "default", "burst"], self.rate_limit_burst)?;
+        let mut parsed = RateLimitConfig::default();
         for spec in &self.tenant_rate_limit {
-            rate_limit.add_override(spec)?;
+            parsed.add_override(spec)?;
         }
-        rate_limit.validate()?;
-        Ok(AdmissionOptions {
-            rate_limit,
-            ..AdmissionOptions::default()
-        })
+        for (tenant, limit) in &parsed.overrides {
+            flags.set(&["admission", "rate_limit", "overrides", tenant], limit)?;
+        }
+        Ok(())
     }
+}
 
-    fn webhook(&self, tls: &TlsArgs) -> Result<Option<WebhookOptions>> {
-        let Some(listen) = self.webhook_listen else {
-            return Ok(None);
-        };
-        let Some(files) = tls.files() else {
-            anyhow::bail!(
-                "--webhook-listen needs --tls-cert and --tls-key: the API server calls webhooks over HTTPS only"
-            );
-        };
-        Ok(Some(WebhookOptions {
-            listen,
-            tls_cert: files.cert,
-            tls_key: files.key,
-        }))
-    }
+/// The webhook's listener, when `[webhook] listen` is set (it needs the TLS files).
+fn webhook(settings: &Settings) -> Result<Option<WebhookOptions>> {
+    let Some(listen) = settings.webhook.listen else {
+        return Ok(None);
+    };
+    let Some(files) = settings.tls() else {
+        anyhow::bail!("--webhook-listen needs --tls-cert and --tls-key: the API server calls webhooks over HTTPS only");
+    };
+    Ok(Some(WebhookOptions {
+        listen,
+        tls_cert: files.cert,
+        tls_key: files.key,
+    }))
 }
 
 /// `portcullis serve <service>`.
@@ -133,23 +138,25 @@ enum ServeService {
 
 #[derive(Debug, Args)]
 struct AdmissionServeArgs {
-    /// The policy store, e.g. https://policy-store:50051.
-    #[arg(long, value_name = "URL", env = "PORTCULLIS_POLICY_STORE_URL")]
-    policy_store_url: String,
-    /// CA certificate(s), PEM, to trust for an https policy store.
-    #[arg(long, value_name = "FILE", env = "PORTCULLIS_POLICY_STORE_CA")]
+    /// The settings file (TOML; else PORTCULLIS_CONFIG).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// The policy store, e.g. https://policy-store:50051 (`[upstream] url`,
+    /// PORTCULLIS_POLICY_STORE_URL); required.
+    #[arg(long, value_name = "URL")]
+    policy_store_url: Option<String>,
+    /// CA certificate(s), PEM, to trust for an https policy store (`[upstream] ca`,
+    /// PORTCULLIS_POLICY_STORE_CA).
+    #[arg(long, value_name = "FILE")]
     policy_store_ca: Option<PathBuf>,
-    /// NATS URL (JetStream enabled, server 2.10 or later), e.g. nats://host:4222.
-    #[arg(long, value_name = "URL", env = "PORTCULLIS_NATS_URL")]
-    nats_url: String,
-    /// The gRPC listen address; a non-loopback address needs TLS.
-    #[arg(
-        long,
-        value_name = "ADDR",
-        env = "PORTCULLIS_LISTEN",
-        default_value = "127.0.0.1:50052"
-    )]
-    listen: SocketAddr,
+    /// NATS URL (JetStream enabled, server 2.10 or later), e.g. nats://host:4222 (`[nats] url`,
+    /// PORTCULLIS_NATS_URL); required.
+    #[arg(long, value_name = "URL")]
+    nats_url: Option<String>,
+    /// The gRPC listen address; a non-loopback address needs TLS (`[server] admission_listen`,
+    /// PORTCULLIS_LISTEN) [default: 127.0.0.1:50052].
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
     #[command(flatten)]
     tls: TlsArgs,
     #[command(flatten)]
@@ -158,22 +165,75 @@ struct AdmissionServeArgs {
 
 #[derive(Debug, Args)]
 struct PolicyStoreArgs {
-    /// PostgreSQL URL, e.g. postgres://user@host:5432/portcullis.
-    #[arg(long, value_name = "URL", env = "PORTCULLIS_DATABASE_URL")]
-    database_url: String,
-    /// NATS URL (JetStream enabled, server 2.10 or later), e.g. nats://host:4222.
-    #[arg(long, value_name = "URL", env = "PORTCULLIS_NATS_URL")]
-    nats_url: String,
-    /// The gRPC listen address; a non-loopback address needs TLS.
-    #[arg(
-        long,
-        value_name = "ADDR",
-        env = "PORTCULLIS_LISTEN",
-        default_value = "127.0.0.1:50051"
-    )]
-    listen: SocketAddr,
+    /// The settings file (TOML; else PORTCULLIS_CONFIG).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// PostgreSQL URL, e.g. postgres://user@host:5432/portcullis (`[policy_store]
+    /// database_url`, PORTCULLIS_DATABASE_URL); required.
+    #[arg(long, value_name = "URL")]
+    database_url: Option<String>,
+    /// NATS URL (JetStream enabled, server 2.10 or later), e.g. nats://host:4222 (`[nats] url`,
+    /// PORTCULLIS_NATS_URL); required.
+    #[arg(long, value_name = "URL")]
+    nats_url: Option<String>,
+    /// The gRPC listen address; a non-loopback address needs TLS (`[server] listen`,
+    /// PORTCULLIS_LISTEN) [default: 127.0.0.1:50051].
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
     #[command(flatten)]
     tls: TlsArgs,
+}
+
+impl UpArgs {
+    fn settings(&self) -> Result<Settings> {
+        let mut flags = Flags::new();
+        flags.set_some(&["up", "data_dir"], self.data_dir.as_ref())?;
+        flags.set_some(&["server", "listen"], self.listen)?;
+        flags.set_some(&["server", "admission_listen"], self.admission_listen)?;
+        self.tls.flags(&mut flags)?;
+        self.admission.flags(&mut flags)?;
+        Settings::load(Service::Up, self.config.as_deref(), &flags)
+    }
+}
+
+impl PolicyStoreArgs {
+    fn settings(&self) -> Result<Settings> {
+        let mut flags = Flags::new();
+        flags.set_some(&["policy_store", "database_url"], self.database_url.as_ref())?;
+        flags.set_some(&["nats", "url"], self.nats_url.as_ref())?;
+        flags.set_some(&["server", "listen"], self.listen)?;
+        self.tls.flags(&mut flags)?;
+        Settings::load(Service::PolicyStore, self.config.as_deref(), &flags)
+    }
+}
+
+impl AdmissionServeArgs {
+    fn settings(&self) -> Result<Settings> {
+        let mut flags = Flags::new();
+        flags.set_some(&["upstream", "url"], self.policy_store_url.as_ref())?;
+        flags.set_some(&["upstream", "ca"], self.policy_store_ca.as_ref())?;
+        flags.set_some(&["nats", "url"], self.nats_url.as_ref())?;
+        flags.set_some(&["server", "admission_listen"], self.listen)?;
+        self.tls.flags(&mut flags)?;
+        self.admission.flags(&mut flags)?;
+        Settings::load(Service::Admission, self.config.as_deref(), &flags)
+    }
+}
+
+/// A required setting that has no default.
+fn required<'a>(value: Option<&'a String>, what: &str) -> Result<&'a str> {
+    value
+        .map(String::as_str)
+        .filter(|v| !v.is_empty())
+        .with_context(|| format!("no {what} given"))
+}
+
+/// A gRPC server configuration on `listen` from the settings.
+fn server_config(settings: &Settings, listen: SocketAddr, mode: Mode) -> ServerConfig {
+    let mut config = ServerConfig::new(listen, mode);
+    config.tls = settings.tls();
+    config.request_timeout = settings.server.request_timeout;
+    config
 }
 
 /// Logs to stderr (`RUST_LOG`, default info with quiet migrations); spans and metrics over
@@ -215,16 +275,22 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 
 /// Runs `portcullis up` until SIGINT or SIGTERM.
 pub fn up(args: &UpArgs, operator_key: Option<&str>) -> Result<ExitStatus> {
+    // Settings first: a bad file or flag fails before anything starts.
+    let settings = args.settings()?;
     let huge_pages = portcullis_server::process::disable_transparent_huge_pages();
     let runtime = runtime()?;
     // Declared after `runtime`, so it is dropped (flushed) first, while the workers still run.
     let _telemetry = init_telemetry(&runtime, "portcullis")?;
     warn_if_failed(huge_pages);
-    runtime.block_on(run_up(args, credentials(operator_key)?))
+    runtime.block_on(run_up(&settings, credentials(operator_key)?))
 }
 
 /// Runs `portcullis serve ...` until SIGINT or SIGTERM.
 pub fn serve(args: &ServeArgs, operator_key: Option<&str>) -> Result<ExitStatus> {
+    let settings = match &args.service {
+        ServeService::PolicyStore(ps) => ps.settings()?,
+        ServeService::Admission(a) => a.settings()?,
+    };
     let huge_pages = portcullis_server::process::disable_transparent_huge_pages();
     let runtime = runtime()?;
     let service = match &args.service {
@@ -234,8 +300,8 @@ pub fn serve(args: &ServeArgs, operator_key: Option<&str>) -> Result<ExitStatus>
     let _telemetry = init_telemetry(&runtime, service)?;
     warn_if_failed(huge_pages);
     match &args.service {
-        ServeService::PolicyStore(ps) => runtime.block_on(run_policy_store(ps, credentials(operator_key)?)),
-        ServeService::Admission(a) => runtime.block_on(run_admission(a, credentials(operator_key)?)),
+        ServeService::PolicyStore(_) => runtime.block_on(run_policy_store(&settings, credentials(operator_key)?)),
+        ServeService::Admission(_) => runtime.block_on(run_admission(&settings, credentials(operator_key)?)),
     }
 }
 
@@ -265,9 +331,8 @@ fn credentials(operator_key: Option<&str>) -> Result<Credentials> {
     Credentials::new(operator_key, service_token).map_err(anyhow::Error::msg)
 }
 
-async fn run_up(args: &UpArgs, credentials: Credentials) -> Result<ExitStatus> {
-    let admission_options = args.admission.options()?;
-    let webhook = args.admission.webhook(&args.tls)?;
+async fn run_up(settings: &Settings, credentials: Credentials) -> Result<ExitStatus> {
+    let webhook = webhook(settings)?;
     // In one process the services still talk as they would apart; admission calls the store
     // with the service credential, made up here when none is configured.
     let credentials = match credentials.service_token {
@@ -278,31 +343,41 @@ async fn run_up(args: &UpArgs, credentials: Credentials) -> Result<ExitStatus> {
         )
         .map_err(anyhow::Error::msg)?,
     };
-    let data_dir = create_data_dir(&args.data_dir)?;
+    let data_dir = create_data_dir(&settings.up.data_dir)?;
     let database = data_dir.join("portcullis.db");
-    let store = Store::connect_with(&sqlite_url(&database), store_options())
+    let store = Store::connect_with(&sqlite_url(&database), store_options(settings))
         .await
         .with_context(|| format!("opening {}", database.display()))?;
     if let Some(key_file) = bootstrap_default_tenant(&store, &data_dir).await? {
         tracing::info!("created tenant \"default\"; its admin key is in {}", key_file.display());
     }
-    let bus = Bus::memory(BusConfig::embedded()).context("starting the in-process bus")?;
-    let mut config = ServerConfig::new(args.listen, Mode::Embedded);
-    config.tls = args.tls.files();
-    if config.tls.is_none() && !args.listen.ip().is_loopback() {
-        tracing::warn!("listening on {} without TLS: keys travel in plain text", args.listen);
+    let bus = Bus::memory(settings.bus.clone()).context("starting the in-process bus")?;
+    let listen = settings.server.listen;
+    let config = server_config(settings, listen, Mode::Embedded);
+    if config.tls.is_none() && !listen.ip().is_loopback() {
+        tracing::warn!("listening on {listen} without TLS: keys travel in plain text");
     }
-    let server = RunningServer::start(
+    // One address for people: AdmissionService joins the policy store's router. It is
+    // built after the store listens (admission calls the store), so the router holds a slot
+    // filled once admission has started (calls before then get UNAVAILABLE; none come before
+    // the ready line).
+    let admission_slot = AdmissionSlot::default();
+    let slot = admission_slot.clone();
+    let server = RunningServer::start_with(
         store,
         bus.clone(),
         config.clone(),
         credentials.clone(),
-        BackgroundOptions::default(),
+        settings.policy_store.background.clone(),
+        settings.policy_store.cache.clone(),
+        move |router| {
+            router.add_service(slot);
+        },
     )
     .await?;
-    let upstream = upstream(server.url(), None, &credentials)?;
+    let upstream = upstream(server.url(), None, settings, &credentials)?;
     let mut admission_config = config;
-    admission_config.listen = args.admission_listen;
+    admission_config.listen = settings.server.admission_listen;
     let admission = RunningAdmission::start(
         upstream,
         bus,
@@ -310,11 +385,12 @@ async fn run_up(args: &UpArgs, credentials: Credentials) -> Result<ExitStatus> {
         ServeOptions {
             grpc: admission_config,
             webhook,
-            admission: admission_options,
+            admission: settings.admission.clone(),
         },
         Hooks::default(),
     )
     .await?;
+    admission_slot.fill(grpc_service(admission.admission()));
     announce(&format!("portcullis listening on {}", server.url()))?;
     announce(&format!("portcullis admission listening on {}", admission.url()))?;
     if let Some(addr) = admission.webhook_addr() {
@@ -325,8 +401,48 @@ async fn run_up(args: &UpArgs, credentials: Credentials) -> Result<ExitStatus> {
     wait_and_stop_both(server, admission).await
 }
 
+type AdmissionServer = AdmissionServiceServer<AdmissionGrpc>;
+
+/// AdmissionService on `up`'s one address: empty until admission has started.
+#[derive(Clone, Default)]
+struct AdmissionSlot(Arc<OnceLock<AdmissionServer>>);
+
+impl AdmissionSlot {
+    fn fill(&self, service: AdmissionServer) {
+        // Filled once, by `up` only.
+        let _ = self.0.set(service);
+    }
+}
+
+impl NamedService for AdmissionSlot {
+    const NAME: &'static str = <AdmissionServer as NamedService>::NAME;
+}
+
+impl TowerService<http::Request<Body>> for AdmissionSlot {
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, _cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        match self.0.get() {
+            Some(service) => {
+                let mut service = service.clone();
+                Box::pin(async move { service.call(request).await })
+            }
+            None => {
+                let response = tonic::Status::unavailable("the admission service is starting").into_http();
+                Box::pin(async move { Ok(response) })
+            }
+        }
+    }
+}
+
 /// A client of the policy store at `url` with the service credential.
-fn upstream(url: &str, ca: Option<&Path>, credentials: &Credentials) -> Result<Upstream> {
+fn upstream(url: &str, ca: Option<&Path>, settings: &Settings, credentials: &Credentials) -> Result<Upstream> {
     let token = credentials.service_token.as_ref().with_context(|| {
         format!(
             "the admission service calls the policy store with the service credential: set {}",
@@ -341,20 +457,31 @@ fn upstream(url: &str, ca: Option<&Path>, credentials: &Credentials) -> Result<U
         url,
         ca.as_deref(),
         token.expose(),
-        std::time::Duration::from_secs(5),
+        settings.upstream.timeout,
     )?)
 }
 
-async fn run_admission(args: &AdmissionServeArgs, credentials: Credentials) -> Result<ExitStatus> {
-    let mut config = ServerConfig::new(args.listen, Mode::Distributed);
-    config.tls = args.tls.files();
+async fn run_admission(settings: &Settings, credentials: Credentials) -> Result<ExitStatus> {
+    let config = server_config(settings, settings.server.admission_listen, Mode::Distributed);
     config.check()?;
-    let options = args.admission.options()?;
-    let webhook = args.admission.webhook(&args.tls)?;
-    let upstream = upstream(&args.policy_store_url, args.policy_store_ca.as_deref(), &credentials)?;
-    let bus = Bus::connect_nats(&args.nats_url, BusConfig::default())
+    let webhook = webhook(settings)?;
+    let policy_store_url = required(
+        settings.upstream.url.as_ref(),
+        "policy store URL: give --policy-store-url, PORTCULLIS_POLICY_STORE_URL or [upstream] url",
+    )?;
+    let nats_url = required(
+        settings.nats.url.as_ref(),
+        "NATS URL: give --nats-url, PORTCULLIS_NATS_URL or [nats] url",
+    )?;
+    let upstream = upstream(
+        policy_store_url,
+        settings.upstream.ca.as_deref(),
+        settings,
+        &credentials,
+    )?;
+    let bus = Bus::connect_nats(nats_url, settings.bus.clone())
         .await
-        .with_context(|| format!("connecting to NATS at {}", args.nats_url))?;
+        .with_context(|| format!("connecting to NATS at {nats_url}"))?;
     let mut admission = RunningAdmission::start(
         upstream,
         bus,
@@ -362,7 +489,7 @@ async fn run_admission(args: &AdmissionServeArgs, credentials: Credentials) -> R
         ServeOptions {
             grpc: config,
             webhook,
-            admission: options,
+            admission: settings.admission.clone(),
         },
         Hooks::default(),
     )
@@ -386,26 +513,43 @@ async fn run_admission(args: &AdmissionServeArgs, credentials: Credentials) -> R
     }
 }
 
-async fn run_policy_store(args: &PolicyStoreArgs, credentials: Credentials) -> Result<ExitStatus> {
-    let mut config = ServerConfig::new(args.listen, Mode::Distributed);
-    config.tls = args.tls.files();
+async fn run_policy_store(settings: &Settings, credentials: Credentials) -> Result<ExitStatus> {
+    let config = server_config(settings, settings.server.listen, Mode::Distributed);
     // Before connecting anywhere: a refused listener should fail fast.
     config.check()?;
-    let store = Store::connect_with(&args.database_url, store_options())
+    let database_url = required(
+        settings.policy_store.database_url.as_ref(),
+        "database URL: give --database-url, PORTCULLIS_DATABASE_URL or [policy_store] database_url",
+    )?;
+    let nats_url = required(
+        settings.nats.url.as_ref(),
+        "NATS URL: give --nats-url, PORTCULLIS_NATS_URL or [nats] url",
+    )?;
+    let store = Store::connect_with(database_url, store_options(settings))
         .await
         .context("opening the database")?;
-    let bus = Bus::connect_nats(&args.nats_url, BusConfig::default())
+    let bus = Bus::connect_nats(nats_url, settings.bus.clone())
         .await
-        .with_context(|| format!("connecting to NATS at {}", args.nats_url))?;
-    let server = RunningServer::start(store, bus, config, credentials, BackgroundOptions::default()).await?;
+        .with_context(|| format!("connecting to NATS at {nats_url}"))?;
+    let server = RunningServer::start_with(
+        store,
+        bus,
+        config,
+        credentials,
+        settings.policy_store.background.clone(),
+        settings.policy_store.cache.clone(),
+        |_| {},
+    )
+    .await?;
     announce(&format!("portcullis policy-store listening on {}", server.url()))?;
     wait_and_stop(server).await
 }
 
-fn store_options() -> StoreOptions {
+/// The pool settings, with this process's `producer` (not a setting: it names the process).
+fn store_options(settings: &Settings) -> StoreOptions {
     StoreOptions {
         producer: format!("policy-store/{}", std::process::id()),
-        ..StoreOptions::default()
+        ..settings.store.clone()
     }
 }
 

@@ -153,12 +153,7 @@ impl Up {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let out = cmd.output().expect("run portcullis");
-        let run = Run {
-            code: out.status.code(),
-            stdout: String::from_utf8(out.stdout).expect("stdout is UTF-8"),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        };
+        let run = Run::from(cmd.output().expect("run portcullis"));
         run.assert_no_panic();
         run
     }
@@ -530,6 +525,21 @@ fn https_with_a_self_signed_certificate_and_ca_cert() {
     );
 }
 
+/// A Pod AdmissionReview with or without hostNetwork.
+fn pod_review(uid: &str, host_network: bool) -> String {
+    serde_json::json!({
+        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {
+            "uid": uid, "operation": "CREATE", "namespace": "apps",
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "object": {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web"},
+                       "spec": {"hostNetwork": host_network, "containers": [{"name": "app", "image": "nginx:1.27"}]}}
+        }
+    })
+    .to_string()
+}
+
 #[test]
 fn review_prints_the_response_and_exits_by_the_verdict() {
     let up = Up::start();
@@ -542,19 +552,7 @@ fn review_prints_the_response_and_exits_by_the_verdict() {
     up.ok(&["policy", "apply", "-f", policy.to_str().unwrap()]);
     let created = up.ok(&["cluster", "create", "review-cluster", "--policy", "reviewTest"]);
     let connector_key = secret_alone(&created);
-    let review = |host_network: bool| {
-        serde_json::json!({
-            "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-            "request": {
-                "uid": format!("uid-{host_network}"), "operation": "CREATE", "namespace": "apps",
-                "kind": {"group": "", "version": "v1", "kind": "Pod"},
-                "resource": {"group": "", "version": "v1", "resource": "pods"},
-                "object": {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web"},
-                           "spec": {"hostNetwork": host_network, "containers": [{"name": "app", "image": "nginx:1.27"}]}}
-            }
-        })
-        .to_string()
-    };
+    let review = |host_network: bool| pod_review(&format!("uid-{host_network}"), host_network);
     let (denied_file, allowed_file, bad_file) = (
         up.dir.path("denied.json"),
         up.dir.path("allowed.json"),
@@ -602,4 +600,33 @@ fn review_prints_the_response_and_exits_by_the_verdict() {
     );
     assert_eq!(admin.code, Some(2));
     assert!(admin.stderr.contains("may not call Review"), "{}", admin.stderr);
+}
+
+/// One address for people: in `up`, every service answers on `--listen`, AdmissionService
+/// included, so `review` needs only the `--server` every other command uses.
+#[test]
+fn review_needs_only_the_one_listen_address() {
+    let up = Up::start();
+    assert_ne!(up.url, up.admission_url);
+    let policy = up.dir.path("policy.json");
+    std::fs::write(
+        &policy,
+        r#"{"name":"oneAddress","default":{"rules":[{"type":"podSecurityContext","action":"block","statement":{"properties":[{"key":"hostNetwork","value":"true"}]}}]}}"#,
+    )
+    .unwrap();
+    up.ok(&["policy", "apply", "-f", policy.to_str().unwrap()]);
+    let created = up.ok(&["cluster", "create", "one-address", "--policy", "oneAddress"]);
+    let connector_key = secret_alone(&created);
+    let file = up.dir.path("review.json");
+    std::fs::write(&file, pod_review("uid-one", true)).unwrap();
+    let denied = up.run_at(
+        &up.url,
+        Some(&connector_key),
+        &[],
+        &["review", "-f", file.to_str().unwrap()],
+    );
+    assert_eq!(denied.code, Some(1), "{}", denied.stderr);
+    let answer: Value = serde_json::from_str(&denied.stdout).unwrap();
+    assert_eq!(answer["response"]["uid"], "uid-one");
+    assert_eq!(answer["response"]["allowed"], false);
 }

@@ -129,6 +129,33 @@ pub async fn follow<E, G>(
         .await;
 }
 
+/// How a follower retries and when an outage counts as a gap (a settings section of each
+/// service that follows the bus).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FollowOptions {
+    /// The first wait between subscription attempts; doubled per failure.
+    #[serde(with = "humantime_serde")]
+    pub retry_min: Duration,
+    /// The longest wait between subscription attempts.
+    #[serde(with = "humantime_serde")]
+    pub retry_max: Duration,
+    /// How long without a subscription counts as a gap ([`Gap::Outage`]).
+    #[serde(with = "humantime_serde")]
+    pub outage_gap: Duration,
+}
+
+impl Default for FollowOptions {
+    /// 100 ms doubling up to 5 s; an outage longer than 5 s is a gap.
+    fn default() -> FollowOptions {
+        FollowOptions {
+            retry_min: Duration::from_millis(100),
+            retry_max: Duration::from_secs(5),
+            outage_gap: Duration::from_secs(5),
+        }
+    }
+}
+
 /// A follower being set up; [`Follower::run`] follows.
 #[derive(Debug, Clone)]
 pub struct Follower {
@@ -144,14 +171,22 @@ impl Follower {
     /// Follows `filter` on `bus`, from now; retries after 100 ms doubling up to 5 s; an
     /// outage longer than 5 s is a gap.
     pub fn new(bus: Bus, filter: TopicFilter) -> Follower {
+        let defaults = FollowOptions::default();
         Follower {
             bus,
             filter,
             start_after: None,
-            retry_min: Duration::from_millis(100),
-            retry_max: Duration::from_secs(5),
-            outage_gap: Duration::from_secs(5),
+            retry_min: defaults.retry_min,
+            retry_max: defaults.retry_max,
+            outage_gap: defaults.outage_gap,
         }
+    }
+
+    /// Retries and the outage bound from `options`.
+    #[must_use]
+    pub fn options(self, options: &FollowOptions) -> Follower {
+        self.retry(options.retry_min, options.retry_max)
+            .outage_gap(options.outage_gap)
     }
 
     /// Starts right after `sequence`: what `Bus::last_sequence` returned when the snapshot

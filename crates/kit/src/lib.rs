@@ -5,9 +5,10 @@ pub mod cache;
 pub mod client;
 pub mod follow;
 pub mod lifecycle;
+pub mod settings;
 pub mod trace;
 
 pub use client::{ClientConfig, Credential, Trust};
-pub use follow::{FollowHandler, FollowedEvent, Follower, Gap, follow};
+pub use follow::{FollowHandler, FollowOptions, FollowedEvent, Follower, Gap, follow};
 pub use lifecycle::{Lifecycle, Stopped, shutdown_signal};
 pub use trace::Traced;

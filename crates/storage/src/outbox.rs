@@ -82,18 +82,23 @@ impl<S: EventSink + ?Sized> EventSink for std::sync::Arc<S> {
 }
 
 /// How the relay paces itself.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct RelayConfig {
     /// Rows claimed per batch.
     pub batch_size: u64,
     /// How often the relay looks for rows without being woken (commits of other processes
     /// do not wake it).
+    #[serde(with = "humantime_serde")]
     pub poll_interval: Duration,
     /// The first wait after a failure.
+    #[serde(with = "humantime_serde")]
     pub min_backoff: Duration,
     /// The longest wait after failures.
+    #[serde(with = "humantime_serde")]
     pub max_backoff: Duration,
     /// How long one publish may take before it counts as failed.
+    #[serde(with = "humantime_serde")]
     pub publish_timeout: Duration,
 }
 

@@ -36,15 +36,19 @@ pub enum Backend {
 }
 
 /// How to open the store.
-#[derive(Clone)]
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct StoreOptions {
     /// Where the store reads the time.
+    #[serde(skip)]
     pub clock: Arc<dyn Clock>,
     /// The envelope's `producer`, e.g. `policy-store/3`.
+    #[serde(skip)]
     pub producer: String,
     /// The pool size; default 10 for PostgreSQL, 4 for SQLite.
     pub max_connections: Option<u32>,
     /// How long a SQLite writer waits for the write lock.
+    #[serde(with = "humantime_serde")]
     pub sqlite_busy_timeout: Duration,
 }
 

@@ -57,7 +57,8 @@ pub const DEFAULT_PRODUCER: &str = "admission";
 const WARN_EVERY: Duration = Duration::from_secs(5);
 
 /// Settings of the decision event publisher.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct DecisionEventsConfig {
     /// Decisions that may wait in the queue; beyond it they are dropped and counted.
     pub capacity: usize,
@@ -65,10 +66,13 @@ pub struct DecisionEventsConfig {
     pub batch: usize,
     /// How long the task waits for a batch to fill once it has one event; zero publishes
     /// whatever is queued at once.
+    #[serde(with = "humantime_serde")]
     pub linger: Duration,
     /// Delay before the first retry of events whose publish failed; doubled per failed round.
+    #[serde(with = "humantime_serde")]
     pub retry_initial: Duration,
     /// Longest delay between retries.
+    #[serde(with = "humantime_serde")]
     pub retry_max: Duration,
     /// The envelopes' `producer`, e.g. `admission/2` for a replica.
     pub producer: String,

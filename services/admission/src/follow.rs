@@ -62,7 +62,8 @@ impl Admission {
     /// from now, resynchronising once).
     pub async fn follow(&self, bus: Bus, start_after: Option<u64>, stop: CancellationToken) {
         let handler = CacheFollower(self.clone());
-        let mut follower = Follower::new(bus, TopicFilter::topics(FOLLOWED_TOPICS));
+        let mut follower =
+            Follower::new(bus, TopicFilter::topics(FOLLOWED_TOPICS)).options(&self.inner.options.follower);
         if let Some(sequence) = start_after {
             follower = follower.start_after(sequence);
         }

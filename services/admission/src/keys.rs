@@ -27,11 +27,14 @@ use crate::metrics::{AdmissionMetrics, CacheKind};
 use crate::upstream::Upstream;
 
 /// Sizing and timing of the key cache.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct KeyCacheOptions {
     /// How long an introspection is trusted.
+    #[serde(with = "humantime_serde")]
     pub ttl: Duration,
     /// How old an answer may be and still serve while the policy store is unreachable.
+    #[serde(with = "humantime_serde")]
     pub max_stale: Duration,
     /// At most this many keys; beyond it the oldest answers are dropped.
     pub max_entries: usize,

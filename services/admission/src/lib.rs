@@ -50,15 +50,20 @@ use crate::scans::{ScanCache, ScanCacheOptions};
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Deadlines, limits and cache sizing.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct AdmissionOptions {
     /// How long a review waits for its cluster's policy on a cache miss.
+    #[serde(with = "humantime_serde")]
     pub policy_deadline: Duration,
     /// How long a review waits for scan summaries it does not hold.
+    #[serde(with = "humantime_serde")]
     pub scan_deadline: Duration,
     /// How long the digest resolution stage may take.
+    #[serde(with = "humantime_serde")]
     pub digest_deadline: Duration,
     /// How long the signature stage may take.
+    #[serde(with = "humantime_serde")]
     pub signature_deadline: Duration,
     /// What a cluster whose policy cannot be had at all gets (we know nothing of its own
     /// failure mode then): fail-open, as the engine's default.
@@ -73,6 +78,17 @@ pub struct AdmissionOptions {
     pub scan_cache: ScanCacheOptions,
     /// The key cache.
     pub key_cache: KeyCacheOptions,
+    /// The follower of the policy store's events: retries and the outage bound.
+    pub follower: portcullis_kit::FollowOptions,
+    /// How often cached policies older than their refresh interval are re-checked.
+    #[serde(with = "humantime_serde")]
+    pub sweep_interval: Duration,
+    /// How long reviews in flight and background tasks may take to finish at shutdown.
+    #[serde(with = "humantime_serde")]
+    pub drain_deadline: Duration,
+    /// How long the final flush of decision events may take at shutdown.
+    #[serde(with = "humantime_serde")]
+    pub flush_timeout: Duration,
 }
 
 impl Default for AdmissionOptions {
@@ -88,6 +104,10 @@ impl Default for AdmissionOptions {
             policy_cache: PolicyCacheOptions::default(),
             scan_cache: ScanCacheOptions::default(),
             key_cache: KeyCacheOptions::default(),
+            follower: portcullis_kit::FollowOptions::default(),
+            sweep_interval: Duration::from_secs(5),
+            drain_deadline: Duration::from_secs(30),
+            flush_timeout: Duration::from_secs(5),
         }
     }
 }

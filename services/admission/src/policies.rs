@@ -93,13 +93,16 @@ impl From<LoadAborted> for PolicyFetchError {
 }
 
 /// Sizing and timing of the policy cache.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct PolicyCacheOptions {
     /// An entry older than this is fetched again (in the background) on its next use.
+    #[serde(with = "humantime_serde")]
     pub refresh_after: Duration,
     /// At most this many clusters.
     pub max_entries: usize,
     /// A cluster no review has used for this long is forgotten rather than re-checked.
+    #[serde(with = "humantime_serde")]
     pub idle_after: Duration,
 }
 

@@ -36,7 +36,8 @@ pub const DEFAULT_BURST: u32 = 2000;
 pub const DEFAULT_MAX_TENANTS: usize = 10_000;
 
 /// One tenant's limit: a sustained rate and a burst.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TenantLimit {
     /// Sustained reviews per second; `0` means unlimited (no bucket is kept).
     pub per_second: f64,
@@ -134,7 +135,8 @@ pub struct RateLimitConfigError {
 }
 
 /// Rate limits of Review per tenant.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct RateLimitConfig {
     /// The limit of every tenant without an override; [`TenantLimit::UNLIMITED`] turns
     /// limiting off.

@@ -21,14 +21,11 @@ use crate::{Admission, AdmissionOptions, Hooks, Upstream};
 /// the service's own `InvalidArgument` naming the limit rather than a transport error.
 const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 
-/// How often cached policies older than their refresh interval are re-checked.
-const SWEEP_INTERVAL: Duration = Duration::from_secs(5);
-
-/// How long reviews in flight and background tasks may take to finish at shutdown.
-const DRAIN_DEADLINE: Duration = Duration::from_secs(30);
-
-/// How long the final flush of decision events may take at shutdown.
-const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+/// `AdmissionService` over `admission`, as this server adds it (also to another server's
+/// router: `up` serves it on its one address too).
+pub fn grpc_service(admission: &Admission) -> AdmissionServiceServer<AdmissionGrpc> {
+    AdmissionServiceServer::new(AdmissionGrpc::new(admission.clone())).max_decoding_message_size(MAX_MESSAGE_BYTES)
+}
 
 /// How to run an admission server.
 #[derive(Debug, Clone)]
@@ -52,6 +49,8 @@ pub struct RunningAdmission {
     lifecycle: Lifecycle,
     /// Taken by the final flush: later waits return the default counters.
     publisher: Option<PublisherTask>,
+    /// How long the final flush may take.
+    flush_timeout: Duration,
 }
 
 impl RunningAdmission {
@@ -81,10 +80,7 @@ impl RunningAdmission {
             table: PermissionTable::standard(),
         };
         let mut server = GrpcServer::new(options.grpc.clone(), auth);
-        server.add_service(
-            AdmissionServiceServer::new(AdmissionGrpc::new(admission.clone()))
-                .max_decoding_message_size(MAX_MESSAGE_BYTES),
-        );
+        server.add_service(grpc_service(&admission));
         let bound = server.bind().await?;
         let addr = bound.local_addr();
         let url = bound.url();
@@ -98,7 +94,8 @@ impl RunningAdmission {
         };
         let webhook_addr = webhook.as_ref().map(|w| w.local_addr());
 
-        let lifecycle = Lifecycle::new(DRAIN_DEADLINE);
+        let lifecycle = Lifecycle::new(options.admission.drain_deadline);
+        let sweep_interval = options.admission.sweep_interval;
         let follower = admission.clone();
         lifecycle.spawn("event follower", |stop| async move {
             follower.follow(bus, snapshot, stop).await;
@@ -108,7 +105,7 @@ impl RunningAdmission {
             loop {
                 tokio::select! {
                     () = stop.cancelled() => return,
-                    () = tokio::time::sleep(SWEEP_INTERVAL) => sweeper.policies().refresh_stale(),
+                    () = tokio::time::sleep(sweep_interval) => sweeper.policies().refresh_stale(),
                 }
             }
         });
@@ -128,6 +125,7 @@ impl RunningAdmission {
             admission,
             lifecycle,
             publisher: Some(publisher),
+            flush_timeout: options.admission.flush_timeout,
         })
     }
 
@@ -167,7 +165,7 @@ impl RunningAdmission {
             return Ok(DecisionEventStats::default());
         };
         // After the drain no review can queue events any more: this flush is final.
-        let stats = publisher.shutdown(FLUSH_TIMEOUT).await;
+        let stats = publisher.shutdown(self.flush_timeout).await;
         stopped.result().map_err(ServerError::Config)?;
         Ok(stats)
     }

@@ -67,9 +67,11 @@ impl Entry {
 }
 
 /// Sizing and timing of the scan cache.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct ScanCacheOptions {
     /// An entry older than this is fetched again (in the background) on its next use.
+    #[serde(with = "humantime_serde")]
     pub refresh_after: Duration,
     /// At most this many digests in all tenants.
     pub max_entries: usize,

@@ -45,13 +45,16 @@ use tonic::{Code, Status};
 pub const MAX_TTL: Duration = Duration::from_secs(30);
 
 /// Sizes and lifetimes of the caches.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct CacheOptions {
     /// How long a key's introspection is served; at most [`MAX_TTL`] (longer is cut to
     /// it); zero turns the key cache off.
+    #[serde(with = "humantime_serde")]
     pub key_ttl: Duration,
     /// How long a cluster's effective policy is served; at most [`MAX_TTL`]; zero turns
     /// the cache off.
+    #[serde(with = "humantime_serde")]
     pub effective_ttl: Duration,
     /// Most keys kept.
     pub max_keys: usize,

@@ -167,11 +167,14 @@ impl PolicyStore {
     /// [`PolicyStore::start_background`] on `lifecycle` (which a server shares).
     pub(crate) fn start_background_on(&self, lifecycle: Lifecycle, bus: Bus, options: BackgroundOptions) -> Background {
         let caches = self.caches.clone();
+        let follow = options.follower;
         lifecycle.spawn("cache follower", |stop| {
             let filter = TopicFilter::topics([Topic::ApiKeyRevoked, Topic::ClusterChanged, Topic::PolicyChanged]);
             // No snapshot sequence: the caches fill lazily, so the follower's own start is
             // a gap (entries filled before it may predate a change it will never report).
-            Follower::new(bus.clone(), filter).run(CacheFollower(caches), stop)
+            Follower::new(bus.clone(), filter)
+                .options(&follow)
+                .run(CacheFollower(caches), stop)
         });
         let relay = Arc::new(OutboxRelay::with_config(
             self.store.clone(),
@@ -226,15 +229,21 @@ impl FollowHandler for CacheFollower {
 }
 
 /// Pacing of the background tasks.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct BackgroundOptions {
     /// The outbox relay's pacing.
     pub relay: RelayConfig,
+    /// The cache follower: retries and the outage bound.
+    pub follower: portcullis_kit::FollowOptions,
     /// How often rotated connector keys past their grace period are revoked.
+    #[serde(with = "humantime_serde")]
     pub sweep_interval: Duration,
     /// How long the final outbox flush at shutdown may take.
+    #[serde(with = "humantime_serde")]
     pub flush_timeout: Duration,
     /// How long calls in flight and background tasks may take to finish at shutdown.
+    #[serde(with = "humantime_serde")]
     pub drain_deadline: Duration,
 }
 
@@ -242,6 +251,7 @@ impl Default for BackgroundOptions {
     fn default() -> BackgroundOptions {
         BackgroundOptions {
             relay: RelayConfig::default(),
+            follower: portcullis_kit::FollowOptions::default(),
             sweep_interval: Duration::from_secs(60),
             flush_timeout: Duration::from_secs(15),
             drain_deadline: Duration::from_secs(30),

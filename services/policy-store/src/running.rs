@@ -9,6 +9,7 @@ use portcullis_kit::lifecycle::Lifecycle;
 use portcullis_server::{Credentials, GrpcServer, ServerConfig, ServerError};
 use portcullis_storage::Store;
 
+use crate::cache::CacheOptions;
 use crate::{Background, BackgroundOptions, PolicyStore};
 
 /// A running server. Dropping it without [`RunningServer::stop`] stops it without
@@ -32,9 +33,33 @@ impl RunningServer {
         credentials: Credentials,
         background: BackgroundOptions,
     ) -> Result<RunningServer, ServerError> {
-        let service = PolicyStore::new(store);
+        RunningServer::start_with(
+            store,
+            bus,
+            config,
+            credentials,
+            background,
+            CacheOptions::default(),
+            |_| {},
+        )
+        .await
+    }
+
+    /// [`RunningServer::start`] with these cache sizes and lifetimes and more services on
+    /// the same listener (`add`): `up` serves the admission service on the one address too.
+    pub async fn start_with(
+        store: Store,
+        bus: Bus,
+        config: ServerConfig,
+        credentials: Credentials,
+        background: BackgroundOptions,
+        caches: CacheOptions,
+        add: impl FnOnce(&mut GrpcServer),
+    ) -> Result<RunningServer, ServerError> {
+        let service = PolicyStore::with_cache_options(store, caches);
         let mut server = GrpcServer::new(config, service.auth_state(credentials));
         service.register(&mut server);
+        add(&mut server);
         let bound = server.bind().await?;
         let addr = bound.local_addr();
         let url = bound.url();

@@ -62,6 +62,16 @@ impl Run {
     }
 }
 
+impl From<std::process::Output> for Run {
+    fn from(out: std::process::Output) -> Run {
+        Run {
+            code: out.status.code(),
+            stdout: String::from_utf8(out.stdout).expect("stdout is UTF-8"),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
 /// Runs `portcullis ARGS` with no standard input.
 pub fn portcullis<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Run {
     run_with(args, None, &[])
@@ -96,11 +106,7 @@ pub fn run_with<S: AsRef<std::ffi::OsStr>>(args: &[S], input: Option<Vec<u8>>, e
     if let Some(w) = writer {
         w.join().expect("stdin writer");
     }
-    Run {
-        code: out.status.code(),
-        stdout: String::from_utf8(out.stdout).expect("stdout is UTF-8"),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    Run::from(out)
 }
 
 /// A temporary directory, removed when dropped.

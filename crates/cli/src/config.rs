@@ -1,0 +1,444 @@
+//! The settings of `up` and `serve <service>` (one section per service and per shared
+//! concern, each the service's own option struct), read through the kit's one scheme: the
+//! TOML file (`--config FILE` or `PORTCULLIS_CONFIG`), then `PORTCULLIS_<SECTION>__<KEY>`
+//! variables, then flags. `portcullis config check FILE` and `portcullis config print`.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand, ValueEnum};
+use portcullis_admission::AdmissionOptions;
+use portcullis_bus::BusConfig;
+use portcullis_kit::settings::{Environment, Flags, Layers, SettingsError, config_file};
+use portcullis_policy_store::BackgroundOptions;
+use portcullis_policy_store::cache::CacheOptions;
+use portcullis_storage::StoreOptions;
+use serde::{Deserialize, Serialize};
+
+use crate::ExitStatus;
+
+/// Every setting of every service. A service reads the sections it uses
+/// ([`Service::sections`]); `config print --service S` shows those.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// The gRPC listeners.
+    pub server: ServerSettings,
+    /// `portcullis up` only.
+    pub up: UpSettings,
+    /// The event bus: stream limits, deadlines, queues (embedded and NATS).
+    pub bus: BusConfig,
+    /// NATS, in distributed mode.
+    pub nats: NatsSettings,
+    /// The database pool.
+    pub store: StoreOptions,
+    /// The policy store service.
+    pub policy_store: PolicyStoreSettings,
+    /// The admission service: deadlines, rate limits, caches, decision events.
+    pub admission: AdmissionOptions,
+    /// The admission service's client of the policy store (distributed mode).
+    pub upstream: UpstreamSettings,
+    /// The admission service's Kubernetes webhook.
+    pub webhook: WebhookSettings,
+}
+
+/// The gRPC listeners.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerSettings {
+    /// The one address for people: every service of `up`, the policy store of `serve
+    /// policy-store` (`--listen`, `PORTCULLIS_LISTEN` for `serve policy-store`).
+    pub listen: SocketAddr,
+    /// The admission service's own listener for connectors: `up --admission-listen`, `serve
+    /// admission --listen` (`PORTCULLIS_LISTEN` for `serve admission`).
+    pub admission_listen: SocketAddr,
+    /// PEM certificate chain; with `tls_key`, every listener serves TLS
+    /// (`--tls-cert`, `PORTCULLIS_TLS_CERT`).
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert` (`--tls-key`, `PORTCULLIS_TLS_KEY`).
+    pub tls_key: Option<PathBuf>,
+    /// The longest any call may take (a client's shorter deadline wins).
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+}
+
+impl Default for ServerSettings {
+    fn default() -> ServerSettings {
+        ServerSettings {
+            listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            admission_listen: SocketAddr::from(([127, 0, 0, 1], 50052)),
+            tls_cert: None,
+            tls_key: None,
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// `portcullis up` only.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UpSettings {
+    /// Where the SQLite database and the bootstrap admin key live (`--data-dir`).
+    pub data_dir: PathBuf,
+}
+
+impl Default for UpSettings {
+    fn default() -> UpSettings {
+        UpSettings {
+            data_dir: PathBuf::from("./portcullis-data"),
+        }
+    }
+}
+
+/// NATS, in distributed mode.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NatsSettings {
+    /// NATS URL, JetStream enabled, e.g. `nats://host:4222` (`--nats-url`,
+    /// `PORTCULLIS_NATS_URL`); required by `serve`.
+    pub url: Option<String>,
+}
+
+/// The policy store service.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PolicyStoreSettings {
+    /// PostgreSQL URL (`--database-url`, `PORTCULLIS_DATABASE_URL`); required by `serve
+    /// policy-store`. Its password is redacted by `config print`.
+    pub database_url: Option<String>,
+    /// The key and effective-policy caches (lifetimes at most 30 s, ARCHITECTURE.md).
+    pub cache: CacheOptions,
+    /// The outbox relay, the key sweep, the drain at shutdown.
+    pub background: BackgroundOptions,
+}
+
+/// The admission service's client of the policy store.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UpstreamSettings {
+    /// The policy store, e.g. `https://policy-store:50051` (`--policy-store-url`,
+    /// `PORTCULLIS_POLICY_STORE_URL`); required by `serve admission`.
+    pub url: Option<String>,
+    /// CA certificate(s), PEM, for an https policy store (`--policy-store-ca`,
+    /// `PORTCULLIS_POLICY_STORE_CA`).
+    pub ca: Option<PathBuf>,
+    /// The deadline of each call to the policy store.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl Default for UpstreamSettings {
+    fn default() -> UpstreamSettings {
+        UpstreamSettings {
+            url: None,
+            ca: None,
+            timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The admission service's Kubernetes webhook.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhookSettings {
+    /// Serve `POST /validate/{cluster}` over HTTPS here, with the server's TLS files
+    /// (`--webhook-listen`, `PORTCULLIS_WEBHOOK_LISTEN`); off when unset.
+    pub listen: Option<SocketAddr>,
+}
+
+/// Which settings: those of `up` or of one service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Service {
+    /// `portcullis up`: every service in one process.
+    Up,
+    /// `portcullis serve policy-store`.
+    PolicyStore,
+    /// `portcullis serve admission`.
+    Admission,
+    /// Every section (the defaults of distributed mode).
+    All,
+}
+
+const ALL_SECTIONS: &[&str] = &[
+    "server",
+    "up",
+    "bus",
+    "nats",
+    "store",
+    "policy_store",
+    "admission",
+    "upstream",
+    "webhook",
+];
+
+impl Service {
+    /// The sections this service reads.
+    pub fn sections(self) -> &'static [&'static str] {
+        match self {
+            Service::Up => &["server", "up", "bus", "store", "policy_store", "admission", "webhook"],
+            Service::PolicyStore => &["server", "bus", "nats", "store", "policy_store"],
+            Service::Admission => &["server", "bus", "nats", "admission", "upstream", "webhook"],
+            Service::All => ALL_SECTIONS,
+        }
+    }
+
+    /// The defaults: the option structs' own, with the in-process bus's memory-sized stream
+    /// limits for `up`.
+    pub fn defaults(self) -> Settings {
+        let mut settings = Settings::default();
+        if self == Service::Up {
+            settings.bus = BusConfig::embedded();
+        }
+        settings
+    }
+
+    /// The environment with the single-name variables of the earlier flags read as keys.
+    fn environment(self, env: Environment) -> Environment {
+        let env = env
+            .alias("PORTCULLIS_TLS_CERT", "server.tls_cert")
+            .alias("PORTCULLIS_TLS_KEY", "server.tls_key")
+            .alias("PORTCULLIS_WEBHOOK_LISTEN", "webhook.listen")
+            .alias("PORTCULLIS_NATS_URL", "nats.url")
+            .alias("PORTCULLIS_DATABASE_URL", "policy_store.database_url")
+            .alias("PORTCULLIS_POLICY_STORE_URL", "upstream.url")
+            .alias("PORTCULLIS_POLICY_STORE_CA", "upstream.ca");
+        match self {
+            Service::PolicyStore => env.alias("PORTCULLIS_LISTEN", "server.listen"),
+            Service::Admission => env.alias("PORTCULLIS_LISTEN", "server.admission_listen"),
+            Service::Up | Service::All => env,
+        }
+    }
+}
+
+impl Settings {
+    /// `service`'s settings: its defaults, the file (`config`, else `PORTCULLIS_CONFIG`),
+    /// the process's `PORTCULLIS_*` variables, then `flags`; checked.
+    pub fn load(service: Service, config: Option<&Path>, flags: &Flags) -> Result<Settings> {
+        Settings::load_from(service, config, Environment::process(), flags)
+    }
+
+    fn load_from(service: Service, config: Option<&Path>, env: Environment, flags: &Flags) -> Result<Settings> {
+        let file = config_file(config, &env);
+        let env = service.environment(env);
+        let settings = Layers {
+            defaults: service.defaults(),
+            file: file.as_deref(),
+            env: &env,
+            flags,
+        }
+        .load(ALL_SECTIONS)
+        .and_then(Settings::checked)
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .context("reading the settings")?;
+        Ok(settings)
+    }
+
+    /// The checks of values serde cannot make (rates, queue sizes, durations that must not
+    /// be zero), each naming its key.
+    fn checked(self) -> Result<Settings, SettingsError> {
+        let mut problems = Vec::new();
+        if let Err(e) = self.bus.validate() {
+            problems.push(format!("bus: {e}"));
+        }
+        if let Err(e) = self.admission.rate_limit.validate() {
+            problems.push(format!("admission.rate_limit: {e}"));
+        }
+        if let Err(e) = self.admission.events.validate() {
+            problems.push(format!("admission.events: {e}"));
+        }
+        if self.server.tls_cert.is_some() != self.server.tls_key.is_some() {
+            problems.push("server: tls_cert and tls_key go together: give both or neither".to_owned());
+        }
+        if problems.is_empty() {
+            Ok(self)
+        } else {
+            Err(SettingsError { problems })
+        }
+    }
+
+    /// The listeners' TLS files, when both are given.
+    pub fn tls(&self) -> Option<portcullis_server::TlsFiles> {
+        match (&self.server.tls_cert, &self.server.tls_key) {
+            (Some(cert), Some(key)) => Some(portcullis_server::TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            _ => None,
+        }
+    }
+
+    /// The settings of `service` as TOML, secrets redacted.
+    pub fn to_toml(&self, service: Service) -> Result<String> {
+        let mut redacted = self.clone();
+        if let Some(url) = &mut redacted.policy_store.database_url {
+            *url = redact_password(url);
+        }
+        if let Some(url) = &mut redacted.nats.url {
+            *url = redact_password(url);
+        }
+        let value = toml::Table::try_from(&redacted).context("printing the settings")?;
+        let sections = service.sections();
+        let table: toml::Table = value
+            .into_iter()
+            .filter(|(key, _)| sections.contains(&key.as_str()))
+            .collect();
+        toml::to_string(&table).context("printing the settings")
+    }
+}
+
+/// `scheme://user:password@host` with the password replaced by `<redacted>`.
+fn redact_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let Some((userinfo, host)) = authority.rsplit_once('@') else {
+        return url.to_owned();
+    };
+    match userinfo.split_once(':') {
+        Some((user, _password)) => format!("{scheme}://{user}:<redacted>@{host}{tail}"),
+        None => url.to_owned(),
+    }
+}
+
+/// `portcullis config`.
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    #[command(subcommand)]
+    command: ConfigCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Checks a settings file: exit 0 when good; an unknown setting or a bad value exits 2,
+    /// naming the file and the key (`FILE: key.path: message` on stderr).
+    Check {
+        /// The settings file (TOML).
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+    /// Prints the effective settings (TOML) of `up` or of one service: the defaults, the file
+    /// (--config or PORTCULLIS_CONFIG) and the PORTCULLIS_* variables; secrets redacted.
+    Print {
+        /// Whose settings.
+        #[arg(long, value_enum, default_value = "up")]
+        service: Service,
+        /// The settings file (else PORTCULLIS_CONFIG).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// The defaults only (no file, no environment).
+        #[arg(long, conflicts_with = "config")]
+        defaults: bool,
+    },
+}
+
+/// Runs `portcullis config ...`.
+pub fn run(args: &ConfigArgs, operator_key: Option<&str>) -> Result<ExitStatus> {
+    match &args.command {
+        ConfigCommand::Check { file } => Ok(check(file)),
+        ConfigCommand::Print {
+            service,
+            config,
+            defaults,
+        } => {
+            let settings = if *defaults {
+                service.defaults()
+            } else {
+                match Settings::load(*service, config.as_deref(), &Flags::new()) {
+                    Ok(settings) => settings,
+                    Err(e) => {
+                        eprintln!("{e:#}");
+                        return Ok(ExitStatus::Invalid);
+                    }
+                }
+            };
+            let mut out = std::io::stdout().lock();
+            write!(out, "{}", settings.to_toml(*service)?)?;
+            if !*defaults {
+                write!(out, "{}", secrets(operator_key))?;
+            }
+            Ok(ExitStatus::Ok)
+        }
+    }
+}
+
+/// The secrets a server reads that are not settings: named, never shown.
+fn secrets(operator_key: Option<&str>) -> String {
+    let state = |set: bool| if set { "set, <redacted>" } else { "not set" };
+    let operator = operator_key.is_some_and(|k| !k.is_empty());
+    let token = std::env::var(portcullis_server::auth::SERVICE_TOKEN_ENV).is_ok_and(|v| !v.is_empty());
+    format!(
+        "\n# Secrets (not settings; read from their own flag or variable, never printed):\n\
+         # operator key (--operator-key, PORTCULLIS_OPERATOR_KEY): {}\n\
+         # service token ({}): {}\n",
+        state(operator),
+        portcullis_server::auth::SERVICE_TOKEN_ENV,
+        state(token),
+    )
+}
+
+/// `config check FILE`: the file alone over the defaults of every section.
+fn check(file: &Path) -> ExitStatus {
+    let result = portcullis_kit::settings::check_file(Service::All.defaults(), file).and_then(Settings::checked);
+    match result {
+        Ok(_) => {
+            println!("{}: valid settings", file.display());
+            ExitStatus::Ok
+        }
+        Err(e) => {
+            let shown = file.display().to_string();
+            for problem in &e.problems {
+                // Problems found after reading (value checks) do not name the file yet.
+                if problem.starts_with(&shown) {
+                    eprintln!("{problem}");
+                } else {
+                    eprintln!("{shown}: {problem}");
+                }
+            }
+            ExitStatus::Invalid
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+
+    #[test]
+    fn passwords_in_urls_are_redacted() {
+        assert_eq!(
+            redact_password("postgres://app:s3cret@db:5432/portcullis?sslmode=require"),
+            "postgres://app:<redacted>@db:5432/portcullis?sslmode=require"
+        );
+        assert_eq!(redact_password("postgres://app@db/p"), "postgres://app@db/p");
+        assert_eq!(redact_password("nats://host:4222"), "nats://host:4222");
+    }
+
+    #[test]
+    fn every_service_reads_its_flags_over_file_and_env() {
+        let env = Environment::from_vars([
+            ("PORTCULLIS_LISTEN", "127.0.0.1:7000"),
+            ("PORTCULLIS_ADMISSION__POLICY_DEADLINE", "3s"),
+            ("PORTCULLIS_SERVER", "http://not-a-setting"),
+        ]);
+        let admission = Settings::load_from(Service::Admission, None, env.clone(), &Flags::new()).unwrap();
+        assert_eq!(admission.server.admission_listen, "127.0.0.1:7000".parse().unwrap());
+        assert_eq!(admission.admission.policy_deadline, Duration::from_secs(3));
+        let mut flags = Flags::new();
+        flags.set(&["server", "listen"], "127.0.0.1:7001").unwrap();
+        let store = Settings::load_from(Service::PolicyStore, None, env, &flags).unwrap();
+        assert_eq!(store.server.listen, "127.0.0.1:7001".parse().unwrap());
+    }
+
+    #[test]
+    fn up_has_the_embedded_stream_limits() {
+        assert_eq!(Service::Up.defaults().bus, BusConfig::embedded());
+        assert_eq!(Service::PolicyStore.defaults().bus, BusConfig::default());
+    }
+}
