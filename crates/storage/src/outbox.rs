@@ -14,8 +14,8 @@ use portcullis_proto::events::v1::EventEnvelope;
 use prost::Message;
 use sea_orm::sea_query::{LockBehavior, LockType};
 use sea_orm::{
-    ColumnTrait, DatabaseConnection, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
-    TransactionTrait,
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
+    QuerySelect, TransactionTrait,
 };
 use time::OffsetDateTime;
 
@@ -221,12 +221,7 @@ impl<S: EventSink> OutboxRelay<S> {
             .await?;
         let claimed = rows.len() as u64;
         let (done, error) = self.publish_rows(rows).await;
-        if !done.is_empty() {
-            outbox::Entity::delete_many()
-                .filter(outbox::Column::Seq.is_in(done.iter().copied()))
-                .exec(&tx)
-                .await?;
-        }
+        delete_published(&tx, &done).await?;
         tx.commit().await?;
         Ok((done.len(), error, claimed))
     }
@@ -242,12 +237,7 @@ impl<S: EventSink> OutboxRelay<S> {
             .await?;
         let claimed = rows.len() as u64;
         let (done, error) = self.publish_rows(rows).await;
-        if !done.is_empty() {
-            outbox::Entity::delete_many()
-                .filter(outbox::Column::Seq.is_in(done.iter().copied()))
-                .exec(db)
-                .await?;
-        }
+        delete_published(db, &done).await?;
         Ok((done.len(), error, claimed))
     }
 
@@ -297,4 +287,16 @@ impl Store {
     pub async fn pending_event_count(&self) -> StoreResult<u64> {
         Ok(outbox::Entity::find().count(&self.inner.db).await?)
     }
+}
+
+/// Deletes the outbox rows whose events the bus has stored (their sequences), inside the
+/// caller's transaction or on the connection.
+async fn delete_published<C: ConnectionTrait>(conn: &C, done: &[i64]) -> Result<(), DbErr> {
+    if !done.is_empty() {
+        outbox::Entity::delete_many()
+            .filter(outbox::Column::Seq.is_in(done.iter().copied()))
+            .exec(conn)
+            .await?;
+    }
+    Ok(())
 }

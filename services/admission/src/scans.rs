@@ -14,7 +14,9 @@ use std::cell::{OnceCell, RefCell};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use portcullis_engine::scan::{CvssMetric, ScanResults, ScanSummary, ScanType, ScanUnavailable, Severity};
+use portcullis_engine::scan::{
+    CvssMetric, DigestSummaries, ScanResults, ScanSummary, ScanType, ScanUnavailable, Severity,
+};
 use portcullis_kit::cache::{Cache, CacheConfig, LoadAborted};
 use portcullis_proto::common::v1 as pc;
 use portcullis_proto::events::v1 as pe;
@@ -30,40 +32,17 @@ const MAX_DIGESTS_PER_CALL: usize = 256;
 const REFRESH_DEADLINE: Duration = Duration::from_secs(10);
 
 /// The newest summary of each scan type of one digest.
-#[derive(Debug, Clone, Default)]
-struct Entry {
-    vulnerability: Option<ScanSummary>,
-    malware: Option<ScanSummary>,
-    secret: Option<ScanSummary>,
-}
+type Entry = DigestSummaries;
 
-impl Entry {
-    /// The entry of one digest of a `GetScanSummaries` answer.
-    fn of(item: &pb::DigestScanSummaries) -> Entry {
-        let mut entry = Entry::default();
-        for s in &item.summaries {
-            if let Some((scan_type, summary)) = summary_of(s) {
-                *entry.slot_mut(scan_type) = Some(summary);
-            }
-        }
-        entry
-    }
-
-    fn slot(&self, scan_type: ScanType) -> &Option<ScanSummary> {
-        match scan_type {
-            ScanType::Vulnerability => &self.vulnerability,
-            ScanType::Malware => &self.malware,
-            ScanType::Secret => &self.secret,
+/// The entry of one digest of a `GetScanSummaries` answer.
+fn entry_of(item: &pb::DigestScanSummaries) -> Entry {
+    let mut entry = Entry::default();
+    for s in &item.summaries {
+        if let Some((scan_type, summary)) = summary_of(s) {
+            *entry.slot_mut(scan_type) = Some(summary);
         }
     }
-
-    fn slot_mut(&mut self, scan_type: ScanType) -> &mut Option<ScanSummary> {
-        match scan_type {
-            ScanType::Vulnerability => &mut self.vulnerability,
-            ScanType::Malware => &mut self.malware,
-            ScanType::Secret => &mut self.secret,
-        }
-    }
+    entry
 }
 
 /// Sizing and timing of the scan cache.
@@ -283,7 +262,7 @@ impl ScanCache {
                 .digests
                 .iter()
                 .find(|item| item.digest == digest)
-                .map(Entry::of)
+                .map(entry_of)
                 .unwrap_or_default();
             Ok(Arc::new(entry))
         }
@@ -314,7 +293,7 @@ impl ScanCache {
             for item in &answer.digests {
                 self.inner
                     .entries
-                    .insert((tenant.to_owned(), item.digest.clone()), Arc::new(Entry::of(item)));
+                    .insert((tenant.to_owned(), item.digest.clone()), Arc::new(entry_of(item)));
             }
         }
         Ok(())

@@ -26,5 +26,5 @@ pub use cvss::{AttackComplexity, AttackVector, CvssMetric, CvssV3, Impact};
 pub use model::{
     Finding, ParseScanTypeError, ParseSeverityError, ScanError, ScanResult, ScanType, Severity, is_digest,
 };
-pub use summary::{MemoryScanStore, ScanResults, ScanSummary, ScanUnavailable};
+pub use summary::{DigestSummaries, MemoryScanStore, ScanResults, ScanSummary, ScanUnavailable};
 pub use trivy::{TrivyImport, TrivyImportOptions, from_trivy};

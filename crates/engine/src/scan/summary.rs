@@ -92,16 +92,18 @@ pub trait ScanResults {
     fn latest(&self, digest: &str, scan_type: ScanType) -> Result<Option<&ScanSummary>, ScanUnavailable>;
 }
 
-/// The newest summary of each scan type for one digest.
+/// The newest summary of each scan type for one digest (the store below and admission's
+/// scan cache hold these).
 #[derive(Debug, Default, Clone)]
-struct PerDigest {
+pub struct DigestSummaries {
     vulnerability: Option<ScanSummary>,
     malware: Option<ScanSummary>,
     secret: Option<ScanSummary>,
 }
 
-impl PerDigest {
-    fn slot(&self, scan_type: ScanType) -> &Option<ScanSummary> {
+impl DigestSummaries {
+    /// The summary held for `scan_type`.
+    pub fn slot(&self, scan_type: ScanType) -> &Option<ScanSummary> {
         match scan_type {
             ScanType::Vulnerability => &self.vulnerability,
             ScanType::Malware => &self.malware,
@@ -109,7 +111,8 @@ impl PerDigest {
         }
     }
 
-    fn slot_mut(&mut self, scan_type: ScanType) -> &mut Option<ScanSummary> {
+    /// The summary held for `scan_type`, to replace.
+    pub fn slot_mut(&mut self, scan_type: ScanType) -> &mut Option<ScanSummary> {
         match scan_type {
             ScanType::Vulnerability => &mut self.vulnerability,
             ScanType::Malware => &mut self.malware,
@@ -123,7 +126,7 @@ impl PerDigest {
 pub struct MemoryScanStore {
     /// Keyed by digest alone so that a lookup borrows the `&str` (no allocation); `None`
     /// until the first insert, so that [`MemoryScanStore::EMPTY`] can be a constant.
-    latest: Option<HashMap<String, PerDigest>>,
+    latest: Option<HashMap<String, DigestSummaries>>,
     len: usize,
 }
 
