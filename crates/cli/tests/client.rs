@@ -525,21 +525,6 @@ fn https_with_a_self_signed_certificate_and_ca_cert() {
     );
 }
 
-/// A Pod AdmissionReview with or without hostNetwork.
-fn pod_review(uid: &str, host_network: bool) -> String {
-    serde_json::json!({
-        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-        "request": {
-            "uid": uid, "operation": "CREATE", "namespace": "apps",
-            "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "resource": {"group": "", "version": "v1", "resource": "pods"},
-            "object": {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web"},
-                       "spec": {"hostNetwork": host_network, "containers": [{"name": "app", "image": "nginx:1.27"}]}}
-        }
-    })
-    .to_string()
-}
-
 #[test]
 fn review_prints_the_response_and_exits_by_the_verdict() {
     let up = Up::start();
@@ -552,7 +537,7 @@ fn review_prints_the_response_and_exits_by_the_verdict() {
     up.ok(&["policy", "apply", "-f", policy.to_str().unwrap()]);
     let created = up.ok(&["cluster", "create", "review-cluster", "--policy", "reviewTest"]);
     let connector_key = secret_alone(&created);
-    let review = |host_network: bool| pod_review(&format!("uid-{host_network}"), host_network);
+    let review = |host_network: bool| common::pod_review(&format!("uid-{host_network}"), host_network);
     let (denied_file, allowed_file, bad_file) = (
         up.dir.path("denied.json"),
         up.dir.path("allowed.json"),
@@ -618,7 +603,7 @@ fn review_needs_only_the_one_listen_address() {
     let created = up.ok(&["cluster", "create", "one-address", "--policy", "oneAddress"]);
     let connector_key = secret_alone(&created);
     let file = up.dir.path("review.json");
-    std::fs::write(&file, pod_review("uid-one", true)).unwrap();
+    std::fs::write(&file, common::pod_review("uid-one", true)).unwrap();
     let denied = up.run_at(
         &up.url,
         Some(&connector_key),

@@ -9,6 +9,8 @@
     missing_docs
 )]
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -100,22 +102,6 @@ fn start_up(args: &[&str]) -> (Running, String) {
     (running, admission)
 }
 
-/// A Pod review with or without hostNetwork.
-fn pod_review(uid: &str, host_network: bool) -> Vec<u8> {
-    serde_json::json!({
-        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-        "request": {
-            "uid": uid, "operation": "CREATE", "namespace": "apps",
-            "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "resource": {"group": "", "version": "v1", "resource": "pods"},
-            "object": {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web"},
-                       "spec": {"hostNetwork": host_network, "containers": [{"name": "app", "image": "nginx:1.27"}]}}
-        }
-    })
-    .to_string()
-    .into_bytes()
-}
-
 /// Registers a cluster with the `cliPolicy` policy; returns its connector key.
 async fn cluster_with_policy(url: &str, admin_key: &str, name: &str) -> String {
     let mut clusters = ClusterServiceClient::connect(url.to_owned()).await.unwrap();
@@ -144,7 +130,7 @@ async fn check_reviews(admission_url: &str, connector_key: &str) {
             .review(authed(
                 connector_key,
                 pa::ReviewRequest {
-                    admission_review_json: pod_review(uid, host_network).into(),
+                    admission_review_json: common::pod_review(uid, host_network).into_bytes().into(),
                     ..Default::default()
                 },
             ))

@@ -253,3 +253,18 @@ pub fn pod_json(name: &str, namespace: &str, image: &str, privileged: bool) -> S
     })
     .to_string()
 }
+
+/// A Pod AdmissionReview with or without hostNetwork.
+pub fn pod_review(uid: &str, host_network: bool) -> String {
+    serde_json::json!({
+        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {
+            "uid": uid, "operation": "CREATE", "namespace": "apps",
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "object": {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web"},
+                       "spec": {"hostNetwork": host_network, "containers": [{"name": "app", "image": "nginx:1.27"}]}}
+        }
+    })
+    .to_string()
+}
