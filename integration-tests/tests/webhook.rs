@@ -11,77 +11,18 @@
     missing_docs
 )]
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+#[path = "support/tls.rs"]
+mod tls;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt as _, Full};
-use hyper_util::rt::TokioIo;
+use std::net::SocketAddr;
+
 use portcullis_admission::testing::StackOptions;
 use portcullis_admission::webhook::WebhookOptions;
 use portcullis_server::Mode;
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose};
 use serde_json::Value;
-use tokio_rustls::TlsConnector;
-use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
-use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
+use tls::{pki, post};
 
 use portcullis_integration_tests::admission::*;
-
-/// A test CA and a server certificate for localhost and 127.0.0.1, as PEM files in `dir`.
-fn pki(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf, CertificateDer<'static>) {
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "portcullis webhook suite test CA");
-    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-    let server_key = KeyPair::generate().unwrap();
-    let mut params = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
-    params.distinguished_name.push(DnType::CommonName, "localhost");
-    let server_cert = params.signed_by(&server_key, &ca).unwrap();
-    let cert = dir.join("tls.crt");
-    let key = dir.join("tls.key");
-    std::fs::write(&cert, format!("{}{}", server_cert.pem(), ca.pem())).unwrap();
-    std::fs::write(&key, server_key.serialize_pem()).unwrap();
-    (cert, key, ca.der().clone())
-}
-
-/// One HTTP/1.1 POST over a fresh TLS connection trusting only `ca`: (status, body).
-async fn post(
-    addr: SocketAddr,
-    ca: &CertificateDer<'static>,
-    path: &str,
-    bearer: Option<&str>,
-    body: Vec<u8>,
-) -> (u16, Bytes) {
-    let mut roots = RootCertStore::empty();
-    roots.add(ca.clone()).unwrap();
-    let config = ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let tls = TlsConnector::from(Arc::new(config))
-        .connect(ServerName::try_from("127.0.0.1").unwrap(), tcp)
-        .await
-        .unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.unwrap();
-    tokio::spawn(conn);
-    let mut request = http::Request::post(path)
-        .header(http::header::HOST, "127.0.0.1")
-        .header(http::header::CONTENT_TYPE, "application/json");
-    if let Some(token) = bearer {
-        request = request.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
-    }
-    let request = request.body(Full::new(Bytes::from(body))).unwrap();
-    let response = sender.send_request(request).await.unwrap();
-    let status = response.status().as_u16();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    (status, body)
-}
 
 /// Scenario 12: a real AdmissionReview over HTTPS is answered with its uid; no bearer is 401.
 pub async fn webhook_over_tls(mode: Mode) {
@@ -92,6 +33,7 @@ pub async fn webhook_over_tls(mode: Mode) {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             tls_cert,
             tls_key,
+            limits: Default::default(),
         }),
         ..StackOptions::new(mode)
     };

@@ -20,6 +20,7 @@
 //! - [`Bus::request`] / [`Bus::serve`]: request/reply with queue groups.
 //! - [`Bus::publish_core`] / [`Bus::subscribe_core`]: fire-and-forget commands.
 
+mod access;
 mod config;
 mod error;
 mod event;
@@ -32,6 +33,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+pub use access::NatsAccess;
 pub use config::{BusConfig, StreamConfig};
 pub use error::BusError;
 pub use event::{
@@ -71,7 +73,13 @@ impl From<MemoryBus> for Bus {
 impl Bus {
     /// Connects to NATS; see [`NatsBus::connect`].
     pub async fn connect_nats(url: &str, config: BusConfig) -> Result<Self, BusError> {
-        NatsBus::connect(url, config).await.map(Self::Nats)
+        Self::connect_nats_with(url, config, &NatsAccess::default()).await
+    }
+
+    /// Connects to the NATS server at `url` with `access`'s credentials and TLS; see
+    /// [`NatsBus::connect_with`].
+    pub async fn connect_nats_with(url: &str, config: BusConfig, access: &NatsAccess) -> Result<Self, BusError> {
+        NatsBus::connect_with(url, config, access).await.map(Self::Nats)
     }
 
     /// A new in-process bus; see [`MemoryBus::new`].

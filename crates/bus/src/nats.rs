@@ -9,6 +9,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use tokio::sync::mpsc;
 
+use crate::NatsAccess;
 use crate::event::{
     Event, Headers, Published, ReceivedEvent, StartFrom, TopicFilter, is_reserved_header, parse_event_subject,
     validate_core_subject, validate_durable, validate_headers, validate_queue_group,
@@ -332,6 +333,11 @@ impl NatsResponder {
 impl NatsBus {
     /// Connects to `url` and creates or updates the event stream with `config.stream`.
     pub async fn connect(url: &str, config: BusConfig) -> Result<Self, BusError> {
+        Self::connect_with(url, config, &NatsAccess::default()).await
+    }
+
+    /// [`NatsBus::connect`] with `access`'s credentials and TLS.
+    pub async fn connect_with(url: &str, config: BusConfig, access: &NatsAccess) -> Result<Self, BusError> {
         config.validate()?;
         let connect_error = |reason: String| BusError::Connect {
             url: url.to_owned(),
@@ -341,6 +347,7 @@ impl NatsBus {
             .name(&config.client_name)
             .connection_timeout(config.connect_timeout)
             .request_timeout(Some(config.operation_timeout));
+        let options = access.apply(options).await?;
         let client = match tokio::time::timeout(config.connect_timeout, options.connect(url)).await {
             Ok(Ok(client)) => client,
             Ok(Err(err)) => return Err(connect_error(err.to_string())),

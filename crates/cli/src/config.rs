@@ -6,7 +6,6 @@
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
@@ -60,9 +59,8 @@ pub struct ServerSettings {
     pub tls_cert: Option<PathBuf>,
     /// PEM private key of `tls_cert` (`--tls-key`, `PORTCULLIS_TLS_KEY`).
     pub tls_key: Option<PathBuf>,
-    /// The longest any call may take (a client's shorter deadline wins).
-    #[serde(with = "humantime_serde")]
-    pub request_timeout: Duration,
+    /// Deadlines, connections and streams of every gRPC listener.
+    pub limits: portcullis_server::ServerLimits,
 }
 
 impl Default for ServerSettings {
@@ -72,7 +70,7 @@ impl Default for ServerSettings {
             admission_listen: SocketAddr::from(([127, 0, 0, 1], 50052)),
             tls_cert: None,
             tls_key: None,
-            request_timeout: Duration::from_secs(30),
+            limits: portcullis_server::ServerLimits::default(),
         }
     }
 }
@@ -83,12 +81,15 @@ impl Default for ServerSettings {
 pub struct UpSettings {
     /// Where the SQLite database and the bootstrap admin key live (`--data-dir`).
     pub data_dir: PathBuf,
+    /// Serve plain text on a non-loopback address (`--insecure`); refused otherwise.
+    pub insecure: bool,
 }
 
 impl Default for UpSettings {
     fn default() -> UpSettings {
         UpSettings {
             data_dir: PathBuf::from("./portcullis-data"),
+            insecure: false,
         }
     }
 }
@@ -100,6 +101,8 @@ pub struct NatsSettings {
     /// NATS URL, JetStream enabled, e.g. `nats://host:4222` (`--nats-url`,
     /// `PORTCULLIS_NATS_URL`); required by `serve`.
     pub url: Option<String>,
+    /// Credentials (user and password, token, nkey seed or creds file) and TLS.
+    pub access: portcullis_bus::NatsAccess,
 }
 
 /// The policy store service.
@@ -116,28 +119,22 @@ pub struct PolicyStoreSettings {
 }
 
 /// The admission service's client of the policy store.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct UpstreamSettings {
     /// The policy store, e.g. `https://policy-store:50051` (`--policy-store-url`,
-    /// `PORTCULLIS_POLICY_STORE_URL`); required by `serve admission`.
+    /// `PORTCULLIS_POLICY_STORE_URL`); required by `serve admission`. `http://` only on this
+    /// host (a loopback address), unless `insecure`.
     pub url: Option<String>,
     /// CA certificate(s), PEM, for an https policy store (`--policy-store-ca`,
     /// `PORTCULLIS_POLICY_STORE_CA`).
     pub ca: Option<PathBuf>,
-    /// The deadline of each call to the policy store.
-    #[serde(with = "humantime_serde")]
-    pub timeout: Duration,
-}
-
-impl Default for UpstreamSettings {
-    fn default() -> UpstreamSettings {
-        UpstreamSettings {
-            url: None,
-            ca: None,
-            timeout: Duration::from_secs(5),
-        }
-    }
+    /// Allows an `http://` policy store off this host: the service credential then crosses
+    /// the network in the clear, so only where the network encrypts on its own (a service
+    /// mesh with mutual TLS).
+    pub insecure: bool,
+    /// Call deadline, connect timeout and keepalive.
+    pub timeouts: portcullis_admission::UpstreamTimeouts,
 }
 
 /// The admission service's Kubernetes webhook.
@@ -147,6 +144,8 @@ pub struct WebhookSettings {
     /// Serve `POST /validate/{cluster}` over HTTPS here, with the server's TLS files
     /// (`--webhook-listen`, `PORTCULLIS_WEBHOOK_LISTEN`); off when unset.
     pub listen: Option<SocketAddr>,
+    /// Body size, deadlines, connections and requests in flight.
+    pub limits: portcullis_admission::webhook::WebhookLimits,
 }
 
 /// Which settings: those of `up` or of one service.
@@ -249,6 +248,15 @@ impl Settings {
         if let Err(e) = self.admission.events.validate() {
             problems.push(format!("admission.events: {e}"));
         }
+        if let Err(e) = self.nats.access.validate() {
+            problems.push(e.to_string());
+        }
+        if let Err(e) = self.server.limits.check() {
+            problems.push(format!("server.limits: {e}"));
+        }
+        if let Err(e) = self.webhook.limits.check() {
+            problems.push(format!("webhook.limits: {e}"));
+        }
         if self.server.tls_cert.is_some() != self.server.tls_key.is_some() {
             problems.push("server: tls_cert and tls_key go together: give both or neither".to_owned());
         }
@@ -278,6 +286,12 @@ impl Settings {
         }
         if let Some(url) = &mut redacted.nats.url {
             *url = redact_password(url);
+        }
+        for value in [&mut redacted.nats.access.password, &mut redacted.nats.access.token]
+            .into_iter()
+            .flatten()
+        {
+            *value = "<redacted>".to_owned();
         }
         let value = toml::Table::try_from(&redacted).context("printing the settings")?;
         let sections = service.sections();
@@ -407,6 +421,8 @@ fn check(file: &Path) -> ExitStatus {
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use std::time::Duration;
 
     use super::*;
 

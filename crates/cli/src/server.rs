@@ -16,6 +16,7 @@ use portcullis_admission::running::grpc_service;
 use portcullis_admission::webhook::WebhookOptions;
 use portcullis_admission::{Hooks, RunningAdmission, ServeOptions, Upstream};
 use portcullis_bus::Bus;
+use portcullis_kit::client::Trust;
 use portcullis_kit::settings::Flags;
 use portcullis_kit::shutdown_signal;
 use portcullis_policy_store::{RunningServer, bootstrap_default_tenant, sqlite_url};
@@ -66,6 +67,10 @@ pub struct UpArgs {
     /// The admission service's own listener, for connectors [default: 127.0.0.1:50052].
     #[arg(long, value_name = "ADDR")]
     admission_listen: Option<SocketAddr>,
+    /// Serves plain text on a non-loopback address (refused otherwise: keys would cross the
+    /// network in the clear). Only where the network encrypts on its own (`[up] insecure`).
+    #[arg(long)]
+    insecure: bool,
     #[command(flatten)]
     tls: TlsArgs,
     #[command(flatten)]
@@ -118,6 +123,7 @@ fn webhook(settings: &Settings) -> Result<Option<WebhookOptions>> {
         listen,
         tls_cert: files.cert,
         tls_key: files.key,
+        limits: settings.webhook.limits.clone(),
     }))
 }
 
@@ -190,6 +196,9 @@ impl UpArgs {
         flags.set_some(&["up", "data_dir"], self.data_dir.as_ref())?;
         flags.set_some(&["server", "listen"], self.listen)?;
         flags.set_some(&["server", "admission_listen"], self.admission_listen)?;
+        if self.insecure {
+            flags.set(&["up", "insecure"], true)?;
+        }
         self.tls.flags(&mut flags)?;
         self.admission.flags(&mut flags)?;
         Settings::load(Service::Up, self.config.as_deref(), &flags)
@@ -232,7 +241,7 @@ fn required<'a>(value: Option<&'a String>, what: &str) -> Result<&'a str> {
 fn server_config(settings: &Settings, listen: SocketAddr, mode: Mode) -> ServerConfig {
     let mut config = ServerConfig::new(listen, mode);
     config.tls = settings.tls();
-    config.request_timeout = settings.server.request_timeout;
+    config.limits = settings.server.limits.clone();
     config
 }
 
@@ -332,6 +341,19 @@ fn credentials(operator_key: Option<&str>) -> Result<Credentials> {
 }
 
 async fn run_up(settings: &Settings, credentials: Credentials) -> Result<ExitStatus> {
+    // Checked before anything is created or bound.
+    let plain_text_off_host = [settings.server.listen, settings.server.admission_listen]
+        .into_iter()
+        .find(|addr| !addr.ip().is_loopback());
+    if let (None, Some(addr)) = (settings.tls(), plain_text_off_host) {
+        if !settings.up.insecure {
+            anyhow::bail!(
+                "refusing to listen on {addr} without TLS: keys would cross the network in plain text; \
+                 give --tls-cert and --tls-key, listen on a loopback address, or pass --insecure"
+            );
+        }
+        tracing::warn!("listening on {addr} without TLS (--insecure): keys travel in plain text");
+    }
     let webhook = webhook(settings)?;
     // In one process the services still talk as they would apart; admission calls the store
     // with the service credential, made up here when none is configured.
@@ -354,9 +376,6 @@ async fn run_up(settings: &Settings, credentials: Credentials) -> Result<ExitSta
     let bus = Bus::memory(settings.bus.clone()).context("starting the in-process bus")?;
     let listen = settings.server.listen;
     let config = server_config(settings, listen, Mode::Embedded);
-    if config.tls.is_none() && !listen.ip().is_loopback() {
-        tracing::warn!("listening on {listen} without TLS: keys travel in plain text");
-    }
     // One address for people: AdmissionService joins the policy store's router. It is
     // built after the store listens (admission calls the store), so the router holds a slot
     // filled once admission has started (calls before then get UNAVAILABLE; none come before
@@ -375,7 +394,15 @@ async fn run_up(settings: &Settings, credentials: Credentials) -> Result<ExitSta
         },
     )
     .await?;
-    let upstream = upstream(server.url(), None, settings, &credentials)?;
+    // Admission calls the store on this process's own listener: with TLS, it trusts exactly
+    // the certificate served there (whatever CA issued it and whatever names it carries).
+    let trust = match settings.tls() {
+        Some(files) => Some(Trust::Pinned(
+            std::fs::read(&files.cert).with_context(|| format!("reading {}", files.cert.display()))?,
+        )),
+        None => None,
+    };
+    let upstream = upstream(server.url(), trust, settings, &credentials)?;
     let mut admission_config = config;
     admission_config.listen = settings.server.admission_listen;
     let admission = RunningAdmission::start(
@@ -441,23 +468,20 @@ impl TowerService<http::Request<Body>> for AdmissionSlot {
     }
 }
 
-/// A client of the policy store at `url` with the service credential.
-fn upstream(url: &str, ca: Option<&Path>, settings: &Settings, credentials: &Credentials) -> Result<Upstream> {
+/// A client of the policy store at `url` with the service credential, trusting `trust`.
+fn upstream(url: &str, trust: Option<Trust>, settings: &Settings, credentials: &Credentials) -> Result<Upstream> {
     let token = credentials.service_token.as_ref().with_context(|| {
         format!(
             "the admission service calls the policy store with the service credential: set {}",
             portcullis_server::auth::SERVICE_TOKEN_ENV
         )
     })?;
-    let ca = match ca {
-        Some(path) => Some(std::fs::read(path).with_context(|| format!("reading {}", path.display()))?),
-        None => None,
-    };
     Ok(Upstream::new(
         url,
-        ca.as_deref(),
+        trust,
         token.expose(),
-        settings.upstream.timeout,
+        &settings.upstream.timeouts,
+        settings.upstream.insecure,
     )?)
 }
 
@@ -473,13 +497,12 @@ async fn run_admission(settings: &Settings, credentials: Credentials) -> Result<
         settings.nats.url.as_ref(),
         "NATS URL: give --nats-url, PORTCULLIS_NATS_URL or [nats] url",
     )?;
-    let upstream = upstream(
-        policy_store_url,
-        settings.upstream.ca.as_deref(),
-        settings,
-        &credentials,
-    )?;
-    let bus = Bus::connect_nats(nats_url, settings.bus.clone())
+    let trust = match &settings.upstream.ca {
+        Some(path) => Some(Trust::ca_file(path)?),
+        None => None,
+    };
+    let upstream = upstream(policy_store_url, trust, settings, &credentials)?;
+    let bus = Bus::connect_nats_with(nats_url, settings.bus.clone(), &settings.nats.access)
         .await
         .with_context(|| format!("connecting to NATS at {nats_url}"))?;
     let mut admission = RunningAdmission::start(
@@ -528,7 +551,7 @@ async fn run_policy_store(settings: &Settings, credentials: Credentials) -> Resu
     let store = Store::connect_with(database_url, store_options(settings))
         .await
         .context("opening the database")?;
-    let bus = Bus::connect_nats(nats_url, settings.bus.clone())
+    let bus = Bus::connect_nats_with(nats_url, settings.bus.clone(), &settings.nats.access)
         .await
         .with_context(|| format!("connecting to NATS at {nats_url}"))?;
     let server = RunningServer::start_with(

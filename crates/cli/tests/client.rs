@@ -525,6 +525,121 @@ fn https_with_a_self_signed_certificate_and_ca_cert() {
     );
 }
 
+/// The README's TLS walk-through as a new user runs it: a private CA (the certificate file
+/// holds the leaf alone, as `openssl x509 -req` writes it), `up --tls-cert --tls-key
+/// --webhook-listen`, then a review by `portcullis review` and by curl on the webhook over
+/// HTTP/1.1 and HTTP/2. Admission reaches the store on the process's own TLS listener: each
+/// review is judged by the policy (its hostNetwork rule), not failed over to the cluster's
+/// failure mode because the store's certificate was not trusted.
+#[test]
+fn the_tls_walk_through_with_a_private_ca_judges_every_review() {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose};
+
+    let dir = TempDir::new("client-tls-walk");
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(DnType::CommonName, "walk-through CA");
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let server_key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
+    params.distinguished_name.push(DnType::CommonName, "localhost");
+    let leaf = params.signed_by(&server_key, &ca).unwrap();
+    let ca_file = dir.write("ca.crt", ca.pem()).display().to_string();
+    let cert = dir.write("server.crt", leaf.pem()).display().to_string();
+    let key = dir
+        .write("server.key", server_key.serialize_pem())
+        .display()
+        .to_string();
+    let webhook_port = free_port();
+    let webhook = format!("127.0.0.1:{webhook_port}");
+    let up = Up::start_with(
+        &["--tls-cert", &cert, "--tls-key", &key, "--webhook-listen", &webhook],
+        dir,
+    );
+    let with_ca = |key: &str, args: &[&str]| {
+        let mut all = vec!["--ca-cert", ca_file.as_str()];
+        all.extend_from_slice(args);
+        up.run(Some(key), &all)
+    };
+    let admin = up.admin_key.clone();
+    let applied = with_ca(&admin, &["policy", "apply", "-f", &example_policy()]);
+    assert_eq!(applied.code, Some(0), "{}", applied.stderr);
+    let created = with_ca(&admin, &["cluster", "create", "prod-eu", "--policy", "prod.strict"]);
+    assert_eq!(created.code, Some(0), "{}", created.stderr);
+    let connector_key = secret_alone(&created);
+    let settings = with_ca(
+        &admin,
+        &["cluster", "settings", "prod-eu", "--failure-mode", "fail-closed"],
+    );
+    assert_eq!(settings.code, Some(0), "{}", settings.stderr);
+
+    let review_file = repo("examples/review.json").display().to_string();
+    let judged_by_the_policy = |how: &str, answer: &str| {
+        let answer: Value = serde_json::from_str(answer).unwrap_or_else(|e| panic!("{how}: {e}: {answer}"));
+        let response = &answer["response"];
+        assert_eq!(response["allowed"], false, "{how}: {answer}");
+        let message = response["status"]["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains("hostNetwork"),
+            "{how}: not judged by the policy: {answer}"
+        );
+        assert!(!message.contains("unavailable"), "{how}: a stage failed: {answer}");
+    };
+    let review = with_ca(&connector_key, &["review", "-f", &review_file]);
+    assert_eq!(review.code, Some(1), "{}", review.stderr);
+    judged_by_the_policy("portcullis review", &review.stdout);
+
+    for (flag, version) in [("--http1.1", "1.1"), ("--http2", "2")] {
+        let out = Command::new("curl")
+            .args(["--silent", "--show-error", "--cacert", &ca_file, flag])
+            .args(["--write-out", "\n%{http_code} %{http_version}"])
+            .args(["-H", &format!("Authorization: Bearer {connector_key}")])
+            .args(["-H", "Content-Type: application/json"])
+            .args(["--data-binary", &format!("@{review_file}")])
+            .arg(format!("https://localhost:{webhook_port}/validate/prod-eu"))
+            .output()
+            .expect("run curl");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "curl {flag}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let (body, status) = stdout.rsplit_once('\n').unwrap();
+        assert_eq!(status, format!("200 {version}"), "curl {flag}: {stdout}");
+        judged_by_the_policy(&format!("curl {flag}"), body);
+    }
+}
+
+/// A key is never sent in plain text off this host: `http://` to another address is refused
+/// before anything is dialled (exit 2, naming `--insecure`); on loopback it is dialled.
+#[test]
+fn keys_are_not_sent_in_plain_text_off_this_host() {
+    let run = |server: &str| {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["--server", server, "--timeout", "2s", "--api-key", "pck_not_a_real_key"])
+            .args(["policy", "list"])
+            .stdin(Stdio::null());
+        for var in CLIENT_ENV {
+            cmd.env_remove(var);
+        }
+        let run = Run::from(cmd.output().expect("run portcullis"));
+        run.assert_no_panic();
+        run
+    };
+    let refused = run("http://192.0.2.1:50051");
+    assert_eq!(refused.code, Some(2), "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("plain text") && refused.stderr.contains("--insecure"),
+        "{}",
+        refused.stderr
+    );
+    let local = run(&format!("http://localhost:{}", free_port()));
+    assert!(!local.stderr.contains("plain text"), "{}", local.stderr);
+    assert!(local.stderr.contains("refused"), "{}", local.stderr);
+}
+
 #[test]
 fn review_prints_the_response_and_exits_by_the_verdict() {
     let up = Up::start();

@@ -27,6 +27,8 @@ fn run(args: &[&str], env: &[(&str, &str)]) -> Run {
 const GOOD: &str = r#"
 [server]
 listen = "127.0.0.1:6000"
+
+[server.limits]
 request_timeout = "20s"
 
 [bus.stream]
@@ -108,6 +110,8 @@ fn print_layers_file_and_environment_and_redacts_secrets() {
             "postgres://app:hunter2@db:5432/portcullis",
         ),
         ("PORTCULLIS_ADMISSION__POLICY_DEADLINE", "4s"),
+        ("PORTCULLIS_NATS__ACCESS__USER", "policy-store"),
+        ("PORTCULLIS_NATS__ACCESS__PASSWORD", "nats-secret-value"),
         ("PORTCULLIS_OPERATOR_KEY", "operator-secret-value"),
         ("PORTCULLIS_SERVICE_TOKEN", "service-secret-value"),
         // The client's own variables are not settings.
@@ -118,13 +122,20 @@ fn print_layers_file_and_environment_and_redacts_secrets() {
     let out = run(&["config", "print", "--service", "policy-store"], &env);
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     let text = &out.stdout;
-    for secret in ["hunter2", "operator-secret-value", "service-secret-value"] {
+    for secret in [
+        "hunter2",
+        "nats-secret-value",
+        "operator-secret-value",
+        "service-secret-value",
+    ] {
         assert!(!text.contains(secret), "{secret} printed: {text}");
     }
     assert!(
         text.contains("database_url = \"postgres://app:<redacted>@db:5432/portcullis\""),
         "{text}"
     );
+    assert!(text.contains("user = \"policy-store\""), "{text}");
+    assert!(text.contains("password = \"<redacted>\""), "{text}");
     assert!(text.contains("operator key"), "{text}");
     assert!(text.contains("PORTCULLIS_SERVICE_TOKEN"), "{text}");
     assert!(text.contains("listen = \"127.0.0.1:6000\""), "{text}");

@@ -387,6 +387,43 @@ fn serve_refuses_plain_text_on_a_public_address() {
     assert!(stderr.contains("without TLS"), "{stderr}");
 }
 
+/// `up` on a non-loopback address without TLS exits before it creates or binds anything
+/// (no `--insecure`); `serve admission` refuses a plain-text policy store off this host
+/// (its service credential would cross the network in the clear). Nothing is dialled.
+#[test]
+fn up_and_admission_refuse_plain_text_off_this_host() {
+    let dir = portcullis_test_kit::DataDir::new().unwrap();
+    let data = dir.path().join("data");
+    let output = portcullis(&["up", "--listen", "0.0.0.0:50051", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("without TLS") && stderr.contains("--insecure"),
+        "{stderr}"
+    );
+    assert!(!data.exists(), "up created its data folder before refusing");
+
+    let output = portcullis(&[
+        "serve",
+        "admission",
+        "--policy-store-url",
+        "http://192.0.2.1:50051",
+        "--nats-url",
+        "nats://127.0.0.1:1",
+        "--listen",
+        "127.0.0.1:0",
+    ])
+    .env("PORTCULLIS_SERVICE_TOKEN", "svc-test-token-0123456789")
+    .output()
+    .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("plain text"), "{stderr}");
+}
+
 #[test]
 fn up_refuses_a_short_operator_key() {
     let dir = portcullis_test_kit::DataDir::new().unwrap();

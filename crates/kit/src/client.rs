@@ -12,6 +12,8 @@ use tonic::service::Interceptor;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Uri};
 use tonic::{Request, Status};
 
+use crate::pinned::PinnedConnector;
+
 /// Why a channel could not be built or opened.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ClientError {
@@ -53,6 +55,14 @@ pub enum ClientError {
         /// Why, with its sources.
         reason: String,
     },
+    /// A plain-text URL off this host, where a key would cross the network in the clear.
+    #[error(
+        "refusing to send a key in plain text to {url}: use https://, or a loopback address (127.0.0.1, ::1, localhost)"
+    )]
+    PlainText {
+        /// The URL.
+        url: String,
+    },
     /// No connection (TCP, TLS and HTTP/2 handshakes) within the connect timeout.
     #[error("cannot reach {url}: no connection within {timeout:?}")]
     Timeout {
@@ -70,6 +80,9 @@ pub enum Trust {
     SystemRoots,
     /// This CA (PEM), besides the system's roots.
     Ca(Vec<u8>),
+    /// Exactly the leaf (first) certificate of this PEM chain, whatever its issuer and the
+    /// names it carries: the process's own listener, called in embedded mode.
+    Pinned(Vec<u8>),
 }
 
 impl Trust {
@@ -132,6 +145,22 @@ impl ClientConfig {
         self.uri.scheme_str() == Some("https")
     }
 
+    /// Whether the server is this host: a loopback address or `localhost`.
+    pub fn is_loopback(&self) -> bool {
+        let host = self.uri.host().unwrap_or_default();
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    }
+
+    /// Refuses a plain-text (`http://`) URL off this host: every call carries a key.
+    pub fn refuse_plain_text_off_host(&self) -> Result<(), ClientError> {
+        if self.is_tls() || self.is_loopback() {
+            Ok(())
+        } else {
+            Err(ClientError::PlainText { url: self.url.clone() })
+        }
+    }
+
     /// Trusts `trust` (refused for a plain-text URL by [`ClientConfig::endpoint`]).
     #[must_use]
     pub fn trust(mut self, trust: Trust) -> ClientConfig {
@@ -160,15 +189,45 @@ impl ClientConfig {
         self
     }
 
-    /// The tonic endpoint, TLS configured.
-    pub fn endpoint(&self) -> Result<Endpoint, ClientError> {
-        let mut endpoint = Endpoint::from(self.uri.clone())
+    /// The tonic endpoint of `uri` with the timeouts and keepalive, no TLS yet.
+    fn base_endpoint(&self, uri: Uri) -> Endpoint {
+        let endpoint = Endpoint::from(uri)
             .connect_timeout(self.connect_timeout)
             .timeout(self.request_timeout)
             .tcp_nodelay(true);
-        if let Some(interval) = self.keepalive {
-            endpoint = endpoint.http2_keep_alive_interval(interval).keep_alive_while_idle(true);
+        match self.keepalive {
+            Some(interval) => endpoint.http2_keep_alive_interval(interval).keep_alive_while_idle(true),
+            None => endpoint,
         }
+    }
+
+    /// A pinned certificate's endpoint (plain `http://`: the connector speaks TLS) and
+    /// connector, when the trust is [`Trust::Pinned`].
+    fn pinned(&self) -> Result<Option<(Endpoint, PinnedConnector)>, ClientError> {
+        let Some(Trust::Pinned(pem)) = &self.trust else {
+            return Ok(None);
+        };
+        let tls_error = |reason: String| ClientError::Tls {
+            url: self.url.clone(),
+            reason,
+        };
+        if !self.is_tls() {
+            return Err(ClientError::CaWithoutTls { url: self.url.clone() });
+        }
+        let host = self.uri.host().unwrap_or_default();
+        let connector =
+            PinnedConnector::new(pem, host.trim_start_matches('[').trim_end_matches(']')).map_err(tls_error)?;
+        let mut parts = self.uri.clone().into_parts();
+        parts.scheme = Some(http::uri::Scheme::HTTP);
+        let uri = Uri::from_parts(parts).map_err(|e| tls_error(e.to_string()))?;
+        Ok(Some((self.base_endpoint(uri), connector)))
+    }
+
+    /// The tonic endpoint, TLS configured (not for [`Trust::Pinned`], which
+    /// [`ClientConfig::connect`] and [`ClientConfig::connect_lazy`] serve with a connector of
+    /// their own).
+    pub fn endpoint(&self) -> Result<Endpoint, ClientError> {
+        let endpoint = self.base_endpoint(self.uri.clone());
         if !self.is_tls() {
             if self.trust.is_some() {
                 return Err(ClientError::CaWithoutTls { url: self.url.clone() });
@@ -181,6 +240,12 @@ impl ClientConfig {
         let tls = ClientTlsConfig::new().domain_name(host).with_enabled_roots();
         let tls = match &self.trust {
             Some(Trust::Ca(pem)) => tls.ca_certificate(Certificate::from_pem(pem)),
+            Some(Trust::Pinned(_)) => {
+                return Err(ClientError::Tls {
+                    url: self.url.clone(),
+                    reason: "a pinned certificate has no tonic endpoint: use connect or connect_lazy".to_owned(),
+                });
+            }
             Some(Trust::SystemRoots) | None => tls,
         };
         endpoint.tls_config(tls).map_err(|e| ClientError::Tls {
@@ -191,14 +256,22 @@ impl ClientConfig {
 
     /// Connects now, so that an unreachable server is one clear error.
     pub async fn connect(&self) -> Result<Channel, ClientError> {
-        let endpoint = self.endpoint()?;
+        let connecting = async {
+            match self.pinned()? {
+                Some((endpoint, connector)) => Ok(endpoint.connect_with_connector(connector).await),
+                None => Ok(self.endpoint()?.connect().await),
+            }
+        };
         // The endpoint's connect timeout covers TCP only; this bounds the handshakes too.
-        match tokio::time::timeout(self.connect_timeout, endpoint.connect()).await {
-            Ok(Ok(channel)) => Ok(channel),
-            Ok(Err(e)) => Err(ClientError::Connect {
-                url: self.url.clone(),
-                reason: error_chain(&e),
-            }),
+        match tokio::time::timeout(self.connect_timeout, connecting).await {
+            Ok(Err(e)) => Err(e),
+            Ok(Ok(connected)) => match connected {
+                Ok(channel) => Ok(channel),
+                Err(e) => Err(ClientError::Connect {
+                    url: self.url.clone(),
+                    reason: error_chain(&e),
+                }),
+            },
             Err(_) => Err(ClientError::Timeout {
                 url: self.url.clone(),
                 timeout: self.connect_timeout,
@@ -208,7 +281,10 @@ impl ClientConfig {
 
     /// A channel that connects on first use (and reconnects after failures).
     pub fn connect_lazy(&self) -> Result<Channel, ClientError> {
-        Ok(self.endpoint()?.connect_lazy())
+        Ok(match self.pinned()? {
+            Some((endpoint, connector)) => endpoint.connect_with_connector_lazy(connector),
+            None => self.endpoint()?.connect_lazy(),
+        })
     }
 }
 

@@ -5,6 +5,7 @@ pub mod cache;
 pub mod client;
 pub mod follow;
 pub mod lifecycle;
+mod pinned;
 pub mod settings;
 pub mod trace;
 

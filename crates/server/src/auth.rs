@@ -151,6 +151,12 @@ impl Caller {
             .ok_or_else(|| Status::internal("the request was not authenticated"))
     }
 
+    /// The tenant a request acts in ([`Caller::of`], then [`Caller::tenant`]): the preamble
+    /// of every handler that needs nothing else of its caller.
+    pub fn tenant_of<T>(request: &tonic::Request<T>) -> Result<&str, Status> {
+        Caller::of(request)?.tenant()
+    }
+
     /// The tenant key, when the caller used one.
     pub fn key(&self) -> Option<&TenantKey> {
         match &self.principal {

@@ -14,6 +14,7 @@
 //! - [`process`]: process-wide settings of a server (transparent huge pages off).
 
 pub mod auth;
+mod incoming;
 mod layer;
 pub mod permissions;
 pub mod process;
@@ -25,4 +26,4 @@ pub use auth::{
 };
 pub use layer::{AuthLayer, AuthService, AuthState};
 pub use permissions::{Access, PermissionTable};
-pub use server::{BoundServer, GrpcServer, Mode, ServerConfig, ServerError, TlsFiles};
+pub use server::{BoundServer, GrpcServer, Mode, ServerConfig, ServerError, ServerLimits, TlsFiles};

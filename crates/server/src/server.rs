@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Request, Response};
+use serde::{Deserialize, Serialize};
 use tonic::body::Body;
 use tonic::server::NamedService;
 use tonic::service::RoutesBuilder;
@@ -48,20 +49,108 @@ pub struct ServerConfig {
     pub tls: Option<TlsFiles>,
     /// Embedded or distributed.
     pub mode: Mode,
-    /// The longest any call may take, also when the client gives no deadline (a client's
-    /// shorter `grpc-timeout` wins).
-    pub request_timeout: Duration,
+    /// Deadlines, connections and streams (the `[server.limits]` settings).
+    pub limits: ServerLimits,
 }
 
 impl ServerConfig {
-    /// Plain text on `listen`, 30 s per call.
+    /// Plain text on `listen`, the default limits.
     pub fn new(listen: SocketAddr, mode: Mode) -> ServerConfig {
         ServerConfig {
             listen,
             tls: None,
             mode,
-            request_timeout: Duration::from_secs(30),
+            limits: ServerLimits::default(),
         }
+    }
+}
+
+/// A gRPC listener's bounds: what one client, or many, may hold of it. Settings, with the
+/// defaults below.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerLimits {
+    /// The longest any call may take, also when the client gives no deadline (a client's
+    /// shorter `grpc-timeout` wins). Default 30 s.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// How long a client may take to finish the TLS handshake before the connection is
+    /// dropped (default 10 s): a stranger cannot hold a connection without a handshake.
+    #[serde(with = "humantime_serde")]
+    pub tls_handshake_timeout: Duration,
+    /// Connections served at once; further clients wait in the listen backlog until one
+    /// closes (default 10 000).
+    pub max_connections: usize,
+    /// Concurrent streams (calls) per HTTP/2 connection (default 200, hyper's own default,
+    /// which tonic would otherwise lift).
+    pub max_concurrent_streams: u32,
+    /// HTTP/2 PING interval on idle connections, to find dead peers (default 30 s).
+    #[serde(with = "humantime_serde")]
+    pub http2_keepalive_interval: Duration,
+    /// How long a PING may go unanswered before the connection is closed (default 20 s).
+    #[serde(with = "humantime_serde")]
+    pub http2_keepalive_timeout: Duration,
+    /// TCP keepalive on accepted connections (default 60 s).
+    #[serde(with = "humantime_serde")]
+    pub tcp_keepalive: Duration,
+    /// The largest header block a client may send, bytes (default 64 KiB; hyper allows 16
+    /// MiB).
+    pub max_header_list_bytes: u32,
+}
+
+impl Default for ServerLimits {
+    fn default() -> ServerLimits {
+        ServerLimits {
+            request_timeout: Duration::from_secs(30),
+            tls_handshake_timeout: Duration::from_secs(10),
+            max_connections: 10_000,
+            max_concurrent_streams: 200,
+            http2_keepalive_interval: Duration::from_secs(30),
+            http2_keepalive_timeout: Duration::from_secs(20),
+            tcp_keepalive: Duration::from_secs(60),
+            max_header_list_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// The longest duration a limit accepts (about a year): deadlines are `now + limit`.
+const MAX_LIMIT: Duration = Duration::from_secs(365 * 24 * 3600);
+
+impl ServerLimits {
+    /// Refuses zero and unbounded values, naming the setting.
+    pub fn check(&self) -> Result<(), ServerError> {
+        let counts = [
+            ("max_connections", self.max_connections),
+            ("max_concurrent_streams", self.max_concurrent_streams as usize),
+            ("max_header_list_bytes", self.max_header_list_bytes as usize),
+        ];
+        for (name, value) in counts {
+            if value == 0 {
+                return Err(ServerError::Config(format!("server {name} must be at least 1")));
+            }
+        }
+        if self.max_connections > tokio::sync::Semaphore::MAX_PERMITS {
+            return Err(ServerError::Config(format!(
+                "server max_connections is too large: {}",
+                self.max_connections
+            )));
+        }
+        let durations = [
+            ("request_timeout", self.request_timeout),
+            ("tls_handshake_timeout", self.tls_handshake_timeout),
+            ("http2_keepalive_interval", self.http2_keepalive_interval),
+            ("http2_keepalive_timeout", self.http2_keepalive_timeout),
+            ("tcp_keepalive", self.tcp_keepalive),
+        ];
+        for (name, value) in durations {
+            if value.is_zero() {
+                return Err(ServerError::Config(format!("server {name} must be longer than zero")));
+            }
+            if value > MAX_LIMIT {
+                return Err(ServerError::Config(format!("server {name} is too long: {value:?}")));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -69,6 +158,7 @@ impl ServerConfig {
     /// Refuses plain text on a non-loopback address in distributed mode (what
     /// [`GrpcServer::bind`] checks first; callers may check before connecting elsewhere).
     pub fn check(&self) -> Result<(), ServerError> {
+        self.limits.check()?;
         let listen = self.listen;
         if self.mode == Mode::Distributed && self.tls.is_none() && !listen.ip().is_loopback() {
             return Err(ServerError::Config(format!(
@@ -138,12 +228,22 @@ impl GrpcServer {
     pub async fn bind(mut self) -> Result<BoundServer, ServerError> {
         self.config.check()?;
         let listen = self.config.listen;
-        let mut builder = Server::builder().timeout(self.config.request_timeout);
+        let limits = &self.config.limits;
+        let mut builder = Server::builder()
+            .timeout(limits.request_timeout)
+            .max_concurrent_streams(limits.max_concurrent_streams)
+            .http2_keepalive_interval(Some(limits.http2_keepalive_interval))
+            .http2_keepalive_timeout(Some(limits.http2_keepalive_timeout))
+            .http2_max_header_list_size(limits.max_header_list_bytes);
         if let Some(tls) = &self.config.tls {
             let read = |p: &PathBuf| std::fs::read(p).map_err(|e| ServerError::Tls(format!("{}: {e}", p.display())));
             let identity = Identity::from_pem(read(&tls.cert)?, read(&tls.key)?);
             builder = builder
-                .tls_config(ServerTlsConfig::new().identity(identity))
+                .tls_config(
+                    ServerTlsConfig::new()
+                        .identity(identity)
+                        .timeout(limits.tls_handshake_timeout),
+                )
                 .map_err(|e| ServerError::Tls(format!("{e}: {}", error_chain(&e))))?;
         }
 
@@ -179,6 +279,7 @@ impl GrpcServer {
             listener,
             local_addr,
             tls: self.config.tls.is_some(),
+            limits: self.config.limits.clone(),
             health,
             services: self.services,
         })
@@ -204,6 +305,7 @@ pub struct BoundServer {
     listener: tokio::net::TcpListener,
     local_addr: SocketAddr,
     tls: bool,
+    limits: ServerLimits,
     health: HealthReporter,
     services: Vec<&'static str>,
 }
@@ -262,7 +364,10 @@ impl BoundServer {
             }
             tracing::info!("shutting down: draining calls in flight");
         };
-        let incoming = TcpIncoming::from(self.listener).with_nodelay(Some(true));
+        let incoming = TcpIncoming::from(self.listener)
+            .with_nodelay(Some(true))
+            .with_keepalive(Some(self.limits.tcp_keepalive));
+        let incoming = crate::incoming::bounded(incoming, self.limits.max_connections);
         let mut builder = self.builder.layer(AuthLayer::new(self.auth));
         builder
             .add_routes(self.routes.routes())

@@ -26,6 +26,8 @@ pub struct NatsServer {
     port: u16,
     dir: tempfile::TempDir,
     child: Option<Child>,
+    /// Appended to the configuration file.
+    extra_config: String,
 }
 
 fn version_of(binary: &Path) -> Result<(u64, u64), String> {
@@ -77,6 +79,12 @@ impl NatsServer {
     /// Starts a server with JetStream on a free loopback port and a new store directory,
     /// and waits until it accepts clients.
     pub async fn start() -> Result<Self, FixtureError> {
+        Self::start_with_config("").await
+    }
+
+    /// [`NatsServer::start`] with `extra` appended to the server's configuration file (an
+    /// `authorization { ... }` block, say); kept across restarts.
+    pub async fn start_with_config(extra: &str) -> Result<Self, FixtureError> {
         let binary = find_binary()?;
         let dir = tempfile::Builder::new()
             .prefix("portcullis-nats-")
@@ -87,6 +95,7 @@ impl NatsServer {
             port: crate::free_port()?,
             dir,
             child: None,
+            extra_config: extra.to_owned(),
         };
         server.launch().await?;
         Ok(server)
@@ -154,8 +163,9 @@ impl NatsServer {
         std::fs::write(
             &config,
             format!(
-                "jetstream {{\n  store_dir: {:?}\n  max_file_store: 1TB\n}}\n",
-                store.display().to_string()
+                "jetstream {{\n  store_dir: {:?}\n  max_file_store: 1TB\n}}\n{}\n",
+                store.display().to_string(),
+                self.extra_config
             ),
         )
         .map_err(|e| FixtureError::Start(format!("writing {}: {e}", config.display())))?;

@@ -15,6 +15,10 @@ use portcullis_domain::Error;
 /// bearer token; the detail stays in this server's log. (The same type as `futures::future::BoxFuture<'a, Result<Bytes, Error>>`.)
 pub type ReviewFuture<'a> = Pin<Box<dyn Future<Output = Result<Bytes, Error>> + Send + 'a>>;
 
+/// The future of [`WebhookHandler::admit`]: the owner a request's slots are counted against
+/// (a key id), or the error answered at once.
+pub type AdmitFuture<'a> = Pin<Box<dyn Future<Output = Result<String, Error>> + Send + 'a>>;
+
 /// One AdmissionReview that passed the transport's checks (route, bearer present, JSON content
 /// type, size), for the handler to authenticate and judge.
 #[derive(Clone)]
@@ -57,6 +61,23 @@ pub trait WebhookHandler: Send + Sync + 'static {
     /// The future runs in its own task: a panic becomes `500`, and it is cancelled when the
     /// deadline passes or the client goes away.
     fn review(&self, request: WebhookRequest) -> ReviewFuture<'_>;
+
+    /// Checks the bearer token from the headers, before the body is read or a slot is taken,
+    /// so a stranger holds nothing: the owner the request's slots are counted against (the
+    /// key's id), or the error answered at once (`401` for an unknown key). Called under the
+    /// request's deadline; it should be cheap (a cached lookup). The default admits every
+    /// token, each its own owner.
+    fn admit<'a>(&'a self, bearer: &'a str) -> AdmitFuture<'a> {
+        Box::pin(std::future::ready(Ok(token_owner(bearer))))
+    }
+}
+
+/// An owner name for a token that is not the token itself (no secret kept in the slot map).
+fn token_owner(bearer: &str) -> String {
+    use std::hash::{BuildHasher, RandomState};
+    use std::sync::OnceLock;
+    static SEED: OnceLock<RandomState> = OnceLock::new();
+    format!("token-{:016x}", SEED.get_or_init(RandomState::new).hash_one(bearer))
 }
 
 /// A [`WebhookHandler`] made from an async function; see [`handler_fn`].

@@ -42,9 +42,10 @@ mod config;
 mod handler;
 mod route;
 mod server;
+mod slots;
 mod tls;
 
-pub use config::WebhookConfig;
-pub use handler::{HandlerFn, ReviewFuture, WebhookHandler, WebhookRequest, handler_fn};
+pub use config::{WebhookConfig, WebhookLimits};
+pub use handler::{AdmitFuture, HandlerFn, ReviewFuture, WebhookHandler, WebhookRequest, handler_fn};
 pub use portcullis_domain::{Error, ErrorKind, ServeError};
 pub use server::{BoundWebhook, WebhookServer};

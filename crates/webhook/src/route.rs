@@ -1,5 +1,6 @@
 //! One HTTP request: routing, the transport's checks, the body, the handler, the answer.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,6 +16,7 @@ use tokio::time::Instant;
 use portcullis_domain::ErrorKind;
 
 use crate::handler::{WebhookHandler, WebhookRequest};
+use crate::slots::SlotsBy;
 
 /// The path prefix of the review route.
 const VALIDATE_PREFIX: &str = "/validate/";
@@ -35,6 +37,25 @@ pub(crate) struct RouteState {
     pub(crate) request_timeout: Duration,
     /// Slots for requests being read or judged.
     pub(crate) in_flight: Arc<Semaphore>,
+    /// Of those, each key's share.
+    pub(crate) per_key: SlotsBy<String>,
+    /// Of those, each client address's share.
+    pub(crate) per_peer: SlotsBy<IpAddr>,
+}
+
+/// The answer to a handler's error: its kind's status and message (an internal one logged).
+fn handler_error(peer: std::net::SocketAddr, e: &portcullis_domain::Error) -> Response<Full<Bytes>> {
+    if e.kind() == ErrorKind::Internal {
+        tracing::warn!(%peer, error = %e, detail = e.detail(), "webhook review failed");
+    }
+    let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = error(status, e.message());
+    if status == StatusCode::UNAUTHORIZED {
+        response
+            .headers_mut()
+            .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
+    response
 }
 
 /// Answers one request; never fails (every failure is an HTTP answer).
@@ -90,6 +111,22 @@ pub(crate) async fn respond(
     let timeout = api_server_timeout(req.uri().query()).map_or(state.request_timeout, |t| t.min(state.request_timeout));
     let deadline = arrived + timeout;
 
+    // The key is checked from the headers before anything is held: a stranger's request
+    // ends here, costing a cached lookup and no slot.
+    let owner = match tokio::time::timeout_at(deadline, state.handler.admit(&bearer)).await {
+        Ok(Ok(owner)) => owner,
+        Ok(Err(e)) => return handler_error(peer, &e),
+        Err(_elapsed) => return error(StatusCode::SERVICE_UNAVAILABLE, "the key could not be checked in time"),
+    };
+    let Some(_peer_slot) = state.per_peer.try_take(&peer.ip()) else {
+        return error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many reviews in flight from this address",
+        );
+    };
+    let Some(_key_slot) = state.per_key.try_take(&owner) else {
+        return error(StatusCode::TOO_MANY_REQUESTS, "too many reviews in flight for this key");
+    };
     // A slot bounds the memory held by bodies across all connections; waiting for one is
     // part of the request's time.
     let permit = match tokio::time::timeout_at(deadline, state.in_flight.clone().acquire_owned()).await {
@@ -125,13 +162,7 @@ pub(crate) async fn respond(
                 .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
             response
         }
-        Ok(Ok(Err(e))) => {
-            if e.kind() == ErrorKind::Internal {
-                tracing::warn!(%peer, error = %e, detail = e.detail(), "webhook review failed");
-            }
-            let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            error(status, e.message())
-        }
+        Ok(Ok(Err(e))) => handler_error(peer, &e),
         Ok(Err(join)) if join.is_panic() => {
             tracing::error!(%peer, error = %join, "webhook handler panicked");
             error(StatusCode::INTERNAL_SERVER_ERROR, "internal error")

@@ -17,6 +17,8 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
+use crate::slots::SlotsBy;
+
 use crate::config::WebhookConfig;
 use crate::handler::WebhookHandler;
 use crate::route::{RouteState, respond};
@@ -111,28 +113,30 @@ impl BoundWebhook {
         let mut base = auto::Builder::new(TokioExecutor::new());
         base.http1()
             .timer(TokioTimer::new())
-            .header_read_timeout(config.header_read_timeout)
+            .header_read_timeout(config.limits.header_read_timeout)
             .keep_alive(true);
         base.http2()
             .timer(TokioTimer::new())
-            .max_concurrent_streams(config.max_concurrent_streams)
+            .max_concurrent_streams(config.limits.max_concurrent_streams)
             .max_header_list_size(MAX_H2_HEADER_LIST_BYTES);
         let shared = Arc::new(Shared {
             route: Arc::new(RouteState {
                 handler: self.handler.clone(),
-                max_body_bytes: config.max_body_bytes,
-                request_timeout: config.request_timeout,
-                in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
+                max_body_bytes: config.limits.max_body_bytes,
+                request_timeout: config.limits.request_timeout,
+                in_flight: Arc::new(Semaphore::new(config.limits.max_in_flight)),
+                per_key: SlotsBy::new(config.limits.max_in_flight_per_key),
+                per_peer: SlotsBy::new(config.limits.max_in_flight_per_peer),
             }),
             acceptor: self.acceptor.clone(),
             http1: base.clone().http1_only(),
             http2: base.clone().http2_only(),
             auto: base,
-            tls_handshake_timeout: config.tls_handshake_timeout,
-            idle_timeout: config.idle_timeout,
-            drain_timeout: config.drain_timeout,
+            tls_handshake_timeout: config.limits.tls_handshake_timeout,
+            idle_timeout: config.limits.idle_timeout,
+            drain_timeout: config.limits.drain_timeout,
         });
-        let connections = Arc::new(Semaphore::new(config.max_connections));
+        let connections = Arc::new(Semaphore::new(config.limits.max_connections));
         let (stop, stopped) = watch::channel(false);
         let mut tasks = JoinSet::new();
         let mut shutdown = std::pin::pin!(shutdown);

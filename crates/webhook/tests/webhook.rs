@@ -289,7 +289,7 @@ async fn refuses_bodies_over_the_limit() {
     let pki = pki();
     let echo = Arc::new(Echo::default());
     let mut cfg = config(&pki);
-    cfg.max_body_bytes = 1024;
+    cfg.limits.max_body_bytes = 1024;
     let server = start(cfg, echo.clone()).await;
     let authorization = format!("Bearer {KEY}");
     let headers = [
@@ -440,8 +440,8 @@ async fn shutdown_drops_connections_that_do_not_drain_in_time() {
     let pki = pki();
     let (handler, mut entered, _release) = gate();
     let mut cfg = config(&pki);
-    cfg.request_timeout = Duration::from_secs(3600);
-    cfg.drain_timeout = Duration::from_millis(50);
+    cfg.limits.request_timeout = Duration::from_secs(3600);
+    cfg.limits.drain_timeout = Duration::from_millis(50);
     let server = start(cfg, handler).await;
     let mut client = Client::connect(server.addr, &pki.ca, Proto::Http1).await;
     let in_flight = tokio::spawn(async move { client.try_send(review("/validate/prod-eu", KEY, "{}")).await });
@@ -456,7 +456,7 @@ async fn a_review_that_misses_its_deadline_gets_503() {
     let pki = pki();
     let (handler, mut entered, _release) = gate();
     let mut cfg = config(&pki);
-    cfg.request_timeout = Duration::from_millis(200);
+    cfg.limits.request_timeout = Duration::from_millis(200);
     let server = start(cfg, handler).await;
     for proto in [Proto::Http1, Proto::Http2] {
         let mut client = Client::connect(server.addr, &pki.ca, proto).await;
@@ -474,7 +474,7 @@ async fn the_api_servers_timeout_shortens_the_deadline() {
     let pki = pki();
     let (handler, mut entered, _release) = gate();
     let mut cfg = config(&pki);
-    cfg.request_timeout = Duration::from_secs(3600);
+    cfg.limits.request_timeout = Duration::from_secs(3600);
     let server = start(cfg, handler).await;
     let mut client = Client::connect(server.addr, &pki.ca, Proto::Http2).await;
     let answer = client.send(review("/validate/prod-eu?timeout=150ms", KEY, "{}")).await;
@@ -554,13 +554,13 @@ async fn bad_tls_files_and_bounds_are_refused_naming_the_file() {
     assert!(bind(cfg).await.is_err());
 
     for tweak in [
-        (|c: &mut WebhookConfig| c.max_connections = 0) as fn(&mut WebhookConfig),
-        |c| c.max_in_flight = 0,
-        |c| c.max_body_bytes = 0,
-        |c| c.max_concurrent_streams = 0,
-        |c| c.request_timeout = Duration::ZERO,
-        |c| c.max_connections = usize::MAX,
-        |c| c.idle_timeout = Duration::MAX,
+        (|c: &mut WebhookConfig| c.limits.max_connections = 0) as fn(&mut WebhookConfig),
+        |c| c.limits.max_in_flight = 0,
+        |c| c.limits.max_body_bytes = 0,
+        |c| c.limits.max_concurrent_streams = 0,
+        |c| c.limits.request_timeout = Duration::ZERO,
+        |c| c.limits.max_connections = usize::MAX,
+        |c| c.limits.idle_timeout = Duration::MAX,
     ] {
         let mut cfg = config(&pki);
         tweak(&mut cfg);
@@ -581,7 +581,7 @@ async fn bad_tls_files_and_bounds_are_refused_naming_the_file() {
 async fn idle_connections_are_closed() {
     let pki = pki();
     let mut cfg = config(&pki);
-    cfg.idle_timeout = Duration::from_millis(100);
+    cfg.limits.idle_timeout = Duration::from_millis(100);
     let server = start(cfg, Arc::new(Echo::default())).await;
     for proto in [Proto::Http1, Proto::Http2] {
         let mut client = Client::connect(server.addr, &pki.ca, proto).await;
@@ -608,13 +608,13 @@ async fn a_declared_length_over_the_limit_is_refused_before_the_body_arrives() {
     let echo = Arc::new(Echo::default());
     let mut cfg = config(&pki);
     // Were the body awaited, this request would end in 408 after 20 s.
-    cfg.request_timeout = Duration::from_secs(20);
+    cfg.limits.request_timeout = Duration::from_secs(20);
     let server = start(cfg, echo.clone()).await;
     let mut tls = common::tls_connect(server.addr, &pki.ca, Proto::Http1).await;
     let head = format!(
         "POST /validate/prod-eu HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {KEY}\r\n\
          Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-        WebhookConfig::DEFAULT_MAX_BODY_BYTES + 1
+        portcullis_webhook::WebhookLimits::DEFAULT_MAX_BODY_BYTES + 1
     );
     tls.write_all(head.as_bytes()).await.unwrap();
     tls.flush().await.unwrap();
@@ -623,7 +623,10 @@ async fn a_declared_length_over_the_limit_is_refused_before_the_body_arrives() {
     let _ = tls.read_to_end(&mut answer).await;
     let answer = String::from_utf8_lossy(&answer);
     assert!(answer.starts_with("HTTP/1.1 413 "), "{answer}");
-    assert!(answer.contains(&format!("larger than {} bytes", WebhookConfig::DEFAULT_MAX_BODY_BYTES)));
+    assert!(answer.contains(&format!(
+        "larger than {} bytes",
+        portcullis_webhook::WebhookLimits::DEFAULT_MAX_BODY_BYTES
+    )));
     assert_eq!(echo.calls(), 0);
     server.shutdown().await;
 }
@@ -633,10 +636,10 @@ async fn stalled_clients_are_disconnected() {
     let pki = pki();
     let mut cfg = config(&pki);
     // Only the handshake and header timeouts can end these connections.
-    cfg.idle_timeout = Duration::from_secs(3600);
-    cfg.request_timeout = Duration::from_secs(3600);
-    cfg.tls_handshake_timeout = Duration::from_millis(100);
-    cfg.header_read_timeout = Duration::from_millis(100);
+    cfg.limits.idle_timeout = Duration::from_secs(3600);
+    cfg.limits.request_timeout = Duration::from_secs(3600);
+    cfg.limits.tls_handshake_timeout = Duration::from_millis(100);
+    cfg.limits.header_read_timeout = Duration::from_millis(100);
     let server = start(cfg, Arc::new(Echo::default())).await;
 
     // A TCP client that never starts the TLS handshake.
@@ -655,5 +658,97 @@ async fn stalled_clients_are_disconnected() {
     let _ = tls.read_to_end(&mut answer).await;
     let answer = String::from_utf8_lossy(&answer);
     assert!(answer.is_empty() || answer.starts_with("HTTP/1.1 408"), "{answer}");
+    server.shutdown().await;
+}
+
+/// Admits only the keys it knows, each its own owner; judges like [`Echo`].
+struct KnownKeys(Echo);
+
+impl WebhookHandler for KnownKeys {
+    fn review(&self, request: WebhookRequest) -> ReviewFuture<'_> {
+        self.0.review(request)
+    }
+
+    fn admit<'a>(&'a self, bearer: &'a str) -> portcullis_webhook::AdmitFuture<'a> {
+        Box::pin(async move {
+            match bearer {
+                "key-a" | "key-b" => Ok(bearer.to_owned()),
+                _ => Err(Error::new(ErrorKind::Unauthenticated, "unknown or revoked key")),
+            }
+        })
+    }
+}
+
+/// A request head promising a 1000-byte body, and 10 bytes of it: the server waits for the
+/// rest, holding whatever the request holds.
+async fn trickle(
+    server: &common::Running,
+    pki: &common::Pki,
+    bearer: &str,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let mut tls = common::tls_connect(server.addr, &pki.ca, Proto::Http1).await;
+    let head = format!(
+        "POST /validate/prod-eu HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {bearer}\r\n\
+         Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{\"request\""
+    );
+    tls.write_all(head.as_bytes()).await.unwrap();
+    tls.flush().await.unwrap();
+    tls
+}
+
+/// The status line of the answer on `tls`, within 10 s (`None`: no answer yet).
+async fn status_line(tls: &mut tokio_rustls::client::TlsStream<tokio::net::TcpStream>) -> Option<String> {
+    let mut buf = vec![0u8; 512];
+    match tokio::time::timeout(Duration::from_secs(10), tls.read(&mut buf)).await {
+        Ok(Ok(n)) if n > 0 => Some(
+            String::from_utf8_lossy(&buf[..n])
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_owned(),
+        ),
+        _ => None,
+    }
+}
+
+#[tokio::test]
+async fn strangers_hold_no_slot_and_one_key_holds_only_its_share() {
+    let pki = pki();
+    let mut cfg = config(&pki);
+    cfg.limits.request_timeout = Duration::from_secs(30);
+    cfg.limits.max_in_flight = 3;
+    cfg.limits.max_in_flight_per_key = 2;
+    let server = start(cfg, Arc::new(KnownKeys(Echo::default()))).await;
+
+    // More strangers than slots, each trickling a body: each is answered 401 from its
+    // headers, before its body is read, and holds nothing.
+    let mut strangers = Vec::new();
+    for _ in 0..5 {
+        strangers.push(trickle(&server, &pki, "junk-token").await);
+    }
+    for tls in &mut strangers {
+        let line = status_line(tls).await.expect("a stranger waits for no body");
+        assert!(line.starts_with("HTTP/1.1 401"), "{line}");
+    }
+
+    // One known key trickling holds its share (2 of 3 slots); a third request of that key is
+    // refused at once, and another key is still served.
+    let mut held = vec![
+        trickle(&server, &pki, "key-a").await,
+        trickle(&server, &pki, "key-a").await,
+    ];
+    let mut third = trickle(&server, &pki, "key-a").await;
+    let line = status_line(&mut third)
+        .await
+        .expect("the key's third request is answered at once");
+    assert!(line.starts_with("HTTP/1.1 429"), "{line}");
+    let (body, uid) = kube_rs_review();
+    let mut client = Client::connect(server.addr, &pki.ca, Proto::Http2).await;
+    let answer = client.send(review("/validate/prod-eu", "key-b", body)).await;
+    assert_eq!(answer.status, StatusCode::OK, "{answer:?}");
+    assert_eq!(answer.json()["response"]["uid"], uid.as_str());
+    for tls in &mut held {
+        tls.shutdown().await.ok();
+    }
     server.shutdown().await;
 }

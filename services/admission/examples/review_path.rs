@@ -198,7 +198,7 @@ fn main() {
                 .add_service(ScanResultServiceServer::new(FakeStore))
                 .serve_with_incoming(incoming),
         );
-        let upstream = Upstream::new(&url, None, "service-token", Duration::from_secs(5)).unwrap();
+        let upstream = Upstream::new(&url, None, "service-token", &Default::default(), false).unwrap();
         let bus = Bus::memory(BusConfig::embedded()).unwrap();
         let mut options = AdmissionOptions {
             rate_limit: RateLimitConfig::unlimited(),

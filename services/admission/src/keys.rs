@@ -36,6 +36,11 @@ pub struct KeyCacheOptions {
     /// How old an answer may be and still serve while the policy store is unreachable.
     #[serde(with = "humantime_serde")]
     pub max_stale: Duration,
+    /// How long an unknown, revoked or expired key's refusal is served before the policy
+    /// store is asked again (default 5 s): junk tokens sent again and again cost one lookup
+    /// each interval. Zero: off.
+    #[serde(with = "humantime_serde")]
+    pub negative_ttl: Duration,
     /// At most this many keys; beyond it the oldest answers are dropped.
     pub max_entries: usize,
 }
@@ -45,6 +50,7 @@ impl Default for KeyCacheOptions {
         KeyCacheOptions {
             ttl: Duration::from_secs(30),
             max_stale: Duration::from_secs(600),
+            negative_ttl: Duration::from_secs(5),
             max_entries: 100_000,
         }
     }
@@ -87,9 +93,10 @@ impl IntrospectingAuthenticator {
         let config = CacheConfig {
             refresh: options.ttl / 2..=options.ttl / 2,
             max_stale: options.max_stale,
-            unreachable: is_transient,
+            unreachable: store_unreachable,
             // An inactive key (see `introspect`) leaves the cache.
             gone: |status| status.code() == Code::Unauthenticated,
+            negative_ttl: options.negative_ttl,
             ..CacheConfig::with_ttl(options.ttl, options.max_entries)
         };
         IntrospectingAuthenticator {
@@ -129,7 +136,7 @@ impl IntrospectingAuthenticator {
             .get_if(hash(secret), |key| !expired(key), || self.introspect(secret));
         self.inner.metrics.cache_lookup(CacheKind::Key, answer.is_hit());
         match answer.get().await {
-            Err(status) if is_transient(&status) => Err(Status::unavailable(format!(
+            Err(status) if not_checked(&status) => Err(Status::unavailable(format!(
                 "the credential cannot be checked now: {}",
                 status.message()
             ))),
@@ -158,15 +165,49 @@ impl IntrospectingAuthenticator {
     }
 }
 
-fn is_transient(status: &Status) -> bool {
+/// Whether an introspection failed on the store's side (no answer, or the store's own
+/// error): the caller is told the key cannot be checked now (`Unavailable`), not that it is
+/// bad.
+fn not_checked(status: &Status) -> bool {
+    store_unreachable(status) || matches!(status.code(), Code::Unknown | Code::Aborted | Code::Internal)
+}
+
+/// Whether an introspection failed because no answer came (the store is down or did not
+/// answer in time: the transport's `Unavailable`, and the deadline's `DeadlineExceeded` or
+/// tonic's client-side `Cancelled`). Only then may a cached key serve past its lifetime. An
+/// answer the store did give (`Internal`, `Unknown`, ...) is not an outage: serving a cached
+/// key on it would let a key revoked meanwhile pass for as long as the store errs.
+fn store_unreachable(status: &Status) -> bool {
     matches!(
         status.code(),
-        Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown | Code::Aborted | Code::Internal
+        Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled
     )
 }
 
 impl Authenticator for IntrospectingAuthenticator {
     fn authenticate<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<TenantKey, Status>> {
         Box::pin(self.check(key))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_an_absent_answer_serves_a_stale_key() {
+        for code in [Code::Unavailable, Code::DeadlineExceeded, Code::Cancelled] {
+            assert!(store_unreachable(&Status::new(code, "")), "{code:?}");
+        }
+        for code in [
+            Code::Internal,
+            Code::Unknown,
+            Code::Aborted,
+            Code::Unauthenticated,
+            Code::PermissionDenied,
+            Code::InvalidArgument,
+        ] {
+            assert!(!store_unreachable(&Status::new(code, "")), "{code:?}");
+        }
     }
 }

@@ -37,7 +37,7 @@ use portcullis_engine::evaluate::FailureMode;
 pub use error::AdmissionError;
 pub use review::{DigestStage, MAX_REVIEW_BYTES, ReviewCaller, ReviewOutput, SignatureStage};
 pub use running::{RunningAdmission, ServeOptions};
-pub use upstream::{ClusterSel, Upstream};
+pub use upstream::{ClusterSel, Upstream, UpstreamTimeouts};
 
 use crate::decision_events::{DecisionEventsConfig, DecisionPublisher, PublisherTask};
 use crate::keys::{IntrospectingAuthenticator, KeyCacheOptions};

@@ -70,7 +70,8 @@ impl TestStack {
             &self.store.url,
             None,
             &self.store.service_token,
-            std::time::Duration::from_secs(5),
+            &crate::upstream::UpstreamTimeouts::default(),
+            false,
         )
         .map_err(|e| err(&e))?;
         let credentials = Credentials::new(

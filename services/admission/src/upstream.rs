@@ -44,30 +44,67 @@ pub struct Upstream {
     timeout: Duration,
 }
 
+/// How the admission service reaches the policy store: deadlines and keepalive (the
+/// `[upstream.timeouts]` settings).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UpstreamTimeouts {
+    /// The deadline of each call (default 5 s).
+    #[serde(with = "humantime_serde")]
+    pub call: Duration,
+    /// How long connecting may take: TCP, TLS and HTTP/2 handshakes (default 5 s).
+    #[serde(with = "humantime_serde")]
+    pub connect: Duration,
+    /// The HTTP/2 ping interval, also while idle, so a dead store is noticed before a
+    /// review needs it (default 20 s).
+    #[serde(with = "humantime_serde")]
+    pub keepalive: Duration,
+}
+
+impl Default for UpstreamTimeouts {
+    fn default() -> UpstreamTimeouts {
+        UpstreamTimeouts {
+            call: Duration::from_secs(5),
+            connect: Duration::from_secs(5),
+            keepalive: Duration::from_secs(20),
+        }
+    }
+}
+
 impl Upstream {
-    /// A client of the policy store at `url` (`http://` or `https://`, trusting `ca_pem`
-    /// when given), connecting on first use. `timeout` bounds every call.
+    /// A client of the policy store at `url` (`http://` on this host only, or `https://`
+    /// trusting `trust`, else the system's roots), connecting on first use, within
+    /// `timeouts`. Every call carries the service credential, so a plain-text URL off this
+    /// host is refused unless `allow_plain_text` (a network that encrypts on its own, such
+    /// as a service mesh).
     pub fn new(
         url: &str,
-        ca_pem: Option<&[u8]>,
+        trust: Option<Trust>,
         service_token: &str,
-        timeout: Duration,
+        timeouts: &UpstreamTimeouts,
+        allow_plain_text: bool,
     ) -> Result<Upstream, AdmissionError> {
         let bad = |what: &str, e: &dyn std::fmt::Display| AdmissionError::InvalidArgument(format!("{what}: {e}"));
         let mut config = ClientConfig::new(url)
             .map_err(|e| bad("policy store URL", &e))?
-            .connect_timeout(timeout)
-            .request_timeout(timeout);
-        if let Some(ca) = ca_pem {
-            config = config.trust(Trust::Ca(ca.to_vec()));
+            .connect_timeout(timeouts.connect)
+            .request_timeout(timeouts.call)
+            .keepalive(Some(timeouts.keepalive));
+        if !allow_plain_text {
+            config
+                .refuse_plain_text_off_host()
+                .map_err(|e| bad("policy store URL", &e))?;
+        }
+        if let Some(trust) = trust {
+            config = config.trust(trust);
         }
         let credential = Credential::bearer(service_token)
             .map_err(|e| bad("service credential", &e))?
-            .with_timeout(timeout);
+            .with_timeout(timeouts.call);
         let channel = config.connect_lazy().map_err(|e| bad("policy store", &e))?;
         Ok(Upstream {
             channel: InterceptedService::new(Traced::new(channel), credential),
-            timeout,
+            timeout: timeouts.call,
         })
     }
 

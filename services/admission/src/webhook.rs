@@ -7,8 +7,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use portcullis_server::{Authenticator as _, Role};
+pub use portcullis_webhook::WebhookLimits;
 use portcullis_webhook::{
-    BoundWebhook, ReviewFuture, ServeError, WebhookConfig, WebhookHandler, WebhookRequest, WebhookServer,
+    AdmitFuture, BoundWebhook, ReviewFuture, ServeError, WebhookConfig, WebhookHandler, WebhookRequest, WebhookServer,
 };
 
 use crate::metrics::Transport;
@@ -24,6 +25,8 @@ pub struct WebhookOptions {
     pub tls_cert: PathBuf,
     /// Private key, PEM.
     pub tls_key: PathBuf,
+    /// Sizes, deadlines and concurrency.
+    pub limits: WebhookLimits,
 }
 
 /// The admission service as a [`WebhookHandler`].
@@ -35,22 +38,34 @@ pub struct WebhookAdapter {
 impl WebhookAdapter {
     /// Binds the webhook listener for `admission`.
     pub async fn bind(admission: Admission, options: &WebhookOptions) -> Result<BoundWebhook, ServeError> {
-        let config = WebhookConfig::new(options.listen, options.tls_cert.clone(), options.tls_key.clone());
+        let config = WebhookConfig {
+            listen: options.listen,
+            tls_cert: options.tls_cert.clone(),
+            tls_key: options.tls_key.clone(),
+            limits: options.limits.clone(),
+        };
         WebhookServer::bind(config, Arc::new(WebhookAdapter { admission })).await
     }
 
-    async fn judge(&self, request: WebhookRequest) -> Result<bytes::Bytes, AdmissionError> {
+    /// The connector key `bearer` names, with its cluster: the webhook takes no other key.
+    async fn connector(&self, bearer: &str) -> Result<(portcullis_server::TenantKey, String), AdmissionError> {
         let key = self
             .admission
             .authenticator()
-            .authenticate(&request.bearer)
+            .authenticate(bearer)
             .await
             .map_err(|s| AdmissionError::from_status(&s))?;
-        let (Role::Connector, Some(own)) = (key.role, key.cluster_id.clone()) else {
-            return Err(AdmissionError::PermissionDenied(
+        match (key.role, key.cluster_id.clone()) {
+            (Role::Connector, Some(own)) => Ok((key, own)),
+            _ => Err(AdmissionError::PermissionDenied(
                 "the webhook takes connector keys only".into(),
-            ));
-        };
+            )),
+        }
+    }
+
+    async fn judge(&self, request: WebhookRequest) -> Result<bytes::Bytes, AdmissionError> {
+        // A cache hit: `admit` checked the same key a moment ago.
+        let (key, own) = self.connector(&request.bearer).await?;
         let caller = ReviewCaller {
             tenant: key.tenant_id,
             own_cluster: Some(own.clone()),
@@ -72,5 +87,12 @@ impl WebhookAdapter {
 impl WebhookHandler for WebhookAdapter {
     fn review(&self, request: WebhookRequest) -> ReviewFuture<'_> {
         Box::pin(async move { self.judge(request).await.map_err(portcullis_domain::Error::from) })
+    }
+
+    fn admit<'a>(&'a self, bearer: &'a str) -> AdmitFuture<'a> {
+        Box::pin(async move {
+            let (key, _cluster) = self.connector(bearer).await.map_err(portcullis_domain::Error::from)?;
+            Ok(key.key_id)
+        })
     }
 }

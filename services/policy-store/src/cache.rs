@@ -56,6 +56,11 @@ pub struct CacheOptions {
     /// the cache off.
     #[serde(with = "humantime_serde")]
     pub effective_ttl: Duration,
+    /// How long an unknown, revoked or expired key's refusal is served before the key is
+    /// read again (default 5 s): junk tokens sent again and again cost one read each
+    /// interval, not one each. Zero: off.
+    #[serde(with = "humantime_serde")]
+    pub key_negative_ttl: Duration,
     /// Most keys kept.
     pub max_keys: usize,
     /// Most clusters kept.
@@ -67,6 +72,7 @@ impl Default for CacheOptions {
         CacheOptions {
             key_ttl: MAX_TTL,
             effective_ttl: MAX_TTL,
+            key_negative_ttl: Duration::from_secs(5),
             max_keys: 100_000,
             max_clusters: 100_000,
         }
@@ -79,6 +85,7 @@ impl CacheOptions {
         CacheOptions {
             key_ttl: Duration::ZERO,
             effective_ttl: Duration::ZERO,
+            key_negative_ttl: Duration::ZERO,
             ..CacheOptions::default()
         }
     }
@@ -140,7 +147,10 @@ impl Caches {
         options.key_ttl = options.key_ttl.min(MAX_TTL);
         options.effective_ttl = options.effective_ttl.min(MAX_TTL);
         Caches {
-            keys: Cache::new(config(options.key_ttl, options.max_keys)),
+            keys: Cache::new(CacheConfig {
+                negative_ttl: options.key_negative_ttl.min(MAX_TTL),
+                ..config(options.key_ttl, options.max_keys)
+            }),
             effective: Cache::new(config(options.effective_ttl, options.max_clusters)),
             options,
             following: AtomicBool::new(false),

@@ -8,7 +8,7 @@ use tonic::{Request, Response, Status};
 
 use crate::PolicyStore;
 use crate::convert::{
-    actor, cluster_to_proto, duration_from, new_settings, optional_ref, optional_time, page, page_response,
+    acting, cluster_to_proto, duration_from, new_settings, optional_ref, optional_time, page, page_response,
     required_ref, settings_update,
 };
 use crate::error::OrStatus;
@@ -19,8 +19,7 @@ impl ClusterService for PolicyStore {
         &self,
         request: Request<pb::RegisterClusterRequest>,
     ) -> Result<Response<pb::RegisterClusterResponse>, Status> {
-        let caller = Caller::of(&request)?;
-        let tenant = caller.tenant()?;
+        let (tenant, actor) = acting(&request)?;
         let req = request.get_ref();
         let new = NewCluster {
             name: req.name.clone(),
@@ -29,11 +28,7 @@ impl ClusterService for PolicyStore {
             settings: new_settings(req.settings.clone())?,
             connector_key_expires_at: optional_time("connector_key_expires_at", req.connector_key_expires_at.as_ref())?,
         };
-        let registered = self
-            .store
-            .register_cluster(tenant, &actor(caller), &new)
-            .await
-            .or_status()?;
+        let registered = self.store.register_cluster(tenant, &actor, &new).await.or_status()?;
         Ok(Response::new(pb::RegisterClusterResponse {
             cluster: Some(cluster_to_proto(registered.cluster)),
             connector_key_id: registered.connector_key.key.id.clone(),
@@ -45,8 +40,7 @@ impl ClusterService for PolicyStore {
         &self,
         request: Request<pb::GetClusterRequest>,
     ) -> Result<Response<pb::GetClusterResponse>, Status> {
-        let caller = Caller::of(&request)?;
-        let tenant = caller.tenant()?;
+        let tenant = Caller::tenant_of(&request)?;
         let cluster_ref = required_ref("cluster", request.get_ref().cluster.clone())?;
         let cluster = self.store.get_cluster(tenant, &cluster_ref).await.or_status()?;
         Ok(Response::new(pb::GetClusterResponse {
@@ -58,8 +52,7 @@ impl ClusterService for PolicyStore {
         &self,
         request: Request<pb::ListClustersRequest>,
     ) -> Result<Response<pb::ListClustersResponse>, Status> {
-        let caller = Caller::of(&request)?;
-        let tenant = caller.tenant()?;
+        let tenant = Caller::tenant_of(&request)?;
         let req = request.get_ref();
         let query = ClusterQuery {
             page: page(req.page.clone()),
@@ -77,14 +70,13 @@ impl ClusterService for PolicyStore {
         &self,
         request: Request<pb::AssignPolicyRequest>,
     ) -> Result<Response<pb::AssignPolicyResponse>, Status> {
-        let caller = Caller::of(&request)?;
-        let tenant = caller.tenant()?;
+        let (tenant, actor) = acting(&request)?;
         let req = request.get_ref();
         let cluster_ref = required_ref("cluster", req.cluster.clone())?;
         let policy_ref = optional_ref("policy", req.policy.clone())?;
         let cluster = self
             .store
-            .assign_policy(tenant, &actor(caller), &cluster_ref, policy_ref.as_ref())
+            .assign_policy(tenant, &actor, &cluster_ref, policy_ref.as_ref())
             .await
             .or_status()?;
         Ok(Response::new(pb::AssignPolicyResponse {
@@ -96,14 +88,13 @@ impl ClusterService for PolicyStore {
         &self,
         request: Request<pb::UpdateClusterSettingsRequest>,
     ) -> Result<Response<pb::UpdateClusterSettingsResponse>, Status> {
-        let caller = Caller::of(&request)?;
-        let tenant = caller.tenant()?;
+        let (tenant, actor) = acting(&request)?;
         let req = request.get_ref();
         let cluster_ref = required_ref("cluster", req.cluster.clone())?;
         let update = settings_update(req.settings.clone(), req.update_mask.clone())?;
         let cluster = self
             .store
-            .update_cluster_settings(tenant, &actor(caller), &cluster_ref, &update, req.expected_generation)
+            .update_cluster_settings(tenant, &actor, &cluster_ref, &update, req.expected_generation)
             .await
             .or_status()?;
         Ok(Response::new(pb::UpdateClusterSettingsResponse {
@@ -152,8 +143,7 @@ impl ClusterService for PolicyStore {
         &self,
         request: Request<pb::RotateConnectorKeyRequest>,
     ) -> Result<Response<pb::RotateConnectorKeyResponse>, Status> {
-        let caller = Caller::of(&request)?;
-        let tenant = caller.tenant()?;
+        let (tenant, actor) = acting(&request)?;
         let req = request.get_ref();
         let cluster_ref = required_ref("cluster", req.cluster.clone())?;
         let grace = req
@@ -164,7 +154,7 @@ impl ClusterService for PolicyStore {
         let expires_at = optional_time("expires_at", req.expires_at.as_ref())?;
         let rotation = self
             .store
-            .rotate_connector_key(tenant, &actor(caller), &cluster_ref, grace, expires_at)
+            .rotate_connector_key(tenant, &actor, &cluster_ref, grace, expires_at)
             .await
             .or_status()?;
         Ok(Response::new(pb::RotateConnectorKeyResponse {
@@ -179,12 +169,11 @@ impl ClusterService for PolicyStore {
         &self,
         request: Request<pb::DeleteClusterRequest>,
     ) -> Result<Response<pb::DeleteClusterResponse>, Status> {
-        let caller = Caller::of(&request)?;
-        let tenant = caller.tenant()?;
+        let (tenant, actor) = acting(&request)?;
         let cluster_ref = required_ref("cluster", request.get_ref().cluster.clone())?;
         let deleted = self
             .store
-            .delete_cluster(tenant, &actor(caller), &cluster_ref)
+            .delete_cluster(tenant, &actor, &cluster_ref)
             .await
             .or_status()?;
         Ok(Response::new(pb::DeleteClusterResponse {

@@ -14,6 +14,12 @@ use portcullis_storage::{
 use time::OffsetDateTime;
 use tonic::Status;
 
+/// The tenant a request acts in and who acts: the preamble of every handler that writes.
+pub fn acting<T>(request: &tonic::Request<T>) -> Result<(&str, Actor), Status> {
+    let caller = Caller::of(request)?;
+    Ok((caller.tenant()?, actor(caller)))
+}
+
 /// The store's actor for a caller: key id and role of a tenant key (none for the operator
 /// and the service credential), with the call's trace context.
 pub fn actor(caller: &Caller) -> Actor {

@@ -9,7 +9,7 @@ use portcullis_storage::NameQuery;
 use tonic::{Request, Response, Status};
 
 use crate::PolicyStore;
-use crate::convert::{actor, attestor_to_proto, page, page_response, required_ref, required_text, ruleset_to_proto};
+use crate::convert::{acting, attestor_to_proto, page, page_response, required_ref, required_text, ruleset_to_proto};
 use crate::error::OrStatus;
 
 /// One named-document service (create, get, list, update, apply, delete by name or id):
@@ -27,22 +27,16 @@ macro_rules! named_document_service {
         #[tonic::async_trait]
         impl $service for PolicyStore {
             async fn $create(&self, request: Request<pb::$create_req>) -> Result<Response<pb::$create_res>, Status> {
-                let caller = Caller::of(&request)?;
-                let tenant = caller.tenant()?;
+                let (tenant, actor) = acting(&request)?;
                 let document = required_text("document_json", &request.get_ref().document_json)?;
-                let stored = self
-                    .store
-                    .$create(tenant, &actor(caller), document)
-                    .await
-                    .or_status()?;
+                let stored = self.store.$create(tenant, &actor, document).await.or_status()?;
                 Ok(Response::new(pb::$create_res {
                     $one: Some($to_proto(stored)),
                 }))
             }
 
             async fn $get(&self, request: Request<pb::$get_req>) -> Result<Response<pb::$get_res>, Status> {
-                let caller = Caller::of(&request)?;
-                let tenant = caller.tenant()?;
+                let tenant = Caller::tenant_of(&request)?;
                 let reference = required_ref(stringify!($one), request.get_ref().$one.clone())?;
                 let stored = self.store.$get(tenant, &reference).await.or_status()?;
                 Ok(Response::new(pb::$get_res {
@@ -51,8 +45,7 @@ macro_rules! named_document_service {
             }
 
             async fn $list(&self, request: Request<pb::$list_req>) -> Result<Response<pb::$list_res>, Status> {
-                let caller = Caller::of(&request)?;
-                let tenant = caller.tenant()?;
+                let tenant = Caller::tenant_of(&request)?;
                 let req = request.get_ref();
                 let query = NameQuery {
                     page: page(req.page.clone()),
@@ -66,20 +59,13 @@ macro_rules! named_document_service {
             }
 
             async fn $update(&self, request: Request<pb::$update_req>) -> Result<Response<pb::$update_res>, Status> {
-                let caller = Caller::of(&request)?;
-                let tenant = caller.tenant()?;
+                let (tenant, actor) = acting(&request)?;
                 let req = request.get_ref();
                 let reference = required_ref(stringify!($one), req.$one.clone())?;
                 let document = required_text("document_json", &req.document_json)?;
                 let written = self
                     .store
-                    .$update(
-                        tenant,
-                        &actor(caller),
-                        &reference,
-                        document,
-                        req.expected_revision,
-                    )
+                    .$update(tenant, &actor, &reference, document, req.expected_revision)
                     .await
                     .or_status()?;
                 Ok(Response::new(pb::$update_res {
@@ -89,13 +75,12 @@ macro_rules! named_document_service {
             }
 
             async fn $apply(&self, request: Request<pb::$apply_req>) -> Result<Response<pb::$apply_res>, Status> {
-                let caller = Caller::of(&request)?;
-                let tenant = caller.tenant()?;
+                let (tenant, actor) = acting(&request)?;
                 let req = request.get_ref();
                 let document = required_text("document_json", &req.document_json)?;
                 let written = self
                     .store
-                    .$apply(tenant, &actor(caller), document, req.expected_revision)
+                    .$apply(tenant, &actor, document, req.expected_revision)
                     .await
                     .or_status()?;
                 Ok(Response::new(pb::$apply_res {
@@ -106,14 +91,9 @@ macro_rules! named_document_service {
             }
 
             async fn $delete(&self, request: Request<pb::$delete_req>) -> Result<Response<pb::$delete_res>, Status> {
-                let caller = Caller::of(&request)?;
-                let tenant = caller.tenant()?;
+                let (tenant, actor) = acting(&request)?;
                 let reference = required_ref(stringify!($one), request.get_ref().$one.clone())?;
-                let deleted = self
-                    .store
-                    .$delete(tenant, &actor(caller), &reference)
-                    .await
-                    .or_status()?;
+                let deleted = self.store.$delete(tenant, &actor, &reference).await.or_status()?;
                 Ok(Response::new(pb::$delete_res { id: deleted.id }))
             }
         }

@@ -9,7 +9,7 @@ use tonic::{Request, Response, Status};
 
 use crate::PolicyStore;
 use crate::cache::Fetch;
-use crate::convert::{actor, optional_ref, page, page_response, policy_to_proto, required_ref, required_text};
+use crate::convert::{acting, optional_ref, page, page_response, policy_to_proto, required_ref, required_text};
 use crate::error::OrStatus;
 
 #[tonic::async_trait]
@@ -18,15 +18,10 @@ impl PolicyService for PolicyStore {
         &self,
         request: Request<pb::CreatePolicyRequest>,
     ) -> Result<Response<pb::CreatePolicyResponse>, Status> {
-        let caller = Caller::of(&request)?;
-        let tenant = caller.tenant()?;
+        let (tenant, actor) = acting(&request)?;
         let req = request.get_ref();
         let document = required_text("document_json", &req.document_json)?;
-        let policy = self
-            .store
-            .create_policy(tenant, &actor(caller), document)
-            .await
-            .or_status()?;
+        let policy = self.store.create_policy(tenant, &actor, document).await.or_status()?;
         Ok(Response::new(pb::CreatePolicyResponse {
             policy: Some(policy_to_proto(policy)),
         }))
@@ -36,8 +31,7 @@ impl PolicyService for PolicyStore {
         &self,
         request: Request<pb::GetPolicyRequest>,
     ) -> Result<Response<pb::GetPolicyResponse>, Status> {
-        let caller = Caller::of(&request)?;
-        let tenant = caller.tenant()?;
+        let tenant = Caller::tenant_of(&request)?;
         let policy_ref = required_ref("policy", request.get_ref().policy.clone())?;
         let policy = self.store.get_policy(tenant, &policy_ref).await.or_status()?;
         Ok(Response::new(pb::GetPolicyResponse {
@@ -49,8 +43,7 @@ impl PolicyService for PolicyStore {
         &self,
         request: Request<pb::ListPoliciesRequest>,
     ) -> Result<Response<pb::ListPoliciesResponse>, Status> {
-        let caller = Caller::of(&request)?;
-        let tenant = caller.tenant()?;
+        let tenant = Caller::tenant_of(&request)?;
         let req = request.get_ref();
         let query = PolicyQuery {
             page: page(req.page.clone()),
@@ -68,8 +61,7 @@ impl PolicyService for PolicyStore {
         &self,
         request: Request<pb::UpdatePolicyRequest>,
     ) -> Result<Response<pb::UpdatePolicyResponse>, Status> {
-        let caller = Caller::of(&request)?;
-        let tenant = caller.tenant()?;
+        let (tenant, actor) = acting(&request)?;
         let req = request.get_ref();
         let policy_ref = required_ref("policy", req.policy.clone())?;
         let document = required_text("document_json", &req.document_json)?;
@@ -81,7 +73,7 @@ impl PolicyService for PolicyStore {
         }
         let written = self
             .store
-            .update_policy(tenant, &actor(caller), &policy_ref, document, req.expected_revision)
+            .update_policy(tenant, &actor, &policy_ref, document, req.expected_revision)
             .await
             .or_status()?;
         Ok(Response::new(pb::UpdatePolicyResponse {
@@ -94,13 +86,12 @@ impl PolicyService for PolicyStore {
         &self,
         request: Request<pb::ApplyPolicyRequest>,
     ) -> Result<Response<pb::ApplyPolicyResponse>, Status> {
-        let caller = Caller::of(&request)?;
-        let tenant = caller.tenant()?;
+        let (tenant, actor) = acting(&request)?;
         let req = request.get_ref();
         let document = required_text("document_json", &req.document_json)?;
         let written = self
             .store
-            .apply_policy(tenant, &actor(caller), document, req.expected_revision)
+            .apply_policy(tenant, &actor, document, req.expected_revision)
             .await
             .or_status()?;
         Ok(Response::new(pb::ApplyPolicyResponse {
@@ -114,13 +105,12 @@ impl PolicyService for PolicyStore {
         &self,
         request: Request<pb::DuplicatePolicyRequest>,
     ) -> Result<Response<pb::DuplicatePolicyResponse>, Status> {
-        let caller = Caller::of(&request)?;
-        let tenant = caller.tenant()?;
+        let (tenant, actor) = acting(&request)?;
         let req = request.get_ref();
         let policy_ref = required_ref("policy", req.policy.clone())?;
         let policy = self
             .store
-            .duplicate_policy(tenant, &actor(caller), &policy_ref, req.new_name.as_deref())
+            .duplicate_policy(tenant, &actor, &policy_ref, req.new_name.as_deref())
             .await
             .or_status()?;
         Ok(Response::new(pb::DuplicatePolicyResponse {
@@ -132,13 +122,12 @@ impl PolicyService for PolicyStore {
         &self,
         request: Request<pb::DeletePolicyRequest>,
     ) -> Result<Response<pb::DeletePolicyResponse>, Status> {
-        let caller = Caller::of(&request)?;
-        let tenant = caller.tenant()?;
+        let (tenant, actor) = acting(&request)?;
         let req = request.get_ref();
         let policy_ref = required_ref("policy", req.policy.clone())?;
         let deleted = self
             .store
-            .delete_policy(tenant, &actor(caller), &policy_ref, req.expected_revision)
+            .delete_policy(tenant, &actor, &policy_ref, req.expected_revision)
             .await
             .or_status()?;
         Ok(Response::new(pb::DeletePolicyResponse {
@@ -151,8 +140,7 @@ impl PolicyService for PolicyStore {
         &self,
         request: Request<pb::ListPolicyHistoryRequest>,
     ) -> Result<Response<pb::ListPolicyHistoryResponse>, Status> {
-        let caller = Caller::of(&request)?;
-        let tenant = caller.tenant()?;
+        let tenant = Caller::tenant_of(&request)?;
         let req = request.get_ref();
         let policy_ref = required_ref("policy", req.policy.clone())?;
         let history = self
@@ -181,8 +169,7 @@ impl PolicyService for PolicyStore {
         &self,
         request: Request<pb::GetPolicyRevisionRequest>,
     ) -> Result<Response<pb::GetPolicyRevisionResponse>, Status> {
-        let caller = Caller::of(&request)?;
-        let tenant = caller.tenant()?;
+        let tenant = Caller::tenant_of(&request)?;
         let req = request.get_ref();
         let policy_ref = required_ref("policy", req.policy.clone())?;
         if req.revision == 0 {

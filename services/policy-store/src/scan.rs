@@ -11,7 +11,7 @@ use tonic::{Request, Response, Status};
 
 use crate::PolicyStore;
 use crate::convert::{
-    actor, page, page_response, required_text, scan_result_from, scan_result_to_proto, scan_type_from,
+    acting, page, page_response, required_text, scan_result_from, scan_result_to_proto, scan_type_from,
 };
 use crate::error::OrStatus;
 
@@ -21,8 +21,7 @@ impl ScanResultService for PolicyStore {
         &self,
         request: Request<pb::UploadScanResultRequest>,
     ) -> Result<Response<pb::UploadScanResultResponse>, Status> {
-        let caller = Caller::of(&request)?;
-        let tenant = caller.tenant()?;
+        let (tenant, actor) = acting(&request)?;
         let req = request.get_ref();
         let report = match req.report.clone() {
             None => return Err(invalid_field("report", "required: trivy_json, native_json or native")),
@@ -38,11 +37,7 @@ impl ScanResultService for PolicyStore {
             image: req.image.clone(),
             report,
         };
-        let stored = self
-            .store
-            .upload_scan(tenant, &actor(caller), &upload)
-            .await
-            .or_status()?;
+        let stored = self.store.upload_scan(tenant, &actor, &upload).await.or_status()?;
         Ok(Response::new(pb::UploadScanResultResponse {
             stored: stored.iter().map(scan_summary_to_proto).collect(),
         }))
@@ -52,8 +47,7 @@ impl ScanResultService for PolicyStore {
         &self,
         request: Request<pb::GetLatestScanResultRequest>,
     ) -> Result<Response<pb::GetLatestScanResultResponse>, Status> {
-        let caller = Caller::of(&request)?;
-        let tenant = caller.tenant()?;
+        let tenant = Caller::tenant_of(&request)?;
         let req = request.get_ref();
         let digest = required_text("digest", &req.digest)?;
         let scan_type =
@@ -76,8 +70,7 @@ impl ScanResultService for PolicyStore {
         &self,
         request: Request<pb::ListScanResultsRequest>,
     ) -> Result<Response<pb::ListScanResultsResponse>, Status> {
-        let caller = Caller::of(&request)?;
-        let tenant = caller.tenant()?;
+        let tenant = Caller::tenant_of(&request)?;
         let req = request.get_ref();
         let query = ScanQuery {
             page: page(req.page.clone()),

@@ -13,7 +13,7 @@ use tonic::{Request, Response, Status};
 
 use crate::PolicyStore;
 use crate::convert::{
-    actor, api_key_to_proto, audit_to_proto, optional_ref, optional_time, page, page_response, required_text,
+    acting, actor, api_key_to_proto, audit_to_proto, optional_ref, optional_time, page, page_response, required_text,
     role_from_proto, tenant_to_proto,
 };
 use crate::error::{OrStatus, store_status};
@@ -83,8 +83,7 @@ impl AuthService for PolicyStore {
         &self,
         request: Request<pb::CreateApiKeyRequest>,
     ) -> Result<Response<pb::CreateApiKeyResponse>, Status> {
-        let caller = Caller::of(&request)?;
-        let tenant = caller.tenant()?;
+        let (tenant, actor) = acting(&request)?;
         let req = request.get_ref();
         let role = role_from_proto("role", req.role)?
             .ok_or_else(|| invalid_field("role", "required: admin, editor, viewer or connector"))?;
@@ -94,11 +93,7 @@ impl AuthService for PolicyStore {
             expires_at: optional_time("expires_at", req.expires_at.as_ref())?,
             description: req.description.clone(),
         };
-        let issued = self
-            .store
-            .create_api_key(tenant, &actor(caller), &new)
-            .await
-            .or_status()?;
+        let issued = self.store.create_api_key(tenant, &actor, &new).await.or_status()?;
         Ok(Response::new(pb::CreateApiKeyResponse {
             key: Some(api_key_to_proto(issued.key)),
             secret: issued.secret,
@@ -109,8 +104,7 @@ impl AuthService for PolicyStore {
         &self,
         request: Request<pb::ListApiKeysRequest>,
     ) -> Result<Response<pb::ListApiKeysResponse>, Status> {
-        let caller = Caller::of(&request)?;
-        let tenant = caller.tenant()?;
+        let tenant = Caller::tenant_of(&request)?;
         let req = request.get_ref();
         let query = ApiKeyQuery {
             page: page(req.page.clone()),
@@ -129,14 +123,9 @@ impl AuthService for PolicyStore {
         &self,
         request: Request<pb::RevokeApiKeyRequest>,
     ) -> Result<Response<pb::RevokeApiKeyResponse>, Status> {
-        let caller = Caller::of(&request)?;
-        let tenant = caller.tenant()?;
+        let (tenant, actor) = acting(&request)?;
         let key_id = required_text("key_id", &request.get_ref().key_id)?;
-        let key = self
-            .store
-            .revoke_api_key(tenant, &actor(caller), key_id)
-            .await
-            .or_status()?;
+        let key = self.store.revoke_api_key(tenant, &actor, key_id).await.or_status()?;
         Ok(Response::new(pb::RevokeApiKeyResponse {
             key: Some(api_key_to_proto(key)),
         }))
@@ -202,8 +191,7 @@ impl AuditService for PolicyStore {
         &self,
         request: Request<pb::ListAuditEntriesRequest>,
     ) -> Result<Response<pb::ListAuditEntriesResponse>, Status> {
-        let caller = Caller::of(&request)?;
-        let tenant = caller.tenant()?;
+        let tenant = Caller::tenant_of(&request)?;
         let req = request.get_ref();
         let range = req.time_range.unwrap_or_default();
         let text = |s: &str| Some(s.to_owned()).filter(|s| !s.is_empty());

@@ -65,12 +65,23 @@ pub fn parse_server(text: &str) -> Result<ServerUrl, String> {
 }
 
 /// Opens the channel (the kit's client builder): connects now (so an unreachable server is
-/// one clear error), with the deadline on connecting and on every call.
-pub async fn connect(server: &ServerUrl, ca_cert: Option<&Path>, timeout: Duration) -> Result<Channel, ClientError> {
+/// one clear error), with the deadline on connecting and on every call. Plain text off this
+/// host is refused unless `insecure`: every call carries a key.
+pub async fn connect(
+    server: &ServerUrl,
+    ca_cert: Option<&Path>,
+    insecure: bool,
+    timeout: Duration,
+) -> Result<Channel, ClientError> {
     let mut config = ClientConfig::new(&server.uri)
         .map_err(|e| ClientError::input(format!("--server {}: {e}", server.uri)))?
         .connect_timeout(timeout)
         .request_timeout(timeout);
+    if !insecure {
+        config
+            .refuse_plain_text_off_host()
+            .map_err(|e| ClientError::input(format!("--server: {e}; or pass --insecure")))?;
+    }
     match (server.tls, ca_cert) {
         (true, ca) => config = config.trust(tls_config(server, ca)?),
         (false, Some(_)) => {
@@ -238,7 +249,12 @@ mod tests {
             .enable_all()
             .build()
             .unwrap();
-        let result = rt.block_on(connect(&server, Some(Path::new("ca.pem")), Duration::from_secs(1)));
+        let result = rt.block_on(connect(
+            &server,
+            Some(Path::new("ca.pem")),
+            false,
+            Duration::from_secs(1),
+        ));
         let Err(ClientError::Input(message)) = result else {
             panic!("expected an input error")
         };

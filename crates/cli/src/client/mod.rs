@@ -78,6 +78,10 @@ pub struct GlobalArgs {
     /// CA certificate(s), PEM, to trust for an https server (e.g. a self-signed one).
     #[arg(long, global = true, env = "PORTCULLIS_CA_CERT", value_name = "FILE")]
     pub ca_cert: Option<PathBuf>,
+    /// Sends keys over plain-text `http://` to a server off this host (refused otherwise:
+    /// anyone on the path could read the key). Only where the network encrypts on its own.
+    #[arg(long, global = true)]
+    pub insecure: bool,
     /// Deadline of every call to the server, e.g. `30s`, `2m`.
     #[arg(long, global = true, default_value = "30s", value_name = "DURATION", value_parser = duration::parse_timeout)]
     pub timeout: Duration,
@@ -184,7 +188,13 @@ impl Ctx<'_> {
     async fn connect(&self, choice: KeyChoice) -> Result<Conn, ClientError> {
         let server = parse_server(&self.global.server).map_err(ClientError::Input)?;
         let auth = self.auth(choice)?;
-        let channel = connection::connect(&server, self.global.ca_cert.as_deref(), self.global.timeout).await?;
+        let channel = connection::connect(
+            &server,
+            self.global.ca_cert.as_deref(),
+            self.global.insecure,
+            self.global.timeout,
+        )
+        .await?;
         Ok(Conn {
             channel,
             auth,
@@ -412,6 +422,7 @@ mod tests {
             api_key: api.map(str::to_owned),
             operator_key: operator.map(str::to_owned),
             ca_cert: None,
+            insecure: false,
             timeout: Duration::from_secs(1),
         }
     }

@@ -14,7 +14,8 @@ use super::policy::print_applied;
 use super::{Conn, Ctx, KeyChoice, all_pages, missing, next_token};
 use portcullis_proto::common::v1::{PageRequest, PageResponse};
 
-/// A stored document's fields as the commands show them.
+/// A stored document's fields as the commands show them, in the order `list -o json` prints
+/// them.
 pub(super) struct Stored {
     /// Server-assigned id.
     pub id: String,
@@ -26,16 +27,14 @@ pub(super) struct Stored {
     pub document_json: String,
     /// The document's description.
     pub description: String,
+    /// The resource's own listing column: as JSON, and as a table cell.
+    pub extra: (Value, String),
     /// Id of the key that made the last change.
     pub author_key_id: String,
     /// When it was created.
     pub created_at: Option<Timestamp>,
     /// When it last changed.
     pub updated_at: Option<Timestamp>,
-    /// The resource's own listing column, as JSON.
-    pub extra_json: Value,
-    /// The resource's own listing column, as a table cell.
-    pub extra_cell: String,
 }
 
 /// One resource kind: its names and its generated client calls.
@@ -175,7 +174,7 @@ pub(super) async fn list<R: NamedDocument>(
                     m.insert("name".into(), json!(r.name));
                     m.insert("revision".into(), json!(r.revision));
                     m.insert("description".into(), json!(r.description));
-                    m.insert(R::EXTRA_KEY.into(), r.extra_json.clone());
+                    m.insert(R::EXTRA_KEY.into(), r.extra.0.clone());
                     m.insert("author".into(), json!(r.author_key_id));
                     m.insert("created".into(), time_json(r.created_at.as_ref()));
                     m.insert("updated".into(), time_json(r.updated_at.as_ref()));
@@ -190,7 +189,7 @@ pub(super) async fn list<R: NamedDocument>(
                 table.row(vec![
                     r.name.clone(),
                     r.revision.to_string(),
-                    r.extra_cell.clone(),
+                    r.extra.1.clone(),
                     r.description.clone(),
                     time_cell(r.updated_at.as_ref()),
                     r.id.clone(),
@@ -216,19 +215,12 @@ pub(super) async fn delete<R: NamedDocument>(ctx: &Ctx<'_>, name: &str, output: 
 /// and attestors are this one implementation.
 macro_rules! named_document_cli {
     (
-        command: $command:ident, resource: $resource:ident,
-        kind: $kind:literal, what: $what:literal, plural: $plural:literal,
-        extra: $extra_column:literal / $extra_key:literal, $extra:expr,
-        engine: $engine:ty, record: $record:ident, client: $client:ty, conn: $conn:ident,
-        field: $one:ident / $many:ident,
-        apply: $apply:ident($apply_req:ident),
-        get: $get:ident($get_req:ident),
-        list: $list:ident($list_req:ident),
-        delete: $delete:ident($delete_req:ident) $(,)?
-    ) => {
-        #[doc = concat!("`", $kind, "` subcommands.")]
+        $Kind:ident / $one:ident / $many:ident, what: $what:literal, engine: $engine:ty,
+        extra: $extra_column:literal / $extra_key:literal, $extra:expr $(,)?
+    ) => { pastey::paste! {
+        #[doc = concat!("`", stringify!($one), "` subcommands.")]
         #[derive(Debug, clap::Subcommand)]
-        pub enum $command {
+        pub enum [<$Kind Command>] {
             #[doc = concat!("Creates the ", $what, " named in the document, or updates the one of that name")]
             #[doc = "(checked locally by the engine first)."]
             Apply {
@@ -248,9 +240,9 @@ macro_rules! named_document_cli {
                 #[command(flatten)]
                 out: $crate::client::output::OutputArg,
             },
-            #[doc = concat!("Lists the tenant's ", $plural, ".")]
+            #[doc = concat!("Lists the tenant's ", stringify!($many), ".")]
             List {
-                #[doc = concat!("Only ", $plural, " whose name contains this text.")]
+                #[doc = concat!("Only ", stringify!($many), " whose name contains this text.")]
                 #[arg(long, value_name = "TEXT")]
                 filter: Option<String>,
                 #[command(flatten)]
@@ -265,61 +257,59 @@ macro_rules! named_document_cli {
             },
         }
 
-        impl $command {
+        impl [<$Kind Command>] {
             /// The subcommand's name.
             pub fn verb(&self) -> &'static str {
                 match self {
-                    $command::Apply { .. } => "apply",
-                    $command::Get { .. } => "get",
-                    $command::List { .. } => "list",
-                    $command::Delete { .. } => "delete",
+                    [<$Kind Command>]::Apply { .. } => "apply",
+                    [<$Kind Command>]::Get { .. } => "get",
+                    [<$Kind Command>]::List { .. } => "list",
+                    [<$Kind Command>]::Delete { .. } => "delete",
                 }
             }
         }
 
-        #[doc = concat!("The ", $kind, " resource for the shared named-document commands.")]
-        struct $resource;
+        #[doc = concat!("The ", stringify!($one), " resource for the shared named-document commands.")]
+        struct [<$Kind s>];
 
-        impl $crate::client::named_document::NamedDocument for $resource {
-            const KIND: &'static str = $kind;
-            const NONE_LISTED: &'static str = concat!("No ", $plural, ".");
+        impl $crate::client::named_document::NamedDocument for [<$Kind s>] {
+            const KIND: &'static str = stringify!($one);
+            const NONE_LISTED: &'static str = concat!("No ", stringify!($many), ".");
             const EXTRA_COLUMN: &'static str = $extra_column;
             const EXTRA_KEY: &'static str = $extra_key;
             type Engine = $engine;
-            type Record = pb::$record;
-            type Client = $client;
+            type Record = pb::$Kind;
+            type Client = pb::[<$one _service_client>]::[<$Kind ServiceClient>]<super::Svc>;
 
             fn validate(parsed: &$engine) -> Result<(), Vec<portcullis_engine::policy::FieldError>> {
                 parsed.validate()
             }
 
-            fn stored(r: &pb::$record) -> $crate::client::named_document::Stored {
-                let (extra_json, extra_cell) = ($extra)(r);
+            fn stored(r: &pb::$Kind) -> $crate::client::named_document::Stored {
                 $crate::client::named_document::Stored {
                     id: r.id.clone(),
                     name: r.name.clone(),
                     revision: r.revision,
                     document_json: r.document_json.clone(),
                     description: r.description.clone(),
+                    extra: ($extra)(r),
                     author_key_id: r.author_key_id.clone(),
                     created_at: r.created_at,
                     updated_at: r.updated_at,
-                    extra_json,
-                    extra_cell,
                 }
             }
 
             fn client(conn: &$crate::client::Conn) -> Self::Client {
-                conn.$conn()
+                conn.$many()
             }
 
             async fn apply(
                 mut client: Self::Client,
                 document_json: String,
                 expected_revision: Option<u64>,
-            ) -> Result<(Option<pb::$record>, bool, bool), tonic::Status> {
+            ) -> Result<(Option<pb::$Kind>, bool, bool), tonic::Status> {
                 let r = client
-                    .$apply(pb::$apply_req {
+                    .[<apply_ $one>](pb::[<Apply $Kind Request>] {
                         document_json,
                         expected_revision,
                     })
@@ -328,9 +318,9 @@ macro_rules! named_document_cli {
                 Ok((r.$one, r.created, r.changed))
             }
 
-            async fn get(mut client: Self::Client, name: &str) -> Result<Option<pb::$record>, tonic::Status> {
+            async fn get(mut client: Self::Client, name: &str) -> Result<Option<pb::$Kind>, tonic::Status> {
                 let r = client
-                    .$get(pb::$get_req {
+                    .[<get_ $one>](pb::[<Get $Kind Request>] {
                         $one: $crate::client::by_name(name),
                     })
                     .await?
@@ -342,9 +332,9 @@ macro_rules! named_document_cli {
                 mut client: Self::Client,
                 page: portcullis_proto::common::v1::PageRequest,
                 name_filter: String,
-            ) -> Result<(Vec<pb::$record>, String), tonic::Status> {
+            ) -> Result<(Vec<pb::$Kind>, String), tonic::Status> {
                 let r = client
-                    .$list(pb::$list_req {
+                    .[<list_ $many>](pb::[<List $Kind s Request>] {
                         page: Some(page),
                         name_filter,
                     })
@@ -355,7 +345,7 @@ macro_rules! named_document_cli {
 
             async fn delete(mut client: Self::Client, name: &str) -> Result<String, tonic::Status> {
                 let r = client
-                    .$delete(pb::$delete_req {
+                    .[<delete_ $one>](pb::[<Delete $Kind Request>] {
                         $one: $crate::client::by_name(name),
                     })
                     .await?
@@ -364,24 +354,24 @@ macro_rules! named_document_cli {
             }
         }
 
-        #[doc = concat!("Runs a `", $kind, "` subcommand.")]
+        #[doc = concat!("Runs a `", stringify!($one), "` subcommand.")]
         pub async fn run(
             ctx: &$crate::client::Ctx<'_>,
-            command: &$command,
+            command: &[<$Kind Command>],
         ) -> Result<(), $crate::client::error::ClientError> {
             use $crate::client::named_document as nd;
             match command {
-                $command::Apply {
+                [<$Kind Command>]::Apply {
                     file,
                     expected_revision,
                     out,
-                } => nd::apply::<$resource>(ctx, file, *expected_revision, out.output).await,
-                $command::Get { name, out } => nd::get::<$resource>(ctx, name, out.output).await,
-                $command::List { filter, out } => nd::list::<$resource>(ctx, filter.as_deref(), out.output).await,
-                $command::Delete { name, out } => nd::delete::<$resource>(ctx, name, out.output).await,
+                } => nd::apply::<[<$Kind s>]>(ctx, file, *expected_revision, out.output).await,
+                [<$Kind Command>]::Get { name, out } => nd::get::<[<$Kind s>]>(ctx, name, out.output).await,
+                [<$Kind Command>]::List { filter, out } => nd::list::<[<$Kind s>]>(ctx, filter.as_deref(), out.output).await,
+                [<$Kind Command>]::Delete { name, out } => nd::delete::<[<$Kind s>]>(ctx, name, out.output).await,
             }
         }
-    };
+    }};
 }
 
 pub(super) use named_document_cli;

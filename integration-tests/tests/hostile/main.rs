@@ -1,0 +1,16 @@
+//! Hostile input and faults: what one tenant or a stranger sends cannot hurt another tenant.
+//! One module per attack; each scenario runs embedded and distributed (`both!`) and shows
+//! that the service still answers others normally while the attack runs.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    missing_docs
+)]
+
+#[path = "../support/tls.rs"]
+mod tls;
+
+mod webhook_slots;
