@@ -43,7 +43,11 @@ pub async fn editor_cannot_rotate_a_connector_key(server: &mut TestServer) {
         editor.clusters.rotate_connector_key(rotate_now(&editor, "c1")).await,
         Code::PermissionDenied,
     );
-    assert!(status.message().contains("editor"), "names the role: {}", status.message());
+    assert!(
+        status.message().contains("editor"),
+        "names the role: {}",
+        status.message()
+    );
 
     // The cluster's key still works; no key was added or revoked.
     let mut connector = admin.with_key(&cluster.connector_key);

@@ -1,0 +1,5 @@
+//! Hostile inputs and faults (issue 17): one module per finding, each scenario run embedded
+//! and distributed (`both!`), each showing another tenant is still served normally.
+
+mod rotate_role;
+mod signature_rules;
