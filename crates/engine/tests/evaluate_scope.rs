@@ -828,6 +828,11 @@ fn eval_at_admission(p: &CompiledPolicy, image: &str, signatures: Signatures<'_>
 
 const NO_VERIFIER: &str = "no signature verifier configured";
 
+/// At admission on a fail-closed cluster, with no signature verifier.
+fn without_verifier(p: &CompiledPolicy, image: &str) -> Decision {
+    eval_at_admission(p, image, Signatures::Unavailable(NO_VERIFIER), FailureMode::FailClosed)
+}
+
 #[test]
 fn at_admission_a_block_rule_that_cannot_be_judged_is_a_failed_stage() {
     let p = signature_policy(sig_rule("block", json!({"all": ["a", "b"]}), false, json!([])));
@@ -864,12 +869,7 @@ fn at_admission_a_block_rule_that_cannot_be_judged_is_a_failed_stage() {
 #[test]
 fn at_admission_a_log_rule_that_cannot_be_judged_only_warns() {
     let p = signature_policy(sig_rule("log", json!({"any": ["a"]}), false, json!([])));
-    let d = eval_at_admission(
-        &p,
-        "registry.example.com/app:1",
-        Signatures::Unavailable(NO_VERIFIER),
-        FailureMode::FailClosed,
-    );
+    let d = without_verifier(&p, "registry.example.com/app:1");
     assert_clean(&d);
     assert!(d.stage_failures.is_empty(), "{:?}", d.stage_failures);
     let [u] = d.not_judged.as_slice() else {
@@ -917,12 +917,7 @@ fn at_admission_a_rule_that_does_not_apply_is_not_reported() {
         false,
         json!([{"type": "match", "resourceFilter": "registry", "operator": "equals", "value": "ghcr.io"}]),
     ));
-    let d = eval_at_admission(
-        &p,
-        "registry.example.com/app:1",
-        Signatures::Unavailable(NO_VERIFIER),
-        FailureMode::FailClosed,
-    );
+    let d = without_verifier(&p, "registry.example.com/app:1");
     assert_clean(&d);
     assert!(d.stage_failures.is_empty());
     // Nothing allocated for the list on a review no signature rule applies to.

@@ -3,14 +3,6 @@
 //! receive the new secret) is refused and the cluster's key keeps working; the admin may
 //! rotate; another tenant is served as before.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    missing_docs
-)]
-
 use portcullis_integration_tests::store::{Api, by_name, expect_code, policy_doc};
 use portcullis_policy_store::testing::TestServer;
 use portcullis_proto::common::v1 as pc;

@@ -5,14 +5,6 @@
 //! for a verifier that fails, misses its deadline or has no verdict. Another tenant without
 //! signature rules is judged as before, and its reviews never ask the verifier.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    missing_docs
-)]
-
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -72,6 +64,38 @@ async fn set_failure_mode(admin: &mut Api, cluster: &str, mode: pc::FailureMode)
     admin.clusters.update_cluster_settings(req).await.unwrap();
 }
 
+/// The default tenant, with the signed policy on a fail-closed cluster `closed`, and tenant
+/// `tenant-b`, without signature rules, on a fail-closed cluster `b-closed`.
+struct Tenants {
+    /// The default tenant's admin.
+    admin: Api,
+    closed: pb::RegisterClusterResponse,
+    b_cluster: pb::RegisterClusterResponse,
+}
+
+impl Tenants {
+    async fn set_up(stack: &TestStack) -> Tenants {
+        let mut admin = Api::new(&stack.store, &stack.store.admin_key).await;
+        admin.create_attestor(&attestor_doc("release")).await.unwrap();
+        admin.create_policy(&signed_policy()).await.unwrap();
+        let closed = admin.register_cluster("closed", by_name("signed")).await.unwrap();
+        // Set before the cluster is first reviewed: the first review fetches its settings.
+        set_failure_mode(&mut admin, "closed", pc::FailureMode::FailClosed).await;
+        let mut operator = admin.with_key(&stack.store.operator_key);
+        let mut b = admin.with_key(&operator.create_tenant("tenant-b").await.unwrap());
+        b.create_policy(&policy("plain", json!([host_network("block")])).to_string())
+            .await
+            .unwrap();
+        let b_cluster = b.register_cluster("b-closed", by_name("plain")).await.unwrap();
+        set_failure_mode(&mut b, "b-closed", pc::FailureMode::FailClosed).await;
+        Tenants {
+            admin,
+            closed,
+            b_cluster,
+        }
+    }
+}
+
 /// Reviews `review` with `key` (a connector key, for its own cluster) on replica 0.
 async fn judge(stack: &TestStack, key: &str, review: &Value) -> Answer {
     let channel = stack.channel(0).await.unwrap();
@@ -91,23 +115,13 @@ fn only_not_judged(answer: &Answer) -> &pa::UnjudgedRule {
 
 pub async fn unjudged_signature_rules_follow_the_failure_mode(mode: Mode) {
     let stack = TestStack::start(StackOptions::new(mode)).await.unwrap();
-    let mut admin = Api::new(&stack.store, &stack.store.admin_key).await;
-    admin.create_attestor(&attestor_doc("release")).await.unwrap();
-    admin.create_policy(&signed_policy()).await.unwrap();
-    let closed = admin.register_cluster("closed", by_name("signed")).await.unwrap();
+    let Tenants {
+        mut admin,
+        closed,
+        b_cluster,
+    } = Tenants::set_up(&stack).await;
     let open = admin.register_cluster("open", by_name("signed")).await.unwrap();
-    // Set before either cluster is first reviewed: the first review fetches these settings.
-    set_failure_mode(&mut admin, "closed", pc::FailureMode::FailClosed).await;
     set_failure_mode(&mut admin, "open", pc::FailureMode::FailOpen).await;
-
-    // Another tenant, without signature rules, on a fail-closed cluster.
-    let mut operator = admin.with_key(&stack.store.operator_key);
-    let mut b = admin.with_key(&operator.create_tenant("tenant-b").await.unwrap());
-    b.create_policy(&policy("plain", json!([host_network("block")])).to_string())
-        .await
-        .unwrap();
-    let b_cluster = b.register_cluster("b-closed", by_name("plain")).await.unwrap();
-    set_failure_mode(&mut b, "b-closed", pc::FailureMode::FailClosed).await;
 
     let signed_image = pod_with("registry.example.com/team/app:1.0");
 
@@ -240,18 +254,7 @@ pub async fn a_verifier_that_cannot_answer_leaves_rules_not_judged(mode: Mode) {
         ..StackOptions::new(mode)
     };
     let stack = TestStack::start(options).await.unwrap();
-    let mut admin = Api::new(&stack.store, &stack.store.admin_key).await;
-    admin.create_attestor(&attestor_doc("release")).await.unwrap();
-    admin.create_policy(&signed_policy()).await.unwrap();
-    let closed = admin.register_cluster("closed", by_name("signed")).await.unwrap();
-    set_failure_mode(&mut admin, "closed", pc::FailureMode::FailClosed).await;
-    let mut operator = admin.with_key(&stack.store.operator_key);
-    let mut b = admin.with_key(&operator.create_tenant("tenant-b").await.unwrap());
-    b.create_policy(&policy("plain", json!([host_network("block")])).to_string())
-        .await
-        .unwrap();
-    let b_cluster = b.register_cluster("b-closed", by_name("plain")).await.unwrap();
-    set_failure_mode(&mut b, "b-closed", pc::FailureMode::FailClosed).await;
+    let Tenants { closed, b_cluster, .. } = Tenants::set_up(&stack).await;
 
     // Verified: judged, admitted, nothing reported.
     let answer = judge(
