@@ -14,7 +14,7 @@ use std::sync::LazyLock;
 
 use libfuzzer_sys::fuzz_target;
 use portcullis_engine::evaluate::{
-    CompiledPolicy, DigestMap, EvalContext, FailureMode, TrustedImage, Verdict, VerdictMap,
+    CompiledPolicy, DigestMap, EvalContext, FailureMode, Signatures, TrustedImage, Verdict, VerdictMap,
 };
 use portcullis_engine::input::parse_document;
 use portcullis_engine::input::parse_document_reference;
@@ -132,7 +132,7 @@ fuzz_target!(|data: &[u8]| {
         now: w.now,
         scans: &w.scans,
         digests: &w.digests,
-        verdicts: Some(&w.verdicts),
+        signatures: Signatures::Stage(&w.verdicts),
         excluded_namespaces: &w.excluded,
         trusted_images: &w.trusted,
         failure_mode,

@@ -323,6 +323,18 @@ pub async fn viewer_cannot_write(server: &mut TestServer) {
     let mut editor = admin.with_key(&editor_key);
     editor.create_policy(&policy_doc("edited", "block")).await.unwrap();
     expect_code(editor.create_key(pc::Role::Admin, None).await, denied);
+    // Rotating a connector key is key management too: it hands out the new secret.
+    let req = editor.req(pb::RotateConnectorKeyRequest {
+        cluster: by_name("seen-cluster"),
+        grace_period: Some(prost_types::Duration { seconds: 0, nanos: 0 }),
+        expires_at: None,
+    });
+    expect_code(editor.clusters.rotate_connector_key(req).await, denied);
+    let keys = admin.list_keys(false).await.unwrap();
+    assert!(
+        keys.iter().any(|k| k.id == cluster.connector_key_id),
+        "the connector key survives the editor's attempt"
+    );
 }
 
 pub async fn connector_reads_only_its_own_effective_policy(server: &mut TestServer) {

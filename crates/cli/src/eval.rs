@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, anyhow, bail};
 use portcullis_engine::evaluate::{
-    CompiledPolicy, DigestMap, EvalContext, FailureMode, TrustedImage, Verdict, VerdictMap,
+    CompiledPolicy, DigestMap, EvalContext, FailureMode, Signatures, TrustedImage, Verdict, VerdictMap,
 };
 use portcullis_engine::image_ref::ImageRef;
 use portcullis_engine::scan::{MemoryScanStore, ScanResult, TrivyImportOptions, from_trivy, is_digest};
@@ -156,7 +156,7 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<ExitStatus> {
         now,
         scans: &scans,
         digests: &digests,
-        verdicts: verdicts.as_ref().map(|v| v as _),
+        signatures: Signatures::Offline(verdicts.as_ref().map(|v| v as _)),
         excluded_namespaces: &args.exclude_namespaces,
         trusted_images: &trusted,
         failure_mode: FailureMode::FailOpen,

@@ -6,7 +6,9 @@
 mod common;
 
 use common::*;
-use portcullis_engine::evaluate::{CompiledPolicy, Decision, EvalContext, NotEvaluated, TrustedImage, Verdict};
+use portcullis_engine::evaluate::{
+    CompiledPolicy, Decision, EvalContext, FailureMode, NotEvaluated, Signatures, TrustedImage, Verdict,
+};
 use portcullis_engine::input::Operation;
 use portcullis_engine::policy::Action;
 use serde_json::{Value, json};
@@ -589,7 +591,7 @@ fn eval_signed(
     verdicts: Option<&portcullis_engine::evaluate::VerdictMap>,
 ) -> Decision {
     let ctx = EvalContext {
-        verdicts: verdicts.map(|v| v as &dyn portcullis_engine::evaluate::SignatureVerdicts),
+        signatures: Signatures::Offline(verdicts.map(|v| v as &dyn portcullis_engine::evaluate::SignatureVerdicts)),
         ..EvalContext::offline(NOW)
     };
     eval_with(p, &pod_of(vec![container("app", image)]), &ctx)
@@ -760,7 +762,7 @@ fn verdicts_are_found_by_digest_and_by_image() {
     let v = verdict_map(vec![(DIGEST_A, vec![("a", false)])]);
     let ctx = EvalContext {
         digests: &map,
-        verdicts: Some(&v),
+        signatures: Signatures::Offline(Some(&v)),
         ..EvalContext::offline(NOW)
     };
     let d = eval_with(&p, &pod_of(vec![container("app", "registry.example.com/app:1")]), &ctx);
@@ -814,6 +816,146 @@ fn without_verdicts_signature_rules_are_unverified_with_no_effect() {
     assert_eq!(u.containers, vec!["app"]);
 }
 
+/// At admission: `image` in one container "app", with `signatures` and the failure mode.
+fn eval_at_admission(p: &CompiledPolicy, image: &str, signatures: Signatures<'_>, mode: FailureMode) -> Decision {
+    let ctx = EvalContext {
+        signatures,
+        failure_mode: mode,
+        ..EvalContext::offline(NOW)
+    };
+    eval_with(p, &pod_of(vec![container("app", image)]), &ctx)
+}
+
+const NO_VERIFIER: &str = "no signature verifier configured";
+
+/// At admission on a fail-closed cluster, with no signature verifier.
+fn without_verifier(p: &CompiledPolicy, image: &str) -> Decision {
+    eval_at_admission(p, image, Signatures::Unavailable(NO_VERIFIER), FailureMode::FailClosed)
+}
+
+#[test]
+fn at_admission_a_block_rule_that_cannot_be_judged_is_a_failed_stage() {
+    let p = signature_policy(sig_rule("block", json!({"all": ["a", "b"]}), false, json!([])));
+    let image = format!("registry.example.com/app@{DIGEST_A}");
+    for (mode, verdict) in [
+        (FailureMode::FailClosed, Verdict::Block),
+        (FailureMode::FailOpen, Verdict::Allow),
+    ] {
+        let d = eval_at_admission(&p, &image, Signatures::Unavailable(NO_VERIFIER), mode);
+        assert_eq!(d.verdict, verdict, "{mode:?}: {d:#?}");
+        assert!(d.violations.is_empty(), "not judged is not a violation: {d:#?}");
+        assert!(d.unverified.is_empty(), "offline only");
+        let [u] = d.not_judged.as_slice() else {
+            panic!("one rule not judged: {d:#?}")
+        };
+        assert_eq!((u.rule.as_str(), u.action), ("r", Action::Block));
+        assert_eq!(u.image, image);
+        assert_eq!(u.digest.as_deref(), Some(DIGEST_A));
+        assert_eq!(u.attestors, vec!["a", "b"]);
+        assert_eq!(u.containers, vec!["app"]);
+        assert_eq!(u.reason, NO_VERIFIER);
+        assert_eq!(
+            u.message,
+            "imageVerification rule \"r\" (all of a, b) not judged in container(s) \"app\" (block): \
+             no signature verifier configured."
+        );
+        let stages: Vec<(&str, &str)> = d.stage_failures.iter().map(|f| (f.stage, f.message.as_str())).collect();
+        assert_eq!(stages, [("signature", NO_VERIFIER)]);
+        assert!(d.status_message().contains(&u.message), "{}", d.status_message());
+        assert_eq!(d.warnings().collect::<Vec<_>>(), [u.message.as_str()]);
+    }
+}
+
+#[test]
+fn at_admission_a_log_rule_that_cannot_be_judged_only_warns() {
+    let p = signature_policy(sig_rule("log", json!({"any": ["a"]}), false, json!([])));
+    let d = without_verifier(&p, "registry.example.com/app:1");
+    assert_clean(&d);
+    assert!(d.stage_failures.is_empty(), "{:?}", d.stage_failures);
+    let [u] = d.not_judged.as_slice() else {
+        panic!("one rule not judged: {d:#?}")
+    };
+    assert_eq!((u.action, u.digest.as_deref()), (Action::Log, None));
+    assert_eq!(d.warnings().collect::<Vec<_>>(), [u.message.as_str()]);
+}
+
+#[test]
+fn at_admission_a_missing_verdict_leaves_the_rule_not_judged() {
+    let p = signature_policy(sig_rule("block", json!({"all": ["a", "b"]}), false, json!([])));
+    let image = format!("registry.example.com/app@{DIGEST_A}");
+    let only_a = verdict_map(vec![(DIGEST_A, vec![("a", true)])]);
+    let d = eval_at_admission(&p, &image, Signatures::Stage(&only_a), FailureMode::FailClosed);
+    assert_blocks(&d);
+    assert!(d.violations.is_empty());
+    let [u] = d.not_judged.as_slice() else {
+        panic!("one rule not judged: {d:#?}")
+    };
+    assert_eq!(u.attestors, vec!["b"]);
+    assert_eq!(u.reason, "no verdict for attestor(s) b");
+    assert_eq!(d.stage_failures[0].stage, "signature");
+    // Under fail-open the same rule is admitted, still listed.
+    let d = eval_at_admission(&p, &image, Signatures::Stage(&only_a), FailureMode::FailOpen);
+    assert_eq!((d.verdict, d.not_judged.len()), (Verdict::Allow, 1));
+
+    // Verdicts that decide: judged, a violation or a pass, nothing left not judged.
+    let refused = verdict_map(vec![(DIGEST_A, vec![("a", false)])]);
+    let d = eval_at_admission(&p, &image, Signatures::Stage(&refused), FailureMode::FailOpen);
+    assert_blocks(&d);
+    assert_eq!(d.violations.len(), 1);
+    assert!(d.not_judged.is_empty() && d.stage_failures.is_empty(), "{d:#?}");
+    let both = verdict_map(vec![(DIGEST_A, vec![("a", true), ("b", true)])]);
+    let d = eval_at_admission(&p, &image, Signatures::Stage(&both), FailureMode::FailClosed);
+    assert_clean(&d);
+    assert!(d.not_judged.is_empty() && d.stage_failures.is_empty(), "{d:#?}");
+}
+
+#[test]
+fn at_admission_a_rule_that_does_not_apply_is_not_reported() {
+    let p = signature_policy(sig_rule(
+        "block",
+        json!({"all": ["a"]}),
+        false,
+        json!([{"type": "match", "resourceFilter": "registry", "operator": "equals", "value": "ghcr.io"}]),
+    ));
+    let d = without_verifier(&p, "registry.example.com/app:1");
+    assert_clean(&d);
+    assert!(d.stage_failures.is_empty());
+    // Nothing allocated for the list on a review no signature rule applies to.
+    assert_eq!(d.not_judged.capacity(), 0);
+}
+
+/// A resolver whose registry cannot be reached.
+struct Unreachable;
+
+impl portcullis_engine::evaluate::DigestResolver for Unreachable {
+    fn resolve(
+        &self,
+        _: &str,
+        _: &portcullis_engine::image_ref::ImageRef,
+    ) -> portcullis_engine::evaluate::DigestLookup {
+        portcullis_engine::evaluate::DigestLookup::Unavailable("registry unreachable".into())
+    }
+}
+
+#[test]
+fn at_admission_a_digest_that_cannot_be_had_leaves_the_rule_not_judged() {
+    let p = signature_policy(sig_rule("block", json!({"all": ["a"]}), false, json!([])));
+    let v = verdict_map(vec![]);
+    let ctx = EvalContext {
+        digests: &Unreachable,
+        signatures: Signatures::Stage(&v),
+        failure_mode: FailureMode::FailClosed,
+        ..EvalContext::offline(NOW)
+    };
+    let d = eval_with(&p, &pod_of(vec![container("app", "registry.example.com/app:1")]), &ctx);
+    assert_blocks(&d);
+    assert_eq!(d.not_judged.len(), 1);
+    assert_eq!(d.not_judged[0].reason, "digest resolution: registry unreachable");
+    // The digest stage is the one that failed: it is not counted twice.
+    let stages: Vec<&str> = d.stage_failures.iter().map(|f| f.stage).collect();
+    assert_eq!(stages, ["digest-resolution"]);
+}
+
 #[test]
 fn exceptions_never_apply_to_image_verification_but_trusted_images_do() {
     let doc = json!({"name": "sig", "default": {
@@ -828,7 +970,7 @@ fn exceptions_never_apply_to_image_verification_but_trusted_images_do() {
 
     let t = trusted(&["registry.example.com/app"]);
     let ctx = EvalContext {
-        verdicts: Some(&v),
+        signatures: Signatures::Offline(Some(&v)),
         trusted_images: &t,
         ..EvalContext::offline(NOW)
     };

@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::sync::OnceLock;
 
 use portcullis_engine::evaluate::{
-    CompiledPolicy, DigestMap, EvalContext, FailureMode, TrustedImage, Verdict, VerdictMap,
+    CompiledPolicy, DigestMap, EvalContext, FailureMode, Signatures, TrustedImage, Verdict, VerdictMap,
 };
 use portcullis_engine::input::parse_document;
 use portcullis_engine::policy::{Action, PolicyDocument, validate};
@@ -118,7 +118,7 @@ fn rich(failure_mode: FailureMode) -> EvalContext<'static> {
         now: NOW,
         scans: &w.scans,
         digests: &w.digests,
-        verdicts: Some(&w.verdicts),
+        signatures: Signatures::Stage(&w.verdicts),
         excluded_namespaces: &w.excluded,
         trusted_images: &w.trusted,
         failure_mode,

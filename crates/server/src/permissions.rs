@@ -35,7 +35,7 @@ pub enum Access {
     Read,
     /// Writes of policies, rulesets, attestors, clusters and scan results.
     Write,
-    /// API keys and the audit log.
+    /// API keys (connector key rotation included), registry credentials and the audit log.
     Admin,
     /// A cluster's effective policy: tenant readers, its connector, services.
     ClusterRead,
@@ -142,7 +142,9 @@ pub const POLICY_STORE_METHODS: &[(&str, Access)] = &[
     ("ClusterService/SetRegistryCredentials", Access::Admin),
     ("ClusterService/GetRegistryCredentials", Access::Service),
     ("ClusterService/Heartbeat", Access::ClusterReport),
-    ("ClusterService/RotateConnectorKey", Access::Write),
+    // Key management: the caller receives the new secret, and a grace period of 0 cuts the
+    // cluster's connector off at once.
+    ("ClusterService/RotateConnectorKey", Access::Admin),
     ("ClusterService/DeleteCluster", Access::Write),
     ("ScanResultService/UploadScanResult", Access::Write),
     ("ScanResultService/GetLatestScanResult", Access::Read),

@@ -13,4 +13,10 @@
 #[path = "../support/tls.rs"]
 mod tls;
 
+mod extreme_fields;
+mod poison_events;
+mod rotate_role;
+mod signature_rules;
+mod subject_mismatch;
 mod webhook_slots;
+mod yaml_aliases;

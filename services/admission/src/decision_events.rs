@@ -403,11 +403,16 @@ pub fn admission_decision_event(decision: Decision) -> AdmissionDecision {
 }
 
 /// Whether a decision is a plain allow, published as its summary only: admitted, without any
-/// violation (a log-only one included), not made by failing open or closed, nothing degraded.
+/// violation (a log-only one included) or signature rule not judged, not made by failing open
+/// or closed, nothing degraded.
 pub fn is_plain_allow(decision: &Decision) -> bool {
     let degraded_basis =
         decision.basis == DecisionBasis::FailOpen as i32 || decision.basis == DecisionBasis::FailClosed as i32;
-    decision.allowed && decision.violations.is_empty() && decision.degraded.is_empty() && !degraded_basis
+    decision.allowed
+        && decision.violations.is_empty()
+        && decision.not_judged.is_empty()
+        && decision.degraded.is_empty()
+        && !degraded_basis
 }
 
 /// Builds the bus event of a queued decision: a fresh event id (kept across retries, since

@@ -6,12 +6,16 @@
 //! 3. the cluster's policy and settings (`cluster_policy`): a connector key acts only for
 //!    its own cluster; when the store cannot be asked, the default failure mode decides;
 //! 4. the hooks of later stages (`run_hooks`: digest resolution, signatures), each under
-//!    its deadline;
+//!    its deadline; signatures only when the definition that applies has signature rules;
 //! 5. evaluation (`evaluate_with_scans`): the engine applies the excluded namespaces and
 //!    trusted images, reads scan summaries from the cache, and the missing ones are fetched
 //!    once and the evaluation repeated;
 //! 6. the failure mode: what a stage that could not answer leads to is the engine's rule
-//!    ([`portcullis_engine::evaluate::failed_stage`]), never decided here;
+//!    ([`portcullis_engine::evaluate::failed_stage`]), never decided here. A signature rule
+//!    that applies but cannot be judged (no verifier: none is wired yet; the verifier failed
+//!    or missed its deadline; no verdict for an attestor) is the engine's too
+//!    ([`Signatures`]): a `block` rule is a failed stage, a `log` rule only warns, and the
+//!    answer lists every such rule (`Decision.not_judged`, a warning each);
 //! 7. the response AdmissionReview and the structured decision (`finish`), then the
 //!    metrics and the decision event (`record`).
 
@@ -21,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use portcullis_engine::evaluate::{
     CompiledPolicy, Decision, DigestLookup, DigestMap, DigestResolver, EvalContext, FailureMode, NoDigests,
-    NotEvaluated, SignatureVerdicts, Verdict, VerdictMap,
+    NotEvaluated, Signatures, Unverified, Verdict, VerdictMap,
 };
 use portcullis_engine::image_ref::ImageRef;
 use portcullis_engine::input::{Subject, parse_document_with};
@@ -167,9 +171,29 @@ enum PolicyStage {
 /// What the hooks of later stages (digest resolution, signatures) answered.
 struct HookAnswers {
     digests: StageDigests,
-    verdicts: Option<VerdictMap>,
-    /// Stages outside the evaluation that could not answer, as `"<stage>: <what failed>"`.
-    failed: Vec<String>,
+    signatures: StageVerdicts,
+}
+
+/// Why a signature rule is not judged when no signature verifier is configured (none is,
+/// until the signature service is wired).
+pub const NO_VERIFIER: &str = "no signature verifier configured";
+
+/// What the signature stage answered.
+enum StageVerdicts {
+    /// The verifier's verdicts.
+    Verdicts(VerdictMap),
+    /// No verdicts, and why (no verifier, its error, its deadline).
+    Unavailable(std::borrow::Cow<'static, str>),
+}
+
+impl StageVerdicts {
+    /// As the engine takes them: a rule they cannot decide is not judged.
+    fn as_engine(&self) -> Signatures<'_> {
+        match self {
+            StageVerdicts::Verdicts(map) => Signatures::Stage(map),
+            StageVerdicts::Unavailable(why) => Signatures::Unavailable(why),
+        }
+    }
 }
 
 /// What evaluation reads besides the subject: the cluster, its policy, the hooks' answers.
@@ -299,7 +323,7 @@ impl Admission {
             return Ok(self.finish(caller, &subject, &cluster, &decision, timings, started, &[]));
         };
         let hooks = self
-            .run_hooks(caller, &cluster.cluster_id, &subject, &mut timings)
+            .run_hooks(caller, &cluster.cluster_id, &subject, &policy, &mut timings)
             .await;
         let input = EvalInput {
             tenant: &caller.tenant,
@@ -308,11 +332,9 @@ impl Admission {
             policy: &policy,
             hooks: &hooks,
         };
-        let mut decision = self.evaluate_with_scans(&input, &mut timings).await;
-        if !hooks.failed.is_empty() {
-            decision.stage_failed(cluster.failure_mode);
-        }
-        Ok(self.finish(caller, &subject, &cluster, &decision, timings, started, &hooks.failed))
+        // Failed stages (signature rules not judged included) are the engine's to apply.
+        let decision = self.evaluate_with_scans(&input, &mut timings).await;
+        Ok(self.finish(caller, &subject, &cluster, &decision, timings, started, &[]))
     }
 
     /// The tenant's rate limit.
@@ -366,32 +388,29 @@ impl Admission {
         }
     }
 
-    /// The hooks of later stages, each under its deadline.
+    /// The hooks of later stages, each under its deadline; the signature hook only when the
+    /// definition that applies has signature rules (nothing to verify otherwise).
     async fn run_hooks(
         &self,
         caller: &ReviewCaller,
         cluster_id: &str,
         subject: &Subject,
+        policy: &CompiledPolicy,
         timings: &mut Timings,
     ) -> HookAnswers {
         let started = Instant::now();
         let digests = self.resolve_digests(caller, cluster_id, subject).await;
         timings.digests = started.elapsed();
-        let started = Instant::now();
-        let mut failed = Vec::new();
-        let verdicts = match self.verify_signatures(caller, cluster_id, subject).await {
-            Ok(verdicts) => verdicts,
-            Err(e) => {
-                failed.push(format!("signature: {e}"));
-                None
-            }
+        let signatures = if policy.verifies_signatures(&subject.namespace) {
+            let started = Instant::now();
+            let verdicts = self.verify_signatures(caller, cluster_id, subject).await;
+            timings.signature = started.elapsed();
+            verdicts
+        } else {
+            // Read by no rule: the definition has none.
+            StageVerdicts::Unavailable(std::borrow::Cow::Borrowed("no signature rule"))
         };
-        timings.signature = started.elapsed();
-        HookAnswers {
-            digests,
-            verdicts,
-            failed,
-        }
+        HookAnswers { digests, signatures }
     }
 
     /// Tag-only references resolved to digests by the digest hook, when there is one.
@@ -414,16 +433,11 @@ impl Admission {
         }
     }
 
-    /// Signature verdicts from the signature hook, when there is one; `Err` when it did not
-    /// answer.
-    async fn verify_signatures(
-        &self,
-        caller: &ReviewCaller,
-        cluster_id: &str,
-        subject: &Subject,
-    ) -> Result<Option<VerdictMap>, String> {
+    /// Signature verdicts from the signature hook; unavailable, saying why, when there is
+    /// none or it did not answer.
+    async fn verify_signatures(&self, caller: &ReviewCaller, cluster_id: &str, subject: &Subject) -> StageVerdicts {
         let Some(stage) = &self.inner.hooks.signatures else {
-            return Ok(None);
+            return StageVerdicts::Unavailable(std::borrow::Cow::Borrowed(NO_VERIFIER));
         };
         let images: Vec<(String, Option<String>)> = images_of(subject)
             .into_iter()
@@ -434,9 +448,9 @@ impl Admission {
             .collect();
         let call = stage.verify(&caller.tenant, cluster_id, &images);
         match tokio::time::timeout(self.inner.options.signature_deadline, call).await {
-            Ok(Ok(v)) => Ok(Some(v)),
-            Ok(Err(e)) => Err(e),
-            Err(_) => Err("deadline exceeded".into()),
+            Ok(Ok(v)) => StageVerdicts::Verdicts(v),
+            Ok(Err(e)) => StageVerdicts::Unavailable(format!("signature verifier failed: {e}").into()),
+            Err(_) => StageVerdicts::Unavailable("signature verifier missed its deadline".into()),
         }
     }
 
@@ -473,7 +487,7 @@ impl Admission {
             now: OffsetDateTime::now_utc(),
             scans: &view,
             digests: &input.hooks.digests,
-            verdicts: input.hooks.verdicts.as_ref().map(|v| v as &dyn SignatureVerdicts),
+            signatures: input.hooks.signatures.as_engine(),
             excluded_namespaces: &input.cluster.excluded_namespaces,
             trusted_images: &input.cluster.trusted_images,
             failure_mode: input.cluster.failure_mode,
@@ -550,6 +564,7 @@ impl Admission {
             },
             digests: digests_pb(decision),
             violations: violations_pb(subject, decision),
+            not_judged: decision.not_judged.iter().map(unjudged_pb).collect(),
             warnings,
             degraded,
             timings: None,
@@ -574,7 +589,7 @@ impl Admission {
     fn record(&self, caller: &ReviewCaller, decision: &pa::Decision, basis: pa::DecisionBasis) {
         let action = if !decision.allowed {
             "block"
-        } else if decision.violations.is_empty() {
+        } else if decision.violations.is_empty() && decision.not_judged.is_empty() {
             "allow"
         } else {
             "log"
@@ -613,20 +628,18 @@ fn basis_word(basis: pa::DecisionBasis) -> &'static str {
     }
 }
 
-/// The response AdmissionReview (JSON) and its warnings: log-only violations, then every
-/// failed stage with the failure mode that decided.
+/// The response AdmissionReview (JSON) and its warnings: log-only violations and signature
+/// rules not judged, then every failed stage with the failure mode that decided.
 fn response(subject: &Subject, decision: &Decision, degraded: &[String], mode: FailureMode) -> (Vec<u8>, Vec<String>) {
     let allowed = decision.verdict == Verdict::Allow;
     let mode_word = mode.as_str();
-    let mut warnings: Vec<String> = decision.warnings().map(|v| v.message.clone()).collect();
+    let mut warnings: Vec<String> = decision.warnings().map(str::to_owned).collect();
     for d in degraded {
         warnings.push(format!("portcullis: {d} ({mode_word})"));
     }
     let mut message = decision.status_message();
-    for d in degraded
-        .iter()
-        .filter(|d| d.starts_with("policy: ") || d.starts_with("signature: "))
-    {
+    // The other failed stages are the decision's own, already in its status message.
+    for d in degraded.iter().filter(|d| d.starts_with("policy: ")) {
         if !message.is_empty() {
             message.push('\n');
         }
@@ -691,6 +704,23 @@ fn violations_pb(subject: &Subject, decision: &Decision) -> Vec<pc::Violation> {
             checks: v.checks.iter().map(|c| (*c).to_owned()).collect(),
         })
         .collect()
+}
+
+/// A signature rule not judged, as the protobuf has it.
+fn unjudged_pb(u: &Unverified) -> pa::UnjudgedRule {
+    pa::UnjudgedRule {
+        rule: u.rule.clone(),
+        action: match u.action {
+            Action::None => pc::Action::None,
+            Action::Log => pc::Action::Log,
+            Action::Block => pc::Action::Block,
+        } as i32,
+        image: u.image.clone(),
+        digest: u.digest.clone().unwrap_or_default(),
+        containers: u.containers.clone(),
+        attestors: u.attestors.clone(),
+        reason: u.reason.clone(),
+    }
 }
 
 /// The digests the decision used, with where each came from.
@@ -775,3 +805,92 @@ impl Timings {
 pub type SharedDigestStage = Arc<dyn DigestStage>;
 /// See [`SharedDigestStage`].
 pub type SharedSignatureStage = Arc<dyn SignatureStage>;
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
+    use portcullis_engine::evaluate::StageFailure;
+
+    use super::*;
+
+    fn subject() -> Subject {
+        let body = br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{
+            "uid":"u1","kind":{"group":"","version":"v1","kind":"Pod"},"operation":"CREATE",
+            "namespace":"apps","object":{"metadata":{"name":"web"},
+            "spec":{"containers":[{"name":"app","image":"registry.example.com/app:1"}]}}}}"#;
+        parse(body, Fields::ALL).unwrap()
+    }
+
+    fn not_judged(action: Action) -> Unverified {
+        Unverified {
+            rule: "signed".into(),
+            action,
+            image: "registry.example.com/app:1".into(),
+            digest: None,
+            attestors: vec!["release".into()],
+            containers: vec!["app".into()],
+            reason: NO_VERIFIER.into(),
+            message: "imageVerification rule \"signed\" (all of release) not judged in container(s) \"app\" \
+                      (block): no signature verifier configured."
+                .into(),
+        }
+    }
+
+    #[test]
+    fn a_rule_not_judged_is_in_the_warnings_the_status_and_the_structured_decision() {
+        let subject = subject();
+        let mut decision = Decision::allowed_without_evaluation(NotEvaluated::Delete);
+        decision.not_evaluated = None;
+        decision.verdict = Verdict::Block;
+        decision.not_judged.push(not_judged(Action::Block));
+        decision.stage_failures.push(StageFailure {
+            stage: "signature",
+            message: NO_VERIFIER.into(),
+        });
+        let degraded = vec![format!("signature: {NO_VERIFIER}")];
+        let (json, warnings) = response(&subject, &decision, &degraded, FailureMode::FailClosed);
+        let rule_message = decision.not_judged[0].message.clone();
+        assert_eq!(
+            warnings,
+            [
+                rule_message.clone(),
+                "portcullis: signature: no signature verifier configured (fail-closed)".to_owned()
+            ]
+        );
+        let json: serde_json::Value = serde_json::from_slice(&json).unwrap();
+        assert_eq!(json["response"]["allowed"], false);
+        let status = json["response"]["status"]["message"].as_str().unwrap();
+        assert!(status.contains(&rule_message), "{status}");
+        assert_eq!(
+            basis(FailureMode::FailClosed, &decision, &degraded),
+            pa::DecisionBasis::FailClosed
+        );
+
+        let pb = unjudged_pb(&decision.not_judged[0]);
+        assert_eq!(
+            (pb.rule.as_str(), pb.action, pb.reason.as_str()),
+            ("signed", pc::Action::Block as i32, NO_VERIFIER)
+        );
+        assert_eq!(
+            (pb.containers, pb.attestors, pb.digest),
+            (vec!["app".to_owned()], vec!["release".to_owned()], String::new())
+        );
+    }
+
+    #[test]
+    fn a_log_rule_not_judged_only_warns() {
+        let subject = subject();
+        let mut decision = Decision::allowed_without_evaluation(NotEvaluated::Delete);
+        decision.not_evaluated = None;
+        decision.not_judged.push(not_judged(Action::Log));
+        let (json, warnings) = response(&subject, &decision, &[], FailureMode::FailClosed);
+        assert_eq!(warnings, [decision.not_judged[0].message.clone()]);
+        let json: serde_json::Value = serde_json::from_slice(&json).unwrap();
+        assert_eq!(json["response"]["allowed"], true);
+        assert_eq!(
+            basis(FailureMode::FailClosed, &decision, &[]),
+            pa::DecisionBasis::Evaluated
+        );
+    }
+}

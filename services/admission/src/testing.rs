@@ -20,6 +20,8 @@ pub struct StackOptions {
     pub webhook: Option<WebhookOptions>,
     /// The admission options of every replica.
     pub admission: AdmissionOptions,
+    /// The later stages' hooks of every replica (none by default, as in production today).
+    pub hooks: Hooks,
 }
 
 impl StackOptions {
@@ -30,6 +32,7 @@ impl StackOptions {
             replicas: 1,
             webhook: None,
             admission: AdmissionOptions::default(),
+            hooks: Hooks::default(),
         }
     }
 }
@@ -85,7 +88,8 @@ impl TestStack {
             webhook: self.options.webhook.clone(),
             admission: self.options.admission.clone(),
         };
-        let replica = RunningAdmission::start(upstream, self.store.bus.clone(), credentials, serve, Hooks::default())
+        let hooks = self.options.hooks.clone();
+        let replica = RunningAdmission::start(upstream, self.store.bus.clone(), credentials, serve, hooks)
             .await
             .map_err(|e| err(&e))?;
         self.replicas.push(replica);

@@ -109,8 +109,8 @@ pub enum ClusterCommand {
         #[command(flatten)]
         out: OutputArg,
     },
-    /// Issues a new connector key; prints it alone. The previous keys work for the grace
-    /// period.
+    /// Issues a new connector key (an admin key only); prints it alone. The previous keys
+    /// work for the grace period.
     RotateKey {
         /// The cluster's name.
         name: String,

@@ -155,6 +155,12 @@ impl CompiledPolicy {
             .unwrap_or(&self.default)
     }
 
+    /// Whether the definition that applies in `namespace` has image signature rules (a
+    /// review with none needs no signature verdicts).
+    pub fn verifies_signatures(&self, namespace: &str) -> bool {
+        !self.definition(namespace).image_verification.is_empty()
+    }
+
     /// The name of the definition that applies in `namespace`: a namespaced definition's
     /// name, or `default`.
     pub fn definition_name(&self, namespace: &str) -> &str {

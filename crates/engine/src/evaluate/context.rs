@@ -101,6 +101,35 @@ impl SignatureVerdicts for VerdictMap {
     }
 }
 
+/// The signature verdicts an evaluation has, and what an image signature rule that applies
+/// but that they do not decide counts as (POLICY.md section 4, point 6).
+///
+/// Offline such a rule is reported as unverified, without effect. At admission it is not
+/// judged ([`Decision::not_judged`](super::Decision::not_judged)), never passed silently: a
+/// `block` rule is a failed stage (`signature`), so the cluster's failure mode decides
+/// (fail-closed blocks, fail-open allows with a warning); a `log` rule is reported and warned
+/// about only, never blocking: a rule whose failed verification would only warn must not
+/// block because it could not be checked.
+#[derive(Clone, Copy)]
+pub enum Signatures<'a> {
+    /// Offline evaluation (`portcullis eval`), with the verdicts it was given, if any: a rule
+    /// they do not decide is reported in [`Decision::unverified`](super::Decision::unverified).
+    Offline(Option<&'a dyn SignatureVerdicts>),
+    /// Admission, with the signature stage's verdicts: a rule they do not decide (no verdict
+    /// for an attestor it needs) is not judged.
+    Stage(&'a dyn SignatureVerdicts),
+    /// Admission without verdicts: no signature verifier is configured, or it failed or
+    /// missed its deadline, as the text says. Every rule that applies is not judged.
+    Unavailable(&'a str),
+}
+
+impl Signatures<'_> {
+    /// Whether this is offline evaluation, where an undecided rule has no effect.
+    pub fn is_offline(&self) -> bool {
+        matches!(self, Signatures::Offline(_))
+    }
+}
+
 /// What a stage that cannot answer leads to: the one definition, in the domain crate.
 pub use portcullis_domain::FailureMode;
 
@@ -112,8 +141,8 @@ pub struct EvalContext<'a> {
     pub scans: &'a dyn ScanResults,
     /// Tag-to-digest resolution.
     pub digests: &'a dyn DigestResolver,
-    /// Signature verdicts; `None`: signature rules are reported as unverified.
-    pub verdicts: Option<&'a dyn SignatureVerdicts>,
+    /// Signature verdicts, and what a signature rule they do not decide counts as.
+    pub signatures: Signatures<'a>,
     /// Namespaces allowed without evaluation.
     pub excluded_namespaces: &'a [String],
     /// Images always exempt.
@@ -131,7 +160,7 @@ impl EvalContext<'static> {
             now,
             scans: &NO_SCANS,
             digests: &NoDigests,
-            verdicts: None,
+            signatures: Signatures::Offline(None),
             excluded_namespaces: &[],
             trusted_images: &[],
             failure_mode: FailureMode::FailOpen,

@@ -100,11 +100,15 @@ pub struct Violation {
     pub message: String,
 }
 
-/// A signature rule that could not be decided (no verdict for an attestor).
+/// A signature rule that applies to an image but could not be decided: no verdict for an
+/// attestor it needs, no verifier, or no digest (see [`Signatures`](super::Signatures) for
+/// what it leads to).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unverified {
     /// The signature rule's name.
     pub rule: String,
+    /// The rule's action (`log` or `block`).
+    pub action: Action,
     /// The image as written.
     pub image: String,
     /// Its digest, when known.
@@ -113,6 +117,10 @@ pub struct Unverified {
     pub attestors: Vec<String>,
     /// The containers running the image.
     pub containers: Vec<String>,
+    /// Why it could not be decided, e.g. `no signature verifier configured`.
+    pub reason: String,
+    /// `imageVerification rule "signed" (all of release) not judged in container(s) "app" (block): <reason>.`
+    pub message: String,
 }
 
 /// An image and the digest the decision used for it.
@@ -127,7 +135,7 @@ pub struct ImageDigest {
 /// A stage that could not answer; with `fail-closed` it blocks.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StageFailure {
-    /// `scan-results` or `digest-resolution`.
+    /// `scan-results`, `digest-resolution` or `signature`.
     pub stage: &'static str,
     /// What failed.
     pub message: String,
@@ -142,8 +150,13 @@ pub struct Decision {
     pub not_evaluated: Option<NotEvaluated>,
     /// Every violation, log-only ones included, in rule order.
     pub violations: Vec<Violation>,
-    /// Signature rules left undecided.
+    /// Offline: signature rules left undecided, without effect on the decision.
     pub unverified: Vec<Unverified>,
+    /// At admission: signature rules that apply but could not be judged. A `block` one among
+    /// them is also a stage failure (`signature`, unless its digest stage failed), so the
+    /// failure mode decided; a `log` one only warns. Empty, unallocated, when every rule was
+    /// judged.
+    pub not_judged: Vec<Unverified>,
     /// The digests used.
     pub digests: Vec<ImageDigest>,
     /// Stages that could not answer.
@@ -158,6 +171,7 @@ impl Decision {
             not_evaluated: Some(why),
             violations: Vec::new(),
             unverified: Vec::new(),
+            not_judged: Vec::new(),
             digests: Vec::new(),
             stage_failures: Vec::new(),
         }
@@ -171,6 +185,7 @@ impl Decision {
             not_evaluated: None,
             violations: Vec::new(),
             unverified: Vec::new(),
+            not_judged: Vec::new(),
             digests: Vec::new(),
             stage_failures: Vec::new(),
         }
@@ -185,12 +200,17 @@ impl Decision {
         }
     }
 
-    /// Log-only violations, as admission warnings.
-    pub fn warnings(&self) -> impl Iterator<Item = &Violation> {
-        self.violations.iter().filter(|v| v.action == Action::Log)
+    /// The admission warnings: log-only violations, then every signature rule not judged.
+    pub fn warnings(&self) -> impl Iterator<Item = &str> {
+        self.violations
+            .iter()
+            .filter(|v| v.action == Action::Log)
+            .map(|v| v.message.as_str())
+            .chain(self.not_judged.iter().map(|u| u.message.as_str()))
     }
 
-    /// The status message: one `- <message>` line per violation.
+    /// The status message: one `- <message>` line per violation, per signature rule not
+    /// judged and per failed stage.
     pub fn status_message(&self) -> String {
         let mut s = String::new();
         for (i, v) in self.violations.iter().enumerate() {
@@ -199,6 +219,13 @@ impl Decision {
             }
             s.push_str("- ");
             s.push_str(&v.message);
+        }
+        for u in &self.not_judged {
+            if !s.is_empty() {
+                s.push('\n');
+            }
+            s.push_str("- ");
+            s.push_str(&u.message);
         }
         for f in &self.stage_failures {
             if !s.is_empty() {

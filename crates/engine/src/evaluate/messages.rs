@@ -1,5 +1,6 @@
 //! Violation messages: `<ruleType> violates rule with properties { ... } in container(s)
-//! "app" (block).`, built once per violation without the formatter where it can.
+//! "app" (block).`, built once per violation without the formatter where it can; and the
+//! messages of signature rules not judged.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -105,6 +106,22 @@ pub(super) fn signature_violation(rule: &ImageVerificationRule, containers: Vec<
         checks: Vec::new(),
         message,
     }
+}
+
+/// The message of a signature rule that could not be judged:
+/// `imageVerification rule "signed" (all of release) not judged in container(s) "app" (block): <reason>.`
+pub(super) fn not_judged_message(rule: &ImageVerificationRule, containers: &[String], reason: &str) -> String {
+    let (mode, names) = match &rule.attestors {
+        AttestorRequirement::All(n) => ("all", n),
+        AttestorRequirement::Any(n) => ("any", n),
+    };
+    let mut message = String::with_capacity(96 + reason.len());
+    message.push_str("imageVerification rule ");
+    push_debug_quoted(&mut message, &rule.name);
+    let _ = write!(message, " ({mode} of {}) not judged in ", names.join(", "));
+    write_location(&mut message, containers, false, "");
+    let _ = write!(message, " ({}): {reason}.", rule.action.action().as_str());
+    message
 }
 
 #[cfg(test)]

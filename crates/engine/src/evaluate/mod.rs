@@ -21,8 +21,8 @@ mod signatures;
 
 pub use compile::CompiledPolicy;
 pub use context::{
-    DigestLookup, DigestMap, DigestResolver, EvalContext, FailureMode, NoDigests, SignatureVerdicts, TrustedImage,
-    VerdictMap,
+    DigestLookup, DigestMap, DigestResolver, EvalContext, FailureMode, NoDigests, SignatureVerdicts, Signatures,
+    TrustedImage, VerdictMap,
 };
 pub use decision::{
     Decision, ImageDigest, NotEvaluated, RunningDecision, StageFailure, Unverified, Verdict, Violation, failed_stage,

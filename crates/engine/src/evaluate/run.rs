@@ -130,6 +130,7 @@ pub(super) struct Run<'a, 'c> {
     pub(super) pod_level: bool,
     pub(super) violations: Vec<Violation>,
     pub(super) unverified: Vec<Unverified>,
+    pub(super) not_judged: Vec<Unverified>,
     pub(super) digests: Vec<ImageDigest>,
     pub(super) stage_failures: Vec<StageFailure>,
 }
@@ -188,6 +189,7 @@ impl<'a, 'c> Run<'a, 'c> {
             pod_level,
             violations: Vec::new(),
             unverified: Vec::new(),
+            not_judged: Vec::new(),
             digests: Vec::new(),
             stage_failures: Vec::new(),
         }
@@ -278,6 +280,7 @@ impl<'a, 'c> Run<'a, 'c> {
             not_evaluated: None,
             violations: self.violations,
             unverified: self.unverified,
+            not_judged: self.not_judged,
             digests: self.digests,
             stage_failures: self.stage_failures,
         };

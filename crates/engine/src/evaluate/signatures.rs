@@ -2,11 +2,13 @@
 //! to an image, and what the verdicts of its attestors decide.
 
 use crate::image_ref::ImageRef;
-use crate::policy::{AttestorRequirement, ConditionOperator, ConditionType, ImageVerificationRule, ResourceFilter};
+use crate::policy::{
+    AttestorRequirement, ConditionOperator, ConditionType, ImageVerificationRule, ResourceFilter, SignatureAction,
+};
 
-use super::context::DigestLookup;
+use super::context::{DigestLookup, Signatures};
 use super::decision::Unverified;
-use super::messages::signature_violation;
+use super::messages::{not_judged_message, signature_violation};
 use super::run::Run;
 
 impl Run<'_, '_> {
@@ -66,17 +68,33 @@ impl Run<'_, '_> {
         let digest = match self.digest(index) {
             DigestLookup::Found(d) => Some(d),
             DigestLookup::NotFound => None,
-            DigestLookup::Unavailable(_) => return,
+            DigestLookup::Unavailable(why) => {
+                // The digest stage has failed already (a stage failure of its own).
+                let why = format!("digest resolution: {why}");
+                let entry = undecided(rule, image_text, None, rule.attestors.names().to_vec(), names, &why);
+                self.undecided(rule, entry, false);
+                return;
+            }
         };
-        let Some(verdicts) = self.ctx.verdicts else {
-            self.unverified.push(Unverified {
-                rule: rule.name.clone(),
-                image: image_text,
-                digest,
-                attestors: rule.attestors.names().to_vec(),
-                containers: names,
-            });
-            return;
+        let verdicts = match self.ctx.signatures {
+            Signatures::Offline(Some(verdicts)) | Signatures::Stage(verdicts) => verdicts,
+            Signatures::Offline(None) => {
+                let entry = undecided(
+                    rule,
+                    image_text,
+                    digest,
+                    rule.attestors.names().to_vec(),
+                    names,
+                    "no verdicts",
+                );
+                self.undecided(rule, entry, true);
+                return;
+            }
+            Signatures::Unavailable(why) => {
+                let entry = undecided(rule, image_text, digest, rule.attestors.names().to_vec(), names, why);
+                self.undecided(rule, entry, true);
+                return;
+            }
         };
         let results: Vec<(&String, Option<bool>)> = rule
             .attestors
@@ -115,14 +133,46 @@ impl Run<'_, '_> {
                 "the image's digest could not be resolved",
             ));
         } else {
-            self.unverified.push(Unverified {
-                rule: rule.name.clone(),
-                image: image_text,
-                digest,
-                attestors: unknown,
-                containers: names,
-            });
+            let why = format!("no verdict for attestor(s) {}", unknown.join(", "));
+            let entry = undecided(rule, image_text, digest, unknown, names, &why);
+            self.undecided(rule, entry, true);
         }
+    }
+
+    /// Records a rule that applies but could not be decided. Offline it is unverified,
+    /// without effect. At admission it is not judged; a `block` rule is also a failed stage
+    /// `signature` (`stage`: unless the digest stage already failed for it), so the failure
+    /// mode decides; a `log` rule only warns (see [`Signatures`]).
+    fn undecided(&mut self, rule: &ImageVerificationRule, entry: Unverified, stage: bool) {
+        if self.ctx.signatures.is_offline() {
+            self.unverified.push(entry);
+            return;
+        }
+        if stage && rule.action == SignatureAction::Block {
+            self.stage_failed("signature", &entry.reason);
+        }
+        self.not_judged.push(entry);
+    }
+}
+
+/// A rule left undecided for `image`, and why.
+fn undecided(
+    rule: &ImageVerificationRule,
+    image: String,
+    digest: Option<String>,
+    attestors: Vec<String>,
+    containers: Vec<String>,
+    reason: &str,
+) -> Unverified {
+    Unverified {
+        rule: rule.name.clone(),
+        action: rule.action.action(),
+        image,
+        digest,
+        attestors,
+        message: not_judged_message(rule, &containers, reason),
+        containers,
+        reason: reason.to_owned(),
     }
 }
 

@@ -14,8 +14,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use portcullis_engine::evaluate::{
-    CompiledPolicy, Decision, DigestMap, EvalContext, FailureMode, NoDigests, RunningDecision, TrustedImage, Verdict,
-    VerdictMap, Violation,
+    CompiledPolicy, Decision, DigestMap, EvalContext, FailureMode, NoDigests, RunningDecision, Signatures,
+    TrustedImage, Verdict, VerdictMap, Violation,
 };
 use portcullis_engine::input::{Subject, parse_document};
 use portcullis_engine::scan::{Finding, MemoryScanStore, ScanResult, ScanType, Severity};
@@ -327,7 +327,7 @@ pub fn ctx_scans(scans: &MemoryScanStore) -> EvalContext<'_> {
         now: NOW,
         scans,
         digests: &NoDigests,
-        verdicts: None,
+        signatures: Signatures::Offline(None),
         excluded_namespaces: &[],
         trusted_images: &[],
         failure_mode: FailureMode::FailOpen,
