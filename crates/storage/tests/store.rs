@@ -309,9 +309,15 @@ async fn policy_create_get_list(db: &TestDb) {
     assert_eq!(s.get_policy(&t.id, &ResourceRef::name("prod")).await.unwrap(), p);
     assert_eq!(s.get_policy(&t.id, &ResourceRef::id(&p.id)).await.unwrap(), p);
     assert_not_found(s.get_policy(&t.id, &ResourceRef::name("nope")).await);
-    // YAML is read as well.
+    // The API takes JSON only (the CLI converts YAML): YAML is refused, naming the document.
     let yaml = "name: staging\ndefault:\n  rules: []\n";
-    assert_eq!(s.create_policy(&t.id, &t.admin, yaml).await.unwrap().name, "staging");
+    match s.create_policy(&t.id, &t.admin, yaml).await {
+        Err(StoreError::InvalidArgument(errors)) => {
+            assert_eq!(errors[0].path, "(document)");
+            assert!(errors[0].message.contains("JSON"), "{errors:?}");
+        }
+        other => panic!("expected InvalidArgument, got {other:?}"),
+    }
 
     match s.create_policy(&t.id, &t.admin, &policy_doc("prod", "log")).await {
         Err(StoreError::AlreadyExists { resource: "policy", .. }) => {}
