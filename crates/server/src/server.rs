@@ -19,6 +19,7 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 use tower::Service;
 
+use crate::guard::GuardLayer;
 use crate::layer::{AuthLayer, AuthState};
 
 /// How the process runs.
@@ -263,7 +264,8 @@ impl BoundServer {
             tracing::info!("shutting down: draining calls in flight");
         };
         let incoming = TcpIncoming::from(self.listener).with_nodelay(Some(true));
-        let mut builder = self.builder.layer(AuthLayer::new(self.auth));
+        // The guard is outermost: it also catches a panic in the authentication layer.
+        let mut builder = self.builder.layer(GuardLayer).layer(AuthLayer::new(self.auth));
         builder
             .add_routes(self.routes.routes())
             .serve_with_incoming_shutdown(incoming, signal)
