@@ -183,7 +183,11 @@ impl Source<'_> {
             Source::OneExtreme { .. } => 1,
             Source::Random(choices) => {
                 let n = choices.next().copied().unwrap_or(0) as usize;
-                if repeated { n % 4 } else { usize::from(n % 4 != 0) }
+                if repeated {
+                    n % 4
+                } else {
+                    usize::from(!n.is_multiple_of(4))
+                }
             }
         }
     }
