@@ -329,6 +329,30 @@ fn a_validation_error_exits_2_naming_the_field_path() {
 }
 
 #[test]
+fn a_yaml_file_with_anchors_and_aliases_is_refused_before_anything_is_sent() {
+    let up = Up::start();
+    // ~50 KB that would expand to 10^8 values: one anchor of 10,000 items in the ignored
+    // `id` field, referenced 10,000 times.
+    let laughs = format!(
+        "name: laughs\nid:\n  a: &a [{}]\n  b: [{}]\ndefault:\n  rules: []\n",
+        vec!["0"; 10_000].join(","),
+        vec!["*a"; 10_000].join(",")
+    );
+    let file = up.dir.write("laughs.yaml", &laughs);
+    for kind in ["policy", "ruleset", "attestor"] {
+        let run = up.run(Some(&up.admin_key), &[kind, "apply", "-f", file.to_str().unwrap()]);
+        assert_error(&run, &format!("{kind} apply"));
+        assert!(
+            run.stderr
+                .contains("line 3: an anchor (&name): YAML anchors and aliases are not accepted"),
+            "{}",
+            run.stderr
+        );
+    }
+    assert_eq!(up.json(&["policy", "list"]), Value::Array(Vec::new()));
+}
+
+#[test]
 fn cluster_create_prints_the_connector_key_alone() {
     let up = Up::start();
     up.ok(&["policy", "apply", "-f", &example_policy()]);

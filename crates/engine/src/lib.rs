@@ -11,6 +11,7 @@ pub mod evaluate;
 pub mod image_ref;
 pub mod input;
 pub mod k8s;
+pub mod limits;
 pub mod policy;
 pub mod pss;
 pub mod runtime;

@@ -25,9 +25,12 @@ pub(crate) fn parse_json<T: DeserializeOwned>(text: &[u8]) -> Result<T, FieldErr
     Ok(value)
 }
 
-/// Parses a YAML document (one document), naming the failing field's path on error.
+/// Parses a YAML document (one document), naming the failing field's path on error; a
+/// document over the size limit, nested too deep or with anchors and aliases is refused first
+/// (see [`crate::yaml`]).
 pub(crate) fn parse_yaml<T: DeserializeOwned>(text: &str) -> Result<T, FieldError> {
-    crate::yaml::check_depth(text).map_err(|e| FieldError::new("(document)", e))?;
+    crate::limits::check_document_size(text)?;
+    crate::yaml::check(text).map_err(|e| FieldError::new("(document)", e))?;
     serde_path_to_error::deserialize(yaml_serde::Deserializer::from_str(text)).map_err(path_error)
 }
 

@@ -651,3 +651,54 @@ fn a_document_round_trips_through_yaml_and_json() {
     let json = serde_json::to_string(&doc).unwrap();
     assert_eq!(PolicyDocument::parse(&json).unwrap(), doc, "{json}");
 }
+
+#[test]
+fn lists_over_their_limits_are_refused_naming_the_list_and_the_limit() {
+    use portcullis_engine::limits::*;
+    // At the limit: accepted.
+    accepted(&with_rules(vec![privileged_rule(); MAX_RULES_PER_DEFINITION]));
+    // One over: refused at the list, with the limit in the message.
+    let msg = refused_at(
+        &with_rules(vec![privileged_rule(); MAX_RULES_PER_DEFINITION + 1]),
+        "default.rules",
+    );
+    assert!(msg.contains("the limit is 256 rules per definition"), "{msg}");
+
+    let condition = json!({"type": "match", "resourceFilter": "registry", "operator": "equals", "value": "r.io"});
+    let mut doc = with_rules(vec![]);
+    doc["default"]["imageVerification"] = json!([{
+        "name": "signed", "action": "block", "attestors": {"all": ["a"]},
+        "conditions": vec![condition; MAX_CONDITIONS_PER_SIGNATURE_RULE + 1],
+    }]);
+    let msg = refused_at(&doc, "default.imageVerification[0].conditions");
+    assert!(msg.contains("the limit is 128 conditions per signature rule"), "{msg}");
+
+    // Namespaced definitions: every one within its limit, too many in all.
+    let namespaced: Vec<Value> = (0..MAX_RULES_PER_POLICY / MAX_RULES_PER_DEFINITION + 1)
+        .map(|i| {
+            json!({"name": format!("d{i}"), "namespaces": [format!("ns{i}")],
+                        "rules": vec![privileged_rule(); MAX_RULES_PER_DEFINITION]})
+        })
+        .collect();
+    let mut doc = with_rules(vec![]);
+    doc["namespaced"] = json!(namespaced);
+    let list = errors(&doc);
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(list[0].path, "(document)");
+    assert!(
+        list[0].message.contains("the limit is 4096 rules per policy"),
+        "{list:?}"
+    );
+}
+
+#[test]
+fn documents_over_the_size_limit_are_refused_unread() {
+    let big = json!({"name": "p", "description": "x".repeat(portcullis_engine::limits::MAX_DOCUMENT_BYTES), "default": {"rules": []}});
+    match check_json(&big) {
+        Err(PolicyError::Syntax(e)) => {
+            assert_eq!(e.path, "(document)");
+            assert!(e.message.contains("the limit is 1048576 bytes"), "{e}");
+        }
+        other => panic!("expected a size error, got {other:?}"),
+    }
+}

@@ -11,9 +11,12 @@
 //!   (through an [`Authenticator`]), the operator key, or the service credential. The
 //!   [`permissions`] table decides which methods each may call; the layer enforces it before
 //!   any handler runs, and handlers read the caller with [`Caller::of`].
+//! - [`GuardLayer`], outermost: a panicking handler answers `Internal` and the server goes
+//!   on; error statuses too long for a client's header limits are cut to size.
 //! - [`process`]: process-wide settings of a server (transparent huge pages off).
 
 pub mod auth;
+mod guard;
 mod incoming;
 mod layer;
 pub mod permissions;
@@ -24,6 +27,7 @@ pub mod status;
 pub use auth::{
     Authenticator, BoxFuture, Caller, Credentials, Principal, Role, Secret, TENANT_METADATA, TenantKey, TraceContext,
 };
+pub use guard::{GuardLayer, GuardService, MAX_STATUS_DETAILS_BYTES, MAX_STATUS_MESSAGE_BYTES};
 pub use layer::{AuthLayer, AuthService, AuthState};
 pub use permissions::{Access, PermissionTable};
 pub use server::{BoundServer, GrpcServer, Mode, ServerConfig, ServerError, ServerLimits, TlsFiles};

@@ -20,6 +20,7 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 use tower::Service;
 
+use crate::guard::GuardLayer;
 use crate::layer::{AuthLayer, AuthState};
 
 /// How the process runs.
@@ -368,7 +369,8 @@ impl BoundServer {
             .with_nodelay(Some(true))
             .with_keepalive(Some(self.limits.tcp_keepalive));
         let incoming = crate::incoming::bounded(incoming, self.limits.max_connections);
-        let mut builder = self.builder.layer(AuthLayer::new(self.auth));
+        // The guard is outermost: it also catches a panic in the authentication layer.
+        let mut builder = self.builder.layer(GuardLayer).layer(AuthLayer::new(self.auth));
         builder
             .add_routes(self.routes.routes())
             .serve_with_incoming_shutdown(incoming, signal)

@@ -554,7 +554,12 @@ impl Store {
         }
         let current = find_cluster(&tx.db, tenant_id, cluster).await?;
         let previous = active_connector_keys(&tx.db, tenant_id, &current.id, tx.now).await?;
-        let ends = tx.now + grace;
+        // Checked: the store is a library, and a caller past the gRPC edge's range check
+        // must get an error, not a panic.
+        let ends = tx
+            .now
+            .checked_add(grace)
+            .ok_or_else(|| StoreError::invalid("grace_period", "is too long"))?;
         let new_key = issue_key(
             &tx,
             tenant_id,

@@ -113,9 +113,24 @@ impl From<DbErr> for StoreError {
             Some(SqlErr::ForeignKeyConstraintViolation(_)) => StoreError::FailedPrecondition(
                 "the change conflicts with a concurrent change to a referenced resource; retry".to_owned(),
             ),
+            _ if is_text_refused(&e) => {
+                StoreError::invalid("(request)", "text fields must be UTF-8 without NUL characters")
+            }
             _ => StoreError::Database(e),
         }
     }
+}
+
+/// Whether PostgreSQL refused a text value it cannot store (a NUL character, SQLSTATE 22021),
+/// the caller's input rather than a database failure. SQLite stores such text as it is.
+fn is_text_refused(e: &DbErr) -> bool {
+    use sea_orm::RuntimeErr;
+    let (DbErr::Query(RuntimeErr::SqlxError(err)) | DbErr::Exec(RuntimeErr::SqlxError(err))) = e else {
+        return false;
+    };
+    err.as_database_error()
+        .and_then(|d| d.code())
+        .is_some_and(|code| code == "22021")
 }
 
 impl From<StoreError> for portcullis_domain::Error {

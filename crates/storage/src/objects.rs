@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use crate::clock::from_micros;
 use crate::error::{StoreError, StoreResult};
 use crate::model::{Actor, Deleted, NameQuery, Page, ResourceRef, StoredAttestor, StoredRuleset, Written};
-use crate::policies::{revision_u64, stale};
+use crate::policies::{json_document, revision_u64, stale};
 use crate::store::{AuditResource, Store, Tx, check_tenant_id, decode_token, finish_page, page_limit};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,27 +94,11 @@ struct Parsed {
     canonical: serde_json::Value,
 }
 
-fn looks_like_json(text: &str) -> bool {
-    text.trim_start().starts_with('{')
-}
+/// An engine document read from JSON, validated, and its canonical JSON.
+type Reader<D> = (fn(&str) -> Result<D, FieldError>, fn(&D) -> Result<(), Vec<FieldError>>);
 
-/// An engine document read from JSON or YAML, validated, and its canonical JSON.
-type Reader<D> = (
-    fn(&str) -> Result<D, FieldError>,
-    fn(&str) -> Result<D, FieldError>,
-    fn(&D) -> Result<(), Vec<FieldError>>,
-);
-
-fn read_document<D: serde::Serialize>(
-    text: &str,
-    (from_json, from_yaml, validate): Reader<D>,
-) -> StoreResult<(D, Value)> {
-    let doc = if looks_like_json(text) {
-        from_json(text)
-    } else {
-        from_yaml(text)
-    }
-    .map_err(|e| StoreError::InvalidArgument(vec![e]))?;
+fn read_document<D: serde::Serialize>(text: &str, (from_json, validate): Reader<D>) -> StoreResult<(D, Value)> {
+    let doc = from_json(json_document(text)?).map_err(|e| StoreError::InvalidArgument(vec![e]))?;
     validate(&doc).map_err(StoreError::InvalidArgument)?;
     let value = serde_json::to_value(&doc).map_err(|e| StoreError::Internal(e.to_string()))?;
     Ok((doc, value))
@@ -123,11 +107,11 @@ fn read_document<D: serde::Serialize>(
 fn parse(kind: Kind, text: &str) -> StoreResult<Parsed> {
     let (name, description, canonical) = match kind {
         Kind::Ruleset => {
-            let (r, value) = read_document(text, (Ruleset::from_json, Ruleset::from_yaml, Ruleset::validate))?;
+            let (r, value) = read_document(text, (Ruleset::from_json, Ruleset::validate))?;
             (r.name, r.description, value)
         }
         Kind::Attestor => {
-            let (a, value) = read_document(text, (Attestor::from_json, Attestor::from_yaml, Attestor::validate))?;
+            let (a, value) = read_document(text, (Attestor::from_json, Attestor::validate))?;
             (a.name, a.description, value)
         }
     };
@@ -573,7 +557,7 @@ macro_rules! named_document_store {
         $create:ident, $get:ident, $list:ident, $update:ident, $apply:ident, $delete:ident $(,)?
     ) => {
         impl Store {
-            #[doc = concat!("Creates ", $what, " (JSON or YAML), validated by the engine; AlreadyExists when the name is taken.")]
+            #[doc = concat!("Creates ", $what, " (JSON), validated by the engine; AlreadyExists when the name is taken.")]
             pub async fn $create(&self, tenant_id: &str, actor: &Actor, document: &str) -> StoreResult<$stored> {
                 self.create_object($kind, tenant_id, actor, document).await.map($from_row)
             }

@@ -42,8 +42,23 @@ struct Parsed {
 }
 
 fn parse(document: &str) -> StoreResult<Parsed> {
-    let doc = PolicyDocument::parse(document).map_err(|e| StoreError::InvalidArgument(e.field_errors()))?;
+    let doc = PolicyDocument::from_json(json_document(document)?.as_bytes())
+        .map_err(|e| StoreError::InvalidArgument(e.field_errors()))?;
     normalise(doc)
+}
+
+/// A document as the API takes it (`document_json`): at most the engine's size limit, and
+/// JSON. YAML is the client's to read and convert (the CLI does, refusing anchors and
+/// aliases): a YAML reader here would expand a small request's aliases in the store's memory.
+pub(crate) fn json_document(text: &str) -> StoreResult<&str> {
+    portcullis_engine::limits::check_document_size(text).map_err(|e| StoreError::InvalidArgument(vec![e]))?;
+    if !text.trim_start().starts_with('{') {
+        return Err(StoreError::invalid(
+            "(document)",
+            "must be a JSON object: the API takes documents as JSON text (the CLI converts YAML files)",
+        ));
+    }
+    Ok(text)
 }
 
 fn normalise(doc: PolicyDocument) -> StoreResult<Parsed> {
@@ -396,7 +411,7 @@ pub(crate) fn stale(resource: &str, name: &str, expected: u64, current: u64) -> 
 }
 
 impl Store {
-    /// Creates a policy from a document (JSON, or YAML). InvalidArgument names the field path
+    /// Creates a policy from a JSON document. InvalidArgument names the field path
     /// of every problem; AlreadyExists when the name is taken. Revision 1.
     pub async fn create_policy(&self, tenant_id: &str, actor: &Actor, document: &str) -> StoreResult<Policy> {
         check_tenant_id(tenant_id)?;

@@ -309,9 +309,15 @@ async fn policy_create_get_list(db: &TestDb) {
     assert_eq!(s.get_policy(&t.id, &ResourceRef::name("prod")).await.unwrap(), p);
     assert_eq!(s.get_policy(&t.id, &ResourceRef::id(&p.id)).await.unwrap(), p);
     assert_not_found(s.get_policy(&t.id, &ResourceRef::name("nope")).await);
-    // YAML is read as well.
+    // The API takes JSON only (the CLI converts YAML): YAML is refused, naming the document.
     let yaml = "name: staging\ndefault:\n  rules: []\n";
-    assert_eq!(s.create_policy(&t.id, &t.admin, yaml).await.unwrap().name, "staging");
+    match s.create_policy(&t.id, &t.admin, yaml).await {
+        Err(StoreError::InvalidArgument(errors)) => {
+            assert_eq!(errors[0].path, "(document)");
+            assert!(errors[0].message.contains("JSON"), "{errors:?}");
+        }
+        other => panic!("expected InvalidArgument, got {other:?}"),
+    }
 
     match s.create_policy(&t.id, &t.admin, &policy_doc("prod", "log")).await {
         Err(StoreError::AlreadyExists { resource: "policy", .. }) => {}
@@ -348,7 +354,7 @@ async fn policy_create_get_list(db: &TestDb) {
             None => break,
         }
     }
-    assert_eq!(names, ["A_B", "a_b", "axb", "prod", "staging", "zz"]);
+    assert_eq!(names, ["A_B", "a_b", "axb", "prod", "zz"]);
     // The filter is a case-sensitive substring; `_` is no wildcard.
     let filtered = s
         .list_policies(
@@ -366,7 +372,7 @@ async fn policy_create_get_list(db: &TestDb) {
         ["a_b"]
     );
     assert!(!filtered.items[0].document_json.is_empty());
-    assert_eq!(s.count_policies(&t.id).await.unwrap(), 6);
+    assert_eq!(s.count_policies(&t.id).await.unwrap(), 5);
     assert_invalid(
         s.list_policies(
             &t.id,
@@ -442,8 +448,11 @@ async fn identical_apply_writes_nothing(db: &TestDb) {
     let outbox = s.pending_event_count().await.unwrap();
     let audit = s.list_audit(&t.id, &AuditQuery::default()).await.unwrap().items.len();
 
-    // The same document: other formatting, YAML, defaults spelt out.
-    let same = "name: prod\nxdrEnabled: true\ndescription: ''\ndefault:\n  exceptions: []\n  rules:\n    - type: podSecurityContext\n      enabled: true\n      action: block\n      mitigation: none\n      statement:\n        properties: [{key: hostNetwork, value: 'true'}]\n";
+    // The same document: other formatting and key order, defaults spelt out.
+    let same = r#"{"xdrEnabled": true, "name": "prod", "description": "",
+        "default": {"exceptions": [], "rules": [{"type": "podSecurityContext", "enabled": true,
+        "action": "block", "mitigation": "none",
+        "statement": {"properties": [{"key": "hostNetwork", "value": "true"}]}}]}}"#;
     let again = s.apply_policy(&t.id, &t.admin, same, None).await.unwrap();
     assert!(!again.created && !again.changed);
     assert_eq!(again.value.revision, 1);

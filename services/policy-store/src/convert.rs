@@ -48,11 +48,17 @@ pub fn required_ref(field: &str, value: Option<pc::ResourceRef>) -> Result<Resou
     optional_ref(field, value)?.ok_or_else(|| invalid_field(field, "required: an id or a name"))
 }
 
-/// An optional reference: `None` when absent; InvalidArgument when present but empty.
+/// Why a text with a NUL character is refused (PostgreSQL cannot store one).
+const NUL_REFUSED: &str = "must not contain NUL characters";
+
+/// An optional reference: `None` when absent; InvalidArgument when present but empty or
+/// holding a NUL character.
 pub fn optional_ref(field: &str, value: Option<pc::ResourceRef>) -> Result<Option<ResourceRef>, Status> {
     use pc::resource_ref::Ref;
     match value.and_then(|r| r.r#ref) {
         None => Ok(None),
+        Some(Ref::Id(id)) if id.contains('\0') => Err(invalid_field(format!("{field}.id"), NUL_REFUSED)),
+        Some(Ref::Name(name)) if name.contains('\0') => Err(invalid_field(format!("{field}.name"), NUL_REFUSED)),
         Some(Ref::Id(id)) if id.trim().is_empty() => Err(invalid_field(format!("{field}.id"), "must not be empty")),
         Some(Ref::Name(name)) if name.trim().is_empty() => {
             Err(invalid_field(format!("{field}.name"), "must not be empty"))
@@ -87,11 +93,25 @@ pub fn page_response(next: Option<String>) -> Option<pc::PageResponse> {
     })
 }
 
-/// A protobuf timestamp as a time; InvalidArgument naming `field` when out of range.
+/// The latest timestamp taken, 9999-12-31T23:59:59Z: the store keeps times as microseconds
+/// and adds durations to them, which must not overflow.
+pub const MAX_TIMESTAMP_SECONDS: i64 = 253_402_300_799;
+
+/// The longest duration taken (grace periods, lifetimes): ten years, in seconds. Added to any
+/// accepted timestamp it stays within what a time can hold.
+pub const MAX_DURATION_SECONDS: i64 = 10 * 365 * 86_400;
+
+/// A protobuf timestamp as a time; InvalidArgument naming `field` when out of range
+/// (before 1970 or after [`MAX_TIMESTAMP_SECONDS`], or nanos outside 0..1e9).
 pub fn time_from(field: &str, value: &prost_types::Timestamp) -> Result<OffsetDateTime, Status> {
-    let bad = || invalid_field(field, "not a valid timestamp");
+    let bad = || {
+        invalid_field(
+            field,
+            "not a valid timestamp: seconds from 0 (1970) to 253402300799 (9999-12-31), nanos from 0 to 999999999",
+        )
+    };
     let nanos = u32::try_from(value.nanos).map_err(|_| bad())?;
-    if nanos >= 1_000_000_000 {
+    if nanos >= 1_000_000_000 || !(0..=MAX_TIMESTAMP_SECONDS).contains(&value.seconds) {
         return Err(bad());
     }
     let seconds = OffsetDateTime::from_unix_timestamp(value.seconds).map_err(|_| bad())?;
@@ -103,10 +123,17 @@ pub fn optional_time(field: &str, value: Option<&prost_types::Timestamp>) -> Res
     value.map(|t| time_from(field, t)).transpose()
 }
 
-/// A protobuf duration: InvalidArgument when negative or out of range.
+/// A protobuf duration: InvalidArgument naming `field` when negative or over
+/// [`MAX_DURATION_SECONDS`].
 pub fn duration_from(field: &str, value: &prost_types::Duration) -> Result<time::Duration, Status> {
     if value.seconds < 0 || value.nanos < 0 || value.nanos >= 1_000_000_000 {
         return Err(invalid_field(field, "must be a non-negative duration"));
+    }
+    if value.seconds > MAX_DURATION_SECONDS || (value.seconds == MAX_DURATION_SECONDS && value.nanos > 0) {
+        return Err(invalid_field(
+            field,
+            format!("must be at most {MAX_DURATION_SECONDS} s (10 years)"),
+        ));
     }
     Ok(time::Duration::new(value.seconds, value.nanos))
 }

@@ -75,8 +75,10 @@ impl PolicyDocument {
         crate::serde_util::parse_yaml(text).map_err(PolicyError::Syntax)
     }
 
-    /// Parses JSON when the text starts with `{`, else YAML.
+    /// Parses JSON when the text starts with `{`, else YAML; a document over
+    /// [`crate::limits::MAX_DOCUMENT_BYTES`] is refused unread.
     pub fn parse(text: &str) -> Result<PolicyDocument, PolicyError> {
+        crate::limits::check_document_size(text).map_err(PolicyError::Syntax)?;
         if text.trim_start().starts_with('{') {
             PolicyDocument::from_json(text.as_bytes())
         } else {
@@ -191,8 +193,14 @@ pub fn is_valid_namespace(ns: &str) -> bool {
         && b.iter().all(|c| edge(c) || *c == b'-')
 }
 
-/// Validates a document: every problem is reported, each with its field path.
+/// Validates a document: every problem is reported, each with its field path. A document
+/// with a list over its limit ([`crate::limits`]) is refused with those errors alone, before
+/// its entries are judged.
 pub fn validate(doc: &PolicyDocument) -> Result<ValidPolicy, PolicyError> {
+    let over = over_limits(doc);
+    if !over.is_empty() {
+        return Err(PolicyError::Invalid(over));
+    }
     let mut errors = Vec::new();
     if !is_valid_policy_name(&doc.name) {
         errors.push(FieldError::new(
@@ -283,6 +291,110 @@ pub fn validate(doc: &PolicyDocument) -> Result<ValidPolicy, PolicyError> {
     } else {
         Err(PolicyError::Invalid(errors))
     }
+}
+
+/// The lists of `doc` longer than their limits.
+fn over_limits(doc: &PolicyDocument) -> Vec<FieldError> {
+    use crate::limits::*;
+    let mut errors = Vec::new();
+    let mut check = |path: String, len: usize, limit: usize, what: &str| {
+        errors.extend(over_limit(path, len, limit, what));
+    };
+    check(
+        "namespaced".to_owned(),
+        doc.namespaced.len(),
+        MAX_NAMESPACED_DEFINITIONS,
+        "namespaced definitions per policy",
+    );
+    if let Some(runtime) = &doc.runtime {
+        check(
+            "runtime.rulesets".to_owned(),
+            runtime.rulesets.len(),
+            MAX_RUNTIME_RULESETS,
+            "rulesets per policy",
+        );
+    }
+    let definitions = std::iter::once((
+        "default".to_owned(),
+        &doc.default.rules,
+        Some(&doc.default.exceptions),
+        Some(&doc.default.image_verification),
+        None,
+    ))
+    .chain(doc.namespaced.iter().enumerate().map(|(i, d)| {
+        (
+            format!("namespaced[{i}]"),
+            &d.rules,
+            d.exceptions.as_ref(),
+            d.image_verification.as_ref(),
+            Some(&d.namespaces),
+        )
+    }));
+    let mut total_rules = 0usize;
+    for (path, rules, exceptions, signature_rules, namespaces) in definitions {
+        total_rules = total_rules.saturating_add(rules.len());
+        check(
+            format!("{path}.rules"),
+            rules.len(),
+            MAX_RULES_PER_DEFINITION,
+            "rules per definition",
+        );
+        for (i, rule) in rules.iter().enumerate() {
+            check(
+                format!("{path}.rules[{i}].statement.properties"),
+                rule.statement.properties.len(),
+                MAX_PROPERTIES_PER_STATEMENT,
+                "properties per statement",
+            );
+        }
+        if let Some(namespaces) = namespaces {
+            check(
+                format!("{path}.namespaces"),
+                namespaces.len(),
+                MAX_NAMESPACES_PER_DEFINITION,
+                "namespaces per definition",
+            );
+        }
+        if let Some(exceptions) = exceptions {
+            check(
+                format!("{path}.exceptions"),
+                exceptions.len(),
+                MAX_EXCEPTIONS_PER_DEFINITION,
+                "exceptions per definition",
+            );
+            for (i, e) in exceptions.iter().enumerate() {
+                check(
+                    format!("{path}.exceptions[{i}].statement.properties"),
+                    e.statement.properties.len(),
+                    MAX_PROPERTIES_PER_STATEMENT,
+                    "properties per statement",
+                );
+            }
+        }
+        if let Some(signature_rules) = signature_rules {
+            check(
+                format!("{path}.imageVerification"),
+                signature_rules.len(),
+                MAX_SIGNATURE_RULES_PER_DEFINITION,
+                "signature rules per definition",
+            );
+            for (i, r) in signature_rules.iter().enumerate() {
+                check(
+                    format!("{path}.imageVerification[{i}].conditions"),
+                    r.conditions.len(),
+                    MAX_CONDITIONS_PER_SIGNATURE_RULE,
+                    "conditions per signature rule",
+                );
+            }
+        }
+    }
+    check(
+        "(document)".to_owned(),
+        total_rules,
+        MAX_RULES_PER_POLICY,
+        "rules per policy (all definitions together)",
+    );
+    errors
 }
 
 fn definition(
