@@ -124,9 +124,17 @@ async fn an_event_whose_body_and_subject_disagree_is_dropped_and_counted() {
         // Published on tenant `mallory`'s subject for `scan.result`.
         Event::new(id, "mallory", "scan.result", Bytes::from(body.encode_to_vec()))
     };
-    bus.publish(forged("other-tenant", "acme", "scan.result")).await.unwrap();
-    bus.publish(forged("other-topic", "mallory", "policy.changed")).await.unwrap();
-    let own = bus.publish(forged("own", "mallory", "scan.result")).await.unwrap().sequence;
+    bus.publish(forged("other-tenant", "acme", "scan.result"))
+        .await
+        .unwrap();
+    bus.publish(forged("other-topic", "mallory", "policy.changed"))
+        .await
+        .unwrap();
+    let own = bus
+        .publish(forged("own", "mallory", "scan.result"))
+        .await
+        .unwrap()
+        .sequence;
     let s = publish(&bus, "fine", "policy.changed").await;
     assert_eq!(next(&mut rx).await, Seen::Event(own, "own".into()));
     assert_eq!(next(&mut rx).await, Seen::Event(s, "fine".into()));

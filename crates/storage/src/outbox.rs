@@ -18,8 +18,8 @@ use std::time::Duration;
 
 use portcullis_proto::events::v1::EventEnvelope;
 use prost::Message;
-use sea_orm::sea_query::{LockBehavior, LockType};
 use sea_orm::ActiveValue::{NotSet, Set};
+use sea_orm::sea_query::{LockBehavior, LockType};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
     QuerySelect, TransactionTrait,
