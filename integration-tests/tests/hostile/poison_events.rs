@@ -21,8 +21,8 @@ use portcullis_test_kit::eventually;
 use serde_json::json;
 use tonic::Code;
 
-/// Namespaces enough for a `cluster.changed` event over the bus's 1 MiB limit (each entry
-/// is 42 bytes encoded, twice: the settings and nothing else this large).
+/// Namespaces enough for a `cluster.changed` event over the bus's 1 MiB limit: 30,000
+/// entries of 42 bytes encoded, about 1.26 MB (and 30 times the API's limit).
 fn oversized_namespaces() -> Vec<String> {
     (0..30_000).map(|i| format!("ns-{i:037}")).collect()
 }

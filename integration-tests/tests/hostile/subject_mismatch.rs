@@ -15,11 +15,8 @@ use portcullis_admission::scans::ScanCacheOptions;
 use portcullis_admission::testing::StackOptions;
 use portcullis_bus::Event;
 use portcullis_integration_tests::admission::{Env, container, create_pod, pod, pod_spec, policy};
-use portcullis_policy_store::testing::authed;
 use portcullis_proto::common::v1 as pc;
 use portcullis_proto::events::v1 as pe;
-use portcullis_proto::policystore::v1 as pb;
-use portcullis_proto::policystore::v1::scan_result_service_client::ScanResultServiceClient;
 use portcullis_server::Mode;
 use portcullis_test_kit::eventually;
 use prost::Message as _;
@@ -38,24 +35,7 @@ fn review_of(digest: &str) -> Value {
 }
 
 async fn upload_critical_scan(env: &Env, digest: &str) {
-    let mut scans = ScanResultServiceClient::new(env.stack.store_channel().await.unwrap());
-    let native = json!({
-        "digest": digest, "scanType": "vulnerability", "scannedAt": "2026-01-01T00:00:00Z",
-        "scanner": "trivy 0.58.1", "findings": [{"id": "CVE-2024-0001", "severity": "critical"}]
-    });
-    scans
-        .upload_scan_result(authed(
-            &env.stack.store.admin_key,
-            pb::UploadScanResultRequest {
-                digest: digest.into(),
-                report: Some(pb::upload_scan_result_request::Report::NativeJson(
-                    native.to_string().into_bytes().into(),
-                )),
-                ..Default::default()
-            },
-        ))
-        .await
-        .unwrap();
+    env.upload_scan(digest, "critical", "2026-01-01T00:00:00Z").await;
 }
 
 /// A `scan.result` saying `digest` is clean (a newer scan, no findings), for `victim`.

@@ -766,34 +766,40 @@ async fn settings_lists_are_capped_below_the_bus_limit(server: &TestServer) {
             },
         )
     };
-    let too_many = pb::ClusterSettings {
-        excluded_namespaces: namespaces(MAX_EXCLUDED_NAMESPACES + 1),
-        ..Default::default()
-    };
-    let status = assert_code(
-        c.clusters.register_cluster(register("big", too_many)).await,
-        Code::InvalidArgument,
-    );
-    assert_eq!(field_violations(&status)[0].0, "settings.excluded_namespaces");
-    assert!(status.message().contains("1000"), "{}", status.message());
-    let too_many = pb::ClusterSettings {
-        trusted_images: images(MAX_TRUSTED_IMAGES + 1),
-        ..Default::default()
-    };
-    let status = assert_code(
-        c.clusters.register_cluster(register("big", too_many)).await,
-        Code::InvalidArgument,
-    );
-    assert_eq!(field_violations(&status)[0].0, "settings.trusted_images");
-    let too_long = pb::ClusterSettings {
-        trusted_images: vec![format!("{host}/{}", "a".repeat(1024))],
-        ..Default::default()
-    };
-    let status = assert_code(
-        c.clusters.register_cluster(register("big", too_long)).await,
-        Code::InvalidArgument,
-    );
-    assert_eq!(field_violations(&status)[0].0, "settings.trusted_images[0]");
+    let over_limits = [
+        (
+            pb::ClusterSettings {
+                excluded_namespaces: namespaces(MAX_EXCLUDED_NAMESPACES + 1),
+                ..Default::default()
+            },
+            "settings.excluded_namespaces",
+            "at most 1000",
+        ),
+        (
+            pb::ClusterSettings {
+                trusted_images: images(MAX_TRUSTED_IMAGES + 1),
+                ..Default::default()
+            },
+            "settings.trusted_images",
+            "at most 256",
+        ),
+        (
+            pb::ClusterSettings {
+                trusted_images: vec![format!("{host}/{}", "a".repeat(1024))],
+                ..Default::default()
+            },
+            "settings.trusted_images[0]",
+            "at most 1024 bytes",
+        ),
+    ];
+    for (settings, field, limit) in over_limits {
+        let status = assert_code(
+            c.clusters.register_cluster(register("big", settings)).await,
+            Code::InvalidArgument,
+        );
+        assert_eq!(field_violations(&status)[0].0, field);
+        assert!(status.message().contains(limit), "{}", status.message());
+    }
 
     let at_limits = pb::ClusterSettings {
         excluded_namespaces: namespaces(MAX_EXCLUDED_NAMESPACES),
