@@ -7,6 +7,8 @@ use portcullis_policy_store::testing::authed;
 use portcullis_proto::admission::v1 as pa;
 use portcullis_proto::admission::v1::admission_service_client::AdmissionServiceClient;
 use portcullis_proto::common::v1 as pc;
+use portcullis_proto::policystore::v1 as pb;
+use portcullis_proto::policystore::v1::scan_result_service_client::ScanResultServiceClient;
 use portcullis_server::Mode;
 use serde_json::Value;
 use tonic::Status;
@@ -54,6 +56,29 @@ impl Env {
     pub async fn review(&self, review: &Value) -> Result<Answer, Status> {
         let mut client = self.client(0).await;
         review_raw(&mut client, &self.connector_key, None, review.to_string().into_bytes()).await
+    }
+
+    /// Uploads, as the tenant admin, a vulnerability scan of `digest` (scanned at
+    /// `scanned_at`, RFC 3339) with one finding of `severity`.
+    pub async fn upload_scan(&self, digest: &str, severity: &str, scanned_at: &str) {
+        let mut scans = ScanResultServiceClient::new(self.stack.store_channel().await.unwrap());
+        let native = serde_json::json!({
+            "digest": digest, "scanType": "vulnerability", "scannedAt": scanned_at, "scanner": "trivy 0.58.1",
+            "findings": [{"id": "CVE-2024-0001", "severity": severity}]
+        });
+        scans
+            .upload_scan_result(authed(
+                &self.stack.store.admin_key,
+                pb::UploadScanResultRequest {
+                    digest: digest.into(),
+                    report: Some(pb::upload_scan_result_request::Report::NativeJson(
+                        native.to_string().into_bytes().into(),
+                    )),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .unwrap();
     }
 
     /// Reviews `review`, which must be answered; panics on an error.

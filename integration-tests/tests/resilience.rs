@@ -20,7 +20,6 @@ use portcullis_domain::FailureMode;
 use portcullis_policy_store::testing::authed;
 use portcullis_proto::admission::v1 as pa;
 use portcullis_proto::policystore::v1 as pb;
-use portcullis_proto::policystore::v1::scan_result_service_client::ScanResultServiceClient;
 use portcullis_server::Mode;
 use portcullis_test_kit::eventually;
 use serde_json::json;
@@ -41,24 +40,7 @@ fn vulnerable_pod_review() -> serde_json::Value {
 }
 
 async fn upload_scan(env: &Env, severity: &str, scanned_at: &str) {
-    let mut scans = ScanResultServiceClient::new(env.stack.store_channel().await.unwrap());
-    let native = json!({
-        "digest": DIGEST, "scanType": "vulnerability", "scannedAt": scanned_at, "scanner": "trivy 0.58.1",
-        "findings": [{"id": "CVE-2024-0001", "severity": severity}]
-    });
-    scans
-        .upload_scan_result(authed(
-            &env.stack.store.admin_key,
-            pb::UploadScanResultRequest {
-                digest: DIGEST.into(),
-                report: Some(pb::upload_scan_result_request::Report::NativeJson(
-                    native.to_string().into_bytes().into(),
-                )),
-                ..Default::default()
-            },
-        ))
-        .await
-        .unwrap();
+    env.upload_scan(DIGEST, severity, scanned_at).await;
 }
 
 /// A vulnerabilities rule reads scan summaries: an unscanned image passes, a scan uploaded

@@ -29,7 +29,7 @@ proto_package!(
 );
 proto_package!(
     /// The policy store: policies, rulesets, attestors, clusters, scan results, tenants, API
-    /// keys and the audit log.
+    /// keys, the audit log and the operator's dead letters.
     policystore => "portcullis.policystore.v1"
 );
 proto_package!(
@@ -68,6 +68,7 @@ pub const SERVICE_NAMES: &[&str] = &[
     policystore::v1::tenant_service_server::SERVICE_NAME,
     policystore::v1::auth_service_server::SERVICE_NAME,
     policystore::v1::audit_service_server::SERVICE_NAME,
+    policystore::v1::operator_service_server::SERVICE_NAME,
     admission::v1::admission_service_server::SERVICE_NAME,
     continuous::v1::continuous_service_server::SERVICE_NAME,
     signature::v1::signature_service_server::SERVICE_NAME,

@@ -83,6 +83,7 @@ const EXPECTED: &[(&str, &[&str])] = &[
         &["CreateApiKey", "ListApiKeys", "RevokeApiKey", "Introspect", "WhoAmI"],
     ),
     ("portcullis.policystore.v1.AuditService", &["ListAuditEntries"]),
+    ("portcullis.policystore.v1.OperatorService", &["ListDeadLetters"]),
     ("portcullis.admission.v1.AdmissionService", &["Review", "ReviewStream"]),
     (
         "portcullis.continuous.v1.ContinuousService",

@@ -442,6 +442,20 @@ fn tenants_and_keys() {
     // A tenant admin is not the operator.
     assert_error(&up.run(Some(&up.admin_key), &["tenant", "list"]), "tenant list");
 
+    // Dead letters are the operator's to list (none here: every event went out).
+    let run = up.run_env(None, &operator, &["dead-letter", "list", "-o", "json"]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_eq!(
+        serde_json::from_str::<Value>(&run.stdout).unwrap(),
+        Value::Array(Vec::new())
+    );
+    let run = up.run_env(None, &operator, &["dead-letter", "list"]);
+    assert_eq!((run.code, run.stdout.as_str()), (Some(0), ""), "{}", run.stderr);
+    assert_error(
+        &up.run(Some(&up.admin_key), &["dead-letter", "list"]),
+        "dead-letter list",
+    );
+
     let viewer = secret_alone(&up.ok(&["key", "create", "--role", "viewer", "--description", "read only"]));
     let run = up.run(Some(&viewer), &["policy", "get", "prod.strict", "-o", "json"]);
     assert_eq!(run.code, Some(0), "{}", run.stderr);

@@ -16,13 +16,39 @@
 //!
 //! Events are decoded here, once, and handed over in stream order, each inside a span whose
 //! parent is the context in the event's headers (`crate::trace::event_span`).
+//!
+//! The subject is the authority on tenant and topic (publish permissions are granted per
+//! subject): an event whose body names another tenant or topic than its subject
+//! `pc.<tenant>.evt.<topic>` is dropped, logged and counted in
+//! `portcullis.bus.events.mismatched` ([`MISMATCHED_METRIC`]), and never reaches a handler.
 
 use std::time::{Duration, Instant};
 
-use portcullis_bus::{Bus, BusError, Headers, StartFrom, TopicFilter};
+use opentelemetry::metrics::{Counter, Meter};
+use portcullis_bus::{Bus, BusError, Event, Headers, StartFrom, TopicFilter};
 use portcullis_proto::events::v1::EventEnvelope;
 use prost::Message as _;
 use tokio_util::sync::CancellationToken;
+
+/// The counter of events dropped because body and subject disagree (no attributes: tenants
+/// are unbounded).
+pub const MISMATCHED_METRIC: &str = "portcullis.bus.events.mismatched";
+
+/// Name of the meter the follower records through when none is given.
+pub const METER_NAME: &str = "portcullis-kit";
+
+fn mismatched_counter(meter: &Meter) -> Counter<u64> {
+    meter
+        .u64_counter(MISMATCHED_METRIC)
+        .with_description("Bus events dropped because the tenant or topic in the body differs from the subject's.")
+        .with_unit("{event}")
+        .build()
+}
+
+/// Whether `envelope` is about the tenant and topic of the subject it came on.
+fn matches_subject(envelope: &EventEnvelope, event: &Event) -> bool {
+    envelope.tenant_id == event.tenant && envelope.topic == event.topic
+}
 
 /// One event as the follower hands it over: decoded, with its stream sequence and headers.
 #[derive(Debug, Clone, PartialEq)]
@@ -165,6 +191,7 @@ pub struct Follower {
     retry_min: Duration,
     retry_max: Duration,
     outage_gap: Duration,
+    mismatched: Counter<u64>,
 }
 
 impl Follower {
@@ -179,7 +206,15 @@ impl Follower {
             retry_min: defaults.retry_min,
             retry_max: defaults.retry_max,
             outage_gap: defaults.outage_gap,
+            mismatched: mismatched_counter(&opentelemetry::global::meter(METER_NAME)),
         }
+    }
+
+    /// Counts dropped events on `meter` instead of the global meter provider's (tests).
+    #[must_use]
+    pub fn meter(mut self, meter: &Meter) -> Follower {
+        self.mismatched = mismatched_counter(meter);
+        self
     }
 
     /// Retries and the outage bound from `options`.
@@ -238,6 +273,17 @@ impl Follower {
                 }
                 next = received.sequence.saturating_add(1);
                 match EventEnvelope::decode(received.event.payload.as_ref()) {
+                    Ok(envelope) if !matches_subject(&envelope, &received.event) => {
+                        // Forged or misrouted: applying it would change another tenant's state.
+                        tracing::warn!(
+                            subject = %received.event.subject(),
+                            body_tenant = %envelope.tenant_id,
+                            body_topic = %envelope.topic,
+                            sequence = received.sequence,
+                            "event dropped: its body and subject disagree"
+                        );
+                        self.mismatched.add(1, &[]);
+                    }
                     Ok(envelope) => {
                         let event = FollowedEvent {
                             sequence: received.sequence,

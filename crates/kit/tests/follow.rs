@@ -103,6 +103,46 @@ async fn events_after_the_snapshot_arrive_in_order_and_a_restart_resumes_without
     task.await.unwrap();
 }
 
+/// An event whose body names another tenant (or topic) than its subject is dropped and
+/// counted; the events around it are handled as usual.
+#[tokio::test]
+async fn an_event_whose_body_and_subject_disagree_is_dropped_and_counted() {
+    let bus = Bus::memory(BusConfig::embedded()).unwrap();
+    let (meter, metrics) = portcullis_telemetry::testing::in_memory_meter();
+    let (mut rx, stop, task) = start(
+        Follower::new(bus.clone(), TopicFilter::topics(["scan.result", "policy.changed"]))
+            .start_after(0)
+            .meter(&meter),
+    );
+    let forged = |id: &str, tenant: &str, topic: &str| {
+        let body = EventEnvelope {
+            event_id: id.to_owned(),
+            tenant_id: tenant.to_owned(),
+            topic: topic.to_owned(),
+            ..EventEnvelope::default()
+        };
+        // Published on tenant `mallory`'s subject for `scan.result`.
+        Event::new(id, "mallory", "scan.result", Bytes::from(body.encode_to_vec()))
+    };
+    bus.publish(forged("other-tenant", "acme", "scan.result"))
+        .await
+        .unwrap();
+    bus.publish(forged("other-topic", "mallory", "policy.changed"))
+        .await
+        .unwrap();
+    let own = bus
+        .publish(forged("own", "mallory", "scan.result"))
+        .await
+        .unwrap()
+        .sequence;
+    let s = publish(&bus, "fine", "policy.changed").await;
+    assert_eq!(next(&mut rx).await, Seen::Event(own, "own".into()));
+    assert_eq!(next(&mut rx).await, Seen::Event(s, "fine".into()));
+    assert_eq!(metrics.counter(portcullis_kit::follow::MISMATCHED_METRIC, &[]), 2);
+    stop.cancel();
+    task.await.unwrap();
+}
+
 #[tokio::test]
 async fn a_start_the_stream_no_longer_holds_is_a_gap() {
     let mut config = BusConfig::embedded();

@@ -41,7 +41,7 @@ pub enum Access {
     ClusterRead,
     /// What a connector reports for its cluster (heartbeats).
     ClusterReport,
-    /// Tenant management.
+    /// Tenant management and the operator's maintenance (dead letters).
     Operator,
     /// Service-to-service calls only (introspection, registry credentials).
     Service,
@@ -154,6 +154,7 @@ pub const POLICY_STORE_METHODS: &[(&str, Access)] = &[
     ("TenantService/GetTenant", Access::Operator),
     ("TenantService/ListTenants", Access::Operator),
     ("TenantService/DeleteTenant", Access::Operator),
+    ("OperatorService/ListDeadLetters", Access::Operator),
     ("AuthService/CreateApiKey", Access::Admin),
     ("AuthService/ListApiKeys", Access::Admin),
     ("AuthService/RevokeApiKey", Access::Admin),

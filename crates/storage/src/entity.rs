@@ -232,6 +232,31 @@ pub mod outbox {
     impl ActiveModelBehavior for ActiveModel {}
 }
 
+/// Events the bus refused for good, moved out of the outbox.
+pub mod dead_letter {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "dead_letters")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub outbox_seq: i64,
+        pub event_id: String,
+        pub tenant_id: String,
+        pub topic: String,
+        pub payload: Vec<u8>,
+        pub created_at: i64,
+        pub reason: String,
+        pub dead_at: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
 /// The audit log.
 pub mod audit_log {
     use sea_orm::entity::prelude::*;

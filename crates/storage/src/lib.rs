@@ -29,7 +29,7 @@ pub use error::{InactiveReason, StoreError, StoreResult};
 pub use keys::KEY_PREFIX;
 pub use migration::Migrator;
 pub use model::*;
-pub use outbox::{EventSink, OutboxEvent, OutboxRelay, RelayConfig, RelayError};
+pub use outbox::{DeadLetter, EventSink, OutboxEvent, OutboxRelay, RelayConfig, RelayError};
 pub use policies::PolicyHistory;
 pub use scans::MAX_SUMMARY_DIGESTS;
 pub use store::{Backend, CommitListener, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Store, StoreOptions, is_valid_tenant_id};

@@ -2,16 +2,23 @@
 //! order, deleting each row only after the sink acknowledged it. Rows survive restarts; a
 //! failing sink is retried with exponential backoff.
 //!
+//! An event the sink refuses for good ([`EventSink::is_permanent`]: too large for the bus,
+//! an invalid subject) would stop every later event of every tenant if it were retried: it
+//! moves to the dead letters instead ([`DeadLetter`], [`Store::list_dead_letters`]), in the
+//! same transaction that deletes it from the outbox, and the relay goes on.
+//!
 //! Several relays may run against one PostgreSQL database: each batch is claimed with
 //! `FOR UPDATE SKIP LOCKED`, so no row is published by two relays at once (events of
 //! different batches may then be published out of order; consumers order by revision or
 //! generation, and deduplicate by event id). On SQLite the relays of one process take turns.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use portcullis_proto::events::v1::EventEnvelope;
 use prost::Message;
+use sea_orm::ActiveValue::{NotSet, Set};
 use sea_orm::sea_query::{LockBehavior, LockType};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
@@ -20,9 +27,10 @@ use sea_orm::{
 use time::OffsetDateTime;
 
 use crate::clock::from_micros;
-use crate::entity::outbox;
+use crate::entity::{dead_letter, outbox};
 use crate::error::{StoreError, StoreResult};
-use crate::store::{Backend, Store};
+use crate::model::{Page, PageRequest};
+use crate::store::{Backend, Store, decode_int_token, finish_page, page_limit};
 
 /// One event waiting in the outbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,6 +79,13 @@ pub trait EventSink: Send + Sync {
 
     /// Publishes one event; `Ok` means the bus has it (for JetStream: the publish ack).
     fn publish(&self, event: &OutboxEvent) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// Whether `error` means this event will never be taken (too large, invalid subject), so
+    /// that retrying it cannot help: the relay then moves it to the dead letters. By default
+    /// every failure is retried.
+    fn is_permanent(&self, _error: &Self::Error) -> bool {
+        false
+    }
 }
 
 impl<S: EventSink + ?Sized> EventSink for std::sync::Arc<S> {
@@ -79,6 +94,48 @@ impl<S: EventSink + ?Sized> EventSink for std::sync::Arc<S> {
     fn publish(&self, event: &OutboxEvent) -> impl Future<Output = Result<(), Self::Error>> + Send {
         (**self).publish(event)
     }
+
+    fn is_permanent(&self, error: &Self::Error) -> bool {
+        (**self).is_permanent(error)
+    }
+}
+
+/// An event the bus refused for good, kept for the operator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// Position in the dead letters (increasing).
+    pub id: i64,
+    /// The event as it stood in the outbox.
+    pub event: OutboxEvent,
+    /// What the sink said.
+    pub reason: String,
+    /// When the relay gave up on it.
+    pub dead_at: OffsetDateTime,
+}
+
+fn dead_letter_from(m: dead_letter::Model) -> DeadLetter {
+    DeadLetter {
+        id: m.id,
+        event: OutboxEvent {
+            seq: m.outbox_seq,
+            event_id: m.event_id,
+            tenant_id: m.tenant_id,
+            topic: m.topic,
+            payload: m.payload,
+            created_at: from_micros(m.created_at),
+        },
+        reason: m.reason,
+        dead_at: from_micros(m.dead_at),
+    }
+}
+
+/// What one batch did: the rows acknowledged, the rows refused for good (with why), the
+/// first failure worth retrying (the batch stops there).
+#[derive(Default)]
+struct Outcome {
+    done: Vec<i64>,
+    dead: Vec<(OutboxEvent, String)>,
+    error: Option<RelayError>,
 }
 
 /// How the relay paces itself.
@@ -143,6 +200,7 @@ pub struct OutboxRelay<S> {
     store: Store,
     sink: S,
     config: RelayConfig,
+    dead_lettered: AtomicU64,
 }
 
 impl<S: EventSink> OutboxRelay<S> {
@@ -153,7 +211,17 @@ impl<S: EventSink> OutboxRelay<S> {
 
     /// A relay with the given pacing.
     pub fn with_config(store: Store, sink: S, config: RelayConfig) -> OutboxRelay<S> {
-        OutboxRelay { store, sink, config }
+        OutboxRelay {
+            store,
+            sink,
+            config,
+            dead_lettered: AtomicU64::new(0),
+        }
+    }
+
+    /// How many events this relay moved to the dead letters since it was made (a metric).
+    pub fn dead_lettered(&self) -> u64 {
+        self.dead_lettered.load(Ordering::Relaxed)
     }
 
     /// The sink.
@@ -167,7 +235,7 @@ impl<S: EventSink> OutboxRelay<S> {
     }
 
     /// Publishes waiting events in order until none is left or one fails; returns how many
-    /// were published.
+    /// were published. Events refused for good become dead letters on the way.
     pub async fn publish_pending(&self) -> Result<usize, RelayError> {
         let mut total = 0;
         loop {
@@ -185,30 +253,40 @@ impl<S: EventSink> OutboxRelay<S> {
         }
     }
 
-    /// Publishes `rows` in order; returns the seqs acknowledged and the first failure.
-    async fn publish_rows(&self, rows: Vec<outbox::Model>) -> (Vec<i64>, Option<RelayError>) {
-        let mut done = Vec::new();
+    /// Publishes `rows` in order, setting aside those refused for good, up to the first
+    /// failure worth retrying.
+    async fn publish_rows(&self, rows: Vec<outbox::Model>) -> Outcome {
+        let mut outcome = Outcome::default();
         for row in rows {
             let event = event_from(row);
-            let outcome = tokio::time::timeout(self.config.publish_timeout, self.sink.publish(&event)).await;
-            let message = match outcome {
+            let published = tokio::time::timeout(self.config.publish_timeout, self.sink.publish(&event)).await;
+            let message = match published {
                 Ok(Ok(())) => {
-                    done.push(event.seq);
+                    outcome.done.push(event.seq);
+                    continue;
+                }
+                Ok(Err(e)) if self.sink.is_permanent(&e) => {
+                    tracing::error!(
+                        event_id = %event.event_id,
+                        subject = %event.subject(),
+                        bytes = event.payload.len(),
+                        error = %e,
+                        "outbox relay: the bus refuses this event for good; moved to the dead letters"
+                    );
+                    outcome.dead.push((event, e.to_string()));
                     continue;
                 }
                 Ok(Err(e)) => e.to_string(),
                 Err(_) => format!("no acknowledgement within {:?}", self.config.publish_timeout),
             };
-            return (
-                done,
-                Some(RelayError::Publish {
-                    subject: event.subject(),
-                    event_id: event.event_id,
-                    message,
-                }),
-            );
+            outcome.error = Some(RelayError::Publish {
+                subject: event.subject(),
+                event_id: event.event_id,
+                message,
+            });
+            break;
         }
-        (done, None)
+        outcome
     }
 
     async fn batch_postgres(&self) -> Result<(usize, Option<RelayError>, u64), RelayError> {
@@ -220,10 +298,11 @@ impl<S: EventSink> OutboxRelay<S> {
             .all(&tx)
             .await?;
         let claimed = rows.len() as u64;
-        let (done, error) = self.publish_rows(rows).await;
-        delete_published(&tx, &done).await?;
+        let outcome = self.publish_rows(rows).await;
+        self.settle(&tx, &outcome).await?;
         tx.commit().await?;
-        Ok((done.len(), error, claimed))
+        self.count_dead(&outcome);
+        Ok((outcome.done.len(), outcome.error, claimed))
     }
 
     async fn batch_sqlite(&self) -> Result<(usize, Option<RelayError>, u64), RelayError> {
@@ -236,9 +315,22 @@ impl<S: EventSink> OutboxRelay<S> {
             .all(db)
             .await?;
         let claimed = rows.len() as u64;
-        let (done, error) = self.publish_rows(rows).await;
-        delete_published(db, &done).await?;
-        Ok((done.len(), error, claimed))
+        let outcome = self.publish_rows(rows).await;
+        // Short, after publishing: a dead letter is written and its row deleted together.
+        let tx = db.begin().await?;
+        self.settle(&tx, &outcome).await?;
+        tx.commit().await?;
+        self.count_dead(&outcome);
+        Ok((outcome.done.len(), outcome.error, claimed))
+    }
+
+    async fn settle<C: ConnectionTrait>(&self, conn: &C, outcome: &Outcome) -> Result<(), DbErr> {
+        settle_rows(conn, outcome, crate::clock::to_micros(self.store.now())).await
+    }
+
+    fn count_dead(&self, outcome: &Outcome) {
+        self.dead_lettered
+            .fetch_add(outcome.dead.len() as u64, Ordering::Relaxed);
     }
 
     /// Runs until `shutdown` completes: publishes whenever woken or every poll interval, and
@@ -287,14 +379,52 @@ impl Store {
     pub async fn pending_event_count(&self) -> StoreResult<u64> {
         Ok(outbox::Entity::find().count(&self.inner.db).await?)
     }
+
+    /// The dead letters (events the bus refused for good), oldest first, a page at a time
+    /// (for operators).
+    pub async fn list_dead_letters(&self, page: &PageRequest) -> StoreResult<Page<DeadLetter>> {
+        let mut select = dead_letter::Entity::find();
+        if let Some(after) = decode_int_token(page)? {
+            select = select.filter(dead_letter::Column::Id.gt(after));
+        }
+        let rows = select
+            .order_by_asc(dead_letter::Column::Id)
+            .limit(page_limit(page))
+            .all(&self.inner.db)
+            .await?;
+        let letters = rows.into_iter().map(dead_letter_from).collect();
+        let (items, next_token) = finish_page(letters, page, |d: &DeadLetter| d.id.to_string());
+        Ok(Page { items, next_token })
+    }
 }
 
-/// Deletes the outbox rows whose events the bus has stored (their sequences), inside the
-/// caller's transaction or on the connection.
-async fn delete_published<C: ConnectionTrait>(conn: &C, done: &[i64]) -> Result<(), DbErr> {
-    if !done.is_empty() {
+/// Writes the batch's dead letters (dead at `now_us`) and deletes from the outbox the rows
+/// the bus has stored or refused for good, inside the caller's transaction or on the
+/// connection.
+async fn settle_rows<C: ConnectionTrait>(conn: &C, outcome: &Outcome, now_us: i64) -> Result<(), DbErr> {
+    if !outcome.dead.is_empty() {
+        let letters = outcome.dead.iter().map(|(event, reason)| dead_letter::ActiveModel {
+            id: NotSet,
+            outbox_seq: Set(event.seq),
+            event_id: Set(event.event_id.clone()),
+            tenant_id: Set(event.tenant_id.clone()),
+            topic: Set(event.topic.clone()),
+            payload: Set(event.payload.clone()),
+            created_at: Set(crate::clock::to_micros(event.created_at)),
+            reason: Set(reason.clone()),
+            dead_at: Set(now_us),
+        });
+        dead_letter::Entity::insert_many(letters).exec(conn).await?;
+    }
+    let settled = outcome
+        .done
+        .iter()
+        .copied()
+        .chain(outcome.dead.iter().map(|(event, _)| event.seq));
+    let settled: Vec<i64> = settled.collect();
+    if !settled.is_empty() {
         outbox::Entity::delete_many()
-            .filter(outbox::Column::Seq.is_in(done.iter().copied()))
+            .filter(outbox::Column::Seq.is_in(settled))
             .exec(conn)
             .await?;
     }

@@ -114,6 +114,7 @@ both!(
     connector_key_rotation,
     outbox_rows_and_relay,
     relay_runs_and_retries,
+    refused_events_become_dead_letters,
     concurrent_relays_publish_once,
     concurrent_updates_one_wins,
     audit_log,
@@ -257,7 +258,11 @@ struct RecordingSink {
     fail: std::sync::atomic::AtomicBool,
     fail_next: AtomicUsize,
     attempts: AtomicUsize,
+    /// Event ids refused for good (as a bus refuses an event over its size limit).
+    refuse: Mutex<Vec<String>>,
 }
+
+const REFUSED: &str = "refused for good";
 
 impl EventSink for RecordingSink {
     type Error = String;
@@ -267,6 +272,9 @@ impl EventSink for RecordingSink {
         let event = event.clone();
         async move {
             this.attempts.fetch_add(1, Ordering::SeqCst);
+            if this.refuse.lock().unwrap().contains(&event.event_id) {
+                return Err(format!("{REFUSED}: too large"));
+            }
             if this.fail.load(Ordering::SeqCst) {
                 return Err("bus down".to_owned());
             }
@@ -280,6 +288,10 @@ impl EventSink for RecordingSink {
             this.published.lock().unwrap().push(event);
             Ok(())
         }
+    }
+
+    fn is_permanent(&self, error: &String) -> bool {
+        error.starts_with(REFUSED)
     }
 }
 
@@ -2038,6 +2050,77 @@ async fn relay_runs_and_retries(db: &TestDb) {
         .unwrap()
         .unwrap();
     assert_eq!(s.pending_event_count().await.unwrap(), 0);
+}
+
+/// An event the sink refuses for good moves to the dead letters, with its payload and why,
+/// and the events after it are published; a failure worth retrying still stops the relay
+/// with the row kept.
+async fn refused_events_become_dead_letters(db: &TestDb) {
+    let s = &db.store;
+    let t = tenant(s, "acme").await;
+    let sink = Arc::new(RecordingSink::default());
+    let relay = OutboxRelay::new(s.clone(), sink.clone());
+    relay.publish_pending().await.unwrap();
+    for name in ["one", "two", "three"] {
+        s.create_policy(&t.id, &t.admin, &policy_doc(name, "block"))
+            .await
+            .unwrap();
+    }
+    let waiting = events(s).await;
+    let [one, two, three] = waiting.as_slice() else {
+        panic!("three events expected: {waiting:?}");
+    };
+    sink.refuse.lock().unwrap().push(two.event_id.clone());
+    let published_before = sink.ids().len();
+
+    assert_eq!(relay.publish_pending().await.unwrap(), 2);
+    assert_eq!(
+        sink.ids()[published_before..],
+        [one.event_id.clone(), three.event_id.clone()],
+        "the events around the refused one are published, in order"
+    );
+    assert_eq!(s.pending_event_count().await.unwrap(), 0);
+    assert_eq!(relay.dead_lettered(), 1);
+    let listed = s.list_dead_letters(&PageRequest::first(10)).await.unwrap();
+    let [dead] = listed.items.as_slice() else {
+        panic!("one dead letter expected: {listed:?}");
+    };
+    assert_eq!(&dead.event, two, "kept as it stood in the outbox");
+    assert_eq!(dead.reason, format!("{REFUSED}: too large"));
+    assert_eq!(dead.dead_at, db.clock.now());
+    assert_eq!(listed.next_token, None);
+
+    // Bus down: retried later, not a dead letter.
+    sink.fail.store(true, Ordering::SeqCst);
+    s.create_policy(&t.id, &t.admin, &policy_doc("four", "block"))
+        .await
+        .unwrap();
+    assert!(matches!(relay.publish_pending().await, Err(RelayError::Publish { .. })));
+    assert_eq!(s.pending_event_count().await.unwrap(), 1);
+    assert_eq!(relay.dead_lettered(), 1);
+    sink.fail.store(false, Ordering::SeqCst);
+
+    // A second dead letter (the outage's event is published before it); listed a page at a time.
+    s.create_policy(&t.id, &t.admin, &policy_doc("five", "block"))
+        .await
+        .unwrap();
+    let five = events(s).await.pop().unwrap();
+    sink.refuse.lock().unwrap().push(five.event_id.clone());
+    assert_eq!(relay.publish_pending().await.unwrap(), 1);
+    assert_eq!(relay.dead_lettered(), 2);
+    let first = s.list_dead_letters(&PageRequest::first(1)).await.unwrap();
+    assert_eq!(first.items.len(), 1);
+    assert_eq!(first.items[0].event.event_id, two.event_id);
+    let second = s
+        .list_dead_letters(&PageRequest {
+            size: 1,
+            token: first.next_token.clone(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(second.items.len(), 1);
+    assert_eq!(second.items[0].event.event_id, five.event_id);
+    assert_eq!(second.next_token, None);
 }
 
 async fn concurrent_relays_publish_once(db: &TestDb) {

@@ -148,12 +148,55 @@ pub fn failure_mode_from(field: &str, value: i32) -> Result<Option<FailureMode>,
     }
 }
 
+/// Most excluded namespaces a cluster may have: real clusters exclude a handful (system and
+/// product namespaces); a namespace name is at most 63 bytes, so this bounds the list to ~64 KB.
+pub const MAX_EXCLUDED_NAMESPACES: usize = 1000;
+/// Most trusted images a cluster may have: the product's own components, a dozen or so.
+pub const MAX_TRUSTED_IMAGES: usize = 256;
+/// Longest trusted image reference, in bytes (a long registry host, a 255-character path
+/// and a sha512 digest fit).
+pub const MAX_TRUSTED_IMAGE_BYTES: usize = 1024;
+
+/// Refuses settings lists longer than the limits above, naming the field and the limit:
+/// with them a cluster's `cluster.changed` event stays far below the bus's 1 MiB limit
+/// (about 330 KB at worst), so no settings change can make an event the bus refuses.
+fn check_list_limits(s: &pb::ClusterSettings) -> Result<(), Status> {
+    if s.excluded_namespaces.len() > MAX_EXCLUDED_NAMESPACES {
+        return Err(invalid_field(
+            "settings.excluded_namespaces",
+            format!(
+                "at most {MAX_EXCLUDED_NAMESPACES} namespaces; {} given",
+                s.excluded_namespaces.len()
+            ),
+        ));
+    }
+    if s.trusted_images.len() > MAX_TRUSTED_IMAGES {
+        return Err(invalid_field(
+            "settings.trusted_images",
+            format!("at most {MAX_TRUSTED_IMAGES} images; {} given", s.trusted_images.len()),
+        ));
+    }
+    if let Some((i, image)) = s
+        .trusted_images
+        .iter()
+        .enumerate()
+        .find(|(_, image)| image.len() > MAX_TRUSTED_IMAGE_BYTES)
+    {
+        return Err(invalid_field(
+            format!("settings.trusted_images[{i}]"),
+            format!("at most {MAX_TRUSTED_IMAGE_BYTES} bytes; {} given", image.len()),
+        ));
+    }
+    Ok(())
+}
+
 /// Initial cluster settings: absent fields take the defaults. (Protobuf cannot tell an
 /// empty list from an absent one, so an empty list keeps the default.)
 pub fn new_settings(value: Option<pb::ClusterSettings>) -> Result<SettingsUpdate, Status> {
     let Some(s) = value else {
         return Ok(SettingsUpdate::default());
     };
+    check_list_limits(&s)?;
     Ok(SettingsUpdate {
         failure_mode: failure_mode_from("settings.failure_mode", s.failure_mode)?,
         excluded_namespaces: Some(s.excluded_namespaces).filter(|v| !v.is_empty()),
@@ -168,6 +211,7 @@ pub fn settings_update(
     mask: Option<prost_types::FieldMask>,
 ) -> Result<SettingsUpdate, Status> {
     let s = value.unwrap_or_default();
+    check_list_limits(&s)?;
     let paths = mask.map(|m| m.paths).unwrap_or_default();
     let mut update = SettingsUpdate::default();
     let failure_mode = failure_mode_from("settings.failure_mode", s.failure_mode)?;

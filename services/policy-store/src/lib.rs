@@ -1,6 +1,6 @@
 //! The policy store service: thin tonic adapters implementing PolicyService,
 //! RulesetService, AttestorService, ClusterService, ScanResultService, TenantService,
-//! AuthService and AuditService over [`portcullis_storage::Store`].
+//! AuthService, AuditService and OperatorService over [`portcullis_storage::Store`].
 //!
 //! Requests are checked at the edge (a missing or malformed field is `InvalidArgument`
 //! naming it); documents are validated by the engine inside the store; every store error
@@ -26,6 +26,7 @@ mod cluster;
 pub mod convert;
 pub mod error;
 mod objects;
+mod operator;
 mod policy;
 mod running;
 mod scan;
@@ -111,12 +112,13 @@ impl PolicyStore {
         }
     }
 
-    /// Adds the eight services to `server`.
+    /// Adds the nine services to `server`.
     pub fn register(&self, server: &mut GrpcServer) {
         use pb::attestor_service_server::AttestorServiceServer;
         use pb::audit_service_server::AuditServiceServer;
         use pb::auth_service_server::AuthServiceServer;
         use pb::cluster_service_server::ClusterServiceServer;
+        use pb::operator_service_server::OperatorServiceServer;
         use pb::policy_service_server::PolicyServiceServer;
         use pb::ruleset_service_server::RulesetServiceServer;
         use pb::scan_result_service_server::ScanResultServiceServer;
@@ -129,7 +131,8 @@ impl PolicyStore {
             .add_service(ScanResultServiceServer::new(self.clone()).max_decoding_message_size(MAX_REQUEST_BYTES))
             .add_service(TenantServiceServer::new(self.clone()))
             .add_service(AuthServiceServer::new(self.clone()))
-            .add_service(AuditServiceServer::new(self.clone()));
+            .add_service(AuditServiceServer::new(self.clone()))
+            .add_service(OperatorServiceServer::new(self.clone()));
     }
 
     /// The cluster a connector-facing call is about. A connector key gets its own cluster
@@ -181,6 +184,7 @@ impl PolicyStore {
             BusSink::new(bus),
             options.relay,
         ));
+        observe_dead_letters(&relay);
         lifecycle.spawn("outbox relay", |stop| {
             let relay = relay.clone();
             async move { relay.run(stop.cancelled_owned()).await }
@@ -206,6 +210,28 @@ impl PolicyStore {
             flush_timeout: options.flush_timeout,
         }
     }
+}
+
+/// Name of the meter the policy store records through.
+pub const METER_NAME: &str = "portcullis-policy-store";
+
+/// Reports the relay's count of events moved to the dead letters as the observable counter
+/// `portcullis.policy_store.events.dead_lettered`, read at each collection (no tenant
+/// attribute: tenants are unbounded; the operator lists the letters themselves). The callback
+/// holds the relay weakly, so it does not keep it alive after a shutdown.
+fn observe_dead_letters(relay: &Arc<OutboxRelay<BusSink>>) {
+    let relay = Arc::downgrade(relay);
+    // The returned handle is a marker: the SDK keeps the callback.
+    let _dead_lettered = opentelemetry::global::meter(METER_NAME)
+        .u64_observable_counter("portcullis.policy_store.events.dead_lettered")
+        .with_description("Outbox events the bus refused for good, moved to the dead letters.")
+        .with_unit("{event}")
+        .with_callback(move |observer| {
+            if let Some(relay) = relay.upgrade() {
+                observer.observe(relay.dead_lettered(), &[]);
+            }
+        })
+        .build();
 }
 
 /// Applies the bus's `apikey.revoked`, `cluster.changed` and `policy.changed` events to the

@@ -56,6 +56,12 @@ impl EventSink for BusSink {
         let span = publish_span(&mut event);
         tracing::Instrument::instrument(async move { bus.publish(event).await.map(|_| ()) }, span)
     }
+
+    /// Too large or invalid (tenant, topic, id, headers): the bus will refuse the event
+    /// however often it is sent. Timeouts and transport errors are retried.
+    fn is_permanent(&self, error: &BusError) -> bool {
+        matches!(error, BusError::TooLarge { .. } | BusError::Invalid { .. })
+    }
 }
 
 /// The span of one relayed event, a child of the request that made the change; its context

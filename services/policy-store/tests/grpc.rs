@@ -44,6 +44,7 @@ portcullis_test_kit::both! {
     health_and_reflection_answer,
     introspection_is_for_services_only,
     audit_log_records_changes,
+    settings_lists_are_capped_below_the_bus_limit,
 }
 
 fn by_name(name: &str) -> Option<pc::ResourceRef> {
@@ -543,7 +544,7 @@ async fn health_and_reflection_answer(server: &TestServer) {
         panic!("unexpected answer {answer:?}");
     };
     let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
-    for expected in portcullis_proto::SERVICE_NAMES.iter().take(8) {
+    for expected in portcullis_proto::SERVICE_NAMES.iter().take(9) {
         assert!(names.iter().any(|n| n == expected), "{expected} missing from {names:?}");
     }
 }
@@ -740,4 +741,88 @@ async fn restart_keeps_everything_and_bootstrap_is_once() {
         .policy
         .unwrap();
     assert_eq!(kept.revision, 1);
+}
+
+/// Settings lists over their limits are refused naming the field and the limit; lists at
+/// the limits, of the longest entries, make a `cluster.changed` event the bus takes.
+async fn settings_lists_are_capped_below_the_bus_limit(server: &TestServer) {
+    use portcullis_policy_store::convert::{MAX_EXCLUDED_NAMESPACES, MAX_TRUSTED_IMAGES};
+    let mut c = clients(server).await;
+    let namespaces = |n: usize| -> Vec<String> { (0..n).map(|i| format!("{i:063}")).collect() };
+    let host = format!("{}.example.com", vec!["a".repeat(60); 9].join("."));
+    let digest = format!("sha512:{}", "f".repeat(128));
+    let images = |n: usize| -> Vec<String> {
+        (0..n)
+            .map(|i| format!("{host}/t{i:03}/{}@{digest}", "p".repeat(250)))
+            .collect()
+    };
+    let register = |name: &str, settings: pb::ClusterSettings| {
+        server.request(
+            &server.admin_key,
+            pb::RegisterClusterRequest {
+                name: name.to_owned(),
+                settings: Some(settings),
+                ..Default::default()
+            },
+        )
+    };
+    let over_limits = [
+        (
+            pb::ClusterSettings {
+                excluded_namespaces: namespaces(MAX_EXCLUDED_NAMESPACES + 1),
+                ..Default::default()
+            },
+            "settings.excluded_namespaces",
+            "at most 1000",
+        ),
+        (
+            pb::ClusterSettings {
+                trusted_images: images(MAX_TRUSTED_IMAGES + 1),
+                ..Default::default()
+            },
+            "settings.trusted_images",
+            "at most 256",
+        ),
+        (
+            pb::ClusterSettings {
+                trusted_images: vec![format!("{host}/{}", "a".repeat(1024))],
+                ..Default::default()
+            },
+            "settings.trusted_images[0]",
+            "at most 1024 bytes",
+        ),
+    ];
+    for (settings, field, limit) in over_limits {
+        let status = assert_code(
+            c.clusters.register_cluster(register("big", settings)).await,
+            Code::InvalidArgument,
+        );
+        assert_eq!(field_violations(&status)[0].0, field);
+        assert!(status.message().contains(limit), "{}", status.message());
+    }
+
+    let at_limits = pb::ClusterSettings {
+        excluded_namespaces: namespaces(MAX_EXCLUDED_NAMESPACES),
+        trusted_images: images(MAX_TRUSTED_IMAGES),
+        ..Default::default()
+    };
+    let mut sub = server
+        .bus
+        .subscribe_broadcast(
+            &portcullis_bus::TopicFilter::topics(["cluster.changed"]),
+            portcullis_bus::StartFrom::New,
+        )
+        .await
+        .unwrap();
+    c.clusters.register_cluster(register("big", at_limits)).await.unwrap();
+    let received = tokio::time::timeout(std::time::Duration::from_secs(10), sub.next())
+        .await
+        .expect("the cluster.changed event is published")
+        .unwrap();
+    let limit = portcullis_bus::BusConfig::default().max_event_bytes;
+    assert!(
+        received.event.payload.len() < limit / 2,
+        "{} bytes at the limits",
+        received.event.payload.len()
+    );
 }

@@ -1,5 +1,5 @@
-//! The client commands: `policy`, `ruleset`, `attestor`, `cluster`, `scan`, `tenant`, `key`
-//! and `audit`, talking gRPC to a running server (`portcullis up` or the policy store).
+//! The client commands: `policy`, `ruleset`, `attestor`, `cluster`, `scan`, `tenant`, `key`,
+//! `audit` and `dead-letter`, talking gRPC to a running server (`portcullis up` or the policy store).
 //!
 //! Every resource is addressed by name. Exit status 0 on success, 2 on any error, with one
 //! line per problem on stderr: `portcullis: <command>: <what>`. Secrets that a command
@@ -10,6 +10,7 @@ mod attestor;
 mod audit;
 mod cluster;
 mod connection;
+mod dead_letter;
 mod document;
 mod duration;
 mod error;
@@ -66,7 +67,7 @@ pub struct GlobalArgs {
         value_name = "KEY"
     )]
     pub api_key: Option<String>,
-    /// Operator key; when set, what the `tenant` commands use.
+    /// Operator key; when set, what the `tenant` and `dead-letter` commands use.
     #[arg(
         long,
         global = true,
@@ -114,6 +115,9 @@ pub enum ClientCommand {
     /// Reads the tenant's audit log (admin key).
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// Lists events the bus refused for good (operator key).
+    #[command(subcommand)]
+    DeadLetter(dead_letter::DeadLetterCommand),
 }
 
 impl ClientCommand {
@@ -128,6 +132,7 @@ impl ClientCommand {
             ClientCommand::Tenant(c) => ("tenant", c.verb()),
             ClientCommand::Key(c) => ("key", c.verb()),
             ClientCommand::Audit(c) => ("audit", c.verb()),
+            ClientCommand::DeadLetter(c) => ("dead-letter", c.verb()),
         };
         format!("{group} {verb}")
     }
@@ -166,6 +171,7 @@ async fn dispatch(ctx: &Ctx<'_>, command: &ClientCommand) -> Result<(), ClientEr
         ClientCommand::Tenant(c) => tenant::run(ctx, c).await,
         ClientCommand::Key(c) => key::run(ctx, c).await,
         ClientCommand::Audit(c) => audit::run(ctx, c).await,
+        ClientCommand::DeadLetter(c) => dead_letter::run(ctx, c).await,
     }
 }
 
@@ -174,7 +180,7 @@ async fn dispatch(ctx: &Ctx<'_>, command: &ClientCommand) -> Result<(), ClientEr
 enum KeyChoice {
     /// The tenant's API key.
     Tenant,
-    /// The operator key when set, else the API key (the `tenant` commands).
+    /// The operator key when set, else the API key (the `tenant` and `dead-letter` commands).
     Operator,
 }
 
@@ -246,6 +252,7 @@ impl Conn {
     client_fn!(tenants, tenant_service_client::TenantServiceClient);
     client_fn!(auth, auth_service_client::AuthServiceClient);
     client_fn!(audit, audit_service_client::AuditServiceClient);
+    client_fn!(operator, operator_service_client::OperatorServiceClient);
 
     /// A failed call as a client error.
     fn error(&self, status: Status) -> ClientError {
