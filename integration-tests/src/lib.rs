@@ -4,7 +4,8 @@
 //!
 //! The suites are named by feature, one test binary each (`cargo test -p
 //! portcullis-integration-tests --test NAME`): `policies`, `access`, `events`, `restart` (the
-//! policy store), `decisions`, `admission`, `resilience`, `webhook` (the admission service).
+//! policy store), `decisions`, `admission`, `resilience`, `webhook` (the admission service), `trace` (trace
+//! context across both) and `hostile` (hostile input and faults, SECURITY.md).
 //! This library holds what they share: the store's clients and assertions ([`store`]) and the
 //! admission stack ([`admission`]); fixtures and documents come from `portcullis_test_kit`.
 
