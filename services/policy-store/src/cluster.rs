@@ -8,10 +8,13 @@ use tonic::{Request, Response, Status};
 
 use crate::PolicyStore;
 use crate::convert::{
-    acting, cluster_to_proto, duration_from, new_settings, optional_ref, optional_time, page, page_response,
-    required_ref, settings_update,
+    acting, bounded_text, cluster_to_proto, duration_from, new_settings, optional_ref, optional_time, page,
+    page_response, required_ref, settings_update,
 };
 use crate::error::OrStatus;
+
+/// The longest version a connector reports (`v1.33.1-gke.1234567` is 19 bytes).
+pub const MAX_VERSION_BYTES: usize = 128;
 
 #[tonic::async_trait]
 impl ClusterService for PolicyStore {
@@ -125,10 +128,13 @@ impl ClusterService for PolicyStore {
         let tenant = caller.tenant()?;
         let req = request.get_ref();
         let requested = optional_ref("cluster", req.cluster.clone())?;
+        // Written on every heartbeat: bounded, as real versions are far shorter.
+        let connector_version = bounded_text("connector_version", &req.connector_version, MAX_VERSION_BYTES)?;
+        let kubernetes_version = bounded_text("kubernetes_version", &req.kubernetes_version, MAX_VERSION_BYTES)?;
         let cluster = self.cluster_of_caller(caller, tenant, requested).await?;
         let info = self
             .store
-            .heartbeat(tenant, &cluster, &req.connector_version, &req.kubernetes_version)
+            .heartbeat(tenant, &cluster, connector_version, kubernetes_version)
             .await
             .or_status()?;
         Ok(Response::new(pb::HeartbeatResponse {

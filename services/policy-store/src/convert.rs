@@ -77,6 +77,21 @@ pub fn required_text<'a>(field: &str, value: &'a str) -> Result<&'a str, Status>
     }
 }
 
+/// A free text of at most `max_bytes` (it may be empty), without NUL characters: what a
+/// caller reports about itself, stored as given.
+pub fn bounded_text<'a>(field: &str, value: &'a str, max_bytes: usize) -> Result<&'a str, Status> {
+    if value.len() > max_bytes {
+        Err(invalid_field(
+            field,
+            format!("is {} bytes; the limit is {max_bytes}", value.len()),
+        ))
+    } else if value.contains('\0') {
+        Err(invalid_field(field, NUL_REFUSED))
+    } else {
+        Ok(value)
+    }
+}
+
 /// Paging input (absent: the first page of the default size).
 pub fn page(value: Option<pc::PageRequest>) -> PageRequest {
     let value = value.unwrap_or_default();

@@ -399,6 +399,24 @@ async fn connector_reads_only_its_own_cluster(server: &TestServer) {
             .await,
         Code::PermissionDenied,
     );
+    // Versions are bounded: a heartbeat writes them every time.
+    let status = c
+        .clusters
+        .heartbeat(server.request(
+            &connector,
+            pb::HeartbeatRequest {
+                cluster: None,
+                connector_version: "1".repeat(129),
+                kubernetes_version: "v1.33.1".to_owned(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(
+        status.message().contains("connector_version") && status.message().contains("limit is 128"),
+        "{status:?}"
+    );
     let seen = c
         .clusters
         .get_cluster(server.request(&server.admin_key, pb::GetClusterRequest { cluster: by_name("c1") }))
