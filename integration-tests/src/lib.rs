@@ -7,7 +7,8 @@
 //! policy store), `decisions`, `admission`, `resilience`, `webhook` (the admission service), `trace` (trace
 //! context across both) and `hostile` (hostile input and faults, SECURITY.md).
 //! This library holds what they share: the store's clients and assertions ([`store`]) and the
-//! admission stack ([`admission`]); fixtures and documents come from `portcullis_test_kit`.
+//! admission stack ([`admission`]), and the attack table the hostile suite writes for
+//! SECURITY.md ([`security_report`]); fixtures and documents come from `portcullis_test_kit`.
 
 // Test support: a failed call or a malformed answer fails the test that made it.
 #![allow(
@@ -19,4 +20,5 @@
 )]
 
 pub mod admission;
+pub mod security_report;
 pub mod store;

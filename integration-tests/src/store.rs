@@ -114,6 +114,11 @@ impl Api {
             .connect()
             .await
             .unwrap();
+        Api::on_channel(channel, key)
+    }
+
+    /// Clients on `channel` (e.g. a TLS one), authenticating with `key`.
+    pub fn on_channel(channel: Channel, key: &str) -> Api {
         Api {
             key: key.to_owned(),
             policies: PolicyServiceClient::new(channel.clone()),

@@ -14,6 +14,7 @@ use portcullis_bus::BusConfig;
 use portcullis_kit::settings::{Environment, Flags, Layers, SettingsError, config_file};
 use portcullis_policy_store::BackgroundOptions;
 use portcullis_policy_store::cache::CacheOptions;
+use portcullis_server::rate_limit::RateLimitConfig;
 use portcullis_storage::StoreOptions;
 use serde::{Deserialize, Serialize};
 
@@ -106,7 +107,7 @@ pub struct NatsSettings {
 }
 
 /// The policy store service.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PolicyStoreSettings {
     /// PostgreSQL URL (`--database-url`, `PORTCULLIS_DATABASE_URL`); required by `serve
@@ -114,8 +115,32 @@ pub struct PolicyStoreSettings {
     pub database_url: Option<String>,
     /// The key and effective-policy caches (lifetimes at most 30 s, ARCHITECTURE.md).
     pub cache: CacheOptions,
+    /// The per-tenant limit of every call made with a tenant's key (connectors' heartbeats
+    /// and policy reads, people's calls), per replica.
+    pub rate_limit: RateLimitConfig,
     /// The outbox relay, the key sweep, the drain at shutdown.
     pub background: BackgroundOptions,
+}
+
+impl Default for PolicyStoreSettings {
+    fn default() -> PolicyStoreSettings {
+        PolicyStoreSettings {
+            database_url: None,
+            cache: CacheOptions::default(),
+            rate_limit: portcullis_policy_store::default_rate_limit(),
+            background: BackgroundOptions::default(),
+        }
+    }
+}
+
+impl PolicyStoreSettings {
+    /// The gRPC services' options.
+    pub fn service_options(&self) -> portcullis_policy_store::ServiceOptions {
+        portcullis_policy_store::ServiceOptions {
+            cache: self.cache.clone(),
+            rate_limit: self.rate_limit.clone(),
+        }
+    }
 }
 
 /// The admission service's client of the policy store.
@@ -244,6 +269,9 @@ impl Settings {
         }
         if let Err(e) = self.admission.rate_limit.validate() {
             problems.push(format!("admission.rate_limit: {e}"));
+        }
+        if let Err(e) = self.policy_store.rate_limit.validate() {
+            problems.push(format!("policy_store.rate_limit: {e}"));
         }
         if let Err(e) = self.admission.events.validate() {
             problems.push(format!("admission.events: {e}"));

@@ -11,7 +11,6 @@ use std::sync::{Arc, OnceLock};
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use portcullis_admission::grpc::AdmissionGrpc;
-use portcullis_admission::rate_limit::RateLimitConfig;
 use portcullis_admission::running::grpc_service;
 use portcullis_admission::webhook::WebhookOptions;
 use portcullis_admission::{Hooks, RunningAdmission, ServeOptions, Upstream};
@@ -21,6 +20,7 @@ use portcullis_kit::settings::Flags;
 use portcullis_kit::shutdown_signal;
 use portcullis_policy_store::{RunningServer, bootstrap_default_tenant, sqlite_url};
 use portcullis_proto::admission::v1::admission_service_server::AdmissionServiceServer;
+use portcullis_server::rate_limit::RateLimitConfig;
 use portcullis_server::{Credentials, Mode, ServerConfig};
 use portcullis_storage::{Store, StoreOptions};
 use tonic::body::Body;
@@ -388,7 +388,7 @@ async fn run_up(settings: &Settings, credentials: Credentials) -> Result<ExitSta
         config.clone(),
         credentials.clone(),
         settings.policy_store.background.clone(),
-        settings.policy_store.cache.clone(),
+        settings.policy_store.service_options(),
         move |router| {
             router.add_service(slot);
         },
@@ -560,7 +560,7 @@ async fn run_policy_store(settings: &Settings, credentials: Credentials) -> Resu
         config,
         credentials,
         settings.policy_store.background.clone(),
-        settings.policy_store.cache.clone(),
+        settings.policy_store.service_options(),
         |_| {},
     )
     .await?;

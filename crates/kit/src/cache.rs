@@ -21,6 +21,9 @@
 //!   (zero: off).
 //! - **Size bound**: beyond [`CacheConfig::max_entries`] the least recently used tenth is
 //!   dropped.
+//! - **Shares** ([`Cache::with_shares`]): keys belong to partitions (a tenant); when the
+//!   cache is full, entries of partitions holding more than their share go first, so one
+//!   tenant looking up endless keys evicts its own entries, not another tenant's.
 //! - Invalidate one key, those matching a predicate, or all; refresh those matching a
 //!   predicate (the old value serves until the new one arrives).
 //!
@@ -199,7 +202,14 @@ struct State<K, V, E> {
 
 struct Inner<K, V, E> {
     config: CacheConfig<E>,
+    shares: Option<Shares<K>>,
     state: Mutex<State<K, V, E>>,
+}
+
+/// The partition of each key and the entries a partition may keep when the cache is full.
+struct Shares<K> {
+    partition: fn(&K) -> &str,
+    share: usize,
 }
 
 /// The refreshing cache (cheap to clone: clones share the entries).
@@ -241,6 +251,42 @@ fn after(at: Instant, d: Duration) -> Instant {
         .unwrap_or_else(|| at + Duration::from_secs(100 * 365 * 24 * 3600))
 }
 
+/// Drops up to `count` of the `idle` entries, least recently used first, from partitions
+/// holding more than their share (never taking one below it); returns how many it dropped
+/// and leaves the rest in `idle`.
+fn evict_over_share<K: Hash + Eq, V, E>(
+    state: &mut State<K, V, E>,
+    shares: &Shares<K>,
+    idle: &mut Vec<(Instant, K)>,
+    count: usize,
+) -> usize {
+    // Partitions by a hash of their name: no allocation per entry.
+    let hasher = RandomState::new();
+    let mut held: HashMap<u64, usize> = HashMap::new();
+    for k in state.slots.keys() {
+        *held.entry(hasher.hash_one((shares.partition)(k))).or_default() += 1;
+    }
+    if held.values().all(|n| *n <= shares.share) {
+        return 0;
+    }
+    idle.sort_unstable_by_key(|(at, _)| *at);
+    let mut dropped = 0;
+    idle.retain(|(_, k)| {
+        if dropped == count {
+            return true;
+        }
+        let n = held.entry(hasher.hash_one((shares.partition)(k))).or_default();
+        if *n <= shares.share {
+            return true;
+        }
+        *n -= 1;
+        dropped += 1;
+        state.slots.remove(k);
+        false
+    });
+    dropped
+}
+
 enum Next<V, E> {
     Ready(V),
     Refused(E),
@@ -263,9 +309,29 @@ where
 {
     /// An empty cache.
     pub fn new(config: CacheConfig<E>) -> Cache<K, V, E> {
+        Cache::build(config, None)
+    }
+
+    /// An empty cache whose keys belong to partitions (`partition`, e.g. the tenant of a
+    /// key): when it is full, the least recently used entries of the partitions holding more
+    /// than `share` entries are dropped first, and a partition within its share loses
+    /// entries only when no partition is over its own. A partition may use more than its
+    /// share while the others do not need the room.
+    pub fn with_shares(config: CacheConfig<E>, partition: fn(&K) -> &str, share: usize) -> Cache<K, V, E> {
+        Cache::build(
+            config,
+            Some(Shares {
+                partition,
+                share: share.max(1),
+            }),
+        )
+    }
+
+    fn build(config: CacheConfig<E>, shares: Option<Shares<K>>) -> Cache<K, V, E> {
         Cache {
             inner: Arc::new(Inner {
                 config,
+                shares,
                 state: Mutex::new(State {
                     slots: HashMap::new(),
                     epoch: 0,
@@ -480,7 +546,7 @@ where
     }
 
     /// Over the bound: drops the least recently used tenth of the entries without a load in
-    /// flight.
+    /// flight, taking them from partitions over their share first (see [`Cache::with_shares`]).
     fn make_room(&self, state: &mut State<K, V, E>, keep: &K) {
         let max = self.inner.config.max_entries;
         if state.slots.len() <= max {
@@ -493,7 +559,13 @@ where
             .map(|(k, s)| (s.last_used, k.clone()))
             .collect();
         let excess = state.slots.len() - max;
-        let count = excess.max(max / 10).min(idle.len());
+        let mut count = excess.max(max / 10).min(idle.len());
+        if let Some(shares) = &self.inner.shares {
+            count -= evict_over_share(state, shares, &mut idle, count);
+        }
+        if count == 0 {
+            return;
+        }
         if count < idle.len() {
             idle.select_nth_unstable_by_key(count, |(at, _)| *at);
         }

@@ -308,3 +308,60 @@ async fn insert_fills_without_a_load_and_expire_all_refreshes_on_next_use() {
     settle("the refresh landing", || cache.peek(&"a") == Some(5)).await;
     assert_eq!(cache.peek(&"b"), Some(1), "untouched entries keep their value");
 }
+
+type Shared = Cache<(String, u32), u32, Failure>;
+
+fn tenant_of(key: &(String, u32)) -> &str {
+    &key.0
+}
+
+/// Tenant `quiet` keeps 4 entries; tenant `noisy` then inserts 200 distinct keys into a
+/// cache of 20 with a share of 8 each.
+async fn noisy_neighbour(cache: &Shared) {
+    for i in 0..4 {
+        cache.insert(("quiet".to_owned(), i), i);
+        advance(Duration::from_millis(1)).await;
+    }
+    for i in 0..200 {
+        cache.insert(("noisy".to_owned(), i), i);
+        advance(Duration::from_millis(1)).await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_tenant_over_its_share_evicts_its_own_entries_not_anothers() {
+    let cache: Shared = Cache::with_shares(CacheConfig::with_ttl(TTL, 20), tenant_of, 8);
+    noisy_neighbour(&cache).await;
+    for i in 0..4 {
+        assert_eq!(
+            cache.peek(&("quiet".to_owned(), i)),
+            Some(i),
+            "quiet entry {i} was evicted"
+        );
+    }
+    assert!(cache.len() <= 21, "the bound holds: {}", cache.len());
+    // The noisy tenant's newest entries are the ones it kept.
+    assert_eq!(cache.peek(&("noisy".to_owned(), 199)), Some(199));
+    assert_eq!(cache.peek(&("noisy".to_owned(), 0)), None);
+
+    // Without shares the same flood evicts the quiet tenant's older entries: the share is
+    // what keeps them.
+    let unshared: Shared = Cache::new(CacheConfig::with_ttl(TTL, 20));
+    noisy_neighbour(&unshared).await;
+    assert!((0..4).all(|i| unshared.peek(&("quiet".to_owned(), i)).is_none()));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_tenant_may_use_more_than_its_share_while_nobody_else_needs_the_room() {
+    let cache: Shared = Cache::with_shares(CacheConfig::with_ttl(TTL, 20), tenant_of, 8);
+    for i in 0..20 {
+        cache.insert(("alone".to_owned(), i), i);
+        advance(Duration::from_millis(1)).await;
+    }
+    assert_eq!(cache.len(), 20);
+    // Over the bound, with only partitions over their share: the oldest go, as without shares.
+    cache.insert(("alone".to_owned(), 20), 20);
+    assert!(cache.len() <= 20, "{}", cache.len());
+    assert_eq!(cache.peek(&("alone".to_owned(), 20)), Some(20));
+    assert_eq!(cache.peek(&("alone".to_owned(), 0)), None);
+}

@@ -81,6 +81,7 @@ async fn a_served_server_is_serving_until_the_drain() {
         credentials: Credentials::new(None, None).unwrap(),
         authenticator: Arc::new(NoKeys),
         table: PermissionTable::standard(),
+        rate_limit: None,
     };
     let mut server = GrpcServer::new(ServerConfig::new(([127, 0, 0, 1], 0).into(), Mode::Embedded), auth);
     server.add_service(Dummy);

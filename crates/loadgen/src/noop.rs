@@ -224,6 +224,7 @@ pub async fn bind(listen: SocketAddr, key: &str) -> Result<BoundServer, ServerEr
         credentials: Credentials::default(),
         authenticator: Arc::new(OneKeyAuthenticator::new(key)),
         table: permission_table(),
+        rate_limit: None,
     };
     let mut server = GrpcServer::new(ServerConfig::new(listen, Mode::Embedded), auth);
     server.add_service(AdmissionServiceServer::new(NoopAdmission::new()));

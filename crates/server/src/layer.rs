@@ -13,10 +13,12 @@ use tonic::metadata::MetadataMap;
 use tower::{Layer, Service};
 use tracing::Instrument as _;
 
-use crate::auth::{Authenticator, BoxFuture, Caller, Credentials, authenticate};
+use crate::auth::{Authenticator, BoxFuture, Caller, Credentials, Principal, authenticate};
 use crate::permissions::{Access, PermissionTable, permits};
+use crate::rate_limit::TenantRateLimiter;
 
-/// What the layer needs: the credentials, the tenant-key authenticator, the table.
+/// What the layer needs: the credentials, the tenant-key authenticator, the table, the
+/// per-tenant rate limit.
 pub struct AuthState {
     /// The operator key and service credential.
     pub credentials: Credentials,
@@ -24,6 +26,22 @@ pub struct AuthState {
     pub authenticator: Arc<dyn Authenticator>,
     /// Method → access class.
     pub table: PermissionTable,
+    /// Per-tenant limit of the calls made with tenant keys (`None`: unlimited, for a service
+    /// that limits its work itself, as admission does per review). Checked after the
+    /// permission, so a refused caller takes no token; the operator and the service
+    /// credential are not limited.
+    pub rate_limit: Option<CallLimit>,
+}
+
+/// A per-tenant limit of the tenant-key calls to the methods of one package. The package
+/// keeps it to the service that set it when another service shares the listener (`up`
+/// serves admission, which limits each review itself, on the policy store's router).
+#[derive(Debug, Clone)]
+pub struct CallLimit {
+    /// The token buckets.
+    pub limiter: Arc<TenantRateLimiter>,
+    /// The methods limited: paths starting with this, e.g. `/portcullis.policystore.v1.`.
+    pub package_prefix: &'static str,
 }
 
 impl std::fmt::Debug for AuthState {
@@ -50,6 +68,14 @@ impl AuthState {
                 "{} may not call {method}",
                 caller.principal.describe()
             )));
+        }
+        if let (Some(limit), Principal::Key(key)) = (&self.rate_limit, &caller.principal)
+            && path.starts_with(limit.package_prefix)
+        {
+            limit
+                .limiter
+                .check(&key.tenant_id)
+                .map_err(|limited| Status::resource_exhausted(limited.to_string()))?;
         }
         Ok(Some(caller))
     }

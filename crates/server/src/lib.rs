@@ -13,6 +13,8 @@
 //!   any handler runs, and handlers read the caller with [`Caller::of`].
 //! - [`GuardLayer`], outermost: a panicking handler answers `Internal` and the server goes
 //!   on; error statuses too long for a client's header limits are cut to size.
+//! - [`rate_limit`]: per-tenant token buckets; the layer applies one to every tenant-key call
+//!   when [`AuthState::rate_limit`] is set.
 //! - [`process`]: process-wide settings of a server (transparent huge pages off).
 
 pub mod auth;
@@ -21,6 +23,7 @@ mod incoming;
 mod layer;
 pub mod permissions;
 pub mod process;
+pub mod rate_limit;
 mod server;
 pub mod status;
 
@@ -28,6 +31,6 @@ pub use auth::{
     Authenticator, BoxFuture, Caller, Credentials, Principal, Role, Secret, TENANT_METADATA, TenantKey, TraceContext,
 };
 pub use guard::{GuardLayer, GuardService, MAX_STATUS_DETAILS_BYTES, MAX_STATUS_MESSAGE_BYTES};
-pub use layer::{AuthLayer, AuthService, AuthState};
+pub use layer::{AuthLayer, AuthService, AuthState, CallLimit};
 pub use permissions::{Access, PermissionTable};
 pub use server::{BoundServer, GrpcServer, Mode, ServerConfig, ServerError, ServerLimits, TlsFiles};

@@ -108,7 +108,9 @@ pub fn permits(access: Access, principal: &Principal) -> bool {
     }
 }
 
-const PS: &str = "/portcullis.policystore.v1.";
+/// The path prefix of every policy store method.
+pub const POLICY_STORE_PACKAGE: &str = "/portcullis.policystore.v1.";
+const PS: &str = POLICY_STORE_PACKAGE;
 
 /// The access class of every policy store method, by `Service/Method`.
 pub const POLICY_STORE_METHODS: &[(&str, Access)] = &[

@@ -58,6 +58,7 @@ fn state() -> AuthState {
         credentials: credentials(),
         authenticator: Arc::new(FakeKeys),
         table: PermissionTable::standard(),
+        rate_limit: None,
     }
 }
 

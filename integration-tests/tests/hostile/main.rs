@@ -13,10 +13,14 @@
 #[path = "../support/tls.rs"]
 mod tls;
 
+mod connector_flood;
 mod extreme_fields;
+mod noisy_neighbours;
 mod poison_events;
+mod report;
 mod rotate_role;
 mod signature_rules;
+mod stalled_handshakes;
 mod subject_mismatch;
 mod webhook_slots;
 mod yaml_aliases;

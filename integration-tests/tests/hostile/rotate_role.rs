@@ -67,6 +67,12 @@ pub async fn editor_cannot_rotate_a_connector_key(server: &mut TestServer) {
     let mut new = admin.with_key(&rotated.connector_key);
     assert_eq!(new.effective(None).await.unwrap().cluster_name, "c1");
     assert_eq!(b_connector.effective(None).await.unwrap().cluster_name, "b1");
+    crate::report::row(
+        "10",
+        "an editor rotating a connector key with a grace period of 0",
+        "PermissionDenied naming the role; no secret returned; the cluster's key still works",
+        "another tenant's connector served as before",
+    );
 }
 
 portcullis_test_kit::both! {

@@ -207,6 +207,12 @@ pub async fn unjudged_signature_rules_follow_the_failure_mode(mode: Mode) {
     let answer = judge(&stack, &b_cluster.connector_key, &host_network_pod).await;
     assert!(!answer.allowed(), "its own rule still blocks: {:?}", answer.json);
     assert_eq!(answer.decision.basis, pa::DecisionBasis::Evaluated as i32);
+    crate::report::row(
+        "0",
+        "a block signature rule with no signature verifier",
+        "listed in not_judged and warnings; fail-closed denied, fail-open allowed; a log rule warned",
+        "another tenant without signature rules judged as before, no warning",
+    );
 }
 
 /// A signature verifier by image path: `/good/` verified by `release`, `/broken/` an error,
@@ -307,6 +313,12 @@ pub async fn a_verifier_that_cannot_answer_leaves_rules_not_judged(mode: Mode) {
     let asked = verifier.asked_by.lock().unwrap().clone();
     assert_eq!(asked.len(), asked_before, "asked by {asked:?}");
     assert!(!asked.iter().any(|t| t == "tenant-b"), "{asked:?}");
+    crate::report::row(
+        "0",
+        "a signature verifier that errs or never answers",
+        "the rule not judged, with the error or the missed deadline as its reason",
+        "another tenant judged as before, its reviews never asking the verifier",
+    );
 }
 
 portcullis_test_kit::both! {

@@ -125,6 +125,12 @@ pub async fn event_naming_another_tenant_is_dropped(mode: Mode) {
         answer.json
     );
     assert!(answer.message().contains("vulnerabilities"), "{}", answer.message());
+    crate::report::row(
+        "8",
+        "a scan.result on tenant mallory's subject naming another tenant in its body",
+        "dropped and counted by admission's follower",
+        "the victim's decisions unchanged (its vulnerable image still blocked)",
+    );
 }
 
 portcullis_test_kit::both! {

@@ -3,7 +3,9 @@
 //!
 //! [`DecisionPublisher::submit_decision`] (and its siblings) only put the decision into a
 //! bounded queue (`try_send`: no await, and no encoding on the caller's thread); when the
-//! queue is full the decision is dropped and counted. A
+//! queue is full the decision is dropped and counted. One tenant may hold at most
+//! `max_per_tenant` of the queue: a tenant flooding reviews drops its own decisions, not
+//! another tenant's. A
 //! background task ([`PublisherTask`]) takes up to `batch` queued decisions, builds their
 //! [`EventEnvelope`]s (fresh UUID v4 event id, producer, time, trace context: the one given,
 //! or else the submitting span's, so the event continues the review's trace), and publishes
@@ -42,6 +44,9 @@ pub const TOPIC: &str = portcullis_domain::Topic::AdmissionDecision.as_str();
 
 /// Default queue bound: about one second of reviews at a busy replica's rate, a few MiB.
 pub const DEFAULT_CAPACITY: usize = 10_000;
+/// Default share of one tenant: half the default queue, so one tenant's flood (or its
+/// events during an outage) leaves the other half to everyone else.
+pub const DEFAULT_MAX_PER_TENANT: usize = 5_000;
 /// Default batch: enough concurrent publishes to keep up with a replica's review rate over
 /// one round trip, few enough not to flood the NATS client's outgoing buffer.
 pub const DEFAULT_BATCH: usize = 256;
@@ -62,6 +67,9 @@ const WARN_EVERY: Duration = Duration::from_secs(5);
 pub struct DecisionEventsConfig {
     /// Decisions that may wait in the queue; beyond it they are dropped and counted.
     pub capacity: usize,
+    /// Decisions of one tenant that may wait in the queue (at most `capacity`); beyond it
+    /// that tenant's decisions are dropped and counted while other tenants' still queue.
+    pub max_per_tenant: usize,
     /// Events published concurrently in one round (and retried together).
     pub batch: usize,
     /// How long the task waits for a batch to fill once it has one event; zero publishes
@@ -82,6 +90,7 @@ impl Default for DecisionEventsConfig {
     fn default() -> Self {
         Self {
             capacity: DEFAULT_CAPACITY,
+            max_per_tenant: DEFAULT_MAX_PER_TENANT,
             batch: DEFAULT_BATCH,
             linger: DEFAULT_LINGER,
             retry_initial: DEFAULT_RETRY_INITIAL,
@@ -114,6 +123,9 @@ impl DecisionEventsConfig {
         if self.capacity == 0 {
             return error("capacity", "must be greater than zero");
         }
+        if self.max_per_tenant == 0 {
+            return error("max_per_tenant", "must be greater than zero");
+        }
         if self.batch == 0 {
             return error("batch", "must be greater than zero");
         }
@@ -144,6 +156,8 @@ pub struct DecisionEventStats {
     pub dropped: u64,
     /// Events the bus refused for good (invalid tenant, too large): never retried.
     pub rejected: u64,
+    /// Of `dropped`, those dropped because their tenant held its whole share of the queue.
+    pub over_share: u64,
     /// Publish attempts that failed with a transient error (each then retried).
     pub failed_attempts: u64,
 }
@@ -164,7 +178,56 @@ struct Counters {
     published: AtomicU64,
     dropped: AtomicU64,
     rejected: AtomicU64,
+    over_share: AtomicU64,
     failed_attempts: AtomicU64,
+}
+
+/// How many decisions each tenant has in the queue, to bound its share.
+#[derive(Debug)]
+struct Shares {
+    max_per_tenant: usize,
+    queued: std::sync::Mutex<std::collections::HashMap<String, usize>>,
+}
+
+impl Shares {
+    fn new(max_per_tenant: usize) -> Shares {
+        Shares {
+            max_per_tenant: max_per_tenant.max(1),
+            queued: std::sync::Mutex::default(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, usize>> {
+        // Plain counts: a panic elsewhere mid-update leaves nothing inconsistent.
+        self.queued.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Counts one more queued decision of `tenant`, unless it holds its whole share.
+    fn take(&self, tenant: &str) -> bool {
+        let mut queued = self.lock();
+        match queued.get_mut(tenant) {
+            Some(n) if *n >= self.max_per_tenant => false,
+            Some(n) => {
+                *n += 1;
+                true
+            }
+            None => {
+                queued.insert(tenant.to_owned(), 1);
+                true
+            }
+        }
+    }
+
+    /// One decision of `tenant` left the queue.
+    fn give_back(&self, tenant: &str) {
+        let mut queued = self.lock();
+        if let Some(n) = queued.get_mut(tenant) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                queued.remove(tenant);
+            }
+        }
+    }
 }
 
 impl Counters {
@@ -178,12 +241,14 @@ impl Counters {
         let published = self.published.load(Ordering::Relaxed);
         let dropped = self.dropped.load(Ordering::Relaxed);
         let rejected = self.rejected.load(Ordering::Relaxed);
+        let over_share = self.over_share.load(Ordering::Relaxed);
         let failed_attempts = self.failed_attempts.load(Ordering::Relaxed);
         DecisionEventStats {
             submitted: self.submitted.load(Ordering::Relaxed),
             published,
             dropped,
             rejected,
+            over_share,
             failed_attempts,
         }
     }
@@ -215,6 +280,7 @@ struct Queued {
 pub struct DecisionPublisher {
     queue: mpsc::Sender<Queued>,
     counters: Arc<Counters>,
+    shares: Arc<Shares>,
 }
 
 /// A read-only view of a publisher's counters that, unlike a [`DecisionPublisher`], does not
@@ -248,10 +314,12 @@ impl DecisionPublisher {
         let (queue, receiver) = mpsc::channel(config.capacity.max(1));
         let (stop, stop_receiver) = oneshot::channel();
         let counters = Arc::new(Counters::default());
+        let shares = Arc::new(Shares::new(config.max_per_tenant.min(config.capacity)));
         let worker = Worker {
             bus,
             config,
             counters: Arc::clone(&counters),
+            shares: Arc::clone(&shares),
             warnings: Warnings::default(),
         };
         let handle = tokio::spawn(worker.run(receiver, stop_receiver));
@@ -259,6 +327,7 @@ impl DecisionPublisher {
             DecisionPublisher {
                 queue,
                 counters: Arc::clone(&counters),
+                shares,
             },
             PublisherTask { handle, stop, counters },
         )
@@ -271,6 +340,7 @@ impl DecisionPublisher {
         DecisionPublisher {
             queue,
             counters: Arc::default(),
+            shares: Arc::new(Shares::new(usize::MAX)),
         }
     }
 
@@ -294,6 +364,11 @@ impl DecisionPublisher {
 
     fn enqueue(&self, tenant: &str, payload: Payload, trace: Option<TraceContext>) {
         Counters::add(&self.counters.submitted, 1);
+        if !self.shares.take(tenant) {
+            Counters::add(&self.counters.over_share, 1);
+            Counters::add(&self.counters.dropped, 1);
+            return;
+        }
         // The review's span: the event continues its trace (nothing while not exported).
         let span = if trace.is_none() {
             portcullis_kit::trace::capture()
@@ -309,6 +384,7 @@ impl DecisionPublisher {
         };
         // Full or stopped: the decision is dropped; the task reports drops now and then.
         if self.queue.try_send(queued).is_err() {
+            self.shares.give_back(tenant);
             Counters::add(&self.counters.dropped, 1);
         }
     }
@@ -518,6 +594,7 @@ struct Worker {
     bus: Bus,
     config: DecisionEventsConfig,
     counters: Arc<Counters>,
+    shares: Arc<Shares>,
     warnings: Warnings,
 }
 
@@ -555,7 +632,7 @@ impl Worker {
                         }
                         item = queue.recv() => match item {
                             Some(queued) => {
-                                pending.push(build_event(queued, &self.config.producer));
+                                pending.push(self.take(queued));
                                 self.linger(&mut queue, &mut pending, batch).await;
                             }
                             // Every publisher is gone and the queue is empty.
@@ -582,7 +659,7 @@ impl Worker {
             // Top the batch up with whatever is queued (retries go first).
             while pending.len() < batch {
                 match queue.try_recv() {
-                    Ok(queued) => pending.push(build_event(queued, &self.config.producer)),
+                    Ok(queued) => pending.push(self.take(queued)),
                     Err(_) => break,
                 }
             }
@@ -646,11 +723,18 @@ impl Worker {
         // Shutting down (or every publisher gone): whatever is left is dropped and counted.
         queue.close();
         let mut left = pending.len() as u64;
-        while queue.try_recv().is_ok() {
+        while let Ok(queued) = queue.try_recv() {
+            self.shares.give_back(&queued.tenant);
             left += 1;
         }
         Counters::add(&self.counters.dropped, left);
         self.warnings.report(&self.counters, true);
+    }
+
+    /// A decision taken off the queue (its tenant's share freed), as its event.
+    fn take(&self, queued: Queued) -> Event {
+        self.shares.give_back(&queued.tenant);
+        build_event(queued, &self.config.producer)
     }
 
     /// Waits up to `linger` for the batch to fill.
@@ -661,7 +745,7 @@ impl Worker {
         let until = Instant::now() + self.config.linger;
         while pending.len() < batch {
             match tokio::time::timeout_at(until, queue.recv()).await {
-                Ok(Some(queued)) => pending.push(build_event(queued, &self.config.producer)),
+                Ok(Some(queued)) => pending.push(self.take(queued)),
                 Ok(None) | Err(_) => return,
             }
         }

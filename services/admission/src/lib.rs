@@ -18,7 +18,7 @@ pub mod grpc;
 pub mod keys;
 pub mod metrics;
 pub mod policies;
-pub mod rate_limit;
+pub use portcullis_server::rate_limit;
 pub mod review;
 pub mod running;
 pub mod scans;

@@ -11,7 +11,9 @@
 //!   old policy or the new one, never a mix.
 //! - When the policy store cannot be reached, the last entry keeps serving, however old.
 //!   A cluster the store says is gone (deleted, or a name that no longer exists) is dropped.
-//! - Clusters with the same policy revision share one compiled policy.
+//! - Clusters with the same policy revision share one compiled policy. Compiling takes no
+//!   lock (only looking up and recording the shared result do), so one tenant's large
+//!   policy never delays another tenant's.
 //!
 //! The entries are the kit's refreshing cache ([`portcullis_kit::cache`]), with no TTL (the
 //! last entry serves however old) and a background refresh after `refresh_after`.
@@ -124,6 +126,15 @@ struct Inner {
     entries: Cache<SlotKey, Arc<ClusterPolicy>, PolicyFetchError>,
     /// Compiled policies by (tenant, policy id, revision), shared while some cluster uses one.
     compiled: Mutex<HashMap<(String, String, u64), Weak<CompiledPolicy>>>,
+    /// The engine's compiler (tests put a slow one in).
+    compiler: Compiler,
+}
+
+/// Compiles a policy document.
+type Compiler = fn(&str) -> Result<CompiledPolicy, String>;
+
+fn compile_with_engine(text: &str) -> Result<CompiledPolicy, String> {
+    CompiledPolicy::from_text(text).map_err(|e| e.to_string())
 }
 
 /// The cache (cheap to clone).
@@ -150,6 +161,10 @@ pub struct Lookup {
 impl PolicyCache {
     /// An empty cache filled from `upstream`.
     pub fn new(upstream: Arc<dyn PolicySource>, options: PolicyCacheOptions) -> PolicyCache {
+        PolicyCache::with_compiler(upstream, options, compile_with_engine)
+    }
+
+    fn with_compiler(upstream: Arc<dyn PolicySource>, options: PolicyCacheOptions, compiler: Compiler) -> PolicyCache {
         let config = CacheConfig {
             // No expiry: the last entry serves however old while the store is unreachable.
             ttl: Duration::MAX,
@@ -166,6 +181,7 @@ impl PolicyCache {
                 options,
                 entries: Cache::new(config),
                 compiled: Mutex::new(HashMap::new()),
+                compiler,
             }),
         }
     }
@@ -273,11 +289,13 @@ impl PolicyCache {
 
     fn compile(&self, tenant: &str, policy: &pb::Policy) -> Result<Arc<CompiledPolicy>, PolicyFetchError> {
         let key = (tenant.to_owned(), policy.id.clone(), policy.revision);
-        let mut compiled = self.inner.compiled.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(held) = compiled.get(&key).and_then(Weak::upgrade) {
+        if let Some(held) = self.compiled().get(&key).and_then(Weak::upgrade) {
             return Ok(held);
         }
-        let fresh = CompiledPolicy::from_text(&policy.document_json)
+        // Without the lock: another tenant's policies are looked up and compiled meanwhile.
+        // Two clusters of one revision missing at once may both compile; the first stored
+        // wins and the other copy is dropped.
+        let fresh = (self.inner.compiler)(&policy.document_json)
             .map(Arc::new)
             .map_err(|e| {
                 // The store validated it; a failure here means the two disagree (a version skew).
@@ -286,9 +304,18 @@ impl PolicyCache {
                     policy.id, policy.revision
                 ))
             })?;
+        let mut compiled = self.compiled();
+        if let Some(held) = compiled.get(&key).and_then(Weak::upgrade) {
+            return Ok(held);
+        }
         compiled.retain(|_, w| w.strong_count() > 0);
         compiled.insert(key, Arc::downgrade(&fresh));
         Ok(fresh)
+    }
+
+    /// The compiled policies; a poisoned lock only means a panic elsewhere mid-update.
+    fn compiled(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String, u64), Weak<CompiledPolicy>>> {
+        self.inner.compiled.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Fetches again, in the background, every cached cluster of `tenant` for which `which`
@@ -450,6 +477,60 @@ mod tests {
         let b = cache.get("t", &ClusterSel::Id("b".into()), DEADLINE).await.unwrap();
         let (pa, pb) = (a.policy.policy.clone().unwrap(), b.policy.policy.clone().unwrap());
         assert!(Arc::ptr_eq(&pa, &pb));
+    }
+
+    /// Set while the slow compiler runs; it returns once `RELEASE` is set.
+    static SLOW_STARTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    static RELEASE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+    /// The engine's compiler, except that a document mentioning "slow" waits for `RELEASE`.
+    fn slow_compiler(text: &str) -> Result<CompiledPolicy, String> {
+        if text.contains("slow") {
+            SLOW_STARTED.store(true, Ordering::SeqCst);
+            while !RELEASE.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        compile_with_engine(text)
+    }
+
+    fn policy(id: &str, description: &str) -> pb::Policy {
+        pb::Policy {
+            id: id.into(),
+            revision: 1,
+            document_json: document(1).replace("revision 1", description),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn one_tenants_slow_compile_does_not_delay_anothers() {
+        let cache = PolicyCache::with_compiler(
+            FakeSource::new(Duration::ZERO),
+            PolicyCacheOptions::default(),
+            slow_compiler,
+        );
+        let slow = {
+            let cache = cache.clone();
+            std::thread::spawn(move || cache.compile("big", &policy("pol-big", "slow to compile")).map(drop))
+        };
+        while !SLOW_STARTED.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // Another tenant's compile, while the slow one runs: it must not wait for it.
+        let (done, finished) = std::sync::mpsc::channel();
+        let other = {
+            let cache = cache.clone();
+            std::thread::spawn(move || {
+                let result = cache.compile("small", &policy("pol-small", "quick")).map(drop);
+                let _ = done.send(result.is_ok());
+            })
+        };
+        let answered = finished.recv_timeout(Duration::from_secs(20));
+        RELEASE.store(true, Ordering::SeqCst);
+        assert_eq!(answered, Ok(true), "the other tenant waited for the slow compile");
+        other.join().unwrap();
+        slow.join().unwrap().unwrap();
     }
 
     async fn eventually(what: &str, mut check: impl FnMut() -> bool) {

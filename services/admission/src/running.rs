@@ -78,6 +78,7 @@ impl RunningAdmission {
             credentials,
             authenticator: Arc::new(admission.authenticator().clone()),
             table: PermissionTable::standard(),
+            rate_limit: None,
         };
         let mut server = GrpcServer::new(options.grpc.clone(), auth);
         server.add_service(grpc_service(&admission));

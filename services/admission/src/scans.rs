@@ -54,6 +54,10 @@ pub struct ScanCacheOptions {
     pub refresh_after: Duration,
     /// At most this many digests in all tenants.
     pub max_entries: usize,
+    /// The digests one tenant keeps when the cache is full: a tenant holding more loses its
+    /// own least recently used entries first, so a tenant reviewing endless new digests
+    /// cannot push another tenant's summaries out (it may use more while there is room).
+    pub max_per_tenant: usize,
 }
 
 impl Default for ScanCacheOptions {
@@ -61,6 +65,7 @@ impl Default for ScanCacheOptions {
         ScanCacheOptions {
             refresh_after: Duration::from_secs(30),
             max_entries: 200_000,
+            max_per_tenant: 50_000,
         }
     }
 }
@@ -78,6 +83,11 @@ impl From<LoadAborted> for ScanFetchError {
 
 /// (tenant, digest).
 type Key = (String, String);
+
+/// The partition of a key: its tenant.
+fn tenant_of(key: &Key) -> &str {
+    &key.0
+}
 
 #[derive(Debug)]
 struct Inner {
@@ -224,9 +234,18 @@ impl ScanCache {
         ScanCache {
             inner: Arc::new(Inner {
                 upstream,
-                entries: Cache::new(config),
+                entries: Cache::with_shares(config, tenant_of, options.max_per_tenant),
             }),
         }
+    }
+
+    /// Whether a summary of `tenant`'s `digest` is held ("no results" included), without
+    /// using it.
+    pub fn holds(&self, tenant: &str, digest: &str) -> bool {
+        self.inner
+            .entries
+            .peek(&(tenant.to_owned(), digest.to_owned()))
+            .is_some()
     }
 
     /// A view of `tenant`'s summaries. With `unavailable`, digests not held answer

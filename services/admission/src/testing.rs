@@ -2,7 +2,8 @@
 //! distributed) with one or more admission replicas in front of it, each on a free loopback
 //! port, following the store's bus. Everything is stopped and removed when dropped.
 
-use portcullis_policy_store::testing::{TestError, TestServer};
+use portcullis_policy_store::ServiceOptions;
+use portcullis_policy_store::testing::{TestError, TestOptions, TestServer};
 use portcullis_server::{Credentials, Mode, ServerConfig};
 use tonic::transport::{Channel, Endpoint};
 
@@ -22,6 +23,8 @@ pub struct StackOptions {
     pub admission: AdmissionOptions,
     /// The later stages' hooks of every replica (none by default, as in production today).
     pub hooks: Hooks,
+    /// The policy store's caches and per-tenant rate limit (its defaults unless changed).
+    pub store: ServiceOptions,
 }
 
 impl StackOptions {
@@ -33,6 +36,7 @@ impl StackOptions {
             webhook: None,
             admission: AdmissionOptions::default(),
             hooks: Hooks::default(),
+            store: ServiceOptions::default(),
         }
     }
 }
@@ -51,10 +55,11 @@ pub struct TestStack {
 impl TestStack {
     /// Starts a store and `options.replicas` admission replicas.
     pub async fn start(options: StackOptions) -> Result<TestStack, TestError> {
-        let store = match options.mode {
-            Mode::Embedded => TestServer::embedded().await?,
-            Mode::Distributed => TestServer::distributed().await?,
-        };
+        let store = TestServer::start(TestOptions {
+            service: options.store.clone(),
+            ..TestOptions::new(options.mode)
+        })
+        .await?;
         let mut stack = TestStack {
             replicas: Vec::new(),
             store,

@@ -178,6 +178,52 @@ async fn a_full_queue_drops_and_counts_without_blocking() {
     assert_eq!((stats.submitted, stats.published, stats.dropped), (1000, 16, 984));
 }
 
+/// One tenant flooding the queue holds at most its share: another tenant's decisions,
+/// submitted after the flood, still queue and are published. (A current-thread runtime: the
+/// task does not run while the test submits.)
+#[tokio::test(flavor = "current_thread")]
+async fn a_flooding_tenant_holds_only_its_share_of_the_queue() {
+    let bus = Bus::memory(BusConfig::embedded()).unwrap();
+    let config = DecisionEventsConfig {
+        capacity: 16,
+        max_per_tenant: 10,
+        batch: 4,
+        ..Default::default()
+    };
+    let (publisher, task) = DecisionPublisher::start(bus.clone(), config);
+    for i in 0..1000 {
+        publisher.submit_decision("noisy", decision(&format!("n{i}"), i), None);
+    }
+    for i in 0..5 {
+        publisher.submit_decision("quiet", decision(&format!("q{i}"), i), None);
+    }
+    let stats = publisher.stats();
+    assert_eq!(
+        (stats.submitted, stats.dropped, stats.over_share, stats.queued()),
+        (1005, 990, 990, 15)
+    );
+    let stats = wait_for("the queue is flushed", || publisher.stats(), |s| s.queued() == 0).await;
+    assert_eq!(stats.published, 15);
+    let mut quiet = bus
+        .subscribe_broadcast(&filter("quiet"), StartFrom::Sequence(1))
+        .await
+        .unwrap();
+    let got: BTreeSet<String> = read_decisions(&mut quiet, 5)
+        .await
+        .into_iter()
+        .map(|(uid, _)| uid)
+        .collect();
+    assert_eq!(
+        got,
+        (0..5).map(|i| format!("q{i}")).collect(),
+        "every quiet decision arrived"
+    );
+    // Once its events left the queue, the noisy tenant may queue again.
+    publisher.submit_decision("noisy", decision("later", 1), None);
+    assert_eq!(publisher.stats().dropped, 990);
+    task.shutdown(Duration::from_secs(10)).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_the_bus_refuses_are_counted_not_retried() {
     let bus = Bus::memory(BusConfig::embedded()).unwrap();

@@ -44,9 +44,10 @@ use portcullis_domain::Topic;
 use portcullis_kit::follow::{FollowHandler, FollowedEvent, Follower, Gap};
 use portcullis_kit::lifecycle::{Lifecycle, Stopped};
 use portcullis_proto::policystore::v1 as pb;
+use portcullis_server::rate_limit::{RateLimitConfig, TenantLimit, TenantRateLimiter};
 use portcullis_server::status::invalid_field;
 use portcullis_server::{
-    AuthState, Authenticator, BoxFuture, Caller, Credentials, GrpcServer, PermissionTable, Role, TenantKey,
+    AuthState, Authenticator, BoxFuture, CallLimit, Caller, Credentials, GrpcServer, PermissionTable, Role, TenantKey,
 };
 use portcullis_storage::{NewTenant, OutboxRelay, RelayConfig, ResourceRef, Store, StoreError};
 use tonic::Status;
@@ -60,27 +61,71 @@ use crate::error::store_status;
 /// Largest request accepted (scan reports can be large).
 const MAX_REQUEST_BYTES: usize = 16 * 1024 * 1024;
 
+/// Default per-tenant limit of the calls made with a tenant's keys, per replica: far above
+/// what a tenant's connectors (a heartbeat every 30 s, a policy read on a change) and people
+/// send, low enough that one tenant cannot fill the database with heartbeat writes.
+pub const DEFAULT_CALLS_PER_SECOND: f64 = 100.0;
+/// Default burst of [`DEFAULT_CALLS_PER_SECOND`]: a script's or a rollout's spike passes.
+pub const DEFAULT_CALL_BURST: u32 = 500;
+
+/// The policy store's default rate limit ([`DEFAULT_CALLS_PER_SECOND`],
+/// [`DEFAULT_CALL_BURST`], no overrides).
+pub fn default_rate_limit() -> RateLimitConfig {
+    RateLimitConfig {
+        default: TenantLimit {
+            per_second: DEFAULT_CALLS_PER_SECOND,
+            burst: DEFAULT_CALL_BURST,
+        },
+        ..RateLimitConfig::default()
+    }
+}
+
+/// How the gRPC services behave: their caches and the per-tenant rate limit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceOptions {
+    /// The key and effective-policy caches.
+    pub cache: CacheOptions,
+    /// The limit of every call made with a tenant's key (connectors' heartbeats and policy
+    /// reads, people's calls): one budget per tenant and replica.
+    pub rate_limit: RateLimitConfig,
+}
+
+impl Default for ServiceOptions {
+    /// Default caches, [`default_rate_limit`].
+    fn default() -> ServiceOptions {
+        ServiceOptions {
+            cache: CacheOptions::default(),
+            rate_limit: default_rate_limit(),
+        }
+    }
+}
+
 /// The policy store's gRPC services, over one store. Cheap to clone (clones share the
-/// caches).
+/// caches and the rate limiter).
 #[derive(Debug, Clone)]
 pub struct PolicyStore {
     store: Store,
     caches: Arc<Caches>,
+    limiter: Arc<TenantRateLimiter>,
 }
 
 impl PolicyStore {
-    /// The services over `store`, with the default caches.
+    /// The services over `store`, with the default caches and rate limit.
     pub fn new(store: Store) -> PolicyStore {
-        PolicyStore::with_cache_options(store, CacheOptions::default())
+        PolicyStore::with_options(store, ServiceOptions::default())
     }
 
-    /// The services over `store`, with caches sized and timed by `options`. The caches hear
-    /// of every commit of `store` (and its clones) at once.
-    pub fn with_cache_options(store: Store, options: CacheOptions) -> PolicyStore {
-        let caches = Arc::new(Caches::new(options));
+    /// The services over `store`, with caches sized and timed and calls limited by
+    /// `options`. The caches hear of every commit of `store` (and its clones) at once.
+    pub fn with_options(store: Store, options: ServiceOptions) -> PolicyStore {
+        let caches = Arc::new(Caches::new(options.cache));
         let listener: std::sync::Weak<Caches> = Arc::downgrade(&caches);
         store.add_commit_listener(listener);
-        PolicyStore { store, caches }
+        PolicyStore {
+            store,
+            caches,
+            limiter: Arc::new(TenantRateLimiter::new(options.rate_limit)),
+        }
     }
 
     /// The store.
@@ -102,13 +147,22 @@ impl PolicyStore {
         }
     }
 
+    /// The per-tenant rate limiter of tenant-key calls (its counters).
+    pub fn limiter(&self) -> &TenantRateLimiter {
+        &self.limiter
+    }
+
     /// The authentication state of a server running this service: `credentials`, the
-    /// store's authenticator, the standard permission table.
+    /// store's authenticator, the standard permission table, the per-tenant rate limit.
     pub fn auth_state(&self, credentials: Credentials) -> AuthState {
         AuthState {
             credentials,
             authenticator: Arc::new(self.authenticator()),
             table: PermissionTable::standard(),
+            rate_limit: Some(CallLimit {
+                limiter: self.limiter.clone(),
+                package_prefix: portcullis_server::permissions::POLICY_STORE_PACKAGE,
+            }),
         }
     }
 

@@ -9,8 +9,7 @@ use portcullis_kit::lifecycle::Lifecycle;
 use portcullis_server::{Credentials, GrpcServer, ServerConfig, ServerError};
 use portcullis_storage::Store;
 
-use crate::cache::CacheOptions;
-use crate::{Background, BackgroundOptions, PolicyStore};
+use crate::{Background, BackgroundOptions, PolicyStore, ServiceOptions};
 
 /// A running server. Dropping it without [`RunningServer::stop`] stops it without
 /// waiting for the drain.
@@ -39,24 +38,24 @@ impl RunningServer {
             config,
             credentials,
             background,
-            CacheOptions::default(),
+            ServiceOptions::default(),
             |_| {},
         )
         .await
     }
 
-    /// [`RunningServer::start`] with these cache sizes and lifetimes and more services on
-    /// the same listener (`add`): `up` serves the admission service on the one address too.
+    /// [`RunningServer::start`] with these caches and rate limit and more services on the
+    /// same listener (`add`): `up` serves the admission service on the one address too.
     pub async fn start_with(
         store: Store,
         bus: Bus,
         config: ServerConfig,
         credentials: Credentials,
         background: BackgroundOptions,
-        caches: CacheOptions,
+        options: ServiceOptions,
         add: impl FnOnce(&mut GrpcServer),
     ) -> Result<RunningServer, ServerError> {
-        let service = PolicyStore::with_cache_options(store, caches);
+        let service = PolicyStore::with_options(store, options);
         let mut server = GrpcServer::new(config, service.auth_state(credentials));
         service.register(&mut server);
         add(&mut server);

@@ -17,13 +17,13 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use portcullis_bus::{Bus, BusConfig};
-use portcullis_server::{Credentials, Mode, ServerConfig, TENANT_METADATA, TlsFiles};
+use portcullis_server::{Credentials, Mode, ServerConfig, ServerLimits, TENANT_METADATA, TlsFiles};
 use portcullis_storage::{Actor, NewTenant, Store};
 use portcullis_test_kit::{DataDir, NatsServer, TestDatabase};
 use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::{BackgroundOptions, DEFAULT_TENANT, RunningServer, bootstrap_default_tenant, sqlite_url};
+use crate::{BackgroundOptions, DEFAULT_TENANT, RunningServer, ServiceOptions, bootstrap_default_tenant, sqlite_url};
 
 /// Why a test server could not be started.
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +43,11 @@ pub struct TestOptions {
     pub tls: Option<TlsFiles>,
     /// The background pacing.
     pub background: BackgroundOptions,
+    /// The caches and the per-tenant rate limit (the production defaults unless a test
+    /// changes them).
+    pub service: ServiceOptions,
+    /// The listener's bounds (connections, handshake timeout, streams).
+    pub limits: ServerLimits,
 }
 
 impl TestOptions {
@@ -52,6 +57,8 @@ impl TestOptions {
             mode,
             tls: None,
             background: BackgroundOptions::default(),
+            service: ServiceOptions::default(),
+            limits: ServerLimits::default(),
         }
     }
 }
@@ -167,14 +174,17 @@ impl TestServer {
     async fn launch(&mut self, listen: SocketAddr) -> Result<(), TestError> {
         let mut config = ServerConfig::new(listen, self.options.mode);
         config.tls = self.options.tls.clone();
+        config.limits = self.options.limits.clone();
         let credentials = Credentials::new(Some(self.operator_key.clone()), Some(self.service_token.clone()))
             .map_err(|e| err("credentials")(&e))?;
-        let server = RunningServer::start(
+        let server = RunningServer::start_with(
             self.store.clone(),
             self.bus.clone(),
             config,
             credentials,
             self.options.background.clone(),
+            self.options.service.clone(),
+            |_| {},
         )
         .await
         .map_err(|e| err("starting the server")(&e))?;

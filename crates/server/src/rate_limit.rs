@@ -1,7 +1,9 @@
-//! Per-tenant rate limits on Review: one token bucket per tenant, so a tenant flooding the
-//! service is refused (`ResourceExhausted`) while every other tenant keeps its own budget.
+//! Per-tenant rate limits: one token bucket per tenant, so a tenant flooding a service is
+//! refused (`ResourceExhausted`) while every other tenant keeps its own budget. Admission
+//! limits each review with one (gRPC and webhook alike); the policy store limits every call
+//! made with a tenant's key ([`crate::AuthState::rate_limit`]).
 //!
-//! Each tenant's bucket holds up to `burst` tokens and refills at `per_second`; a review
+//! Each tenant's bucket holds up to `burst` tokens and refills at `per_second`; a call
 //! takes one token, and a tenant with no token left is refused with a [`RateLimited`]
 //! telling when the next token arrives. Limits are per replica (buckets live in memory).
 //!
@@ -22,7 +24,7 @@ use std::time::{Duration, Instant};
 /// rarely wait on each other, few enough that the bound per shard stays meaningful.
 pub const SHARDS: usize = 16;
 
-/// Default sustained rate per tenant and replica, in reviews per second. One replica on two
+/// Default sustained rate per tenant and replica, in calls per second: the default of admission's Review. One replica on two
 /// cores evaluates on the order of ten thousand reviews per second; 1000/s per tenant is far
 /// above what even a large cluster's API server sends in a rollout, yet keeps one tenant
 /// from taking more than a tenth of a replica.
@@ -39,9 +41,9 @@ pub const DEFAULT_MAX_TENANTS: usize = 10_000;
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TenantLimit {
-    /// Sustained reviews per second; `0` means unlimited (no bucket is kept).
+    /// Sustained calls per second; `0` means unlimited (no bucket is kept).
     pub per_second: f64,
-    /// Reviews that may arrive at once after an idle period (bucket size); at least 1 when
+    /// Calls that may arrive at once after an idle period (bucket size); at least 1 when
     /// `per_second` is positive.
     pub burst: u32,
 }
@@ -134,7 +136,7 @@ pub struct RateLimitConfigError {
     pub reason: String,
 }
 
-/// Rate limits of Review per tenant.
+/// Rate limits per tenant.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RateLimitConfig {
@@ -222,10 +224,10 @@ fn validate_tenant(tenant: &str) -> Result<(), String> {
         .map_err(|e| format!("tenant id {}", e.reason))
 }
 
-/// A review refused because its tenant is over its rate limit (`ResourceExhausted`).
+/// A call refused because its tenant is over its rate limit (`ResourceExhausted`).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error(
-    "tenant {tenant} exceeded its rate limit of {} reviews per second (burst {}); retry after {} ms",
+    "tenant {tenant} exceeded its rate limit of {} calls per second (burst {}); retry after {} ms",
     limit.per_second,
     limit.burst,
     retry_after.as_millis().max(1)
@@ -283,7 +285,7 @@ pub struct TenantRateLimiter {
 
 impl TenantRateLimiter {
     /// A limiter with `config`, which should have passed [`RateLimitConfig::validate`]
-    /// (an invalid limit is treated as unlimited rather than refusing every review).
+    /// (an invalid limit is treated as unlimited rather than refusing every call).
     pub fn new(config: RateLimitConfig) -> Self {
         let shard_capacity = config.max_tenants.div_ceil(SHARDS).max(1);
         Self {
@@ -341,7 +343,7 @@ impl TenantRateLimiter {
         })
     }
 
-    /// Reviews refused so far, all tenants together.
+    /// Calls refused so far, all tenants together.
     pub fn rejected(&self) -> u64 {
         self.rejected.load(Ordering::Relaxed)
     }
@@ -433,7 +435,7 @@ mod tests {
         assert_eq!(err.retry_after, ms(125));
         assert_eq!(
             err.to_string(),
-            "tenant t1 exceeded its rate limit of 8 reviews per second (burst 4); retry after 125 ms"
+            "tenant t1 exceeded its rate limit of 8 calls per second (burst 4); retry after 125 ms"
         );
         // Half a token later, half the wait.
         assert_eq!(
