@@ -1,0 +1,218 @@
+//! Offline verification of cosign signatures (POLICY.md section 6): pure functions over
+//! bytes, no I/O and no clock (the caller passes `now` where time matters).
+//!
+//! Given an image digest (or an artifact), the signature material a registry holds and an
+//! [`Attestor`], say whether the attestor's signature holds, and why not ([`Verdict`]):
+//!
+//! - [`verify_legacy`]: the legacy layout, simple-signing payloads signed in the layer
+//!   annotation `dev.cosignproject.cosign/signature`, with the Rekor bundle annotation when the
+//!   transparency log is required ([`legacy`]);
+//! - [`verify_bundle`]: sigstore bundles v0.1 to v0.3 with a message signature and a Rekor v1
+//!   entry (SET, inclusion proof and signed checkpoint), keyed or keyless (Fulcio chain and
+//!   validity at the integrated time, embedded SCT, SAN and OIDC issuer) ([`bundle`]);
+//! - [`all`] and [`any`] over the verdicts of several attestors.
+//!
+//! Not verified yet, refused as unsupported (fail closed): DSSE envelopes (in-toto
+//! attestations), keyless signatures in the legacy layout, RFC 3161 timestamps and Rekor v2
+//! entries.
+//!
+//! # Why a lean implementation on `ring` rather than the `sigstore` crate
+//!
+//! `ring` is already in the tree (rustls) and verifies every cosign key kind (ECDSA P-256 and
+//! P-384 DER signatures, RSA PKCS#1 v1.5, Ed25519); `x509-parser` (already in the lockfile
+//! through rcgen) reads certificates and their SCT list. The `sigstore` crate was not
+//! adopted: its verification API is built around fetching (registry, TUF, Rekor clients) with
+//! tokio and an HTTP stack this crate must not carry, and its default crypto is RustCrypto
+//! next to the `ring` already linked. Measured (criterion, `cargo bench -p portcullis-cosign
+//! --bench verify`, one P-256 legacy signature with its payload checks, this 2-core machine):
+//! see `BENCH` below.
+//!
+//! BENCH: figures in the crate's benches/verify.rs header.
+
+pub mod bundle;
+pub mod cert;
+mod der;
+pub mod error;
+pub mod key;
+pub mod legacy;
+mod rekor;
+pub mod trust;
+
+pub use bundle::Signer;
+pub use cert::{Identity, Subject};
+pub use error::VerifyError;
+pub use key::{KeyKind, PublicKey};
+pub use legacy::SignatureLayer;
+pub use trust::TrustedRoot;
+
+/// Who must have signed: the two attestor types of POLICY.md section 6.
+#[derive(Debug, Clone)]
+pub enum Attestor {
+    /// `cosignPublicKey`: a key, and with `transparencyLogEnabled` the log(s) to trust.
+    PublicKey {
+        /// The attestor's key.
+        key: PublicKey,
+        /// The transparency logs whose entries are required, when enabled.
+        transparency_log: Option<TrustedRoot>,
+    },
+    /// `cosignKeyless`: a Fulcio identity under a trusted root (the log is always required).
+    Keyless {
+        /// SAN and OIDC issuer.
+        identity: Identity,
+        /// Fulcio CAs, Rekor and CT logs.
+        trusted_root: TrustedRoot,
+    },
+}
+
+impl Attestor {
+    /// A `cosignPublicKey` attestor from its PEM key and, when the transparency log is
+    /// enabled, the log's PEM key.
+    pub fn public_key(pem: &str, transparency_log_pem: Option<&str>) -> Result<Self, VerifyError> {
+        Ok(Self::PublicKey {
+            key: PublicKey::from_pem(pem)?,
+            transparency_log: transparency_log_pem
+                .map(|p| PublicKey::from_pem(p).map(TrustedRoot::with_rekor_key))
+                .transpose()?,
+        })
+    }
+
+    /// A `cosignKeyless` attestor: `issuer`, `subject` or `subjectRegExp` (exactly one),
+    /// and the TrustedRoot JSON.
+    pub fn keyless(
+        issuer: &str,
+        subject: Option<&str>,
+        subject_regexp: Option<&str>,
+        trusted_root_json: &[u8],
+    ) -> Result<Self, VerifyError> {
+        let subject = match (subject, subject_regexp) {
+            (Some(s), None) => Subject::Exact(s.to_owned()),
+            (None, Some(re)) => Subject::pattern(re)?,
+            _ => {
+                return Err(VerifyError::Identity(
+                    "exactly one of subject and subjectRegExp is required".into(),
+                ));
+            }
+        };
+        Ok(Self::Keyless {
+            identity: Identity {
+                issuer: issuer.to_owned(),
+                subject,
+            },
+            trusted_root: TrustedRoot::from_json(trusted_root_json)?,
+        })
+    }
+
+    fn signer(&self) -> Signer<'_> {
+        match self {
+            Self::PublicKey { key, transparency_log } => Signer::Key {
+                key,
+                tlog: transparency_log.as_ref(),
+            },
+            Self::Keyless { identity, trusted_root } => Signer::Keyless {
+                identity,
+                root: trusted_root,
+            },
+        }
+    }
+}
+
+/// Whether an attestor's signature holds, and why (or why not), in words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    verified: bool,
+    reason: String,
+}
+
+impl Verdict {
+    /// A verdict from a verification's outcome.
+    pub fn from_result(result: Result<String, VerifyError>) -> Self {
+        match result {
+            Ok(reason) => Self { verified: true, reason },
+            Err(e) => Self {
+                verified: false,
+                reason: e.to_string(),
+            },
+        }
+    }
+
+    /// Whether the signature holds.
+    pub fn verified(&self) -> bool {
+        self.verified
+    }
+
+    /// What held, or why not.
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+}
+
+impl std::fmt::Display for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let word = if self.verified { "verified" } else { "not verified" };
+        write!(f, "{word}: {}", self.reason)
+    }
+}
+
+/// Verifies the legacy layout: the attestor holds when any signature layer of
+/// `image_digest` (`sha256:<hex>`) verifies; otherwise the verdict lists each layer's reason.
+pub fn verify_legacy(image_digest: &str, layers: &[SignatureLayer<'_>], attestor: &Attestor) -> Verdict {
+    let (key, tlog) = match attestor {
+        Attestor::PublicKey { key, transparency_log } => (key, transparency_log.as_ref()),
+        Attestor::Keyless { .. } => {
+            return Verdict::from_result(Err(VerifyError::Unsupported(
+                "keyless signatures in the legacy layout".into(),
+            )));
+        }
+    };
+    if layers.is_empty() {
+        return Verdict::from_result(Err(VerifyError::malformed("signature manifest", "no signature layers")));
+    }
+    let mut reasons = Vec::with_capacity(layers.len());
+    for (i, layer) in layers.iter().enumerate() {
+        match legacy::verify_layer(image_digest, layer, key, tlog) {
+            Ok(reason) => return Verdict::from_result(Ok(format!("layer {i}: {reason}"))),
+            Err(e) => reasons.push(format!("layer {i}: {e}")),
+        }
+    }
+    Verdict {
+        verified: false,
+        reason: reasons.join("; "),
+    }
+}
+
+/// Verifies a sigstore bundle over `artifact` for `attestor`; `now` (Unix seconds) bounds the
+/// log entry's integrated time.
+pub fn verify_bundle(bundle_json: &[u8], artifact: &[u8], attestor: &Attestor, now: i64) -> Verdict {
+    Verdict::from_result(bundle::verify_bundle(bundle_json, artifact, attestor.signer(), now))
+}
+
+/// `all`: holds when every verdict holds (and there is at least one).
+pub fn all(verdicts: &[Verdict]) -> Verdict {
+    match verdicts.iter().find(|v| !v.verified) {
+        Some(failed) => failed.clone(),
+        None if verdicts.is_empty() => Verdict::from_result(Err(VerifyError::Unsupported("no attestors".into()))),
+        None => Verdict {
+            verified: true,
+            reason: format!("all {} attestors hold", verdicts.len()),
+        },
+    }
+}
+
+/// `any`: holds when at least one verdict holds.
+pub fn any(verdicts: &[Verdict]) -> Verdict {
+    match verdicts.iter().find(|v| v.verified) {
+        Some(held) => held.clone(),
+        None => Verdict {
+            verified: false,
+            reason: if verdicts.is_empty() {
+                "no attestors".into()
+            } else {
+                verdicts
+                    .iter()
+                    .map(|v| v.reason.as_str())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            },
+        },
+    }
+}

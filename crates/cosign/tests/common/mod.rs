@@ -1,0 +1,36 @@
+//! Reading the shared conformance fixtures at test time (never copied into the repository).
+#![allow(
+    dead_code,
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::path::PathBuf;
+
+/// `../shared/conformance/<path>` beside the repository, as the test kit's `shared` reads it;
+/// found by walking up from the crate so that a git worktree elsewhere finds it too.
+pub fn conformance_dir() -> PathBuf {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest
+        .ancestors()
+        .map(|a| a.join("shared/conformance"))
+        .find(|p| p.is_dir())
+        .or_else(|| Some(PathBuf::from("/work/shared/conformance")).filter(|p| p.is_dir()))
+        .expect("shared/conformance not found above the crate")
+}
+
+/// The bytes of a conformance file.
+pub fn read(path: &str) -> Vec<u8> {
+    let full = conformance_dir().join(path);
+    std::fs::read(&full).unwrap_or_else(|e| panic!("{}: {e}", full.display()))
+}
+
+/// Unix seconds now.
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap()
+}
