@@ -72,7 +72,8 @@ struct TlogEntry {
     log_index: i64,
     log_id: LogId,
     kind_version: KindVersion,
-    #[serde(deserialize_with = "int64")]
+    // Absent in Rekor v2 entries (their time comes from a timestamp authority).
+    #[serde(default, deserialize_with = "int64")]
     integrated_time: i64,
     inclusion_promise: Option<Promise>,
     inclusion_proof: Option<Proof>,
@@ -284,6 +285,12 @@ fn verify_entry(
             material.tlog_entries.len()
         )));
     };
+    if entry.kind_version.version != "0.0.1" {
+        return Err(VerifyError::Unsupported(format!(
+            "log entry {} {} (Rekor v2 entries and RFC 3161 timestamps are not verified yet)",
+            entry.kind_version.kind, entry.kind_version.version
+        )));
+    }
     if entry.log_index < 0 || entry.integrated_time <= 0 {
         return Err(VerifyError::Tlog("negative log index or no integrated time".into()));
     }

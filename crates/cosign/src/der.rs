@@ -42,7 +42,7 @@ fn children(mut contents: &[u8]) -> Option<Vec<Tlv<'_>>> {
     Some(out)
 }
 
-fn encode(tag: u8, contents: &[u8]) -> Vec<u8> {
+pub(crate) fn encode(tag: u8, contents: &[u8]) -> Vec<u8> {
     let mut out = vec![tag];
     let len = contents.len();
     if len < 0x80 {

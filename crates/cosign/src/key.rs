@@ -60,6 +60,21 @@ impl PublicKey {
         Self::from_spki(&spki)
     }
 
+    /// An RSA key given as a PKCS#1 `RSAPublicKey` (trusted roots' `PKCS1_RSA_*` keys).
+    pub fn from_pkcs1_rsa_der(der: &[u8]) -> Result<Self, VerifyError> {
+        // Wrapped into the SubjectPublicKeyInfo it stands for, so that it is checked as one.
+        let mut bits = vec![0u8];
+        bits.extend_from_slice(der);
+        let mut algorithm = vec![0x06, 0x09];
+        algorithm.extend_from_slice(RSA_ENCRYPTION);
+        algorithm.extend_from_slice(&[0x05, 0x00]);
+        let spki = crate::der::encode(
+            0x30,
+            &[crate::der::encode(0x30, &algorithm), crate::der::encode(0x03, &bits)].concat(),
+        );
+        Self::from_spki_der(&spki)
+    }
+
     pub(crate) fn from_spki(spki: &SubjectPublicKeyInfo<'_>) -> Result<Self, VerifyError> {
         let oid = spki.algorithm.algorithm.as_bytes();
         let params = spki.algorithm.parameters.as_ref();

@@ -78,6 +78,8 @@ struct RawLog {
 #[serde(rename_all = "camelCase")]
 struct RawKey {
     raw_bytes: String,
+    #[serde(default)]
+    key_details: String,
     valid_for: Option<RawValidity>,
 }
 
@@ -123,16 +125,25 @@ impl TrustedRoot {
             ));
         }
         let logs = |logs: Vec<RawLog>| -> Result<Vec<TransparencyLog>, VerifyError> {
-            logs.into_iter()
-                .map(|l| {
-                    let der = b64(&l.public_key.raw_bytes, "trusted root log key")?;
-                    Ok(TransparencyLog {
-                        log_id: b64(&l.log_id.key_id, "trusted root log id")?,
-                        key: PublicKey::from_spki_der(&der)?,
-                        validity: validity(l.public_key.valid_for.as_ref())?,
-                    })
-                })
-                .collect()
+            let mut out = Vec::with_capacity(logs.len());
+            for l in logs {
+                let der = b64(&l.public_key.raw_bytes, "trusted root log key")?;
+                let validity = validity(l.public_key.valid_for.as_ref())?;
+                let key = if l.public_key.key_details.starts_with("PKCS1_RSA") {
+                    PublicKey::from_pkcs1_rsa_der(&der)
+                } else {
+                    PublicKey::from_spki_der(&der)
+                };
+                // A log whose key this verifier cannot use is left out: nothing it signed is
+                // trusted (fail closed), and the rest of the root stays usable.
+                let Ok(key) = key else { continue };
+                out.push(TransparencyLog {
+                    log_id: b64(&l.log_id.key_id, "trusted root log id")?,
+                    key,
+                    validity,
+                });
+            }
+            Ok(out)
         };
         let certificate_authorities = raw
             .certificate_authorities
