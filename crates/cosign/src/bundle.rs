@@ -217,7 +217,7 @@ pub fn verify_bundle(bundle_json: &[u8], artifact: &[u8], signer: Signer<'_>, no
         (Signer::Keyless { .. }, None) => return Err(VerifyError::Identity("no certificate".into())),
     };
     key.verify(artifact, &signature)
-        .map_err(|()| VerifyError::BadSignature("the bundle's signature over the artifact"))?;
+        .map_err(|_| VerifyError::BadSignature("the bundle's signature over the artifact"))?;
     Ok(match logged {
         Some(l) => format!(
             "bundle v0.{version} signature holds, in the transparency log at index {} (integrated {})",

@@ -51,7 +51,7 @@ impl Subject {
 
 pub(crate) fn parse(der: &[u8]) -> Result<X509Certificate<'_>, VerifyError> {
     match X509Certificate::from_der(der) {
-        Ok((rest, cert)) if rest.is_empty() => Ok(cert),
+        Ok(([], cert)) => Ok(cert),
         Ok(_) => Err(VerifyError::Certificate("trailing bytes after the certificate".into())),
         Err(e) => Err(VerifyError::Certificate(format!("not an X.509 certificate: {e}"))),
     }
@@ -81,7 +81,7 @@ fn signed_by(cert: &X509Certificate<'_>, issuer: &X509Certificate<'_>) -> Result
         ));
     }
     key.verify_with(hash, cert.tbs_certificate.as_ref(), &cert.signature_value.data)
-        .map_err(|()| VerifyError::Certificate(format!("{} is not signed by {}", cert.subject(), issuer.subject())))
+        .map_err(|_| VerifyError::Certificate(format!("{} is not signed by {}", cert.subject(), issuer.subject())))
 }
 
 fn valid_at(cert: &X509Certificate<'_>, time: i64) -> bool {

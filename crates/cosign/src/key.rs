@@ -27,6 +27,11 @@ pub enum KeyKind {
     Ed25519,
 }
 
+/// A signature that does not verify with a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the signature does not verify")]
+pub struct BadSignature;
+
 /// A digest algorithm a signature is made with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Hash {
@@ -138,7 +143,7 @@ impl PublicKey {
 
     /// Verifies `signature` over `message` as cosign signs with this kind of key (ECDSA
     /// signatures ASN.1 DER).
-    pub fn verify(&self, message: &[u8], signature: &[u8]) -> Result<(), ()> {
+    pub fn verify(&self, message: &[u8], signature: &[u8]) -> Result<(), BadSignature> {
         let hash = match self.kind {
             KeyKind::EcdsaP384 => Hash::Sha384,
             _ => Hash::Sha256,
@@ -147,7 +152,7 @@ impl PublicKey {
     }
 
     /// Verifies with an explicit digest (certificates and logs name theirs).
-    pub(crate) fn verify_with(&self, hash: Hash, message: &[u8], signature: &[u8]) -> Result<(), ()> {
+    pub(crate) fn verify_with(&self, hash: Hash, message: &[u8], signature: &[u8]) -> Result<(), BadSignature> {
         let algorithm: &'static dyn VerificationAlgorithm = match (self.kind, hash) {
             (KeyKind::EcdsaP256, Hash::Sha256) => &signature::ECDSA_P256_SHA256_ASN1,
             (KeyKind::EcdsaP256, Hash::Sha384) => &signature::ECDSA_P256_SHA384_ASN1,
@@ -158,11 +163,11 @@ impl PublicKey {
             (KeyKind::Rsa, Hash::Sha512) => &signature::RSA_PKCS1_2048_8192_SHA512,
             // Ed25519 is pure: it names no digest.
             (KeyKind::Ed25519, _) => &signature::ED25519,
-            _ => return Err(()),
+            _ => return Err(BadSignature),
         };
         UnparsedPublicKey::new(algorithm, &self.key_bytes)
             .verify(message, signature)
-            .map_err(|_| ())
+            .map_err(|_| BadSignature)
     }
 }
 

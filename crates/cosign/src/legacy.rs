@@ -58,7 +58,7 @@ pub fn verify_layer(
         .decode(layer.signature.trim())
         .map_err(|e| VerifyError::malformed("signature annotation", format!("bad base64: {e}")))?;
     key.verify(layer.payload, &signature)
-        .map_err(|()| VerifyError::BadSignature("the signature over the payload with the attestor's key"))?;
+        .map_err(|_| VerifyError::BadSignature("the signature over the payload with the attestor's key"))?;
     let payload: Payload =
         serde_json::from_slice(layer.payload).map_err(|e| VerifyError::malformed("simple-signing payload", e))?;
     if payload.critical.kind != COSIGN_TYPE {
@@ -113,7 +113,7 @@ pub fn verify_layer(
 }
 
 fn hex_decode(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 {
+    if !text.len().is_multiple_of(2) {
         return None;
     }
     (0..text.len())

@@ -42,7 +42,7 @@ pub(crate) fn verify_set(
 ) -> Result<(), VerifyError> {
     let payload = set_payload(body_b64, integrated_time, &hex(log_id), log_index);
     key.verify(&payload, set)
-        .map_err(|()| VerifyError::Tlog("the signed entry timestamp does not verify with the log's key".into()))
+        .map_err(|_| VerifyError::Tlog("the signed entry timestamp does not verify with the log's key".into()))
 }
 
 #[derive(Deserialize)]

@@ -31,11 +31,14 @@ aCNy6SErnjOZ955zZoRdqdu4IKnwPxGU/i/6KmYzesOdmNR/c5Hyx/JVGGmofb2b
 FQIDAQAB
 -----END PUBLIC KEY-----";
 
+/// Signs a message with a test key.
+type SignFn = Box<dyn Fn(&[u8]) -> Vec<u8>>;
+
 /// A test signer: its PEM public key and a signing function.
 struct Signer {
     kind: KeyKind,
     public_pem: String,
-    sign: Box<dyn Fn(&[u8]) -> Vec<u8>>,
+    sign: SignFn,
 }
 
 fn pem(spki: &[u8]) -> String {
