@@ -40,7 +40,22 @@ struct Bundle {
     media_type: String,
     verification_material: Material,
     message_signature: Option<MessageSignature>,
-    dsse_envelope: Option<serde_json::Value>,
+    dsse_envelope: Option<Envelope>,
+}
+
+/// A DSSE envelope.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Envelope {
+    pub payload: String,
+    pub payload_type: String,
+    pub signatures: Vec<EnvelopeSignature>,
+}
+
+/// One signature of a DSSE envelope.
+#[derive(Deserialize)]
+pub(crate) struct EnvelopeSignature {
+    pub sig: String,
 }
 
 #[derive(Deserialize)]
@@ -51,6 +66,7 @@ struct Material {
     public_key: Option<serde_json::Value>,
     #[serde(default)]
     tlog_entries: Vec<TlogEntry>,
+    timestamp_verification_data: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -160,25 +176,17 @@ fn version(media_type: &str) -> Result<u8, VerifyError> {
 pub fn verify_bundle(bundle_json: &[u8], artifact: &[u8], signer: Signer<'_>, now: i64) -> Result<String, VerifyError> {
     let bundle: Bundle = serde_json::from_slice(bundle_json).map_err(|e| VerifyError::malformed("bundle", e))?;
     let version = version(&bundle.media_type)?;
-    if bundle.dsse_envelope.is_some() {
-        return Err(VerifyError::Unsupported(
-            "DSSE envelopes (in-toto attestations) are not verified yet".into(),
-        ));
-    }
-    let message = bundle
-        .message_signature
-        .ok_or_else(|| VerifyError::malformed("bundle", "no message signature"))?;
-    let signature = b64(&message.signature, "bundle signature")?;
     let sha256: [u8; 32] = Sha256::digest(artifact).into();
-    if let Some(digest) = &message.message_digest {
-        let found = STANDARD.decode(&digest.digest).unwrap_or_default();
-        if digest.algorithm != "SHA2_256" || found != sha256 {
-            return Err(VerifyError::DigestMismatch {
-                expected: format!("sha256:{}", rekor::hex(&sha256)),
-                found: format!("{}:{}", digest.algorithm, rekor::hex(&found)),
-            });
+    let content = match (bundle.message_signature, bundle.dsse_envelope) {
+        (Some(message), None) => message_content(&message, sha256)?,
+        (None, Some(envelope)) => dsse_content(envelope, sha256)?,
+        _ => {
+            return Err(VerifyError::malformed(
+                "bundle",
+                "needs exactly one of a message signature and a DSSE envelope",
+            ));
         }
-    }
+    };
     let material = &bundle.verification_material;
     let leaf_der = leaf_certificate(material, version)?;
     let (signer_der, tlog_root) = match (signer, &leaf_der) {
@@ -195,29 +203,39 @@ pub fn verify_bundle(bundle_json: &[u8], artifact: &[u8], signer: Signer<'_>, no
             ));
         }
     };
-    let expected = Expected {
-        signature: &signature,
-        sha256,
-        signer_der: &signer_der,
-    };
     let logged = match tlog_root {
-        Some(root) => Some(verify_entry(material, version, root, &expected, now)?),
+        Some(root) => Some(verify_entry(material, version, root, &content, &signer_der, now)?),
         None => None,
     };
     let key = match (signer, &leaf_der) {
         (Signer::Keyless { identity, root }, Some(der)) => {
             // The certificate is judged at the log's signed time: keyless needs the SET.
-            let time = logged
-                .as_ref()
-                .and_then(|l| l.signed_time)
-                .ok_or_else(|| VerifyError::Tlog("no signed entry timestamp to date the certificate".into()))?;
-            cert::verify_leaf(der, root, identity, time)?
+            let time = match logged.as_ref().and_then(|l| l.signed_time) {
+                Some(t) => t,
+                None if material.timestamp_verification_data.is_some() => {
+                    return Err(VerifyError::Unsupported(
+                        "the signing time is proven only by RFC 3161 timestamps, not verified yet".into(),
+                    ));
+                }
+                None => {
+                    return Err(VerifyError::Tlog(
+                        "no signed entry timestamp to date the certificate".into(),
+                    ));
+                }
+            };
+            cert::verify_leaf(der, root, identity, time, &timestamp_times(material)?)?
         }
         (Signer::Key { key, .. }, _) => key.clone(),
         (Signer::Keyless { .. }, None) => return Err(VerifyError::Identity("no certificate".into())),
     };
-    key.verify(artifact, &signature)
-        .map_err(|_| VerifyError::BadSignature("the bundle's signature over the artifact"))?;
+    match &content {
+        Content::Message { signature, .. } => key
+            .verify(artifact, signature)
+            .map_err(|_| VerifyError::BadSignature("the bundle's signature over the artifact"))?,
+        Content::Dsse { pae, signature, .. } => key
+            .verify(pae, signature)
+            .map_err(|_| VerifyError::BadSignature("the DSSE envelope's signature"))?,
+    }
     Ok(match logged {
         Some(l) => format!(
             "bundle v0.{version} signature holds, in the transparency log at index {} (integrated {})",
@@ -276,7 +294,8 @@ fn verify_entry(
     material: &Material,
     version: u8,
     root: &TrustedRoot,
-    expected: &Expected<'_>,
+    content: &Content,
+    signer_der: &[u8],
     now: i64,
 ) -> Result<Logged, VerifyError> {
     let [entry] = material.tlog_entries.as_slice() else {
@@ -285,7 +304,11 @@ fn verify_entry(
             material.tlog_entries.len()
         )));
     };
-    if entry.kind_version.version != "0.0.1" {
+    let v1_kind = matches!(
+        (entry.kind_version.kind.as_str(), entry.kind_version.version.as_str()),
+        ("hashedrekord" | "rekord" | "dsse", "0.0.1") | ("intoto", "0.0.2")
+    );
+    if !v1_kind {
         return Err(VerifyError::Unsupported(format!(
             "log entry {} {} (Rekor v2 entries and RFC 3161 timestamps are not verified yet)",
             entry.kind_version.kind, entry.kind_version.version
@@ -310,7 +333,22 @@ fn verify_entry(
         ));
     }
     let body = b64(&entry.canonicalized_body, "log entry body")?;
-    let (kind, api_version) = rekor::check_body(&body, expected)?;
+    let (kind, api_version) = match content {
+        Content::Message { signature, sha256 } => rekor::check_body(
+            &body,
+            &Expected {
+                signature,
+                sha256: *sha256,
+                signer_der,
+            },
+        )?,
+        Content::Dsse {
+            envelope,
+            payload,
+            signature,
+            ..
+        } => rekor::check_dsse_body(&body, envelope, payload, signature, signer_der)?,
+    };
     if kind != entry.kind_version.kind || api_version != entry.kind_version.version {
         return Err(VerifyError::Tlog("the entry's kind does not match its body".into()));
     }
@@ -372,5 +410,119 @@ fn verify_entry(
         log_index: entry.log_index,
         integrated_time: entry.integrated_time,
         signed_time,
+    })
+}
+
+/// The times of the bundle's RFC 3161 timestamps, read but not verified (see
+/// [`cert::verify_leaf`]); one that cannot be read refuses the bundle.
+fn timestamp_times(material: &Material) -> Result<Vec<i64>, VerifyError> {
+    let Some(data) = &material.timestamp_verification_data else {
+        return Ok(Vec::new());
+    };
+    let list = data
+        .get("rfc3161Timestamps")
+        .and_then(|l| l.as_array())
+        .cloned()
+        .unwrap_or_default();
+    list.iter()
+        .map(|t| {
+            t.get("signedTimestamp")
+                .and_then(|s| s.as_str())
+                .and_then(|s| STANDARD.decode(s).ok())
+                .and_then(|der| crate::der::rfc3161_gen_time(&der))
+                .ok_or_else(|| VerifyError::Unsupported("an RFC 3161 timestamp that cannot be read".into()))
+        })
+        .collect()
+}
+
+/// What the bundle signs.
+enum Content {
+    /// A signature over the artifact's bytes.
+    Message {
+        /// The signature.
+        signature: Vec<u8>,
+        /// The artifact's SHA-256, which the log entry must name.
+        sha256: [u8; 32],
+    },
+    /// A DSSE envelope whose in-toto statement names the artifact.
+    Dsse {
+        /// The envelope as the bundle holds it.
+        envelope: Envelope,
+        /// The decoded payload.
+        payload: Vec<u8>,
+        /// The pre-authentication encoding the signature covers.
+        pae: Vec<u8>,
+        /// The one signature.
+        signature: Vec<u8>,
+    },
+}
+
+fn message_content(message: &MessageSignature, sha256: [u8; 32]) -> Result<Content, VerifyError> {
+    let signature = b64(&message.signature, "bundle signature")?;
+    if let Some(digest) = &message.message_digest {
+        let found = STANDARD.decode(&digest.digest).unwrap_or_default();
+        if digest.algorithm != "SHA2_256" || found != sha256 {
+            return Err(VerifyError::DigestMismatch {
+                expected: format!("sha256:{}", rekor::hex(&sha256)),
+                found: format!("{}:{}", digest.algorithm, rekor::hex(&found)),
+            });
+        }
+    }
+    Ok(Content::Message { signature, sha256 })
+}
+
+#[derive(Deserialize)]
+struct Statement {
+    #[serde(rename = "_type")]
+    kind: String,
+    subject: Vec<StatementSubject>,
+}
+
+#[derive(Deserialize)]
+struct StatementSubject {
+    digest: std::collections::BTreeMap<String, String>,
+}
+
+/// DSSE pre-authentication encoding (the bytes a DSSE signature covers).
+fn pae(payload_type: &str, payload: &[u8]) -> Vec<u8> {
+    let mut out = format!("DSSEv1 {} {payload_type} {} ", payload_type.len(), payload.len()).into_bytes();
+    out.extend_from_slice(payload);
+    out
+}
+
+fn dsse_content(envelope: Envelope, sha256: [u8; 32]) -> Result<Content, VerifyError> {
+    if envelope.payload_type != "application/vnd.in-toto+json" {
+        return Err(VerifyError::Unsupported(format!(
+            "DSSE payload type {:?} (in-toto statements are supported)",
+            envelope.payload_type
+        )));
+    }
+    let [one] = envelope.signatures.as_slice() else {
+        return Err(VerifyError::malformed("DSSE envelope", "needs exactly one signature"));
+    };
+    let signature = b64(&one.sig, "DSSE signature")?;
+    let payload = b64(&envelope.payload, "DSSE payload")?;
+    let statement: Statement =
+        serde_json::from_slice(&payload).map_err(|e| VerifyError::malformed("in-toto statement", e))?;
+    if !statement.kind.starts_with("https://in-toto.io/Statement/") {
+        return Err(VerifyError::WrongType(statement.kind));
+    }
+    let want = rekor::hex(&sha256);
+    let names = statement
+        .subject
+        .iter()
+        .any(|s| s.digest.get("sha256").is_some_and(|d| d.eq_ignore_ascii_case(&want)));
+    if !names {
+        return Err(VerifyError::DigestMismatch {
+            expected: format!("sha256:{want}"),
+            found: "no in-toto subject with that digest".into(),
+        });
+    }
+    let pae = pae(&envelope.payload_type, &payload);
+    Ok(Content::Dsse {
+        envelope,
+        payload,
+        pae,
+        signature,
     })
 }

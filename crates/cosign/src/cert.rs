@@ -90,12 +90,15 @@ fn valid_at(cert: &X509Certificate<'_>, time: i64) -> bool {
 }
 
 /// Verifies a keyless signing certificate at `time` (the log's integrated time): chain,
-/// validity, SCT and identity. Returns the leaf's key.
+/// validity, SCT and identity. `unverified_times` (RFC 3161 timestamps whose TSA is not
+/// verified) can only refuse: each must lie in the certificate's validity too. Returns the
+/// leaf's key.
 pub(crate) fn verify_leaf(
     leaf_der: &[u8],
     root: &TrustedRoot,
     identity: &Identity,
     time: i64,
+    unverified_times: &[i64],
 ) -> Result<PublicKey, VerifyError> {
     let leaf = parse(leaf_der)?;
     if leaf.is_ca() {
@@ -117,6 +120,13 @@ pub(crate) fn verify_leaf(
         return Err(VerifyError::Certificate(
             "the signing certificate is not for code signing".into(),
         ));
+    }
+    for t in unverified_times {
+        if !valid_at(&leaf, *t) {
+            return Err(VerifyError::Certificate(format!(
+                "a timestamp the bundle carries ({t}) lies outside the signing certificate's validity"
+            )));
+        }
     }
     let issuer_der = chain_to_root(&leaf, root, time)?;
     let issuer = parse(&issuer_der)?;

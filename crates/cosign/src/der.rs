@@ -96,3 +96,54 @@ pub(crate) fn utf8_string(der: &[u8]) -> Option<&str> {
     }
     std::str::from_utf8(tlv.contents).ok()
 }
+
+/// The `genTime` (Unix seconds) of an RFC 3161 TimeStampResp or bare token (CMS ContentInfo
+/// holding SignedData whose encapsulated content is a TSTInfo); `None` when it is not of that
+/// shape. Only read, never trusted: the TSA's signature is not verified here.
+pub(crate) fn rfc3161_gen_time(der: &[u8]) -> Option<i64> {
+    let seq = |tlv: &Tlv<'_>| (tlv.tag == 0x30).then_some(());
+    let (outer, _) = read_tlv(der)?;
+    seq(&outer)?;
+    let mut info = children(outer.contents)?;
+    // TimeStampResp ::= SEQUENCE { status PKIStatusInfo (a SEQUENCE), timeStampToken }
+    if info.first().is_some_and(|t| t.tag == 0x30) {
+        let token = info.get(1)?;
+        seq(token)?;
+        info = children(token.contents)?;
+    }
+    // ContentInfo ::= SEQUENCE { contentType, [0] EXPLICIT SignedData }
+    let signed = info.get(1).filter(|t| t.tag == 0xa0)?;
+    let (signed, _) = read_tlv(signed.contents)?;
+    seq(&signed)?;
+    // SignedData ::= SEQUENCE { version, digestAlgorithms, encapContentInfo, ... }
+    let signed = children(signed.contents)?;
+    let encap = signed.get(2)?;
+    seq(encap)?;
+    let encap = children(encap.contents)?;
+    let explicit = encap.get(1).filter(|t| t.tag == 0xa0)?;
+    let (octets, _) = read_tlv(explicit.contents)?;
+    let (tst, _) = read_tlv(octets.contents).filter(|_| octets.tag == 0x04)?;
+    seq(&tst)?;
+    // TSTInfo ::= SEQUENCE { version, policy, messageImprint, serialNumber, genTime, ... }
+    let tst = children(tst.contents)?;
+    let gen_time = tst.get(4).filter(|t| t.tag == 0x18)?;
+    generalized_time(std::str::from_utf8(gen_time.contents).ok()?)
+}
+
+/// `YYYYMMDDHHMMSS[.fff]Z` as Unix seconds.
+fn generalized_time(text: &str) -> Option<i64> {
+    let digits = text.get(..14)?;
+    if !digits.bytes().all(|b| b.is_ascii_digit()) || !text.ends_with('Z') {
+        return None;
+    }
+    let n = |r: std::ops::Range<usize>| digits.get(r).and_then(|s| s.parse::<u16>().ok());
+    let month = time::Month::try_from(u8::try_from(n(4..6)?).ok()?).ok()?;
+    let date = time::Date::from_calendar_date(i32::from(n(0..4)?), month, u8::try_from(n(6..8)?).ok()?).ok()?;
+    let clock = time::Time::from_hms(
+        u8::try_from(n(8..10)?).ok()?,
+        u8::try_from(n(10..12)?).ok()?,
+        u8::try_from(n(12..14)?).ok()?,
+    )
+    .ok()?;
+    Some(time::PrimitiveDateTime::new(date, clock).assume_utc().unix_timestamp())
+}

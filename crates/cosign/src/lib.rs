@@ -7,14 +7,18 @@
 //! - [`verify_legacy`]: the legacy layout, simple-signing payloads signed in the layer
 //!   annotation `dev.cosignproject.cosign/signature`, with the Rekor bundle annotation when the
 //!   transparency log is required ([`legacy`]);
-//! - [`verify_bundle`]: sigstore bundles v0.1 to v0.3 with a message signature and a Rekor v1
-//!   entry (SET, inclusion proof and signed checkpoint), keyed or keyless (Fulcio chain and
-//!   validity at the integrated time, embedded SCT, SAN and OIDC issuer) ([`bundle`]);
+//! - [`verify_bundle`]: sigstore bundles v0.1 to v0.3 with a message signature or a DSSE
+//!   envelope of an in-toto statement naming the artifact, and a Rekor v1 entry (`hashedrekord`,
+//!   `rekord`, `dsse`, `intoto`: SET, inclusion proof and signed checkpoint), keyed or keyless
+//!   (Fulcio chain and validity at the integrated time, embedded SCT, SAN and OIDC issuer)
+//!   ([`bundle`]). For an image, the artifact is its manifest's bytes (their SHA-256 is the
+//!   digest);
 //! - [`all`] and [`any`] over the verdicts of several attestors.
 //!
-//! Not verified yet, refused as unsupported (fail closed): DSSE envelopes (in-toto
-//! attestations), keyless signatures in the legacy layout, RFC 3161 timestamps and Rekor v2
-//! entries.
+//! Not verified yet, refused as unsupported (fail closed): keyless signatures in the legacy
+//! layout, Rekor v2 entries, and RFC 3161 timestamps as a source of time (a keyless bundle's
+//! time is the SET's; the times of the timestamps it carries are read, unverified, and can
+//! only refuse: each must lie in the certificate's validity).
 //!
 //! # Why a lean implementation on `ring` rather than the `sigstore` crate
 //!

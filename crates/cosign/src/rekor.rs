@@ -120,6 +120,96 @@ pub(crate) fn check_body(body: &[u8], expected: &Expected<'_>) -> Result<(String
     Ok((body.kind, body.api_version))
 }
 
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DsseBody {
+    kind: String,
+    api_version: String,
+    spec: serde_json::Value,
+}
+
+/// Checks that a `dsse` 0.0.1 or `intoto` 0.0.2 body names exactly this envelope's payload,
+/// signature and signer; returns the body's (kind, apiVersion).
+pub(crate) fn check_dsse_body(
+    body: &[u8],
+    envelope: &crate::bundle::Envelope,
+    payload: &[u8],
+    signature: &[u8],
+    signer_der: &[u8],
+) -> Result<(String, String), VerifyError> {
+    let body: DsseBody = serde_json::from_slice(body).map_err(|e| VerifyError::Tlog(format!("entry body: {e}")))?;
+    let str_at = |v: &serde_json::Value, path: &[&str]| -> Option<String> {
+        path.iter()
+            .try_fold(v, |v, k| v.get(k))
+            .and_then(|v| v.as_str())
+            .map(str::to_owned)
+    };
+    let payload_hash = hex(&Sha256::digest(payload));
+    let (hash, signatures) = match (body.kind.as_str(), body.api_version.as_str()) {
+        ("dsse", "0.0.1") => (
+            str_at(&body.spec, &["payloadHash", "value"]),
+            body.spec.get("signatures").and_then(|s| s.as_array()).map(|list| {
+                list.iter()
+                    .map(|s| (str_at(s, &["signature"]), str_at(s, &["verifier"])))
+                    .collect::<Vec<_>>()
+            }),
+        ),
+        ("intoto", "0.0.2") => {
+            let env = body.spec.get("content").and_then(|c| c.get("envelope"));
+            // intoto 0.0.2 stores the envelope's payload and signatures base64 once more.
+            let stored_payload = env
+                .and_then(|e| str_at(e, &["payload"]))
+                .and_then(|p| STANDARD.decode(p).ok())
+                .and_then(|p| String::from_utf8(p).ok());
+            let stored_type = env.and_then(|e| str_at(e, &["payloadType"]));
+            if stored_payload.as_deref() != Some(envelope.payload.as_str())
+                || stored_type.as_deref() != Some(envelope.payload_type.as_str())
+            {
+                return Err(VerifyError::Tlog("the entry holds another DSSE envelope".into()));
+            }
+            (
+                str_at(&body.spec, &["content", "payloadHash", "value"]),
+                env.and_then(|e| e.get("signatures"))
+                    .and_then(|s| s.as_array())
+                    .map(|list| {
+                        list.iter()
+                            .map(|s| {
+                                let sig = str_at(s, &["sig"])
+                                    .and_then(|x| STANDARD.decode(x).ok())
+                                    .and_then(|x| String::from_utf8(x).ok());
+                                (sig, str_at(s, &["publicKey"]))
+                            })
+                            .collect::<Vec<_>>()
+                    }),
+            )
+        }
+        (kind, version) => {
+            return Err(VerifyError::Tlog(format!(
+                "a DSSE envelope in a {kind} {version} entry"
+            )));
+        }
+    };
+    if !hash.is_some_and(|h| h.eq_ignore_ascii_case(&payload_hash)) {
+        return Err(VerifyError::Tlog("the entry is for another DSSE payload".into()));
+    }
+    let signatures = signatures.unwrap_or_default();
+    let [(Some(sig), Some(verifier))] = signatures.as_slice() else {
+        return Err(VerifyError::Tlog(
+            "the entry does not hold exactly one DSSE signature".into(),
+        ));
+    };
+    if STANDARD.decode(sig).ok().as_deref() != Some(signature) {
+        return Err(VerifyError::Tlog("the entry is for another DSSE signature".into()));
+    }
+    let pem = STANDARD
+        .decode(verifier)
+        .map_err(|_| VerifyError::Tlog("entry verifier is not base64".into()))?;
+    if pem_der(&pem).as_deref() != Some(signer_der) {
+        return Err(VerifyError::Tlog("the entry names another key or certificate".into()));
+    }
+    Ok((body.kind, body.api_version))
+}
+
 /// The DER of the one PEM block (key or certificate) in `pem`.
 fn pem_der(pem: &[u8]) -> Option<Vec<u8>> {
     x509_parser::pem::parse_x509_pem(pem).ok().map(|(_, p)| p.contents)
