@@ -24,6 +24,7 @@ struct Inputs {
     keyless: Attestor,
     keyed: Attestor,
     keyed_bundle: Vec<u8>,
+    dsse_bundle: Vec<u8>,
     payload: Vec<u8>,
     signature: String,
     rekor_bundle: String,
@@ -47,6 +48,7 @@ fn inputs() -> Inputs {
             transparency_log: Some(root.clone()),
         },
         keyed_bundle: common::read("sigstore-bundles/managed-key-happy-path/bundle.sigstore.json"),
+        dsse_bundle: common::read("sigstore-bundles/happy-path-intoto-in-dsse-v3/bundle.sigstore.json"),
         payload: STANDARD.decode(v["payload"].as_str().unwrap()).unwrap(),
         signature: v["annotations"]["dev.cosignproject.cosign/signature"]
             .as_str()
@@ -79,6 +81,7 @@ fn originals_verify() {
     let now = common::now();
     assert!(verify_bundle(&i.bundle, &i.artifact, &i.keyless, now).verified());
     assert!(verify_bundle(&i.keyed_bundle, &i.artifact, &i.keyed, now).verified());
+    assert!(verify_bundle(&i.dsse_bundle, &i.artifact, &i.keyless, now).verified());
     assert!(legacy(&i, &i.payload, &i.signature, &i.rekor_bundle));
 }
 
@@ -86,8 +89,10 @@ fn originals_verify() {
 fn truncations_never_panic_nor_pass() {
     let i = inputs();
     let now = common::now();
-    for len in (0..i.bundle.len()).step_by(53) {
-        assert!(!verify_bundle(&i.bundle[..len], &i.artifact, &i.keyless, now).verified());
+    for bundle in [&i.bundle, &i.dsse_bundle] {
+        for len in (0..bundle.len()).step_by(53) {
+            assert!(!verify_bundle(&bundle[..len], &i.artifact, &i.keyless, now).verified());
+        }
     }
     for len in (0..i.rekor_bundle.len()).step_by(7) {
         assert!(!legacy(&i, &i.payload, &i.signature, &i.rekor_bundle[..len]));
@@ -107,9 +112,13 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
     #[test]
-    fn corrupted_bundles_never_panic(at in any::<usize>(), value in any::<u8>(), keyed in any::<bool>()) {
+    fn corrupted_bundles_never_panic(at in any::<usize>(), value in any::<u8>(), which in 0u8..3) {
         let i = inputs();
-        let (bundle, attestor) = if keyed { (&i.keyed_bundle, &i.keyed) } else { (&i.bundle, &i.keyless) };
+        let (bundle, attestor) = match which {
+            0 => (&i.keyed_bundle, &i.keyed),
+            1 => (&i.dsse_bundle, &i.keyless),
+            _ => (&i.bundle, &i.keyless),
+        };
         let corrupted = mutate(bundle, at, value);
         let verdict = verify_bundle(&corrupted, &i.artifact, attestor, common::now());
         // A changed byte may be insignificant (JSON whitespace, an unchecked hint); otherwise refused.
