@@ -43,6 +43,7 @@ fn bench(c: &mut Criterion) {
         payload: payload.as_bytes(),
         signature: &signature,
         bundle: None,
+        certificate: None,
     }];
     assert!(verify_legacy(DIGEST, &layers, &attestor).verified());
     c.bench_function("legacy_p256_verify", |b| {

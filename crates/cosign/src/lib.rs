@@ -6,7 +6,8 @@
 //!
 //! - [`verify_legacy`]: the legacy layout, simple-signing payloads signed in the layer
 //!   annotation `dev.cosignproject.cosign/signature`, with the Rekor bundle annotation when the
-//!   transparency log is required ([`legacy`]);
+//!   transparency log is required, keyed or keyless (the certificate annotation, judged at the
+//!   bundle's integrated time) ([`legacy`]);
 //! - [`verify_bundle`]: sigstore bundles v0.1 to v0.3 with a message signature or a DSSE
 //!   envelope of an in-toto statement naming the artifact, and a Rekor v1 entry (`hashedrekord`,
 //!   `rekord`, `dsse`, `intoto`: SET, inclusion proof and signed checkpoint), keyed or keyless
@@ -15,8 +16,7 @@
 //!   digest);
 //! - [`all`] and [`any`] over the verdicts of several attestors.
 //!
-//! Not verified yet, refused as unsupported (fail closed): keyless signatures in the legacy
-//! layout, Rekor v2 entries, and RFC 3161 timestamps as a source of time (a keyless bundle's
+//! Not verified yet, refused as unsupported (fail closed): Rekor v2 entries, and RFC 3161 timestamps as a source of time (a keyless bundle's
 //! time is the SET's; the times of the timestamps it carries are read, unverified, and can
 //! only refuse: each must lie in the certificate's validity).
 //!
@@ -169,20 +169,20 @@ impl std::fmt::Display for Verdict {
 /// Verifies the legacy layout: the attestor holds when any signature layer of
 /// `image_digest` (`sha256:<hex>`) verifies; otherwise the verdict lists each layer's reason.
 pub fn verify_legacy(image_digest: &str, layers: &[SignatureLayer<'_>], attestor: &Attestor) -> Verdict {
-    let (key, tlog) = match attestor {
-        Attestor::PublicKey { key, transparency_log } => (key, transparency_log.as_ref()),
-        Attestor::Keyless { .. } => {
-            return Verdict::from_result(Err(VerifyError::Unsupported(
-                "keyless signatures in the legacy layout".into(),
-            )));
-        }
-    };
     if layers.is_empty() {
         return Verdict::from_result(Err(VerifyError::malformed("signature manifest", "no signature layers")));
     }
     let mut reasons = Vec::with_capacity(layers.len());
     for (i, layer) in layers.iter().enumerate() {
-        match legacy::verify_layer(image_digest, layer, key, tlog) {
+        let result = match attestor {
+            Attestor::PublicKey { key, transparency_log } => {
+                legacy::verify_layer(image_digest, layer, key, transparency_log.as_ref())
+            }
+            Attestor::Keyless { identity, trusted_root } => {
+                legacy::verify_layer_keyless(image_digest, layer, identity, trusted_root)
+            }
+        };
+        match result {
             Ok(reason) => return Verdict::from_result(Ok(format!("layer {i}: {reason}"))),
             Err(e) => reasons.push(format!("layer {i}: {e}")),
         }

@@ -19,6 +19,7 @@ struct Sig {
     payload: Vec<u8>,
     signature: String,
     bundle: Option<String>,
+    certificate: Option<String>,
 }
 
 fn load_sig(path: &str) -> Sig {
@@ -33,6 +34,7 @@ fn load_sig(path: &str) -> Sig {
             .unwrap_or_default()
             .to_owned(),
         bundle: ann["dev.sigstore.cosign/bundle"].as_str().map(str::to_owned),
+        certificate: ann["dev.sigstore.cosign/certificate"].as_str().map(str::to_owned),
     }
 }
 
@@ -53,6 +55,7 @@ fn layers(sigs: &[Sig]) -> Vec<SignatureLayer<'_>> {
             payload: &s.payload,
             signature: &s.signature,
             bundle: s.bundle.as_deref(),
+            certificate: s.certificate.as_deref(),
         })
         .collect()
 }
@@ -148,6 +151,7 @@ fn unknown_key_rejected() {
         payload: &sig.payload,
         signature: &sig.signature,
         bundle: sig.bundle.as_deref(),
+        certificate: None,
     };
     let v = verify_legacy(&digest, &[layer], &key("cosign.pub"));
     assert!(!v.verified());
@@ -166,6 +170,62 @@ fn certificate_based_out_of_scope_for_keys() {
         assert!(!verdict(dir, &key("cosign.pub")).verified(), "{dir}");
         assert!(!verdict(dir, &key("cosign2.pub")).verified(), "{dir}");
     }
+}
+
+fn keyless(issuer: &str, subject: &str) -> Attestor {
+    Attestor::keyless(
+        issuer,
+        Some(subject),
+        None,
+        &common::read("sigstore-bundles/trusted_root.production.json"),
+    )
+    .unwrap()
+}
+
+#[test]
+fn fulcio_rekor_valid_with_its_identity() {
+    let dir = "dir-img-cosign-fulcio-rekor-valid";
+    // The certificate names its issuer only in the legacy extension 1.3.6.1.4.1.57264.1.1.
+    let v = verdict(dir, &keyless("https://github.com/login/oauth", "mitr@redhat.com"));
+    assert!(v.verified(), "{v}");
+    let v = verdict(dir, &keyless("https://github.com/login/oauth", "someone@example.com"));
+    assert!(!v.verified() && v.reason().contains("identity"), "{v}");
+    let v = verdict(dir, &keyless("https://accounts.google.com", "mitr@redhat.com"));
+    assert!(!v.verified() && v.reason().contains("OIDC issuer"), "{v}");
+    let any_redhat = Attestor::keyless(
+        "https://github.com/login/oauth",
+        None,
+        Some(r"[a-z]+@redhat\.com"),
+        &common::read("sigstore-bundles/trusted_root.production.json"),
+    )
+    .unwrap();
+    assert!(verdict(dir, &any_redhat).verified());
+    // A pattern must match the whole SAN, not a part of it.
+    let partial = Attestor::keyless(
+        "https://github.com/login/oauth",
+        None,
+        Some("redhat"),
+        &common::read("sigstore-bundles/trusted_root.production.json"),
+    )
+    .unwrap();
+    assert!(!verdict(dir, &partial).verified());
+    // Another instance's root (staging): no trusted CA nor log.
+    let staging = Attestor::keyless(
+        "https://github.com/login/oauth",
+        Some("mitr@redhat.com"),
+        None,
+        &common::read("sigstore-bundles/trusted_root.staging.json"),
+    )
+    .unwrap();
+    assert!(!verdict(dir, &staging).verified());
+    // Keyed signatures are not keyless ones.
+    assert!(
+        !verdict(
+            "dir-img-cosign-key-rekor-valid",
+            &keyless("https://github.com/login/oauth", "mitr@redhat.com")
+        )
+        .verified()
+    );
 }
 
 #[test]

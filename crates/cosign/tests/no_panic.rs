@@ -71,6 +71,7 @@ fn legacy(i: &Inputs, payload: &[u8], signature: &str, bundle: &str) -> bool {
         payload,
         signature,
         bundle: Some(bundle),
+        certificate: None,
     };
     verify_legacy(&i.digest, &[layer], &i.legacy).verified()
 }

@@ -139,6 +139,7 @@ fn check(signer: &Signer, attestor: &Attestor, payload: &[u8], signed: &[u8]) ->
         payload,
         signature: &sig,
         bundle: None,
+        certificate: None,
     };
     verify_legacy(DIGEST, &[layer], attestor)
 }
