@@ -147,3 +147,44 @@ fn generalized_time(text: &str) -> Option<i64> {
     .ok()?;
     Some(time::PrimitiveDateTime::new(date, clock).assume_utc().unix_timestamp())
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn ext(oid: &[u8], value_len: usize) -> Vec<u8> {
+        encode(
+            0x30,
+            &[encode(0x06, oid), encode(0x04, &vec![0xab; value_len])].concat(),
+        )
+    }
+
+    #[test]
+    fn removes_only_the_named_extension_and_fixes_lengths() {
+        let (keep, drop) = (&[0x55, 0x1d, 0x0f][..], &[0x2b, 0x06, 0x01][..]);
+        for value_len in [3, 200, 70_000] {
+            let tbs = |exts: &[Vec<u8>]| {
+                encode(
+                    0x30,
+                    &[encode(0x02, &[2]), encode(0xa3, &encode(0x30, &exts.concat()))].concat(),
+                )
+            };
+            let with = tbs(&[ext(keep, 5), ext(drop, value_len), ext(keep, value_len)]);
+            let without = tbs(&[ext(keep, 5), ext(keep, value_len)]);
+            assert_eq!(tbs_without_extension(&with, drop).unwrap(), without);
+            assert_eq!(tbs_without_extension(&without, drop).unwrap(), without);
+        }
+        assert_eq!(tbs_without_extension(&[0x30, 0x05, 0x02], drop), None);
+        assert_eq!(tbs_without_extension(&[], drop), None);
+    }
+
+    #[test]
+    fn generalized_times() {
+        assert_eq!(generalized_time("20230201000000Z"), Some(1_675_209_600));
+        assert_eq!(generalized_time("20230201000000.123Z"), Some(1_675_209_600));
+        assert_eq!(generalized_time("20231301000000Z"), None);
+        assert_eq!(generalized_time("2023020100000Z"), None);
+        assert_eq!(generalized_time("20230201000000"), None);
+    }
+}

@@ -354,3 +354,83 @@ pub(crate) struct AnnotationPayload {
     #[serde(rename = "logID")]
     pub log_id: String,
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
+mod tests {
+    use super::*;
+
+    /// RFC 6962 MTH over leaf hashes.
+    fn root(leaves: &[[u8; 32]]) -> [u8; 32] {
+        if leaves.len() == 1 {
+            return leaves[0];
+        }
+        let k = split(leaves.len());
+        node(&root(&leaves[..k]), &root(&leaves[k..]))
+    }
+
+    /// The largest power of two below `n`.
+    fn split(n: usize) -> usize {
+        let mut k = 1;
+        while k * 2 < n {
+            k *= 2;
+        }
+        k
+    }
+
+    /// RFC 6962 PATH(m, D[n]).
+    fn path(m: usize, leaves: &[[u8; 32]]) -> Vec<[u8; 32]> {
+        if leaves.len() == 1 {
+            return Vec::new();
+        }
+        let k = split(leaves.len());
+        if m < k {
+            let mut p = path(m, &leaves[..k]);
+            p.push(root(&leaves[k..]));
+            p
+        } else {
+            let mut p = path(m - k, &leaves[k..]);
+            p.push(root(&leaves[..k]));
+            p
+        }
+    }
+
+    #[test]
+    fn inclusion_proofs_of_every_leaf_of_small_trees() {
+        for size in 1..=33usize {
+            let leaves: Vec<[u8; 32]> = (0..size).map(|i| leaf_hash(&i.to_be_bytes())).collect();
+            let want = root(&leaves);
+            for index in 0..size {
+                let proof = path(index, &leaves);
+                let got = root_from_proof(index as u64, size as u64, leaves[index], &proof);
+                assert_eq!(got, Some(want), "size {size} index {index}");
+                // Another leaf, a shortened or lengthened proof, another index: never the root.
+                let other = leaf_hash(b"other");
+                assert_ne!(root_from_proof(index as u64, size as u64, other, &proof), Some(want));
+                if !proof.is_empty() {
+                    let short = &proof[..proof.len() - 1];
+                    assert_ne!(
+                        root_from_proof(index as u64, size as u64, leaves[index], short),
+                        Some(want)
+                    );
+                }
+                let mut long = proof.clone();
+                long.push([7; 32]);
+                assert_ne!(
+                    root_from_proof(index as u64, size as u64, leaves[index], &long),
+                    Some(want)
+                );
+            }
+            assert_eq!(root_from_proof(size as u64, size as u64, leaves[0], &[]), None);
+        }
+    }
+
+    #[test]
+    fn set_payload_is_canonical() {
+        let p = set_payload("Ym9keQ==", 1674251859, "c0d2", 11608800);
+        assert_eq!(
+            std::str::from_utf8(&p).unwrap(),
+            r#"{"body":"Ym9keQ==","integratedTime":1674251859,"logID":"c0d2","logIndex":11608800}"#
+        );
+    }
+}
