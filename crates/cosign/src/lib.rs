@@ -20,6 +20,30 @@
 //! time is the SET's; the times of the timestamps it carries are read, unverified, and can
 //! only refuse: each must lie in the certificate's validity).
 //!
+//! # Example
+//!
+//! ```
+//! use portcullis_cosign::{Attestor, SignatureLayer, verify_legacy};
+//!
+//! // An attestor document's `publicKey` (and, with `transparencyLogEnabled`, its
+//! // `transparencyLogOptions.publicKey` as the second argument).
+//! let pem = "-----BEGIN PUBLIC KEY-----
+//! MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEwOkOF9xpfG8ghueIhnZ66ooujwt1
+//! +ReV3HupgKnGFYnEh3Hh1YTg5L6kN1Yakkt5WltRoav8/R3hpCtUO3Rldw==
+//! -----END PUBLIC KEY-----";
+//! let attestor = Attestor::public_key(pem, None)?;
+//! // Each layer of the image's `sha256-<hex>.sig` manifest, as the registry client found it.
+//! let layer = SignatureLayer {
+//!     payload: br#"{"critical":{}}"#,
+//!     signature: "MEUCIQ==",
+//!     ..Default::default()
+//! };
+//! let verdict = verify_legacy("sha256:0489474da8ea22426ece86ace6c1c0026ab2fd3cdfbbd62b7e94650266c37d9a", &[layer], &attestor);
+//! assert!(!verdict.verified());
+//! assert_eq!(verdict.reason(), "layer 0: the signature over the payload with the attestor's key does not verify");
+//! # Ok::<(), portcullis_cosign::VerifyError>(())
+//! ```
+//!
 //! # Why a lean implementation on `ring` rather than the `sigstore` crate
 //!
 //! Measured side by side (criterion, 2026-12-06 22:49 UTC, shared 2-vCPU Intel Xeon VM, load
