@@ -106,8 +106,10 @@ pub fn verify_layer_keyless(
 }
 
 fn decode_signature(layer: &SignatureLayer<'_>) -> Result<Vec<u8>, VerifyError> {
+    // Line breaks are skipped, as Go's base64 decoder (and so cosign) skips them.
+    let text: String = layer.signature.chars().filter(|c| !matches!(c, '\r' | '\n')).collect();
     STANDARD
-        .decode(layer.signature.trim())
+        .decode(text.trim())
         .map_err(|e| VerifyError::malformed("signature annotation", format!("bad base64: {e}")))
 }
 
