@@ -353,10 +353,11 @@ impl Client {
             (Some(h), None) => h.to_owned(),
             (None, _) => return Err(Error::Unauthorized(format!("{host}: token realm {realm:?} has no host"))),
         };
-        // Credentials go to the realm: never in plain text off this host unless configured.
+        // Credentials go to the realm: in plain text only to a loopback or configured insecure
+        // realm host (whatever the registry's own host is).
         match realm_url.scheme() {
             "https" => {}
-            "http" if self.plain_http_allowed(&realm_host) || self.plain_http_allowed(host) => {}
+            "http" if self.plain_http_allowed(&realm_host) => {}
             _ => {
                 return Err(Error::Unauthorized(format!(
                     "{host}: token realm {realm:?} is not https"
@@ -600,4 +601,37 @@ fn redact_url(url: &Url) -> String {
     let mut copy = url.clone();
     copy.set_query(None);
     copy.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_http_only_for_loopback_and_configured_registries() -> Result<(), Error> {
+        let client = Client::new(ClientConfig {
+            insecure_registries: vec!["registry.lan:5000".into()],
+            ..ClientConfig::default()
+        })?;
+        let url = |text: &str| -> Result<String, Error> {
+            Ok(client.url(&Reference::parse(text)?, "manifests/x")?.to_string())
+        };
+        assert_eq!(url("ghcr.io/a/b")?, "https://ghcr.io/v2/a/b/manifests/x");
+        assert_eq!(url("nginx")?, "https://registry-1.docker.io/v2/library/nginx/manifests/x");
+        assert_eq!(url("registry.lan:5000/a")?, "http://registry.lan:5000/v2/a/manifests/x");
+        assert_eq!(url("registry.lan/a")?, "https://registry.lan/v2/a/manifests/x");
+        assert_eq!(url("localhost:5000/a")?, "http://localhost:5000/v2/a/manifests/x");
+        assert_eq!(url("127.0.0.1:5000/a")?, "http://127.0.0.1:5000/v2/a/manifests/x");
+        assert_eq!(url("[::1]:5000/a")?, "http://[::1]:5000/v2/a/manifests/x");
+        Ok(())
+    }
+
+    #[test]
+    fn registry_error_bodies_are_quoted_briefly() {
+        assert_eq!(
+            registry_error_text(br#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"unknown"}]}"#),
+            ": MANIFEST_UNKNOWN unknown"
+        );
+        assert_eq!(registry_error_text(b"<html>"), "");
+    }
 }
