@@ -233,7 +233,10 @@ mod tests {
         assert_eq!(parse_challenge("Bearer service=x"), None);
         assert_eq!(parse_challenge("Negotiate abc"), None);
         assert_eq!(parse_challenge(""), None);
-        assert_eq!(parse_challenge("Bearer realm=\"unterminated"), parse_challenge("Bearer realm=unterminated"));
+        assert_eq!(
+            parse_challenge("Bearer realm=\"unterminated"),
+            parse_challenge("Bearer realm=unterminated")
+        );
     }
 
     #[test]

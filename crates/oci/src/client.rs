@@ -71,7 +71,10 @@ impl std::fmt::Debug for ClientConfig {
             .field("max_signature_layer_bytes", &self.max_signature_layer_bytes)
             .field("max_signature_layers", &self.max_signature_layers)
             .field("insecure_registries", &self.insecure_registries)
-            .field("extra_ca_pem", &self.extra_ca_pem.as_ref().map(|pem| format!("{} bytes", pem.len())))
+            .field(
+                "extra_ca_pem",
+                &self.extra_ca_pem.as_ref().map(|pem| format!("{} bytes", pem.len())),
+            )
             .field("credentials", &self.credentials)
             .field("user_agent", &self.user_agent)
             .finish()
@@ -147,9 +150,7 @@ impl Client {
             let mut added = 0_usize;
             for cert in CertificateDer::pem_slice_iter(pem) {
                 let cert = cert.map_err(|e| Error::Config(format!("extra CA: {e}")))?;
-                roots
-                    .add(cert)
-                    .map_err(|e| Error::Config(format!("extra CA: {e}")))?;
+                roots.add(cert).map_err(|e| Error::Config(format!("extra CA: {e}")))?;
                 added += 1;
             }
             if added == 0 {
@@ -164,7 +165,10 @@ impl Client {
         let redirects = reqwest::redirect::Policy::custom(|attempt| {
             // Never downgrade: a redirect from https to http would expose the request.
             let downgrade = attempt.url().scheme() != "https"
-                && attempt.previous().last().is_some_and(|previous| previous.scheme() == "https");
+                && attempt
+                    .previous()
+                    .last()
+                    .is_some_and(|previous| previous.scheme() == "https");
             if attempt.previous().len() >= MAX_REDIRECTS {
                 attempt.error("too many redirects")
             } else if downgrade {
@@ -313,7 +317,11 @@ impl Client {
                         lock(&self.inner.auth).set_basic(&host);
                         authorization = Some(basic);
                     }
-                    Some(Challenge::Bearer { realm, service, scope: asked }) => {
+                    Some(Challenge::Bearer {
+                        realm,
+                        service,
+                        scope: asked,
+                    }) => {
                         let token_scope = asked.unwrap_or_else(|| scope.clone());
                         let (token, lifetime) = self
                             .fetch_token(&host, credential, &realm, service.as_deref(), &token_scope)
@@ -351,7 +359,11 @@ impl Client {
         let realm_host = match (realm_url.host_str(), realm_url.port()) {
             (Some(h), Some(p)) => format!("{h}:{p}"),
             (Some(h), None) => h.to_owned(),
-            (None, _) => return Err(Error::Unauthorized(format!("{host}: token realm {realm:?} has no host"))),
+            (None, _) => {
+                return Err(Error::Unauthorized(format!(
+                    "{host}: token realm {realm:?} has no host"
+                )));
+            }
         };
         // Credentials go to the realm: in plain text only to a loopback or configured insecure
         // realm host (whatever the registry's own host is).
@@ -617,7 +629,10 @@ mod tests {
             Ok(client.url(&Reference::parse(text)?, "manifests/x")?.to_string())
         };
         assert_eq!(url("ghcr.io/a/b")?, "https://ghcr.io/v2/a/b/manifests/x");
-        assert_eq!(url("nginx")?, "https://registry-1.docker.io/v2/library/nginx/manifests/x");
+        assert_eq!(
+            url("nginx")?,
+            "https://registry-1.docker.io/v2/library/nginx/manifests/x"
+        );
         assert_eq!(url("registry.lan:5000/a")?, "http://registry.lan:5000/v2/a/manifests/x");
         assert_eq!(url("registry.lan/a")?, "https://registry.lan/v2/a/manifests/x");
         assert_eq!(url("localhost:5000/a")?, "http://localhost:5000/v2/a/manifests/x");

@@ -44,7 +44,9 @@ impl Digest {
         if &actual == self {
             Ok(())
         } else {
-            Err(Error::Invalid(format!("digest mismatch: expected {self}, content is {actual}")))
+            Err(Error::Invalid(format!(
+                "digest mismatch: expected {self}, content is {actual}"
+            )))
         }
     }
 

@@ -180,7 +180,10 @@ impl Manifest {
     /// The document as an image manifest; `Invalid` when it is not one.
     pub fn image(&self) -> Result<ImageManifest, Error> {
         if self.is_index() {
-            return Err(Error::Invalid(format!("{} is an index, not an image manifest", self.digest)));
+            return Err(Error::Invalid(format!(
+                "{} is an index, not an image manifest",
+                self.digest
+            )));
         }
         let manifest: ImageManifest = serde_json::from_slice(&self.bytes)
             .map_err(|e| Error::Invalid(format!("manifest {}: {e}", self.digest)))?;

@@ -276,7 +276,10 @@ impl Client {
                 .map_err(|e| Error::Invalid(format!("{reference}: upload Location: {e}")))?;
             url.query_pairs_mut().append_pair("digest", digest.as_str());
             let mut headers = HeaderMap::new();
-            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            );
             self.send(Request {
                 method: Method::PUT,
                 reference,

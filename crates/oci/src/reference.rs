@@ -259,8 +259,7 @@ pub(crate) fn is_loopback(registry: &str) -> bool {
         Some(rest) => rest.split(']').next().unwrap_or_default(),
         None => registry.split(':').next().unwrap_or_default(),
     };
-    host.eq_ignore_ascii_case("localhost")
-        || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 #[cfg(test)]
@@ -292,7 +291,10 @@ mod tests {
     #[test]
     fn registries_tags_and_digests() {
         let r = parse("127.0.0.1:5000/team/app:v1.2");
-        assert_eq!((r.registry(), r.repository(), r.tag()), ("127.0.0.1:5000", "team/app", Some("v1.2")));
+        assert_eq!(
+            (r.registry(), r.repository(), r.tag()),
+            ("127.0.0.1:5000", "team/app", Some("v1.2"))
+        );
         let r = parse(&format!("ghcr.io/a/b@{D}"));
         assert_eq!((r.tag(), r.digest().map(Digest::as_str)), (None, Some(D)));
         assert_eq!(r.manifest_reference(), D);

@@ -1,7 +1,13 @@
 //! The client against in-process fake registries: the bearer-token flow (docker-registry's
 //! token auth needs a JWT issuer), and registries that send wrong content or headers.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, missing_docs)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    missing_docs
+)]
 
 mod common;
 
@@ -120,7 +126,10 @@ async fn bearer_flow_with_basic_credentials() {
     assert_eq!(seen.token_requests.load(Ordering::SeqCst), 1);
     let queries = seen.token_queries.lock().unwrap().clone();
     assert!(queries[0].contains("service=fake.registry"), "{queries:?}");
-    assert!(queries[0].contains("scope=repository%3Ateam%2Fapp%3Apull"), "{queries:?}");
+    assert!(
+        queries[0].contains("scope=repository%3Ateam%2Fapp%3Apull"),
+        "{queries:?}"
+    );
     let authorizations = seen.registry_authorizations.lock().unwrap().clone();
     assert_eq!(authorizations, ["", "Bearer good-token", "Bearer good-token"]);
     // An unknown tag behind the token is NotFound, not an auth failure.
@@ -147,7 +156,10 @@ async fn bearer_flow_refused() {
     assert_eq!(error.kind(), ErrorKind::Unauthorized, "{error}");
     assert!(!error.to_string().contains("guess"));
     let anonymous = with_credential(&host, None);
-    assert_eq!(anonymous.resolve(&target).await.unwrap_err().kind(), ErrorKind::Unauthorized);
+    assert_eq!(
+        anonymous.resolve(&target).await.unwrap_err().kind(),
+        ErrorKind::Unauthorized
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -156,7 +168,10 @@ async fn a_token_realm_in_plain_text_off_host_is_refused() {
     let address = serve(|_| async {
         response(
             401,
-            &[("www-authenticate", r#"Bearer realm="http://auth.example/token",service="x""#)],
+            &[(
+                "www-authenticate",
+                r#"Bearer realm="http://auth.example/token",service="x""#,
+            )],
             "",
         )
     })
@@ -178,7 +193,10 @@ async fn lying_registry() -> String {
         match path.as_str() {
             "/v2/lie/manifests/wrong-header" => response(
                 200,
-                &[("content-type", OCI_MANIFEST), ("docker-content-digest", other.as_str())],
+                &[
+                    ("content-type", OCI_MANIFEST),
+                    ("docker-content-digest", other.as_str()),
+                ],
                 MANIFEST,
             ),
             "/v2/lie/manifests/bad-header" => response(
@@ -191,7 +209,9 @@ async fn lying_registry() -> String {
             "/v2/lie/manifests/v1" => response(200, &[("content-type", OCI_MANIFEST)], MANIFEST),
             "/v2/lie/manifests/down" => response(503, &[], "maintenance"),
             "/v2/lie/manifests/forbidden" => response(403, &[], r#"{"errors":[{"code":"DENIED"}]}"#),
-            p if p == format!("/v2/lie/manifests/{other}") => response(200, &[("content-type", OCI_MANIFEST)], MANIFEST),
+            p if p == format!("/v2/lie/manifests/{other}") => {
+                response(200, &[("content-type", OCI_MANIFEST)], MANIFEST)
+            }
             p if p == format!("/v2/lie/blobs/{good}") => response(200, &[], "not the blob"),
             _ => response(404, &[], ""),
         }
@@ -222,15 +242,24 @@ async fn wrong_content_is_invalid() {
     // Asked by digest, served other bytes.
     let other = Digest::of(b"something else");
     let lie = reference(&format!("{host}/lie@{other}"));
-    assert_eq!(client.fetch_manifest(&lie).await.unwrap_err().kind(), ErrorKind::Invalid);
+    assert_eq!(
+        client.fetch_manifest(&lie).await.unwrap_err().kind(),
+        ErrorKind::Invalid
+    );
     let blob = client
         .fetch_blob(&at("v1"), &Digest::of(MANIFEST.as_bytes()), 1024)
         .await
         .unwrap_err();
     assert_eq!(blob.kind(), ErrorKind::Invalid, "{blob}");
     assert!(blob.to_string().contains("digest mismatch"), "{blob}");
-    assert_eq!(client.resolve(&at("down")).await.unwrap_err().kind(), ErrorKind::Unavailable);
-    assert_eq!(client.resolve(&at("forbidden")).await.unwrap_err().kind(), ErrorKind::Denied);
+    assert_eq!(
+        client.resolve(&at("down")).await.unwrap_err().kind(),
+        ErrorKind::Unavailable
+    );
+    assert_eq!(
+        client.resolve(&at("forbidden")).await.unwrap_err().kind(),
+        ErrorKind::Denied
+    );
     // A body that cannot be a signature manifest.
     let sig_target = reference(&format!("{host}/lie@{}", Digest::of(b"img")));
     assert!(client.cosign_signatures(&sig_target).await.unwrap().is_none());
@@ -242,5 +271,8 @@ fn an_unreadable_extra_ca_is_a_configuration_error() {
         extra_ca_pem: Some(b"not a pem".to_vec()),
         ..ClientConfig::default()
     };
-    assert_eq!(portcullis_oci::Client::new(bad_ca).unwrap_err().kind(), ErrorKind::Config);
+    assert_eq!(
+        portcullis_oci::Client::new(bad_ca).unwrap_err().kind(),
+        ErrorKind::Config
+    );
 }

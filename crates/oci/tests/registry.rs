@@ -3,7 +3,13 @@
 //! auth, not found, registry down, a registry that never answers, cosign's `.sig` manifest and
 //! the referrers tag schema.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, missing_docs)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    missing_docs
+)]
 
 mod common;
 
@@ -40,8 +46,20 @@ async fn push_then_resolve_tag_to_digest() {
 async fn multi_arch_index_resolves_to_the_index_digest() {
     let registry = Registry::start().await.unwrap();
     let client = client();
-    let amd = push_image(&client, &reference(&format!("{}/multi/app:amd64", registry.host())), "a", "amd64").await;
-    let arm = push_image(&client, &reference(&format!("{}/multi/app:arm64", registry.host())), "b", "arm64").await;
+    let amd = push_image(
+        &client,
+        &reference(&format!("{}/multi/app:amd64", registry.host())),
+        "a",
+        "amd64",
+    )
+    .await;
+    let arm = push_image(
+        &client,
+        &reference(&format!("{}/multi/app:arm64", registry.host())),
+        "b",
+        "arm64",
+    )
+    .await;
     let target = reference(&format!("{}/multi/app:latest", registry.host()));
     let (index_digest, index_bytes) = push_index(&client, &target, &[(&amd, "amd64"), (&arm, "arm64")]).await;
     assert_eq!(client.resolve(&target).await.unwrap(), index_digest);
@@ -65,22 +83,41 @@ async fn fetch_manifest_and_blob_verified() {
     let image = push_image(&client, &target, "fetch", "amd64").await;
     let by_digest = target.with_digest(image.digest.clone());
     let manifest = client.fetch_manifest(&by_digest).await.unwrap();
-    assert_eq!((manifest.digest.clone(), manifest.bytes.clone()), (image.digest.clone(), image.manifest.clone()));
+    assert_eq!(
+        (manifest.digest.clone(), manifest.bytes.clone()),
+        (image.digest.clone(), image.manifest.clone())
+    );
     assert_eq!(manifest.media_type, OCI_MANIFEST);
     let parsed = manifest.image().unwrap();
     assert_eq!(parsed.layers.len(), 1);
-    let layer = client.fetch_blob(&target, &parsed.layers[0].digest, 1 << 20).await.unwrap();
+    let layer = client
+        .fetch_blob(&target, &parsed.layers[0].digest, 1 << 20)
+        .await
+        .unwrap();
     assert_eq!(layer, image.layer);
-    let config = client.fetch_blob(&target, &parsed.config.digest, 1 << 20).await.unwrap();
+    let config = client
+        .fetch_blob(&target, &parsed.config.digest, 1 << 20)
+        .await
+        .unwrap();
     assert_eq!(config, image.config);
     // The size cap holds, whatever the blob.
-    let capped = client.fetch_blob(&target, &parsed.layers[0].digest, 4).await.unwrap_err();
+    let capped = client
+        .fetch_blob(&target, &parsed.layers[0].digest, 4)
+        .await
+        .unwrap_err();
     assert_eq!(capped.kind(), ErrorKind::Invalid, "{capped}");
     // A digest the registry does not hold.
     let missing = Digest::of(b"never pushed");
-    assert_eq!(client.fetch_blob(&target, &missing, 1024).await.unwrap_err().kind(), ErrorKind::NotFound);
     assert_eq!(
-        client.fetch_manifest(&target.with_digest(missing)).await.unwrap_err().kind(),
+        client.fetch_blob(&target, &missing, 1024).await.unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    assert_eq!(
+        client
+            .fetch_manifest(&target.with_digest(missing))
+            .await
+            .unwrap_err()
+            .kind(),
         ErrorKind::NotFound
     );
 }
@@ -95,7 +132,10 @@ async fn unknown_tag_and_repository_are_not_found() {
     let error = client.resolve(&unknown_tag).await.unwrap_err();
     assert!(matches!(error, Error::NotFound(_)), "{error}");
     let unknown_repo = reference(&format!("{}/nobody/here:v1", registry.host()));
-    assert_eq!(client.fetch_manifest(&unknown_repo).await.unwrap_err().kind(), ErrorKind::NotFound);
+    assert_eq!(
+        client.fetch_manifest(&unknown_repo).await.unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
     // No signatures and no referrers are answers, not errors.
     assert!(client.cosign_signatures(&target).await.unwrap().is_none());
     let referrers = client.referrers(&target, None).await.unwrap();
@@ -175,14 +215,17 @@ async fn a_registry_that_never_answers_hits_the_deadline() {
         };
         let took = started.elapsed();
         assert!(matches!(error, Error::DeadlineExceeded(d) if d == deadline), "{error}");
-        assert!(took >= deadline && took < deadline + Duration::from_millis(500), "{took:?}");
+        assert!(
+            took >= deadline && took < deadline + Duration::from_millis(500),
+            "{took:?}"
+        );
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn per_registry_concurrency_is_limited() {
     // A listener that never answers holds every request in flight; with one permit per host
-    // a second concurrent call waits for the first rather than opening a second connection.
+    // a second call waits for the first rather than opening a second connection.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let (accepted_tx, mut accepted_rx) = tokio::sync::mpsc::channel::<()>(16);
@@ -194,19 +237,25 @@ async fn per_registry_concurrency_is_limited() {
         }
     });
     let client = client_with(ClientConfig {
-        deadline: Duration::from_millis(700),
+        deadline: Duration::from_millis(1500),
         max_concurrency_per_registry: 1,
         ..ClientConfig::default()
     });
     let target = reference(&format!("{address}/slow/app:v1"));
-    let (a, b) = tokio::join!(client.resolve(&target), client.resolve(&target));
-    assert_eq!(a.unwrap_err().kind(), ErrorKind::DeadlineExceeded);
-    assert_eq!(b.unwrap_err().kind(), ErrorKind::DeadlineExceeded);
-    let mut connections = 0;
-    while accepted_rx.try_recv().is_ok() {
-        connections += 1;
-    }
-    assert_eq!(connections, 1);
+    let first = tokio::spawn({
+        let (client, target) = (client.clone(), target.clone());
+        async move { client.resolve(&target).await }
+    });
+    accepted_rx.recv().await.unwrap();
+    let second = tokio::spawn(async move { client.resolve(&target).await });
+    // While the first holds the one permit, the second does not connect.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(
+        accepted_rx.try_recv().is_err(),
+        "a second connection while the first is in flight"
+    );
+    assert_eq!(first.await.unwrap().unwrap_err().kind(), ErrorKind::DeadlineExceeded);
+    assert_eq!(second.await.unwrap().unwrap_err().kind(), ErrorKind::DeadlineExceeded);
 }
 
 /// A simple-signing payload as cosign writes it.
@@ -239,9 +288,10 @@ async fn legacy_cosign_signature_manifest_is_listed_with_its_layers() {
         let payload = Bytes::from([payload.as_ref(), b"\n", signer.as_bytes()].concat());
         client.push_blob(&target, payload.clone()).await.unwrap();
         let mut descriptor = Descriptor::of(COSIGN_SIMPLE_SIGNING, &payload);
-        descriptor
-            .annotations
-            .insert(COSIGN_SIGNATURE_ANNOTATION.into(), format!("MEUCIQ-{signer}-signature=="));
+        descriptor.annotations.insert(
+            COSIGN_SIGNATURE_ANNOTATION.into(),
+            format!("MEUCIQ-{signer}-signature=="),
+        );
         layers.push(descriptor);
         payloads.push(payload);
     }
@@ -278,14 +328,20 @@ async fn legacy_cosign_signature_manifest_is_listed_with_its_layers() {
     }
     // By digest too.
     let pinned = target.with_digest(image.digest.clone());
-    assert_eq!(client.cosign_signatures(&pinned).await.unwrap().unwrap().layers.len(), 2);
+    assert_eq!(
+        client.cosign_signatures(&pinned).await.unwrap().unwrap().layers.len(),
+        2
+    );
 
     // More layers than allowed is refused, not read.
     let strict = client_with(ClientConfig {
         max_signature_layers: 1,
         ..ClientConfig::default()
     });
-    assert_eq!(strict.cosign_signatures(&target).await.unwrap_err().kind(), ErrorKind::Invalid);
+    assert_eq!(
+        strict.cosign_signatures(&target).await.unwrap_err().kind(),
+        ErrorKind::Invalid
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -339,12 +395,20 @@ async fn referrers_fall_back_to_the_tag_schema() {
     };
     let index_bytes = Bytes::from(serde_json::to_vec(&index).unwrap());
     client
-        .push_manifest(&target.with_tag(&image.digest.tag_form()).unwrap(), OCI_INDEX, index_bytes)
+        .push_manifest(
+            &target.with_tag(&image.digest.tag_form()).unwrap(),
+            OCI_INDEX,
+            index_bytes,
+        )
         .await
         .unwrap();
 
     let all = client.referrers(&target, None).await.unwrap();
-    assert_eq!(all.source, ReferrersSource::TagSchema, "docker-registry 2.8 has no referrers API");
+    assert_eq!(
+        all.source,
+        ReferrersSource::TagSchema,
+        "docker-registry 2.8 has no referrers API"
+    );
     assert_eq!(all.subject, image.digest);
     assert_eq!(all.descriptors, referrer_descriptors);
     let bundles = client
