@@ -248,4 +248,12 @@ mod tests {
         );
         assert!(text.contains("alice") && !text.contains("s3cret") && !text.contains("tok3n"));
     }
+
+    proptest::proptest! {
+        #[test]
+        fn challenge_parsing_never_panics(text in "\\PC{0,200}") {
+            let _ = parse_challenge(&text);
+            let _ = parse_challenge(&format!("Bearer {text}"));
+        }
+    }
 }

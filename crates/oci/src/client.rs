@@ -309,6 +309,7 @@ impl Client {
                 drop(permit);
                 match challenge {
                     Some(Challenge::Basic) => {
+                        tracing::debug!(host = %host, "registry asks for basic auth");
                         let Some(basic) = credential.and_then(Credential::basic_header) else {
                             return Err(Error::Unauthorized(format!(
                                 "{host}: basic auth asked and no username/password configured"
@@ -323,6 +324,7 @@ impl Client {
                         scope: asked,
                     }) => {
                         let token_scope = asked.unwrap_or_else(|| scope.clone());
+                        tracing::debug!(host = %host, realm = %realm, scope = %token_scope, "fetching a bearer token");
                         let (token, lifetime) = self
                             .fetch_token(&host, credential, &realm, service.as_deref(), &token_scope)
                             .await?;

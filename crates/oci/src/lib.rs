@@ -21,17 +21,20 @@
 //!
 //! ## Why a lean client on reqwest rather than the `oci-client` crate
 //!
-//! `oci-client` (the maintained successor of `oci-distribution`) does the auth flow and has a
-//! referrers call, but it is shaped for pulling whole images: its errors do not separate the
-//! kinds callers act on here (a registry that is down from one that refuses), it has no
-//! deadline covering a whole call (token fetch and redirects included), no per-registry
-//! concurrency limit, plain HTTP only by an explicit list (not loopback as Docker does), no
-//! referrers tag-schema fallback and no cosign `.sig` listing, so most of this crate would be
-//! wrapping and re-checking it. The protocol subset needed is small (about ten requests), so
-//! this crate speaks it directly over `reqwest` (already the usual HTTP client; rustls with
-//! our own ring configuration, redirects without credentials across hosts), which keeps every
-//! limit, timeout and error mapping in view. hyper-util's client was the other candidate; it
-//! would have meant writing the TLS connector and redirect handling too.
+//! `oci-client` (the maintained successor of `oci-distribution`, itself on reqwest) does the
+//! bearer flow and has a referrers call with the tag-schema fallback, but it is shaped for
+//! pulling whole images and leaves out what an admission service needs around each call: its
+//! errors mirror the protocol (a `reqwest::Error` wrapper, registry error codes) rather than
+//! the kinds callers act on here (a registry that is down from one that refuses); it has read
+//! and connect timeouts but no deadline covering a whole call (token fetch, redirects, body);
+//! no per-registry concurrency limit (its limits are per image pull); plain HTTP only by an
+//! explicit list, not for loopback as Docker does; manifest bodies are read whole without a
+//! size cap; and no cosign `.sig` listing. Most of this crate would be wrapping and
+//! re-checking it. The protocol subset needed is small (about ten requests), so this crate
+//! speaks it directly over `reqwest` (rustls with our own ring configuration; redirects drop
+//! Authorization across hosts), which keeps every limit, timeout and error mapping in view.
+//! hyper-util's client, already in the workspace, was the other candidate; it would have
+//! meant writing a TLS connector and redirect handling as well.
 
 mod auth;
 mod client;

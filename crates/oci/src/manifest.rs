@@ -217,3 +217,37 @@ impl Manifest {
         serde_json::from_slice::<Probe>(bytes).ok().and_then(|p| p.media_type)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    proptest::proptest! {
+        #[test]
+        fn any_bytes_parse_or_are_invalid(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..300), index in proptest::bool::ANY) {
+            let media_type = if index { OCI_INDEX } else { "application/json" };
+            let manifest = Manifest { digest: Digest::of(&bytes), media_type: media_type.into(), bytes: Bytes::from(bytes) };
+            let _ = manifest.is_index();
+            if let Err(error) = manifest.image() {
+                proptest::prop_assert_eq!(error.kind(), crate::ErrorKind::Invalid);
+            }
+            if let Err(error) = manifest.index() {
+                proptest::prop_assert_eq!(error.kind(), crate::ErrorKind::Invalid);
+            }
+        }
+    }
+
+    #[test]
+    fn descriptors_round_trip() -> Result<(), serde_json::Error> {
+        let mut descriptor = Descriptor::of(COSIGN_SIMPLE_SIGNING, b"payload");
+        descriptor
+            .annotations
+            .insert(COSIGN_SIGNATURE_ANNOTATION.into(), "c2ln".into());
+        let text = serde_json::to_string(&descriptor)?;
+        assert!(text.contains(r#""mediaType":"application/vnd.dev.cosign.simplesigning.v1+json""#));
+        assert_eq!(serde_json::from_str::<Descriptor>(&text)?, descriptor);
+        // A descriptor with a bad digest does not parse.
+        assert!(serde_json::from_str::<Descriptor>(r#"{"mediaType":"x","digest":"md5:0","size":1}"#).is_err());
+        Ok(())
+    }
+}

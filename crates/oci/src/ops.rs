@@ -196,6 +196,10 @@ impl Client {
                     (index, ReferrersSource::Api)
                 }
                 Err(Error::NotFound(_)) => {
+                    tracing::debug!(
+                        registry = image.registry(),
+                        "no referrers API; trying the referrers tag schema"
+                    );
                     let tag_ref = image.with_tag(&subject.tag_form())?;
                     match self.get_manifest(&tag_ref).await {
                         Ok(manifest) => (manifest.index()?, ReferrersSource::TagSchema),
@@ -334,7 +338,10 @@ impl Client {
     /// Tags the manifest `source` names (by digest or tag) as `tag` in the same repository.
     pub async fn tag(&self, source: &Reference, tag: &str) -> Result<Digest, Error> {
         let target = source.with_tag(tag)?;
-        let manifest = self.fetch_manifest(source).await?;
-        self.push_manifest(&target, &manifest.media_type, manifest.bytes).await
+        self.within(async {
+            let manifest = self.get_manifest(source).await?;
+            self.push_manifest(&target, &manifest.media_type, manifest.bytes).await
+        })
+        .await
     }
 }

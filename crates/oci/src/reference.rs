@@ -330,4 +330,22 @@ mod tests {
         }
         assert!(valid_component("a__b") && valid_component("a---b") && !valid_component("a___b"));
     }
+
+    proptest::proptest! {
+        #[test]
+        fn never_panics_and_round_trips(text in "\\PC{0,80}") {
+            if let Ok(reference) = Reference::parse(&text) {
+                let again = Reference::parse(&reference.to_string());
+                proptest::prop_assert_eq!(again.ok(), Some(reference));
+            }
+        }
+
+        #[test]
+        fn reference_like_text(text in "[a-z0-9.:/@_-]{0,40}(:[a-zA-Z0-9._-]{0,10})?") {
+            if let Ok(reference) = Reference::parse(&text) {
+                let again = Reference::parse(&reference.to_string());
+                proptest::prop_assert_eq!(again.ok(), Some(reference));
+            }
+        }
+    }
 }

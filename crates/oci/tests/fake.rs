@@ -276,3 +276,62 @@ fn an_unreadable_extra_ca_is_a_configuration_error() {
         ErrorKind::Config
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn referrers_api_when_the_registry_has_it() {
+    let subject = Digest::of(MANIFEST.as_bytes()).to_string();
+    let queries = Arc::new(Mutex::new(Vec::<String>::new()));
+    let seen = queries.clone();
+    let index = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[
+            {{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{a}","size":10,"artifactType":"application/vnd.dev.sigstore.bundle.v0.3+json"}},
+            {{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{b}","size":11,"artifactType":"application/spdx+json"}}]}}"#,
+        a = Digest::of(b"a"),
+        b = Digest::of(b"b")
+    );
+    let address = serve(move |request| {
+        let (subject, index, seen) = (subject.clone(), index.clone(), seen.clone());
+        async move {
+            let path = request.uri().path().to_owned();
+            if path == "/v2/api/app/manifests/v1" {
+                return response(
+                    200,
+                    &[
+                        ("content-type", OCI_MANIFEST),
+                        ("docker-content-digest", subject.as_str()),
+                    ],
+                    MANIFEST,
+                );
+            }
+            if path == format!("/v2/api/app/referrers/{subject}") {
+                seen.lock()
+                    .unwrap()
+                    .push(request.uri().query().unwrap_or_default().to_owned());
+                // Ignores the filter, as a registry may: the client filters too.
+                return response(
+                    200,
+                    &[("content-type", "application/vnd.oci.image.index.v1+json")],
+                    index,
+                );
+            }
+            response(404, &[], "")
+        }
+    })
+    .await;
+    let client = client();
+    let target = reference(&format!("127.0.0.1:{}/api/app:v1", address.port()));
+    let all = client.referrers(&target, None).await.unwrap();
+    assert_eq!(all.source, portcullis_oci::ReferrersSource::Api);
+    assert_eq!(all.descriptors.len(), 2);
+    let bundles = client
+        .referrers(&target, Some(portcullis_oci::manifest::SIGSTORE_BUNDLE_V03))
+        .await
+        .unwrap();
+    assert_eq!(bundles.descriptors.len(), 1);
+    assert_eq!(bundles.descriptors[0].digest, Digest::of(b"a"));
+    let queries = queries.lock().unwrap().clone();
+    assert_eq!(
+        queries,
+        ["", "artifactType=application%2Fvnd.dev.sigstore.bundle.v0.3%2Bjson"]
+    );
+}
