@@ -49,8 +49,8 @@ export PORTCULLIS_NATS_SERVER
 if [ -z "${PORTCULLIS_DOCKER_REGISTRY:-}" ] && ! command -v docker-registry >/dev/null; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
         echo "test.sh: installing docker-registry (apt-get)"
-        apt-get install -y docker-registry >/dev/null \
-            || { apt-get update >/dev/null && apt-get install -y docker-registry >/dev/null; }
+        DEBIAN_FRONTEND=noninteractive apt-get install -y docker-registry >/dev/null \
+            || { apt-get update >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y docker-registry >/dev/null; }
         # The package's own service (port 5000) is not what the tests use.
         service docker-registry stop >/dev/null 2>&1 || true
     else
