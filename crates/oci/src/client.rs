@@ -33,8 +33,12 @@ pub struct ClientConfig {
     /// Most layers read from one `.sig` manifest (one per signature). Default 64.
     pub max_signature_layers: usize,
     /// Registries (`host[:port]` as in references) reached over plain HTTP. Loopback ones
-    /// (`localhost`, 127.0.0.0/8, `[::1]`) always are, as Docker does.
+    /// (`localhost`, 127.0.0.0/8, `[::1]`) are too while `plain_http_loopback` holds.
     pub insecure_registries: Vec<String>,
+    /// Whether loopback registries are reached over plain HTTP without being listed, as Docker
+    /// does. Default true; false treats them as any other (HTTPS), for a loopback registry
+    /// with TLS.
+    pub plain_http_loopback: bool,
     /// PEM certificates trusted besides the webpki (Mozilla) roots: a private registry's CA.
     pub extra_ca_pem: Option<Vec<u8>>,
     /// Credentials by registry (`host[:port]` as in references; `docker.io` for Docker Hub).
@@ -53,6 +57,7 @@ impl Default for ClientConfig {
             max_signature_layer_bytes: 1 << 20,
             max_signature_layers: 64,
             insecure_registries: Vec::new(),
+            plain_http_loopback: true,
             extra_ca_pem: None,
             credentials: HashMap::new(),
             user_agent: format!("portcullis/{}", env!("CARGO_PKG_VERSION")),
@@ -71,6 +76,7 @@ impl std::fmt::Debug for ClientConfig {
             .field("max_signature_layer_bytes", &self.max_signature_layer_bytes)
             .field("max_signature_layers", &self.max_signature_layers)
             .field("insecure_registries", &self.insecure_registries)
+            .field("plain_http_loopback", &self.plain_http_loopback)
             .field(
                 "extra_ca_pem",
                 &self.extra_ca_pem.as_ref().map(|pem| format!("{} bytes", pem.len())),
@@ -212,7 +218,7 @@ impl Client {
 
     /// `https`, or `http` for loopback and configured insecure registries.
     fn scheme(&self, registry: &str) -> &'static str {
-        if is_loopback(registry) || self.inner.config.insecure_registries.iter().any(|r| r == registry) {
+        if self.plain_http_allowed(registry) {
             "http"
         } else {
             "https"
@@ -220,7 +226,8 @@ impl Client {
     }
 
     fn plain_http_allowed(&self, host: &str) -> bool {
-        is_loopback(host) || self.inner.config.insecure_registries.iter().any(|r| r == host)
+        let config = &self.inner.config;
+        (config.plain_http_loopback && is_loopback(host)) || config.insecure_registries.iter().any(|r| r == host)
     }
 
     pub(crate) fn url(&self, reference: &Reference, path: &str) -> Result<Url, Error> {
@@ -640,6 +647,15 @@ mod tests {
         assert_eq!(url("localhost:5000/a")?, "http://localhost:5000/v2/a/manifests/x");
         assert_eq!(url("127.0.0.1:5000/a")?, "http://127.0.0.1:5000/v2/a/manifests/x");
         assert_eq!(url("[::1]:5000/a")?, "http://[::1]:5000/v2/a/manifests/x");
+        let strict = Client::new(ClientConfig {
+            plain_http_loopback: false,
+            ..ClientConfig::default()
+        })?;
+        let loopback = Reference::parse("127.0.0.1:5000/a")?;
+        assert_eq!(
+            strict.url(&loopback, "manifests/x")?.as_str(),
+            "https://127.0.0.1:5000/v2/a/manifests/x"
+        );
         Ok(())
     }
 

@@ -24,7 +24,7 @@ use portcullis_oci::manifest::{
 use portcullis_oci::{
     ClientConfig, Credential, Descriptor, Digest, Error, ErrorKind, ImageIndex, ImageManifest, ReferrersSource,
 };
-use portcullis_test_kit::Registry;
+use portcullis_test_kit::{Registry, RegistryOptions};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn push_then_resolve_tag_to_digest() {
@@ -426,4 +426,55 @@ async fn referrers_fall_back_to_the_tag_schema() {
         image.digest,
         "the referrer names the image"
     );
+}
+
+/// A private CA and a certificate for 127.0.0.1 signed by it: (chain PEM, key PEM, CA PEM).
+fn test_pki() -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "portcullis oci test CA");
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap();
+    params.distinguished_name.push(DnType::CommonName, "127.0.0.1");
+    let cert = params.signed_by(&key, &ca).unwrap();
+    (format!("{}{}", cert.pem(), ca.pem()), key.serialize_pem(), ca.pem())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_registry_trusted_through_the_extra_ca() {
+    let (chain, key, ca) = test_pki();
+    let registry = Registry::start_with(RegistryOptions {
+        tls: Some((chain, key)),
+        ..RegistryOptions::default()
+    })
+    .await
+    .unwrap();
+    assert!(registry.url().starts_with("https://"));
+    let https = |extra_ca: Option<&str>| {
+        client_with(ClientConfig {
+            deadline: Duration::from_secs(10),
+            plain_http_loopback: false,
+            extra_ca_pem: extra_ca.map(|pem| pem.as_bytes().to_vec()),
+            ..ClientConfig::default()
+        })
+    };
+    let trusted = https(Some(&ca));
+    let target = reference(&format!("{}/tls/app:v1", registry.host()));
+    let image = push_image(&trusted, &target, "tls", "amd64").await;
+    assert_eq!(trusted.resolve(&target).await.unwrap(), image.digest);
+    let blob = trusted
+        .fetch_blob(&target, &Digest::of(&image.layer), 1 << 20)
+        .await
+        .unwrap();
+    assert_eq!(blob, image.layer);
+    // Without the CA the certificate is not trusted: the registry is unavailable to us.
+    let error = https(None).resolve(&target).await.unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Unavailable, "{error}");
+    // Plain HTTP to a TLS port is no answer either.
+    assert!(client().resolve(&target).await.is_err());
 }

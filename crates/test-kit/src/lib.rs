@@ -8,7 +8,7 @@
 //! - [`NatsServer`]: a private nats-server >= 2.10 with JetStream on a free loopback port
 //!   (`PORTCULLIS_NATS_SERVER`, else `.venv/bin/nats-server` of the workspace), killed on drop.
 //! - [`Registry`]: a private OCI registry (Debian's `docker-registry`) on a free loopback port,
-//!   anonymous or with htpasswd basic auth, that a test can stop and restart
+//!   anonymous or with htpasswd basic auth, plain HTTP or TLS, that a test can stop and restart
 //!   (`PORTCULLIS_DOCKER_REGISTRY`, else `docker-registry` on `PATH`).
 //! - [`DataDir`]: a temporary data folder with the URL of an SQLite file in it.
 //! - [`both!`]: one scenario, run embedded (SQLite + in-process bus) and distributed
@@ -31,7 +31,7 @@ mod sqlite;
 pub use eventually::{POLL_MAX, eventually, until};
 pub use nats::NatsServer;
 pub use postgres::TestDatabase;
-pub use registry::Registry;
+pub use registry::{Registry, RegistryOptions};
 pub use sqlite::{DataDir, sqlite_url};
 
 /// Why a fixture could not be provided.

@@ -16,14 +16,32 @@ use crate::FixtureError;
 pub const INSTALL_HINT: &str = "install it with `apt-get install -y docker-registry` (./test.sh does so when root), \
      or set PORTCULLIS_DOCKER_REGISTRY to a registry 2.x binary";
 
+/// How to start a [`Registry`]: anonymous and plain HTTP by default.
+#[derive(Clone, Default)]
+pub struct RegistryOptions {
+    /// The one user of htpasswd basic auth (username, password); anyone may pull and push
+    /// without it.
+    pub basic_auth: Option<(String, String)>,
+    /// Serve HTTPS with this certificate chain and key (PEM) instead of plain HTTP.
+    pub tls: Option<(String, String)>,
+}
+
+impl std::fmt::Debug for RegistryOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryOptions")
+            .field("basic_auth", &self.basic_auth.as_ref().map(|(name, _)| name))
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
+}
+
 /// A running docker-registry owned by a test: killed and its storage removed on drop.
 pub struct Registry {
     binary: PathBuf,
     port: u16,
     dir: tempfile::TempDir,
     child: Option<Child>,
-    /// The one user of basic auth, when the registry was started with it.
-    user: Option<(String, String)>,
+    options: RegistryOptions,
 }
 
 impl std::fmt::Debug for Registry {
@@ -33,7 +51,7 @@ impl std::fmt::Debug for Registry {
             .field("port", &self.port)
             .field("dir", &self.dir.path())
             .field("running", &self.child.is_some())
-            .field("user", &self.user.as_ref().map(|(name, _)| name))
+            .field("options", &self.options)
             .finish()
     }
 }
@@ -61,15 +79,20 @@ impl Registry {
     /// Starts an anonymous registry (anyone may pull and push) on a free loopback port with a
     /// new storage folder, and waits until it answers.
     pub async fn start() -> Result<Self, FixtureError> {
-        Self::launch_new(None).await
+        Self::start_with(RegistryOptions::default()).await
     }
 
     /// [`Registry::start`] with htpasswd basic auth: only `username`/`password` may pull or push.
     pub async fn start_with_basic_auth(username: &str, password: &str) -> Result<Self, FixtureError> {
-        Self::launch_new(Some((username.to_owned(), password.to_owned()))).await
+        Self::start_with(RegistryOptions {
+            basic_auth: Some((username.to_owned(), password.to_owned())),
+            ..RegistryOptions::default()
+        })
+        .await
     }
 
-    async fn launch_new(user: Option<(String, String)>) -> Result<Self, FixtureError> {
+    /// Starts a registry with `options` (basic auth, TLS) and waits until it answers.
+    pub async fn start_with(options: RegistryOptions) -> Result<Self, FixtureError> {
         let binary = find_binary()?;
         let dir = tempfile::Builder::new()
             .prefix("portcullis-registry-")
@@ -80,7 +103,7 @@ impl Registry {
             port: crate::free_port()?,
             dir,
             child: None,
-            user,
+            options,
         };
         registry.write_config()?;
         registry.launch().await?;
@@ -92,9 +115,10 @@ impl Registry {
         format!("127.0.0.1:{}", self.port)
     }
 
-    /// `http://127.0.0.1:<port>`.
+    /// `http://127.0.0.1:<port>`, or `https://` with TLS.
     pub fn url(&self) -> String {
-        format!("http://{}", self.host())
+        let scheme = if self.options.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.host())
     }
 
     /// The port it listens on (kept across restarts).
@@ -147,7 +171,17 @@ impl Registry {
             storage.display().to_string(),
             self.port
         );
-        if let Some((username, password)) = &self.user {
+        if let Some((certificate, key)) = &self.options.tls {
+            let (cert_path, key_path) = (self.dir.path().join("tls.crt"), self.dir.path().join("tls.key"));
+            write(&cert_path, certificate)?;
+            write(&key_path, key)?;
+            config.push_str(&format!(
+                "  tls:\n    certificate: {:?}\n    key: {:?}\n",
+                cert_path.display().to_string(),
+                key_path.display().to_string()
+            ));
+        }
+        if let Some((username, password)) = &self.options.basic_auth {
             // The registry reads bcrypt hashes only; cost 4 (the minimum) keeps tests fast.
             let hash = bcrypt::hash_with_result(password, 4)
                 .map_err(|e| FixtureError::Start(format!("bcrypt: {e}")))?
@@ -217,7 +251,8 @@ impl Registry {
         }
     }
 
-    /// True once `GET /v2/` gets an HTTP answer (200, or 401 with basic auth).
+    /// True once `GET /v2/` gets an HTTP answer: 200, 401 with basic auth, or with TLS the 400
+    /// Go's server sends to plain HTTP (enough to know it listens; no TLS client needed here).
     async fn answers(&self) -> bool {
         let attempt = async {
             let mut socket = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.ok()?;
@@ -227,7 +262,10 @@ impl Registry {
                 .ok()?;
             let mut buffer = [0_u8; 12];
             socket.read_exact(&mut buffer).await.ok()?;
-            Some(buffer.starts_with(b"HTTP/1.") && (buffer.ends_with(b"200") || buffer.ends_with(b"401")))
+            Some(
+                buffer.starts_with(b"HTTP/1.")
+                    && (buffer.ends_with(b"200") || buffer.ends_with(b"401") || buffer.ends_with(b"400")),
+            )
         };
         matches!(
             tokio::time::timeout(Duration::from_secs(1), attempt).await,
