@@ -271,14 +271,19 @@ impl Client {
         let scope = format!("repository:{}:{}", reference.repository(), request.actions);
         let url = match &request.target {
             Target::Path(path) => self.url(reference, path)?,
-            Target::Url(url) => url.clone(),
+            Target::Url(url) => self.checked_location(reference, url)?,
         };
-        let credential = self.credential(reference);
+        // An upload location on another host (a storage service) gets no credentials: they
+        // are the registry's, never sent elsewhere.
+        let same_host = authority(&url).as_deref() == Some(host.as_str())
+            || (reference.registry() == crate::DOCKER_HUB && authority(&url).as_deref() == Some(crate::DOCKER_HUB_API));
+        let credential = self.credential(reference).filter(|_| same_host);
         // What we know from earlier challenges: a cached token, or a Basic host.
         let mut authorization = {
             let auth = lock(&self.inner.auth);
             match auth.token(&host, &scope) {
-                Some(token) => Some(format!("Bearer {token}")),
+                Some(token) if same_host => Some(format!("Bearer {token}")),
+                Some(_) => None,
                 None if auth.uses_basic(&host) => credential.and_then(Credential::basic_header),
                 None => None,
             }
@@ -351,6 +356,19 @@ impl Client {
             }
             let what = format!("{} {}", request.method, redact_url(&url));
             return Err(status_error(&host, &what, status, response).await);
+        }
+    }
+
+    /// An absolute URL the registry handed out (an upload location): http(s) only, and plain
+    /// HTTP only where the client allows it.
+    fn checked_location(&self, reference: &Reference, url: &Url) -> Result<Url, Error> {
+        let host = authority(url).unwrap_or_default();
+        match url.scheme() {
+            "https" => Ok(url.clone()),
+            "http" if self.plain_http_allowed(&host) => Ok(url.clone()),
+            scheme => Err(Error::Invalid(format!(
+                "{reference}: the registry sent a {scheme}:// location for {host}"
+            ))),
         }
     }
 
@@ -615,6 +633,16 @@ impl WithoutUrl for reqwest::Error {
         }
         copy_text
     }
+}
+
+/// `host[:port]` of a URL, with the port only when it is not the scheme's default (as hosts
+/// are written in references); IPv6 hosts in brackets.
+fn authority(url: &Url) -> Option<String> {
+    let host = url.host_str()?;
+    Some(match url.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.to_owned(),
+    })
 }
 
 /// The URL without its query (upload locations carry session state there).

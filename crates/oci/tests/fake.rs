@@ -335,3 +335,68 @@ async fn referrers_api_when_the_registry_has_it() {
         ["", "artifactType=application%2Fvnd.dev.sigstore.bundle.v0.3%2Bjson"]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_never_follow_to_a_storage_host() {
+    const BLOB: &[u8] = b"blob kept in storage";
+    // The storage service: another host (port), recording what authorization it was sent.
+    let storage_seen = Arc::new(Mutex::new(Vec::<String>::new()));
+    let seen = storage_seen.clone();
+    let storage = serve(move |request| {
+        let seen = seen.clone();
+        async move {
+            let authorization = request
+                .headers()
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("none")
+                .to_owned();
+            seen.lock()
+                .unwrap()
+                .push(format!("{} {}", request.method(), authorization));
+            match request.method().as_str() {
+                "GET" => response(200, &[], BLOB),
+                _ => response(201, &[], ""),
+            }
+        }
+    })
+    .await;
+    let storage_port = storage.port();
+    let blob_digest = Digest::of(BLOB).to_string();
+    let basic = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode("alice:secret")
+    );
+    let registry = serve(move |request| {
+        let (blob_digest, basic) = (blob_digest.clone(), basic.clone());
+        async move {
+            let authorized = request.headers().get("authorization").and_then(|v| v.to_str().ok()) == Some(&basic);
+            if !authorized {
+                return response(401, &[("www-authenticate", r#"Basic realm="fake""#)], "");
+            }
+            let path = request.uri().path().to_owned();
+            let method = request.method().as_str().to_owned();
+            let blob_location = format!("http://127.0.0.1:{storage_port}/blob");
+            let upload_location = format!("http://127.0.0.1:{storage_port}/upload?state=opaque");
+            match (method.as_str(), path.as_str()) {
+                ("GET", p) if p == format!("/v2/team/app/blobs/{blob_digest}") => {
+                    response(307, &[("location", blob_location.as_str())], "")
+                }
+                ("POST", "/v2/team/app/blobs/uploads/") => response(202, &[("location", upload_location.as_str())], ""),
+                _ => response(404, &[], ""),
+            }
+        }
+    })
+    .await;
+    let host = format!("127.0.0.1:{}", registry.port());
+    let client = with_credential(&host, Some(Credential::basic("alice", "secret")));
+    let target = reference(&format!("{host}/team/app:v1"));
+    let blob = client.fetch_blob(&target, &Digest::of(BLOB), 1024).await.unwrap();
+    assert_eq!(blob.as_ref(), BLOB);
+    client
+        .push_blob(&target, bytes::Bytes::from_static(b"new blob"))
+        .await
+        .unwrap();
+    let seen = storage_seen.lock().unwrap().clone();
+    assert_eq!(seen, ["GET none", "PUT none"]);
+}
