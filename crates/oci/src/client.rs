@@ -549,11 +549,17 @@ pub(crate) async fn read_body(answer: Answer, limit: usize, what: &str) -> Resul
 }
 
 /// Maps a non-2xx answer to an error kind, quoting the registry's error code.
-async fn status_error(host: &str, what: &str, status: StatusCode, response: reqwest::Response) -> Error {
-    let detail = match response.bytes().await {
-        Ok(body) => registry_error_text(body.get(..body.len().min(MAX_SMALL_BODY)).unwrap_or_default()),
-        Err(_) => String::new(),
-    };
+async fn status_error(host: &str, what: &str, status: StatusCode, mut response: reqwest::Response) -> Error {
+    // At most MAX_SMALL_BODY of the error body is read: a hostile registry's endless body
+    // costs nothing more.
+    let mut body = Vec::new();
+    while body.len() < MAX_SMALL_BODY {
+        match response.chunk().await {
+            Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+            Ok(None) | Err(_) => break,
+        }
+    }
+    let detail = registry_error_text(&body);
     let message = format!("{host}: {what}: {status}{detail}");
     match status {
         StatusCode::NOT_FOUND => Error::NotFound(message),

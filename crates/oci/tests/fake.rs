@@ -400,3 +400,32 @@ async fn credentials_never_follow_to_a_storage_host() {
     let seen = storage_seen.lock().unwrap().clone();
     assert_eq!(seen, ["GET none", "PUT none"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endless_error_body_is_not_read_whole() {
+    // A 404 whose body streams forever: the client reads a bounded prefix and answers NotFound.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut request = [0_u8; 4096];
+                let _ = socket.read(&mut request).await;
+                let head =
+                    "HTTP/1.1 404 Not Found\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n";
+                if socket.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                let chunk = format!("{:x}\r\n{}\r\n", 8192, "x".repeat(8192));
+                while socket.write_all(chunk.as_bytes()).await.is_ok() {}
+            });
+        }
+    });
+    let client = client();
+    let target = reference(&format!("{address}/endless/app:v1"));
+    let started = std::time::Instant::now();
+    let error = client.fetch_manifest(&target).await.unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::NotFound, "{error}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
