@@ -41,7 +41,8 @@ pub struct ClientConfig {
     pub plain_http_loopback: bool,
     /// PEM certificates trusted besides the webpki (Mozilla) roots: a private registry's CA.
     pub extra_ca_pem: Option<Vec<u8>>,
-    /// Credentials by registry (`host[:port]` as in references; `docker.io` for Docker Hub).
+    /// Credentials by registry (`host[:port]` as in references; Docker Hub's under `docker.io`,
+    /// `registry-1.docker.io` or `index.docker.io`).
     pub credentials: HashMap<String, Credential>,
     /// The `User-Agent` header.
     pub user_agent: String,
@@ -260,7 +261,17 @@ impl Client {
     }
 
     fn credential(&self, reference: &Reference) -> Option<&Credential> {
-        self.inner.config.credentials.get(reference.registry())
+        let credentials = &self.inner.config.credentials;
+        credentials.get(reference.registry()).or_else(|| {
+            // Docker Hub's credentials are often stored under its other names.
+            (reference.registry() == crate::DOCKER_HUB)
+                .then(|| {
+                    [crate::DOCKER_HUB_API, "index.docker.io"]
+                        .iter()
+                        .find_map(|name| credentials.get(*name))
+                })
+                .flatten()
+        })
     }
 
     /// Sends `request`, answering a 401 challenge once (basic, or a bearer token fetched with
@@ -690,6 +701,17 @@ mod tests {
             strict.url(&loopback, "manifests/x")?.as_str(),
             "https://127.0.0.1:5000/v2/a/manifests/x"
         );
+        Ok(())
+    }
+
+    #[test]
+    fn docker_hub_credentials_under_any_of_its_names() -> Result<(), Error> {
+        let client = Client::new(ClientConfig {
+            credentials: HashMap::from([("index.docker.io".to_owned(), Credential::basic("u", "p"))]),
+            ..ClientConfig::default()
+        })?;
+        assert!(client.credential(&Reference::parse("nginx")?).is_some());
+        assert!(client.credential(&Reference::parse("ghcr.io/a/b")?).is_none());
         Ok(())
     }
 
