@@ -13,15 +13,15 @@ use http::{Request, Response};
 use serde::{Deserialize, Serialize};
 use tonic::body::Body;
 use tonic::server::NamedService;
-use tonic::service::RoutesBuilder;
+use tonic::service::{Routes, RoutesBuilder};
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
-use tower::Service;
+use tower::{Layer, Service};
 
-use crate::guard::GuardLayer;
-use crate::layer::{AuthLayer, AuthState};
+use crate::guard::{GuardLayer, GuardService};
+use crate::layer::{AuthLayer, AuthService, AuthState};
 
 /// How the process runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -221,6 +221,13 @@ impl GrpcServer {
     /// The names of the services added so far.
     pub fn service_names(&self) -> &[&'static str] {
         &self.services
+    }
+
+    /// The services added so far behind the guard and authentication layers, as
+    /// [`BoundServer::serve`] layers them, for calls in process (the fuzz target): no
+    /// listener, health, reflection or per-call deadline.
+    pub fn into_service(self) -> GuardService<AuthService<Routes>> {
+        GuardLayer.layer(AuthLayer::new(self.auth).layer(self.routes.routes().prepare()))
     }
 
     /// Checks the configuration, loads TLS and binds the listener; every service is

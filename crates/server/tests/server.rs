@@ -377,3 +377,65 @@ async fn plain_text_on_a_public_address_is_refused_in_distributed_mode() {
     let missing = GrpcServer::new(config, state()).bind().await.unwrap_err();
     assert!(matches!(missing, ServerError::Tls(_)), "{missing}");
 }
+
+/// Stands in for PolicyService: every call panics.
+#[derive(Clone)]
+struct Panics;
+
+impl tonic::server::NamedService for Panics {
+    const NAME: &'static str = "portcullis.policystore.v1.PolicyService";
+}
+
+impl tower::Service<http::Request<tonic::body::Body>> for Panics {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: http::Request<tonic::body::Body>) -> Self::Future {
+        Box::pin(async { panic!("a handler bug") })
+    }
+}
+
+/// The status `service` answers a call of `path` with `key`.
+async fn status_of<S>(service: &S, path: &str, key: Option<&str>) -> Status
+where
+    S: tower::Service<http::Request<tonic::body::Body>, Response = http::Response<tonic::body::Body>> + Clone,
+    S::Error: std::fmt::Debug,
+{
+    use tower::ServiceExt as _;
+    let mut request = http::Request::builder()
+        .method("POST")
+        .uri(path)
+        .header("content-type", "application/grpc");
+    if let Some(key) = key {
+        request = request
+            .header("authorization", bearer(key))
+            .header("x-portcullis-tenant", "t1");
+    }
+    let request = request.body(tonic::body::Body::empty()).unwrap();
+    let response = service.clone().oneshot(request).await.unwrap();
+    Status::from_header_map(response.headers()).unwrap()
+}
+
+#[tokio::test]
+async fn the_in_process_service_authenticates_and_catches_panics() {
+    let mut server = GrpcServer::new(
+        ServerConfig::new("127.0.0.1:0".parse().unwrap(), Mode::Embedded),
+        state(),
+    );
+    server.add_service(Panics);
+    let service = server.into_service();
+    let get = "/portcullis.policystore.v1.PolicyService/GetPolicy";
+    assert_eq!(status_of(&service, get, None).await.code(), Code::Unauthenticated);
+    assert_eq!(
+        status_of(&service, "/x.Y/Z", Some(SERVICE)).await.code(),
+        Code::Unimplemented
+    );
+    let panicked = status_of(&service, get, Some(SERVICE)).await;
+    assert_eq!(panicked.code(), Code::Internal);
+    assert!(panicked.message().contains("internal error"), "{}", panicked.message());
+}

@@ -7,6 +7,9 @@
 //!   `initdb` on a free port (see [`postgres`]).
 //! - [`NatsServer`]: a private nats-server >= 2.10 with JetStream on a free loopback port
 //!   (`PORTCULLIS_NATS_SERVER`, else `.venv/bin/nats-server` of the workspace), killed on drop.
+//! - [`Registry`]: a private OCI registry (Debian's `docker-registry`) on a free loopback port,
+//!   anonymous or with htpasswd basic auth, plain HTTP or TLS, that a test can stop and restart
+//!   (`PORTCULLIS_DOCKER_REGISTRY`, else `docker-registry` on `PATH`).
 //! - [`DataDir`]: a temporary data folder with the URL of an SQLite file in it.
 //! - [`both!`]: one scenario, run embedded (SQLite + in-process bus) and distributed
 //!   (PostgreSQL + nats-server).
@@ -22,17 +25,19 @@ pub mod docs;
 mod eventually;
 pub mod nats;
 pub mod postgres;
+pub mod registry;
 mod sqlite;
 
 pub use eventually::{POLL_MAX, eventually, until};
 pub use nats::NatsServer;
 pub use postgres::TestDatabase;
+pub use registry::{Registry, RegistryOptions};
 pub use sqlite::{DataDir, sqlite_url};
 
 /// Why a fixture could not be provided.
 #[derive(Debug, thiserror::Error)]
 pub enum FixtureError {
-    /// A program the fixture needs (nats-server, initdb) was not found or is too old.
+    /// A program the fixture needs (nats-server, initdb, docker-registry) was not found or is too old.
     #[error("not found: {0}")]
     NotFound(String),
     /// Starting or reaching it failed.

@@ -239,6 +239,7 @@ impl PolicyStore {
             options.relay,
         ));
         observe_dead_letters(&relay);
+        observe_rate_limited(&self.limiter);
         lifecycle.spawn("outbox relay", |stop| {
             let relay = relay.clone();
             async move { relay.run(stop.cancelled_owned()).await }
@@ -283,6 +284,23 @@ fn observe_dead_letters(relay: &Arc<OutboxRelay<BusSink>>) {
         .with_callback(move |observer| {
             if let Some(relay) = relay.upgrade() {
                 observer.observe(relay.dead_lettered(), &[]);
+            }
+        })
+        .build();
+}
+
+/// Reports the calls refused by the per-tenant rate limit as the observable counter
+/// `portcullis.policy_store.rate_limited` (no tenant attribute: tenants are unbounded; the
+/// refusal itself names the tenant in its log line and status).
+fn observe_rate_limited(limiter: &Arc<TenantRateLimiter>) {
+    let limiter = Arc::downgrade(limiter);
+    let _rate_limited = opentelemetry::global::meter(METER_NAME)
+        .u64_observable_counter("portcullis.policy_store.rate_limited")
+        .with_description("Calls made with a tenant's key refused by the tenant's rate limit.")
+        .with_unit("{call}")
+        .with_callback(move |observer| {
+            if let Some(limiter) = limiter.upgrade() {
+                observer.observe(limiter.rejected(), &[]);
             }
         })
         .build();
