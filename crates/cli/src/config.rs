@@ -43,6 +43,8 @@ pub struct Settings {
     pub upstream: UpstreamSettings,
     /// The admission service's Kubernetes webhook.
     pub webhook: WebhookSettings,
+    /// The signature service: verdict caches, the registry client, request/reply.
+    pub signature: portcullis_signature::SignatureOptions,
 }
 
 /// The gRPC listeners.
@@ -55,6 +57,9 @@ pub struct ServerSettings {
     /// The admission service's own listener for connectors: `up --admission-listen`, `serve
     /// admission --listen` (`PORTCULLIS_LISTEN` for `serve admission`).
     pub admission_listen: SocketAddr,
+    /// The signature service's own listener: `serve signature --listen`
+    /// (`PORTCULLIS_LISTEN` for `serve signature`); `up` serves it on `listen`.
+    pub signature_listen: SocketAddr,
     /// PEM certificate chain; with `tls_key`, every listener serves TLS
     /// (`--tls-cert`, `PORTCULLIS_TLS_CERT`).
     pub tls_cert: Option<PathBuf>,
@@ -69,6 +74,7 @@ impl Default for ServerSettings {
         ServerSettings {
             listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
             admission_listen: SocketAddr::from(([127, 0, 0, 1], 50052)),
+            signature_listen: SocketAddr::from(([127, 0, 0, 1], 50053)),
             tls_cert: None,
             tls_key: None,
             limits: portcullis_server::ServerLimits::default(),
@@ -143,7 +149,7 @@ impl PolicyStoreSettings {
     }
 }
 
-/// The admission service's client of the policy store.
+/// The admission and signature services' client of the policy store.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct UpstreamSettings {
@@ -182,6 +188,8 @@ pub enum Service {
     PolicyStore,
     /// `portcullis serve admission`.
     Admission,
+    /// `portcullis serve signature`.
+    Signature,
     /// Every section (the defaults of distributed mode).
     All,
 }
@@ -196,15 +204,26 @@ const ALL_SECTIONS: &[&str] = &[
     "admission",
     "upstream",
     "webhook",
+    "signature",
 ];
 
 impl Service {
     /// The sections this service reads.
     pub fn sections(self) -> &'static [&'static str] {
         match self {
-            Service::Up => &["server", "up", "bus", "store", "policy_store", "admission", "webhook"],
+            Service::Up => &[
+                "server",
+                "up",
+                "bus",
+                "store",
+                "policy_store",
+                "admission",
+                "webhook",
+                "signature",
+            ],
             Service::PolicyStore => &["server", "bus", "nats", "store", "policy_store"],
             Service::Admission => &["server", "bus", "nats", "admission", "upstream", "webhook"],
+            Service::Signature => &["server", "bus", "nats", "upstream", "signature"],
             Service::All => ALL_SECTIONS,
         }
     }
@@ -232,6 +251,7 @@ impl Service {
         match self {
             Service::PolicyStore => env.alias("PORTCULLIS_LISTEN", "server.listen"),
             Service::Admission => env.alias("PORTCULLIS_LISTEN", "server.admission_listen"),
+            Service::Signature => env.alias("PORTCULLIS_LISTEN", "server.signature_listen"),
             Service::Up | Service::All => env,
         }
     }
@@ -285,6 +305,9 @@ impl Settings {
         if let Err(e) = self.webhook.limits.check() {
             problems.push(format!("webhook.limits: {e}"));
         }
+        if let Err(e) = check_signature(&self.signature) {
+            problems.push(format!("signature: {e}"));
+        }
         if self.server.tls_cert.is_some() != self.server.tls_key.is_some() {
             problems.push("server: tls_cert and tls_key go together: give both or neither".to_owned());
         }
@@ -329,6 +352,26 @@ impl Settings {
             .collect();
         toml::to_string(&table).context("printing the settings")
     }
+}
+
+/// The `[signature]` values serde cannot check.
+fn check_signature(options: &portcullis_signature::SignatureOptions) -> Result<(), String> {
+    if options.resolve_ttl > portcullis_signature::MAX_RESOLVE_TTL {
+        return Err(format!(
+            "resolve_ttl: at most {:?} (a tag may move)",
+            portcullis_signature::MAX_RESOLVE_TTL
+        ));
+    }
+    if options.max_entries == 0 || options.event_queue == 0 || options.rpc.max_in_flight == 0 {
+        return Err("max_entries, event_queue and rpc.max_in_flight must be at least 1".to_owned());
+    }
+    if options.registry.max_concurrency_per_registry == 0 || options.registry.deadline.is_zero() {
+        return Err("registry: max_concurrency_per_registry and deadline must not be zero".to_owned());
+    }
+    if options.rpc.queue_group.is_empty() {
+        return Err("rpc.queue_group: required".to_owned());
+    }
+    Ok(())
 }
 
 /// `scheme://user:password@host` with the password replaced by `<redacted>`.

@@ -38,6 +38,10 @@ enum Command {
     /// Sends an AdmissionReview to the admission service with a connector key (--api-key) and
     /// prints the response AdmissionReview; exit 0 when allowed, 1 when denied.
     Review(client::review::ReviewArgs),
+    /// Verifies an image's signatures against the tenant's attestors with the signature
+    /// service; prints each attestor's result; exit 0 when the match holds, 1 when not, 2 on
+    /// error (an unknown attestor, a registry that cannot be reached).
+    Verify(client::verify::VerifyArgs),
     /// Checks a settings file or prints the effective settings of `up` or of a service.
     Config(config::ConfigArgs),
     /// Client commands against a running server.
@@ -91,6 +95,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => server::serve(args, cli.client.operator_key.as_deref()),
         Command::Config(args) => config::run(args, cli.client.operator_key.as_deref()),
         Command::Review(args) => Ok(client::review::run(&cli.client, args)),
+        Command::Verify(args) => Ok(client::verify::run(&cli.client, args)),
         Command::Client(command) => Ok(client::run(&cli.client, command)),
     };
     match result {

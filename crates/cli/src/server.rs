@@ -22,6 +22,8 @@ use portcullis_policy_store::{RunningServer, bootstrap_default_tenant, sqlite_ur
 use portcullis_proto::admission::v1::admission_service_server::AdmissionServiceServer;
 use portcullis_server::rate_limit::RateLimitConfig;
 use portcullis_server::{Credentials, Mode, ServerConfig};
+use portcullis_signature::running::grpc_service as signature_grpc_service;
+use portcullis_signature::{PolicyStoreClient, RunningSignature, SignatureServeOptions};
 use portcullis_storage::{Store, StoreOptions};
 use tonic::body::Body;
 use tonic::codegen::{BoxFuture, Service as TowerService, http};
@@ -140,6 +142,45 @@ enum ServeService {
     PolicyStore(PolicyStoreArgs),
     /// The admission service: AdmissionService over gRPC and, optionally, the webhook.
     Admission(AdmissionServeArgs),
+    /// The signature service: SignatureService over gRPC and `pc.rpc.signature.verify`.
+    Signature(SignatureServeArgs),
+}
+
+#[derive(Debug, Args)]
+struct SignatureServeArgs {
+    /// The settings file (TOML; else PORTCULLIS_CONFIG).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// The policy store, e.g. https://policy-store:50051 (`[upstream] url`,
+    /// PORTCULLIS_POLICY_STORE_URL); required.
+    #[arg(long, value_name = "URL")]
+    policy_store_url: Option<String>,
+    /// CA certificate(s), PEM, to trust for an https policy store (`[upstream] ca`,
+    /// PORTCULLIS_POLICY_STORE_CA).
+    #[arg(long, value_name = "FILE")]
+    policy_store_ca: Option<PathBuf>,
+    /// NATS URL (JetStream enabled, server 2.10 or later), e.g. nats://host:4222 (`[nats] url`,
+    /// PORTCULLIS_NATS_URL); required.
+    #[arg(long, value_name = "URL")]
+    nats_url: Option<String>,
+    /// The gRPC listen address; a non-loopback address needs TLS (`[server] signature_listen`,
+    /// PORTCULLIS_LISTEN) [default: 127.0.0.1:50053].
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    #[command(flatten)]
+    tls: TlsArgs,
+}
+
+impl SignatureServeArgs {
+    fn settings(&self) -> Result<Settings> {
+        let mut flags = Flags::new();
+        flags.set_some(&["upstream", "url"], self.policy_store_url.as_ref())?;
+        flags.set_some(&["upstream", "ca"], self.policy_store_ca.as_ref())?;
+        flags.set_some(&["nats", "url"], self.nats_url.as_ref())?;
+        flags.set_some(&["server", "signature_listen"], self.listen)?;
+        self.tls.flags(&mut flags)?;
+        Settings::load(Service::Signature, self.config.as_deref(), &flags)
+    }
 }
 
 #[derive(Debug, Args)]
@@ -299,18 +340,21 @@ pub fn serve(args: &ServeArgs, operator_key: Option<&str>) -> Result<ExitStatus>
     let settings = match &args.service {
         ServeService::PolicyStore(ps) => ps.settings()?,
         ServeService::Admission(a) => a.settings()?,
+        ServeService::Signature(s) => s.settings()?,
     };
     let huge_pages = portcullis_server::process::disable_transparent_huge_pages();
     let runtime = runtime()?;
     let service = match &args.service {
         ServeService::PolicyStore(_) => "portcullis-policy-store",
         ServeService::Admission(_) => "portcullis-admission",
+        ServeService::Signature(_) => "portcullis-signature",
     };
     let _telemetry = init_telemetry(&runtime, service)?;
     warn_if_failed(huge_pages);
     match &args.service {
         ServeService::PolicyStore(_) => runtime.block_on(run_policy_store(&settings, credentials(operator_key)?)),
         ServeService::Admission(_) => runtime.block_on(run_admission(&settings, credentials(operator_key)?)),
+        ServeService::Signature(_) => runtime.block_on(run_signature(&settings, credentials(operator_key)?)),
     }
 }
 
@@ -382,6 +426,8 @@ async fn run_up(settings: &Settings, credentials: Credentials) -> Result<ExitSta
     // the ready line).
     let admission_slot = AdmissionSlot::default();
     let slot = admission_slot.clone();
+    let signature_slot = SignatureSlot::default();
+    let sig_slot = signature_slot.clone();
     let server = RunningServer::start_with(
         store,
         bus.clone(),
@@ -391,6 +437,7 @@ async fn run_up(settings: &Settings, credentials: Credentials) -> Result<ExitSta
         settings.policy_store.service_options(),
         move |router| {
             router.add_service(slot);
+            router.add_service(sig_slot);
         },
     )
     .await?;
@@ -402,7 +449,20 @@ async fn run_up(settings: &Settings, credentials: Credentials) -> Result<ExitSta
         )),
         None => None,
     };
-    let upstream = upstream(server.url(), trust, settings, &credentials)?;
+    let upstream = upstream(server.url(), trust.clone(), settings, &credentials)?;
+    // The signature service joins the one router; it reads attestors from the store as it
+    // would from another process.
+    let signature = start_signature(
+        server.url(),
+        trust,
+        settings,
+        &credentials,
+        bus.clone(),
+        upstream.clone(),
+        None,
+    )
+    .await?;
+    signature_slot.fill(signature_grpc_service(signature.signature()));
     let mut admission_config = config;
     admission_config.listen = settings.server.admission_listen;
     let admission = RunningAdmission::start(
@@ -425,27 +485,54 @@ async fn run_up(settings: &Settings, credentials: Credentials) -> Result<ExitSta
             "portcullis webhook listening on https://{addr}/validate/{{cluster}}"
         ))?;
     }
-    wait_and_stop_both(server, admission).await
+    wait_and_stop_all(server, admission, Some(signature)).await
 }
 
 type AdmissionServer = AdmissionServiceServer<AdmissionGrpc>;
+type SignatureServer = portcullis_proto::signature::v1::signature_service_server::SignatureServiceServer<
+    portcullis_signature::grpc::Signature,
+>;
 
 /// AdmissionService on `up`'s one address: empty until admission has started.
-#[derive(Clone, Default)]
-struct AdmissionSlot(Arc<OnceLock<AdmissionServer>>);
+type AdmissionSlot = Slot<AdmissionServer>;
+/// SignatureService on `up`'s one address: empty until the signature service has started.
+type SignatureSlot = Slot<SignatureServer>;
 
-impl AdmissionSlot {
-    fn fill(&self, service: AdmissionServer) {
+/// A service on `up`'s one address that starts after the router (it calls the store).
+struct Slot<S>(Arc<OnceLock<S>>);
+
+impl<S> Clone for Slot<S> {
+    fn clone(&self) -> Self {
+        Slot(self.0.clone())
+    }
+}
+
+impl<S> Default for Slot<S> {
+    fn default() -> Self {
+        Slot(Arc::new(OnceLock::new()))
+    }
+}
+
+impl<S> Slot<S> {
+    fn fill(&self, service: S) {
         // Filled once, by `up` only.
         let _ = self.0.set(service);
     }
 }
 
-impl NamedService for AdmissionSlot {
-    const NAME: &'static str = <AdmissionServer as NamedService>::NAME;
+impl<S: NamedService> NamedService for Slot<S> {
+    const NAME: &'static str = S::NAME;
 }
 
-impl TowerService<http::Request<Body>> for AdmissionSlot {
+impl<S> TowerService<http::Request<Body>> for Slot<S>
+where
+    S: TowerService<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
+        + NamedService
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
     type Response = http::Response<Body>;
     type Error = Infallible;
     type Future = BoxFuture<Self::Response, Self::Error>;
@@ -461,7 +548,7 @@ impl TowerService<http::Request<Body>> for AdmissionSlot {
                 Box::pin(async move { service.call(request).await })
             }
             None => {
-                let response = tonic::Status::unavailable("the admission service is starting").into_http();
+                let response = tonic::Status::unavailable(format!("{} is starting", S::NAME)).into_http();
                 Box::pin(async move { Ok(response) })
             }
         }
@@ -536,6 +623,96 @@ async fn run_admission(settings: &Settings, credentials: Credentials) -> Result<
     }
 }
 
+/// Starts the signature service over the policy store at `url`: embedded (`listen` `None`)
+/// its gRPC service joins another router; distributed it listens on `listen`.
+async fn start_signature(
+    url: &str,
+    trust: Option<Trust>,
+    settings: &Settings,
+    credentials: &Credentials,
+    bus: Bus,
+    upstream: Upstream,
+    listen: Option<ServerConfig>,
+) -> Result<RunningSignature> {
+    let token = credentials.service_token.as_ref().with_context(|| {
+        format!(
+            "the signature service calls the policy store with the service credential: set {}",
+            portcullis_server::auth::SERVICE_TOKEN_ENV
+        )
+    })?;
+    let store = PolicyStoreClient::new(
+        url,
+        trust,
+        token.expose(),
+        &settings.upstream.timeouts,
+        settings.upstream.insecure,
+    )?;
+    // Tenant keys on its own listener are checked by the store's introspection, cached as
+    // admission caches them.
+    let authenticator = portcullis_admission::keys::IntrospectingAuthenticator::new(
+        upstream,
+        settings.admission.key_cache.clone(),
+        portcullis_admission::metrics::AdmissionMetrics::global(),
+    );
+    Ok(RunningSignature::start(
+        Arc::new(store),
+        bus,
+        credentials.clone(),
+        Arc::new(authenticator),
+        SignatureServeOptions {
+            grpc: listen,
+            signature: settings.signature.clone(),
+        },
+    )
+    .await?)
+}
+
+async fn run_signature(settings: &Settings, credentials: Credentials) -> Result<ExitStatus> {
+    let config = server_config(settings, settings.server.signature_listen, Mode::Distributed);
+    config.check()?;
+    let policy_store_url = required(
+        settings.upstream.url.as_ref(),
+        "policy store URL: give --policy-store-url, PORTCULLIS_POLICY_STORE_URL or [upstream] url",
+    )?;
+    let nats_url = required(
+        settings.nats.url.as_ref(),
+        "NATS URL: give --nats-url, PORTCULLIS_NATS_URL or [nats] url",
+    )?;
+    let trust = match &settings.upstream.ca {
+        Some(path) => Some(Trust::ca_file(path)?),
+        None => None,
+    };
+    let upstream = upstream(policy_store_url, trust.clone(), settings, &credentials)?;
+    let bus = Bus::connect_nats_with(nats_url, settings.bus.clone(), &settings.nats.access)
+        .await
+        .with_context(|| format!("connecting to NATS at {nats_url}"))?;
+    let signature = start_signature(
+        policy_store_url,
+        trust,
+        settings,
+        &credentials,
+        bus,
+        upstream,
+        Some(config),
+    )
+    .await?;
+    announce(&format!(
+        "portcullis signature listening on {}",
+        signature.url().unwrap_or_default()
+    ))?;
+    tokio::select! {
+        () = shutdown_signal() => {
+            signature.stop().await?;
+            tracing::info!("stopped");
+            Ok(ExitStatus::Ok)
+        }
+        result = signature.wait() => {
+            result?;
+            anyhow::bail!("the signature service stopped unexpectedly")
+        }
+    }
+}
+
 async fn run_policy_store(settings: &Settings, credentials: Credentials) -> Result<ExitStatus> {
     let config = server_config(settings, settings.server.listen, Mode::Distributed);
     // Before connecting anywhere: a refused listener should fail fast.
@@ -583,12 +760,25 @@ fn announce(line: &str) -> Result<()> {
     stdout.flush().context("writing to stdout")
 }
 
-/// Serves both until a signal (then drains admission first, then the store) or until one
-/// fails.
-async fn wait_and_stop_both(mut server: RunningServer, mut admission: RunningAdmission) -> Result<ExitStatus> {
+/// Serves them until a signal (then drains admission first, then the signature service,
+/// then the store) or until one fails.
+async fn wait_and_stop_all(
+    mut server: RunningServer,
+    mut admission: RunningAdmission,
+    signature: Option<RunningSignature>,
+) -> Result<ExitStatus> {
+    let signature_ended = async {
+        match &signature {
+            Some(signature) => signature.wait().await,
+            None => std::future::pending().await,
+        }
+    };
     tokio::select! {
         () = shutdown_signal() => {
             let stats = admission.stop().await?;
+            if let Some(signature) = &signature {
+                signature.stop().await?;
+            }
             let flushed = server.stop().await?;
             tracing::info!(events_flushed = flushed, ?stats, "stopped");
             Ok(ExitStatus::Ok)
@@ -600,6 +790,10 @@ async fn wait_and_stop_both(mut server: RunningServer, mut admission: RunningAdm
         result = admission.wait() => {
             result?;
             anyhow::bail!("the admission server stopped unexpectedly")
+        }
+        result = signature_ended => {
+            result?;
+            anyhow::bail!("the signature service stopped unexpectedly")
         }
     }
 }

@@ -768,3 +768,102 @@ fn review_needs_only_the_one_listen_address() {
     assert_eq!(answer["response"]["uid"], "uid-one");
     assert_eq!(answer["response"]["allowed"], false);
 }
+
+/// Pushes a one-layer image to `registry` at `app:TAG`; signs it with `key` when given
+/// (cosign's legacy layout). Returns the image's digest.
+fn push_image(registry: &str, tag: &str, key: Option<&ring::signature::EcdsaKeyPair>) -> String {
+    use base64::Engine as _;
+    use bytes::Bytes;
+    use portcullis_oci::manifest::{COSIGN_SIGNATURE_ANNOTATION, COSIGN_SIMPLE_SIGNING, OCI_CONFIG, OCI_MANIFEST};
+    use portcullis_oci::{Client, ClientConfig, Descriptor, ImageManifest, Reference};
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let client = Client::new(ClientConfig::default()).unwrap();
+        let target = Reference::parse(&format!("{registry}/app:{tag}")).unwrap();
+        let manifest = |config: Bytes, layers: Vec<Descriptor>| ImageManifest {
+            schema_version: 2,
+            media_type: Some(OCI_MANIFEST.into()),
+            artifact_type: None,
+            config: Descriptor::of(OCI_CONFIG, &config),
+            layers,
+            subject: None,
+            annotations: Default::default(),
+        };
+        let config = Bytes::from(format!(r#"{{"architecture":"amd64","os":"linux","tag":"{tag}"}}"#));
+        let layer = Bytes::from(format!("layer {tag}"));
+        client.push_blob(&target, config.clone()).await.unwrap();
+        client.push_blob(&target, layer.clone()).await.unwrap();
+        let bytes = serde_json::to_vec(&manifest(config, vec![Descriptor::of("application/vnd.oci.image.layer.v1.tar", &layer)])).unwrap();
+        let digest = client.push_manifest(&target, OCI_MANIFEST, bytes.into()).await.unwrap();
+        if let Some(key) = key {
+            let payload = Bytes::from(format!(
+                r#"{{"critical":{{"identity":{{"docker-reference":"{registry}/app"}},"image":{{"docker-manifest-digest":"{digest}"}},"type":"cosign container image signature"}},"optional":null}}"#
+            ));
+            let signature = key.sign(&ring::rand::SystemRandom::new(), &payload).unwrap();
+            let sig_target = target.with_tag(&format!("{}.sig", digest.tag_form())).unwrap();
+            let empty = Bytes::from_static(b"{}");
+            client.push_blob(&sig_target, empty.clone()).await.unwrap();
+            client.push_blob(&sig_target, payload.clone()).await.unwrap();
+            let mut layer = Descriptor::of(COSIGN_SIMPLE_SIGNING, &payload);
+            layer.annotations.insert(
+                COSIGN_SIGNATURE_ANNOTATION.to_owned(),
+                base64::engine::general_purpose::STANDARD.encode(signature.as_ref()),
+            );
+            let bytes = serde_json::to_vec(&manifest(empty, vec![layer])).unwrap();
+            client.push_manifest(&sig_target, OCI_MANIFEST, bytes.into()).await.unwrap();
+        }
+        digest.to_string()
+    })
+}
+
+#[test]
+fn verify_exits_by_the_match() {
+    use base64::Engine as _;
+    use ring::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, KeyPair as _};
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let registry = runtime.block_on(portcullis_test_kit::Registry::start()).unwrap();
+    let host = registry.host();
+    let rng = ring::rand::SystemRandom::new();
+    let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &rng).unwrap();
+    let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8.as_ref(), &rng).unwrap();
+    // SubjectPublicKeyInfo of an uncompressed P-256 point: the fixed prefix, then the point.
+    let mut spki = vec![
+        0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a, 0x86, 0x48,
+        0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
+    ];
+    spki.extend_from_slice(key.public_key().as_ref());
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&spki);
+    let (first, rest) = b64.split_at(64);
+    let pem = format!("-----BEGIN PUBLIC KEY-----\n{first}\n{rest}\n-----END PUBLIC KEY-----\n");
+    let signed = push_image(&host, "signed", Some(&key));
+    let unsigned = push_image(&host, "unsigned", None);
+
+    let up = Up::start();
+    let attestor = serde_json::json!({"name": "release", "type": "cosignPublicKey", "publicKey": pem});
+    let file = up.dir.write("attestor.json", attestor.to_string());
+    up.ok(&["attestor", "apply", "-f", file.to_str().unwrap()]);
+    let other = serde_json::json!({"name": "other", "type": "cosignPublicKey", "publicKey": std::fs::read_to_string(shared("conformance/cosign-signatures/cosign.pub")).unwrap()});
+    let file = up.dir.write("other.json", other.to_string());
+    up.ok(&["attestor", "apply", "-f", file.to_str().unwrap()]);
+
+    // Signed by the attestor: 0, by tag or digest.
+    let run = up.ok(&["verify", &format!("{host}/app:signed"), "--attestor", "release"]);
+    assert!(run.stdout.contains(&signed), "{}", run.stdout);
+    assert!(run.stdout.contains("release: verified"), "{}", run.stdout);
+    up.ok(&["verify", &format!("{host}/app@{signed}"), "--attestor", "release"]);
+    // Two attestors, one signed: `any` holds (0), `all` does not (1).
+    up.ok(&["verify", &format!("{host}/app:signed"), "--attestor", "release", "--attestor", "other", "--match", "any"]);
+    let all = up.run(Some(&up.admin_key), &["verify", &format!("{host}/app:signed"), "--attestor", "release", "--attestor", "other"]);
+    assert_eq!(all.code, Some(1), "{} {}", all.stdout, all.stderr);
+    assert!(all.stdout.contains("other: not verified"), "{}", all.stdout);
+    // Unsigned: 1.
+    let run = up.run(Some(&up.admin_key), &["verify", &format!("{host}/app@{unsigned}"), "--attestor", "release"]);
+    assert_eq!(run.code, Some(1), "{} {}", run.stdout, run.stderr);
+    // An unknown attestor: 2.
+    let run = up.run(Some(&up.admin_key), &["verify", &format!("{host}/app:signed"), "--attestor", "nobody"]);
+    assert_eq!(run.code, Some(2), "{} {}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("unknown attestor"), "{}", run.stdout);
+    // No attestor at all is a usage error: 2.
+    let run = up.run(Some(&up.admin_key), &["verify", &format!("{host}/app:signed")]);
+    assert_eq!(run.code, Some(2), "{} {}", run.stdout, run.stderr);
+}

@@ -174,6 +174,15 @@ pub const ADMISSION_METHODS: &[(&str, Access)] = &[
     ("AdmissionService/ReviewStream", Access::ClusterReport),
 ];
 
+const SIG: &str = "/portcullis.signature.v1.";
+
+/// The signature service's methods: tenant readers, a connector for its own cluster (the
+/// handler checks which), and the service credential (admission).
+pub const SIGNATURE_METHODS: &[(&str, Access)] = &[
+    ("SignatureService/Verify", Access::ClusterRead),
+    ("SignatureService/ResolveDigest", Access::ClusterRead),
+];
+
 /// gRPC services every caller may use without a credential.
 const PUBLIC_SERVICES: &[&str] = &[
     "/grpc.health.v1.Health/",
@@ -193,6 +202,7 @@ impl PermissionTable {
         PermissionTable::default()
             .with(PS, POLICY_STORE_METHODS)
             .with(ADM, ADMISSION_METHODS)
+            .with(SIG, SIGNATURE_METHODS)
     }
 
     /// Adds rows `Service/Method` under the package prefix `/package.` (a later row for the

@@ -22,6 +22,7 @@ pub mod review;
 mod ruleset;
 mod scan;
 mod tenant;
+pub mod verify;
 
 use std::collections::HashSet;
 use std::future::Future;

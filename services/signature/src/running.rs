@@ -1,0 +1,153 @@
+//! A whole signature service in the background of the current runtime: the verifier, the
+//! NATS request/reply server, the event follower, the verdict publisher and (distributed)
+//! its own gRPC server, on one kit `Lifecycle`. `portcullis up`, `portcullis serve
+//! signature` and the tests start it the same way; embedded, [`grpc_service`] joins the
+//! one router instead of a listener of its own.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use portcullis_bus::Bus;
+use portcullis_kit::lifecycle::Lifecycle;
+use portcullis_proto::signature::v1::signature_service_server::SignatureServiceServer;
+use portcullis_server::{
+    AuthState, Authenticator, Credentials, GrpcServer, PermissionTable, ServerConfig, ServerError,
+};
+
+use crate::events::VerdictEvents;
+use crate::grpc::Signature;
+use crate::store::AttestorStore;
+use crate::{SignatureOptions, Verifier, rpc};
+
+/// `SignatureService` over `signature`, as this server adds it (also to another server's
+/// router: `up` serves it on its one address).
+pub fn grpc_service(signature: &Signature) -> SignatureServiceServer<Signature> {
+    SignatureServiceServer::new(signature.clone())
+}
+
+/// How to run a signature service.
+#[derive(Debug, Clone)]
+pub struct SignatureServeOptions {
+    /// Its own gRPC listener (distributed); `None` when another server's router carries
+    /// [`grpc_service`] (embedded).
+    pub grpc: Option<ServerConfig>,
+    /// Caches, registry client, request/reply server.
+    pub signature: SignatureOptions,
+}
+
+/// A running service. Dropping it without [`RunningSignature::stop`] stops it without
+/// waiting for the drain.
+#[derive(Debug)]
+pub struct RunningSignature {
+    url: Option<String>,
+    addr: Option<SocketAddr>,
+    signature: Signature,
+    lifecycle: Lifecycle,
+}
+
+impl RunningSignature {
+    /// Starts following `bus`, serves `pc.rpc.signature.verify` and, when configured, its
+    /// gRPC listener (port 0 picks a free port). `store` gives attestors and registry
+    /// credentials; `authenticator` resolves tenant keys on the listener.
+    pub async fn start(
+        store: Arc<dyn AttestorStore>,
+        bus: Bus,
+        credentials: Credentials,
+        authenticator: Arc<dyn Authenticator>,
+        options: SignatureServeOptions,
+    ) -> Result<RunningSignature, ServerError> {
+        // Recorded before the caches can hold anything: the follower starts right after it.
+        let snapshot = match bus.last_sequence().await {
+            Ok(sequence) => Some(sequence),
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the event stream's position failed; the follower will record it");
+                None
+            }
+        };
+        let verifier =
+            Verifier::new(store, options.signature.clone()).map_err(|e| ServerError::Config(e.to_string()))?;
+        let lifecycle = Lifecycle::new(options.signature.drain_deadline);
+        // The publisher ends after the drain (its own token), so that verdicts of the
+        // requests drained are still published.
+        let publisher_stop = tokio_util::sync::CancellationToken::new();
+        let (events, publisher) =
+            VerdictEvents::start(bus.clone(), options.signature.event_queue, publisher_stop.clone());
+        let signature = Signature::new(verifier.clone(), events);
+        lifecycle.spawn("verdict publisher", |_| publisher);
+        let follow_bus = bus.clone();
+        let follower = verifier.clone();
+        let follow_options = options.signature.follower;
+        lifecycle.spawn("event follower", |stop| async move {
+            follower.follow(follow_bus, snapshot, &follow_options, stop).await;
+        });
+        let (rpc_signature, rpc_options) = (signature.clone(), options.signature.rpc.clone());
+        // Subscribed before `start` returns, so that a request right after finds a server.
+        let requests = bus
+            .serve(
+                portcullis_domain::topic::SIGNATURE_VERIFY_SUBJECT,
+                &rpc_options.queue_group,
+            )
+            .await
+            .map_err(|e| {
+                ServerError::Config(format!(
+                    "serving {}: {e}",
+                    portcullis_domain::topic::SIGNATURE_VERIFY_SUBJECT
+                ))
+            })?;
+        lifecycle.spawn_fallible("verify requests", move |stop| async move {
+            let result = rpc::serve_requests(rpc_signature, requests, rpc_options, stop).await;
+            publisher_stop.cancel();
+            result
+        });
+        let (mut url, mut addr) = (None, None);
+        if let Some(config) = options.grpc {
+            let auth = AuthState {
+                credentials,
+                authenticator,
+                table: PermissionTable::standard(),
+                rate_limit: None,
+            };
+            let mut server = GrpcServer::new(config, auth);
+            server.add_service(grpc_service(&signature));
+            let bound = server.bind().await?;
+            addr = Some(bound.local_addr());
+            url = Some(bound.url());
+            lifecycle.serve("signature gRPC", bound).await;
+        }
+        tracing::info!(url = ?url, "signature service running");
+        Ok(RunningSignature {
+            url,
+            addr,
+            signature,
+            lifecycle,
+        })
+    }
+
+    /// `http://ADDR` or `https://ADDR` of its own listener, when it has one.
+    pub fn url(&self) -> Option<&str> {
+        self.url.as_deref()
+    }
+
+    /// Its own listener's address, when it has one.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.addr
+    }
+
+    /// The service (verifier, events).
+    pub fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    /// Stops: no new requests, those in flight answered, verdicts queued published (within
+    /// the drain deadline).
+    pub async fn stop(&self) -> Result<(), ServerError> {
+        self.lifecycle.token().cancel();
+        self.wait().await
+    }
+
+    /// Waits until the service ends (it failed, or it was stopped), then drains.
+    pub async fn wait(&self) -> Result<(), ServerError> {
+        self.lifecycle.stopping().await;
+        self.lifecycle.stop().await.result().map_err(ServerError::Config)
+    }
+}

@@ -1,0 +1,182 @@
+//! What the service reads from the policy store: a tenant's attestors and a cluster's registry
+//! credentials, with the service credential acting for the tenant and a deadline per call.
+//! Behind a trait so that the verifier can be tested without a store.
+
+use portcullis_admission::BoxFuture;
+use portcullis_admission::{ClusterSel, UpstreamTimeouts};
+use portcullis_kit::Traced;
+use portcullis_kit::client::{ClientConfig, Credential, Trust, for_tenant};
+use portcullis_proto::common::v1 as pc;
+use portcullis_proto::policystore::v1 as pb;
+use portcullis_proto::policystore::v1::attestor_service_client::AttestorServiceClient;
+use portcullis_proto::policystore::v1::cluster_service_client::ClusterServiceClient;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+use tonic::{Code, Status};
+
+use crate::SignatureError;
+
+/// An attestor as the store keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredAttestor {
+    /// Its name.
+    pub name: String,
+    /// Its revision (changes with every update).
+    pub revision: u64,
+    /// The attestor document (JSON).
+    pub document_json: String,
+}
+
+/// One registry's credentials of a cluster.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RegistryLogin {
+    /// `host[:port]` as references normalise it.
+    pub registry: String,
+    /// User name.
+    pub username: String,
+    /// Password or token.
+    pub password: String,
+}
+
+impl std::fmt::Debug for RegistryLogin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the password.
+        f.debug_struct("RegistryLogin")
+            .field("registry", &self.registry)
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where attestors and registry credentials come from.
+pub trait AttestorStore: Send + Sync + 'static {
+    /// A tenant's attestor by name; `None` when it has none of that name.
+    fn attestor<'a>(
+        &'a self,
+        tenant: &'a str,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<StoredAttestor>, SignatureError>>;
+
+    /// A cluster's registry credentials; empty when it has none stored.
+    fn registry_credentials<'a>(
+        &'a self,
+        tenant: &'a str,
+        cluster: &'a ClusterSel,
+    ) -> BoxFuture<'a, Result<Vec<RegistryLogin>, SignatureError>>;
+}
+
+/// The policy store over gRPC with the service credential.
+#[derive(Debug, Clone)]
+pub struct PolicyStoreClient {
+    channel: InterceptedService<Traced<Channel>, Credential>,
+}
+
+impl PolicyStoreClient {
+    /// A client of the policy store at `url` (`http://` on this host only unless
+    /// `allow_plain_text`, or `https://` trusting `trust`), connecting on first use.
+    pub fn new(
+        url: &str,
+        trust: Option<Trust>,
+        service_token: &str,
+        timeouts: &UpstreamTimeouts,
+        allow_plain_text: bool,
+    ) -> Result<PolicyStoreClient, SignatureError> {
+        let bad = |what: &str, e: &dyn std::fmt::Display| SignatureError::InvalidArgument(format!("{what}: {e}"));
+        let mut config = ClientConfig::new(url)
+            .map_err(|e| bad("policy store URL", &e))?
+            .connect_timeout(timeouts.connect)
+            .request_timeout(timeouts.call)
+            .keepalive(Some(timeouts.keepalive));
+        if !allow_plain_text {
+            config
+                .refuse_plain_text_off_host()
+                .map_err(|e| bad("policy store URL", &e))?;
+        }
+        if let Some(trust) = trust {
+            config = config.trust(trust);
+        }
+        // The credential carries the deadline of every call.
+        let credential = Credential::bearer(service_token)
+            .map_err(|e| bad("service credential", &e))?
+            .with_timeout(timeouts.call);
+        let channel = config.connect_lazy().map_err(|e| bad("policy store", &e))?;
+        Ok(PolicyStoreClient {
+            channel: InterceptedService::new(Traced::new(channel), credential),
+        })
+    }
+}
+
+fn store_failure(what: &str, status: &Status) -> SignatureError {
+    SignatureError::Unavailable(format!(
+        "{what}: the policy store answered {:?}: {}",
+        status.code(),
+        status.message()
+    ))
+}
+
+impl AttestorStore for PolicyStoreClient {
+    fn attestor<'a>(
+        &'a self,
+        tenant: &'a str,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<StoredAttestor>, SignatureError>> {
+        Box::pin(async move {
+            let request = for_tenant(
+                tenant,
+                pb::GetAttestorRequest {
+                    attestor: Some(pc::ResourceRef {
+                        r#ref: Some(pc::resource_ref::Ref::Name(name.to_owned())),
+                    }),
+                },
+            )
+            .map_err(|s| SignatureError::InvalidArgument(s.message().to_owned()))?;
+            let mut client = AttestorServiceClient::new(self.channel.clone());
+            match client.get_attestor(request).await {
+                Ok(answer) => Ok(answer.into_inner().attestor.map(|a| StoredAttestor {
+                    name: a.name,
+                    revision: a.revision,
+                    document_json: a.document_json,
+                })),
+                Err(status) if status.code() == Code::NotFound => Ok(None),
+                Err(status) => Err(store_failure(&format!("attestor {name:?}"), &status)),
+            }
+        })
+    }
+
+    fn registry_credentials<'a>(
+        &'a self,
+        tenant: &'a str,
+        cluster: &'a ClusterSel,
+    ) -> BoxFuture<'a, Result<Vec<RegistryLogin>, SignatureError>> {
+        Box::pin(async move {
+            let reference = match cluster {
+                ClusterSel::Id(id) => pc::resource_ref::Ref::Id(id.clone()),
+                ClusterSel::Name(name) => pc::resource_ref::Ref::Name(name.clone()),
+            };
+            let request = for_tenant(
+                tenant,
+                pb::GetRegistryCredentialsRequest {
+                    tenant_id: tenant.to_owned(),
+                    cluster: Some(pc::ResourceRef { r#ref: Some(reference) }),
+                },
+            )
+            .map_err(|s| SignatureError::InvalidArgument(s.message().to_owned()))?;
+            let mut client = ClusterServiceClient::new(self.channel.clone());
+            match client.get_registry_credentials(request).await {
+                Ok(answer) => Ok(answer
+                    .into_inner()
+                    .credentials
+                    .into_iter()
+                    .map(|c| RegistryLogin {
+                        registry: c.registry,
+                        username: c.username,
+                        password: c.password,
+                    })
+                    .collect()),
+                // Not implemented by this store yet, or nothing stored: anonymous access.
+                Err(status) if matches!(status.code(), Code::Unimplemented | Code::NotFound) => Ok(Vec::new()),
+                Err(status) => Err(store_failure("registry credentials", &status)),
+            }
+        })
+    }
+}

@@ -1,0 +1,681 @@
+//! The signature service against a real registry (docker-registry) and a real policy store,
+//! embedded and distributed: images pushed and signed by the test (cosign's legacy layout,
+//! P-256 keys made with ring), verified over gRPC and over `pc.rpc.signature.verify`.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    missing_docs
+)]
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use portcullis_admission::keys::IntrospectingAuthenticator;
+use portcullis_admission::keys::KeyCacheOptions;
+use portcullis_admission::metrics::AdmissionMetrics;
+use portcullis_admission::{Upstream, UpstreamTimeouts};
+use portcullis_bus::{StartFrom, TopicFilter};
+use portcullis_domain::Topic;
+use portcullis_oci::manifest::{
+    COSIGN_SIGNATURE_ANNOTATION, COSIGN_SIMPLE_SIGNING, OCI_CONFIG, OCI_INDEX, OCI_MANIFEST,
+};
+use portcullis_oci::{Client, ClientConfig, Descriptor, Digest, ImageIndex, ImageManifest, Platform, Reference};
+use portcullis_policy_store::testing::{TestOptions, TestServer};
+use portcullis_proto::events::v1::EventEnvelope;
+use portcullis_proto::policystore::v1 as pb;
+use portcullis_proto::policystore::v1::attestor_service_client::AttestorServiceClient;
+use portcullis_proto::signature::v1 as ps;
+use portcullis_proto::signature::v1::signature_service_client::SignatureServiceClient;
+use portcullis_server::{Credentials, Mode, ServerConfig};
+use portcullis_signature::{
+    PolicyStoreClient, RegistryOptions, RunningSignature, SignatureOptions, SignatureServeOptions, rpc,
+};
+use portcullis_test_kit::Registry;
+use prost::Message as _;
+use ring::rand::SystemRandom;
+use ring::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, KeyPair as _};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tonic::transport::Channel;
+
+/// A P-256 signing key and its PEM public key.
+struct Key {
+    pair: EcdsaKeyPair,
+    pem: String,
+}
+
+impl Key {
+    fn new() -> Key {
+        let rng = SystemRandom::new();
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &rng).unwrap();
+        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8.as_ref(), &rng).unwrap();
+        // SubjectPublicKeyInfo of an uncompressed P-256 point: the fixed prefix, then the point.
+        let mut spki = hex("3059301306072a8648ce3d020106082a8648ce3d030107034200");
+        spki.extend_from_slice(pair.public_key().as_ref());
+        let b64 = base64::engine::general_purpose::STANDARD.encode(&spki);
+        let lines: Vec<&str> = b64
+            .as_bytes()
+            .chunks(64)
+            .map(|c| std::str::from_utf8(c).unwrap())
+            .collect();
+        let pem = format!(
+            "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
+            lines.join("\n")
+        );
+        Key { pair, pem }
+    }
+
+    fn sign(&self, payload: &[u8]) -> String {
+        let signature = self.pair.sign(&SystemRandom::new(), payload).unwrap();
+        base64::engine::general_purpose::STANDARD.encode(signature.as_ref())
+    }
+}
+
+fn hex(text: &str) -> Vec<u8> {
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+/// Cosign's simple-signing payload naming `digest`.
+fn payload(repository: &str, digest: &Digest) -> Vec<u8> {
+    format!(
+        r#"{{"critical":{{"identity":{{"docker-reference":"{repository}"}},"image":{{"docker-manifest-digest":"{digest}"}},"type":"cosign container image signature"}},"optional":null}}"#
+    )
+    .into_bytes()
+}
+
+struct Fixture {
+    store: TestServer,
+    signature: RunningSignature,
+    registry: Registry,
+    oci: Client,
+    channel: Channel,
+}
+
+async fn start(mode: Mode) -> Fixture {
+    start_with(mode, SignatureOptions::default()).await
+}
+
+async fn start_with(mode: Mode, options: SignatureOptions) -> Fixture {
+    let registry = Registry::start().await.unwrap();
+    let store = TestServer::start(TestOptions::new(mode)).await.unwrap();
+    let client = PolicyStoreClient::new(
+        &store.url,
+        None,
+        &store.service_token,
+        &UpstreamTimeouts::default(),
+        false,
+    )
+    .unwrap();
+    let upstream = Upstream::new(
+        &store.url,
+        None,
+        &store.service_token,
+        &UpstreamTimeouts::default(),
+        false,
+    )
+    .unwrap();
+    let authenticator =
+        IntrospectingAuthenticator::new(upstream, KeyCacheOptions::default(), AdmissionMetrics::global());
+    let credentials = Credentials::new(Some(store.operator_key.clone()), Some(store.service_token.clone())).unwrap();
+    let signature = RunningSignature::start(
+        Arc::new(client),
+        store.bus.clone(),
+        credentials,
+        Arc::new(authenticator),
+        SignatureServeOptions {
+            grpc: Some(ServerConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)), mode)),
+            signature: options,
+        },
+    )
+    .await
+    .unwrap();
+    let channel = tonic::transport::Endpoint::from_shared(signature.url().unwrap().to_owned())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let oci = Client::new(ClientConfig {
+        deadline: Duration::from_secs(10),
+        ..ClientConfig::default()
+    })
+    .unwrap();
+    Fixture {
+        store,
+        signature,
+        registry,
+        oci,
+        channel,
+    }
+}
+
+impl Fixture {
+    async fn attestor(&self, name: &str, key: &Key) {
+        let document = serde_json::json!({"name": name, "type": "cosignPublicKey", "publicKey": key.pem});
+        let mut client = AttestorServiceClient::new(self.store.channel().await.unwrap());
+        client
+            .create_attestor(self.store.request(
+                &self.store.admin_key,
+                pb::CreateAttestorRequest {
+                    document_json: document.to_string(),
+                },
+            ))
+            .await
+            .unwrap();
+    }
+
+    fn reference(&self, repository: &str, tag: &str) -> Reference {
+        Reference::parse(&format!("{}/{repository}:{tag}", self.registry.host())).unwrap()
+    }
+
+    /// Pushes a one-layer image at `repository:tag`; returns its digest and manifest bytes.
+    async fn push_image(&self, repository: &str, tag: &str, text: &str) -> (Digest, Bytes) {
+        let target = self.reference(repository, tag);
+        let config = Bytes::from(format!(
+            r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":[]}},"text":"{text}"}}"#
+        ));
+        let layer = Bytes::from(format!("layer of {text}"));
+        self.oci.push_blob(&target, config.clone()).await.unwrap();
+        self.oci.push_blob(&target, layer.clone()).await.unwrap();
+        let manifest = ImageManifest {
+            schema_version: 2,
+            media_type: Some(OCI_MANIFEST.into()),
+            artifact_type: None,
+            config: Descriptor::of(OCI_CONFIG, &config),
+            layers: vec![Descriptor::of("application/vnd.oci.image.layer.v1.tar", &layer)],
+            subject: None,
+            annotations: BTreeMap::new(),
+        };
+        let bytes = Bytes::from(serde_json::to_vec(&manifest).unwrap());
+        let digest = self
+            .oci
+            .push_manifest(&target, OCI_MANIFEST, bytes.clone())
+            .await
+            .unwrap();
+        (digest, bytes)
+    }
+
+    /// Pushes the `sha256-<hex>.sig` manifest of `digest` in `repository` with one layer per
+    /// (payload, signature).
+    async fn push_signatures(&self, repository: &str, digest: &Digest, layers: &[(Vec<u8>, String)]) {
+        let target = self.reference(repository, &format!("{}.sig", digest.tag_form()));
+        let config = Bytes::from_static(b"{}");
+        self.oci.push_blob(&target, config.clone()).await.unwrap();
+        let mut descriptors = Vec::new();
+        for (payload, signature) in layers {
+            let bytes = Bytes::from(payload.clone());
+            self.oci.push_blob(&target, bytes.clone()).await.unwrap();
+            let mut descriptor = Descriptor::of(COSIGN_SIMPLE_SIGNING, &bytes);
+            descriptor
+                .annotations
+                .insert(COSIGN_SIGNATURE_ANNOTATION.to_owned(), signature.clone());
+            descriptors.push(descriptor);
+        }
+        let manifest = ImageManifest {
+            schema_version: 2,
+            media_type: Some(OCI_MANIFEST.into()),
+            artifact_type: None,
+            config: Descriptor::of(OCI_CONFIG, &config),
+            layers: descriptors,
+            subject: None,
+            annotations: BTreeMap::new(),
+        };
+        let bytes = Bytes::from(serde_json::to_vec(&manifest).unwrap());
+        self.oci.push_manifest(&target, OCI_MANIFEST, bytes).await.unwrap();
+    }
+
+    /// Signs `digest` in `repository` with each key (one layer each).
+    async fn sign(&self, repository: &str, digest: &Digest, keys: &[&Key]) {
+        let name = format!("{}/{repository}", self.registry.host());
+        let layers: Vec<(Vec<u8>, String)> = keys
+            .iter()
+            .map(|key| {
+                let payload = payload(&name, digest);
+                let signature = key.sign(&payload);
+                (payload, signature)
+            })
+            .collect();
+        self.push_signatures(repository, digest, &layers).await;
+    }
+
+    async fn verify(&self, image: &str, attestors: &[&str], digest: &str) -> ps::VerifyResponse {
+        self.try_verify(image, attestors, digest).await.unwrap()
+    }
+
+    async fn try_verify(
+        &self,
+        image: &str,
+        attestors: &[&str],
+        digest: &str,
+    ) -> Result<ps::VerifyResponse, tonic::Status> {
+        let mut client = SignatureServiceClient::new(self.channel.clone());
+        client
+            .verify(self.store.request(
+                &self.store.admin_key,
+                ps::VerifyRequest {
+                    image: image.to_owned(),
+                    attestors: attestors.iter().map(|a| (*a).to_owned()).collect(),
+                    digest: digest.to_owned(),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .map(tonic::Response::into_inner)
+    }
+}
+
+fn verdicts(response: &ps::VerifyResponse) -> Vec<ps::Verdict> {
+    response.verdicts.iter().map(|v| v.verdict()).collect()
+}
+
+async fn one_key(mode: Mode) {
+    let f = start(mode).await;
+    let key = Key::new();
+    f.attestor("release", &key).await;
+    let (digest, _) = f.push_image("app", "v1", "one key").await;
+    f.sign("app", &digest, &[&key]).await;
+    let image = format!("{}/app@{digest}", f.registry.host());
+    let answer = f.verify(&image, &["release"], "").await;
+    assert_eq!(verdicts(&answer), [ps::Verdict::Verified], "{answer:?}");
+    assert_eq!(answer.digest, digest.to_string());
+    assert_eq!(answer.verdicts[0].format(), ps::SignatureFormat::LegacyTag);
+    assert_eq!(answer.verdicts[0].attestor_revision, 1);
+    assert!(!answer.cached);
+    // Asked again: from the cache, the same verdict.
+    let again = f.verify(&image, &["release"], "").await;
+    assert!(again.cached);
+    assert_eq!(verdicts(&again), [ps::Verdict::Verified]);
+}
+
+async fn two_keys(mode: Mode) {
+    let f = start(mode).await;
+    let (a, b) = (Key::new(), Key::new());
+    f.attestor("team-a", &a).await;
+    f.attestor("team-b", &b).await;
+    let (one, _) = f.push_image("app", "one", "signed by a").await;
+    f.sign("app", &one, &[&a]).await;
+    let (both, _) = f.push_image("app", "both", "signed by both").await;
+    f.sign("app", &both, &[&a, &b]).await;
+    let host = f.registry.host();
+    // Per attestor, in request order: `all` would fail, `any` would hold.
+    let answer = f.verify(&format!("{host}/app@{one}"), &["team-b", "team-a"], "").await;
+    assert_eq!(
+        verdicts(&answer),
+        [ps::Verdict::NotVerified, ps::Verdict::Verified],
+        "{answer:?}"
+    );
+    let answer = f.verify(&format!("{host}/app@{both}"), &["team-a", "team-b"], "").await;
+    assert_eq!(
+        verdicts(&answer),
+        [ps::Verdict::Verified, ps::Verdict::Verified],
+        "{answer:?}"
+    );
+}
+
+async fn wrong_key_unsigned_and_unknown(mode: Mode) {
+    let f = start(mode).await;
+    let (good, other) = (Key::new(), Key::new());
+    f.attestor("release", &good).await;
+    let (signed, _) = f.push_image("app", "v1", "signed by another").await;
+    f.sign("app", &signed, &[&other]).await;
+    let (unsigned, _) = f.push_image("app", "v2", "unsigned").await;
+    let host = f.registry.host();
+    let answer = f.verify(&format!("{host}/app@{signed}"), &["release"], "").await;
+    assert_eq!(verdicts(&answer), [ps::Verdict::NotVerified], "{answer:?}");
+    assert!(answer.verdicts[0].reason.contains("does not verify"), "{answer:?}");
+    let answer = f.verify(&format!("{host}/app@{unsigned}"), &["release"], "").await;
+    assert_eq!(verdicts(&answer), [ps::Verdict::NotVerified], "{answer:?}");
+    assert!(answer.verdicts[0].reason.contains("no signatures"), "{answer:?}");
+    // An attestor the tenant does not have is an error, never a pass or a plain failure.
+    let answer = f
+        .verify(&format!("{host}/app@{signed}"), &["nobody", "release"], "")
+        .await;
+    assert_eq!(
+        verdicts(&answer),
+        [ps::Verdict::Error, ps::Verdict::NotVerified],
+        "{answer:?}"
+    );
+    assert!(answer.verdicts[0].reason.contains("unknown attestor"), "{answer:?}");
+    // A malformed request is refused.
+    let refused = f
+        .try_verify(&format!("{host}/app@{signed}"), &[], "")
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+}
+
+async fn tampered_and_other_digest(mode: Mode) {
+    let f = start(mode).await;
+    let key = Key::new();
+    f.attestor("release", &key).await;
+    let host = f.registry.host();
+    let name = format!("{host}/app");
+    // A payload changed after it was signed.
+    let (tampered, _) = f.push_image("app", "t", "tampered").await;
+    let signed = payload(&name, &tampered);
+    let signature = key.sign(&signed);
+    let mut changed = signed.clone();
+    changed.extend_from_slice(b" ");
+    f.push_signatures("app", &tampered, &[(changed, signature)]).await;
+    let answer = f.verify(&format!("{name}@{tampered}"), &["release"], "").await;
+    assert_eq!(verdicts(&answer), [ps::Verdict::NotVerified], "{answer:?}");
+    // A valid signature over another image's digest, put where this image's would be.
+    let (this, _) = f.push_image("app", "this", "this image").await;
+    let (other, _) = f.push_image("app", "other", "another image").await;
+    let elsewhere = payload(&name, &other);
+    let signature = key.sign(&elsewhere);
+    f.push_signatures("app", &this, &[(elsewhere, signature)]).await;
+    let answer = f.verify(&format!("{name}@{this}"), &["release"], "").await;
+    assert_eq!(verdicts(&answer), [ps::Verdict::NotVerified], "{answer:?}");
+    assert!(answer.verdicts[0].reason.contains(&other.to_string()), "{answer:?}");
+}
+
+async fn tag_and_index(mode: Mode) {
+    let f = start(mode).await;
+    let key = Key::new();
+    f.attestor("release", &key).await;
+    let host = f.registry.host();
+    // A tag resolves to the digest the registry returns.
+    let (digest, _) = f.push_image("app", "v1", "tagged").await;
+    f.sign("app", &digest, &[&key]).await;
+    let answer = f.verify(&format!("{host}/app:v1"), &["release"], "").await;
+    assert_eq!(answer.digest, digest.to_string());
+    assert_eq!(verdicts(&answer), [ps::Verdict::Verified], "{answer:?}");
+    let mut client = SignatureServiceClient::new(f.channel.clone());
+    let resolved = client
+        .resolve_digest(f.store.request(
+            &f.store.admin_key,
+            ps::ResolveDigestRequest {
+                image: format!("{host}/app:v1"),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(resolved.digest, digest.to_string());
+    let missing = client
+        .resolve_digest(f.store.request(
+            &f.store.admin_key,
+            ps::ResolveDigestRequest {
+                image: format!("{host}/app:missing"),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), tonic::Code::NotFound, "{missing:?}");
+    // A tag the registry does not have fails (POLICY.md 4.6), it is no error.
+    let answer = f.verify(&format!("{host}/app:missing"), &["release"], "").await;
+    assert_eq!(verdicts(&answer), [ps::Verdict::NotVerified], "{answer:?}");
+
+    // A multi-architecture image: the index digest is what is resolved and signed.
+    let (amd, amd_bytes) = f.push_image("multi", "amd64", "amd64 image").await;
+    let (_, arm_bytes) = f.push_image("multi", "arm64", "arm64 image").await;
+    let index = ImageIndex {
+        schema_version: 2,
+        media_type: Some(OCI_INDEX.into()),
+        artifact_type: None,
+        manifests: [(amd_bytes, "amd64"), (arm_bytes, "arm64")]
+            .iter()
+            .map(|(bytes, arch)| Descriptor {
+                platform: Some(Platform {
+                    architecture: (*arch).into(),
+                    os: "linux".into(),
+                    variant: None,
+                }),
+                ..Descriptor::of(OCI_MANIFEST, bytes)
+            })
+            .collect(),
+        subject: None,
+        annotations: BTreeMap::new(),
+    };
+    let bytes = Bytes::from(serde_json::to_vec(&index).unwrap());
+    let target = f.reference("multi", "latest");
+    let index_digest = f.oci.push_manifest(&target, OCI_INDEX, bytes).await.unwrap();
+    f.sign("multi", &index_digest, &[&key]).await;
+    let answer = f.verify(&format!("{host}/multi:latest"), &["release"], "").await;
+    assert_eq!(answer.digest, index_digest.to_string());
+    assert_eq!(verdicts(&answer), [ps::Verdict::Verified], "{answer:?}");
+    // The platform image itself carries no signature of its own.
+    let answer = f.verify(&format!("{host}/multi@{amd}"), &["release"], "").await;
+    assert_eq!(verdicts(&answer), [ps::Verdict::NotVerified], "{answer:?}");
+}
+
+async fn registry_down(mode: Mode) {
+    let mut f = start(mode).await;
+    let key = Key::new();
+    f.attestor("release", &key).await;
+    let (digest, _) = f.push_image("app", "v1", "soon unreachable").await;
+    f.sign("app", &digest, &[&key]).await;
+    f.registry.stop();
+    let host = f.registry.host();
+    let answer = f.verify(&format!("{host}/app@{digest}"), &["release"], "").await;
+    assert_eq!(verdicts(&answer), [ps::Verdict::Error], "{answer:?}");
+    assert!(answer.verdicts[0].reason.contains("unavailable"), "{answer:?}");
+    let answer = f.verify(&format!("{host}/app:v1"), &["release"], "").await;
+    assert_eq!(verdicts(&answer), [ps::Verdict::Error], "{answer:?}");
+}
+
+async fn registry_slow(mode: Mode) {
+    let options = SignatureOptions {
+        registry: RegistryOptions {
+            deadline: Duration::from_millis(500),
+            ..RegistryOptions::default()
+        },
+        ..SignatureOptions::default()
+    };
+    let f = start_with(mode, options).await;
+    f.attestor("release", &Key::new()).await;
+    // Accepts connections and never answers.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let host = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    let digest = Digest::of(b"anything");
+    let started = std::time::Instant::now();
+    let answer = f.verify(&format!("{host}/app@{digest}"), &["release"], "").await;
+    assert_eq!(verdicts(&answer), [ps::Verdict::Error], "{answer:?}");
+    assert!(answer.verdicts[0].reason.contains("deadline"), "{answer:?}");
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+}
+
+/// A TCP proxy to `target` counting the HTTP requests that pass (one `Host` header each).
+async fn counting_proxy(target: SocketAddr) -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let count = Arc::new(AtomicUsize::new(0));
+    let counter = count.clone();
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else {
+                    return;
+                };
+                let (mut in_read, mut in_write) = inbound.split();
+                let (mut out_read, mut out_write) = outbound.split();
+                let upstream = async {
+                    let mut buffer = vec![0u8; 16 * 1024];
+                    let mut tail: Vec<u8> = Vec::new();
+                    loop {
+                        let n = match in_read.read(&mut buffer).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        let mut seen = tail.clone();
+                        seen.extend_from_slice(&buffer[..n]);
+                        let lower = seen.to_ascii_lowercase();
+                        counter.fetch_add(lower.windows(7).filter(|w| *w == b"\nhost: ").count(), Ordering::SeqCst);
+                        tail = seen[seen.len().saturating_sub(6)..].to_vec();
+                        if out_write.write_all(&buffer[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                    let _ = out_write.shutdown().await;
+                };
+                let downstream = async {
+                    let _ = tokio::io::copy(&mut out_read, &mut in_write).await;
+                    let _ = in_write.shutdown().await;
+                };
+                tokio::join!(upstream, downstream);
+            });
+        }
+    });
+    (address, count)
+}
+
+async fn one_round_for_concurrent_asks(mode: Mode) {
+    let f = start(mode).await;
+    let key = Key::new();
+    f.attestor("release", &key).await;
+    let registry: SocketAddr = f.registry.host().parse().unwrap();
+    let (proxy, requests) = counting_proxy(registry).await;
+    let mut digests = Vec::new();
+    for tag in ["warm", "one", "many"] {
+        let (digest, _) = f.push_image("app", tag, tag).await;
+        f.sign("app", &digest, &[&key]).await;
+        digests.push(digest);
+    }
+    // Warm up (the client's first contact with the registry), then one verification alone.
+    let warm = f.verify(&format!("{proxy}/app@{}", digests[0]), &["release"], "").await;
+    assert_eq!(verdicts(&warm), [ps::Verdict::Verified], "{warm:?}");
+    let before = requests.load(Ordering::SeqCst);
+    let rounds = f.signature.signature().verifier().registry_rounds();
+    let one = f.verify(&format!("{proxy}/app@{}", digests[1]), &["release"], "").await;
+    assert_eq!(verdicts(&one), [ps::Verdict::Verified], "{one:?}");
+    let per_round = requests.load(Ordering::SeqCst) - before;
+    assert!(
+        per_round >= 2,
+        "a round reads the .sig manifest and its layer: {per_round}"
+    );
+    // 1,000 at once for one image: one round, the same requests as one verification.
+    let before = requests.load(Ordering::SeqCst);
+    let image = format!("{proxy}/app@{}", digests[2]);
+    let asks = (0..1000).map(|_| {
+        let (f, image) = (&f, image.clone());
+        async move { f.verify(&image, &["release"], "").await }
+    });
+    let answers = futures::future::join_all(asks).await;
+    assert!(answers.iter().all(|a| verdicts(a) == [ps::Verdict::Verified]));
+    assert_eq!(requests.load(Ordering::SeqCst) - before, per_round);
+    assert_eq!(f.signature.signature().verifier().registry_rounds(), rounds + 2);
+}
+
+async fn over_the_bus_with_verdict_events(mode: Mode) {
+    let f = start(mode).await;
+    let key = Key::new();
+    f.attestor("release", &key).await;
+    let (digest, _) = f.push_image("app", "v1", "over the bus").await;
+    f.sign("app", &digest, &[&key]).await;
+    let start_at = f.store.bus.last_sequence().await.unwrap();
+    let host = f.registry.host();
+    let request = ps::VerifyRequest {
+        tenant_id: f.store.tenant_id.clone(),
+        image: format!("{host}/app:v1"),
+        attestors: vec!["release".into()],
+        ..Default::default()
+    };
+    let answer = rpc::request(&f.store.bus, &request, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(verdicts(&answer), [ps::Verdict::Verified], "{answer:?}");
+    // The tenant is in the message and checked.
+    let bad = rpc::request(
+        &f.store.bus,
+        &ps::VerifyRequest {
+            tenant_id: "Not A Tenant".into(),
+            ..request.clone()
+        },
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap_err();
+    assert!(bad.to_string().contains("tenant"), "{bad}");
+    // The verdict was published on pc.<tenant>.evt.signature.verdict.
+    let mut events = f
+        .store
+        .bus
+        .subscribe_broadcast(
+            &TopicFilter::topics([Topic::SignatureVerdict]),
+            StartFrom::after(start_at),
+        )
+        .await
+        .unwrap();
+    let received = tokio::time::timeout(Duration::from_secs(10), events.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(received.event.tenant, f.store.tenant_id);
+    let envelope = EventEnvelope::decode(received.event.payload.clone()).unwrap();
+    let Some(portcullis_proto::events::v1::event_envelope::Payload::SignatureVerdict(verdict)) = envelope.payload
+    else {
+        panic!("not a signature verdict: {envelope:?}");
+    };
+    assert_eq!(verdict.digest, digest.to_string());
+    assert_eq!(verdict.verdicts[0].verdict(), ps::Verdict::Verified);
+}
+
+async fn attestor_change_drops_verdicts(mode: Mode) {
+    let f = start(mode).await;
+    let (old, new) = (Key::new(), Key::new());
+    f.attestor("release", &old).await;
+    let (digest, _) = f.push_image("app", "v1", "rotated key").await;
+    f.sign("app", &digest, &[&new]).await;
+    let image = format!("{}/app@{digest}", f.registry.host());
+    assert_eq!(
+        verdicts(&f.verify(&image, &["release"], "").await),
+        [ps::Verdict::NotVerified]
+    );
+    // The attestor now holds the new key: the cached verdict must not outlive the old one.
+    let document = serde_json::json!({"name": "release", "type": "cosignPublicKey", "publicKey": new.pem});
+    let mut client = AttestorServiceClient::new(f.store.channel().await.unwrap());
+    client
+        .update_attestor(f.store.request(
+            &f.store.admin_key,
+            pb::UpdateAttestorRequest {
+                attestor: Some(portcullis_proto::common::v1::ResourceRef {
+                    r#ref: Some(portcullis_proto::common::v1::resource_ref::Ref::Name("release".into())),
+                }),
+                document_json: document.to_string(),
+                expected_revision: None,
+            },
+        ))
+        .await
+        .unwrap();
+    portcullis_test_kit::eventually(Duration::from_secs(10), async || {
+        let answer = f.verify(&image, &["release"], "").await;
+        (verdicts(&answer) == [ps::Verdict::Verified] && answer.verdicts[0].attestor_revision == 2)
+            .then_some(())
+            .ok_or(format!("{answer:?}"))
+    })
+    .await;
+}
+
+portcullis_test_kit::both! {
+    embedded: portcullis_server::Mode::Embedded,
+    distributed: portcullis_server::Mode::Distributed;
+    one_key,
+    two_keys,
+    wrong_key_unsigned_and_unknown,
+    tampered_and_other_digest,
+    tag_and_index,
+    registry_down,
+    registry_slow,
+    one_round_for_concurrent_asks,
+    over_the_bus_with_verdict_events,
+    attestor_change_drops_verdicts,
+}
