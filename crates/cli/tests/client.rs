@@ -776,7 +776,10 @@ fn push_image(registry: &str, tag: &str, key: Option<&ring::signature::EcdsaKeyP
     use bytes::Bytes;
     use portcullis_oci::manifest::{COSIGN_SIGNATURE_ANNOTATION, COSIGN_SIMPLE_SIGNING, OCI_CONFIG, OCI_MANIFEST};
     use portcullis_oci::{Client, ClientConfig, Descriptor, ImageManifest, Reference};
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     runtime.block_on(async {
         let client = Client::new(ClientConfig::default()).unwrap();
         let target = Reference::parse(&format!("{registry}/app:{tag}")).unwrap();
@@ -820,7 +823,10 @@ fn push_image(registry: &str, tag: &str, key: Option<&ring::signature::EcdsaKeyP
 fn verify_exits_by_the_match() {
     use base64::Engine as _;
     use ring::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, KeyPair as _};
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let registry = runtime.block_on(portcullis_test_kit::Registry::start()).unwrap();
     let host = registry.host();
     let rng = ring::rand::SystemRandom::new();
@@ -852,15 +858,40 @@ fn verify_exits_by_the_match() {
     assert!(run.stdout.contains("release: verified"), "{}", run.stdout);
     up.ok(&["verify", &format!("{host}/app@{signed}"), "--attestor", "release"]);
     // Two attestors, one signed: `any` holds (0), `all` does not (1).
-    up.ok(&["verify", &format!("{host}/app:signed"), "--attestor", "release", "--attestor", "other", "--match", "any"]);
-    let all = up.run(Some(&up.admin_key), &["verify", &format!("{host}/app:signed"), "--attestor", "release", "--attestor", "other"]);
+    up.ok(&[
+        "verify",
+        &format!("{host}/app:signed"),
+        "--attestor",
+        "release",
+        "--attestor",
+        "other",
+        "--match",
+        "any",
+    ]);
+    let all = up.run(
+        Some(&up.admin_key),
+        &[
+            "verify",
+            &format!("{host}/app:signed"),
+            "--attestor",
+            "release",
+            "--attestor",
+            "other",
+        ],
+    );
     assert_eq!(all.code, Some(1), "{} {}", all.stdout, all.stderr);
     assert!(all.stdout.contains("other: not verified"), "{}", all.stdout);
     // Unsigned: 1.
-    let run = up.run(Some(&up.admin_key), &["verify", &format!("{host}/app@{unsigned}"), "--attestor", "release"]);
+    let run = up.run(
+        Some(&up.admin_key),
+        &["verify", &format!("{host}/app@{unsigned}"), "--attestor", "release"],
+    );
     assert_eq!(run.code, Some(1), "{} {}", run.stdout, run.stderr);
     // An unknown attestor: 2.
-    let run = up.run(Some(&up.admin_key), &["verify", &format!("{host}/app:signed"), "--attestor", "nobody"]);
+    let run = up.run(
+        Some(&up.admin_key),
+        &["verify", &format!("{host}/app:signed"), "--attestor", "nobody"],
+    );
     assert_eq!(run.code, Some(2), "{} {}", run.stdout, run.stderr);
     assert!(run.stdout.contains("unknown attestor"), "{}", run.stdout);
     // No attestor at all is a usage error: 2.

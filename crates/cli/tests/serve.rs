@@ -441,3 +441,101 @@ fn up_refuses_a_short_operator_key() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("PORTCULLIS_OPERATOR_KEY"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_signature_answers_with_the_stores_attestors() {
+    use portcullis_proto::policystore::v1::attestor_service_client::AttestorServiceClient;
+    use portcullis_proto::signature::v1 as ps;
+    use portcullis_proto::signature::v1::signature_service_client::SignatureServiceClient;
+    const SERVICE_TOKEN: &str = "service-token-for-cli-tests";
+    let database = TestDatabase::create().await.unwrap();
+    let nats = NatsServer::start().await.unwrap();
+    let nats_url = nats.url();
+    let with_token = |args: &[&str], prefix: &str| {
+        start_command(portcullis(args).env("PORTCULLIS_SERVICE_TOKEN", SERVICE_TOKEN), prefix)
+    };
+    let store = with_token(
+        &[
+            "serve",
+            "policy-store",
+            "--database-url",
+            &database.url,
+            "--nats-url",
+            &nats_url,
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        "portcullis policy-store listening on ",
+    );
+    let signature = with_token(
+        &[
+            "serve",
+            "signature",
+            "--policy-store-url",
+            &store.url,
+            "--nats-url",
+            &nats_url,
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        "portcullis signature listening on ",
+    );
+    let created = TenantServiceClient::connect(store.url.clone())
+        .await
+        .unwrap()
+        .create_tenant(authed(
+            OPERATOR_KEY,
+            pb::CreateTenantRequest {
+                name: "Signature tenant".to_owned(),
+                id: "sig".to_owned(),
+                admin_key_expires_at: None,
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let pem = std::fs::read_to_string(common::shared("conformance/cosign-signatures/cosign.pub")).unwrap();
+    let document = serde_json::json!({"name": "release", "type": "cosignPublicKey", "publicKey": pem});
+    AttestorServiceClient::connect(store.url.clone())
+        .await
+        .unwrap()
+        .create_attestor(authed(
+            &created.admin_key,
+            pb::CreateAttestorRequest {
+                document_json: document.to_string(),
+            },
+        ))
+        .await
+        .unwrap();
+    // The tenant's key is checked by the store; the attestor read from it. Nothing listens on
+    // the registry: an error verdict for the known attestor, "unknown" for the other.
+    let digest = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    let answer = SignatureServiceClient::connect(signature.url.clone())
+        .await
+        .unwrap()
+        .verify(authed(
+            &created.admin_key,
+            ps::VerifyRequest {
+                image: format!("127.0.0.1:1/app@{digest}"),
+                attestors: vec!["release".into(), "nobody".into()],
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let verdicts: Vec<ps::Verdict> = answer.verdicts.iter().map(ps::AttestorVerdict::verdict).collect();
+    assert_eq!(verdicts, [ps::Verdict::Error, ps::Verdict::Error], "{answer:?}");
+    assert_eq!(answer.verdicts[0].attestor_revision, 1, "{answer:?}");
+    assert!(answer.verdicts[0].reason.contains("unavailable"), "{answer:?}");
+    assert!(answer.verdicts[1].reason.contains("unknown attestor"), "{answer:?}");
+    let refused = SignatureServiceClient::connect(signature.url.clone())
+        .await
+        .unwrap()
+        .verify(authed("not-a-key", ps::VerifyRequest::default()))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused:?}");
+    stop(signature, "TERM");
+    stop(store, "TERM");
+}

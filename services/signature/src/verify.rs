@@ -438,6 +438,7 @@ impl Verifier {
         if !usable.is_empty() {
             let mut attestors: Vec<(String, u64)> = usable.iter().map(|u| (u.name.clone(), u.revision)).collect();
             attestors.sort();
+            let revisions: BTreeMap<String, u64> = attestors.iter().cloned().collect();
             let key = VerdictKey {
                 tenant: request.tenant.clone(),
                 cluster: request.cluster.clone(),
@@ -463,7 +464,8 @@ impl Verifier {
                 Err(e) => {
                     for (slot, name) in verdicts.iter_mut().zip(&request.attestors) {
                         if slot.is_none() {
-                            *slot = Some(AttestorVerdict::error(name, 0, e.to_string()));
+                            let revision = revisions.get(name).copied().unwrap_or_default();
+                            *slot = Some(AttestorVerdict::error(name, revision, e.to_string()));
                         }
                     }
                 }
