@@ -1,5 +1,5 @@
 //! Attestors: documents, validation and the public keys they accept.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 use portcullis_engine::attestor::{
     Attestor, KeyError, KeyKind, KeylessOptions, TransparencyLogOptions, parse_public_key_pem,
