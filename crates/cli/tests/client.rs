@@ -514,6 +514,41 @@ fn rulesets_attestors_and_scan_results() {
     assert_eq!(listed[0]["type"], "cosignPublicKey");
     up.ok(&["attestor", "delete", "release-signer"]);
 
+    // Keyless: the example (a made-up root) and one under Sigstore's real root from ../shared.
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/attestor-keyless.yaml");
+    let run = up.ok(&["attestor", "apply", "-f", example]);
+    assert_eq!(run.stdout.trim(), "attestor release-keyless created (revision 1)");
+    let root = std::fs::read_to_string(shared("conformance/sigstore-bundles/trusted_root.production.json")).unwrap();
+    let keyless = serde_json::json!({"name": "ci-keyless", "type": "cosignKeyless", "keyless": {
+        "issuer": "https://token.actions.githubusercontent.com",
+        "subject": "https://github.com/acme/app/.github/workflows/release.yml@refs/heads/main",
+        "trustedRoot": root,
+    }});
+    let file = up.dir.write("keyless.json", keyless.to_string());
+    up.ok(&["attestor", "apply", "-f", file.to_str().unwrap()]);
+    let got = up.json(&["attestor", "get", "ci-keyless"]);
+    assert_eq!(got["keyless"]["trustedRoot"], root, "{got}");
+    let listed = up.json(&["attestor", "list"]);
+    assert!(
+        listed.as_array().unwrap().iter().all(|a| a["type"] == "cosignKeyless"),
+        "{listed}"
+    );
+    let bad = serde_json::json!({"name": "bad-keyless", "type": "cosignKeyless", "keyless": {
+        "issuer": "https://accounts.google.com", "subject": "a@b.c", "subjectRegExp": "a@.*", "trustedRoot": root,
+    }});
+    let file = up.dir.write("bad-keyless.json", bad.to_string());
+    let run = up.run(
+        Some(&up.admin_key),
+        &["attestor", "apply", "-f", file.to_str().unwrap()],
+    );
+    assert!(
+        run.code == Some(2) && run.stderr.contains("keyless.subject"),
+        "{}",
+        run.stderr
+    );
+    up.ok(&["attestor", "delete", "ci-keyless"]);
+    up.ok(&["attestor", "delete", "release-keyless"]);
+
     let digest = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
     let native = serde_json::json!({
         "digest": digest,

@@ -1,8 +1,9 @@
-//! Attestors (POLICY.md section 6): trusted cosign public keys.
+//! Attestors (POLICY.md section 6): trusted cosign public keys and keyless identities.
 //!
-//! An [`Attestor`] names a cosign public key (PEM, `PUBLIC KEY` = X.509 SubjectPublicKeyInfo)
-//! that image signatures are checked against. This module parses and validates keys only; it
-//! verifies no signature.
+//! An [`Attestor`] names either a cosign public key (`cosignPublicKey`: PEM, `PUBLIC KEY` =
+//! X.509 SubjectPublicKeyInfo) or a Fulcio identity under a sigstore TrustedRoot
+//! (`cosignKeyless`: [`KeylessOptions`]) that image signatures are checked against. This
+//! module parses and validates documents only; it verifies no signature.
 //!
 //! Supported keys, with the hash cosign uses for each ([`KeyKind`]): ECDSA P-256 (SHA-256),
 //! ECDSA P-384 (SHA-384), RSA of at least 2048 bits (PKCS#1 v1.5, SHA-256) and Ed25519 (pure).
@@ -16,6 +17,11 @@
 //!   an odd public exponent of at least 3, and a modulus of 2048 to 16384 bits.
 //! - `transparencyLogOptions.publicKey` is required when `transparencyLogEnabled` is true, and is
 //!   validated whenever it is given (a stored bad key would only fail later).
+//! - `cosignKeyless`: `keyless.trustedRoot` is the TrustedRoot JSON as text (as `publicKey` is
+//!   PEM text), parsed here with the verifier's own parser (`portcullis-cosign`) and refused
+//!   unless it holds at least one Fulcio CA and one Rekor key it can use; `publicKey`,
+//!   `transparencyLogEnabled` and `transparencyLogOptions` must not be set (the log is always
+//!   required and its keys come from the root).
 
 use serde::{Deserialize, Serialize};
 use spki::der::Decode;
@@ -25,8 +31,10 @@ use spki::{ObjectIdentifier, SubjectPublicKeyInfoRef};
 use crate::policy::FieldError;
 use crate::runtime::{MAX_DESCRIPTION_LEN, name_error, parse_json, parse_yaml};
 
-/// The only attestor type: a cosign public key.
+/// The attestor type of a cosign public key.
 pub const COSIGN_PUBLIC_KEY: &str = "cosignPublicKey";
+/// The attestor type of a keyless (Fulcio certificate) identity.
+pub const COSIGN_KEYLESS: &str = "cosignKeyless";
 
 /// Smallest accepted RSA modulus, in bits.
 pub const MIN_RSA_BITS: usize = 2048;
@@ -217,6 +225,82 @@ pub struct TransparencyLogOptions {
     pub public_key: String,
 }
 
+/// The identity a `cosignKeyless` attestor trusts (POLICY.md section 6).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct KeylessOptions {
+    /// The OIDC issuer the certificate must name, e.g. `https://token.actions.githubusercontent.com`.
+    #[serde(default)]
+    pub issuer: String,
+    /// The SAN (email or URI) the certificate must carry; exactly one of this and
+    /// `subjectRegExp`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    /// A regular expression the SAN must fully match; exactly one of this and `subject`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject_reg_exp: Option<String>,
+    /// A sigstore TrustedRoot JSON document, as text
+    /// (`application/vnd.dev.sigstore.trustedroot+json;version=0.1`).
+    #[serde(default)]
+    pub trusted_root: String,
+}
+
+impl KeylessOptions {
+    /// The verifier's attestor for these options, or why they cannot make one.
+    pub fn to_cosign(&self) -> Result<portcullis_cosign::Attestor, portcullis_cosign::VerifyError> {
+        portcullis_cosign::Attestor::keyless(
+            &self.issuer,
+            self.subject.as_deref(),
+            self.subject_reg_exp.as_deref(),
+            self.trusted_root.as_bytes(),
+        )
+    }
+
+    fn validate(&self, errors: &mut Vec<FieldError>) {
+        if self.issuer.trim().is_empty() {
+            errors.push(FieldError::new("keyless.issuer", "must not be empty"));
+        }
+        match (&self.subject, &self.subject_reg_exp) {
+            (Some(s), None) if s.trim().is_empty() => {
+                errors.push(FieldError::new("keyless.subject", "must not be empty"));
+            }
+            (None, Some(re)) => {
+                if re.trim().is_empty() {
+                    errors.push(FieldError::new("keyless.subjectRegExp", "must not be empty"));
+                } else if let Err(e) = portcullis_cosign::Subject::pattern(re) {
+                    errors.push(FieldError::new("keyless.subjectRegExp", e.to_string()));
+                }
+            }
+            (Some(_), None) => {}
+            _ => errors.push(FieldError::new(
+                "keyless.subject",
+                "exactly one of subject and subjectRegExp is required",
+            )),
+        }
+        if self.trusted_root.trim().is_empty() {
+            errors.push(FieldError::new("keyless.trustedRoot", "must not be empty"));
+            return;
+        }
+        match portcullis_cosign::TrustedRoot::from_json(self.trusted_root.as_bytes()) {
+            Err(e) => errors.push(FieldError::new("keyless.trustedRoot", e.to_string())),
+            Ok(root) => {
+                if root.certificate_authorities.is_empty() {
+                    errors.push(FieldError::new(
+                        "keyless.trustedRoot",
+                        "holds no Fulcio certificate authority (certificateAuthorities)",
+                    ));
+                }
+                if root.tlogs.is_empty() {
+                    errors.push(FieldError::new(
+                        "keyless.trustedRoot",
+                        "holds no usable Rekor key (tlogs)",
+                    ));
+                }
+            }
+        }
+    }
+}
+
 /// An attestor document (the store assigns its `id` separately).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -226,10 +310,12 @@ pub struct Attestor {
     /// At most 128 characters; default `""`.
     #[serde(default)]
     pub description: String,
-    /// Must be `cosignPublicKey`.
+    /// `cosignPublicKey` or `cosignKeyless`.
     #[serde(rename = "type")]
     pub attestor_type: String,
-    /// The PEM `PUBLIC KEY` signatures are checked with.
+    /// `cosignPublicKey`: the PEM `PUBLIC KEY` signatures are checked with (required);
+    /// `cosignKeyless`: must be empty.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub public_key: String,
     /// Whether signatures must carry a transparency log entry; default false.
     #[serde(default)]
@@ -237,6 +323,10 @@ pub struct Attestor {
     /// Required when `transparencyLogEnabled` is true.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transparency_log_options: Option<TransparencyLogOptions>,
+    /// `cosignKeyless`: the trusted identity and root (required); `cosignPublicKey`: must be
+    /// absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keyless: Option<KeylessOptions>,
 }
 
 impl Attestor {
@@ -276,15 +366,28 @@ impl Attestor {
                 format!("must be at most {MAX_DESCRIPTION_LEN} characters, got {desc_len}"),
             ));
         }
-        if self.attestor_type != COSIGN_PUBLIC_KEY {
-            errors.push(FieldError::new(
-                "type",
-                format!(
-                    "{:?} is not a supported attestor type (supported: {COSIGN_PUBLIC_KEY})",
-                    self.attestor_type
-                ),
-            ));
+        match self.attestor_type.as_str() {
+            COSIGN_PUBLIC_KEY => self.validate_public_key(&mut errors),
+            COSIGN_KEYLESS => self.validate_keyless(&mut errors),
+            other => {
+                errors.push(FieldError::new(
+                    "type",
+                    format!(
+                        "{other:?} is not a supported attestor type (supported: {COSIGN_PUBLIC_KEY}, {COSIGN_KEYLESS})"
+                    ),
+                ));
+                // Still report what is wrong with the rest, as for the type it most looks like.
+                if self.keyless.is_some() {
+                    self.validate_keyless(&mut errors);
+                } else {
+                    self.validate_public_key(&mut errors);
+                }
+            }
         }
+        if errors.is_empty() { Ok(()) } else { Err(errors) }
+    }
+
+    fn validate_public_key(&self, errors: &mut Vec<FieldError>) {
         if self.public_key.trim().is_empty() {
             errors.push(FieldError::new("publicKey", "must not be empty"));
         } else if let Err(e) = self.key_kind() {
@@ -298,6 +401,24 @@ impl Attestor {
             )),
             _ => {}
         }
-        if errors.is_empty() { Ok(()) } else { Err(errors) }
+        if self.keyless.is_some() {
+            errors.push(FieldError::new("keyless", "must not be set for cosignPublicKey"));
+        }
+    }
+
+    fn validate_keyless(&self, errors: &mut Vec<FieldError>) {
+        if !self.public_key.is_empty() {
+            errors.push(FieldError::new("publicKey", "must not be set for cosignKeyless"));
+        }
+        if self.transparency_log_enabled || self.transparency_log_options.is_some() {
+            errors.push(FieldError::new(
+                "transparencyLogEnabled",
+                "does not apply to cosignKeyless (the transparency log is always required, its keys come from keyless.trustedRoot)",
+            ));
+        }
+        match &self.keyless {
+            Some(k) => k.validate(errors),
+            None => errors.push(FieldError::new("keyless", "required when type is cosignKeyless")),
+        }
     }
 }

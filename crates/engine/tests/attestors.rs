@@ -1,7 +1,9 @@
 //! Attestors: documents, validation and the public keys they accept.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
-use portcullis_engine::attestor::{Attestor, KeyError, KeyKind, TransparencyLogOptions, parse_public_key_pem};
+use portcullis_engine::attestor::{
+    Attestor, KeyError, KeyKind, KeylessOptions, TransparencyLogOptions, parse_public_key_pem,
+};
 use portcullis_engine::policy::FieldError;
 
 const COSIGN_DIR: &str = concat!(
@@ -147,6 +149,7 @@ fn attestor(public_key: &str) -> Attestor {
         public_key: public_key.to_owned(),
         transparency_log_enabled: false,
         transparency_log_options: None,
+        keyless: None,
     }
 }
 
@@ -366,9 +369,11 @@ fn attestor_documents_parse_from_json_and_yaml() {
     assert_eq!(again, from_json);
 
     // Unknown fields and missing required ones are refused with a path.
-    let err = Attestor::from_json(r#"{"name": "a", "type": "cosignPublicKey", "publicKey": "k", "keyless": true}"#)
+    let err = Attestor::from_json(r#"{"name": "a", "type": "cosignPublicKey", "publicKey": "k", "keyId": true}"#)
         .unwrap_err();
-    assert!(err.message.contains("unknown field `keyless`"), "{err}");
+    assert!(err.message.contains("unknown field `keyId`"), "{err}");
+    let err = Attestor::from_json(r#"{"name": "a", "type": "cosignKeyless", "keyless": true}"#).unwrap_err();
+    assert_eq!(err.path, "keyless");
     let err = Attestor::from_json(r#"{"name": "a", "publicKey": "k"}"#).unwrap_err();
     assert!(err.message.contains("missing field `type`"), "{err}");
     let err = Attestor::from_json(
@@ -379,4 +384,151 @@ fn attestor_documents_parse_from_json_and_yaml() {
     let err = Attestor::from_yaml("name: a\ntype: cosignPublicKey\npublicKey: k\ntransparencyLogEnabled: yes please\n")
         .unwrap_err();
     assert_eq!(err.path, "transparencyLogEnabled");
+}
+
+const SIGSTORE_DIR: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../../shared/conformance/sigstore-bundles"
+);
+
+/// Sigstore's public-good TrustedRoot, read from ../shared at test time (not copied into the
+/// repository).
+fn production_root() -> String {
+    let path = format!("{SIGSTORE_DIR}/trusted_root.production.json");
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+fn keyless(subject: Option<&str>, subject_reg_exp: Option<&str>) -> Attestor {
+    Attestor {
+        name: "ci-keyless".to_owned(),
+        description: String::new(),
+        attestor_type: "cosignKeyless".to_owned(),
+        public_key: String::new(),
+        transparency_log_enabled: false,
+        transparency_log_options: None,
+        keyless: Some(KeylessOptions {
+            issuer: "https://token.actions.githubusercontent.com".to_owned(),
+            subject: subject.map(str::to_owned),
+            subject_reg_exp: subject_reg_exp.map(str::to_owned),
+            trusted_root: production_root(),
+        }),
+    }
+}
+
+fn keyless_options(a: &mut Attestor) -> &mut KeylessOptions {
+    a.keyless.as_mut().unwrap()
+}
+
+#[test]
+fn keyless_attestors_validate() {
+    let a = keyless(
+        Some("https://github.com/acme/app/.github/workflows/release.yml@refs/heads/main"),
+        None,
+    );
+    assert_eq!(a.validate(), Ok(()));
+    assert!(a.keyless.as_ref().unwrap().to_cosign().is_ok());
+    let a = keyless(None, Some(r"https://github\.com/acme/.*"));
+    assert_eq!(a.validate(), Ok(()));
+
+    // Exactly one of subject and subjectRegExp.
+    let a = keyless(None, None);
+    assert_eq!(paths(&a.validate().unwrap_err()), vec!["keyless.subject"]);
+    let a = keyless(Some("a@b.c"), Some("a@.*"));
+    assert_eq!(paths(&a.validate().unwrap_err()), vec!["keyless.subject"]);
+    let a = keyless(Some(" "), None);
+    assert_eq!(paths(&a.validate().unwrap_err()), vec!["keyless.subject"]);
+
+    // The expression must compile.
+    let a = keyless(None, Some("(unclosed"));
+    let errors = a.validate().unwrap_err();
+    assert_eq!(paths(&errors), vec!["keyless.subjectRegExp"]);
+    assert!(errors[0].message.contains("does not compile"), "{}", errors[0]);
+
+    // Issuer non-empty.
+    let mut a = keyless(Some("a@b.c"), None);
+    keyless_options(&mut a).issuer = "  ".to_owned();
+    assert_eq!(paths(&a.validate().unwrap_err()), vec!["keyless.issuer"]);
+
+    // The keyless block is required, and the public-key fields do not apply.
+    let mut a = keyless(Some("a@b.c"), None);
+    a.keyless = None;
+    assert_eq!(paths(&a.validate().unwrap_err()), vec!["keyless"]);
+    let mut a = keyless(Some("a@b.c"), None);
+    a.public_key = cosign_key("cosign.pub");
+    a.transparency_log_enabled = true;
+    assert_eq!(
+        paths(&a.validate().unwrap_err()),
+        vec!["publicKey", "transparencyLogEnabled"]
+    );
+
+    // A public-key attestor must not carry a keyless block.
+    let mut a = attestor(&cosign_key("cosign.pub"));
+    a.keyless = keyless(Some("a@b.c"), None).keyless;
+    assert_eq!(paths(&a.validate().unwrap_err()), vec!["keyless"]);
+}
+
+#[test]
+fn keyless_trusted_root_must_parse_and_hold_a_ca_and_a_rekor_key() {
+    let check = |root: &str| {
+        let mut a = keyless(Some("a@b.c"), None);
+        keyless_options(&mut a).trusted_root = root.to_owned();
+        a.validate().unwrap_err()
+    };
+    for bad in ["", "not json", "[]", r#"{"mediaType": "application/json"}"#] {
+        let errors = check(bad);
+        assert_eq!(paths(&errors), vec!["keyless.trustedRoot"], "{bad:?}");
+    }
+
+    let mut root: serde_json::Value = serde_json::from_str(&production_root()).unwrap();
+    root["certificateAuthorities"] = serde_json::json!([]);
+    let errors = check(&root.to_string());
+    assert_eq!(paths(&errors), vec!["keyless.trustedRoot"]);
+    assert!(errors[0].message.contains("Fulcio"), "{}", errors[0]);
+
+    let mut root: serde_json::Value = serde_json::from_str(&production_root()).unwrap();
+    root["tlogs"] = serde_json::json!([]);
+    let errors = check(&root.to_string());
+    assert_eq!(paths(&errors), vec!["keyless.trustedRoot"]);
+    assert!(errors[0].message.contains("Rekor"), "{}", errors[0]);
+}
+
+#[test]
+fn keyless_documents_parse_from_json_and_yaml() {
+    let root = production_root();
+    let json = serde_json::json!({
+        "name": "ci-keyless",
+        "type": "cosignKeyless",
+        "keyless": {
+            "issuer": "https://accounts.google.com",
+            "subjectRegExp": ".*@acme\\.example",
+            "trustedRoot": root,
+        },
+    })
+    .to_string();
+    let from_json = Attestor::from_json(&json).unwrap();
+    assert_eq!(from_json.validate(), Ok(()));
+    // Round trip: no empty publicKey written back.
+    let text = serde_json::to_string(&from_json).unwrap();
+    let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert!(value.get("publicKey").is_none(), "{text}");
+    assert_eq!(Attestor::from_json(&text).unwrap(), from_json);
+
+    let indented: String = root.lines().map(|l| format!("    {l}\n")).collect();
+    let yaml = format!(
+        "name: ci-keyless\ntype: cosignKeyless\nkeyless:\n  issuer: https://accounts.google.com\n  subject: dev@acme.example\n  trustedRoot: |\n{indented}"
+    );
+    let from_yaml = Attestor::from_yaml(&yaml).unwrap();
+    assert_eq!(from_yaml.validate(), Ok(()));
+
+    let err = Attestor::from_json(r#"{"name": "a", "type": "cosignKeyless", "keyless": {"issuer": "i", "san": "x"}}"#)
+        .unwrap_err();
+    assert_eq!(err.path, "keyless.san");
+}
+
+#[test]
+fn the_keyless_example_validates() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/attestor-keyless.yaml");
+    let a = Attestor::from_yaml(&std::fs::read_to_string(path).unwrap()).unwrap();
+    assert_eq!(a.attestor_type, "cosignKeyless");
+    assert_eq!(a.validate(), Ok(()));
 }

@@ -11,6 +11,7 @@
 mod audit;
 mod clock;
 mod clusters;
+pub mod credentials;
 mod entity;
 mod error;
 pub mod events;
