@@ -601,53 +601,43 @@ fn judge(
     }
 }
 
-#[derive(serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct AttestorDocument {
-    #[serde(rename = "type")]
-    kind: String,
-    #[serde(default)]
-    public_key: Option<String>,
-    #[serde(default)]
-    transparency_log_enabled: bool,
-    #[serde(default)]
-    transparency_log_options: Option<TransparencyLogOptions>,
-}
-
-#[derive(serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct TransparencyLogOptions {
-    #[serde(default)]
-    public_key: Option<String>,
-}
-
+/// The attestor as the engine reads it (the one model of an attestor document), made into
+/// the verifier's attestor. A document that does not parse, or a type the verifier does not
+/// know, is an unusable attestor: its verdicts are errors, never a pass.
 fn parse_attestor(stored: &StoredAttestor) -> Usable {
     let mut requires_tlog = false;
     let attestor = (|| {
-        let document: AttestorDocument = serde_json::from_str(&stored.document_json)
+        let document = portcullis_engine::attestor::Attestor::from_json(&stored.document_json)
             .map_err(|e| format!("the attestor document does not parse: {e}"))?;
-        match document.kind.as_str() {
+        match document.attestor_type.as_str() {
             "cosignPublicKey" => {
-                let key = document
-                    .public_key
-                    .ok_or_else(|| "the attestor has no publicKey".to_owned())?;
                 let log_key = if document.transparency_log_enabled {
                     requires_tlog = true;
                     Some(
                         document
                             .transparency_log_options
-                            .and_then(|o| o.public_key)
+                            .as_ref()
+                            .map(|o| o.public_key.clone())
                             .ok_or_else(|| "transparencyLogOptions.publicKey is missing".to_owned())?,
                     )
                 } else {
                     None
                 };
-                portcullis_cosign::Attestor::public_key(&key, log_key.as_deref())
+                portcullis_cosign::Attestor::public_key(&document.public_key, log_key.as_deref())
                     .map(Arc::new)
                     .map_err(|e| format!("the attestor's key: {e}"))
             }
-            // The engine has no keyless attestor document yet: never a silent pass.
-            "cosignKeyless" => Err("keyless attestors not supported yet".to_owned()),
+            "cosignKeyless" => {
+                // Keyless signatures always carry their log entry (POLICY.md section 6).
+                requires_tlog = true;
+                document
+                    .keyless
+                    .as_ref()
+                    .ok_or_else(|| "the keyless attestor has no keyless block".to_owned())?
+                    .to_cosign()
+                    .map(Arc::new)
+                    .map_err(|e| format!("the keyless attestor: {e}"))
+            }
             other => Err(format!("unsupported attestor type {other:?}")),
         }
     })();
@@ -724,4 +714,47 @@ fn clip(mut text: String) -> String {
         text.push('…');
     }
     text
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn stored(document_json: String) -> StoredAttestor {
+        StoredAttestor {
+            name: "a".into(),
+            revision: 3,
+            document_json,
+        }
+    }
+
+    #[test]
+    fn a_keyless_attestor_document_becomes_a_verifier_attestor_requiring_the_log() {
+        let yaml = include_str!("../../../examples/attestor-keyless.yaml");
+        let document = portcullis_engine::attestor::Attestor::from_yaml(yaml).unwrap();
+        let usable = parse_attestor(&stored(serde_json::to_string(&document).unwrap()));
+        assert!(usable.attestor.is_ok(), "{:?}", usable.attestor.err());
+        assert!(usable.requires_tlog);
+        assert_eq!((usable.name.as_str(), usable.revision), ("a", 3));
+    }
+
+    #[test]
+    fn an_unusable_attestor_is_an_error_not_a_pass() {
+        for (document, why) in [
+            ("not json".to_owned(), "does not parse"),
+            (
+                serde_json::json!({"name": "a", "type": "somethingElse", "publicKey": "x"}).to_string(),
+                "unsupported attestor type",
+            ),
+            (
+                serde_json::json!({"name": "a", "type": "cosignKeyless"}).to_string(),
+                "no keyless block",
+            ),
+        ] {
+            let usable = parse_attestor(&stored(document));
+            let error = usable.attestor.err().unwrap();
+            assert!(error.contains(why), "{error}");
+        }
+    }
 }
