@@ -137,6 +137,28 @@ async fn record_and_commit(
     tx.commit().await
 }
 
+/// Ends a change of a cluster's registry credentials: the audit entry, and `cluster.changed`
+/// with the registry-credentials aspect (so the signature service drops its cached client) at
+/// the cluster's unchanged generation, since the credentials are not part of what connectors
+/// read.
+pub(crate) async fn record_and_commit_unchanged(
+    mut tx: Tx<'_>,
+    m: &cluster::Model,
+    action: &str,
+    detail: serde_json::Value,
+) -> StoreResult<()> {
+    tx.audit(&m.tenant_id, action, audit_resource(m), detail).await?;
+    let event = changed_event(
+        &tx.db,
+        m,
+        pe::ChangeKind::Updated,
+        &[pe::ClusterChangeAspect::RegistryCredentials],
+    )
+    .await?;
+    tx.event(&m.tenant_id, event).await?;
+    tx.commit().await
+}
+
 /// The `cluster.changed` payload of a cluster after a change.
 async fn changed_event<C: ConnectionTrait>(
     db: &C,
@@ -627,6 +649,7 @@ impl Store {
         for key in &keys {
             revoke_in_tx(&mut tx, key, RevocationReason::ClusterDeleted).await?;
         }
+        crate::registry::delete_rows(&tx.db, tenant_id, Some(&current.id)).await?;
         cluster::Entity::delete_many()
             .filter(cluster::Column::TenantId.eq(tenant_id))
             .filter(cluster::Column::Id.eq(current.id.as_str()))

@@ -541,6 +541,7 @@ async fn delete_tenant_rows<C: ConnectionTrait>(db: &C, tenant_id: &str) -> Stor
         .filter(api_key::Column::TenantId.eq(tenant_id))
         .exec(db)
         .await?;
+    crate::registry::delete_rows(db, tenant_id, None).await?;
     cluster::Entity::delete_many()
         .filter(cluster::Column::TenantId.eq(tenant_id))
         .exec(db)

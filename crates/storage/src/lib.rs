@@ -1,5 +1,5 @@
 //! The policy store's storage: tenants, API keys, clusters, policies with every revision,
-//! runtime rulesets, attestors, scan results, the audit log and the event outbox, on
+//! runtime rulesets, attestors, scan results, registry credentials (sealed), the audit log and the event outbox, on
 //! PostgreSQL (distributed mode) or a SQLite file (embedded mode), with the same
 //! sea-orm migrations for both.
 //!
@@ -21,6 +21,7 @@ mod model;
 mod objects;
 mod outbox;
 mod policies;
+mod registry;
 mod scans;
 mod store;
 
@@ -32,5 +33,9 @@ pub use migration::Migrator;
 pub use model::*;
 pub use outbox::{DeadLetter, EventSink, OutboxEvent, OutboxRelay, RelayConfig, RelayError};
 pub use policies::PolicyHistory;
+pub use registry::{
+    MAX_REGISTRY_LEN, MAX_SECRET_LEN, MAX_USERNAME_LEN, RegistryCredential, RegistryCredentialInfo, is_valid_registry,
+    is_valid_username,
+};
 pub use scans::MAX_SUMMARY_DIGESTS;
 pub use store::{Backend, CommitListener, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Store, StoreOptions, is_valid_tenant_id};

@@ -12,7 +12,11 @@ pub struct Migrator;
 
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(M0001Initial), Box::new(M0002DeadLetters)]
+        vec![
+            Box::new(M0001Initial),
+            Box::new(M0002DeadLetters),
+            Box::new(M0003RegistryCredentials),
+        ]
     }
 
     fn migration_table_name() -> DynIden {
@@ -577,6 +581,73 @@ impl MigrationTrait for M0002DeadLetters {
                     .col(ColumnDef::new(DeadLetters::CreatedAt).big_integer().not_null())
                     .col(ColumnDef::new(DeadLetters::Reason).text().not_null())
                     .col(ColumnDef::new(DeadLetters::DeadAt).big_integer().not_null())
+                    .to_owned(),
+            )
+            .await
+    }
+
+    fn use_transaction(&self) -> Option<bool> {
+        Some(true)
+    }
+}
+
+#[derive(DeriveIden)]
+enum RegistryCredentials {
+    Table,
+    TenantId,
+    ClusterId,
+    Registry,
+    Username,
+    KeyId,
+    Nonce,
+    Ciphertext,
+    UpdatedAt,
+}
+
+/// Registry credentials per cluster (issue 18): the password sealed with AES-256-GCM under
+/// the key named by `key_id`. Rows go with their cluster (and tenant): the store deletes them
+/// first; the foreign key makes a stray row impossible.
+struct M0003RegistryCredentials;
+
+// Named by hand, as M0002.
+impl MigrationName for M0003RegistryCredentials {
+    fn name(&self) -> &str {
+        "m0003_registry_credentials"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0003RegistryCredentials {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(RegistryCredentials::Table)
+                    .col(ColumnDef::new(RegistryCredentials::TenantId).string().not_null())
+                    .col(ColumnDef::new(RegistryCredentials::ClusterId).string().not_null())
+                    .col(ColumnDef::new(RegistryCredentials::Registry).string().not_null())
+                    .col(ColumnDef::new(RegistryCredentials::Username).string().not_null())
+                    .col(ColumnDef::new(RegistryCredentials::KeyId).string().not_null())
+                    .col(ColumnDef::new(RegistryCredentials::Nonce).blob().not_null())
+                    .col(ColumnDef::new(RegistryCredentials::Ciphertext).blob().not_null())
+                    .col(ColumnDef::new(RegistryCredentials::UpdatedAt).big_integer().not_null())
+                    // The primary key is the unique (tenant, cluster, registry).
+                    .primary_key(
+                        Index::create()
+                            .col(RegistryCredentials::TenantId)
+                            .col(RegistryCredentials::ClusterId)
+                            .col(RegistryCredentials::Registry),
+                    )
+                    .foreign_key(
+                        ForeignKey::create()
+                            .from_tbl(RegistryCredentials::Table)
+                            .from_col(RegistryCredentials::TenantId)
+                            .from_col(RegistryCredentials::ClusterId)
+                            .to_tbl(Clusters::Table)
+                            .to_col(Clusters::TenantId)
+                            .to_col(Clusters::Id)
+                            .on_delete(ForeignKeyAction::NoAction),
+                    )
                     .to_owned(),
             )
             .await

@@ -121,6 +121,7 @@ both!(
     scans,
     tenants,
     restart_keeps_everything,
+    registry_credentials,
 );
 
 /// An in-memory SQLite store (one connection, kept open) works like a file.
@@ -2688,4 +2689,198 @@ async fn restart_keeps_everything(db: &TestDb) {
     )
     .await
     .unwrap();
+}
+
+fn key_ring(keys: &[(&str, u8)], active: &str) -> credentials::KeyRing {
+    credentials::KeyRing::new(
+        keys.iter()
+            .map(|(id, b)| ((*id).to_owned(), [*b; credentials::KEY_LEN])),
+        active,
+    )
+    .unwrap()
+}
+
+async fn cluster_named(s: &Store, t: &Tenant1, name: &str) -> Cluster {
+    s.register_cluster(
+        &t.id,
+        &t.admin,
+        &NewCluster {
+            name: name.to_owned(),
+            ..NewCluster::default()
+        },
+    )
+    .await
+    .unwrap()
+    .cluster
+}
+
+/// Registry credentials: set, replace, list without secrets, get decrypted, key rotation, a
+/// wrong key ring, tenant isolation, validation, and deletion with the cluster and tenant.
+fn cred(registry: &str, username: &str, secret: impl Into<String>) -> RegistryCredential {
+    RegistryCredential {
+        registry: registry.to_owned(),
+        username: username.to_owned(),
+        secret: credentials::Secret::new(secret),
+    }
+}
+
+async fn registry_credentials(db: &TestDb) {
+    let s = &db.store;
+    let t = tenant(s, "acme").await;
+    let other = tenant(s, "other").await;
+    let c1 = cluster_named(s, &t, "c1").await;
+    let c2 = cluster_named(s, &t, "c2").await;
+    let c1r = ResourceRef::id(&c1.id);
+    let ring = key_ring(&[("k1", 1)], "k1");
+
+    let set = s
+        .set_registry_credential(
+            &t.id,
+            &t.admin,
+            &c1r,
+            &cred("registry.example:5000", "bot", "pw1"),
+            &ring,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (set.registry.as_str(), set.username.as_str(), set.key_id.as_str()),
+        ("registry.example:5000", "bot", "k1")
+    );
+    // The event names the aspect and holds no secret.
+    let last = events(s).await.pop().unwrap();
+    assert!(!last.payload.windows(3).any(|w| w == b"pw1"));
+    match decode(&last).payload {
+        Some(pe::event_envelope::Payload::ClusterChanged(cc)) => {
+            assert_eq!(cc.cluster_id, c1.id);
+            assert_eq!(cc.aspects, [pe::ClusterChangeAspect::RegistryCredentials as i32]);
+        }
+        other => panic!("not cluster.changed: {other:?}"),
+    }
+    // Replace, and a second registry (by cluster name).
+    s.set_registry_credential(
+        &t.id,
+        &t.admin,
+        &c1r,
+        &cred("registry.example:5000", "bot2", "pw2"),
+        &ring,
+    )
+    .await
+    .unwrap();
+    s.set_registry_credential(
+        &t.id,
+        &t.admin,
+        &ResourceRef::name("c1"),
+        &cred("ghcr.io", "me", "tok"),
+        &ring,
+    )
+    .await
+    .unwrap();
+    let listed = s.list_registry_credentials(&t.id, &c1r).await.unwrap();
+    let names: Vec<(&str, &str)> = listed
+        .iter()
+        .map(|c| (c.registry.as_str(), c.username.as_str()))
+        .collect();
+    assert_eq!(names, [("ghcr.io", "me"), ("registry.example:5000", "bot2")]);
+    let got = s.get_registry_credentials(&t.id, &c1r, None, &ring).await.unwrap();
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[1].secret.expose(), "pw2");
+    assert!(!format!("{got:?}").contains("pw2"));
+    let one = s
+        .get_registry_credentials(&t.id, &c1r, Some("ghcr.io"), &ring)
+        .await
+        .unwrap();
+    assert_eq!((one.len(), one[0].secret.expose()), (1, "tok"));
+    // The other cluster has none.
+    assert!(
+        s.list_registry_credentials(&t.id, &ResourceRef::id(&c2.id))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // Rotation: a new active key seals new rows; old rows still open while k1 is configured.
+    let rotated = key_ring(&[("k1", 1), ("k2", 2)], "k2");
+    let set = s
+        .set_registry_credential(&t.id, &t.admin, &c1r, &cred("ghcr.io", "me", "tok2"), &rotated)
+        .await
+        .unwrap();
+    assert_eq!(set.key_id, "k2");
+    let got = s.get_registry_credentials(&t.id, &c1r, None, &rotated).await.unwrap();
+    assert_eq!((got[0].secret.expose(), got[1].secret.expose()), ("tok2", "pw2"));
+    // A ring without k1, or with another key under the id k1, cannot read.
+    assert_precondition(
+        s.get_registry_credentials(&t.id, &c1r, None, &key_ring(&[("k2", 2)], "k2"))
+            .await,
+    );
+    assert_precondition(
+        s.get_registry_credentials(
+            &t.id,
+            &c1r,
+            Some("registry.example:5000"),
+            &key_ring(&[("k1", 9)], "k1"),
+        )
+        .await,
+    );
+
+    // Another tenant sees nothing: the cluster is not found there.
+    assert_not_found(s.list_registry_credentials(&other.id, &c1r).await);
+    assert_not_found(s.get_registry_credentials(&other.id, &c1r, None, &ring).await);
+    assert_not_found(
+        s.set_registry_credential(&other.id, &other.admin, &c1r, &cred("ghcr.io", "x", "y"), &ring)
+            .await,
+    );
+
+    // Validation.
+    for (registry, username, secret, field) in [
+        ("https://ghcr.io", "u", "p", "registry"),
+        ("ghcr.io/path", "u", "p", "registry"),
+        ("", "u", "p", "registry"),
+        ("ghcr.io:99999", "u", "p", "registry"),
+        ("ghcr.io", "", "p", "username"),
+        ("ghcr.io", "a\nb", "p", "username"),
+        ("ghcr.io", "u", "", "secret"),
+    ] {
+        let err = s
+            .set_registry_credential(&t.id, &t.admin, &c1r, &cred(registry, username, secret), &ring)
+            .await
+            .unwrap_err();
+        assert_invalid(err, field);
+    }
+    let long = "x".repeat(MAX_SECRET_LEN + 1);
+    let err = s
+        .set_registry_credential(&t.id, &t.admin, &c1r, &cred("ghcr.io", "u", long), &ring)
+        .await
+        .unwrap_err();
+    assert_invalid(err, "secret");
+
+    // Delete one; deleting it again is NotFound.
+    s.delete_registry_credential(&t.id, &t.admin, &c1r, "ghcr.io")
+        .await
+        .unwrap();
+    assert_not_found(s.delete_registry_credential(&t.id, &t.admin, &c1r, "ghcr.io").await);
+    assert_eq!(s.list_registry_credentials(&t.id, &c1r).await.unwrap().len(), 1);
+
+    // Deleted with the cluster; a cluster of the same name starts empty.
+    s.delete_cluster(&t.id, &t.admin, &c1r).await.unwrap();
+    let again = cluster_named(s, &t, "c1").await;
+    assert!(
+        s.list_registry_credentials(&t.id, &ResourceRef::id(&again.id))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Deleted with the tenant.
+    s.set_registry_credential(
+        &t.id,
+        &t.admin,
+        &ResourceRef::id(&c2.id),
+        &cred("ghcr.io", "u", "p"),
+        &ring,
+    )
+    .await
+    .unwrap();
+    s.delete_tenant(&Actor::operator(), "acme").await.unwrap();
+    tenant(s, "acme").await;
+    assert_not_found(s.list_registry_credentials("acme", &ResourceRef::id(&c2.id)).await);
 }
