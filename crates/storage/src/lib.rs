@@ -34,8 +34,8 @@ pub use model::*;
 pub use outbox::{DeadLetter, EventSink, OutboxEvent, OutboxRelay, RelayConfig, RelayError};
 pub use policies::PolicyHistory;
 pub use registry::{
-    MAX_REGISTRY_LEN, MAX_SECRET_LEN, MAX_USERNAME_LEN, RegistryCredential, RegistryCredentialInfo, is_valid_registry,
-    is_valid_username,
+    MAX_CREDENTIALS_PER_CLUSTER, MAX_REGISTRY_LEN, MAX_SECRET_LEN, MAX_USERNAME_LEN, RegistryCredential,
+    RegistryCredentialInfo, is_valid_registry, is_valid_username,
 };
 pub use scans::MAX_SUMMARY_DIGESTS;
 pub use store::{Backend, CommitListener, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Store, StoreOptions, is_valid_tenant_id};

@@ -78,6 +78,67 @@ pub fn is_valid_registry(host: &str) -> bool {
         })
 }
 
+/// Most registries with credentials on one cluster.
+pub const MAX_CREDENTIALS_PER_CLUSTER: usize = 64;
+
+/// The problems of one credential, as (field, reason).
+fn check(c: &RegistryCredential) -> Vec<(&'static str, &'static str)> {
+    let mut errors = Vec::new();
+    if !is_valid_registry(&c.registry) {
+        errors.push((
+            "registry",
+            "must be a registry host, name[:port], without scheme or path",
+        ));
+    }
+    if !is_valid_username(&c.username) {
+        errors.push(("username", "must be 1-256 bytes without control characters"));
+    }
+    let secret = c.secret.expose();
+    if secret.is_empty() || secret.len() > MAX_SECRET_LEN || secret.contains('\0') {
+        errors.push(("secret", "must be 1-8192 bytes without NUL"));
+    }
+    errors
+}
+
+/// Seals `c` for its row and inserts it.
+async fn insert_sealed<C: ConnectionTrait>(
+    db: &C,
+    tenant_id: &str,
+    cluster_id: &str,
+    c: &RegistryCredential,
+    keys: &KeyRing,
+    now: i64,
+) -> StoreResult<RegistryCredentialInfo> {
+    let sealed = keys
+        .seal(
+            SecretScope {
+                tenant: tenant_id,
+                cluster: cluster_id,
+                registry: &c.registry,
+            },
+            &c.secret,
+        )
+        .map_err(crypto_error)?;
+    registry_credential::Entity::insert(registry_credential::ActiveModel {
+        tenant_id: Set(tenant_id.to_owned()),
+        cluster_id: Set(cluster_id.to_owned()),
+        registry: Set(c.registry.clone()),
+        username: Set(c.username.clone()),
+        key_id: Set(sealed.key_id.clone()),
+        nonce: Set(sealed.nonce),
+        ciphertext: Set(sealed.ciphertext),
+        updated_at: Set(now),
+    })
+    .exec_without_returning(db)
+    .await?;
+    Ok(RegistryCredentialInfo {
+        registry: c.registry.clone(),
+        username: c.username.clone(),
+        key_id: sealed.key_id,
+        updated_at: from_micros(now),
+    })
+}
+
 /// Whether `username` may be stored: 1-256 bytes, no control characters.
 pub fn is_valid_username(username: &str) -> bool {
     !username.is_empty() && username.len() <= MAX_USERNAME_LEN && !username.chars().any(char::is_control)
@@ -101,25 +162,7 @@ impl Store {
         keys: &KeyRing,
     ) -> StoreResult<RegistryCredentialInfo> {
         check_tenant_id(tenant_id)?;
-        let RegistryCredential {
-            registry,
-            username,
-            secret,
-        } = credential;
-        let (registry, username) = (registry.as_str(), username.as_str());
-        let mut errors = Vec::new();
-        if !is_valid_registry(registry) {
-            errors.push((
-                "registry",
-                "must be a registry host, name[:port], without scheme or path",
-            ));
-        }
-        if !is_valid_username(username) {
-            errors.push(("username", "must be 1-256 bytes without control characters"));
-        }
-        if secret.expose().is_empty() || secret.expose().len() > MAX_SECRET_LEN {
-            errors.push(("secret", "must be 1-8192 bytes"));
-        }
+        let errors = check(credential);
         if !errors.is_empty() {
             return Err(StoreError::InvalidArgument(
                 errors.into_iter().map(|(f, r)| FieldError::new(f, r)).collect(),
@@ -127,48 +170,73 @@ impl Store {
         }
         let tx = self.write(actor).await?;
         let current = find_cluster(&tx.db, tenant_id, cluster).await?;
-        let sealed = keys
-            .seal(
-                SecretScope {
-                    tenant: tenant_id,
-                    cluster: &current.id,
-                    registry,
-                },
-                secret,
-            )
-            .map_err(crypto_error)?;
         let now = tx.now_us();
         registry_credential::Entity::delete_many()
             .filter(registry_credential::Column::TenantId.eq(tenant_id))
             .filter(registry_credential::Column::ClusterId.eq(current.id.as_str()))
-            .filter(registry_credential::Column::Registry.eq(registry))
+            .filter(registry_credential::Column::Registry.eq(credential.registry.as_str()))
             .exec(&tx.db)
             .await?;
-        registry_credential::Entity::insert(registry_credential::ActiveModel {
-            tenant_id: Set(tenant_id.to_owned()),
-            cluster_id: Set(current.id.clone()),
-            registry: Set(registry.to_owned()),
-            username: Set(username.to_owned()),
-            key_id: Set(sealed.key_id.clone()),
-            nonce: Set(sealed.nonce),
-            ciphertext: Set(sealed.ciphertext),
-            updated_at: Set(now),
-        })
-        .exec_without_returning(&tx.db)
-        .await?;
+        let info = insert_sealed(&tx.db, tenant_id, &current.id, credential, keys, now).await?;
         record_and_commit_unchanged(
             tx,
             &current,
             "cluster.registry_credential.set",
-            json!({ "registry": registry, "username": username, "key_id": sealed.key_id }),
+            json!({ "registry": info.registry, "username": info.username, "key_id": info.key_id }),
         )
         .await?;
-        Ok(RegistryCredentialInfo {
-            registry: registry.to_owned(),
-            username: username.to_owned(),
-            key_id: sealed.key_id,
-            updated_at: from_micros(now),
-        })
+        Ok(info)
+    }
+
+    /// Replaces the complete set of a cluster's credentials in one transaction (the gRPC
+    /// `SetRegistryCredentials` semantics): registries not in `credentials` lose theirs; an
+    /// empty set removes them all. At most one entry per registry. Returns what is stored.
+    pub async fn replace_registry_credentials(
+        &self,
+        tenant_id: &str,
+        actor: &Actor,
+        cluster: &ResourceRef,
+        credentials: &[RegistryCredential],
+        keys: &KeyRing,
+    ) -> StoreResult<Vec<RegistryCredentialInfo>> {
+        check_tenant_id(tenant_id)?;
+        if credentials.len() > MAX_CREDENTIALS_PER_CLUSTER {
+            return Err(StoreError::invalid(
+                "credentials",
+                format!("at most {MAX_CREDENTIALS_PER_CLUSTER} registries per cluster"),
+            ));
+        }
+        let mut errors = Vec::new();
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, c) in credentials.iter().enumerate() {
+            for (field, reason) in check(c) {
+                errors.push(FieldError::new(format!("credentials[{i}].{field}"), reason));
+            }
+            if !seen.insert(c.registry.as_str()) {
+                errors.push(FieldError::new(format!("credentials[{i}].registry"), "given twice"));
+            }
+        }
+        if !errors.is_empty() {
+            return Err(StoreError::InvalidArgument(errors));
+        }
+        let tx = self.write(actor).await?;
+        let current = find_cluster(&tx.db, tenant_id, cluster).await?;
+        let now = tx.now_us();
+        delete_rows(&tx.db, tenant_id, Some(&current.id)).await?;
+        let mut out = Vec::with_capacity(credentials.len());
+        for c in credentials {
+            out.push(insert_sealed(&tx.db, tenant_id, &current.id, c, keys, now).await?);
+        }
+        out.sort_by(|a, b| a.registry.cmp(&b.registry));
+        let registries: Vec<&str> = out.iter().map(|c| c.registry.as_str()).collect();
+        record_and_commit_unchanged(
+            tx,
+            &current,
+            "cluster.registry_credentials.replace",
+            json!({ "registries": registries }),
+        )
+        .await?;
+        Ok(out)
     }
 
     /// Deletes the credential of one registry of a cluster; NotFound when there is none.

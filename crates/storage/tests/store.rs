@@ -2854,6 +2854,67 @@ async fn registry_credentials(db: &TestDb) {
         .unwrap_err();
     assert_invalid(err, "secret");
 
+    // Replace the whole set in one change; duplicates and bad entries are refused whole.
+    let err = s
+        .replace_registry_credentials(
+            &t.id,
+            &t.admin,
+            &c1r,
+            &[cred("a.io", "u", "p"), cred("a.io", "v", "q")],
+            &ring,
+        )
+        .await
+        .unwrap_err();
+    assert_invalid(err, "credentials[1].registry");
+    let err = s
+        .replace_registry_credentials(
+            &t.id,
+            &t.admin,
+            &c1r,
+            &[cred("a.io", "u", ""), cred("b.io", "v", "q")],
+            &ring,
+        )
+        .await
+        .unwrap_err();
+    assert_invalid(err, "credentials[0].secret");
+    assert_eq!(s.list_registry_credentials(&t.id, &c1r).await.unwrap().len(), 2);
+    let replaced = s
+        .replace_registry_credentials(
+            &t.id,
+            &t.admin,
+            &c1r,
+            &[cred("b.io", "v", "q"), cred("ghcr.io", "me", "t3")],
+            &ring,
+        )
+        .await
+        .unwrap();
+    let names: Vec<&str> = replaced.iter().map(|c| c.registry.as_str()).collect();
+    assert_eq!(names, ["b.io", "ghcr.io"]);
+    let got = s
+        .get_registry_credentials(&t.id, &c1r, Some("ghcr.io"), &ring)
+        .await
+        .unwrap();
+    assert_eq!(got[0].secret.expose(), "t3");
+    assert!(
+        s.replace_registry_credentials(&t.id, &t.admin, &c1r, &[], &ring)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(s.list_registry_credentials(&t.id, &c1r).await.unwrap().is_empty());
+    s.replace_registry_credentials(
+        &t.id,
+        &t.admin,
+        &c1r,
+        &[
+            cred("ghcr.io", "me", "t4"),
+            cred("registry.example:5000", "bot2", "pw2"),
+        ],
+        &ring,
+    )
+    .await
+    .unwrap();
+
     // Delete one; deleting it again is NotFound.
     s.delete_registry_credential(&t.id, &t.admin, &c1r, "ghcr.io")
         .await

@@ -3,7 +3,8 @@
 use portcullis_proto::policystore::v1 as pb;
 use portcullis_proto::policystore::v1::cluster_service_server::ClusterService;
 use portcullis_server::Caller;
-use portcullis_storage::{ClusterQuery, NewCluster};
+use portcullis_storage::credentials::Secret;
+use portcullis_storage::{ClusterQuery, NewCluster, RegistryCredential, ResourceRef};
 use tonic::{Request, Response, Status};
 
 use crate::PolicyStore;
@@ -105,19 +106,70 @@ impl ClusterService for PolicyStore {
         }))
     }
 
+    /// Replaces the cluster's whole set of credentials (an empty list removes them all).
     async fn set_registry_credentials(
         &self,
-        _request: Request<pb::SetRegistryCredentialsRequest>,
+        request: Request<pb::SetRegistryCredentialsRequest>,
     ) -> Result<Response<pb::SetRegistryCredentialsResponse>, Status> {
-        // The store keeps no registry credentials yet (they need encryption at rest).
-        Err(Status::unimplemented("registry credentials are not supported yet"))
+        let (tenant, actor) = acting(&request)?;
+        let keys = self
+            .credential_keys()
+            .ok_or_else(|| Status::failed_precondition("no registry credential key is configured"))?;
+        let req = request.get_ref();
+        let cluster_ref = required_ref("cluster", req.cluster.clone())?;
+        let credentials: Vec<RegistryCredential> = req
+            .credentials
+            .iter()
+            .map(|c| RegistryCredential {
+                registry: c.registry.clone(),
+                username: c.username.clone(),
+                secret: Secret::new(c.password.clone()),
+            })
+            .collect();
+        let stored = self
+            .store
+            .replace_registry_credentials(tenant, &actor, &cluster_ref, &credentials, keys)
+            .await
+            .or_status()?;
+        let cluster = self.store.get_cluster(tenant, &cluster_ref).await.or_status()?;
+        let mut cluster = cluster_to_proto(cluster);
+        cluster.credential_registries = stored.into_iter().map(|c| c.registry).collect();
+        Ok(Response::new(pb::SetRegistryCredentialsResponse {
+            cluster: Some(cluster),
+        }))
     }
 
+    /// The service credential's read, decrypted, for the tenant the request names.
     async fn get_registry_credentials(
         &self,
-        _request: Request<pb::GetRegistryCredentialsRequest>,
+        request: Request<pb::GetRegistryCredentialsRequest>,
     ) -> Result<Response<pb::GetRegistryCredentialsResponse>, Status> {
-        Err(Status::unimplemented("registry credentials are not supported yet"))
+        let caller = Caller::of(&request)?;
+        let req = request.get_ref();
+        let tenant = caller.tenant_for(&req.tenant_id)?;
+        // Without keys nothing can have been stored: the signature service reads
+        // UNIMPLEMENTED as "no stored credentials".
+        let keys = self
+            .credential_keys()
+            .ok_or_else(|| Status::unimplemented("no registry credential key is configured"))?;
+        let cluster_ref = required_ref("cluster", req.cluster.clone())?;
+        let cluster = self.store.get_cluster(tenant, &cluster_ref).await.or_status()?;
+        let credentials = self
+            .store
+            .get_registry_credentials(tenant, &ResourceRef::id(&cluster.id), None, keys)
+            .await
+            .or_status()?;
+        Ok(Response::new(pb::GetRegistryCredentialsResponse {
+            credentials: credentials
+                .into_iter()
+                .map(|c| pb::RegistryCredential {
+                    registry: c.registry,
+                    username: c.username,
+                    password: c.secret.expose().to_owned(),
+                })
+                .collect(),
+            cluster_generation: cluster.generation,
+        }))
     }
 
     async fn heartbeat(

@@ -49,6 +49,7 @@ use portcullis_server::status::invalid_field;
 use portcullis_server::{
     AuthState, Authenticator, BoxFuture, CallLimit, Caller, Credentials, GrpcServer, PermissionTable, Role, TenantKey,
 };
+use portcullis_storage::credentials::KeyRing;
 use portcullis_storage::{NewTenant, OutboxRelay, RelayConfig, ResourceRef, Store, StoreError};
 use tonic::Status;
 
@@ -107,6 +108,10 @@ pub struct PolicyStore {
     store: Store,
     caches: Arc<Caches>,
     limiter: Arc<TenantRateLimiter>,
+    /// The keys registry credentials are sealed with; `None` leaves the credential calls
+    /// FAILED_PRECONDITION (set) and UNIMPLEMENTED (get: "no stored credentials" to the
+    /// signature service).
+    credential_keys: Option<Arc<KeyRing>>,
 }
 
 impl PolicyStore {
@@ -125,7 +130,21 @@ impl PolicyStore {
             store,
             caches,
             limiter: Arc::new(TenantRateLimiter::new(options.rate_limit)),
+            credential_keys: None,
         }
+    }
+
+    /// The services with `keys` to seal and open registry credentials. A builder step rather
+    /// than a [`ServiceOptions`] field, which stays comparable and printable as settings.
+    #[must_use]
+    pub fn with_credential_keys(mut self, keys: Arc<KeyRing>) -> PolicyStore {
+        self.credential_keys = Some(keys);
+        self
+    }
+
+    /// The key ring for registry credentials, when configured.
+    pub fn credential_keys(&self) -> Option<&KeyRing> {
+        self.credential_keys.as_deref()
     }
 
     /// The store.

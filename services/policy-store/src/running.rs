@@ -3,11 +3,13 @@
 //! `portcullis up`, `portcullis serve policy-store` and the tests start it the same way.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use portcullis_bus::Bus;
 use portcullis_kit::lifecycle::Lifecycle;
 use portcullis_server::{Credentials, GrpcServer, ServerConfig, ServerError};
 use portcullis_storage::Store;
+use portcullis_storage::credentials::KeyRing;
 
 use crate::{Background, BackgroundOptions, PolicyStore, ServiceOptions};
 
@@ -55,7 +57,26 @@ impl RunningServer {
         options: ServiceOptions,
         add: impl FnOnce(&mut GrpcServer),
     ) -> Result<RunningServer, ServerError> {
-        let service = PolicyStore::with_options(store, options);
+        RunningServer::start_with_keys(store, bus, config, credentials, background, options, None, add).await
+    }
+
+    /// [`RunningServer::start_with`], with the key ring registry credentials are sealed
+    /// with (`None`: the credential calls are refused, see [`PolicyStore::with_credential_keys`]).
+    #[allow(clippy::too_many_arguments)] // start_with's arguments and the keys, all distinct.
+    pub async fn start_with_keys(
+        store: Store,
+        bus: Bus,
+        config: ServerConfig,
+        credentials: Credentials,
+        background: BackgroundOptions,
+        options: ServiceOptions,
+        credential_keys: Option<Arc<KeyRing>>,
+        add: impl FnOnce(&mut GrpcServer),
+    ) -> Result<RunningServer, ServerError> {
+        let mut service = PolicyStore::with_options(store, options);
+        if let Some(keys) = credential_keys {
+            service = service.with_credential_keys(keys);
+        }
         let mut server = GrpcServer::new(config, service.auth_state(credentials));
         service.register(&mut server);
         add(&mut server);

@@ -15,9 +15,11 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 
 use portcullis_bus::{Bus, BusConfig};
 use portcullis_server::{Credentials, Mode, ServerConfig, ServerLimits, TENANT_METADATA, TlsFiles};
+use portcullis_storage::credentials::KeyRing;
 use portcullis_storage::{Actor, NewTenant, Store};
 use portcullis_test_kit::{DataDir, NatsServer, TestDatabase};
 use tonic::metadata::MetadataValue;
@@ -48,6 +50,8 @@ pub struct TestOptions {
     pub service: ServiceOptions,
     /// The listener's bounds (connections, handshake timeout, streams).
     pub limits: ServerLimits,
+    /// The registry credential key ring (none: the credential calls are refused).
+    pub credential_keys: Option<Arc<KeyRing>>,
 }
 
 impl TestOptions {
@@ -59,6 +63,7 @@ impl TestOptions {
             background: BackgroundOptions::default(),
             service: ServiceOptions::default(),
             limits: ServerLimits::default(),
+            credential_keys: None,
         }
     }
 }
@@ -177,13 +182,14 @@ impl TestServer {
         config.limits = self.options.limits.clone();
         let credentials = Credentials::new(Some(self.operator_key.clone()), Some(self.service_token.clone()))
             .map_err(|e| err("credentials")(&e))?;
-        let server = RunningServer::start_with(
+        let server = RunningServer::start_with_keys(
             self.store.clone(),
             self.bus.clone(),
             config,
             credentials,
             self.options.background.clone(),
             self.options.service.clone(),
+            self.options.credential_keys.clone(),
             |_| {},
         )
         .await
