@@ -15,6 +15,7 @@ use std::sync::Arc;
 use portcullis_policy_store::testing::{TestOptions, TestServer};
 use portcullis_proto::common::v1 as pc;
 use portcullis_proto::policystore::v1 as pb;
+use portcullis_proto::policystore::v1::auth_service_client::AuthServiceClient;
 use portcullis_proto::policystore::v1::cluster_service_client::ClusterServiceClient;
 use portcullis_proto::policystore::v1::tenant_service_client::TenantServiceClient;
 use portcullis_server::Mode;
@@ -127,13 +128,37 @@ async fn scenario(mode: Mode) {
             Code::PermissionDenied,
         );
     }
-    // A connector cannot set them.
-    assert_code(
-        clusters
-            .set_registry_credentials(server.request(&connector, set(&cluster.id, vec![cred("a.io", "u", "p")])))
-            .await,
-        Code::PermissionDenied,
-    );
+    // An editor, a viewer and a connector cannot set them, nor can an editor get them.
+    let mut auth = AuthServiceClient::new(server.channel().await.unwrap());
+    let mut keys = vec![connector.clone()];
+    for role in [pc::Role::Editor, pc::Role::Viewer] {
+        let created = auth
+            .create_api_key(server.request(
+                admin,
+                pb::CreateApiKeyRequest {
+                    role: role as i32,
+                    ..Default::default()
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        keys.push(created.secret);
+    }
+    for key in &keys {
+        assert_code(
+            clusters
+                .set_registry_credentials(server.request(key, set(&cluster.id, vec![cred("a.io", "u", "p")])))
+                .await,
+            Code::PermissionDenied,
+        );
+        assert_code(
+            clusters
+                .get_registry_credentials(server.request(key, get(&server.tenant_id, &cluster.id)))
+                .await,
+            Code::PermissionDenied,
+        );
+    }
     // Bad entries are refused whole.
     assert_code(
         clusters
