@@ -3,9 +3,11 @@
 //! TOML file (`--config FILE` or `PORTCULLIS_CONFIG`), then `PORTCULLIS_<SECTION>__<KEY>`
 //! variables, then flags. `portcullis config check FILE` and `portcullis config print`.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
@@ -16,6 +18,7 @@ use portcullis_policy_store::BackgroundOptions;
 use portcullis_policy_store::cache::CacheOptions;
 use portcullis_server::rate_limit::RateLimitConfig;
 use portcullis_storage::StoreOptions;
+use portcullis_storage::credentials::{KeyRing, load_or_generate_key_file};
 use serde::{Deserialize, Serialize};
 
 use crate::ExitStatus;
@@ -126,7 +129,49 @@ pub struct PolicyStoreSettings {
     pub rate_limit: RateLimitConfig,
     /// The outbox relay, the key sweep, the drain at shutdown.
     pub background: BackgroundOptions,
+    /// The keys registry credentials are encrypted with at rest.
+    pub credentials: CredentialKeySettings,
 }
+
+/// `[policy_store.credentials]`: the AES-256 key files registry credentials are sealed with.
+/// Distributed mode needs them for the credential calls; embedded `up` without any uses
+/// `DATA_DIR/credentials.key`, created (mode 0600) on first start.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CredentialKeySettings {
+    /// The id of the key new rows are sealed with; empty when only one key is configured.
+    pub active_key: String,
+    /// Key files by id (32 random bytes, base64, one line). Keep old ids while rows sealed
+    /// under them remain: that is how keys rotate.
+    pub keys: BTreeMap<String, PathBuf>,
+}
+
+impl CredentialKeySettings {
+    /// The key ring: from the configured files, else (embedded, `data_dir` given) the data
+    /// folder's key, else none (the credential calls are then refused).
+    pub fn key_ring(&self, data_dir: Option<&Path>) -> Result<Option<Arc<KeyRing>>> {
+        if self.keys.is_empty() {
+            let Some(dir) = data_dir else {
+                return Ok(None);
+            };
+            let path = dir.join("credentials.key");
+            let key = load_or_generate_key_file(&path).with_context(|| format!("credential key {}", path.display()))?;
+            let ring = KeyRing::new([(EMBEDDED_KEY_ID.to_owned(), key)], EMBEDDED_KEY_ID)?;
+            return Ok(Some(Arc::new(ring)));
+        }
+        let active = match (self.active_key.as_str(), self.keys.keys().next()) {
+            ("", Some(only)) if self.keys.len() == 1 => only.clone(),
+            ("", _) => anyhow::bail!("policy_store.credentials.active_key: required when several keys are configured"),
+            (active, _) => active.to_owned(),
+        };
+        let ring = KeyRing::from_files(self.keys.iter().map(|(id, p)| (id.as_str(), p.as_path())), &active)
+            .context("policy_store.credentials")?;
+        Ok(Some(Arc::new(ring)))
+    }
+}
+
+/// The id of embedded mode's generated key.
+const EMBEDDED_KEY_ID: &str = "embedded";
 
 impl Default for PolicyStoreSettings {
     fn default() -> PolicyStoreSettings {
@@ -135,6 +180,7 @@ impl Default for PolicyStoreSettings {
             cache: CacheOptions::default(),
             rate_limit: portcullis_policy_store::default_rate_limit(),
             background: BackgroundOptions::default(),
+            credentials: CredentialKeySettings::default(),
         }
     }
 }
@@ -496,6 +542,48 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    #[test]
+    fn credential_keys_from_files_or_the_data_folder() {
+        let dir = portcullis_test_kit::DataDir::new().unwrap();
+        // None configured, no data folder (distributed): no ring.
+        assert!(CredentialKeySettings::default().key_ring(None).unwrap().is_none());
+        // Embedded: the data folder's key, created once, mode 0600.
+        let ring = CredentialKeySettings::default()
+            .key_ring(Some(dir.path()))
+            .unwrap()
+            .unwrap();
+        assert_eq!(ring.active_key_id(), EMBEDDED_KEY_ID);
+        let path = dir.path().join("credentials.key");
+        let first = std::fs::read(&path).unwrap();
+        CredentialKeySettings::default().key_ring(Some(dir.path())).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), first);
+        {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        }
+        // Configured files: one key needs no active id; several do.
+        let one = CredentialKeySettings {
+            active_key: String::new(),
+            keys: BTreeMap::from([("k1".to_owned(), path.clone())]),
+        };
+        assert_eq!(one.key_ring(None).unwrap().unwrap().active_key_id(), "k1");
+        let two = CredentialKeySettings {
+            active_key: String::new(),
+            keys: BTreeMap::from([("k1".to_owned(), path.clone()), ("k2".to_owned(), path.clone())]),
+        };
+        assert!(two.key_ring(None).is_err());
+        let two = CredentialKeySettings {
+            active_key: "k2".to_owned(),
+            ..two
+        };
+        assert_eq!(two.key_ring(None).unwrap().unwrap().active_key_id(), "k2");
+        let missing = CredentialKeySettings {
+            active_key: String::new(),
+            keys: BTreeMap::from([("k1".to_owned(), dir.path().join("absent.key"))]),
+        };
+        assert!(missing.key_ring(None).is_err());
+    }
 
     #[test]
     fn passwords_in_urls_are_redacted() {

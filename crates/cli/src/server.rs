@@ -428,13 +428,14 @@ async fn run_up(settings: &Settings, credentials: Credentials) -> Result<ExitSta
     let slot = admission_slot.clone();
     let signature_slot = SignatureSlot::default();
     let sig_slot = signature_slot.clone();
-    let server = RunningServer::start_with(
+    let server = RunningServer::start_with_keys(
         store,
         bus.clone(),
         config.clone(),
         credentials.clone(),
         settings.policy_store.background.clone(),
         settings.policy_store.service_options(),
+        settings.policy_store.credentials.key_ring(Some(&data_dir))?,
         move |router| {
             router.add_service(slot);
             router.add_service(sig_slot);
@@ -731,13 +732,14 @@ async fn run_policy_store(settings: &Settings, credentials: Credentials) -> Resu
     let bus = Bus::connect_nats_with(nats_url, settings.bus.clone(), &settings.nats.access)
         .await
         .with_context(|| format!("connecting to NATS at {nats_url}"))?;
-    let server = RunningServer::start_with(
+    let server = RunningServer::start_with_keys(
         store,
         bus,
         config,
         credentials,
         settings.policy_store.background.clone(),
         settings.policy_store.service_options(),
+        settings.policy_store.credentials.key_ring(None)?,
         |_| {},
     )
     .await?;
