@@ -47,9 +47,15 @@ impl ClusterService for PolicyStore {
         let tenant = Caller::tenant_of(&request)?;
         let cluster_ref = required_ref("cluster", request.get_ref().cluster.clone())?;
         let cluster = self.store.get_cluster(tenant, &cluster_ref).await.or_status()?;
-        Ok(Response::new(pb::GetClusterResponse {
-            cluster: Some(cluster_to_proto(cluster)),
-        }))
+        // The registries with credentials (never the secrets), by the cluster's id.
+        let registries = self
+            .store
+            .list_registry_credentials(tenant, &ResourceRef::id(&cluster.id))
+            .await
+            .or_status()?;
+        let mut cluster = cluster_to_proto(cluster);
+        cluster.credential_registries = registries.into_iter().map(|c| c.registry).collect();
+        Ok(Response::new(pb::GetClusterResponse { cluster: Some(cluster) }))
     }
 
     async fn list_clusters(

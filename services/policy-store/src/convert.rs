@@ -394,7 +394,7 @@ pub fn settings_to_proto(s: &ClusterSettings) -> pb::ClusterSettings {
     s.to_proto()
 }
 
-/// A cluster as a message (`credential_registries` empty: only SetRegistryCredentials fills it).
+/// A cluster as a message (`credential_registries` empty: GetCluster and SetRegistryCredentials fill it).
 pub fn cluster_to_proto(c: Cluster) -> pb::Cluster {
     pb::Cluster {
         id: c.id,

@@ -105,6 +105,21 @@ async fn scenario(mode: Mode) {
     assert_eq!(listed.credential_registries, ["ghcr.io", "registry.example:5000"]);
     assert!(!format!("{listed:?}").contains("s3cret-pw"));
 
+    // GetCluster lists the registries too.
+    let shown = clusters
+        .get_cluster(server.request(
+            admin,
+            pb::GetClusterRequest {
+                cluster: by_id(&cluster.id),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .cluster
+        .unwrap();
+    assert_eq!(shown.credential_registries, ["ghcr.io", "registry.example:5000"]);
+
     // The service credential gets them decrypted.
     let got = clusters
         .get_registry_credentials(server.service_request(&server.tenant_id, get(&server.tenant_id, &cluster.id)))
