@@ -13,7 +13,7 @@ use clap::{Args, Subcommand};
 use portcullis_admission::grpc::AdmissionGrpc;
 use portcullis_admission::running::grpc_service;
 use portcullis_admission::webhook::WebhookOptions;
-use portcullis_admission::{Hooks, RunningAdmission, ServeOptions, Upstream};
+use portcullis_admission::{BusSignatureStage, Hooks, RunningAdmission, ServeOptions, Upstream};
 use portcullis_bus::Bus;
 use portcullis_kit::client::Trust;
 use portcullis_kit::settings::Flags;
@@ -468,14 +468,14 @@ async fn run_up(settings: &Settings, credentials: Credentials) -> Result<ExitSta
     admission_config.listen = settings.server.admission_listen;
     let admission = RunningAdmission::start(
         upstream,
-        bus,
+        bus.clone(),
         credentials,
         ServeOptions {
             grpc: admission_config,
             webhook,
             admission: settings.admission.clone(),
         },
-        Hooks::default(),
+        signature_hooks(&bus, settings),
     )
     .await?;
     admission_slot.fill(grpc_service(admission.admission()));
@@ -595,14 +595,14 @@ async fn run_admission(settings: &Settings, credentials: Credentials) -> Result<
         .with_context(|| format!("connecting to NATS at {nats_url}"))?;
     let mut admission = RunningAdmission::start(
         upstream,
-        bus,
+        bus.clone(),
         credentials,
         ServeOptions {
             grpc: config,
             webhook,
             admission: settings.admission.clone(),
         },
-        Hooks::default(),
+        signature_hooks(&bus, settings),
     )
     .await?;
     announce(&format!("portcullis admission listening on {}", admission.url()))?;
@@ -621,6 +621,18 @@ async fn run_admission(settings: &Settings, credentials: Credentials) -> Result<
             result?;
             anyhow::bail!("the admission server stopped unexpectedly")
         }
+    }
+}
+
+/// Admission's hooks: signature verdicts from the signature service over `bus`
+/// (`pc.rpc.signature.verify`), each request under admission's signature deadline.
+fn signature_hooks(bus: &Bus, settings: &Settings) -> Hooks {
+    Hooks {
+        digests: None,
+        signatures: Some(std::sync::Arc::new(BusSignatureStage::new(
+            bus.clone(),
+            settings.admission.signature_deadline,
+        ))),
     }
 }
 

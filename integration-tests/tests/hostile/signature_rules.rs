@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use portcullis_admission::testing::{StackOptions, TestStack};
-use portcullis_admission::{AdmissionOptions, BoxFuture, Hooks, SignatureStage};
+use portcullis_admission::{AdmissionOptions, BoxFuture, Hooks, ImageToVerify, SignatureStage};
 use portcullis_engine::evaluate::VerdictMap;
 use portcullis_integration_tests::admission::{
     Answer, container, create_pod, host_network, pod, pod_spec, policy, review_raw,
@@ -227,11 +227,11 @@ impl SignatureStage for StubVerifier {
         &'a self,
         tenant: &'a str,
         _cluster_id: &'a str,
-        images: &'a [(String, Option<String>)],
+        images: &'a [ImageToVerify],
     ) -> BoxFuture<'a, Result<VerdictMap, String>> {
         self.asked_by.lock().unwrap().push(tenant.to_owned());
         Box::pin(async move {
-            let image = images.first().map(|(i, _)| i.clone()).unwrap_or_default();
+            let image = images.first().map(|i| i.image.clone()).unwrap_or_default();
             if image.contains("/broken/") {
                 Err("registry unreachable".to_owned())
             } else if image.contains("/slow/") {

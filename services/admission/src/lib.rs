@@ -22,6 +22,7 @@ pub use portcullis_server::rate_limit;
 pub mod review;
 pub mod running;
 pub mod scans;
+pub mod signatures;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod upstream;
@@ -35,8 +36,9 @@ use portcullis_bus::Bus;
 use portcullis_engine::evaluate::FailureMode;
 
 pub use error::AdmissionError;
-pub use review::{DigestStage, MAX_REVIEW_BYTES, ReviewCaller, ReviewOutput, SignatureStage};
+pub use review::{DigestStage, ImageToVerify, MAX_REVIEW_BYTES, ReviewCaller, ReviewOutput, SignatureStage};
 pub use running::{RunningAdmission, ServeOptions};
+pub use signatures::BusSignatureStage;
 pub use upstream::{ClusterSel, Upstream, UpstreamTimeouts};
 
 use crate::decision_events::{DecisionEventsConfig, DecisionPublisher, PublisherTask};
@@ -112,8 +114,8 @@ impl Default for AdmissionOptions {
     }
 }
 
-/// The later stages' hooks (signature verification and tag-to-digest resolution come with
-/// the signature service); `None` until then.
+/// The later stages' hooks: signature verification ([`BusSignatureStage`], the signature
+/// service) and tag-to-digest resolution; `None` leaves them out.
 #[derive(Clone, Default)]
 pub struct Hooks {
     /// Tag-to-digest resolution.

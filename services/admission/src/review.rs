@@ -12,7 +12,7 @@
 //!    once and the evaluation repeated;
 //! 6. the failure mode: what a stage that could not answer leads to is the engine's rule
 //!    ([`portcullis_engine::evaluate::failed_stage`]), never decided here. A signature rule
-//!    that applies but cannot be judged (no verifier: none is wired yet; the verifier failed
+//!    that applies but cannot be judged (no verifier configured; the verifier failed
 //!    or missed its deadline; no verdict for an attestor) is the engine's too
 //!    ([`Signatures`]): a `block` rule is a failed stage, a `log` rule only warns, and the
 //!    answer lists every such rule (`Decision.not_judged`, a warning each);
@@ -59,15 +59,28 @@ pub trait DigestStage: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<HashMap<String, String>, String>>;
 }
 
-/// Verifies image signatures (the signature service, wired by the signature issue). Runs
+/// One image the signature rules that apply selected (the engine decides which), and the
+/// attestors those rules name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageToVerify {
+    /// The reference as written in the pod.
+    pub image: String,
+    /// Its digest when the reference carries one.
+    pub digest: Option<String>,
+    /// The attestors whose verdicts the rules read.
+    pub attestors: Vec<String>,
+}
+
+/// Verifies image signatures (the signature service: [`crate::BusSignatureStage`]). Runs
 /// under the signature stage's deadline.
 pub trait SignatureStage: Send + Sync + 'static {
-    /// Verdicts for `images` (reference as written, digest when known) in `tenant`.
+    /// Verdicts for `images` in `tenant`'s `cluster_id`, keyed by reference or digest. An
+    /// attestor left out of the answer is not judged; an error leaves every rule not judged.
     fn verify<'a>(
         &'a self,
         tenant: &'a str,
         cluster_id: &'a str,
-        images: &'a [(String, Option<String>)],
+        images: &'a [ImageToVerify],
     ) -> BoxFuture<'a, Result<VerdictMap, String>>;
 }
 
@@ -174,8 +187,7 @@ struct HookAnswers {
     signatures: StageVerdicts,
 }
 
-/// Why a signature rule is not judged when no signature verifier is configured (none is,
-/// until the signature service is wired).
+/// Why a signature rule is not judged when no signature verifier is configured.
 pub const NO_VERIFIER: &str = "no signature verifier configured";
 
 /// What the signature stage answered.
@@ -322,9 +334,7 @@ impl Admission {
             let decision = Decision::allowed_without_evaluation(NotEvaluated::KindNotEvaluated);
             return Ok(self.finish(caller, &subject, &cluster, &decision, timings, started, &[]));
         };
-        let hooks = self
-            .run_hooks(caller, &cluster.cluster_id, &subject, &policy, &mut timings)
-            .await;
+        let hooks = self.run_hooks(caller, &cluster, &subject, &policy, &mut timings).await;
         let input = EvalInput {
             tenant: &caller.tenant,
             subject: &subject,
@@ -393,17 +403,17 @@ impl Admission {
     async fn run_hooks(
         &self,
         caller: &ReviewCaller,
-        cluster_id: &str,
+        cluster: &ClusterPolicy,
         subject: &Subject,
         policy: &CompiledPolicy,
         timings: &mut Timings,
     ) -> HookAnswers {
         let started = Instant::now();
-        let digests = self.resolve_digests(caller, cluster_id, subject).await;
+        let digests = self.resolve_digests(caller, &cluster.cluster_id, subject).await;
         timings.digests = started.elapsed();
         let signatures = if policy.verifies_signatures(&subject.namespace) {
             let started = Instant::now();
-            let verdicts = self.verify_signatures(caller, cluster_id, subject).await;
+            let verdicts = self.verify_signatures(caller, cluster, subject, policy).await;
             timings.signature = started.elapsed();
             verdicts
         } else {
@@ -435,18 +445,34 @@ impl Admission {
 
     /// Signature verdicts from the signature hook; unavailable, saying why, when there is
     /// none or it did not answer.
-    async fn verify_signatures(&self, caller: &ReviewCaller, cluster_id: &str, subject: &Subject) -> StageVerdicts {
+    async fn verify_signatures(
+        &self,
+        caller: &ReviewCaller,
+        cluster: &ClusterPolicy,
+        subject: &Subject,
+        policy: &CompiledPolicy,
+    ) -> StageVerdicts {
         let Some(stage) = &self.inner.hooks.signatures else {
             return StageVerdicts::Unavailable(std::borrow::Cow::Borrowed(NO_VERIFIER));
         };
-        let images: Vec<(String, Option<String>)> = images_of(subject)
+        // The engine alone decides which rules select which images.
+        let images: Vec<ImageToVerify> = policy
+            .signature_selection(&subject.namespace, &images_of(subject), &cluster.trusted_images)
             .into_iter()
-            .map(|i| {
-                let d = ImageRef::parse(&i).ok().and_then(|r| r.digest().map(str::to_owned));
-                (i, d)
+            .map(|(image, attestors)| {
+                let digest = ImageRef::parse(&image).ok().and_then(|r| r.digest().map(str::to_owned));
+                ImageToVerify {
+                    image,
+                    digest,
+                    attestors,
+                }
             })
             .collect();
-        let call = stage.verify(&caller.tenant, cluster_id, &images);
+        if images.is_empty() {
+            // No rule selects an image: nothing to ask.
+            return StageVerdicts::Verdicts(VerdictMap::default());
+        }
+        let call = stage.verify(&caller.tenant, &cluster.cluster_id, &images);
         match tokio::time::timeout(self.inner.options.signature_deadline, call).await {
             Ok(Ok(v)) => StageVerdicts::Verdicts(v),
             Ok(Err(e)) => StageVerdicts::Unavailable(format!("signature verifier failed: {e}").into()),

@@ -6,7 +6,8 @@ use crate::policy::{
     AttestorRequirement, ConditionOperator, ConditionType, ImageVerificationRule, ResourceFilter, SignatureAction,
 };
 
-use super::context::{DigestLookup, Signatures};
+use super::compile::CompiledPolicy;
+use super::context::{DigestLookup, Signatures, TrustedImage};
 use super::decision::Unverified;
 use super::messages::{not_judged_message, signature_violation};
 use super::run::Run;
@@ -152,6 +153,48 @@ impl Run<'_, '_> {
             self.stage_failed("signature", &entry.reason);
         }
         self.not_judged.push(entry);
+    }
+}
+
+impl CompiledPolicy {
+    /// The images of `images` (references as written) that the signature rules of the
+    /// definition for `namespace` select, each with the attestors those rules name (in rule
+    /// order, without repeats): what the signature stage must verify. Trusted images and
+    /// unparseable references are left out (the evaluation decides those without verdicts).
+    pub fn signature_selection(
+        &self,
+        namespace: &str,
+        images: &[String],
+        trusted_images: &[TrustedImage],
+    ) -> Vec<(String, Vec<String>)> {
+        let def = self.definition(namespace);
+        let mut selected: Vec<(String, Vec<String>)> = Vec::new();
+        for text in images {
+            let Ok(image) = ImageRef::parse(text) else { continue };
+            if trusted_images.iter().any(|t| t.matches(&image)) {
+                continue;
+            }
+            let mut attestors: Vec<String> = Vec::new();
+            for rule in def.image_verification.iter() {
+                // A tag-only image under a rule requiring a digest is a violation, not verified.
+                if !signature_rule_applies(rule, &image) || (rule.require_digest && image.digest().is_none()) {
+                    continue;
+                }
+                for name in rule.attestors.names() {
+                    if !attestors.contains(name) {
+                        attestors.push(name.clone());
+                    }
+                }
+            }
+            if attestors.is_empty() {
+                continue;
+            }
+            // The same image in several containers is verified once.
+            if !selected.iter().any(|(i, _)| i == text) {
+                selected.push((text.clone(), attestors));
+            }
+        }
+        selected
     }
 }
 
