@@ -73,6 +73,8 @@ pub mod error;
 pub mod key;
 pub mod legacy;
 mod rekor;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod trust;
 
 pub use bundle::Signer;

@@ -43,6 +43,8 @@ mod error;
 pub mod manifest;
 mod ops;
 mod reference;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use auth::Credential;
 pub use client::{Client, ClientConfig};

@@ -1,6 +1,6 @@
 //! The client against a real registry (Debian's docker-registry 2.8, started by the test kit on
 //! a free loopback port): push and resolve, multi-architecture indexes, verified fetches, basic
-//! auth, not found, registry down, a registry that never answers, cosign's `.sig` manifest and
+//! and bearer-token auth, not found, registry down, a registry that never answers, cosign's `.sig` manifest and
 //! the referrers tag schema.
 
 #![allow(
@@ -173,6 +173,33 @@ async fn basic_auth_with_right_and_wrong_credentials() {
     // Debug of the configuration never shows the password.
     let shown = format!("{:?}", good.config());
     assert!(shown.contains("alice") && !shown.contains("correct horse"), "{shown}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bearer_token_auth_with_right_and_wrong_credentials() {
+    let registry = Registry::start_with(RegistryOptions {
+        token_auth: Some(("bob".into(), "token secret".into())),
+        ..RegistryOptions::default()
+    })
+    .await
+    .unwrap();
+    let target = reference(&format!("{}/private/app:v1", registry.host()));
+    let with = |credential: Credential| {
+        client_with(ClientConfig {
+            deadline: Duration::from_secs(10),
+            credentials: HashMap::from([(registry.host(), credential)]),
+            ..ClientConfig::default()
+        })
+    };
+    // The registry sends the client to the token service, whose JWT it then accepts.
+    let good = with(Credential::basic("bob", "token secret"));
+    let image = push_image(&good, &target, "behind a token", "amd64").await;
+    assert_eq!(good.resolve(&target).await.unwrap(), image.digest);
+    let wrong = with(Credential::basic("bob", "not it"));
+    let error = wrong.resolve(&target).await.unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Unauthorized, "{error}");
+    let error = client().resolve(&target).await.unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Unauthorized, "{error}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,7 +8,8 @@
 //! - [`NatsServer`]: a private nats-server >= 2.10 with JetStream on a free loopback port
 //!   (`PORTCULLIS_NATS_SERVER`, else `.venv/bin/nats-server` of the workspace), killed on drop.
 //! - [`Registry`]: a private OCI registry (Debian's `docker-registry`) on a free loopback port,
-//!   anonymous or with htpasswd basic auth, plain HTTP or TLS, that a test can stop and restart
+//!   anonymous, with htpasswd basic auth or with bearer-token auth (an in-process token
+//!   service issuing the JWTs docker-registry's `auth: token` verifies), plain HTTP or TLS, that a test can stop and restart
 //!   (`PORTCULLIS_DOCKER_REGISTRY`, else `docker-registry` on `PATH`).
 //! - [`DataDir`]: a temporary data folder with the URL of an SQLite file in it.
 //! - [`both!`]: one scenario, run embedded (SQLite + in-process bus) and distributed
@@ -27,6 +28,7 @@ pub mod nats;
 pub mod postgres;
 pub mod registry;
 mod sqlite;
+mod token;
 
 pub use eventually::{POLL_MAX, eventually, until};
 pub use nats::NatsServer;

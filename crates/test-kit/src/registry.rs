@@ -1,4 +1,5 @@
-//! A private OCI registry (Debian's `docker-registry`, distribution 2.8) on a free loopback port.
+//! A private OCI registry (Debian's `docker-registry`, distribution 2.8) on a free loopback port,
+//! anonymous, with htpasswd basic auth, or with bearer-token auth (an in-process token service).
 //!
 //! The binary is, in order: `$PORTCULLIS_DOCKER_REGISTRY`; `docker-registry` on `PATH`
 //! (`/usr/bin/docker-registry` from the Debian package of that name).
@@ -24,6 +25,10 @@ pub struct RegistryOptions {
     pub basic_auth: Option<(String, String)>,
     /// Serve HTTPS with this certificate chain and key (PEM) instead of plain HTTP.
     pub tls: Option<(String, String)>,
+    /// Bearer-token auth (docker-registry's `auth: token`): clients are sent to an in-process
+    /// token service that grants JWTs to this one user (username, password) only; nobody
+    /// may pull or push without a token.
+    pub token_auth: Option<(String, String)>,
 }
 
 impl std::fmt::Debug for RegistryOptions {
@@ -31,6 +36,7 @@ impl std::fmt::Debug for RegistryOptions {
         f.debug_struct("RegistryOptions")
             .field("basic_auth", &self.basic_auth.as_ref().map(|(name, _)| name))
             .field("tls", &self.tls.is_some())
+            .field("token_auth", &self.token_auth.as_ref().map(|(name, _)| name))
             .finish()
     }
 }
@@ -42,6 +48,7 @@ pub struct Registry {
     dir: tempfile::TempDir,
     child: Option<Child>,
     options: RegistryOptions,
+    token: Option<crate::token::TokenService>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -98,12 +105,17 @@ impl Registry {
             .prefix("portcullis-registry-")
             .tempdir()
             .map_err(|e| FixtureError::Start(format!("temp dir: {e}")))?;
+        let token = match &options.token_auth {
+            Some((username, password)) => Some(crate::token::TokenService::start(username, password).await?),
+            None => None,
+        };
         let mut registry = Self {
             binary,
             port: crate::free_port()?,
             dir,
             child: None,
             options,
+            token,
         };
         registry.write_config()?;
         registry.launch().await?;
@@ -129,6 +141,11 @@ impl Registry {
     /// The storage folder (kept across restarts).
     pub fn storage_dir(&self) -> PathBuf {
         self.dir.path().join("storage")
+    }
+
+    /// The token service's realm (`http://127.0.0.1:<port>/token`) with token auth.
+    pub fn token_realm(&self) -> Option<&str> {
+        self.token.as_ref().map(|t| t.realm.as_str())
     }
 
     /// Whether the process is running.
@@ -191,6 +208,17 @@ impl Registry {
             config.push_str(&format!(
                 "auth:\n  htpasswd:\n    realm: portcullis-test\n    path: {:?}\n",
                 htpasswd.display().to_string()
+            ));
+        }
+        if let Some(token) = &self.token {
+            let bundle = self.dir.path().join("token.crt");
+            write(&bundle, &token.certificate_pem)?;
+            config.push_str(&format!(
+                "auth:\n  token:\n    realm: {:?}\n    service: {:?}\n    issuer: {:?}\n    rootcertbundle: {:?}\n",
+                token.realm,
+                crate::token::SERVICE,
+                crate::token::ISSUER,
+                bundle.display().to_string()
             ));
         }
         write(&self.config_path(), &config)

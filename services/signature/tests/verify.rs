@@ -1,6 +1,8 @@
 //! The signature service against a real registry (docker-registry) and a real policy store,
 //! embedded and distributed: images pushed and signed by the test (cosign's legacy layout,
-//! P-256 keys made with ring), verified over gRPC and over `pc.rpc.signature.verify`.
+//! P-256 keys made with ring), keyless sigstore bundles from the test's own CA and log,
+//! signatures with a required log entry, a registry behind token auth with credentials stored
+//! for the cluster; verified over gRPC and over `pc.rpc.signature.verify`.
 
 #![allow(
     clippy::unwrap_used,
@@ -10,17 +12,22 @@
     missing_docs
 )]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use bytes::Bytes;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
 use portcullis_bus::{StartFrom, TopicFilter};
+use portcullis_cosign::testing::{San, TestFulcio, TestLog, bundle_v03, trusted_root_json, unix_now};
 use portcullis_domain::Topic;
-use portcullis_oci::manifest::{OCI_INDEX, OCI_MANIFEST};
-use portcullis_oci::{Descriptor, Digest, ImageIndex, Platform};
+use portcullis_oci::manifest::{
+    COSIGN_BUNDLE_ANNOTATION, COSIGN_SIGNATURE_ANNOTATION, OCI_MANIFEST, SIGSTORE_BUNDLE_V03,
+};
+use portcullis_oci::testing::{self, SignatureLayerSpec};
+use portcullis_oci::{Client, ClientConfig, Credential, Digest, Reference};
 use portcullis_proto::events::v1::EventEnvelope;
 use portcullis_proto::policystore::v1 as pb;
 use portcullis_proto::policystore::v1::attestor_service_client::AttestorServiceClient;
@@ -28,7 +35,9 @@ use portcullis_proto::signature::v1 as ps;
 use portcullis_proto::signature::v1::signature_service_client::SignatureServiceClient;
 use portcullis_server::Mode;
 use portcullis_signature::{RegistryOptions, SignatureOptions, rpc};
+use portcullis_test_kit::{Registry, RegistryOptions as TestRegistryOptions};
 use prost::Message as _;
+use sha2::{Digest as _, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 mod support;
@@ -181,35 +190,27 @@ async fn tag_and_index(mode: Mode) {
     assert_eq!(verdicts(&answer), [ps::Verdict::NotVerified], "{answer:?}");
 
     // A multi-architecture image: the index digest is what is resolved and signed.
-    let (amd, amd_bytes) = f.push_image("multi", "amd64", "amd64 image").await;
-    let (_, arm_bytes) = f.push_image("multi", "arm64", "arm64 image").await;
-    let index = ImageIndex {
-        schema_version: 2,
-        media_type: Some(OCI_INDEX.into()),
-        artifact_type: None,
-        manifests: [(amd_bytes, "amd64"), (arm_bytes, "arm64")]
-            .iter()
-            .map(|(bytes, arch)| Descriptor {
-                platform: Some(Platform {
-                    architecture: (*arch).into(),
-                    os: "linux".into(),
-                    variant: None,
-                }),
-                ..Descriptor::of(OCI_MANIFEST, bytes)
-            })
-            .collect(),
-        subject: None,
-        annotations: BTreeMap::new(),
-    };
-    let bytes = Bytes::from(serde_json::to_vec(&index).unwrap());
-    let target = f.reference("multi", "latest");
-    let index_digest = f.oci.push_manifest(&target, OCI_INDEX, bytes).await.unwrap();
+    let amd = testing::push_image(&f.oci, &f.reference("multi", "amd64"), "amd64 image", "amd64")
+        .await
+        .unwrap();
+    let arm = testing::push_image(&f.oci, &f.reference("multi", "arm64"), "arm64 image", "arm64")
+        .await
+        .unwrap();
+    let (index_digest, _) = testing::push_index(
+        &f.oci,
+        &f.reference("multi", "latest"),
+        &[(&amd, "amd64"), (&arm, "arm64")],
+    )
+    .await
+    .unwrap();
     f.sign("multi", &index_digest, &[&key]).await;
     let answer = f.verify(&format!("{host}/multi:latest"), &["release"], "").await;
     assert_eq!(answer.digest, index_digest.to_string());
     assert_eq!(verdicts(&answer), [ps::Verdict::Verified], "{answer:?}");
     // The platform image itself carries no signature of its own.
-    let answer = f.verify(&format!("{host}/multi@{amd}"), &["release"], "").await;
+    let answer = f
+        .verify(&format!("{host}/multi@{}", amd.digest), &["release"], "")
+        .await;
     assert_eq!(verdicts(&answer), [ps::Verdict::NotVerified], "{answer:?}");
 }
 
@@ -300,6 +301,13 @@ async fn counting_proxy(target: SocketAddr) -> (SocketAddr, Arc<AtomicUsize>) {
     (address, count)
 }
 
+/// `n` verifications of `image` at once; each must be verified.
+async fn verify_at_once(f: &Fixture, image: &str, n: usize) {
+    let asks = (0..n).map(|_| async move { f.verify(image, &["release"], "").await });
+    let answers = futures::future::join_all(asks).await;
+    assert!(answers.iter().all(|a| verdicts(a) == [ps::Verdict::Verified]));
+}
+
 async fn one_round_for_concurrent_asks(mode: Mode) {
     let f = start(mode).await;
     let key = Key::new();
@@ -307,16 +315,17 @@ async fn one_round_for_concurrent_asks(mode: Mode) {
     let registry: SocketAddr = f.registry.host().parse().unwrap();
     let (proxy, requests) = counting_proxy(registry).await;
     let mut digests = Vec::new();
-    for tag in ["warm", "one", "many"] {
+    for tag in ["warm", "one", "many", "one-tag", "many-tag"] {
         let (digest, _) = f.push_image("app", tag, tag).await;
         f.sign("app", &digest, &[&key]).await;
         digests.push(digest);
     }
+    let verifier = f.signature.signature().verifier();
     // Warm up (the client's first contact with the registry), then one verification alone.
     let warm = f.verify(&format!("{proxy}/app@{}", digests[0]), &["release"], "").await;
     assert_eq!(verdicts(&warm), [ps::Verdict::Verified], "{warm:?}");
     let before = requests.load(Ordering::SeqCst);
-    let rounds = f.signature.signature().verifier().registry_rounds();
+    let rounds = verifier.registry_rounds();
     let one = f.verify(&format!("{proxy}/app@{}", digests[1]), &["release"], "").await;
     assert_eq!(verdicts(&one), [ps::Verdict::Verified], "{one:?}");
     let per_round = requests.load(Ordering::SeqCst) - before;
@@ -326,15 +335,20 @@ async fn one_round_for_concurrent_asks(mode: Mode) {
     );
     // 1,000 at once for one image: one round, the same requests as one verification.
     let before = requests.load(Ordering::SeqCst);
-    let image = format!("{proxy}/app@{}", digests[2]);
-    let asks = (0..1000).map(|_| {
-        let (f, image) = (&f, image.clone());
-        async move { f.verify(&image, &["release"], "").await }
-    });
-    let answers = futures::future::join_all(asks).await;
-    assert!(answers.iter().all(|a| verdicts(a) == [ps::Verdict::Verified]));
+    verify_at_once(&f, &format!("{proxy}/app@{}", digests[2]), 1000).await;
     assert_eq!(requests.load(Ordering::SeqCst) - before, per_round);
-    assert_eq!(f.signature.signature().verifier().registry_rounds(), rounds + 2);
+    assert_eq!(verifier.registry_rounds(), rounds + 2);
+
+    // By tag: one resolution more than by digest, and no more for 1,000 at once.
+    let before = requests.load(Ordering::SeqCst);
+    let one = f.verify(&format!("{proxy}/app:one-tag"), &["release"], "").await;
+    assert_eq!(one.digest, digests[3].to_string());
+    let per_tag = requests.load(Ordering::SeqCst) - before;
+    assert_eq!(per_tag, per_round + 1, "a tag costs one resolution");
+    let before = requests.load(Ordering::SeqCst);
+    verify_at_once(&f, &format!("{proxy}/app:many-tag"), 1000).await;
+    assert_eq!(requests.load(Ordering::SeqCst) - before, per_tag);
+    assert_eq!(verifier.registry_rounds(), rounds + 4);
 }
 
 async fn over_the_bus_with_verdict_events(mode: Mode) {
@@ -427,6 +441,191 @@ async fn attestor_change_drops_verdicts(mode: Mode) {
     .await;
 }
 
+const OIDC_ISSUER: &str = "https://issuer.example";
+const SIGNER: &str = "release@example.com";
+
+/// A keyless attestor of `trusted_root` for `issuer` and `subject`.
+fn keyless(name: &str, issuer: &str, subject: &str, trusted_root: &str) -> serde_json::Value {
+    serde_json::json!({
+        "name": name,
+        "type": "cosignKeyless",
+        "keyless": {"issuer": issuer, "subject": subject, "trustedRoot": trusted_root}
+    })
+}
+
+async fn keyless_bundle_good_and_bad_identity(mode: Mode) {
+    let f = start(mode).await;
+    // The test's own Fulcio-like CA (with its CT log) and Rekor-like log, in one trusted root.
+    let (fulcio, log) = (TestFulcio::new().unwrap(), TestLog::new().unwrap());
+    let root = trusted_root_json(&fulcio, &log);
+    f.create_attestor(keyless("release", OIDC_ISSUER, SIGNER, &root)).await;
+    f.create_attestor(keyless("other-subject", OIDC_ISSUER, "someone@example.com", &root))
+        .await;
+    f.create_attestor(keyless("other-issuer", "https://elsewhere.example", SIGNER, &root))
+        .await;
+    let (digest, manifest) = f.push_image("app", "v1", "keyless").await;
+    let leaf = fulcio.issue(&San::Email(SIGNER.into()), OIDC_ISSUER).unwrap();
+    let bundle = bundle_v03(&leaf, &log, &manifest).unwrap();
+    // docker-registry 2.x has no referrers API: the bundle is found through the tag schema.
+    testing::attach_referrer(
+        &f.oci,
+        &f.reference("app", "v1"),
+        (OCI_MANIFEST, &manifest),
+        SIGSTORE_BUNDLE_V03,
+        bundle.into(),
+    )
+    .await
+    .unwrap();
+    let host = f.registry.host();
+    for image in [format!("{host}/app@{digest}"), format!("{host}/app:v1")] {
+        let answer = f
+            .verify(&image, &["release", "other-subject", "other-issuer"], "")
+            .await;
+        assert_eq!(
+            verdicts(&answer),
+            [
+                ps::Verdict::Verified,
+                ps::Verdict::NotVerified,
+                ps::Verdict::NotVerified
+            ],
+            "{answer:?}"
+        );
+        assert_eq!(answer.digest, digest.to_string());
+        let held = &answer.verdicts[0];
+        assert_eq!(held.format(), ps::SignatureFormat::SigstoreBundle, "{held:?}");
+        assert!(
+            held.tlog_verified,
+            "keyless signatures always carry their log entry: {held:?}"
+        );
+        assert!(answer.verdicts[1].reason.contains("subject"), "{answer:?}");
+        assert!(answer.verdicts[2].reason.contains("issuer"), "{answer:?}");
+    }
+    // A certificate of another CA naming the same identity does not chain to the root.
+    let (stranger, stranger_manifest) = f.push_image("app", "v2", "signed by a stranger CA").await;
+    let rogue = TestFulcio::new().unwrap();
+    let leaf = rogue.issue(&San::Email(SIGNER.into()), OIDC_ISSUER).unwrap();
+    let bundle = bundle_v03(&leaf, &log, &stranger_manifest).unwrap();
+    testing::attach_referrer(
+        &f.oci,
+        &f.reference("app", "v2"),
+        (OCI_MANIFEST, &stranger_manifest),
+        SIGSTORE_BUNDLE_V03,
+        bundle.into(),
+    )
+    .await
+    .unwrap();
+    let answer = f.verify(&format!("{host}/app@{stranger}"), &["release"], "").await;
+    assert_eq!(verdicts(&answer), [ps::Verdict::NotVerified], "{answer:?}");
+    assert!(answer.verdicts[0].reason.contains("Fulcio"), "{answer:?}");
+}
+
+async fn legacy_signature_with_log_entry_required(mode: Mode) {
+    let f = start(mode).await;
+    let (key, log) = (Key::new(), TestLog::new().unwrap());
+    f.create_attestor(serde_json::json!({
+        "name": "logged",
+        "type": "cosignPublicKey",
+        "publicKey": key.pem,
+        "transparencyLogEnabled": true,
+        "transparencyLogOptions": {"publicKey": log.key.public_pem()}
+    }))
+    .await;
+    f.attestor("unlogged", &key).await;
+    let host = f.registry.host();
+    let name = format!("{host}/app");
+    // Signed and logged: the signed entry timestamp verifies offline with the log's key.
+    let (entered, _) = f.push_image("app", "entered", "in the log").await;
+    let signed = payload(&name, &entered);
+    let signature = key.key.sign(&signed).unwrap();
+    let entry = log.hashedrekord(&Sha256::digest(&signed), &signature, &key.pem, 42, unix_now());
+    let layer = SignatureLayerSpec {
+        payload: signed.into(),
+        annotations: BTreeMap::from([
+            (COSIGN_SIGNATURE_ANNOTATION.to_owned(), STANDARD.encode(&signature)),
+            (
+                COSIGN_BUNDLE_ANNOTATION.to_owned(),
+                log.annotation_bundle(&entry).unwrap(),
+            ),
+        ]),
+    };
+    f.push_layers("app", &entered, &[layer]).await;
+    let answer = f.verify(&format!("{name}@{entered}"), &["logged"], "").await;
+    assert_eq!(verdicts(&answer), [ps::Verdict::Verified], "{answer:?}");
+    assert!(answer.verdicts[0].tlog_verified, "{answer:?}");
+    assert!(answer.verdicts[0].reason.contains("index 42"), "{answer:?}");
+    // Signed by the same key, with no log entry: the key alone does not do when the log is
+    // required, and does when it is not.
+    let (missing, _) = f.push_image("app", "missing", "not in the log").await;
+    f.sign("app", &missing, &[&key]).await;
+    let answer = f
+        .verify(&format!("{name}@{missing}"), &["logged", "unlogged"], "")
+        .await;
+    assert_eq!(
+        verdicts(&answer),
+        [ps::Verdict::NotVerified, ps::Verdict::Verified],
+        "{answer:?}"
+    );
+    assert!(
+        answer.verdicts[0].reason.contains("signed entry timestamp"),
+        "{answer:?}"
+    );
+    assert!(!answer.verdicts[1].tlog_verified, "{answer:?}");
+}
+
+async fn token_auth_with_stored_credentials(mode: Mode) {
+    let f = start(mode).await;
+    let key = Key::new();
+    f.attestor("release", &key).await;
+    // A registry behind bearer-token auth (docker-registry's `auth: token`, the kit's token service).
+    let private = Registry::start_with(TestRegistryOptions {
+        token_auth: Some(("robot".into(), "pull secret".into())),
+        ..TestRegistryOptions::default()
+    })
+    .await
+    .unwrap();
+    let host = private.host();
+    let pusher = Client::new(ClientConfig {
+        deadline: Duration::from_secs(10),
+        credentials: HashMap::from([(host.clone(), Credential::basic("robot", "pull secret"))]),
+        ..ClientConfig::default()
+    })
+    .unwrap();
+    let target = Reference::parse(&format!("{host}/team/app:v1")).unwrap();
+    let image = testing::push_image(&pusher, &target, "private", "amd64").await.unwrap();
+    let signed = payload(&format!("{host}/team/app"), &image.digest);
+    let layer = SignatureLayerSpec {
+        annotations: BTreeMap::from([(COSIGN_SIGNATURE_ANNOTATION.to_owned(), key.sign(&signed))]),
+        payload: signed.into(),
+    };
+    testing::push_cosign_signatures(&pusher, &target, &image.digest, &[layer])
+        .await
+        .unwrap();
+    f.cluster_with_credentials("prod", &[(&host, "robot", "pull secret")])
+        .await;
+    f.cluster_with_credentials("stale", &[(&host, "robot", "an old secret")])
+        .await;
+
+    // The service fetches the cluster's credentials from the store and follows the token flow.
+    for image in [
+        format!("{host}/team/app:v1"),
+        format!("{host}/team/app@{}", image.digest),
+    ] {
+        let answer = f.verify_for("prod", &image, &["release"]).await;
+        assert_eq!(verdicts(&answer), [ps::Verdict::Verified], "{answer:?}");
+    }
+    // A wrong stored password is no verdict on the image: an error, saying why.
+    let answer = f
+        .verify_for("stale", &format!("{host}/team/app@{}", image.digest), &["release"])
+        .await;
+    assert_eq!(verdicts(&answer), [ps::Verdict::Error], "{answer:?}");
+    assert!(answer.verdicts[0].reason.contains("unauthorized"), "{answer:?}");
+    assert!(!answer.verdicts[0].reason.contains("an old secret"), "{answer:?}");
+    // Without a cluster (anonymous) the registry refuses too.
+    let answer = f.verify(&format!("{host}/team/app:v1"), &["release"], "").await;
+    assert_eq!(verdicts(&answer), [ps::Verdict::Error], "{answer:?}");
+    assert!(answer.verdicts[0].reason.contains("unauthorized"), "{answer:?}");
+}
+
 portcullis_test_kit::both! {
     embedded: portcullis_server::Mode::Embedded,
     distributed: portcullis_server::Mode::Distributed;
@@ -440,4 +639,7 @@ portcullis_test_kit::both! {
     one_round_for_concurrent_asks,
     over_the_bus_with_verdict_events,
     attestor_change_drops_verdicts,
+    keyless_bundle_good_and_bad_identity,
+    legacy_signature_with_log_entry_required,
+    token_auth_with_stored_credentials,
 }

@@ -17,72 +17,53 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine as _;
 use bytes::Bytes;
 use portcullis_admission::keys::IntrospectingAuthenticator;
 use portcullis_admission::keys::KeyCacheOptions;
 use portcullis_admission::metrics::AdmissionMetrics;
 use portcullis_admission::{Upstream, UpstreamTimeouts};
-use portcullis_oci::manifest::{COSIGN_SIGNATURE_ANNOTATION, COSIGN_SIMPLE_SIGNING, OCI_CONFIG, OCI_MANIFEST};
-use portcullis_oci::{Client, ClientConfig, Descriptor, Digest, ImageManifest, Reference};
+use portcullis_cosign::testing::TestKey;
+use portcullis_oci::manifest::COSIGN_SIGNATURE_ANNOTATION;
+use portcullis_oci::testing::{self, SignatureLayerSpec, simple_signing_payload};
+use portcullis_oci::{Client, ClientConfig, Digest, Reference};
 use portcullis_policy_store::testing::{TestOptions, TestServer};
+use portcullis_proto::common::v1 as pc;
 use portcullis_proto::policystore::v1 as pb;
 use portcullis_proto::policystore::v1::attestor_service_client::AttestorServiceClient;
+use portcullis_proto::policystore::v1::cluster_service_client::ClusterServiceClient;
+use portcullis_proto::policystore::v1::policy_service_client::PolicyServiceClient;
 use portcullis_proto::signature::v1 as ps;
 use portcullis_proto::signature::v1::signature_service_client::SignatureServiceClient;
 use portcullis_server::{Credentials, Mode, ServerConfig};
 use portcullis_signature::{PolicyStoreClient, RunningSignature, SignatureOptions, SignatureServeOptions};
+use portcullis_storage::credentials::{KEY_LEN, KeyRing};
 use portcullis_test_kit::Registry;
-use ring::rand::SystemRandom;
-use ring::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, KeyPair as _};
 use tonic::transport::Channel;
 
 /// A P-256 signing key and its PEM public key.
 pub struct Key {
-    pub pair: EcdsaKeyPair,
+    pub key: TestKey,
     pub pem: String,
 }
 
 impl Key {
     pub fn new() -> Key {
-        let rng = SystemRandom::new();
-        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &rng).unwrap();
-        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8.as_ref(), &rng).unwrap();
-        // SubjectPublicKeyInfo of an uncompressed P-256 point: the fixed prefix, then the point.
-        let mut spki = hex("3059301306072a8648ce3d020106082a8648ce3d030107034200");
-        spki.extend_from_slice(pair.public_key().as_ref());
-        let b64 = base64::engine::general_purpose::STANDARD.encode(&spki);
-        let lines: Vec<&str> = b64
-            .as_bytes()
-            .chunks(64)
-            .map(|c| std::str::from_utf8(c).unwrap())
-            .collect();
-        let pem = format!(
-            "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
-            lines.join("\n")
-        );
-        Key { pair, pem }
+        let key = TestKey::generate().unwrap();
+        Key {
+            pem: key.public_pem(),
+            key,
+        }
     }
 
+    /// A base64 signature over `payload`.
     pub fn sign(&self, payload: &[u8]) -> String {
-        let signature = self.pair.sign(&SystemRandom::new(), payload).unwrap();
-        base64::engine::general_purpose::STANDARD.encode(signature.as_ref())
+        self.key.sign_base64(payload).unwrap()
     }
-}
-
-pub fn hex(text: &str) -> Vec<u8> {
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
-        .collect()
 }
 
 /// Cosign's simple-signing payload naming `digest`.
 pub fn payload(repository: &str, digest: &Digest) -> Vec<u8> {
-    format!(
-        r#"{{"critical":{{"identity":{{"docker-reference":"{repository}"}},"image":{{"docker-manifest-digest":"{digest}"}},"type":"cosign container image signature"}},"optional":null}}"#
-    )
-    .into_bytes()
+    simple_signing_payload(repository, digest).to_vec()
 }
 
 pub struct Fixture {
@@ -99,7 +80,14 @@ pub async fn start(mode: Mode) -> Fixture {
 
 pub async fn start_with(mode: Mode, options: SignatureOptions) -> Fixture {
     let registry = Registry::start().await.unwrap();
-    let store = TestServer::start(TestOptions::new(mode)).await.unwrap();
+    // A registry credential key, so that clusters can store credentials.
+    let keys = KeyRing::new([("test".to_owned(), [7; KEY_LEN])], "test").unwrap();
+    let store = TestServer::start(TestOptions {
+        credential_keys: Some(Arc::new(keys)),
+        ..TestOptions::new(mode)
+    })
+    .await
+    .unwrap();
     let client = PolicyStoreClient::new(
         &store.url,
         None,
@@ -152,7 +140,12 @@ pub async fn start_with(mode: Mode, options: SignatureOptions) -> Fixture {
 
 impl Fixture {
     pub async fn attestor(&self, name: &str, key: &Key) {
-        let document = serde_json::json!({"name": name, "type": "cosignPublicKey", "publicKey": key.pem});
+        self.create_attestor(serde_json::json!({"name": name, "type": "cosignPublicKey", "publicKey": key.pem}))
+            .await;
+    }
+
+    /// Creates the attestor `document` in the tenant.
+    pub async fn create_attestor(&self, document: serde_json::Value) {
         let mut client = AttestorServiceClient::new(self.store.channel().await.unwrap());
         client
             .create_attestor(self.store.request(
@@ -171,58 +164,30 @@ impl Fixture {
 
     /// Pushes a one-layer image at `repository:tag`; returns its digest and manifest bytes.
     pub async fn push_image(&self, repository: &str, tag: &str, text: &str) -> (Digest, Bytes) {
-        let target = self.reference(repository, tag);
-        let config = Bytes::from(format!(
-            r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":[]}},"text":"{text}"}}"#
-        ));
-        let layer = Bytes::from(format!("layer of {text}"));
-        self.oci.push_blob(&target, config.clone()).await.unwrap();
-        self.oci.push_blob(&target, layer.clone()).await.unwrap();
-        let manifest = ImageManifest {
-            schema_version: 2,
-            media_type: Some(OCI_MANIFEST.into()),
-            artifact_type: None,
-            config: Descriptor::of(OCI_CONFIG, &config),
-            layers: vec![Descriptor::of("application/vnd.oci.image.layer.v1.tar", &layer)],
-            subject: None,
-            annotations: BTreeMap::new(),
-        };
-        let bytes = Bytes::from(serde_json::to_vec(&manifest).unwrap());
-        let digest = self
-            .oci
-            .push_manifest(&target, OCI_MANIFEST, bytes.clone())
+        let image = testing::push_image(&self.oci, &self.reference(repository, tag), text, "amd64")
             .await
             .unwrap();
-        (digest, bytes)
+        (image.digest, image.manifest)
     }
 
     /// Pushes the `sha256-<hex>.sig` manifest of `digest` in `repository` with one layer per
     /// (payload, signature).
     pub async fn push_signatures(&self, repository: &str, digest: &Digest, layers: &[(Vec<u8>, String)]) {
-        let target = self.reference(repository, &format!("{}.sig", digest.tag_form()));
-        let config = Bytes::from_static(b"{}");
-        self.oci.push_blob(&target, config.clone()).await.unwrap();
-        let mut descriptors = Vec::new();
-        for (payload, signature) in layers {
-            let bytes = Bytes::from(payload.clone());
-            self.oci.push_blob(&target, bytes.clone()).await.unwrap();
-            let mut descriptor = Descriptor::of(COSIGN_SIMPLE_SIGNING, &bytes);
-            descriptor
-                .annotations
-                .insert(COSIGN_SIGNATURE_ANNOTATION.to_owned(), signature.clone());
-            descriptors.push(descriptor);
-        }
-        let manifest = ImageManifest {
-            schema_version: 2,
-            media_type: Some(OCI_MANIFEST.into()),
-            artifact_type: None,
-            config: Descriptor::of(OCI_CONFIG, &config),
-            layers: descriptors,
-            subject: None,
-            annotations: BTreeMap::new(),
-        };
-        let bytes = Bytes::from(serde_json::to_vec(&manifest).unwrap());
-        self.oci.push_manifest(&target, OCI_MANIFEST, bytes).await.unwrap();
+        let layers: Vec<SignatureLayerSpec> = layers
+            .iter()
+            .map(|(payload, signature)| SignatureLayerSpec {
+                payload: Bytes::from(payload.clone()),
+                annotations: BTreeMap::from([(COSIGN_SIGNATURE_ANNOTATION.to_owned(), signature.clone())]),
+            })
+            .collect();
+        self.push_layers(repository, digest, &layers).await;
+    }
+
+    /// Pushes the `sha256-<hex>.sig` manifest of `digest` in `repository` with these layers.
+    pub async fn push_layers(&self, repository: &str, digest: &Digest, layers: &[SignatureLayerSpec]) {
+        testing::push_cosign_signatures(&self.oci, &self.reference(repository, "latest"), digest, layers)
+            .await
+            .unwrap();
     }
 
     /// Signs `digest` in `repository` with each key (one layer each).
@@ -241,6 +206,76 @@ impl Fixture {
 
     pub async fn verify(&self, image: &str, attestors: &[&str], digest: &str) -> ps::VerifyResponse {
         self.try_verify(image, attestors, digest).await.unwrap()
+    }
+
+    /// Verifies `image` with the registry credentials of cluster `cluster` (by name).
+    pub async fn verify_for(&self, cluster: &str, image: &str, attestors: &[&str]) -> ps::VerifyResponse {
+        let mut client = SignatureServiceClient::new(self.channel.clone());
+        client
+            .verify(self.store.request(
+                &self.store.admin_key,
+                ps::VerifyRequest {
+                    image: image.to_owned(),
+                    attestors: attestors.iter().map(|a| (*a).to_owned()).collect(),
+                    cluster: Some(pc::ResourceRef {
+                        r#ref: Some(pc::resource_ref::Ref::Name(cluster.to_owned())),
+                    }),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
+    /// Registers cluster `name` (on a policy of its own) and stores `credentials`
+    /// (registry, username, password) for it with `SetRegistryCredentials`.
+    pub async fn cluster_with_credentials(&self, name: &str, credentials: &[(&str, &str, &str)]) {
+        let mut policies = PolicyServiceClient::new(self.store.channel().await.unwrap());
+        let policy = format!("{name}.policy");
+        policies
+            .create_policy(self.store.request(
+                &self.store.admin_key,
+                pb::CreatePolicyRequest {
+                    document_json: portcullis_test_kit::docs::policy_doc(&policy, "log"),
+                },
+            ))
+            .await
+            .unwrap();
+        let mut clusters = ClusterServiceClient::new(self.store.channel().await.unwrap());
+        let by_name = |name: &str| pc::ResourceRef {
+            r#ref: Some(pc::resource_ref::Ref::Name(name.to_owned())),
+        };
+        clusters
+            .register_cluster(self.store.request(
+                &self.store.admin_key,
+                pb::RegisterClusterRequest {
+                    name: name.to_owned(),
+                    policy: Some(by_name(&policy)),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .unwrap();
+        clusters
+            .set_registry_credentials(
+                self.store.request(
+                    &self.store.admin_key,
+                    pb::SetRegistryCredentialsRequest {
+                        cluster: Some(by_name(name)),
+                        credentials: credentials
+                            .iter()
+                            .map(|(registry, username, password)| pb::RegistryCredential {
+                                registry: (*registry).to_owned(),
+                                username: (*username).to_owned(),
+                                password: (*password).to_owned(),
+                            })
+                            .collect(),
+                    },
+                ),
+            )
+            .await
+            .unwrap();
     }
 
     pub async fn try_verify(
