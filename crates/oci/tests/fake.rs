@@ -429,3 +429,41 @@ async fn an_endless_error_body_is_not_read_whole() {
     assert_eq!(error.kind(), ErrorKind::NotFound, "{error}");
     assert!(started.elapsed() < Duration::from_secs(5));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_registry_serves_what_was_pushed() {
+    use portcullis_oci::testing::{MemoryRegistry, SignatureLayerSpec, push_cosign_signatures, push_image};
+    let registry = MemoryRegistry::start().await.unwrap();
+    let client = client();
+    let target = reference(&format!("{}/mem/app:v1", registry.host()));
+    let image = push_image(&client, &target, "in memory", "amd64").await.unwrap();
+    assert_eq!(client.resolve(&target).await.unwrap(), image.digest);
+    let fetched = client.fetch_manifest(&target).await.unwrap();
+    assert_eq!(fetched.bytes, image.manifest);
+    let layer = client
+        .fetch_blob(&target, &Digest::of(&image.layer), 1 << 20)
+        .await
+        .unwrap();
+    assert_eq!(layer, image.layer);
+    let spec = SignatureLayerSpec {
+        payload: "payload".into(),
+        annotations: [("a".to_owned(), "b".to_owned())].into(),
+    };
+    push_cosign_signatures(&client, &target, &image.digest, &[spec])
+        .await
+        .unwrap();
+    let signatures = client.cosign_signatures(&target).await.unwrap().unwrap();
+    assert_eq!(signatures.layers[0].payload, "payload");
+    // No referrers API, as docker-registry 2.x: the tag schema is asked, and has nothing.
+    let before = registry.requests();
+    let referrers = client
+        .referrers(&target.with_digest(image.digest.clone()), None)
+        .await
+        .unwrap();
+    assert_eq!(referrers.source, portcullis_oci::ReferrersSource::None);
+    assert_eq!(registry.requests() - before, 2, "the referrers API, then the tag");
+    let missing = client
+        .resolve(&reference(&format!("{}/mem/app:nope", registry.host())))
+        .await;
+    assert_eq!(missing.unwrap_err().kind(), ErrorKind::NotFound);
+}

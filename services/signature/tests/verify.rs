@@ -467,15 +467,7 @@ async fn keyless_bundle_good_and_bad_identity(mode: Mode) {
     let leaf = fulcio.issue(&San::Email(SIGNER.into()), OIDC_ISSUER).unwrap();
     let bundle = bundle_v03(&leaf, &log, &manifest).unwrap();
     // docker-registry 2.x has no referrers API: the bundle is found through the tag schema.
-    testing::attach_referrer(
-        &f.oci,
-        &f.reference("app", "v1"),
-        (OCI_MANIFEST, &manifest),
-        SIGSTORE_BUNDLE_V03,
-        bundle.into(),
-    )
-    .await
-    .unwrap();
+    f.attach_bundle("app", &manifest, bundle).await;
     let host = f.registry.host();
     for image in [format!("{host}/app@{digest}"), format!("{host}/app:v1")] {
         let answer = f
@@ -505,15 +497,7 @@ async fn keyless_bundle_good_and_bad_identity(mode: Mode) {
     let rogue = TestFulcio::new().unwrap();
     let leaf = rogue.issue(&San::Email(SIGNER.into()), OIDC_ISSUER).unwrap();
     let bundle = bundle_v03(&leaf, &log, &stranger_manifest).unwrap();
-    testing::attach_referrer(
-        &f.oci,
-        &f.reference("app", "v2"),
-        (OCI_MANIFEST, &stranger_manifest),
-        SIGSTORE_BUNDLE_V03,
-        bundle.into(),
-    )
-    .await
-    .unwrap();
+    f.attach_bundle("app", &stranger_manifest, bundle).await;
     let answer = f.verify(&format!("{host}/app@{stranger}"), &["release"], "").await;
     assert_eq!(verdicts(&answer), [ps::Verdict::NotVerified], "{answer:?}");
     assert!(answer.verdicts[0].reason.contains("Fulcio"), "{answer:?}");

@@ -23,7 +23,7 @@ use portcullis_admission::keys::KeyCacheOptions;
 use portcullis_admission::metrics::AdmissionMetrics;
 use portcullis_admission::{Upstream, UpstreamTimeouts};
 use portcullis_cosign::testing::TestKey;
-use portcullis_oci::manifest::COSIGN_SIGNATURE_ANNOTATION;
+use portcullis_oci::manifest::{COSIGN_SIGNATURE_ANNOTATION, OCI_MANIFEST, SIGSTORE_BUNDLE_V03};
 use portcullis_oci::testing::{self, SignatureLayerSpec, simple_signing_payload};
 use portcullis_oci::{Client, ClientConfig, Digest, Reference};
 use portcullis_policy_store::testing::{TestOptions, TestServer};
@@ -210,22 +210,30 @@ impl Fixture {
 
     /// Verifies `image` with the registry credentials of cluster `cluster` (by name).
     pub async fn verify_for(&self, cluster: &str, image: &str, attestors: &[&str]) -> ps::VerifyResponse {
-        let mut client = SignatureServiceClient::new(self.channel.clone());
-        client
-            .verify(self.store.request(
-                &self.store.admin_key,
-                ps::VerifyRequest {
-                    image: image.to_owned(),
-                    attestors: attestors.iter().map(|a| (*a).to_owned()).collect(),
-                    cluster: Some(pc::ResourceRef {
-                        r#ref: Some(pc::resource_ref::Ref::Name(cluster.to_owned())),
-                    }),
-                    ..Default::default()
-                },
-            ))
-            .await
-            .unwrap()
-            .into_inner()
+        self.send(ps::VerifyRequest {
+            image: image.to_owned(),
+            attestors: attestors.iter().map(|a| (*a).to_owned()).collect(),
+            cluster: Some(pc::ResourceRef {
+                r#ref: Some(pc::resource_ref::Ref::Name(cluster.to_owned())),
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+    }
+
+    /// Attaches sigstore `bundle` to the image `manifest` of `repository` (a referrer, listed
+    /// in the referrers tag schema, which docker-registry 2.x is read through).
+    pub async fn attach_bundle(&self, repository: &str, manifest: &Bytes, bundle: String) {
+        testing::attach_referrer(
+            &self.oci,
+            &self.reference(repository, "latest"),
+            (OCI_MANIFEST, manifest),
+            SIGSTORE_BUNDLE_V03,
+            bundle.into(),
+        )
+        .await
+        .unwrap();
     }
 
     /// Registers cluster `name` (on a policy of its own) and stores `credentials`
@@ -284,17 +292,20 @@ impl Fixture {
         attestors: &[&str],
         digest: &str,
     ) -> Result<ps::VerifyResponse, tonic::Status> {
+        self.send(ps::VerifyRequest {
+            image: image.to_owned(),
+            attestors: attestors.iter().map(|a| (*a).to_owned()).collect(),
+            digest: digest.to_owned(),
+            ..Default::default()
+        })
+        .await
+    }
+
+    /// Sends `request` to the service's Verify with the admin key.
+    pub async fn send(&self, request: ps::VerifyRequest) -> Result<ps::VerifyResponse, tonic::Status> {
         let mut client = SignatureServiceClient::new(self.channel.clone());
         client
-            .verify(self.store.request(
-                &self.store.admin_key,
-                ps::VerifyRequest {
-                    image: image.to_owned(),
-                    attestors: attestors.iter().map(|a| (*a).to_owned()).collect(),
-                    digest: digest.to_owned(),
-                    ..Default::default()
-                },
-            ))
+            .verify(self.store.request(&self.store.admin_key, request))
             .await
             .map(tonic::Response::into_inner)
     }
