@@ -16,6 +16,9 @@
 //!   digest);
 //! - [`all`] and [`any`] over the verdicts of several attestors.
 //!
+//! Feature `testing`: `testing`, the signing side for tests (keys, a Rekor-like log, a
+//! Fulcio-like CA with its CT log, trusted roots, keyless bundles v0.3).
+//!
 //! Not verified yet, refused as unsupported (fail closed): Rekor v2 entries, and RFC 3161 timestamps as a source of time (a keyless bundle's
 //! time is the SET's; the times of the timestamps it carries are read, unverified, and can
 //! only refuse: each must lie in the certificate's validity).

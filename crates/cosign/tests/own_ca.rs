@@ -9,20 +9,16 @@
     missing_docs
 )]
 
+mod common;
+
+use common::{DIGEST, payload};
 use portcullis_cosign::testing::{San, TestFulcio, TestKey, TestLog, bundle_v03, trusted_root_json, unix_now};
 use portcullis_cosign::{Attestor, SignatureLayer, verify_bundle, verify_legacy};
 use sha2::{Digest as _, Sha256};
 
-const DIGEST: &str = "sha256:634a8f35b5f16dcf4aaa0822adc0b1964bb786fca12f6831de8ddc45e5986a00";
 const ISSUER: &str = "https://issuer.example";
 const SUBJECT: &str = "ci@example.com";
-
-fn payload() -> Vec<u8> {
-    format!(
-        r#"{{"critical":{{"identity":{{"docker-reference":"registry.example/app"}},"image":{{"docker-manifest-digest":"{DIGEST}"}},"type":"cosign container image signature"}},"optional":null}}"#
-    )
-    .into_bytes()
-}
+const COSIGN_TYPE: &str = "cosign container image signature";
 
 #[test]
 fn keyless_bundle_holds_for_its_identity_only() {
@@ -71,7 +67,7 @@ fn keyless_legacy_layer_with_certificate_and_log_entry() {
     let leaf = fulcio
         .issue(&San::Uri("https://ci.example/workflow".into()), ISSUER)
         .unwrap();
-    let payload = payload();
+    let payload = payload(DIGEST, COSIGN_TYPE);
     let signature = leaf.key.sign(&payload).unwrap();
     let entry = log.hashedrekord(&Sha256::digest(&payload), &signature, &leaf.pem(), 7, unix_now());
     let annotation = log.annotation_bundle(&entry).unwrap();
@@ -98,7 +94,7 @@ fn base64_of(bytes: &[u8]) -> String {
 fn keyed_signature_with_a_required_log_entry() {
     let (key, log) = (TestKey::generate().unwrap(), TestLog::new().unwrap());
     let attestor = Attestor::public_key(&key.public_pem(), Some(&log.key.public_pem())).unwrap();
-    let payload = payload();
+    let payload = payload(DIGEST, COSIGN_TYPE);
     let signature = key.sign(&payload).unwrap();
     let encoded = base64_of(&signature);
     let entry = log.hashedrekord(&Sha256::digest(&payload), &signature, &key.public_pem(), 3, unix_now());

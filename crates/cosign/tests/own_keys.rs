@@ -8,13 +8,16 @@
     missing_docs
 )]
 
+mod common;
+
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use portcullis_cosign::{Attestor, KeyKind, PublicKey, SignatureLayer, Verdict, VerifyError, all, any, verify_legacy};
 use ring::rand::SystemRandom;
 use ring::signature::{self, EcdsaKeyPair, Ed25519KeyPair, KeyPair, RsaKeyPair};
 
-const DIGEST: &str = "sha256:634a8f35b5f16dcf4aaa0822adc0b1964bb786fca12f6831de8ddc45e5986a00";
+use common::{DIGEST, payload};
+
 const OTHER_DIGEST: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
 
 /// A 2048-bit RSA test key made with `openssl genpkey` for this test only (ring cannot
@@ -124,13 +127,6 @@ fn signers() -> Vec<Signer> {
             }),
         },
     ]
-}
-
-fn payload(digest: &str, kind: &str) -> Vec<u8> {
-    format!(
-        r#"{{"critical":{{"identity":{{"docker-reference":"registry.example/app"}},"image":{{"docker-manifest-digest":"{digest}"}},"type":"{kind}"}},"optional":null}}"#
-    )
-    .into_bytes()
 }
 
 fn check(signer: &Signer, attestor: &Attestor, payload: &[u8], signed: &[u8]) -> Verdict {

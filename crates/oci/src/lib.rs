@@ -18,6 +18,9 @@
 //!   semaphore; every body read is capped.
 //! - Errors: [`Error`], one variant per kind a caller acts on (not found, unauthorized, denied,
 //!   unavailable, deadline, invalid).
+//! - Feature `testing`: `testing`, the push helpers tests share (images, indexes, cosign
+//!   signature manifests, referrers in the tag schema) and `MemoryRegistry`, an in-process
+//!   registry serving from memory.
 //!
 //! ## Why a lean client on reqwest rather than the `oci-client` crate
 //!

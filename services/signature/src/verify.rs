@@ -184,7 +184,8 @@ struct Inner {
     store: Arc<dyn AttestorStore>,
     anonymous: Client,
     clients: Cache<(String, ClusterSel), Client, SignatureError>,
-    attestors: Cache<(String, String), Option<StoredAttestor>, SignatureError>,
+    /// Parsed once when read: a verdict from the cache costs no JSON or PEM parsing.
+    attestors: Cache<(String, String), Option<Arc<Usable>>, SignatureError>,
     resolutions: Cache<ResolveKey, Resolved, SignatureError>,
     verdicts: Cache<VerdictKey, Arc<Checked>, SignatureError>,
     rounds: AtomicU64,
@@ -344,13 +345,16 @@ impl Verifier {
         })
     }
 
-    async fn attestor(&self, tenant: &str, name: &str) -> Result<Option<StoredAttestor>, SignatureError> {
+    async fn attestor(&self, tenant: &str, name: &str) -> Result<Option<Arc<Usable>>, SignatureError> {
         let store = self.inner.store.clone();
         let key = (tenant.to_owned(), name.to_owned());
         let (t, n) = key.clone();
         self.inner
             .attestors
-            .get(key, move || async move { store.attestor(&t, &n).await })
+            .get(key, move || async move {
+                let stored = store.attestor(&t, &n).await?;
+                Ok(stored.map(|s| Arc::new(parse_attestor(&s))))
+            })
             .get()
             .await
     }
@@ -389,7 +393,8 @@ impl Verifier {
             Ok(client) => client,
             Err(e) => return Ok(all_error(None, &format!("registry credentials: {e}"))),
         };
-        let digest = match given {
+        // A reference with its digest needs no resolution (nor parsing it twice).
+        let digest = match given.or_else(|| reference.digest().cloned()) {
             Some(digest) => digest,
             None => match self
                 .resolve(&request.tenant, request.cluster.as_ref(), &request.image)
@@ -412,7 +417,7 @@ impl Verifier {
         };
 
         // The attestors, each read once (cached), in request order.
-        let mut usable: Vec<Usable> = Vec::with_capacity(request.attestors.len());
+        let mut usable: Vec<Arc<Usable>> = Vec::with_capacity(request.attestors.len());
         let mut verdicts: Vec<Option<AttestorVerdict>> = vec![None; request.attestors.len()];
         let lookups = futures::future::join_all(
             request
@@ -423,9 +428,9 @@ impl Verifier {
         .await;
         for ((slot, name), found) in verdicts.iter_mut().zip(&request.attestors).zip(lookups) {
             match found {
-                Ok(Some(stored)) => {
-                    if !usable.iter().any(|u| u.name == stored.name) {
-                        usable.push(parse_attestor(&stored));
+                Ok(Some(parsed)) => {
+                    if !usable.iter().any(|u| u.name == parsed.name) {
+                        usable.push(parsed);
                     }
                 }
                 Ok(None) => *slot = Some(AttestorVerdict::error(name, 0, format!("unknown attestor {name:?}"))),
@@ -487,7 +492,12 @@ impl Verifier {
     /// One registry round: the `.sig` manifest and its layers, the referrers' bundles (and the
     /// image manifest they sign), then every attestor against them. A registry failure fails
     /// the whole round (cached for `failure_ttl`).
-    async fn check(&self, client: &Client, image: &Reference, attestors: &[Usable]) -> Result<Checked, SignatureError> {
+    async fn check(
+        &self,
+        client: &Client,
+        image: &Reference,
+        attestors: &[Arc<Usable>],
+    ) -> Result<Checked, SignatureError> {
         self.inner.rounds.fetch_add(1, Ordering::Relaxed);
         let digest = image
             .digest()

@@ -23,9 +23,7 @@ use base64::engine::general_purpose::STANDARD;
 use portcullis_bus::{StartFrom, TopicFilter};
 use portcullis_cosign::testing::{San, TestFulcio, TestLog, bundle_v03, trusted_root_json, unix_now};
 use portcullis_domain::Topic;
-use portcullis_oci::manifest::{
-    COSIGN_BUNDLE_ANNOTATION, COSIGN_SIGNATURE_ANNOTATION, OCI_MANIFEST, SIGSTORE_BUNDLE_V03,
-};
+use portcullis_oci::manifest::{COSIGN_BUNDLE_ANNOTATION, COSIGN_SIGNATURE_ANNOTATION};
 use portcullis_oci::testing::{self, SignatureLayerSpec};
 use portcullis_oci::{Client, ClientConfig, Credential, Digest, Reference};
 use portcullis_proto::events::v1::EventEnvelope;

@@ -34,3 +34,14 @@ pub fn now() -> i64 {
         .map(|d| d.as_secs() as i64)
         .unwrap()
 }
+
+/// The image digest the tests' own signatures name.
+pub const DIGEST: &str = "sha256:634a8f35b5f16dcf4aaa0822adc0b1964bb786fca12f6831de8ddc45e5986a00";
+
+/// A simple-signing payload for `digest` of type `kind`, as cosign writes it.
+pub fn payload(digest: &str, kind: &str) -> Vec<u8> {
+    format!(
+        r#"{{"critical":{{"identity":{{"docker-reference":"registry.example/app"}},"image":{{"docker-manifest-digest":"{digest}"}},"type":"{kind}"}},"optional":null}}"#
+    )
+    .into_bytes()
+}
