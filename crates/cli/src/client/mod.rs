@@ -18,6 +18,7 @@ mod key;
 mod named_document;
 mod output;
 mod policy;
+mod registry;
 pub mod review;
 mod ruleset;
 mod scan;
