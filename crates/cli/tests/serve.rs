@@ -562,7 +562,15 @@ async fn registry_credentials_through_the_cli(url: &str, admin_key: &str, tenant
     };
     ok(&["create", "reg-cluster"], None);
     ok(
-        &["registry", "set", "reg-cluster", "ghcr.io", "--username", "me", "--password-stdin"],
+        &[
+            "registry",
+            "set",
+            "reg-cluster",
+            "ghcr.io",
+            "--username",
+            "me",
+            "--password-stdin",
+        ],
         Some("pw-ghcr\n"),
     );
     ok(
@@ -582,13 +590,17 @@ async fn registry_credentials_through_the_cli(url: &str, admin_key: &str, tenant
     assert_eq!(rows[0][..2], ["REGISTRY", "USERNAME"], "{}", table.stdout);
     assert_eq!(rows[1][..2], ["ghcr.io", "me"], "{}", table.stdout);
     assert_eq!(rows[2][..2], ["registry.example.com:5000", "bot"], "{}", table.stdout);
-    let cluster: serde_json::Value = serde_json::from_str(&ok(&["get", "reg-cluster", "-o", "json"], None).stdout).unwrap();
+    let cluster: serde_json::Value =
+        serde_json::from_str(&ok(&["get", "reg-cluster", "-o", "json"], None).stdout).unwrap();
     assert_eq!(
         cluster["credentialRegistries"],
         serde_json::json!(["ghcr.io", "registry.example.com:5000"])
     );
 
-    ok(&["registry", "delete", "reg-cluster", "registry.example.com:5000"], None);
+    ok(
+        &["registry", "delete", "reg-cluster", "registry.example.com:5000"],
+        None,
+    );
     let listed: serde_json::Value =
         serde_json::from_str(&ok(&["registry", "list", "reg-cluster", "-o", "json"], None).stdout).unwrap();
     let hosts: Vec<&str> = listed
@@ -603,17 +615,41 @@ async fn registry_credentials_through_the_cli(url: &str, admin_key: &str, tenant
     // Bad input is said, and nothing changes.
     for (args, stdin, says) in [
         (
-            vec!["registry", "set", "nope", "ghcr.io", "--username", "u", "--password-stdin"],
+            vec![
+                "registry",
+                "set",
+                "nope",
+                "ghcr.io",
+                "--username",
+                "u",
+                "--password-stdin",
+            ],
             Some("pw-x"),
             "not found",
         ),
         (
-            vec!["registry", "set", "reg-cluster", "https://ghcr.io/x", "--username", "u", "--password-stdin"],
+            vec![
+                "registry",
+                "set",
+                "reg-cluster",
+                "https://ghcr.io/x",
+                "--username",
+                "u",
+                "--password-stdin",
+            ],
             Some("pw-x"),
             "not a registry host",
         ),
         (
-            vec!["registry", "set", "reg-cluster", "quay.io", "--username", "u", "--password-stdin"],
+            vec![
+                "registry",
+                "set",
+                "reg-cluster",
+                "quay.io",
+                "--username",
+                "u",
+                "--password-stdin",
+            ],
             Some("\n"),
             "empty password",
         ),

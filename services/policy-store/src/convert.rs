@@ -8,9 +8,8 @@ use portcullis_server::Caller;
 use portcullis_server::status::invalid_field;
 use portcullis_storage::events::{scan_type_to_proto, severity_to_proto, timestamp};
 use portcullis_storage::{
-    RegistryCredentialInfo,
-    Actor, ApiKey, AuditEntry, Cluster, ClusterSettings, FailureMode, PageRequest, Policy, ResourceRef, Role,
-    SettingsUpdate, StoredAttestor, StoredRuleset, Tenant, ToProto,
+    Actor, ApiKey, AuditEntry, Cluster, ClusterSettings, FailureMode, PageRequest, Policy, RegistryCredentialInfo,
+    ResourceRef, Role, SettingsUpdate, StoredAttestor, StoredRuleset, Tenant, ToProto,
 };
 use time::OffsetDateTime;
 use tonic::Status;

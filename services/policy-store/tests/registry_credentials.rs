@@ -58,7 +58,11 @@ fn set(cluster: &str, credentials: Vec<pb::RegistryCredential>) -> pb::SetRegist
     }
 }
 
-fn merge(cluster: &str, credentials: Vec<pb::RegistryCredential>, remove: &[&str]) -> pb::SetRegistryCredentialsRequest {
+fn merge(
+    cluster: &str,
+    credentials: Vec<pb::RegistryCredential>,
+    remove: &[&str],
+) -> pb::SetRegistryCredentialsRequest {
     pb::SetRegistryCredentialsRequest {
         cluster: by_id(cluster),
         credentials,
@@ -282,7 +286,10 @@ async fn merge_scenario(mode: Mode) {
         ids.push(cluster.id);
     }
     let c1 = ids[0].as_str();
-    for credential in [cred("ghcr.io", "me", "first-secret"), cred("registry.example:5000", "bot", "second-secret")] {
+    for credential in [
+        cred("ghcr.io", "me", "first-secret"),
+        cred("registry.example:5000", "bot", "second-secret"),
+    ] {
         clusters
             .set_registry_credentials(server.request(admin, merge(c1, vec![credential], &[])))
             .await
@@ -298,7 +305,10 @@ async fn merge_scenario(mode: Mode) {
     };
     assert_eq!(
         stored().await,
-        [cred("ghcr.io", "me", "first-secret"), cred("registry.example:5000", "bot", "second-secret")]
+        [
+            cred("ghcr.io", "me", "first-secret"),
+            cred("registry.example:5000", "bot", "second-secret")
+        ]
     );
 
     // ListClusters shows each cluster's registries with usernames, and no secret.
@@ -316,14 +326,21 @@ async fn merge_scenario(mode: Mode) {
             ("registry.example:5000".to_owned(), "bot".to_owned())
         ]
     );
-    assert_eq!(by_name("c1").credential_registries, ["ghcr.io", "registry.example:5000"]);
+    assert_eq!(
+        by_name("c1").credential_registries,
+        ["ghcr.io", "registry.example:5000"]
+    );
     assert!(by_name("c2").registry_credentials.is_empty());
 
     // Replace one, remove the other in one call.
     let answer = clusters
         .set_registry_credentials(server.request(
             admin,
-            merge(c1, vec![cred("ghcr.io", "me2", "third-secret")], &["registry.example:5000"]),
+            merge(
+                c1,
+                vec![cred("ghcr.io", "me2", "third-secret")],
+                &["registry.example:5000"],
+            ),
         ))
         .await
         .unwrap()
@@ -351,7 +368,9 @@ async fn merge_scenario(mode: Mode) {
     let mut not_merged = merge(c1, Vec::new(), &["ghcr.io"]);
     not_merged.merge = false;
     assert_code(
-        clusters.set_registry_credentials(server.request(admin, not_merged)).await,
+        clusters
+            .set_registry_credentials(server.request(admin, not_merged))
+            .await,
         Code::InvalidArgument,
     );
     assert_code(

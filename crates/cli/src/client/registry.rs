@@ -9,7 +9,7 @@ use portcullis_proto::policystore::v1 as pb;
 use serde_json::{Value, json};
 
 use super::error::ClientError;
-use super::output::{OutputArg, Table, print_json, print_line, print_table, time_cell, time_json, Format};
+use super::output::{Format, OutputArg, Table, print_json, print_line, print_table, time_cell, time_json};
 use super::{KeyChoice, by_name, missing};
 
 /// `cluster registry` subcommands.
