@@ -55,10 +55,6 @@ fn portcullis(args: &[&str]) -> Command {
     command
 }
 
-fn start(args: &[&str], prefix: &str) -> Running {
-    start_command(&mut portcullis(args), prefix)
-}
-
 /// Spawns `command` and waits for its ready line, which must start with `prefix`.
 fn start_command(command: &mut Command, prefix: &str) -> Running {
     let mut child = command.spawn().unwrap();
@@ -209,6 +205,38 @@ fn assert_huge_pages_off(running: &Running) {
     }
 }
 
+/// Creates a tenant as the operator; its admin key is in the answer.
+async fn create_tenant(url: &str, name: &str, id: &str) -> pb::CreateTenantResponse {
+    TenantServiceClient::connect(url.to_owned())
+        .await
+        .unwrap()
+        .create_tenant(authed(
+            OPERATOR_KEY,
+            pb::CreateTenantRequest {
+                name: name.to_owned(),
+                id: id.to_owned(),
+                admin_key_expires_at: None,
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// `serve policy-store` on `database_url` and `nats_url`, on a free loopback port.
+fn policy_store_command(database_url: &str, nats_url: &str) -> Command {
+    portcullis(&[
+        "serve",
+        "policy-store",
+        "--database-url",
+        database_url,
+        "--nats-url",
+        nats_url,
+        "--listen",
+        "127.0.0.1:0",
+    ])
+}
+
 fn read_key(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap().trim().to_owned()
 }
@@ -262,33 +290,11 @@ async fn serve_policy_store_runs_on_postgres_and_nats() {
     let database = TestDatabase::create().await.unwrap();
     let nats = NatsServer::start().await.unwrap();
     let nats_url = nats.url();
-    let running = start(
-        &[
-            "serve",
-            "policy-store",
-            "--database-url",
-            &database.url,
-            "--nats-url",
-            &nats_url,
-            "--listen",
-            "127.0.0.1:0",
-        ],
+    let running = start_command(
+        &mut policy_store_command(&database.url, &nats_url),
         "portcullis policy-store listening on ",
     );
-    let created = TenantServiceClient::connect(running.url.clone())
-        .await
-        .unwrap()
-        .create_tenant(authed(
-            OPERATOR_KEY,
-            pb::CreateTenantRequest {
-                name: "CLI tenant".to_owned(),
-                id: "cli".to_owned(),
-                admin_key_expires_at: None,
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let created = create_tenant(&running.url, "CLI tenant", "cli").await;
     let applied = apply_policy(&running.url, &created.admin_key).await;
     assert_eq!(applied.policy.unwrap().revision, 1);
     stop(running, "TERM");
@@ -331,20 +337,7 @@ async fn serve_admission_judges_from_a_policy_store_over_nats() {
     );
     assert_huge_pages_off(&store);
     assert_huge_pages_off(&admission);
-    let created = TenantServiceClient::connect(store.url.clone())
-        .await
-        .unwrap()
-        .create_tenant(authed(
-            OPERATOR_KEY,
-            pb::CreateTenantRequest {
-                name: "Admission tenant".to_owned(),
-                id: "adm".to_owned(),
-                admin_key_expires_at: None,
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let created = create_tenant(&store.url, "Admission tenant", "adm").await;
     apply_policy(&store.url, &created.admin_key).await;
     let connector_key = cluster_with_policy(&store.url, &created.admin_key, "distributed").await;
     check_reviews(&admission.url, &connector_key).await;
@@ -485,20 +478,7 @@ async fn serve_signature_answers_with_the_stores_attestors() {
         ],
         "portcullis signature listening on ",
     );
-    let created = TenantServiceClient::connect(store.url.clone())
-        .await
-        .unwrap()
-        .create_tenant(authed(
-            OPERATOR_KEY,
-            pb::CreateTenantRequest {
-                name: "Signature tenant".to_owned(),
-                id: "sig".to_owned(),
-                admin_key_expires_at: None,
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let created = create_tenant(&store.url, "Signature tenant", "sig").await;
     let pem = std::fs::read_to_string(common::shared("conformance/cosign-signatures/cosign.pub")).unwrap();
     let document = serde_json::json!({"name": "release", "type": "cosignPublicKey", "publicKey": pem});
     AttestorServiceClient::connect(store.url.clone())
@@ -735,34 +715,12 @@ async fn distributed_cluster_registry_set_list_delete() {
     )
     .unwrap();
     let store = start_command(
-        portcullis(&[
-            "serve",
-            "policy-store",
-            "--database-url",
-            &database.url,
-            "--nats-url",
-            &nats_url,
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        .env("PORTCULLIS_SERVICE_TOKEN", SERVICE_TOKEN)
-        .env("PORTCULLIS_CONFIG", &config),
+        policy_store_command(&database.url, &nats_url)
+            .env("PORTCULLIS_SERVICE_TOKEN", SERVICE_TOKEN)
+            .env("PORTCULLIS_CONFIG", &config),
         "portcullis policy-store listening on ",
     );
-    let created = TenantServiceClient::connect(store.url.clone())
-        .await
-        .unwrap()
-        .create_tenant(authed(
-            OPERATOR_KEY,
-            pb::CreateTenantRequest {
-                name: "Registry tenant".to_owned(),
-                id: "reg".to_owned(),
-                admin_key_expires_at: None,
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let created = create_tenant(&store.url, "Registry tenant", "reg").await;
     registry_credentials_through_the_cli(&store.url, &created.admin_key, "reg", SERVICE_TOKEN).await;
     stop(store, "TERM");
 }

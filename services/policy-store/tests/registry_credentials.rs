@@ -268,24 +268,9 @@ async fn merge_scenario(mode: Mode) {
     let server = TestServer::start(options).await.unwrap();
     let mut clusters = ClusterServiceClient::new(server.channel().await.unwrap());
     let admin = &server.admin_key;
-    let mut ids = Vec::new();
-    for name in ["c1", "c2"] {
-        let cluster = clusters
-            .register_cluster(server.request(
-                admin,
-                pb::RegisterClusterRequest {
-                    name: name.to_owned(),
-                    ..Default::default()
-                },
-            ))
-            .await
-            .unwrap()
-            .into_inner()
-            .cluster
-            .unwrap();
-        ids.push(cluster.id);
-    }
-    let c1 = ids[0].as_str();
+    let c1 = register(&server, "c1").await.id;
+    let c1 = c1.as_str();
+    register(&server, "c2").await;
     for credential in [
         cred("ghcr.io", "me", "first-secret"),
         cred("registry.example:5000", "bot", "second-secret"),
@@ -382,16 +367,13 @@ async fn merge_scenario(mode: Mode) {
     assert_eq!(stored().await, [cred("ghcr.io", "me2", "third-secret")]);
 }
 
-/// Without a key ring, Set is refused and Get answers UNIMPLEMENTED (the signature service's
-/// "no stored credentials").
-async fn without_keys(mode: Mode) {
-    let server = TestServer::start(TestOptions::new(mode)).await.unwrap();
-    let mut clusters = ClusterServiceClient::new(server.channel().await.unwrap());
-    let cluster = clusters
+/// Registers a cluster named `name` as the tenant's admin.
+async fn register(server: &TestServer, name: &str) -> pb::Cluster {
+    ClusterServiceClient::new(server.channel().await.unwrap())
         .register_cluster(server.request(
             &server.admin_key,
             pb::RegisterClusterRequest {
-                name: "c1".to_owned(),
+                name: name.to_owned(),
                 ..Default::default()
             },
         ))
@@ -399,7 +381,15 @@ async fn without_keys(mode: Mode) {
         .unwrap()
         .into_inner()
         .cluster
-        .unwrap();
+        .unwrap()
+}
+
+/// Without a key ring, Set is refused and Get answers UNIMPLEMENTED (the signature service's
+/// "no stored credentials").
+async fn without_keys(mode: Mode) {
+    let server = TestServer::start(TestOptions::new(mode)).await.unwrap();
+    let mut clusters = ClusterServiceClient::new(server.channel().await.unwrap());
+    let cluster = register(&server, "c1").await;
     assert_code(
         clusters
             .set_registry_credentials(server.request(&server.admin_key, set(&cluster.id, vec![cred("a.io", "u", "p")])))

@@ -577,6 +577,17 @@ mod tests {
     }
 
     #[test]
+    fn a_registry_password_comes_only_from_standard_input() {
+        let set = ["cluster", "registry", "set", "c", "ghcr.io", "--username", "u"];
+        assert!(parse(&[&set[..], &["--password-stdin"]].concat()).is_ok());
+        // Without the flag, and with a password on the command line: refused by the parser.
+        assert!(parse(&set).is_err());
+        assert!(parse(&[&set[..], &["--password", "pw"]].concat()).is_err());
+        assert!(parse(&["cluster", "registry", "list", "c", "-o", "json"]).is_ok());
+        assert!(parse(&["cluster", "registry", "delete", "c"]).is_err());
+    }
+
+    #[test]
     fn enum_names_are_lower_case() {
         use portcullis_proto::common::v1::{FailureMode, Role, ScanType, Severity};
         assert_eq!(names::role(Role::Connector as i32), "connector");
