@@ -526,8 +526,9 @@ async fn serve_signature_answers_with_the_stores_attestors() {
 }
 
 /// `cluster registry set|list|delete` through the CLI against `url` as `admin_key`: two
-/// registries set, both listed (never a password), one deleted, the other listed; then the
-/// service credential (the signature service's read) still gets the remaining secret.
+/// registries set, both listed (never a password), one deleted, the other listed, an
+/// identity token set; then the service credential (the signature service's read) still
+/// gets the remaining secrets.
 async fn registry_credentials_through_the_cli(url: &str, admin_key: &str, tenant: &str, service_token: &str) {
     let cli = |args: &[&str], stdin: Option<&str>| {
         let mut all = vec!["--server", url, "--api-key", admin_key, "cluster"];
@@ -591,6 +592,11 @@ async fn registry_credentials_through_the_cli(url: &str, admin_key: &str, tenant
         .collect();
     assert_eq!(hosts, ["ghcr.io"]);
     assert_eq!(listed[0]["username"], "me");
+    // An identity token is stored under Docker's `<token>` username.
+    ok(
+        &["registry", "set", "reg-cluster", "quay.io", "--identity-token-stdin"],
+        Some("pw-token\n"),
+    );
 
     // Bad input is said, and nothing changes.
     for (args, stdin, says) in [
@@ -633,7 +639,11 @@ async fn registry_credentials_through_the_cli(url: &str, admin_key: &str, tenant
             Some("\n"),
             "empty password",
         ),
-        (vec!["registry", "delete", "reg-cluster", "quay.io"], None, "not found"),
+        (
+            vec!["registry", "delete", "reg-cluster", "docker.io"],
+            None,
+            "not found",
+        ),
         (vec!["registry", "list", "nope"], None, "not found"),
     ] {
         let run = cli(&args, stdin);
@@ -663,11 +673,18 @@ async fn registry_credentials_through_the_cli(url: &str, admin_key: &str, tenant
         .into_inner();
     assert_eq!(
         stored.credentials,
-        [pb::RegistryCredential {
-            registry: "ghcr.io".to_owned(),
-            username: "me".to_owned(),
-            password: "pw-ghcr".to_owned(),
-        }]
+        [
+            pb::RegistryCredential {
+                registry: "ghcr.io".to_owned(),
+                username: "me".to_owned(),
+                password: "pw-ghcr".to_owned(),
+            },
+            pb::RegistryCredential {
+                registry: "quay.io".to_owned(),
+                username: "<token>".to_owned(),
+                password: "pw-token".to_owned(),
+            }
+        ]
     );
 }
 

@@ -35,6 +35,22 @@ pub struct RegistryLogin {
     pub password: String,
 }
 
+/// The username that marks the password as an identity (refresh) token, as Docker's
+/// credential helpers mark one.
+pub const IDENTITY_TOKEN_USERNAME: &str = "<token>";
+
+impl RegistryLogin {
+    /// What the registry client presents: an identity token (exchanged for a bearer token)
+    /// when the username is [`IDENTITY_TOKEN_USERNAME`], else basic credentials.
+    pub fn credential(&self) -> portcullis_oci::Credential {
+        if self.username == IDENTITY_TOKEN_USERNAME {
+            portcullis_oci::Credential::IdentityToken(self.password.clone())
+        } else {
+            portcullis_oci::Credential::basic(self.username.clone(), self.password.clone())
+        }
+    }
+}
+
 impl std::fmt::Debug for RegistryLogin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never the password.
@@ -152,5 +168,31 @@ impl AttestorStore for PolicyStoreClient {
                 Err(status) => Err(store_failure("registry credentials", &status)),
             }
         })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+
+    fn login(username: &str) -> RegistryLogin {
+        RegistryLogin {
+            registry: "ghcr.io".into(),
+            username: username.into(),
+            password: "s3cret".into(),
+        }
+    }
+
+    #[test]
+    fn the_token_username_makes_an_identity_token() {
+        assert_eq!(
+            login(IDENTITY_TOKEN_USERNAME).credential(),
+            portcullis_oci::Credential::IdentityToken("s3cret".into())
+        );
+        assert_eq!(
+            login("bot").credential(),
+            portcullis_oci::Credential::basic("bot", "s3cret")
+        );
     }
 }

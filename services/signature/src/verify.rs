@@ -12,7 +12,7 @@ use portcullis_kit::upstream::ClusterSel;
 use portcullis_oci::manifest::{
     COSIGN_BUNDLE_ANNOTATION, COSIGN_CERTIFICATE_ANNOTATION, COSIGN_SIGNATURE_ANNOTATION, SIGSTORE_BUNDLE_V03,
 };
-use portcullis_oci::{Client, Credential, Digest, Reference};
+use portcullis_oci::{Client, Digest, Reference};
 use portcullis_server::rate_limit::TenantRateLimiter;
 
 use crate::store::{AttestorStore, StoredAttestor};
@@ -298,9 +298,8 @@ impl Verifier {
                 }
                 let mut config = config;
                 for login in logins {
-                    config
-                        .credentials
-                        .insert(login.registry, Credential::basic(login.username, login.password));
+                    let credential = login.credential();
+                    config.credentials.insert(login.registry, credential);
                 }
                 Client::new(config).map_err(|e| SignatureError::Internal(format!("registry client: {e}")))
             })

@@ -583,6 +583,10 @@ mod tests {
         // Without the flag, and with a password on the command line: refused by the parser.
         assert!(parse(&set).is_err());
         assert!(parse(&[&set[..], &["--password", "pw"]].concat()).is_err());
+        let token = ["cluster", "registry", "set", "c", "ghcr.io", "--identity-token-stdin"];
+        assert!(parse(&token).is_ok());
+        assert!(parse(&[&token[..], &["--username", "u"]].concat()).is_err());
+        assert!(parse(&[&set[..2], &["set", "c", "ghcr.io", "--password-stdin"]].concat()).is_err());
         assert!(parse(&["cluster", "registry", "list", "c", "-o", "json"]).is_ok());
         assert!(parse(&["cluster", "registry", "delete", "c"]).is_err());
     }

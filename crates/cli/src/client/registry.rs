@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use super::error::ClientError;
 use super::output::{Format, OutputArg, Table, print_json, print_line, print_table, time_cell, time_json};
 use super::{KeyChoice, by_name, missing};
+use portcullis_signature::store::IDENTITY_TOKEN_USERNAME;
 
 /// `cluster registry` subcommands.
 #[derive(Debug, Subcommand)]
@@ -23,13 +24,18 @@ pub enum RegistryCommand {
         /// The registry host as image references name it, `name[:port]` (e.g. `ghcr.io`,
         /// `registry.example.com:5000`), without scheme or path.
         registry: String,
-        /// The username.
-        #[arg(long, value_name = "USER")]
-        username: String,
+        /// The username (with --password-stdin).
+        #[arg(long, value_name = "USER", requires = "password_stdin")]
+        username: Option<String>,
         /// Read the password (or access token) from standard input; one trailing newline is
-        /// dropped. Required: a password on the command line would land in shell history.
-        #[arg(long, required = true)]
+        /// dropped. A password on the command line would land in shell history.
+        #[arg(long, requires = "username", required_unless_present = "identity_token_stdin")]
         password_stdin: bool,
+        /// Read an identity (refresh) token from standard input instead, as `docker login`
+        /// stores for some registries: the signature service exchanges it for a bearer token.
+        /// Stored with the username `<token>`, as Docker's credential helpers mark one.
+        #[arg(long, conflicts_with_all = ["username", "password_stdin"])]
+        identity_token_stdin: bool,
         #[command(flatten)]
         out: OutputArg,
     },
@@ -101,12 +107,18 @@ pub async fn run(ctx: &super::Ctx<'_>, command: &RegistryCommand) -> Result<(), 
             registry,
             username,
             password_stdin: _,
+            identity_token_stdin,
             out,
         } => {
             let registry = registry_host(registry)?;
-            if username.is_empty() {
-                return Err(ClientError::input("empty --username"));
-            }
+            let username = match (username.as_deref(), identity_token_stdin) {
+                (_, true) => IDENTITY_TOKEN_USERNAME,
+                (Some(name), false) if !name.is_empty() && name != IDENTITY_TOKEN_USERNAME => name,
+                (Some(name), false) if name == IDENTITY_TOKEN_USERNAME => {
+                    return Err(ClientError::input("for an identity token give --identity-token-stdin"));
+                }
+                _ => return Err(ClientError::input("empty --username")),
+            };
             // Read before connecting: bad input is said without a round trip.
             let password = read_password(std::io::stdin().lock())?;
             let answer = change(
@@ -114,7 +126,7 @@ pub async fn run(ctx: &super::Ctx<'_>, command: &RegistryCommand) -> Result<(), 
                 cluster,
                 vec![pb::RegistryCredential {
                     registry: registry.to_owned(),
-                    username: username.clone(),
+                    username: username.to_owned(),
                     password,
                 }],
                 Vec::new(),
