@@ -354,6 +354,9 @@ impl Settings {
         if let Err(e) = check_signature(&self.signature) {
             problems.push(format!("signature: {e}"));
         }
+        if let Err(e) = self.signature.rate_limit.validate() {
+            problems.push(format!("signature.rate_limit: {e}"));
+        }
         if self.server.tls_cert.is_some() != self.server.tls_key.is_some() {
             problems.push("server: tls_cert and tls_key go together: give both or neither".to_owned());
         }

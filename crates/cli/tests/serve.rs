@@ -55,10 +55,6 @@ fn portcullis(args: &[&str]) -> Command {
     command
 }
 
-fn start(args: &[&str], prefix: &str) -> Running {
-    start_command(&mut portcullis(args), prefix)
-}
-
 /// Spawns `command` and waits for its ready line, which must start with `prefix`.
 fn start_command(command: &mut Command, prefix: &str) -> Running {
     let mut child = command.spawn().unwrap();
@@ -91,7 +87,12 @@ fn start_command(command: &mut Command, prefix: &str) -> Running {
 fn start_up(args: &[&str]) -> (Running, String) {
     let mut all = args.to_vec();
     all.extend(["--admission-listen", "127.0.0.1:0"]);
-    let running = start(&all, "portcullis listening on ");
+    start_up_command(&mut portcullis(&all))
+}
+
+/// [`start_up`] of a prepared command (its own `--admission-listen` given).
+fn start_up_command(command: &mut Command) -> (Running, String) {
+    let running = start_command(command, "portcullis listening on ");
     let Ok(second) = running.lines.recv_timeout(Duration::from_secs(60)) else {
         panic!("no admission ready line");
     };
@@ -204,6 +205,38 @@ fn assert_huge_pages_off(running: &Running) {
     }
 }
 
+/// Creates a tenant as the operator; its admin key is in the answer.
+async fn create_tenant(url: &str, name: &str, id: &str) -> pb::CreateTenantResponse {
+    TenantServiceClient::connect(url.to_owned())
+        .await
+        .unwrap()
+        .create_tenant(authed(
+            OPERATOR_KEY,
+            pb::CreateTenantRequest {
+                name: name.to_owned(),
+                id: id.to_owned(),
+                admin_key_expires_at: None,
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// `serve policy-store` on `database_url` and `nats_url`, on a free loopback port.
+fn policy_store_command(database_url: &str, nats_url: &str) -> Command {
+    portcullis(&[
+        "serve",
+        "policy-store",
+        "--database-url",
+        database_url,
+        "--nats-url",
+        nats_url,
+        "--listen",
+        "127.0.0.1:0",
+    ])
+}
+
 fn read_key(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap().trim().to_owned()
 }
@@ -257,33 +290,11 @@ async fn serve_policy_store_runs_on_postgres_and_nats() {
     let database = TestDatabase::create().await.unwrap();
     let nats = NatsServer::start().await.unwrap();
     let nats_url = nats.url();
-    let running = start(
-        &[
-            "serve",
-            "policy-store",
-            "--database-url",
-            &database.url,
-            "--nats-url",
-            &nats_url,
-            "--listen",
-            "127.0.0.1:0",
-        ],
+    let running = start_command(
+        &mut policy_store_command(&database.url, &nats_url),
         "portcullis policy-store listening on ",
     );
-    let created = TenantServiceClient::connect(running.url.clone())
-        .await
-        .unwrap()
-        .create_tenant(authed(
-            OPERATOR_KEY,
-            pb::CreateTenantRequest {
-                name: "CLI tenant".to_owned(),
-                id: "cli".to_owned(),
-                admin_key_expires_at: None,
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let created = create_tenant(&running.url, "CLI tenant", "cli").await;
     let applied = apply_policy(&running.url, &created.admin_key).await;
     assert_eq!(applied.policy.unwrap().revision, 1);
     stop(running, "TERM");
@@ -326,20 +337,7 @@ async fn serve_admission_judges_from_a_policy_store_over_nats() {
     );
     assert_huge_pages_off(&store);
     assert_huge_pages_off(&admission);
-    let created = TenantServiceClient::connect(store.url.clone())
-        .await
-        .unwrap()
-        .create_tenant(authed(
-            OPERATOR_KEY,
-            pb::CreateTenantRequest {
-                name: "Admission tenant".to_owned(),
-                id: "adm".to_owned(),
-                admin_key_expires_at: None,
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let created = create_tenant(&store.url, "Admission tenant", "adm").await;
     apply_policy(&store.url, &created.admin_key).await;
     let connector_key = cluster_with_policy(&store.url, &created.admin_key, "distributed").await;
     check_reviews(&admission.url, &connector_key).await;
@@ -480,20 +478,7 @@ async fn serve_signature_answers_with_the_stores_attestors() {
         ],
         "portcullis signature listening on ",
     );
-    let created = TenantServiceClient::connect(store.url.clone())
-        .await
-        .unwrap()
-        .create_tenant(authed(
-            OPERATOR_KEY,
-            pb::CreateTenantRequest {
-                name: "Signature tenant".to_owned(),
-                id: "sig".to_owned(),
-                admin_key_expires_at: None,
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let created = create_tenant(&store.url, "Signature tenant", "sig").await;
     let pem = std::fs::read_to_string(common::shared("conformance/cosign-signatures/cosign.pub")).unwrap();
     let document = serde_json::json!({"name": "release", "type": "cosignPublicKey", "publicKey": pem});
     AttestorServiceClient::connect(store.url.clone())
@@ -537,5 +522,222 @@ async fn serve_signature_answers_with_the_stores_attestors() {
         .unwrap_err();
     assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused:?}");
     stop(signature, "TERM");
+    stop(store, "TERM");
+}
+
+/// `cluster registry set|list|delete` through the CLI against `url` as `admin_key`: two
+/// registries set, both listed (never a password), one deleted, the other listed, an
+/// identity token set; then the service credential (the signature service's read) still
+/// gets the remaining secrets.
+async fn registry_credentials_through_the_cli(url: &str, admin_key: &str, tenant: &str, service_token: &str) {
+    let cli = |args: &[&str], stdin: Option<&str>| {
+        let mut all = vec!["--server", url, "--api-key", admin_key, "cluster"];
+        all.extend(args);
+        common::run_with(&all, stdin.map(|s| s.as_bytes().to_vec()), &[])
+    };
+    let ok = |args: &[&str], stdin: Option<&str>| {
+        let run = cli(args, stdin);
+        assert_eq!(run.code, Some(0), "{args:?}: {}", run.stderr);
+        assert!(!run.stdout.contains("pw-") && !run.stderr.contains("pw-"), "{run:?}");
+        run
+    };
+    ok(&["create", "reg-cluster"], None);
+    ok(
+        &[
+            "registry",
+            "set",
+            "reg-cluster",
+            "ghcr.io",
+            "--username",
+            "me",
+            "--password-stdin",
+        ],
+        Some("pw-ghcr\n"),
+    );
+    ok(
+        &[
+            "registry",
+            "set",
+            "reg-cluster",
+            "registry.example.com:5000",
+            "--username",
+            "bot",
+            "--password-stdin",
+        ],
+        Some("pw-example"),
+    );
+    let table = ok(&["registry", "list", "reg-cluster"], None);
+    let rows: Vec<Vec<&str>> = table.stdout.lines().map(|l| l.split_whitespace().collect()).collect();
+    assert_eq!(rows[0][..2], ["REGISTRY", "USERNAME"], "{}", table.stdout);
+    assert_eq!(rows[1][..2], ["ghcr.io", "me"], "{}", table.stdout);
+    assert_eq!(rows[2][..2], ["registry.example.com:5000", "bot"], "{}", table.stdout);
+    let cluster: serde_json::Value =
+        serde_json::from_str(&ok(&["get", "reg-cluster", "-o", "json"], None).stdout).unwrap();
+    assert_eq!(
+        cluster["credentialRegistries"],
+        serde_json::json!(["ghcr.io", "registry.example.com:5000"])
+    );
+
+    ok(
+        &["registry", "delete", "reg-cluster", "registry.example.com:5000"],
+        None,
+    );
+    let listed: serde_json::Value =
+        serde_json::from_str(&ok(&["registry", "list", "reg-cluster", "-o", "json"], None).stdout).unwrap();
+    let hosts: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["registry"].as_str().unwrap())
+        .collect();
+    assert_eq!(hosts, ["ghcr.io"]);
+    assert_eq!(listed[0]["username"], "me");
+    // An identity token is stored under Docker's `<token>` username.
+    ok(
+        &["registry", "set", "reg-cluster", "quay.io", "--identity-token-stdin"],
+        Some("pw-token\n"),
+    );
+
+    // Bad input is said, and nothing changes.
+    for (args, stdin, says) in [
+        (
+            vec![
+                "registry",
+                "set",
+                "nope",
+                "ghcr.io",
+                "--username",
+                "u",
+                "--password-stdin",
+            ],
+            Some("pw-x"),
+            "not found",
+        ),
+        (
+            vec![
+                "registry",
+                "set",
+                "reg-cluster",
+                "https://ghcr.io/x",
+                "--username",
+                "u",
+                "--password-stdin",
+            ],
+            Some("pw-x"),
+            "not a registry host",
+        ),
+        (
+            vec![
+                "registry",
+                "set",
+                "reg-cluster",
+                "quay.io",
+                "--username",
+                "u",
+                "--password-stdin",
+            ],
+            Some("\n"),
+            "empty password",
+        ),
+        (
+            vec!["registry", "delete", "reg-cluster", "docker.io"],
+            None,
+            "not found",
+        ),
+        (vec!["registry", "list", "nope"], None, "not found"),
+    ] {
+        let run = cli(&args, stdin);
+        assert_eq!(run.code, Some(2), "{args:?}: {run:?}");
+        assert!(run.stderr.contains(says), "{args:?}: {}", run.stderr);
+        assert!(!run.stderr.contains("pw-x"), "{}", run.stderr);
+    }
+
+    let mut request = authed(
+        service_token,
+        pb::GetRegistryCredentialsRequest {
+            tenant_id: tenant.to_owned(),
+            cluster: Some(pc::ResourceRef {
+                r#ref: Some(pc::resource_ref::Ref::Name("reg-cluster".to_owned())),
+            }),
+        },
+    );
+    request
+        .metadata_mut()
+        .insert(portcullis_server::TENANT_METADATA, tenant.parse().unwrap());
+    let stored = ClusterServiceClient::connect(url.to_owned())
+        .await
+        .unwrap()
+        .get_registry_credentials(request)
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        stored.credentials,
+        [
+            pb::RegistryCredential {
+                registry: "ghcr.io".to_owned(),
+                username: "me".to_owned(),
+                password: "pw-ghcr".to_owned(),
+            },
+            pb::RegistryCredential {
+                registry: "quay.io".to_owned(),
+                username: "<token>".to_owned(),
+                password: "pw-token".to_owned(),
+            }
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_cluster_registry_set_list_delete() {
+    const SERVICE_TOKEN: &str = "service-token-for-cli-tests";
+    let dir = portcullis_test_kit::DataDir::new().unwrap();
+    let data = dir.path().join("data");
+    let args = [
+        "up",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--admission-listen",
+        "127.0.0.1:0",
+    ];
+    let (running, _) = start_up_command(portcullis(&args).env("PORTCULLIS_SERVICE_TOKEN", SERVICE_TOKEN));
+    let key = read_key(&data.join("bootstrap-admin.key"));
+    registry_credentials_through_the_cli(&running.url, &key, "default", SERVICE_TOKEN).await;
+    stop(running, "TERM");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn distributed_cluster_registry_set_list_delete() {
+    const SERVICE_TOKEN: &str = "service-token-for-cli-tests";
+    let database = TestDatabase::create().await.unwrap();
+    let nats = NatsServer::start().await.unwrap();
+    let nats_url = nats.url();
+    let dir = portcullis_test_kit::DataDir::new().unwrap();
+    let key_file = dir.path().join("credentials.key");
+    std::fs::write(&key_file, "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n").unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let config = dir.path().join("portcullis.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[policy_store.credentials.keys]\nk1 = {:?}\n",
+            key_file.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let store = start_command(
+        policy_store_command(&database.url, &nats_url)
+            .env("PORTCULLIS_SERVICE_TOKEN", SERVICE_TOKEN)
+            .env("PORTCULLIS_CONFIG", &config),
+        "portcullis policy-store listening on ",
+    );
+    let created = create_tenant(&store.url, "Registry tenant", "reg").await;
+    registry_credentials_through_the_cli(&store.url, &created.admin_key, "reg", SERVICE_TOKEN).await;
     stop(store, "TERM");
 }

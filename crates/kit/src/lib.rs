@@ -8,6 +8,7 @@ pub mod lifecycle;
 mod pinned;
 pub mod settings;
 pub mod trace;
+pub mod upstream;
 
 pub use client::{ClientConfig, Credential, Trust};
 pub use follow::{FollowHandler, FollowOptions, FollowedEvent, Follower, Gap, follow};

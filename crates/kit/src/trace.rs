@@ -10,6 +10,8 @@
 //!   headers; [`capture`] keeps the current one for a publish that happens later.
 //! - Followers: [`event_span`] is the handling span of one event, a child of the context in
 //!   its headers (the follower enters it around each handler call).
+//! - Request/reply: the asker sends [`current_headers`]; the answering side handles each
+//!   request inside [`request_span`], a child of the asker's span.
 //!
 //! All of it works only while spans are exported (an OTLP endpoint is configured): without
 //! one nothing is parsed, made or formatted, so the request path pays one relaxed load.
@@ -49,6 +51,30 @@ pub fn inject_current(headers: &mut Headers) -> bool {
 /// Writes the current span's context into gRPC `metadata`; whether it wrote one.
 pub fn inject_current_metadata(metadata: &mut MetadataMap) -> bool {
     exporting_traces() && inject_span(&tracing::Span::current(), &mut MetadataInjector(metadata))
+}
+
+/// Bus headers carrying the current span's context, for a request (request/reply) that
+/// the answering service's [`request_span`] continues; empty while spans are not exported.
+pub fn current_headers() -> Headers {
+    let mut headers = Headers::new();
+    inject_current(&mut headers);
+    headers
+}
+
+/// The span answering one bus request on `subject`, a child of the context in its
+/// `headers` (the asker's span), so the answer continues the asker's trace (disabled while
+/// spans are not exported).
+pub fn request_span(subject: &str, headers: &Headers) -> tracing::Span {
+    if !exporting_traces() {
+        return tracing::Span::none();
+    }
+    let span = tracing::info_span!(
+        "bus.request",
+        otel.kind = "server",
+        messaging.destination.name = subject
+    );
+    set_parent_from(&span, &MapExtractor(headers));
+    span
 }
 
 /// The span handling one bus event of `topic`, a child of the context in its `headers`

@@ -1,6 +1,7 @@
 //! Trace context through NATS headers, with the real nats-server: an event published inside
 //! a span is handled, by the follower, inside a span whose parent is the publisher's span,
-//! as the in-process OTLP collector sees it; a gRPC call made in a span carries it.
+//! as the in-process OTLP collector sees it; a gRPC call made in a span carries it; a bus
+//! request made in a span is answered inside a child of that span.
 //! (Its own test binary: telemetry is installed once per process.)
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -32,7 +33,7 @@ impl FollowHandler for Handled {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_handling_span_is_a_child_of_the_publishing_span() {
+async fn handling_and_answering_spans_continue_the_senders_trace() {
     let collector = OtlpCollector::start().await.unwrap();
     let mut config = TelemetryConfig::new("portcullis-kit-trace");
     config.otlp_endpoint = Some(collector.endpoint().to_owned());
@@ -84,6 +85,43 @@ async fn the_handling_span_is_a_child_of_the_publishing_span() {
     stop.cancel();
     task.await.unwrap();
 
+    // Request/reply: the answering side runs in a child of the asker's span.
+    let mut requests = bus.serve("pc.rpc.test.echo", "echo").await.unwrap();
+    let server = tokio::spawn(async move {
+        let request = requests.next().await.unwrap();
+        let span = trace::request_span(&request.subject, &request.headers);
+        let inside = span.in_scope(|| {
+            trace::context_of(&tracing::Span::current()).map(|cx| cx.span().span_context().trace_id().to_string())
+        });
+        drop(span);
+        request.reply(Bytes::from_static(b"pong")).await.unwrap();
+        inside
+    });
+    let asking = tracing::info_span!("test.ask");
+    let asker = trace::context_of(&asking).expect("an exported span has a context");
+    let (ask_trace, ask_span) = (
+        asker.span().span_context().trace_id().to_string(),
+        asker.span().span_context().span_id().to_string(),
+    );
+    let headers = asking.in_scope(trace::current_headers);
+    assert!(headers.get(trace::TRACEPARENT).is_some_and(|tp| tp.contains(&ask_span)));
+    let reply = bus
+        .request_with_headers(
+            "pc.rpc.test.echo",
+            headers,
+            Bytes::from_static(b"ping"),
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+    assert_eq!(&reply[..], b"pong");
+    drop(asking);
+    assert_eq!(
+        server.await.unwrap().as_deref(),
+        Some(ask_trace.as_str()),
+        "the answer runs in the trace"
+    );
+
     // Flush, then look at what the collector got: the link, not only the header.
     tokio::task::spawn_blocking(move || guard.shutdown())
         .await
@@ -91,7 +129,9 @@ async fn the_handling_span_is_a_child_of_the_publishing_span() {
         .unwrap();
     let spans = collector
         .wait_for_spans(Duration::from_secs(30), |spans| {
-            spans.iter().any(|s| s.name == "bus.event") && spans.iter().any(|s| s.name == "test.publish")
+            ["bus.event", "test.publish", "bus.request", "test.ask"]
+                .iter()
+                .all(|name| spans.iter().any(|s| s.name == *name))
         })
         .await
         .unwrap_or_else(|spans| panic!("spans received: {spans:#?}"));
@@ -101,4 +141,13 @@ async fn the_handling_span_is_a_child_of_the_publishing_span() {
     assert_eq!(handled.trace_id, trace_id);
     assert_eq!(handled.parent_span_id, span_id, "{handled:#?}");
     assert_eq!(handled.attribute("messaging.destination.name"), Some("policy.changed"));
+    let asked = spans.iter().find(|s| s.name == "test.ask").unwrap();
+    let answered = spans.iter().find(|s| s.name == "bus.request").unwrap();
+    assert_eq!(asked.span_id, ask_span);
+    assert_eq!(answered.trace_id, ask_trace);
+    assert_eq!(answered.parent_span_id, ask_span, "{answered:#?}");
+    assert_eq!(
+        answered.attribute("messaging.destination.name"),
+        Some("pc.rpc.test.echo")
+    );
 }

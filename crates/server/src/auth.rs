@@ -233,6 +233,13 @@ pub trait Authenticator: Send + Sync + 'static {
     /// What `key` is. `Unauthenticated` when it is unknown, revoked or expired;
     /// `Unavailable` when it cannot be checked now.
     fn authenticate<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<TenantKey, Status>>;
+
+    /// Drops what is cached of the key `key_id`: it was revoked (`apikey.revoked`). Nothing
+    /// to do for an authenticator that caches nothing.
+    fn forget_key(&self, _key_id: &str) {}
+
+    /// Drops every cached answer: events may have been missed.
+    fn forget_all(&self) {}
 }
 
 /// A secret compared in constant time and never printed.

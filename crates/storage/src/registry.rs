@@ -206,19 +206,7 @@ impl Store {
                 format!("at most {MAX_CREDENTIALS_PER_CLUSTER} registries per cluster"),
             ));
         }
-        let mut errors = Vec::new();
-        let mut seen = std::collections::BTreeSet::new();
-        for (i, c) in credentials.iter().enumerate() {
-            for (field, reason) in check(c) {
-                errors.push(FieldError::new(format!("credentials[{i}].{field}"), reason));
-            }
-            if !seen.insert(c.registry.as_str()) {
-                errors.push(FieldError::new(format!("credentials[{i}].registry"), "given twice"));
-            }
-        }
-        if !errors.is_empty() {
-            return Err(StoreError::InvalidArgument(errors));
-        }
+        check_all(credentials, &[])?;
         let tx = self.write(actor).await?;
         let current = find_cluster(&tx.db, tenant_id, cluster).await?;
         let now = tx.now_us();
@@ -236,6 +224,96 @@ impl Store {
             json!({ "registries": registries }),
         )
         .await?;
+        Ok(out)
+    }
+
+    /// Changes some registries' credentials in one transaction, leaving the others as they
+    /// are: each of `credentials` is set (created or replaced), each of `remove` deleted
+    /// (NotFound, and nothing changed, when one has none). Returns what is stored after.
+    pub async fn update_registry_credentials(
+        &self,
+        tenant_id: &str,
+        actor: &Actor,
+        cluster: &ResourceRef,
+        credentials: &[RegistryCredential],
+        remove: &[String],
+        keys: &KeyRing,
+    ) -> StoreResult<Vec<RegistryCredentialInfo>> {
+        check_tenant_id(tenant_id)?;
+        if credentials.is_empty() && remove.is_empty() {
+            return Err(StoreError::invalid("credentials", "nothing to set or remove"));
+        }
+        check_all(credentials, remove)?;
+        let tx = self.write(actor).await?;
+        let current = find_cluster(&tx.db, tenant_id, cluster).await?;
+        let now = tx.now_us();
+        let stored: std::collections::BTreeSet<String> = rows_of(&tx.db, tenant_id, &current.id)
+            .await?
+            .into_iter()
+            .map(|m| m.registry)
+            .collect();
+        if let Some(missing) = remove.iter().find(|r| !stored.contains(*r)) {
+            return Err(StoreError::not_found("registry credential", format!("{missing:?}")));
+        }
+        let after = stored
+            .iter()
+            .filter(|r| !remove.contains(*r))
+            .chain(credentials.iter().map(|c| &c.registry))
+            .collect::<std::collections::BTreeSet<_>>()
+            .len();
+        if after > MAX_CREDENTIALS_PER_CLUSTER {
+            return Err(StoreError::invalid(
+                "credentials",
+                format!("at most {MAX_CREDENTIALS_PER_CLUSTER} registries per cluster"),
+            ));
+        }
+        let replaced: Vec<&str> = credentials
+            .iter()
+            .map(|c| c.registry.as_str())
+            .chain(remove.iter().map(String::as_str))
+            .collect();
+        registry_credential::Entity::delete_many()
+            .filter(registry_credential::Column::TenantId.eq(tenant_id))
+            .filter(registry_credential::Column::ClusterId.eq(current.id.as_str()))
+            .filter(registry_credential::Column::Registry.is_in(replaced))
+            .exec(&tx.db)
+            .await?;
+        for c in credentials {
+            insert_sealed(&tx.db, tenant_id, &current.id, c, keys, now).await?;
+        }
+        let out = infos(rows_of(&tx.db, tenant_id, &current.id).await?);
+        let set: Vec<&str> = credentials.iter().map(|c| c.registry.as_str()).collect();
+        record_and_commit_unchanged(
+            tx,
+            &current,
+            "cluster.registry_credentials.update",
+            json!({ "set": set, "removed": remove }),
+        )
+        .await?;
+        Ok(out)
+    }
+
+    /// The registries with stored credentials of each of `cluster_ids` (a page of a
+    /// listing), by cluster id: usernames, no secrets. Clusters without any are absent.
+    pub async fn list_registry_credentials_of(
+        &self,
+        tenant_id: &str,
+        cluster_ids: &[String],
+    ) -> StoreResult<std::collections::HashMap<String, Vec<RegistryCredentialInfo>>> {
+        check_tenant_id(tenant_id)?;
+        let mut out = std::collections::HashMap::<String, Vec<RegistryCredentialInfo>>::new();
+        if cluster_ids.is_empty() {
+            return Ok(out);
+        }
+        let rows = registry_credential::Entity::find()
+            .filter(registry_credential::Column::TenantId.eq(tenant_id))
+            .filter(registry_credential::Column::ClusterId.is_in(cluster_ids.iter().map(String::as_str)))
+            .order_by_asc(registry_credential::Column::Registry)
+            .all(&self.inner.db)
+            .await?;
+        for m in rows {
+            out.entry(m.cluster_id.clone()).or_default().push(info(m));
+        }
         Ok(out)
     }
 
@@ -276,16 +354,7 @@ impl Store {
     ) -> StoreResult<Vec<RegistryCredentialInfo>> {
         check_tenant_id(tenant_id)?;
         let current = find_cluster(&self.inner.db, tenant_id, cluster).await?;
-        let rows = rows_of(&self.inner.db, tenant_id, &current.id).await?;
-        Ok(rows
-            .into_iter()
-            .map(|m| RegistryCredentialInfo {
-                registry: m.registry,
-                username: m.username,
-                key_id: m.key_id,
-                updated_at: from_micros(m.updated_at),
-            })
-            .collect())
+        Ok(infos(rows_of(&self.inner.db, tenant_id, &current.id).await?))
     }
 
     /// The credentials of a cluster decrypted (every registry, or only `registry`), for the
@@ -327,6 +396,50 @@ impl Store {
             });
         }
         Ok(out)
+    }
+}
+
+/// A row as listed, without its sealed secret.
+fn info(m: registry_credential::Model) -> RegistryCredentialInfo {
+    RegistryCredentialInfo {
+        registry: m.registry,
+        username: m.username,
+        key_id: m.key_id,
+        updated_at: from_micros(m.updated_at),
+    }
+}
+
+fn infos(rows: Vec<registry_credential::Model>) -> Vec<RegistryCredentialInfo> {
+    rows.into_iter().map(info).collect()
+}
+
+/// Checks a change before it is made: each credential (`credentials[i].field`), each registry
+/// at most once across `credentials` and `remove` (`remove[i]`).
+fn check_all(credentials: &[RegistryCredential], remove: &[String]) -> StoreResult<()> {
+    let mut errors = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for (i, c) in credentials.iter().enumerate() {
+        for (field, reason) in check(c) {
+            errors.push(FieldError::new(format!("credentials[{i}].{field}"), reason));
+        }
+        if !seen.insert(c.registry.as_str()) {
+            errors.push(FieldError::new(format!("credentials[{i}].registry"), "given twice"));
+        }
+    }
+    for (i, r) in remove.iter().enumerate() {
+        if !is_valid_registry(r) {
+            errors.push(FieldError::new(
+                format!("remove[{i}]"),
+                "must be a registry host, name[:port], without scheme or path",
+            ));
+        } else if !seen.insert(r.as_str()) {
+            errors.push(FieldError::new(format!("remove[{i}]"), "given twice"));
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(StoreError::InvalidArgument(errors))
     }
 }
 

@@ -272,6 +272,38 @@ fn hex(bytes: &[u8]) -> String {
     })
 }
 
+/// Why [`export_to_collector`] or [`flush`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CollectError {
+    /// The collector could not listen.
+    #[error("starting the collector: {0}")]
+    Collector(#[from] std::io::Error),
+    /// Telemetry could not be installed (it is, once per process).
+    #[error("telemetry: {0}")]
+    Telemetry(#[from] crate::TelemetryError),
+    /// The shutdown task did not finish (it panicked).
+    #[error("flushing: {0}")]
+    Flush(#[from] tokio::task::JoinError),
+}
+
+/// A collector, and this process's telemetry (service `service`, log filter `info`)
+/// exporting to it: a test binary's one trace setup.
+pub async fn export_to_collector(service: &str) -> Result<(OtlpCollector, crate::TelemetryGuard), CollectError> {
+    let collector = OtlpCollector::start().await?;
+    let mut config = crate::TelemetryConfig::new(service);
+    config.otlp_endpoint = Some(collector.endpoint().to_owned());
+    config.log_filter = "info".to_owned();
+    let guard = crate::init(config)?;
+    Ok((collector, guard))
+}
+
+/// Flushes and stops `guard`'s exporters off the async threads (the shutdown blocks), so
+/// that the collector has every span.
+pub async fn flush(guard: crate::TelemetryGuard) -> Result<(), CollectError> {
+    tokio::task::spawn_blocking(move || guard.shutdown()).await??;
+    Ok(())
+}
+
 /// An OTLP/gRPC collector on a free loopback port, keeping what it receives; stopped when
 /// dropped. Point `TelemetryConfig::otlp_endpoint` at [`OtlpCollector::endpoint`].
 #[derive(Debug)]

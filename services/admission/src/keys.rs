@@ -188,6 +188,14 @@ impl Authenticator for IntrospectingAuthenticator {
     fn authenticate<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<TenantKey, Status>> {
         Box::pin(self.check(key))
     }
+
+    fn forget_key(&self, key_id: &str) {
+        IntrospectingAuthenticator::forget_key(self, key_id);
+    }
+
+    fn forget_all(&self) {
+        self.clear();
+    }
 }
 
 #[cfg(test)]

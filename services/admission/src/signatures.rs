@@ -44,8 +44,10 @@ impl BusSignatureStage {
         };
         let reply = self
             .bus
-            .request(
+            .request_with_headers(
                 SIGNATURE_VERIFY_SUBJECT,
+                // The service's span continues the review's trace.
+                portcullis_kit::trace::current_headers(),
                 Bytes::from(request.encode_to_vec()),
                 self.timeout,
             )

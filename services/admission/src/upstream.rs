@@ -3,72 +3,24 @@
 
 use std::time::Duration;
 
-use portcullis_kit::Traced;
-use portcullis_kit::client::{ClientConfig, Credential, Trust, for_tenant};
-use portcullis_proto::common::v1 as pc;
+use portcullis_kit::client::{Trust, for_tenant};
+use portcullis_kit::upstream::{ServiceChannel, service_channel};
 use portcullis_proto::policystore::v1 as pb;
 use portcullis_proto::policystore::v1::auth_service_client::AuthServiceClient;
 use portcullis_proto::policystore::v1::policy_service_client::PolicyServiceClient;
 use portcullis_proto::policystore::v1::scan_result_service_client::ScanResultServiceClient;
 use tonic::Status;
-use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Channel;
 
 use crate::AdmissionError;
 
-/// A cluster as a review names it: by id (connectors) or by name (the webhook path may
-/// carry either; a name is looked up).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum ClusterSel {
-    /// By id.
-    Id(String),
-    /// By name.
-    Name(String),
-}
-
-impl ClusterSel {
-    fn to_proto(&self) -> pc::ResourceRef {
-        let r = match self {
-            ClusterSel::Id(id) => pc::resource_ref::Ref::Id(id.clone()),
-            ClusterSel::Name(name) => pc::resource_ref::Ref::Name(name.clone()),
-        };
-        pc::ResourceRef { r#ref: Some(r) }
-    }
-}
+pub use portcullis_kit::upstream::{ClusterSel, UpstreamTimeouts};
 
 /// A client of the policy store acting with the service credential.
 #[derive(Debug, Clone)]
 pub struct Upstream {
     /// Every call has a client span whose context it carries (the store's span is its child).
-    channel: InterceptedService<Traced<Channel>, Credential>,
+    channel: ServiceChannel,
     timeout: Duration,
-}
-
-/// How the admission service reaches the policy store: deadlines and keepalive (the
-/// `[upstream.timeouts]` settings).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct UpstreamTimeouts {
-    /// The deadline of each call (default 5 s).
-    #[serde(with = "humantime_serde")]
-    pub call: Duration,
-    /// How long connecting may take: TCP, TLS and HTTP/2 handshakes (default 5 s).
-    #[serde(with = "humantime_serde")]
-    pub connect: Duration,
-    /// The HTTP/2 ping interval, also while idle, so a dead store is noticed before a
-    /// review needs it (default 20 s).
-    #[serde(with = "humantime_serde")]
-    pub keepalive: Duration,
-}
-
-impl Default for UpstreamTimeouts {
-    fn default() -> UpstreamTimeouts {
-        UpstreamTimeouts {
-            call: Duration::from_secs(5),
-            connect: Duration::from_secs(5),
-            keepalive: Duration::from_secs(20),
-        }
-    }
 }
 
 impl Upstream {
@@ -84,26 +36,10 @@ impl Upstream {
         timeouts: &UpstreamTimeouts,
         allow_plain_text: bool,
     ) -> Result<Upstream, AdmissionError> {
-        let bad = |what: &str, e: &dyn std::fmt::Display| AdmissionError::InvalidArgument(format!("{what}: {e}"));
-        let mut config = ClientConfig::new(url)
-            .map_err(|e| bad("policy store URL", &e))?
-            .connect_timeout(timeouts.connect)
-            .request_timeout(timeouts.call)
-            .keepalive(Some(timeouts.keepalive));
-        if !allow_plain_text {
-            config
-                .refuse_plain_text_off_host()
-                .map_err(|e| bad("policy store URL", &e))?;
-        }
-        if let Some(trust) = trust {
-            config = config.trust(trust);
-        }
-        let credential = Credential::bearer(service_token)
-            .map_err(|e| bad("service credential", &e))?
-            .with_timeout(timeouts.call);
-        let channel = config.connect_lazy().map_err(|e| bad("policy store", &e))?;
+        let channel = service_channel(url, trust, service_token, timeouts, allow_plain_text)
+            .map_err(|e| AdmissionError::InvalidArgument(e.to_string()))?;
         Ok(Upstream {
-            channel: InterceptedService::new(Traced::new(channel), credential),
+            channel,
             timeout: timeouts.call,
         })
     }

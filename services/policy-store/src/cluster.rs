@@ -10,7 +10,7 @@ use tonic::{Request, Response, Status};
 use crate::PolicyStore;
 use crate::convert::{
     acting, bounded_text, cluster_to_proto, duration_from, new_settings, optional_ref, optional_time, page,
-    page_response, required_ref, settings_update,
+    page_response, required_ref, settings_update, with_registries,
 };
 use crate::error::OrStatus;
 
@@ -53,9 +53,9 @@ impl ClusterService for PolicyStore {
             .list_registry_credentials(tenant, &ResourceRef::id(&cluster.id))
             .await
             .or_status()?;
-        let mut cluster = cluster_to_proto(cluster);
-        cluster.credential_registries = registries.into_iter().map(|c| c.registry).collect();
-        Ok(Response::new(pb::GetClusterResponse { cluster: Some(cluster) }))
+        Ok(Response::new(pb::GetClusterResponse {
+            cluster: Some(with_registries(cluster_to_proto(cluster), registries)),
+        }))
     }
 
     async fn list_clusters(
@@ -70,8 +70,22 @@ impl ClusterService for PolicyStore {
             policy: optional_ref("policy", req.policy.clone())?,
         };
         let listed = self.store.list_clusters(tenant, &query).await.or_status()?;
+        // One read for the page's registries, not one per cluster.
+        let ids: Vec<String> = listed.items.iter().map(|c| c.id.clone()).collect();
+        let mut registries = self
+            .store
+            .list_registry_credentials_of(tenant, &ids)
+            .await
+            .or_status()?;
         Ok(Response::new(pb::ListClustersResponse {
-            clusters: listed.items.into_iter().map(cluster_to_proto).collect(),
+            clusters: listed
+                .items
+                .into_iter()
+                .map(|c| {
+                    let of = registries.remove(&c.id).unwrap_or_default();
+                    with_registries(cluster_to_proto(c), of)
+                })
+                .collect(),
             page: page_response(listed.next_token),
         }))
     }
@@ -112,7 +126,8 @@ impl ClusterService for PolicyStore {
         }))
     }
 
-    /// Replaces the cluster's whole set of credentials (an empty list removes them all).
+    /// Replaces the cluster's whole set of credentials (an empty list removes them all), or
+    /// with `merge` changes only the registries named.
     async fn set_registry_credentials(
         &self,
         request: Request<pb::SetRegistryCredentialsRequest>,
@@ -132,16 +147,24 @@ impl ClusterService for PolicyStore {
                 secret: Secret::new(c.password.clone()),
             })
             .collect();
-        let stored = self
-            .store
-            .replace_registry_credentials(tenant, &actor, &cluster_ref, &credentials, keys)
-            .await
-            .or_status()?;
+        let stored = if req.merge {
+            self.store
+                .update_registry_credentials(tenant, &actor, &cluster_ref, &credentials, &req.remove_registries, keys)
+                .await
+                .or_status()?
+        } else if !req.remove_registries.is_empty() {
+            return Err(Status::invalid_argument(
+                "remove_registries: only with merge (without it, credentials is the whole set)",
+            ));
+        } else {
+            self.store
+                .replace_registry_credentials(tenant, &actor, &cluster_ref, &credentials, keys)
+                .await
+                .or_status()?
+        };
         let cluster = self.store.get_cluster(tenant, &cluster_ref).await.or_status()?;
-        let mut cluster = cluster_to_proto(cluster);
-        cluster.credential_registries = stored.into_iter().map(|c| c.registry).collect();
         Ok(Response::new(pb::SetRegistryCredentialsResponse {
-            cluster: Some(cluster),
+            cluster: Some(with_registries(cluster_to_proto(cluster), stored)),
         }))
     }
 

@@ -8,8 +8,8 @@ use portcullis_server::Caller;
 use portcullis_server::status::invalid_field;
 use portcullis_storage::events::{scan_type_to_proto, severity_to_proto, timestamp};
 use portcullis_storage::{
-    Actor, ApiKey, AuditEntry, Cluster, ClusterSettings, FailureMode, PageRequest, Policy, ResourceRef, Role,
-    SettingsUpdate, StoredAttestor, StoredRuleset, Tenant, ToProto,
+    Actor, ApiKey, AuditEntry, Cluster, ClusterSettings, FailureMode, PageRequest, Policy, RegistryCredentialInfo,
+    ResourceRef, Role, SettingsUpdate, StoredAttestor, StoredRuleset, Tenant, ToProto,
 };
 use time::OffsetDateTime;
 use tonic::Status;
@@ -394,7 +394,7 @@ pub fn settings_to_proto(s: &ClusterSettings) -> pb::ClusterSettings {
     s.to_proto()
 }
 
-/// A cluster as a message (`credential_registries` empty: GetCluster and SetRegistryCredentials fill it).
+/// A cluster as a message (its registries empty: [`with_registries`] fills them).
 pub fn cluster_to_proto(c: Cluster) -> pb::Cluster {
     pb::Cluster {
         id: c.id,
@@ -409,7 +409,23 @@ pub fn cluster_to_proto(c: Cluster) -> pb::Cluster {
         updated_at: Some(timestamp(c.updated_at)),
         generation: c.generation,
         credential_registries: Vec::new(),
+        registry_credentials: Vec::new(),
     }
+}
+
+/// `cluster` with the registries that have stored credentials: hosts and usernames, never
+/// the secrets (which the listing does not hold).
+pub fn with_registries(mut cluster: pb::Cluster, registries: Vec<RegistryCredentialInfo>) -> pb::Cluster {
+    cluster.credential_registries = registries.iter().map(|c| c.registry.clone()).collect();
+    cluster.registry_credentials = registries
+        .into_iter()
+        .map(|c| pb::RegistryCredentialInfo {
+            registry: c.registry,
+            username: c.username,
+            updated_at: Some(timestamp(c.updated_at)),
+        })
+        .collect();
+    cluster
 }
 
 /// An API key (never its secret) as a message.

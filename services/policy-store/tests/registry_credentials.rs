@@ -54,7 +54,29 @@ fn set(cluster: &str, credentials: Vec<pb::RegistryCredential>) -> pb::SetRegist
     pb::SetRegistryCredentialsRequest {
         cluster: by_id(cluster),
         credentials,
+        ..Default::default()
     }
+}
+
+fn merge(
+    cluster: &str,
+    credentials: Vec<pb::RegistryCredential>,
+    remove: &[&str],
+) -> pb::SetRegistryCredentialsRequest {
+    pb::SetRegistryCredentialsRequest {
+        cluster: by_id(cluster),
+        credentials,
+        merge: true,
+        remove_registries: remove.iter().map(|r| (*r).to_owned()).collect(),
+    }
+}
+
+fn hosts_and_users(cluster: &pb::Cluster) -> Vec<(String, String)> {
+    cluster
+        .registry_credentials
+        .iter()
+        .map(|c| (c.registry.clone(), c.username.clone()))
+        .collect()
 }
 
 fn get(tenant: &str, cluster: &str) -> pb::GetRegistryCredentialsRequest {
@@ -238,16 +260,120 @@ async fn scenario(mode: Mode) {
     assert!(got.credentials.is_empty());
 }
 
-/// Without a key ring, Set is refused and Get answers UNIMPLEMENTED (the signature service's
-/// "no stored credentials").
-async fn without_keys(mode: Mode) {
-    let server = TestServer::start(TestOptions::new(mode)).await.unwrap();
+/// With `merge`, one registry is set or removed while the others keep their secrets; the
+/// listing shows hosts and usernames, never a secret.
+async fn merge_scenario(mode: Mode) {
+    let mut options = TestOptions::new(mode);
+    options.credential_keys = Some(ring(1));
+    let server = TestServer::start(options).await.unwrap();
     let mut clusters = ClusterServiceClient::new(server.channel().await.unwrap());
-    let cluster = clusters
+    let admin = &server.admin_key;
+    let c1 = register(&server, "c1").await.id;
+    let c1 = c1.as_str();
+    register(&server, "c2").await;
+    for credential in [
+        cred("ghcr.io", "me", "first-secret"),
+        cred("registry.example:5000", "bot", "second-secret"),
+    ] {
+        clusters
+            .set_registry_credentials(server.request(admin, merge(c1, vec![credential], &[])))
+            .await
+            .unwrap();
+    }
+    let stored = || async {
+        ClusterServiceClient::new(server.channel().await.unwrap())
+            .get_registry_credentials(server.service_request(&server.tenant_id, get(&server.tenant_id, c1)))
+            .await
+            .unwrap()
+            .into_inner()
+            .credentials
+    };
+    assert_eq!(
+        stored().await,
+        [
+            cred("ghcr.io", "me", "first-secret"),
+            cred("registry.example:5000", "bot", "second-secret")
+        ]
+    );
+
+    // ListClusters shows each cluster's registries with usernames, and no secret.
+    let listed = clusters
+        .list_clusters(server.request(admin, pb::ListClustersRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!format!("{listed:?}").contains("secret\""));
+    let by_name = |name: &str| listed.clusters.iter().find(|c| c.name == name).unwrap().clone();
+    assert_eq!(
+        hosts_and_users(&by_name("c1")),
+        [
+            ("ghcr.io".to_owned(), "me".to_owned()),
+            ("registry.example:5000".to_owned(), "bot".to_owned())
+        ]
+    );
+    assert_eq!(
+        by_name("c1").credential_registries,
+        ["ghcr.io", "registry.example:5000"]
+    );
+    assert!(by_name("c2").registry_credentials.is_empty());
+
+    // Replace one, remove the other in one call.
+    let answer = clusters
+        .set_registry_credentials(server.request(
+            admin,
+            merge(
+                c1,
+                vec![cred("ghcr.io", "me2", "third-secret")],
+                &["registry.example:5000"],
+            ),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        hosts_and_users(&answer.cluster.unwrap()),
+        [("ghcr.io".to_owned(), "me2".to_owned())]
+    );
+    assert_eq!(stored().await, [cred("ghcr.io", "me2", "third-secret")]);
+
+    // Removing a registry without credentials changes nothing; a registry named twice,
+    // removal without merge and an empty merge are refused.
+    assert_code(
+        clusters
+            .set_registry_credentials(server.request(admin, merge(c1, vec![cred("a.io", "u", "p")], &["b.io"])))
+            .await,
+        Code::NotFound,
+    );
+    assert_code(
+        clusters
+            .set_registry_credentials(server.request(admin, merge(c1, vec![cred("a.io", "u", "p")], &["a.io"])))
+            .await,
+        Code::InvalidArgument,
+    );
+    let mut not_merged = merge(c1, Vec::new(), &["ghcr.io"]);
+    not_merged.merge = false;
+    assert_code(
+        clusters
+            .set_registry_credentials(server.request(admin, not_merged))
+            .await,
+        Code::InvalidArgument,
+    );
+    assert_code(
+        clusters
+            .set_registry_credentials(server.request(admin, merge(c1, Vec::new(), &[])))
+            .await,
+        Code::InvalidArgument,
+    );
+    assert_eq!(stored().await, [cred("ghcr.io", "me2", "third-secret")]);
+}
+
+/// Registers a cluster named `name` as the tenant's admin.
+async fn register(server: &TestServer, name: &str) -> pb::Cluster {
+    ClusterServiceClient::new(server.channel().await.unwrap())
         .register_cluster(server.request(
             &server.admin_key,
             pb::RegisterClusterRequest {
-                name: "c1".to_owned(),
+                name: name.to_owned(),
                 ..Default::default()
             },
         ))
@@ -255,7 +381,15 @@ async fn without_keys(mode: Mode) {
         .unwrap()
         .into_inner()
         .cluster
-        .unwrap();
+        .unwrap()
+}
+
+/// Without a key ring, Set is refused and Get answers UNIMPLEMENTED (the signature service's
+/// "no stored credentials").
+async fn without_keys(mode: Mode) {
+    let server = TestServer::start(TestOptions::new(mode)).await.unwrap();
+    let mut clusters = ClusterServiceClient::new(server.channel().await.unwrap());
+    let cluster = register(&server, "c1").await;
     assert_code(
         clusters
             .set_registry_credentials(server.request(&server.admin_key, set(&cluster.id, vec![cred("a.io", "u", "p")])))
@@ -288,4 +422,14 @@ async fn embedded_without_keys() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn distributed_without_keys() {
     without_keys(Mode::Distributed).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_merge_sets_and_removes_one_registry() {
+    merge_scenario(Mode::Embedded).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn distributed_merge_sets_and_removes_one_registry() {
+    merge_scenario(Mode::Distributed).await;
 }

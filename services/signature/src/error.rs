@@ -16,6 +16,9 @@ pub enum SignatureError {
     /// The image (a tag) does not exist (ResolveDigest only).
     #[error("{0}")]
     NotFound(String),
+    /// The tenant is over its rate limit (`[signature.rate_limit]`).
+    #[error("{0}")]
+    ResourceExhausted(String),
     /// The registry or the policy store could not be asked, or did not answer in time.
     #[error("{0}")]
     Unavailable(String),
@@ -31,6 +34,7 @@ impl SignatureError {
             SignatureError::InvalidArgument(_) => ErrorKind::InvalidArgument,
             SignatureError::PermissionDenied(_) => ErrorKind::PermissionDenied,
             SignatureError::NotFound(_) => ErrorKind::NotFound,
+            SignatureError::ResourceExhausted(_) => ErrorKind::ResourceExhausted,
             SignatureError::Unavailable(_) => ErrorKind::Unavailable,
             SignatureError::Internal(_) => ErrorKind::Internal,
         }

@@ -1,20 +1,25 @@
 //! Keeps the caches in step with the policy store's events (broadcast: every replica hears
 //! every event): `attestor.changed` drops the attestor and the verdicts made with it;
 //! `cluster.changed` about registry credentials (or a deleted cluster) drops that cluster's
-//! registry client and what it resolved or verified. After a gap (events may have been
-//! missed) everything is dropped: a stale verdict must not outlive its attestor.
+//! registry client and what it resolved or verified; `apikey.revoked` drops the key's
+//! cached introspection, so a revoked key is refused at once rather than after the key
+//! cache's TTL. After a gap (events may have been missed) everything is dropped: a stale
+//! verdict must not outlive its attestor, nor a cached key its revocation.
+
+use std::sync::Arc;
 
 use portcullis_bus::{Bus, TopicFilter};
 use portcullis_domain::Topic;
 use portcullis_kit::follow::{FollowHandler, FollowedEvent, Follower, Gap};
 use portcullis_proto::events::v1 as pe;
 use portcullis_proto::events::v1::event_envelope::Payload;
+use portcullis_server::Authenticator;
 use tokio_util::sync::CancellationToken;
 
 use crate::Verifier;
 
 /// The topics followed.
-pub const FOLLOWED_TOPICS: [Topic; 2] = [Topic::AttestorChanged, Topic::ClusterChanged];
+pub const FOLLOWED_TOPICS: [Topic; 3] = [Topic::AttestorChanged, Topic::ClusterChanged, Topic::ApiKeyRevoked];
 
 impl Verifier {
     /// Applies one event of the policy store to the caches.
@@ -36,30 +41,43 @@ impl Verifier {
     }
 
     /// Follows the events on `bus` until `stop`, from right after `start_after` (the stream's
-    /// last sequence when the caches were created; `None`: from now).
+    /// last sequence when the caches were created; `None`: from now). `authenticator` (the
+    /// one checking tenant keys on the service's listener) forgets revoked keys.
     pub async fn follow(
         &self,
         bus: Bus,
         start_after: Option<u64>,
         options: &portcullis_kit::FollowOptions,
+        authenticator: Arc<dyn Authenticator>,
         stop: CancellationToken,
     ) {
         let mut follower = Follower::new(bus, TopicFilter::topics(FOLLOWED_TOPICS)).options(options);
         if let Some(sequence) = start_after {
             follower = follower.start_after(sequence);
         }
-        follower.run(CacheFollower(self.clone()), stop).await;
+        let handler = CacheFollower {
+            verifier: self.clone(),
+            authenticator,
+        };
+        follower.run(handler, stop).await;
     }
 }
 
-struct CacheFollower(Verifier);
+struct CacheFollower {
+    verifier: Verifier,
+    authenticator: Arc<dyn Authenticator>,
+}
 
 impl FollowHandler for CacheFollower {
     fn event(&mut self, event: &FollowedEvent) {
-        self.0.apply_event(&event.envelope);
+        if let Some(Payload::ApiKeyRevoked(revoked)) = &event.envelope.payload {
+            self.authenticator.forget_key(&revoked.key_id);
+        }
+        self.verifier.apply_event(&event.envelope);
     }
 
     fn gap(&mut self, _gap: &Gap) {
-        self.0.clear();
+        self.verifier.clear();
+        self.authenticator.forget_all();
     }
 }

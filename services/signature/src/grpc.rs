@@ -1,7 +1,7 @@
 //! `SignatureService` over gRPC, and the conversions between its messages and the domain's
 //! (the NATS adapter uses the same ones).
 
-use portcullis_admission::ClusterSel;
+use portcullis_kit::upstream::ClusterSel;
 use portcullis_proto::common::v1 as pc;
 use portcullis_proto::signature::v1 as ps;
 use portcullis_proto::signature::v1::signature_service_server::SignatureService;

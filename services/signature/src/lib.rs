@@ -25,14 +25,16 @@ pub mod verify;
 
 use std::time::Duration;
 
+use portcullis_server::rate_limit::{RateLimitConfig, TenantLimit};
+
 pub use error::SignatureError;
-pub use portcullis_admission::BoxFuture;
+pub use portcullis_server::BoxFuture;
 pub use running::{RunningSignature, SignatureServeOptions};
 pub use store::{AttestorStore, PolicyStoreClient, RegistryLogin, StoredAttestor};
 pub use verify::{AttestorVerdict, Resolution, SignatureFormat, Verdict, Verification, Verifier, VerifyRequest};
 
 /// The `[signature]` settings: caches, the registry client, the request/reply server.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SignatureOptions {
     /// How long a verdict (and the attestor documents it used) is served (default 5 min);
@@ -60,6 +62,22 @@ pub struct SignatureOptions {
     /// How long requests in flight may take to finish at shutdown (default 30 s).
     #[serde(with = "humantime_serde")]
     pub drain_deadline: Duration,
+    /// Verify and ResolveDigest calls per tenant and replica, over gRPC and the bus alike
+    /// (default 5000 per second, burst 10 000); beyond it `ResourceExhausted`.
+    pub rate_limit: RateLimitConfig,
+}
+
+/// The default `[signature.rate_limit]`: five times admission's default, since one review
+/// may ask for several images (each image one call), while still keeping one tenant from
+/// taking a whole replica's registry rounds.
+pub fn default_rate_limit() -> RateLimitConfig {
+    RateLimitConfig {
+        default: TenantLimit {
+            per_second: 5000.0,
+            burst: 10_000,
+        },
+        ..RateLimitConfig::default()
+    }
 }
 
 impl Default for SignatureOptions {
@@ -74,6 +92,7 @@ impl Default for SignatureOptions {
             event_queue: 10_000,
             follower: portcullis_kit::FollowOptions::default(),
             drain_deadline: Duration::from_secs(30),
+            rate_limit: default_rate_limit(),
         }
     }
 }

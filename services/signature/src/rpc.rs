@@ -15,6 +15,7 @@ use prost::Message as _;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument as _;
 
 use crate::grpc::{Signature, cluster_sel, from_proto_request, to_proto_verification};
 use crate::{RpcOptions, SignatureError};
@@ -87,13 +88,18 @@ pub async fn serve_requests(
             break;
         };
         let signature = signature.clone();
-        tracker.spawn(async move {
-            let response = answer(&signature, &request.payload).await;
-            if let Err(e) = request.reply(Bytes::from(response.encode_to_vec())).await {
-                tracing::debug!(error = %e, "replying to a verification request failed");
+        // A child of the asker's span (admission's review) when its context came along.
+        let span = portcullis_kit::trace::request_span(&request.subject, &request.headers);
+        tracker.spawn(
+            async move {
+                let response = answer(&signature, &request.payload).await;
+                if let Err(e) = request.reply(Bytes::from(response.encode_to_vec())).await {
+                    tracing::debug!(error = %e, "replying to a verification request failed");
+                }
+                drop(permit);
             }
-            drop(permit);
-        });
+            .instrument(span),
+        );
     }
     tracker.close();
     tracker.wait().await;
@@ -107,7 +113,12 @@ pub async fn request(
     timeout: Duration,
 ) -> Result<ps::VerifyResponse, SignatureError> {
     let reply = bus
-        .request(SIGNATURE_VERIFY_SUBJECT, Bytes::from(request.encode_to_vec()), timeout)
+        .request_with_headers(
+            SIGNATURE_VERIFY_SUBJECT,
+            portcullis_kit::trace::current_headers(),
+            Bytes::from(request.encode_to_vec()),
+            timeout,
+        )
         .await
         .map_err(|e| SignatureError::Unavailable(format!("the signature service: {e}")))?;
     let response = ps::VerifyResponse::decode(reply)

@@ -77,8 +77,11 @@ impl RunningSignature {
         let follow_bus = bus.clone();
         let follower = verifier.clone();
         let follow_options = options.signature.follower;
+        let forgetting = authenticator.clone();
         lifecycle.spawn("event follower", |stop| async move {
-            follower.follow(follow_bus, snapshot, &follow_options, stop).await;
+            follower
+                .follow(follow_bus, snapshot, &follow_options, forgetting, stop)
+                .await;
         });
         let (rpc_signature, rpc_options) = (signature.clone(), options.signature.rpc.clone());
         // Subscribed before `start` returns, so that a request right after finds a server.

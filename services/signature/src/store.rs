@@ -2,16 +2,13 @@
 //! credentials, with the service credential acting for the tenant and a deadline per call.
 //! Behind a trait so that the verifier can be tested without a store.
 
-use portcullis_admission::BoxFuture;
-use portcullis_admission::{ClusterSel, UpstreamTimeouts};
-use portcullis_kit::Traced;
-use portcullis_kit::client::{ClientConfig, Credential, Trust, for_tenant};
+use portcullis_kit::client::{Trust, for_tenant};
+use portcullis_kit::upstream::{ClusterSel, ServiceChannel, UpstreamTimeouts, service_channel};
 use portcullis_proto::common::v1 as pc;
 use portcullis_proto::policystore::v1 as pb;
 use portcullis_proto::policystore::v1::attestor_service_client::AttestorServiceClient;
 use portcullis_proto::policystore::v1::cluster_service_client::ClusterServiceClient;
-use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Channel;
+use portcullis_server::BoxFuture;
 use tonic::{Code, Status};
 
 use crate::SignatureError;
@@ -36,6 +33,22 @@ pub struct RegistryLogin {
     pub username: String,
     /// Password or token.
     pub password: String,
+}
+
+/// The username that marks the password as an identity (refresh) token, as Docker's
+/// credential helpers mark one.
+pub const IDENTITY_TOKEN_USERNAME: &str = "<token>";
+
+impl RegistryLogin {
+    /// What the registry client presents: an identity token (exchanged for a bearer token)
+    /// when the username is [`IDENTITY_TOKEN_USERNAME`], else basic credentials.
+    pub fn credential(&self) -> portcullis_oci::Credential {
+        if self.username == IDENTITY_TOKEN_USERNAME {
+            portcullis_oci::Credential::IdentityToken(self.password.clone())
+        } else {
+            portcullis_oci::Credential::basic(self.username.clone(), self.password.clone())
+        }
+    }
 }
 
 impl std::fmt::Debug for RegistryLogin {
@@ -68,7 +81,7 @@ pub trait AttestorStore: Send + Sync + 'static {
 /// The policy store over gRPC with the service credential.
 #[derive(Debug, Clone)]
 pub struct PolicyStoreClient {
-    channel: InterceptedService<Traced<Channel>, Credential>,
+    channel: ServiceChannel,
 }
 
 impl PolicyStoreClient {
@@ -81,28 +94,9 @@ impl PolicyStoreClient {
         timeouts: &UpstreamTimeouts,
         allow_plain_text: bool,
     ) -> Result<PolicyStoreClient, SignatureError> {
-        let bad = |what: &str, e: &dyn std::fmt::Display| SignatureError::InvalidArgument(format!("{what}: {e}"));
-        let mut config = ClientConfig::new(url)
-            .map_err(|e| bad("policy store URL", &e))?
-            .connect_timeout(timeouts.connect)
-            .request_timeout(timeouts.call)
-            .keepalive(Some(timeouts.keepalive));
-        if !allow_plain_text {
-            config
-                .refuse_plain_text_off_host()
-                .map_err(|e| bad("policy store URL", &e))?;
-        }
-        if let Some(trust) = trust {
-            config = config.trust(trust);
-        }
-        // The credential carries the deadline of every call.
-        let credential = Credential::bearer(service_token)
-            .map_err(|e| bad("service credential", &e))?
-            .with_timeout(timeouts.call);
-        let channel = config.connect_lazy().map_err(|e| bad("policy store", &e))?;
-        Ok(PolicyStoreClient {
-            channel: InterceptedService::new(Traced::new(channel), credential),
-        })
+        let channel = service_channel(url, trust, service_token, timeouts, allow_plain_text)
+            .map_err(|e| SignatureError::InvalidArgument(e.to_string()))?;
+        Ok(PolicyStoreClient { channel })
     }
 }
 
@@ -149,15 +143,11 @@ impl AttestorStore for PolicyStoreClient {
         cluster: &'a ClusterSel,
     ) -> BoxFuture<'a, Result<Vec<RegistryLogin>, SignatureError>> {
         Box::pin(async move {
-            let reference = match cluster {
-                ClusterSel::Id(id) => pc::resource_ref::Ref::Id(id.clone()),
-                ClusterSel::Name(name) => pc::resource_ref::Ref::Name(name.clone()),
-            };
             let request = for_tenant(
                 tenant,
                 pb::GetRegistryCredentialsRequest {
                     tenant_id: tenant.to_owned(),
-                    cluster: Some(pc::ResourceRef { r#ref: Some(reference) }),
+                    cluster: Some(cluster.to_proto()),
                 },
             )
             .map_err(|s| SignatureError::InvalidArgument(s.message().to_owned()))?;
@@ -178,5 +168,31 @@ impl AttestorStore for PolicyStoreClient {
                 Err(status) => Err(store_failure("registry credentials", &status)),
             }
         })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+
+    fn login(username: &str) -> RegistryLogin {
+        RegistryLogin {
+            registry: "ghcr.io".into(),
+            username: username.into(),
+            password: "s3cret".into(),
+        }
+    }
+
+    #[test]
+    fn the_token_username_makes_an_identity_token() {
+        assert_eq!(
+            login(IDENTITY_TOKEN_USERNAME).credential(),
+            portcullis_oci::Credential::IdentityToken("s3cret".into())
+        );
+        assert_eq!(
+            login("bot").credential(),
+            portcullis_oci::Credential::basic("bot", "s3cret")
+        );
     }
 }

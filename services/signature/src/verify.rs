@@ -7,12 +7,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use portcullis_admission::ClusterSel;
 use portcullis_kit::cache::{Cache, CacheConfig};
+use portcullis_kit::upstream::ClusterSel;
 use portcullis_oci::manifest::{
     COSIGN_BUNDLE_ANNOTATION, COSIGN_CERTIFICATE_ANNOTATION, COSIGN_SIGNATURE_ANNOTATION, SIGSTORE_BUNDLE_V03,
 };
-use portcullis_oci::{Client, Credential, Digest, Reference};
+use portcullis_oci::{Client, Digest, Reference};
+use portcullis_server::rate_limit::TenantRateLimiter;
 
 use crate::store::{AttestorStore, StoredAttestor};
 use crate::{MAX_RESOLVE_TTL, SignatureError, SignatureOptions};
@@ -189,6 +190,8 @@ struct Inner {
     resolutions: Cache<ResolveKey, Resolved, SignatureError>,
     verdicts: Cache<VerdictKey, Arc<Checked>, SignatureError>,
     rounds: AtomicU64,
+    /// One token per Verify or ResolveDigest of a tenant, whichever way it came.
+    limiter: TenantRateLimiter,
 }
 
 fn tenant_of<K>(key: &(String, K)) -> &str {
@@ -198,6 +201,10 @@ fn tenant_of<K>(key: &(String, K)) -> &str {
 impl Verifier {
     /// A verifier reading attestors and credentials from `store`.
     pub fn new(store: Arc<dyn AttestorStore>, options: SignatureOptions) -> Result<Verifier, SignatureError> {
+        options
+            .rate_limit
+            .validate()
+            .map_err(|e| SignatureError::InvalidArgument(format!("signature.rate_limit: {e}")))?;
         let anonymous = Client::new(options.registry.client_config())
             .map_err(|e| SignatureError::InvalidArgument(format!("registry client: {e}")))?;
         let max = options.max_entries;
@@ -219,6 +226,7 @@ impl Verifier {
                 verdicts: Cache::new(verdicts),
                 anonymous,
                 store,
+                limiter: TenantRateLimiter::new(options.rate_limit.clone()),
                 options,
                 rounds: AtomicU64::new(0),
             }),
@@ -291,9 +299,8 @@ impl Verifier {
                 }
                 let mut config = config;
                 for login in logins {
-                    config
-                        .credentials
-                        .insert(login.registry, Credential::basic(login.username, login.password));
+                    let credential = login.credential();
+                    config.credentials.insert(login.registry, credential);
                 }
                 Client::new(config).map_err(|e| SignatureError::Internal(format!("registry client: {e}")))
             })
@@ -301,8 +308,27 @@ impl Verifier {
             .await
     }
 
-    /// Resolves `image` to its digest (cached at most 60 s).
+    /// Takes one of `tenant`'s tokens: ResourceExhausted beyond its rate, before any work.
+    fn admit(&self, tenant: &str) -> Result<(), SignatureError> {
+        self.inner
+            .limiter
+            .check(tenant)
+            .map_err(|limited| SignatureError::ResourceExhausted(limited.to_string()))
+    }
+
+    /// Resolves `image` to its digest (cached at most 60 s); one call of the tenant's rate.
     pub async fn resolve(
+        &self,
+        tenant: &str,
+        cluster: Option<&ClusterSel>,
+        image: &str,
+    ) -> Result<Resolution, SignatureError> {
+        self.admit(tenant)?;
+        self.resolve_admitted(tenant, cluster, image).await
+    }
+
+    /// [`Verifier::resolve`] without taking a token (a Verify has taken one already).
+    async fn resolve_admitted(
         &self,
         tenant: &str,
         cluster: Option<&ClusterSel>,
@@ -360,9 +386,11 @@ impl Verifier {
     }
 
     /// Verifies `request`'s image against each of its attestors. Only a malformed request is
-    /// an error; what fails for the image or an attestor is in its verdict.
+    /// an error (and a tenant over its rate limit); what fails for the image or an
+    /// attestor is in its verdict.
     pub async fn verify(&self, request: &VerifyRequest) -> Result<Verification, SignatureError> {
         validate(request)?;
+        self.admit(&request.tenant)?;
         let reference = parse_reference(&request.image)?;
         let now = SystemTime::now();
         let all_error = |digest: Option<String>, reason: &str| Verification {
@@ -397,7 +425,7 @@ impl Verifier {
         let digest = match given.or_else(|| reference.digest().cloned()) {
             Some(digest) => digest,
             None => match self
-                .resolve(&request.tenant, request.cluster.as_ref(), &request.image)
+                .resolve_admitted(&request.tenant, request.cluster.as_ref(), &request.image)
                 .await
             {
                 Ok(resolution) => match Digest::parse(&resolution.digest) {

@@ -121,6 +121,9 @@ pub enum ClusterCommand {
         #[command(flatten)]
         out: OutputArg,
     },
+    /// Sets, lists and deletes a cluster's registry credentials, one registry at a time.
+    #[command(subcommand)]
+    Registry(super::registry::RegistryCommand),
     /// Deletes a cluster and revokes its connector keys.
     Delete {
         /// The cluster's name.
@@ -140,6 +143,7 @@ impl ClusterCommand {
             ClusterCommand::Get { .. } => "get",
             ClusterCommand::List { .. } => "list",
             ClusterCommand::RotateKey { .. } => "rotate-key",
+            ClusterCommand::Registry(c) => c.verb(),
             ClusterCommand::Delete { .. } => "delete",
         }
     }
@@ -397,6 +401,7 @@ pub async fn run(ctx: &Ctx<'_>, command: &ClusterCommand) -> Result<(), ClientEr
                 }
             }
         }
+        ClusterCommand::Registry(c) => super::registry::run(ctx, c).await,
         ClusterCommand::Delete { name, out } => {
             let conn = ctx.connect(KeyChoice::Tenant).await?;
             let response = conn
@@ -446,6 +451,10 @@ fn cluster_json(c: &pb::Cluster) -> Value {
         "connectorVersion": c.connector_version,
         "generation": c.generation,
         "credentialRegistries": c.credential_registries,
+        "registryCredentials": c.registry_credentials.iter().map(|r| json!({
+            "registry": r.registry,
+            "username": r.username,
+        })).collect::<Vec<_>>(),
         "created": time_json(c.created_at.as_ref()),
         "updated": time_json(c.updated_at.as_ref()),
     })

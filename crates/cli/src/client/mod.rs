@@ -18,6 +18,7 @@ mod key;
 mod named_document;
 mod output;
 mod policy;
+mod registry;
 pub mod review;
 mod ruleset;
 mod scan;
@@ -573,6 +574,21 @@ mod tests {
         assert!(parse(&["cluster", "rotate-key", "c", "--grace", "1x"]).is_err());
         assert!(parse(&["key", "create", "--role", "root"]).is_err());
         assert!(parse(&["policy", "duplicate", "src", "--name", "copy"]).is_ok());
+    }
+
+    #[test]
+    fn a_registry_password_comes_only_from_standard_input() {
+        let set = ["cluster", "registry", "set", "c", "ghcr.io", "--username", "u"];
+        assert!(parse(&[&set[..], &["--password-stdin"]].concat()).is_ok());
+        // Without the flag, and with a password on the command line: refused by the parser.
+        assert!(parse(&set).is_err());
+        assert!(parse(&[&set[..], &["--password", "pw"]].concat()).is_err());
+        let token = ["cluster", "registry", "set", "c", "ghcr.io", "--identity-token-stdin"];
+        assert!(parse(&token).is_ok());
+        assert!(parse(&[&token[..], &["--username", "u"]].concat()).is_err());
+        assert!(parse(&[&set[..2], &["set", "c", "ghcr.io", "--password-stdin"]].concat()).is_err());
+        assert!(parse(&["cluster", "registry", "list", "c", "-o", "json"]).is_ok());
+        assert!(parse(&["cluster", "registry", "delete", "c"]).is_err());
     }
 
     #[test]
