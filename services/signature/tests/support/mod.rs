@@ -279,6 +279,7 @@ impl Fixture {
                                 password: (*password).to_owned(),
                             })
                             .collect(),
+                        ..Default::default()
                     },
                 ),
             )
