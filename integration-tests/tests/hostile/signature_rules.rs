@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use portcullis_admission::testing::{StackOptions, TestStack};
-use portcullis_admission::{AdmissionOptions, BoxFuture, Hooks, ImageToVerify, SignatureStage};
+use portcullis_admission::{AdmissionOptions, BoxFuture, Hooks, ImageToVerify, SignatureAnswers, SignatureStage};
 use portcullis_engine::evaluate::VerdictMap;
 use portcullis_integration_tests::admission::{
     Answer, container, create_pod, host_network, pod, pod_spec, policy, review_raw,
@@ -228,7 +228,7 @@ impl SignatureStage for StubVerifier {
         tenant: &'a str,
         _cluster_id: &'a str,
         images: &'a [ImageToVerify],
-    ) -> BoxFuture<'a, Result<VerdictMap, String>> {
+    ) -> BoxFuture<'a, Result<SignatureAnswers, String>> {
         self.asked_by.lock().unwrap().push(tenant.to_owned());
         Box::pin(async move {
             let image = images.first().map(|i| i.image.clone()).unwrap_or_default();
@@ -238,9 +238,12 @@ impl SignatureStage for StubVerifier {
                 std::future::pending().await
             } else if image.contains("/good/") {
                 let verdicts = HashMap::from([("release".to_owned(), true)]);
-                Ok(VerdictMap(HashMap::from([(image, verdicts)])))
+                Ok(SignatureAnswers {
+                    verdicts: VerdictMap(HashMap::from([(image, verdicts)])),
+                    records: Vec::new(),
+                })
             } else {
-                Ok(VerdictMap::default())
+                Ok(SignatureAnswers::default())
             }
         })
     }
