@@ -31,10 +31,11 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use portcullis_bus::{Bus, Event, TRACEPARENT, TRACESTATE, validate_headers};
-use portcullis_proto::admission::v1::{Decision, DecisionBasis, SignatureOutcome};
+use portcullis_proto::admission::v1::{Decision, DecisionBasis};
 use portcullis_proto::events::v1::{
     AdmissionDecision, AdmissionDecisionSummary, EventEnvelope, TraceContext, event_envelope,
 };
+use portcullis_proto::signature::v1::Verdict;
 use prost::Message;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -494,7 +495,7 @@ pub fn is_plain_allow(decision: &Decision) -> bool {
         && decision
             .signatures
             .iter()
-            .all(|v| v.verdict == SignatureOutcome::Verified as i32)
+            .all(|v| v.verdict == Verdict::Verified as i32)
 }
 
 /// Builds the bus event of a queued decision: a fresh event id (kept across retries, since
@@ -859,7 +860,7 @@ mod tests {
         let verified = Decision {
             signatures: vec![SignatureVerdict {
                 image: "r.example/app:1".into(),
-                verdict: SignatureOutcome::Verified as i32,
+                verdict: Verdict::Verified as i32,
                 ..SignatureVerdict::default()
             }],
             ..decision(true)
@@ -899,7 +900,7 @@ mod tests {
             basis: DecisionBasis::FailClosed as i32,
             ..decision(false)
         };
-        let verdict = |outcome: SignatureOutcome, reason: &str| SignatureVerdict {
+        let verdict = |outcome: Verdict, reason: &str| SignatureVerdict {
             image: "r.example/app:1".into(),
             digest: "sha256:ab".into(),
             attestor: "release".into(),
@@ -910,8 +911,8 @@ mod tests {
         // and the error's reason is kept.
         let signature_error = Decision {
             signatures: vec![
-                verdict(SignatureOutcome::Verified, "verified"),
-                verdict(SignatureOutcome::Error, "registry: connection refused"),
+                verdict(Verdict::Verified, "verified"),
+                verdict(Verdict::Error, "registry: connection refused"),
             ],
             ..decision(true)
         };

@@ -38,6 +38,7 @@ use portcullis_engine::k8s::Fields;
 use portcullis_engine::policy::{Action, Mitigation};
 use portcullis_proto::admission::v1 as pa;
 use portcullis_proto::common::v1 as pc;
+use portcullis_proto::signature::v1 as ps;
 use serde::Serialize;
 use time::OffsetDateTime;
 use tracing::Instrument as _;
@@ -851,9 +852,9 @@ fn signature_verdict_pb(v: &SignatureVerdict) -> pa::SignatureVerdict {
         digest: v.digest.clone(),
         attestor: v.attestor.clone(),
         verdict: match v.outcome {
-            SignatureOutcome::Verified => pa::SignatureOutcome::Verified,
-            SignatureOutcome::NotVerified => pa::SignatureOutcome::NotVerified,
-            SignatureOutcome::Error => pa::SignatureOutcome::Error,
+            SignatureOutcome::Verified => ps::Verdict::Verified,
+            SignatureOutcome::NotVerified => ps::Verdict::NotVerified,
+            SignatureOutcome::Error => ps::Verdict::Error,
         } as i32,
         reason: v.reason.clone(),
     }

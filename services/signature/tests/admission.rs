@@ -29,8 +29,9 @@ use portcullis_proto::policystore::v1 as pb;
 use portcullis_proto::policystore::v1::cluster_service_client::ClusterServiceClient;
 use portcullis_proto::policystore::v1::policy_service_client::PolicyServiceClient;
 use portcullis_proto::policystore::v1::scan_result_service_client::ScanResultServiceClient;
+use portcullis_proto::signature::v1 as ps;
 use portcullis_server::{Credentials, Mode, ServerConfig};
-use portcullis_test_kit::docs::{container, create_pod, host_network, pod, pod_spec, policy};
+use portcullis_test_kit::docs::{container, create_pod, host_network, pod, pod_spec, policy, vulnerability_scan};
 use portcullis_test_kit::eventually;
 use serde_json::{Value, json};
 use support::{Fixture, Key, start};
@@ -221,10 +222,7 @@ async fn distributed_all_and_any_policies_through_admission() {
 
 /// Uploads, as the tenant admin, a vulnerability scan of `digest` with one critical finding.
 async fn upload_critical_scan(f: &Fixture, digest: &str) {
-    let native = json!({
-        "digest": digest, "scanType": "vulnerability", "scannedAt": "2026-01-01T00:00:00Z",
-        "scanner": "trivy 0.58.1", "findings": [{"id": "CVE-2024-0001", "severity": "critical"}]
-    });
+    let native = vulnerability_scan(digest, "critical", "2026-01-01T00:00:00Z");
     ScanResultServiceClient::new(f.store.channel().await.unwrap())
         .upload_scan_result(f.store.request(
             &f.store.admin_key,
@@ -352,7 +350,7 @@ async fn registry_down_follows_the_failure_mode(mode: Mode) {
     };
     assert_eq!(
         (verdict.attestor.as_str(), verdict.verdict),
-        ("release", pa::SignatureOutcome::Error as i32)
+        ("release", ps::Verdict::Error as i32)
     );
     assert!(!verdict.reason.is_empty(), "{verdict:?}");
     admission.stop().await.unwrap();
@@ -403,14 +401,9 @@ async fn decision_records_digests_and_verdicts(mode: Mode) {
                 image.as_str(),
                 digest.as_str(),
                 "wrong",
-                pa::SignatureOutcome::NotVerified as i32
+                ps::Verdict::NotVerified as i32
             ),
-            (
-                image.as_str(),
-                digest.as_str(),
-                "release",
-                pa::SignatureOutcome::Verified as i32
-            ),
+            (image.as_str(), digest.as_str(), "release", ps::Verdict::Verified as i32),
         ]
     );
     assert!(decision.signatures.iter().all(|v| !v.reason.is_empty()), "{decision:?}");

@@ -171,7 +171,7 @@ impl CompiledPolicy {
             || def
                 .rules
                 .iter()
-                .any(|r| r.active(Phase::Admission) && r.rule.check.reads_scans())
+                .any(|r| r.active(Phase::Admission) && r.rule.check.needs_scan_results())
     }
 
     /// The name of the definition that applies in `namespace`: a namespaced definition's

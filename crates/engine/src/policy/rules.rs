@@ -176,18 +176,6 @@ impl RuleCheck {
         matches!(self, RuleCheck::PodSecurityStandard(_))
     }
 
-    /// Whether the rule reads image scan results (through the image's digest).
-    pub fn reads_scans(&self) -> bool {
-        matches!(
-            self,
-            RuleCheck::Vulnerabilities { .. }
-                | RuleCheck::Cvss { .. }
-                | RuleCheck::Malware
-                | RuleCheck::Secrets
-                | RuleCheck::Unscanned { .. }
-        )
-    }
-
     /// Whether the rule judges CONNECT requests only (never running pods).
     pub fn is_connect_only(&self) -> bool {
         matches!(self, RuleCheck::PodExec | RuleCheck::PortForward)
