@@ -924,25 +924,16 @@ fn at_admission_a_rule_that_does_not_apply_is_not_reported() {
     assert_eq!(d.not_judged.capacity(), 0);
 }
 
-/// A resolver whose registry cannot be reached.
-struct Unreachable;
-
-impl portcullis_engine::evaluate::DigestResolver for Unreachable {
-    fn resolve(
-        &self,
-        _: &str,
-        _: &portcullis_engine::image_ref::ImageRef,
-    ) -> portcullis_engine::evaluate::DigestLookup {
-        portcullis_engine::evaluate::DigestLookup::Unavailable("registry unreachable".into())
-    }
-}
-
 #[test]
 fn at_admission_a_digest_that_cannot_be_had_leaves_the_rule_not_judged() {
     let p = signature_policy(sig_rule("block", json!({"all": ["a"]}), false, json!([])));
     let v = verdict_map(vec![]);
+    // A resolver whose registry cannot be reached.
+    let unreachable = Resolves(portcullis_engine::evaluate::DigestLookup::Unavailable(
+        "registry unreachable".into(),
+    ));
     let ctx = EvalContext {
-        digests: &Unreachable,
+        digests: &unreachable,
         signatures: Signatures::Stage(&v),
         failure_mode: FailureMode::FailClosed,
         ..EvalContext::offline(NOW)
