@@ -62,10 +62,7 @@ impl Env {
     /// `scanned_at`, RFC 3339) with one finding of `severity`.
     pub async fn upload_scan(&self, digest: &str, severity: &str, scanned_at: &str) {
         let mut scans = ScanResultServiceClient::new(self.stack.store_channel().await.unwrap());
-        let native = serde_json::json!({
-            "digest": digest, "scanType": "vulnerability", "scannedAt": scanned_at, "scanner": "trivy 0.58.1",
-            "findings": [{"id": "CVE-2024-0001", "severity": severity}]
-        });
+        let native = portcullis_test_kit::docs::vulnerability_scan(digest, severity, scanned_at);
         scans
             .upload_scan_result(authed(
                 &self.stack.store.admin_key,

@@ -13,7 +13,7 @@ use clap::{Args, Subcommand};
 use portcullis_admission::grpc::AdmissionGrpc;
 use portcullis_admission::running::grpc_service;
 use portcullis_admission::webhook::WebhookOptions;
-use portcullis_admission::{BusSignatureStage, Hooks, RunningAdmission, ServeOptions, Upstream};
+use portcullis_admission::{BusDigestStage, BusSignatureStage, Hooks, RunningAdmission, ServeOptions, Upstream};
 use portcullis_bus::Bus;
 use portcullis_kit::client::Trust;
 use portcullis_kit::settings::Flags;
@@ -142,7 +142,8 @@ enum ServeService {
     PolicyStore(PolicyStoreArgs),
     /// The admission service: AdmissionService over gRPC and, optionally, the webhook.
     Admission(AdmissionServeArgs),
-    /// The signature service: SignatureService over gRPC and `pc.rpc.signature.verify`.
+    /// The signature service: SignatureService over gRPC, `pc.rpc.signature.verify` and
+    /// `pc.rpc.signature.resolve`.
     Signature(SignatureServeArgs),
 }
 
@@ -624,11 +625,15 @@ async fn run_admission(settings: &Settings, credentials: Credentials) -> Result<
     }
 }
 
-/// Admission's hooks: signature verdicts from the signature service over `bus`
-/// (`pc.rpc.signature.verify`), each request under admission's signature deadline.
+/// Admission's hooks, both the signature service's over `bus`: digests of tag-only images
+/// (`pc.rpc.signature.resolve`, each request under admission's digest deadline) and
+/// signature verdicts (`pc.rpc.signature.verify`, under its signature deadline).
 fn signature_hooks(bus: &Bus, settings: &Settings) -> Hooks {
     Hooks {
-        digests: None,
+        digests: Some(std::sync::Arc::new(BusDigestStage::new(
+            bus.clone(),
+            settings.admission.digest_deadline,
+        ))),
         signatures: Some(std::sync::Arc::new(BusSignatureStage::new(
             bus.clone(),
             settings.admission.signature_deadline,

@@ -16,6 +16,10 @@ pub const EVENT_SUBJECTS: &str = "pc.*.evt.>";
 /// The request/reply subject of signature verification (tenant in the message).
 pub const SIGNATURE_VERIFY_SUBJECT: &str = "pc.rpc.signature.verify";
 
+/// The request/reply subject of tag-to-digest resolution (tenant in the message), served
+/// by the signature service in the same queue group as [`SIGNATURE_VERIFY_SUBJECT`].
+pub const SIGNATURE_RESOLVE_SUBJECT: &str = "pc.rpc.signature.resolve";
+
 macro_rules! topics {
     ($($(#[$doc:meta])* $variant:ident = $text:literal by $owner:literal),+ $(,)?) => {
         /// An event topic (ARCHITECTURE.md, "The five services"). The publisher of each is

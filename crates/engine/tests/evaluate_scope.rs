@@ -924,25 +924,16 @@ fn at_admission_a_rule_that_does_not_apply_is_not_reported() {
     assert_eq!(d.not_judged.capacity(), 0);
 }
 
-/// A resolver whose registry cannot be reached.
-struct Unreachable;
-
-impl portcullis_engine::evaluate::DigestResolver for Unreachable {
-    fn resolve(
-        &self,
-        _: &str,
-        _: &portcullis_engine::image_ref::ImageRef,
-    ) -> portcullis_engine::evaluate::DigestLookup {
-        portcullis_engine::evaluate::DigestLookup::Unavailable("registry unreachable".into())
-    }
-}
-
 #[test]
 fn at_admission_a_digest_that_cannot_be_had_leaves_the_rule_not_judged() {
     let p = signature_policy(sig_rule("block", json!({"all": ["a"]}), false, json!([])));
     let v = verdict_map(vec![]);
+    // A resolver whose registry cannot be reached.
+    let unreachable = Resolves(portcullis_engine::evaluate::DigestLookup::Unavailable(
+        "registry unreachable".into(),
+    ));
     let ctx = EvalContext {
-        digests: &Unreachable,
+        digests: &unreachable,
         signatures: Signatures::Stage(&v),
         failure_mode: FailureMode::FailClosed,
         ..EvalContext::offline(NOW)
@@ -975,4 +966,82 @@ fn exceptions_never_apply_to_image_verification_but_trusted_images_do() {
         ..EvalContext::offline(NOW)
     };
     assert_clean(&eval_with(&p, &pod_of(vec![container("app", &image)]), &ctx));
+}
+
+/// A resolver that answers one fixed lookup for every reference.
+struct Resolves(portcullis_engine::evaluate::DigestLookup);
+
+impl portcullis_engine::evaluate::DigestResolver for Resolves {
+    fn resolve(
+        &self,
+        _: &str,
+        _: &portcullis_engine::image_ref::ImageRef,
+    ) -> portcullis_engine::evaluate::DigestLookup {
+        self.0.clone()
+    }
+}
+
+#[test]
+fn at_admission_an_attestor_without_verdict_over_an_unresolved_tag_is_not_judged() {
+    // The service answered ERROR for the attestor (left out of the verdicts) and nobody
+    // resolved the tag: nothing is known of the image, so the failure mode decides.
+    let p = signature_policy(sig_rule("block", json!({"all": ["a"]}), false, json!([])));
+    let no_verdict = verdict_map(vec![]);
+    for (mode, verdict) in [
+        (FailureMode::FailOpen, Verdict::Allow),
+        (FailureMode::FailClosed, Verdict::Block),
+    ] {
+        let d = eval_at_admission(&p, "registry.example.com/app:1", Signatures::Stage(&no_verdict), mode);
+        assert_eq!(d.verdict, verdict, "{mode:?}: {d:#?}");
+        assert!(d.violations.is_empty(), "not a signature violation: {d:#?}");
+        let [u] = d.not_judged.as_slice() else {
+            panic!("one rule not judged: {d:#?}")
+        };
+        assert_eq!(
+            (u.reason.as_str(), u.digest.as_deref()),
+            ("no verdict for attestor(s) a", None)
+        );
+        let stages: Vec<&str> = d.stage_failures.iter().map(|f| f.stage).collect();
+        assert_eq!(stages, ["signature"]);
+    }
+}
+
+#[test]
+fn at_admission_an_image_the_registry_does_not_have_fails_its_signature_rule() {
+    let p = signature_policy(sig_rule("block", json!({"all": ["a"]}), false, json!([])));
+    let no_verdict = verdict_map(vec![]);
+    let missing = Resolves(portcullis_engine::evaluate::DigestLookup::NotFound);
+    let ctx = EvalContext {
+        digests: &missing,
+        signatures: Signatures::Stage(&no_verdict),
+        failure_mode: FailureMode::FailOpen,
+        ..EvalContext::offline(NOW)
+    };
+    let d = eval_with(&p, &pod_of(vec![container("app", "registry.example.com/app:1")]), &ctx);
+    assert_blocks(&d);
+    let [v] = d.violations.as_slice() else {
+        panic!("one violation: {d:#?}")
+    };
+    assert!(v.message.contains("the registry has no such image"), "{}", v.message);
+    assert!(d.not_judged.is_empty() && d.stage_failures.is_empty(), "{d:#?}");
+}
+
+#[test]
+fn reads_digests_only_with_signature_or_active_scan_rules() {
+    let psa_only = policy(vec![block("podSecurityContext", "hostNetwork", "true")]);
+    assert!(!psa_only.reads_digests("apps"));
+    let scans = policy(vec![rule("vulnerabilities", &[("max-severity", "high")], "block")]);
+    assert!(scans.reads_digests("apps"));
+    let scans_off = policy(vec![rule_with(
+        "vulnerabilities",
+        &[("max-severity", "high")],
+        "none",
+        "log",
+    )]);
+    assert!(
+        !scans_off.reads_digests("apps"),
+        "a rule without an admission action reads nothing"
+    );
+    let signed = signature_policy(sig_rule("log", json!({"any": ["a"]}), false, json!([])));
+    assert!(signed.reads_digests("apps"));
 }

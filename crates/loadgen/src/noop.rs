@@ -139,6 +139,7 @@ impl NoopAdmission {
             warnings: vec![message.to_owned()],
             degraded: Vec::new(),
             not_judged: Vec::new(),
+            signatures: Vec::new(),
             timings: Some(StageTimings {
                 parse_us: 21,
                 policy_us: 1,

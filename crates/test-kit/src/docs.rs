@@ -1,5 +1,5 @@
-//! Document builders: policies (JSON values, JSON text, YAML text), attestors, rulesets and
-//! AdmissionReview v1 documents of pods and other objects.
+//! Document builders: policies (JSON values, JSON text, YAML text), attestors, rulesets, scan
+//! results and AdmissionReview v1 documents of pods and other objects.
 
 // serde_json::Value indexing: a read of a missing key gives Null, and the writes go into
 // objects built right here.
@@ -52,6 +52,15 @@ pub fn policy_with_refs(name: &str, attestor: Option<&str>, ruleset_id: Option<&
         doc["runtime"] = json!({"rulesets": [{"id": r}]});
     }
     doc.to_string()
+}
+
+/// A native vulnerability scan result of `digest` (scanned at `scanned_at`, RFC 3339) with
+/// one finding of `severity`.
+pub fn vulnerability_scan(digest: &str, severity: &str, scanned_at: &str) -> Value {
+    json!({
+        "digest": digest, "scanType": "vulnerability", "scannedAt": scanned_at, "scanner": "trivy 0.58.1",
+        "findings": [{"id": "CVE-2024-0001", "severity": severity}]
+    })
 }
 
 /// A document as YAML text (policies are accepted as YAML or JSON).

@@ -3,17 +3,21 @@
 //! `block` rule is a failed stage (the cluster's failure mode decides, POLICY.md section 4,
 //! point 6), a `log` rule only warns, and the answer names the rules and why. The same holds
 //! for a verifier that fails, misses its deadline or has no verdict. Another tenant without
-//! signature rules is judged as before, and its reviews never ask the verifier.
+//! signature rules is judged as before, and its reviews never ask the verifier. Likewise the
+//! digest stage is asked only where a rule reads digests, and one registry down leaves only
+//! its images to the failure mode.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use portcullis_admission::testing::{StackOptions, TestStack};
-use portcullis_admission::{AdmissionOptions, BoxFuture, Hooks, ImageToVerify, SignatureStage};
-use portcullis_engine::evaluate::VerdictMap;
+use portcullis_admission::{
+    AdmissionOptions, BoxFuture, DigestStage, Hooks, ImageToVerify, SignatureAnswers, SignatureStage,
+};
+use portcullis_engine::evaluate::{DigestLookup, VerdictMap};
 use portcullis_integration_tests::admission::{
-    Answer, container, create_pod, host_network, pod, pod_spec, policy, review_raw,
+    Answer, Env, container, create_pod, host_network, pod, pod_spec, policy, review_raw,
 };
 use portcullis_integration_tests::store::{Api, by_name};
 use portcullis_proto::admission::v1 as pa;
@@ -228,7 +232,7 @@ impl SignatureStage for StubVerifier {
         tenant: &'a str,
         _cluster_id: &'a str,
         images: &'a [ImageToVerify],
-    ) -> BoxFuture<'a, Result<VerdictMap, String>> {
+    ) -> BoxFuture<'a, Result<SignatureAnswers, String>> {
         self.asked_by.lock().unwrap().push(tenant.to_owned());
         Box::pin(async move {
             let image = images.first().map(|i| i.image.clone()).unwrap_or_default();
@@ -238,9 +242,12 @@ impl SignatureStage for StubVerifier {
                 std::future::pending().await
             } else if image.contains("/good/") {
                 let verdicts = HashMap::from([("release".to_owned(), true)]);
-                Ok(VerdictMap(HashMap::from([(image, verdicts)])))
+                Ok(SignatureAnswers {
+                    verdicts: VerdictMap(HashMap::from([(image, verdicts)])),
+                    records: Vec::new(),
+                })
             } else {
-                Ok(VerdictMap::default())
+                Ok(SignatureAnswers::default())
             }
         })
     }
@@ -277,8 +284,8 @@ pub async fn a_verifier_that_cannot_answer_leaves_rules_not_judged(mode: Mode) {
         answer.decision.not_judged
     );
 
-    // (A verifier without a verdict for a tag whose digest is unknown is a violation of its
-    // own, the digest's: the unknown image is given by digest.)
+    // No verdict is not judged, for a digest and for a tag whose digest nobody resolved
+    // (no digest stage here) alike: an unknown digest says nothing of the image.
     let digest = "sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
     for (image, reason) in [
         (
@@ -287,6 +294,7 @@ pub async fn a_verifier_that_cannot_answer_leaves_rules_not_judged(mode: Mode) {
         ),
         ("slow/app:1".to_owned(), "signature verifier missed its deadline"),
         (format!("unknown/app@{digest}"), "no verdict for attestor(s) release"),
+        ("unknown/app:1".to_owned(), "no verdict for attestor(s) release"),
     ] {
         let path = image.clone();
         let image = format!("registry.example.com/{image}");
@@ -321,9 +329,121 @@ pub async fn a_verifier_that_cannot_answer_leaves_rules_not_judged(mode: Mode) {
     );
 }
 
+/// A digest stage that records what it is asked and answers by path: `/gone/` is not in the
+/// registry, `/down/` is on a registry that cannot be reached, the rest is found.
+#[derive(Default)]
+struct StubResolver {
+    asked: Mutex<Vec<Vec<String>>>,
+}
+
+const RESOLVED: &str = "sha256:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+
+impl DigestStage for StubResolver {
+    fn resolve<'a>(
+        &'a self,
+        _tenant: &'a str,
+        _cluster_id: &'a str,
+        references: &'a [String],
+    ) -> BoxFuture<'a, HashMap<String, DigestLookup>> {
+        self.asked.lock().unwrap().push(references.to_vec());
+        Box::pin(async move {
+            references
+                .iter()
+                .map(|r| {
+                    let answer = if r.contains("/gone/") {
+                        DigestLookup::NotFound
+                    } else if r.contains("/down/") {
+                        DigestLookup::Unavailable("registry unreachable".into())
+                    } else {
+                        DigestLookup::Found(RESOLVED.into())
+                    };
+                    (r.clone(), answer)
+                })
+                .collect()
+        })
+    }
+}
+
+/// Digests are asked for only where a rule reads them (a namespace whose definition has no
+/// scan or signature rule never asks), only for tag-only references, each once; and one
+/// registry down leaves only its image to the failure mode.
+pub async fn digests_are_asked_only_when_rules_read_them(mode: Mode) {
+    let resolver = Arc::new(StubResolver::default());
+    let options = StackOptions {
+        hooks: Hooks {
+            digests: Some(resolver.clone()),
+            signatures: None,
+        },
+        ..StackOptions::new(mode)
+    };
+    let doc = json!({
+        "name": "scans",
+        "default": {"rules": [{"type": "vulnerabilities", "action": "block",
+                               "statement": {"properties": [{"key": "max-severity", "value": "high"}]}}]},
+        "namespaced": [{"name": "plain", "namespaces": ["plain"], "rules": [host_network("block")]}]
+    });
+    let env = Env::start(options, &doc.to_string()).await;
+    let digest = "sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    let by_digest = format!("registry.example.com/pinned/app@{digest}");
+    let review = |namespace: &str, images: &[&str]| {
+        let containers = images
+            .iter()
+            .enumerate()
+            .map(|(i, image)| container(&format!("c{i}"), image, false))
+            .collect();
+        create_pod(pod("web", namespace, pod_spec(false, containers)))
+    };
+
+    // No rule reads digests in `plain`: nothing asked.
+    let answer = env.judge(&review("plain", &["registry.example.com/app:1"])).await;
+    assert!(answer.allowed(), "{answer:?}");
+    assert!(resolver.asked.lock().unwrap().is_empty());
+
+    // The default definition reads scans: the tag-only references, each once.
+    let tags = ["registry.example.com/app:1", "registry.example.com/gone/app:1"];
+    let answer = env
+        .judge(&review("apps", &[tags[0], &by_digest, tags[1], tags[0]]))
+        .await;
+    assert!(answer.allowed(), "unscanned, and not in the registry: {answer:?}");
+    assert_eq!(answer.decision.basis, pa::DecisionBasis::Evaluated as i32);
+    assert_eq!(
+        resolver.asked.lock().unwrap().as_slice(),
+        [tags.map(str::to_owned).to_vec()]
+    );
+    let digests: Vec<(&str, &str)> = answer
+        .decision
+        .digests
+        .iter()
+        .map(|d| (d.image.as_str(), d.digest.as_str()))
+        .collect();
+    assert!(digests.contains(&(tags[0], RESOLVED)), "{digests:?}");
+    assert!(digests.contains(&(by_digest.as_str(), digest)), "{digests:?}");
+
+    // One registry down: its image alone is unavailable, and the cluster's failure mode
+    // (fail-open, the default) decides, saying why.
+    let answer = env
+        .judge(&review(
+            "apps",
+            &["registry.example.com/app:1", "registry.example.com/down/app:1"],
+        ))
+        .await;
+    assert!(answer.allowed(), "{answer:?}");
+    assert_eq!(answer.decision.basis, pa::DecisionBasis::FailOpen as i32, "{answer:?}");
+    assert_eq!(
+        answer.decision.degraded,
+        ["digest-resolution: registry unreachable"],
+        "{answer:?}"
+    );
+    assert!(
+        answer.decision.digests.iter().any(|d| d.digest == RESOLVED),
+        "the other image is resolved: {answer:?}"
+    );
+}
+
 portcullis_test_kit::both! {
     embedded: portcullis_server::Mode::Embedded,
     distributed: portcullis_server::Mode::Distributed;
     unjudged_signature_rules_follow_the_failure_mode,
     a_verifier_that_cannot_answer_leaves_rules_not_judged,
+    digests_are_asked_only_when_rules_read_them,
 }

@@ -16,8 +16,9 @@
 //! too large) are dropped and counted as `rejected`. At most `capacity + batch` decisions are
 //! held at any time; nothing is buffered without bound.
 //!
-//! Blocked, log-only (any violation) and fail-open or fail-closed decisions carry the full
-//! [`Decision`]; plain allows carry only the compact [`AdmissionDecisionSummary`] (see
+//! Blocked, log-only (any violation), fail-open or fail-closed decisions and those with a
+//! signature verdict other than verified carry the full [`Decision`] (with its digests and
+//! signature verdicts); plain allows carry only the compact [`AdmissionDecisionSummary`] (see
 //! [`admission_decision_event`]).
 //!
 //! In embedded mode nothing survives a crash: [`PublisherTask::shutdown`] drains the queue on
@@ -34,6 +35,7 @@ use portcullis_proto::admission::v1::{Decision, DecisionBasis};
 use portcullis_proto::events::v1::{
     AdmissionDecision, AdmissionDecisionSummary, EventEnvelope, TraceContext, event_envelope,
 };
+use portcullis_proto::signature::v1::Verdict;
 use prost::Message;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -479,8 +481,9 @@ pub fn admission_decision_event(decision: Decision) -> AdmissionDecision {
 }
 
 /// Whether a decision is a plain allow, published as its summary only: admitted, without any
-/// violation (a log-only one included) or signature rule not judged, not made by failing open
-/// or closed, nothing degraded.
+/// violation (a log-only one included), signature rule not judged or signature verdict other
+/// than verified (an error's reason is worth keeping), not made by failing open or closed,
+/// nothing degraded.
 pub fn is_plain_allow(decision: &Decision) -> bool {
     let degraded_basis =
         decision.basis == DecisionBasis::FailOpen as i32 || decision.basis == DecisionBasis::FailClosed as i32;
@@ -489,6 +492,10 @@ pub fn is_plain_allow(decision: &Decision) -> bool {
         && decision.not_judged.is_empty()
         && decision.degraded.is_empty()
         && !degraded_basis
+        && decision
+            .signatures
+            .iter()
+            .all(|v| v.verdict == Verdict::Verified as i32)
 }
 
 /// Builds the bus event of a queued decision: a fresh event id (kept across retries, since
@@ -811,6 +818,7 @@ fn publish_round<'a>(
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use portcullis_proto::admission::v1::SignatureVerdict;
     use portcullis_proto::common::v1::{Violation, WorkloadRef};
 
     use super::*;
@@ -849,6 +857,15 @@ mod tests {
 
     #[test]
     fn plain_allow_carries_only_the_summary() {
+        let verified = Decision {
+            signatures: vec![SignatureVerdict {
+                image: "r.example/app:1".into(),
+                verdict: Verdict::Verified as i32,
+                ..SignatureVerdict::default()
+            }],
+            ..decision(true)
+        };
+        assert!(is_plain_allow(&verified), "verified signatures alone are plain");
         let d = decision(true);
         let event = admission_decision_event(d.clone());
         assert!(event.decision.is_none());
@@ -883,7 +900,23 @@ mod tests {
             basis: DecisionBasis::FailClosed as i32,
             ..decision(false)
         };
-        for d in [blocked, log_only, fail_open, fail_closed] {
+        let verdict = |outcome: Verdict, reason: &str| SignatureVerdict {
+            image: "r.example/app:1".into(),
+            digest: "sha256:ab".into(),
+            attestor: "release".into(),
+            verdict: outcome as i32,
+            reason: reason.into(),
+        };
+        // An `any` rule held by one attestor while another could not be checked: allowed,
+        // and the error's reason is kept.
+        let signature_error = Decision {
+            signatures: vec![
+                verdict(Verdict::Verified, "verified"),
+                verdict(Verdict::Error, "registry: connection refused"),
+            ],
+            ..decision(true)
+        };
+        for d in [blocked, log_only, fail_open, fail_closed, signature_error] {
             assert!(!is_plain_allow(&d));
             let event = admission_decision_event(d.clone());
             assert_eq!(event.summary.as_ref().map(|s| s.uid.as_str()), Some("u1"));

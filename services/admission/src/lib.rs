@@ -36,9 +36,12 @@ use portcullis_bus::Bus;
 use portcullis_engine::evaluate::FailureMode;
 
 pub use error::AdmissionError;
-pub use review::{DigestStage, ImageToVerify, MAX_REVIEW_BYTES, ReviewCaller, ReviewOutput, SignatureStage};
+pub use review::{
+    DigestStage, ImageToVerify, MAX_REVIEW_BYTES, ReviewCaller, ReviewOutput, SignatureAnswers, SignatureOutcome,
+    SignatureStage, SignatureVerdict,
+};
 pub use running::{RunningAdmission, ServeOptions};
-pub use signatures::BusSignatureStage;
+pub use signatures::{BusDigestStage, BusSignatureStage};
 pub use upstream::{ClusterSel, Upstream, UpstreamTimeouts};
 
 use crate::decision_events::{DecisionEventsConfig, DecisionPublisher, PublisherTask};
@@ -114,8 +117,9 @@ impl Default for AdmissionOptions {
     }
 }
 
-/// The later stages' hooks: signature verification ([`BusSignatureStage`], the signature
-/// service) and tag-to-digest resolution; `None` leaves them out.
+/// The later stages' hooks: signature verification ([`BusSignatureStage`]) and tag-to-digest
+/// resolution ([`BusDigestStage`]), both the signature service's; `None` leaves them out
+/// (tag-only references then stay unresolved).
 #[derive(Clone, Default)]
 pub struct Hooks {
     /// Tag-to-digest resolution.

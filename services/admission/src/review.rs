@@ -6,7 +6,11 @@
 //! 3. the cluster's policy and settings (`cluster_policy`): a connector key acts only for
 //!    its own cluster; when the store cannot be asked, the default failure mode decides;
 //! 4. the hooks of later stages (`run_hooks`: digest resolution, signatures), each under
-//!    its deadline; signatures only when the definition that applies has signature rules;
+//!    its deadline: tag-only references are resolved only when the definition that applies
+//!    reads digests (scan-based or signature rules), all of a pod's at once, and each gets
+//!    its own answer (found, not found, unavailable: one registry down leaves only its
+//!    images to the failure mode); signatures only when the definition has signature rules,
+//!    over the digests just resolved;
 //! 5. evaluation (`evaluate_with_scans`): the engine applies the excluded namespaces and
 //!    trusted images, reads scan summaries from the cache, and the missing ones are fetched
 //!    once and the evaluation repeated;
@@ -16,16 +20,17 @@
 //!    or missed its deadline; no verdict for an attestor) is the engine's too
 //!    ([`Signatures`]): a `block` rule is a failed stage, a `log` rule only warns, and the
 //!    answer lists every such rule (`Decision.not_judged`, a warning each);
-//! 7. the response AdmissionReview and the structured decision (`finish`), then the
-//!    metrics and the decision event (`record`).
+//! 7. the response AdmissionReview and the structured decision (`finish`: with the digests
+//!    used and every signature verdict the signature stage gave), then the metrics and the
+//!    decision event (`record`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use portcullis_engine::evaluate::{
-    CompiledPolicy, Decision, DigestLookup, DigestMap, DigestResolver, EvalContext, FailureMode, NoDigests,
-    NotEvaluated, Signatures, Unverified, Verdict, VerdictMap,
+    CompiledPolicy, Decision, DigestLookup, DigestResolver, EvalContext, FailureMode, NoDigests, NotEvaluated,
+    Signatures, Unverified, Verdict, VerdictMap,
 };
 use portcullis_engine::image_ref::ImageRef;
 use portcullis_engine::input::{Subject, parse_document_with};
@@ -33,6 +38,7 @@ use portcullis_engine::k8s::Fields;
 use portcullis_engine::policy::{Action, Mitigation};
 use portcullis_proto::admission::v1 as pa;
 use portcullis_proto::common::v1 as pc;
+use portcullis_proto::signature::v1 as ps;
 use serde::Serialize;
 use time::OffsetDateTime;
 use tracing::Instrument as _;
@@ -46,17 +52,20 @@ use crate::{Admission, BoxFuture};
 /// The largest AdmissionReview accepted (the API server's own request limit is 3 MiB).
 pub const MAX_REVIEW_BYTES: usize = 3 * 1024 * 1024;
 
-/// Resolves tag-only image references to digests (the signature service's resolver, wired
-/// by the signature issue). Runs under the digest stage's deadline.
+/// Resolves tag-only image references to digests (the signature service's resolver:
+/// [`crate::BusDigestStage`]). Runs under the digest stage's deadline.
 pub trait DigestStage: Send + Sync + 'static {
-    /// Digests of `references` (as written in the pod) in `tenant`'s `cluster`; references
-    /// left out of the answer are unresolvable.
+    /// What the registry says of each of `references` (tag-only, as written in the pod) in
+    /// `tenant`'s `cluster`: [`DigestLookup::Found`], [`DigestLookup::NotFound`] only when the
+    /// registry said it has no such image, [`DigestLookup::Unavailable`] when it could not be
+    /// asked (then that image alone follows the failure mode). A reference left out of the
+    /// answer is unavailable.
     fn resolve<'a>(
         &'a self,
         tenant: &'a str,
         cluster_id: &'a str,
         references: &'a [String],
-    ) -> BoxFuture<'a, Result<HashMap<String, String>, String>>;
+    ) -> BoxFuture<'a, HashMap<String, DigestLookup>>;
 }
 
 /// One image the signature rules that apply selected (the engine decides which), and the
@@ -65,23 +74,60 @@ pub trait DigestStage: Send + Sync + 'static {
 pub struct ImageToVerify {
     /// The reference as written in the pod.
     pub image: String,
-    /// Its digest when the reference carries one.
+    /// Its digest: the reference's own, or the one the digest stage resolved (so the
+    /// signature service does not resolve it again).
     pub digest: Option<String>,
     /// The attestors whose verdicts the rules read.
     pub attestors: Vec<String>,
 }
 
+/// The outcome of one attestor's check of one image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignatureOutcome {
+    /// A signature by the attestor verified.
+    Verified,
+    /// No valid signature by the attestor.
+    NotVerified,
+    /// The check could not be made (the reason says why).
+    Error,
+}
+
+/// One attestor's verdict on one image, as the signature stage gave it (for the record).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignatureVerdict {
+    /// The reference as written in the pod.
+    pub image: String,
+    /// The digest checked; empty when none could be had.
+    pub digest: String,
+    /// The attestor.
+    pub attestor: String,
+    /// The outcome.
+    pub outcome: SignatureOutcome,
+    /// Why, for people.
+    pub reason: String,
+}
+
+/// What the signature stage answered.
+#[derive(Debug, Clone, Default)]
+pub struct SignatureAnswers {
+    /// The verdicts the engine reads, keyed by reference or digest: an attestor left out
+    /// is not judged.
+    pub verdicts: VerdictMap,
+    /// Every verdict given, errors included, for the decision.
+    pub records: Vec<SignatureVerdict>,
+}
+
 /// Verifies image signatures (the signature service: [`crate::BusSignatureStage`]). Runs
 /// under the signature stage's deadline.
 pub trait SignatureStage: Send + Sync + 'static {
-    /// Verdicts for `images` in `tenant`'s `cluster_id`, keyed by reference or digest. An
-    /// attestor left out of the answer is not judged; an error leaves every rule not judged.
+    /// Verdicts for `images` in `tenant`'s `cluster_id`. An attestor left out of the
+    /// verdicts is not judged; an error leaves every rule not judged.
     fn verify<'a>(
         &'a self,
         tenant: &'a str,
         cluster_id: &'a str,
         images: &'a [ImageToVerify],
-    ) -> BoxFuture<'a, Result<VerdictMap, String>>;
+    ) -> BoxFuture<'a, Result<SignatureAnswers, String>>;
 }
 
 /// Who a review is for: the tenant, and the cluster the caller may act for.
@@ -140,19 +186,35 @@ fn timestamp(t: OffsetDateTime) -> prost_types::Timestamp {
     }
 }
 
-/// A resolver over what the digest stage answered; when it failed, every tag-only
-/// reference is unavailable (the failure mode decides).
+/// A resolver over what the digest stage answered: each reference its own answer; when the
+/// stage missed its deadline, every tag-only reference is unavailable (the failure mode
+/// decides). Not asked (no stage, or no rule reads digests): unknown.
 enum StageDigests {
     None,
-    Map(DigestMap),
+    Answers(HashMap<String, DigestLookup>),
     Failed(String),
+}
+
+impl StageDigests {
+    /// The digest the stage found for `reference`, if any.
+    fn found(&self, reference: &str) -> Option<&str> {
+        match self {
+            StageDigests::Answers(map) => match map.get(reference) {
+                Some(DigestLookup::Found(d)) => Some(d.as_str()),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
 }
 
 impl DigestResolver for StageDigests {
     fn resolve(&self, reference: &str, image: &ImageRef) -> DigestLookup {
         match self {
             StageDigests::None => NoDigests.resolve(reference, image),
-            StageDigests::Map(map) => map.resolve(reference, image),
+            StageDigests::Answers(map) => map.get(reference).cloned().unwrap_or_else(|| {
+                DigestLookup::Unavailable(format!("the digest stage gave no answer for {reference}"))
+            }),
             StageDigests::Failed(why) => DigestLookup::Unavailable(why.clone()),
         }
     }
@@ -193,7 +255,7 @@ pub const NO_VERIFIER: &str = "no signature verifier configured";
 /// What the signature stage answered.
 enum StageVerdicts {
     /// The verifier's verdicts.
-    Verdicts(VerdictMap),
+    Verdicts(SignatureAnswers),
     /// No verdicts, and why (no verifier, its error, its deadline).
     Unavailable(std::borrow::Cow<'static, str>),
 }
@@ -202,8 +264,16 @@ impl StageVerdicts {
     /// As the engine takes them: a rule they cannot decide is not judged.
     fn as_engine(&self) -> Signatures<'_> {
         match self {
-            StageVerdicts::Verdicts(map) => Signatures::Stage(map),
+            StageVerdicts::Verdicts(answers) => Signatures::Stage(&answers.verdicts),
             StageVerdicts::Unavailable(why) => Signatures::Unavailable(why),
+        }
+    }
+
+    /// Every verdict given, for the decision.
+    fn records(&self) -> &[SignatureVerdict] {
+        match self {
+            StageVerdicts::Verdicts(answers) => &answers.records,
+            StageVerdicts::Unavailable(_) => &[],
         }
     }
 }
@@ -332,7 +402,7 @@ impl Admission {
         let Some(policy) = cluster.policy.clone() else {
             // No policy assigned: nothing to enforce.
             let decision = Decision::allowed_without_evaluation(NotEvaluated::KindNotEvaluated);
-            return Ok(self.finish(caller, &subject, &cluster, &decision, timings, started, &[]));
+            return Ok(self.finish(caller, &subject, &cluster, &decision, timings, started, &[], &[]));
         };
         let hooks = self.run_hooks(caller, &cluster, &subject, &policy, &mut timings).await;
         let input = EvalInput {
@@ -344,7 +414,16 @@ impl Admission {
         };
         // Failed stages (signature rules not judged included) are the engine's to apply.
         let decision = self.evaluate_with_scans(&input, &mut timings).await;
-        Ok(self.finish(caller, &subject, &cluster, &decision, timings, started, &[]))
+        Ok(self.finish(
+            caller,
+            &subject,
+            &cluster,
+            &decision,
+            timings,
+            started,
+            &[],
+            hooks.signatures.records(),
+        ))
     }
 
     /// The tenant's rate limit.
@@ -398,8 +477,9 @@ impl Admission {
         }
     }
 
-    /// The hooks of later stages, each under its deadline; the signature hook only when the
-    /// definition that applies has signature rules (nothing to verify otherwise).
+    /// The hooks of later stages, each under its deadline: digests only when the definition
+    /// that applies reads them, the signature hook only when it has signature rules
+    /// (nothing to verify otherwise), over the digests resolved first.
     async fn run_hooks(
         &self,
         caller: &ReviewCaller,
@@ -409,11 +489,15 @@ impl Admission {
         timings: &mut Timings,
     ) -> HookAnswers {
         let started = Instant::now();
-        let digests = self.resolve_digests(caller, &cluster.cluster_id, subject).await;
+        let digests = if policy.reads_digests(&subject.namespace) {
+            self.resolve_digests(caller, cluster, subject).await
+        } else {
+            StageDigests::None
+        };
         timings.digests = started.elapsed();
         let signatures = if policy.verifies_signatures(&subject.namespace) {
             let started = Instant::now();
-            let verdicts = self.verify_signatures(caller, cluster, subject, policy).await;
+            let verdicts = self.verify_signatures(caller, cluster, subject, policy, &digests).await;
             timings.signature = started.elapsed();
             verdicts
         } else {
@@ -423,23 +507,28 @@ impl Admission {
         HookAnswers { digests, signatures }
     }
 
-    /// Tag-only references resolved to digests by the digest hook, when there is one.
-    async fn resolve_digests(&self, caller: &ReviewCaller, cluster_id: &str, subject: &Subject) -> StageDigests {
+    /// The pod's tag-only references (each once; trusted images left out: nothing reads
+    /// their digests) resolved by the digest hook, when there is one, all under the digest
+    /// deadline.
+    async fn resolve_digests(&self, caller: &ReviewCaller, cluster: &ClusterPolicy, subject: &Subject) -> StageDigests {
         let Some(stage) = &self.inner.hooks.digests else {
             return StageDigests::None;
         };
-        let tag_only: Vec<String> = images_of(subject)
-            .into_iter()
-            .filter(|i| ImageRef::parse(i).is_ok_and(|r| r.digest().is_none()))
-            .collect();
+        let mut tag_only: Vec<String> = Vec::new();
+        for text in images_of(subject) {
+            let wanted = ImageRef::parse(&text)
+                .is_ok_and(|r| r.digest().is_none() && !cluster.trusted_images.iter().any(|t| t.matches(&r)));
+            if wanted && !tag_only.contains(&text) {
+                tag_only.push(text);
+            }
+        }
         if tag_only.is_empty() {
             return StageDigests::None;
         }
-        let call = stage.resolve(&caller.tenant, cluster_id, &tag_only);
+        let call = stage.resolve(&caller.tenant, &cluster.cluster_id, &tag_only);
         match tokio::time::timeout(self.inner.options.digest_deadline, call).await {
-            Ok(Ok(map)) => StageDigests::Map(DigestMap(map)),
-            Ok(Err(e)) => StageDigests::Failed(e),
-            Err(_) => StageDigests::Failed("deadline exceeded".into()),
+            Ok(answers) => StageDigests::Answers(answers),
+            Err(_) => StageDigests::Failed("digest resolution missed its deadline".into()),
         }
     }
 
@@ -451,6 +540,7 @@ impl Admission {
         cluster: &ClusterPolicy,
         subject: &Subject,
         policy: &CompiledPolicy,
+        digests: &StageDigests,
     ) -> StageVerdicts {
         let Some(stage) = &self.inner.hooks.signatures else {
             return StageVerdicts::Unavailable(std::borrow::Cow::Borrowed(NO_VERIFIER));
@@ -460,7 +550,10 @@ impl Admission {
             .signature_selection(&subject.namespace, &images_of(subject), &cluster.trusted_images)
             .into_iter()
             .map(|(image, attestors)| {
-                let digest = ImageRef::parse(&image).ok().and_then(|r| r.digest().map(str::to_owned));
+                let digest = ImageRef::parse(&image)
+                    .ok()
+                    .and_then(|r| r.digest().map(str::to_owned))
+                    .or_else(|| digests.found(&image).map(str::to_owned));
                 ImageToVerify {
                     image,
                     digest,
@@ -470,7 +563,7 @@ impl Admission {
             .collect();
         if images.is_empty() {
             // No rule selects an image: nothing to ask.
-            return StageVerdicts::Verdicts(VerdictMap::default());
+            return StageVerdicts::Verdicts(SignatureAnswers::default());
         }
         let call = stage.verify(&caller.tenant, &cluster.cluster_id, &images);
         match tokio::time::timeout(self.inner.options.signature_deadline, call).await {
@@ -554,6 +647,7 @@ impl Admission {
             timings,
             started,
             &[format!("policy: {why}")],
+            &[],
         )
     }
 
@@ -568,6 +662,7 @@ impl Admission {
         timings: Timings,
         started: Instant,
         failed: &[String],
+        signatures: &[SignatureVerdict],
     ) -> ReviewOutput {
         let respond_started = Instant::now();
         let allowed = decision.verdict == Verdict::Allow;
@@ -600,6 +695,7 @@ impl Admission {
             object: Some(workload_of(subject)),
             owner: owner_of(subject),
             user: subject.user.as_str().to_owned(),
+            signatures: signatures.iter().map(signature_verdict_pb).collect(),
         };
         decision_pb.timings = Some(timings.to_pb(respond_started.elapsed(), started.elapsed()));
         self.record(caller, &decision_pb, basis);
@@ -746,6 +842,21 @@ fn unjudged_pb(u: &Unverified) -> pa::UnjudgedRule {
         containers: u.containers.clone(),
         attestors: u.attestors.clone(),
         reason: u.reason.clone(),
+    }
+}
+
+/// A signature verdict, as the protobuf has it.
+fn signature_verdict_pb(v: &SignatureVerdict) -> pa::SignatureVerdict {
+    pa::SignatureVerdict {
+        image: v.image.clone(),
+        digest: v.digest.clone(),
+        attestor: v.attestor.clone(),
+        verdict: match v.outcome {
+            SignatureOutcome::Verified => ps::Verdict::Verified,
+            SignatureOutcome::NotVerified => ps::Verdict::NotVerified,
+            SignatureOutcome::Error => ps::Verdict::Error,
+        } as i32,
+        reason: v.reason.clone(),
     }
 }
 

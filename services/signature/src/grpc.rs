@@ -127,13 +127,15 @@ pub fn to_proto_verification(verification: &Verification) -> ps::VerifyResponse 
     }
 }
 
-fn to_proto_resolution(resolution: Resolution) -> ps::ResolveDigestResponse {
+/// A resolution as protobuf.
+pub fn to_proto_resolution(resolution: Resolution) -> ps::ResolveDigestResponse {
     ps::ResolveDigestResponse {
         image: resolution.image,
         digest: resolution.digest,
         media_type: resolution.media_type,
         cached: resolution.cached,
         resolved_at: Some(prost_types::Timestamp::from(resolution.resolved_at)),
+        error: None,
     }
 }
 

@@ -1,7 +1,8 @@
 //! The signature verification service (issue 18, POLICY.md sections 4.6 and 6): verifies the
 //! cosign signatures of an image against a tenant's attestors and resolves tags to digests,
-//! for admission (NATS request/reply on `pc.rpc.signature.verify`, in a queue group so that
-//! replicas share the work) and for people (`SignatureService` over gRPC, `portcullis verify`).
+//! for admission (NATS request/reply on `pc.rpc.signature.verify` and
+//! `pc.rpc.signature.resolve`, in a queue group so that replicas share the work) and for
+//! people (`SignatureService` over gRPC, `portcullis verify`).
 //!
 //! - [`verify`]: the domain logic over `portcullis-oci` (the registry) and `portcullis-cosign`
 //!   (offline verification): resolve the digest when missing, read the attestors from the

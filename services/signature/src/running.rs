@@ -46,8 +46,8 @@ pub struct RunningSignature {
 }
 
 impl RunningSignature {
-    /// Starts following `bus`, serves `pc.rpc.signature.verify` and, when configured, its
-    /// gRPC listener (port 0 picks a free port). `store` gives attestors and registry
+    /// Starts following `bus`, serves `pc.rpc.signature.verify` and
+    /// `pc.rpc.signature.resolve` and, when configured, its gRPC listener (port 0 picks a free port). `store` gives attestors and registry
     /// credentials; `authenticator` resolves tenant keys on the listener.
     pub async fn start(
         store: Arc<dyn AttestorStore>,
@@ -85,20 +85,18 @@ impl RunningSignature {
         });
         let (rpc_signature, rpc_options) = (signature.clone(), options.signature.rpc.clone());
         // Subscribed before `start` returns, so that a request right after finds a server.
-        let requests = bus
-            .serve(
-                portcullis_domain::topic::SIGNATURE_VERIFY_SUBJECT,
-                &rpc_options.queue_group,
-            )
-            .await
-            .map_err(|e| {
-                ServerError::Config(format!(
-                    "serving {}: {e}",
-                    portcullis_domain::topic::SIGNATURE_VERIFY_SUBJECT
-                ))
-            })?;
-        lifecycle.spawn_fallible("verify requests", move |stop| async move {
-            let result = rpc::serve_requests(rpc_signature, requests, rpc_options, stop).await;
+        let serve = |subject: &'static str| {
+            let (bus, group) = (bus.clone(), rpc_options.queue_group.clone());
+            async move {
+                bus.serve(subject, &group)
+                    .await
+                    .map_err(|e| ServerError::Config(format!("serving {subject}: {e}")))
+            }
+        };
+        let verify = serve(portcullis_domain::topic::SIGNATURE_VERIFY_SUBJECT).await?;
+        let resolve = serve(portcullis_domain::topic::SIGNATURE_RESOLVE_SUBJECT).await?;
+        lifecycle.spawn_fallible("signature requests", move |stop| async move {
+            let result = rpc::serve_requests(rpc_signature, verify, resolve, rpc_options, stop).await;
             publisher_stop.cancel();
             result
         });

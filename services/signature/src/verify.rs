@@ -687,10 +687,16 @@ fn parse_attestor(stored: &StoredAttestor) -> Usable {
     }
 }
 
-fn validate(request: &VerifyRequest) -> Result<(), SignatureError> {
-    if portcullis_domain::TenantId::parse(&request.tenant).is_err() {
+/// The tenant a request names must be a tenant id (on the bus it comes from the message).
+pub(crate) fn validate_tenant(tenant: &str) -> Result<(), SignatureError> {
+    if portcullis_domain::TenantId::parse(tenant).is_err() {
         return Err(SignatureError::InvalidArgument("tenant_id: not a tenant id".into()));
     }
+    Ok(())
+}
+
+fn validate(request: &VerifyRequest) -> Result<(), SignatureError> {
+    validate_tenant(&request.tenant)?;
     if request.attestors.is_empty() {
         return Err(SignatureError::InvalidArgument(
             "attestors: at least one is required".into(),

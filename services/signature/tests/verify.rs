@@ -2,7 +2,8 @@
 //! embedded and distributed: images pushed and signed by the test (cosign's legacy layout,
 //! P-256 keys made with ring), keyless sigstore bundles from the test's own CA and log,
 //! signatures with a required log entry, a registry behind token auth with credentials stored
-//! for the cluster; verified over gRPC and over `pc.rpc.signature.verify`.
+//! for the cluster; verified over gRPC and over `pc.rpc.signature.verify`; tags resolved over
+//! `pc.rpc.signature.resolve`.
 
 #![allow(
     clippy::unwrap_used,
@@ -608,6 +609,59 @@ async fn token_auth_with_stored_credentials(mode: Mode) {
     assert!(answer.verdicts[0].reason.contains("unauthorized"), "{answer:?}");
 }
 
+/// `pc.rpc.signature.resolve` through admission's digest stage: each reference its own
+/// answer, NotFound only for what the registry does not have, unavailable when it cannot be
+/// asked; the tenant in the message is checked like a verification's.
+async fn resolution_over_the_bus(mode: Mode) {
+    use portcullis_admission::{BusDigestStage, DigestStage as _};
+    use portcullis_engine::evaluate::DigestLookup;
+
+    let mut f = start(mode).await;
+    let (digest, _) = f.push_image("app", "v1", "resolved over the bus").await;
+    let host = f.registry.host();
+    let stage = BusDigestStage::new(f.store.bus.clone(), Duration::from_secs(10));
+    let (tagged, missing) = (format!("{host}/app:v1"), format!("{host}/app:nope"));
+    let answers = stage
+        .resolve(&f.store.tenant_id, "", &[tagged.clone(), missing.clone()])
+        .await;
+    assert_eq!(answers.get(&tagged), Some(&DigestLookup::Found(digest.to_string())));
+    assert_eq!(answers.get(&missing), Some(&DigestLookup::NotFound));
+
+    // The tenant is in the message and checked.
+    let request = ps::ResolveDigestRequest {
+        tenant_id: "Not A Tenant".into(),
+        image: tagged.clone(),
+        ..Default::default()
+    };
+    let reply = f
+        .store
+        .bus
+        .request(
+            portcullis_domain::topic::SIGNATURE_RESOLVE_SUBJECT,
+            Bytes::from(request.encode_to_vec()),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    let reply = ps::ResolveDigestResponse::decode(reply).unwrap();
+    let error = reply.error.unwrap();
+    assert_eq!(error.code, 3, "{error:?}");
+    assert!(error.message.contains("tenant"), "{error:?}");
+
+    // The registry stopped: a tag never resolved is unavailable, never "not found"; the one
+    // resolved a moment ago is still answered from the cache.
+    f.registry.stop();
+    let other = format!("{host}/app:v2");
+    let answers = stage
+        .resolve(&f.store.tenant_id, "", &[tagged.clone(), other.clone()])
+        .await;
+    assert_eq!(answers.get(&tagged), Some(&DigestLookup::Found(digest.to_string())));
+    assert!(
+        matches!(answers.get(&other), Some(DigestLookup::Unavailable(_))),
+        "{answers:?}"
+    );
+}
+
 portcullis_test_kit::both! {
     embedded: portcullis_server::Mode::Embedded,
     distributed: portcullis_server::Mode::Distributed;
@@ -620,6 +674,7 @@ portcullis_test_kit::both! {
     registry_slow,
     one_round_for_concurrent_asks,
     over_the_bus_with_verdict_events,
+    resolution_over_the_bus,
     attestor_change_drops_verdicts,
     keyless_bundle_good_and_bad_identity,
     legacy_signature_with_log_entry_required,

@@ -161,6 +161,19 @@ impl CompiledPolicy {
         !self.definition(namespace).image_verification.is_empty()
     }
 
+    /// Whether the definition that applies in `namespace` reads image digests at admission:
+    /// it has image signature rules, or active scan-based rules (vulnerabilities, CVSS,
+    /// malware, secrets, unscanned images). A review under one that does not needs no
+    /// tag-to-digest resolution.
+    pub fn reads_digests(&self, namespace: &str) -> bool {
+        let def = self.definition(namespace);
+        !def.image_verification.is_empty()
+            || def
+                .rules
+                .iter()
+                .any(|r| r.active(Phase::Admission) && r.rule.check.needs_scan_results())
+    }
+
     /// The name of the definition that applies in `namespace`: a namespaced definition's
     /// name, or `default`.
     pub fn definition_name(&self, namespace: &str) -> &str {

@@ -45,8 +45,13 @@ impl TrustedImage {
 pub enum DigestLookup {
     /// The digest.
     Found(String),
-    /// The reference cannot be resolved: it counts as unscanned.
+    /// The registry said it has no such image (or the reference cannot be parsed): it
+    /// counts as unscanned, and a signature rule it leaves without verdicts fails.
     NotFound,
+    /// Nobody resolved it (no resolver, none asked, offline without a digest for it): the
+    /// digest is unknown, which says nothing of the image. It counts as unscanned; a
+    /// signature rule it leaves without verdicts is not judged, never a violation.
+    Unknown,
     /// The resolver failed (registry unreachable, deadline): the failure mode applies.
     Unavailable(String),
 }
@@ -57,17 +62,18 @@ pub trait DigestResolver {
     fn resolve(&self, reference: &str, image: &ImageRef) -> DigestLookup;
 }
 
-/// No resolver: tag-only references stay unresolved.
+/// No resolver: tag-only references stay unresolved ([`DigestLookup::Unknown`]).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct NoDigests;
 
 impl DigestResolver for NoDigests {
     fn resolve(&self, _: &str, _: &ImageRef) -> DigestLookup {
-        DigestLookup::NotFound
+        DigestLookup::Unknown
     }
 }
 
-/// A fixed map from image reference (as written, or normalised image path) to digest.
+/// A fixed map from image reference (as written, or normalised image path) to digest; a
+/// reference it lacks is [`DigestLookup::Unknown`] (offline, no registry said anything).
 #[derive(Debug, Default, Clone)]
 pub struct DigestMap(pub HashMap<String, String>);
 
@@ -76,7 +82,7 @@ impl DigestResolver for DigestMap {
         self.0
             .get(reference)
             .or_else(|| self.0.get(&image.image_path()))
-            .map_or(DigestLookup::NotFound, |d| DigestLookup::Found(d.clone()))
+            .map_or(DigestLookup::Unknown, |d| DigestLookup::Found(d.clone()))
     }
 }
 

@@ -299,7 +299,7 @@ impl Run<'_, '_> {
                         continue;
                     }
                 },
-                Some(DigestLookup::NotFound) | None => None,
+                Some(DigestLookup::NotFound | DigestLookup::Unknown) | None => None,
                 Some(DigestLookup::Unavailable(_)) => continue,
             };
             if self.scan_violates(&r.rule.check, summary)

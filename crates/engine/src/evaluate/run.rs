@@ -212,7 +212,7 @@ impl<'a, 'c> Run<'a, 'c> {
         self.containers
             .get(index)
             .and_then(|info| info.digest.clone())
-            .unwrap_or(DigestLookup::NotFound)
+            .unwrap_or(DigestLookup::Unknown)
     }
 
     /// Resolves the digest of container `index` into its [`ContainerInfo::digest`], once.
@@ -239,7 +239,7 @@ impl<'a, 'c> Run<'a, 'c> {
                     })
                     .find(|s| s.name == info.container.name)
                     .and_then(|s| digest_of_image_id(&s.image_id))
-                    .map_or(DigestLookup::NotFound, |d| DigestLookup::Found(d.to_owned())),
+                    .map_or(DigestLookup::Unknown, |d| DigestLookup::Found(d.to_owned())),
                 None => self.ctx.digests.resolve(&info.container.image, image),
             },
         };
@@ -253,7 +253,7 @@ impl<'a, 'c> Run<'a, 'c> {
                 }
             }
             DigestLookup::Unavailable(msg) => self.stage_failed("digest-resolution", msg),
-            DigestLookup::NotFound => {}
+            DigestLookup::NotFound | DigestLookup::Unknown => {}
         }
         if let Some(info) = self.containers.get_mut(index) {
             info.digest = Some(lookup);

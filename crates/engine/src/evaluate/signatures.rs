@@ -66,9 +66,14 @@ impl Run<'_, '_> {
             self.violations.push(signature_violation(rule, names, &reason));
             return;
         }
-        let digest = match self.digest(index) {
-            DigestLookup::Found(d) => Some(d),
-            DigestLookup::NotFound => None,
+        // `missing`: the registry said there is no such image. A digest nobody resolved is
+        // unknown: at admission that says nothing of the image; offline the verdicts given
+        // are all there is, so a tag they do not decide cannot be verified (README).
+        let offline = self.ctx.signatures.is_offline();
+        let (digest, missing) = match self.digest(index) {
+            DigestLookup::Found(d) => (Some(d), false),
+            DigestLookup::NotFound => (None, true),
+            DigestLookup::Unknown => (None, offline),
             DigestLookup::Unavailable(why) => {
                 // The digest stage has failed already (a stage failure of its own).
                 let why = format!("digest resolution: {why}");
@@ -127,13 +132,17 @@ impl Run<'_, '_> {
         if decided_failure {
             let reason = format!("no valid signature by {}", invalid.join(", "));
             self.violations.push(signature_violation(rule, names, &reason));
-        } else if digest.is_none() {
-            self.violations.push(signature_violation(
-                rule,
-                names,
-                "the image's digest could not be resolved",
-            ));
+        } else if missing {
+            // POLICY.md 4.6: an image the registry does not have cannot be verified.
+            let reason = if offline {
+                "the image's digest could not be resolved"
+            } else {
+                "the registry has no such image"
+            };
+            self.violations.push(signature_violation(rule, names, reason));
         } else {
+            // An attestor without a verdict (the service could not judge it) over a digest
+            // that is unknown only because nobody resolved it says nothing of the image.
             let why = format!("no verdict for attestor(s) {}", unknown.join(", "));
             let entry = undecided(rule, image_text, digest, unknown, names, &why);
             self.undecided(rule, entry, true);
