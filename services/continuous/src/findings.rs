@@ -25,7 +25,7 @@
 //!   reference) after a terminate comes back with the same spec: terminating it again at once
 //!   would make a delete loop, so terminates back off per owner (1, 2, 4 ... 60 minutes after
 //!   the owner's last one, [`terminate_backoff`]) and the pod gets a
-//!   [`MITIGATION_INEFFECTIVE`] finding; [`Reconciled::retry_at`] says when to look again. The
+//!   [`MITIGATION_INEFFECTIVE`] finding; [`Outcome::retry_at`] says when to look again. The
 //!   owner's backoff ends when a pod of it is judged without a need to terminate.
 //!
 //! Everything here is pure: state in, state and what to publish and order out; the service
@@ -74,6 +74,29 @@ impl RuleKey {
     /// The key as text.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// Whether this is the rule of `violation` ([`RuleKey::of`] without building it: most
+    /// findings are confirmed, and a key per confirmation would be most of the cost).
+    pub fn is_of(&self, violation: &Violation) -> bool {
+        let Some(rest) = self.0.strip_prefix(violation.rule_type) else {
+            return false;
+        };
+        let Some(mut rest) = rest.strip_prefix(" {") else {
+            return false;
+        };
+        for (i, (k, v)) in violation.properties.iter().enumerate() {
+            let Some(r) = rest
+                .strip_prefix(if i == 0 { " " } else { ", " })
+                .and_then(|r| r.strip_prefix(k.as_str()))
+                .and_then(|r| r.strip_prefix(':'))
+                .and_then(|r| r.strip_prefix(v.as_str()))
+            else {
+                return false;
+            };
+            rest = r;
+        }
+        rest == " }"
     }
 }
 
@@ -223,23 +246,13 @@ pub fn isolation_policy(namespace: &str) -> Value {
     })
 }
 
-/// What reconciling gave.
+/// What reconciling one pod gave.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Reconciled {
     /// The pod's new state (every open finding, last seen moved where confirmed).
     pub state: PodState,
-    /// Findings that opened (to publish).
-    pub opened: Vec<Finding>,
-    /// Open findings whose mitigation changed (to publish).
-    pub changed: Vec<Finding>,
-    /// Findings that resolved (to publish).
-    pub resolved: Vec<Finding>,
-    /// Open findings confirmed as they were (stored, never published again).
-    pub unchanged: Vec<RuleKey>,
-    /// Commands to order.
-    pub commands: Vec<Command>,
-    /// When to evaluate the pod again for a terminate held back by its owner's backoff.
-    pub retry_at: Option<OffsetDateTime>,
+    /// What to publish and order.
+    pub outcome: Outcome,
 }
 
 /// Reconciles one pod's previous state with its new decision, in cluster `cluster` at `now`;
@@ -247,56 +260,66 @@ pub struct Reconciled {
 pub fn reconcile_pod(
     cluster: &str,
     pod: &PodProjection,
-    previous: &PodState,
+    previous: PodState,
     decision: &RunningDecision,
     owners: &mut Owners,
     now: OffsetDateTime,
 ) -> Reconciled {
     let stage_failed = !decision.stage_failures.is_empty();
-    let mut out = Reconciled::default();
-    let mut current: Vec<(RuleKey, &Violation)> = Vec::with_capacity(decision.violations.len());
-    for v in decision.violations.iter().filter(|v| v.mitigation != Mitigation::None) {
-        let key = RuleKey::of(v);
-        if !current.iter().any(|(k, _)| *k == key) {
-            current.push((key, v));
-        }
-    }
-    let mut open: Vec<Finding> = Vec::with_capacity(current.len());
-    let mut was_ineffective: Option<&Finding> = None;
-    for f in &previous.open {
+    let mut out = Outcome::default();
+    let violations: Vec<&Violation> = decision
+        .violations
+        .iter()
+        .filter(|v| v.mitigation != Mitigation::None)
+        .collect();
+    // Which violations an open finding confirms (the first of a rule, should a policy hold
+    // the same rule twice).
+    let mut confirmed = vec![false; violations.len()];
+    let mut open: Vec<Finding> = Vec::with_capacity(violations.len() + 1);
+    let mut was_ineffective: Option<Finding> = None;
+    for mut f in previous.open {
         if f.rule.0 == MITIGATION_INEFFECTIVE {
             was_ineffective = Some(f);
             continue;
         }
-        match current.iter().find(|(k, _)| *k == f.rule) {
-            Some((_, v)) => {
-                let mut kept = f.clone();
-                kept.last_seen = now;
-                v.containers.clone_into(&mut kept.containers);
-                v.message.clone_into(&mut kept.message);
-                if kept.mitigation == v.mitigation {
-                    out.unchanged.push(kept.rule.clone());
-                } else {
-                    kept.mitigation = v.mitigation;
-                    out.changed.push(kept.clone());
+        match violations.iter().enumerate().find(|(_, v)| f.rule.is_of(v)) {
+            Some((i, v)) => {
+                if let Some(c) = confirmed.get_mut(i) {
+                    *c = true;
                 }
-                open.push(kept);
+                f.last_seen = now;
+                if f.containers != v.containers {
+                    v.containers.clone_into(&mut f.containers);
+                }
+                if f.message != v.message {
+                    v.message.clone_into(&mut f.message);
+                }
+                if f.mitigation == v.mitigation {
+                    out.unchanged += 1;
+                } else {
+                    f.mitigation = v.mitigation;
+                    out.changed.push(f.clone());
+                }
+                open.push(f);
             }
-            None if stage_failed => open.push(f.clone()),
+            None if stage_failed => open.push(f),
             None => {
-                let mut gone = f.clone();
-                gone.resolved = Some(now);
-                out.resolved.push(gone);
+                f.resolved = Some(now);
+                out.resolved.push(f);
             }
         }
     }
-    for (key, v) in current {
-        if !previous.open.iter().any(|f| f.rule == key) {
+    for (i, v) in violations.iter().enumerate() {
+        if confirmed.get(i) != Some(&false) {
+            continue;
+        }
+        let key = RuleKey::of(v);
+        if !open.iter().any(|f| f.rule == key) {
             let f = Finding {
                 cluster: cluster.to_owned(),
-                namespace: pod.namespace.clone(),
-                pod: pod.name.clone(),
-                uid: pod.uid.clone(),
+                namespace: pod.namespace().into(),
+                pod: pod.name().into(),
+                uid: pod.uid().to_owned(),
                 rule: key,
                 mitigation: v.mitigation,
                 containers: v.containers.clone(),
@@ -318,9 +341,9 @@ pub fn reconcile_pod(
             .collect()
     };
     let address = || PodAddress {
-        namespace: pod.namespace.clone(),
-        name: pod.name.clone(),
-        uid: pod.uid.clone(),
+        namespace: pod.namespace().into(),
+        name: pod.name().into(),
+        uid: pod.uid().to_owned(),
     };
     let mut state = PodState {
         open: Vec::new(),
@@ -380,25 +403,23 @@ pub fn reconcile_pod(
     let keep_ineffective =
         ineffective || ((wanted == Mitigation::Terminate || stage_failed) && was_ineffective.is_some());
     match (was_ineffective, keep_ineffective) {
-        (Some(f), true) => {
-            let mut kept = f.clone();
+        (Some(mut kept), true) => {
             if !stage_failed || ineffective {
                 kept.last_seen = now;
             }
-            out.unchanged.push(kept.rule.clone());
+            out.unchanged += 1;
             open.push(kept);
         }
-        (Some(f), false) => {
-            let mut gone = f.clone();
+        (Some(mut gone), false) => {
             gone.resolved = Some(now);
             out.resolved.push(gone);
         }
         (None, true) => {
             let f = Finding {
                 cluster: cluster.to_owned(),
-                namespace: pod.namespace.clone(),
-                pod: pod.name.clone(),
-                uid: pod.uid.clone(),
+                namespace: pod.namespace().into(),
+                pod: pod.name().into(),
+                uid: pod.uid().to_owned(),
                 rule: RuleKey(MITIGATION_INEFFECTIVE.to_owned()),
                 mitigation: Mitigation::Log,
                 containers: Vec::new(),
@@ -433,7 +454,7 @@ pub fn reconcile_pod(
                 out.commands.push(Command {
                     pod: address(),
                     order: Order::Isolate {
-                        network_policy: isolation_policy(&pod.namespace),
+                        network_policy: isolation_policy(pod.namespace()),
                     },
                     rules: rules_for(Mitigation::Isolate, &open),
                 });
@@ -452,8 +473,7 @@ pub fn reconcile_pod(
         _ => {}
     }
     state.open = open;
-    out.state = state;
-    out
+    Reconciled { state, outcome: out }
 }
 
 /// A pod that is gone: every open finding resolves at `now`.
@@ -477,7 +497,8 @@ pub struct ClusterFindings {
     pub owners: Owners,
 }
 
-/// What reconciling a cluster (or part of it) gave, all pods together.
+/// What reconciling gave: what to publish and to order (for one pod, or for a cluster or
+/// part of one, all pods together).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Outcome {
     /// Findings that opened.
@@ -490,8 +511,23 @@ pub struct Outcome {
     pub unchanged: usize,
     /// Commands to order.
     pub commands: Vec<Command>,
-    /// The earliest moment a held-back terminate may be ordered.
+    /// The earliest moment a held-back terminate may be ordered (evaluate again then).
     pub retry_at: Option<OffsetDateTime>,
+}
+
+impl Outcome {
+    /// Adds another pod's outcome to this one.
+    pub fn absorb(&mut self, other: Outcome) {
+        self.opened.extend(other.opened);
+        self.changed.extend(other.changed);
+        self.resolved.extend(other.resolved);
+        self.unchanged += other.unchanged;
+        self.commands.extend(other.commands);
+        self.retry_at = match (self.retry_at, other.retry_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
 }
 
 impl ClusterFindings {
@@ -505,23 +541,17 @@ impl ClusterFindings {
         now: OffsetDateTime,
     ) -> Outcome {
         let mut outcome = Outcome::default();
-        let empty = PodState::default();
         for (pod, decision) in judged {
-            let previous = self.pods.get(&pod.uid).unwrap_or(&empty);
+            let uid = pod.uid();
+            let previous = self.pods.get_mut(uid).map(std::mem::take).unwrap_or_default();
             let r = reconcile_pod(cluster, pod, previous, &decision, &mut self.owners, now);
-            outcome.opened.extend(r.opened);
-            outcome.changed.extend(r.changed);
-            outcome.resolved.extend(r.resolved);
-            outcome.unchanged += r.unchanged.len();
-            outcome.commands.extend(r.commands);
-            outcome.retry_at = match (outcome.retry_at, r.retry_at) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
-            if r.state == empty {
-                self.pods.remove(&pod.uid);
+            outcome.absorb(r.outcome);
+            if r.state == PodState::default() {
+                self.pods.remove(uid);
+            } else if let Some(slot) = self.pods.get_mut(uid) {
+                *slot = r.state;
             } else {
-                self.pods.insert(pod.uid.clone(), r.state);
+                self.pods.insert(uid.to_owned(), r.state);
             }
         }
         for uid in gone {

@@ -75,31 +75,100 @@ pub struct Owner {
 }
 
 /// The lean projection of a running pod: one inventory row.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+///
+/// It holds the engine's [`Subject`] of the pod, built once (from the pod or from its row), so
+/// that judging it again costs no copy; the row is its JSON ([`PodProjection::to_row`]).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(from = "Row")]
 pub struct PodProjection {
-    /// `metadata.namespace` (`default` when absent, as the engine reads it).
-    pub namespace: CompactString,
-    /// `metadata.name`.
-    pub name: CompactString,
-    /// `metadata.uid`.
-    pub uid: String,
     /// `metadata.labels`.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
     /// `metadata.ownerReferences`.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub owners: Vec<Owner>,
     /// Container name → the digest its `imageID` names, for containers whose image is given by
     /// tag alone (the others name their digest themselves).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub digests: BTreeMap<CompactString, String>,
+    /// The pod as the engine judges it.
+    subject: Subject,
+}
+
+/// The row's fields, read back.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Row {
+    namespace: CompactString,
+    name: CompactString,
+    uid: String,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    #[serde(default)]
+    owners: Vec<Owner>,
+    #[serde(default)]
+    digests: BTreeMap<CompactString, String>,
     /// The annotations the engine reads (PSA's AppArmor ones).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub annotations: BTreeMap<String, String>,
-    /// The pod spec as the engine reads it, stored in the Kubernetes shape.
+    #[serde(default)]
+    annotations: BTreeMap<String, String>,
+    /// The pod spec as the engine reads it, in the Kubernetes shape (the engine's reader).
+    spec: PodSpec,
+}
+
+/// The row's fields, written.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RowOut<'a> {
+    namespace: &'a str,
+    name: &'a str,
+    uid: &'a str,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    labels: &'a BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "<[Owner]>::is_empty")]
+    owners: &'a [Owner],
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    digests: &'a BTreeMap<CompactString, String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    annotations: &'a BTreeMap<String, String>,
     #[serde(serialize_with = "write_spec")]
-    pub spec: PodSpec,
+    spec: &'a PodSpec,
+}
+
+impl Serialize for PodProjection {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        RowOut {
+            namespace: self.namespace(),
+            name: self.name(),
+            uid: self.uid(),
+            labels: &self.labels,
+            owners: &self.owners,
+            digests: &self.digests,
+            annotations: self.annotations(),
+            spec: self.spec(),
+        }
+        .serialize(serializer)
+    }
+}
+
+static EMPTY_MAP: BTreeMap<String, String> = BTreeMap::new();
+static EMPTY_SPEC: std::sync::LazyLock<PodSpec> = std::sync::LazyLock::new(PodSpec::default);
+
+impl From<Row> for PodProjection {
+    fn from(row: Row) -> PodProjection {
+        PodProjection::new(
+            row.namespace,
+            ObjectMeta {
+                name: row.name,
+                generate_name: CompactString::default(),
+                namespace: None,
+                uid: row.uid,
+                annotations: row.annotations,
+                deletion_timestamp: None,
+                owner_references: Vec::new(),
+            },
+            row.labels,
+            row.owners,
+            row.digests,
+            row.spec,
+        )
+    }
 }
 
 /// `metadata.labels` alone (the engine's view has no labels: no rule reads them).
@@ -173,13 +242,15 @@ impl PodProjection {
                 .any(|(_, c)| c.name == name && ImageRef::parse(&c.image).is_ok_and(|r| r.digest().is_none()))
         };
         let digests = status
-            .iter()
+            .into_iter()
             .flat_map(|s| {
-                s.container_statuses
-                    .iter()
-                    .chain(&s.init_container_statuses)
-                    .chain(&s.ephemeral_container_statuses)
+                [
+                    s.container_statuses,
+                    s.init_container_statuses,
+                    s.ephemeral_container_statuses,
+                ]
             })
+            .flatten()
             .filter(|s| tag_only(&s.name))
             .filter_map(|s| {
                 digest_of_image_id(&s.image_id).map(|d| (CompactString::from(s.name.as_str()), d.to_owned()))
@@ -189,34 +260,148 @@ impl PodProjection {
                 m.entry(name).or_insert(digest);
                 m
             });
-        Ok(PodProjection {
-            namespace: subject.namespace,
+        let owners = owner_references
+            .into_iter()
+            .map(|o| {
+                let OwnerReference {
+                    api_version,
+                    uid,
+                    kind,
+                    name,
+                    controller,
+                } = o;
+                Owner {
+                    api_version,
+                    kind,
+                    name,
+                    uid,
+                    controller,
+                }
+            })
+            .collect();
+        let meta = ObjectMeta {
             name,
+            generate_name: CompactString::default(),
+            namespace: None,
             uid,
-            labels,
-            owners: owner_references
-                .into_iter()
-                .map(|o| {
-                    let OwnerReference {
-                        api_version,
-                        uid,
-                        kind,
-                        name,
-                        controller,
-                    } = o;
-                    Owner {
-                        api_version,
-                        kind,
-                        name,
-                        uid,
-                        controller,
-                    }
-                })
-                .collect(),
-            digests,
             annotations,
+            deletion_timestamp: None,
+            owner_references: Vec::new(),
+        };
+        Ok(PodProjection::new(
+            subject.namespace,
+            meta,
+            labels,
+            owners,
+            digests,
             spec,
-        })
+        ))
+    }
+
+    /// The projection of these parts: the subject built once, as parsing the full pod gives
+    /// it for everything a rule reads (the status only as the digests of tag-only images).
+    fn new(
+        namespace: CompactString,
+        mut metadata: ObjectMeta,
+        labels: BTreeMap<String, String>,
+        owners: Vec<Owner>,
+        digests: BTreeMap<CompactString, String>,
+        spec: PodSpec,
+    ) -> PodProjection {
+        let container_statuses = spec
+            .all_containers()
+            .filter_map(|(_, c)| {
+                digests.get(&c.name).map(|d| ContainerStatus {
+                    name: c.name.to_string(),
+                    image: String::new(),
+                    image_id: format!("@{d}"),
+                })
+            })
+            .collect();
+        metadata.namespace = Some(namespace.clone());
+        metadata.owner_references = owners
+            .iter()
+            .map(|o| OwnerReference {
+                api_version: o.api_version.clone(),
+                uid: o.uid.clone(),
+                kind: o.kind.clone(),
+                name: o.name.clone(),
+                controller: o.controller,
+            })
+            .collect();
+        let subject = Subject {
+            uid: String::new(),
+            review_api_version: CompactString::default(),
+            operation: Operation::Create,
+            group: CompactString::default(),
+            kind: CompactString::const_new("Pod"),
+            version: CompactString::const_new("v1"),
+            user: CompactString::default(),
+            resource: CompactString::default(),
+            sub_resource: CompactString::default(),
+            namespace,
+            name: metadata.name.clone(),
+            object: Some(KubeObject {
+                api_version: CompactString::const_new("v1"),
+                kind: CompactString::const_new("Pod"),
+                metadata,
+                spec: Some(spec),
+                status: Some(PodStatus {
+                    container_statuses,
+                    init_container_statuses: Vec::new(),
+                    ephemeral_container_statuses: Vec::new(),
+                }),
+            }),
+            pod_spec_unchanged: false,
+            added_ephemeral_containers: Vec::new(),
+            dry_run: false,
+            fields: Fields::ALL,
+        };
+        PodProjection {
+            labels,
+            owners,
+            digests,
+            subject,
+        }
+    }
+
+    fn metadata(&self) -> Option<&ObjectMeta> {
+        self.subject.object.as_ref().map(|o| &o.metadata)
+    }
+
+    /// `metadata.namespace` (`default` when absent, as the engine reads it).
+    pub fn namespace(&self) -> &str {
+        &self.subject.namespace
+    }
+
+    /// `metadata.name`.
+    pub fn name(&self) -> &str {
+        &self.subject.name
+    }
+
+    /// `metadata.uid`.
+    pub fn uid(&self) -> &str {
+        self.metadata().map_or("", |m| m.uid.as_str())
+    }
+
+    /// The pod spec as the engine reads it.
+    pub fn spec(&self) -> &PodSpec {
+        self.subject
+            .object
+            .as_ref()
+            .and_then(|o| o.spec.as_ref())
+            .unwrap_or(&EMPTY_SPEC)
+    }
+
+    /// The annotations the engine reads (PSA's AppArmor ones).
+    pub fn annotations(&self) -> &BTreeMap<String, String> {
+        self.metadata().map_or(&EMPTY_MAP, |m| &m.annotations)
+    }
+
+    /// The engine's subject for [`portcullis_engine::evaluate::CompiledPolicy::evaluate_running`]:
+    /// what parsing the full pod gives, for everything a rule reads.
+    pub fn subject(&self) -> &Subject {
+        &self.subject
     }
 
     /// The stored form (JSON).
@@ -236,88 +421,25 @@ impl PodProjection {
 
     /// Whether the pod shares its node's network namespace (a NetworkPolicy cannot isolate it).
     pub fn host_network(&self) -> bool {
-        self.spec.host_network == Some(true)
+        self.spec().host_network == Some(true)
     }
 
     /// Whether any container runs `digest` (an image pinned to it, or resolved to it).
     pub fn runs_digest(&self, digest: &str) -> bool {
         self.digests.values().any(|d| d == digest)
             || self
-                .spec
+                .spec()
                 .all_containers()
                 .any(|(_, c)| ImageRef::parse(&c.image).is_ok_and(|r| r.digest() == Some(digest)))
-    }
-
-    /// The engine's subject for [`portcullis_engine::evaluate::CompiledPolicy::evaluate_running`]:
-    /// what parsing the full pod gives, for everything a rule reads.
-    pub fn to_subject(&self) -> Subject {
-        let image_id = |digest: &String| format!("@{digest}");
-        let container_statuses = self
-            .spec
-            .all_containers()
-            .filter_map(|(_, c)| {
-                self.digests.get(&c.name).map(|d| ContainerStatus {
-                    name: c.name.to_string(),
-                    image: String::new(),
-                    image_id: image_id(d),
-                })
-            })
-            .collect();
-        Subject {
-            uid: String::new(),
-            review_api_version: CompactString::default(),
-            operation: Operation::Create,
-            group: CompactString::default(),
-            kind: CompactString::const_new("Pod"),
-            version: CompactString::const_new("v1"),
-            user: CompactString::default(),
-            resource: CompactString::default(),
-            sub_resource: CompactString::default(),
-            namespace: self.namespace.clone(),
-            name: self.name.clone(),
-            object: Some(KubeObject {
-                api_version: CompactString::const_new("v1"),
-                kind: CompactString::const_new("Pod"),
-                metadata: ObjectMeta {
-                    name: self.name.clone(),
-                    generate_name: CompactString::default(),
-                    namespace: Some(self.namespace.clone()),
-                    uid: self.uid.clone(),
-                    annotations: self.annotations.clone(),
-                    deletion_timestamp: None,
-                    owner_references: self
-                        .owners
-                        .iter()
-                        .map(|o| OwnerReference {
-                            api_version: o.api_version.clone(),
-                            uid: o.uid.clone(),
-                            kind: o.kind.clone(),
-                            name: o.name.clone(),
-                            controller: o.controller,
-                        })
-                        .collect(),
-                },
-                spec: Some(self.spec.clone()),
-                status: Some(PodStatus {
-                    container_statuses,
-                    init_container_statuses: Vec::new(),
-                    ephemeral_container_statuses: Vec::new(),
-                }),
-            }),
-            pod_spec_unchanged: false,
-            added_ephemeral_containers: Vec::new(),
-            dry_run: false,
-            fields: Fields::ALL,
-        }
     }
 }
 
 // ---------------------------------------------------------------------------------------
 // The engine's pod view written back in the Kubernetes shape its reader reads.
 
-/// Writes `value` with [`Shape`].
-fn write_spec<S: Serializer>(spec: &PodSpec, serializer: S) -> Result<S::Ok, S::Error> {
-    K8s(spec).serialize(serializer)
+/// Writes the spec in the Kubernetes shape (see [`Shape`]).
+fn write_spec<S: Serializer>(spec: &&PodSpec, serializer: S) -> Result<S::Ok, S::Error> {
+    K8s(*spec).serialize(serializer)
 }
 
 /// An engine view, serialised in the Kubernetes JSON shape (unset fields left out).
@@ -698,17 +820,14 @@ mod tests {
               {"name":"side","imageID":"sha256:local"}]}}"#,
         )
         .unwrap();
-        assert_eq!(
-            (p.namespace.as_str(), p.name.as_str(), p.uid.as_str()),
-            ("shop", "web-1", "u-1")
-        );
+        assert_eq!((p.namespace(), p.name(), p.uid()), ("shop", "web-1", "u-1"));
         assert_eq!(p.labels.get("app").map(String::as_str), Some("web"));
         assert_eq!(p.controller().map(|o| o.uid.as_str()), Some("rs-1"));
         assert_eq!(p.digests.len(), 1, "an imageID without a registry digest names none");
         assert_eq!(p.digests.get("app").map(String::as_str), Some("sha256:aaa"));
         assert!(p.runs_digest("sha256:aaa"));
         assert!(!p.runs_digest("sha256:local"));
-        assert_eq!(p.annotations.len(), 1, "only the annotations the engine reads");
+        assert_eq!(p.annotations().len(), 1, "only the annotations the engine reads");
         let back = PodProjection::from_row(&p.to_row().unwrap()).unwrap();
         assert_eq!(back, p);
     }
@@ -716,7 +835,7 @@ mod tests {
     #[test]
     fn a_pod_without_namespace_is_in_default() {
         let p = project(r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p","uid":"u"}}"#).unwrap();
-        assert_eq!(p.namespace, "default");
+        assert_eq!(p.namespace(), "default");
         assert!(!p.host_network());
     }
 }

@@ -12,12 +12,12 @@ use std::collections::HashSet;
 
 use portcullis_engine::evaluate::{CompiledPolicy, EvalContext, RunningDecision};
 
-use crate::findings::{ClusterFindings, Command, Finding, Outcome, PodState, pod_gone, reconcile_pod};
+use crate::findings::{ClusterFindings, Outcome, pod_gone, reconcile_pod};
 use crate::inventory::PodProjection;
 
 /// Judges one pod of the inventory with the engine.
 pub fn judge(policy: &CompiledPolicy, ctx: &EvalContext<'_>, pod: &PodProjection) -> RunningDecision {
-    policy.evaluate_running(&pod.to_subject(), ctx)
+    policy.evaluate_running(pod.subject(), ctx)
 }
 
 /// Uids holding findings state that are not in the inventory: those pods are gone.
@@ -25,7 +25,7 @@ fn gone(findings: &ClusterFindings, pods: &[PodProjection]) -> Vec<String> {
     if findings.pods.is_empty() {
         return Vec::new();
     }
-    let present: HashSet<&str> = pods.iter().map(|p| p.uid.as_str()).collect();
+    let present: HashSet<&str> = pods.iter().map(PodProjection::uid).collect();
     let mut gone: Vec<String> = findings
         .pods
         .keys()
@@ -49,37 +49,21 @@ pub fn reevaluate(
     findings.reconcile(cluster, pods.iter().map(|p| (p, judge(policy, ctx, p))), &gone, ctx.now)
 }
 
-/// What a draft policy would change on one cluster.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Preview {
-    /// Findings it would newly open.
-    pub opened: Vec<Finding>,
-    /// Open findings whose mitigation it would change.
-    pub changed: Vec<Finding>,
-    /// Findings it would resolve.
-    pub resolved: Vec<Finding>,
-    /// Mitigations it would order.
-    pub commands: Vec<Command>,
-}
-
-/// What re-evaluating `pods` with `draft` would do to `findings`, without doing it.
+/// What re-evaluating `pods` with `draft` would do to `findings` (the findings it would open,
+/// change and resolve, and the mitigations it would order), without doing it.
 pub fn preview(
     cluster: &str,
     pods: &[PodProjection],
     findings: &ClusterFindings,
     draft: &CompiledPolicy,
     ctx: &EvalContext<'_>,
-) -> Preview {
+) -> Outcome {
     let mut owners = findings.owners.clone();
-    let mut out = Preview::default();
-    let empty = PodState::default();
+    let mut out = Outcome::default();
     for pod in pods {
-        let previous = findings.pods.get(&pod.uid).unwrap_or(&empty);
+        let previous = findings.pods.get(pod.uid()).cloned().unwrap_or_default();
         let r = reconcile_pod(cluster, pod, previous, &judge(draft, ctx, pod), &mut owners, ctx.now);
-        out.opened.extend(r.opened);
-        out.changed.extend(r.changed);
-        out.resolved.extend(r.resolved);
-        out.commands.extend(r.commands);
+        out.absorb(r.outcome);
     }
     for uid in gone(findings, pods) {
         if let Some(state) = findings.pods.get(&uid) {

@@ -209,11 +209,11 @@ impl ClusterInventory {
             Message::SnapshotStart => self.generation += 1,
             Message::SnapshotPage(pods) | Message::Upsert(pods) => {
                 for pod in pods {
-                    let changed = self.pods.get(&pod.uid).is_none_or(|(_, old)| *old != pod);
-                    if changed {
-                        applied.changed.push(pod.uid.clone());
+                    let uid = pod.uid().to_owned();
+                    if self.pods.get(&uid).is_none_or(|(_, old)| *old != pod) {
+                        applied.changed.push(uid.clone());
                     }
-                    self.pods.insert(pod.uid.clone(), (self.generation, pod));
+                    self.pods.insert(uid, (self.generation, pod));
                 }
             }
             Message::SnapshotEnd => {
@@ -267,8 +267,17 @@ mod tests {
             .collect()
     }
 
+    /// A whole snapshot of `uids` in one page.
+    fn snapshot(uids: &[&str]) -> Vec<Message> {
+        vec![
+            Message::SnapshotStart,
+            Message::SnapshotPage(uids.iter().map(|u| pod(u, "nginx")).collect()),
+            Message::SnapshotEnd,
+        ]
+    }
+
     fn uids(inv: &ClusterInventory) -> Vec<&str> {
-        inv.pods().map(|p| p.uid.as_str()).collect()
+        inv.pods().map(PodProjection::uid).collect()
     }
 
     #[test]
@@ -296,16 +305,7 @@ mod tests {
     #[test]
     fn pods_a_new_snapshot_does_not_send_are_gone() {
         let (mut s, mut inv) = (SyncState::new(), ClusterInventory::new());
-        feed(
-            &mut s,
-            &mut inv,
-            1,
-            vec![
-                Message::SnapshotStart,
-                Message::SnapshotPage(vec![pod("a", "nginx"), pod("b", "nginx")]),
-                Message::SnapshotEnd,
-            ],
-        );
+        feed(&mut s, &mut inv, 1, snapshot(&["a", "b"]));
         assert_eq!(s.accept(10, &Message::SnapshotStart), Step::Apply);
         inv.apply(Message::SnapshotStart);
         assert_eq!(s.accept(11, &Message::SnapshotPage(vec![])), Step::Apply);
@@ -370,17 +370,9 @@ mod tests {
     #[test]
     fn a_batch_already_applied_is_acked_without_effect() {
         let (mut s, mut inv) = (SyncState::new(), ClusterInventory::new());
-        feed(
-            &mut s,
-            &mut inv,
-            1,
-            vec![
-                Message::SnapshotStart,
-                Message::SnapshotPage(vec![pod("a", "nginx")]),
-                Message::SnapshotEnd,
-                Message::Delete(vec!["a".into()]),
-            ],
-        );
+        let mut messages = snapshot(&["a"]);
+        messages.push(Message::Delete(vec!["a".into()]));
+        feed(&mut s, &mut inv, 1, messages);
         // A resend of the page after the delete must not bring the pod back.
         assert_eq!(
             s.accept(2, &Message::SnapshotPage(vec![pod("a", "nginx")])),

@@ -80,22 +80,22 @@ fn a_projection_is_judged_exactly_as_the_full_pod() {
         let expected = policy.evaluate_running(&full, &ctx);
         let projection = PodProjection::from_pod_json(json.as_bytes()).unwrap();
         // What the engine reads of the spec is kept whole.
-        assert_eq!(Some(&projection.spec), full.object.as_ref().unwrap().spec.as_ref());
-        assert_eq!(judge(&policy, &ctx, &projection), expected, "pod {}", projection.name);
+        assert_eq!(Some(projection.spec()), full.object.as_ref().unwrap().spec.as_ref());
+        assert_eq!(judge(&policy, &ctx, &projection), expected, "pod {}", projection.name());
         // The row leaves out what holds nothing (ports without a host port, probes naming
         // no host); read back, it is judged the same and writes the same row.
         let row = projection.to_row().unwrap();
         let stored = PodProjection::from_row(&row).unwrap();
         assert_eq!(stored.to_row().unwrap(), row);
         assert_eq!(
-            (&stored.uid, &stored.labels, &stored.owners),
-            (&projection.uid, &projection.labels, &projection.owners)
+            (stored.uid(), &stored.labels, &stored.owners),
+            (projection.uid(), &projection.labels, &projection.owners)
         );
         assert_eq!(
             judge(&policy, &ctx, &stored),
             expected,
             "pod {} read from its row",
-            projection.name
+            projection.name()
         );
 
         let types: BTreeSet<&str> = expected.violations.iter().map(|v| v.rule_type).collect();

@@ -90,7 +90,7 @@ fn step(
     policy: &CompiledPolicy,
     scans: &dyn ScanResults,
     pod: &PodProjection,
-    previous: &PodState,
+    previous: PodState,
     owners: &mut Owners,
     now: OffsetDateTime,
 ) -> Reconciled {
@@ -101,7 +101,7 @@ fn step(
 }
 
 fn orders(r: &Reconciled) -> Vec<&'static str> {
-    r.commands.iter().map(|c| c.order.as_str()).collect()
+    r.outcome.commands.iter().map(|c| c.order.as_str()).collect()
 }
 
 #[test]
@@ -114,9 +114,9 @@ fn a_violation_opens_a_finding_that_is_not_published_again_while_unchanged() {
             ..Spec::default()
         },
     );
-    let first = step(&p, &store, &latest, &PodState::default(), &mut owners, at(0, 0));
-    assert_eq!(first.opened.len(), 1);
-    let f = &first.opened[0];
+    let first = step(&p, &store, &latest, PodState::default(), &mut owners, at(0, 0));
+    assert_eq!(first.outcome.opened.len(), 1);
+    let f = &first.outcome.opened[0];
     assert_eq!(f.rule.as_str(), "tag { equals:latest }");
     assert_eq!(
         (f.cluster.as_str(), f.uid.as_str(), f.pod.as_str()),
@@ -126,11 +126,13 @@ fn a_violation_opens_a_finding_that_is_not_published_again_while_unchanged() {
         (f.mitigation, f.first_seen, f.last_seen, f.resolved),
         (Mitigation::Log, at(0, 0), at(0, 0), None)
     );
-    assert!(first.commands.is_empty(), "log orders nothing");
+    assert!(first.outcome.commands.is_empty(), "log orders nothing");
 
-    let second = step(&p, &store, &latest, &first.state, &mut owners, at(5, 0));
-    assert!(second.opened.is_empty() && second.changed.is_empty() && second.resolved.is_empty());
-    assert_eq!(second.unchanged, [RuleKey("tag { equals:latest }".to_owned())]);
+    let second = step(&p, &store, &latest, first.state.clone(), &mut owners, at(5, 0));
+    assert!(
+        second.outcome.opened.is_empty() && second.outcome.changed.is_empty() && second.outcome.resolved.is_empty()
+    );
+    assert_eq!(second.outcome.unchanged, 1);
     assert_eq!(second.state.open[0].first_seen, at(0, 0), "first seen kept");
     assert_eq!(second.state.open[0].last_seen, at(5, 0), "last seen moved");
 }
@@ -148,7 +150,7 @@ fn a_violation_that_clears_resolves_its_finding() {
                 ..Spec::default()
             },
         ),
-        &PodState::default(),
+        PodState::default(),
         &mut owners,
         at(0, 0),
     );
@@ -156,13 +158,13 @@ fn a_violation_that_clears_resolves_its_finding() {
         &p,
         &store,
         &pod("u1", Spec::default()),
-        &before.state,
+        before.state.clone(),
         &mut owners,
         at(1, 0),
     );
-    assert_eq!(after.resolved.len(), 1);
-    assert_eq!(after.resolved[0].resolved, Some(at(1, 0)));
-    assert_eq!(after.resolved[0].first_seen, at(0, 0));
+    assert_eq!(after.outcome.resolved.len(), 1);
+    assert_eq!(after.outcome.resolved[0].resolved, Some(at(1, 0)));
+    assert_eq!(after.outcome.resolved[0].first_seen, at(0, 0));
     assert!(after.state.open.is_empty());
     assert_eq!(after.state, PodState::default());
 }
@@ -177,9 +179,9 @@ fn isolation_carries_a_deny_all_network_policy_and_is_restored_when_the_violatio
             ..Spec::default()
         },
     );
-    let first = step(&p, &store, &host_pid, &PodState::default(), &mut owners, at(0, 0));
+    let first = step(&p, &store, &host_pid, PodState::default(), &mut owners, at(0, 0));
     assert_eq!(orders(&first), ["isolate"]);
-    let command = &first.commands[0];
+    let command = &first.outcome.commands[0];
     assert_eq!(
         command.pod,
         PodAddress {
@@ -205,20 +207,20 @@ fn isolation_carries_a_deny_all_network_policy_and_is_restored_when_the_violatio
     assert!(network_policy["spec"].get("ingress").is_none() && network_policy["spec"].get("egress").is_none());
     assert_eq!(first.state.isolation, Isolation::Isolated);
 
-    let again = step(&p, &store, &host_pid, &first.state, &mut owners, at(1, 0));
-    assert!(again.commands.is_empty(), "isolation is ordered once");
+    let again = step(&p, &store, &host_pid, first.state.clone(), &mut owners, at(1, 0));
+    assert!(again.outcome.commands.is_empty(), "isolation is ordered once");
 
     let fixed = step(
         &p,
         &store,
         &pod("u1", Spec::default()),
-        &again.state,
+        again.state.clone(),
         &mut owners,
         at(2, 0),
     );
     assert_eq!(orders(&fixed), ["restore-isolation"]);
-    assert_eq!(fixed.commands[0].pod.uid, "u1");
-    assert_eq!(fixed.resolved.len(), 1);
+    assert_eq!(fixed.outcome.commands[0].pod.uid, "u1");
+    assert_eq!(fixed.outcome.resolved.len(), 1);
     assert_eq!(fixed.state.isolation, Isolation::None);
 }
 
@@ -232,12 +234,15 @@ fn a_host_network_pod_is_reported_not_isolatable_once() {
             ..Spec::default()
         },
     );
-    let first = step(&p, &store, &host_net, &PodState::default(), &mut owners, at(0, 0));
+    let first = step(&p, &store, &host_net, PodState::default(), &mut owners, at(0, 0));
     assert_eq!(orders(&first), ["not-isolatable"]);
-    assert!(!first.commands[0].order.is_sent(), "nothing goes to the connector");
+    assert!(
+        !first.outcome.commands[0].order.is_sent(),
+        "nothing goes to the connector"
+    );
     assert_eq!(first.state.isolation, Isolation::NotIsolatable);
-    let again = step(&p, &store, &host_net, &first.state, &mut owners, at(1, 0));
-    assert!(again.commands.is_empty());
+    let again = step(&p, &store, &host_net, first.state.clone(), &mut owners, at(1, 0));
+    assert!(again.outcome.commands.is_empty());
 }
 
 #[test]
@@ -251,15 +256,15 @@ fn a_pod_to_terminate_is_terminated_once() {
             ..Spec::default()
         },
     );
-    let first = step(&p, &store, &privileged, &PodState::default(), &mut owners, at(0, 0));
+    let first = step(&p, &store, &privileged, PodState::default(), &mut owners, at(0, 0));
     assert_eq!(orders(&first), ["terminate"], "terminate is stronger than isolate");
     assert_eq!(
-        first.commands[0].rules,
+        first.outcome.commands[0].rules,
         [RuleKey("containerSecurityContext { privileged:true }".to_owned())]
     );
-    let again = step(&p, &store, &privileged, &first.state, &mut owners, at(1, 0));
+    let again = step(&p, &store, &privileged, first.state.clone(), &mut owners, at(1, 0));
     assert!(
-        again.commands.is_empty(),
+        again.outcome.commands.is_empty(),
         "still there (the connector is slow): not ordered twice"
     );
 }
@@ -279,16 +284,17 @@ fn a_pod_its_owner_recreates_backs_off_and_opens_a_mitigation_ineffective_findin
         owner: Some("rs-1"),
         ..Spec::default()
     };
-    let first = step(&p, &store, &pod("a", spec), &PodState::default(), &mut owners, at(0, 0));
+    let first = step(&p, &store, &pod("a", spec), PodState::default(), &mut owners, at(0, 0));
     assert_eq!(orders(&first), ["terminate"]);
-    assert!(first.opened.iter().all(|f| f.rule.0 != MITIGATION_INEFFECTIVE));
+    assert!(first.outcome.opened.iter().all(|f| f.rule.0 != MITIGATION_INEFFECTIVE));
 
     // The ReplicaSet recreates it ten seconds later: held back until a minute after the first.
     let b = pod("b", spec);
-    let held = step(&p, &store, &b, &PodState::default(), &mut owners, at(0, 10));
-    assert!(held.commands.is_empty(), "{:?}", held.commands);
-    assert_eq!(held.retry_at, Some(at(1, 0)));
+    let held = step(&p, &store, &b, PodState::default(), &mut owners, at(0, 10));
+    assert!(held.outcome.commands.is_empty(), "{:?}", held.outcome.commands);
+    assert_eq!(held.outcome.retry_at, Some(at(1, 0)));
     let ineffective: Vec<_> = held
+        .outcome
         .opened
         .iter()
         .filter(|f| f.rule.0 == MITIGATION_INEFFECTIVE)
@@ -300,23 +306,30 @@ fn a_pod_its_owner_recreates_backs_off_and_opens_a_mitigation_ineffective_findin
         ineffective[0].message
     );
 
-    let still = step(&p, &store, &b, &held.state, &mut owners, at(0, 30));
+    let still = step(&p, &store, &b, held.state.clone(), &mut owners, at(0, 30));
     assert!(
-        still.commands.is_empty() && still.opened.is_empty(),
+        still.outcome.commands.is_empty() && still.outcome.opened.is_empty(),
         "the finding is not opened twice"
     );
-    let due = step(&p, &store, &b, &still.state, &mut owners, at(1, 0));
+    let due = step(&p, &store, &b, still.state.clone(), &mut owners, at(1, 0));
     assert_eq!(orders(&due), ["terminate"]);
 
     // The next one waits two minutes from then, the one after four.
-    let c = step(&p, &store, &pod("c", spec), &PodState::default(), &mut owners, at(1, 5));
-    assert_eq!(c.retry_at, Some(at(3, 0)));
+    let c = step(&p, &store, &pod("c", spec), PodState::default(), &mut owners, at(1, 5));
+    assert_eq!(c.outcome.retry_at, Some(at(3, 0)));
     assert_eq!(
-        orders(&step(&p, &store, &pod("c", spec), &c.state, &mut owners, at(3, 0))),
+        orders(&step(
+            &p,
+            &store,
+            &pod("c", spec),
+            c.state.clone(),
+            &mut owners,
+            at(3, 0)
+        )),
         ["terminate"]
     );
-    let d = step(&p, &store, &pod("d", spec), &PodState::default(), &mut owners, at(3, 5));
-    assert_eq!(d.retry_at, Some(at(7, 0)));
+    let d = step(&p, &store, &pod("d", spec), PodState::default(), &mut owners, at(3, 5));
+    assert_eq!(d.outcome.retry_at, Some(at(7, 0)));
     assert_eq!(owners["rs-1"].terminations, 3);
 }
 
@@ -356,7 +369,7 @@ fn an_owner_whose_pod_is_judged_clean_starts_its_backoff_again() {
         owner: Some("rs-1"),
         ..Spec::default()
     };
-    step(&p, &store, &pod("a", bad), &PodState::default(), &mut owners, at(0, 0));
+    step(&p, &store, &pod("a", bad), PodState::default(), &mut owners, at(0, 0));
     assert!(owners.contains_key("rs-1"));
     step(
         &p,
@@ -368,12 +381,12 @@ fn an_owner_whose_pod_is_judged_clean_starts_its_backoff_again() {
                 ..Spec::default()
             },
         ),
-        &PodState::default(),
+        PodState::default(),
         &mut owners,
         at(0, 10),
     );
     assert!(owners.is_empty());
-    let next = step(&p, &store, &pod("c", bad), &PodState::default(), &mut owners, at(0, 20));
+    let next = step(&p, &store, &pod("c", bad), PodState::default(), &mut owners, at(0, 20));
     assert_eq!(orders(&next), ["terminate"], "no backoff left");
 }
 
@@ -392,12 +405,15 @@ fn a_stage_failure_keeps_the_pods_previous_state() {
         &p,
         &vulnerable_store(),
         &vulnerable,
-        &PodState::default(),
+        PodState::default(),
         &mut owners,
         at(0, 0),
     );
     assert_eq!(orders(&first), ["isolate"]);
-    assert_eq!(first.opened[0].rule.as_str(), "vulnerabilities { max-severity:high }");
+    assert_eq!(
+        first.outcome.opened[0].rule.as_str(),
+        "vulnerabilities { max-severity:high }"
+    );
 
     // The scan store cannot answer, and the pod is now privileged too.
     let privileged = pod(
@@ -408,9 +424,16 @@ fn a_stage_failure_keeps_the_pods_previous_state() {
             ..Spec::default()
         },
     );
-    let failed = step(&p, &Unreachable, &privileged, &first.state, &mut owners, at(1, 0));
+    let failed = step(
+        &p,
+        &Unreachable,
+        &privileged,
+        first.state.clone(),
+        &mut owners,
+        at(1, 0),
+    );
     assert!(
-        failed.resolved.is_empty(),
+        failed.outcome.resolved.is_empty(),
         "no finding resolves because a lookup failed"
     );
     assert_eq!(failed.state.isolation, Isolation::Isolated, "isolation is not lifted");
@@ -427,7 +450,7 @@ fn a_stage_failure_keeps_the_pods_previous_state() {
         at(0, 0),
         "not confirmed: last seen stays"
     );
-    assert_eq!(failed.opened.len(), 1, "what was found for certain opens");
+    assert_eq!(failed.outcome.opened.len(), 1, "what was found for certain opens");
     assert_eq!(orders(&failed), ["terminate"]);
 
     // Without the stage failure and with the pod fixed, everything resolves and isolation goes.
@@ -438,8 +461,15 @@ fn a_stage_failure_keeps_the_pods_previous_state() {
             ..Spec::default()
         },
     );
-    let after = step(&p, &vulnerable_store(), &clean, &failed.state, &mut owners, at(2, 0));
-    assert_eq!(after.resolved.len(), 2);
+    let after = step(
+        &p,
+        &vulnerable_store(),
+        &clean,
+        failed.state.clone(),
+        &mut owners,
+        at(2, 0),
+    );
+    assert_eq!(after.outcome.resolved.len(), 2);
     assert_eq!(orders(&after), ["restore-isolation"]);
 }
 
@@ -457,15 +487,22 @@ fn a_changed_mitigation_is_a_change_not_a_new_finding() {
         &policy("log"),
         &store,
         &latest,
-        &PodState::default(),
+        PodState::default(),
         &mut owners,
         at(0, 0),
     );
-    let stricter = step(&policy("isolate"), &store, &latest, &first.state, &mut owners, at(1, 0));
-    assert!(stricter.opened.is_empty());
-    assert_eq!(stricter.changed.len(), 1);
-    assert_eq!(stricter.changed[0].mitigation, Mitigation::Isolate);
-    assert_eq!(stricter.changed[0].first_seen, at(0, 0));
+    let stricter = step(
+        &policy("isolate"),
+        &store,
+        &latest,
+        first.state.clone(),
+        &mut owners,
+        at(1, 0),
+    );
+    assert!(stricter.outcome.opened.is_empty());
+    assert_eq!(stricter.outcome.changed.len(), 1);
+    assert_eq!(stricter.outcome.changed[0].mitigation, Mitigation::Isolate);
+    assert_eq!(stricter.outcome.changed[0].first_seen, at(0, 0));
     assert_eq!(orders(&stricter), ["isolate"]);
 }
 
@@ -538,4 +575,33 @@ fn the_next_expiry_is_the_soonest_still_ahead() {
     assert_eq!(next_expiry([at(10, 0), at(-5, 0), at(3, 0)], now), Some(at(3, 0)));
     assert_eq!(next_expiry([now, at(-1, 0)], now), None, "one expiring now has expired");
     assert_eq!(next_expiry([], now), None);
+}
+
+#[test]
+fn a_rule_key_is_recognised_without_being_built_and_only_for_its_rule() {
+    let (p, store) = (policy("log"), MemoryScanStore::new());
+    let ctx = EvalContext {
+        scans: &store,
+        ..EvalContext::offline(at(0, 0))
+    };
+    let bad = pod(
+        "u1",
+        Spec {
+            privileged: true,
+            host_pid: true,
+            image: "nginx:latest",
+            ..Spec::default()
+        },
+    );
+    let decision = judge(&p, &ctx, &bad);
+    assert_eq!(decision.violations.len(), 3);
+    for (i, v) in decision.violations.iter().enumerate() {
+        let key = RuleKey::of(v);
+        for (j, w) in decision.violations.iter().enumerate() {
+            assert_eq!(key.is_of(w), i == j, "{key:?} and {}", w.rule_type);
+        }
+        let mut longer = key.0.clone();
+        longer.insert_str(longer.len() - 2, ", x:y");
+        assert!(!RuleKey(longer).is_of(v));
+    }
 }
