@@ -15,7 +15,9 @@
 //!   [`Subject`] invents nothing, and it is stored as JSON in the Kubernetes shape that the
 //!   engine's reader reads back. The writer of that JSON destructures every engine type
 //!   field by field: a field the engine starts to read does not compile here until it is
-//!   stored too.
+//!   stored too. It leaves out what holds nothing for any rule (a port without a host port,
+//!   a probe naming no host): most of a pod's ports and probes, about 300 bytes of a
+//!   4-container pod.
 //!
 //! A pod is read by the engine's parser (the same reading as evaluating the full pod); bad
 //! input is an error naming the field, never a panic.
