@@ -28,3 +28,4 @@ pub use decision::{
     Decision, ImageDigest, NotEvaluated, RunningDecision, StageFailure, Unverified, Verdict, Violation, failed_stage,
 };
 pub use rules::DEFAULT_CAPABILITIES;
+pub use run::digest_of_image_id;

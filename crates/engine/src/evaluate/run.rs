@@ -108,8 +108,9 @@ impl CompiledPolicy {
     }
 }
 
-/// The digest part of a `status.containerStatuses[].imageID` (`repo@sha256:...`).
-fn digest_of_image_id(image_id: &str) -> Option<&str> {
+/// The digest part of a `status.containerStatuses[].imageID` (`repo@sha256:...`): the digest
+/// continuous scanning uses for a tag-only image; `None` when the id carries none.
+pub fn digest_of_image_id(image_id: &str) -> Option<&str> {
     let (_, digest) = image_id.rsplit_once('@')?;
     digest.contains(':').then_some(digest)
 }
@@ -288,5 +289,28 @@ impl<'a, 'c> Run<'a, 'c> {
             decision.stage_failed(failure_mode);
         }
         decision
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::digest_of_image_id;
+
+    #[test]
+    fn the_digest_of_an_image_id_is_what_follows_its_last_at_sign() {
+        assert_eq!(
+            digest_of_image_id("docker.io/library/nginx@sha256:abc"),
+            Some("sha256:abc")
+        );
+        assert_eq!(
+            digest_of_image_id("docker-pullable://nginx@sha256:abc"),
+            Some("sha256:abc")
+        );
+        // A bare image id (locally built image) names no registry digest.
+        assert_eq!(digest_of_image_id("sha256:abc"), None);
+        assert_eq!(digest_of_image_id("nginx@latest"), None);
+        assert_eq!(digest_of_image_id(""), None);
     }
 }
