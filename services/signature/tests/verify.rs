@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
+use bytes::Bytes;
 use portcullis_bus::{StartFrom, TopicFilter};
 use portcullis_cosign::testing::{San, TestFulcio, TestLog, bundle_v03, trusted_root_json, unix_now};
 use portcullis_domain::Topic;
