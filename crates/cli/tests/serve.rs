@@ -741,3 +741,84 @@ async fn distributed_cluster_registry_set_list_delete() {
     registry_credentials_through_the_cli(&store.url, &created.admin_key, "reg", SERVICE_TOKEN).await;
     stop(store, "TERM");
 }
+
+/// `up` runs the signature service and wires admission's signature stage to it: a signature
+/// rule over an image whose registry cannot be reached gets the service's ERROR verdict with
+/// its reason (without the wiring it would be "no signature verifier configured"), the rule
+/// is not judged, and the cluster's failure mode decides: never a violation, never a pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_asks_its_signature_service() {
+    use portcullis_proto::policystore::v1::attestor_service_client::AttestorServiceClient;
+    use portcullis_proto::signature::v1 as ps;
+
+    let dir = portcullis_test_kit::DataDir::new().unwrap();
+    let data = dir.path().join("data");
+    let args = ["up", "--data-dir", data.to_str().unwrap(), "--listen", "127.0.0.1:0"];
+    let (running, admission_url) = start_up(&args);
+    let key = read_key(&data.join("bootstrap-admin.key"));
+    let pem = std::fs::read_to_string(common::shared("conformance/cosign-signatures/cosign.pub")).unwrap();
+    let attestor = serde_json::json!({"name": "release", "type": "cosignPublicKey", "publicKey": pem});
+    AttestorServiceClient::connect(running.url.clone())
+        .await
+        .unwrap()
+        .create_attestor(authed(
+            &key,
+            pb::CreateAttestorRequest {
+                document_json: attestor.to_string(),
+            },
+        ))
+        .await
+        .unwrap();
+    let policy = serde_json::json!({"name": "cliPolicy", "default": {
+        "rules": [],
+        "imageVerification": [{"name": "signed", "action": "block", "attestors": {"all": ["release"]}}]
+    }});
+    PolicyServiceClient::connect(running.url.clone())
+        .await
+        .unwrap()
+        .apply_policy(authed(
+            &key,
+            pb::ApplyPolicyRequest {
+                document_json: policy.to_string(),
+                expected_revision: None,
+            },
+        ))
+        .await
+        .unwrap();
+    let connector_key = cluster_with_policy(&running.url, &key, "signed-cluster").await;
+    // Nothing listens on port 1: the registry cannot be reached.
+    let image = "127.0.0.1:1/team/app@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    let review = serde_json::json!({
+        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {
+            "uid": "signed", "operation": "CREATE", "namespace": "apps",
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "object": {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web"},
+                       "spec": {"containers": [{"name": "app", "image": image}]}}
+        }
+    });
+    let answer = AdmissionServiceClient::connect(admission_url.clone())
+        .await
+        .unwrap()
+        .review(authed(
+            &connector_key,
+            pa::ReviewRequest {
+                admission_review_json: review.to_string().into_bytes().into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let decision = answer.decision.unwrap();
+    assert_eq!(decision.signatures.len(), 1, "{decision:?}");
+    let verdict = &decision.signatures[0];
+    assert_eq!(verdict.attestor, "release", "{decision:?}");
+    assert_eq!(verdict.verdict(), ps::Verdict::Error, "{decision:?}");
+    assert!(verdict.reason.contains("unavailable"), "{decision:?}");
+    assert_eq!(decision.not_judged.len(), 1, "{decision:?}");
+    assert!(decision.violations.is_empty(), "{decision:?}");
+    assert!(!decision.degraded.is_empty(), "the failure mode decided: {decision:?}");
+    stop(running, "TERM");
+}
