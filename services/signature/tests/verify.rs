@@ -2,7 +2,8 @@
 //! embedded and distributed: images pushed and signed by the test (cosign's legacy layout,
 //! P-256 keys made with ring), keyless sigstore bundles from the test's own CA and log,
 //! signatures with a required log entry, a registry behind token auth with credentials stored
-//! for the cluster; verified over gRPC and over `pc.rpc.signature.verify`; tags resolved over
+//! for the cluster, and signatures by the independent Python signer of ../shared/tools/cosign;
+//! verified over gRPC and over `pc.rpc.signature.verify`; tags resolved over
 //! `pc.rpc.signature.resolve`.
 
 #![allow(
@@ -663,6 +664,121 @@ async fn resolution_over_the_bus(mode: Mode) {
     );
 }
 
+/// The interpreter for ../shared/tools/cosign (`cryptography` installed): `./test.sh` makes
+/// `.venv-cosign` and names it in `PORTCULLIS_COSIGN_PYTHON`. Never skipped: the cross-check
+/// is part of what this suite asserts.
+fn cosign_python() -> std::path::PathBuf {
+    if let Some(path) = std::env::var_os("PORTCULLIS_COSIGN_PYTHON") {
+        return path.into();
+    }
+    let venv = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv-cosign/bin/python");
+    assert!(
+        venv.is_file(),
+        "no Python for the cosign cross-check: run ./test.sh (it makes .venv-cosign) or set PORTCULLIS_COSIGN_PYTHON"
+    );
+    venv
+}
+
+/// Runs the shared Python tool `script` with `args`; its stdout, and whether it exited 0.
+async fn python_tool(script: &str, args: &[&str]) -> (String, bool) {
+    let tool = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/tools/cosign");
+    let output = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new(cosign_python())
+            .arg(tool.join(script))
+            .args(args)
+            .output(),
+    )
+    .await
+    .expect("the Python tool within 60 s")
+    .expect("the Python tool runs");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    (stdout, output.status.success())
+}
+
+/// Signatures made by the independent signer of ../shared/tools/cosign (Python,
+/// `cryptography`), verified by the service: one key, two keys (a second signing adds a layer,
+/// as cosign does), a key that never signed, a tampered payload and a signature over another
+/// digest. The signer's own verifier agrees on each.
+async fn python_signer_cross_check(mode: Mode) {
+    let f = start(mode).await;
+    let dir = portcullis_test_kit::DataDir::new().unwrap();
+    let mut public = HashMap::new();
+    for name in ["alice", "bob", "carol"] {
+        let private = dir.path().join(format!("{name}.key.pem"));
+        let public_path = dir.path().join(format!("{name}.pub.pem"));
+        let make_key = "import sys\nfrom cryptography.hazmat.primitives.asymmetric import ec\nfrom cryptography.hazmat.primitives import serialization as s\nk = ec.generate_private_key(ec.SECP256R1())\nopen(sys.argv[1], 'wb').write(k.private_bytes(s.Encoding.PEM, s.PrivateFormat.PKCS8, s.NoEncryption()))\nopen(sys.argv[2], 'wb').write(k.public_key().public_bytes(s.Encoding.PEM, s.PublicFormat.SubjectPublicKeyInfo))\n";
+        let made = tokio::process::Command::new(cosign_python())
+            .args(["-c", make_key, private.to_str().unwrap(), public_path.to_str().unwrap()])
+            .status()
+            .await
+            .unwrap();
+        assert!(made.success(), "key generation");
+        let pem = std::fs::read_to_string(&public_path).unwrap();
+        f.create_attestor(serde_json::json!({"name": name, "type": "cosignPublicKey", "publicKey": pem}))
+            .await;
+        public.insert(name, (private, public_path));
+    }
+    let host = f.registry.host();
+    let key = |name: &str| public[name].0.to_str().unwrap().to_owned();
+    let pub_of = |name: &str| public[name].1.to_str().unwrap().to_owned();
+    // (repository, signings as (key, mode), expected verdicts of alice, bob, carol)
+    let cases: [(&str, &[(&str, &str)], [ps::Verdict; 3]); 4] = [
+        (
+            "py/one",
+            &[("alice", "ok")],
+            [
+                ps::Verdict::Verified,
+                ps::Verdict::NotVerified,
+                ps::Verdict::NotVerified,
+            ],
+        ),
+        (
+            "py/two",
+            &[("alice", "ok"), ("bob", "ok")],
+            [ps::Verdict::Verified, ps::Verdict::Verified, ps::Verdict::NotVerified],
+        ),
+        (
+            "py/tampered",
+            &[("alice", "tamper")],
+            [
+                ps::Verdict::NotVerified,
+                ps::Verdict::NotVerified,
+                ps::Verdict::NotVerified,
+            ],
+        ),
+        (
+            "py/other-digest",
+            &[("alice", "wrong-digest")],
+            [
+                ps::Verdict::NotVerified,
+                ps::Verdict::NotVerified,
+                ps::Verdict::NotVerified,
+            ],
+        ),
+    ];
+    for (repository, signings, expected) in cases {
+        f.push_image(repository, "v1", repository).await;
+        for (signer, signing_mode) in signings {
+            let (out, ok) = python_tool(
+                "cosign_oci.py",
+                &["sign", &host, repository, "v1", &key(signer), "--mode", signing_mode],
+            )
+            .await;
+            assert!(ok, "{repository}: signing failed: {out}");
+        }
+        let answer = f
+            .verify(&format!("{host}/{repository}:v1"), &["alice", "bob", "carol"], "")
+            .await;
+        assert_eq!(verdicts(&answer), expected, "{repository}: {answer:?}");
+        // The independent verifier agrees, attestor by attestor.
+        for (name, verdict) in ["alice", "bob", "carol"].into_iter().zip(expected) {
+            let (out, ok) = python_tool("cosign_oci.py", &["verify", &host, repository, "v1", &pub_of(name)]).await;
+            assert_eq!(ok, verdict == ps::Verdict::Verified, "{repository} {name}: {out}");
+        }
+    }
+}
+
 portcullis_test_kit::both! {
     embedded: portcullis_server::Mode::Embedded,
     distributed: portcullis_server::Mode::Distributed;
@@ -680,4 +796,5 @@ portcullis_test_kit::both! {
     keyless_bundle_good_and_bad_identity,
     legacy_signature_with_log_entry_required,
     token_auth_with_stored_credentials,
+    python_signer_cross_check,
 }
