@@ -696,6 +696,10 @@ async fn python_tool(script: &str, args: &[&str]) -> (String, bool) {
     (stdout, output.status.success())
 }
 
+/// A cross-check case: the repository, its signings as (signer, signer's mode), and the
+/// expected verdicts of alice, bob and carol.
+type CrossCheck = (&'static str, &'static [(&'static str, &'static str)], [ps::Verdict; 3]);
+
 /// Signatures made by the independent signer of ../shared/tools/cosign (Python,
 /// `cryptography`), verified by the service: one key, two keys (a second signing adds a layer,
 /// as cosign does), a key that never signed, a tampered payload and a signature over another
@@ -722,8 +726,7 @@ async fn python_signer_cross_check(mode: Mode) {
     let host = f.registry.host();
     let key = |name: &str| public[name].0.to_str().unwrap().to_owned();
     let pub_of = |name: &str| public[name].1.to_str().unwrap().to_owned();
-    // (repository, signings as (key, mode), expected verdicts of alice, bob, carol)
-    let cases: [(&str, &[(&str, &str)], [ps::Verdict; 3]); 4] = [
+    let cases: [CrossCheck; 4] = [
         (
             "py/one",
             &[("alice", "ok")],
