@@ -365,7 +365,7 @@ impl DigestStage for StubResolver {
 }
 
 /// Digests are asked for only where a rule reads them (a namespace whose definition has no
-/// scan or signature rule never asks), only for tag-only references, each once; and one
+/// scan or signature rule never asks, nor one the cluster excludes), only for tag-only references, each once; and one
 /// registry down leaves only its image to the failure mode.
 pub async fn digests_are_asked_only_when_rules_read_them(mode: Mode) {
     let resolver = Arc::new(StubResolver::default());
@@ -397,6 +397,17 @@ pub async fn digests_are_asked_only_when_rules_read_them(mode: Mode) {
     // No rule reads digests in `plain`: nothing asked.
     let answer = env.judge(&review("plain", &["registry.example.com/app:1"])).await;
     assert!(answer.allowed(), "{answer:?}");
+    assert!(resolver.asked.lock().unwrap().is_empty());
+
+    // A namespace the cluster excludes (kube-system by default) is allowed without
+    // evaluation: nothing asked there either.
+    let answer = env.judge(&review("kube-system", &["registry.example.com/app:1"])).await;
+    assert!(answer.allowed(), "{answer:?}");
+    assert_eq!(
+        answer.decision.basis,
+        pa::DecisionBasis::ExcludedNamespace as i32,
+        "{answer:?}"
+    );
     assert!(resolver.asked.lock().unwrap().is_empty());
 
     // The default definition reads scans: the tag-only references, each once.

@@ -488,6 +488,14 @@ impl Admission {
         policy: &CompiledPolicy,
         timings: &mut Timings,
     ) -> HookAnswers {
+        // A namespace the cluster excludes is allowed without evaluation: nothing reads
+        // digests or verdicts there, so the registries are not asked.
+        if cluster.excluded_namespaces.iter().any(|n| *n == subject.namespace) {
+            return HookAnswers {
+                digests: StageDigests::None,
+                signatures: StageVerdicts::Unavailable(std::borrow::Cow::Borrowed("namespace excluded")),
+            };
+        }
         let started = Instant::now();
         let digests = if policy.reads_digests(&subject.namespace) {
             self.resolve_digests(caller, cluster, subject).await
