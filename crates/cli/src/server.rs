@@ -52,6 +52,33 @@ impl TlsArgs {
     }
 }
 
+/// Where a service of distributed mode beside the store (`serve admission`, `serve
+/// signature`) finds the policy store and the bus.
+#[derive(Debug, Args)]
+struct RemoteArgs {
+    /// The policy store, e.g. https://policy-store:50051 (`[upstream] url`,
+    /// PORTCULLIS_POLICY_STORE_URL); required.
+    #[arg(long, value_name = "URL")]
+    policy_store_url: Option<String>,
+    /// CA certificate(s), PEM, to trust for an https policy store (`[upstream] ca`,
+    /// PORTCULLIS_POLICY_STORE_CA).
+    #[arg(long, value_name = "FILE")]
+    policy_store_ca: Option<PathBuf>,
+    /// NATS URL (JetStream enabled, server 2.10 or later), e.g. nats://host:4222 (`[nats] url`,
+    /// PORTCULLIS_NATS_URL); required.
+    #[arg(long, value_name = "URL")]
+    nats_url: Option<String>,
+}
+
+impl RemoteArgs {
+    fn flags(&self, flags: &mut Flags) -> Result<()> {
+        flags.set_some(&["upstream", "url"], self.policy_store_url.as_ref())?;
+        flags.set_some(&["upstream", "ca"], self.policy_store_ca.as_ref())?;
+        flags.set_some(&["nats", "url"], self.nats_url.as_ref())?;
+        Ok(())
+    }
+}
+
 /// `portcullis up`. Every flag is also a setting (`portcullis config print`); a flag given
 /// wins over the file and the environment.
 #[derive(Debug, Args)]
@@ -152,18 +179,8 @@ struct SignatureServeArgs {
     /// The settings file (TOML; else PORTCULLIS_CONFIG).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// The policy store, e.g. https://policy-store:50051 (`[upstream] url`,
-    /// PORTCULLIS_POLICY_STORE_URL); required.
-    #[arg(long, value_name = "URL")]
-    policy_store_url: Option<String>,
-    /// CA certificate(s), PEM, to trust for an https policy store (`[upstream] ca`,
-    /// PORTCULLIS_POLICY_STORE_CA).
-    #[arg(long, value_name = "FILE")]
-    policy_store_ca: Option<PathBuf>,
-    /// NATS URL (JetStream enabled, server 2.10 or later), e.g. nats://host:4222 (`[nats] url`,
-    /// PORTCULLIS_NATS_URL); required.
-    #[arg(long, value_name = "URL")]
-    nats_url: Option<String>,
+    #[command(flatten)]
+    remote: RemoteArgs,
     /// The gRPC listen address; a non-loopback address needs TLS (`[server] signature_listen`,
     /// PORTCULLIS_LISTEN) [default: 127.0.0.1:50053].
     #[arg(long, value_name = "ADDR")]
@@ -175,9 +192,7 @@ struct SignatureServeArgs {
 impl SignatureServeArgs {
     fn settings(&self) -> Result<Settings> {
         let mut flags = Flags::new();
-        flags.set_some(&["upstream", "url"], self.policy_store_url.as_ref())?;
-        flags.set_some(&["upstream", "ca"], self.policy_store_ca.as_ref())?;
-        flags.set_some(&["nats", "url"], self.nats_url.as_ref())?;
+        self.remote.flags(&mut flags)?;
         flags.set_some(&["server", "signature_listen"], self.listen)?;
         self.tls.flags(&mut flags)?;
         Settings::load(Service::Signature, self.config.as_deref(), &flags)
@@ -189,18 +204,8 @@ struct AdmissionServeArgs {
     /// The settings file (TOML; else PORTCULLIS_CONFIG).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// The policy store, e.g. https://policy-store:50051 (`[upstream] url`,
-    /// PORTCULLIS_POLICY_STORE_URL); required.
-    #[arg(long, value_name = "URL")]
-    policy_store_url: Option<String>,
-    /// CA certificate(s), PEM, to trust for an https policy store (`[upstream] ca`,
-    /// PORTCULLIS_POLICY_STORE_CA).
-    #[arg(long, value_name = "FILE")]
-    policy_store_ca: Option<PathBuf>,
-    /// NATS URL (JetStream enabled, server 2.10 or later), e.g. nats://host:4222 (`[nats] url`,
-    /// PORTCULLIS_NATS_URL); required.
-    #[arg(long, value_name = "URL")]
-    nats_url: Option<String>,
+    #[command(flatten)]
+    remote: RemoteArgs,
     /// The gRPC listen address; a non-loopback address needs TLS (`[server] admission_listen`,
     /// PORTCULLIS_LISTEN) [default: 127.0.0.1:50052].
     #[arg(long, value_name = "ADDR")]
@@ -261,9 +266,7 @@ impl PolicyStoreArgs {
 impl AdmissionServeArgs {
     fn settings(&self) -> Result<Settings> {
         let mut flags = Flags::new();
-        flags.set_some(&["upstream", "url"], self.policy_store_url.as_ref())?;
-        flags.set_some(&["upstream", "ca"], self.policy_store_ca.as_ref())?;
-        flags.set_some(&["nats", "url"], self.nats_url.as_ref())?;
+        self.remote.flags(&mut flags)?;
         flags.set_some(&["server", "admission_listen"], self.listen)?;
         self.tls.flags(&mut flags)?;
         self.admission.flags(&mut flags)?;
@@ -574,10 +577,17 @@ fn upstream(url: &str, trust: Option<Trust>, settings: &Settings, credentials: &
     )?)
 }
 
-async fn run_admission(settings: &Settings, credentials: Credentials) -> Result<ExitStatus> {
-    let config = server_config(settings, settings.server.admission_listen, Mode::Distributed);
-    config.check()?;
-    let webhook = webhook(settings)?;
+/// What a service of distributed mode beside the store reaches: the policy store (its URL,
+/// the CA trusted for it, admission's client of it) and the bus.
+struct Remote<'a> {
+    policy_store_url: &'a str,
+    trust: Option<Trust>,
+    upstream: Upstream,
+    bus: Bus,
+}
+
+/// Connects to the policy store and NATS that `settings` name (both required).
+async fn connect_remote<'a>(settings: &'a Settings, credentials: &Credentials) -> Result<Remote<'a>> {
     let policy_store_url = required(
         settings.upstream.url.as_ref(),
         "policy store URL: give --policy-store-url, PORTCULLIS_POLICY_STORE_URL or [upstream] url",
@@ -590,10 +600,23 @@ async fn run_admission(settings: &Settings, credentials: Credentials) -> Result<
         Some(path) => Some(Trust::ca_file(path)?),
         None => None,
     };
-    let upstream = upstream(policy_store_url, trust, settings, &credentials)?;
+    let upstream = upstream(policy_store_url, trust.clone(), settings, credentials)?;
     let bus = Bus::connect_nats_with(nats_url, settings.bus.clone(), &settings.nats.access)
         .await
         .with_context(|| format!("connecting to NATS at {nats_url}"))?;
+    Ok(Remote {
+        policy_store_url,
+        trust,
+        upstream,
+        bus,
+    })
+}
+
+async fn run_admission(settings: &Settings, credentials: Credentials) -> Result<ExitStatus> {
+    let config = server_config(settings, settings.server.admission_listen, Mode::Distributed);
+    config.check()?;
+    let webhook = webhook(settings)?;
+    let Remote { upstream, bus, .. } = connect_remote(settings, &credentials).await?;
     let mut admission = RunningAdmission::start(
         upstream,
         bus.clone(),
@@ -688,22 +711,12 @@ async fn start_signature(
 async fn run_signature(settings: &Settings, credentials: Credentials) -> Result<ExitStatus> {
     let config = server_config(settings, settings.server.signature_listen, Mode::Distributed);
     config.check()?;
-    let policy_store_url = required(
-        settings.upstream.url.as_ref(),
-        "policy store URL: give --policy-store-url, PORTCULLIS_POLICY_STORE_URL or [upstream] url",
-    )?;
-    let nats_url = required(
-        settings.nats.url.as_ref(),
-        "NATS URL: give --nats-url, PORTCULLIS_NATS_URL or [nats] url",
-    )?;
-    let trust = match &settings.upstream.ca {
-        Some(path) => Some(Trust::ca_file(path)?),
-        None => None,
-    };
-    let upstream = upstream(policy_store_url, trust.clone(), settings, &credentials)?;
-    let bus = Bus::connect_nats_with(nats_url, settings.bus.clone(), &settings.nats.access)
-        .await
-        .with_context(|| format!("connecting to NATS at {nats_url}"))?;
+    let Remote {
+        policy_store_url,
+        trust,
+        upstream,
+        bus,
+    } = connect_remote(settings, &credentials).await?;
     let signature = start_signature(
         policy_store_url,
         trust,
