@@ -30,6 +30,8 @@ use portcullis_test_kit::NatsServer;
 use portcullis_test_kit::TestDatabase;
 
 const OPERATOR_KEY: &str = "operator-key-for-cli-tests";
+/// The service credential of the services these tests start.
+const SERVICE_TOKEN: &str = "service-token-for-cli-tests";
 
 const POLICY: &str = r#"{"name":"cliPolicy","default":{"rules":[{"type":"podSecurityContext","action":"block","statement":{"properties":[{"key":"hostNetwork","value":"true"}]}}]}}"#;
 
@@ -302,24 +304,14 @@ async fn serve_policy_store_runs_on_postgres_and_nats() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_admission_judges_from_a_policy_store_over_nats() {
-    const SERVICE_TOKEN: &str = "service-token-for-cli-tests";
     let database = TestDatabase::create().await.unwrap();
     let nats = NatsServer::start().await.unwrap();
     let nats_url = nats.url();
     let with_token = |args: &[&str], prefix: &str| {
         start_command(portcullis(args).env("PORTCULLIS_SERVICE_TOKEN", SERVICE_TOKEN), prefix)
     };
-    let store = with_token(
-        &[
-            "serve",
-            "policy-store",
-            "--database-url",
-            &database.url,
-            "--nats-url",
-            &nats_url,
-            "--listen",
-            "127.0.0.1:0",
-        ],
+    let store = start_command(
+        policy_store_command(&database.url, &nats_url).env("PORTCULLIS_SERVICE_TOKEN", SERVICE_TOKEN),
         "portcullis policy-store listening on ",
     );
     let admission = with_token(
@@ -445,24 +437,14 @@ async fn serve_signature_answers_with_the_stores_attestors() {
     use portcullis_proto::policystore::v1::attestor_service_client::AttestorServiceClient;
     use portcullis_proto::signature::v1 as ps;
     use portcullis_proto::signature::v1::signature_service_client::SignatureServiceClient;
-    const SERVICE_TOKEN: &str = "service-token-for-cli-tests";
     let database = TestDatabase::create().await.unwrap();
     let nats = NatsServer::start().await.unwrap();
     let nats_url = nats.url();
     let with_token = |args: &[&str], prefix: &str| {
         start_command(portcullis(args).env("PORTCULLIS_SERVICE_TOKEN", SERVICE_TOKEN), prefix)
     };
-    let store = with_token(
-        &[
-            "serve",
-            "policy-store",
-            "--database-url",
-            &database.url,
-            "--nats-url",
-            &nats_url,
-            "--listen",
-            "127.0.0.1:0",
-        ],
+    let store = start_command(
+        policy_store_command(&database.url, &nats_url).env("PORTCULLIS_SERVICE_TOKEN", SERVICE_TOKEN),
         "portcullis policy-store listening on ",
     );
     let signature = with_token(
@@ -690,7 +672,6 @@ async fn registry_credentials_through_the_cli(url: &str, admin_key: &str, tenant
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_cluster_registry_set_list_delete() {
-    const SERVICE_TOKEN: &str = "service-token-for-cli-tests";
     let dir = portcullis_test_kit::DataDir::new().unwrap();
     let data = dir.path().join("data");
     let args = [
@@ -710,7 +691,6 @@ async fn embedded_cluster_registry_set_list_delete() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn distributed_cluster_registry_set_list_delete() {
-    const SERVICE_TOKEN: &str = "service-token-for-cli-tests";
     let database = TestDatabase::create().await.unwrap();
     let nats = NatsServer::start().await.unwrap();
     let nats_url = nats.url();
