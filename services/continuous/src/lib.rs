@@ -19,4 +19,5 @@
 pub mod findings;
 pub mod inventory;
 pub mod preview;
+pub mod store;
 pub mod sync;
