@@ -1,10 +1,12 @@
 //! One evaluation: which subjects are judged at all, and the state of one pod's run against
 //! one definition (its containers, digests, and what it found).
 
+use time::OffsetDateTime;
+
 use crate::image_ref::{ImageRef, ImageRefError};
 use crate::input::{KubeObject, Operation, Subject};
 use crate::k8s::{Container, ObjectMeta, PodSpec};
-use crate::policy::{Action, Mitigation};
+use crate::policy::{Action, Mitigation, ValidException};
 
 use super::compile::{CompiledPolicy, Definition, Phase};
 use super::context::{DigestLookup, EvalContext, FailureMode};
@@ -115,6 +117,14 @@ pub fn digest_of_image_id(image_id: &str) -> Option<&str> {
     digest.contains(':').then_some(digest)
 }
 
+/// Whether exception `e` covers `namespace` and matches `image` (whether it still holds is
+/// the caller's question).
+#[inline]
+fn exception_matches(e: &ValidException, namespace: &str, image: &ImageRef, scratch: &mut String) -> bool {
+    e.namespaces.as_ref().is_none_or(|n| n.iter().any(|x| x == namespace))
+        && e.operator.holds(e.field.value_of(image, scratch), &e.value)
+}
+
 /// One evaluation of one pod against one definition.
 pub(super) struct Run<'a, 'c> {
     pub(super) def: &'a Definition,
@@ -129,6 +139,13 @@ pub(super) struct Run<'a, 'c> {
     /// not search `containers`.
     pub(super) all_in_scope: bool,
     pub(super) pod_level: bool,
+    /// When pod-level rules would still be skipped but for expired exceptions: the moment
+    /// that skip ended (see [`Run::expired_exceptions`]).
+    pub(super) pod_expired_at: Option<OffsetDateTime>,
+    /// Per container (as `containers`), when it is not exempt but expired exceptions match
+    /// it: when its exemption ended (the latest of their expiries). Empty when no container
+    /// has one, so messages need a look only then.
+    pub(super) expired_at: Vec<Option<OffsetDateTime>>,
     pub(super) violations: Vec<Violation>,
     pub(super) unverified: Vec<Unverified>,
     pub(super) not_judged: Vec<Unverified>,
@@ -151,6 +168,7 @@ impl<'a, 'c> Run<'a, 'c> {
         let namespace = subject.namespace.as_str();
         let mut scratch = String::new();
         let may_exempt = !ctx.trusted_images.is_empty() || !def.exceptions.is_empty();
+        let now = ctx.now;
         let mut containers: Vec<ContainerInfo<'a>> =
             Vec::with_capacity(spec.init_containers.len() + spec.containers.len() + spec.ephemeral_containers.len());
         containers.extend(
@@ -166,10 +184,10 @@ impl<'a, 'c> Run<'a, 'c> {
                     info.exempt = may_exempt
                         && info.image().as_ref().is_ok_and(|image| {
                             ctx.trusted_images.iter().any(|t| t.matches(image))
-                                || def.exceptions.iter().any(|e| {
-                                    e.namespaces.as_ref().is_none_or(|n| n.iter().any(|x| x == namespace))
-                                        && e.operator.holds(e.field.value_of(image, &mut scratch), &e.value)
-                                })
+                                || def
+                                    .exceptions
+                                    .iter()
+                                    .any(|e| e.holds_at(now) && exception_matches(e, namespace, image, &mut scratch))
                         });
                     info
                 }),
@@ -177,6 +195,40 @@ impl<'a, 'c> Run<'a, 'c> {
         // A pod-level rule is skipped only when the pod has containers and all are exempt.
         let pod_level = only.is_none() && (containers.is_empty() || containers.iter().any(|c| !c.exempt));
         let all_in_scope = only.is_none() && containers.iter().all(|c| !c.exempt);
+        // Only a definition with expiring exceptions looks for expired ones (so that a
+        // violation can say so): the common case pays nothing more.
+        let mut expired_at = Vec::new();
+        let mut pod_expired_at = None;
+        if def.exceptions_expire {
+            expired_at = containers
+                .iter()
+                .map(|info| match info.image() {
+                    Ok(image) if !info.exempt => def
+                        .exceptions
+                        .iter()
+                        .filter(|e| !e.holds_at(now) && exception_matches(e, namespace, image, &mut scratch))
+                        .filter_map(|e| e.expires_at)
+                        .max(),
+                    _ => None,
+                })
+                .collect();
+            // Pod-level rules would still be skipped had no exception expired: every
+            // container is exempt or was, and the skip ended when the first of those
+            // exemptions did.
+            if pod_level && !containers.is_empty() {
+                pod_expired_at = containers
+                    .iter()
+                    .zip(&expired_at)
+                    .filter(|(c, _)| !c.exempt)
+                    .try_fold(None, |min: Option<OffsetDateTime>, (_, t)| {
+                        t.map(|t| Some(min.map_or(t, |m| m.min(t))))
+                    })
+                    .flatten();
+            }
+            if expired_at.iter().all(Option::is_none) {
+                expired_at.clear();
+            }
+        }
         Run {
             def,
             phase,
@@ -188,6 +240,8 @@ impl<'a, 'c> Run<'a, 'c> {
             containers,
             all_in_scope,
             pod_level,
+            pod_expired_at,
+            expired_at,
             violations: Vec::new(),
             unverified: Vec::new(),
             not_judged: Vec::new(),
