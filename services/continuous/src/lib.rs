@@ -11,7 +11,8 @@
 //! - [`preview`]: re-evaluation of a cluster, and the same without side effects for a draft
 //!   policy (the impact preview).
 //!
-//! The gRPC, NATS and storage adapters come on top, on the service kit, as for the other
+//! [`store`] is the contract of what the service keeps, and [`storage`] implements it on
+//! PostgreSQL or SQLite. The gRPC and NATS adapters come on top, on the service kit, as for the other
 //! services.
 //!
 //! [`CompiledPolicy::evaluate_running`]: portcullis_engine::evaluate::CompiledPolicy::evaluate_running
@@ -19,5 +20,6 @@
 pub mod findings;
 pub mod inventory;
 pub mod preview;
+pub mod storage;
 pub mod store;
 pub mod sync;
