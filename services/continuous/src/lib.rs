@@ -13,6 +13,8 @@
 //!   policy (the impact preview);
 //! - [`store`]: what is kept, and the contract of the storage that keeps it.
 //!
+//! [`storage`] implements [`store`] on PostgreSQL or SQLite (its own tables and migrations).
+//!
 //! The service on the kit:
 //! - [`policies`]: effective policies (compiled once per revision) and scan summaries from
 //!   the policy store, with the service credential;
@@ -38,6 +40,7 @@ pub mod inventory;
 pub mod policies;
 pub mod preview;
 pub mod running;
+pub mod storage;
 pub mod store;
 pub mod sync;
 pub mod triggers;
