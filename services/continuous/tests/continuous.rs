@@ -370,6 +370,31 @@ async fn one_tenant_never_sees_another_s_findings(mode: Mode) {
     assert_eq!(refused.code(), Code::PermissionDenied);
 }
 
+async fn a_new_scan_result_re_evaluates_the_pods_running_its_digest(mode: Mode) {
+    const OTHER: &str = "sha256:2222222222222222222222222222222222222222222222222222222222222222";
+    let stack = Stack::start(mode).await;
+    let t = stack.tenant.clone();
+    let mut sync = Sync::open(&mut stack.client(0).await, &t.connector_key).await;
+    sync.send_all(snapshot(&[
+        pod_running("scanned", "u-scanned", false, false, DIGEST),
+        pod_running("other", "u-other", false, false, OTHER),
+    ]))
+    .await;
+    let mut client = stack.client(1).await;
+    assert!(
+        open_findings(&mut client, &t.admin_key).await.is_empty(),
+        "nothing scanned yet"
+    );
+    upload_scan(&stack.store, &t.admin_key, DIGEST, "critical").await;
+    let found = eventually(WAIT, async || {
+        let open = open_findings(&mut client, &t.admin_key).await;
+        if open.is_empty() { Err(open) } else { Ok(open) }
+    })
+    .await;
+    let rules: Vec<(&str, &str)> = found.iter().map(rule_of).collect();
+    assert_eq!(rules, [("scanned", "vulnerabilities { max-severity:high }")]);
+}
+
 portcullis_test_kit::both! {
     embedded: portcullis_server::Mode::Embedded,
     distributed: portcullis_server::Mode::Distributed;
@@ -380,4 +405,5 @@ portcullis_test_kit::both! {
     a_command_reaches_the_connector_whichever_replica_made_it,
     deltas_with_a_gap_force_a_new_snapshot,
     one_tenant_never_sees_another_s_findings,
+    a_new_scan_result_re_evaluates_the_pods_running_its_digest,
 }

@@ -46,13 +46,22 @@ pub fn policy(name: &str, privileged: &str) -> String {
     json!({"name": name, "default": {"rules": [
         rule("containerSecurityContext", "privileged", "true", privileged),
         rule("podSecurityContext", "hostNetwork", "true", "isolate"),
+        rule("vulnerabilities", "max-severity", "high", "log"),
     ]}})
     .to_string()
 }
 
+/// The digest the scenarios' pods run.
+pub const DIGEST: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
+
 /// A running pod as a connector sends it.
 pub fn pod(name: &str, uid: &str, privileged: bool, host_network: bool) -> Value {
-    let mut container = json!({"name": "app", "image": "registry.example.com/app@sha256:1111111111111111111111111111111111111111111111111111111111111111"});
+    pod_running(name, uid, privileged, host_network, DIGEST)
+}
+
+/// A running pod of an image given by tag, whose status names `digest`.
+pub fn pod_running(name: &str, uid: &str, privileged: bool, host_network: bool, digest: &str) -> Value {
+    let mut container = json!({"name": "app", "image": "registry.example.com/app:1.0"});
     if privileged {
         container["securityContext"] = json!({"privileged": true});
     }
@@ -65,8 +74,28 @@ pub fn pod(name: &str, uid: &str, privileged: bool, host_network: bool) -> Value
         "metadata": {"name": name, "namespace": "web", "uid": uid, "labels": {"app": name}},
         "spec": spec,
         "status": {"phase": "Running", "containerStatuses": [{"name": "app",
-            "imageID": "registry.example.com/app@sha256:1111111111111111111111111111111111111111111111111111111111111111"}]},
+            "imageID": format!("registry.example.com/app@{digest}")}]},
     })
+}
+
+/// Uploads a vulnerability scan of `digest` with one finding of `severity`.
+pub async fn upload_scan(store: &TestServer, key: &str, digest: &str, severity: &str) {
+    use portcullis_proto::policystore::v1 as pb;
+    let mut scans = pb::scan_result_service_client::ScanResultServiceClient::new(store.channel().await.unwrap());
+    let native = portcullis_test_kit::docs::vulnerability_scan(digest, severity, "2026-01-01T00:00:00Z");
+    scans
+        .upload_scan_result(authed(
+            key,
+            pb::UploadScanResultRequest {
+                digest: digest.into(),
+                report: Some(pb::upload_scan_result_request::Report::NativeJson(
+                    native.to_string().into_bytes().into(),
+                )),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap();
 }
 
 /// An inventory message.
