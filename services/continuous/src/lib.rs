@@ -56,9 +56,9 @@ pub use running::{ContinuousServeOptions, RunningContinuous};
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ContinuousOptions {
-    /// The service's own database in distributed mode (`postgres://...`); empty: the
-    /// `[storage]` database (its own tables beside the policy store's). Embedded (`up`), a
-    /// SQLite file beside the policy store's.
+    /// The service's database in distributed mode (`postgres://...`, `--database-url`;
+    /// it may be the policy store's: the service keeps its own `cn_` tables); required by
+    /// `serve continuous`. `up` keeps a SQLite file `continuous.db` beside the policy store's.
     pub database_url: String,
     /// How often every cluster with an inventory is re-evaluated whole (default 3600 s).
     #[serde(with = "humantime_serde")]
