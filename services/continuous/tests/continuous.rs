@@ -453,7 +453,7 @@ async fn a_preview_shows_what_applying_the_draft_then_does(mode: Mode) {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(preview.cluster_ids, [t.cluster_id.clone()]);
+    assert_eq!(preview.cluster_ids, std::slice::from_ref(&t.cluster_id));
     assert_eq!(preview.pods_evaluated, 2);
     assert_eq!(preview.skipped.len(), 1, "{preview:?}");
     assert_eq!(preview.skipped[0].cluster_id, empty);
@@ -514,7 +514,7 @@ async fn a_preview_shows_what_applying_the_draft_then_does(mode: Mode) {
     seen.sort();
     let mut expected: Vec<(String, String)> = before
         .iter()
-        .map(|f| rule_of(f))
+        .map(rule_of)
         .filter(|(p, r)| !(*p == "priv" && r.starts_with("containerSecurityContext")))
         .map(|(p, r)| (p.to_owned(), r.to_owned()))
         .chain(
