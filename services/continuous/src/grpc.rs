@@ -680,3 +680,62 @@ impl ContinuousService for Continuous {
         Ok(Response::new(answer))
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+    use pv::inventory_update::Update;
+
+    fn pod(uid: &str) -> bytes::Bytes {
+        serde_json::json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": uid, "namespace": "web", "uid": uid},
+            "spec": {"containers": [{"name": "app", "image": "nginx:1.27"}]},
+        })
+        .to_string()
+        .into_bytes()
+        .into()
+    }
+
+    #[test]
+    fn an_unreadable_pod_is_reported_with_its_index_and_the_rest_applies() {
+        let batch = Update::Upserts(pv::PodBatch {
+            pods_json: vec![pod("a"), bytes::Bytes::from_static(b"{not json"), pod("c")],
+        });
+        let (message, errors) = read_update(&SyncState::new(), Some(batch));
+        let Some(Message::SnapshotPage(pods)) = message else {
+            panic!("upserts before a snapshot completed are snapshot pages: {message:?}");
+        };
+        assert_eq!(pods.iter().map(PodProjection::uid).collect::<Vec<_>>(), ["a", "c"]);
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].field, "upserts.pods_json[1]");
+        assert_eq!(errors[0].code, tonic::Code::InvalidArgument as u32);
+    }
+
+    #[test]
+    fn upserts_of_a_live_stream_are_deltas() {
+        let mut state = SyncState::new();
+        assert_eq!(state.accept(1, &Message::SnapshotStart), Step::Apply);
+        assert_eq!(state.accept(2, &Message::SnapshotEnd), Step::Apply);
+        let (message, _) = read_update(
+            &state,
+            Some(Update::Upserts(pv::PodBatch {
+                pods_json: vec![pod("a")],
+            })),
+        );
+        assert!(matches!(message, Some(Message::Upsert(p)) if p.len() == 1));
+        let (message, _) = read_update(
+            &state,
+            Some(Update::Deletions(pv::PodDeletions {
+                pods: vec![pc::PodKey {
+                    namespace: "web".into(),
+                    name: "a".into(),
+                    uid: "a".into(),
+                }],
+            })),
+        );
+        assert_eq!(message, Some(Message::Delete(vec!["a".into()])));
+        assert_eq!(read_update(&state, None).0, None);
+    }
+}

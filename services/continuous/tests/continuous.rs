@@ -610,6 +610,50 @@ async fn a_revoked_connector_key_is_refused_at_once(mode: Mode) {
     .await;
 }
 
+async fn a_deleted_cluster_is_forgotten(mode: Mode) {
+    use portcullis_proto::policystore::v1 as pb;
+    let stack = Stack::start(mode).await;
+    let t = stack.tenant.clone();
+    let mut sync = Sync::open(&mut stack.client(0).await, &t.connector_key).await;
+    sync.send_all(snapshot(&[pod("priv", "u-priv", true, false)])).await;
+    assert_eq!(
+        commands_in(&stack, &t.admin_key, pv::CommandState::Pending).await.len(),
+        1
+    );
+    let admin = Api::new(&stack.store, &t.admin_key).await;
+    let mut clusters = admin.clusters.clone();
+    clusters
+        .delete_cluster(admin.req(pb::DeleteClusterRequest {
+            cluster: by_id(&t.cluster_id),
+        }))
+        .await
+        .unwrap();
+    let mut client = stack.client(1).await;
+    // Its inventory and pending commands go; nothing is left to send.
+    eventually(WAIT, async || {
+        let pod = client
+            .get_pod(authed(
+                &t.admin_key,
+                pv::GetPodRequest {
+                    cluster: by_id(&t.cluster_id),
+                    namespace: "web".into(),
+                    name: "priv".into(),
+                },
+            ))
+            .await;
+        match pod {
+            Err(status) if status.code() == Code::NotFound => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    assert!(
+        commands_in(&stack, &t.admin_key, pv::CommandState::Pending)
+            .await
+            .is_empty()
+    );
+}
+
 portcullis_test_kit::both! {
     embedded: portcullis_server::Mode::Embedded,
     distributed: portcullis_server::Mode::Distributed;
@@ -624,4 +668,5 @@ portcullis_test_kit::both! {
     a_preview_shows_what_applying_the_draft_then_does,
     a_runtime_mitigation_becomes_a_command_for_a_pod_not_in_the_inventory,
     a_revoked_connector_key_is_refused_at_once,
+    a_deleted_cluster_is_forgotten,
 }
