@@ -654,6 +654,44 @@ async fn a_deleted_cluster_is_forgotten(mode: Mode) {
     );
 }
 
+async fn a_restarted_service_loses_no_finding_and_sends_no_command_twice(mode: Mode) {
+    let mut stack = Stack::start(mode).await;
+    let t = stack.tenant.clone();
+    let pods = [pod("a", "u-a", true, false), pod("b", "u-b", true, false)];
+    let mut sync = Sync::open(&mut stack.client(0).await, &t.connector_key).await;
+    sync.send_all(snapshot(&pods)).await;
+    let mut commands = Commands::open(&mut stack.client(1).await, &t.connector_key).await;
+    let (one, two) = (commands.next().await, commands.next().await);
+    commands.ack(&one.command_id).await;
+    until(WAIT, "the ack is recorded", async || {
+        commands_in(&stack, &t.admin_key, pv::CommandState::Done).await.len() == 1
+    })
+    .await;
+    let before = open_findings(&mut stack.client(0).await, &t.admin_key).await;
+    drop((sync, commands));
+
+    stack.restart().await;
+    let mut client = stack.client(0).await;
+    let mut after = open_findings(&mut client, &t.admin_key).await;
+    let key = |f: &pv::Finding| (f.id.clone(), f.first_seen_at);
+    let mut before_keys: Vec<_> = before.iter().map(key).collect();
+    before_keys.sort_by(|a, b| a.0.cmp(&b.0));
+    after.sort_by(|a, b| a.id.cmp(&b.id));
+    assert_eq!(after.iter().map(key).collect::<Vec<_>>(), before_keys);
+    // The connector reconnects and syncs again: the same pods order nothing new, and only
+    // the command it had not acked comes back.
+    let mut sync = Sync::open(&mut client, &t.connector_key).await;
+    let first = sync.send(update(4, upserts(&pods))).await;
+    assert!(first.resync, "a restarted service asks for a snapshot: {first:?}");
+    sync.send_all(vec![update(5, start()), update(6, upserts(&pods)), update(7, end())])
+        .await;
+    let mut commands = Commands::open(&mut client, &t.connector_key).await;
+    assert_eq!(commands.next().await.command_id, two.command_id);
+    assert_eq!(commands.next_within(Duration::from_secs(1)).await, None);
+    let pending = commands_in(&stack, &t.admin_key, pv::CommandState::Pending).await;
+    assert_eq!(pending.len(), 1, "{pending:?}");
+}
+
 portcullis_test_kit::both! {
     embedded: portcullis_server::Mode::Embedded,
     distributed: portcullis_server::Mode::Distributed;
@@ -669,4 +707,5 @@ portcullis_test_kit::both! {
     a_runtime_mitigation_becomes_a_command_for_a_pod_not_in_the_inventory,
     a_revoked_connector_key_is_refused_at_once,
     a_deleted_cluster_is_forgotten,
+    a_restarted_service_loses_no_finding_and_sends_no_command_twice,
 }

@@ -154,6 +154,7 @@ pub struct Stack {
     pub replicas: Vec<RunningContinuous>,
     pub stores: Vec<Arc<dyn ContinuousStore>>,
     pub tenant: Tenant,
+    pub options: ContinuousOptions,
 }
 
 async fn sql_store(store: &TestServer) -> SqlStore {
@@ -200,7 +201,20 @@ impl Stack {
             replicas,
             stores,
             tenant,
+            options,
         }
+    }
+
+    /// Stops every replica (drained), then starts one again on the same database and bus,
+    /// as a restarted deployment would: replica 0 is the new one, alone.
+    pub async fn restart(&mut self) {
+        for replica in self.replicas.drain(..) {
+            replica.stop().await.unwrap();
+        }
+        let store: Arc<dyn ContinuousStore> = Arc::new(sql_store(&self.store).await);
+        let replica = start_replica(&self.store, store.clone(), self.store.bus.clone(), self.options.clone()).await;
+        self.stores = vec![store];
+        self.replicas = vec![replica];
     }
 
     /// A policy (`document`) assigned to a new cluster `c1`, with the key `admin_key`.
