@@ -933,3 +933,123 @@ fn verify_exits_by_the_match() {
     let run = up.run(Some(&up.admin_key), &["verify", &format!("{host}/app:signed")]);
     assert_eq!(run.code, Some(2), "{} {}", run.stdout, run.stderr);
 }
+
+/// A policy document (JSON) whose default definition has these exceptions, and a namespaced
+/// definition `lab` with its own (`None`: it inherits the default's).
+fn policy_with_exceptions(name: &str, default: Value, lab: Option<Value>) -> String {
+    let mut lab_definition = serde_json::json!({"name": "lab", "namespaces": ["lab"], "rules": []});
+    if let Some(own) = lab {
+        lab_definition["exceptions"] = own;
+    }
+    serde_json::json!({
+        "name": name,
+        "default": {"rules": [], "exceptions": default},
+        "namespaced": [lab_definition],
+    })
+    .to_string()
+}
+
+/// An exception of the registry `registry`, with optional expiry and reason.
+fn registry_exception(registry: &str, expires_at: Option<&str>, reason: Option<&str>) -> Value {
+    let mut e = serde_json::json!({
+        "type": "registry",
+        "statement": {"properties": [{"key": "equals", "value": registry}]},
+    });
+    if let Some(t) = expires_at {
+        e["expiresAt"] = Value::from(t);
+    }
+    if let Some(r) = reason {
+        e["reason"] = Value::from(r);
+    }
+    e
+}
+
+#[test]
+fn policy_exceptions_lists_every_exception_soonest_expiry_first() {
+    use time::format_description::well_known::Rfc3339;
+    let up = Up::start();
+    // Whole seconds in UTC, so that what the command prints is what was written.
+    let now = time::OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
+    let at = |days: i64| (now + time::Duration::days(days)).format(&Rfc3339).unwrap();
+    let (yesterday, in_3_days, in_30_days) = (at(-1), at(3), at(30));
+
+    let a = policy_with_exceptions(
+        "a.exc",
+        serde_json::json!([
+            registry_exception("forever.example.com", None, None),
+            registry_exception("old.example.com", Some(&yesterday), Some("migration done")),
+        ]),
+        Some(serde_json::json!([registry_exception(
+            "lab.example.com",
+            Some(&in_3_days),
+            Some("lab trial")
+        )])),
+    );
+    let b = policy_with_exceptions(
+        "b.exc",
+        serde_json::json!([registry_exception("b.example.com", Some(&in_30_days), Some("SEC-9"))]),
+        None,
+    );
+    for (file, text) in [("a.json", a), ("b.json", b)] {
+        let path = up.dir.write(file, text);
+        up.ok(&["policy", "apply", "-f", path.to_str().unwrap()]);
+    }
+
+    let all = up.json(&["policy", "exceptions"]);
+    let rows = all.as_array().expect("an array");
+    let summary: Vec<(&str, &str, &str, Option<&str>, bool)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["policy"].as_str().unwrap(),
+                r["definition"].as_str().unwrap(),
+                r["statement"]["properties"][0]["value"].as_str().unwrap(),
+                r["expiresAt"].as_str(),
+                r["expired"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    // b.exc's `lab` inherits the default's exception: listed once, under `default`.
+    assert_eq!(
+        summary,
+        vec![
+            ("a.exc", "default", "old.example.com", Some(yesterday.as_str()), true),
+            ("a.exc", "lab", "lab.example.com", Some(in_3_days.as_str()), false),
+            ("b.exc", "default", "b.example.com", Some(in_30_days.as_str()), false),
+            ("a.exc", "default", "forever.example.com", None, false),
+        ]
+    );
+    assert_eq!(rows[0]["reason"], "migration done");
+    assert_eq!(rows[0]["type"], "registry");
+    assert_eq!(rows[3]["reason"], Value::Null);
+    assert_eq!(rows[3]["namespaces"], Value::Null);
+
+    // --expiring keeps those expiring within the window, the expired one included.
+    let week = up.json(&["policy", "exceptions", "--expiring", "7d"]);
+    let values: Vec<&str> = week
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["statement"]["properties"][0]["value"].as_str().unwrap())
+        .collect();
+    assert_eq!(values, ["old.example.com", "lab.example.com"]);
+
+    let table = up.ok(&["policy", "exceptions"]).stdout;
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 5, "{table}");
+    assert!(
+        lines[0].starts_with("POLICY ") && lines[0].contains("EXPIRES"),
+        "{table}"
+    );
+    assert!(lines[1].contains(&format!("{yesterday} (expired)")), "{table}");
+    assert!(lines[1].contains("migration done"), "{table}");
+    assert!(
+        lines[4].contains("forever.example.com") && lines[4].contains("never"),
+        "{table}"
+    );
+
+    // A bad duration is refused before anything is asked.
+    let run = up.run(Some(&up.admin_key), &["policy", "exceptions", "--expiring", "soon"]);
+    assert_eq!(run.code, Some(2), "{} {}", run.stdout, run.stderr);
+    assert!(run.stdout.is_empty());
+}

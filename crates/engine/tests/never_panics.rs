@@ -667,6 +667,8 @@ fn mutation() -> impl Strategy<Value = (usize, Mutation)> {
                 "resourceFilter",
                 "operator",
                 "createdDateTime",
+                "expiresAt",
+                "reason",
             ][..]
         )
         .prop_map(str::to_owned),
@@ -705,6 +707,8 @@ fn mutation() -> impl Strategy<Value = (usize, Mutation)> {
                 "Bad Name",
                 "a.b",
                 "",
+                "2025-06-01T12:00:00Z",
+                "9999-12-31T23:59:60+23:59",
             ][..]
         )
         .prop_map(Value::from),

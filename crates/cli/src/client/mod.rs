@@ -14,6 +14,7 @@ mod dead_letter;
 mod document;
 mod duration;
 mod error;
+mod exceptions;
 mod key;
 mod named_document;
 mod output;

@@ -6,6 +6,7 @@ use portcullis_proto::policystore::v1 as pb;
 use serde_json::{Value, json};
 
 use super::document::{self, document_with_identity};
+use super::duration::parse_duration;
 use super::error::ClientError;
 use super::named_document::list_all;
 use super::output::{
@@ -41,6 +42,16 @@ pub enum PolicyCommand {
         /// Only policies whose name contains this text.
         #[arg(long, value_name = "TEXT")]
         filter: Option<String>,
+        #[command(flatten)]
+        out: OutputArg,
+    },
+    /// Lists every exception of every policy, with its policy, definition, reason and
+    /// expiry, soonest expiry first (those without expiry last).
+    Exceptions {
+        /// Only exceptions expiring within this time from now (already expired ones
+        /// included, marked expired), e.g. `7d`.
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        expiring: Option<std::time::Duration>,
         #[command(flatten)]
         out: OutputArg,
     },
@@ -90,6 +101,7 @@ impl PolicyCommand {
             PolicyCommand::Apply { .. } => "apply",
             PolicyCommand::Get { .. } => "get",
             PolicyCommand::List { .. } => "list",
+            PolicyCommand::Exceptions { .. } => "exceptions",
             PolicyCommand::Duplicate { .. } => "duplicate",
             PolicyCommand::Delete { .. } => "delete",
             PolicyCommand::History { .. } => "history",
@@ -176,6 +188,7 @@ pub async fn run(ctx: &Ctx<'_>, command: &PolicyCommand) -> Result<(), ClientErr
                 }
             }
         }
+        PolicyCommand::Exceptions { expiring, out } => super::exceptions::run(ctx, *expiring, out.output).await,
         PolicyCommand::Duplicate { source, new_name, out } => {
             let conn = ctx.connect(KeyChoice::Tenant).await?;
             let response = conn

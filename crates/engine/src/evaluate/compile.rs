@@ -5,6 +5,8 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
 
+use time::OffsetDateTime;
+
 use crate::input::{InputError, Subject, parse_document_with};
 use crate::k8s::Fields;
 use crate::policy::{Action, ImageVerificationRule, Mitigation, PolicyError, ValidException, ValidPolicy, ValidRule};
@@ -172,6 +174,21 @@ impl CompiledPolicy {
                 .rules
                 .iter()
                 .any(|r| r.active(Phase::Admission) && r.rule.check.needs_scan_results())
+    }
+
+    /// The `expiresAt` instants of the exceptions of every definition (inherited ones
+    /// counted once), soonest first, each once. An exception stops applying at its instant,
+    /// so a caller holding running pods re-evaluates them then (POLICY.md section 4 point 2);
+    /// empty when no exception expires.
+    pub fn exception_expiries(&self) -> Vec<OffsetDateTime> {
+        let mut out: Vec<OffsetDateTime> = std::iter::once(&self.default)
+            .chain(&self.namespaced)
+            .flat_map(|d| d.exceptions.iter())
+            .filter_map(|e| e.expires_at)
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        out
     }
 
     /// The name of the definition that applies in `namespace`: a namespaced definition's

@@ -1,9 +1,23 @@
 //! Violation messages: `<ruleType> violates rule with properties { ... } in container(s)
 //! "app" (block).`, built once per violation without the formatter where it can; and the
 //! messages of signature rules not judged.
+//!
+//! A violation that an expired exception would have exempted (POLICY.md section 4 point 2)
+//! says so after its detail, if any (`: <detail>; exception expired at <time>.`, else
+//! `: exception expired at <time>.`). `<time>` is the instant the exemption ended, in UTC
+//! as RFC 3339 (`2027-03-31T00:00:00Z`): for a container, the latest expiry among the
+//! expired exceptions matching its image; for a pod-level rule, the earliest of its
+//! containers' (from then on the pod was no longer wholly exempt). There is one clause per
+//! distinct instant, soonest first. When a clause does not cover everything the violation
+//! names (several instants, or some of its containers never exempt), each clause names its
+//! containers (and the pod):
+//! `exception expired at <t1> for container(s) "a"; exception expired at <t2> for pod "p" and container(s) "b"`.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
+
+use time::format_description::well_known::Rfc3339;
+use time::{OffsetDateTime, UtcOffset};
 
 use crate::policy::{AttestorRequirement, ImageVerificationRule, Mitigation};
 
@@ -48,6 +62,44 @@ pub(super) fn violation(
         checks,
         message,
     }
+}
+
+/// The clause of a violation that expired exceptions would have exempted (module docs):
+/// `entries` pairs each named container (`None`: the pod, for a pod-level rule) with the
+/// instant its exemption ended; `covers_all`: they are everything the violation names.
+/// `None` when `entries` is empty.
+pub(super) fn expired_exceptions_clause(
+    entries: &[(Option<&str>, OffsetDateTime)],
+    covers_all: bool,
+    pod_name: &str,
+) -> Option<String> {
+    let mut times: Vec<OffsetDateTime> = entries.iter().map(|(_, t)| *t).collect();
+    times.sort_unstable();
+    times.dedup();
+    let mut out = String::new();
+    for (i, t) in times.iter().enumerate() {
+        if i > 0 {
+            out.push_str("; ");
+        }
+        out.push_str("exception expired at ");
+        let utc = t.to_offset(UtcOffset::UTC);
+        match utc.format(&Rfc3339) {
+            Ok(text) => out.push_str(&text),
+            // Only years outside 0..=9999 cannot be written in RFC 3339, and they could not
+            // have been parsed from it either; written plainly all the same.
+            Err(_) => {
+                let _ = write!(out, "{utc}");
+            }
+        }
+        if times.len() > 1 || !covers_all {
+            let at_t = entries.iter().filter(|(_, x)| x == t);
+            let pod = at_t.clone().any(|(c, _)| c.is_none());
+            let containers: Vec<String> = at_t.filter_map(|(c, _)| c.map(str::to_owned)).collect();
+            out.push_str(" for ");
+            write_location(&mut out, &containers, pod, pod_name);
+        }
+    }
+    (!times.is_empty()).then_some(out)
 }
 
 fn write_location(out: &mut String, containers: &[String], pod_level: bool, pod_name: &str) {

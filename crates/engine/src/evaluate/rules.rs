@@ -12,7 +12,7 @@ use crate::scan::{ScanSummary, ScanType, ScanUnavailable};
 use super::compile::{CompiledPolicy, CompiledRule, Definition, Phase};
 use super::context::DigestLookup;
 use super::decision::{Decision, NotEvaluated, Verdict};
-use super::messages::violation;
+use super::messages::{expired_exceptions_clause, violation};
 use super::run::Run;
 
 /// The container runtime's default capability set (POLICY.md section 3).
@@ -265,6 +265,17 @@ impl Run<'_, '_> {
         checks: Vec<&'static str>,
         detail: &str,
     ) {
+        // Only a pod with a container matching an expired exception pays for the clause.
+        let expired = if self.any_expired {
+            self.expired_exceptions(&containers, pod_level)
+        } else {
+            None
+        };
+        let detail = match (&expired, detail.is_empty()) {
+            (None, _) => std::borrow::Cow::Borrowed(detail),
+            (Some(clause), true) => std::borrow::Cow::Borrowed(clause.as_str()),
+            (Some(clause), false) => std::borrow::Cow::Owned(format!("{detail}; {clause}")),
+        };
         self.violations.push(violation(
             r,
             self.phase,
@@ -272,8 +283,28 @@ impl Run<'_, '_> {
             pod_level,
             &self.subject.name,
             checks,
-            detail,
+            &detail,
         ));
+    }
+
+    /// The `exception expired at ...` clause for a violation naming `containers` (and the
+    /// pod when `pod_level`), or `None` when no expired exception would have exempted it.
+    fn expired_exceptions(&self, containers: &[String], pod_level: bool) -> Option<String> {
+        let mut entries: Vec<(Option<&str>, time::OffsetDateTime)> = containers
+            .iter()
+            .filter_map(|name| {
+                self.containers
+                    .iter()
+                    .find(|i| i.container.name == name.as_str())
+                    .and_then(|i| i.expired_at)
+                    .map(|t| (Some(name.as_str()), t))
+            })
+            .collect();
+        if pod_level && let Some(t) = self.pod_expired_at {
+            entries.push((None, t));
+        }
+        let covers_all = entries.len() == containers.len() + usize::from(pod_level);
+        expired_exceptions_clause(&entries, covers_all, &self.subject.name)
     }
 
     fn scan_rule(&mut self, r: &CompiledRule) {

@@ -1,6 +1,8 @@
 //! One evaluation: which subjects are judged at all, and the state of one pod's run against
 //! one definition (its containers, digests, and what it found).
 
+use time::OffsetDateTime;
+
 use crate::image_ref::{ImageRef, ImageRefError};
 use crate::input::{KubeObject, Operation, Subject};
 use crate::k8s::{Container, ObjectMeta, PodSpec};
@@ -19,6 +21,9 @@ pub(super) struct ContainerInfo<'a> {
     /// never need it).
     image: std::cell::OnceCell<Result<ImageRef, ImageRefError>>,
     pub(super) exempt: bool,
+    /// When the container is not exempt but an expired exception matches it: when its
+    /// exemption ended (the latest expiry among those exceptions), for messages.
+    pub(super) expired_at: Option<OffsetDateTime>,
     pub(super) digest: Option<DigestLookup>,
 }
 
@@ -129,6 +134,11 @@ pub(super) struct Run<'a, 'c> {
     /// not search `containers`.
     pub(super) all_in_scope: bool,
     pub(super) pod_level: bool,
+    /// When pod-level rules would still be skipped but for expired exceptions: the moment
+    /// that skip ended (see [`Run::expired_exceptions`]).
+    pub(super) pod_expired_at: Option<OffsetDateTime>,
+    /// Whether any container matches an expired exception (messages need a look only then).
+    pub(super) any_expired: bool,
     pub(super) violations: Vec<Violation>,
     pub(super) unverified: Vec<Unverified>,
     pub(super) not_judged: Vec<Unverified>,
@@ -161,22 +171,48 @@ impl<'a, 'c> Run<'a, 'c> {
                         container,
                         image: std::cell::OnceCell::new(),
                         exempt: false,
+                        expired_at: None,
                         digest: None,
                     };
-                    info.exempt = may_exempt
-                        && info.image().as_ref().is_ok_and(|image| {
-                            ctx.trusted_images.iter().any(|t| t.matches(image))
-                                || def.exceptions.iter().any(|e| {
-                                    e.namespaces.as_ref().is_none_or(|n| n.iter().any(|x| x == namespace))
-                                        && e.operator.holds(e.field.value_of(image, &mut scratch), &e.value)
-                                })
-                        });
+                    if may_exempt && let Ok(image) = info.image() {
+                        let mut expired_at: Option<OffsetDateTime> = None;
+                        let exempt = ctx.trusted_images.iter().any(|t| t.matches(image))
+                            || def.exceptions.iter().any(|e| {
+                                let matches = e.namespaces.as_ref().is_none_or(|n| n.iter().any(|x| x == namespace))
+                                    && e.operator.holds(e.field.value_of(image, &mut scratch), &e.value);
+                                // An expired exception exempts nothing; it is only remembered
+                                // so that the violation can say so.
+                                match e.expires_at {
+                                    Some(t) if matches && t <= ctx.now => {
+                                        expired_at = expired_at.max(Some(t));
+                                        false
+                                    }
+                                    _ => matches,
+                                }
+                            });
+                        info.exempt = exempt;
+                        info.expired_at = if exempt { None } else { expired_at };
+                    }
                     info
                 }),
         );
         // A pod-level rule is skipped only when the pod has containers and all are exempt.
         let pod_level = only.is_none() && (containers.is_empty() || containers.iter().any(|c| !c.exempt));
         let all_in_scope = only.is_none() && containers.iter().all(|c| !c.exempt);
+        // Pod-level rules would still be skipped had no exception expired: every container
+        // is exempt or was, and the skip ended when the first of those exemptions did.
+        let pod_expired_at = if pod_level && !containers.is_empty() {
+            containers
+                .iter()
+                .filter(|c| !c.exempt)
+                .try_fold(None, |min: Option<OffsetDateTime>, c| {
+                    c.expired_at.map(|t| Some(min.map_or(t, |m| m.min(t))))
+                })
+                .flatten()
+        } else {
+            None
+        };
+        let any_expired = containers.iter().any(|c| c.expired_at.is_some());
         Run {
             def,
             phase,
@@ -188,6 +224,8 @@ impl<'a, 'c> Run<'a, 'c> {
             containers,
             all_in_scope,
             pod_level,
+            pod_expired_at,
+            any_expired,
             violations: Vec::new(),
             unverified: Vec::new(),
             not_judged: Vec::new(),

@@ -304,6 +304,15 @@ pub struct Exception {
     /// When given, the exception holds only in these namespaces.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespaces: Option<Vec<String>>,
+    /// When given (RFC 3339), the exception holds no more from this instant on. Kept as
+    /// written so that a document round-trips unchanged; validation parses it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "date-time"))]
+    pub expires_at: Option<String>,
+    /// Why the exception exists (at most 256 characters); shown and audited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256))]
+    pub reason: Option<String>,
 }
 
 /// The image field an exception tests.

@@ -34,6 +34,16 @@ pub enum CapabilitiesPreset {
 pub type ImageField = ExceptionType;
 
 impl ExceptionType {
+    /// The name as written in documents (`imagePath`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExceptionType::Registry => "registry",
+            ExceptionType::Image => "image",
+            ExceptionType::Tag => "tag",
+            ExceptionType::ImagePath => "imagePath",
+        }
+    }
+
     /// The value of this field for a parsed reference (`imagePath` is built on demand).
     pub fn value_of<'a>(self, image: &'a ImageRef, scratch: &'a mut String) -> &'a str {
         match self {
@@ -76,6 +86,17 @@ impl StringOperator {
         })
     }
 
+    /// The key as written (`starts-with`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StringOperator::Equals => "equals",
+            StringOperator::NotEquals => "not-equals",
+            StringOperator::Contains => "contains",
+            StringOperator::NotContains => "not-contains",
+            StringOperator::StartsWith => "starts-with",
+        }
+    }
+
     /// Whether the operator holds for `subject` against `value`.
     pub fn holds(self, subject: &str, value: &str) -> bool {
         match self {
@@ -87,7 +108,7 @@ impl StringOperator {
         }
     }
 
-    /// The keys, for error messages.
+    /// The keys, for error messages (each [`StringOperator::as_str`] of one operator).
     pub const KEYS: &'static [&'static str] = &["equals", "not-equals", "contains", "not-contains", "starts-with"];
 }
 

@@ -3,6 +3,9 @@
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
 use crate::pss::Level;
 use crate::scan::{CvssMetric, ScanType, Severity};
 
@@ -118,7 +121,22 @@ pub struct ValidException {
     pub value: String,
     /// The namespaces it holds in (`None`: all).
     pub namespaces: Option<Vec<String>>,
+    /// From this instant on it holds no more (`None`: it never expires).
+    pub expires_at: Option<OffsetDateTime>,
+    /// Why it exists, as written.
+    pub reason: Option<String>,
 }
+
+impl ValidException {
+    /// Whether it holds at `now`: it has no expiry, or its expiry is after `now` (an
+    /// exception expiring exactly at `now` holds no more, POLICY.md section 4 point 2).
+    pub fn holds_at(&self, now: OffsetDateTime) -> bool {
+        self.expires_at.is_none_or(|t| now < t)
+    }
+}
+
+/// The longest `reason` an exception may give, in characters.
+pub const MAX_EXCEPTION_REASON_CHARS: usize = 256;
 
 /// A definition after validation (only enabled rules are kept).
 #[derive(Debug, Clone, PartialEq)]
@@ -494,6 +512,25 @@ fn exception(path: &str, e: &Exception, errors: &mut Vec<FieldError>) -> Option<
             }
         }
     }
+    let expires_at = e.expires_at.as_deref().and_then(|text| {
+        OffsetDateTime::parse(text, &Rfc3339)
+            .map_err(|err| {
+                errors.push(FieldError::new(
+                    format!("{path}.expiresAt"),
+                    format!("{text:?} is not an RFC 3339 timestamp such as 2027-03-31T00:00:00Z ({err})"),
+                ));
+            })
+            .ok()
+    });
+    if let Some(reason) = &e.reason {
+        let chars = reason.chars().count();
+        if chars > MAX_EXCEPTION_REASON_CHARS {
+            errors.push(FieldError::new(
+                format!("{path}.reason"),
+                format!("must be at most {MAX_EXCEPTION_REASON_CHARS} characters, got {chars}"),
+            ));
+        }
+    }
     let props = &e.statement.properties;
     let pp = format!("{path}.statement.properties");
     let [prop] = props.as_slice() else {
@@ -512,6 +549,8 @@ fn exception(path: &str, e: &Exception, errors: &mut Vec<FieldError>) -> Option<
         operator,
         value,
         namespaces: e.namespaces.clone(),
+        expires_at,
+        reason: e.reason.clone(),
     })
 }
 
