@@ -14,7 +14,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use portcullis_bus::Bus;
 use portcullis_domain::{ClusterId, TenantId, topic::command_subject};
-use portcullis_engine::evaluate::{CompiledPolicy, EvalContext, RunningDecision, Signatures};
+use portcullis_engine::evaluate::{EvalContext, RunningDecision, Signatures};
 use portcullis_engine::policy::Mitigation;
 use portcullis_kit::upstream::ClusterSel;
 use portcullis_proto::events::v1::FindingTransition;
@@ -29,6 +29,7 @@ use crate::policies::{ClusterPolicy, PolicyStore, pod_digests};
 use crate::store::{
     CommandOrigin, ContinuousStore, FindingsRead, FindingsSaved, FindingsWrite, NewCommand, StoreError, StoredCommand,
 };
+use crate::triggers::Timers;
 
 /// Read-judge-save rounds at most when other replicas keep changing the cluster's findings.
 const MAX_ATTEMPTS: usize = 5;
@@ -51,16 +52,6 @@ pub struct Evaluated {
     pub saved: FindingsSaved,
     /// When to look at the cluster again: a held-back terminate, or an exception expiring.
     pub again_at: Option<OffsetDateTime>,
-}
-
-/// The instants at which exceptions of `policy` expire.
-///
-/// HOOK: the engine does not expose its exceptions' `expiresAt` yet (issue 19, the
-/// `exceptions` work); until it does this has none to give, so an expiring exception is
-/// noticed at the next sweep rather than at its expiry. Replace the body with the engine's
-/// method when it lands.
-pub fn exception_expiries(_policy: &CompiledPolicy) -> Vec<OffsetDateTime> {
-    Vec::new()
 }
 
 /// Tells the replica holding `tenant`'s `cluster` command stream that commands wait
@@ -208,6 +199,7 @@ struct Inner {
     policies: PolicyStore,
     events: ContinuousEvents,
     bus: Bus,
+    timers: Timers,
 }
 
 impl std::fmt::Debug for Evaluator {
@@ -231,8 +223,15 @@ impl Evaluator {
                 policies,
                 events,
                 bus,
+                timers: Timers::default(),
             }),
         }
+    }
+
+    /// When to judge a cluster again (held-back terminates, expiring exceptions): every
+    /// re-evaluation sets its cluster's.
+    pub fn timers(&self) -> &Timers {
+        &self.inner.timers
     }
 
     /// The store.
@@ -344,11 +343,14 @@ impl Evaluator {
                     let expiry = policy
                         .policy
                         .as_deref()
-                        .and_then(|p| crate::findings::next_expiry(exception_expiries(p), now));
+                        .and_then(|p| crate::findings::next_expiry(p.exception_expiries(), now));
                     let again_at = match (outcome.retry_at, expiry) {
                         (Some(a), Some(b)) => Some(a.min(b)),
                         (a, b) => a.or(b),
                     };
+                    if let Some(at) = again_at {
+                        self.inner.timers.set(tenant, cluster, at);
+                    }
                     return Ok(Evaluated {
                         judged,
                         saved,

@@ -42,31 +42,22 @@ pub const TRIGGER_TOPICS: [Topic; 4] = [
 pub struct Triggers {
     evaluator: Evaluator,
     hub: CommandHub,
-    timers: Timers,
 }
 
 impl Triggers {
     /// Triggers over `evaluator` and `hub`.
     pub fn new(evaluator: Evaluator, hub: CommandHub) -> Triggers {
-        Triggers {
-            evaluator,
-            hub,
-            timers: Timers::default(),
-        }
+        Triggers { evaluator, hub }
     }
 
-    /// The timers.
+    /// The timers (the evaluator's).
     pub fn timers(&self) -> &Timers {
-        &self.timers
+        self.evaluator.timers()
     }
 
-    /// Re-evaluates a whole cluster, and records when to look again.
+    /// Re-evaluates a whole cluster (which records when to look at it again).
     pub async fn cluster(&self, tenant: &str, cluster: &str) -> Result<Evaluated, ContinuousError> {
-        let evaluated = self.evaluator.reevaluate(tenant, cluster, &Scope::Cluster).await?;
-        if let Some(at) = evaluated.again_at {
-            self.timers.set(tenant, cluster, at);
-        }
-        Ok(evaluated)
+        self.evaluator.reevaluate(tenant, cluster, &Scope::Cluster).await
     }
 
     /// Handles one trigger event of `tenant`.
@@ -85,7 +76,7 @@ impl Triggers {
                     store
                         .forget_cluster(tenant, &changed.cluster_id, OffsetDateTime::now_utc())
                         .await?;
-                    self.timers.remove(tenant, &changed.cluster_id);
+                    self.timers().remove(tenant, &changed.cluster_id);
                 } else if judged_by(changed) && store.tenant_clusters(tenant).await?.contains(&changed.cluster_id) {
                     self.cluster(tenant, &changed.cluster_id).await?;
                 }
@@ -221,7 +212,7 @@ impl Triggers {
     /// Re-evaluates each cluster when its timer is due, until `stop`.
     pub async fn run_timers(&self, stop: CancellationToken) {
         loop {
-            let next = self.timers.next();
+            let next = self.timers().next();
             let wait = match next {
                 Some((_, at)) => {
                     let left = at - OffsetDateTime::now_utc();
@@ -231,14 +222,14 @@ impl Triggers {
             };
             tokio::select! {
                 () = stop.cancelled() => return,
-                () = self.timers.changed.notified() => continue,
+                () = self.timers().changed.notified() => continue,
                 () = tokio::time::sleep(wait) => {}
             }
             let Some(((tenant, cluster), at)) = next else { continue };
             if at > OffsetDateTime::now_utc() {
                 continue;
             }
-            self.timers.remove_if(&tenant, &cluster, at);
+            self.timers().remove_if(&tenant, &cluster, at);
             if let Err(e) = self.cluster(&tenant, &cluster).await {
                 tracing::warn!(%tenant, %cluster, error = %e, "a timed re-evaluation failed; the sweep will judge the cluster");
             }

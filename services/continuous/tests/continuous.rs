@@ -692,6 +692,43 @@ async fn a_restarted_service_loses_no_finding_and_sends_no_command_twice(mode: M
     assert_eq!(pending.len(), 1, "{pending:?}");
 }
 
+async fn an_expiring_exception_opens_its_findings_when_it_expires(mode: Mode) {
+    let stack = Stack::start(mode).await;
+    let t = stack.tenant.clone();
+    // The sweep is an hour away: only the exception's own timer can judge again in time.
+    let expires = time::OffsetDateTime::now_utc() + time::Duration::seconds(3);
+    let mut doc: serde_json::Value = serde_json::from_str(&policy("guard", "isolate")).unwrap();
+    doc["default"]["exceptions"] = serde_json::json!([{
+        "type": "registry",
+        "statement": {"properties": [{"key": "equals", "value": "registry.example.com"}]},
+        "expiresAt": expires.format(&time::format_description::well_known::Rfc3339).unwrap(),
+        "reason": "platform images, until the fix ships",
+    }]);
+    let mut admin = Api::new(&stack.store, &t.admin_key).await;
+    admin
+        .update_policy(by_id(&t.policy_id), &doc.to_string(), 1)
+        .await
+        .unwrap();
+    let mut sync = Sync::open(&mut stack.client(0).await, &t.connector_key).await;
+    sync.send_all(snapshot(&[pod("priv", "u-priv", true, false)])).await;
+    let mut client = stack.client(1).await;
+    if time::OffsetDateTime::now_utc() < expires {
+        assert!(
+            open_findings(&mut client, &t.admin_key).await.is_empty(),
+            "the exception holds until it expires"
+        );
+    }
+    let opened = eventually(WAIT, async || {
+        let open = open_findings(&mut client, &t.admin_key).await;
+        if open.is_empty() { Err(open) } else { Ok(open) }
+    })
+    .await;
+    assert_eq!(
+        rule_of(&opened[0]),
+        ("priv", "containerSecurityContext { privileged:true }")
+    );
+}
+
 portcullis_test_kit::both! {
     embedded: portcullis_server::Mode::Embedded,
     distributed: portcullis_server::Mode::Distributed;
@@ -708,4 +745,5 @@ portcullis_test_kit::both! {
     a_revoked_connector_key_is_refused_at_once,
     a_deleted_cluster_is_forgotten,
     a_restarted_service_loses_no_finding_and_sends_no_command_twice,
+    an_expiring_exception_opens_its_findings_when_it_expires,
 }
