@@ -729,6 +729,86 @@ async fn an_expiring_exception_opens_its_findings_when_it_expires(mode: Mode) {
     );
 }
 
+async fn findings_are_listed_by_filter_and_by_page(mode: Mode) {
+    let stack = Stack::start(mode).await;
+    let t = stack.tenant.clone();
+    let mut sync = Sync::open(&mut stack.client(0).await, &t.connector_key).await;
+    sync.send_all(snapshot(&[
+        pod("a", "u-a", true, false),
+        pod("b", "u-b", true, false),
+        pod("c", "u-c", false, true),
+    ]))
+    .await;
+    let mut client = stack.client(1).await;
+    let list = |request: pv::ListFindingsRequest| {
+        let mut client = client.clone();
+        let key = t.admin_key.clone();
+        async move { client.list_findings(authed(&key, request)).await.unwrap().into_inner() }
+    };
+    let first = list(pv::ListFindingsRequest {
+        page: Some(pc::PageRequest {
+            page_size: 2,
+            page_token: String::new(),
+        }),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(first.findings.len(), 2);
+    let token = first.page.unwrap().next_page_token;
+    assert!(!token.is_empty());
+    let second = list(pv::ListFindingsRequest {
+        page: Some(pc::PageRequest {
+            page_size: 2,
+            page_token: token,
+        }),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(second.findings.len(), 1);
+    assert!(second.page.unwrap().next_page_token.is_empty());
+    let mut ids: Vec<String> = first
+        .findings
+        .iter()
+        .chain(&second.findings)
+        .map(|f| f.id.clone())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 3, "every finding once");
+
+    let of_pod = list(pv::ListFindingsRequest {
+        namespace: "web".into(),
+        pod: "c".into(),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(
+        of_pod.findings.iter().map(rule_of).collect::<Vec<_>>(),
+        [("c", "podSecurityContext { hostNetwork:true }")]
+    );
+    let of_type = list(pv::ListFindingsRequest {
+        rule_type: "containerSecurityContext".into(),
+        cluster: by_id(&t.cluster_id),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(of_type.findings.len(), 2);
+    let bad = client
+        .list_findings(authed(
+            &t.admin_key,
+            pv::ListFindingsRequest {
+                page: Some(pc::PageRequest {
+                    page_size: 2,
+                    page_token: "not-a-token".into(),
+                }),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument);
+}
+
 portcullis_test_kit::both! {
     embedded: portcullis_server::Mode::Embedded,
     distributed: portcullis_server::Mode::Distributed;
@@ -746,4 +826,5 @@ portcullis_test_kit::both! {
     a_deleted_cluster_is_forgotten,
     a_restarted_service_loses_no_finding_and_sends_no_command_twice,
     an_expiring_exception_opens_its_findings_when_it_expires,
+    findings_are_listed_by_filter_and_by_page,
 }
