@@ -24,7 +24,7 @@
 //! - [`triggers`]: the bus work subscription (`policy.changed`, `cluster.changed`,
 //!   `scan.result`, `runtime.mitigation`), the periodic sweep and the timers;
 //! - [`events`]: findings and mitigation events through a bounded queue;
-//! - [`follow`]: key revocations forgotten at once by the listener's authenticator;
+//! - [`follow`]: key revocations and new scan summaries, applied by every replica;
 //! - [`grpc`]: `ContinuousService`; [`error`]: the one mapping to gRPC statuses;
 //! - [`running`]: the whole service on one kit `Lifecycle`.
 //!
@@ -81,7 +81,7 @@ pub struct ContinuousOptions {
     /// How long requests in flight may take to finish at shutdown (default 30 s).
     #[serde(with = "humantime_serde")]
     pub drain_deadline: Duration,
-    /// The follower of key revocations (`apikey.revoked`), for the service's own listener.
+    /// The follower of key revocations and scan results (every replica's caches).
     pub follower: portcullis_kit::FollowOptions,
     /// Calls per tenant and replica with tenant keys (a stream counts once); beyond it
     /// `ResourceExhausted` (default 100 per second, burst 200).

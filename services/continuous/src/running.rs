@@ -79,9 +79,10 @@ impl RunningContinuous {
             }
         };
         let lifecycle = Lifecycle::new(settings.drain_deadline);
-        let (follow_bus, follow_options, forgetting) = (bus.clone(), settings.follower, authenticator.clone());
-        lifecycle.spawn("key revocation follower", move |stop| async move {
-            crate::follow::follow_revocations(follow_bus, snapshot, &follow_options, forgetting, stop).await;
+        let (follow_bus, follow_options, forgetting, scans) =
+            (bus.clone(), settings.follower, authenticator.clone(), policies.clone());
+        lifecycle.spawn("event follower", move |stop| async move {
+            crate::follow::follow_events(follow_bus, snapshot, &follow_options, forgetting, scans, stop).await;
         });
         // The publisher ends after the drain (its own token), so that the events of the
         // work drained are still published.

@@ -374,18 +374,25 @@ async fn a_new_scan_result_re_evaluates_the_pods_running_its_digest(mode: Mode) 
     const OTHER: &str = "sha256:2222222222222222222222222222222222222222222222222222222222222222";
     let stack = Stack::start(mode).await;
     let t = stack.tenant.clone();
-    let mut sync = Sync::open(&mut stack.client(0).await, &t.connector_key).await;
-    sync.send_all(snapshot(&[
-        pod_running("scanned", "u-scanned", false, false, DIGEST),
-        pod_running("other", "u-other", false, false, OTHER),
-    ]))
-    .await;
+    // An older scan without a high vulnerability, held by both replicas once each judged
+    // the pod.
+    upload_scan(&stack.store, &t.admin_key, DIGEST, "low").await;
+    for (replica, revision) in [(0, "0"), (1, "1")] {
+        let mut scanned = pod_running("scanned", "u-scanned", false, false, DIGEST);
+        scanned["metadata"]["labels"]["rev"] = revision.into();
+        let mut sync = Sync::open(&mut stack.client(replica).await, &t.connector_key).await;
+        sync.send_all(snapshot(&[
+            scanned,
+            pod_running("other", "u-other", false, false, OTHER),
+        ]))
+        .await;
+    }
     let mut client = stack.client(1).await;
     assert!(
         open_findings(&mut client, &t.admin_key).await.is_empty(),
-        "nothing scanned yet"
+        "nothing high yet"
     );
-    upload_scan(&stack.store, &t.admin_key, DIGEST, "critical").await;
+    upload_scan_at(&stack.store, &t.admin_key, DIGEST, "critical", "2026-02-01T00:00:00Z").await;
     let found = eventually(WAIT, async || {
         let open = open_findings(&mut client, &t.admin_key).await;
         if open.is_empty() { Err(open) } else { Ok(open) }
@@ -393,6 +400,30 @@ async fn a_new_scan_result_re_evaluates_the_pods_running_its_digest(mode: Mode) 
     .await;
     let rules: Vec<(&str, &str)> = found.iter().map(rule_of).collect();
     assert_eq!(rules, [("scanned", "vulnerabilities { max-severity:high }")]);
+    // Whichever replica judges the pod next knows the scan: a change of the pod synced to
+    // each replica keeps the finding open.
+    for (replica, revision) in [(0, "2"), (1, "3")] {
+        let mut changed = pod_running("scanned", "u-scanned", false, false, DIGEST);
+        changed["metadata"]["labels"]["rev"] = revision.into();
+        let mut sync = Sync::open(&mut stack.client(replica).await, &t.connector_key).await;
+        let acks = sync
+            .send_all(vec![
+                update(1, start()),
+                update(
+                    2,
+                    upserts(&[changed, pod_running("other", "u-other", false, false, OTHER)]),
+                ),
+                update(3, end()),
+            ])
+            .await;
+        assert_eq!(acks[1].pods_upserted, 1, "the scanned pod changed: {acks:?}");
+        let open = open_findings(&mut client, &t.admin_key).await;
+        assert_eq!(
+            open.iter().map(|f| f.id.clone()).collect::<Vec<_>>(),
+            [found[0].id.clone()],
+            "replica {replica}"
+        );
+    }
 }
 
 /// The guard policy with privileged containers out of continuous scanning and `1.0` tags

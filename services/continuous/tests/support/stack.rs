@@ -80,9 +80,14 @@ pub fn pod_running(name: &str, uid: &str, privileged: bool, host_network: bool, 
 
 /// Uploads a vulnerability scan of `digest` with one finding of `severity`.
 pub async fn upload_scan(store: &TestServer, key: &str, digest: &str, severity: &str) {
+    upload_scan_at(store, key, digest, severity, "2026-01-01T00:00:00Z").await;
+}
+
+/// Uploads a vulnerability scan of `digest` made at `scanned_at` (RFC 3339).
+pub async fn upload_scan_at(store: &TestServer, key: &str, digest: &str, severity: &str, scanned_at: &str) {
     use portcullis_proto::policystore::v1 as pb;
     let mut scans = pb::scan_result_service_client::ScanResultServiceClient::new(store.channel().await.unwrap());
-    let native = portcullis_test_kit::docs::vulnerability_scan(digest, severity, "2026-01-01T00:00:00Z");
+    let native = portcullis_test_kit::docs::vulnerability_scan(digest, severity, scanned_at);
     scans
         .upload_scan_result(authed(
             key,
