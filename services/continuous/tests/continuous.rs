@@ -840,6 +840,72 @@ async fn findings_are_listed_by_filter_and_by_page(mode: Mode) {
     assert_eq!(bad.code(), Code::InvalidArgument);
 }
 
+async fn the_sweep_judges_every_cluster_again(mode: Mode) {
+    use portcullis_continuous::findings::PodState;
+    use portcullis_continuous::store::{FindingsWrite, PolicyUsed};
+    let stack = Stack::start_with(
+        mode,
+        ContinuousOptions {
+            sweep_interval: Duration::from_secs(1),
+            ..ContinuousOptions::default()
+        },
+    )
+    .await;
+    let t = stack.tenant.clone();
+    let mut sync = Sync::open(&mut stack.client(0).await, &t.connector_key).await;
+    sync.send_all(snapshot(&[pod("priv", "u-priv", true, false)])).await;
+    let mut client = stack.client(1).await;
+    let first = open_findings(&mut client, &t.admin_key).await;
+    assert_eq!(first.len(), 1);
+    // The stored state drifts from the inventory (as after a lost re-evaluation): the
+    // finding is resolved behind the service's back; no event says anything changed.
+    let tenant = stack.store.tenant_id.clone();
+    let store = &stack.stores[0];
+    let read = store.findings(&tenant, &t.cluster_id, None).await.unwrap();
+    let state = read.findings.pods.get("u-priv").cloned().unwrap();
+    let now = time::OffsetDateTime::now_utc();
+    let resolved = state
+        .open
+        .iter()
+        .cloned()
+        .map(|mut f| {
+            f.resolved = Some(now);
+            f
+        })
+        .collect();
+    store
+        .save_findings(
+            &tenant,
+            &t.cluster_id,
+            FindingsWrite {
+                version: read.version,
+                pods: vec![("u-priv".into(), PodState::default())],
+                resolved,
+                owners: read.findings.owners.clone(),
+                commands: Vec::new(),
+                policy: PolicyUsed {
+                    id: t.policy_id.clone(),
+                    revision: 1,
+                },
+            },
+            now,
+        )
+        .await
+        .unwrap();
+    assert!(open_findings(&mut client, &t.admin_key).await.is_empty());
+    // Only the sweep looks again: the finding opens anew.
+    let again = eventually(WAIT, async || {
+        let open = open_findings(&mut client, &t.admin_key).await;
+        if open.is_empty() { Err(open) } else { Ok(open) }
+    })
+    .await;
+    assert_eq!(
+        rule_of(&again[0]),
+        ("priv", "containerSecurityContext { privileged:true }")
+    );
+    assert_ne!(again[0].id, first[0].id, "a new finding, the old one stays resolved");
+}
+
 portcullis_test_kit::both! {
     embedded: portcullis_server::Mode::Embedded,
     distributed: portcullis_server::Mode::Distributed;
@@ -858,4 +924,5 @@ portcullis_test_kit::both! {
     a_restarted_service_loses_no_finding_and_sends_no_command_twice,
     an_expiring_exception_opens_its_findings_when_it_expires,
     findings_are_listed_by_filter_and_by_page,
+    the_sweep_judges_every_cluster_again,
 }
