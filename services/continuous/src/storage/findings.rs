@@ -210,11 +210,6 @@ async fn owners(db: &DatabaseConnection, tenant: &str, cluster: &str) -> StoreRe
     Ok(owners)
 }
 
-/// A finding to write (new, confirmed or resolved).
-struct Write {
-    stored: StoredFinding,
-}
-
 /// Writes a reconciliation when the version has not moved.
 pub(super) async fn save(
     store: &SqlStore,
@@ -254,7 +249,7 @@ pub(super) async fn save(
         version,
         ..FindingsSaved::default()
     };
-    let mut writes: Vec<Write> = Vec::new();
+    let mut writes: Vec<StoredFinding> = Vec::new();
     let take = |stored: &mut HashMap<String, Vec<StoredFinding>>, uid: &str, rule: &RuleKey| {
         let list = stored.get_mut(uid)?;
         let at = list.iter().position(|s| &s.finding.rule == rule)?;
@@ -266,6 +261,9 @@ pub(super) async fn save(
             continue;
         };
         let mut finding = f;
+        // The row's pod and cluster are the stored ones, whatever the caller's copy says.
+        finding.cluster = s.finding.cluster;
+        finding.uid = s.finding.uid;
         finding.first_seen = s.finding.first_seen;
         finding.last_seen = truncate(finding.last_seen);
         finding.resolved = Some(truncate(finding.resolved.unwrap_or(now)));
@@ -275,7 +273,7 @@ pub(super) async fn save(
             policy: s.policy,
         };
         saved.resolved.push(resolved.clone());
-        writes.push(Write { stored: resolved });
+        writes.push(resolved);
     }
 
     let mut state_rows: Vec<(String, PodState)> = Vec::new();
@@ -288,6 +286,9 @@ pub(super) async fn save(
         } = state;
         for f in open {
             let mut finding = f;
+            // A finding in a pod's state is that pod's, in this cluster.
+            cluster.clone_into(&mut finding.cluster);
+            finding.uid.clone_from(&uid);
             finding.resolved = None;
             finding.last_seen = truncate(finding.last_seen);
             match take(&mut stored, &uid, &finding.rule) {
@@ -302,7 +303,7 @@ pub(super) async fn save(
                     if changed {
                         saved.changed.push(w.clone());
                     }
-                    writes.push(Write { stored: w });
+                    writes.push(w);
                 }
                 None => {
                     finding.first_seen = truncate(finding.first_seen);
@@ -312,7 +313,7 @@ pub(super) async fn save(
                         policy: write.policy.clone(),
                     };
                     saved.opened.push(w.clone());
-                    writes.push(Write { stored: w });
+                    writes.push(w);
                 }
             }
         }
@@ -321,7 +322,7 @@ pub(super) async fn save(
         for mut s in stored.remove(&uid).unwrap_or_default() {
             s.finding.resolved = Some(now);
             saved.resolved.push(s.clone());
-            writes.push(Write { stored: s });
+            writes.push(s);
         }
         if isolation == Isolation::None && terminate_ordered.is_none() {
             no_state.push(uid);
@@ -346,12 +347,11 @@ pub(super) async fn save(
 }
 
 /// Inserts or updates findings by id (one multi-row upsert per chunk).
-async fn write_findings<C: ConnectionTrait>(db: &C, tenant: &str, writes: &[Write]) -> StoreResult<()> {
+async fn write_findings<C: ConnectionTrait>(db: &C, tenant: &str, writes: &[StoredFinding]) -> StoreResult<()> {
     for chunk in writes.chunks(ROWS_PER_STATEMENT) {
         let mut insert = Query::insert();
         insert.into_table("cn_findings").columns(FINDING_COLUMNS);
-        for w in chunk {
-            let s = &w.stored;
+        for s in chunk {
             let f = &s.finding;
             let containers = serde_json::to_string(&f.containers)
                 .map_err(|e| StoreError::Corrupt(format!("finding containers: {e}")))?;

@@ -87,6 +87,13 @@ pub(super) async fn ensure_cluster<C: ConnectionTrait>(db: &C, tenant: &str, clu
     Ok(())
 }
 
+/// `cn_pods.change` after an upsert: the pod was inserted.
+const CHANGE_INSERTED: i32 = 2;
+/// Updated with another projection.
+const CHANGE_UPDATED: i32 = 1;
+/// Re-sent unchanged (only its generation and sync time moved).
+const CHANGE_NONE: i32 = 0;
+
 /// A pod ready to write.
 struct Row<'a> {
     uid: &'a str,
@@ -131,32 +138,11 @@ async fn upsert<C: ConnectionTrait>(
     let now_us = micros(now);
     let mut applied = InventoryApplied::default();
     for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-        // What is stored of these pods: a pod whose projection is unchanged is only stamped.
-        let select = Query::select()
-            .columns(["uid", "projection_hash"])
-            .from("cn_pods")
-            .and_where(scope(tenant, cluster))
-            .and_where(Expr::col("uid").is_in(chunk.iter().map(|r| r.uid)))
-            .to_owned();
-        let mut stored: HashMap<String, i64> = HashMap::with_capacity(chunk.len());
-        for row in db.query_all(&select).await? {
-            stored.insert(get(&row, "uid")?, get(&row, "projection_hash")?);
-        }
-        let (same, changed): (Vec<&Row>, Vec<&Row>) = chunk.iter().partition(|r| stored.get(r.uid) == Some(&r.hash));
-
-        if !same.is_empty() {
-            let stamp = Query::update()
-                .table("cn_pods")
-                .value("generation", generation)
-                .value("synced_at", now_us)
-                .and_where(scope(tenant, cluster))
-                .and_where(Expr::col("uid").is_in(same.iter().map(|r| r.uid)))
-                .to_owned();
-            db.execute(&stamp).await?;
-        }
-        if changed.is_empty() {
-            continue;
-        }
+        // One upsert per chunk, whose RETURNING tells what it did (`change`): 2 inserted,
+        // 1 updated with another projection, 0 re-sent unchanged (only stamped). No lookup
+        // by a list of uids: before a new table's first ANALYZE, PostgreSQL plans such a
+        // list as a filter over the whole cluster, and a first snapshot of 100,000 pods
+        // slowed down page after page; ON CONFLICT always probes the primary key.
         let mut insert = Query::insert();
         insert.into_table("cn_pods").columns([
             "tenant_id",
@@ -168,8 +154,9 @@ async fn upsert<C: ConnectionTrait>(
             "projection_hash",
             "generation",
             "synced_at",
+            "change",
         ]);
-        for r in &changed {
+        for r in chunk {
             insert
                 .values([
                     tenant.into(),
@@ -181,34 +168,56 @@ async fn upsert<C: ConnectionTrait>(
                     r.hash.into(),
                     generation.into(),
                     now_us.into(),
+                    CHANGE_INSERTED.into(),
                 ])
                 .map_err(build_error)?;
         }
-        insert.on_conflict(
-            OnConflict::columns(["tenant_id", "cluster_id", "uid"])
-                .update_columns([
-                    "namespace",
-                    "name",
-                    "projection",
-                    "projection_hash",
-                    "generation",
-                    "synced_at",
-                ])
-                .to_owned(),
-        );
-        db.execute(&insert).await?;
-
+        insert
+            .on_conflict(
+                OnConflict::columns(["tenant_id", "cluster_id", "uid"])
+                    .update_columns([
+                        "namespace",
+                        "name",
+                        "projection",
+                        "projection_hash",
+                        "generation",
+                        "synced_at",
+                    ])
+                    .value(
+                        "change",
+                        Expr::case(
+                            Expr::col(("cn_pods", "projection_hash")).eq(Expr::col(("excluded", "projection_hash"))),
+                            CHANGE_NONE,
+                        )
+                        .finally(CHANGE_UPDATED),
+                    )
+                    .to_owned(),
+            )
+            .returning(Query::returning().columns(["uid", "change"]));
+        let mut updated: Vec<&str> = Vec::new();
+        let mut changed: Vec<&Row> = Vec::new();
+        let by_uid: HashMap<&str, &Row> = chunk.iter().map(|r| (r.uid, r)).collect();
+        for row in db.query_all(&insert).await? {
+            let uid: String = get(&row, "uid")?;
+            let change: i32 = get(&row, "change")?;
+            let Some(r) = by_uid.get(uid.as_str()) else {
+                return Err(StoreError::Corrupt(format!("upsert returned uid {uid:?} not written")));
+            };
+            match change {
+                CHANGE_NONE => {}
+                CHANGE_UPDATED => {
+                    updated.push(r.uid);
+                    changed.push(r);
+                }
+                _ => changed.push(r),
+            }
+        }
         // The digests of changed pods are written again.
-        let existed: Vec<&str> = changed
-            .iter()
-            .filter(|r| stored.contains_key(r.uid))
-            .map(|r| r.uid)
-            .collect();
-        if !existed.is_empty() {
+        if !updated.is_empty() {
             let delete = Query::delete()
                 .from_table("cn_pod_digests")
                 .and_where(scope(tenant, cluster))
-                .and_where(Expr::col("uid").is_in(existed))
+                .and_where(Expr::col("uid").is_in(updated))
                 .to_owned();
             db.execute(&delete).await?;
         }
@@ -233,7 +242,14 @@ async fn upsert<C: ConnectionTrait>(
             );
             db.execute(&insert).await?;
         }
-        applied.changed.extend(changed.iter().map(|r| r.uid.to_owned()));
+        // In the order sent (RETURNING's order is not promised).
+        let changed_uids: std::collections::HashSet<&str> = changed.iter().map(|r| r.uid).collect();
+        applied.changed.extend(
+            chunk
+                .iter()
+                .filter(|r| changed_uids.contains(r.uid))
+                .map(|r| r.uid.to_owned()),
+        );
     }
     Ok(applied)
 }

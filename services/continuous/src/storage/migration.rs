@@ -4,9 +4,9 @@
 //! The service owns these tables: they are prefixed `cn_` and their migrations are recorded
 //! in `pc_continuous_migrations`, so that in embedded mode they share the SQLite file with
 //! the policy store's tables (which record theirs in `pc_store_migrations`) without either
-//! seeing the other's. Conventions as the policy store's: `tenant_id` leads every primary key
-//! and index, times are BIGINT microseconds since the Unix epoch, JSON is TEXT. There are no
-//! foreign keys to the policy store's tables: in distributed mode they may live in another
+//! seeing the other's. Conventions as the policy store's: `tenant_id` leads every primary
+//! key and index, times are BIGINT microseconds since the Unix epoch, JSON is TEXT. There are
+//! no foreign keys to the policy store's tables: in distributed mode they may live in another
 //! database.
 
 use sea_orm_migration::prelude::*;
@@ -85,7 +85,7 @@ impl MigrationTrait for M0001Initial {
             .await?;
 
         // The inventory: one row per pod. `projection_hash` tells a re-sent unchanged pod
-        // without reading its projection back.
+        // without comparing projections.
         manager
             .create_table(
                 Table::create()
@@ -99,6 +99,8 @@ impl MigrationTrait for M0001Initial {
                     .col(bigint("projection_hash"))
                     .col(bigint("generation"))
                     .col(bigint("synced_at"))
+                    // What the last upsert did (see `storage::inventory`), for its RETURNING.
+                    .col(ColumnDef::new("change").integer().not_null())
                     .primary_key(&mut primary_key(&["tenant_id", "cluster_id", "uid"]))
                     .to_owned(),
             )

@@ -9,6 +9,25 @@
 //!
 //! Times are stored as microseconds since the Unix epoch: what is written is truncated to
 //! the microsecond, and what the store returns is what it will read back.
+//!
+//! Where the contract leaves room, this store:
+//! - tells a re-sent unchanged pod by a 64-bit FNV-1a hash of its row (`projection_hash`):
+//!   each page reads the stored hashes of its pods, stamps the unchanged ones with the
+//!   generation and upserts the others (a hash collision would miss one change, odds 2^-64);
+//! - in [`ContinuousStore::save_findings`], resolves at `now` (and reports as resolved) a
+//!   stored open finding of a written pod that neither the pod's new state nor `resolved`
+//!   holds (the pod's state is its whole state); a resolution of a finding not open is
+//!   ignored; findings are written with the cluster and pod uid they are saved under;
+//! - in [`ContinuousStore::forget_cluster`], resolves the open findings and cancels the
+//!   pending commands at `now` (kept for the record) and drops the cluster's row, so its
+//!   generation and findings version start again from 0 (a replica's save from an older read
+//!   then conflicts);
+//! - answers an ack to a non-final state (which the contract rules out) like a repeated one:
+//!   [`Acked::Already`], nothing changed;
+//! - pages listings by keyset on (last seen or issued at, then id): a finding confirmed while
+//!   someone pages moves to the front and may be missed or seen twice by that listing. A
+//!   token carries a fingerprint of the listing and its filters; reused with other filters
+//!   it is [`StoreError::InvalidPageToken`].
 
 mod commands;
 mod findings;
