@@ -384,3 +384,21 @@ default:
     assert_eq!(serde_json::to_value(&parsed).unwrap(), plain);
     assert_eq!(NOW, datetime!(2025-06-01 12:00 UTC), "the tests' `now`");
 }
+
+#[test]
+fn an_added_ephemeral_container_is_judged_with_the_note_and_without_pod_level_rules() {
+    // Every container of the pod matches the expired exception, but an ephemeral-container
+    // update judges only the added container, never pod-level rules.
+    let p = policy_excepting(vec![platform_until("2025-06-01T00:00:00Z")]);
+    let base = json!({"hostNetwork": true, "containers": [privileged("agent", PLATFORM)]});
+    let old = pod(base.clone());
+    let mut new = pod(base);
+    new["spec"]["ephemeralContainers"] = json!([privileged("debug", "registry.example.com/tools/debug:1")]);
+    let mut req = common::request("UPDATE", "", "Pod", "default", new, old);
+    req["subResource"] = json!("ephemeralcontainers");
+    let d = eval(&p, &common::review(req));
+    assert_eq!(
+        only_violation(&d).message,
+        r#"containerSecurityContext violates rule with properties { privileged:true } in container(s) "debug" (block): exception expired at 2025-06-01T00:00:00Z."#
+    );
+}

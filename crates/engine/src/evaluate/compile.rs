@@ -26,6 +26,8 @@ pub(super) struct Definition {
     pub(super) name: String,
     pub(super) rules: Vec<CompiledRule>,
     pub(super) exceptions: Arc<[ValidException]>,
+    /// Whether any of `exceptions` has an `expiresAt` (only then are expired ones looked for).
+    pub(super) exceptions_expire: bool,
     pub(super) image_verification: Arc<[ImageVerificationRule]>,
 }
 
@@ -85,9 +87,11 @@ impl CompiledPolicy {
         let default_exceptions: Arc<[ValidException]> = valid.default.exceptions.unwrap_or_default().into();
         let default_signatures: Arc<[ImageVerificationRule]> =
             valid.default.image_verification.unwrap_or_default().into();
+        let expire = |list: &[ValidException]| list.iter().any(|e| e.expires_at.is_some());
         let default = Definition {
             name: "default".to_owned(),
             rules: compile_rules(valid.default.rules),
+            exceptions_expire: expire(&default_exceptions),
             exceptions: default_exceptions.clone(),
             image_verification: default_signatures.clone(),
         };
@@ -98,10 +102,13 @@ impl CompiledPolicy {
             for ns in def.namespaces {
                 by_namespace.insert(ns, index);
             }
+            let exceptions: Arc<[ValidException]> =
+                def.exceptions.map_or_else(|| default_exceptions.clone(), Into::into);
             namespaced.push(Definition {
                 name: def.name.unwrap_or_default(),
                 rules: compile_rules(def.rules),
-                exceptions: def.exceptions.map_or_else(|| default_exceptions.clone(), Into::into),
+                exceptions_expire: expire(&exceptions),
+                exceptions,
                 image_verification: def
                     .image_verification
                     .map_or_else(|| default_signatures.clone(), Into::into),

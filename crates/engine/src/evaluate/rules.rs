@@ -266,7 +266,7 @@ impl Run<'_, '_> {
         detail: &str,
     ) {
         // Only a pod with a container matching an expired exception pays for the clause.
-        let expired = if self.any_expired {
+        let expired = if !self.expired_at.is_empty() {
             self.expired_exceptions(&containers, pod_level)
         } else {
             None
@@ -295,8 +295,9 @@ impl Run<'_, '_> {
             .filter_map(|name| {
                 self.containers
                     .iter()
-                    .find(|i| i.container.name == name.as_str())
-                    .and_then(|i| i.expired_at)
+                    .zip(&self.expired_at)
+                    .find(|(i, _)| i.container.name == name.as_str())
+                    .and_then(|(_, t)| *t)
                     .map(|t| (Some(name.as_str()), t))
             })
             .collect();

@@ -6,7 +6,7 @@ use time::OffsetDateTime;
 use crate::image_ref::{ImageRef, ImageRefError};
 use crate::input::{KubeObject, Operation, Subject};
 use crate::k8s::{Container, ObjectMeta, PodSpec};
-use crate::policy::{Action, Mitigation};
+use crate::policy::{Action, Mitigation, ValidException};
 
 use super::compile::{CompiledPolicy, Definition, Phase};
 use super::context::{DigestLookup, EvalContext, FailureMode};
@@ -21,9 +21,6 @@ pub(super) struct ContainerInfo<'a> {
     /// never need it).
     image: std::cell::OnceCell<Result<ImageRef, ImageRefError>>,
     pub(super) exempt: bool,
-    /// When the container is not exempt but an expired exception matches it: when its
-    /// exemption ended (the latest expiry among those exceptions), for messages.
-    pub(super) expired_at: Option<OffsetDateTime>,
     pub(super) digest: Option<DigestLookup>,
 }
 
@@ -120,6 +117,14 @@ pub fn digest_of_image_id(image_id: &str) -> Option<&str> {
     digest.contains(':').then_some(digest)
 }
 
+/// Whether exception `e` covers `namespace` and matches `image` (whether it still holds is
+/// the caller's question).
+#[inline]
+fn exception_matches(e: &ValidException, namespace: &str, image: &ImageRef, scratch: &mut String) -> bool {
+    e.namespaces.as_ref().is_none_or(|n| n.iter().any(|x| x == namespace))
+        && e.operator.holds(e.field.value_of(image, scratch), &e.value)
+}
+
 /// One evaluation of one pod against one definition.
 pub(super) struct Run<'a, 'c> {
     pub(super) def: &'a Definition,
@@ -137,8 +142,10 @@ pub(super) struct Run<'a, 'c> {
     /// When pod-level rules would still be skipped but for expired exceptions: the moment
     /// that skip ended (see [`Run::expired_exceptions`]).
     pub(super) pod_expired_at: Option<OffsetDateTime>,
-    /// Whether any container matches an expired exception (messages need a look only then).
-    pub(super) any_expired: bool,
+    /// Per container (as `containers`), when it is not exempt but expired exceptions match
+    /// it: when its exemption ended (the latest of their expiries). Empty when no container
+    /// has one, so messages need a look only then.
+    pub(super) expired_at: Vec<Option<OffsetDateTime>>,
     pub(super) violations: Vec<Violation>,
     pub(super) unverified: Vec<Unverified>,
     pub(super) not_judged: Vec<Unverified>,
@@ -161,6 +168,7 @@ impl<'a, 'c> Run<'a, 'c> {
         let namespace = subject.namespace.as_str();
         let mut scratch = String::new();
         let may_exempt = !ctx.trusted_images.is_empty() || !def.exceptions.is_empty();
+        let now = ctx.now;
         let mut containers: Vec<ContainerInfo<'a>> =
             Vec::with_capacity(spec.init_containers.len() + spec.containers.len() + spec.ephemeral_containers.len());
         containers.extend(
@@ -171,48 +179,56 @@ impl<'a, 'c> Run<'a, 'c> {
                         container,
                         image: std::cell::OnceCell::new(),
                         exempt: false,
-                        expired_at: None,
                         digest: None,
                     };
-                    if may_exempt && let Ok(image) = info.image() {
-                        let mut expired_at: Option<OffsetDateTime> = None;
-                        let exempt = ctx.trusted_images.iter().any(|t| t.matches(image))
-                            || def.exceptions.iter().any(|e| {
-                                let matches = e.namespaces.as_ref().is_none_or(|n| n.iter().any(|x| x == namespace))
-                                    && e.operator.holds(e.field.value_of(image, &mut scratch), &e.value);
-                                // An expired exception exempts nothing; it is only remembered
-                                // so that the violation can say so.
-                                match e.expires_at {
-                                    Some(t) if matches && t <= ctx.now => {
-                                        expired_at = expired_at.max(Some(t));
-                                        false
-                                    }
-                                    _ => matches,
-                                }
-                            });
-                        info.exempt = exempt;
-                        info.expired_at = if exempt { None } else { expired_at };
-                    }
+                    info.exempt = may_exempt
+                        && info.image().as_ref().is_ok_and(|image| {
+                            ctx.trusted_images.iter().any(|t| t.matches(image))
+                                || def
+                                    .exceptions
+                                    .iter()
+                                    .any(|e| e.holds_at(now) && exception_matches(e, namespace, image, &mut scratch))
+                        });
                     info
                 }),
         );
         // A pod-level rule is skipped only when the pod has containers and all are exempt.
         let pod_level = only.is_none() && (containers.is_empty() || containers.iter().any(|c| !c.exempt));
         let all_in_scope = only.is_none() && containers.iter().all(|c| !c.exempt);
-        // Pod-level rules would still be skipped had no exception expired: every container
-        // is exempt or was, and the skip ended when the first of those exemptions did.
-        let pod_expired_at = if pod_level && !containers.is_empty() {
-            containers
+        // Only a definition with expiring exceptions looks for expired ones (so that a
+        // violation can say so): the common case pays nothing more.
+        let mut expired_at = Vec::new();
+        let mut pod_expired_at = None;
+        if def.exceptions_expire {
+            expired_at = containers
                 .iter()
-                .filter(|c| !c.exempt)
-                .try_fold(None, |min: Option<OffsetDateTime>, c| {
-                    c.expired_at.map(|t| Some(min.map_or(t, |m| m.min(t))))
+                .map(|info| match info.image() {
+                    Ok(image) if !info.exempt => def
+                        .exceptions
+                        .iter()
+                        .filter(|e| !e.holds_at(now) && exception_matches(e, namespace, image, &mut scratch))
+                        .filter_map(|e| e.expires_at)
+                        .max(),
+                    _ => None,
                 })
-                .flatten()
-        } else {
-            None
-        };
-        let any_expired = containers.iter().any(|c| c.expired_at.is_some());
+                .collect();
+            // Pod-level rules would still be skipped had no exception expired: every
+            // container is exempt or was, and the skip ended when the first of those
+            // exemptions did.
+            if pod_level && !containers.is_empty() {
+                pod_expired_at = containers
+                    .iter()
+                    .zip(&expired_at)
+                    .filter(|(c, _)| !c.exempt)
+                    .try_fold(None, |min: Option<OffsetDateTime>, (_, t)| {
+                        t.map(|t| Some(min.map_or(t, |m| m.min(t))))
+                    })
+                    .flatten();
+            }
+            if expired_at.iter().all(Option::is_none) {
+                expired_at.clear();
+            }
+        }
         Run {
             def,
             phase,
@@ -225,7 +241,7 @@ impl<'a, 'c> Run<'a, 'c> {
             all_in_scope,
             pod_level,
             pod_expired_at,
-            any_expired,
+            expired_at,
             violations: Vec::new(),
             unverified: Vec::new(),
             not_judged: Vec::new(),
