@@ -249,7 +249,9 @@ pub fn watch_line(command: &pc::MitigationCommand) -> (String, Option<String>) {
 }
 
 /// Whether a failed stream is worth reopening: transport trouble and a service that is
-/// restarting are; a refusal (bad key, unknown cluster, bad request) is not.
+/// restarting are; a refusal (bad key, unknown cluster, bad request) is not, nor is a stream
+/// a newer one for the cluster replaced (`Aborted`: another connector took over, and taking
+/// it back would only make the two take turns).
 pub fn retryable(code: Code) -> bool {
     matches!(
         code,
@@ -258,7 +260,6 @@ pub fn retryable(code: Code) -> bool {
             | Code::Internal
             | Code::Cancelled
             | Code::DeadlineExceeded
-            | Code::Aborted
             | Code::ResourceExhausted
     )
 }
@@ -489,6 +490,7 @@ mod tests {
         assert!(!retryable(Code::PermissionDenied));
         assert!(!retryable(Code::NotFound));
         assert!(!retryable(Code::InvalidArgument));
+        assert!(!retryable(Code::Aborted), "a replaced stream is not taken back");
         let mut pause = BACKOFF_START;
         let mut pauses = Vec::new();
         for _ in 0..8 {
