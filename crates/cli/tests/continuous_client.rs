@@ -756,3 +756,74 @@ async fn policy_apply_preview_applies_nothing_and_prints_the_changes() {
     assert_eq!(clusters, [Some(resource_ref::Ref::Name("prod".into()))]);
     assert!(log.previews[1].clusters.is_empty());
 }
+
+/// Starts `commands watch` (no --count) against `url`, stdin a pipe when `pipe`, and returns
+/// the child with a channel of its stdout lines as they come.
+fn spawn_watch(url: &str, pipe: bool) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
+    use std::io::BufRead as _;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(common::BIN)
+        .args(["commands", "watch", "--continuous-server", url, "--api-key", "k"])
+        .stdin(if pipe { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let _ = tx.send(line);
+        }
+    });
+    (child, rx)
+}
+
+/// Waits for the child's exit, killing it (by its id) if it runs past a minute.
+fn exit_code(mut child: std::process::Child) -> Option<i32> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.code();
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the watch did not end");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_line_is_out_while_the_watch_runs_and_a_closed_stdin_or_sigint_ends_it() {
+    let limit = std::time::Duration::from_secs(60);
+    for by_signal in [false, true] {
+        let fake = Fake::default();
+        fake.streams
+            .lock()
+            .unwrap()
+            .push_back(vec![command("cmd-1", pc::CommandType::Isolate)]);
+        let url = serve(fake.clone()).await;
+        let (mut child, lines) = spawn_watch(&url, !by_signal);
+        let first = tokio::task::spawn_blocking(move || lines.recv_timeout(limit))
+            .await
+            .unwrap()
+            .expect("a line while the watch still runs (flushed as it arrives)");
+        let line: Value = serde_json::from_str(&first).unwrap();
+        assert_eq!(line["id"], "cmd-1");
+        assert!(child.try_wait().unwrap().is_none(), "the watch goes on without --count");
+        if by_signal {
+            let status = std::process::Command::new("kill")
+                .args(["-INT", &child.id().to_string()])
+                .status()
+                .unwrap();
+            assert!(status.success());
+        } else {
+            drop(child.stdin.take());
+        }
+        let code = tokio::task::spawn_blocking(move || exit_code(child)).await.unwrap();
+        assert_eq!(code, Some(0), "by signal: {by_signal}");
+    }
+}
