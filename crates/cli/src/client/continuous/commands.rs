@@ -4,12 +4,12 @@
 //! `watch` (connector key) is what a connector does, for testing and for scripts: it opens
 //! the command stream with a hello, prints each command as one JSON line (flushed as it
 //! arrives), then acks it DONE. Commands are at-least-once: an id already printed in this
-//! run is acked again but not printed again. The watch ends on SIGINT/SIGTERM, after
+//! run (among the last 100,000) is acked again but not printed again. The watch ends on SIGINT/SIGTERM, after
 //! `--count N` commands, when standard input is a pipe and it closes (the parent went
 //! away), or when standard output is closed; a broken stream is reopened with backoff
 //! (0.5 s doubling to 30 s), while a refusal (bad key, unknown cluster) ends it.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::io::{self, Write as _};
 use std::time::Duration;
 
@@ -37,6 +37,49 @@ const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
 /// Acks queued towards the service.
 const ACK_QUEUE: usize = 64;
+
+/// Command ids remembered for de-duplication: a redelivery comes soon after (a reconnect
+/// resends what was not acked), so the most recent ones suffice, and memory stays bounded
+/// however long the watch runs.
+const SEEN_IDS: usize = 100_000;
+
+/// The most recent `cap` ids seen, the oldest forgotten first.
+#[derive(Debug)]
+pub struct RecentIds {
+    set: HashSet<String>,
+    order: VecDeque<String>,
+    cap: usize,
+}
+
+impl RecentIds {
+    /// An empty memory of at most `cap` ids.
+    pub fn new(cap: usize) -> RecentIds {
+        RecentIds {
+            set: HashSet::new(),
+            order: VecDeque::new(),
+            cap: cap.max(1),
+        }
+    }
+
+    /// Whether `id` is remembered.
+    pub fn contains(&self, id: &str) -> bool {
+        self.set.contains(id)
+    }
+
+    /// Remembers `id`, forgetting the oldest beyond the cap.
+    pub fn insert(&mut self, id: String) {
+        if self.set.contains(&id) {
+            return;
+        }
+        if self.order.len() >= self.cap
+            && let Some(oldest) = self.order.pop_front()
+        {
+            self.set.remove(&oldest);
+        }
+        self.set.insert(id.clone());
+        self.order.push_back(id);
+    }
+}
 
 /// `commands` subcommands.
 #[derive(Debug, Subcommand)]
@@ -329,7 +372,7 @@ async fn watch(
     if count == Some(0) {
         return Ok(());
     }
-    let mut seen: HashSet<String> = HashSet::new();
+    let mut seen = RecentIds::new(SEEN_IDS);
     let mut printed = 0u64;
     let mut pause = BACKOFF_START;
     let stop = async {
@@ -370,7 +413,7 @@ async fn watch_once(
     cluster: Option<&str>,
     count: Option<u64>,
     server: &ContinuousServerArg,
-    seen: &mut HashSet<String>,
+    seen: &mut RecentIds,
     printed: &mut u64,
     pause: &mut Duration,
 ) -> Result<StreamEnd, ClientError> {
@@ -480,6 +523,20 @@ mod tests {
         assert!(lines[0].starts_with("ID     CLUSTER  NAMESPACE  POD    TYPE     ORIGIN      STATE"));
         assert!(lines[1].contains("pending"), "{text}");
         assert!(lines[2].contains("done"), "{text}");
+    }
+
+    #[test]
+    fn the_seen_ids_are_bounded_and_forget_the_oldest_first() {
+        let mut seen = RecentIds::new(2);
+        seen.insert("a".into());
+        seen.insert("b".into());
+        seen.insert("a".into());
+        assert!(seen.contains("a") && seen.contains("b"));
+        seen.insert("c".into());
+        assert!(!seen.contains("a"), "the oldest is forgotten");
+        assert!(seen.contains("b") && seen.contains("c"));
+        assert_eq!(seen.order.len(), 2);
+        assert_eq!(seen.set.len(), 2);
     }
 
     #[test]
