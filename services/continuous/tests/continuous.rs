@@ -395,6 +395,195 @@ async fn a_new_scan_result_re_evaluates_the_pods_running_its_digest(mode: Mode) 
     assert_eq!(rules, [("scanned", "vulnerabilities { max-severity:high }")]);
 }
 
+/// The guard policy with privileged containers out of continuous scanning and `1.0` tags
+/// logged.
+fn draft() -> String {
+    let mut doc: serde_json::Value = serde_json::from_str(&policy("guard", "none")).unwrap();
+    doc["default"]["rules"].as_array_mut().unwrap().push(serde_json::json!(
+        {"type": "tag", "action": "log", "mitigation": "log", "statement": {"properties": [{"key": "equals", "value": "1.0"}]}}
+    ));
+    doc.to_string()
+}
+
+fn changes(preview: &pv::PreviewPolicyResponse) -> Vec<(i32, String, String)> {
+    let mut rows: Vec<(i32, String, String)> = preview
+        .findings
+        .iter()
+        .map(|f| {
+            let finding = f.finding.as_ref().unwrap();
+            let (pod, rule) = rule_of(finding);
+            (f.change, pod.to_owned(), rule.to_owned())
+        })
+        .collect();
+    rows.sort();
+    rows
+}
+
+async fn a_preview_shows_what_applying_the_draft_then_does(mode: Mode) {
+    let stack = Stack::start(mode).await;
+    let t = stack.tenant.clone();
+    let mut admin = Api::new(&stack.store, &t.admin_key).await;
+    // A second cluster of the policy, without an inventory: said, not silently left out.
+    let empty = admin
+        .register_cluster("c2", portcullis_integration_tests::store::by_name("guard"))
+        .await
+        .unwrap()
+        .cluster
+        .unwrap()
+        .id;
+    let mut sync = Sync::open(&mut stack.client(0).await, &t.connector_key).await;
+    sync.send_all(snapshot(&[
+        pod("priv", "u-priv", true, false),
+        pod("hostnet", "u-hostnet", false, true),
+    ]))
+    .await;
+    let mut client = stack.client(1).await;
+    let before = open_findings(&mut client, &t.admin_key).await;
+    let pending_before = commands_in(&stack, &t.admin_key, pv::CommandState::Pending).await;
+    assert_eq!(before.len(), 2);
+
+    let preview = client
+        .preview_policy(authed(
+            &t.admin_key,
+            pv::PreviewPolicyRequest {
+                document: draft(),
+                clusters: Vec::new(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(preview.cluster_ids, std::slice::from_ref(&t.cluster_id));
+    assert_eq!(preview.pods_evaluated, 2);
+    assert_eq!(preview.skipped.len(), 1, "{preview:?}");
+    assert_eq!(preview.skipped[0].cluster_id, empty);
+    assert!(
+        preview.skipped[0].reason.contains("no inventory"),
+        "{}",
+        preview.skipped[0].reason
+    );
+    let rows = changes(&preview);
+    let new = pv::PreviewChange::New as i32;
+    let resolved = pv::PreviewChange::Resolved as i32;
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    assert!(
+        rows.iter()
+            .any(|(c, p, r)| *c == resolved && p == "priv" && r.starts_with("containerSecurityContext"))
+    );
+    assert!(
+        rows.iter()
+            .any(|(c, p, r)| *c == new && p == "priv" && r.starts_with("tag {"))
+    );
+    assert!(
+        rows.iter()
+            .any(|(c, p, r)| *c == new && p == "hostnet" && r.starts_with("tag {"))
+    );
+    let ordered: Vec<(i32, &str)> = preview
+        .commands
+        .iter()
+        .map(|c| (c.r#type, c.pod.as_ref().unwrap().name.as_str()))
+        .collect();
+    assert_eq!(ordered, [(pv::CommandType::Restore as i32, "priv")]);
+    assert!(preview.commands.iter().all(|c| c.command_id.is_empty()));
+
+    // Nothing stored, nothing ordered.
+    assert_eq!(open_findings(&mut client, &t.admin_key).await.len(), before.len());
+    assert_eq!(
+        commands_in(&stack, &t.admin_key, pv::CommandState::Pending).await.len(),
+        pending_before.len()
+    );
+
+    // Applying the draft finds what the preview showed.
+    admin.update_policy(by_id(&t.policy_id), &draft(), 1).await.unwrap();
+    let after = eventually(WAIT, async || {
+        let open = open_findings(&mut client, &t.admin_key).await;
+        if open.iter().any(|f| f.rule.starts_with("tag {")) {
+            Ok(open)
+        } else {
+            Err(open)
+        }
+    })
+    .await;
+    let mut seen: Vec<(String, String)> = after
+        .iter()
+        .map(|f| {
+            let (p, r) = rule_of(f);
+            (p.to_owned(), r.to_owned())
+        })
+        .collect();
+    seen.sort();
+    let mut expected: Vec<(String, String)> = before
+        .iter()
+        .map(rule_of)
+        .filter(|(p, r)| !(*p == "priv" && r.starts_with("containerSecurityContext")))
+        .map(|(p, r)| (p.to_owned(), r.to_owned()))
+        .chain(
+            rows.iter()
+                .filter(|(c, _, _)| *c == new)
+                .map(|(_, p, r)| (p.clone(), r.clone())),
+        )
+        .collect();
+    expected.sort();
+    assert_eq!(seen, expected);
+
+    // An invalid draft is refused with the field at fault.
+    let refused = client
+        .preview_policy(authed(
+            &t.admin_key,
+            pv::PreviewPolicyRequest {
+                document: r#"{"name": "guard", "default": {"rules": [{"type": "nonsense"}]}}"#.into(),
+                clusters: Vec::new(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    assert!(refused.message().contains("document."), "{}", refused.message());
+}
+
+async fn a_runtime_mitigation_becomes_a_command_for_a_pod_not_in_the_inventory(mode: Mode) {
+    use portcullis_proto::events::v1 as pe;
+    use prost::Message as _;
+    let stack = Stack::start(mode).await;
+    let t = stack.tenant.clone();
+    let mut commands = Commands::open(&mut stack.client(1).await, &t.connector_key).await;
+    let envelope = pe::EventEnvelope {
+        event_id: "rt-1".into(),
+        tenant_id: stack.store.tenant_id.clone(),
+        topic: "runtime.mitigation".into(),
+        producer: "telemetry".into(),
+        payload: Some(pe::event_envelope::Payload::RuntimeMitigation(pe::RuntimeMitigation {
+            cluster_id: t.cluster_id.clone(),
+            pod: Some(pc::PodKey {
+                namespace: "web".into(),
+                name: "ghost".into(),
+                uid: "u-ghost".into(),
+            }),
+            mitigation: pc::Mitigation::Isolate as i32,
+            rule_ids: vec!["Adding ssh keys to authorized_keys".into()],
+            ..Default::default()
+        })),
+        ..Default::default()
+    };
+    stack
+        .store
+        .bus
+        .publish(portcullis_bus::Event::new(
+            "rt-1",
+            stack.store.tenant_id.clone(),
+            "runtime.mitigation",
+            envelope.encode_to_vec().into(),
+        ))
+        .await
+        .unwrap();
+    let isolate = commands.next().await;
+    assert_eq!(isolate.r#type, pv::CommandType::Isolate as i32);
+    assert_eq!(isolate.origin, pv::CommandOrigin::Runtime as i32);
+    assert_eq!(isolate.pod.unwrap().name, "ghost");
+    assert_eq!(isolate.runtime_rule_ids, ["Adding ssh keys to authorized_keys"]);
+    assert!(!isolate.network_policy_json.is_empty());
+}
+
 portcullis_test_kit::both! {
     embedded: portcullis_server::Mode::Embedded,
     distributed: portcullis_server::Mode::Distributed;
@@ -406,4 +595,6 @@ portcullis_test_kit::both! {
     deltas_with_a_gap_force_a_new_snapshot,
     one_tenant_never_sees_another_s_findings,
     a_new_scan_result_re_evaluates_the_pods_running_its_digest,
+    a_preview_shows_what_applying_the_draft_then_does,
+    a_runtime_mitigation_becomes_a_command_for_a_pod_not_in_the_inventory,
 }
