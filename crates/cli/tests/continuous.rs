@@ -1,5 +1,7 @@
 //! The continuous scanning commands end to end: the real `portcullis` binary against
-//! `portcullis up` (every service, the continuous one included, on one loopback address):
+//! `portcullis up` (every service, the continuous one included, on one loopback address),
+//! and against `serve policy-store` + `serve continuous` (PostgreSQL, NATS; the continuous
+//! service on its own address, reached with `--continuous-server`):
 //! an inventory with a violating pod opens a finding, the connector's watch gets the isolate
 //! command and acks it, and a draft policy's preview shows what it would change while
 //! applying nothing.
@@ -8,11 +10,13 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::{BIN, Run, TempDir};
+use portcullis_test_kit::{NatsServer, TestDatabase};
 use serde_json::Value;
 
 /// How long `up` may take to print its ready line (a cold SQLite file, migrations).
@@ -31,12 +35,18 @@ const CLIENT_ENV: [&str; 5] = [
     "PORTCULLIS_CONTINUOUS_SERVER",
 ];
 
-/// A running `portcullis up`, killed when dropped.
-struct Up {
-    child: Child,
+/// The services under test, killed (by their process ids) when dropped: `portcullis up`, or
+/// `serve policy-store` and `serve continuous` on PostgreSQL and NATS.
+struct Stack {
+    children: Vec<Child>,
+    /// `--server`: the policy store (and in `up` every service).
     url: String,
+    /// `--continuous-server`.
+    continuous_url: String,
     admin_key: String,
     dir: TempDir,
+    /// The distributed stack's database, NATS server and the runtime they live on.
+    _fixtures: Option<(TestDatabase, NatsServer, tokio::runtime::Runtime)>,
 }
 
 fn free_port() -> u16 {
@@ -44,65 +54,150 @@ fn free_port() -> u16 {
     listener.local_addr().expect("local addr").port()
 }
 
-impl Up {
-    fn start() -> Up {
+/// The operator key the services are started with.
+const OPERATOR_KEY: &str = "operator-key-for-continuous-cli-tests";
+
+/// The service credential of the distributed services.
+const SERVICE_TOKEN: &str = "service-token-for-continuous-cli-tests";
+
+/// Spawns a server process, its log in `log`, and returns it with the URL of its first
+/// stdout line starting with `prefix`.
+fn spawn_server(cmd: &mut Command, prefix: &str, log: &Path, env: &[(&str, &str)]) -> (Child, String) {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(std::fs::File::create(log).unwrap()));
+    for var in CLIENT_ENV.iter().chain(&SERVER_ENV) {
+        cmd.env_remove(var);
+    }
+    cmd.env("PORTCULLIS_OPERATOR_KEY", OPERATOR_KEY);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("spawn portcullis");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = mpsc::channel();
+    // Drains stdout, so the server never blocks on a full pipe.
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        match rx.recv_timeout(Duration::from_millis(200)) {
+            Ok(line) => {
+                if let Some(url) = line.strip_prefix(prefix) {
+                    return (child, url.trim().to_owned());
+                }
+            }
+            Err(_) if Instant::now() < deadline => {}
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "no ready line {prefix:?}; log:\n{}",
+                    std::fs::read_to_string(log).unwrap_or_default()
+                );
+            }
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!(
+                "exited with {status}; log:\n{}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+    }
+}
+
+/// Server settings from the environment that must not leak into the services started here.
+const SERVER_ENV: [&str; 4] = [
+    "PORTCULLIS_SERVICE_TOKEN",
+    "PORTCULLIS_DATABASE_URL",
+    "PORTCULLIS_NATS_URL",
+    "PORTCULLIS_LISTEN",
+];
+
+impl Stack {
+    /// `portcullis up`: every service on one address.
+    fn up() -> Stack {
         let dir = TempDir::new("continuous-up");
         let data = dir.path("data");
         std::fs::create_dir_all(&data).unwrap();
-        let log = std::fs::File::create(dir.path("up.log")).unwrap();
         let mut cmd = Command::new(BIN);
         cmd.args(["up", "--data-dir"])
             .arg(&data)
             .args(["--listen", &format!("127.0.0.1:{}", free_port())])
-            .args(["--admission-listen", &format!("127.0.0.1:{}", free_port())])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log));
-        for var in CLIENT_ENV {
-            cmd.env_remove(var);
-        }
-        let mut child = cmd.spawn().expect("spawn portcullis up");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = mpsc::channel();
-        // Drains stdout, so the server never blocks on a full pipe.
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let _ = tx.send(line);
-            }
-        });
-        let deadline = Instant::now() + READY_TIMEOUT;
-        let url = loop {
-            match rx.recv_timeout(Duration::from_millis(200)) {
-                Ok(line) => {
-                    if line.starts_with("portcullis listening on ")
-                        && let Some(url) = line.split_whitespace().find(|w| w.starts_with("http://"))
-                    {
-                        break url.to_owned();
-                    }
-                }
-                Err(_) if Instant::now() < deadline => {}
-                Err(_) => {
-                    let _ = child.kill();
-                    let log = std::fs::read_to_string(dir.path("up.log")).unwrap_or_default();
-                    panic!("`portcullis up` printed no ready line; log:\n{log}");
-                }
-            }
-            if let Ok(Some(status)) = child.try_wait() {
-                let log = std::fs::read_to_string(dir.path("up.log")).unwrap_or_default();
-                panic!("`portcullis up` exited with {status}; log:\n{log}");
-            }
-        };
+            .args(["--admission-listen", &format!("127.0.0.1:{}", free_port())]);
+        let (child, url) = spawn_server(&mut cmd, "portcullis listening on ", &dir.path("up.log"), &[]);
         let admin_key = std::fs::read_to_string(data.join("bootstrap-admin.key"))
             .unwrap()
             .trim()
             .to_owned();
-        Up {
-            child,
+        Stack {
+            children: vec![child],
+            continuous_url: url.clone(),
             url,
             admin_key,
             dir,
+            _fixtures: None,
         }
+    }
+
+    /// `serve policy-store` and `serve continuous` on a fresh database and a private NATS
+    /// server; the continuous service on its own address, a tenant made by the operator.
+    fn distributed() -> Stack {
+        let dir = TempDir::new("continuous-serve");
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let database = runtime.block_on(TestDatabase::create()).unwrap();
+        let nats = runtime.block_on(NatsServer::start()).unwrap();
+        let mut store = Command::new(BIN);
+        store
+            .args(["serve", "policy-store", "--database-url", &database.url, "--nats-url"])
+            .arg(nats.url())
+            .args(["--listen", "127.0.0.1:0"]);
+        let (store_child, url) = spawn_server(
+            &mut store,
+            "portcullis policy-store listening on ",
+            &dir.path("store.log"),
+            &[("PORTCULLIS_SERVICE_TOKEN", SERVICE_TOKEN)],
+        );
+        let mut continuous = Command::new(BIN);
+        continuous
+            .args(["serve", "continuous", "--policy-store-url", &url, "--nats-url"])
+            .arg(nats.url())
+            .args(["--database-url", &database.url, "--listen", "127.0.0.1:0"]);
+        let (continuous_child, continuous_url) = spawn_server(
+            &mut continuous,
+            "portcullis continuous listening on ",
+            &dir.path("continuous.log"),
+            &[("PORTCULLIS_SERVICE_TOKEN", SERVICE_TOKEN)],
+        );
+        let mut stack = Stack {
+            children: vec![continuous_child, store_child],
+            url,
+            continuous_url,
+            admin_key: String::new(),
+            dir,
+            _fixtures: Some((database, nats, runtime)),
+        };
+        let created = stack.run(OPERATOR_KEY, &["tenant", "create", "shop-co"]);
+        assert_eq!(created.code, Some(0), "{}", created.stderr);
+        stack.admin_key = created.stdout.trim().to_owned();
+        stack
+    }
+
+    /// The services' logs, for a failure message.
+    fn logs(&self) -> String {
+        ["up.log", "store.log", "continuous.log"]
+            .iter()
+            .filter_map(|f| std::fs::read_to_string(self.dir.path(f)).ok())
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     /// Runs a client command with `key`, killed if it runs past `limit`.
@@ -116,6 +211,8 @@ impl Up {
         for var in CLIENT_ENV {
             cmd.env_remove(var);
         }
+        // Through the environment: the flag belongs to the continuous commands only.
+        cmd.env("PORTCULLIS_CONTINUOUS_SERVER", &self.continuous_url);
         let child = cmd.spawn().expect("run portcullis");
         let pid = child.id();
         let (tx, rx) = mpsc::channel();
@@ -172,17 +269,19 @@ impl Up {
             assert!(
                 Instant::now() < deadline,
                 "findings list {args:?} never showed what was wanted: {items:?}; log:\n{}",
-                std::fs::read_to_string(self.dir.path("up.log")).unwrap_or_default()
+                self.logs()
             );
             std::thread::sleep(Duration::from_millis(200));
         }
     }
 }
 
-impl Drop for Up {
+impl Drop for Stack {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
@@ -264,8 +363,17 @@ fn is_privileged_finding(f: &Value) -> bool {
 }
 
 #[test]
-fn a_violating_pod_is_found_isolated_and_previewed() {
-    let up = Up::start();
+fn up_a_violating_pod_is_found_isolated_and_previewed() {
+    scenario(&Stack::up());
+}
+
+#[test]
+fn distributed_a_violating_pod_is_found_isolated_and_previewed() {
+    scenario(&Stack::distributed());
+}
+
+/// Sync, finding, watch and ack, preview, restore, fix, on `up` (the stack).
+fn scenario(up: &Stack) {
     let policy = up.dir.path("policy.yaml");
     std::fs::write(&policy, POLICY).unwrap();
     up.ok(&["policy", "apply", "-f", policy.to_str().unwrap()]);
