@@ -24,6 +24,7 @@
 //! - [`triggers`]: the bus work subscription (`policy.changed`, `cluster.changed`,
 //!   `scan.result`, `runtime.mitigation`), the periodic sweep and the timers;
 //! - [`events`]: findings and mitigation events through a bounded queue;
+//! - [`follow`]: key revocations forgotten at once by the listener's authenticator;
 //! - [`grpc`]: `ContinuousService`; [`error`]: the one mapping to gRPC statuses;
 //! - [`running`]: the whole service on one kit `Lifecycle`.
 //!
@@ -35,6 +36,7 @@ pub mod error;
 pub mod evaluate;
 pub mod events;
 pub mod findings;
+pub mod follow;
 pub mod grpc;
 pub mod inventory;
 pub mod policies;
@@ -79,6 +81,8 @@ pub struct ContinuousOptions {
     /// How long requests in flight may take to finish at shutdown (default 30 s).
     #[serde(with = "humantime_serde")]
     pub drain_deadline: Duration,
+    /// The follower of key revocations (`apikey.revoked`), for the service's own listener.
+    pub follower: portcullis_kit::FollowOptions,
     /// Calls per tenant and replica with tenant keys (a stream counts once); beyond it
     /// `ResourceExhausted` (default 100 per second, burst 200).
     pub rate_limit: RateLimitConfig,
@@ -95,6 +99,7 @@ impl Default for ContinuousOptions {
             event_queue: 10_000,
             stream_queue: 64,
             drain_deadline: Duration::from_secs(30),
+            follower: portcullis_kit::FollowOptions::default(),
             rate_limit: RateLimitConfig {
                 default: TenantLimit {
                     per_second: 100.0,

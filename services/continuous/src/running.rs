@@ -70,7 +70,19 @@ impl RunningContinuous {
             .rate_limit
             .validate()
             .map_err(|e| ServerError::Config(format!("continuous.rate_limit: {e}")))?;
+        // Recorded before any key can be cached: the follower starts right after it.
+        let snapshot = match bus.last_sequence().await {
+            Ok(sequence) => Some(sequence),
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the event stream's position failed; the follower will record it");
+                None
+            }
+        };
         let lifecycle = Lifecycle::new(settings.drain_deadline);
+        let (follow_bus, follow_options, forgetting) = (bus.clone(), settings.follower, authenticator.clone());
+        lifecycle.spawn("key revocation follower", move |stop| async move {
+            crate::follow::follow_revocations(follow_bus, snapshot, &follow_options, forgetting, stop).await;
+        });
         // The publisher ends after the drain (its own token), so that the events of the
         // work drained are still published.
         let publisher_stop = tokio_util::sync::CancellationToken::new();

@@ -584,6 +584,32 @@ async fn a_runtime_mitigation_becomes_a_command_for_a_pod_not_in_the_inventory(m
     assert!(!isolate.network_policy_json.is_empty());
 }
 
+async fn a_revoked_connector_key_is_refused_at_once(mode: Mode) {
+    let stack = Stack::start(mode).await;
+    let t = stack.tenant.clone();
+    let mut client = stack.client(0).await;
+    // The key is cached by the replica's authenticator now.
+    let mut sync = Sync::open(&mut client, &t.connector_key).await;
+    assert!(!sync.send(update(1, start())).await.resync);
+    let mut admin = Api::new(&stack.store, &t.admin_key).await;
+    admin.revoke_key(&t.connector_key_id).await.unwrap();
+    // Well within the key cache's 30 s: the revocation event, not the expiry, refuses it.
+    eventually(Duration::from_secs(10), async || {
+        let (_tx, rx) = tokio::sync::mpsc::channel::<pv::InventoryUpdate>(1);
+        match client
+            .sync_inventory(authed(
+                &t.connector_key,
+                tokio_stream::wrappers::ReceiverStream::new(rx),
+            ))
+            .await
+        {
+            Err(status) if status.code() == Code::Unauthenticated => Ok(()),
+            other => Err(format!("{:?}", other.map(|_| "accepted"))),
+        }
+    })
+    .await;
+}
+
 portcullis_test_kit::both! {
     embedded: portcullis_server::Mode::Embedded,
     distributed: portcullis_server::Mode::Distributed;
@@ -597,4 +623,5 @@ portcullis_test_kit::both! {
     a_new_scan_result_re_evaluates_the_pods_running_its_digest,
     a_preview_shows_what_applying_the_draft_then_does,
     a_runtime_mitigation_becomes_a_command_for_a_pod_not_in_the_inventory,
+    a_revoked_connector_key_is_refused_at_once,
 }

@@ -146,6 +146,7 @@ pub struct Tenant {
     pub policy_id: String,
     pub cluster_id: String,
     pub connector_key: String,
+    pub connector_key_id: String,
 }
 
 pub struct Stack {
@@ -212,6 +213,7 @@ impl Stack {
             policy_id: created.id,
             cluster_id: registered.cluster.unwrap().id,
             connector_key: registered.connector_key,
+            connector_key_id: registered.connector_key_id,
         }
     }
 
