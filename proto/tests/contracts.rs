@@ -94,6 +94,7 @@ const EXPECTED: &[(&str, &[&str])] = &[
             "GetPod",
             "IssueCommand",
             "ListCommands",
+            "PreviewPolicy",
         ],
     ),
     ("portcullis.signature.v1.SignatureService", &["Verify", "ResolveDigest"]),
