@@ -3,7 +3,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Order as SqlOrder, Query};
-use sea_orm::{ConnectionTrait, DatabaseConnection};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
 use time::OffsetDateTime;
 
 use super::{
@@ -21,6 +21,7 @@ pub(super) async fn write(
     now: OffsetDateTime,
 ) -> StoreResult<InventoryApplied> {
     let now = truncate(now);
+    let ended = write == InventoryWrite::EndSnapshot;
     let tx = store.begin().await?;
     let applied = match write {
         InventoryWrite::BeginSnapshot => {
@@ -55,7 +56,33 @@ pub(super) async fn write(
         }
     };
     tx.commit().await?;
+    if ended {
+        analyze_if_never(&store.db).await?;
+    }
     Ok(applied)
+}
+
+/// On PostgreSQL, analyzes the inventory's tables once, after the first snapshot that filled
+/// them: until a table has statistics the planner reads a `uid IN (...)` list as a filter
+/// over the whole cluster instead of probing the index (a 10%-changed snapshot of 100,000
+/// pods rewrote its digests page after page that way), and autovacuum may be off or late.
+async fn analyze_if_never(db: &DatabaseConnection) -> StoreResult<()> {
+    if db.get_database_backend() != DbBackend::Postgres {
+        return Ok(());
+    }
+    let never = db
+        .query_one_raw(Statement::from_string(
+            DbBackend::Postgres,
+            "SELECT count(*) AS never FROM pg_class WHERE relname IN ('cn_pods', 'cn_pod_digests') \
+             AND relkind = 'r' AND relnamespace = current_schema()::regnamespace AND reltuples < 0",
+        ))
+        .await?;
+    if let Some(row) = never
+        && get::<i64>(&row, "never")? > 0
+    {
+        db.execute_unprepared("ANALYZE cn_pods, cn_pod_digests").await?;
+    }
+    Ok(())
 }
 
 /// The cluster's snapshot generation (its row made, at 0, when there is none yet).
