@@ -751,10 +751,11 @@ async fn start_signature(
     )?;
     // Tenant keys on its own listener are checked by the store's introspection, cached as
     // admission caches them.
-    let authenticator = portcullis_admission::keys::IntrospectingAuthenticator::new(
+    let authenticator = portcullis_policy_client::keys::IntrospectingAuthenticator::new(
         upstream,
         settings.admission.key_cache.clone(),
-        portcullis_admission::metrics::AdmissionMetrics::global(),
+        // Recorded as before, under admission's cache lookup metric.
+        Arc::new(portcullis_admission::metrics::AdmissionMetrics::global()),
     );
     Ok(RunningSignature::start(
         Arc::new(store),
@@ -837,10 +838,11 @@ async fn start_continuous(
     )?;
     // Tenant keys on its own listener are checked by the store's introspection, cached as
     // admission caches them.
-    let authenticator = portcullis_admission::keys::IntrospectingAuthenticator::new(
+    let authenticator = portcullis_policy_client::keys::IntrospectingAuthenticator::new(
         upstream,
         settings.admission.key_cache.clone(),
-        portcullis_admission::metrics::AdmissionMetrics::global(),
+        // Recorded as before, under admission's cache lookup metric.
+        Arc::new(portcullis_admission::metrics::AdmissionMetrics::global()),
     );
     Ok(RunningContinuous::start(
         Arc::new(store),

@@ -8,10 +8,10 @@
 use std::time::{Duration, Instant};
 
 use portcullis_admission::AdmissionOptions;
-use portcullis_admission::scans::ScanCacheOptions;
 use portcullis_admission::testing::StackOptions;
 use portcullis_integration_tests::admission::{Env, container, create_pod, pod, pod_spec, policy, review_raw};
 use portcullis_integration_tests::store::by_name;
+use portcullis_policy_client::scans::ScanCacheOptions;
 use portcullis_server::Mode;
 use serde_json::{Value, json};
 

@@ -8,10 +8,10 @@
 use std::time::{Duration, Instant};
 
 use portcullis_admission::AdmissionOptions;
-use portcullis_admission::keys::KeyCacheOptions;
 use portcullis_admission::testing::StackOptions;
 use portcullis_integration_tests::admission::{Env, container, create_pod, pod, pod_spec, policy, privileged};
 use portcullis_integration_tests::store::{Api, by_name, expect_code};
+use portcullis_policy_client::keys::KeyCacheOptions;
 use portcullis_policy_store::testing::authed;
 use portcullis_proto::policystore::v1 as pb;
 use portcullis_proto::policystore::v1::operator_service_client::OperatorServiceClient;

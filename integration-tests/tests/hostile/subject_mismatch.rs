@@ -11,10 +11,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use portcullis_admission::AdmissionOptions;
-use portcullis_admission::scans::ScanCacheOptions;
 use portcullis_admission::testing::StackOptions;
 use portcullis_bus::Event;
 use portcullis_integration_tests::admission::{Env, container, create_pod, pod, pod_spec, policy};
+use portcullis_policy_client::scans::ScanCacheOptions;
 use portcullis_proto::common::v1 as pc;
 use portcullis_proto::events::v1 as pe;
 use portcullis_server::Mode;

@@ -3,8 +3,9 @@
 //! validating webhook ([`webhook`]), from memory.
 //!
 //! A review ([`Admission::review`]) never waits on storage or on the bus once its cluster is
-//! known: the compiled policy and settings ([`policies`]), scan summaries ([`scans`]) and
-//! key introspections ([`keys`]) are cached, refreshed in the background, and replaced when
+//! known: the compiled policy and settings ([`policies`]), scan summaries
+//! ([`portcullis_policy_client::scans`]) and key introspections
+//! ([`portcullis_policy_client::keys`]) are cached, refreshed in the background, and replaced when
 //! the policy store's events ([`follow`]) say they changed. A miss makes one call to the
 //! policy store under the stage's deadline; what cannot be had follows the cluster's failure
 //! mode (a cluster never seen: [`AdmissionOptions::default_failure_mode`]). Each tenant is
@@ -15,17 +16,14 @@ pub mod decision_events;
 pub mod error;
 pub mod follow;
 pub mod grpc;
-pub mod keys;
 pub mod metrics;
 pub mod policies;
 pub use portcullis_server::rate_limit;
 pub mod review;
 pub mod running;
-pub mod scans;
 pub mod signatures;
 #[cfg(feature = "testing")]
 pub mod testing;
-pub mod upstream;
 pub mod webhook;
 
 use std::pin::Pin;
@@ -34,6 +32,8 @@ use std::time::Duration;
 
 use portcullis_bus::Bus;
 use portcullis_engine::evaluate::FailureMode;
+use portcullis_policy_client::keys::{IntrospectingAuthenticator, KeyCacheOptions};
+use portcullis_policy_client::scans::{ScanCache, ScanCacheOptions};
 
 pub use error::AdmissionError;
 pub use review::{
@@ -42,14 +42,13 @@ pub use review::{
 };
 pub use running::{RunningAdmission, ServeOptions};
 pub use signatures::{BusDigestStage, BusSignatureStage};
-pub use upstream::{ClusterSel, Upstream, UpstreamTimeouts};
+// Admission's own API takes an `Upstream`: its callers need not name the library.
+pub use portcullis_policy_client::{ClusterSel, Upstream, UpstreamTimeouts};
 
 use crate::decision_events::{DecisionEventsConfig, DecisionPublisher, PublisherTask};
-use crate::keys::{IntrospectingAuthenticator, KeyCacheOptions};
 use crate::metrics::AdmissionMetrics;
 use crate::policies::{PolicyCache, PolicyCacheOptions};
 use crate::rate_limit::{RateLimitConfig, TenantRateLimiter};
-use crate::scans::{ScanCache, ScanCacheOptions};
 
 /// A boxed, sendable future (for the object-safe stage hooks).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -188,7 +187,7 @@ impl Admission {
             inner: Arc::new(Inner {
                 policies: PolicyCache::new(Arc::new(upstream.clone()), options.policy_cache.clone()),
                 scans: ScanCache::new(upstream.clone(), options.scan_cache.clone()),
-                keys: IntrospectingAuthenticator::new(upstream, options.key_cache.clone(), metrics.clone()),
+                keys: IntrospectingAuthenticator::new(upstream, options.key_cache.clone(), Arc::new(metrics.clone())),
                 limiter: TenantRateLimiter::new(options.rate_limit.clone()),
                 events,
                 metrics,

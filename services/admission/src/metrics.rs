@@ -216,6 +216,13 @@ impl AdmissionMetrics {
     }
 }
 
+/// The key cache of `portcullis-policy-client` records into `portcullis.admission.cache.lookups` (`cache="key"`).
+impl portcullis_policy_client::metrics::KeyLookupMetrics for AdmissionMetrics {
+    fn key_lookup(&self, hit: bool) {
+        self.cache_lookup(CacheKind::Key, hit);
+    }
+}
+
 const TRANSPORT: &str = "transport";
 const OUTCOME: &str = "outcome";
 const ACTION: &str = "action";
@@ -476,6 +483,20 @@ mod tests {
         assert_eq!(read.counter(lookups, &[("cache", "scan"), ("result", "hit")]), 0);
         assert_eq!(read.counter(lookups, &[("cache", "key"), ("result", "hit")]), 1);
         assert_eq!(read.counter(lookups, &[("cache", "key"), ("result", "miss")]), 0);
+    }
+
+    #[test]
+    fn the_policy_client_s_key_lookups_count_as_the_key_cache() {
+        use portcullis_policy_client::metrics::KeyLookupMetrics;
+        let (m, read) = metrics();
+        let hook: &dyn KeyLookupMetrics = &m;
+        hook.key_lookup(true);
+        hook.key_lookup(false);
+        hook.key_lookup(false);
+        let lookups = "portcullis.admission.cache.lookups";
+        assert_eq!(read.counter(lookups, &[("cache", "key"), ("result", "hit")]), 1);
+        assert_eq!(read.counter(lookups, &[("cache", "key"), ("result", "miss")]), 2);
+        assert_eq!(read.counter(lookups, &[("cache", "policy"), ("result", "miss")]), 0);
     }
 
     #[test]

@@ -29,7 +29,7 @@ use portcullis_proto::policystore::v1 as pb;
 use tonic::Code;
 
 use crate::BoxFuture as SendFuture;
-use crate::upstream::{ClusterSel, Upstream};
+use portcullis_policy_client::{ClusterSel, Upstream};
 
 /// Where the cache reads effective policies: the policy store ([`Upstream`]), or a fake in
 /// tests.

@@ -46,8 +46,8 @@ use tracing::Instrument as _;
 use crate::error::AdmissionError;
 use crate::metrics::{CacheKind, Outcome, Transport};
 use crate::policies::{ClusterPolicy, Lookup, PolicyFetchError};
-use crate::upstream::ClusterSel;
 use crate::{Admission, BoxFuture};
+use portcullis_policy_client::ClusterSel;
 
 /// The largest AdmissionReview accepted (the API server's own request limit is 3 MiB).
 pub const MAX_REVIEW_BYTES: usize = 3 * 1024 * 1024;

@@ -78,7 +78,7 @@ impl TestStack {
             &self.store.url,
             None,
             &self.store.service_token,
-            &crate::upstream::UpstreamTimeouts::default(),
+            &crate::UpstreamTimeouts::default(),
             false,
         )
         .map_err(|e| err(&e))?;

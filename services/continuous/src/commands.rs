@@ -20,6 +20,7 @@ use portcullis_engine::policy::Mitigation;
 use portcullis_proto::common::v1 as pc;
 use portcullis_proto::continuous::v1 as pv;
 use portcullis_proto::events::v1 as pe;
+use sha2::{Digest as _, Sha256};
 use time::OffsetDateTime;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -49,6 +50,24 @@ impl std::fmt::Debug for CommandHub {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CommandHub").finish_non_exhaustive()
     }
+}
+
+/// The id of the command made from `tenant`'s runtime mitigation event `event_id`: a UUID
+/// (version 8) of the first 16 bytes of their SHA-256, the same on every replica and every
+/// delivery.
+pub fn runtime_command_id(tenant: &str, event_id: &str) -> String {
+    let mut hasher = Sha256::new();
+    for part in ["runtime.mitigation", tenant, event_id] {
+        // Length-prefixed, so that no two (tenant, event id) pairs hash the same bytes.
+        hasher.update((part.len() as u64).to_be_bytes());
+        hasher.update(part.as_bytes());
+    }
+    let digest = hasher.finalize();
+    let mut bytes = [0u8; 16];
+    for (b, d) in bytes.iter_mut().zip(digest.iter()) {
+        *b = *d;
+    }
+    uuid::Builder::from_custom_bytes(bytes).into_uuid().to_string()
 }
 
 /// The order of a runtime mitigation for `pod` (`None` for `log` or `none`, which order
@@ -126,9 +145,16 @@ impl CommandHub {
         Ok(stored)
     }
 
-    /// Turns a runtime detection's mitigation into a command (also for a pod not in the
-    /// inventory: the event names it).
-    pub async fn runtime(&self, tenant: &str, m: &pe::RuntimeMitigation) -> Result<(), ContinuousError> {
+    /// Turns a runtime detection's mitigation, the payload of bus event `event_id`, into a
+    /// command (also for a pod not in the inventory: the event names it). The command's id
+    /// is derived from the tenant and `event_id`, so a redelivered event makes no second
+    /// command (and publishes nothing again).
+    pub async fn runtime(
+        &self,
+        tenant: &str,
+        event_id: &str,
+        m: &pe::RuntimeMitigation,
+    ) -> Result<(), ContinuousError> {
         let Some(pod) = &m.pod else {
             return Err(ContinuousError::InvalidArgument(
                 "runtime mitigation without a pod".into(),
@@ -170,7 +196,22 @@ impl CommandHub {
             rules: Vec::new(),
             runtime_rule_ids: m.rule_ids.clone(),
         };
-        self.issue(tenant, &m.cluster_id, vec![command]).await?;
+        if event_id.is_empty() {
+            // Nothing to recognise a redelivery by: the command is made, but may be made twice.
+            tracing::warn!(%tenant, cluster = %m.cluster_id, "a runtime mitigation without an event id: a redelivery of it would make a second command");
+            self.issue(tenant, &m.cluster_id, vec![command]).await?;
+            return Ok(());
+        }
+        let e = &self.inner.evaluator;
+        let id = runtime_command_id(tenant, event_id);
+        let stored = e
+            .store()
+            .issue_command_once(tenant, &m.cluster_id, &id, command, OffsetDateTime::now_utc())
+            .await?;
+        match stored {
+            Some(stored) => publish_commands(e.events(), e.bus(), tenant, &m.cluster_id, &[stored]).await,
+            None => tracing::debug!(%tenant, %event_id, "runtime mitigation seen before; its command stands"),
+        }
         Ok(())
     }
 

@@ -10,12 +10,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use portcullis_admission::scans::{ScanCache, ScanCacheOptions};
-use portcullis_admission::{Upstream, UpstreamTimeouts};
 use portcullis_engine::evaluate::{CompiledPolicy, FailureMode, TrustedImage};
 use portcullis_engine::image_ref::ImageRef;
 use portcullis_kit::client::{Trust, for_tenant};
 use portcullis_kit::upstream::{ClusterSel, ServiceChannel, service_channel};
+use portcullis_policy_client::scans::{ScanCache, ScanCacheOptions};
+use portcullis_policy_client::{Upstream, UpstreamTimeouts};
 use portcullis_proto::common::v1 as pc;
 use portcullis_proto::policystore::v1 as pb;
 use portcullis_proto::policystore::v1::cluster_service_client::ClusterServiceClient;

@@ -326,6 +326,17 @@ pub trait ContinuousStore: Send + Sync + 'static {
     /// Every (tenant, cluster) with an inventory (the periodic sweep).
     fn clusters(&self) -> BoxFuture<'_, StoreResult<Vec<(String, String)>>>;
 
+    /// Claims `tenant`'s `cluster` for the periodic sweep at `now`: true when no replica
+    /// claimed it in the last `min_gap` (this replica judges it), false when one did or the
+    /// cluster has no inventory (this replica leaves it). Atomic across replicas.
+    fn claim_sweep<'a>(
+        &'a self,
+        tenant: &'a str,
+        cluster: &'a str,
+        now: OffsetDateTime,
+        min_gap: std::time::Duration,
+    ) -> BoxFuture<'a, StoreResult<bool>>;
+
     /// The tenant's clusters with an inventory.
     fn tenant_clusters<'a>(&'a self, tenant: &'a str) -> BoxFuture<'a, StoreResult<Vec<String>>>;
 
@@ -373,6 +384,18 @@ pub trait ContinuousStore: Send + Sync + 'static {
         commands: Vec<NewCommand>,
         now: OffsetDateTime,
     ) -> BoxFuture<'a, StoreResult<Vec<StoredCommand>>>;
+
+    /// Stores one command made outside reconciliation under `id`, pending, unless a command
+    /// of that id is already stored in the tenant: `None` then, and nothing changes (a
+    /// redelivered event's command is made once).
+    fn issue_command_once<'a>(
+        &'a self,
+        tenant: &'a str,
+        cluster: &'a str,
+        id: &'a str,
+        command: NewCommand,
+        now: OffsetDateTime,
+    ) -> BoxFuture<'a, StoreResult<Option<StoredCommand>>>;
 
     /// The cluster's pending commands, oldest first (what a connector has not acked).
     fn pending_commands<'a>(

@@ -9,6 +9,7 @@
 //! cluster again anyway).
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -42,12 +43,18 @@ pub const TRIGGER_TOPICS: [Topic; 4] = [
 pub struct Triggers {
     evaluator: Evaluator,
     hub: CommandHub,
+    /// Clusters this replica's sweeps judged (shared by clones).
+    swept: Arc<AtomicU64>,
 }
 
 impl Triggers {
     /// Triggers over `evaluator` and `hub`.
     pub fn new(evaluator: Evaluator, hub: CommandHub) -> Triggers {
-        Triggers { evaluator, hub }
+        Triggers {
+            evaluator,
+            hub,
+            swept: Arc::new(AtomicU64::new(0)),
+        }
     }
 
     /// The timers (the evaluator's).
@@ -90,7 +97,7 @@ impl Triggers {
                         .await?;
                 }
             }
-            Some(Payload::RuntimeMitigation(m)) => match self.hub.runtime(tenant, m).await {
+            Some(Payload::RuntimeMitigation(m)) => match self.hub.runtime(tenant, &envelope.event_id, m).await {
                 // A malformed event never gets better: logged, not retried.
                 Err(ContinuousError::InvalidArgument(why)) => {
                     tracing::warn!(%tenant, %why, "ignoring an unusable runtime mitigation");
@@ -182,7 +189,8 @@ impl Triggers {
 
     /// Re-evaluates every cluster with an inventory every `interval`, until `stop`.
     pub async fn sweep(&self, interval: Duration, stop: CancellationToken) {
-        let mut tick = tokio::time::interval(interval.max(Duration::from_secs(1)));
+        let interval = interval.max(Duration::from_secs(1));
+        let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // The first tick is immediate: skip it, the clusters were judged as they synced.
         tick.tick().await;
@@ -191,22 +199,54 @@ impl Triggers {
                 () = stop.cancelled() => return,
                 _ = tick.tick() => {}
             }
-            let clusters = match self.evaluator.store().clusters().await {
-                Ok(c) => c,
+            self.sweep_once(interval, &stop).await;
+        }
+    }
+
+    /// One sweep: every cluster with an inventory that no replica has swept in the last half
+    /// `interval` is claimed in the store and judged again (so each cluster is judged about
+    /// once per interval, by whichever replica claims it first, not once per replica). How
+    /// many clusters this replica judged.
+    pub async fn sweep_once(&self, interval: Duration, stop: &CancellationToken) -> usize {
+        let store = self.evaluator.store();
+        let clusters = match store.clusters().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "the sweep could not list the clusters; trying at the next one");
+                return 0;
+            }
+        };
+        let mut judged = 0;
+        for (tenant, cluster) in clusters {
+            if stop.is_cancelled() {
+                break;
+            }
+            match store
+                .claim_sweep(&tenant, &cluster, OffsetDateTime::now_utc(), interval / 2)
+                .await
+            {
+                Ok(true) => {}
+                // Another replica sweeps it (or it was just forgotten).
+                Ok(false) => continue,
                 Err(e) => {
-                    tracing::warn!(error = %e, "the sweep could not list the clusters; trying at the next one");
+                    tracing::warn!(%tenant, %cluster, error = %e, "the sweep could not claim a cluster; trying at the next one");
                     continue;
                 }
-            };
-            for (tenant, cluster) in clusters {
-                if stop.is_cancelled() {
-                    return;
-                }
-                if let Err(e) = self.cluster(&tenant, &cluster).await {
-                    tracing::warn!(%tenant, %cluster, error = %e, "the sweep could not re-evaluate a cluster");
-                }
+            }
+            // Counted once claimed: a failed judgement is still this replica's turn (the
+            // cluster waits for the next interval, as it did when every replica swept it).
+            judged += 1;
+            self.swept.fetch_add(1, Ordering::Relaxed);
+            if let Err(e) = self.cluster(&tenant, &cluster).await {
+                tracing::warn!(%tenant, %cluster, error = %e, "the sweep could not re-evaluate a cluster");
             }
         }
+        judged
+    }
+
+    /// How many clusters this replica's sweeps have claimed and judged since it started.
+    pub fn clusters_swept(&self) -> u64 {
+        self.swept.load(Ordering::Relaxed)
     }
 
     /// Re-evaluates each cluster when its timer is due, until `stop`.

@@ -906,6 +906,100 @@ async fn the_sweep_judges_every_cluster_again(mode: Mode) {
     assert_ne!(again[0].id, first[0].id, "a new finding, the old one stays resolved");
 }
 
+async fn a_redelivered_runtime_mitigation_makes_one_command(mode: Mode) {
+    use portcullis_continuous::commands::runtime_command_id;
+    use portcullis_proto::events::v1 as pe;
+    let stack = Stack::start(mode).await;
+    let t = stack.tenant.clone();
+    let tenant = stack.store.tenant_id.clone();
+    let envelope = pe::EventEnvelope {
+        event_id: "rt-dup".into(),
+        tenant_id: tenant.clone(),
+        topic: "runtime.mitigation".into(),
+        producer: "telemetry".into(),
+        payload: Some(pe::event_envelope::Payload::RuntimeMitigation(pe::RuntimeMitigation {
+            cluster_id: t.cluster_id.clone(),
+            pod: Some(pc::PodKey {
+                namespace: "web".into(),
+                name: "ghost".into(),
+                uid: "u-ghost".into(),
+            }),
+            mitigation: pc::Mitigation::Terminate as i32,
+            rule_ids: vec!["Adding ssh keys to authorized_keys".into()],
+            ..Default::default()
+        })),
+        ..Default::default()
+    };
+    // Delivered three times, to both replicas (a redelivery goes to whichever replica).
+    for replica in [0, 1, 0] {
+        stack.replicas[replica]
+            .triggers()
+            .handle(&tenant, &envelope)
+            .await
+            .unwrap();
+    }
+    let pending = commands_in(&stack, &t.admin_key, pv::CommandState::Pending).await;
+    let ghost: Vec<_> = pending
+        .iter()
+        .filter(|c| c.pod.as_ref().is_some_and(|p| p.name == "ghost"))
+        .collect();
+    assert_eq!(ghost.len(), 1, "{pending:?}");
+    assert_eq!(ghost[0].command_id, runtime_command_id(&tenant, "rt-dup"));
+    assert_eq!(ghost[0].r#type, pv::CommandType::Terminate as i32);
+    // Another event for the same pod is another command.
+    let mut other = envelope.clone();
+    other.event_id = "rt-other".into();
+    stack.replicas[1].triggers().handle(&tenant, &other).await.unwrap();
+    let pending = commands_in(&stack, &t.admin_key, pv::CommandState::Pending).await;
+    assert_eq!(
+        pending
+            .iter()
+            .filter(|c| c.pod.as_ref().is_some_and(|p| p.name == "ghost"))
+            .count(),
+        2,
+        "{pending:?}"
+    );
+}
+
+async fn two_replicas_sweep_each_cluster_once_per_interval(mode: Mode) {
+    use tokio_util::sync::CancellationToken;
+    // The replicas' own sweeps skip their first tick and wait an hour: only the calls below
+    // sweep.
+    let interval = ContinuousOptions::default().sweep_interval;
+    let stack = Stack::start(mode).await;
+    let a = stack.tenant.clone();
+    let b = stack.other_tenant("beta").await;
+    for t in [&a, &b] {
+        let mut sync = Sync::open(&mut stack.client(0).await, &t.connector_key).await;
+        sync.send_all(snapshot(&[pod("priv", "u-priv", true, false)])).await;
+        let mut client = stack.client(1).await;
+        assert_eq!(open_findings(&mut client, &t.admin_key).await.len(), 1);
+    }
+    let clusters = stack.stores[0].clusters().await.unwrap();
+    assert_eq!(clusters.len(), 2);
+    let stop = CancellationToken::new();
+    let (r0, r1) = (stack.replicas[0].triggers(), stack.replicas[1].triggers());
+    // Both replicas sweep at once: each cluster is judged by one of them.
+    let (n0, n1) = tokio::join!(r0.sweep_once(interval, &stop), r1.sweep_once(interval, &stop));
+    assert_eq!(n0 + n1, clusters.len());
+    assert_eq!(r0.clusters_swept() + r1.clusters_swept(), 2);
+    // Within the same interval neither judges any again.
+    assert_eq!(r1.sweep_once(interval, &stop).await, 0);
+    assert_eq!(r0.sweep_once(interval, &stop).await, 0);
+    assert_eq!(r0.clusters_swept() + r1.clusters_swept(), 2);
+    // Half an interval later a cluster may be claimed again, once.
+    let (tenant, cluster) = &clusters[0];
+    let later = time::OffsetDateTime::now_utc() + interval / 2 + Duration::from_secs(1);
+    let store = &stack.stores[1];
+    assert!(store.claim_sweep(tenant, cluster, later, interval / 2).await.unwrap());
+    assert!(
+        !stack.stores[0]
+            .claim_sweep(tenant, cluster, later, interval / 2)
+            .await
+            .unwrap()
+    );
+}
+
 portcullis_test_kit::both! {
     embedded: portcullis_server::Mode::Embedded,
     distributed: portcullis_server::Mode::Distributed;
@@ -925,4 +1019,6 @@ portcullis_test_kit::both! {
     an_expiring_exception_opens_its_findings_when_it_expires,
     findings_are_listed_by_filter_and_by_page,
     the_sweep_judges_every_cluster_again,
+    a_redelivered_runtime_mitigation_makes_one_command,
+    two_replicas_sweep_each_cluster_once_per_interval,
 }

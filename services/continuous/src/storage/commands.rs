@@ -1,6 +1,6 @@
 //! Mitigation commands (`cn_commands`).
 
-use sea_orm::sea_query::{Expr, ExprTrait, Order as SqlOrder, Query};
+use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Order as SqlOrder, Query};
 use sea_orm::{ConnectionTrait, DatabaseConnection, QueryResult};
 use time::OffsetDateTime;
 
@@ -123,6 +123,24 @@ fn seq_of(row: &QueryResult) -> StoreResult<i64> {
     get(row, "seq")
 }
 
+/// A new command with id `id`, issued at `now`: pending, or reported for
+/// [`Order::NotIsolatable`] (a report never sent).
+fn new_stored(id: String, cluster: &str, command: NewCommand, now: OffsetDateTime) -> StoredCommand {
+    StoredCommand {
+        id,
+        cluster: cluster.to_owned(),
+        state: if command.order.is_sent() {
+            CommandState::Pending
+        } else {
+            CommandState::Reported
+        },
+        command,
+        issued_at: now,
+        state_changed_at: now,
+        ack_message: String::new(),
+    }
+}
+
 /// Stores commands at `now` (already truncated): pending, or reported for
 /// [`Order::NotIsolatable`] (a report never sent).
 pub(super) async fn insert<C: ConnectionTrait>(
@@ -134,24 +152,45 @@ pub(super) async fn insert<C: ConnectionTrait>(
 ) -> StoreResult<Vec<StoredCommand>> {
     let stored: Vec<StoredCommand> = commands
         .into_iter()
-        .map(|command| StoredCommand {
-            id: uuid::Uuid::new_v4().to_string(),
-            cluster: cluster.to_owned(),
-            state: if command.order.is_sent() {
-                CommandState::Pending
-            } else {
-                CommandState::Reported
-            },
-            command,
-            issued_at: now,
-            state_changed_at: now,
-            ack_message: String::new(),
-        })
+        .map(|command| new_stored(uuid::Uuid::new_v4().to_string(), cluster, command, now))
         .collect();
+    insert_rows(db, tenant, cluster, &stored, now, false).await?;
+    Ok(stored)
+}
+
+/// Stores one command under `id` at `now` (already truncated) unless a command of that id
+/// is already stored: `None` then (what a redelivered event made the first time stands).
+pub(super) async fn insert_once<C: ConnectionTrait>(
+    db: &C,
+    tenant: &str,
+    cluster: &str,
+    id: &str,
+    command: NewCommand,
+    now: OffsetDateTime,
+) -> StoreResult<Option<StoredCommand>> {
+    let stored = new_stored(id.to_owned(), cluster, command, now);
+    let inserted = insert_rows(db, tenant, cluster, std::slice::from_ref(&stored), now, true).await?;
+    Ok((inserted > 0).then_some(stored))
+}
+
+/// Inserts `stored`; with `skip_existing`, a row whose (tenant, id) is taken is skipped
+/// (`ON CONFLICT DO NOTHING`, on PostgreSQL and SQLite alike). How many rows were inserted.
+async fn insert_rows<C: ConnectionTrait>(
+    db: &C,
+    tenant: &str,
+    cluster: &str,
+    stored: &[StoredCommand],
+    now: OffsetDateTime,
+    skip_existing: bool,
+) -> StoreResult<u64> {
     let now_us = micros(now);
+    let mut inserted = 0;
     for (n, chunk) in stored.chunks(ROWS_PER_STATEMENT).enumerate() {
         let mut insert = Query::insert();
         insert.into_table("cn_commands").columns(COLUMNS);
+        if skip_existing {
+            insert.on_conflict(OnConflict::columns(["tenant_id", "id"]).do_nothing().to_owned());
+        }
         for (i, c) in chunk.iter().enumerate() {
             let seq = i64::try_from(n.saturating_mul(ROWS_PER_STATEMENT).saturating_add(i)).unwrap_or(i64::MAX);
             let payload = match &c.command.order {
@@ -182,9 +221,9 @@ pub(super) async fn insert<C: ConnectionTrait>(
                 ])
                 .map_err(build_error)?;
         }
-        db.execute(&insert).await?;
+        inserted += db.execute(&insert).await?.rows_affected();
     }
-    Ok(stored)
+    Ok(inserted)
 }
 
 /// The cluster's pending commands, oldest first.

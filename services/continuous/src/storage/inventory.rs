@@ -435,6 +435,31 @@ pub(super) async fn clusters(db: &DatabaseConnection, tenant: Option<&str>) -> S
         .collect()
 }
 
+/// Claims `tenant`'s `cluster` for the sweep at `now`: true when no replica claimed it in the
+/// last `min_gap` (one conditional UPDATE: of replicas racing, one wins), false when another
+/// did or the cluster has no inventory.
+pub(super) async fn claim_sweep(
+    db: &DatabaseConnection,
+    tenant: &str,
+    cluster: &str,
+    now: OffsetDateTime,
+    min_gap: std::time::Duration,
+) -> StoreResult<bool> {
+    let now_us = micros(truncate(now));
+    let gap_us = i64::try_from(min_gap.as_micros()).unwrap_or(i64::MAX);
+    let stmt = Query::update()
+        .table("cn_clusters")
+        .value("swept_at", now_us)
+        .and_where(scope(tenant, cluster))
+        .and_where(
+            Expr::col("swept_at")
+                .is_null()
+                .or(Expr::col("swept_at").lte(now_us.saturating_sub(gap_us))),
+        )
+        .to_owned();
+    Ok(db.execute(&stmt).await?.rows_affected() > 0)
+}
+
 /// Drops a cluster's inventory and findings state: open findings resolve and pending
 /// commands are cancelled at `now` (kept for the record, as resolved findings and acked
 /// commands are).

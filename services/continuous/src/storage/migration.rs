@@ -16,7 +16,7 @@ pub struct Migrator;
 
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(M0001Initial)]
+        vec![Box::new(M0001Initial), Box::new(M0002SweptAt)]
     }
 
     fn migration_table_name() -> DynIden {
@@ -248,6 +248,34 @@ impl MigrationTrait for M0001Initial {
     }
 
     /// All DDL in one transaction, on SQLite as on PostgreSQL.
+    fn use_transaction(&self) -> Option<bool> {
+        Some(true)
+    }
+}
+
+/// When a replica last claimed each cluster's periodic sweep (`swept_at`, microseconds; NULL:
+/// never), so that one replica, not every one, judges a cluster each interval.
+struct M0002SweptAt;
+
+impl MigrationName for M0002SweptAt {
+    fn name(&self) -> &str {
+        "m0002_continuous_swept_at"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0002SweptAt {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table("cn_clusters")
+                    .add_column(nullable_bigint("swept_at"))
+                    .to_owned(),
+            )
+            .await
+    }
+
     fn use_transaction(&self) -> Option<bool> {
         Some(true)
     }

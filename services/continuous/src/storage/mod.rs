@@ -353,6 +353,16 @@ impl ContinuousStore for SqlStore {
         Box::pin(inventory::clusters(&self.db, None))
     }
 
+    fn claim_sweep<'a>(
+        &'a self,
+        tenant: &'a str,
+        cluster: &'a str,
+        now: OffsetDateTime,
+        min_gap: Duration,
+    ) -> BoxFuture<'a, StoreResult<bool>> {
+        Box::pin(inventory::claim_sweep(&self.db, tenant, cluster, now, min_gap))
+    }
+
     fn tenant_clusters<'a>(&'a self, tenant: &'a str) -> BoxFuture<'a, StoreResult<Vec<String>>> {
         Box::pin(async move {
             Ok(inventory::clusters(&self.db, Some(tenant))
@@ -413,6 +423,24 @@ impl ContinuousStore for SqlStore {
             tx.commit().await?;
             Ok(stored)
         })
+    }
+
+    fn issue_command_once<'a>(
+        &'a self,
+        tenant: &'a str,
+        cluster: &'a str,
+        id: &'a str,
+        command: NewCommand,
+        now: OffsetDateTime,
+    ) -> BoxFuture<'a, StoreResult<Option<StoredCommand>>> {
+        Box::pin(commands::insert_once(
+            &self.db,
+            tenant,
+            cluster,
+            id,
+            command,
+            truncate(now),
+        ))
     }
 
     fn pending_commands<'a>(

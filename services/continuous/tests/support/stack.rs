@@ -16,15 +16,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use portcullis_admission::keys::{IntrospectingAuthenticator, KeyCacheOptions};
-use portcullis_admission::metrics::AdmissionMetrics;
-use portcullis_admission::{Upstream, UpstreamTimeouts};
 use portcullis_bus::{Bus, BusConfig};
 use portcullis_continuous::policies::PolicyStore;
 use portcullis_continuous::storage::SqlStore;
 use portcullis_continuous::store::ContinuousStore;
 use portcullis_continuous::{ContinuousOptions, ContinuousServeOptions, RunningContinuous};
 use portcullis_integration_tests::store::{Api, by_name};
+use portcullis_policy_client::keys::{IntrospectingAuthenticator, KeyCacheOptions};
+use portcullis_policy_client::metrics::NoMetrics;
+use portcullis_policy_client::{Upstream, UpstreamTimeouts};
 use portcullis_policy_store::testing::{TestServer, authed};
 use portcullis_proto::common::v1 as pc;
 use portcullis_proto::continuous::v1 as pv;
@@ -264,7 +264,7 @@ async fn start_replica(
     let policies = PolicyStore::new(&store.url, None, &store.service_token, &timeouts, false).unwrap();
     let upstream = Upstream::new(&store.url, None, &store.service_token, &timeouts, false).unwrap();
     let authenticator =
-        IntrospectingAuthenticator::new(upstream, KeyCacheOptions::default(), AdmissionMetrics::global());
+        IntrospectingAuthenticator::new(upstream, KeyCacheOptions::default(), std::sync::Arc::new(NoMetrics));
     let credentials = Credentials::new(Some(store.operator_key.clone()), Some(store.service_token.clone())).unwrap();
     RunningContinuous::start(
         continuous_store,

@@ -18,14 +18,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use portcullis_admission::keys::IntrospectingAuthenticator;
-use portcullis_admission::keys::KeyCacheOptions;
-use portcullis_admission::metrics::AdmissionMetrics;
-use portcullis_admission::{Upstream, UpstreamTimeouts};
 use portcullis_cosign::testing::TestKey;
 use portcullis_oci::manifest::{COSIGN_SIGNATURE_ANNOTATION, OCI_MANIFEST, SIGSTORE_BUNDLE_V03};
 use portcullis_oci::testing::{self, SignatureLayerSpec, simple_signing_payload};
 use portcullis_oci::{Client, ClientConfig, Digest, Reference};
+use portcullis_policy_client::keys::{IntrospectingAuthenticator, KeyCacheOptions};
+use portcullis_policy_client::metrics::NoMetrics;
+use portcullis_policy_client::{Upstream, UpstreamTimeouts};
 use portcullis_policy_store::testing::{TestOptions, TestServer};
 use portcullis_proto::common::v1 as pc;
 use portcullis_proto::policystore::v1 as pb;
@@ -105,7 +104,7 @@ pub async fn start_with(mode: Mode, options: SignatureOptions) -> Fixture {
     )
     .unwrap();
     let authenticator =
-        IntrospectingAuthenticator::new(upstream, KeyCacheOptions::default(), AdmissionMetrics::global());
+        IntrospectingAuthenticator::new(upstream, KeyCacheOptions::default(), std::sync::Arc::new(NoMetrics));
     let credentials = Credentials::new(Some(store.operator_key.clone()), Some(store.service_token.clone())).unwrap();
     let signature = RunningSignature::start(
         Arc::new(client),

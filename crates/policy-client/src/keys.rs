@@ -23,7 +23,7 @@ use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use tonic::{Code, Status};
 
-use crate::metrics::{AdmissionMetrics, CacheKind};
+use crate::metrics::KeyLookupMetrics;
 use crate::upstream::Upstream;
 
 /// Sizing and timing of the key cache.
@@ -60,10 +60,11 @@ impl Default for KeyCacheOptions {
 struct Inner {
     upstream: Upstream,
     entries: Cache<[u8; 32], TenantKey, Status>,
-    metrics: AdmissionMetrics,
+    metrics: Arc<dyn KeyLookupMetrics>,
 }
 
-/// The [`Authenticator`] of the admission service (cheap to clone).
+/// The [`Authenticator`] of the services that check tenant keys with the policy store
+/// (cheap to clone).
 #[derive(Debug, Clone)]
 pub struct IntrospectingAuthenticator {
     inner: Arc<Inner>,
@@ -88,8 +89,12 @@ fn expired(key: &TenantKey) -> bool {
 }
 
 impl IntrospectingAuthenticator {
-    /// Keys checked with `upstream`.
-    pub fn new(upstream: Upstream, options: KeyCacheOptions, metrics: AdmissionMetrics) -> IntrospectingAuthenticator {
+    /// Keys checked with `upstream`; each lookup's hit or miss is recorded in `metrics`.
+    pub fn new(
+        upstream: Upstream,
+        options: KeyCacheOptions,
+        metrics: Arc<dyn KeyLookupMetrics>,
+    ) -> IntrospectingAuthenticator {
         let config = CacheConfig {
             refresh: options.ttl / 2..=options.ttl / 2,
             max_stale: options.max_stale,
@@ -134,7 +139,7 @@ impl IntrospectingAuthenticator {
             .inner
             .entries
             .get_if(hash(secret), |key| !expired(key), || self.introspect(secret));
-        self.inner.metrics.cache_lookup(CacheKind::Key, answer.is_hit());
+        self.inner.metrics.key_lookup(answer.is_hit());
         match answer.get().await {
             Err(status) if not_checked(&status) => Err(Status::unavailable(format!(
                 "the credential cannot be checked now: {}",

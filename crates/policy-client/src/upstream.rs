@@ -1,4 +1,4 @@
-//! The policy store, as the admission service calls it: key introspection, effective
+//! The policy store, as a service calls it: key introspection, effective
 //! policies and scan summaries, each with the service credential and a deadline.
 
 use std::time::Duration;
@@ -11,7 +11,7 @@ use portcullis_proto::policystore::v1::policy_service_client::PolicyServiceClien
 use portcullis_proto::policystore::v1::scan_result_service_client::ScanResultServiceClient;
 use tonic::Status;
 
-use crate::AdmissionError;
+use crate::PolicyClientError;
 
 pub use portcullis_kit::upstream::{ClusterSel, UpstreamTimeouts};
 
@@ -35,9 +35,9 @@ impl Upstream {
         service_token: &str,
         timeouts: &UpstreamTimeouts,
         allow_plain_text: bool,
-    ) -> Result<Upstream, AdmissionError> {
+    ) -> Result<Upstream, PolicyClientError> {
         let channel = service_channel(url, trust, service_token, timeouts, allow_plain_text)
-            .map_err(|e| AdmissionError::InvalidArgument(e.to_string()))?;
+            .map_err(|e| PolicyClientError::InvalidArgument(e.to_string()))?;
         Ok(Upstream {
             channel,
             timeout: timeouts.call,
