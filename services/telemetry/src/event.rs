@@ -510,7 +510,11 @@ pub fn runtime_event_id(cluster_id: &str, raw: &[u8]) -> CompactString {
     h.update(cluster_id.as_bytes());
     h.update([0u8]);
     h.update(raw);
-    let d = h.finalize();
+    uuid_from_digest(&h.finalize())
+}
+
+/// The UUID (version 8, RFC 9562 variant) of the first 128 bits of a digest.
+pub(crate) fn uuid_from_digest(d: &[u8]) -> CompactString {
     let mut b = [0u8; 16];
     for (dst, src) in b.iter_mut().zip(d.iter()) {
         *dst = *src;
