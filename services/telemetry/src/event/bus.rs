@@ -22,6 +22,7 @@ use serde_json::json;
 use time::OffsetDateTime;
 
 use super::{Action, MAX_SUMMARY_BYTES, Mitigation, SecurityEvent, Severity, Source, truncate};
+use crate::convert::time_of;
 use crate::entity::{Workload, workload_of};
 
 /// Why a bus event could not be read.
@@ -47,11 +48,6 @@ pub enum BusEventError {
         /// The field.
         field: &'static str,
     },
-}
-
-fn time_of(ts: &prost_types::Timestamp) -> Option<OffsetDateTime> {
-    let nanos = i128::from(ts.seconds) * 1_000_000_000 + i128::from(ts.nanos);
-    OffsetDateTime::from_unix_timestamp_nanos(nanos).ok()
 }
 
 fn owner_workload(pod: &str, owner: Option<&pc::OwnerRef>) -> Workload {
