@@ -568,7 +568,9 @@ struct FalcoEvent<'a> {
     output_fields: Option<OutputFields<'a>>,
 }
 
-/// The output fields telemetry reads; Falco prints `<NA>` for fields it could not fill.
+/// The output fields telemetry reads; Falco prints `<NA>` for fields it could not fill. The
+/// owner names come from the k8smeta plugin (`k8smeta.*`) or older Falcos (`k8s.*`); both
+/// may be present, so they are separate fields (serde aliases would refuse the pair).
 #[derive(Deserialize, Default)]
 struct OutputFields<'a> {
     #[serde(borrow, default, rename = "k8s.ns.name")]
@@ -587,21 +589,34 @@ struct OutputFields<'a> {
     tag: Option<Field<'a>>,
     #[serde(borrow, default, rename = "container.image.digest")]
     digest: Option<Field<'a>>,
-    #[serde(borrow, default, rename = "k8smeta.deployment.name", alias = "k8s.deployment.name")]
+    #[serde(borrow, default, rename = "k8smeta.deployment.name")]
     deployment: Option<Field<'a>>,
-    #[serde(borrow, default, rename = "k8smeta.rs.name", alias = "k8s.rs.name")]
+    #[serde(borrow, default, rename = "k8s.deployment.name")]
+    deployment_legacy: Option<Field<'a>>,
+    #[serde(borrow, default, rename = "k8smeta.rs.name")]
     replicaset: Option<Field<'a>>,
-    #[serde(borrow, default, rename = "k8smeta.statefulset.name", alias = "k8s.statefulset.name")]
+    #[serde(borrow, default, rename = "k8s.rs.name")]
+    replicaset_legacy: Option<Field<'a>>,
+    #[serde(borrow, default, rename = "k8smeta.statefulset.name")]
     statefulset: Option<Field<'a>>,
-    #[serde(borrow, default, rename = "k8smeta.daemonset.name", alias = "k8s.daemonset.name")]
+    #[serde(borrow, default, rename = "k8s.statefulset.name")]
+    statefulset_legacy: Option<Field<'a>>,
+    #[serde(borrow, default, rename = "k8smeta.daemonset.name")]
     daemonset: Option<Field<'a>>,
-    #[serde(borrow, default, rename = "k8smeta.job.name", alias = "k8s.job.name")]
+    #[serde(borrow, default, rename = "k8s.daemonset.name")]
+    daemonset_legacy: Option<Field<'a>>,
+    #[serde(borrow, default, rename = "k8smeta.job.name")]
     job: Option<Field<'a>>,
-    #[serde(borrow, default, rename = "k8smeta.cronjob.name", alias = "k8s.cronjob.name")]
+    #[serde(borrow, default, rename = "k8s.job.name")]
+    job_legacy: Option<Field<'a>>,
+    #[serde(borrow, default, rename = "k8smeta.cronjob.name")]
     cronjob: Option<Field<'a>>,
+    #[serde(borrow, default, rename = "k8s.cronjob.name")]
+    cronjob_legacy: Option<Field<'a>>,
 }
 
-/// A string output field; numbers and other values are ignored (read as absent).
+/// A string output field; numbers, objects, lists and other values are read as absent (a
+/// sensor's odd field must not cost the whole event).
 struct Field<'a>(Option<Cow<'a, str>>);
 
 impl<'a> Field<'a> {
@@ -642,6 +657,14 @@ impl<'de: 'a, 'a> Deserialize<'de> for Field<'a> {
                 Ok(Field(None))
             }
             fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(Field(None))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                while map.next_entry::<de::IgnoredAny, de::IgnoredAny>()?.is_some() {}
+                Ok(Field(None))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                while seq.next_element::<de::IgnoredAny>()?.is_some() {}
                 Ok(Field(None))
             }
         }
@@ -761,19 +784,20 @@ impl SecurityEvent {
         let workload = if pod.is_empty() {
             None
         } else {
-            let owner = if let Some(d) = Field::get(&f.deployment) {
-                Some(("Deployment", d))
-            } else if let Some(rs) = Field::get(&f.replicaset) {
-                Some(("ReplicaSet", rs))
-            } else if let Some(s) = Field::get(&f.statefulset) {
-                Some(("StatefulSet", s))
-            } else if let Some(s) = Field::get(&f.daemonset) {
-                Some(("DaemonSet", s))
-            } else if let Some(c) = Field::get(&f.cronjob) {
-                Some(("CronJob", c))
-            } else {
-                Field::get(&f.job).map(|j| ("Job", j))
+            let either = |a: &'_ Option<Field<'_>>, b: &'_ Option<Field<'_>>| {
+                Field::get(a).or_else(|| Field::get(b)).map(str::to_owned)
             };
+            let owner_name = [
+                ("Deployment", either(&f.deployment, &f.deployment_legacy)),
+                ("ReplicaSet", either(&f.replicaset, &f.replicaset_legacy)),
+                ("StatefulSet", either(&f.statefulset, &f.statefulset_legacy)),
+                ("DaemonSet", either(&f.daemonset, &f.daemonset_legacy)),
+                ("CronJob", either(&f.cronjob, &f.cronjob_legacy)),
+                ("Job", either(&f.job, &f.job_legacy)),
+            ]
+            .into_iter()
+            .find_map(|(kind, name)| name.map(|n| (kind, n)));
+            let owner = owner_name.as_ref().map(|(k, n)| (*k, n.as_str()));
             Some(workload_of(pod, owner, labels.as_ref()))
         };
         let image = match (Field::get(&f.repository), Field::get(&f.tag)) {

@@ -100,6 +100,23 @@ fn falco_owner_fields_give_the_workload() {
 }
 
 #[test]
+fn falco_old_and_new_owner_fields_together_are_read() {
+    let raw = r#"{"rule":"r","priority":"Info","time":"2026-12-07T10:00:00Z","output_fields":{"k8s.ns.name":"prod","k8s.pod.name":"web-7c9f8d6b5-x2x4q","k8s.rs.name":"web-7c9f8d6b5","k8smeta.rs.name":"web-7c9f8d6b5","k8s.pod.labels":{"pod-template-hash":"7c9f8d6b5"}}}"#;
+    let e = SecurityEvent::from_falco_json("t", "c", raw.as_bytes()).unwrap();
+    assert_eq!(e.workload, Some(Workload::new("Deployment", "web")));
+}
+
+#[test]
+fn falco_odd_field_values_are_absent_not_fatal() {
+    let raw = r#"{"rule":"r","priority":"Info","time":"2026-12-07T10:00:00Z","output_fields":{"k8s.ns.name":{"x":[1,2]},"k8s.pod.name":["a"],"container.name":7}}"#;
+    let e = SecurityEvent::from_falco_json("t", "c", raw.as_bytes()).unwrap();
+    assert_eq!(
+        (e.namespace.as_str(), e.pod.as_str(), e.container.as_str()),
+        ("", "", "")
+    );
+}
+
+#[test]
 fn falco_priority_maps_to_severity() {
     let cases = [
         ("Emergency", Severity::Critical),
