@@ -488,7 +488,9 @@ fn rfc3339(t: OffsetDateTime) -> String {
 /// (both bounds inclusive of acceptance).
 pub fn check_time(occurred_at: OffsetDateTime, now: OffsetDateTime, retention: Duration) -> Result<(), TimeRefusal> {
     let retention_d = time::Duration::try_from(retention).unwrap_or(time::Duration::MAX);
-    let oldest = now.checked_sub(retention_d).unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    let oldest = now
+        .checked_sub(retention_d)
+        .unwrap_or(time::PrimitiveDateTime::MIN.assume_utc());
     if occurred_at < oldest {
         return Err(TimeRefusal::TooOld {
             at: rfc3339(occurred_at),
@@ -496,7 +498,7 @@ pub fn check_time(occurred_at: OffsetDateTime, now: OffsetDateTime, retention: D
         });
     }
     let skew = time::Duration::try_from(MAX_FUTURE_SKEW).unwrap_or(time::Duration::ZERO);
-    if occurred_at > now + skew {
+    if now.checked_add(skew).is_some_and(|latest| occurred_at > latest) {
         return Err(TimeRefusal::InFuture {
             at: rfc3339(occurred_at),
         });

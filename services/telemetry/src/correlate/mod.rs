@@ -171,6 +171,16 @@ fn derived_id(parts: &[&[u8]]) -> CompactString {
     crate::event::uuid_from_digest(&h.finalize())
 }
 
+/// `t - d`, or the earliest time when that is out of range (event times come from outside).
+fn before(t: OffsetDateTime, d: time::Duration) -> OffsetDateTime {
+    t.checked_sub(d).unwrap_or(time::PrimitiveDateTime::MIN.assume_utc())
+}
+
+/// `t + d`, or the latest time when that is out of range.
+fn after(t: OffsetDateTime, d: time::Duration) -> OffsetDateTime {
+    t.checked_add(d).unwrap_or(time::PrimitiveDateTime::MAX.assume_utc())
+}
+
 fn to_time(d: Duration) -> time::Duration {
     time::Duration::try_from(d).unwrap_or(time::Duration::MAX)
 }
@@ -227,7 +237,7 @@ impl Correlator {
         let tenant = self.tenants.entry(event.tenant_id.clone()).or_default();
         let lateness = to_time(config.max_lateness);
         if let Some(w) = tenant.watermark
-            && event.occurred_at < w - lateness
+            && event.occurred_at < before(w, lateness)
         {
             return Err(TooLate {
                 event_id: event.id.clone(),
@@ -256,7 +266,7 @@ impl Correlator {
             };
             let group = tenant.groups.entry((ri, key.clone())).or_default();
             group.last_at = Some(group.last_at.map_or(event.occurred_at, |l| l.max(event.occurred_at)));
-            let horizon = watermark - to_time(rule.window) - lateness;
+            let horizon = before(before(watermark, to_time(rule.window)), lateness);
             if let Some(alert) = &mut group.alert {
                 if alert.ids.contains(&event.id) {
                     continue;
@@ -365,7 +375,7 @@ fn sweep(tenant: &mut Tenant, rules: &[Rule], config: &CorrelatorConfig) {
     let lateness = to_time(config.max_lateness);
     tenant.groups.retain(|(ri, _), g| {
         let window = rules.get(*ri).map_or(time::Duration::ZERO, |r| to_time(r.window));
-        let horizon = watermark - window - lateness;
+        let horizon = before(before(watermark, window), lateness);
         g.entries.retain(|e| e.at >= horizon);
         // An open alert idle past its window and lateness is forgotten too.
         g.last_at.is_some_and(|l| l >= horizon)
@@ -388,7 +398,7 @@ fn find_sequence(entries: &[Entry], steps: &[Step], window: time::Duration) -> O
         if first.mask & 1 == 0 {
             continue;
         }
-        let deadline = first.at + window;
+        let deadline = after(first.at, window);
         let mut picked = Vec::new();
         let mut step = 0usize;
         let mut have = 0u32;
@@ -417,7 +427,7 @@ fn find_sequence(entries: &[Entry], steps: &[Step], window: time::Duration) -> O
 fn find_threshold(entries: &[Entry], t: &Threshold, window: time::Duration) -> Option<Vec<usize>> {
     let need = usize::try_from(t.count).unwrap_or(usize::MAX);
     for (start, first) in entries.iter().enumerate() {
-        let deadline = first.at + window;
+        let deadline = after(first.at, window);
         let mut picked = Vec::new();
         let mut seen: Vec<&str> = Vec::new();
         for (i, e) in entries.iter().enumerate().skip(start) {

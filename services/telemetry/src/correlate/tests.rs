@@ -547,3 +547,17 @@ fn matcher_conditions() {
     e.rule = "Write below etc".into();
     assert!(!m.matches(&e));
 }
+
+#[test]
+fn extreme_event_times_do_not_overflow() {
+    let mut c = correlator();
+    let mut first = ev("a1", Source::Admission, Action::Log, 0);
+    first.occurred_at = time::PrimitiveDateTime::MIN.assume_utc();
+    c.ingest(&first).unwrap();
+    let mut last = runtime("r1", 0);
+    last.occurred_at = time::PrimitiveDateTime::MAX.assume_utc();
+    c.ingest(&last).unwrap();
+    let mut again = runtime("r2", 0);
+    again.occurred_at = time::PrimitiveDateTime::MAX.assume_utc();
+    assert!(c.ingest(&again).is_ok());
+}

@@ -210,6 +210,29 @@ fn time_check_refuses_too_old_and_future_events() {
 }
 
 #[test]
+fn time_check_at_the_edges_of_time_does_not_overflow() {
+    let max = time::PrimitiveDateTime::MAX.assume_utc();
+    let min = time::PrimitiveDateTime::MIN.assume_utc();
+    assert_eq!(check_time(max, max, Duration::from_secs(60)), Ok(()));
+    assert!(check_time(min, max, Duration::from_secs(60)).is_err());
+    assert_eq!(check_time(min, min, Duration::MAX), Ok(()));
+    let early = SecurityEvent::from_falco_json(
+        "t",
+        "c",
+        br#"{"rule":"r","priority":"Info","time":"0000-01-01T00:00:00Z"}"#,
+    )
+    .unwrap();
+    assert!(
+        check_time(
+            early.occurred_at,
+            datetime!(2026-12-07 10:00:00 UTC),
+            Duration::from_secs(86_400)
+        )
+        .is_err()
+    );
+}
+
+#[test]
 fn names_round_trip() {
     for s in Source::ALL {
         assert_eq!(s.as_str().parse::<Source>(), Ok(s));
