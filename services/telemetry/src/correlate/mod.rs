@@ -16,7 +16,8 @@
 //! alert stays open in the correlator, each new event of the same rule and entity is appended
 //! to it ([`AlertChange::EventsAdded`]) rather than opening a second alert. The caller tells
 //! the correlator when an alert is closed ([`Correlator::close_alert`]); the next story of
-//! that group then opens a new alert.
+//! that group then opens a new alert. After a restart, the caller re-attaches its stored open
+//! alerts with [`Correlator::adopt_alert`].
 //!
 //! Memory is bounded: events older than the watermark minus (window + lateness) are dropped
 //! from their group, a group with neither events nor an open alert is removed, a group keeps
@@ -228,6 +229,29 @@ impl Correlator {
             }
         }
         false
+    }
+
+    /// Re-attaches a stored open alert (after a restart): events of its rule and entity are
+    /// appended to it instead of starting a new story. `key` is the alert's
+    /// [`NewAlert::key`], `last_event_at` the time of its latest event (the group expires a
+    /// window and the lateness after it, as any other). False when `key` names no rule of
+    /// this correlator.
+    pub fn adopt_alert(&mut self, tenant: &str, key: &str, alert_id: &str, last_event_at: OffsetDateTime) -> bool {
+        let Some((rule_name, entity_key)) = key.split_once('\u{1e}') else {
+            return false;
+        };
+        let Some(ri) = self.rules.iter().position(|r| r.name == rule_name) else {
+            return false;
+        };
+        let t = self.tenants.entry(tenant.into()).or_default();
+        let group = t.groups.entry((ri, entity_key.to_owned())).or_default();
+        group.entries.clear();
+        group.alert = Some(OpenAlert {
+            id: alert_id.into(),
+            ids: Vec::new(),
+        });
+        group.last_at = Some(group.last_at.map_or(last_event_at, |l| l.max(last_event_at)));
+        true
     }
 
     /// Takes one event (its tenant is `event.tenant_id`) and returns the alert changes it

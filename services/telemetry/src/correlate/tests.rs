@@ -561,3 +561,29 @@ fn extreme_event_times_do_not_overflow() {
     again.occurred_at = time::PrimitiveDateTime::MAX.assume_utc();
     assert!(c.ingest(&again).is_ok());
 }
+
+#[test]
+fn adopted_alert_takes_the_events_of_its_key() {
+    let events = [ev("a1", Source::Admission, Action::Log, 0), runtime("r1", 60)];
+    let key = opened(&run(&mut correlator(), &events), LOG_THEN_RUNTIME)[0]
+        .key
+        .clone();
+
+    // A restarted correlator told about the stored alert appends instead of opening.
+    let mut c = correlator();
+    assert!(c.adopt_alert("t1", &key, "stored-alert", T0 + time::Duration::seconds(60)));
+    let changes = run(&mut c, &events);
+    assert!(opened(&changes, LOG_THEN_RUNTIME).is_empty());
+    let added: Vec<_> = changes
+        .iter()
+        .filter_map(|ch| match ch {
+            AlertChange::EventsAdded {
+                alert_id, event_ids, ..
+            } if alert_id == "stored-alert" => Some(event_ids[0].clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(added, vec!["a1", "r1"]);
+    assert!(!c.adopt_alert("t1", "no-such-rule\u{1e}x", "a", T0));
+    assert!(!c.adopt_alert("t1", "no separator", "a", T0));
+}
