@@ -35,7 +35,7 @@
 
 pub mod rule;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
 use compact_str::CompactString;
@@ -136,7 +136,34 @@ struct Entry {
 #[derive(Debug)]
 struct OpenAlert {
     id: CompactString,
-    ids: Vec<CompactString>,
+    /// The ids of its events the correlator remembers (at most `max_ids_per_alert`), and
+    /// their order of arrival, to forget the oldest first.
+    ids: HashSet<CompactString>,
+    order: VecDeque<CompactString>,
+}
+
+impl OpenAlert {
+    fn new(id: CompactString, ids: &[CompactString]) -> Self {
+        Self {
+            id,
+            ids: ids.iter().cloned().collect(),
+            order: ids.iter().cloned().collect(),
+        }
+    }
+
+    /// Remembers `id`; false when it was already there.
+    fn remember(&mut self, id: &CompactString, cap: usize) -> bool {
+        if self.ids.contains(id) {
+            return false;
+        }
+        while self.order.len() >= cap.max(1) {
+            let Some(old) = self.order.pop_front() else { break };
+            self.ids.remove(&old);
+        }
+        self.ids.insert(id.clone());
+        self.order.push_back(id.clone());
+        true
+    }
 }
 
 #[derive(Debug, Default)]
@@ -150,8 +177,15 @@ struct Group {
 struct Tenant {
     watermark: Option<OffsetDateTime>,
     seq: u64,
-    groups: HashMap<(usize, String), Group>,
+    /// Per rule (by index), the groups by entity key.
+    groups: Vec<HashMap<String, Group>>,
     ingested_since_sweep: usize,
+}
+
+impl Tenant {
+    fn group_count(&self) -> usize {
+        self.groups.iter().map(HashMap::len).sum()
+    }
 }
 
 /// Correlates events into alerts, per tenant, with the given rules (module documentation).
@@ -208,7 +242,7 @@ impl Correlator {
 
     /// Number of groups kept for `tenant` (for metrics and tests).
     pub fn group_count(&self, tenant: &str) -> usize {
-        self.tenants.get(tenant).map_or(0, |t| t.groups.len())
+        self.tenants.get(tenant).map_or(0, Tenant::group_count)
     }
 
     /// Forgets everything about `tenant`.
@@ -222,7 +256,7 @@ impl Correlator {
         let Some(t) = self.tenants.get_mut(tenant) else {
             return false;
         };
-        for g in t.groups.values_mut() {
+        for g in t.groups.iter_mut().flat_map(HashMap::values_mut) {
             if g.alert.as_ref().is_some_and(|a| a.id == alert_id) {
                 g.alert = None;
                 return true;
@@ -243,13 +277,15 @@ impl Correlator {
         let Some(ri) = self.rules.iter().position(|r| r.name == rule_name) else {
             return false;
         };
+        let rules = self.rules.len();
         let t = self.tenants.entry(tenant.into()).or_default();
-        let group = t.groups.entry((ri, entity_key.to_owned())).or_default();
+        t.groups.resize_with(rules, HashMap::new);
+        let Some(groups) = t.groups.get_mut(ri) else {
+            return false;
+        };
+        let group = groups.entry(entity_key.to_owned()).or_default();
         group.entries.clear();
-        group.alert = Some(OpenAlert {
-            id: alert_id.into(),
-            ids: Vec::new(),
-        });
+        group.alert = Some(OpenAlert::new(alert_id.into(), &[]));
         group.last_at = Some(group.last_at.map_or(last_event_at, |l| l.max(last_event_at)));
         true
     }
@@ -259,6 +295,7 @@ impl Correlator {
     pub fn ingest(&mut self, event: &SecurityEvent) -> Result<Vec<AlertChange>, TooLate> {
         let config = self.config;
         let tenant = self.tenants.entry(event.tenant_id.clone()).or_default();
+        tenant.groups.resize_with(self.rules.len(), HashMap::new);
         let lateness = to_time(config.max_lateness);
         if let Some(w) = tenant.watermark
             && event.occurred_at < before(w, lateness)
@@ -272,6 +309,7 @@ impl Correlator {
         tenant.seq += 1;
         let seq = tenant.seq;
         let mut changes = Vec::new();
+        let mut added_group = false;
         for (ri, rule) in self.rules.iter().enumerate() {
             let mask = rule.match_mask(event);
             if mask == 0 {
@@ -288,26 +326,39 @@ impl Correlator {
                 }
                 _ => None,
             };
-            let group = tenant.groups.entry((ri, key.clone())).or_default();
+            let Some(groups) = tenant.groups.get_mut(ri) else {
+                continue;
+            };
+            if !groups.contains_key(key.as_str()) {
+                groups.insert(key.clone(), Group::default());
+                added_group = true;
+            }
+            let Some(group) = groups.get_mut(key.as_str()) else {
+                continue;
+            };
             group.last_at = Some(group.last_at.map_or(event.occurred_at, |l| l.max(event.occurred_at)));
-            let horizon = before(before(watermark, to_time(rule.window)), lateness);
             if let Some(alert) = &mut group.alert {
-                if alert.ids.contains(&event.id) {
-                    continue;
+                if alert.remember(&event.id, config.max_ids_per_alert) {
+                    changes.push(AlertChange::EventsAdded {
+                        tenant_id: event.tenant_id.clone(),
+                        alert_id: alert.id.clone(),
+                        event_ids: vec![event.id.clone()],
+                        last_event_at: event.occurred_at,
+                    });
                 }
-                if alert.ids.len() >= config.max_ids_per_alert {
-                    alert.ids.remove(0);
-                }
-                alert.ids.push(event.id.clone());
-                changes.push(AlertChange::EventsAdded {
-                    tenant_id: event.tenant_id.clone(),
-                    alert_id: alert.id.clone(),
-                    event_ids: vec![event.id.clone()],
-                    last_event_at: event.occurred_at,
-                });
                 continue;
             }
-            if group.entries.iter().any(|e| e.id == event.id) {
+            // The same event again (a redelivery) has the same time: only the entries of that
+            // time need a look.
+            let same_time = group.entries.partition_point(|e| e.at < event.occurred_at);
+            let duplicate = group
+                .entries
+                .get(same_time..)
+                .unwrap_or(&[])
+                .iter()
+                .take_while(|e| e.at == event.occurred_at)
+                .any(|e| e.id == event.id);
+            if duplicate {
                 continue;
             }
             // A distinct threshold needs only the latest event of each value (it keeps the
@@ -333,7 +384,21 @@ impl Correlator {
                 .entries
                 .partition_point(|e| (e.at, e.seq) <= (entry.at, entry.seq));
             group.entries.insert(pos, entry);
-            group.entries.retain(|e| e.at >= horizon);
+            // Sorted by time: the expired events are a prefix.
+            let horizon = before(before(watermark, to_time(rule.window)), lateness);
+            let expired = group.entries.partition_point(|e| e.at < horizon);
+            group.entries.drain(..expired);
+            if matches!(rule.pattern, Pattern::Sequence(_)) {
+                // Events before every first-step event can be part of a story only if a
+                // first step arrives late, and earlier; past the lateness none can.
+                let settled = before(watermark, lateness);
+                let orphans = group
+                    .entries
+                    .iter()
+                    .take_while(|e| e.mask & 1 == 0 && e.at < settled)
+                    .count();
+                group.entries.drain(..orphans);
+            }
             if group.entries.len() > config.max_events_per_group {
                 let excess = group.entries.len() - config.max_events_per_group;
                 group.entries.drain(..excess);
@@ -343,7 +408,7 @@ impl Correlator {
                 Pattern::Threshold(t) => find_threshold(&group.entries, t, to_time(rule.window)),
             };
             let Some(story) = story else { continue };
-            let picked: Vec<Entry> = story.iter().filter_map(|&i| group.entries.get(i).cloned()).collect();
+            let picked: Vec<&Entry> = story.iter().filter_map(|&i| group.entries.get(i)).collect();
             let (Some(first), Some(last)) = (picked.first(), picked.last()) else {
                 continue;
             };
@@ -378,14 +443,11 @@ impl Correlator {
                 last_event_at: last.at,
             };
             group.entries.clear();
-            group.alert = Some(OpenAlert {
-                id,
-                ids: alert.event_ids.clone(),
-            });
+            group.alert = Some(OpenAlert::new(id, &alert.event_ids));
             changes.push(AlertChange::Opened(alert));
         }
         tenant.ingested_since_sweep += 1;
-        if tenant.groups.len() > config.max_groups_per_tenant || tenant.ingested_since_sweep >= 4096 {
+        if (added_group && tenant.group_count() > config.max_groups_per_tenant) || tenant.ingested_since_sweep >= 4096 {
             sweep(tenant, &self.rules, &config);
         }
         Ok(changes)
@@ -397,21 +459,30 @@ fn sweep(tenant: &mut Tenant, rules: &[Rule], config: &CorrelatorConfig) {
     tenant.ingested_since_sweep = 0;
     let Some(watermark) = tenant.watermark else { return };
     let lateness = to_time(config.max_lateness);
-    tenant.groups.retain(|(ri, _), g| {
-        let window = rules.get(*ri).map_or(time::Duration::ZERO, |r| to_time(r.window));
+    for (ri, groups) in tenant.groups.iter_mut().enumerate() {
+        let window = rules.get(ri).map_or(time::Duration::ZERO, |r| to_time(r.window));
         let horizon = before(before(watermark, window), lateness);
-        g.entries.retain(|e| e.at >= horizon);
-        // An open alert idle past its window and lateness is forgotten too.
-        g.last_at.is_some_and(|l| l >= horizon)
-    });
-    if tenant.groups.len() > config.max_groups_per_tenant {
-        let mut by_age: Vec<(Option<OffsetDateTime>, (usize, String))> =
-            tenant.groups.iter().map(|(k, g)| (g.last_at, k.clone())).collect();
+        groups.retain(|_, g| {
+            let expired = g.entries.partition_point(|e| e.at < horizon);
+            g.entries.drain(..expired);
+            // An open alert idle past its window and lateness is forgotten too.
+            g.last_at.is_some_and(|l| l >= horizon)
+        });
+    }
+    let count = tenant.group_count();
+    if count > config.max_groups_per_tenant {
+        let mut by_age: Vec<(Option<OffsetDateTime>, usize, String)> = tenant
+            .groups
+            .iter()
+            .enumerate()
+            .flat_map(|(ri, groups)| groups.iter().map(move |(k, g)| (g.last_at, ri, k.clone())))
+            .collect();
         by_age.sort_by_key(|a| a.0);
         let target = config.max_groups_per_tenant - config.max_groups_per_tenant / 10;
-        let excess = tenant.groups.len().saturating_sub(target);
-        for (_, k) in by_age.into_iter().take(excess) {
-            tenant.groups.remove(&k);
+        for (_, ri, k) in by_age.into_iter().take(count.saturating_sub(target)) {
+            if let Some(groups) = tenant.groups.get_mut(ri) {
+                groups.remove(&k);
+            }
         }
     }
 }
