@@ -169,8 +169,29 @@ impl OpenAlert {
 #[derive(Debug, Default)]
 struct Group {
     entries: Vec<Entry>,
+    /// How many of `entries` match the rule's first matcher: a sequence cannot complete
+    /// without one, so the search is skipped while there is none.
+    first_steps: usize,
     alert: Option<OpenAlert>,
     last_at: Option<OffsetDateTime>,
+}
+
+impl Group {
+    /// Drops the first `n` entries.
+    fn drain_prefix(&mut self, n: usize) {
+        if n == 0 {
+            return;
+        }
+        let dropped = self.entries.drain(..n.min(self.entries.len()));
+        self.first_steps = self
+            .first_steps
+            .saturating_sub(dropped.filter(|e| e.mask & 1 != 0).count());
+    }
+
+    fn clear(&mut self) {
+        self.entries.clear();
+        self.first_steps = 0;
+    }
 }
 
 #[derive(Debug, Default)]
@@ -284,7 +305,7 @@ impl Correlator {
             return false;
         };
         let group = groups.entry(entity_key.to_owned()).or_default();
-        group.entries.clear();
+        group.clear();
         group.alert = Some(OpenAlert::new(alert_id.into(), &[]));
         group.last_at = Some(group.last_at.map_or(last_event_at, |l| l.max(last_event_at)));
         true
@@ -370,7 +391,8 @@ impl Correlator {
                 if group.entries.get(pos).is_some_and(|e| e.at >= event.occurred_at) {
                     continue;
                 }
-                group.entries.remove(pos);
+                let removed = group.entries.remove(pos);
+                group.first_steps = group.first_steps.saturating_sub(usize::from(removed.mask & 1 != 0));
             }
             let entry = Entry {
                 at: event.occurred_at,
@@ -383,11 +405,12 @@ impl Correlator {
             let pos = group
                 .entries
                 .partition_point(|e| (e.at, e.seq) <= (entry.at, entry.seq));
+            group.first_steps += usize::from(entry.mask & 1 != 0);
             group.entries.insert(pos, entry);
             // Sorted by time: the expired events are a prefix.
             let horizon = before(before(watermark, to_time(rule.window)), lateness);
             let expired = group.entries.partition_point(|e| e.at < horizon);
-            group.entries.drain(..expired);
+            group.drain_prefix(expired);
             if matches!(rule.pattern, Pattern::Sequence(_)) {
                 // Events before every first-step event can be part of a story only if a
                 // first step arrives late, and earlier; past the lateness none can.
@@ -397,13 +420,14 @@ impl Correlator {
                     .iter()
                     .take_while(|e| e.mask & 1 == 0 && e.at < settled)
                     .count();
-                group.entries.drain(..orphans);
+                group.drain_prefix(orphans);
             }
             if group.entries.len() > config.max_events_per_group {
                 let excess = group.entries.len() - config.max_events_per_group;
-                group.entries.drain(..excess);
+                group.drain_prefix(excess);
             }
             let story = match &rule.pattern {
+                Pattern::Sequence(_) if group.first_steps == 0 => None,
                 Pattern::Sequence(steps) => find_sequence(&group.entries, steps, to_time(rule.window)),
                 Pattern::Threshold(t) => find_threshold(&group.entries, t, to_time(rule.window)),
             };
@@ -442,7 +466,7 @@ impl Correlator {
                 first_event_at: first.at,
                 last_event_at: last.at,
             };
-            group.entries.clear();
+            group.clear();
             group.alert = Some(OpenAlert::new(id, &alert.event_ids));
             changes.push(AlertChange::Opened(alert));
         }
@@ -464,7 +488,7 @@ fn sweep(tenant: &mut Tenant, rules: &[Rule], config: &CorrelatorConfig) {
         let horizon = before(before(watermark, window), lateness);
         groups.retain(|_, g| {
             let expired = g.entries.partition_point(|e| e.at < horizon);
-            g.entries.drain(..expired);
+            g.drain_prefix(expired);
             // An open alert idle past its window and lateness is forgotten too.
             g.last_at.is_some_and(|l| l >= horizon)
         });
