@@ -168,7 +168,8 @@ impl OpenAlert {
 
 #[derive(Debug, Default)]
 struct Group {
-    entries: Vec<Entry>,
+    /// Sorted by (time, arrival); a ring, so dropping the oldest costs no shift.
+    entries: VecDeque<Entry>,
     /// How many of `entries` match the rule's first matcher: a sequence cannot complete
     /// without one, so the search is skipped while there is none.
     first_steps: usize,
@@ -374,9 +375,7 @@ impl Correlator {
             let same_time = group.entries.partition_point(|e| e.at < event.occurred_at);
             let duplicate = group
                 .entries
-                .get(same_time..)
-                .unwrap_or(&[])
-                .iter()
+                .range(same_time..)
                 .take_while(|e| e.at == event.occurred_at)
                 .any(|e| e.id == event.id);
             if duplicate {
@@ -391,8 +390,9 @@ impl Correlator {
                 if group.entries.get(pos).is_some_and(|e| e.at >= event.occurred_at) {
                     continue;
                 }
-                let removed = group.entries.remove(pos);
-                group.first_steps = group.first_steps.saturating_sub(usize::from(removed.mask & 1 != 0));
+                if let Some(removed) = group.entries.remove(pos) {
+                    group.first_steps = group.first_steps.saturating_sub(usize::from(removed.mask & 1 != 0));
+                }
             }
             let entry = Entry {
                 at: event.occurred_at,
@@ -512,7 +512,7 @@ fn sweep(tenant: &mut Tenant, rules: &[Rule], config: &CorrelatorConfig) {
 }
 
 /// The indexes of the earliest-completed sequence in `entries` (sorted by time), if any.
-fn find_sequence(entries: &[Entry], steps: &[Step], window: time::Duration) -> Option<Vec<usize>> {
+fn find_sequence(entries: &VecDeque<Entry>, steps: &[Step], window: time::Duration) -> Option<Vec<usize>> {
     for (start, first) in entries.iter().enumerate() {
         if first.mask & 1 == 0 {
             continue;
@@ -521,7 +521,7 @@ fn find_sequence(entries: &[Entry], steps: &[Step], window: time::Duration) -> O
         let mut picked = Vec::new();
         let mut step = 0usize;
         let mut have = 0u32;
-        for (i, e) in entries.iter().enumerate().skip(start) {
+        for (i, e) in entries.range(start..).enumerate().map(|(k, e)| (start + k, e)) {
             if e.at > deadline {
                 break;
             }
@@ -543,13 +543,13 @@ fn find_sequence(entries: &[Entry], steps: &[Step], window: time::Duration) -> O
 }
 
 /// The indexes of the first window of `entries` (sorted by time) that reaches the threshold.
-fn find_threshold(entries: &[Entry], t: &Threshold, window: time::Duration) -> Option<Vec<usize>> {
+fn find_threshold(entries: &VecDeque<Entry>, t: &Threshold, window: time::Duration) -> Option<Vec<usize>> {
     let need = usize::try_from(t.count).unwrap_or(usize::MAX);
     for (start, first) in entries.iter().enumerate() {
         let deadline = after(first.at, window);
         let mut picked = Vec::new();
         let mut seen: Vec<&str> = Vec::new();
-        for (i, e) in entries.iter().enumerate().skip(start) {
+        for (i, e) in entries.range(start..).enumerate().map(|(k, e)| (start + k, e)) {
             if e.at > deadline {
                 break;
             }
