@@ -372,7 +372,13 @@ impl Correlator {
             }
             // The same event again (a redelivery) has the same time: only the entries of that
             // time need a look.
-            let same_time = group.entries.partition_point(|e| e.at < event.occurred_at);
+            // Events mostly come in order: then the searches below are skipped.
+            let in_order = group.entries.back().is_none_or(|b| b.at < event.occurred_at);
+            let same_time = if in_order {
+                group.entries.len()
+            } else {
+                group.entries.partition_point(|e| e.at < event.occurred_at)
+            };
             let duplicate = group
                 .entries
                 .range(same_time..)
@@ -402,15 +408,21 @@ impl Correlator {
                 distinct,
                 cluster_id: event.cluster_id.clone(),
             };
-            let pos = group
-                .entries
-                .partition_point(|e| (e.at, e.seq) <= (entry.at, entry.seq));
+            let pos = if in_order {
+                group.entries.len()
+            } else {
+                group
+                    .entries
+                    .partition_point(|e| (e.at, e.seq) <= (entry.at, entry.seq))
+            };
             group.first_steps += usize::from(entry.mask & 1 != 0);
             group.entries.insert(pos, entry);
             // Sorted by time: the expired events are a prefix.
             let horizon = before(before(watermark, to_time(rule.window)), lateness);
-            let expired = group.entries.partition_point(|e| e.at < horizon);
-            group.drain_prefix(expired);
+            if group.entries.front().is_some_and(|f| f.at < horizon) {
+                let expired = group.entries.partition_point(|e| e.at < horizon);
+                group.drain_prefix(expired);
+            }
             if matches!(rule.pattern, Pattern::Sequence(_)) {
                 // Events before every first-step event can be part of a story only if a
                 // first step arrives late, and earlier; past the lateness none can.
