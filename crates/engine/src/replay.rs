@@ -185,18 +185,19 @@ impl SignatureVerdicts for RecordedVerdicts<'_> {
 /// The draft judged again over recorded admissions.
 pub struct Replayer<'a> {
     draft: &'a CompiledPolicy,
-    scans: &'a dyn ScanResults,
+    scans: &'a (dyn ScanResults + Sync),
     now: OffsetDateTime,
     clusters: &'a BTreeMap<String, ClusterSettings>,
     default_settings: ClusterSettings,
 }
 
 impl<'a> Replayer<'a> {
-    /// A replayer of `draft` at time `now` with scan results `scans`; each cluster's settings
+    /// A replayer of `draft` at time `now` with scan results `scans` (shareable between
+    /// threads, which may replay in parallel); each cluster's settings
     /// from `clusters` (a cluster it lacks: nothing excluded or trusted, fail-open).
     pub fn new(
         draft: &'a CompiledPolicy,
-        scans: &'a dyn ScanResults,
+        scans: &'a (dyn ScanResults + Sync),
         now: OffsetDateTime,
         clusters: &'a BTreeMap<String, ClusterSettings>,
     ) -> Replayer<'a> {
