@@ -243,6 +243,7 @@ fn event_envelope_round_trips_with_a_nested_decision() {
                     ..Default::default()
                 }),
                 decision: Some(decision),
+                reviewed_pod_json: Default::default(),
             },
         )),
         ..Default::default()

@@ -261,8 +261,9 @@ impl Counters {
 enum Payload {
     /// A ready event payload. (Both variants are boxed so that a queue slot stays small.)
     Event(Box<AdmissionDecision>),
-    /// A full decision, trimmed by [`admission_decision_event`] in the task.
-    Decision(Box<Decision>),
+    /// A full decision, trimmed by [`admission_decision_event`] in the task, and the
+    /// replay projection of what was reviewed (empty when none).
+    Decision(Box<Decision>, Bytes),
 }
 
 #[derive(Debug)]
@@ -351,7 +352,20 @@ impl DecisionPublisher {
     /// [`admission_decision_event`]), in the task. Never blocks: when the queue is full the
     /// decision is dropped and counted.
     pub fn submit_decision(&self, tenant: &str, decision: Decision, trace: Option<TraceContext>) {
-        self.enqueue(tenant, Payload::Decision(Box::new(decision)), trace);
+        self.enqueue(tenant, Payload::Decision(Box::new(decision), Bytes::new()), trace);
+    }
+
+    /// [`DecisionPublisher::submit_decision`] with the replay projection of what was
+    /// reviewed (`AdmissionDecision.reviewed_pod_json`; empty for none), set on the event
+    /// whatever the decision is trimmed to.
+    pub fn submit_decision_with_projection(
+        &self,
+        tenant: &str,
+        decision: Decision,
+        trace: Option<TraceContext>,
+        reviewed_pod_json: Bytes,
+    ) {
+        self.enqueue(tenant, Payload::Decision(Box::new(decision), reviewed_pod_json), trace);
     }
 
     /// Queues a ready event payload of `tenant`, published as it is. Never blocks.
@@ -459,6 +473,7 @@ pub fn admission_decision_event(decision: Decision) -> AdmissionDecision {
         return AdmissionDecision {
             summary: Some(summary),
             decision: None,
+            reviewed_pod_json: Bytes::new(),
         };
     }
     let summary = AdmissionDecisionSummary {
@@ -477,6 +492,7 @@ pub fn admission_decision_event(decision: Decision) -> AdmissionDecision {
     AdmissionDecision {
         summary: Some(summary),
         decision: Some(decision),
+        reviewed_pod_json: Bytes::new(),
     }
 }
 
@@ -504,7 +520,10 @@ fn build_event(queued: Queued, producer: &str) -> Event {
     let event_id = uuid::Uuid::new_v4().to_string();
     let decision = match queued.payload {
         Payload::Event(decision) => *decision,
-        Payload::Decision(decision) => admission_decision_event(*decision),
+        Payload::Decision(decision, reviewed_pod_json) => AdmissionDecision {
+            reviewed_pod_json,
+            ..admission_decision_event(*decision)
+        },
     };
     // When the decision was made, not when it is published.
     let occurred_at = decision
@@ -937,7 +956,7 @@ mod tests {
         };
         let queued = Queued {
             tenant: "t1".into(),
-            payload: Payload::Decision(Box::new(decision(true))),
+            payload: Payload::Decision(Box::new(decision(true)), Bytes::new()),
             trace: Some(trace.clone()),
             span: None,
             submitted_at: SystemTime::now(),

@@ -18,6 +18,7 @@ pub mod follow;
 pub mod grpc;
 pub mod metrics;
 pub mod policies;
+pub mod replay;
 pub use portcullis_server::rate_limit;
 pub mod review;
 pub mod running;
@@ -47,7 +48,7 @@ pub use portcullis_policy_client::{ClusterSel, Upstream, UpstreamTimeouts};
 
 use crate::decision_events::{DecisionEventsConfig, DecisionPublisher, PublisherTask};
 use crate::metrics::AdmissionMetrics;
-use crate::policies::{PolicyCache, PolicyCacheOptions};
+use crate::policies::{PolicyCache, PolicyCacheOptions, PolicySource};
 use crate::rate_limit::{RateLimitConfig, TenantRateLimiter};
 
 /// A boxed, sendable future (for the object-safe stage hooks).
@@ -143,6 +144,8 @@ struct Inner {
     keys: IntrospectingAuthenticator,
     limiter: TenantRateLimiter,
     events: DecisionPublisher,
+    /// Plain allows recently recorded with their replay projection.
+    seen: replay::SeenAllows,
     metrics: AdmissionMetrics,
     hooks: Hooks,
 }
@@ -179,23 +182,47 @@ impl Admission {
             .events
             .validate()
             .map_err(|e| AdmissionError::InvalidArgument(e.to_string()))?;
+        let source: Arc<dyn PolicySource> = Arc::new(upstream.clone());
+        Ok(Admission::assemble(upstream, source, bus, options, hooks))
+    }
+
+    /// The service with its parts: policies from `source`, the rest from `upstream`.
+    fn assemble(
+        upstream: Upstream,
+        source: Arc<dyn PolicySource>,
+        bus: Bus,
+        options: AdmissionOptions,
+        hooks: Hooks,
+    ) -> (Admission, PublisherTask) {
         let metrics = AdmissionMetrics::global();
         let (events, task) = DecisionPublisher::start(bus, options.events.clone());
         let (published, dropped) = (events.counters(), events.counters());
         metrics.observe_events(move || published.stats().published, move || dropped.stats().dropped);
         let admission = Admission {
             inner: Arc::new(Inner {
-                policies: PolicyCache::new(Arc::new(upstream.clone()), options.policy_cache.clone()),
+                policies: PolicyCache::new(source, options.policy_cache.clone()),
                 scans: ScanCache::new(upstream.clone(), options.scan_cache.clone()),
                 keys: IntrospectingAuthenticator::new(upstream, options.key_cache.clone(), Arc::new(metrics.clone())),
                 limiter: TenantRateLimiter::new(options.rate_limit.clone()),
                 events,
+                seen: replay::SeenAllows::default(),
                 metrics,
                 hooks,
                 options,
             }),
         };
-        Ok((admission, task))
+        (admission, task)
+    }
+
+    /// For tests: the service with policies from `source` (a stand-in for the store).
+    #[cfg(test)]
+    pub(crate) fn with_policy_source(
+        upstream: Upstream,
+        source: Arc<dyn PolicySource>,
+        bus: Bus,
+        options: AdmissionOptions,
+    ) -> (Admission, PublisherTask) {
+        Admission::assemble(upstream, source, bus, options, Hooks::default())
     }
 
     /// The authenticator of tenant keys (the policy store's introspection, cached).

@@ -26,16 +26,19 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+
+use bytes::Bytes;
 use std::time::{Duration, Instant};
 
 use portcullis_engine::evaluate::{
     CompiledPolicy, Decision, DigestLookup, DigestResolver, EvalContext, FailureMode, NoDigests, NotEvaluated,
-    Signatures, Unverified, Verdict, VerdictMap,
+    Signatures, Unverified, Verdict, VerdictMap, is_excluded_namespace,
 };
 use portcullis_engine::image_ref::ImageRef;
 use portcullis_engine::input::{Subject, parse_document_with};
 use portcullis_engine::k8s::Fields;
 use portcullis_engine::policy::{Action, Mitigation};
+use portcullis_engine::projection::{ReviewedPod, review_pod_labels};
 use portcullis_proto::admission::v1 as pa;
 use portcullis_proto::common::v1 as pc;
 use portcullis_proto::signature::v1 as ps;
@@ -46,6 +49,7 @@ use tracing::Instrument as _;
 use crate::error::AdmissionError;
 use crate::metrics::{CacheKind, Outcome, Transport};
 use crate::policies::{ClusterPolicy, Lookup, PolicyFetchError};
+use crate::replay::SeenAllows;
 use crate::{Admission, BoxFuture};
 use portcullis_policy_client::ClusterSel;
 
@@ -402,7 +406,17 @@ impl Admission {
         let Some(policy) = cluster.policy.clone() else {
             // No policy assigned: nothing to enforce.
             let decision = Decision::allowed_without_evaluation(NotEvaluated::KindNotEvaluated);
-            return Ok(self.finish(caller, &subject, &cluster, &decision, timings, started, &[], &[]));
+            return Ok(self.finish(
+                caller,
+                &subject,
+                &cluster,
+                &decision,
+                timings,
+                started,
+                &[],
+                &[],
+                Bytes::new(),
+            ));
         };
         let hooks = self.run_hooks(caller, &cluster, &subject, &policy, &mut timings).await;
         let input = EvalInput {
@@ -414,6 +428,7 @@ impl Admission {
         };
         // Failed stages (signature rules not judged included) are the engine's to apply.
         let decision = self.evaluate_with_scans(&input, &mut timings).await;
+        let reviewed = self.reviewed_pod_json(&input, body, &decision, hooks.signatures.records());
         Ok(self.finish(
             caller,
             &subject,
@@ -423,6 +438,7 @@ impl Admission {
             started,
             &[],
             hooks.signatures.records(),
+            reviewed,
         ))
     }
 
@@ -490,7 +506,7 @@ impl Admission {
     ) -> HookAnswers {
         // A namespace the cluster excludes is allowed without evaluation: nothing reads
         // digests or verdicts there, so the registries are not asked.
-        if cluster.excluded_namespaces.iter().any(|n| *n == subject.namespace) {
+        if is_excluded_namespace(&cluster.excluded_namespaces, &subject.namespace) {
             return HookAnswers {
                 digests: StageDigests::None,
                 signatures: StageVerdicts::Unavailable(std::borrow::Cow::Borrowed("namespace excluded")),
@@ -656,6 +672,7 @@ impl Admission {
             started,
             &[format!("policy: {why}")],
             &[],
+            Bytes::new(),
         )
     }
 
@@ -671,6 +688,7 @@ impl Admission {
         started: Instant,
         failed: &[String],
         signatures: &[SignatureVerdict],
+        reviewed_pod_json: Bytes,
     ) -> ReviewOutput {
         let respond_started = Instant::now();
         let allowed = decision.verdict == Verdict::Allow;
@@ -706,7 +724,7 @@ impl Admission {
             signatures: signatures.iter().map(signature_verdict_pb).collect(),
         };
         decision_pb.timings = Some(timings.to_pb(respond_started.elapsed(), started.elapsed()));
-        self.record(caller, &decision_pb, basis);
+        self.record(caller, &decision_pb, basis, reviewed_pod_json);
         ReviewOutput {
             response_json,
             decision: decision_pb,
@@ -716,7 +734,13 @@ impl Admission {
     /// Counts the decision and queues its event: the full decision for anything worth an
     /// analyst's look, else the summary (trimmed in the publisher's task, off the answer's
     /// path).
-    fn record(&self, caller: &ReviewCaller, decision: &pa::Decision, basis: pa::DecisionBasis) {
+    fn record(
+        &self,
+        caller: &ReviewCaller,
+        decision: &pa::Decision,
+        basis: pa::DecisionBasis,
+        reviewed_pod_json: Bytes,
+    ) {
         let action = if !decision.allowed {
             "block"
         } else if decision.violations.is_empty() && decision.not_judged.is_empty() {
@@ -727,7 +751,84 @@ impl Admission {
         self.inner.metrics.decision(action, basis_word(basis));
         self.inner
             .events
-            .submit_decision(&caller.tenant, decision.clone(), None);
+            .submit_decision_with_projection(&caller.tenant, decision.clone(), None, reviewed_pod_json);
+    }
+
+    /// The replay projection of what was reviewed, as JSON, when the decision event is to
+    /// carry it (see [`crate::replay`]); empty otherwise. Built only then: an allow already
+    /// recorded costs a fingerprint and a lookup.
+    fn reviewed_pod_json(
+        &self,
+        input: &EvalInput<'_>,
+        body: &[u8],
+        decision: &Decision,
+        signatures: &[SignatureVerdict],
+    ) -> Bytes {
+        if !input.policy.xdr_enabled() || decision.not_evaluated.is_some() {
+            return Bytes::new();
+        }
+        let plain_allow = decision.verdict == Verdict::Allow
+            && decision.violations.is_empty()
+            && decision.not_judged.is_empty()
+            && decision.stage_failures.is_empty();
+        if plain_allow {
+            let Some(workload) = ReviewedPod::seen_key(input.subject) else {
+                return Bytes::new();
+            };
+            let key = SeenAllows::key(input.tenant, &input.cluster.cluster_id, workload);
+            if !self.inner.seen.first_in_window(key, Instant::now()) {
+                return Bytes::new();
+            }
+        }
+        // A subject parsed for a policy without Pod Security Standards rules lacks the pod
+        // details a draft may read: the projection is made from a full parse.
+        let full;
+        let subject = if input.subject.fields.pod_details {
+            input.subject
+        } else {
+            match parse(body, Fields::ALL) {
+                Ok(s) => {
+                    full = s;
+                    &full
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "no replay projection: the review does not parse in full");
+                    return Bytes::new();
+                }
+            }
+        };
+        let labels = review_pod_labels(body, subject).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "replay projection without pod labels");
+            Default::default()
+        });
+        let Some(mut pod) = ReviewedPod::from_subject(subject, labels) else {
+            return Bytes::new();
+        };
+        pod.digests = decision
+            .digests
+            .iter()
+            .map(|d| (d.image.clone(), d.digest.clone()))
+            .collect();
+        for v in signatures {
+            let verified = match v.outcome {
+                SignatureOutcome::Verified => true,
+                SignatureOutcome::NotVerified => false,
+                // An error decided nothing: replay judges the rule as not judged.
+                SignatureOutcome::Error => continue,
+            };
+            let at = if v.digest.is_empty() { &v.image } else { &v.digest };
+            pod.verdicts
+                .entry(at.clone())
+                .or_default()
+                .insert(v.attestor.clone(), verified);
+        }
+        match pod.to_json() {
+            Ok(json) => Bytes::from(json),
+            Err(e) => {
+                tracing::warn!(error = %e, "no replay projection: it does not serialise");
+                Bytes::new()
+            }
+        }
     }
 }
 
