@@ -48,6 +48,8 @@ pub struct Settings {
     pub webhook: WebhookSettings,
     /// The signature service: verdict caches, the registry client, request/reply.
     pub signature: portcullis_signature::SignatureOptions,
+    /// The continuous scanning service: its database, sweep, queues, rate limit.
+    pub continuous: portcullis_continuous::ContinuousOptions,
 }
 
 /// The gRPC listeners.
@@ -63,6 +65,9 @@ pub struct ServerSettings {
     /// The signature service's own listener: `serve signature --listen`
     /// (`PORTCULLIS_LISTEN` for `serve signature`); `up` serves it on `listen`.
     pub signature_listen: SocketAddr,
+    /// The continuous scanning service's own listener: `serve continuous --listen`
+    /// (`PORTCULLIS_LISTEN` for `serve continuous`); `up` serves it on `listen`.
+    pub continuous_listen: SocketAddr,
     /// PEM certificate chain; with `tls_key`, every listener serves TLS
     /// (`--tls-cert`, `PORTCULLIS_TLS_CERT`).
     pub tls_cert: Option<PathBuf>,
@@ -78,6 +83,7 @@ impl Default for ServerSettings {
             listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
             admission_listen: SocketAddr::from(([127, 0, 0, 1], 50052)),
             signature_listen: SocketAddr::from(([127, 0, 0, 1], 50053)),
+            continuous_listen: SocketAddr::from(([127, 0, 0, 1], 50054)),
             tls_cert: None,
             tls_key: None,
             limits: portcullis_server::ServerLimits::default(),
@@ -236,6 +242,8 @@ pub enum Service {
     Admission,
     /// `portcullis serve signature`.
     Signature,
+    /// `portcullis serve continuous`.
+    Continuous,
     /// Every section (the defaults of distributed mode).
     All,
 }
@@ -251,6 +259,7 @@ const ALL_SECTIONS: &[&str] = &[
     "upstream",
     "webhook",
     "signature",
+    "continuous",
 ];
 
 impl Service {
@@ -266,10 +275,12 @@ impl Service {
                 "admission",
                 "webhook",
                 "signature",
+                "continuous",
             ],
             Service::PolicyStore => &["server", "bus", "nats", "store", "policy_store"],
             Service::Admission => &["server", "bus", "nats", "admission", "upstream", "webhook"],
             Service::Signature => &["server", "bus", "nats", "upstream", "signature"],
+            Service::Continuous => &["server", "bus", "nats", "upstream", "continuous"],
             Service::All => ALL_SECTIONS,
         }
     }
@@ -298,6 +309,7 @@ impl Service {
             Service::PolicyStore => env.alias("PORTCULLIS_LISTEN", "server.listen"),
             Service::Admission => env.alias("PORTCULLIS_LISTEN", "server.admission_listen"),
             Service::Signature => env.alias("PORTCULLIS_LISTEN", "server.signature_listen"),
+            Service::Continuous => env.alias("PORTCULLIS_LISTEN", "server.continuous_listen"),
             Service::Up | Service::All => env,
         }
     }
@@ -356,6 +368,15 @@ impl Settings {
         }
         if let Err(e) = self.signature.rate_limit.validate() {
             problems.push(format!("signature.rate_limit: {e}"));
+        }
+        if let Err(e) = self.continuous.rate_limit.validate() {
+            problems.push(format!("continuous.rate_limit: {e}"));
+        }
+        if self.continuous.sweep_interval.is_zero() {
+            problems.push("continuous.sweep_interval: must be more than zero".to_owned());
+        }
+        if self.continuous.command_poll.is_zero() {
+            problems.push("continuous.command_poll: must be more than zero".to_owned());
         }
         if self.server.tls_cert.is_some() != self.server.tls_key.is_some() {
             problems.push("server: tls_cert and tls_key go together: give both or neither".to_owned());

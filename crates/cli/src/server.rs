@@ -15,6 +15,8 @@ use portcullis_admission::running::grpc_service;
 use portcullis_admission::webhook::WebhookOptions;
 use portcullis_admission::{BusDigestStage, BusSignatureStage, Hooks, RunningAdmission, ServeOptions, Upstream};
 use portcullis_bus::Bus;
+use portcullis_continuous::running::grpc_service as continuous_grpc_service;
+use portcullis_continuous::{ContinuousServeOptions, RunningContinuous};
 use portcullis_kit::client::Trust;
 use portcullis_kit::settings::Flags;
 use portcullis_kit::shutdown_signal;
@@ -172,6 +174,39 @@ enum ServeService {
     /// The signature service: SignatureService over gRPC, `pc.rpc.signature.verify` and
     /// `pc.rpc.signature.resolve`.
     Signature(SignatureServeArgs),
+    /// The continuous scanning service: ContinuousService over gRPC (inventory, findings,
+    /// mitigation commands, the impact preview).
+    Continuous(ContinuousServeArgs),
+}
+
+#[derive(Debug, Args)]
+struct ContinuousServeArgs {
+    /// The settings file (TOML; else PORTCULLIS_CONFIG).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    remote: RemoteArgs,
+    /// PostgreSQL URL of the service's tables, e.g. postgres://user@host:5432/portcullis
+    /// (`[continuous] database_url`); required.
+    #[arg(long, value_name = "URL")]
+    database_url: Option<String>,
+    /// The gRPC listen address; a non-loopback address needs TLS (`[server] continuous_listen`,
+    /// PORTCULLIS_LISTEN) [default: 127.0.0.1:50054].
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    #[command(flatten)]
+    tls: TlsArgs,
+}
+
+impl ContinuousServeArgs {
+    fn settings(&self) -> Result<Settings> {
+        let mut flags = Flags::new();
+        self.remote.flags(&mut flags)?;
+        flags.set_some(&["continuous", "database_url"], self.database_url.as_ref())?;
+        flags.set_some(&["server", "continuous_listen"], self.listen)?;
+        self.tls.flags(&mut flags)?;
+        Settings::load(Service::Continuous, self.config.as_deref(), &flags)
+    }
 }
 
 #[derive(Debug, Args)]
@@ -345,6 +380,7 @@ pub fn serve(args: &ServeArgs, operator_key: Option<&str>) -> Result<ExitStatus>
         ServeService::PolicyStore(ps) => ps.settings()?,
         ServeService::Admission(a) => a.settings()?,
         ServeService::Signature(s) => s.settings()?,
+        ServeService::Continuous(c) => c.settings()?,
     };
     let huge_pages = portcullis_server::process::disable_transparent_huge_pages();
     let runtime = runtime()?;
@@ -352,6 +388,7 @@ pub fn serve(args: &ServeArgs, operator_key: Option<&str>) -> Result<ExitStatus>
         ServeService::PolicyStore(_) => "portcullis-policy-store",
         ServeService::Admission(_) => "portcullis-admission",
         ServeService::Signature(_) => "portcullis-signature",
+        ServeService::Continuous(_) => "portcullis-continuous",
     };
     let _telemetry = init_telemetry(&runtime, service)?;
     warn_if_failed(huge_pages);
@@ -359,6 +396,7 @@ pub fn serve(args: &ServeArgs, operator_key: Option<&str>) -> Result<ExitStatus>
         ServeService::PolicyStore(_) => runtime.block_on(run_policy_store(&settings, credentials(operator_key)?)),
         ServeService::Admission(_) => runtime.block_on(run_admission(&settings, credentials(operator_key)?)),
         ServeService::Signature(_) => runtime.block_on(run_signature(&settings, credentials(operator_key)?)),
+        ServeService::Continuous(_) => runtime.block_on(run_continuous(&settings, credentials(operator_key)?)),
     }
 }
 
@@ -432,6 +470,8 @@ async fn run_up(settings: &Settings, credentials: Credentials) -> Result<ExitSta
     let slot = admission_slot.clone();
     let signature_slot = SignatureSlot::default();
     let sig_slot = signature_slot.clone();
+    let continuous_slot = ContinuousSlot::default();
+    let cont_slot = continuous_slot.clone();
     let server = RunningServer::start_with_keys(
         store,
         bus.clone(),
@@ -443,6 +483,7 @@ async fn run_up(settings: &Settings, credentials: Credentials) -> Result<ExitSta
         move |router| {
             router.add_service(slot);
             router.add_service(sig_slot);
+            router.add_service(cont_slot);
         },
     )
     .await?;
@@ -455,6 +496,21 @@ async fn run_up(settings: &Settings, credentials: Credentials) -> Result<ExitSta
         None => None,
     };
     let upstream = upstream(server.url(), trust.clone(), settings, &credentials)?;
+    // The continuous service joins the one router, on a SQLite file of its own beside the
+    // store's; it reads policies and scans from the store as it would from another process.
+    let continuous_database = data_dir.join("continuous.db");
+    let continuous = start_continuous(
+        &sqlite_url(&continuous_database),
+        server.url(),
+        trust.clone(),
+        settings,
+        &credentials,
+        bus.clone(),
+        upstream.clone(),
+        None,
+    )
+    .await?;
+    continuous_slot.fill(continuous_grpc_service(continuous.continuous()));
     // The signature service joins the one router; it reads attestors from the store as it
     // would from another process.
     let signature = start_signature(
@@ -490,7 +546,7 @@ async fn run_up(settings: &Settings, credentials: Credentials) -> Result<ExitSta
             "portcullis webhook listening on https://{addr}/validate/{{cluster}}"
         ))?;
     }
-    wait_and_stop_all(server, admission, Some(signature)).await
+    wait_and_stop_all(server, admission, Some(signature), Some(continuous)).await
 }
 
 type AdmissionServer = AdmissionServiceServer<AdmissionGrpc>;
@@ -502,6 +558,11 @@ type SignatureServer = portcullis_proto::signature::v1::signature_service_server
 type AdmissionSlot = Slot<AdmissionServer>;
 /// SignatureService on `up`'s one address: empty until the signature service has started.
 type SignatureSlot = Slot<SignatureServer>;
+type ContinuousServer = portcullis_proto::continuous::v1::continuous_service_server::ContinuousServiceServer<
+    portcullis_continuous::grpc::Continuous,
+>;
+/// ContinuousService on `up`'s one address: empty until the continuous service has started.
+type ContinuousSlot = Slot<ContinuousServer>;
 
 /// A service on `up`'s one address that starts after the router (it calls the store).
 struct Slot<S>(Arc<OnceLock<S>>);
@@ -744,6 +805,99 @@ async fn run_signature(settings: &Settings, credentials: Credentials) -> Result<
     }
 }
 
+/// Starts the continuous service on the database at `database_url` over the policy store
+/// at `url`: embedded (`listen` `None`) its gRPC service joins another router; distributed
+/// it listens on `listen`.
+#[allow(clippy::too_many_arguments)]
+async fn start_continuous(
+    database_url: &str,
+    url: &str,
+    trust: Option<Trust>,
+    settings: &Settings,
+    credentials: &Credentials,
+    bus: Bus,
+    upstream: Upstream,
+    listen: Option<ServerConfig>,
+) -> Result<RunningContinuous> {
+    let token = credentials.service_token.as_ref().with_context(|| {
+        format!(
+            "the continuous service calls the policy store with the service credential: set {}",
+            portcullis_server::auth::SERVICE_TOKEN_ENV
+        )
+    })?;
+    let store = portcullis_continuous::storage::SqlStore::connect(database_url)
+        .await
+        .context("opening the continuous service's database")?;
+    let policies = portcullis_continuous::policies::PolicyStore::new(
+        url,
+        trust,
+        token.expose(),
+        &settings.upstream.timeouts,
+        settings.upstream.insecure,
+    )?;
+    // Tenant keys on its own listener are checked by the store's introspection, cached as
+    // admission caches them.
+    let authenticator = portcullis_admission::keys::IntrospectingAuthenticator::new(
+        upstream,
+        settings.admission.key_cache.clone(),
+        portcullis_admission::metrics::AdmissionMetrics::global(),
+    );
+    Ok(RunningContinuous::start(
+        Arc::new(store),
+        policies,
+        bus,
+        credentials.clone(),
+        Arc::new(authenticator),
+        ContinuousServeOptions {
+            grpc: listen,
+            continuous: settings.continuous.clone(),
+        },
+    )
+    .await?)
+}
+
+async fn run_continuous(settings: &Settings, credentials: Credentials) -> Result<ExitStatus> {
+    let config = server_config(settings, settings.server.continuous_listen, Mode::Distributed);
+    config.check()?;
+    let database_url = required(
+        Some(&settings.continuous.database_url),
+        "database URL: give --database-url, PORTCULLIS_CONTINUOUS__DATABASE_URL or [continuous] database_url",
+    )?
+    .to_owned();
+    let Remote {
+        policy_store_url,
+        trust,
+        upstream,
+        bus,
+    } = connect_remote(settings, &credentials).await?;
+    let continuous = start_continuous(
+        &database_url,
+        policy_store_url,
+        trust,
+        settings,
+        &credentials,
+        bus,
+        upstream,
+        Some(config),
+    )
+    .await?;
+    announce(&format!(
+        "portcullis continuous listening on {}",
+        continuous.url().unwrap_or_default()
+    ))?;
+    tokio::select! {
+        () = shutdown_signal() => {
+            continuous.stop().await?;
+            tracing::info!("stopped");
+            Ok(ExitStatus::Ok)
+        }
+        result = continuous.wait() => {
+            result?;
+            anyhow::bail!("the continuous service stopped unexpectedly")
+        }
+    }
+}
+
 async fn run_policy_store(settings: &Settings, credentials: Credentials) -> Result<ExitStatus> {
     let config = server_config(settings, settings.server.listen, Mode::Distributed);
     // Before connecting anywhere: a refused listener should fail fast.
@@ -798,10 +952,17 @@ async fn wait_and_stop_all(
     mut server: RunningServer,
     mut admission: RunningAdmission,
     signature: Option<RunningSignature>,
+    continuous: Option<RunningContinuous>,
 ) -> Result<ExitStatus> {
     let signature_ended = async {
         match &signature {
             Some(signature) => signature.wait().await,
+            None => std::future::pending().await,
+        }
+    };
+    let continuous_ended = async {
+        match &continuous {
+            Some(continuous) => continuous.wait().await,
             None => std::future::pending().await,
         }
     };
@@ -810,6 +971,9 @@ async fn wait_and_stop_all(
             let stats = admission.stop().await?;
             if let Some(signature) = &signature {
                 signature.stop().await?;
+            }
+            if let Some(continuous) = &continuous {
+                continuous.stop().await?;
             }
             let flushed = server.stop().await?;
             tracing::info!(events_flushed = flushed, ?stats, "stopped");
@@ -826,6 +990,10 @@ async fn wait_and_stop_all(
         result = signature_ended => {
             result?;
             anyhow::bail!("the signature service stopped unexpectedly")
+        }
+        result = continuous_ended => {
+            result?;
+            anyhow::bail!("the continuous service stopped unexpectedly")
         }
     }
 }

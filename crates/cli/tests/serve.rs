@@ -802,3 +802,125 @@ async fn up_asks_its_signature_service() {
     assert!(!decision.degraded.is_empty(), "the failure mode decided: {decision:?}");
     stop(running, "TERM");
 }
+
+/// `cliPolicy` with hostNetwork pods logged by continuous scanning.
+const CONTINUOUS_POLICY: &str = r#"{"name":"cliPolicy","default":{"rules":[{"type":"podSecurityContext","action":"log","mitigation":"log","statement":{"properties":[{"key":"hostNetwork","value":"true"}]}}]}}"#;
+
+/// Applies [`CONTINUOUS_POLICY`], registers a cluster with it, syncs a hostNetwork pod with
+/// its connector key on the continuous service at `continuous_url`, and checks that the pod's
+/// finding is listed there.
+async fn check_continuous(store_url: &str, continuous_url: &str, admin_key: &str) {
+    use portcullis_proto::continuous::v1 as pv;
+    use portcullis_proto::continuous::v1::continuous_service_client::ContinuousServiceClient;
+
+    PolicyServiceClient::connect(store_url.to_owned())
+        .await
+        .unwrap()
+        .apply_policy(authed(
+            admin_key,
+            pb::ApplyPolicyRequest {
+                document_json: CONTINUOUS_POLICY.to_owned(),
+                expected_revision: None,
+            },
+        ))
+        .await
+        .unwrap();
+    let connector_key = cluster_with_policy(store_url, admin_key, "continuous-cluster").await;
+    let pod = serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "hostnet", "namespace": "web", "uid": "u-hostnet"},
+        "spec": {"hostNetwork": true, "containers": [{"name": "app", "image": "nginx@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"}]}
+    });
+    let update = |sequence: u64, update: pv::inventory_update::Update| pv::InventoryUpdate {
+        cluster: None,
+        sequence,
+        update: Some(update),
+    };
+    let messages = vec![
+        update(
+            1,
+            pv::inventory_update::Update::SnapshotStart(pv::SnapshotStart::default()),
+        ),
+        update(
+            2,
+            pv::inventory_update::Update::Upserts(pv::PodBatch {
+                pods_json: vec![pod.to_string().into_bytes().into()],
+            }),
+        ),
+        update(3, pv::inventory_update::Update::SnapshotEnd(pv::SnapshotEnd {})),
+    ];
+    let mut client = ContinuousServiceClient::connect(continuous_url.to_owned())
+        .await
+        .unwrap();
+    let mut acks = client
+        .sync_inventory(authed(&connector_key, futures_stream(messages)))
+        .await
+        .unwrap()
+        .into_inner();
+    for expected in 1..=3 {
+        let ack = acks.message().await.unwrap().unwrap();
+        assert_eq!(ack.sequence, expected);
+        assert!(!ack.resync && ack.errors.is_empty(), "{ack:?}");
+    }
+    let findings = client
+        .list_findings(authed(admin_key, pv::ListFindingsRequest::default()))
+        .await
+        .unwrap()
+        .into_inner()
+        .findings;
+    assert_eq!(findings.len(), 1, "{findings:?}");
+    assert_eq!(findings[0].rule, "podSecurityContext { hostNetwork:true }");
+}
+
+/// The messages as a request stream that stays open (so that every ack comes back).
+fn futures_stream<T: Send + 'static>(messages: Vec<T>) -> impl tokio_stream::Stream<Item = T> + Send + 'static {
+    use tokio_stream::StreamExt as _;
+    tokio_stream::iter(messages).chain(tokio_stream::pending())
+}
+
+/// `up` serves ContinuousService on its one address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_serves_continuous_scanning() {
+    let dir = portcullis_test_kit::DataDir::new().unwrap();
+    let data = dir.path().join("data");
+    let args = ["up", "--data-dir", data.to_str().unwrap(), "--listen", "127.0.0.1:0"];
+    let (running, _) = start_up(&args);
+    let key = read_key(&data.join("bootstrap-admin.key"));
+    check_continuous(&running.url, &running.url, &key).await;
+    assert!(
+        data.join("continuous.db").exists(),
+        "its own SQLite file beside the store's"
+    );
+    stop(running, "TERM");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_continuous_runs_on_postgres_and_nats() {
+    let database = TestDatabase::create().await.unwrap();
+    let nats = NatsServer::start().await.unwrap();
+    let nats_url = nats.url();
+    let store = start_command(
+        policy_store_command(&database.url, &nats_url).env("PORTCULLIS_SERVICE_TOKEN", SERVICE_TOKEN),
+        "portcullis policy-store listening on ",
+    );
+    let continuous = start_command(
+        portcullis(&[
+            "serve",
+            "continuous",
+            "--policy-store-url",
+            &store.url,
+            "--nats-url",
+            &nats_url,
+            "--database-url",
+            &database.url,
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .env("PORTCULLIS_SERVICE_TOKEN", SERVICE_TOKEN),
+        "portcullis continuous listening on ",
+    );
+    let created = create_tenant(&store.url, "Continuous tenant", "cont").await;
+    check_continuous(&store.url, &continuous.url, &created.admin_key).await;
+    stop(continuous, "TERM");
+    stop(store, "TERM");
+}

@@ -183,6 +183,23 @@ pub const SIGNATURE_METHODS: &[(&str, Access)] = &[
     ("SignatureService/ResolveDigest", Access::ClusterRead),
 ];
 
+/// The path prefix of every continuous scanning method.
+pub const CONTINUOUS_PACKAGE: &str = "/portcullis.continuous.v1.";
+
+/// The continuous scanning service's methods: the inventory and command streams are a
+/// connector's (own cluster, checked by the handler) or the service credential's; findings,
+/// pods and commands are read by tenant readers and services (telemetry reads pods); people
+/// with write access issue commands and preview drafts.
+pub const CONTINUOUS_METHODS: &[(&str, Access)] = &[
+    ("ContinuousService/SyncInventory", Access::ClusterReport),
+    ("ContinuousService/Commands", Access::ClusterReport),
+    ("ContinuousService/ListFindings", Access::Read),
+    ("ContinuousService/GetPod", Access::Read),
+    ("ContinuousService/IssueCommand", Access::Write),
+    ("ContinuousService/ListCommands", Access::Read),
+    ("ContinuousService/PreviewPolicy", Access::Write),
+];
+
 /// gRPC services every caller may use without a credential.
 const PUBLIC_SERVICES: &[&str] = &[
     "/grpc.health.v1.Health/",
@@ -203,6 +220,7 @@ impl PermissionTable {
             .with(PS, POLICY_STORE_METHODS)
             .with(ADM, ADMISSION_METHODS)
             .with(SIG, SIGNATURE_METHODS)
+            .with(CONTINUOUS_PACKAGE, CONTINUOUS_METHODS)
     }
 
     /// Adds rows `Service/Method` under the package prefix `/package.` (a later row for the

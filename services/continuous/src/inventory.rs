@@ -426,6 +426,22 @@ impl PodProjection {
         self.spec().host_network == Some(true)
     }
 
+    /// The digests the pod's containers run: those their images are pinned to, and those
+    /// tag-only images resolved to (a digest may come more than once).
+    pub fn digests_run(&self) -> impl Iterator<Item = &str> {
+        self.digests
+            .values()
+            .map(String::as_str)
+            .chain(self.spec().all_containers().filter_map(|(_, c)| {
+                // The text after `@`, when the engine reads it as the image's digest (as
+                // `runs_digest` does).
+                let (_, d) = c.image.rsplit_once('@')?;
+                ImageRef::parse(&c.image)
+                    .is_ok_and(|r| r.digest() == Some(d))
+                    .then_some(d)
+            }))
+    }
+
     /// Whether any container runs `digest` (an image pinned to it, or resolved to it).
     pub fn runs_digest(&self, digest: &str) -> bool {
         self.digests.values().any(|d| d == digest)

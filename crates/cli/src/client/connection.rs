@@ -141,6 +141,13 @@ impl BearerAuth {
         let credential = Credential::bearer(key).map_err(|e| ClientError::input(format!("{flag} {e}")))?;
         Ok(BearerAuth(credential.with_timeout(timeout)))
     }
+
+    /// The interceptor for `key` without a deadline header: for a stream that lives as long as
+    /// the command (`commands watch`), whose steps the command bounds itself.
+    pub fn without_deadline(key: &str, flag: &str) -> Result<BearerAuth, ClientError> {
+        let credential = Credential::bearer(key).map_err(|e| ClientError::input(format!("{flag} {e}")))?;
+        Ok(BearerAuth(credential))
+    }
 }
 
 impl Interceptor for BearerAuth {

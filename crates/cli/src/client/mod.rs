@@ -1,5 +1,6 @@
 //! The client commands: `policy`, `ruleset`, `attestor`, `cluster`, `scan`, `tenant`, `key`,
-//! `audit` and `dead-letter`, talking gRPC to a running server (`portcullis up` or the policy store).
+//! `audit` and `dead-letter`, talking gRPC to a running server (`portcullis up` or the policy store),
+//! and `inventory`, `findings` and `commands`, talking to the continuous scanning service.
 //!
 //! Every resource is addressed by name. Exit status 0 on success, 2 on any error, with one
 //! line per problem on stderr: `portcullis: <command>: <what>`. Secrets that a command
@@ -10,6 +11,7 @@ mod attestor;
 mod audit;
 mod cluster;
 mod connection;
+mod continuous;
 mod dead_letter;
 mod document;
 mod duration;
@@ -120,6 +122,15 @@ pub enum ClientCommand {
     /// Lists events the bus refused for good (operator key).
     #[command(subcommand)]
     DeadLetter(dead_letter::DeadLetterCommand),
+    /// Sends a cluster's pods to the continuous scanning service (connector key).
+    #[command(subcommand)]
+    Inventory(continuous::inventory::InventoryCommand),
+    /// Lists the continuous scanning service's findings.
+    #[command(subcommand)]
+    Findings(continuous::findings::FindingsCommand),
+    /// Receives, restores and lists mitigation commands.
+    #[command(subcommand)]
+    Commands(continuous::commands::CommandsCommand),
 }
 
 impl ClientCommand {
@@ -135,6 +146,9 @@ impl ClientCommand {
             ClientCommand::Key(c) => ("key", c.verb()),
             ClientCommand::Audit(c) => ("audit", c.verb()),
             ClientCommand::DeadLetter(c) => ("dead-letter", c.verb()),
+            ClientCommand::Inventory(c) => ("inventory", c.verb()),
+            ClientCommand::Findings(c) => ("findings", c.verb()),
+            ClientCommand::Commands(c) => ("commands", c.verb()),
         };
         format!("{group} {verb}")
     }
@@ -174,6 +188,9 @@ async fn dispatch(ctx: &Ctx<'_>, command: &ClientCommand) -> Result<(), ClientEr
         ClientCommand::Key(c) => key::run(ctx, c).await,
         ClientCommand::Audit(c) => audit::run(ctx, c).await,
         ClientCommand::DeadLetter(c) => dead_letter::run(ctx, c).await,
+        ClientCommand::Inventory(c) => continuous::inventory::run(ctx, c).await,
+        ClientCommand::Findings(c) => continuous::findings::run(ctx, c).await,
+        ClientCommand::Commands(c) => continuous::commands::run(ctx, c).await,
     }
 }
 
@@ -194,8 +211,19 @@ struct Ctx<'a> {
 impl Ctx<'_> {
     /// Connects with the chosen key. Local checks (URL, key) come before any dialing.
     async fn connect(&self, choice: KeyChoice) -> Result<Conn, ClientError> {
-        let server = parse_server(&self.global.server).map_err(ClientError::Input)?;
-        let auth = self.auth(choice)?;
+        self.connect_to(&self.global.server, choice, true).await
+    }
+
+    /// Connects to `server` (a URL as `--server` takes it) with the chosen key; without
+    /// `deadline`, calls carry no `grpc-timeout` (long-lived streams bound their own steps).
+    async fn connect_to(&self, server: &str, choice: KeyChoice, deadline: bool) -> Result<Conn, ClientError> {
+        let server = parse_server(server).map_err(ClientError::Input)?;
+        let auth = if deadline {
+            self.auth(choice)?
+        } else {
+            let (key, flag) = self.key(choice)?;
+            BearerAuth::without_deadline(key, flag)?
+        };
         let channel = connection::connect(
             &server,
             self.global.ca_cert.as_deref(),
@@ -211,12 +239,17 @@ impl Ctx<'_> {
     }
 
     fn auth(&self, choice: KeyChoice) -> Result<BearerAuth, ClientError> {
-        let timeout = self.global.timeout;
+        let (key, flag) = self.key(choice)?;
+        BearerAuth::new(key, flag, self.global.timeout)
+    }
+
+    /// The key the command authenticates with, and the flag it came from.
+    fn key(&self, choice: KeyChoice) -> Result<(&str, &'static str), ClientError> {
         let operator = self.global.operator_key.as_deref().filter(|k| !k.trim().is_empty());
         let api = self.global.api_key.as_deref().filter(|k| !k.trim().is_empty());
         match (choice, operator, api) {
-            (KeyChoice::Operator, Some(key), _) => BearerAuth::new(key, "--operator-key", timeout),
-            (_, _, Some(key)) => BearerAuth::new(key, "--api-key", timeout),
+            (KeyChoice::Operator, Some(key), _) => Ok((key, "--operator-key")),
+            (_, _, Some(key)) => Ok((key, "--api-key")),
             (KeyChoice::Operator, None, None) => Err(ClientError::input(
                 "no key: set --operator-key or PORTCULLIS_OPERATOR_KEY",
             )),

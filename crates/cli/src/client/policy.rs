@@ -5,6 +5,7 @@ use portcullis_engine::policy::{PolicyDocument, validate};
 use portcullis_proto::policystore::v1 as pb;
 use serde_json::{Value, json};
 
+use super::continuous::ContinuousServerArg;
 use super::document::{self, document_with_identity};
 use super::error::ClientError;
 use super::named_document::list_all;
@@ -23,8 +24,18 @@ pub enum PolicyCommand {
         #[arg(short = 'f', long = "file", value_name = "FILE")]
         file: String,
         /// Refuse the change unless the policy is at this revision.
-        #[arg(long, value_name = "REV")]
+        #[arg(long, value_name = "REV", conflicts_with = "preview")]
         expected_revision: Option<u64>,
+        /// Applies nothing: shows the findings the draft would open, change and resolve on
+        /// the live inventory, and the mitigations it would order (continuous service).
+        #[arg(long)]
+        preview: bool,
+        /// With --preview: a cluster to preview on, by name (repeat for several; default:
+        /// the clusters assigned to the policy of the draft's name).
+        #[arg(long = "cluster", value_name = "NAME", requires = "preview")]
+        clusters: Vec<String>,
+        #[command(flatten)]
+        continuous: ContinuousServerArg,
         #[command(flatten)]
         out: OutputArg,
     },
@@ -104,12 +115,18 @@ pub async fn run(ctx: &Ctx<'_>, command: &PolicyCommand) -> Result<(), ClientErr
         PolicyCommand::Apply {
             file,
             expected_revision,
+            preview,
+            clusters,
+            continuous,
             out,
         } => {
             let doc = document::load(file)?;
             // The engine's verdict first: a clear error without a round trip.
             let parsed: PolicyDocument = document::to_engine(&doc)?;
             validate(&parsed).map_err(|e| document::invalid(&doc, e.field_errors()))?;
+            if *preview {
+                return super::continuous::preview::run(ctx, &doc, clusters, continuous, out.output).await;
+            }
             let conn = ctx.connect(KeyChoice::Tenant).await?;
             let response = conn
                 .policies()
