@@ -768,3 +768,364 @@ impl Ruleset {
             .max()
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Matching runtime events to rulesets.
+
+/// One runtime detection, as far as ruleset matching reads it.
+#[derive(Debug, Clone, Copy)]
+pub struct RuntimeEvent<'a> {
+    /// The detection rule's id (the Falco rule name, or a `TM-`/`CR-` id).
+    pub rule: &'a str,
+    /// The pod's namespace.
+    pub namespace: &'a str,
+    /// The pod's labels (the event's `k8s.pod.labels`, else the inventory's).
+    pub pod_labels: &'a BTreeMap<String, String>,
+    /// The container's image reference, when the event names it.
+    pub image: Option<&'a str>,
+}
+
+/// One ruleset entry that matched an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MatchedEntry {
+    /// The ruleset's id (as the policy references it).
+    pub ruleset_id: String,
+    /// The ruleset's name.
+    pub ruleset_name: String,
+    /// The rule id the entry lists.
+    pub rule_id: String,
+    /// The entry's mitigation.
+    pub mitigation: RuntimeMitigation,
+}
+
+/// Why matched entries order nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuntimeExemption {
+    /// The cluster's settings exclude the pod's namespace.
+    NamespaceExcluded,
+    /// The container runs an image the deployment trusts.
+    TrustedImage,
+}
+
+/// What the rulesets make of one runtime event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuntimeMatch {
+    /// The strongest mitigation of the matched entries; `None` when nothing matched or the
+    /// pod is exempt.
+    pub mitigation: Option<RuntimeMitigation>,
+    /// Every matching entry, in the order of the policy's ruleset references (listed even
+    /// when exempt, so that the record says what would have applied).
+    pub matched: Vec<MatchedEntry>,
+    /// Set when entries matched but the pod is exempt.
+    pub exemption: Option<RuntimeExemption>,
+}
+
+/// One referenced ruleset, kept for matching.
+#[derive(Debug, Clone)]
+struct IndexedRuleset {
+    id: String,
+    name: String,
+    selector: LabelSelector,
+}
+
+/// The rulesets a policy references, indexed by rule id for matching runtime events.
+///
+/// Built once per policy revision (and ruleset change); matching an event costs one hash
+/// lookup by rule id, then one selector check per ruleset listing that rule.
+#[derive(Debug, Clone, Default)]
+pub struct CompiledRulesets {
+    rulesets: Vec<IndexedRuleset>,
+    /// Rule id → (index into `rulesets`, mitigation), in reference order.
+    by_rule: std::collections::HashMap<String, Vec<(usize, RuntimeMitigation)>>,
+    /// Referenced ids with no ruleset given.
+    missing: Vec<String>,
+}
+
+impl CompiledRulesets {
+    /// Indexes the rulesets `references` name (a policy's `runtime.rulesets`), looking each
+    /// id up in `rulesets` (id → document). A reference to an id `rulesets` lacks is
+    /// recorded in [`CompiledRulesets::missing`], never dropped silently; a repeated
+    /// reference counts once.
+    pub fn new<'r>(
+        references: &[crate::policy::RulesetRef],
+        rulesets: impl IntoIterator<Item = (&'r str, &'r Ruleset)>,
+    ) -> CompiledRulesets {
+        let given: std::collections::HashMap<&str, &Ruleset> = rulesets.into_iter().collect();
+        let mut compiled = CompiledRulesets::default();
+        for reference in references {
+            if compiled.rulesets.iter().any(|r| r.id == reference.id) || compiled.missing.contains(&reference.id) {
+                continue;
+            }
+            let Some(ruleset) = given.get(reference.id.as_str()) else {
+                compiled.missing.push(reference.id.clone());
+                continue;
+            };
+            let index = compiled.rulesets.len();
+            compiled.rulesets.push(IndexedRuleset {
+                id: reference.id.clone(),
+                name: ruleset.name.clone(),
+                selector: ruleset.labels.clone(),
+            });
+            for rule in &ruleset.rules {
+                let entries = compiled.by_rule.entry(rule.id.clone()).or_default();
+                // A ruleset listing a rule twice (refused by validation) keeps its strongest.
+                match entries.iter_mut().find(|(i, _)| *i == index) {
+                    Some((_, m)) => *m = (*m).max(rule.mitigation),
+                    None => entries.push((index, rule.mitigation)),
+                }
+            }
+        }
+        compiled
+    }
+
+    /// [`CompiledRulesets::new`] over a policy document's `runtime.rulesets`.
+    pub fn for_policy<'r>(
+        policy: &crate::policy::PolicyDocument,
+        rulesets: impl IntoIterator<Item = (&'r str, &'r Ruleset)>,
+    ) -> CompiledRulesets {
+        let references = policy.runtime.as_ref().map_or(&[][..], |r| r.rulesets.as_slice());
+        CompiledRulesets::new(references, rulesets)
+    }
+
+    /// The referenced ruleset ids that were not given (the caller reports them).
+    pub fn missing(&self) -> &[String] {
+        &self.missing
+    }
+
+    /// Whether no ruleset lists any rule (no event can match).
+    pub fn is_empty(&self) -> bool {
+        self.by_rule.is_empty()
+    }
+
+    /// Matches one event: the entries listing its rule whose ruleset's selector selects the
+    /// pod's labels, and their strongest mitigation. A pod in a namespace the cluster
+    /// excludes ([`is_excluded_namespace`](crate::evaluate::is_excluded_namespace), as
+    /// admission decides it) or running a trusted image ([`TrustedImage::matches`], as
+    /// admission exempts it) is never mitigated. An unknown rule matches nothing.
+    pub fn match_event(
+        &self,
+        event: &RuntimeEvent<'_>,
+        excluded_namespaces: &[String],
+        trusted_images: &[crate::evaluate::TrustedImage],
+    ) -> RuntimeMatch {
+        let mut result = RuntimeMatch {
+            mitigation: None,
+            matched: Vec::new(),
+            exemption: None,
+        };
+        let Some(entries) = self.by_rule.get(event.rule) else {
+            return result;
+        };
+        for &(index, mitigation) in entries {
+            let Some(ruleset) = self.rulesets.get(index) else {
+                continue;
+            };
+            if ruleset.selector.matches(event.pod_labels) {
+                result.matched.push(MatchedEntry {
+                    ruleset_id: ruleset.id.clone(),
+                    ruleset_name: ruleset.name.clone(),
+                    rule_id: event.rule.to_owned(),
+                    mitigation,
+                });
+            }
+        }
+        if result.matched.is_empty() {
+            return result;
+        }
+        if crate::evaluate::is_excluded_namespace(excluded_namespaces, event.namespace) {
+            result.exemption = Some(RuntimeExemption::NamespaceExcluded);
+        } else if !trusted_images.is_empty()
+            && event
+                .image
+                .and_then(|i| crate::image_ref::ImageRef::parse(i).ok())
+                .is_some_and(|image| trusted_images.iter().any(|t| t.matches(&image)))
+        {
+            result.exemption = Some(RuntimeExemption::TrustedImage);
+        } else {
+            result.mitigation = result.matched.iter().map(|m| m.mitigation).max();
+        }
+        result
+    }
+}
+
+#[cfg(test)]
+mod matching_tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
+    use super::*;
+    use crate::evaluate::TrustedImage;
+    use crate::policy::RulesetRef;
+
+    fn ruleset(name: &str, labels: &str, rules: &[(&str, &str)]) -> Ruleset {
+        let rules: Vec<String> = rules
+            .iter()
+            .map(|(id, m)| format!(r#"{{"id":"{id}","mitigation":"{m}"}}"#))
+            .collect();
+        Ruleset::from_json(&format!(
+            r#"{{"name":"{name}","labels":{labels},"rules":[{}]}}"#,
+            rules.join(",")
+        ))
+        .unwrap()
+    }
+
+    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    }
+
+    fn refs(ids: &[&str]) -> Vec<RulesetRef> {
+        ids.iter().map(|id| RulesetRef { id: (*id).to_owned() }).collect()
+    }
+
+    fn event<'a>(rule: &'a str, labels: &'a BTreeMap<String, String>) -> RuntimeEvent<'a> {
+        RuntimeEvent {
+            rule,
+            namespace: "apps",
+            pod_labels: labels,
+            image: Some("registry.example.com/shop/web:1.2"),
+        }
+    }
+
+    fn selector(json: &str) -> LabelSelector {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn selectors_follow_kubernetes_semantics() {
+        let pod = labels(&[("app", "web"), ("tier", "front")]);
+        let none = labels(&[]);
+        // Empty selector: every pod, even one without labels.
+        assert!(selector("{}").matches(&pod));
+        assert!(selector("{}").matches(&none));
+        // matchLabels: every pair, exact value.
+        assert!(selector(r#"{"matchLabels":{"app":"web"}}"#).matches(&pod));
+        assert!(!selector(r#"{"matchLabels":{"app":"web","tier":"back"}}"#).matches(&pod));
+        assert!(!selector(r#"{"matchLabels":{"app":"web"}}"#).matches(&none));
+        // In: present with one of the values.
+        let in_ = r#"{"matchExpressions":[{"key":"tier","operator":"In","values":["front","mid"]}]}"#;
+        assert!(selector(in_).matches(&pod));
+        assert!(!selector(in_).matches(&none));
+        assert!(!selector(in_).matches(&labels(&[("tier", "back")])));
+        // NotIn: absent, or none of the values.
+        let not_in = r#"{"matchExpressions":[{"key":"tier","operator":"NotIn","values":["front"]}]}"#;
+        assert!(!selector(not_in).matches(&pod));
+        assert!(selector(not_in).matches(&none), "NotIn holds when the label is absent");
+        assert!(selector(not_in).matches(&labels(&[("tier", "back")])));
+        // Exists / DoesNotExist: by key, whatever the value (the empty value included).
+        let exists = r#"{"matchExpressions":[{"key":"tier","operator":"Exists"}]}"#;
+        let absent = r#"{"matchExpressions":[{"key":"tier","operator":"DoesNotExist"}]}"#;
+        assert!(selector(exists).matches(&labels(&[("tier", "")])));
+        assert!(!selector(exists).matches(&none));
+        assert!(selector(absent).matches(&none));
+        assert!(!selector(absent).matches(&pod));
+        // matchLabels and expressions are AND-ed.
+        let both = r#"{"matchLabels":{"app":"web"},"matchExpressions":[{"key":"tier","operator":"DoesNotExist"}]}"#;
+        assert!(!selector(both).matches(&pod));
+        assert!(selector(both).matches(&labels(&[("app", "web")])));
+    }
+
+    #[test]
+    fn the_strongest_mitigation_of_the_matching_entries_wins() {
+        let a = ruleset("audit", "{}", &[("TM-00000001", "log"), ("TM-00000002", "log")]);
+        let b = ruleset(
+            "web",
+            r#"{"matchLabels":{"app":"web"}}"#,
+            &[("TM-00000001", "terminate"), ("TM-00000003", "isolate")],
+        );
+        let c = ruleset("db", r#"{"matchLabels":{"app":"db"}}"#, &[("TM-00000001", "isolate")]);
+        let rulesets = [("r-a", &a), ("r-b", &b), ("r-c", &c)];
+        let compiled = CompiledRulesets::new(&refs(&["r-a", "r-b", "r-c"]), rulesets);
+        assert!(compiled.missing().is_empty());
+
+        let web = labels(&[("app", "web")]);
+        let m = compiled.match_event(&event("TM-00000001", &web), &[], &[]);
+        assert_eq!(m.mitigation, Some(RuntimeMitigation::Terminate));
+        assert_eq!(m.exemption, None);
+        let names: Vec<(&str, RuntimeMitigation)> = m
+            .matched
+            .iter()
+            .map(|e| (e.ruleset_id.as_str(), e.mitigation))
+            .collect();
+        assert_eq!(
+            names,
+            [("r-a", RuntimeMitigation::Log), ("r-b", RuntimeMitigation::Terminate)],
+            "the db ruleset's selector does not select a web pod"
+        );
+
+        let db = labels(&[("app", "db")]);
+        let m = compiled.match_event(&event("TM-00000001", &db), &[], &[]);
+        assert_eq!(m.mitigation, Some(RuntimeMitigation::Isolate));
+        assert_eq!(m.matched.len(), 2);
+
+        // A rule only a ruleset that does not select the pod lists: nothing.
+        let m = compiled.match_event(&event("TM-00000003", &db), &[], &[]);
+        assert_eq!((m.mitigation, m.matched.len()), (None, 0));
+    }
+
+    #[test]
+    fn an_unknown_or_unlisted_rule_matches_nothing() {
+        let a = ruleset("audit", "{}", &[("TM-00000001", "terminate")]);
+        let compiled = CompiledRulesets::new(&refs(&["r-a"]), [("r-a", &a)]);
+        let pod = labels(&[]);
+        for rule in ["TM-00000009", "No such Falco rule", ""] {
+            let m = compiled.match_event(&event(rule, &pod), &[], &[]);
+            assert_eq!(
+                m,
+                RuntimeMatch {
+                    mitigation: None,
+                    matched: Vec::new(),
+                    exemption: None
+                },
+                "{rule:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn only_referenced_rulesets_apply_and_missing_references_are_reported() {
+        let a = ruleset("audit", "{}", &[("TM-00000001", "isolate")]);
+        let b = ruleset("strict", "{}", &[("TM-00000001", "terminate")]);
+        // The policy references r-a and a ruleset nobody gave; r-b is the tenant's but unused.
+        let compiled = CompiledRulesets::new(&refs(&["r-a", "r-gone", "r-a"]), [("r-a", &a), ("r-b", &b)]);
+        assert_eq!(compiled.missing(), ["r-gone".to_owned()]);
+        let pod = labels(&[]);
+        let m = compiled.match_event(&event("TM-00000001", &pod), &[], &[]);
+        assert_eq!(m.mitigation, Some(RuntimeMitigation::Isolate));
+        assert_eq!(m.matched.len(), 1, "a repeated reference counts once");
+
+        // A policy without a runtime section references nothing.
+        let policy = crate::policy::PolicyDocument::parse_valid("name: p\ndefault:\n  rules: []\n").unwrap();
+        let none = CompiledRulesets::for_policy(&policy.document, [("r-a", &a)]);
+        assert!(none.is_empty());
+        assert_eq!(none.match_event(&event("TM-00000001", &pod), &[], &[]).mitigation, None);
+    }
+
+    #[test]
+    fn excluded_namespaces_and_trusted_images_are_never_mitigated() {
+        let a = ruleset("strict", "{}", &[("TM-00000001", "terminate")]);
+        let compiled = CompiledRulesets::new(&refs(&["r-a"]), [("r-a", &a)]);
+        let pod = labels(&[]);
+        let excluded = vec!["kube-system".to_owned(), "apps".to_owned()];
+        let m = compiled.match_event(&event("TM-00000001", &pod), &excluded, &[]);
+        assert_eq!(m.mitigation, None);
+        assert_eq!(m.exemption, Some(RuntimeExemption::NamespaceExcluded));
+        assert_eq!(m.matched.len(), 1, "what would have applied is still said");
+        // Exact names only, as admission reads them.
+        let m = compiled.match_event(&event("TM-00000001", &pod), &["app".to_owned()], &[]);
+        assert_eq!(m.mitigation, Some(RuntimeMitigation::Terminate));
+
+        let trusted = [TrustedImage::parse("registry.example.com/shop/web").unwrap()];
+        let m = compiled.match_event(&event("TM-00000001", &pod), &[], &trusted);
+        assert_eq!(m.mitigation, None);
+        assert_eq!(m.exemption, Some(RuntimeExemption::TrustedImage));
+        // Trust is by exact repository, never a prefix; an event without an image is not exempt.
+        let other = [TrustedImage::parse("registry.example.com/shop").unwrap()];
+        let m = compiled.match_event(&event("TM-00000001", &pod), &[], &other);
+        assert_eq!(m.mitigation, Some(RuntimeMitigation::Terminate));
+        let mut no_image = event("TM-00000001", &pod);
+        no_image.image = None;
+        assert_eq!(
+            compiled.match_event(&no_image, &[], &trusted).mitigation,
+            Some(RuntimeMitigation::Terminate)
+        );
+    }
+}

@@ -139,6 +139,13 @@ impl Signatures<'_> {
 /// What a stage that cannot answer leads to: the one definition, in the domain crate.
 pub use portcullis_domain::FailureMode;
 
+/// Whether the cluster's settings exclude `namespace`: an exact name in `excluded`. The one
+/// definition, read by admission (before asking any registry), evaluation, continuous
+/// scanning and runtime ruleset matching alike.
+pub fn is_excluded_namespace(excluded: &[String], namespace: &str) -> bool {
+    excluded.iter().any(|n| n == namespace)
+}
+
 /// Everything evaluation needs that the engine does not own.
 pub struct EvalContext<'a> {
     /// The time of the decision (unscanned-age rules).

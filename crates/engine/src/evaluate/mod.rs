@@ -22,7 +22,7 @@ mod signatures;
 pub use compile::CompiledPolicy;
 pub use context::{
     DigestLookup, DigestMap, DigestResolver, EvalContext, FailureMode, NoDigests, SignatureVerdicts, Signatures,
-    TrustedImage, VerdictMap,
+    TrustedImage, VerdictMap, is_excluded_namespace,
 };
 pub use decision::{
     Decision, ImageDigest, NotEvaluated, RunningDecision, StageFailure, Unverified, Verdict, Violation, failed_stage,

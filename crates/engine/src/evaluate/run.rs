@@ -7,7 +7,7 @@ use crate::k8s::{Container, ObjectMeta, PodSpec};
 use crate::policy::{Action, Mitigation};
 
 use super::compile::{CompiledPolicy, Definition, Phase};
-use super::context::{DigestLookup, EvalContext, FailureMode};
+use super::context::{DigestLookup, EvalContext, FailureMode, is_excluded_namespace};
 use super::decision::{
     Decision, ImageDigest, NotEvaluated, RunningDecision, StageFailure, Unverified, Verdict, Violation,
 };
@@ -40,7 +40,7 @@ impl CompiledPolicy {
         if subject.operation == Operation::Delete {
             return Decision::allowed_without_evaluation(NotEvaluated::Delete);
         }
-        if ctx.excluded_namespaces.iter().any(|n| *n == subject.namespace) {
+        if is_excluded_namespace(ctx.excluded_namespaces, &subject.namespace) {
             return Decision::allowed_without_evaluation(NotEvaluated::NamespaceExcluded);
         }
         let def = self.definition(&subject.namespace);
@@ -83,7 +83,7 @@ impl CompiledPolicy {
             digests: Vec::new(),
             stage_failures: Vec::new(),
         };
-        if ctx.excluded_namespaces.iter().any(|n| *n == subject.namespace) {
+        if is_excluded_namespace(ctx.excluded_namespaces, &subject.namespace) {
             return nothing;
         }
         let Some(object) = &subject.object else { return nothing };
