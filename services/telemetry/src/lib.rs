@@ -10,6 +10,7 @@ pub mod correlate;
 pub mod entity;
 pub mod event;
 pub mod query;
+pub mod storage;
 pub mod store;
 
 pub use entity::{Entity, Workload};
