@@ -28,6 +28,7 @@ pub mod pipeline;
 pub mod policies;
 pub mod query;
 pub mod running;
+pub mod storage;
 pub mod store;
 pub mod subscription;
 
