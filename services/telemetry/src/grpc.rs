@@ -225,7 +225,7 @@ impl TelemetryService for Telemetry {
     ) -> Result<Response<pt::SearchEventsResponse>, Status> {
         let tenant = Caller::tenant_of(&request)?.to_owned();
         let r = request.into_inner();
-        let query = Query::parse(&r.query).map_err(|e| TelemetryError::InvalidArgument(format!("query: {e:?}")))?;
+        let query = Query::parse(&r.query).map_err(|e| TelemetryError::InvalidArgument(format!("query: {e}")))?;
         let range = self.time_range(r.time_range.as_ref())?;
         let page = page_of(r.page.as_ref());
         let found = self
