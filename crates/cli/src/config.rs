@@ -50,6 +50,8 @@ pub struct Settings {
     pub signature: portcullis_signature::SignatureOptions,
     /// The continuous scanning service: its database, sweep, queues, rate limit.
     pub continuous: portcullis_continuous::ContinuousOptions,
+    /// The telemetry service: its database, retention, batches, queues, rate limit.
+    pub telemetry: portcullis_telemetry_service::TelemetryOptions,
 }
 
 /// The gRPC listeners.
@@ -68,6 +70,9 @@ pub struct ServerSettings {
     /// The continuous scanning service's own listener: `serve continuous --listen`
     /// (`PORTCULLIS_LISTEN` for `serve continuous`); `up` serves it on `listen`.
     pub continuous_listen: SocketAddr,
+    /// The telemetry service's own listener: `serve telemetry --listen`
+    /// (`PORTCULLIS_LISTEN` for `serve telemetry`); `up` serves it on `listen`.
+    pub telemetry_listen: SocketAddr,
     /// PEM certificate chain; with `tls_key`, every listener serves TLS
     /// (`--tls-cert`, `PORTCULLIS_TLS_CERT`).
     pub tls_cert: Option<PathBuf>,
@@ -84,6 +89,7 @@ impl Default for ServerSettings {
             admission_listen: SocketAddr::from(([127, 0, 0, 1], 50052)),
             signature_listen: SocketAddr::from(([127, 0, 0, 1], 50053)),
             continuous_listen: SocketAddr::from(([127, 0, 0, 1], 50054)),
+            telemetry_listen: SocketAddr::from(([127, 0, 0, 1], 50055)),
             tls_cert: None,
             tls_key: None,
             limits: portcullis_server::ServerLimits::default(),
@@ -244,6 +250,8 @@ pub enum Service {
     Signature,
     /// `portcullis serve continuous`.
     Continuous,
+    /// `portcullis serve telemetry`.
+    Telemetry,
     /// Every section (the defaults of distributed mode).
     All,
 }
@@ -260,6 +268,7 @@ const ALL_SECTIONS: &[&str] = &[
     "webhook",
     "signature",
     "continuous",
+    "telemetry",
 ];
 
 impl Service {
@@ -276,11 +285,13 @@ impl Service {
                 "webhook",
                 "signature",
                 "continuous",
+                "telemetry",
             ],
             Service::PolicyStore => &["server", "bus", "nats", "store", "policy_store"],
             Service::Admission => &["server", "bus", "nats", "admission", "upstream", "webhook"],
             Service::Signature => &["server", "bus", "nats", "upstream", "signature"],
             Service::Continuous => &["server", "bus", "nats", "upstream", "continuous"],
+            Service::Telemetry => &["server", "bus", "nats", "upstream", "telemetry"],
             Service::All => ALL_SECTIONS,
         }
     }
@@ -310,6 +321,7 @@ impl Service {
             Service::Admission => env.alias("PORTCULLIS_LISTEN", "server.admission_listen"),
             Service::Signature => env.alias("PORTCULLIS_LISTEN", "server.signature_listen"),
             Service::Continuous => env.alias("PORTCULLIS_LISTEN", "server.continuous_listen"),
+            Service::Telemetry => env.alias("PORTCULLIS_LISTEN", "server.telemetry_listen"),
             Service::Up | Service::All => env,
         }
     }

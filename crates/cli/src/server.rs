@@ -27,6 +27,8 @@ use portcullis_server::{Credentials, Mode, ServerConfig};
 use portcullis_signature::running::grpc_service as signature_grpc_service;
 use portcullis_signature::{PolicyStoreClient, RunningSignature, SignatureServeOptions};
 use portcullis_storage::{Store, StoreOptions};
+use portcullis_telemetry_service::running::grpc_service as telemetry_grpc_service;
+use portcullis_telemetry_service::{RunningTelemetry, TelemetryServeOptions};
 use tonic::body::Body;
 use tonic::codegen::{BoxFuture, Service as TowerService, http};
 use tonic::server::NamedService;
@@ -177,6 +179,44 @@ enum ServeService {
     /// The continuous scanning service: ContinuousService over gRPC (inventory, findings,
     /// mitigation commands, the impact preview).
     Continuous(ContinuousServeArgs),
+    /// The telemetry service: TelemetryService over gRPC (runtime event ingest, search,
+    /// alerts, risk scores) and the ingest of the other stages' events from the bus.
+    Telemetry(TelemetryServeArgs),
+}
+
+#[derive(Debug, Args)]
+struct TelemetryServeArgs {
+    /// The settings file (TOML; else PORTCULLIS_CONFIG).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    remote: RemoteArgs,
+    /// PostgreSQL URL of the service's tables, e.g. postgres://user@host:5432/portcullis
+    /// (`[telemetry] database_url`); required.
+    #[arg(long, value_name = "URL")]
+    database_url: Option<String>,
+    /// The continuous service's address, for pod labels runtime events lack
+    /// (`[telemetry] continuous_url`).
+    #[arg(long, value_name = "URL")]
+    continuous_url: Option<String>,
+    /// The gRPC listen address; a non-loopback address needs TLS (`[server] telemetry_listen`,
+    /// PORTCULLIS_LISTEN) [default: 127.0.0.1:50055].
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    #[command(flatten)]
+    tls: TlsArgs,
+}
+
+impl TelemetryServeArgs {
+    fn settings(&self) -> Result<Settings> {
+        let mut flags = Flags::new();
+        self.remote.flags(&mut flags)?;
+        flags.set_some(&["telemetry", "database_url"], self.database_url.as_ref())?;
+        flags.set_some(&["telemetry", "continuous_url"], self.continuous_url.as_ref())?;
+        flags.set_some(&["server", "telemetry_listen"], self.listen)?;
+        self.tls.flags(&mut flags)?;
+        Settings::load(Service::Telemetry, self.config.as_deref(), &flags)
+    }
 }
 
 #[derive(Debug, Args)]
@@ -381,6 +421,7 @@ pub fn serve(args: &ServeArgs, operator_key: Option<&str>) -> Result<ExitStatus>
         ServeService::Admission(a) => a.settings()?,
         ServeService::Signature(s) => s.settings()?,
         ServeService::Continuous(c) => c.settings()?,
+        ServeService::Telemetry(t) => t.settings()?,
     };
     let huge_pages = portcullis_server::process::disable_transparent_huge_pages();
     let runtime = runtime()?;
@@ -389,6 +430,7 @@ pub fn serve(args: &ServeArgs, operator_key: Option<&str>) -> Result<ExitStatus>
         ServeService::Admission(_) => "portcullis-admission",
         ServeService::Signature(_) => "portcullis-signature",
         ServeService::Continuous(_) => "portcullis-continuous",
+        ServeService::Telemetry(_) => "portcullis-telemetry",
     };
     let _telemetry = init_telemetry(&runtime, service)?;
     warn_if_failed(huge_pages);
@@ -397,6 +439,7 @@ pub fn serve(args: &ServeArgs, operator_key: Option<&str>) -> Result<ExitStatus>
         ServeService::Admission(_) => runtime.block_on(run_admission(&settings, credentials(operator_key)?)),
         ServeService::Signature(_) => runtime.block_on(run_signature(&settings, credentials(operator_key)?)),
         ServeService::Continuous(_) => runtime.block_on(run_continuous(&settings, credentials(operator_key)?)),
+        ServeService::Telemetry(_) => runtime.block_on(run_telemetry(&settings, credentials(operator_key)?)),
     }
 }
 
@@ -472,6 +515,8 @@ async fn run_up(settings: &Settings, credentials: Credentials) -> Result<ExitSta
     let sig_slot = signature_slot.clone();
     let continuous_slot = ContinuousSlot::default();
     let cont_slot = continuous_slot.clone();
+    let telemetry_slot = TelemetrySlot::default();
+    let tel_slot = telemetry_slot.clone();
     let server = RunningServer::start_with_keys(
         store,
         bus.clone(),
@@ -484,6 +529,7 @@ async fn run_up(settings: &Settings, credentials: Credentials) -> Result<ExitSta
             router.add_service(slot);
             router.add_service(sig_slot);
             router.add_service(cont_slot);
+            router.add_service(tel_slot);
         },
     )
     .await?;
@@ -511,6 +557,25 @@ async fn run_up(settings: &Settings, credentials: Credentials) -> Result<ExitSta
     )
     .await?;
     continuous_slot.fill(continuous_grpc_service(continuous.continuous()));
+    // The telemetry service joins the one router, on a SQLite file of its own; it asks the
+    // continuous service on this same address for the labels of pods.
+    let telemetry_database = data_dir.join("telemetry.db");
+    let mut telemetry_settings = settings.clone();
+    if telemetry_settings.telemetry.continuous_url.is_empty() {
+        telemetry_settings.telemetry.continuous_url = server.url().to_owned();
+    }
+    let telemetry = start_telemetry(
+        &sqlite_url(&telemetry_database),
+        server.url(),
+        trust.clone(),
+        &telemetry_settings,
+        &credentials,
+        bus.clone(),
+        upstream.clone(),
+        None,
+    )
+    .await?;
+    telemetry_slot.fill(telemetry_grpc_service(telemetry.telemetry()));
     // The signature service joins the one router; it reads attestors from the store as it
     // would from another process.
     let signature = start_signature(
@@ -546,7 +611,7 @@ async fn run_up(settings: &Settings, credentials: Credentials) -> Result<ExitSta
             "portcullis webhook listening on https://{addr}/validate/{{cluster}}"
         ))?;
     }
-    wait_and_stop_all(server, admission, Some(signature), Some(continuous)).await
+    wait_and_stop_all(server, admission, Some(signature), Some(continuous), Some(telemetry)).await
 }
 
 type AdmissionServer = AdmissionServiceServer<AdmissionGrpc>;
@@ -563,6 +628,11 @@ type ContinuousServer = portcullis_proto::continuous::v1::continuous_service_ser
 >;
 /// ContinuousService on `up`'s one address: empty until the continuous service has started.
 type ContinuousSlot = Slot<ContinuousServer>;
+type TelemetryServer = portcullis_proto::telemetry::v1::telemetry_service_server::TelemetryServiceServer<
+    portcullis_telemetry_service::grpc::Telemetry,
+>;
+/// TelemetryService on `up`'s one address: empty until the telemetry service has started.
+type TelemetrySlot = Slot<TelemetryServer>;
 
 /// A service on `up`'s one address that starts after the router (it calls the store).
 struct Slot<S>(Arc<OnceLock<S>>);
@@ -900,6 +970,115 @@ async fn run_continuous(settings: &Settings, credentials: Credentials) -> Result
     }
 }
 
+/// Starts the telemetry service on the database at `database_url` over the policy store
+/// at `url`: embedded (`listen` `None`) its gRPC service joins another router; distributed
+/// it listens on `listen`.
+#[allow(clippy::too_many_arguments)]
+async fn start_telemetry(
+    database_url: &str,
+    url: &str,
+    trust: Option<Trust>,
+    settings: &Settings,
+    credentials: &Credentials,
+    bus: Bus,
+    upstream: Upstream,
+    listen: Option<ServerConfig>,
+) -> Result<RunningTelemetry> {
+    let token = credentials.service_token.as_ref().with_context(|| {
+        format!(
+            "the telemetry service calls the policy store with the service credential: set {}",
+            portcullis_server::auth::SERVICE_TOKEN_ENV
+        )
+    })?;
+    let store = portcullis_telemetry_service::storage::SqlStore::connect(database_url)
+        .await
+        .context("opening the telemetry service's database")?;
+    let policies = portcullis_telemetry_service::policies::PolicyStore::new(
+        url,
+        trust.clone(),
+        token.expose(),
+        &settings.upstream.timeouts,
+        settings.upstream.insecure,
+        settings.telemetry.policy_cache_ttl,
+    )?;
+    let continuous_url = &settings.telemetry.continuous_url;
+    let continuous = if continuous_url.is_empty() {
+        tracing::warn!("no [telemetry] continuous_url: runtime events without pod labels are matched with no labels");
+        None
+    } else {
+        Some(
+            portcullis_kit::upstream::service_channel(
+                continuous_url,
+                trust,
+                token.expose(),
+                &settings.upstream.timeouts,
+                settings.upstream.insecure,
+            )
+            .context("the continuous service's address")?,
+        )
+    };
+    let authenticator = portcullis_admission::keys::IntrospectingAuthenticator::new(
+        upstream,
+        settings.admission.key_cache.clone(),
+        portcullis_admission::metrics::AdmissionMetrics::global(),
+    );
+    Ok(RunningTelemetry::start(
+        Arc::new(store),
+        policies,
+        continuous,
+        bus,
+        credentials.clone(),
+        Arc::new(authenticator),
+        TelemetryServeOptions {
+            grpc: listen,
+            telemetry: settings.telemetry.clone(),
+        },
+    )
+    .await?)
+}
+
+async fn run_telemetry(settings: &Settings, credentials: Credentials) -> Result<ExitStatus> {
+    let config = server_config(settings, settings.server.telemetry_listen, Mode::Distributed);
+    config.check()?;
+    let database_url = required(
+        Some(&settings.telemetry.database_url),
+        "database URL: give --database-url, PORTCULLIS_TELEMETRY__DATABASE_URL or [telemetry] database_url",
+    )?
+    .to_owned();
+    let Remote {
+        policy_store_url,
+        trust,
+        upstream,
+        bus,
+    } = connect_remote(settings, &credentials).await?;
+    let telemetry = start_telemetry(
+        &database_url,
+        policy_store_url,
+        trust,
+        settings,
+        &credentials,
+        bus,
+        upstream,
+        Some(config),
+    )
+    .await?;
+    announce(&format!(
+        "portcullis telemetry listening on {}",
+        telemetry.url().unwrap_or_default()
+    ))?;
+    tokio::select! {
+        () = shutdown_signal() => {
+            telemetry.stop().await?;
+            tracing::info!("stopped");
+            Ok(ExitStatus::Ok)
+        }
+        result = telemetry.wait() => {
+            result?;
+            anyhow::bail!("the telemetry service stopped unexpectedly")
+        }
+    }
+}
+
 async fn run_policy_store(settings: &Settings, credentials: Credentials) -> Result<ExitStatus> {
     let config = server_config(settings, settings.server.listen, Mode::Distributed);
     // Before connecting anywhere: a refused listener should fail fast.
@@ -955,6 +1134,7 @@ async fn wait_and_stop_all(
     mut admission: RunningAdmission,
     signature: Option<RunningSignature>,
     continuous: Option<RunningContinuous>,
+    telemetry: Option<RunningTelemetry>,
 ) -> Result<ExitStatus> {
     let signature_ended = async {
         match &signature {
@@ -968,6 +1148,12 @@ async fn wait_and_stop_all(
             None => std::future::pending().await,
         }
     };
+    let telemetry_ended = async {
+        match &telemetry {
+            Some(telemetry) => telemetry.wait().await,
+            None => std::future::pending().await,
+        }
+    };
     tokio::select! {
         () = shutdown_signal() => {
             let stats = admission.stop().await?;
@@ -976,6 +1162,10 @@ async fn wait_and_stop_all(
             }
             if let Some(continuous) = &continuous {
                 continuous.stop().await?;
+            }
+            // After the services whose events it stores.
+            if let Some(telemetry) = &telemetry {
+                telemetry.stop().await?;
             }
             let flushed = server.stop().await?;
             tracing::info!(events_flushed = flushed, ?stats, "stopped");
@@ -996,6 +1186,10 @@ async fn wait_and_stop_all(
         result = continuous_ended => {
             result?;
             anyhow::bail!("the continuous service stopped unexpectedly")
+        }
+        result = telemetry_ended => {
+            result?;
+            anyhow::bail!("the telemetry service stopped unexpectedly")
         }
     }
 }

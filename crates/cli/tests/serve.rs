@@ -924,3 +924,82 @@ async fn serve_continuous_runs_on_postgres_and_nats() {
     stop(continuous, "TERM");
     stop(store, "TERM");
 }
+
+/// `serve telemetry` on PostgreSQL and NATS: a connector's Falco event is stored and found
+/// by the tenant's search.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_telemetry_runs_on_postgres_and_nats() {
+    use portcullis_proto::telemetry::v1 as pt;
+    use portcullis_proto::telemetry::v1::telemetry_service_client::TelemetryServiceClient;
+
+    let database = TestDatabase::create().await.unwrap();
+    let nats = NatsServer::start().await.unwrap();
+    let nats_url = nats.url();
+    let store = start_command(
+        policy_store_command(&database.url, &nats_url).env("PORTCULLIS_SERVICE_TOKEN", SERVICE_TOKEN),
+        "portcullis policy-store listening on ",
+    );
+    let telemetry = start_command(
+        portcullis(&[
+            "serve",
+            "telemetry",
+            "--policy-store-url",
+            &store.url,
+            "--nats-url",
+            &nats_url,
+            "--database-url",
+            &database.url,
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .env("PORTCULLIS_SERVICE_TOKEN", SERVICE_TOKEN),
+        "portcullis telemetry listening on ",
+    );
+    let created = create_tenant(&store.url, "Telemetry tenant", "tele").await;
+    PolicyServiceClient::connect(store.url.clone())
+        .await
+        .unwrap()
+        .apply_policy(authed(
+            &created.admin_key,
+            pb::ApplyPolicyRequest {
+                document_json: CONTINUOUS_POLICY.to_owned(),
+                expected_revision: None,
+            },
+        ))
+        .await
+        .unwrap();
+    let connector_key = cluster_with_policy(&store.url, &created.admin_key, "telemetry-cluster").await;
+    let at = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let event = serde_json::json!({"rule": "Terminal shell in container", "priority": "Warning", "time": at,
+        "output": "a shell", "output_fields": {"k8s.ns.name": "web", "k8s.pod.name": "web-1"}});
+    let mut client = TelemetryServiceClient::connect(telemetry.url.clone()).await.unwrap();
+    let answer = client
+        .ingest_events(authed(
+            &connector_key,
+            tokio_stream::iter(vec![pt::IngestEventsRequest {
+                cluster: None,
+                events_json: vec![event.to_string().into_bytes().into()],
+            }]),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(answer.accepted, 1, "{answer:?}");
+    let found = client
+        .search_events(authed(
+            &created.admin_key,
+            pt::SearchEventsRequest {
+                query: "pod:web-1".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(found.total, 1, "{found:?}");
+    assert_eq!(found.events[0].rule, "Terminal shell in container");
+    stop(telemetry, "TERM");
+    stop(store, "TERM");
+}

@@ -200,6 +200,21 @@ pub const CONTINUOUS_METHODS: &[(&str, Access)] = &[
     ("ContinuousService/PreviewPolicy", Access::Write),
 ];
 
+/// The path prefix of every telemetry method.
+pub const TELEMETRY_PACKAGE: &str = "/portcullis.telemetry.v1.";
+
+/// The telemetry service's methods: runtime events are ingested by a connector (own
+/// cluster, checked by the handler) or the service credential; events, alerts and risk
+/// scores are read by tenant readers; people with write access change an alert's status.
+pub const TELEMETRY_METHODS: &[(&str, Access)] = &[
+    ("TelemetryService/IngestEvents", Access::ClusterReport),
+    ("TelemetryService/SearchEvents", Access::Read),
+    ("TelemetryService/ListAlerts", Access::Read),
+    ("TelemetryService/GetAlert", Access::Read),
+    ("TelemetryService/UpdateAlertStatus", Access::Write),
+    ("TelemetryService/ListRiskScores", Access::Read),
+];
+
 /// gRPC services every caller may use without a credential.
 const PUBLIC_SERVICES: &[&str] = &[
     "/grpc.health.v1.Health/",
@@ -221,6 +236,7 @@ impl PermissionTable {
             .with(ADM, ADMISSION_METHODS)
             .with(SIG, SIGNATURE_METHODS)
             .with(CONTINUOUS_PACKAGE, CONTINUOUS_METHODS)
+            .with(TELEMETRY_PACKAGE, TELEMETRY_METHODS)
     }
 
     /// Adds rows `Service/Method` under the package prefix `/package.` (a later row for the

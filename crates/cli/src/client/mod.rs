@@ -25,6 +25,7 @@ mod registry;
 pub mod review;
 mod ruleset;
 mod scan;
+mod telemetry;
 mod tenant;
 pub mod verify;
 
@@ -132,6 +133,17 @@ pub enum ClientCommand {
     /// Receives, restores and lists mitigation commands.
     #[command(subcommand)]
     Commands(continuous::commands::CommandsCommand),
+    /// Sends runtime detections to the telemetry service (connector key).
+    #[command(subcommand)]
+    Runtime(telemetry::RuntimeCommand),
+    /// Searches the tenant's security events.
+    #[command(subcommand)]
+    Events(telemetry::EventsCommand),
+    /// Lists, shows, acknowledges and closes correlated alerts.
+    #[command(subcommand)]
+    Alerts(telemetry::AlertsCommand),
+    /// Shows the clusters' risk scores (the sum over open alerts by severity).
+    Risk(telemetry::RiskArgs),
 }
 
 impl ClientCommand {
@@ -150,8 +162,12 @@ impl ClientCommand {
             ClientCommand::Inventory(c) => ("inventory", c.verb()),
             ClientCommand::Findings(c) => ("findings", c.verb()),
             ClientCommand::Commands(c) => ("commands", c.verb()),
+            ClientCommand::Runtime(c) => ("runtime", c.verb()),
+            ClientCommand::Events(c) => ("events", c.verb()),
+            ClientCommand::Alerts(c) => ("alerts", c.verb()),
+            ClientCommand::Risk(_) => ("risk", ""),
         };
-        format!("{group} {verb}")
+        format!("{group} {verb}").trim_end().to_owned()
     }
 }
 
@@ -192,6 +208,10 @@ async fn dispatch(ctx: &Ctx<'_>, command: &ClientCommand) -> Result<(), ClientEr
         ClientCommand::Inventory(c) => continuous::inventory::run(ctx, c).await,
         ClientCommand::Findings(c) => continuous::findings::run(ctx, c).await,
         ClientCommand::Commands(c) => continuous::commands::run(ctx, c).await,
+        ClientCommand::Runtime(c) => telemetry::run_runtime(ctx, c).await,
+        ClientCommand::Events(c) => telemetry::run_events(ctx, c).await,
+        ClientCommand::Alerts(c) => telemetry::run_alerts(ctx, c).await,
+        ClientCommand::Risk(c) => telemetry::run_risk(ctx, c).await,
     }
 }
 

@@ -1,0 +1,231 @@
+//! The write path: a bounded queue of writes (an ingest message's events, a bus delivery's
+//! event), one writer that takes them in batches (by size, or what came within the flush
+//! interval), stores the batch's events in one call (idempotent on event id), runs every
+//! event through the correlator and stores the alert changes, and only then answers each
+//! write: a bus delivery is acked, and an ingest message answered, after its events are
+//! stored.
+//!
+//! After a restart the open alerts are re-attached to the correlator before the first
+//! write ([`Pipeline::start`]), so that a story completed across the restart joins its
+//! alert instead of opening another.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use time::OffsetDateTime;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::correlate::{AlertChange, Correlator};
+use crate::error::TelemetryError;
+use crate::event::SecurityEvent;
+use crate::store::TelemetryStore;
+
+/// Counters of the write path.
+#[derive(Debug, Default)]
+pub struct PipelineCounters {
+    stored: AtomicU64,
+    duplicates: AtomicU64,
+    batches: AtomicU64,
+    failed_batches: AtomicU64,
+    too_late: AtomicU64,
+    alerts_opened: AtomicU64,
+}
+
+impl PipelineCounters {
+    /// Events newly stored.
+    pub fn stored(&self) -> u64 {
+        self.stored.load(Ordering::Relaxed)
+    }
+
+    /// Events written again that were already stored (skipped).
+    pub fn duplicates(&self) -> u64 {
+        self.duplicates.load(Ordering::Relaxed)
+    }
+
+    /// Batches written.
+    pub fn batches(&self) -> u64 {
+        self.batches.load(Ordering::Relaxed)
+    }
+
+    /// Batches the store refused (their writers were told; bus deliveries come back).
+    pub fn failed_batches(&self) -> u64 {
+        self.failed_batches.load(Ordering::Relaxed)
+    }
+
+    /// Events stored but too late for the correlator (behind its lateness bound).
+    pub fn too_late(&self) -> u64 {
+        self.too_late.load(Ordering::Relaxed)
+    }
+
+    /// Alerts opened.
+    pub fn alerts_opened(&self) -> u64 {
+        self.alerts_opened.load(Ordering::Relaxed)
+    }
+}
+
+/// One write: its events and who waits for the answer.
+struct Write {
+    events: Vec<SecurityEvent>,
+    done: oneshot::Sender<Result<(), TelemetryError>>,
+}
+
+/// The write queue (cheap to clone).
+#[derive(Clone)]
+pub struct Pipeline {
+    queue: mpsc::Sender<Write>,
+    correlator: Arc<Mutex<Correlator>>,
+    counters: Arc<PipelineCounters>,
+}
+
+impl std::fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipeline").finish_non_exhaustive()
+    }
+}
+
+/// How the writer batches.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchOptions {
+    /// Events per batch, at most (a single write larger than this is one batch).
+    pub batch_size: usize,
+    /// How long a batch waits for more writes.
+    pub flush_interval: Duration,
+    /// Writes queued, at most (callers wait beyond it).
+    pub queue: usize,
+}
+
+fn lock(c: &Mutex<Correlator>) -> std::sync::MutexGuard<'_, Correlator> {
+    // A poisoned lock only means a panic elsewhere mid-ingest; the state stays usable.
+    c.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Pipeline {
+    /// Re-attaches the stored open alerts to `correlator`, then returns the queue and the
+    /// writer task, which runs until `stop` (then it writes what is queued and ends).
+    pub async fn start(
+        store: Arc<dyn TelemetryStore>,
+        mut correlator: Correlator,
+        options: BatchOptions,
+        stop: CancellationToken,
+    ) -> Result<(Pipeline, impl Future<Output = ()> + Send + 'static), TelemetryError> {
+        let open = store.open_alerts().await?;
+        for alert in &open {
+            if !correlator.adopt_alert(&alert.tenant_id, &alert.key, &alert.id, alert.last_event_at) {
+                tracing::warn!(tenant = %alert.tenant_id, alert = %alert.id, rule = %alert.rule, "an open alert names no rule of this correlator; its story starts again");
+            }
+        }
+        tracing::info!(alerts = open.len(), "open alerts re-attached to the correlator");
+        let (queue, mut receiver) = mpsc::channel::<Write>(options.queue.max(1));
+        let correlator = Arc::new(Mutex::new(correlator));
+        let counters = Arc::new(PipelineCounters::default());
+        let pipeline = Pipeline {
+            queue,
+            correlator: correlator.clone(),
+            counters: counters.clone(),
+        };
+        let batch_size = options.batch_size.max(1);
+        let task = async move {
+            loop {
+                let first = tokio::select! {
+                    w = receiver.recv() => w,
+                    () = stop.cancelled() => {
+                        receiver.close();
+                        receiver.recv().await
+                    }
+                };
+                let Some(first) = first else { return };
+                let mut size = first.events.len();
+                let mut writes = vec![first];
+                let deadline = tokio::time::Instant::now() + options.flush_interval;
+                while size < batch_size {
+                    match tokio::time::timeout_at(deadline, receiver.recv()).await {
+                        Ok(Some(w)) => {
+                            size += w.events.len();
+                            writes.push(w);
+                        }
+                        Ok(None) | Err(_) => break,
+                    }
+                }
+                let mut events = Vec::with_capacity(size);
+                let mut answers = Vec::with_capacity(writes.len());
+                for w in writes {
+                    events.extend(w.events);
+                    answers.push(w.done);
+                }
+                let result = write_batch(store.as_ref(), &correlator, &counters, &events).await;
+                if result.is_err() {
+                    counters.failed_batches.fetch_add(1, Ordering::Relaxed);
+                }
+                for answer in answers {
+                    // A writer that went away (a cancelled call) needs no answer.
+                    let _ = answer.send(result.clone());
+                }
+            }
+        };
+        Ok((pipeline, task))
+    }
+
+    /// Writes `events` (stored, then correlated) and waits until they are.
+    pub async fn write(&self, events: Vec<SecurityEvent>) -> Result<(), TelemetryError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let (done, answer) = oneshot::channel();
+        self.queue
+            .send(Write { events, done })
+            .await
+            .map_err(|_| TelemetryError::Unavailable("the telemetry writer has stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| TelemetryError::Unavailable("the telemetry writer has stopped".into()))?
+    }
+
+    /// Forgets a closed alert in the correlator: the next story of its rule and entity opens
+    /// a new one.
+    pub fn close_alert(&self, tenant: &str, alert_id: &str) {
+        lock(&self.correlator).close_alert(tenant, alert_id);
+    }
+
+    /// The counters.
+    pub fn counters(&self) -> &PipelineCounters {
+        &self.counters
+    }
+}
+
+async fn write_batch(
+    store: &dyn TelemetryStore,
+    correlator: &Mutex<Correlator>,
+    counters: &PipelineCounters,
+    events: &[SecurityEvent],
+) -> Result<(), TelemetryError> {
+    let new = store.insert_events(events).await?;
+    counters.stored.fetch_add(new, Ordering::Relaxed);
+    counters
+        .duplicates
+        .fetch_add((events.len() as u64).saturating_sub(new), Ordering::Relaxed);
+    counters.batches.fetch_add(1, Ordering::Relaxed);
+    // Correlated in event-time order within the batch (sequences are ordered by event time).
+    let mut order: Vec<&SecurityEvent> = events.iter().collect();
+    order.sort_by(|a, b| a.occurred_at.cmp(&b.occurred_at).then_with(|| a.id.cmp(&b.id)));
+    let mut changes: Vec<AlertChange> = Vec::new();
+    {
+        let mut c = lock(correlator);
+        for e in order {
+            match c.ingest(e) {
+                Ok(mut more) => changes.append(&mut more),
+                Err(late) => {
+                    counters.too_late.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(event = %late.event_id, "an event too late for correlation (stored)");
+                }
+            }
+        }
+    }
+    if !changes.is_empty() {
+        let opened = changes.iter().filter(|c| matches!(c, AlertChange::Opened(_))).count() as u64;
+        store.record_alert_changes(&changes, OffsetDateTime::now_utc()).await?;
+        counters.alerts_opened.fetch_add(opened, Ordering::Relaxed);
+    }
+    Ok(())
+}

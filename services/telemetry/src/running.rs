@@ -1,0 +1,181 @@
+//! A whole telemetry service in the background of the current runtime: the gRPC service
+//! (its own listener when distributed, or another server's router when embedded), the bus
+//! work subscription and the batched writer, on one kit `Lifecycle`. `portcullis up`,
+//! `portcullis serve telemetry` and the tests start it the same way.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use portcullis_bus::Bus;
+use portcullis_kit::lifecycle::Lifecycle;
+use portcullis_kit::upstream::ServiceChannel;
+use portcullis_proto::telemetry::v1::telemetry_service_server::TelemetryServiceServer;
+use portcullis_server::CallLimit;
+use portcullis_server::rate_limit::TenantRateLimiter;
+use portcullis_server::{
+    AuthState, Authenticator, Credentials, GrpcServer, PermissionTable, ServerConfig, ServerError,
+};
+
+use crate::TelemetryOptions;
+use crate::correlate::{Correlator, CorrelatorConfig};
+use crate::grpc::Telemetry;
+use crate::ingest::Ingestor;
+use crate::pipeline::{BatchOptions, Pipeline};
+use crate::policies::PolicyStore;
+use crate::store::TelemetryStore;
+
+/// `TelemetryService` over `telemetry`, as this server adds it (also to another server's
+/// router: `up` serves it on its one address).
+pub fn grpc_service(telemetry: &Telemetry) -> TelemetryServiceServer<Telemetry> {
+    TelemetryServiceServer::new(telemetry.clone())
+}
+
+/// How to run a telemetry service.
+#[derive(Debug, Clone)]
+pub struct TelemetryServeOptions {
+    /// Its own gRPC listener (distributed); `None` when another server's router carries
+    /// [`grpc_service`] (embedded).
+    pub grpc: Option<ServerConfig>,
+    /// The `[telemetry]` settings.
+    pub telemetry: TelemetryOptions,
+}
+
+/// A running service. Dropping it without [`RunningTelemetry::stop`] stops it without
+/// waiting for the drain.
+#[derive(Debug)]
+pub struct RunningTelemetry {
+    url: Option<String>,
+    addr: Option<SocketAddr>,
+    telemetry: Telemetry,
+    lifecycle: Lifecycle,
+}
+
+impl RunningTelemetry {
+    /// Starts the service over `store` (its own tables), reading policies through
+    /// `policies` and pods through `continuous` (when given), on `bus` (the ingest
+    /// subscription, mitigations) and, when configured, its gRPC listener (port 0 picks a
+    /// free port); `authenticator` resolves tenant keys on the listener.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn start(
+        store: Arc<dyn TelemetryStore>,
+        policies: PolicyStore,
+        continuous: Option<ServiceChannel>,
+        bus: Bus,
+        credentials: Credentials,
+        authenticator: Arc<dyn Authenticator>,
+        options: TelemetryServeOptions,
+    ) -> Result<RunningTelemetry, ServerError> {
+        let settings = options.telemetry;
+        settings
+            .rate_limit
+            .validate()
+            .map_err(|e| ServerError::Config(format!("telemetry.rate_limit: {e}")))?;
+        let snapshot = match bus.last_sequence().await {
+            Ok(sequence) => Some(sequence),
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the event stream's position failed; the follower will record it");
+                None
+            }
+        };
+        let lifecycle = Lifecycle::new(settings.drain_deadline);
+        let (follow_bus, follow_options, forgetting) = (bus.clone(), settings.follower, authenticator.clone());
+        lifecycle.spawn("key revocation follower", move |stop| async move {
+            crate::follow::follow_revocations(follow_bus, snapshot, &follow_options, forgetting, stop).await;
+        });
+        let correlator = Correlator::with_shipped_rules(CorrelatorConfig::default())
+            .map_err(|e| ServerError::Config(format!("the shipped correlation rules: {e}")))?;
+        // The writer ends after the drain (its own token), so that the writes of the work
+        // drained are still stored.
+        let writer_stop = tokio_util::sync::CancellationToken::new();
+        let (pipeline, writer) = Pipeline::start(
+            store.clone(),
+            correlator,
+            BatchOptions {
+                batch_size: settings.batch_size,
+                flush_interval: settings.flush_interval,
+                queue: settings.write_queue,
+            },
+            writer_stop.clone(),
+        )
+        .await
+        .map_err(|e| ServerError::Config(format!("starting the telemetry writer: {e}")))?;
+        lifecycle.spawn("telemetry writer", |_| writer);
+        let ingestor = Ingestor::new(
+            pipeline,
+            policies,
+            bus.clone(),
+            continuous,
+            settings.pod_lookup_deadline,
+            settings.retention,
+        );
+        let telemetry = Telemetry::new(ingestor.clone(), store, settings.retention);
+        // Subscribed before `start` returns, so that an event right after is handled.
+        let work = crate::subscription::subscribe(
+            ingestor,
+            &bus,
+            &settings.durable,
+            settings.max_in_flight,
+            lifecycle.token().clone(),
+        )
+        .await
+        .map_err(|e| ServerError::Config(e.to_string()))?;
+        lifecycle.spawn_fallible("telemetry ingest subscription", move |_| async move {
+            let result = work.await;
+            writer_stop.cancel();
+            result
+        });
+        let (mut url, mut addr) = (None, None);
+        if let Some(config) = options.grpc {
+            let auth = AuthState {
+                credentials,
+                authenticator,
+                table: PermissionTable::standard(),
+                rate_limit: Some(CallLimit {
+                    limiter: Arc::new(TenantRateLimiter::new(settings.rate_limit.clone())),
+                    package_prefix: portcullis_server::permissions::TELEMETRY_PACKAGE,
+                }),
+            };
+            let mut server = GrpcServer::new(config, auth);
+            server.add_service(grpc_service(&telemetry));
+            let bound = server.bind().await?;
+            addr = Some(bound.local_addr());
+            url = Some(bound.url());
+            lifecycle.serve("telemetry gRPC", bound).await;
+        }
+        tracing::info!(url = ?url, "telemetry service running");
+        Ok(RunningTelemetry {
+            url,
+            addr,
+            telemetry,
+            lifecycle,
+        })
+    }
+
+    /// `http://ADDR` or `https://ADDR` of its own listener, when it has one.
+    pub fn url(&self) -> Option<&str> {
+        self.url.as_deref()
+    }
+
+    /// Its own listener's address, when it has one.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.addr
+    }
+
+    /// The service.
+    pub fn telemetry(&self) -> &Telemetry {
+        &self.telemetry
+    }
+
+    /// Stops: no new calls, work in flight finished, queued writes stored (within the
+    /// drain deadline).
+    pub async fn stop(&self) -> Result<(), ServerError> {
+        self.lifecycle.token().cancel();
+        self.wait().await
+    }
+
+    /// Waits until the service ends (it failed, or it was stopped), then drains.
+    pub async fn wait(&self) -> Result<(), ServerError> {
+        self.lifecycle.stopping().await;
+        self.lifecycle.stop().await.result().map_err(ServerError::Config)
+    }
+}

@@ -1,0 +1,537 @@
+//! Events: batched idempotent inserts, the search (the query language translated to SQL with
+//! bound values), retention; and the recorded admissions.
+
+use compact_str::CompactString;
+use sea_orm::{ConnectionTrait, DbBackend, QueryResult, Value};
+use time::OffsetDateTime;
+
+use super::{
+    Cursor, DAY_MICROS, Sql, SqlStore, decode_token, finish_page, from_micros, get, micros, page_size, partition_day,
+    to_u64,
+};
+use crate::entity::Workload;
+use crate::event::{Action, Mitigation, SecurityEvent, Severity, Source};
+use crate::query::{Query, Term, image_repository};
+use crate::store::{
+    AdmissionFilter, COUNT_LIMIT, Expired, Page, PageRequest, RecordedAdmission, SearchResult, StoreError, StoreResult,
+    TimeRange,
+};
+
+/// The stored event columns, in insert order.
+const COLUMNS: &str = "tenant_id, id, occurred_at, cluster_id, source, severity, rule, summary, action, namespace, pod, pod_uid, container, image, image_repo, digest, subresource, workload_kind, workload_name, labels, mitigation, details";
+const COLUMN_COUNT: usize = 22;
+
+/// Rows per insert statement: PostgreSQL binds at most 65,535 values per statement, SQLite
+/// 32,766; fewer round trips matter more on PostgreSQL.
+fn rows_per_statement(backend: DbBackend) -> usize {
+    match backend {
+        DbBackend::Postgres => 2000,
+        _ => 1000,
+    }
+}
+
+/// A severity as stored: its rank (the `severity:` term compares it).
+fn severity_rank(s: Severity) -> i16 {
+    match s {
+        Severity::Info => 0,
+        Severity::Low => 1,
+        Severity::Medium => 2,
+        Severity::High => 3,
+        Severity::Critical => 4,
+    }
+}
+
+fn severity_of(rank: i64) -> StoreResult<Severity> {
+    usize::try_from(rank)
+        .ok()
+        .and_then(|i| Severity::ALL.get(i).copied())
+        .ok_or_else(|| StoreError::Corrupt(format!("severity rank {rank}")))
+}
+
+fn parse<T: std::str::FromStr>(s: &str, what: &str) -> StoreResult<T> {
+    s.parse().map_err(|_| StoreError::Corrupt(format!("{what} {s:?}")))
+}
+
+fn labels_json(labels: &[(CompactString, CompactString)]) -> String {
+    serde_json::Value::Array(
+        labels
+            .iter()
+            .map(|(k, v)| serde_json::json!([k.as_str(), v.as_str()]))
+            .collect(),
+    )
+    .to_string()
+}
+
+fn labels_of(json: &str) -> StoreResult<Vec<(CompactString, CompactString)>> {
+    let pairs: Vec<(String, String)> =
+        serde_json::from_str(json).map_err(|e| StoreError::Corrupt(format!("labels: {e}")))?;
+    Ok(pairs.into_iter().map(|(k, v)| (k.into(), v.into())).collect())
+}
+
+fn mitigation_of(s: &str) -> StoreResult<Mitigation> {
+    [Mitigation::Log, Mitigation::Isolate, Mitigation::Terminate]
+        .into_iter()
+        .find(|m| m.as_str() == s)
+        .ok_or_else(|| StoreError::Corrupt(format!("mitigation {s:?}")))
+}
+
+fn push_row(sql: &mut Sql, e: &SecurityEvent) {
+    let at = micros(e.occurred_at);
+    let (kind, name) = e.workload.as_ref().map_or((String::new(), String::new()), |w| {
+        (w.kind.to_string(), w.name.to_string())
+    });
+    sql.push("(");
+    let values: [Value; COLUMN_COUNT] = [
+        e.tenant_id.as_str().into(),
+        e.id.as_str().into(),
+        at.into(),
+        e.cluster_id.as_str().into(),
+        e.source.as_str().into(),
+        severity_rank(e.severity).into(),
+        e.rule.as_str().into(),
+        e.summary.as_str().into(),
+        e.action.as_str().into(),
+        e.namespace.as_str().into(),
+        e.pod.as_str().into(),
+        e.pod_uid.as_str().into(),
+        e.container.as_str().into(),
+        e.image.as_str().into(),
+        image_repository(&e.image).into(),
+        e.digest.as_str().into(),
+        e.subresource.as_str().into(),
+        kind.into(),
+        name.into(),
+        e.labels.as_deref().map(labels_json).into(),
+        e.mitigation.map(|m| m.as_str().to_owned()).into(),
+        e.details_json.as_str().into(),
+    ];
+    for (i, v) in values.into_iter().enumerate() {
+        if i > 0 {
+            sql.push(", ");
+        }
+        sql.bind(v);
+    }
+    sql.push(")");
+}
+
+pub(super) async fn insert(store: &SqlStore, events: &[SecurityEvent]) -> StoreResult<u64> {
+    if events.is_empty() {
+        return Ok(0);
+    }
+    let backend = store.backend();
+    store
+        .ensure_partitions(events.iter().map(|e| micros(e.occurred_at)))
+        .await?;
+    let tx = store.begin().await?;
+    let mut new = 0;
+    for chunk in events.chunks(rows_per_statement(backend)) {
+        let mut sql = Sql::new(backend, &format!("INSERT INTO tm_events ({COLUMNS}) VALUES "));
+        for (i, e) in chunk.iter().enumerate() {
+            if i > 0 {
+                sql.push(", ");
+            }
+            push_row(&mut sql, e);
+        }
+        sql.push(" ON CONFLICT DO NOTHING");
+        new += tx.execute_raw(sql.statement()).await?.rows_affected();
+    }
+    tx.commit().await?;
+    Ok(new)
+}
+
+fn event_of(row: &QueryResult) -> StoreResult<SecurityEvent> {
+    let kind: String = get(row, "workload_kind")?;
+    let name: String = get(row, "workload_name")?;
+    let labels: Option<String> = get(row, "labels")?;
+    let mitigation: Option<String> = get(row, "mitigation")?;
+    Ok(SecurityEvent {
+        id: get::<String>(row, "id")?.into(),
+        tenant_id: get::<String>(row, "tenant_id")?.into(),
+        cluster_id: get::<String>(row, "cluster_id")?.into(),
+        source: parse::<Source>(&get::<String>(row, "source")?, "source")?,
+        occurred_at: from_micros(get(row, "occurred_at")?)?,
+        severity: severity_of(i64::from(get::<i16>(row, "severity")?))?,
+        rule: get::<String>(row, "rule")?.into(),
+        summary: get(row, "summary")?,
+        action: parse::<Action>(&get::<String>(row, "action")?, "action")?,
+        namespace: get::<String>(row, "namespace")?.into(),
+        pod: get::<String>(row, "pod")?.into(),
+        pod_uid: get::<String>(row, "pod_uid")?.into(),
+        container: get::<String>(row, "container")?.into(),
+        image: get(row, "image")?,
+        digest: get::<String>(row, "digest")?.into(),
+        subresource: get::<String>(row, "subresource")?.into(),
+        workload: (!kind.is_empty() || !name.is_empty()).then(|| Workload {
+            kind: kind.into(),
+            name: name.into(),
+        }),
+        labels: labels.as_deref().map(labels_of).transpose()?,
+        mitigation: mitigation.as_deref().map(mitigation_of).transpose()?,
+        details_json: get(row, "details")?,
+    })
+}
+
+/// `LIKE` pattern of a free-text term: the text anywhere, `%`, `_` and `\` taken literally.
+fn like_pattern(text: &str) -> String {
+    let mut p = String::with_capacity(text.len() + 2);
+    p.push('%');
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            p.push('\\');
+        }
+        p.push(c);
+    }
+    p.push('%');
+    p
+}
+
+/// Appends ` AND <term>` for each term of the query: every value is bound.
+fn push_terms(sql: &mut Sql, query: &Query) {
+    let postgres = sql.backend == DbBackend::Postgres;
+    for term in &query.terms {
+        match term {
+            Term::Type(s) => sql.push(" AND source = ").bind(s.as_str()),
+            Term::Cluster(c) => sql.push(" AND cluster_id = ").bind(c.as_str()),
+            Term::Namespace(n) => sql.push(" AND namespace = ").bind(n.as_str()),
+            Term::Pod(p) => sql.push(" AND pod = ").bind(p.as_str()),
+            Term::Rule(r) => sql.push(" AND rule = ").bind(r.as_str()),
+            Term::Action(a) => sql.push(" AND action = ").bind(a.as_str()),
+            Term::MinSeverity(s) => sql.push(" AND severity >= ").bind(severity_rank(*s)),
+            Term::Workload { kind, name } => {
+                sql.push(" AND workload_name = ").bind(name.as_str());
+                if let Some(kind) = kind {
+                    sql.push(" AND lower(workload_kind) = ").bind(kind.to_ascii_lowercase());
+                }
+                &mut *sql
+            }
+            Term::Image(i) if i.is_empty() => sql.push(" AND 1 = 0"),
+            Term::Image(i) => {
+                // A reference equal to `i` has `i`'s repository: the repository index serves
+                // both the exact and the repository match; the digest has its own.
+                sql.push(" AND ((image_repo = ")
+                    .bind(image_repository(i))
+                    .push(" AND (image = ")
+                    .bind(i.as_str())
+                    .push(" OR image_repo = ")
+                    .bind(i.as_str())
+                    .push(")) OR digest = ")
+                    .bind(i.as_str())
+                    .push(")")
+            }
+            Term::Text(t) => {
+                // ILIKE is served by the trigram index on PostgreSQL; SQLite's LIKE ignores
+                // ASCII case already. The term is ASCII lowercase, as `matches` compares.
+                let op = if postgres { " ILIKE " } else { " LIKE " };
+                sql.push(" AND summary")
+                    .push(op)
+                    .bind(like_pattern(t))
+                    .push(" ESCAPE '\\'")
+            }
+        };
+    }
+}
+
+/// The search's filter: tenant, range and terms (without the page cursor).
+fn push_filter(sql: &mut Sql, tenant: &str, query: &Query, range: TimeRange) {
+    sql.push(" FROM tm_events WHERE tenant_id = ")
+        .bind(tenant)
+        .push(" AND occurred_at >= ")
+        .bind(micros(range.from))
+        .push(" AND occurred_at < ")
+        .bind(micros(range.to));
+    push_terms(sql, query);
+}
+
+pub(super) async fn search(
+    store: &SqlStore,
+    tenant: &str,
+    query: &Query,
+    range: TimeRange,
+    page: &PageRequest,
+) -> StoreResult<SearchResult> {
+    if range.to <= range.from {
+        return Err(StoreError::InvalidTimeRange);
+    }
+    let backend = store.backend();
+    let fingerprint = format!(
+        "search\n{tenant}\n{query:?}\n{}\n{}",
+        micros(range.from),
+        micros(range.to)
+    );
+    let cursor = decode_token(&fingerprint, page)?;
+    let size = page_size(page);
+
+    let mut sql = Sql::new(backend, &format!("SELECT {COLUMNS}"));
+    push_filter(&mut sql, tenant, query, range);
+    if let Some(c) = &cursor {
+        sql.push(" AND (occurred_at < ")
+            .bind(c.at)
+            .push(" OR (occurred_at = ")
+            .bind(c.at)
+            .push(" AND id < ")
+            .bind(c.id.as_str())
+            .push("))");
+    }
+    sql.push(" ORDER BY occurred_at DESC, id DESC LIMIT ")
+        .bind(i64::try_from(size + 1).unwrap_or(i64::MAX));
+    let rows = store.db.query_all_raw(sql.statement()).await?;
+    let mut items = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let event = event_of(row)?;
+        let cursor = Cursor {
+            at: micros(event.occurred_at),
+            id: event.id.to_string(),
+        };
+        items.push((event, cursor));
+    }
+    let page = finish_page(items, size, &fingerprint);
+
+    // Counting stops one past the limit: "10,000+" costs at most 10,001 index entries.
+    let mut count = Sql::new(backend, "SELECT count(*) AS n FROM (SELECT 1 AS one");
+    push_filter(&mut count, tenant, query, range);
+    count
+        .push(" LIMIT ")
+        .bind(i64::try_from(COUNT_LIMIT + 1).unwrap_or(i64::MAX))
+        .push(") AS limited");
+    let n = match store.db.query_one_raw(count.statement()).await? {
+        Some(row) => to_u64(get::<i64>(&row, "n")?, "count")?,
+        None => 0,
+    };
+    Ok(SearchResult {
+        events: page.items,
+        next: page.next,
+        total: n.min(COUNT_LIMIT),
+        total_is_lower_bound: n > COUNT_LIMIT,
+    })
+}
+
+pub(super) async fn by_ids(store: &SqlStore, tenant: &str, ids: &[CompactString]) -> StoreResult<Vec<SecurityEvent>> {
+    let mut out = Vec::new();
+    for chunk in ids.chunks(1000) {
+        let mut sql = Sql::new(
+            store.backend(),
+            &format!("SELECT {COLUMNS} FROM tm_events WHERE tenant_id = "),
+        );
+        sql.bind(tenant).push(" AND id IN (");
+        for (i, id) in chunk.iter().enumerate() {
+            if i > 0 {
+                sql.push(", ");
+            }
+            sql.bind(id.as_str());
+        }
+        sql.push(")");
+        for row in store.db.query_all_raw(sql.statement()).await? {
+            out.push(event_of(&row)?);
+        }
+    }
+    out.sort_by(|a, b| (b.occurred_at, &b.id).cmp(&(a.occurred_at, &a.id)));
+    out.dedup_by(|a, b| a.id == b.id);
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------------------
+// Retention.
+
+pub(super) async fn expire_tenant(
+    store: &SqlStore,
+    tenant: &str,
+    before: OffsetDateTime,
+    max_rows: u64,
+) -> StoreResult<Expired> {
+    let before = micros(before);
+    let limit = i64::try_from(max_rows.max(1)).unwrap_or(i64::MAX);
+    let mut deleted = 0;
+    for (table, time_col, id_col) in [
+        ("tm_events", "occurred_at", "id"),
+        ("tm_admissions", "decided_at", "event_id"),
+    ] {
+        let left = limit - i64::try_from(deleted).unwrap_or(i64::MAX);
+        if left <= 0 {
+            break;
+        }
+        // The bounded batch is chosen by key in a subquery (DELETE ... LIMIT is not portable).
+        let mut sql = Sql::new(store.backend(), &format!("DELETE FROM {table} WHERE tenant_id = "));
+        sql.bind(tenant)
+            .push(&format!(" AND {time_col} < "))
+            .bind(before)
+            .push(&format!(
+                " AND {id_col} IN (SELECT {id_col} FROM {table} WHERE tenant_id = "
+            ))
+            .bind(tenant)
+            .push(&format!(" AND {time_col} < "))
+            .bind(before)
+            .push(" LIMIT ")
+            .bind(left)
+            .push(")");
+        deleted += store.db.execute_raw(sql.statement()).await?.rows_affected();
+    }
+    Ok(Expired {
+        deleted,
+        partitions_dropped: 0,
+        more: deleted >= max_rows.max(1),
+    })
+}
+
+pub(super) async fn expire_days(store: &SqlStore, before: OffsetDateTime, max_rows: u64) -> StoreResult<Expired> {
+    let before_us = micros(before);
+    let mut expired = Expired::default();
+    let backend = store.backend();
+    if backend == DbBackend::Postgres {
+        let rows = store
+            .db
+            .query_all_raw(sea_orm::Statement::from_string(
+                backend,
+                "SELECT c.relname AS name FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
+                 JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = 'tm_events'",
+            ))
+            .await?;
+        let mut names = Vec::new();
+        for row in &rows {
+            names.push(get::<String>(row, "name")?);
+        }
+        for name in names {
+            let Some(day) = partition_day(&name) else { continue };
+            let ends = day.saturating_add(1).saturating_mul(DAY_MICROS);
+            if ends <= before_us {
+                // The name was read back and parsed as a partition name: it is our own text.
+                store
+                    .db
+                    .execute_unprepared(&format!("DROP TABLE IF EXISTS {name}"))
+                    .await?;
+                if let Ok(mut days) = store.days.lock() {
+                    days.remove(&day);
+                }
+                expired.partitions_dropped += 1;
+            }
+        }
+    }
+    // Whole days before the boundary day: on SQLite all rows, on PostgreSQL what the
+    // DEFAULT partition holds. Bounded as a tenant's expiry is.
+    let boundary = before_us.div_euclid(DAY_MICROS).saturating_mul(DAY_MICROS);
+    let limit = i64::try_from(max_rows.max(1)).unwrap_or(i64::MAX);
+    let mut sql = Sql::new(backend, "DELETE FROM tm_events WHERE occurred_at < ");
+    sql.bind(boundary)
+        .push(" AND (tenant_id, id) IN (SELECT tenant_id, id FROM tm_events WHERE occurred_at < ")
+        .bind(boundary)
+        .push(" LIMIT ")
+        .bind(limit)
+        .push(")");
+    expired.deleted = store.db.execute_raw(sql.statement()).await?.rows_affected();
+    expired.more = expired.deleted >= max_rows.max(1);
+    Ok(expired)
+}
+
+// ---------------------------------------------------------------------------------------
+// Recorded admissions.
+
+const ADMISSION_COLUMNS: &str = "tenant_id, event_id, cluster_id, namespace, workload_kind, workload_name, decided_at, allowed, violations, projection";
+
+pub(super) async fn record_admissions(store: &SqlStore, admissions: &[RecordedAdmission]) -> StoreResult<u64> {
+    if admissions.is_empty() {
+        return Ok(0);
+    }
+    let tx = store.begin().await?;
+    let mut new = 0;
+    for chunk in admissions.chunks(1000) {
+        let mut sql = Sql::new(
+            store.backend(),
+            &format!("INSERT INTO tm_admissions ({ADMISSION_COLUMNS}) VALUES "),
+        );
+        for (i, a) in chunk.iter().enumerate() {
+            if i > 0 {
+                sql.push(", ");
+            }
+            let (kind, name) = a.workload.as_ref().map_or((String::new(), String::new()), |w| {
+                (w.kind.to_string(), w.name.to_string())
+            });
+            sql.push("(")
+                .bind(a.tenant_id.as_str())
+                .push(", ")
+                .bind(a.event_id.as_str())
+                .push(", ")
+                .bind(a.cluster_id.as_str())
+                .push(", ")
+                .bind(a.namespace.as_str())
+                .push(", ")
+                .bind(kind)
+                .push(", ")
+                .bind(name)
+                .push(", ")
+                .bind(micros(a.decided_at))
+                .push(", ")
+                .bind(i64::from(a.allowed))
+                .push(", ")
+                .bind(a.violations_json.as_str())
+                .push(", ")
+                .bind(a.projection.clone())
+                .push(")");
+        }
+        sql.push(" ON CONFLICT DO NOTHING");
+        new += tx.execute_raw(sql.statement()).await?.rows_affected();
+    }
+    tx.commit().await?;
+    Ok(new)
+}
+
+pub(super) async fn admissions(
+    store: &SqlStore,
+    tenant: &str,
+    filter: &AdmissionFilter,
+    page: &PageRequest,
+) -> StoreResult<Page<RecordedAdmission>> {
+    let fingerprint = format!(
+        "admissions\n{tenant}\n{:?}\n{:?}",
+        filter.cluster_id,
+        filter.since.map(micros)
+    );
+    let cursor = decode_token(&fingerprint, page)?;
+    let size = page_size(page);
+    let mut sql = Sql::new(
+        store.backend(),
+        &format!("SELECT {ADMISSION_COLUMNS} FROM tm_admissions WHERE tenant_id = "),
+    );
+    sql.bind(tenant);
+    if let Some(cluster) = &filter.cluster_id {
+        sql.push(" AND cluster_id = ").bind(cluster.as_str());
+    }
+    if let Some(since) = filter.since {
+        sql.push(" AND decided_at >= ").bind(micros(since));
+    }
+    if let Some(c) = &cursor {
+        sql.push(" AND (decided_at > ")
+            .bind(c.at)
+            .push(" OR (decided_at = ")
+            .bind(c.at)
+            .push(" AND event_id > ")
+            .bind(c.id.as_str())
+            .push("))");
+    }
+    sql.push(" ORDER BY decided_at, event_id LIMIT ")
+        .bind(i64::try_from(size + 1).unwrap_or(i64::MAX));
+    let mut items = Vec::new();
+    for row in store.db.query_all_raw(sql.statement()).await? {
+        let kind: String = get(&row, "workload_kind")?;
+        let name: String = get(&row, "workload_name")?;
+        let at: i64 = get(&row, "decided_at")?;
+        let a = RecordedAdmission {
+            tenant_id: get::<String>(&row, "tenant_id")?.into(),
+            event_id: get::<String>(&row, "event_id")?.into(),
+            cluster_id: get::<String>(&row, "cluster_id")?.into(),
+            namespace: get::<String>(&row, "namespace")?.into(),
+            workload: (!kind.is_empty() || !name.is_empty()).then(|| Workload {
+                kind: kind.into(),
+                name: name.into(),
+            }),
+            decided_at: from_micros(at)?,
+            allowed: get::<i64>(&row, "allowed")? != 0,
+            violations_json: get(&row, "violations")?,
+            projection: get(&row, "projection")?,
+        };
+        let cursor = Cursor {
+            at,
+            id: a.event_id.to_string(),
+        };
+        items.push((a, cursor));
+    }
+    Ok(finish_page(items, size, &fingerprint))
+}

@@ -1,0 +1,665 @@
+//! The telemetry store's behaviour, written once and run against both backends: every
+//! scenario is an `async fn(&TestDb)`, and `both!` makes a `sqlite::<name>` test (a temp
+//! file) and a `postgres::<name>` test (a fresh database, dropped afterwards) of it.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    missing_docs
+)]
+
+use compact_str::CompactString;
+use portcullis_telemetry_service::alert::AlertStatus;
+use portcullis_telemetry_service::correlate::{AlertChange, EntityField, NewAlert};
+use portcullis_telemetry_service::entity::Workload;
+use portcullis_telemetry_service::event::{Action, Mitigation, SecurityEvent, Severity, Source};
+use portcullis_telemetry_service::query::Query;
+use portcullis_telemetry_service::storage::SqlStore;
+use portcullis_telemetry_service::store::{
+    AdmissionFilter, AlertFilter, ClusterRisk, PageRequest, RecordedAdmission, StoreError, TelemetryStore, TimeRange,
+};
+use portcullis_test_kit::{DataDir, TestDatabase};
+use time::macros::datetime;
+use time::{Duration, OffsetDateTime};
+
+struct TestDb {
+    store: SqlStore,
+    postgres: bool,
+    _dir: Option<DataDir>,
+    _pg: Option<TestDatabase>,
+}
+
+impl TestDb {
+    async fn sqlite() -> TestDb {
+        let dir = DataDir::new().unwrap();
+        let store = SqlStore::connect(&dir.sqlite_url("telemetry.db")).await.unwrap();
+        TestDb {
+            store,
+            postgres: false,
+            _dir: Some(dir),
+            _pg: None,
+        }
+    }
+
+    async fn postgres() -> TestDb {
+        let database = TestDatabase::create().await.unwrap_or_else(|e| panic!("{e}"));
+        let store = SqlStore::connect(&database.url).await.unwrap();
+        TestDb {
+            store,
+            postgres: true,
+            _dir: None,
+            _pg: Some(database),
+        }
+    }
+}
+
+macro_rules! both {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let db = super::TestDb::sqlite().await;
+                    super::$name(&db).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let db = super::TestDb::postgres().await;
+                    super::$name(&db).await;
+                }
+            )*
+        }
+    };
+}
+
+both!(
+    inserts_are_idempotent,
+    search_by_each_field,
+    search_pages_newest_first,
+    counts_stop_at_ten_thousand,
+    tenants_are_isolated,
+    alerts_lifecycle_and_risk,
+    open_alerts_for_reattaching,
+    retention_expires_old_events,
+    admissions_are_recorded_for_replay,
+);
+
+const T0: OffsetDateTime = datetime!(2026-12-01 12:00 UTC);
+
+fn event(tenant: &str, id: &str, at: OffsetDateTime) -> SecurityEvent {
+    SecurityEvent {
+        id: id.into(),
+        tenant_id: tenant.into(),
+        cluster_id: "prod".into(),
+        source: Source::Runtime,
+        occurred_at: at,
+        severity: Severity::High,
+        rule: "Terminal shell in container".into(),
+        summary: format!("A shell was spawned in a container ({id})"),
+        action: Action::Warning,
+        namespace: "shop".into(),
+        pod: "web-1".into(),
+        pod_uid: "uid-1".into(),
+        container: "app".into(),
+        image: "registry.example:5000/shop/web:1.2".into(),
+        digest: "sha256:aaaa".into(),
+        subresource: "".into(),
+        workload: Some(Workload::new("Deployment", "web")),
+        labels: Some(vec![("app".into(), "web".into())]),
+        mitigation: Some(Mitigation::Isolate),
+        details_json: r#"{"rule":"Terminal shell in container"}"#.to_owned(),
+    }
+}
+
+fn range(from: OffsetDateTime, to: OffsetDateTime) -> TimeRange {
+    TimeRange { from, to }
+}
+
+fn wide() -> TimeRange {
+    range(T0 - Duration::days(30), T0 + Duration::days(30))
+}
+
+async fn ids(db: &TestDb, tenant: &str, q: &str, r: TimeRange) -> Vec<String> {
+    let query = Query::parse(q).unwrap();
+    let page = PageRequest {
+        size: 1000,
+        token: None,
+    };
+    let result = db.store.search(tenant, &query, r, &page).await.unwrap();
+    assert_eq!(result.total, result.events.len() as u64, "count of {q}");
+    assert!(!result.total_is_lower_bound);
+    result.events.into_iter().map(|e| e.id.to_string()).collect()
+}
+
+async fn inserts_are_idempotent(db: &TestDb) {
+    let events: Vec<_> = (0..5)
+        .map(|i| event("t1", &format!("e{i}"), T0 + Duration::seconds(i)))
+        .collect();
+    assert_eq!(db.store.insert_events(&events).await.unwrap(), 5);
+    assert_eq!(db.store.insert_events(&events).await.unwrap(), 0);
+    let mut more = events.clone();
+    more.push(event("t1", "e5", T0 + Duration::seconds(5)));
+    assert_eq!(db.store.insert_events(&more).await.unwrap(), 1);
+    assert_eq!(ids(db, "t1", "", wide()).await.len(), 6);
+    // What is read back is what was written (microsecond times).
+    let back = db.store.events("t1", &["e3".into()]).await.unwrap();
+    assert_eq!(back, vec![events[3].clone()]);
+}
+
+async fn search_by_each_field(db: &TestDb) {
+    let mut a = event("t1", "a", T0);
+    a.summary = "Shell spawned by ROOT user".into();
+    let mut b = event("t1", "b", T0 + Duration::minutes(1));
+    b.source = Source::Admission;
+    b.action = Action::Block;
+    b.cluster_id = "staging".into();
+    b.namespace = "pay".into();
+    b.pod = "api-7".into();
+    b.rule = "privileged".into();
+    b.image = "docker.io/library/nginx:1.25".into();
+    b.digest = "sha256:bbbb".into();
+    b.workload = Some(Workload::new("StatefulSet", "api"));
+    b.severity = Severity::Medium;
+    b.summary = "Blocked a privileged pod 100%_sure".into();
+    let mut c = event("t1", "c", T0 + Duration::hours(2));
+    c.workload = None;
+    c.labels = None;
+    c.mitigation = None;
+    c.image = String::new();
+    c.digest = "".into();
+    c.summary = "Nothing to see".into();
+    db.store.insert_events(&[a, b, c]).await.unwrap();
+
+    let w = wide();
+    assert_eq!(ids(db, "t1", "type:admission", w).await, ["b"]);
+    assert_eq!(ids(db, "t1", "type:runtime", w).await, ["c", "a"]);
+    assert_eq!(ids(db, "t1", "cluster:staging", w).await, ["b"]);
+    assert_eq!(ids(db, "t1", "namespace:pay", w).await, ["b"]);
+    assert_eq!(ids(db, "t1", "pod:web-1", w).await, ["c", "a"]);
+    assert_eq!(ids(db, "t1", "pod:web-1 type:runtime", w).await, ["c", "a"]);
+    assert_eq!(ids(db, "t1", "rule:privileged", w).await, ["b"]);
+    assert_eq!(
+        ids(db, "t1", r#"rule:"Terminal shell in container""#, w).await,
+        ["c", "a"]
+    );
+    assert_eq!(ids(db, "t1", "action:block", w).await, ["b"]);
+    assert_eq!(ids(db, "t1", "severity:high", w).await, ["c", "a"]);
+    assert_eq!(ids(db, "t1", "severity:medium", w).await.len(), 3);
+    assert_eq!(ids(db, "t1", "workload:api", w).await, ["b"]);
+    assert_eq!(ids(db, "t1", "workload:statefulset/api", w).await, ["b"]);
+    assert!(ids(db, "t1", "workload:Deployment/api", w).await.is_empty());
+    // Image: the exact reference, its repository, or the digest.
+    assert_eq!(ids(db, "t1", "image:docker.io/library/nginx:1.25", w).await, ["b"]);
+    assert_eq!(ids(db, "t1", "image:docker.io/library/nginx", w).await, ["b"]);
+    assert!(ids(db, "t1", "image:docker.io/library/nginx:1.24", w).await.is_empty());
+    assert_eq!(ids(db, "t1", "image:sha256:bbbb", w).await, ["b"]);
+    assert_eq!(ids(db, "t1", "image:registry.example:5000/shop/web", w).await, ["a"]);
+    // Free text: anywhere in the summary, ASCII case ignored, LIKE wildcards literal.
+    assert_eq!(ids(db, "t1", "root", w).await, ["a"]);
+    assert_eq!(ids(db, "t1", r#""shell spawned""#, w).await, ["a"]);
+    assert_eq!(ids(db, "t1", "100%_sure", w).await, ["b"]);
+    assert!(ids(db, "t1", "100%x", w).await.is_empty());
+    // `a_s` would match "was spawned" were `_` a wildcard.
+    assert!(ids(db, "t1", "a_s", w).await.is_empty());
+    assert_eq!(ids(db, "t1", "shell severity:high pod:web-1", w).await, ["a"]);
+    // The time range is half-open.
+    assert_eq!(ids(db, "t1", "", range(T0, T0 + Duration::minutes(1))).await, ["a"]);
+    assert_eq!(
+        ids(db, "t1", "", range(T0 + Duration::minutes(1), T0 + Duration::hours(3))).await,
+        ["c", "b"]
+    );
+    assert!(matches!(
+        db.store
+            .search("t1", &Query::default(), range(T0, T0), &PageRequest::default())
+            .await,
+        Err(StoreError::InvalidTimeRange)
+    ));
+}
+
+async fn search_pages_newest_first(db: &TestDb) {
+    // 25 events, some sharing a time (ties broken by id).
+    let events: Vec<_> = (0..25)
+        .map(|i| event("t1", &format!("e{i:02}"), T0 + Duration::seconds(i / 2)))
+        .collect();
+    db.store.insert_events(&events).await.unwrap();
+    let query = Query::parse("pod:web-1").unwrap();
+    let mut seen = Vec::new();
+    let mut page = PageRequest { size: 10, token: None };
+    loop {
+        let r = db.store.search("t1", &query, wide(), &page).await.unwrap();
+        assert_eq!(r.total, 25);
+        assert!(r.events.len() <= 10);
+        seen.extend(r.events.into_iter().map(|e| (e.occurred_at, e.id.to_string())));
+        match r.next {
+            Some(next) => page.token = Some(next),
+            None => break,
+        }
+    }
+    let mut expected: Vec<_> = events.iter().map(|e| (e.occurred_at, e.id.to_string())).collect();
+    expected.sort();
+    expected.reverse();
+    assert_eq!(seen, expected);
+    // A token is refused for another query.
+    let first = db
+        .store
+        .search("t1", &query, wide(), &PageRequest { size: 10, token: None })
+        .await
+        .unwrap();
+    let other = Query::parse("pod:web-2").unwrap();
+    assert!(matches!(
+        db.store
+            .search(
+                "t1",
+                &other,
+                wide(),
+                &PageRequest {
+                    size: 10,
+                    token: first.next
+                }
+            )
+            .await,
+        Err(StoreError::InvalidPageToken)
+    ));
+}
+
+async fn counts_stop_at_ten_thousand(db: &TestDb) {
+    let events: Vec<_> = (0..10_001)
+        .map(|i| event("t1", &format!("n{i:05}"), T0 + Duration::milliseconds(i)))
+        .collect();
+    assert_eq!(db.store.insert_events(&events).await.unwrap(), 10_001);
+    let r = db
+        .store
+        .search("t1", &Query::default(), wide(), &PageRequest { size: 5, token: None })
+        .await
+        .unwrap();
+    assert_eq!((r.total, r.total_is_lower_bound), (10_000, true));
+    assert_eq!(r.events.len(), 5);
+    assert_eq!(r.events[0].id, "n10000");
+    // One fewer in the range: exact.
+    let r = db
+        .store
+        .search(
+            "t1",
+            &Query::default(),
+            range(T0 + Duration::milliseconds(1), T0 + Duration::days(1)),
+            &PageRequest::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!((r.total, r.total_is_lower_bound), (10_000, false));
+}
+
+async fn tenants_are_isolated(db: &TestDb) {
+    db.store
+        .insert_events(&[
+            event("t1", "same", T0),
+            event("t2", "same", T0),
+            event("t2", "other", T0),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(ids(db, "t1", "", wide()).await, ["same"]);
+    assert_eq!(ids(db, "t2", "", wide()).await, ["same", "other"]);
+    assert!(db.store.events("t1", &["other".into()]).await.unwrap().is_empty());
+    assert!(ids(db, "t3", "", wide()).await.is_empty());
+    alerts_open(db, "t2", "al-1", Severity::Critical, &["same"]).await;
+    assert!(db.store.alert("t1", "al-1").await.unwrap().is_none());
+    assert!(
+        db.store
+            .list_alerts("t1", &AlertFilter::default(), &PageRequest::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    assert!(db.store.risk_scores("t1", None).await.unwrap().is_empty());
+    assert!(
+        db.store
+            .set_alert_status("t1", "al-1", AlertStatus::Closed, T0)
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+fn new_alert(tenant: &str, id: &str, severity: Severity, events: &[&str], clusters: &[&str]) -> NewAlert {
+    NewAlert {
+        id: id.into(),
+        tenant_id: tenant.into(),
+        rule: "shell-burst".into(),
+        key: format!("shell-burst\u{1e}{id}"),
+        title: "A burst of shells".into(),
+        severity,
+        event_ids: events.iter().map(|e| CompactString::from(*e)).collect(),
+        cluster_ids: clusters.iter().map(|c| CompactString::from(*c)).collect(),
+        entity: vec![
+            (EntityField::Cluster, clusters[0].to_owned()),
+            (EntityField::Namespace, "shop".to_owned()),
+        ],
+        first_event_at: T0,
+        last_event_at: T0 + Duration::seconds(1),
+    }
+}
+
+async fn alerts_open(db: &TestDb, tenant: &str, id: &str, severity: Severity, events: &[&str]) {
+    let change = AlertChange::Opened(new_alert(tenant, id, severity, events, &["prod"]));
+    db.store.record_alert_changes(&[change], T0).await.unwrap();
+}
+
+async fn alerts_lifecycle_and_risk(db: &TestDb) {
+    let mut evs: Vec<_> = (0..4)
+        .map(|i| event("t1", &format!("e{i}"), T0 + Duration::seconds(i)))
+        .collect();
+    evs[3].cluster_id = "dev".into();
+    db.store.insert_events(&evs).await.unwrap();
+    let opened = AlertChange::Opened(new_alert("t1", "a1", Severity::Critical, &["e0", "e1"], &["prod"]));
+    db.store
+        .record_alert_changes(std::slice::from_ref(&opened), T0)
+        .await
+        .unwrap();
+    // Recording the same opening again changes nothing.
+    db.store.record_alert_changes(&[opened], T0).await.unwrap();
+    db.store
+        .record_alert_changes(
+            &[
+                AlertChange::EventsAdded {
+                    tenant_id: "t1".into(),
+                    alert_id: "a1".into(),
+                    event_ids: vec!["e1".into(), "e2".into(), "e3".into()],
+                    last_event_at: T0 + Duration::seconds(3),
+                },
+                AlertChange::EventsAdded {
+                    tenant_id: "t1".into(),
+                    alert_id: "unknown".into(),
+                    event_ids: vec!["e2".into()],
+                    last_event_at: T0,
+                },
+                AlertChange::Opened(new_alert("t1", "a2", Severity::Medium, &["e0"], &["prod"])),
+                AlertChange::Opened(new_alert("t1", "a3", Severity::Low, &["e0"], &["stage"])),
+            ],
+            T0,
+        )
+        .await
+        .unwrap();
+    let detail = db.store.alert("t1", "a1").await.unwrap().unwrap();
+    assert_eq!(detail.event_ids, ["e0", "e1", "e2", "e3"]);
+    assert_eq!(
+        detail.events.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
+        ["e0", "e1", "e2", "e3"]
+    );
+    assert_eq!(detail.alert.event_count, 4);
+    assert_eq!(detail.alert.status, AlertStatus::Open);
+    assert_eq!(detail.alert.last_event_at, T0 + Duration::seconds(3));
+    assert_eq!(detail.alert.cluster_ids, ["prod", "dev"]);
+    assert_eq!(
+        detail.alert.entity,
+        vec![
+            ("cluster".to_owned(), "prod".to_owned()),
+            ("namespace".to_owned(), "shop".to_owned())
+        ]
+    );
+    assert!(db.store.alert("t1", "unknown").await.unwrap().is_none());
+
+    let risk = |cluster: &str, score: u64, open: u64| ClusterRisk {
+        cluster_id: cluster.to_owned(),
+        score,
+        open_alerts: open,
+    };
+    assert_eq!(
+        db.store.risk_scores("t1", None).await.unwrap(),
+        vec![risk("dev", 10, 1), risk("prod", 12, 2), risk("stage", 1, 1)]
+    );
+    // Acknowledged still counts; closed does not; reopened counts again.
+    let acked = db
+        .store
+        .set_alert_status("t1", "a1", AlertStatus::Acknowledged, T0 + Duration::minutes(1))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(acked.status, AlertStatus::Acknowledged);
+    assert_eq!(acked.status_changed_at, T0 + Duration::minutes(1));
+    assert_eq!(
+        db.store.risk_scores("t1", Some("prod")).await.unwrap(),
+        vec![risk("prod", 12, 2)]
+    );
+    assert!(matches!(
+        db.store.set_alert_status("t1", "a1", AlertStatus::Open, T0).await,
+        Err(StoreError::InvalidTransition(_))
+    ));
+    let same = db
+        .store
+        .set_alert_status("t1", "a1", AlertStatus::Acknowledged, T0 + Duration::minutes(5))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(same.status_changed_at, T0 + Duration::minutes(1));
+    db.store
+        .set_alert_status("t1", "a1", AlertStatus::Closed, T0)
+        .await
+        .unwrap();
+    assert_eq!(
+        db.store.risk_scores("t1", Some("prod")).await.unwrap(),
+        vec![risk("prod", 2, 1)]
+    );
+    assert_eq!(
+        db.store.risk_scores("t1", Some("dev")).await.unwrap(),
+        vec![risk("dev", 0, 0)]
+    );
+    db.store
+        .set_alert_status("t1", "a1", AlertStatus::Open, T0)
+        .await
+        .unwrap();
+    assert_eq!(
+        db.store.risk_scores("t1", Some("prod")).await.unwrap(),
+        vec![risk("prod", 12, 2)]
+    );
+    db.store
+        .set_alert_status("t1", "a2", AlertStatus::Closed, T0)
+        .await
+        .unwrap();
+
+    // Listing: filters and paging, latest event first.
+    let list = |filter: AlertFilter| async move {
+        db.store
+            .list_alerts(
+                "t1",
+                &filter,
+                &PageRequest {
+                    size: 1000,
+                    token: None,
+                },
+            )
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .map(|a| a.id.to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(list(AlertFilter::default()).await, ["a1", "a3", "a2"]);
+    let f = AlertFilter {
+        cluster_id: Some("prod".into()),
+        ..AlertFilter::default()
+    };
+    assert_eq!(list(f).await, ["a1", "a2"]);
+    let f = AlertFilter {
+        statuses: vec![AlertStatus::Closed],
+        ..AlertFilter::default()
+    };
+    assert_eq!(list(f).await, ["a2"]);
+    let f = AlertFilter {
+        min_severity: Some(Severity::Medium),
+        ..AlertFilter::default()
+    };
+    assert_eq!(list(f).await, ["a1", "a2"]);
+    let first = db
+        .store
+        .list_alerts("t1", &AlertFilter::default(), &PageRequest { size: 2, token: None })
+        .await
+        .unwrap();
+    assert_eq!(first.items.len(), 2);
+    let second = db
+        .store
+        .list_alerts(
+            "t1",
+            &AlertFilter::default(),
+            &PageRequest {
+                size: 2,
+                token: first.next,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(second.items.iter().map(|a| a.id.as_str()).collect::<Vec<_>>(), ["a2"]);
+    assert!(second.next.is_none());
+}
+
+async fn open_alerts_for_reattaching(db: &TestDb) {
+    alerts_open(db, "t1", "a1", Severity::High, &["x"]).await;
+    alerts_open(db, "t2", "b1", Severity::High, &["y"]).await;
+    alerts_open(db, "t2", "b2", Severity::High, &["z"]).await;
+    db.store
+        .set_alert_status("t2", "b2", AlertStatus::Closed, T0)
+        .await
+        .unwrap();
+    db.store
+        .set_alert_status("t1", "a1", AlertStatus::Acknowledged, T0)
+        .await
+        .unwrap();
+    let open = db.store.open_alerts().await.unwrap();
+    let got: Vec<_> = open
+        .iter()
+        .map(|a| (a.tenant_id.as_str(), a.id.as_str(), a.key.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        [("t1", "a1", "shell-burst\u{1e}a1"), ("t2", "b1", "shell-burst\u{1e}b1")]
+    );
+    assert_eq!(open[0].cluster_ids, ["prod"]);
+}
+
+async fn retention_expires_old_events(db: &TestDb) {
+    let day = |d: i64, h: i64| datetime!(2026-12-01 00:00 UTC) + Duration::days(d) + Duration::hours(h);
+    let mut events = Vec::new();
+    for d in 0..4 {
+        for h in [1, 13] {
+            events.push(event("t1", &format!("t1-{d}-{h}"), day(d, h)));
+            events.push(event("t2", &format!("t2-{d}-{h}"), day(d, h)));
+        }
+    }
+    db.store.insert_events(&events).await.unwrap();
+    // Tenant t1's retention ends at day 2, 06:00: bounded batches of 2.
+    let mut total = 0;
+    loop {
+        let e = db.store.expire_tenant("t1", day(2, 6), 2).await.unwrap();
+        assert!(e.deleted <= 2);
+        total += e.deleted;
+        if !e.more {
+            break;
+        }
+    }
+    assert_eq!(total, 5);
+    assert_eq!(ids(db, "t1", "", wide()).await, ["t1-3-13", "t1-3-1", "t1-2-13"]);
+    assert_eq!(ids(db, "t2", "", wide()).await.len(), 8);
+    // Whole days before day 1, 12:00 go for every tenant: day 0 only.
+    let mut dropped = 0;
+    let mut deleted = 0;
+    loop {
+        let e = db.store.expire_days(day(1, 12), 1).await.unwrap();
+        dropped += e.partitions_dropped;
+        deleted += e.deleted;
+        if !e.more {
+            break;
+        }
+    }
+    if db.postgres {
+        assert_eq!((dropped, deleted), (1, 0));
+    } else {
+        assert_eq!((dropped, deleted), (0, 2));
+    }
+    assert_eq!(ids(db, "t2", "", wide()).await.len(), 6);
+    assert!(!ids(db, "t2", "", wide()).await.iter().any(|id| id.starts_with("t2-0-")));
+    // Inserting into a dropped day again works (the partition is made again).
+    assert_eq!(
+        db.store
+            .insert_events(&[event("t2", "again", day(0, 2))])
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(ids(db, "t2", "", range(day(0, 0), day(1, 0))).await, ["again"]);
+}
+
+fn admission(tenant: &str, id: &str, cluster: &str, at: OffsetDateTime, allowed: bool) -> RecordedAdmission {
+    RecordedAdmission {
+        tenant_id: tenant.into(),
+        event_id: id.into(),
+        cluster_id: cluster.into(),
+        namespace: "shop".into(),
+        workload: Some(Workload::new("Deployment", "web")),
+        decided_at: at,
+        allowed,
+        violations_json: r#"[{"rule":"privileged","action":"log"}]"#.to_owned(),
+        projection: vec![0, 1, 2, 255],
+    }
+}
+
+async fn admissions_are_recorded_for_replay(db: &TestDb) {
+    let records: Vec<_> = (0..7)
+        .map(|i| {
+            admission(
+                "t1",
+                &format!("d{i}"),
+                if i % 2 == 0 { "prod" } else { "dev" },
+                T0 + Duration::hours(i),
+                i != 3,
+            )
+        })
+        .collect();
+    assert_eq!(db.store.record_admissions(&records).await.unwrap(), 7);
+    assert_eq!(db.store.record_admissions(&records).await.unwrap(), 0);
+    db.store
+        .record_admissions(&[admission("t2", "d0", "prod", T0, true)])
+        .await
+        .unwrap();
+
+    let mut all = Vec::new();
+    let mut page = PageRequest { size: 3, token: None };
+    loop {
+        let p = db
+            .store
+            .admissions("t1", &AdmissionFilter::default(), &page)
+            .await
+            .unwrap();
+        all.extend(p.items);
+        match p.next {
+            Some(n) => page.token = Some(n),
+            None => break,
+        }
+    }
+    assert_eq!(all, records);
+    let filter = AdmissionFilter {
+        cluster_id: Some("prod".into()),
+        since: Some(T0 + Duration::hours(2)),
+    };
+    let p = db
+        .store
+        .admissions("t1", &filter, &PageRequest::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        p.items.iter().map(|a| a.event_id.as_str()).collect::<Vec<_>>(),
+        ["d2", "d4", "d6"]
+    );
+    let p = db
+        .store
+        .admissions("t2", &AdmissionFilter::default(), &PageRequest::default())
+        .await
+        .unwrap();
+    assert_eq!(p.items.len(), 1);
+}
