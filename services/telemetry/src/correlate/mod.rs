@@ -35,7 +35,7 @@
 
 pub mod rule;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
 use compact_str::CompactString;
@@ -136,22 +136,78 @@ struct Entry {
 #[derive(Debug)]
 struct OpenAlert {
     id: CompactString,
-    ids: Vec<CompactString>,
+    /// The ids of its events the correlator remembers (at most `max_ids_per_alert`), and
+    /// their order of arrival, to forget the oldest first.
+    ids: HashSet<CompactString>,
+    order: VecDeque<CompactString>,
+}
+
+impl OpenAlert {
+    fn new(id: CompactString, ids: &[CompactString]) -> Self {
+        Self {
+            id,
+            ids: ids.iter().cloned().collect(),
+            order: ids.iter().cloned().collect(),
+        }
+    }
+
+    /// Remembers `id`; false when it was already there.
+    fn remember(&mut self, id: &CompactString, cap: usize) -> bool {
+        if self.ids.contains(id) {
+            return false;
+        }
+        while self.order.len() >= cap.max(1) {
+            let Some(old) = self.order.pop_front() else { break };
+            self.ids.remove(&old);
+        }
+        self.ids.insert(id.clone());
+        self.order.push_back(id.clone());
+        true
+    }
 }
 
 #[derive(Debug, Default)]
 struct Group {
-    entries: Vec<Entry>,
+    /// Sorted by (time, arrival); a ring, so dropping the oldest costs no shift.
+    entries: VecDeque<Entry>,
+    /// How many of `entries` match the rule's first matcher: a sequence cannot complete
+    /// without one, so the search is skipped while there is none.
+    first_steps: usize,
     alert: Option<OpenAlert>,
     last_at: Option<OffsetDateTime>,
+}
+
+impl Group {
+    /// Drops the first `n` entries.
+    fn drain_prefix(&mut self, n: usize) {
+        if n == 0 {
+            return;
+        }
+        let dropped = self.entries.drain(..n.min(self.entries.len()));
+        self.first_steps = self
+            .first_steps
+            .saturating_sub(dropped.filter(|e| e.mask & 1 != 0).count());
+    }
+
+    fn clear(&mut self) {
+        self.entries.clear();
+        self.first_steps = 0;
+    }
 }
 
 #[derive(Debug, Default)]
 struct Tenant {
     watermark: Option<OffsetDateTime>,
     seq: u64,
-    groups: HashMap<(usize, String), Group>,
+    /// Per rule (by index), the groups by entity key.
+    groups: Vec<HashMap<String, Group>>,
     ingested_since_sweep: usize,
+}
+
+impl Tenant {
+    fn group_count(&self) -> usize {
+        self.groups.iter().map(HashMap::len).sum()
+    }
 }
 
 /// Correlates events into alerts, per tenant, with the given rules (module documentation).
@@ -208,7 +264,7 @@ impl Correlator {
 
     /// Number of groups kept for `tenant` (for metrics and tests).
     pub fn group_count(&self, tenant: &str) -> usize {
-        self.tenants.get(tenant).map_or(0, |t| t.groups.len())
+        self.tenants.get(tenant).map_or(0, Tenant::group_count)
     }
 
     /// Forgets everything about `tenant`.
@@ -222,7 +278,7 @@ impl Correlator {
         let Some(t) = self.tenants.get_mut(tenant) else {
             return false;
         };
-        for g in t.groups.values_mut() {
+        for g in t.groups.iter_mut().flat_map(HashMap::values_mut) {
             if g.alert.as_ref().is_some_and(|a| a.id == alert_id) {
                 g.alert = None;
                 return true;
@@ -243,13 +299,15 @@ impl Correlator {
         let Some(ri) = self.rules.iter().position(|r| r.name == rule_name) else {
             return false;
         };
+        let rules = self.rules.len();
         let t = self.tenants.entry(tenant.into()).or_default();
-        let group = t.groups.entry((ri, entity_key.to_owned())).or_default();
-        group.entries.clear();
-        group.alert = Some(OpenAlert {
-            id: alert_id.into(),
-            ids: Vec::new(),
-        });
+        t.groups.resize_with(rules, HashMap::new);
+        let Some(groups) = t.groups.get_mut(ri) else {
+            return false;
+        };
+        let group = groups.entry(entity_key.to_owned()).or_default();
+        group.clear();
+        group.alert = Some(OpenAlert::new(alert_id.into(), &[]));
         group.last_at = Some(group.last_at.map_or(last_event_at, |l| l.max(last_event_at)));
         true
     }
@@ -259,6 +317,7 @@ impl Correlator {
     pub fn ingest(&mut self, event: &SecurityEvent) -> Result<Vec<AlertChange>, TooLate> {
         let config = self.config;
         let tenant = self.tenants.entry(event.tenant_id.clone()).or_default();
+        tenant.groups.resize_with(self.rules.len(), HashMap::new);
         let lateness = to_time(config.max_lateness);
         if let Some(w) = tenant.watermark
             && event.occurred_at < before(w, lateness)
@@ -272,6 +331,7 @@ impl Correlator {
         tenant.seq += 1;
         let seq = tenant.seq;
         let mut changes = Vec::new();
+        let mut added_group = false;
         for (ri, rule) in self.rules.iter().enumerate() {
             let mask = rule.match_mask(event);
             if mask == 0 {
@@ -288,26 +348,43 @@ impl Correlator {
                 }
                 _ => None,
             };
-            let group = tenant.groups.entry((ri, key.clone())).or_default();
+            let Some(groups) = tenant.groups.get_mut(ri) else {
+                continue;
+            };
+            if !groups.contains_key(key.as_str()) {
+                groups.insert(key.clone(), Group::default());
+                added_group = true;
+            }
+            let Some(group) = groups.get_mut(key.as_str()) else {
+                continue;
+            };
             group.last_at = Some(group.last_at.map_or(event.occurred_at, |l| l.max(event.occurred_at)));
-            let horizon = before(before(watermark, to_time(rule.window)), lateness);
             if let Some(alert) = &mut group.alert {
-                if alert.ids.contains(&event.id) {
-                    continue;
+                if alert.remember(&event.id, config.max_ids_per_alert) {
+                    changes.push(AlertChange::EventsAdded {
+                        tenant_id: event.tenant_id.clone(),
+                        alert_id: alert.id.clone(),
+                        event_ids: vec![event.id.clone()],
+                        last_event_at: event.occurred_at,
+                    });
                 }
-                if alert.ids.len() >= config.max_ids_per_alert {
-                    alert.ids.remove(0);
-                }
-                alert.ids.push(event.id.clone());
-                changes.push(AlertChange::EventsAdded {
-                    tenant_id: event.tenant_id.clone(),
-                    alert_id: alert.id.clone(),
-                    event_ids: vec![event.id.clone()],
-                    last_event_at: event.occurred_at,
-                });
                 continue;
             }
-            if group.entries.iter().any(|e| e.id == event.id) {
+            // The same event again (a redelivery) has the same time: only the entries of that
+            // time need a look.
+            // Events mostly come in order: then the searches below are skipped.
+            let in_order = group.entries.back().is_none_or(|b| b.at < event.occurred_at);
+            let same_time = if in_order {
+                group.entries.len()
+            } else {
+                group.entries.partition_point(|e| e.at < event.occurred_at)
+            };
+            let duplicate = group
+                .entries
+                .range(same_time..)
+                .take_while(|e| e.at == event.occurred_at)
+                .any(|e| e.id == event.id);
+            if duplicate {
                 continue;
             }
             // A distinct threshold needs only the latest event of each value (it keeps the
@@ -319,7 +396,9 @@ impl Correlator {
                 if group.entries.get(pos).is_some_and(|e| e.at >= event.occurred_at) {
                     continue;
                 }
-                group.entries.remove(pos);
+                if let Some(removed) = group.entries.remove(pos) {
+                    group.first_steps = group.first_steps.saturating_sub(usize::from(removed.mask & 1 != 0));
+                }
             }
             let entry = Entry {
                 at: event.occurred_at,
@@ -329,21 +408,43 @@ impl Correlator {
                 distinct,
                 cluster_id: event.cluster_id.clone(),
             };
-            let pos = group
-                .entries
-                .partition_point(|e| (e.at, e.seq) <= (entry.at, entry.seq));
+            let pos = if in_order {
+                group.entries.len()
+            } else {
+                group
+                    .entries
+                    .partition_point(|e| (e.at, e.seq) <= (entry.at, entry.seq))
+            };
+            group.first_steps += usize::from(entry.mask & 1 != 0);
             group.entries.insert(pos, entry);
-            group.entries.retain(|e| e.at >= horizon);
+            // Sorted by time: the expired events are a prefix.
+            let horizon = before(before(watermark, to_time(rule.window)), lateness);
+            if group.entries.front().is_some_and(|f| f.at < horizon) {
+                let expired = group.entries.partition_point(|e| e.at < horizon);
+                group.drain_prefix(expired);
+            }
+            if matches!(rule.pattern, Pattern::Sequence(_)) {
+                // Events before every first-step event can be part of a story only if a
+                // first step arrives late, and earlier; past the lateness none can.
+                let settled = before(watermark, lateness);
+                let orphans = group
+                    .entries
+                    .iter()
+                    .take_while(|e| e.mask & 1 == 0 && e.at < settled)
+                    .count();
+                group.drain_prefix(orphans);
+            }
             if group.entries.len() > config.max_events_per_group {
                 let excess = group.entries.len() - config.max_events_per_group;
-                group.entries.drain(..excess);
+                group.drain_prefix(excess);
             }
             let story = match &rule.pattern {
+                Pattern::Sequence(_) if group.first_steps == 0 => None,
                 Pattern::Sequence(steps) => find_sequence(&group.entries, steps, to_time(rule.window)),
                 Pattern::Threshold(t) => find_threshold(&group.entries, t, to_time(rule.window)),
             };
             let Some(story) = story else { continue };
-            let picked: Vec<Entry> = story.iter().filter_map(|&i| group.entries.get(i).cloned()).collect();
+            let picked: Vec<&Entry> = story.iter().filter_map(|&i| group.entries.get(i)).collect();
             let (Some(first), Some(last)) = (picked.first(), picked.last()) else {
                 continue;
             };
@@ -377,15 +478,12 @@ impl Correlator {
                 first_event_at: first.at,
                 last_event_at: last.at,
             };
-            group.entries.clear();
-            group.alert = Some(OpenAlert {
-                id,
-                ids: alert.event_ids.clone(),
-            });
+            group.clear();
+            group.alert = Some(OpenAlert::new(id, &alert.event_ids));
             changes.push(AlertChange::Opened(alert));
         }
         tenant.ingested_since_sweep += 1;
-        if tenant.groups.len() > config.max_groups_per_tenant || tenant.ingested_since_sweep >= 4096 {
+        if (added_group && tenant.group_count() > config.max_groups_per_tenant) || tenant.ingested_since_sweep >= 4096 {
             sweep(tenant, &self.rules, &config);
         }
         Ok(changes)
@@ -397,27 +495,36 @@ fn sweep(tenant: &mut Tenant, rules: &[Rule], config: &CorrelatorConfig) {
     tenant.ingested_since_sweep = 0;
     let Some(watermark) = tenant.watermark else { return };
     let lateness = to_time(config.max_lateness);
-    tenant.groups.retain(|(ri, _), g| {
-        let window = rules.get(*ri).map_or(time::Duration::ZERO, |r| to_time(r.window));
+    for (ri, groups) in tenant.groups.iter_mut().enumerate() {
+        let window = rules.get(ri).map_or(time::Duration::ZERO, |r| to_time(r.window));
         let horizon = before(before(watermark, window), lateness);
-        g.entries.retain(|e| e.at >= horizon);
-        // An open alert idle past its window and lateness is forgotten too.
-        g.last_at.is_some_and(|l| l >= horizon)
-    });
-    if tenant.groups.len() > config.max_groups_per_tenant {
-        let mut by_age: Vec<(Option<OffsetDateTime>, (usize, String))> =
-            tenant.groups.iter().map(|(k, g)| (g.last_at, k.clone())).collect();
+        groups.retain(|_, g| {
+            let expired = g.entries.partition_point(|e| e.at < horizon);
+            g.drain_prefix(expired);
+            // An open alert idle past its window and lateness is forgotten too.
+            g.last_at.is_some_and(|l| l >= horizon)
+        });
+    }
+    let count = tenant.group_count();
+    if count > config.max_groups_per_tenant {
+        let mut by_age: Vec<(Option<OffsetDateTime>, usize, String)> = tenant
+            .groups
+            .iter()
+            .enumerate()
+            .flat_map(|(ri, groups)| groups.iter().map(move |(k, g)| (g.last_at, ri, k.clone())))
+            .collect();
         by_age.sort_by_key(|a| a.0);
         let target = config.max_groups_per_tenant - config.max_groups_per_tenant / 10;
-        let excess = tenant.groups.len().saturating_sub(target);
-        for (_, k) in by_age.into_iter().take(excess) {
-            tenant.groups.remove(&k);
+        for (_, ri, k) in by_age.into_iter().take(count.saturating_sub(target)) {
+            if let Some(groups) = tenant.groups.get_mut(ri) {
+                groups.remove(&k);
+            }
         }
     }
 }
 
 /// The indexes of the earliest-completed sequence in `entries` (sorted by time), if any.
-fn find_sequence(entries: &[Entry], steps: &[Step], window: time::Duration) -> Option<Vec<usize>> {
+fn find_sequence(entries: &VecDeque<Entry>, steps: &[Step], window: time::Duration) -> Option<Vec<usize>> {
     for (start, first) in entries.iter().enumerate() {
         if first.mask & 1 == 0 {
             continue;
@@ -426,7 +533,7 @@ fn find_sequence(entries: &[Entry], steps: &[Step], window: time::Duration) -> O
         let mut picked = Vec::new();
         let mut step = 0usize;
         let mut have = 0u32;
-        for (i, e) in entries.iter().enumerate().skip(start) {
+        for (i, e) in entries.range(start..).enumerate().map(|(k, e)| (start + k, e)) {
             if e.at > deadline {
                 break;
             }
@@ -448,13 +555,13 @@ fn find_sequence(entries: &[Entry], steps: &[Step], window: time::Duration) -> O
 }
 
 /// The indexes of the first window of `entries` (sorted by time) that reaches the threshold.
-fn find_threshold(entries: &[Entry], t: &Threshold, window: time::Duration) -> Option<Vec<usize>> {
+fn find_threshold(entries: &VecDeque<Entry>, t: &Threshold, window: time::Duration) -> Option<Vec<usize>> {
     let need = usize::try_from(t.count).unwrap_or(usize::MAX);
     for (start, first) in entries.iter().enumerate() {
         let deadline = after(first.at, window);
         let mut picked = Vec::new();
         let mut seen: Vec<&str> = Vec::new();
-        for (i, e) in entries.iter().enumerate().skip(start) {
+        for (i, e) in entries.range(start..).enumerate().map(|(k, e)| (start + k, e)) {
             if e.at > deadline {
                 break;
             }
