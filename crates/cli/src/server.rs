@@ -1017,10 +1017,11 @@ async fn start_telemetry(
             .context("the continuous service's address")?,
         )
     };
-    let authenticator = portcullis_admission::keys::IntrospectingAuthenticator::new(
+    let authenticator = portcullis_policy_client::keys::IntrospectingAuthenticator::new(
         upstream,
         settings.admission.key_cache.clone(),
-        portcullis_admission::metrics::AdmissionMetrics::global(),
+        // Recorded as before, under admission's cache lookup metric.
+        Arc::new(portcullis_admission::metrics::AdmissionMetrics::global()),
     );
     Ok(RunningTelemetry::start(
         Arc::new(store),

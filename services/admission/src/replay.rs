@@ -154,8 +154,8 @@ mod review_tests {
 
     use crate::metrics::Transport;
     use crate::policies::PolicySource;
-    use crate::{ClusterSel, UpstreamTimeouts};
     use crate::{Admission, AdmissionOptions, BoxFuture, ReviewCaller, Upstream};
+    use crate::{ClusterSel, UpstreamTimeouts};
 
     /// The store's answer: cluster `xdr` has an `xdrEnabled` policy, cluster `quiet` the same
     /// rules with `xdrEnabled: false`. Privileged containers block, host networking logs.

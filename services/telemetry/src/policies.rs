@@ -8,12 +8,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use portcullis_admission::UpstreamTimeouts;
 use portcullis_engine::evaluate::TrustedImage;
 use portcullis_engine::policy::PolicyDocument;
 use portcullis_engine::runtime::{CompiledRulesets, Ruleset};
 use portcullis_kit::client::{Trust, for_tenant};
 use portcullis_kit::upstream::{ClusterSel, ServiceChannel, service_channel};
+use portcullis_policy_client::UpstreamTimeouts;
 use portcullis_proto::common::v1 as pc;
 use portcullis_proto::policystore::v1 as pb;
 use portcullis_proto::policystore::v1::policy_service_client::PolicyServiceClient;

@@ -311,6 +311,7 @@ pub(crate) fn admission_payload(
     pe::event_envelope::Payload::AdmissionDecision(pe::AdmissionDecision {
         summary: Some(summary),
         decision,
+        ..Default::default()
     })
 }
 

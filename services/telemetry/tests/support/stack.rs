@@ -15,12 +15,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use portcullis_admission::keys::{IntrospectingAuthenticator, KeyCacheOptions};
-use portcullis_admission::metrics::AdmissionMetrics;
-use portcullis_admission::{Upstream, UpstreamTimeouts};
 use portcullis_bus::Event;
 use portcullis_domain::Topic;
 use portcullis_integration_tests::store::{Api, by_name};
+use portcullis_policy_client::keys::{IntrospectingAuthenticator, KeyCacheOptions};
+use portcullis_policy_client::metrics::NoMetrics;
+use portcullis_policy_client::{Upstream, UpstreamTimeouts};
 use portcullis_policy_store::testing::{TestServer, authed};
 use portcullis_proto::admission::v1 as pa;
 use portcullis_proto::common::v1 as pc;
@@ -121,7 +121,7 @@ impl Stack {
         .unwrap();
         let upstream = Upstream::new(&self.store.url, None, &self.store.service_token, &timeouts, false).unwrap();
         let authenticator =
-            IntrospectingAuthenticator::new(upstream, KeyCacheOptions::default(), AdmissionMetrics::global());
+            IntrospectingAuthenticator::new(upstream, KeyCacheOptions::default(), std::sync::Arc::new(NoMetrics));
         let credentials = Credentials::new(
             Some(self.store.operator_key.clone()),
             Some(self.store.service_token.clone()),
@@ -284,6 +284,7 @@ impl Stack {
             payload: Some(pe::event_envelope::Payload::AdmissionDecision(pe::AdmissionDecision {
                 summary: Some(summary),
                 decision,
+                ..Default::default()
             })),
         };
         self.store
