@@ -94,6 +94,28 @@ fn every_falco_file_contributes_all_its_rules() {
     assert_eq!(ids, sorted, "entries must be sorted by unique id");
 }
 
+/// The counts and priorities SOURCE.txt gives for the three files (falco_rules.yaml 25
+/// rules, incubating 31, sandbox 37; priorities CRITICAL, ERROR, WARNING, NOTICE, INFO).
+#[test]
+fn all_three_falco_files_load_with_the_counts_source_txt_gives() {
+    let entries = generate();
+    let count = |s: FalcoSource| entries.iter().filter(|e| e.source == s).count();
+    assert_eq!(
+        FalcoSource::ALL.map(count),
+        [25, 31, 37],
+        "stable, incubating, sandbox (SOURCE.txt)"
+    );
+    for e in &entries {
+        assert!(
+            ["CRITICAL", "ERROR", "WARNING", "NOTICE", "INFO", "INFORMATIONAL"].contains(&e.priority.as_str()),
+            "{}: {}",
+            e.id,
+            e.priority
+        );
+        assert!(!e.description.is_empty() && !e.description.contains('\n'), "{}", e.id);
+    }
+}
+
 #[test]
 fn embedded_catalogue_parses_and_matches_the_generated_one() {
     let parsed = Catalogue::from_json(CATALOGUE_JSON).unwrap();

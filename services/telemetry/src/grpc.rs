@@ -62,7 +62,16 @@ pub fn alert_to_proto(a: &StoredAlert) -> pt::Alert {
             .unwrap_or_default()
     };
     let workload = entity("workload");
+    // The `pod` entity field is `namespace/name` (a pod name is unique only in its namespace).
     let pod = entity("pod");
+    let (pod_namespace, pod) = match pod.split_once('/') {
+        Some((namespace, name)) => (namespace.to_owned(), name.to_owned()),
+        None => (entity("namespace"), pod),
+    };
+    let namespace = match entity("namespace") {
+        n if n.is_empty() => pod_namespace.clone(),
+        n => n,
+    };
     pt::Alert {
         id: a.id.to_string(),
         title: a.title.clone(),
@@ -70,7 +79,7 @@ pub fn alert_to_proto(a: &StoredAlert) -> pt::Alert {
         status: a.status.to_proto() as i32,
         cluster_ids: a.cluster_ids.iter().map(ToString::to_string).collect(),
         pod: (!pod.is_empty()).then(|| pc::PodKey {
-            namespace: entity("namespace"),
+            namespace: pod_namespace,
             name: pod,
             uid: String::new(),
         }),
@@ -85,8 +94,9 @@ pub fn alert_to_proto(a: &StoredAlert) -> pt::Alert {
         mitigation: pc::Mitigation::Unspecified as i32,
         status_changed_at: Some(timestamp(a.status_changed_at)),
         status_changed_by_key_id: String::new(),
-        namespace: entity("namespace"),
-        digest: entity("digest"),
+        namespace,
+        // The entity field holding the digest is `image` (rule.rs).
+        digest: entity("image"),
         opened_at: Some(timestamp(a.created_at)),
         status_note: String::new(),
     }

@@ -5,6 +5,10 @@
 //! write: a bus delivery is acked, and an ingest message answered, after its events are
 //! stored.
 //!
+//! The correlator's state moves on only with what is stored: each batch is a correlator
+//! transaction, committed once its alert changes are stored and rolled back when they could
+//! not be (see [`crate::correlate`], "Batches and failed saves").
+//!
 //! After a restart the open alerts are re-attached to the correlator before the first
 //! write ([`Pipeline::start`]), so that a story completed across the restart joins its
 //! alert instead of opening another.
@@ -212,6 +216,8 @@ async fn write_batch(
     let mut changes: Vec<AlertChange> = Vec::new();
     {
         let mut c = lock(correlator);
+        // A transaction: undone when the changes cannot be stored (see below).
+        c.begin();
         for e in order {
             match c.ingest(e) {
                 Ok(mut more) => changes.append(&mut more),
@@ -222,10 +228,24 @@ async fn write_batch(
             }
         }
     }
-    if !changes.is_empty() {
-        let opened = changes.iter().filter(|c| matches!(c, AlertChange::Opened(_))).count() as u64;
-        store.record_alert_changes(&changes, OffsetDateTime::now_utc()).await?;
-        counters.alerts_opened.fetch_add(opened, Ordering::Relaxed);
+    let opened = changes.iter().filter(|c| matches!(c, AlertChange::Opened(_))).count() as u64;
+    let saved = if changes.is_empty() {
+        Ok(())
+    } else {
+        store.record_alert_changes(&changes, OffsetDateTime::now_utc()).await
+    };
+    // The correlator's state follows what is stored: on a failed save it goes back to
+    // before the batch, and the batch's writers are told to send again (a bus delivery comes
+    // back, a sensor resends), which completes the same stories with the same alert ids.
+    match saved {
+        Ok(()) => {
+            lock(correlator).commit();
+            counters.alerts_opened.fetch_add(opened, Ordering::Relaxed);
+            Ok(())
+        }
+        Err(e) => {
+            lock(correlator).rollback();
+            Err(e.into())
+        }
     }
-    Ok(())
 }

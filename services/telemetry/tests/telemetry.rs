@@ -295,6 +295,110 @@ async fn a_restart_loses_no_event_and_stores_none_twice(mode: Mode) {
     assert_eq!(ids.len(), 25);
 }
 
+fn all_time() -> portcullis_telemetry_service::store::TimeRange {
+    let now = time::OffsetDateTime::now_utc();
+    portcullis_telemetry_service::store::TimeRange {
+        from: now - time::Duration::days(1),
+        to: now + time::Duration::hours(1),
+    }
+}
+
+fn page() -> portcullis_telemetry_service::store::PageRequest {
+    portcullis_telemetry_service::store::PageRequest { size: 10, token: None }
+}
+
+async fn a_kill_mid_stream_loses_no_event_and_stores_none_twice(mode: Mode) {
+    let mut stack = Stack::start(mode).await;
+    let t = stack.tenant.clone();
+    stack.stop_service().await;
+    let mut killable = stack.start_killable().await;
+    let shell = "Terminal shell in container";
+    let other = "Read sensitive file untrusted";
+    let message = |events: &[String]| pt::IngestEventsRequest {
+        cluster: None,
+        events_json: events.iter().map(|e| e.clone().into_bytes().into()).collect(),
+    };
+    // The stream's first message: three shells (of an exec burst of five in `prod`) and 17
+    // other detections; its second, never sent before the kill: ten more and a fourth shell.
+    let mut first: Vec<String> = (0..3).map(|i| falco(shell, &format!("s{i}"), None, 30 - i)).collect();
+    first.extend((0..17).map(|i| falco(other, &format!("p{i}"), None, 30 - i)));
+    let mut second: Vec<String> = (17..27).map(|i| falco(other, &format!("p{i}"), None, 30 - i)).collect();
+    second.push(falco(shell, "s3", None, 20));
+    let (sensor, stream) = tokio::sync::mpsc::channel(4);
+    let mut client = killable.client().await;
+    let key = t.connector_key.clone();
+    let call = tokio::spawn(async move {
+        client
+            .ingest_events(portcullis_policy_store::testing::authed(
+                &key,
+                tokio_stream::wrappers::ReceiverStream::new(stream),
+            ))
+            .await
+    });
+    sensor.send(message(&first)).await.unwrap();
+    // The half-sent stream's first message is stored (its answer comes only at the end).
+    eventually(WAIT, async || {
+        let found = stack
+            .events
+            .search(
+                &t.id,
+                &portcullis_telemetry_service::query::Query::default(),
+                all_time(),
+                &page(),
+            )
+            .await
+            .unwrap();
+        if found.total == 20 { Ok(()) } else { Err(found.total) }
+    })
+    .await;
+    // Bus events in flight when the service is killed: some taken, some not yet acked.
+    for i in 0..10 {
+        stack
+            .publish_admission(
+                &t,
+                &format!("33333333-0000-4000-8000-0000000000{i:02}"),
+                true,
+                None,
+                "Deployment",
+                &format!("api{i}"),
+            )
+            .await;
+    }
+    killable.kill();
+    assert!(call.await.unwrap().is_err(), "the stream was not answered");
+    drop(sensor);
+    stack.start_service().await;
+    // The sensor resends the whole unanswered stream, then goes on.
+    let mut all = first.clone();
+    all.extend(second);
+    let answer = stack.ingest(&t.connector_key, &all).await;
+    assert_eq!(
+        (answer.accepted, answer.rejected, answer.refused),
+        (31, 0, 0),
+        "{answer:?}"
+    );
+    // Unacked bus events come back after the bus's ack wait (30 s).
+    eventually(Duration::from_secs(90), async || {
+        let found = stack.search(&t.admin_key, "type:admission").await;
+        if found.total == 10 { Ok(()) } else { Err(found.total) }
+    })
+    .await;
+    let runtime = stack.search(&t.admin_key, "type:runtime").await;
+    assert_eq!(runtime.total, 31);
+    let mut ids: Vec<&str> = runtime.events.iter().map(|e| e.id.as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 31);
+    assert_eq!(stack.search(&t.admin_key, "").await.total, 41);
+    // Four distinct shells so far: the resent three counted again would have made a burst.
+    assert!(stack.alerts(&t.admin_key).await.is_empty());
+    stack.ingest(&t.connector_key, &[falco(shell, "s4", None, 15)]).await;
+    let alerts = stack.alerts(&t.admin_key).await;
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(alerts[0].rule, "exec-attach-burst");
+    assert_eq!(alerts[0].event_count, 5);
+}
+
 portcullis_test_kit::both! {
     embedded: portcullis_server::Mode::Embedded,
     distributed: portcullis_server::Mode::Distributed;
@@ -303,4 +407,5 @@ portcullis_test_kit::both! {
     a_log_only_admission_then_a_runtime_detection_opens_an_alert,
     xdr_disabled_stores_nothing_but_still_mitigates,
     a_restart_loses_no_event_and_stores_none_twice,
+    a_kill_mid_stream_loses_no_event_and_stores_none_twice,
 }

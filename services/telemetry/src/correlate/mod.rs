@@ -32,6 +32,26 @@
 //! Alert ids are derived (a UUID from SHA-256 over the tenant, rule, entity key and the
 //! story's first event id), so re-correlating the same events after a restart gives the
 //! same ids.
+//!
+//! # Duplicates
+//!
+//! A bus event is redelivered when its ack was lost, and a sensor resends what it saw no
+//! answer for: the same event id again. Each tenant remembers the ids of its latest
+//! [`CorrelatorConfig::max_seen_ids_per_tenant`] events and skips an event it has seen, so
+//! a duplicate never counts twice towards a threshold or a sequence, not even after the
+//! alert its first copy completed was closed (the group was emptied then). The memory is
+//! the process's: after a restart, stories start again from the events seen since.
+//!
+//! # Batches and failed saves
+//!
+//! The caller stores the alert changes after the correlator made them. So that a failed
+//! save loses no alert (the correlator would otherwise believe the alert open and append the
+//! redelivered events to an alert that was never stored), a batch is a transaction:
+//! [`Correlator::begin`] before it, then [`Correlator::commit`] once its changes are stored
+//! or [`Correlator::rollback`] when they could not be, which puts every group the batch
+//! touched, the tenants' watermarks and the remembered ids back as they were; the retried
+//! events then complete the same stories again (with the same derived alert ids). An alert
+//! closed while the batch was in flight stays closed after a rollback.
 
 pub mod rule;
 
@@ -56,6 +76,9 @@ pub struct CorrelatorConfig {
     pub max_events_per_group: usize,
     /// Most event ids remembered per open alert (to skip an event appended twice).
     pub max_ids_per_alert: usize,
+    /// Most event ids remembered per tenant, latest first (a redelivered or resent event
+    /// among them is skipped; see the module documentation).
+    pub max_seen_ids_per_tenant: usize,
 }
 
 impl Default for CorrelatorConfig {
@@ -65,6 +88,9 @@ impl Default for CorrelatorConfig {
             max_groups_per_tenant: 50_000,
             max_events_per_group: 256,
             max_ids_per_alert: 1024,
+            // Redeliveries and resends come within seconds to minutes; at the sustained
+            // ingest rate of one tenant this covers well over that (about 2 MB per tenant).
+            max_seen_ids_per_tenant: 32_768,
         }
     }
 }
@@ -133,7 +159,7 @@ struct Entry {
     cluster_id: CompactString,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct OpenAlert {
     id: CompactString,
     /// The ids of its events the correlator remembers (at most `max_ids_per_alert`), and
@@ -166,7 +192,7 @@ impl OpenAlert {
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct Group {
     /// Sorted by (time, arrival); a ring, so dropping the oldest costs no shift.
     entries: VecDeque<Entry>,
@@ -202,6 +228,27 @@ struct Tenant {
     /// Per rule (by index), the groups by entity key.
     groups: Vec<HashMap<String, Group>>,
     ingested_since_sweep: usize,
+    /// Ids of the latest events taken (duplicates are skipped), and their order of arrival.
+    seen: HashSet<CompactString>,
+    seen_order: VecDeque<CompactString>,
+}
+
+/// What a batch changed, to put back on [`Correlator::rollback`].
+#[derive(Debug, Default)]
+struct Journal {
+    tenants: HashMap<CompactString, TenantUndo>,
+    /// Alerts closed while the batch was in flight: a rollback must not bring them back.
+    closed: Vec<(CompactString, CompactString)>,
+}
+
+/// A tenant's state before the batch: `None` for a tenant the batch created.
+#[derive(Debug)]
+struct TenantUndo {
+    before: Option<(Option<OffsetDateTime>, u64)>,
+    /// Each touched group as it was (`None`: it did not exist), by rule index and key.
+    groups: HashMap<(usize, String), Option<Group>>,
+    /// Ids the batch added to `seen` (the last of `seen_order`).
+    seen_added: Vec<CompactString>,
 }
 
 impl Tenant {
@@ -216,6 +263,7 @@ pub struct Correlator {
     rules: Vec<Rule>,
     config: CorrelatorConfig,
     tenants: HashMap<CompactString, Tenant>,
+    journal: Option<Journal>,
 }
 
 /// A UUID (version 8) from SHA-256 over `parts`, each followed by a zero byte.
@@ -249,6 +297,59 @@ impl Correlator {
             rules,
             config,
             tenants: HashMap::new(),
+            journal: None,
+        }
+    }
+
+    /// Starts a batch: what [`Correlator::ingest`] changes from now on can be put back with
+    /// [`Correlator::rollback`] (module documentation). A batch already started is
+    /// committed first.
+    pub fn begin(&mut self) {
+        self.journal = Some(Journal::default());
+    }
+
+    /// Ends the batch, keeping its changes (they were stored).
+    pub fn commit(&mut self) {
+        self.journal = None;
+    }
+
+    /// Ends the batch, putting back what it changed (its alert changes could not be
+    /// stored). Without a batch, does nothing.
+    pub fn rollback(&mut self) {
+        let Some(journal) = self.journal.take() else { return };
+        for (tenant_id, undo) in journal.tenants {
+            let Some((watermark, seq)) = undo.before else {
+                self.tenants.remove(&tenant_id);
+                continue;
+            };
+            let Some(t) = self.tenants.get_mut(&tenant_id) else {
+                continue;
+            };
+            t.watermark = watermark;
+            t.seq = seq;
+            for ((ri, key), group) in undo.groups {
+                let Some(groups) = t.groups.get_mut(ri) else { continue };
+                match group {
+                    Some(g) => {
+                        groups.insert(key, g);
+                    }
+                    None => {
+                        groups.remove(&key);
+                    }
+                }
+            }
+            // The batch's ids are the last ones remembered, in order. (Ids it pushed out of
+            // the bounded memory stay forgotten: at worst a later duplicate of one of the
+            // oldest is taken again.)
+            for id in undo.seen_added.iter().rev() {
+                if t.seen_order.back() == Some(id) {
+                    t.seen_order.pop_back();
+                }
+                t.seen.remove(id);
+            }
+        }
+        for (tenant, alert) in journal.closed {
+            self.close_alert(&tenant, &alert);
         }
     }
 
@@ -275,6 +376,9 @@ impl Correlator {
     /// Forgets the open alert `alert_id` of `tenant` (it was closed): the next story of its
     /// rule and entity opens a new alert. False when the correlator did not hold it.
     pub fn close_alert(&mut self, tenant: &str, alert_id: &str) -> bool {
+        if let Some(j) = &mut self.journal {
+            j.closed.push((tenant.into(), alert_id.into()));
+        }
         let Some(t) = self.tenants.get_mut(tenant) else {
             return false;
         };
@@ -316,8 +420,25 @@ impl Correlator {
     /// causes, or [`TooLate`].
     pub fn ingest(&mut self, event: &SecurityEvent) -> Result<Vec<AlertChange>, TooLate> {
         let config = self.config;
+        if let Some(j) = &mut self.journal
+            && !j.tenants.contains_key(&event.tenant_id)
+        {
+            let prior = self.tenants.get(&event.tenant_id).map(|t| (t.watermark, t.seq));
+            j.tenants.insert(
+                event.tenant_id.clone(),
+                TenantUndo {
+                    before: prior,
+                    groups: HashMap::new(),
+                    seen_added: Vec::new(),
+                },
+            );
+        }
+        let mut undo = self.journal.as_mut().and_then(|j| j.tenants.get_mut(&event.tenant_id));
         let tenant = self.tenants.entry(event.tenant_id.clone()).or_default();
         tenant.groups.resize_with(self.rules.len(), HashMap::new);
+        if tenant.seen.contains(&event.id) {
+            return Ok(Vec::new());
+        }
         let lateness = to_time(config.max_lateness);
         if let Some(w) = tenant.watermark
             && event.occurred_at < before(w, lateness)
@@ -325,6 +446,17 @@ impl Correlator {
             return Err(TooLate {
                 event_id: event.id.clone(),
             });
+        }
+        while tenant.seen_order.len() >= config.max_seen_ids_per_tenant.max(1) {
+            let Some(old) = tenant.seen_order.pop_front() else {
+                break;
+            };
+            tenant.seen.remove(&old);
+        }
+        tenant.seen.insert(event.id.clone());
+        tenant.seen_order.push_back(event.id.clone());
+        if let Some(u) = undo.as_deref_mut() {
+            u.seen_added.push(event.id.clone());
         }
         let watermark = tenant.watermark.map_or(event.occurred_at, |w| w.max(event.occurred_at));
         tenant.watermark = Some(watermark);
@@ -351,6 +483,11 @@ impl Correlator {
             let Some(groups) = tenant.groups.get_mut(ri) else {
                 continue;
             };
+            if let Some(u) = undo.as_deref_mut() {
+                u.groups
+                    .entry((ri, key.clone()))
+                    .or_insert_with(|| groups.get(key.as_str()).cloned());
+            }
             if !groups.contains_key(key.as_str()) {
                 groups.insert(key.clone(), Group::default());
                 added_group = true;

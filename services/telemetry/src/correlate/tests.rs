@@ -587,3 +587,97 @@ fn adopted_alert_takes_the_events_of_its_key() {
     assert!(!c.adopt_alert("t1", "no-such-rule\u{1e}x", "a", T0));
     assert!(!c.adopt_alert("t1", "no separator", "a", T0));
 }
+
+#[test]
+fn a_resent_story_after_its_alert_closed_does_not_count_again() {
+    let mut c = correlator();
+    let burst: Vec<SecurityEvent> = (0..5).map(|i| shell(&format!("s{i}"), i * 10)).collect();
+    let changes = run(&mut c, &burst);
+    let alerts = opened(&changes, EXEC_BURST);
+    assert_eq!(alerts.len(), 1);
+    assert!(c.close_alert("t1", &alerts[0].id));
+    // The sensor did not see the answer and sends the same five again: already counted.
+    let again = run(&mut c, &burst);
+    assert!(again.is_empty(), "{again:?}");
+    // A redelivered event amid new ones is not counted either: four new, one old.
+    let mut mixed: Vec<SecurityEvent> = (5..9).map(|i| shell(&format!("s{i}"), i * 10)).collect();
+    mixed.push(shell("s4", 40));
+    assert!(opened(&run(&mut c, &mixed), EXEC_BURST).is_empty());
+    // The fifth new one completes a second burst.
+    assert_eq!(opened(&run(&mut c, &[shell("s9", 90)]), EXEC_BURST).len(), 1);
+}
+
+#[test]
+fn seen_ids_are_bounded_per_tenant() {
+    let mut c = Correlator::with_shipped_rules(CorrelatorConfig {
+        max_seen_ids_per_tenant: 2,
+        ..CorrelatorConfig::default()
+    })
+    .unwrap();
+    run(&mut c, &[shell("s0", 0), shell("s1", 1), shell("s2", 2)]);
+    assert_eq!(c.tenants["t1"].seen.len(), 2);
+    assert!(!c.tenants["t1"].seen.contains("s0"));
+}
+
+#[test]
+fn a_rolled_back_batch_completes_its_story_again_with_the_same_alert() {
+    let mut c = correlator();
+    run(&mut c, &[ev("a1", Source::Admission, Action::Log, 0)]);
+    c.begin();
+    let first = run(&mut c, &[runtime("r1", 60)]);
+    let first = opened(&first, LOG_THEN_RUNTIME);
+    assert_eq!(first.len(), 1);
+    let id = first[0].id.clone();
+    // The save failed: the batch is undone, and its events, sent again, open the same alert
+    // (without the rollback they would be skipped as duplicates and the alert never stored).
+    c.rollback();
+    c.begin();
+    let again = run(&mut c, &[runtime("r1", 60)]);
+    c.commit();
+    let again = opened(&again, LOG_THEN_RUNTIME);
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].id, id);
+    assert_eq!(again[0].event_ids, ["a1", "r1"]);
+}
+
+#[test]
+fn a_rollback_removes_a_tenant_the_batch_created_and_keeps_committed_state() {
+    let mut c = correlator();
+    c.begin();
+    run(&mut c, &[shell("s0", 0)]);
+    c.commit();
+    c.begin();
+    run(&mut c, &[shell("s1", 10)]);
+    let mut other = shell("x0", 0);
+    other.tenant_id = "t2".into();
+    run(&mut c, &[other]);
+    c.rollback();
+    assert_eq!(c.group_count("t2"), 0);
+    assert!(!c.tenants.contains_key("t2"));
+    let t = &c.tenants["t1"];
+    assert!(t.seen.contains("s0") && !t.seen.contains("s1"));
+    assert_eq!(t.seen_order.len(), 1);
+    // s0 is kept: four more complete the burst of five, not three more.
+    let changes = run(&mut c, &[shell("s1", 10), shell("s2", 20), shell("s3", 30)]);
+    assert!(opened(&changes, EXEC_BURST).is_empty());
+    assert_eq!(opened(&run(&mut c, &[shell("s4", 40)]), EXEC_BURST).len(), 1);
+}
+
+#[test]
+fn an_alert_closed_during_a_batch_stays_closed_after_its_rollback() {
+    let mut c = correlator();
+    let burst: Vec<SecurityEvent> = (0..5).map(|i| shell(&format!("s{i}"), i * 10)).collect();
+    let id = opened(&run(&mut c, &burst), EXEC_BURST)[0].id.clone();
+    c.begin();
+    // Joins the open alert.
+    assert!(matches!(
+        run(&mut c, &[shell("s5", 50)]).as_slice(),
+        [AlertChange::EventsAdded { .. }]
+    ));
+    assert!(c.close_alert("t1", &id));
+    c.rollback();
+    // Closed: the retried event starts a new story instead of joining the closed alert.
+    let changes = run(&mut c, &[shell("s5", 50)]);
+    assert!(changes.is_empty(), "{changes:?}");
+    assert!(!c.close_alert("t1", &id));
+}

@@ -50,6 +50,95 @@ pub fn policy(name: &str, xdr: bool, ruleset: Option<&str>) -> String {
     doc.to_string()
 }
 
+/// What a service needs of the policy store, owned (to move onto another runtime).
+struct Upstreams {
+    url: String,
+    service_token: String,
+    operator_key: String,
+    bus: portcullis_bus::Bus,
+}
+
+impl Upstreams {
+    fn of(store: &TestServer) -> Self {
+        Self {
+            url: store.url.clone(),
+            service_token: store.service_token.clone(),
+            operator_key: store.operator_key.clone(),
+            bus: store.bus.clone(),
+        }
+    }
+}
+
+/// Starts a telemetry service over `events`.
+async fn launch(up: &Upstreams, events: Arc<dyn TelemetryStore>) -> RunningTelemetry {
+    let timeouts = UpstreamTimeouts::default();
+    let options = TelemetryOptions {
+        // Policy changes in a scenario are seen at once.
+        policy_cache_ttl: std::time::Duration::ZERO,
+        ..TelemetryOptions::default()
+    };
+    let policies = PolicyStore::new(
+        &up.url,
+        None,
+        &up.service_token,
+        &timeouts,
+        false,
+        options.policy_cache_ttl,
+    )
+    .unwrap();
+    let upstream = Upstream::new(&up.url, None, &up.service_token, &timeouts, false).unwrap();
+    let authenticator = IntrospectingAuthenticator::new(upstream, KeyCacheOptions::default(), Arc::new(NoMetrics));
+    let credentials = Credentials::new(Some(up.operator_key.clone()), Some(up.service_token.clone())).unwrap();
+    RunningTelemetry::start(
+        events,
+        policies,
+        None,
+        up.bus.clone(),
+        credentials,
+        Arc::new(authenticator),
+        TelemetryServeOptions {
+            grpc: Some(ServerConfig::new(
+                SocketAddr::from(([127, 0, 0, 1], 0)),
+                Mode::Distributed,
+            )),
+            telemetry: options,
+        },
+    )
+    .await
+    .unwrap()
+}
+
+/// A telemetry service on a runtime of its own ([`Stack::start_killable`]).
+pub struct Killable {
+    runtime: Option<tokio::runtime::Runtime>,
+    pub url: String,
+}
+
+impl Killable {
+    /// Kills the service: every task of its runtime is dropped where it stands.
+    pub fn kill(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+
+    pub async fn client(&self) -> TelemetryServiceClient<Channel> {
+        TelemetryServiceClient::new(
+            tonic::transport::Endpoint::from_shared(self.url.clone())
+                .unwrap()
+                .connect()
+                .await
+                .unwrap(),
+        )
+    }
+}
+
+impl Drop for Killable {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 /// One tenant's cluster.
 #[derive(Clone)]
 pub struct Tenant {
@@ -104,47 +193,37 @@ impl Stack {
 
     /// Starts (again) the service over the stack's store.
     pub async fn start_service(&mut self) {
-        let timeouts = UpstreamTimeouts::default();
-        let options = TelemetryOptions {
-            // Policy changes in a scenario are seen at once.
-            policy_cache_ttl: std::time::Duration::ZERO,
-            ..TelemetryOptions::default()
-        };
-        let policies = PolicyStore::new(
-            &self.store.url,
-            None,
-            &self.store.service_token,
-            &timeouts,
-            false,
-            options.policy_cache_ttl,
-        )
-        .unwrap();
-        let upstream = Upstream::new(&self.store.url, None, &self.store.service_token, &timeouts, false).unwrap();
-        let authenticator =
-            IntrospectingAuthenticator::new(upstream, KeyCacheOptions::default(), std::sync::Arc::new(NoMetrics));
-        let credentials = Credentials::new(
-            Some(self.store.operator_key.clone()),
-            Some(self.store.service_token.clone()),
-        )
-        .unwrap();
-        let running = RunningTelemetry::start(
-            self.events.clone(),
-            policies,
-            None,
-            self.store.bus.clone(),
-            credentials,
-            Arc::new(authenticator),
-            TelemetryServeOptions {
-                grpc: Some(ServerConfig::new(
-                    SocketAddr::from(([127, 0, 0, 1], 0)),
-                    Mode::Distributed,
-                )),
-                telemetry: options,
-            },
-        )
-        .await
-        .unwrap();
+        let running = launch(&Upstreams::of(&self.store), self.events.clone()).await;
         self.telemetry = Some(running);
+    }
+
+    /// Starts the service on a runtime of its own, which [`Killable::kill`] drops at once: no
+    /// drain, no answer, no ack, as when the process is killed. Its store connections are
+    /// its own too (they die with it).
+    pub async fn start_killable(&self) -> Killable {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let upstreams = Upstreams::of(&self.store);
+        let data_url = match self.store.data_dir() {
+            Some(dir) => portcullis_test_kit::sqlite_url(&dir.join("telemetry.db")),
+            None => self.store.database_url.clone(),
+        };
+        let (started, url) = tokio::sync::oneshot::channel();
+        runtime.spawn(async move {
+            let events: Arc<dyn TelemetryStore> = Arc::new(SqlStore::connect(&data_url).await.unwrap());
+            let running = launch(&upstreams, events).await;
+            let _ = started.send(running.url().unwrap().to_owned());
+            // Runs until its runtime is dropped.
+            let _ = running.wait().await;
+        });
+        let url = url.await.unwrap();
+        Killable {
+            runtime: Some(runtime),
+            url,
+        }
     }
 
     /// Stops the service (drained).
@@ -227,6 +306,28 @@ impl Stack {
             .unwrap()
             .into_inner()
             .alerts
+    }
+
+    /// A new cluster `name` of `tenant` under the policy `policy` (its name): its id and
+    /// connector key.
+    pub async fn add_cluster(&self, tenant: &Tenant, name: &str, policy: &str) -> (String, String) {
+        let mut admin = Api::new(&self.store, &tenant.admin_key).await;
+        let registered = admin.register_cluster(name, by_name(policy)).await.unwrap();
+        (registered.cluster.unwrap().id, registered.connector_key)
+    }
+
+    /// Publishes `envelope` on the bus under its own topic, as its stage does.
+    pub async fn publish_envelope(&self, envelope: &pe::EventEnvelope) {
+        self.store
+            .bus
+            .publish(Event::new(
+                envelope.event_id.as_str(),
+                envelope.tenant_id.as_str(),
+                envelope.topic.as_str(),
+                Bytes::from(envelope.encode_to_vec()),
+            ))
+            .await
+            .unwrap();
     }
 
     /// Publishes an admission decision of `tenant` on the bus, as admission does.
