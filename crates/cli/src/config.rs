@@ -143,6 +143,9 @@ pub struct PolicyStoreSettings {
     pub background: BackgroundOptions,
     /// The keys registry credentials are encrypted with at rest.
     pub credentials: CredentialKeySettings,
+    /// Images every new cluster trusts from its creation (Portcullis's own repository by
+    /// default); shown and removable like any other trusted image. Empty: none.
+    pub default_trusted_images: Vec<String>,
 }
 
 /// `[policy_store.credentials]`: the AES-256 key files registry credentials are sealed with.
@@ -193,6 +196,7 @@ impl Default for PolicyStoreSettings {
             rate_limit: portcullis_policy_store::default_rate_limit(),
             background: BackgroundOptions::default(),
             credentials: CredentialKeySettings::default(),
+            default_trusted_images: vec![portcullis_policy_store::DEFAULT_TRUSTED_IMAGE.to_owned()],
         }
     }
 }
@@ -203,6 +207,7 @@ impl PolicyStoreSettings {
         portcullis_policy_store::ServiceOptions {
             cache: self.cache.clone(),
             rate_limit: self.rate_limit.clone(),
+            default_trusted_images: self.default_trusted_images.clone(),
         }
     }
 }
@@ -362,6 +367,13 @@ impl Settings {
         }
         if let Err(e) = self.policy_store.rate_limit.validate() {
             problems.push(format!("policy_store.rate_limit: {e}"));
+        }
+        // Checked here too, so that a bad seed stops the store at start rather than failing
+        // every cluster registration.
+        for (i, image) in self.policy_store.default_trusted_images.iter().enumerate() {
+            if let Err(e) = portcullis_engine::evaluate::TrustedImage::parse(image) {
+                problems.push(format!("policy_store.default_trusted_images[{i}]: {image:?}: {e}"));
+            }
         }
         if let Err(e) = self.admission.events.validate() {
             problems.push(format!("admission.events: {e}"));

@@ -1,5 +1,6 @@
 //! `portcullis`: one binary for the Portcullis CLI (and, later, its services).
 
+mod certs;
 mod client;
 mod config;
 mod documents;
@@ -44,6 +45,11 @@ enum Command {
     Verify(client::verify::VerifyArgs),
     /// Checks a settings file or prints the effective settings of `up` or of a service.
     Config(config::ConfigArgs),
+    /// Makes a private CA and TLS certificates for the services of distributed mode.
+    Certs(certs::CertsArgs),
+    /// Asks a server's gRPC health service; exit 0 when SERVING, 1 when not, 2 when it cannot
+    /// be asked (container health checks, Kubernetes exec probes).
+    Health(client::health::HealthArgs),
     /// Client commands against a running server.
     #[command(flatten)]
     Client(client::ClientCommand),
@@ -94,6 +100,8 @@ fn main() -> ExitCode {
         Command::Up(args) => server::up(args, cli.client.operator_key.as_deref()),
         Command::Serve(args) => server::serve(args, cli.client.operator_key.as_deref()),
         Command::Config(args) => config::run(args, cli.client.operator_key.as_deref()),
+        Command::Certs(args) => certs::run(args),
+        Command::Health(args) => Ok(client::health::run(&cli.client, args)),
         Command::Review(args) => Ok(client::review::run(&cli.client, args)),
         Command::Verify(args) => Ok(client::verify::run(&cli.client, args)),
         Command::Client(command) => Ok(client::run(&cli.client, command)),

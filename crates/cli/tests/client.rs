@@ -569,6 +569,72 @@ fn rulesets_attestors_and_scan_results() {
     assert!(run.stdout.contains(digest), "{}", run.stdout);
 }
 
+/// `certs init` certificates serve TLS as they are (the policy store's, named `localhost` and
+/// `127.0.0.1`), trusted through `ca.crt`; `portcullis health` asks the gRPC health service
+/// over it: exit 0 SERVING, 1 for a service the server does not have, 2 when it cannot ask.
+#[test]
+fn certs_init_certificates_serve_tls_and_health_answers() {
+    let dir = TempDir::new("client-certs");
+    let certs = dir.path("certs");
+    let init = common::portcullis(&["certs", "init", certs.to_str().unwrap(), "--name", "policy-store"]);
+    assert_eq!(init.code, Some(0), "{}", init.stderr);
+    let file = |name: &str| certs.join(name).to_str().unwrap().to_owned();
+    let (cert, key, ca) = (file("policy-store.crt"), file("policy-store.key"), file("ca.crt"));
+    let up = Up::start_with(&["--tls-cert", &cert, "--tls-key", &key], dir);
+    assert!(up.url.starts_with("https://"), "{}", up.url);
+    let localhost = up.url.replacen("127.0.0.1", "localhost", 1);
+
+    for url in [up.url.as_str(), localhost.as_str()] {
+        let overall = up.run(None, &["--ca-cert", &ca, "health", url]);
+        assert_eq!(overall.code, Some(0), "{url}: {}", overall.stderr);
+        assert_eq!(overall.stdout.trim(), "SERVING");
+    }
+    // Readiness of one service, by default at --server.
+    let ready = up.run(
+        None,
+        &[
+            "--ca-cert",
+            &ca,
+            "health",
+            "--service",
+            "portcullis.policystore.v1.PolicyService",
+        ],
+    );
+    assert_eq!(
+        (ready.code, ready.stdout.trim()),
+        (Some(0), "SERVING"),
+        "{}",
+        ready.stderr
+    );
+    let unknown = up.run(
+        None,
+        &["--ca-cert", &ca, "health", "--service", "portcullis.nothing.v1.Nothing"],
+    );
+    assert_eq!(
+        (unknown.code, unknown.stdout.trim()),
+        (Some(1), "SERVICE_UNKNOWN"),
+        "{}",
+        unknown.stderr
+    );
+
+    // Without the CA the certificate is not trusted: no answer, exit 2.
+    let untrusted = up.run(None, &["health"]);
+    assert_eq!(untrusted.code, Some(2), "{}", untrusted.stderr);
+    assert!(untrusted.stderr.contains("portcullis: health:"), "{}", untrusted.stderr);
+    // A CA that did not sign it is no better.
+    let other = TempDir::new("client-certs-other");
+    let other_ca = other.path("ca");
+    assert_eq!(
+        common::portcullis(&["certs", "init", other_ca.to_str().unwrap(), "--name", "x"]).code,
+        Some(0)
+    );
+    let wrong = up.run(
+        None,
+        &["--ca-cert", other_ca.join("ca.crt").to_str().unwrap(), "health"],
+    );
+    assert_eq!(wrong.code, Some(2), "{}", wrong.stderr);
+}
+
 #[test]
 fn https_with_a_self_signed_certificate_and_ca_cert() {
     let dir = TempDir::new("client-tls");

@@ -299,6 +299,22 @@ async fn serve_policy_store_runs_on_postgres_and_nats() {
     let created = create_tenant(&running.url, "CLI tenant", "cli").await;
     let applied = apply_policy(&running.url, &created.admin_key).await;
     assert_eq!(applied.policy.unwrap().revision, 1);
+    // `portcullis health`, what compose and the Kubernetes probes run: the store is ready.
+    let health = portcullis(&[
+        "health",
+        &running.url,
+        "--service",
+        "portcullis.policystore.v1.PolicyService",
+    ])
+    .output()
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&health.stdout);
+    assert_eq!(
+        (health.status.code(), stdout.trim()),
+        (Some(0), "SERVING"),
+        "{}",
+        String::from_utf8_lossy(&health.stderr)
+    );
     stop(running, "TERM");
 }
 

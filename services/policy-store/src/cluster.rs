@@ -10,7 +10,7 @@ use tonic::{Request, Response, Status};
 use crate::PolicyStore;
 use crate::convert::{
     acting, bounded_text, cluster_to_proto, duration_from, new_settings, optional_ref, optional_time, page,
-    page_response, required_ref, settings_update, with_registries,
+    page_response, required_ref, seed_trusted_images, settings_update, with_registries,
 };
 use crate::error::OrStatus;
 
@@ -25,11 +25,13 @@ impl ClusterService for PolicyStore {
     ) -> Result<Response<pb::RegisterClusterResponse>, Status> {
         let (tenant, actor) = acting(&request)?;
         let req = request.get_ref();
+        let mut settings = new_settings(req.settings.clone())?;
+        seed_trusted_images(&mut settings, &self.default_trusted_images)?;
         let new = NewCluster {
             name: req.name.clone(),
             description: req.description.clone(),
             policy: optional_ref("policy", req.policy.clone())?,
-            settings: new_settings(req.settings.clone())?,
+            settings,
             connector_key_expires_at: optional_time("connector_key_expires_at", req.connector_key_expires_at.as_ref())?,
         };
         let registered = self.store.register_cluster(tenant, &actor, &new).await.or_status()?;

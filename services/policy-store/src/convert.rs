@@ -219,6 +219,33 @@ pub fn new_settings(value: Option<pb::ClusterSettings>) -> Result<SettingsUpdate
     })
 }
 
+/// Adds the seed images (`ServiceOptions::default_trusted_images`) to a new cluster's
+/// trusted images, before those its registration gives, each once; the list limit still holds.
+pub fn seed_trusted_images(settings: &mut SettingsUpdate, seed: &[String]) -> Result<(), Status> {
+    if seed.is_empty() {
+        return Ok(());
+    }
+    let given = settings.trusted_images.take().unwrap_or_default();
+    let mut images: Vec<String> = Vec::with_capacity(seed.len() + given.len());
+    for image in seed.iter().chain(&given) {
+        if !images.contains(image) {
+            images.push(image.clone());
+        }
+    }
+    if images.len() > MAX_TRUSTED_IMAGES {
+        return Err(invalid_field(
+            "settings.trusted_images",
+            format!(
+                "at most {MAX_TRUSTED_IMAGES} images, the {} every cluster trusts by default included; {} in all",
+                seed.len(),
+                images.len()
+            ),
+        ));
+    }
+    settings.trusted_images = Some(images);
+    Ok(())
+}
+
 /// A settings change under a field mask (an empty mask replaces every field; an
 /// unspecified failure mode keeps the current one).
 pub fn settings_update(

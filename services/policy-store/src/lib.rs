@@ -89,14 +89,23 @@ pub struct ServiceOptions {
     /// The limit of every call made with a tenant's key (connectors' heartbeats and policy
     /// reads, people's calls): one budget per tenant and replica.
     pub rate_limit: RateLimitConfig,
+    /// Images every new cluster trusts from its creation (added to the trusted images its
+    /// registration gives): Portcullis's own components, so that a policy never blocks or
+    /// mitigates the product that enforces it. Shown and removable like any other trusted
+    /// image; removing it later is not undone. Empty: no seed.
+    pub default_trusted_images: Vec<String>,
 }
 
+/// Portcullis's own image repository (every service runs from this one image).
+pub const DEFAULT_TRUSTED_IMAGE: &str = "ghcr.io/portcullis/portcullis";
+
 impl Default for ServiceOptions {
-    /// Default caches, [`default_rate_limit`].
+    /// Default caches, [`default_rate_limit`], [`DEFAULT_TRUSTED_IMAGE`] as the seed.
     fn default() -> ServiceOptions {
         ServiceOptions {
             cache: CacheOptions::default(),
             rate_limit: default_rate_limit(),
+            default_trusted_images: vec![DEFAULT_TRUSTED_IMAGE.to_owned()],
         }
     }
 }
@@ -112,6 +121,8 @@ pub struct PolicyStore {
     /// FAILED_PRECONDITION (set) and UNIMPLEMENTED (get: "no stored credentials" to the
     /// signature service).
     credential_keys: Option<Arc<KeyRing>>,
+    /// [`ServiceOptions::default_trusted_images`].
+    default_trusted_images: Arc<[String]>,
 }
 
 impl PolicyStore {
@@ -131,6 +142,7 @@ impl PolicyStore {
             caches,
             limiter: Arc::new(TenantRateLimiter::new(options.rate_limit)),
             credential_keys: None,
+            default_trusted_images: options.default_trusted_images.into(),
         }
     }
 

@@ -45,6 +45,7 @@ portcullis_test_kit::both! {
     introspection_is_for_services_only,
     audit_log_records_changes,
     settings_lists_are_capped_below_the_bus_limit,
+    a_new_cluster_trusts_portcullis_own_image_until_removed,
 }
 
 fn by_name(name: &str) -> Option<pc::ResourceRef> {
@@ -819,9 +820,10 @@ async fn settings_lists_are_capped_below_the_bus_limit(server: &TestServer) {
         assert!(status.message().contains(limit), "{}", status.message());
     }
 
+    // Every new cluster also trusts Portcullis's own image: it is the 256th.
     let at_limits = pb::ClusterSettings {
         excluded_namespaces: namespaces(MAX_EXCLUDED_NAMESPACES),
-        trusted_images: images(MAX_TRUSTED_IMAGES),
+        trusted_images: images(MAX_TRUSTED_IMAGES - 1),
         ..Default::default()
     };
     let mut sub = server
@@ -843,4 +845,111 @@ async fn settings_lists_are_capped_below_the_bus_limit(server: &TestServer) {
         "{} bytes at the limits",
         received.event.payload.len()
     );
+}
+
+/// The seed: every new cluster trusts Portcullis's own image repository, shown by get and
+/// list like any other trusted image, added once beside those the registration gives, and
+/// gone for good once removed.
+async fn a_new_cluster_trusts_portcullis_own_image_until_removed(server: &TestServer) {
+    use portcullis_policy_store::DEFAULT_TRUSTED_IMAGE;
+    let mut c = clients(server).await;
+    let own = DEFAULT_TRUSTED_IMAGE.to_owned();
+    let other = "registry.example.com/platform/agent".to_owned();
+    let trusted = |cluster: Option<pb::Cluster>| cluster.unwrap().settings.unwrap().trusted_images;
+
+    let plain = register_cluster(server, &mut c, "plain", None).await;
+    assert_eq!(trusted(plain.cluster), vec![own.clone()]);
+    let register = |name: &str, images: Vec<String>| {
+        server.request(
+            &server.admin_key,
+            pb::RegisterClusterRequest {
+                name: name.to_owned(),
+                settings: Some(pb::ClusterSettings {
+                    trusted_images: images,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        )
+    };
+    let given = c
+        .clusters
+        .register_cluster(register("given", vec![other.clone()]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(trusted(given.cluster), vec![own.clone(), other.clone()]);
+    let both = c
+        .clusters
+        .register_cluster(register("both", vec![other.clone(), own.clone()]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(trusted(both.cluster), vec![own.clone(), other.clone()], "listed once");
+
+    // Shown by get and list.
+    let got = c
+        .clusters
+        .get_cluster(server.request(
+            &server.admin_key,
+            pb::GetClusterRequest {
+                cluster: by_name("plain"),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(trusted(got.cluster), vec![own.clone()]);
+    let listed = c
+        .clusters
+        .list_clusters(server.request(&server.admin_key, pb::ListClustersRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.clusters.len(), 3);
+    for cluster in &listed.clusters {
+        let images = &cluster.settings.as_ref().unwrap().trusted_images;
+        assert_eq!(images.first(), Some(&own), "{}: {images:?}", cluster.name);
+    }
+
+    // Removable like any other, and not put back by later changes.
+    let update = |images: Vec<String>, paths: &[&str]| {
+        server.request(
+            &server.admin_key,
+            pb::UpdateClusterSettingsRequest {
+                cluster: by_name("given"),
+                settings: Some(pb::ClusterSettings {
+                    trusted_images: images,
+                    ..Default::default()
+                }),
+                update_mask: Some(prost_types::FieldMask {
+                    paths: paths.iter().map(|p| (*p).to_owned()).collect(),
+                }),
+                expected_generation: None,
+            },
+        )
+    };
+    let removed = c
+        .clusters
+        .update_cluster_settings(update(vec![other.clone()], &["trusted_images"]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(trusted(removed.cluster), vec![other.clone()]);
+    c.clusters
+        .update_cluster_settings(update(Vec::new(), &["excluded_namespaces"]))
+        .await
+        .unwrap();
+    let got = c
+        .clusters
+        .get_cluster(server.request(
+            &server.admin_key,
+            pb::GetClusterRequest {
+                cluster: by_name("given"),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(trusted(got.cluster), vec![other]);
 }

@@ -17,6 +17,7 @@ mod document;
 mod duration;
 mod error;
 mod exceptions;
+pub mod health;
 mod key;
 mod named_document;
 mod output;
