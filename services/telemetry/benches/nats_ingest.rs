@@ -156,7 +156,7 @@ fn envelope(i: u64, run: &str, tenant: &str, cluster: &str) -> pe::EventEnvelope
     let id = format!("adm-{run}-{i}");
     let namespace = format!("team-{}", i % 40);
     let name = format!("web-{}", i % 997);
-    let allowed = i % 5 != 0;
+    let allowed = !i.is_multiple_of(5);
     let object = pc::WorkloadRef {
         kind: "Deployment".into(),
         namespace: namespace.clone(),
@@ -164,7 +164,7 @@ fn envelope(i: u64, run: &str, tenant: &str, cluster: &str) -> pe::EventEnvelope
         ..Default::default()
     };
     let action = if allowed { pc::Action::Log } else { pc::Action::Block };
-    let violations: Vec<pc::Violation> = (i % 2 == 0 || !allowed)
+    let violations: Vec<pc::Violation> = (i.is_multiple_of(2) || !allowed)
         .then(|| pc::Violation {
             rule_type: "containerSecurityContext".into(),
             action: action as i32,

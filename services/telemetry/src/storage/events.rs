@@ -21,14 +21,8 @@ use crate::store::{
 pub(super) const COLUMNS: &str = "tenant_id, id, occurred_at, cluster_id, source, severity, rule, summary, action, namespace, pod, pod_uid, container, image, image_repo, digest, subresource, workload_kind, workload_name, labels, mitigation, details";
 const COLUMN_COUNT: usize = 22;
 
-/// Rows per insert statement: PostgreSQL binds at most 65,535 values per statement, SQLite
-/// 32,766; fewer round trips matter more on PostgreSQL.
-fn rows_per_statement(backend: DbBackend) -> usize {
-    match backend {
-        DbBackend::Postgres => 2000,
-        _ => 1000,
-    }
-}
+/// Rows per insert statement on SQLite (at most 32,766 bound values a statement).
+const SQLITE_ROWS_PER_STATEMENT: usize = 1000;
 
 /// A severity as stored: its rank (the `severity:` term compares it).
 fn severity_rank(s: Severity) -> i16 {
@@ -127,7 +121,7 @@ pub(super) async fn insert(store: &SqlStore, events: &[SecurityEvent]) -> StoreR
     }
     let tx = store.begin().await?;
     let mut new = 0;
-    for chunk in events.chunks(rows_per_statement(backend)) {
+    for chunk in events.chunks(SQLITE_ROWS_PER_STATEMENT) {
         let mut sql = Sql::new(backend, &format!("INSERT INTO tm_events ({COLUMNS}) VALUES "));
         for (i, e) in chunk.iter().enumerate() {
             if i > 0 {
