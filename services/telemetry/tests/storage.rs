@@ -79,6 +79,8 @@ macro_rules! both {
 
 both!(
     inserts_are_idempotent,
+    a_batch_with_repeats_stores_each_event_once,
+    special_characters_read_back_unchanged,
     search_by_each_field,
     search_pages_newest_first,
     counts_stop_at_ten_thousand,
@@ -149,6 +151,45 @@ async fn inserts_are_idempotent(db: &TestDb) {
     // What is read back is what was written (microsecond times).
     let back = db.store.events("t1", &["e3".into()]).await.unwrap();
     assert_eq!(back, vec![events[3].clone()]);
+}
+
+async fn a_batch_with_repeats_stores_each_event_once(db: &TestDb) {
+    let stored: Vec<_> = (0..3)
+        .map(|i| event("t1", &format!("s{i}"), T0 + Duration::seconds(i)))
+        .collect();
+    assert_eq!(db.store.insert_events(&stored).await.unwrap(), 3);
+    // A large batch (several COPY messages on PostgreSQL): repeats of stored events, repeats
+    // within the batch, and the same id in another tenant (a different event).
+    let mut batch = Vec::new();
+    for i in 0..4_500 {
+        batch.push(event("t1", &format!("n{i}"), T0 + Duration::milliseconds(i)));
+    }
+    batch.extend(stored.iter().cloned());
+    batch.push(event("t1", "n7", T0 + Duration::milliseconds(7)));
+    batch.push(event("t1", "n4499", T0 + Duration::milliseconds(4_499)));
+    batch.push(event("t2", "s1", T0 + Duration::seconds(1)));
+    assert_eq!(db.store.insert_events(&batch).await.unwrap(), 4_501);
+    assert_eq!(db.store.insert_events(&batch).await.unwrap(), 0);
+    let query = Query::parse("").unwrap();
+    let page = PageRequest { size: 10, token: None };
+    let t1 = db.store.search("t1", &query, wide(), &page).await.unwrap();
+    assert_eq!((t1.total, t1.total_is_lower_bound), (4_503, false));
+    assert_eq!(ids(db, "t2", "", wide()).await, vec!["s1".to_owned()]);
+}
+
+async fn special_characters_read_back_unchanged(db: &TestDb) {
+    let mut e = event("t1", "esc", T0);
+    e.summary = "tab\there, a newline\nand\r\\N backslashes \\ \\\\. 100% of_it 'quoted' \"double\" é 日本".to_owned();
+    e.rule = "\\N".to_owned().into();
+    e.details_json = r#"{"output":"a\tb\\c\n","x":"\\."}"#.to_owned();
+    e.labels = Some(vec![("k\tx".into(), "v\nw\\".into())]);
+    e.mitigation = None;
+    e.workload = None;
+    assert_eq!(db.store.insert_events(std::slice::from_ref(&e)).await.unwrap(), 1);
+    let back = db.store.events("t1", &["esc".into()]).await.unwrap();
+    assert_eq!(back, vec![e]);
+    assert_eq!(ids(db, "t1", "backslashes", wide()).await, vec!["esc".to_owned()]);
+    assert_eq!(ids(db, "t1", "rule:\\N", wide()).await, vec!["esc".to_owned()]);
 }
 
 async fn search_by_each_field(db: &TestDb) {

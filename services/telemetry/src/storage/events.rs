@@ -18,17 +18,11 @@ use crate::store::{
 };
 
 /// The stored event columns, in insert order.
-const COLUMNS: &str = "tenant_id, id, occurred_at, cluster_id, source, severity, rule, summary, action, namespace, pod, pod_uid, container, image, image_repo, digest, subresource, workload_kind, workload_name, labels, mitigation, details";
+pub(super) const COLUMNS: &str = "tenant_id, id, occurred_at, cluster_id, source, severity, rule, summary, action, namespace, pod, pod_uid, container, image, image_repo, digest, subresource, workload_kind, workload_name, labels, mitigation, details";
 const COLUMN_COUNT: usize = 22;
 
-/// Rows per insert statement: PostgreSQL binds at most 65,535 values per statement, SQLite
-/// 32,766; fewer round trips matter more on PostgreSQL.
-fn rows_per_statement(backend: DbBackend) -> usize {
-    match backend {
-        DbBackend::Postgres => 2000,
-        _ => 1000,
-    }
-}
+/// Rows per insert statement on SQLite (at most 32,766 bound values a statement).
+const SQLITE_ROWS_PER_STATEMENT: usize = 1000;
 
 /// A severity as stored: its rank (the `severity:` term compares it).
 fn severity_rank(s: Severity) -> i16 {
@@ -122,9 +116,12 @@ pub(super) async fn insert(store: &SqlStore, events: &[SecurityEvent]) -> StoreR
     store
         .ensure_partitions(events.iter().map(|e| micros(e.occurred_at)))
         .await?;
+    if backend == DbBackend::Postgres {
+        return copy_insert(store, events).await;
+    }
     let tx = store.begin().await?;
     let mut new = 0;
-    for chunk in events.chunks(rows_per_statement(backend)) {
+    for chunk in events.chunks(SQLITE_ROWS_PER_STATEMENT) {
         let mut sql = Sql::new(backend, &format!("INSERT INTO tm_events ({COLUMNS}) VALUES "));
         for (i, e) in chunk.iter().enumerate() {
             if i > 0 {
@@ -136,6 +133,118 @@ pub(super) async fn insert(store: &SqlStore, events: &[SecurityEvent]) -> StoreR
         new += tx.execute_raw(sql.statement()).await?.rows_affected();
     }
     tx.commit().await?;
+    Ok(new)
+}
+
+/// Rows sent to the staging table per `CopyData` message (a few MB each).
+const COPY_ROWS_PER_MESSAGE: usize = 2000;
+
+/// The per-connection staging table of [`copy_insert`]: a temporary table (not WAL-logged,
+/// no index) emptied at every commit.
+const STAGE_DDL: &str =
+    "CREATE TEMP TABLE IF NOT EXISTS tm_events_stage (LIKE tm_events INCLUDING DEFAULTS) ON COMMIT DELETE ROWS";
+
+fn sqlx_error(e: sea_orm::sqlx::Error) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+/// Appends `text` as one field of `COPY`'s text format: backslash, tab, newline and
+/// carriage return escaped (a NUL is refused by PostgreSQL's text type, as with a bound
+/// value: the batch fails and is retried, nothing is stored half).
+fn push_copy_text(out: &mut Vec<u8>, text: &str) {
+    for b in text.bytes() {
+        match b {
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            _ => out.push(b),
+        }
+    }
+}
+
+/// Appends one event as a line of `COPY`'s text format, in [`COLUMNS`] order.
+pub(crate) fn push_copy_row(out: &mut Vec<u8>, e: &SecurityEvent) {
+    use std::io::Write as _;
+    let (kind, name) = e
+        .workload
+        .as_ref()
+        .map_or(("", ""), |w| (w.kind.as_str(), w.name.as_str()));
+    let text = |out: &mut Vec<u8>, t: &str| {
+        push_copy_text(out, t);
+        out.push(b'\t');
+    };
+    text(out, &e.tenant_id);
+    text(out, &e.id);
+    // Writing into a Vec cannot fail.
+    let _ = write!(out, "{}\t", micros(e.occurred_at));
+    text(out, &e.cluster_id);
+    text(out, e.source.as_str());
+    let _ = write!(out, "{}\t", severity_rank(e.severity));
+    text(out, &e.rule);
+    text(out, &e.summary);
+    text(out, e.action.as_str());
+    text(out, &e.namespace);
+    text(out, &e.pod);
+    text(out, &e.pod_uid);
+    text(out, &e.container);
+    text(out, &e.image);
+    text(out, image_repository(&e.image));
+    text(out, &e.digest);
+    text(out, &e.subresource);
+    text(out, kind);
+    text(out, name);
+    match &e.labels {
+        Some(labels) => text(out, &labels_json(labels)),
+        None => out.extend_from_slice(b"\\N\t"),
+    }
+    match e.mitigation {
+        Some(m) => text(out, m.as_str()),
+        None => out.extend_from_slice(b"\\N\t"),
+    }
+    push_copy_text(out, &e.details_json);
+    out.push(b'\n');
+}
+
+/// The PostgreSQL write: the batch is `COPY`'d into a temporary staging table, then moved
+/// with one `INSERT ... SELECT ... ON CONFLICT DO NOTHING`, all in one transaction. The
+/// conflict target is the primary key (tenant, id, time), so a repeat of a stored event, or
+/// of an event earlier in the same batch, is skipped; the count is of rows new in the table.
+/// Several times faster than multi-row `INSERT`s with bound values (no parameter binding
+/// or planning per row), and the staging table costs no WAL and no index upkeep.
+async fn copy_insert(store: &SqlStore, events: &[SecurityEvent]) -> StoreResult<u64> {
+    let pool = store.db.get_postgres_connection_pool();
+    let mut tx = pool.begin().await.map_err(sqlx_error)?;
+    sea_orm::sqlx::query(STAGE_DDL)
+        .execute(&mut *tx)
+        .await
+        .map_err(sqlx_error)?;
+    let mut copy = tx
+        .copy_in_raw(&format!("COPY tm_events_stage ({COLUMNS}) FROM STDIN"))
+        .await
+        .map_err(sqlx_error)?;
+    let mut buf = Vec::with_capacity(COPY_ROWS_PER_MESSAGE * 2048);
+    for chunk in events.chunks(COPY_ROWS_PER_MESSAGE) {
+        buf.clear();
+        for e in chunk {
+            push_copy_row(&mut buf, e);
+        }
+        if let Err(e) = copy.send(buf.as_slice()).await {
+            // Leaves the connection usable (the transaction then rolls back on drop).
+            let _ = copy.abort(e.to_string()).await;
+            return Err(sqlx_error(e));
+        }
+    }
+    copy.finish().await.map_err(sqlx_error)?;
+    // The text holds only this module's constants.
+    let new = sea_orm::sqlx::query(sea_orm::sqlx::AssertSqlSafe(format!(
+        "INSERT INTO tm_events ({COLUMNS}) SELECT {COLUMNS} FROM tm_events_stage ON CONFLICT DO NOTHING"
+    )))
+    .execute(&mut *tx)
+    .await
+    .map_err(sqlx_error)?
+    .rows_affected();
+    tx.commit().await.map_err(sqlx_error)?;
     Ok(new)
 }
 

@@ -5,10 +5,10 @@
 //! connect. Statements are SQL text with bound parameters only ([`Sql`] numbers them in each
 //! backend's style): no value is ever written into the text.
 //!
-//! Events are inserted with multi-row `INSERT ... ON CONFLICT DO NOTHING` statements, which
-//! make a repeated batch idempotent without a staging table (COPY would need one, and a
-//! second statement to move the rows, for no gain at batch sizes of a few thousand). On
-//! PostgreSQL the events table is partitioned by UTC day; the partitions a batch touches are
+//! Events are inserted on PostgreSQL by `COPY` into a per-connection temporary staging table
+//! and one `INSERT ... SELECT ... ON CONFLICT DO NOTHING` into the events table (idempotent on
+//! the event's key, counting only new rows); on SQLite with multi-row `INSERT ... ON CONFLICT
+//! DO NOTHING` statements. On PostgreSQL the events table is partitioned by UTC day; the partitions a batch touches are
 //! created before it is inserted, once per day and process (remembered in memory).
 
 mod alerts;
@@ -191,6 +191,19 @@ impl SqlStore {
         Ok(())
     }
 }
+
+/// The events as `COPY tm_events (...) FROM STDIN` text rows, in the store's column order
+/// ([`EVENT_COLUMNS`]): what the PostgreSQL insert sends (benchmarks use it for a bare `COPY`).
+pub fn copy_text(events: &[SecurityEvent]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(events.len() * 2048);
+    for e in events {
+        events::push_copy_row(&mut out, e);
+    }
+    out
+}
+
+/// The stored event columns, in the order of [`copy_text`]'s fields.
+pub const EVENT_COLUMNS: &str = events::COLUMNS;
 
 /// The name of a day's partition (`tm_events_p20261207`); `None` for days outside the years
 /// 1..=9999.
