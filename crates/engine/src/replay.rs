@@ -173,11 +173,10 @@ impl WorkloadChanges {
     /// non-zero counts, in [`Outcome`] order.
     pub fn outcome_changes(&self) -> Vec<(Outcome, Outcome, u64)> {
         let mut out = Vec::new();
-        for decided in Outcome::ALL {
-            for would_be in Outcome::ALL {
-                let n = self.transitions[decided as usize][would_be as usize];
-                if decided != would_be && n > 0 {
-                    out.push((decided, would_be, n));
+        for (decided, row) in Outcome::ALL.into_iter().zip(self.transitions.iter()) {
+            for (would_be, n) in Outcome::ALL.into_iter().zip(row.iter()) {
+                if decided != would_be && *n > 0 {
+                    out.push((decided, would_be, *n));
                 }
             }
         }
@@ -316,7 +315,12 @@ impl<'a> Replayer<'a> {
         let logged = decision.violations.iter().any(|v| v.action == Action::Log);
         let not_judged = !decision.unverified.is_empty();
         let mut transitions = [[0; 3]; 3];
-        transitions[Outcome::of(was_blocked, was_logged) as usize][Outcome::of(blocked, logged) as usize] = 1;
+        if let Some(cell) = transitions
+            .get_mut(Outcome::of(was_blocked, was_logged) as usize)
+            .and_then(|row| row.get_mut(Outcome::of(blocked, logged) as usize))
+        {
+            *cell = 1;
+        }
         let changes = WorkloadChanges {
             transitions,
             admissions: 1,
