@@ -149,7 +149,11 @@ fn stricter(name: &str) -> String {
     policy(name, true, None).replace(r#""action":"log""#, r#""action":"block""#)
 }
 
-fn changed(r: &pt::ReplayPolicyResponse) -> Vec<(String, u64, u64, Vec<(i32, i32, u64)>)> {
+/// A workload's change as the assertions compare it: name, admissions, newly blocked and
+/// (decided, would be, count).
+type Changed = (String, u64, u64, Vec<(i32, i32, u64)>);
+
+fn changed(r: &pt::ReplayPolicyResponse) -> Vec<Changed> {
     r.workloads
         .iter()
         .map(|w| {
