@@ -107,6 +107,7 @@ const EXPECTED: &[(&str, &[&str])] = &[
             "GetAlert",
             "UpdateAlertStatus",
             "ListRiskScores",
+            "ReplayPolicy",
         ],
     ),
 ];

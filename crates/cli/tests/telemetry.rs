@@ -43,6 +43,7 @@ struct Up {
     child: Child,
     url: String,
     admin_key: String,
+    admission_url: String,
     dir: TempDir,
 }
 
@@ -59,11 +60,12 @@ impl Up {
         let data = dir.path("data");
         std::fs::create_dir_all(&data).unwrap();
         let log = dir.path("up.log");
+        let admission_port = free_port();
         let mut cmd = Command::new(BIN);
         cmd.args(["up", "--data-dir"])
             .arg(&data)
             .args(["--listen", &format!("127.0.0.1:{}", free_port())])
-            .args(["--admission-listen", &format!("127.0.0.1:{}", free_port())])
+            .args(["--admission-listen", &format!("127.0.0.1:{admission_port}")])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(std::fs::File::create(&log).unwrap()));
@@ -104,17 +106,25 @@ impl Up {
             .unwrap()
             .trim()
             .to_owned();
+        // The admission URL has the same scheme as the store's.
+        let scheme = if url.starts_with("https://") { "https" } else { "http" };
+        let admission_url = format!("{scheme}://127.0.0.1:{admission_port}");
         Up {
             child,
             url,
             admin_key,
+            admission_url,
             dir,
         }
     }
 
     fn run(&self, key: &str, args: &[&str]) -> Run {
+        self.run_at(&self.url, key, args)
+    }
+
+    fn run_at(&self, url: &str, key: &str, args: &[&str]) -> Run {
         let mut cmd = Command::new(BIN);
-        cmd.args(["--server", &self.url, "--timeout", "20s", "--api-key", key])
+        cmd.args(["--server", url, "--timeout", "20s", "--api-key", key])
             .args(args)
             .stdin(Stdio::null());
         for var in ENV {
@@ -232,4 +242,84 @@ fn up_runtime_ingest_then_events_search_finds_the_events() {
     // No story completed: no alert, no risk.
     assert_eq!(up.json(&up.admin_key, &["alerts", "list"]), json!([]));
     assert_eq!(up.json(&up.admin_key, &["risk"]), json!([]));
+}
+
+/// The AdmissionReview of a Deployment `name` in `shop`, its container privileged or not.
+fn deployment_review(name: &str, privileged: bool) -> String {
+    json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
+        "uid": format!("uid-{name}"), "operation": "CREATE", "namespace": "shop",
+        "kind": {"group": "apps", "version": "v1", "kind": "Deployment"},
+        "resource": {"group": "apps", "version": "v1", "resource": "deployments"},
+        "object": {"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": name, "namespace": "shop"},
+            "spec": {"template": {"metadata": {"labels": {"app": name}}, "spec": {
+                "containers": [{"name": "app", "image": "registry.example/web:1",
+                                "securityContext": {"privileged": privileged}}]}}}}}})
+    .to_string()
+}
+
+#[test]
+fn up_admissions_reviewed_under_a_log_only_policy_then_policy_replay_of_a_stricter_draft() {
+    let up = Up::start();
+    let live = format!("{POLICY}xdrEnabled: true\n");
+    let policy = up.dir.write("policy.yaml", &live);
+    let applied = up.run(&up.admin_key, &["policy", "apply", "-f", policy.to_str().unwrap()]);
+    assert_eq!(applied.code, Some(0), "{}", applied.stderr);
+    let created = up.run(
+        &up.admin_key,
+        &["cluster", "create", "prod-eu", "--policy", "prod.strict"],
+    );
+    assert_eq!(created.code, Some(0), "{}", created.stderr);
+    let connector = created.stdout.trim().to_owned();
+
+    // Reviewed by the admission service: `web` privileged (logged, allowed), `api` clean.
+    for (name, privileged) in [("web", true), ("api", false)] {
+        let file = up
+            .dir
+            .write(&format!("{name}.json"), deployment_review(name, privileged));
+        let run = up.run_at(&up.admission_url, &connector, &["review", "-f", file.to_str().unwrap()]);
+        assert_eq!(run.code, Some(0), "{}", run.stderr);
+    }
+    // Decision events reach telemetry through the bus: wait until both are stored.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let found = up.json(&up.admin_key, &["events", "search", "type:admission", "--since", "1h"]);
+        if found["total"] == 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "admission decisions never stored: {found}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    let draft = up.dir.write("draft.yaml", live.replace("action: log", "action: block"));
+    let replayed = up.json(
+        &up.admin_key,
+        &["policy", "replay", "-f", draft.to_str().unwrap(), "--since", "1h"],
+    );
+    assert_eq!(replayed["replayed"], 2, "{replayed}");
+    let workloads = replayed["workloads"].as_array().unwrap();
+    assert_eq!(workloads.len(), 1, "{replayed}");
+    assert_eq!(workloads[0]["workload"], "Deployment/web");
+    assert_eq!(workloads[0]["namespace"], "shop");
+    assert_eq!(workloads[0]["counts"]["newlyBlocked"], 1, "{replayed}");
+    assert_eq!(
+        workloads[0]["counts"]["changes"],
+        json!([{"decided": "log", "wouldBe": "block", "count": 1}])
+    );
+    assert_eq!(replayed["unchangedWorkloads"], 1);
+    let table = up.run(&up.admin_key, &["policy", "replay", "-f", draft.to_str().unwrap()]);
+    assert_eq!(table.code, Some(0), "{}", table.stderr);
+    assert!(
+        table.stdout.contains("Deployment/web") && table.stdout.contains("1 log→block"),
+        "{}",
+        table.stdout
+    );
+    assert!(!table.stdout.contains("Deployment/api"), "{}", table.stdout);
+    // The live policy as the draft: nothing differs.
+    let same = up.json(&up.admin_key, &["policy", "replay", "-f", policy.to_str().unwrap()]);
+    assert_eq!(same["workloads"], json!([]), "{same}");
+    // A draft the engine refuses never reaches the service.
+    let bad = up.dir.write("bad.yaml", "name: x\ndefault: {rules: [{type: nope}]}\n");
+    let refused = up.run(&up.admin_key, &["policy", "replay", "-f", bad.to_str().unwrap()]);
+    assert_ne!(refused.code, Some(0), "{}", refused.stdout);
 }

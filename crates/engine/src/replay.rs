@@ -91,6 +91,42 @@ pub struct WorkloadKey {
     pub name: String,
 }
 
+/// An admission decision's outcome as replay compares it: blocked, else allowed with a
+/// log-only violation, else plainly allowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Outcome {
+    /// Allowed without a log-only violation.
+    Allow = 0,
+    /// Allowed with a log-only violation (a warning).
+    Log = 1,
+    /// Blocked (whatever else it logged).
+    Block = 2,
+}
+
+impl Outcome {
+    /// Every outcome, in index order.
+    pub const ALL: [Outcome; 3] = [Outcome::Allow, Outcome::Log, Outcome::Block];
+
+    fn of(blocked: bool, logged: bool) -> Outcome {
+        if blocked {
+            Outcome::Block
+        } else if logged {
+            Outcome::Log
+        } else {
+            Outcome::Allow
+        }
+    }
+
+    /// Its name: `allow`, `log` or `block`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Allow => "allow",
+            Outcome::Log => "log",
+            Outcome::Block => "block",
+        }
+    }
+}
+
 /// What the draft would have decided differently for one workload's recorded admissions.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WorkloadChanges {
@@ -107,6 +143,10 @@ pub struct WorkloadChanges {
     /// Admissions where a draft signature rule could not be judged from the recorded
     /// verdicts (no effect on the counts above).
     pub not_judged: u64,
+    /// Admissions by decided outcome (first index) and the draft's outcome (second index),
+    /// indexed by [`Outcome`] (`transitions[Outcome::Log as usize][Outcome::Block as usize]`:
+    /// decided log, would now block).
+    pub transitions: [[u64; 3]; 3],
 }
 
 impl WorkloadChanges {
@@ -122,6 +162,25 @@ impl WorkloadChanges {
         self.no_longer_blocked += other.no_longer_blocked;
         self.no_longer_logged += other.no_longer_logged;
         self.not_judged += other.not_judged;
+        for (mine, theirs) in self.transitions.iter_mut().zip(other.transitions.iter()) {
+            for (m, t) in mine.iter_mut().zip(theirs.iter()) {
+                *m += t;
+            }
+        }
+    }
+
+    /// The admissions whose outcome the draft changes: (decided, would be, count), only
+    /// non-zero counts, in [`Outcome`] order.
+    pub fn outcome_changes(&self) -> Vec<(Outcome, Outcome, u64)> {
+        let mut out = Vec::new();
+        for (decided, row) in Outcome::ALL.into_iter().zip(self.transitions.iter()) {
+            for (would_be, n) in Outcome::ALL.into_iter().zip(row.iter()) {
+                if decided != would_be && *n > 0 {
+                    out.push((decided, would_be, *n));
+                }
+            }
+        }
+        out
     }
 }
 
@@ -255,7 +314,15 @@ impl<'a> Replayer<'a> {
         let blocked = decision.verdict == Verdict::Block;
         let logged = decision.violations.iter().any(|v| v.action == Action::Log);
         let not_judged = !decision.unverified.is_empty();
+        let mut transitions = [[0; 3]; 3];
+        if let Some(cell) = transitions
+            .get_mut(Outcome::of(was_blocked, was_logged) as usize)
+            .and_then(|row| row.get_mut(Outcome::of(blocked, logged) as usize))
+        {
+            *cell = 1;
+        }
         let changes = WorkloadChanges {
+            transitions,
             admissions: 1,
             newly_blocked: u64::from(blocked && !was_blocked),
             newly_logged: u64::from(logged && !was_logged),
@@ -335,6 +402,14 @@ mod tests {
         report
     }
 
+    fn transitions(counts: &[(Outcome, Outcome, u64)]) -> [[u64; 3]; 3] {
+        let mut t = [[0; 3]; 3];
+        for (decided, would_be, n) in counts {
+            t[*decided as usize][*would_be as usize] = *n;
+        }
+        t
+    }
+
     fn key(name: &str) -> WorkloadKey {
         WorkloadKey {
             cluster_id: "c1".into(),
@@ -370,8 +445,13 @@ mod tests {
                 admissions: 2,
                 newly_blocked: 2,
                 no_longer_logged: 2,
+                transitions: transitions(&[(Outcome::Log, Outcome::Block, 2)]),
                 ..WorkloadChanges::default()
             }
+        );
+        assert_eq!(
+            report.workloads[&key("web")].outcome_changes(),
+            vec![(Outcome::Log, Outcome::Block, 2)]
         );
         assert!(!report.workloads[&key("api")].changed());
         assert_eq!(report.workloads[&key("api")].admissions, 1);
@@ -400,6 +480,7 @@ mod tests {
                 admissions: 1,
                 no_longer_blocked: 1,
                 newly_logged: 1,
+                transitions: transitions(&[(Outcome::Block, Outcome::Log, 1)]),
                 ..WorkloadChanges::default()
             }
         );
@@ -408,6 +489,7 @@ mod tests {
             WorkloadChanges {
                 admissions: 1,
                 newly_logged: 1,
+                transitions: transitions(&[(Outcome::Allow, Outcome::Log, 1)]),
                 ..WorkloadChanges::default()
             }
         );
@@ -426,9 +508,11 @@ mod tests {
             report.totals(),
             WorkloadChanges {
                 admissions: 1,
+                transitions: transitions(&[(Outcome::Block, Outcome::Block, 1)]),
                 ..WorkloadChanges::default()
             }
         );
+        assert!(report.totals().outcome_changes().is_empty());
 
         // The cluster excludes the namespace: admission would have allowed it unevaluated.
         let mut clusters = BTreeMap::new();

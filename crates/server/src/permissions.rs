@@ -205,7 +205,8 @@ pub const TELEMETRY_PACKAGE: &str = "/portcullis.telemetry.v1.";
 
 /// The telemetry service's methods: runtime events are ingested by a connector (own
 /// cluster, checked by the handler) or the service credential; events, alerts and risk
-/// scores are read by tenant readers; people with write access change an alert's status.
+/// scores are read by tenant readers; people with write access change an alert's status and
+/// replay a draft policy over the recorded admissions.
 pub const TELEMETRY_METHODS: &[(&str, Access)] = &[
     ("TelemetryService/IngestEvents", Access::ClusterReport),
     ("TelemetryService/SearchEvents", Access::Read),
@@ -213,6 +214,7 @@ pub const TELEMETRY_METHODS: &[(&str, Access)] = &[
     ("TelemetryService/GetAlert", Access::Read),
     ("TelemetryService/UpdateAlertStatus", Access::Write),
     ("TelemetryService/ListRiskScores", Access::Read),
+    ("TelemetryService/ReplayPolicy", Access::Write),
 ];
 
 /// gRPC services every caller may use without a credential.

@@ -106,6 +106,11 @@ fn every_built_service_method_has_an_access_rule() {
         table.access("/portcullis.admission.v1.AdmissionService/Review"),
         Some(Access::ClusterReport)
     );
+    // Replaying a draft is an editor's or admin's call, as previewing one is.
+    assert_eq!(
+        table.access("/portcullis.telemetry.v1.TelemetryService/ReplayPolicy"),
+        Some(Access::Write)
+    );
 }
 
 #[test]

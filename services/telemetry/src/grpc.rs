@@ -19,7 +19,8 @@ use crate::error::TelemetryError;
 use crate::event::{MAX_FUTURE_SKEW, Severity};
 use crate::ingest::{IngestOutcome, Ingestor};
 use crate::query::Query;
-use crate::store::{AlertFilter, PageRequest, StoredAlert, TelemetryStore, TimeRange};
+use crate::store::{AdmissionFilter, AlertFilter, PageRequest, StoredAlert, TelemetryStore, TimeRange};
+use portcullis_engine::replay::{Outcome, ReplayReport, WorkloadChanges};
 
 /// Item errors returned by one `IngestEvents` call at most (the counts stay exact).
 const MAX_ITEM_ERRORS: usize = 100;
@@ -179,6 +180,59 @@ impl Telemetry {
             ));
         }
         Ok(range)
+    }
+}
+
+fn outcome_to_proto(o: Outcome) -> pt::ReplayOutcome {
+    match o {
+        Outcome::Allow => pt::ReplayOutcome::Allow,
+        Outcome::Log => pt::ReplayOutcome::Log,
+        Outcome::Block => pt::ReplayOutcome::Block,
+    }
+}
+
+fn counts_to_proto(c: &WorkloadChanges) -> pt::ReplayCounts {
+    pt::ReplayCounts {
+        admissions: c.admissions,
+        newly_blocked: c.newly_blocked,
+        newly_logged: c.newly_logged,
+        no_longer_blocked: c.no_longer_blocked,
+        no_longer_logged: c.no_longer_logged,
+        not_judged: c.not_judged,
+        changes: c
+            .outcome_changes()
+            .into_iter()
+            .map(|(decided, would_be, count)| pt::OutcomeChange {
+                decided: outcome_to_proto(decided) as i32,
+                would_be: outcome_to_proto(would_be) as i32,
+                count,
+            })
+            .collect(),
+    }
+}
+
+/// The protobuf replay answer: the workloads with a change, and the totals.
+pub fn replay_to_proto(report: &ReplayReport) -> pt::ReplayPolicyResponse {
+    let workloads: Vec<pt::WorkloadReplay> = report
+        .workloads
+        .iter()
+        .filter(|(_, c)| c.changed())
+        .map(|(k, c)| pt::WorkloadReplay {
+            cluster_id: k.cluster_id.clone(),
+            namespace: k.namespace.clone(),
+            workload: Some(pt::Workload {
+                kind: k.kind.clone(),
+                name: k.name.clone(),
+            }),
+            counts: Some(counts_to_proto(c)),
+        })
+        .collect();
+    pt::ReplayPolicyResponse {
+        unchanged_workloads: (report.workloads.len() - workloads.len()) as u64,
+        workloads,
+        totals: Some(counts_to_proto(&report.totals())),
+        replayed: report.replayed,
+        unreadable: report.unreadable,
     }
 }
 
@@ -412,5 +466,25 @@ impl TelemetryService for Telemetry {
             scores,
             page: page_response(None),
         }))
+    }
+
+    async fn replay_policy(
+        &self,
+        request: Request<pt::ReplayPolicyRequest>,
+    ) -> Result<Response<pt::ReplayPolicyResponse>, Status> {
+        let tenant = Caller::tenant_of(&request)?.to_owned();
+        let r = request.into_inner();
+        let draft = crate::replay::compile_draft(&r.document)?;
+        let since = match r.since.as_ref() {
+            None => None,
+            Some(ts) => Some(time_of(ts).ok_or_else(|| TelemetryError::InvalidArgument("since: out of range".into()))?),
+        };
+        let filter = AdmissionFilter {
+            cluster_id: self.cluster_id(&tenant, r.cluster.as_ref()).await?,
+            since,
+        };
+        let report =
+            crate::replay::replay(self.store.as_ref(), self.ingestor.policies(), &tenant, &draft, &filter).await?;
+        Ok(Response::new(replay_to_proto(&report)))
     }
 }

@@ -2,7 +2,9 @@
 //! retention (refused and counted otherwise), a runtime detection is matched to its
 //! cluster's runtime rulesets (an isolate or terminate goes out on `runtime.mitigation` for
 //! the continuous service to deliver, whatever `xdrEnabled` says), and an event of a cluster
-//! whose policy has `xdrEnabled: false` is counted, not stored.
+//! whose policy has `xdrEnabled: false` is counted, not stored. An admission decision event
+//! that carries the reviewed pod projection is also recorded for replay
+//! ([`crate::replay`]), in the same write as its event (acked only once both are stored).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -239,7 +241,10 @@ impl Ingestor {
                 Err(e) => return Err(e),
             }
         }
-        self.pipeline.write(vec![event]).await
+        let admissions = crate::replay::recorded_admission(envelope, &event)
+            .into_iter()
+            .collect();
+        self.pipeline.write_with_admissions(vec![event], admissions).await
     }
 
     /// Matches a runtime event to the cluster's rulesets and publishes an isolate or

@@ -11,6 +11,7 @@
 //! - [`pipeline`]: the bounded write queue, batched writes and the correlator;
 //! - [`ingest`]: events judged (time, `xdrEnabled`), runtime rulesets matched and
 //!   mitigations published, then queued for the pipeline;
+//! - [`replay`]: admission decisions recorded, and judged again with a draft policy;
 //! - [`subscription`]: the bus work subscription over the other stages' events;
 //! - [`grpc`]: `TelemetryService`; [`error`]: the one mapping to gRPC statuses;
 //! - [`running`]: the whole service on one kit `Lifecycle`.
@@ -27,6 +28,7 @@ pub mod ingest;
 pub mod pipeline;
 pub mod policies;
 pub mod query;
+pub mod replay;
 pub mod running;
 pub mod storage;
 pub mod store;

@@ -1,9 +1,10 @@
 //! The write path: a bounded queue of writes (an ingest message's events, a bus delivery's
-//! event), one writer that takes them in batches (by size, or what came within the flush
-//! interval), stores the batch's events in one call (idempotent on event id), runs every
+//! event and, for an admission decision, its recorded admission), one writer that takes them
+//! in batches (by size, or what came within the flush interval), stores the batch's events in
+//! one call and its recorded admissions in another (both idempotent on event id), runs every
 //! event through the correlator and stores the alert changes, and only then answers each
-//! write: a bus delivery is acked, and an ingest message answered, after its events are
-//! stored.
+//! write: a bus delivery is acked, and an ingest message answered, after its events and
+//! admissions are stored.
 //!
 //! The correlator's state moves on only with what is stored: each batch is a correlator
 //! transaction, committed once its alert changes are stored and rolled back when they could
@@ -24,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use crate::correlate::{AlertChange, Correlator};
 use crate::error::TelemetryError;
 use crate::event::SecurityEvent;
-use crate::store::TelemetryStore;
+use crate::store::{RecordedAdmission, TelemetryStore};
 
 /// Counters of the write path.
 #[derive(Debug, Default)]
@@ -35,6 +36,7 @@ pub struct PipelineCounters {
     failed_batches: AtomicU64,
     too_late: AtomicU64,
     alerts_opened: AtomicU64,
+    admissions_recorded: AtomicU64,
 }
 
 impl PipelineCounters {
@@ -67,11 +69,17 @@ impl PipelineCounters {
     pub fn alerts_opened(&self) -> u64 {
         self.alerts_opened.load(Ordering::Relaxed)
     }
+
+    /// Admissions newly recorded for replay.
+    pub fn admissions_recorded(&self) -> u64 {
+        self.admissions_recorded.load(Ordering::Relaxed)
+    }
 }
 
 /// One write: its events and who waits for the answer.
 struct Write {
     events: Vec<SecurityEvent>,
+    admissions: Vec<RecordedAdmission>,
     done: oneshot::Sender<Result<(), TelemetryError>>,
 }
 
@@ -140,25 +148,27 @@ impl Pipeline {
                     }
                 };
                 let Some(first) = first else { return };
-                let mut size = first.events.len();
+                let mut size = first.events.len() + first.admissions.len();
                 let mut writes = vec![first];
                 let deadline = tokio::time::Instant::now() + options.flush_interval;
                 while size < batch_size {
                     match tokio::time::timeout_at(deadline, receiver.recv()).await {
                         Ok(Some(w)) => {
-                            size += w.events.len();
+                            size += w.events.len() + w.admissions.len();
                             writes.push(w);
                         }
                         Ok(None) | Err(_) => break,
                     }
                 }
                 let mut events = Vec::with_capacity(size);
+                let mut admissions = Vec::new();
                 let mut answers = Vec::with_capacity(writes.len());
                 for w in writes {
                     events.extend(w.events);
+                    admissions.extend(w.admissions);
                     answers.push(w.done);
                 }
-                let result = write_batch(store.as_ref(), &correlator, &counters, &events).await;
+                let result = write_batch(store.as_ref(), &correlator, &counters, &events, &admissions).await;
                 if result.is_err() {
                     counters.failed_batches.fetch_add(1, Ordering::Relaxed);
                 }
@@ -173,12 +183,26 @@ impl Pipeline {
 
     /// Writes `events` (stored, then correlated) and waits until they are.
     pub async fn write(&self, events: Vec<SecurityEvent>) -> Result<(), TelemetryError> {
-        if events.is_empty() {
+        self.write_with_admissions(events, Vec::new()).await
+    }
+
+    /// Writes `events` and the recorded `admissions` (in the same batch) and waits until
+    /// both are stored.
+    pub async fn write_with_admissions(
+        &self,
+        events: Vec<SecurityEvent>,
+        admissions: Vec<RecordedAdmission>,
+    ) -> Result<(), TelemetryError> {
+        if events.is_empty() && admissions.is_empty() {
             return Ok(());
         }
         let (done, answer) = oneshot::channel();
         self.queue
-            .send(Write { events, done })
+            .send(Write {
+                events,
+                admissions,
+                done,
+            })
             .await
             .map_err(|_| TelemetryError::Unavailable("the telemetry writer has stopped".into()))?;
         answer
@@ -203,8 +227,13 @@ async fn write_batch(
     correlator: &Mutex<Correlator>,
     counters: &PipelineCounters,
     events: &[SecurityEvent],
+    admissions: &[RecordedAdmission],
 ) -> Result<(), TelemetryError> {
     let new = store.insert_events(events).await?;
+    if !admissions.is_empty() {
+        let recorded = store.record_admissions(admissions).await?;
+        counters.admissions_recorded.fetch_add(recorded, Ordering::Relaxed);
+    }
     counters.stored.fetch_add(new, Ordering::Relaxed);
     counters
         .duplicates

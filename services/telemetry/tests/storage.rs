@@ -703,4 +703,29 @@ async fn admissions_are_recorded_for_replay(db: &TestDb) {
         .await
         .unwrap();
     assert_eq!(p.items.len(), 1);
+
+    // Retention: whole days expire for every tenant, recorded admissions included.
+    let later = T0 + Duration::days(3);
+    db.store
+        .record_admissions(&[admission("t1", "late", "prod", later, true)])
+        .await
+        .unwrap();
+    loop {
+        let e = db.store.expire_days(later, 1000).await.unwrap();
+        if !e.more {
+            break;
+        }
+    }
+    for (tenant, left) in [("t1", vec!["late"]), ("t2", vec![])] {
+        let p = db
+            .store
+            .admissions(tenant, &AdmissionFilter::default(), &PageRequest::default())
+            .await
+            .unwrap();
+        assert_eq!(
+            p.items.iter().map(|a| a.event_id.as_str()).collect::<Vec<_>>(),
+            left,
+            "{tenant}"
+        );
+    }
 }

@@ -40,6 +40,24 @@ pub enum PolicyCommand {
         #[command(flatten)]
         out: OutputArg,
     },
+    /// Judges the recorded admissions (of `xdrEnabled` policies) again with a draft and
+    /// shows, per workload, what it would have blocked or logged differently from what was
+    /// decided, with counts (telemetry service). Applies nothing.
+    Replay {
+        /// The draft policy document, JSON or YAML (`-` for standard input).
+        #[arg(short = 'f', long = "file", value_name = "DRAFT")]
+        file: String,
+        /// Only the admissions of this cluster, by name (default: every cluster's).
+        #[arg(long, value_name = "NAME")]
+        cluster: Option<String>,
+        /// Only admissions decided within this time, e.g. `7d` (default: all recorded).
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        since: Option<std::time::Duration>,
+        #[command(flatten)]
+        server: super::telemetry::TelemetryServerArg,
+        #[command(flatten)]
+        out: OutputArg,
+    },
     /// Shows a policy at its current revision (`-o json`: the document with `id` and
     /// `revision`).
     Get {
@@ -110,6 +128,7 @@ impl PolicyCommand {
     pub fn verb(&self) -> &'static str {
         match self {
             PolicyCommand::Apply { .. } => "apply",
+            PolicyCommand::Replay { .. } => "replay",
             PolicyCommand::Get { .. } => "get",
             PolicyCommand::List { .. } => "list",
             PolicyCommand::Exceptions { .. } => "exceptions",
@@ -159,6 +178,19 @@ pub async fn run(ctx: &Ctx<'_>, command: &PolicyCommand) -> Result<(), ClientErr
                 response.changed,
                 out.output,
             )
+        }
+        PolicyCommand::Replay {
+            file,
+            cluster,
+            since,
+            server,
+            out,
+        } => {
+            let doc = document::load(file)?;
+            // The engine's verdict first: a clear error without a round trip.
+            let parsed: PolicyDocument = document::to_engine(&doc)?;
+            validate(&parsed).map_err(|e| document::invalid(&doc, e.field_errors()))?;
+            super::telemetry::run_replay(ctx, &doc.json(), cluster.as_deref(), *since, server, out.output).await
         }
         PolicyCommand::Get { name, out } => {
             let conn = ctx.connect(KeyChoice::Tenant).await?;

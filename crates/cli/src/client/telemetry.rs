@@ -1,5 +1,5 @@
 //! The telemetry service's client commands: `runtime ingest` (connector key), `events
-//! search`, `alerts list|show|ack|close` and `risk`. Where the service is:
+//! search`, `alerts list|show|ack|close`, `risk` and `policy replay`. Where the service is:
 //! `--telemetry-server`, default `--server` (`portcullis up` serves every service on one
 //! address).
 
@@ -551,5 +551,246 @@ pub async fn run_risk(ctx: &Ctx<'_>, args: &RiskArgs) -> Result<(), ClientError>
             }
             print_table(&table, "No cluster has open alerts.")
         }
+    }
+}
+
+fn outcome_name(v: i32) -> String {
+    match pt::ReplayOutcome::try_from(v) {
+        Ok(pt::ReplayOutcome::Unspecified) | Err(_) => String::new(),
+        Ok(o) => o
+            .as_str_name()
+            .trim_start_matches("REPLAY_OUTCOME_")
+            .to_ascii_lowercase(),
+    }
+}
+
+fn changes_text(c: &pt::ReplayCounts) -> String {
+    c.changes
+        .iter()
+        .map(|x| format!("{} {}→{}", x.count, outcome_name(x.decided), outcome_name(x.would_be)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn counts_json(c: &pt::ReplayCounts) -> Value {
+    json!({
+        "admissions": c.admissions,
+        "newlyBlocked": c.newly_blocked,
+        "newlyLogged": c.newly_logged,
+        "noLongerBlocked": c.no_longer_blocked,
+        "noLongerLogged": c.no_longer_logged,
+        "notJudged": c.not_judged,
+        "changes": c.changes.iter().map(|x| json!({
+            "decided": outcome_name(x.decided),
+            "wouldBe": outcome_name(x.would_be),
+            "count": x.count,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// The replay answer as JSON.
+pub fn replay_json(r: &pt::ReplayPolicyResponse) -> Value {
+    let empty = pt::ReplayCounts::default();
+    json!({
+        "replayed": r.replayed,
+        "unreadable": r.unreadable,
+        "unchangedWorkloads": r.unchanged_workloads,
+        "totals": counts_json(r.totals.as_ref().unwrap_or(&empty)),
+        "workloads": r.workloads.iter().map(|w| json!({
+            "cluster": w.cluster_id,
+            "namespace": w.namespace,
+            "workload": w.workload.as_ref().map(|x| format!("{}/{}", x.kind, x.name)),
+            "counts": counts_json(w.counts.as_ref().unwrap_or(&empty)),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// The replay answer for people: one row per workload with a change, then the totals.
+pub fn replay_table(r: &pt::ReplayPolicyResponse) -> Table {
+    let mut table = Table::new(&[
+        "CLUSTER",
+        "NAMESPACE",
+        "WORKLOAD",
+        "ADMISSIONS",
+        "NEWLY BLOCKED",
+        "NEWLY LOGGED",
+        "NO LONGER BLOCKED",
+        "NO LONGER LOGGED",
+        "NOT JUDGED",
+        "DECIDED→DRAFT",
+    ])
+    .cut("DECIDED→DRAFT");
+    let empty = pt::ReplayCounts::default();
+    for w in &r.workloads {
+        let c = w.counts.as_ref().unwrap_or(&empty);
+        table.row(vec![
+            w.cluster_id.clone(),
+            w.namespace.clone(),
+            w.workload
+                .as_ref()
+                .map(|x| format!("{}/{}", x.kind, x.name))
+                .unwrap_or_default(),
+            c.admissions.to_string(),
+            c.newly_blocked.to_string(),
+            c.newly_logged.to_string(),
+            c.no_longer_blocked.to_string(),
+            c.no_longer_logged.to_string(),
+            c.not_judged.to_string(),
+            changes_text(c),
+        ]);
+    }
+    table
+}
+
+/// `policy replay`: the draft `document_json` judged again over the recorded admissions (of
+/// `cluster`, by name, when given; decided within `since`, when given).
+pub async fn run_replay(
+    ctx: &Ctx<'_>,
+    document_json: &str,
+    cluster: Option<&str>,
+    since: Option<Duration>,
+    server: &TelemetryServerArg,
+    output: Format,
+) -> Result<(), ClientError> {
+    let since = match since {
+        None => None,
+        Some(d) => Some(prost_types::Timestamp::from(
+            SystemTime::now()
+                .checked_sub(d)
+                .ok_or_else(|| ClientError::input("--since: too far back"))?,
+        )),
+    };
+    let (conn, mut client) = connect(ctx, server).await?;
+    let answer = client
+        .replay_policy(pt::ReplayPolicyRequest {
+            document: document_json.to_owned(),
+            cluster: cluster.and_then(by_name),
+            since,
+        })
+        .await
+        .map_err(|s| conn.error(s))?
+        .into_inner();
+    match output {
+        Format::Json => print_json(&replay_json(&answer)),
+        Format::Table => {
+            print_table(
+                &replay_table(&answer),
+                "No recorded admission would be decided differently.",
+            )?;
+            let t = answer.totals.clone().unwrap_or_default();
+            let mut text = format!(
+                "{} admissions replayed: {} newly blocked, {} newly logged, {} no longer blocked, {} no longer logged; {} workloads unchanged.\n",
+                answer.replayed,
+                t.newly_blocked,
+                t.newly_logged,
+                t.no_longer_blocked,
+                t.no_longer_logged,
+                answer.unchanged_workloads
+            );
+            if t.not_judged > 0 {
+                text.push_str(&format!(
+                    "warning: {} admissions had a draft rule that could not be judged from what was recorded\n",
+                    t.not_judged
+                ));
+            }
+            if answer.unreadable > 0 {
+                text.push_str(&format!(
+                    "warning: {} recorded admissions could not be read back or judged again\n",
+                    answer.unreadable
+                ));
+            }
+            print(&text)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<crate::Cli, clap::Error> {
+        use clap::Parser as _;
+        crate::Cli::try_parse_from(std::iter::once("portcullis").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn policy_replay_parses_its_flags() {
+        use crate::client::ClientCommand as C;
+        use crate::client::policy::PolicyCommand as P;
+        let cli = parse(&[
+            "policy",
+            "replay",
+            "-f",
+            "d.yaml",
+            "--cluster",
+            "prod",
+            "--since",
+            "7d",
+            "-o",
+            "json",
+        ])
+        .unwrap();
+        let crate::Command::Client(C::Policy(P::Replay {
+            file,
+            cluster,
+            since,
+            out,
+            ..
+        })) = cli.command
+        else {
+            panic!("not policy replay")
+        };
+        assert_eq!(file, "d.yaml");
+        assert_eq!(cluster.as_deref(), Some("prod"));
+        assert_eq!(since, Some(Duration::from_secs(7 * 24 * 3600)));
+        assert_eq!(out.output, Format::Json);
+        assert!(parse(&["policy", "replay"]).is_err(), "-f is required");
+        assert!(parse(&["policy", "replay", "-f", "d.yaml", "--since", "soon"]).is_err());
+    }
+
+    #[test]
+    fn a_replay_shows_each_changed_workload_with_decided_and_draft_outcomes() {
+        let counts = pt::ReplayCounts {
+            admissions: 2,
+            newly_blocked: 2,
+            no_longer_logged: 2,
+            changes: vec![pt::OutcomeChange {
+                decided: pt::ReplayOutcome::Log as i32,
+                would_be: pt::ReplayOutcome::Block as i32,
+                count: 2,
+            }],
+            ..Default::default()
+        };
+        let answer = pt::ReplayPolicyResponse {
+            workloads: vec![pt::WorkloadReplay {
+                cluster_id: "c1".into(),
+                namespace: "prod".into(),
+                workload: Some(pt::Workload {
+                    kind: "Deployment".into(),
+                    name: "web".into(),
+                }),
+                counts: Some(counts.clone()),
+            }],
+            totals: Some(pt::ReplayCounts {
+                admissions: 3,
+                ..counts
+            }),
+            replayed: 3,
+            unreadable: 0,
+            unchanged_workloads: 1,
+        };
+        assert_eq!(
+            changes_text(answer.workloads[0].counts.as_ref().unwrap()),
+            "2 log→block"
+        );
+        let j = replay_json(&answer);
+        assert_eq!(j["workloads"][0]["workload"], "Deployment/web");
+        assert_eq!(j["workloads"][0]["counts"]["newlyBlocked"], 2);
+        assert_eq!(j["workloads"][0]["counts"]["changes"][0]["decided"], "log");
+        assert_eq!(j["workloads"][0]["counts"]["changes"][0]["wouldBe"], "block");
+        assert_eq!(j["totals"]["admissions"], 3);
+        assert_eq!(j["unchangedWorkloads"], 1);
     }
 }

@@ -526,6 +526,19 @@ pub(super) async fn expire_days(store: &SqlStore, before: OffsetDateTime, max_ro
         .bind(limit)
         .push(")");
     expired.deleted = store.db.execute_raw(sql.statement()).await?.rows_affected();
+    // Recorded admissions (not partitioned) expire with the events of their days, in the
+    // same bound.
+    let left = limit - i64::try_from(expired.deleted).unwrap_or(i64::MAX);
+    if left > 0 {
+        let mut sql = Sql::new(backend, "DELETE FROM tm_admissions WHERE decided_at < ");
+        sql.bind(boundary)
+            .push(" AND (tenant_id, event_id) IN (SELECT tenant_id, event_id FROM tm_admissions WHERE decided_at < ")
+            .bind(boundary)
+            .push(" LIMIT ")
+            .bind(left)
+            .push(")");
+        expired.deleted += store.db.execute_raw(sql.statement()).await?.rows_affected();
+    }
     expired.more = expired.deleted >= max_rows.max(1);
     Ok(expired)
 }
