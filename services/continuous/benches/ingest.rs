@@ -245,7 +245,7 @@ async fn print_conditions(store: &SqlStore) {
     let rows = db
         .query_all_raw(Statement::from_string(
             DbBackend::Postgres,
-            "SELECT name || '=' || setting || coalesce(unit, '') AS s FROM pg_settings WHERE name IN \
+            "SELECT name || '=' || current_setting(name) AS s FROM pg_settings WHERE name IN \
              ('server_version', 'shared_buffers', 'wal_buffers', 'max_wal_size', 'synchronous_commit', \
              'full_page_writes', 'wal_compression', 'autovacuum', 'checkpoint_timeout', 'jit', 'fsync') \
              ORDER BY name",
