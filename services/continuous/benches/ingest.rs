@@ -12,6 +12,18 @@
 //!   the stored projection hashes and reports nothing);
 //! - `snapshot, 10% changed`: the same with a label changed on every tenth pod.
 //!
+//! - `bound: bare COPY` (PostgreSQL only, in a fresh database of its own): the same rows
+//!   (same columns, the same digests rows) serialised the same way and written by a bare
+//!   binary `COPY` into fresh tables with the same columns and indexes (`LIKE ... INCLUDING
+//!   ALL`), one transaction per page of 500 as the store's, with no `RETURNING` and no
+//!   logic: what this machine's PostgreSQL can take at best, to judge the target by.
+//!
+//! Around each it prints the load average, the CPU of the client and of the PostgreSQL
+//! backends, and the server's WAL and buffer-write counters (`pg_stat_wal`,
+//! `pg_stat_bgwriter`, server-wide: another database's work on the same server shows up
+//! there too); at the start, the CPU model, the commit and the server's settings that
+//! matter here.
+//!
 //! The pods are projected beforehand (the `reevaluate` bench measures projection); the
 //! projection's serialisation to its row is part of each write. A bench binary rather than
 //! criterion: one sample is seconds of database work. The machine is shared, so each
@@ -95,6 +107,7 @@ fn server_cpu(before: &HashMap<i32, u64>, after: &HashMap<i32, u64>) -> Duration
 /// changed.
 async fn snapshot(store: &SqlStore, pods: &[PodProjection]) -> (Duration, usize) {
     let now = OffsetDateTime::now_utc();
+    let counters_before = server_counters(store).await;
     let server_before = server_ticks(store).await;
     let cpu_before = process_cpu();
     let started = Instant::now();
@@ -119,13 +132,237 @@ async fn snapshot(store: &SqlStore, pods: &[PodProjection]) -> (Duration, usize)
     let cpu = process_cpu() - cpu_before;
     let server = server_cpu(&server_before, &server_ticks(store).await);
     eprintln!(
-        "  snapshot of {} pods: {:.2} s wall; CPU {:.2} s in this process + {:.2} s in PostgreSQL backends; {changed} changed",
+        "  snapshot of {} pods: {:.2} s wall; CPU {:.2} s in this process + {:.2} s in PostgreSQL backends; {changed} changed; load average {}",
         pods.len(),
         elapsed.as_secs_f64(),
         cpu.as_secs_f64(),
-        server.as_secs_f64()
+        server.as_secs_f64(),
+        load_average()
     );
+    print_counters(&counters_before, &server_counters(store).await);
     (elapsed, changed)
+}
+
+/// The load average (1, 5 and 15 minutes), as `/proc/loadavg` says.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".to_owned())
+}
+
+/// Server-wide WAL and buffer-write counters (PostgreSQL 15's names); empty for SQLite.
+async fn server_counters(store: &SqlStore) -> Vec<(String, i64)> {
+    use sea_orm::{ConnectionTrait, DbBackend, Statement};
+    let db = store.connection();
+    if db.get_database_backend() != DbBackend::Postgres {
+        return Vec::new();
+    }
+    let row = db
+        .query_one_raw(Statement::from_string(
+            DbBackend::Postgres,
+            "SELECT w.wal_records, w.wal_fpi, w.wal_bytes::int8 AS wal_bytes, w.wal_buffers_full, \
+             w.wal_write, w.wal_sync, (w.wal_write_time + w.wal_sync_time)::int8 AS wal_io_ms, \
+             b.buffers_checkpoint, b.buffers_clean, b.buffers_backend, b.buffers_backend_fsync, \
+             b.checkpoints_timed + b.checkpoints_req AS checkpoints \
+             FROM pg_stat_wal w, pg_stat_bgwriter b",
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    [
+        "wal_records",
+        "wal_fpi",
+        "wal_bytes",
+        "wal_buffers_full",
+        "wal_write",
+        "wal_sync",
+        "wal_io_ms",
+        "buffers_checkpoint",
+        "buffers_clean",
+        "buffers_backend",
+        "buffers_backend_fsync",
+        "checkpoints",
+    ]
+    .into_iter()
+    .map(|c| (c.to_owned(), row.try_get::<i64>("", c).unwrap()))
+    .chain(std::iter::once(("tcp_delayed_acks".to_owned(), delayed_acks())))
+    .collect()
+}
+
+/// Linux's count of delayed ACKs sent (`TcpExt: DelayedACKs`, machine-wide): a client that
+/// leaves Nagle's algorithm on stalls on them, 40 ms each on loopback.
+fn delayed_acks() -> i64 {
+    let netstat = std::fs::read_to_string("/proc/net/netstat").unwrap_or_default();
+    let lines: Vec<&str> = netstat.lines().filter(|l| l.starts_with("TcpExt:")).collect();
+    let [names, values] = lines.as_slice() else {
+        return 0;
+    };
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(n, _)| *n == "DelayedACKs")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The counters' growth between two readings.
+fn print_counters(before: &[(String, i64)], after: &[(String, i64)]) {
+    if after.is_empty() {
+        return;
+    }
+    let deltas: Vec<String> = before
+        .iter()
+        .zip(after)
+        .map(|((name, b), (_, a))| format!("{name} {}", a - b))
+        .collect();
+    eprintln!("    server-wide: {}", deltas.join(", "));
+}
+
+/// What the figures depend on: the CPU, the commit, the server and its settings.
+async fn print_conditions(store: &SqlStore) {
+    use sea_orm::{ConnectionTrait, DbBackend, Statement};
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, m)| m.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown".to_owned());
+    let commit = std::process::Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    eprintln!(
+        "CPU {cpu}, {} cores; commit {commit}; load average {}",
+        std::thread::available_parallelism().map_or(0, usize::from),
+        load_average()
+    );
+    let db = store.connection();
+    let rows = db
+        .query_all_raw(Statement::from_string(
+            DbBackend::Postgres,
+            "SELECT name || '=' || current_setting(name) AS s FROM pg_settings WHERE name IN \
+             ('server_version', 'shared_buffers', 'wal_buffers', 'max_wal_size', 'synchronous_commit', \
+             'full_page_writes', 'wal_compression', 'autovacuum', 'checkpoint_timeout', 'jit', 'fsync') \
+             ORDER BY name",
+        ))
+        .await
+        .unwrap();
+    let settings: Vec<String> = rows.iter().map(|r| r.try_get::<String>("", "s").unwrap()).collect();
+    eprintln!("PostgreSQL: {}", settings.join(", "));
+}
+
+/// The bound: `pods` written by bare binary `COPY` into fresh tables shaped as the store's
+/// (same columns and indexes), one transaction per page, the rows serialised as the store
+/// serialises them; no `RETURNING`, no logic.
+async fn copy_bound(store: &SqlStore, pods: &[PodProjection]) -> Duration {
+    use sea_orm::sqlx;
+    let pool = store.connection().get_postgres_connection_pool();
+    let mut conn = pool.acquire().await.unwrap();
+    for ddl in [
+        "CREATE TABLE bound_pods (LIKE cn_pods INCLUDING ALL)",
+        "CREATE TABLE bound_pod_digests (LIKE cn_pod_digests INCLUDING ALL)",
+    ] {
+        sqlx::query(ddl).execute(&mut *conn).await.unwrap();
+    }
+    let counters_before = server_counters(store).await;
+    let server_before = server_ticks(store).await;
+    let cpu_before = process_cpu();
+    let started = Instant::now();
+    let now_us = i64::try_from(OffsetDateTime::now_utc().unix_timestamp_nanos() / 1000).unwrap();
+    for page in pods.chunks(PAGE) {
+        let mut rows = copy_header();
+        let mut digests = copy_header();
+        for pod in page {
+            let projection = pod.to_row().unwrap();
+            let hash = fnv1a(&projection);
+            copy_tuple(
+                &mut rows,
+                &[
+                    b"bench",
+                    b"cluster",
+                    pod.uid().as_bytes(),
+                    pod.namespace().as_bytes(),
+                    pod.name().as_bytes(),
+                    &projection,
+                    &hash.to_be_bytes(),
+                    &1i64.to_be_bytes(),
+                    &now_us.to_be_bytes(),
+                    &2i32.to_be_bytes(),
+                ],
+            );
+            let run: std::collections::BTreeSet<&str> = pod.digests_run().collect();
+            for digest in run {
+                copy_tuple(
+                    &mut digests,
+                    &[b"bench", digest.as_bytes(), b"cluster", pod.uid().as_bytes()],
+                );
+            }
+        }
+        rows.extend_from_slice(&(-1i16).to_be_bytes());
+        digests.extend_from_slice(&(-1i16).to_be_bytes());
+        sqlx::query("BEGIN").execute(&mut *conn).await.unwrap();
+        let mut copy = conn
+            .copy_in_raw(
+                "COPY bound_pods (tenant_id, cluster_id, uid, namespace, name, projection, projection_hash, \
+                 generation, synced_at, change) FROM STDIN (FORMAT binary)",
+            )
+            .await
+            .unwrap();
+        copy.send(rows).await.unwrap();
+        copy.finish().await.unwrap();
+        let mut copy = conn
+            .copy_in_raw("COPY bound_pod_digests (tenant_id, digest, cluster_id, uid) FROM STDIN (FORMAT binary)")
+            .await
+            .unwrap();
+        copy.send(digests).await.unwrap();
+        copy.finish().await.unwrap();
+        sqlx::query("COMMIT").execute(&mut *conn).await.unwrap();
+    }
+    let elapsed = started.elapsed();
+    let cpu = process_cpu() - cpu_before;
+    let server = server_cpu(&server_before, &server_ticks(store).await);
+    eprintln!(
+        "  bare COPY of {} pods: {:.2} s wall; CPU {:.2} s in this process + {:.2} s in PostgreSQL backends; load average {}",
+        pods.len(),
+        elapsed.as_secs_f64(),
+        cpu.as_secs_f64(),
+        server.as_secs_f64(),
+        load_average()
+    );
+    print_counters(&counters_before, &server_counters(store).await);
+    elapsed
+}
+
+/// A binary `COPY` stream's header (signature, no flags, no extension).
+fn copy_header() -> Vec<u8> {
+    let mut out = b"PGCOPY\n\xff\r\n\0".to_vec();
+    out.extend_from_slice(&0i32.to_be_bytes());
+    out.extend_from_slice(&0i32.to_be_bytes());
+    out
+}
+
+/// One tuple of a binary `COPY` stream: each field's length, then its bytes.
+fn copy_tuple(out: &mut Vec<u8>, fields: &[&[u8]]) {
+    out.extend_from_slice(&i16::try_from(fields.len()).unwrap().to_be_bytes());
+    for f in fields {
+        out.extend_from_slice(&i32::try_from(f.len()).unwrap().to_be_bytes());
+        out.extend_from_slice(f);
+    }
+}
+
+/// A 64-bit FNV-1a hash, as the store's `projection_hash` (the bound pays the same work).
+fn fnv1a(bytes: &[u8]) -> i64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    i64::from_ne_bytes(h.to_ne_bytes())
 }
 
 fn median(mut d: Vec<Duration>) -> Duration {
@@ -160,7 +397,15 @@ async fn run(backend: &str, open: impl AsyncFn() -> (SqlStore, Box<dyn std::any:
     let mut first = Vec::new();
     let mut again = Vec::new();
     let mut tenth = Vec::new();
+    let mut bound = Vec::new();
     for _ in 0..ROUNDS {
+        if backend == "postgres" {
+            let (store, guard) = open().await;
+            print_conditions(&store).await;
+            bound.push(copy_bound(&store, pods).await);
+            drop(store);
+            drop(guard);
+        }
         let (store, guard) = open().await;
         let (d, changed) = snapshot(&store, pods).await;
         assert_eq!(changed, PODS);
@@ -178,6 +423,9 @@ async fn run(backend: &str, open: impl AsyncFn() -> (SqlStore, Box<dyn std::any:
     report(backend, "first_snapshot", median(first.clone()), &first);
     report(backend, "same_snapshot_again", median(again.clone()), &again);
     report(backend, "snapshot_10pct_changed", median(tenth.clone()), &tenth);
+    if !bound.is_empty() {
+        report(backend, "bound_bare_copy", median(bound.clone()), &bound);
+    }
 }
 
 fn main() {

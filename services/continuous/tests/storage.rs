@@ -20,7 +20,7 @@ use portcullis_continuous::findings::{
     Backoff, Finding, Isolation, Order, Owners, PodAddress, PodState, RuleKey, isolation_policy,
 };
 use portcullis_continuous::inventory::PodProjection;
-use portcullis_continuous::storage::SqlStore;
+use portcullis_continuous::storage::{ROWS_PER_STATEMENT, SqlStore};
 use portcullis_continuous::store::{
     Acked, ClusterPods, CommandFilter, CommandOrigin, CommandState, ContinuousStore, FindingFilter, FindingsWrite,
     InventoryApplied, InventoryWrite, NewCommand, PageRequest, PolicyUsed, StoreError, StoredCommand, StoredFinding,
@@ -91,6 +91,7 @@ macro_rules! both {
 
 both!(
     snapshot_reports_changed_and_removed,
+    a_page_wider_than_one_statement,
     deltas_and_deletes,
     pods_running_a_digest,
     tenants_are_isolated,
@@ -267,6 +268,64 @@ async fn snapshot_reports_changed_and_removed(db: &TestDb) {
 
     assert_eq!(store.clusters().await.unwrap(), vec![(T.to_owned(), C.to_owned())]);
     assert_eq!(store.tenant_clusters(T).await.unwrap(), vec![C.to_owned()]);
+}
+
+/// One page of more pods than one statement takes (PostgreSQL's path binds each chunk's
+/// columns as arrays, SQLite's binds each value): new, changed and unchanged pods mixed across
+/// the chunks are told apart exactly, reported in the order sent, and the changed pods'
+/// digests are re-indexed.
+async fn a_page_wider_than_one_statement(db: &TestDb) {
+    let store = &db.store;
+    let n = ROWS_PER_STATEMENT * 2 + 100;
+    let pods = projections(n + 200);
+    let first = snapshot(store, T, C, &pods[..n], n).await;
+    assert_eq!(first.changed, uids(&pods[..n]), "every pod of the first page is new");
+
+    // Every seventh pod relabelled and given pod 0's spec (and so its digests), 200 new ones
+    // at the end, the rest re-sent as they are.
+    let mut row0: Value = serde_json::from_slice(&pods[0].to_row().unwrap()).unwrap();
+    row0.as_object_mut()
+        .unwrap()
+        .retain(|k, _| k == "spec" || k == "digests");
+    let mut page: Vec<PodProjection> = Vec::with_capacity(n + 200);
+    let mut expected = Vec::new();
+    for (i, pod) in pods[..n].iter().enumerate() {
+        if i % 7 == 3 {
+            let mut row: Value = serde_json::from_slice(&relabelled(pod, "wide").to_row().unwrap()).unwrap();
+            row["spec"] = row0["spec"].clone();
+            row["digests"] = row0["digests"].clone();
+            page.push(PodProjection::from_row(&serde_json::to_vec(&row).unwrap()).unwrap());
+            expected.push(pod.uid().to_owned());
+        } else {
+            page.push(pod.clone());
+        }
+    }
+    page.extend(pods[n..].iter().cloned());
+    expected.extend(uids(&pods[n..]));
+    let applied = snapshot(store, T, C, &page, page.len()).await;
+    assert_eq!(
+        applied.changed, expected,
+        "exactly the changed and new pods, in the order sent"
+    );
+    assert!(applied.removed.is_empty());
+    let back = store.pods(T, C, Some(&uids(&page[3..4]))).await.unwrap();
+    assert_eq!(back, vec![page[3].clone()], "the changed projection is stored");
+
+    // The changed pods run pod 0's digests now, and no longer their own.
+    for (i, pod) in page.iter().enumerate().take(n) {
+        for digest in pods[i].digests_run().chain(pods[0].digests_run()) {
+            let running = store.pods_running(T, digest).await.unwrap();
+            let has = running.iter().any(|c| c.uids.contains(&pod.uid().to_owned()));
+            assert_eq!(has, pod.runs_digest(digest), "pod {i}, {digest}");
+        }
+        if i > 60 {
+            break;
+        }
+    }
+
+    // The same page again changes nothing.
+    let again = snapshot(store, T, C, &page, page.len()).await;
+    assert_eq!(again, InventoryApplied::default());
 }
 
 async fn deltas_and_deletes(db: &TestDb) {

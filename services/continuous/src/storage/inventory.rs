@@ -1,8 +1,9 @@
 //! The inventory: `cn_clusters` (snapshot generations), `cn_pods` and `cn_pod_digests`.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Order as SqlOrder, Query};
+use sea_orm::sqlx::{self, Row as _};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
 use time::OffsetDateTime;
 
@@ -22,6 +23,12 @@ pub(super) async fn write(
 ) -> StoreResult<InventoryApplied> {
     let now = truncate(now);
     let ended = write == InventoryWrite::EndSnapshot;
+    let write = match write {
+        InventoryWrite::Upsert(pods) if store.db.get_database_backend() == DbBackend::Postgres => {
+            return upsert_postgres(store.db.get_postgres_connection_pool(), tenant, cluster, pods, now).await;
+        }
+        other => other,
+    };
     let tx = store.begin().await?;
     let applied = match write {
         InventoryWrite::BeginSnapshot => {
@@ -131,16 +138,9 @@ struct Row<'a> {
     digests: BTreeSet<&'a str>,
 }
 
-/// Upserts pods stamped with `generation`; reports the new and changed ones.
-async fn upsert<C: ConnectionTrait>(
-    db: &C,
-    tenant: &str,
-    cluster: &str,
-    pods: Vec<PodProjection>,
-    generation: i64,
-    now: OffsetDateTime,
-) -> StoreResult<InventoryApplied> {
-    // One row per uid, the last sent winning (a statement may not upsert a row twice).
+/// The pods of a write as rows: one per uid, the last sent winning (a statement may not
+/// upsert a row twice), in the order sent.
+fn rows(pods: &[PodProjection]) -> StoreResult<Vec<Row<'_>>> {
     let mut last: HashMap<&str, usize> = HashMap::with_capacity(pods.len());
     for (i, pod) in pods.iter().enumerate() {
         last.insert(pod.uid(), i);
@@ -162,6 +162,72 @@ async fn upsert<C: ConnectionTrait>(
             digests: pod.digests_run().collect(),
         });
     }
+    Ok(rows)
+}
+
+/// What one chunk's upsert did, read from its `RETURNING uid, change`.
+struct ChunkOutcome<'r, 'a> {
+    /// Pods that existed with another projection (their stored digests are replaced).
+    updated: Vec<&'a str>,
+    /// Pods inserted or updated (their digests are written).
+    changed: Vec<&'r Row<'a>>,
+}
+
+impl<'r, 'a> ChunkOutcome<'r, 'a> {
+    /// Sorts the returned `(uid, change)` pairs of `chunk`'s upsert.
+    fn read(chunk: &'r [Row<'a>], returned: impl IntoIterator<Item = (String, i32)>) -> StoreResult<Self> {
+        let by_uid: HashMap<&str, &Row> = chunk.iter().map(|r| (r.uid, r)).collect();
+        let mut outcome = ChunkOutcome {
+            updated: Vec::new(),
+            changed: Vec::new(),
+        };
+        for (uid, change) in returned {
+            let Some(r) = by_uid.get(uid.as_str()) else {
+                return Err(StoreError::Corrupt(format!("upsert returned uid {uid:?} not written")));
+            };
+            match change {
+                CHANGE_NONE => {}
+                CHANGE_UPDATED => {
+                    outcome.updated.push(r.uid);
+                    outcome.changed.push(r);
+                }
+                _ => outcome.changed.push(r),
+            }
+        }
+        Ok(outcome)
+    }
+
+    /// The (uid, digest) pairs to write.
+    fn digests(&self) -> Vec<(&'a str, &'a str)> {
+        self.changed
+            .iter()
+            .flat_map(|r| r.digests.iter().map(|d| (r.uid, *d)))
+            .collect()
+    }
+
+    /// Adds the changed uids to `applied`, in the order sent (RETURNING's order is not
+    /// promised).
+    fn report(&self, chunk: &[Row<'a>], applied: &mut InventoryApplied) {
+        let changed_uids: HashSet<&str> = self.changed.iter().map(|r| r.uid).collect();
+        applied.changed.extend(
+            chunk
+                .iter()
+                .filter(|r| changed_uids.contains(r.uid))
+                .map(|r| r.uid.to_owned()),
+        );
+    }
+}
+
+/// Upserts pods stamped with `generation`; reports the new and changed ones.
+async fn upsert<C: ConnectionTrait>(
+    db: &C,
+    tenant: &str,
+    cluster: &str,
+    pods: Vec<PodProjection>,
+    generation: i64,
+    now: OffsetDateTime,
+) -> StoreResult<InventoryApplied> {
+    let rows = rows(&pods)?;
     let now_us = micros(now);
     let mut applied = InventoryApplied::default();
     for chunk in rows.chunks(ROWS_PER_STATEMENT) {
@@ -221,38 +287,21 @@ async fn upsert<C: ConnectionTrait>(
                     .to_owned(),
             )
             .returning(Query::returning().columns(["uid", "change"]));
-        let mut updated: Vec<&str> = Vec::new();
-        let mut changed: Vec<&Row> = Vec::new();
-        let by_uid: HashMap<&str, &Row> = chunk.iter().map(|r| (r.uid, r)).collect();
+        let mut returned = Vec::with_capacity(chunk.len());
         for row in db.query_all(&insert).await? {
-            let uid: String = get(&row, "uid")?;
-            let change: i32 = get(&row, "change")?;
-            let Some(r) = by_uid.get(uid.as_str()) else {
-                return Err(StoreError::Corrupt(format!("upsert returned uid {uid:?} not written")));
-            };
-            match change {
-                CHANGE_NONE => {}
-                CHANGE_UPDATED => {
-                    updated.push(r.uid);
-                    changed.push(r);
-                }
-                _ => changed.push(r),
-            }
+            returned.push((get::<String>(&row, "uid")?, get::<i32>(&row, "change")?));
         }
+        let outcome = ChunkOutcome::read(chunk, returned)?;
         // The digests of changed pods are written again.
-        if !updated.is_empty() {
+        if !outcome.updated.is_empty() {
             let delete = Query::delete()
                 .from_table("cn_pod_digests")
                 .and_where(scope(tenant, cluster))
-                .and_where(Expr::col("uid").is_in(updated))
+                .and_where(Expr::col("uid").is_in(outcome.updated.iter().copied()))
                 .to_owned();
             db.execute(&delete).await?;
         }
-        let digests: Vec<(&str, &str)> = changed
-            .iter()
-            .flat_map(|r| r.digests.iter().map(|d| (r.uid, *d)))
-            .collect();
-        for part in digests.chunks(ROWS_PER_STATEMENT) {
+        for part in outcome.digests().chunks(ROWS_PER_STATEMENT) {
             let mut insert = Query::insert();
             insert
                 .into_table("cn_pod_digests")
@@ -269,15 +318,136 @@ async fn upsert<C: ConnectionTrait>(
             );
             db.execute(&insert).await?;
         }
-        // In the order sent (RETURNING's order is not promised).
-        let changed_uids: std::collections::HashSet<&str> = changed.iter().map(|r| r.uid).collect();
-        applied.changed.extend(
-            chunk
-                .iter()
-                .filter(|r| changed_uids.contains(r.uid))
-                .map(|r| r.uid.to_owned()),
-        );
+        outcome.report(chunk, &mut applied);
     }
+    Ok(applied)
+}
+
+// ---------------------------------------------------------------------------------------
+// PostgreSQL's path for pods written (snapshot pages and deltas).
+//
+// The same statements as `upsert`, the same `change` outcomes, but each column of a chunk
+// is bound as one array and the rows come from `UNNEST`: 9 binds a statement instead of
+// 5,000, so the statement text is the same for every chunk and sqlx prepares it once per
+// connection, the server neither parses nor plans thousands of parameters, and the client
+// does not build and encode them one value at a time. sea-query cannot bind arrays without
+// its `postgres-array` feature (which would change every crate's sea-orm), so this path
+// runs on the pool's sqlx connections, in a transaction of its own. SQLite keeps `upsert`.
+
+/// The upsert of a chunk of pods from column arrays; `RETURNING` as `upsert`'s.
+const PG_UPSERT_PODS: &str = "\
+INSERT INTO cn_pods (tenant_id, cluster_id, uid, namespace, name, projection, projection_hash, \
+generation, synced_at, change) \
+SELECT $1, $2, p.uid, p.namespace, p.name, p.projection, p.projection_hash, $3, $4, $5 \
+FROM UNNEST($6::text[], $7::text[], $8::text[], $9::bytea[], $10::int8[]) \
+AS p(uid, namespace, name, projection, projection_hash) \
+ON CONFLICT (tenant_id, cluster_id, uid) DO UPDATE SET namespace = excluded.namespace, \
+name = excluded.name, projection = excluded.projection, projection_hash = excluded.projection_hash, \
+generation = excluded.generation, synced_at = excluded.synced_at, \
+change = CASE WHEN cn_pods.projection_hash = excluded.projection_hash THEN $11 ELSE $12 END \
+RETURNING uid, change";
+
+/// The digests of updated pods, dropped before their new ones are written.
+const PG_DELETE_DIGESTS: &str =
+    "DELETE FROM cn_pod_digests WHERE tenant_id = $1 AND cluster_id = $2 AND uid = ANY($3::text[])";
+
+/// The digests of changed pods.
+const PG_INSERT_DIGESTS: &str = "\
+INSERT INTO cn_pod_digests (tenant_id, digest, cluster_id, uid) \
+SELECT $1, d.digest, $2, d.uid FROM UNNEST($3::text[], $4::text[]) AS d(uid, digest) \
+ON CONFLICT (tenant_id, digest, cluster_id, uid) DO NOTHING";
+
+/// A failed sqlx call on PostgreSQL's path.
+fn pg_error(e: sqlx::Error) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+/// `write` of [`InventoryWrite::Upsert`] on PostgreSQL, in one transaction.
+async fn upsert_postgres(
+    pool: &sqlx::PgPool,
+    tenant: &str,
+    cluster: &str,
+    pods: Vec<PodProjection>,
+    now: OffsetDateTime,
+) -> StoreResult<InventoryApplied> {
+    let rows = rows(&pods)?;
+    let now_us = micros(now);
+    let mut tx = pool.begin().await.map_err(pg_error)?;
+    let generation = match sqlx::query("SELECT generation FROM cn_clusters WHERE tenant_id = $1 AND cluster_id = $2")
+        .bind(tenant)
+        .bind(cluster)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(pg_error)?
+    {
+        Some(row) => row
+            .try_get::<i64, _>("generation")
+            .map_err(|e| StoreError::Corrupt(format!("column generation: {e}")))?,
+        None => {
+            sqlx::query(
+                "INSERT INTO cn_clusters (tenant_id, cluster_id, generation, findings_version) \
+                 VALUES ($1, $2, 0, 0) ON CONFLICT (tenant_id, cluster_id) DO NOTHING",
+            )
+            .bind(tenant)
+            .bind(cluster)
+            .execute(&mut *tx)
+            .await
+            .map_err(pg_error)?;
+            0
+        }
+    };
+    let mut applied = InventoryApplied::default();
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        let returned = sqlx::query(PG_UPSERT_PODS)
+            .bind(tenant)
+            .bind(cluster)
+            .bind(generation)
+            .bind(now_us)
+            .bind(CHANGE_INSERTED)
+            .bind(chunk.iter().map(|r| r.uid).collect::<Vec<_>>())
+            .bind(chunk.iter().map(|r| r.namespace).collect::<Vec<_>>())
+            .bind(chunk.iter().map(|r| r.name).collect::<Vec<_>>())
+            .bind(chunk.iter().map(|r| r.projection.as_slice()).collect::<Vec<_>>())
+            .bind(chunk.iter().map(|r| r.hash).collect::<Vec<_>>())
+            .bind(CHANGE_NONE)
+            .bind(CHANGE_UPDATED)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(pg_error)?
+            .iter()
+            .map(|row| {
+                Ok((
+                    row.try_get::<String, _>("uid")
+                        .map_err(|e| StoreError::Corrupt(format!("column uid: {e}")))?,
+                    row.try_get::<i32, _>("change")
+                        .map_err(|e| StoreError::Corrupt(format!("column change: {e}")))?,
+                ))
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        let outcome = ChunkOutcome::read(chunk, returned)?;
+        if !outcome.updated.is_empty() {
+            sqlx::query(PG_DELETE_DIGESTS)
+                .bind(tenant)
+                .bind(cluster)
+                .bind(outcome.updated.clone())
+                .execute(&mut *tx)
+                .await
+                .map_err(pg_error)?;
+        }
+        let digests = outcome.digests();
+        if !digests.is_empty() {
+            sqlx::query(PG_INSERT_DIGESTS)
+                .bind(tenant)
+                .bind(cluster)
+                .bind(digests.iter().map(|(uid, _)| *uid).collect::<Vec<_>>())
+                .bind(digests.iter().map(|(_, digest)| *digest).collect::<Vec<_>>())
+                .execute(&mut *tx)
+                .await
+                .map_err(pg_error)?;
+        }
+        outcome.report(chunk, &mut applied);
+    }
+    tx.commit().await.map_err(pg_error)?;
     Ok(applied)
 }
 
