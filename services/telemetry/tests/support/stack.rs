@@ -11,7 +11,6 @@
     missing_docs
 )]
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -21,13 +20,13 @@ use portcullis_integration_tests::store::{Api, by_name};
 use portcullis_policy_client::keys::{IntrospectingAuthenticator, KeyCacheOptions};
 use portcullis_policy_client::metrics::NoMetrics;
 use portcullis_policy_client::{Upstream, UpstreamTimeouts};
-use portcullis_policy_store::testing::{TestServer, authed};
+use portcullis_policy_store::testing::{TestServer, authed, loopback_listener};
 use portcullis_proto::admission::v1 as pa;
 use portcullis_proto::common::v1 as pc;
 use portcullis_proto::events::v1 as pe;
 use portcullis_proto::telemetry::v1 as pt;
 use portcullis_proto::telemetry::v1::telemetry_service_client::TelemetryServiceClient;
-use portcullis_server::{Credentials, Mode, ServerConfig};
+use portcullis_server::Mode;
 use portcullis_telemetry_service::policies::PolicyStore;
 use portcullis_telemetry_service::storage::SqlStore;
 use portcullis_telemetry_service::store::TelemetryStore;
@@ -66,24 +65,18 @@ pub struct Stack {
     pub tenant: Tenant,
 }
 
+/// Embedded: a file beside the policy store's; distributed: the same database, the
+/// service's own tables.
 async fn sql_store(store: &TestServer) -> SqlStore {
-    match store.data_dir() {
-        // Embedded: a file beside the policy store's.
-        Some(dir) => SqlStore::connect(&portcullis_test_kit::sqlite_url(&dir.join("telemetry.db")))
-            .await
-            .unwrap(),
-        // Distributed: the same database, the service's own tables.
-        None => SqlStore::connect(&store.database_url).await.unwrap(),
-    }
+    SqlStore::connect(&store.service_database_url("telemetry.db"))
+        .await
+        .unwrap()
 }
 
 impl Stack {
     /// A stack whose tenant's policy has `xdrEnabled: true` and no rulesets.
     pub async fn start(mode: Mode) -> Stack {
-        let store = match mode {
-            Mode::Embedded => TestServer::embedded().await.unwrap(),
-            Mode::Distributed => TestServer::distributed().await.unwrap(),
-        };
+        let store = TestServer::in_mode(mode).await.unwrap();
         let tenant = Stack::tenant_in(
             &store,
             "default",
@@ -122,11 +115,7 @@ impl Stack {
         let upstream = Upstream::new(&self.store.url, None, &self.store.service_token, &timeouts, false).unwrap();
         let authenticator =
             IntrospectingAuthenticator::new(upstream, KeyCacheOptions::default(), std::sync::Arc::new(NoMetrics));
-        let credentials = Credentials::new(
-            Some(self.store.operator_key.clone()),
-            Some(self.store.service_token.clone()),
-        )
-        .unwrap();
+        let credentials = self.store.credentials().unwrap();
         let running = RunningTelemetry::start(
             self.events.clone(),
             policies,
@@ -135,10 +124,7 @@ impl Stack {
             credentials,
             Arc::new(authenticator),
             TelemetryServeOptions {
-                grpc: Some(ServerConfig::new(
-                    SocketAddr::from(([127, 0, 0, 1], 0)),
-                    Mode::Distributed,
-                )),
+                grpc: Some(loopback_listener()),
                 telemetry: options,
             },
         )
