@@ -18,12 +18,13 @@ use portcullis_bus::Bus;
 use portcullis_continuous::running::grpc_service as continuous_grpc_service;
 use portcullis_continuous::{ContinuousServeOptions, RunningContinuous};
 use portcullis_kit::client::Trust;
+use portcullis_kit::service::{Ended, Served, serve_until_signal};
 use portcullis_kit::settings::Flags;
 use portcullis_kit::shutdown_signal;
 use portcullis_policy_store::{RunningServer, bootstrap_default_tenant, sqlite_url};
 use portcullis_proto::admission::v1::admission_service_server::AdmissionServiceServer;
 use portcullis_server::rate_limit::RateLimitConfig;
-use portcullis_server::{Credentials, Mode, ServerConfig};
+use portcullis_server::{Authenticator, Credentials, Mode, ServerConfig};
 use portcullis_signature::running::grpc_service as signature_grpc_service;
 use portcullis_signature::{PolicyStoreClient, RunningSignature, SignatureServeOptions};
 use portcullis_storage::{Store, StoreOptions};
@@ -743,6 +744,32 @@ async fn connect_remote<'a>(settings: &'a Settings, credentials: &Credentials) -
     })
 }
 
+/// Announces `service` (`portcullis NAME listening on URL`) and serves it until SIGINT or
+/// SIGTERM (then it drains); a service that stops by itself is an error.
+async fn serve_service(name: &str, service: &impl Served) -> Result<ExitStatus> {
+    announce(&format!(
+        "portcullis {name} listening on {}",
+        service.running().url().unwrap_or_default()
+    ))?;
+    match serve_until_signal(service).await? {
+        Ended::Signalled => {
+            tracing::info!("stopped");
+            Ok(ExitStatus::Ok)
+        }
+        Ended::ByItself => anyhow::bail!("the {name} service stopped unexpectedly"),
+    }
+}
+
+/// Tenant keys on a service's own listener, checked by the store's introspection and cached
+/// as admission caches them (recorded under admission's cache lookup metric).
+fn key_authenticator(upstream: Upstream, settings: &Settings) -> Arc<dyn Authenticator> {
+    Arc::new(portcullis_policy_client::keys::IntrospectingAuthenticator::new(
+        upstream,
+        settings.admission.key_cache.clone(),
+        Arc::new(portcullis_admission::metrics::AdmissionMetrics::global()),
+    ))
+}
+
 async fn run_admission(settings: &Settings, credentials: Credentials) -> Result<ExitStatus> {
     let config = server_config(settings, settings.server.admission_listen, Mode::Distributed);
     config.check()?;
@@ -819,19 +846,12 @@ async fn start_signature(
         &settings.upstream.timeouts,
         settings.upstream.insecure,
     )?;
-    // Tenant keys on its own listener are checked by the store's introspection, cached as
-    // admission caches them.
-    let authenticator = portcullis_policy_client::keys::IntrospectingAuthenticator::new(
-        upstream,
-        settings.admission.key_cache.clone(),
-        // Recorded as before, under admission's cache lookup metric.
-        Arc::new(portcullis_admission::metrics::AdmissionMetrics::global()),
-    );
+    let authenticator = key_authenticator(upstream, settings);
     Ok(RunningSignature::start(
         Arc::new(store),
         bus,
         credentials.clone(),
-        Arc::new(authenticator),
+        authenticator,
         SignatureServeOptions {
             grpc: listen,
             signature: settings.signature.clone(),
@@ -859,21 +879,7 @@ async fn run_signature(settings: &Settings, credentials: Credentials) -> Result<
         Some(config),
     )
     .await?;
-    announce(&format!(
-        "portcullis signature listening on {}",
-        signature.url().unwrap_or_default()
-    ))?;
-    tokio::select! {
-        () = shutdown_signal() => {
-            signature.stop().await?;
-            tracing::info!("stopped");
-            Ok(ExitStatus::Ok)
-        }
-        result = signature.wait() => {
-            result?;
-            anyhow::bail!("the signature service stopped unexpectedly")
-        }
-    }
+    serve_service("signature", &signature).await
 }
 
 /// Starts the continuous service on the database at `database_url` over the policy store
@@ -906,20 +912,13 @@ async fn start_continuous(
         &settings.upstream.timeouts,
         settings.upstream.insecure,
     )?;
-    // Tenant keys on its own listener are checked by the store's introspection, cached as
-    // admission caches them.
-    let authenticator = portcullis_policy_client::keys::IntrospectingAuthenticator::new(
-        upstream,
-        settings.admission.key_cache.clone(),
-        // Recorded as before, under admission's cache lookup metric.
-        Arc::new(portcullis_admission::metrics::AdmissionMetrics::global()),
-    );
+    let authenticator = key_authenticator(upstream, settings);
     Ok(RunningContinuous::start(
         Arc::new(store),
         policies,
         bus,
         credentials.clone(),
-        Arc::new(authenticator),
+        authenticator,
         ContinuousServeOptions {
             grpc: listen,
             continuous: settings.continuous.clone(),
@@ -953,21 +952,7 @@ async fn run_continuous(settings: &Settings, credentials: Credentials) -> Result
         Some(config),
     )
     .await?;
-    announce(&format!(
-        "portcullis continuous listening on {}",
-        continuous.url().unwrap_or_default()
-    ))?;
-    tokio::select! {
-        () = shutdown_signal() => {
-            continuous.stop().await?;
-            tracing::info!("stopped");
-            Ok(ExitStatus::Ok)
-        }
-        result = continuous.wait() => {
-            result?;
-            anyhow::bail!("the continuous service stopped unexpectedly")
-        }
-    }
+    serve_service("continuous", &continuous).await
 }
 
 /// Starts the telemetry service on the database at `database_url` over the policy store
@@ -1017,19 +1002,14 @@ async fn start_telemetry(
             .context("the continuous service's address")?,
         )
     };
-    let authenticator = portcullis_policy_client::keys::IntrospectingAuthenticator::new(
-        upstream,
-        settings.admission.key_cache.clone(),
-        // Recorded as before, under admission's cache lookup metric.
-        Arc::new(portcullis_admission::metrics::AdmissionMetrics::global()),
-    );
+    let authenticator = key_authenticator(upstream, settings);
     Ok(RunningTelemetry::start(
         Arc::new(store),
         policies,
         continuous,
         bus,
         credentials.clone(),
-        Arc::new(authenticator),
+        authenticator,
         TelemetryServeOptions {
             grpc: listen,
             telemetry: settings.telemetry.clone(),
@@ -1063,21 +1043,7 @@ async fn run_telemetry(settings: &Settings, credentials: Credentials) -> Result<
         Some(config),
     )
     .await?;
-    announce(&format!(
-        "portcullis telemetry listening on {}",
-        telemetry.url().unwrap_or_default()
-    ))?;
-    tokio::select! {
-        () = shutdown_signal() => {
-            telemetry.stop().await?;
-            tracing::info!("stopped");
-            Ok(ExitStatus::Ok)
-        }
-        result = telemetry.wait() => {
-            result?;
-            anyhow::bail!("the telemetry service stopped unexpectedly")
-        }
-    }
+    serve_service("telemetry", &telemetry).await
 }
 
 async fn run_policy_store(settings: &Settings, credentials: Credentials) -> Result<ExitStatus> {

@@ -239,6 +239,35 @@ fn policy_store_command(database_url: &str, nats_url: &str) -> Command {
     ])
 }
 
+/// `portcullis serve NAME` (with the service credential) beside the policy store at
+/// `store_url`, on NATS at `nats_url`, with `extra` flags, listening on a free loopback port.
+fn start_service(name: &str, store_url: &str, nats_url: &str, extra: &[&str]) -> Running {
+    let mut args = vec![
+        "serve",
+        name,
+        "--policy-store-url",
+        store_url,
+        "--nats-url",
+        nats_url,
+        "--listen",
+        "127.0.0.1:0",
+    ];
+    args.extend_from_slice(extra);
+    start_command(
+        portcullis(&args).env("PORTCULLIS_SERVICE_TOKEN", SERVICE_TOKEN),
+        &format!("portcullis {name} listening on "),
+    )
+}
+
+/// `portcullis serve policy-store` on `database_url` and NATS at `nats_url`, knowing the
+/// service credential.
+fn start_store_with_token(database_url: &str, nats_url: &str) -> Running {
+    start_command(
+        policy_store_command(database_url, nats_url).env("PORTCULLIS_SERVICE_TOKEN", SERVICE_TOKEN),
+        "portcullis policy-store listening on ",
+    )
+}
+
 fn read_key(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap().trim().to_owned()
 }
@@ -323,26 +352,8 @@ async fn serve_admission_judges_from_a_policy_store_over_nats() {
     let database = TestDatabase::create().await.unwrap();
     let nats = NatsServer::start().await.unwrap();
     let nats_url = nats.url();
-    let with_token = |args: &[&str], prefix: &str| {
-        start_command(portcullis(args).env("PORTCULLIS_SERVICE_TOKEN", SERVICE_TOKEN), prefix)
-    };
-    let store = start_command(
-        policy_store_command(&database.url, &nats_url).env("PORTCULLIS_SERVICE_TOKEN", SERVICE_TOKEN),
-        "portcullis policy-store listening on ",
-    );
-    let admission = with_token(
-        &[
-            "serve",
-            "admission",
-            "--policy-store-url",
-            &store.url,
-            "--nats-url",
-            &nats_url,
-            "--listen",
-            "127.0.0.1:0",
-        ],
-        "portcullis admission listening on ",
-    );
+    let store = start_store_with_token(&database.url, &nats_url);
+    let admission = start_service("admission", &store.url, &nats_url, &[]);
     assert_huge_pages_off(&store);
     assert_huge_pages_off(&admission);
     let created = create_tenant(&store.url, "Admission tenant", "adm").await;
@@ -456,26 +467,8 @@ async fn serve_signature_answers_with_the_stores_attestors() {
     let database = TestDatabase::create().await.unwrap();
     let nats = NatsServer::start().await.unwrap();
     let nats_url = nats.url();
-    let with_token = |args: &[&str], prefix: &str| {
-        start_command(portcullis(args).env("PORTCULLIS_SERVICE_TOKEN", SERVICE_TOKEN), prefix)
-    };
-    let store = start_command(
-        policy_store_command(&database.url, &nats_url).env("PORTCULLIS_SERVICE_TOKEN", SERVICE_TOKEN),
-        "portcullis policy-store listening on ",
-    );
-    let signature = with_token(
-        &[
-            "serve",
-            "signature",
-            "--policy-store-url",
-            &store.url,
-            "--nats-url",
-            &nats_url,
-            "--listen",
-            "127.0.0.1:0",
-        ],
-        "portcullis signature listening on ",
-    );
+    let store = start_store_with_token(&database.url, &nats_url);
+    let signature = start_service("signature", &store.url, &nats_url, &[]);
     let created = create_tenant(&store.url, "Signature tenant", "sig").await;
     let pem = std::fs::read_to_string(common::shared("conformance/cosign-signatures/cosign.pub")).unwrap();
     let document = serde_json::json!({"name": "release", "type": "cosignPublicKey", "publicKey": pem});
@@ -915,26 +908,8 @@ async fn serve_continuous_runs_on_postgres_and_nats() {
     let database = TestDatabase::create().await.unwrap();
     let nats = NatsServer::start().await.unwrap();
     let nats_url = nats.url();
-    let store = start_command(
-        policy_store_command(&database.url, &nats_url).env("PORTCULLIS_SERVICE_TOKEN", SERVICE_TOKEN),
-        "portcullis policy-store listening on ",
-    );
-    let continuous = start_command(
-        portcullis(&[
-            "serve",
-            "continuous",
-            "--policy-store-url",
-            &store.url,
-            "--nats-url",
-            &nats_url,
-            "--database-url",
-            &database.url,
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        .env("PORTCULLIS_SERVICE_TOKEN", SERVICE_TOKEN),
-        "portcullis continuous listening on ",
-    );
+    let store = start_store_with_token(&database.url, &nats_url);
+    let continuous = start_service("continuous", &store.url, &nats_url, &["--database-url", &database.url]);
     let created = create_tenant(&store.url, "Continuous tenant", "cont").await;
     check_continuous(&store.url, &continuous.url, &created.admin_key).await;
     stop(continuous, "TERM");
@@ -951,26 +926,8 @@ async fn serve_telemetry_runs_on_postgres_and_nats() {
     let database = TestDatabase::create().await.unwrap();
     let nats = NatsServer::start().await.unwrap();
     let nats_url = nats.url();
-    let store = start_command(
-        policy_store_command(&database.url, &nats_url).env("PORTCULLIS_SERVICE_TOKEN", SERVICE_TOKEN),
-        "portcullis policy-store listening on ",
-    );
-    let telemetry = start_command(
-        portcullis(&[
-            "serve",
-            "telemetry",
-            "--policy-store-url",
-            &store.url,
-            "--nats-url",
-            &nats_url,
-            "--database-url",
-            &database.url,
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        .env("PORTCULLIS_SERVICE_TOKEN", SERVICE_TOKEN),
-        "portcullis telemetry listening on ",
-    );
+    let store = start_store_with_token(&database.url, &nats_url);
+    let telemetry = start_service("telemetry", &store.url, &nats_url, &["--database-url", &database.url]);
     let created = create_tenant(&store.url, "Telemetry tenant", "tele").await;
     PolicyServiceClient::connect(store.url.clone())
         .await

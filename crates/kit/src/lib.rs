@@ -3,14 +3,21 @@
 
 pub mod cache;
 pub mod client;
+pub mod events;
 pub mod follow;
 pub mod lifecycle;
 mod pinned;
+pub mod revocations;
+pub mod service;
 pub mod settings;
 pub mod trace;
 pub mod upstream;
+pub mod work;
 
 pub use client::{ClientConfig, Credential, Trust};
+pub use events::{EventCounters, EventPublisher};
 pub use follow::{FollowHandler, FollowOptions, FollowedEvent, Follower, Gap, follow};
 pub use lifecycle::{Lifecycle, Stopped, shutdown_signal};
+pub use service::{Ended, RunningService, Served, serve_until_signal};
 pub use trace::Traced;
+pub use work::{WorkHandler, WorkOptions, subscribe_work};

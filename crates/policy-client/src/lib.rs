@@ -7,9 +7,12 @@
 //! - [`keys`]: tenant keys checked through introspection, cached
 //!   ([`keys::IntrospectingAuthenticator`], the services' [`portcullis_server::Authenticator`]).
 //! - [`scans`]: image scan summaries per tenant and digest, cached ([`scans::ScanCache`]).
+//! - [`effective`]: a cluster's effective policy read and sorted, its settings, and policies
+//!   compiled once per revision ([`effective::CompiledPolicies`]).
 //! - [`metrics`]: the hook through which a service records the key cache's hits and misses
 //!   under its own instrument names.
 
+pub mod effective;
 pub mod error;
 pub mod keys;
 pub mod metrics;

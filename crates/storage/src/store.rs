@@ -10,12 +10,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use portcullis_proto::events::v1::EventEnvelope;
 use portcullis_proto::events::v1::event_envelope::Payload;
 use sea_orm::sea_query::{Expr, ExprTrait};
-use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
-use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ConnectOptions, ConnectionTrait, Database, DatabaseConnection,
-    DatabaseTransaction, EntityTrait, SqliteTransactionMode, TransactionOptions, TransactionTrait,
-};
-use sea_orm_migration::MigratorTrait;
+use sea_orm::{ActiveModelTrait, ActiveValue::Set, Database, DatabaseConnection, DatabaseTransaction, EntityTrait};
 use time::OffsetDateTime;
 use tokio::sync::Notify;
 
@@ -135,45 +130,20 @@ impl Store {
 
     /// Opens the store with options.
     pub async fn connect_with(url: &str, options: StoreOptions) -> StoreResult<Store> {
-        let backend = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            Backend::Postgres
-        } else if url.starts_with("sqlite:") {
-            Backend::Sqlite
-        } else {
-            return Err(StoreError::invalid(
-                "database_url",
-                "must start with postgres://, postgresql:// or sqlite:",
-            ));
+        // The pool and SQLite options every store shares (see `portcullis_sql`): WAL lets
+        // readers run beside the one writer; writes begin IMMEDIATE (see `Store::write`) so
+        // that no transaction has to upgrade a read lock.
+        let pool = portcullis_sql::PoolOptions {
+            max_connections: options.max_connections,
+            sqlite_busy_timeout: options.sqlite_busy_timeout,
         };
-        let mut connect = ConnectOptions::new(url.to_owned());
-        connect.sqlx_logging(false);
-        match backend {
-            Backend::Postgres => {
-                connect.max_connections(options.max_connections.unwrap_or(10));
-            }
-            Backend::Sqlite => {
-                let busy = options.sqlite_busy_timeout;
-                // WAL lets readers run beside the one writer; writes begin IMMEDIATE (see
-                // `Store::begin`) so that no transaction has to upgrade a read lock.
-                // Every connection to `:memory:` opens a database of its own: keep to one.
-                let in_memory = url.contains(":memory:") || url.contains("mode=memory");
-                if in_memory {
-                    connect
-                        .max_connections(1)
-                        .min_connections(1)
-                        .idle_timeout(None)
-                        .max_lifetime(None);
-                } else {
-                    connect.max_connections(options.max_connections.unwrap_or(4));
-                }
-                connect.map_sqlx_sqlite_opts(move |o| {
-                    o.journal_mode(SqliteJournalMode::Wal)
-                        .synchronous(SqliteSynchronous::Normal)
-                        .foreign_keys(true)
-                        .busy_timeout(busy)
-                });
-            }
-        }
+        let (connect, backend) = portcullis_sql::connect_options(url, &pool).map_err(|_| {
+            StoreError::invalid("database_url", "must start with postgres://, postgresql:// or sqlite:")
+        })?;
+        let backend = match backend {
+            portcullis_sql::Backend::Postgres => Backend::Postgres,
+            portcullis_sql::Backend::Sqlite => Backend::Sqlite,
+        };
         let db = Database::connect(connect).await.map_err(StoreError::Database)?;
         let store = Store {
             inner: Arc::new(Inner {
@@ -191,18 +161,7 @@ impl Store {
     }
 
     async fn migrate(&self) -> StoreResult<()> {
-        match self.inner.backend {
-            Backend::Postgres => {
-                // Replicas starting together take turns; the later ones find nothing to do.
-                let tx = self.inner.db.begin().await?;
-                tx.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})"))
-                    .await?;
-                Migrator::up(&tx, None).await?;
-                tx.commit().await?;
-            }
-            Backend::Sqlite => Migrator::up(&self.inner.db, None).await?,
-        }
-        Ok(())
+        Ok(portcullis_sql::migrate::<Migrator>(&self.inner.db, MIGRATION_LOCK_KEY).await?)
     }
 
     /// The database this store runs on.
@@ -251,14 +210,7 @@ impl Store {
 
     /// Begins a write transaction on behalf of `actor`.
     pub(crate) async fn write<'a>(&'a self, actor: &'a Actor) -> StoreResult<Tx<'a>> {
-        let db = self
-            .inner
-            .db
-            .begin_with_options(TransactionOptions {
-                sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
-                ..TransactionOptions::default()
-            })
-            .await?;
+        let db = portcullis_sql::begin_write(&self.inner.db).await?;
         let now = crate::clock::truncate(self.now());
         Ok(Tx {
             db,

@@ -65,13 +65,7 @@ impl RunningAdmission {
         hooks: Hooks,
     ) -> Result<RunningAdmission, ServerError> {
         // Recorded before the caches can hold anything: the follower starts right after it.
-        let snapshot = match bus.last_sequence().await {
-            Ok(sequence) => Some(sequence),
-            Err(e) => {
-                tracing::warn!(error = %e, "reading the event stream's position failed; the follower will record it");
-                None
-            }
-        };
+        let snapshot = portcullis_kit::revocations::stream_position(&bus).await;
         let (admission, publisher) = Admission::new(upstream, bus.clone(), options.admission.clone(), hooks)
             .map_err(|e| ServerError::Config(e.to_string()))?;
         let auth = AuthState {

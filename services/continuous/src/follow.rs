@@ -1,21 +1,22 @@
 //! Keeps each replica's caches in step with the policy store's events (broadcast: every
-//! replica hears every event): `apikey.revoked` drops the key's cached introspection, so a
-//! revoked connector or person is refused at once rather than after the key cache's TTL;
-//! `scan.result` replaces the digest's scan summary, so that whichever replica judges a pod
-//! next judges it with the new scan (the work subscription's re-evaluation runs on one
-//! replica only). After a gap (events may have been missed) every cached key and summary is
-//! dropped.
+//! replica hears every event): `apikey.revoked` drops the key's cached introspection (the
+//! kit's `revocations`), so a revoked connector or person is refused at once rather than
+//! after the key cache's TTL; `scan.result` replaces the digest's scan summary, so that
+//! whichever replica judges a pod next judges it with the new scan (the work subscription's
+//! re-evaluation runs on one replica only). After a gap (events may have been missed) every
+//! cached summary and key is dropped.
 
 use std::sync::Arc;
 
-use portcullis_bus::{Bus, TopicFilter};
+use portcullis_bus::Bus;
 use portcullis_domain::Topic;
-use portcullis_kit::follow::{FollowHandler, FollowedEvent, Follower, Gap};
+use portcullis_kit::follow::{FollowHandler, FollowedEvent, Gap};
+use portcullis_kit::revocations::follow_with_revocations;
 use portcullis_proto::events::v1::event_envelope::Payload;
 use portcullis_server::Authenticator;
+use tokio_util::sync::CancellationToken;
 
 use crate::policies::PolicyStore;
-use tokio_util::sync::CancellationToken;
 
 /// Follows `apikey.revoked` and `scan.result` on `bus` until `stop`, from right after
 /// `start_after` (`None`: from now): `authenticator` forgets revoked keys, `policies`'s
@@ -28,40 +29,31 @@ pub async fn follow_events(
     policies: PolicyStore,
     stop: CancellationToken,
 ) {
-    let topics = TopicFilter::topics([Topic::ApiKeyRevoked, Topic::ScanResult]);
-    let mut follower = Follower::new(bus, topics).options(options);
-    if let Some(sequence) = start_after {
-        follower = follower.start_after(sequence);
-    }
-    follower
-        .run(
-            CacheFollower {
-                authenticator,
-                policies,
-            },
-            stop,
-        )
-        .await;
+    let handler = ScanFollower { policies };
+    follow_with_revocations(
+        bus,
+        &[Topic::ScanResult],
+        start_after,
+        options,
+        authenticator,
+        handler,
+        stop,
+    )
+    .await;
 }
 
-struct CacheFollower {
-    authenticator: Arc<dyn Authenticator>,
+struct ScanFollower {
     policies: PolicyStore,
 }
 
-impl FollowHandler for CacheFollower {
+impl FollowHandler for ScanFollower {
     fn event(&mut self, event: &FollowedEvent) {
-        match &event.envelope.payload {
-            Some(Payload::ApiKeyRevoked(revoked)) => self.authenticator.forget_key(&revoked.key_id),
-            Some(Payload::ScanResultStored(stored)) => {
-                self.policies.scans().apply_event(&event.envelope.tenant_id, stored);
-            }
-            _ => {}
+        if let Some(Payload::ScanResultStored(stored)) = &event.envelope.payload {
+            self.policies.scans().apply_event(&event.envelope.tenant_id, stored);
         }
     }
 
     fn gap(&mut self, _gap: &Gap) {
-        self.authenticator.forget_all();
         self.policies.scans().clear(None);
     }
 }

@@ -6,20 +6,19 @@
 //! and what cannot be fetched is *unavailable*, never "unscanned"); and the clusters assigned
 //! to a policy (the preview's default selection).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use portcullis_engine::evaluate::{CompiledPolicy, FailureMode, TrustedImage};
 use portcullis_engine::image_ref::ImageRef;
 use portcullis_kit::client::{Trust, for_tenant};
 use portcullis_kit::upstream::{ClusterSel, ServiceChannel, service_channel};
+use portcullis_policy_client::effective::{CompiledPolicies, EffectiveError, EffectiveSettings, read_effective};
 use portcullis_policy_client::scans::{ScanCache, ScanCacheOptions};
 use portcullis_policy_client::{Upstream, UpstreamTimeouts};
 use portcullis_proto::common::v1 as pc;
 use portcullis_proto::policystore::v1 as pb;
 use portcullis_proto::policystore::v1::cluster_service_client::ClusterServiceClient;
-use portcullis_proto::policystore::v1::policy_service_client::PolicyServiceClient;
 use tonic::Code;
 
 use crate::error::ContinuousError;
@@ -28,9 +27,6 @@ use crate::store::PolicyUsed;
 
 /// Compiled policies held at most (by revision; the oldest entries go first when full).
 const MAX_COMPILED: usize = 1024;
-
-/// Compiled policies by (tenant, policy id, revision).
-type Compiled = HashMap<(String, String, u64), Arc<CompiledPolicy>>;
 
 /// A cluster's policy and settings, as a re-evaluation uses them.
 #[derive(Debug, Clone)]
@@ -55,8 +51,9 @@ pub struct ClusterPolicy {
 #[derive(Clone)]
 pub struct PolicyStore {
     channel: ServiceChannel,
+    upstream: Upstream,
     scans: ScanCache,
-    compiled: Arc<Mutex<Compiled>>,
+    compiled: CompiledPolicies,
     scan_deadline: Duration,
 }
 
@@ -81,6 +78,15 @@ pub fn pod_digests(pod: &PodProjection) -> Vec<String> {
     digests
 }
 
+/// The policy client's reading error as this service's.
+fn from_effective(e: EffectiveError) -> ContinuousError {
+    match e {
+        EffectiveError::NotFound(m) => ContinuousError::NotFound(m),
+        EffectiveError::InvalidArgument(m) => ContinuousError::InvalidArgument(m),
+        EffectiveError::Unavailable(m) => ContinuousError::Unavailable(m),
+    }
+}
+
 impl PolicyStore {
     /// A client of the policy store at `url` (`http://` on this host only unless
     /// `allow_plain_text`, or `https://` trusting `trust`) with the service credential.
@@ -97,8 +103,9 @@ impl PolicyStore {
             .map_err(|e| ContinuousError::InvalidArgument(e.to_string()))?;
         Ok(PolicyStore {
             channel,
-            scans: ScanCache::new(upstream, ScanCacheOptions::default()),
-            compiled: Arc::new(Mutex::new(HashMap::new())),
+            scans: ScanCache::new(upstream.clone(), ScanCacheOptions::default()),
+            upstream,
+            compiled: CompiledPolicies::new(MAX_COMPILED),
             scan_deadline: timeouts.call,
         })
     }
@@ -111,56 +118,14 @@ impl PolicyStore {
     /// The effective policy of `tenant`'s `cluster`; [`ContinuousError::NotFound`] when the
     /// store has no such cluster (deleted).
     pub async fn cluster(&self, tenant: &str, cluster: &ClusterSel) -> Result<ClusterPolicy, ContinuousError> {
-        let request = for_tenant(
-            tenant,
-            pb::GetEffectivePolicyRequest {
-                cluster: Some(cluster.to_proto()),
-                tenant_id: tenant.to_owned(),
-            },
-        )
-        .map_err(|s| ContinuousError::InvalidArgument(s.message().to_owned()))?;
-        let mut client = PolicyServiceClient::new(self.channel.clone());
-        let answer = match client.get_effective_policy(request).await {
-            Ok(answer) => answer.into_inner(),
-            Err(status) if status.code() == Code::NotFound => {
-                return Err(ContinuousError::NotFound(format!(
-                    "cluster {cluster:?}: {}",
-                    status.message()
-                )));
-            }
-            Err(status) if status.code() == Code::InvalidArgument => {
-                return Err(ContinuousError::InvalidArgument(status.message().to_owned()));
-            }
-            Err(status) => {
-                return Err(ContinuousError::Unavailable(format!(
-                    "the effective policy of cluster {cluster:?}: the policy store answered {:?}: {}",
-                    status.code(),
-                    status.message()
-                )));
-            }
-        };
-        self.build(tenant, answer)
-    }
-
-    fn build(&self, tenant: &str, answer: pb::GetEffectivePolicyResponse) -> Result<ClusterPolicy, ContinuousError> {
-        let settings = answer.settings.unwrap_or_default();
-        let failure_mode = match pc::FailureMode::try_from(settings.failure_mode) {
-            Ok(pc::FailureMode::FailClosed) => FailureMode::FailClosed,
-            _ => FailureMode::FailOpen,
-        };
-        let mut trusted_images = Vec::with_capacity(settings.trusted_images.len());
-        for image in &settings.trusted_images {
-            match TrustedImage::parse(image) {
-                Ok(t) => trusted_images.push(t),
-                Err(e) => {
-                    tracing::warn!(%tenant, cluster = %answer.cluster_id, %image, error = %e, "ignoring a trusted image that does not parse")
-                }
-            }
-        }
+        let answer = read_effective(&self.upstream, tenant, cluster)
+            .await
+            .map_err(from_effective)?;
+        let settings = EffectiveSettings::from_proto(tenant, &answer.cluster_id, answer.settings);
         let (policy, used) = match answer.policy {
             None => (None, PolicyUsed::default()),
             Some(p) => {
-                let compiled = self.compile(tenant, &p)?;
+                let compiled = self.compiled.compile(tenant, &p).map_err(from_effective)?;
                 (
                     Some(compiled),
                     PolicyUsed {
@@ -175,37 +140,10 @@ impl PolicyStore {
             cluster_name: answer.cluster_name,
             policy,
             used,
-            failure_mode,
+            failure_mode: settings.failure_mode,
             excluded_namespaces: settings.excluded_namespaces,
-            trusted_images,
+            trusted_images: settings.trusted_images,
         })
-    }
-
-    fn compile(&self, tenant: &str, policy: &pb::Policy) -> Result<Arc<CompiledPolicy>, ContinuousError> {
-        let key = (tenant.to_owned(), policy.id.clone(), policy.revision);
-        if let Some(held) = self.held().get(&key) {
-            return Ok(held.clone());
-        }
-        // Compiled without the lock: another tenant's re-evaluation does not wait on it.
-        let fresh = CompiledPolicy::from_text(&policy.document_json)
-            .map(Arc::new)
-            .map_err(|e| {
-                // The store validated it: a failure means the two versions disagree.
-                ContinuousError::Unavailable(format!(
-                    "policy {} revision {} does not compile here: {e}",
-                    policy.id, policy.revision
-                ))
-            })?;
-        let mut held = self.held();
-        if held.len() >= MAX_COMPILED {
-            held.clear();
-        }
-        Ok(held.entry(key).or_insert(fresh).clone())
-    }
-
-    fn held(&self) -> std::sync::MutexGuard<'_, Compiled> {
-        // A poisoned lock only means a panic elsewhere mid-insert; the map stays usable.
-        self.compiled.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Fetches the scan summaries of `digests` not held yet; `Err` says why they could not be

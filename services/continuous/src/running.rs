@@ -9,12 +9,11 @@ use std::sync::Arc;
 
 use portcullis_bus::Bus;
 use portcullis_kit::lifecycle::Lifecycle;
+use portcullis_kit::service::{RunningService, Served};
 use portcullis_proto::continuous::v1::continuous_service_server::ContinuousServiceServer;
 use portcullis_server::CallLimit;
 use portcullis_server::rate_limit::TenantRateLimiter;
-use portcullis_server::{
-    AuthState, Authenticator, Credentials, GrpcServer, PermissionTable, ServerConfig, ServerError,
-};
+use portcullis_server::{AuthState, Authenticator, Credentials, PermissionTable, ServerConfig, ServerError};
 
 use crate::ContinuousOptions;
 use crate::commands::CommandHub;
@@ -45,11 +44,9 @@ pub struct ContinuousServeOptions {
 /// waiting for the drain.
 #[derive(Debug)]
 pub struct RunningContinuous {
-    url: Option<String>,
-    addr: Option<SocketAddr>,
     continuous: Continuous,
     triggers: Triggers,
-    lifecycle: Lifecycle,
+    service: RunningService,
 }
 
 impl RunningContinuous {
@@ -71,14 +68,9 @@ impl RunningContinuous {
             .validate()
             .map_err(|e| ServerError::Config(format!("continuous.rate_limit: {e}")))?;
         // Recorded before any key can be cached: the follower starts right after it.
-        let snapshot = match bus.last_sequence().await {
-            Ok(sequence) => Some(sequence),
-            Err(e) => {
-                tracing::warn!(error = %e, "reading the event stream's position failed; the follower will record it");
-                None
-            }
-        };
-        let lifecycle = Lifecycle::new(settings.drain_deadline);
+        let snapshot = portcullis_kit::revocations::stream_position(&bus).await;
+        let mut service = RunningService::new(Lifecycle::new(settings.drain_deadline));
+        let lifecycle = service.lifecycle();
         let (follow_bus, follow_options, forgetting, scans) =
             (bus.clone(), settings.follower, authenticator.clone(), policies.clone());
         lifecycle.spawn("event follower", move |stop| async move {
@@ -122,7 +114,6 @@ impl RunningContinuous {
             "continuous timers",
             move |stop| async move { timers.run_timers(stop).await },
         );
-        let (mut url, mut addr) = (None, None);
         if let Some(config) = options.grpc {
             let auth = AuthState {
                 credentials,
@@ -133,31 +124,28 @@ impl RunningContinuous {
                     package_prefix: portcullis_server::permissions::CONTINUOUS_PACKAGE,
                 }),
             };
-            let mut server = GrpcServer::new(config, auth);
-            server.add_service(grpc_service(&continuous));
-            let bound = server.bind().await?;
-            addr = Some(bound.local_addr());
-            url = Some(bound.url());
-            lifecycle.serve("continuous gRPC", bound).await;
+            service
+                .listen("continuous gRPC", config, auth, |server| {
+                    server.add_service(grpc_service(&continuous));
+                })
+                .await?;
         }
-        tracing::info!(url = ?url, "continuous service running");
+        tracing::info!(url = ?service.url(), "continuous service running");
         Ok(RunningContinuous {
-            url,
-            addr,
             continuous,
             triggers,
-            lifecycle,
+            service,
         })
     }
 
     /// `http://ADDR` or `https://ADDR` of its own listener, when it has one.
     pub fn url(&self) -> Option<&str> {
-        self.url.as_deref()
+        self.service.url()
     }
 
     /// Its own listener's address, when it has one.
     pub fn local_addr(&self) -> Option<SocketAddr> {
-        self.addr
+        self.service.local_addr()
     }
 
     /// The service.
@@ -173,13 +161,17 @@ impl RunningContinuous {
     /// Stops: no new calls, streams ended, work in flight finished, events queued published
     /// (within the drain deadline).
     pub async fn stop(&self) -> Result<(), ServerError> {
-        self.lifecycle.token().cancel();
-        self.wait().await
+        self.service.stop().await
     }
 
     /// Waits until the service ends (it failed, or it was stopped), then drains.
     pub async fn wait(&self) -> Result<(), ServerError> {
-        self.lifecycle.stopping().await;
-        self.lifecycle.stop().await.result().map_err(ServerError::Config)
+        self.service.wait().await
+    }
+}
+
+impl Served for RunningContinuous {
+    fn running(&self) -> &RunningService {
+        &self.service
     }
 }

@@ -13,15 +13,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use portcullis_bus::{Bus, Delivery, TopicFilter};
+use portcullis_bus::{Bus, TopicFilter};
 use portcullis_domain::Topic;
+use portcullis_kit::work::{WorkHandler, WorkOptions, subscribe_work};
 use portcullis_proto::events::v1 as pe;
 use portcullis_proto::events::v1::event_envelope::Payload;
-use prost::Message as _;
 use time::OffsetDateTime;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument as _;
 
 use crate::commands::CommandHub;
 use crate::error::ContinuousError;
@@ -109,41 +108,9 @@ impl Triggers {
         Ok(())
     }
 
-    /// Handles one delivery, acking or nak'ing it.
-    async fn delivery(&self, delivery: Delivery) {
-        let event = &delivery.event;
-        let span = portcullis_kit::trace::event_span(&event.topic, delivery.sequence, &event.headers);
-        async {
-            let result = match pe::EventEnvelope::decode(event.payload.as_ref()) {
-                Ok(envelope) => self.handle(&event.tenant, &envelope).await,
-                Err(e) => {
-                    tracing::warn!(topic = %event.topic, error = %e, "ignoring an undecodable event");
-                    Ok(())
-                }
-            };
-            let settled = match result {
-                Ok(()) => delivery.ack().await,
-                Err(e) if delivery.attempt >= MAX_ATTEMPTS => {
-                    tracing::error!(tenant = %event.tenant, topic = %event.topic, attempts = delivery.attempt, error = %e, "giving up a trigger event; the sweep will judge its clusters");
-                    delivery.ack().await
-                }
-                Err(e) => {
-                    tracing::warn!(tenant = %event.tenant, topic = %event.topic, attempt = delivery.attempt, error = %e, "a trigger event failed; it comes back");
-                    // A short pause, so that a store that is down is not hammered.
-                    tokio::time::sleep(Duration::from_millis(200 * delivery.attempt.min(10))).await;
-                    delivery.nak().await
-                }
-            };
-            if let Err(e) = settled {
-                tracing::warn!(error = %e, "settling a trigger delivery failed; it may come back");
-            }
-        }
-        .instrument(span)
-        .await;
-    }
-
     /// Subscribes to the trigger topics under `durable` (shared by replicas); the work loop
-    /// returned runs until `stop`, `max_in_flight` deliveries at once.
+    /// returned (the kit's, `portcullis_kit::work`) runs until `stop`, `max_in_flight`
+    /// deliveries at once.
     pub async fn subscribe(
         &self,
         bus: &Bus,
@@ -151,40 +118,22 @@ impl Triggers {
         max_in_flight: usize,
         stop: CancellationToken,
     ) -> Result<impl Future<Output = Result<(), String>> + Send + 'static + use<>, ContinuousError> {
-        let mut subscription = bus
-            .subscribe_work(durable, &TopicFilter::topics(TRIGGER_TOPICS))
-            .await
-            .map_err(|e| ContinuousError::Unavailable(format!("the trigger subscription: {e}")))?;
-        let this = self.clone();
-        let slots = Arc::new(Semaphore::new(max_in_flight.max(1)));
-        Ok(async move {
-            let mut tasks = tokio::task::JoinSet::new();
-            loop {
-                let permit = tokio::select! {
-                    () = stop.cancelled() => break,
-                    permit = slots.clone().acquire_owned() => match permit {
-                        Ok(p) => p,
-                        Err(_) => break,
-                    },
-                };
-                let delivery = tokio::select! {
-                    () = stop.cancelled() => break,
-                    d = subscription.next() => d,
-                };
-                let Some(delivery) = delivery else {
-                    return Err("the trigger subscription ended".to_owned());
-                };
-                let this = this.clone();
-                tasks.spawn(async move {
-                    this.delivery(delivery).await;
-                    drop(permit);
-                });
-                while tasks.try_join_next().is_some() {}
-            }
-            // Deliveries in flight finish (the lifecycle's drain deadline bounds this).
-            while tasks.join_next().await.is_some() {}
-            Ok(())
-        })
+        let options = WorkOptions::new(
+            "trigger",
+            "the sweep will judge its clusters",
+            MAX_ATTEMPTS,
+            max_in_flight,
+        );
+        subscribe_work(
+            bus,
+            durable,
+            &TopicFilter::topics(TRIGGER_TOPICS),
+            options,
+            self.clone(),
+            stop,
+        )
+        .await
+        .map_err(|e| ContinuousError::Unavailable(format!("the trigger subscription: {e}")))
     }
 
     /// Re-evaluates every cluster with an inventory every `interval`, until `stop`.
@@ -274,6 +223,14 @@ impl Triggers {
                 tracing::warn!(%tenant, %cluster, error = %e, "a timed re-evaluation failed; the sweep will judge the cluster");
             }
         }
+    }
+}
+
+impl WorkHandler for Triggers {
+    type Error = ContinuousError;
+
+    async fn handle(&self, tenant: &str, envelope: &pe::EventEnvelope) -> Result<(), ContinuousError> {
+        Triggers::handle(self, tenant, envelope).await
     }
 }
 

@@ -573,29 +573,11 @@ async fn a_preview_shows_what_applying_the_draft_then_does(mode: Mode) {
 }
 
 async fn a_runtime_mitigation_becomes_a_command_for_a_pod_not_in_the_inventory(mode: Mode) {
-    use portcullis_proto::events::v1 as pe;
     use prost::Message as _;
     let stack = Stack::start(mode).await;
     let t = stack.tenant.clone();
     let mut commands = Commands::open(&mut stack.client(1).await, &t.connector_key).await;
-    let envelope = pe::EventEnvelope {
-        event_id: "rt-1".into(),
-        tenant_id: stack.store.tenant_id.clone(),
-        topic: "runtime.mitigation".into(),
-        producer: "telemetry".into(),
-        payload: Some(pe::event_envelope::Payload::RuntimeMitigation(pe::RuntimeMitigation {
-            cluster_id: t.cluster_id.clone(),
-            pod: Some(pc::PodKey {
-                namespace: "web".into(),
-                name: "ghost".into(),
-                uid: "u-ghost".into(),
-            }),
-            mitigation: pc::Mitigation::Isolate as i32,
-            rule_ids: vec!["Adding ssh keys to authorized_keys".into()],
-            ..Default::default()
-        })),
-        ..Default::default()
-    };
+    let envelope = ghost_mitigation("rt-1", &stack.store.tenant_id, &t.cluster_id, pc::Mitigation::Isolate);
     stack
         .store
         .bus
@@ -908,28 +890,10 @@ async fn the_sweep_judges_every_cluster_again(mode: Mode) {
 
 async fn a_redelivered_runtime_mitigation_makes_one_command(mode: Mode) {
     use portcullis_continuous::commands::runtime_command_id;
-    use portcullis_proto::events::v1 as pe;
     let stack = Stack::start(mode).await;
     let t = stack.tenant.clone();
     let tenant = stack.store.tenant_id.clone();
-    let envelope = pe::EventEnvelope {
-        event_id: "rt-dup".into(),
-        tenant_id: tenant.clone(),
-        topic: "runtime.mitigation".into(),
-        producer: "telemetry".into(),
-        payload: Some(pe::event_envelope::Payload::RuntimeMitigation(pe::RuntimeMitigation {
-            cluster_id: t.cluster_id.clone(),
-            pod: Some(pc::PodKey {
-                namespace: "web".into(),
-                name: "ghost".into(),
-                uid: "u-ghost".into(),
-            }),
-            mitigation: pc::Mitigation::Terminate as i32,
-            rule_ids: vec!["Adding ssh keys to authorized_keys".into()],
-            ..Default::default()
-        })),
-        ..Default::default()
-    };
+    let envelope = ghost_mitigation("rt-dup", &tenant, &t.cluster_id, pc::Mitigation::Terminate);
     // Delivered three times, to both replicas (a redelivery goes to whichever replica).
     for replica in [0, 1, 0] {
         stack.replicas[replica]

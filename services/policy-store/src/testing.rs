@@ -110,6 +110,11 @@ impl TestServer {
         TestServer::start(TestOptions::new(Mode::Distributed)).await
     }
 
+    /// A server in `mode` (each scenario runs embedded and distributed).
+    pub async fn in_mode(mode: Mode) -> Result<TestServer, TestError> {
+        TestServer::start(TestOptions::new(mode)).await
+    }
+
     /// Starts a server as `options` say.
     pub async fn start(options: TestOptions) -> Result<TestServer, TestError> {
         let operator_key = format!("op-{}", uuid::Uuid::new_v4().simple());
@@ -205,6 +210,23 @@ impl TestServer {
         self.data_dir.as_ref().map(DataDir::path)
     }
 
+    /// The database of a service beside this store that owns its tables: embedded, the
+    /// SQLite file `file` beside the store's; distributed, the store's PostgreSQL database
+    /// (the service's tables are its own).
+    pub fn service_database_url(&self, file: &str) -> String {
+        match self.data_dir() {
+            Some(dir) => sqlite_url(&dir.join(file)),
+            None => self.database_url.clone(),
+        }
+    }
+
+    /// The operator key and service credential this server accepts, for a service started
+    /// beside it.
+    pub fn credentials(&self) -> Result<Credentials, TestError> {
+        Credentials::new(Some(self.operator_key.clone()), Some(self.service_token.clone()))
+            .map_err(|e| err("credentials")(&e))
+    }
+
     /// The nats-server (distributed mode), e.g. to stop and restart it.
     pub fn nats(&mut self) -> Option<&mut NatsServer> {
         self.nats.as_mut()
@@ -252,6 +274,11 @@ impl TestServer {
             .map_err(|e| err("reopening the store")(&e))?;
         self.launch(self.addr).await
     }
+}
+
+/// A gRPC listener on a free loopback port, as a distributed service's own.
+pub fn loopback_listener() -> ServerConfig {
+    ServerConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)), Mode::Distributed)
 }
 
 /// `message` with `authorization: Bearer <key>`.

@@ -8,9 +8,10 @@
 
 use std::sync::Arc;
 
-use portcullis_bus::{Bus, TopicFilter};
+use portcullis_bus::Bus;
 use portcullis_domain::Topic;
-use portcullis_kit::follow::{FollowHandler, FollowedEvent, Follower, Gap};
+use portcullis_kit::follow::{FollowHandler, FollowedEvent, Gap};
+use portcullis_kit::revocations::follow_with_revocations;
 use portcullis_proto::events::v1 as pe;
 use portcullis_proto::events::v1::event_envelope::Payload;
 use portcullis_server::Authenticator;
@@ -42,7 +43,8 @@ impl Verifier {
 
     /// Follows the events on `bus` until `stop`, from right after `start_after` (the stream's
     /// last sequence when the caches were created; `None`: from now). `authenticator` (the
-    /// one checking tenant keys on the service's listener) forgets revoked keys.
+    /// one checking tenant keys on the service's listener) forgets revoked keys (the kit's
+    /// `revocations`).
     pub async fn follow(
         &self,
         bus: Bus,
@@ -51,33 +53,29 @@ impl Verifier {
         authenticator: Arc<dyn Authenticator>,
         stop: CancellationToken,
     ) {
-        let mut follower = Follower::new(bus, TopicFilter::topics(FOLLOWED_TOPICS)).options(options);
-        if let Some(sequence) = start_after {
-            follower = follower.start_after(sequence);
-        }
-        let handler = CacheFollower {
-            verifier: self.clone(),
+        let handler = CacheFollower(self.clone());
+        follow_with_revocations(
+            bus,
+            &FOLLOWED_TOPICS,
+            start_after,
+            options,
             authenticator,
-        };
-        follower.run(handler, stop).await;
+            handler,
+            stop,
+        )
+        .await;
     }
 }
 
-struct CacheFollower {
-    verifier: Verifier,
-    authenticator: Arc<dyn Authenticator>,
-}
+/// Applies events to the caches; drops them all after a gap.
+struct CacheFollower(Verifier);
 
 impl FollowHandler for CacheFollower {
     fn event(&mut self, event: &FollowedEvent) {
-        if let Some(Payload::ApiKeyRevoked(revoked)) = &event.envelope.payload {
-            self.authenticator.forget_key(&revoked.key_id);
-        }
-        self.verifier.apply_event(&event.envelope);
+        self.0.apply_event(&event.envelope);
     }
 
     fn gap(&mut self, _gap: &Gap) {
-        self.verifier.clear();
-        self.authenticator.forget_all();
+        self.0.clear();
     }
 }

@@ -9,10 +9,9 @@ use std::sync::Arc;
 
 use portcullis_bus::Bus;
 use portcullis_kit::lifecycle::Lifecycle;
+use portcullis_kit::service::{RunningService, Served};
 use portcullis_proto::signature::v1::signature_service_server::SignatureServiceServer;
-use portcullis_server::{
-    AuthState, Authenticator, Credentials, GrpcServer, PermissionTable, ServerConfig, ServerError,
-};
+use portcullis_server::{AuthState, Authenticator, Credentials, PermissionTable, ServerConfig, ServerError};
 
 use crate::events::VerdictEvents;
 use crate::grpc::Signature;
@@ -39,10 +38,8 @@ pub struct SignatureServeOptions {
 /// waiting for the drain.
 #[derive(Debug)]
 pub struct RunningSignature {
-    url: Option<String>,
-    addr: Option<SocketAddr>,
     signature: Signature,
-    lifecycle: Lifecycle,
+    service: RunningService,
 }
 
 impl RunningSignature {
@@ -57,16 +54,11 @@ impl RunningSignature {
         options: SignatureServeOptions,
     ) -> Result<RunningSignature, ServerError> {
         // Recorded before the caches can hold anything: the follower starts right after it.
-        let snapshot = match bus.last_sequence().await {
-            Ok(sequence) => Some(sequence),
-            Err(e) => {
-                tracing::warn!(error = %e, "reading the event stream's position failed; the follower will record it");
-                None
-            }
-        };
+        let snapshot = portcullis_kit::revocations::stream_position(&bus).await;
         let verifier =
             Verifier::new(store, options.signature.clone()).map_err(|e| ServerError::Config(e.to_string()))?;
-        let lifecycle = Lifecycle::new(options.signature.drain_deadline);
+        let mut service = RunningService::new(Lifecycle::new(options.signature.drain_deadline));
+        let lifecycle = service.lifecycle();
         // The publisher ends after the drain (its own token), so that verdicts of the
         // requests drained are still published.
         let publisher_stop = tokio_util::sync::CancellationToken::new();
@@ -100,7 +92,6 @@ impl RunningSignature {
             publisher_stop.cancel();
             result
         });
-        let (mut url, mut addr) = (None, None);
         if let Some(config) = options.grpc {
             let auth = AuthState {
                 credentials,
@@ -108,30 +99,24 @@ impl RunningSignature {
                 table: PermissionTable::standard(),
                 rate_limit: None,
             };
-            let mut server = GrpcServer::new(config, auth);
-            server.add_service(grpc_service(&signature));
-            let bound = server.bind().await?;
-            addr = Some(bound.local_addr());
-            url = Some(bound.url());
-            lifecycle.serve("signature gRPC", bound).await;
+            service
+                .listen("signature gRPC", config, auth, |server| {
+                    server.add_service(grpc_service(&signature));
+                })
+                .await?;
         }
-        tracing::info!(url = ?url, "signature service running");
-        Ok(RunningSignature {
-            url,
-            addr,
-            signature,
-            lifecycle,
-        })
+        tracing::info!(url = ?service.url(), "signature service running");
+        Ok(RunningSignature { signature, service })
     }
 
     /// `http://ADDR` or `https://ADDR` of its own listener, when it has one.
     pub fn url(&self) -> Option<&str> {
-        self.url.as_deref()
+        self.service.url()
     }
 
     /// Its own listener's address, when it has one.
     pub fn local_addr(&self) -> Option<SocketAddr> {
-        self.addr
+        self.service.local_addr()
     }
 
     /// The service (verifier, events).
@@ -142,13 +127,17 @@ impl RunningSignature {
     /// Stops: no new requests, those in flight answered, verdicts queued published (within
     /// the drain deadline).
     pub async fn stop(&self) -> Result<(), ServerError> {
-        self.lifecycle.token().cancel();
-        self.wait().await
+        self.service.stop().await
     }
 
     /// Waits until the service ends (it failed, or it was stopped), then drains.
     pub async fn wait(&self) -> Result<(), ServerError> {
-        self.lifecycle.stopping().await;
-        self.lifecycle.stop().await.result().map_err(ServerError::Config)
+        self.service.wait().await
+    }
+}
+
+impl Served for RunningSignature {
+    fn running(&self) -> &RunningService {
+        &self.service
     }
 }

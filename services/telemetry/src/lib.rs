@@ -22,7 +22,6 @@ pub mod correlate;
 pub mod entity;
 pub mod error;
 pub mod event;
-pub mod follow;
 pub mod grpc;
 pub mod ingest;
 pub mod pipeline;

@@ -4,8 +4,7 @@
 //! a short time per (tenant, cluster): an ingest stream of thousands of events asks once, and
 //! a policy change is seen within the cache's lifetime.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use portcullis_engine::evaluate::TrustedImage;
@@ -13,10 +12,10 @@ use portcullis_engine::policy::PolicyDocument;
 use portcullis_engine::runtime::{CompiledRulesets, Ruleset};
 use portcullis_kit::client::{Trust, for_tenant};
 use portcullis_kit::upstream::{ClusterSel, ServiceChannel, service_channel};
-use portcullis_policy_client::UpstreamTimeouts;
+use portcullis_policy_client::effective::{EffectiveError, EffectiveSettings, HeldMap, read_effective};
+use portcullis_policy_client::{Upstream, UpstreamTimeouts};
 use portcullis_proto::common::v1 as pc;
 use portcullis_proto::policystore::v1 as pb;
-use portcullis_proto::policystore::v1::policy_service_client::PolicyServiceClient;
 use portcullis_proto::policystore::v1::ruleset_service_client::RulesetServiceClient;
 use tonic::Code;
 
@@ -45,13 +44,15 @@ pub struct ClusterView {
     pub trusted_images: Vec<TrustedImage>,
 }
 
-type Held = HashMap<(String, String), (Instant, Arc<ClusterView>)>;
+/// Views by (tenant, cluster selector), with when they were read.
+type Held = HeldMap<(String, String), (Instant, Arc<ClusterView>)>;
 
 /// The policy store as telemetry reads it (cheap to clone).
 #[derive(Clone)]
 pub struct PolicyStore {
     channel: ServiceChannel,
-    held: Arc<Mutex<Held>>,
+    upstream: Upstream,
+    held: Held,
     ttl: Duration,
 }
 
@@ -72,76 +73,40 @@ impl PolicyStore {
         allow_plain_text: bool,
         ttl: Duration,
     ) -> Result<PolicyStore, TelemetryError> {
-        let channel = service_channel(url, trust, service_token, timeouts, allow_plain_text)
+        let channel = service_channel(url, trust.clone(), service_token, timeouts, allow_plain_text)
+            .map_err(|e| TelemetryError::InvalidArgument(e.to_string()))?;
+        let upstream = Upstream::new(url, trust, service_token, timeouts, allow_plain_text)
             .map_err(|e| TelemetryError::InvalidArgument(e.to_string()))?;
         Ok(PolicyStore {
             channel,
-            held: Arc::new(Mutex::new(HashMap::new())),
+            upstream,
+            held: HeldMap::new(MAX_HELD),
             ttl,
         })
-    }
-
-    fn held(&self) -> std::sync::MutexGuard<'_, Held> {
-        // A poisoned lock only means a panic elsewhere mid-insert; the map stays usable.
-        self.held.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The view of `tenant`'s cluster `cluster` (an id, or a name); cached.
     pub async fn cluster(&self, tenant: &str, cluster: &ClusterSel) -> Result<Arc<ClusterView>, TelemetryError> {
         let key = (tenant.to_owned(), format!("{cluster:?}"));
-        if let Some((at, view)) = self.held().get(&key)
+        if let Some((at, view)) = self.held.get(&key)
             && at.elapsed() < self.ttl
         {
-            return Ok(view.clone());
+            return Ok(view);
         }
         let view = Arc::new(self.read(tenant, cluster).await?);
-        let mut held = self.held();
-        if held.len() >= MAX_HELD {
-            held.clear();
-        }
-        held.insert(key, (Instant::now(), view.clone()));
+        self.held.insert(key, (Instant::now(), view.clone()));
         Ok(view)
     }
 
     async fn read(&self, tenant: &str, cluster: &ClusterSel) -> Result<ClusterView, TelemetryError> {
-        let request = for_tenant(
-            tenant,
-            pb::GetEffectivePolicyRequest {
-                cluster: Some(cluster.to_proto()),
-                tenant_id: tenant.to_owned(),
-            },
-        )
-        .map_err(|s| TelemetryError::InvalidArgument(s.message().to_owned()))?;
-        let mut client = PolicyServiceClient::new(self.channel.clone());
-        let answer = match client.get_effective_policy(request).await {
-            Ok(answer) => answer.into_inner(),
-            Err(status) if status.code() == Code::NotFound => {
-                return Err(TelemetryError::NotFound(format!(
-                    "cluster {cluster:?}: {}",
-                    status.message()
-                )));
-            }
-            Err(status) if status.code() == Code::InvalidArgument => {
-                return Err(TelemetryError::InvalidArgument(status.message().to_owned()));
-            }
-            Err(status) => {
-                return Err(TelemetryError::Unavailable(format!(
-                    "the effective policy of cluster {cluster:?}: the policy store answered {:?}: {}",
-                    status.code(),
-                    status.message()
-                )));
-            }
-        };
-        let settings = answer.settings.unwrap_or_default();
-        let mut trusted_images = Vec::with_capacity(settings.trusted_images.len());
-        for image in &settings.trusted_images {
-            match TrustedImage::parse(image) {
-                Ok(t) => trusted_images.push(t),
-                Err(e) => {
-                    tracing::warn!(%tenant, cluster = %answer.cluster_id, %image, error = %e, "ignoring a trusted image that does not parse")
-                }
-            }
-        }
+        let answer = read_effective(&self.upstream, tenant, cluster)
+            .await
+            .map_err(|e| match e {
+                EffectiveError::NotFound(m) => TelemetryError::NotFound(m),
+                EffectiveError::InvalidArgument(m) => TelemetryError::InvalidArgument(m),
+                EffectiveError::Unavailable(m) => TelemetryError::Unavailable(m),
+            })?;
+        let settings = EffectiveSettings::from_proto(tenant, &answer.cluster_id, answer.settings);
         let (xdr_enabled, policy, rulesets) = match answer.policy {
             None => (true, (String::new(), 0), CompiledRulesets::default()),
             Some(p) => {
@@ -166,7 +131,7 @@ impl PolicyStore {
             policy,
             rulesets: Arc::new(rulesets),
             excluded_namespaces: settings.excluded_namespaces,
-            trusted_images,
+            trusted_images: settings.trusted_images,
         })
     }
 

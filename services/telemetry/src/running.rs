@@ -8,13 +8,13 @@ use std::sync::Arc;
 
 use portcullis_bus::Bus;
 use portcullis_kit::lifecycle::Lifecycle;
+use portcullis_kit::revocations::{NoCaches, follow_with_revocations, stream_position};
+use portcullis_kit::service::{RunningService, Served};
 use portcullis_kit::upstream::ServiceChannel;
 use portcullis_proto::telemetry::v1::telemetry_service_server::TelemetryServiceServer;
 use portcullis_server::CallLimit;
 use portcullis_server::rate_limit::TenantRateLimiter;
-use portcullis_server::{
-    AuthState, Authenticator, Credentials, GrpcServer, PermissionTable, ServerConfig, ServerError,
-};
+use portcullis_server::{AuthState, Authenticator, Credentials, PermissionTable, ServerConfig, ServerError};
 
 use crate::TelemetryOptions;
 use crate::correlate::{Correlator, CorrelatorConfig};
@@ -44,10 +44,8 @@ pub struct TelemetryServeOptions {
 /// waiting for the drain.
 #[derive(Debug)]
 pub struct RunningTelemetry {
-    url: Option<String>,
-    addr: Option<SocketAddr>,
     telemetry: Telemetry,
-    lifecycle: Lifecycle,
+    service: RunningService,
 }
 
 impl RunningTelemetry {
@@ -70,17 +68,13 @@ impl RunningTelemetry {
             .rate_limit
             .validate()
             .map_err(|e| ServerError::Config(format!("telemetry.rate_limit: {e}")))?;
-        let snapshot = match bus.last_sequence().await {
-            Ok(sequence) => Some(sequence),
-            Err(e) => {
-                tracing::warn!(error = %e, "reading the event stream's position failed; the follower will record it");
-                None
-            }
-        };
-        let lifecycle = Lifecycle::new(settings.drain_deadline);
+        // Recorded before any key can be cached: the follower starts right after it.
+        let snapshot = stream_position(&bus).await;
+        let mut service = RunningService::new(Lifecycle::new(settings.drain_deadline));
+        let lifecycle = service.lifecycle();
         let (follow_bus, follow_options, forgetting) = (bus.clone(), settings.follower, authenticator.clone());
         lifecycle.spawn("key revocation follower", move |stop| async move {
-            crate::follow::follow_revocations(follow_bus, snapshot, &follow_options, forgetting, stop).await;
+            follow_with_revocations(follow_bus, &[], snapshot, &follow_options, forgetting, NoCaches, stop).await;
         });
         let correlator = Correlator::with_shipped_rules(CorrelatorConfig::default())
             .map_err(|e| ServerError::Config(format!("the shipped correlation rules: {e}")))?;
@@ -124,7 +118,6 @@ impl RunningTelemetry {
             writer_stop.cancel();
             result
         });
-        let (mut url, mut addr) = (None, None);
         if let Some(config) = options.grpc {
             let auth = AuthState {
                 credentials,
@@ -135,30 +128,24 @@ impl RunningTelemetry {
                     package_prefix: portcullis_server::permissions::TELEMETRY_PACKAGE,
                 }),
             };
-            let mut server = GrpcServer::new(config, auth);
-            server.add_service(grpc_service(&telemetry));
-            let bound = server.bind().await?;
-            addr = Some(bound.local_addr());
-            url = Some(bound.url());
-            lifecycle.serve("telemetry gRPC", bound).await;
+            service
+                .listen("telemetry gRPC", config, auth, |server| {
+                    server.add_service(grpc_service(&telemetry));
+                })
+                .await?;
         }
-        tracing::info!(url = ?url, "telemetry service running");
-        Ok(RunningTelemetry {
-            url,
-            addr,
-            telemetry,
-            lifecycle,
-        })
+        tracing::info!(url = ?service.url(), "telemetry service running");
+        Ok(RunningTelemetry { telemetry, service })
     }
 
     /// `http://ADDR` or `https://ADDR` of its own listener, when it has one.
     pub fn url(&self) -> Option<&str> {
-        self.url.as_deref()
+        self.service.url()
     }
 
     /// Its own listener's address, when it has one.
     pub fn local_addr(&self) -> Option<SocketAddr> {
-        self.addr
+        self.service.local_addr()
     }
 
     /// The service.
@@ -169,13 +156,17 @@ impl RunningTelemetry {
     /// Stops: no new calls, work in flight finished, queued writes stored (within the
     /// drain deadline).
     pub async fn stop(&self) -> Result<(), ServerError> {
-        self.lifecycle.token().cancel();
-        self.wait().await
+        self.service.stop().await
     }
 
     /// Waits until the service ends (it failed, or it was stopped), then drains.
     pub async fn wait(&self) -> Result<(), ServerError> {
-        self.lifecycle.stopping().await;
-        self.lifecycle.stop().await.result().map_err(ServerError::Config)
+        self.service.wait().await
+    }
+}
+
+impl Served for RunningTelemetry {
+    fn running(&self) -> &RunningService {
+        &self.service
     }
 }

@@ -12,7 +12,6 @@
     missing_docs
 )]
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,11 +24,11 @@ use portcullis_integration_tests::store::{Api, by_name};
 use portcullis_policy_client::keys::{IntrospectingAuthenticator, KeyCacheOptions};
 use portcullis_policy_client::metrics::NoMetrics;
 use portcullis_policy_client::{Upstream, UpstreamTimeouts};
-use portcullis_policy_store::testing::{TestServer, authed};
+use portcullis_policy_store::testing::{TestServer, authed, loopback_listener};
 use portcullis_proto::common::v1 as pc;
 use portcullis_proto::continuous::v1 as pv;
 use portcullis_proto::continuous::v1::continuous_service_client::ContinuousServiceClient;
-use portcullis_server::{Credentials, Mode, ServerConfig};
+use portcullis_server::Mode;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -162,15 +161,12 @@ pub struct Stack {
     pub options: ContinuousOptions,
 }
 
+/// Embedded: a file beside the policy store's; distributed: the same database, the
+/// service's own tables.
 async fn sql_store(store: &TestServer) -> SqlStore {
-    match store.data_dir() {
-        // Embedded: a file beside the policy store's.
-        Some(dir) => SqlStore::connect(&portcullis_test_kit::sqlite_url(&dir.join("continuous.db")))
-            .await
-            .unwrap(),
-        // Distributed: the same database, the service's own tables.
-        None => SqlStore::connect(&store.database_url).await.unwrap(),
-    }
+    SqlStore::connect(&store.service_database_url("continuous.db"))
+        .await
+        .unwrap()
 }
 
 impl Stack {
@@ -179,10 +175,7 @@ impl Stack {
     }
 
     pub async fn start_with(mode: Mode, options: ContinuousOptions) -> Stack {
-        let mut store = match mode {
-            Mode::Embedded => TestServer::embedded().await.unwrap(),
-            Mode::Distributed => TestServer::distributed().await.unwrap(),
-        };
+        let mut store = TestServer::in_mode(mode).await.unwrap();
         let tenant = Stack::tenant_in(&store, &store.admin_key.clone(), &policy("guard", "isolate")).await;
         let nats_url = store.nats().map(|n| n.url());
         let mut replicas = Vec::new();
@@ -265,7 +258,7 @@ async fn start_replica(
     let upstream = Upstream::new(&store.url, None, &store.service_token, &timeouts, false).unwrap();
     let authenticator =
         IntrospectingAuthenticator::new(upstream, KeyCacheOptions::default(), std::sync::Arc::new(NoMetrics));
-    let credentials = Credentials::new(Some(store.operator_key.clone()), Some(store.service_token.clone())).unwrap();
+    let credentials = store.credentials().unwrap();
     RunningContinuous::start(
         continuous_store,
         policies,
@@ -273,10 +266,7 @@ async fn start_replica(
         credentials,
         Arc::new(authenticator),
         ContinuousServeOptions {
-            grpc: Some(ServerConfig::new(
-                SocketAddr::from(([127, 0, 0, 1], 0)),
-                Mode::Distributed,
-            )),
+            grpc: Some(loopback_listener()),
             continuous: options,
         },
     )
@@ -419,5 +409,34 @@ impl Sync {
             Err(status) => status,
             Ok(other) => panic!("expected the stream to fail, got {other:?}"),
         }
+    }
+}
+
+/// A `runtime.mitigation` event from telemetry: `mitigation` of the pod `web/ghost` (uid
+/// `u-ghost`, in no inventory) of `tenant`'s `cluster`, for an SSH-keys rule.
+pub fn ghost_mitigation(
+    event_id: &str,
+    tenant: &str,
+    cluster: &str,
+    mitigation: pc::Mitigation,
+) -> portcullis_proto::events::v1::EventEnvelope {
+    use portcullis_proto::events::v1 as pe;
+    pe::EventEnvelope {
+        event_id: event_id.into(),
+        tenant_id: tenant.into(),
+        topic: "runtime.mitigation".into(),
+        producer: "telemetry".into(),
+        payload: Some(pe::event_envelope::Payload::RuntimeMitigation(pe::RuntimeMitigation {
+            cluster_id: cluster.into(),
+            pod: Some(pc::PodKey {
+                namespace: "web".into(),
+                name: "ghost".into(),
+                uid: "u-ghost".into(),
+            }),
+            mitigation: mitigation as i32,
+            rule_ids: vec!["Adding ssh keys to authorized_keys".into()],
+            ..Default::default()
+        })),
+        ..Default::default()
     }
 }

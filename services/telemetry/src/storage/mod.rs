@@ -17,17 +17,14 @@ pub mod migration;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use compact_str::CompactString;
-use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{
-    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, QueryResult,
-    SqliteTransactionMode, Statement, TransactionOptions, TransactionTrait, TryGetable, Value,
+    ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, QueryResult, Statement, TryGetable,
+    Value,
 };
-use sea_orm_migration::MigratorTrait;
 use time::OffsetDateTime;
 
 use crate::alert::AlertStatus;
@@ -46,23 +43,10 @@ const MIGRATION_LOCK_KEY: i64 = 0x7063_5f74_656c_656d; // "pc_telem"
 /// Microseconds in a day (a partition's width).
 pub const DAY_MICROS: i64 = 86_400_000_000;
 
-/// How to open the store.
-#[derive(Debug, Clone)]
-pub struct SqlStoreOptions {
-    /// The pool size; default 10 for PostgreSQL, 4 for SQLite (1 for an in-memory database).
-    pub max_connections: Option<u32>,
-    /// How long a SQLite writer waits for the write lock.
-    pub sqlite_busy_timeout: Duration,
-}
-
-impl Default for SqlStoreOptions {
-    fn default() -> SqlStoreOptions {
-        SqlStoreOptions {
-            max_connections: None,
-            sqlite_busy_timeout: Duration::from_secs(10),
-        }
-    }
-}
+/// How to open the store: the pool and SQLite settings every store shares
+/// (`portcullis_sql::PoolOptions`; 10 connections on PostgreSQL, 4 on SQLite, 1 for an
+/// in-memory database, a 10 s SQLite busy timeout by default).
+pub type SqlStoreOptions = portcullis_sql::PoolOptions;
 
 /// The telemetry service's store on PostgreSQL or SQLite. Cheap to clone (one shared pool).
 #[derive(Debug, Clone)]
@@ -85,35 +69,12 @@ impl SqlStore {
         SqlStore::connect_with(url, SqlStoreOptions::default()).await
     }
 
-    /// Opens the store with options.
+    /// Opens the store with options (`portcullis_sql::connect`).
     pub async fn connect_with(url: &str, options: SqlStoreOptions) -> StoreResult<SqlStore> {
-        let mut connect = ConnectOptions::new(url.to_owned());
-        connect.sqlx_logging(false);
-        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            connect.max_connections(options.max_connections.unwrap_or(10));
-        } else if url.starts_with("sqlite:") {
-            // Every connection to `:memory:` opens a database of its own: keep to one.
-            if url.contains(":memory:") || url.contains("mode=memory") {
-                connect
-                    .max_connections(1)
-                    .min_connections(1)
-                    .idle_timeout(None)
-                    .max_lifetime(None);
-            } else {
-                connect.max_connections(options.max_connections.unwrap_or(4));
-            }
-            let busy = options.sqlite_busy_timeout;
-            connect.map_sqlx_sqlite_opts(move |o| {
-                o.journal_mode(SqliteJournalMode::Wal)
-                    .synchronous(SqliteSynchronous::Normal)
-                    .busy_timeout(busy)
-            });
-        } else {
-            return Err(StoreError::Unavailable(
-                "the database URL must start with postgres://, postgresql:// or sqlite:".to_owned(),
-            ));
-        }
-        let db = Database::connect(connect).await?;
+        let db = portcullis_sql::connect(url, &options).await.map_err(|e| match e {
+            portcullis_sql::SqlError::UnsupportedUrl => StoreError::Unavailable(e.to_string()),
+            portcullis_sql::SqlError::Database(e) => StoreError::from(e),
+        })?;
         SqlStore::from_connection(db).await
     }
 
@@ -129,18 +90,7 @@ impl SqlStore {
     }
 
     async fn migrate(&self) -> StoreResult<()> {
-        match self.db.get_database_backend() {
-            DbBackend::Postgres => {
-                // Replicas starting together take turns; the later ones find nothing to do.
-                let tx = self.db.begin().await?;
-                tx.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})"))
-                    .await?;
-                Migrator::up(&tx, None).await?;
-                tx.commit().await?;
-            }
-            _ => Migrator::up(&self.db, None).await?,
-        }
-        Ok(())
+        Ok(portcullis_sql::migrate::<Migrator>(&self.db, MIGRATION_LOCK_KEY).await?)
     }
 
     /// The connection pool (health checks, tests, benchmarks).
@@ -154,13 +104,7 @@ impl SqlStore {
 
     /// Begins a write transaction (IMMEDIATE on SQLite: no transaction upgrades a read lock).
     async fn begin(&self) -> StoreResult<DatabaseTransaction> {
-        Ok(self
-            .db
-            .begin_with_options(TransactionOptions {
-                sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
-                ..TransactionOptions::default()
-            })
-            .await?)
+        Ok(portcullis_sql::begin_write(&self.db).await?)
     }
 
     /// Makes sure the day partitions of these event times exist (PostgreSQL; nothing on

@@ -155,24 +155,18 @@ pub struct Stack {
     pub tenant: Tenant,
 }
 
+/// Embedded: a file beside the policy store's; distributed: the same database, the
+/// service's own tables.
 async fn sql_store(store: &TestServer) -> SqlStore {
-    match store.data_dir() {
-        // Embedded: a file beside the policy store's.
-        Some(dir) => SqlStore::connect(&portcullis_test_kit::sqlite_url(&dir.join("telemetry.db")))
-            .await
-            .unwrap(),
-        // Distributed: the same database, the service's own tables.
-        None => SqlStore::connect(&store.database_url).await.unwrap(),
-    }
+    SqlStore::connect(&store.service_database_url("telemetry.db"))
+        .await
+        .unwrap()
 }
 
 impl Stack {
     /// A stack whose tenant's policy has `xdrEnabled: true` and no rulesets.
     pub async fn start(mode: Mode) -> Stack {
-        let store = match mode {
-            Mode::Embedded => TestServer::embedded().await.unwrap(),
-            Mode::Distributed => TestServer::distributed().await.unwrap(),
-        };
+        let store = TestServer::in_mode(mode).await.unwrap();
         let tenant = Stack::tenant_in(
             &store,
             "default",
