@@ -24,11 +24,11 @@ use std::time::Duration;
 
 use portcullis_engine::evaluate::{CompiledPolicy, FailureMode, TrustedImage};
 use portcullis_kit::cache::{Answer, Cache, CacheConfig, LoadAborted};
-use portcullis_proto::common::v1 as pc;
 use portcullis_proto::policystore::v1 as pb;
 use tonic::Code;
 
 use crate::BoxFuture as SendFuture;
+use portcullis_policy_client::effective::EffectiveSettings;
 use portcullis_policy_client::{ClusterSel, Upstream};
 
 /// Where the cache reads effective policies: the policy store ([`Upstream`]), or a fake in
@@ -252,20 +252,7 @@ impl PolicyCache {
     }
 
     fn build(&self, tenant: &str, answer: pb::GetEffectivePolicyResponse) -> Result<ClusterPolicy, PolicyFetchError> {
-        let settings = answer.settings.unwrap_or_default();
-        let failure_mode = match pc::FailureMode::try_from(settings.failure_mode) {
-            Ok(pc::FailureMode::FailClosed) => FailureMode::FailClosed,
-            _ => FailureMode::FailOpen,
-        };
-        let mut trusted_images = Vec::with_capacity(settings.trusted_images.len());
-        for image in &settings.trusted_images {
-            match TrustedImage::parse(image) {
-                Ok(t) => trusted_images.push(t),
-                Err(e) => {
-                    tracing::warn!(%tenant, cluster = %answer.cluster_id, %image, error = %e, "ignoring a trusted image that does not parse")
-                }
-            }
-        }
+        let settings = EffectiveSettings::from_proto(tenant, &answer.cluster_id, answer.settings);
         let (policy, policy_id, revision) = match answer.policy {
             None => (None, String::new(), 0),
             Some(p) => {
@@ -280,9 +267,9 @@ impl PolicyCache {
             policy,
             policy_id,
             revision,
-            failure_mode,
+            failure_mode: settings.failure_mode,
             excluded_namespaces: settings.excluded_namespaces,
-            trusted_images,
+            trusted_images: settings.trusted_images,
             generation: answer.cluster_generation,
         })
     }
@@ -354,6 +341,7 @@ impl PolicyCache {
 mod tests {
     use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
+    use portcullis_proto::common::v1 as pc;
     use tonic::Status;
 
     use super::*;
