@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use portcullis_engine::evaluate::TrustedImage;
+use portcullis_engine::evaluate::{FailureMode, TrustedImage};
 use portcullis_engine::policy::PolicyDocument;
 use portcullis_engine::runtime::{CompiledRulesets, Ruleset};
 use portcullis_kit::client::{Trust, for_tenant};
@@ -42,6 +42,8 @@ pub struct ClusterView {
     pub excluded_namespaces: Vec<String>,
     /// Images never mitigated.
     pub trusted_images: Vec<TrustedImage>,
+    /// What a rule that cannot be judged leads to (replay follows it as admission did).
+    pub failure_mode: FailureMode,
 }
 
 /// Views by (tenant, cluster selector), with when they were read.
@@ -132,6 +134,7 @@ impl PolicyStore {
             rulesets: Arc::new(rulesets),
             excluded_namespaces: settings.excluded_namespaces,
             trusted_images: settings.trusted_images,
+            failure_mode: settings.failure_mode,
         })
     }
 

@@ -8,9 +8,9 @@
 //!   policy now says `xdrEnabled: false` is neither stored nor recorded).
 //! - Without a cluster, every recorded admission of the tenant is replayed (whatever policy
 //!   each cluster has); `--cluster` narrows it to one.
-//! - Each cluster's excluded namespaces and trusted images are the ones its policy has now
-//!   (the policy store's view); a cluster the policy store no longer knows is replayed with
-//!   none. Scan-based rules are judged with no scan results and signature rules from the
+//! - Each cluster's excluded namespaces, trusted images and failure mode are the ones it has
+//!   now (the policy store's view); a cluster the policy store no longer knows is replayed with
+//!   none and the default failure mode (fail-open). Scan-based rules are judged with no scan results and signature rules from the
 //!   verdicts recorded (see [`portcullis_engine::replay`]): what cannot be judged is counted
 //!   as `not_judged`, never passed silently.
 //! - Memory is bounded: the admissions are read a page at a time; only the per-workload
@@ -149,8 +149,8 @@ pub async fn replay(
     Ok(report)
 }
 
-/// The cluster's excluded namespaces and trusted images as its policy has them now; none for a
-/// cluster the policy store does not know (deleted since).
+/// The cluster's excluded namespaces, trusted images and failure mode as it has them now; the
+/// defaults for a cluster the policy store does not know (deleted since).
 async fn cluster_settings(
     policies: &PolicyStore,
     tenant: &str,
@@ -160,7 +160,7 @@ async fn cluster_settings(
         Ok(view) => Ok(ClusterSettings {
             excluded_namespaces: view.excluded_namespaces.clone(),
             trusted_images: view.trusted_images.clone(),
-            ..ClusterSettings::default()
+            failure_mode: view.failure_mode,
         }),
         Err(TelemetryError::NotFound(why)) => {
             tracing::debug!(%tenant, cluster = %cluster_id, %why, "replaying admissions of a cluster the policy store does not know");
