@@ -745,7 +745,8 @@ async fn connect_remote<'a>(settings: &'a Settings, credentials: &Credentials) -
 }
 
 /// Announces `service` (`portcullis NAME listening on URL`) and serves it until SIGINT or
-/// SIGTERM (then it drains); a service that stops by itself is an error.
+/// SIGTERM (then it drains and says what it did: `portcullis NAME drained: stored=...`); a
+/// service that stops by itself is an error.
 async fn serve_service(name: &str, service: &impl Served) -> Result<ExitStatus> {
     announce(&format!(
         "portcullis {name} listening on {}",
@@ -753,6 +754,11 @@ async fn serve_service(name: &str, service: &impl Served) -> Result<ExitStatus> 
     ))?;
     match serve_until_signal(service).await? {
         Ended::Signalled => {
+            // After the drain: this replica's share of the work (read by bench-scaling.sh).
+            announce(&format!(
+                "portcullis {name} drained: {}",
+                portcullis_kit::service::work_summary(&service.work_done())
+            ))?;
             tracing::info!("stopped");
             Ok(ExitStatus::Ok)
         }
@@ -796,6 +802,11 @@ async fn run_admission(settings: &Settings, credentials: Credentials) -> Result<
     tokio::select! {
         () = shutdown_signal() => {
             let stats = admission.stop().await?;
+            // This replica's share of the work, as the other services say it.
+            announce(&format!(
+                "portcullis admission drained: decisions={} published={} dropped={} rejected={}",
+                stats.submitted, stats.published, stats.dropped, stats.rejected
+            ))?;
             tracing::info!(?stats, "stopped");
             Ok(ExitStatus::Ok)
         }

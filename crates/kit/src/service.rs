@@ -82,6 +82,24 @@ impl RunningService {
 pub trait Served {
     /// Its lifecycle and listener.
     fn running(&self) -> &RunningService;
+
+    /// What this replica has done since it started, as named counts (events stored,
+    /// verifications answered, ...), said when it drains: with several replicas of a
+    /// service, how the work split over them. None by default.
+    fn work_done(&self) -> Vec<(&'static str, u64)> {
+        Vec::new()
+    }
+}
+
+/// `name=count` pairs separated by spaces (`stored=12 duplicates=0`), or `nothing counted`.
+pub fn work_summary(work: &[(&'static str, u64)]) -> String {
+    if work.is_empty() {
+        return "nothing counted".to_owned();
+    }
+    work.iter()
+        .map(|(name, count)| format!("{name}={count}"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 impl Served for RunningService {
@@ -122,6 +140,13 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    #[test]
+    fn work_is_summarised_as_name_count_pairs() {
+        assert_eq!(work_summary(&[("stored", 12), ("duplicates", 0)]), "stored=12 duplicates=0");
+        assert_eq!(work_summary(&[]), "nothing counted");
+        assert!(RunningService::new(Lifecycle::new(Duration::from_secs(1))).work_done().is_empty());
+    }
 
     #[tokio::test]
     async fn a_service_without_a_listener_stops_cleanly_and_has_no_url() {

@@ -25,9 +25,10 @@ use crate::load::{self, LoadOptions, Outcome, Report};
 /// Arguments of `admission`.
 #[derive(Debug, Args)]
 pub struct AdmissionArgs {
-    /// The admission service, `http://HOST:PORT`.
-    #[arg(long)]
-    pub server: String,
+    /// The admission service, `http://HOST:PORT`; repeat it for several replicas: the
+    /// connections are spread over them in turn and the report counts the calls each answered.
+    #[arg(long, required = true)]
+    pub server: Vec<String>,
     /// The connector key, sent as `authorization: Bearer KEY`.
     #[arg(long, env = "PORTCULLIS_CONNECTOR_KEY", hide_env_values = true)]
     pub key: String,
@@ -156,17 +157,26 @@ pub async fn run(args: &AdmissionArgs) -> Result<Report> {
     let cluster = args.cluster.as_ref().map(|id| ResourceRef {
         r#ref: Some(resource_ref::Ref::Id(id.clone())),
     });
-    let channels = load::connect(&args.server, &args.load).await?;
+    let connections = load::connect(&args.server, &args.load).await?;
     let (run, counter) = (run_id(), Arc::new(AtomicU64::new(0)));
     let bytes = template.len();
-    let mut report = load::drive(&args.load, channels, "Review", {
-        let template = template.clone();
+    let mut report = load::drive(&args.load, connections, "Review", {
+        let (template, counter) = (template.clone(), counter.clone());
         move |_, channel| {
             let uid = call_uid(run, counter.fetch_add(1, Ordering::Relaxed));
             call(channel, key.clone(), cluster.clone(), template.review(&uid), uid)
         }
     })
     .await?;
+    // Every call sent, the unrecorded ones too: what the servers together answered (the
+    // replicas' own counts are checked against it).
+    report.notes.push((
+        "calls".to_owned(),
+        format!(
+            "{} sent in all (first calls and warm-up included)",
+            counter.load(Ordering::Relaxed)
+        ),
+    ));
     report.notes.insert(
         0,
         (

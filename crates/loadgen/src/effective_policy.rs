@@ -73,8 +73,8 @@ async fn call(channel: Channel, key: AsciiMetadataValue) -> Outcome {
 /// Runs `effective-policy`: call `i` uses key `i % keys`.
 pub async fn run(args: &EffectivePolicyArgs) -> Result<Report> {
     let keys = Arc::new(read_keys(&args.keys)?);
-    let channels = load::connect(&args.server, &args.load).await?;
-    load::drive(&args.load, channels, "GetEffectivePolicy", move |i, channel| {
+    let connections = load::connect(std::slice::from_ref(&args.server), &args.load).await?;
+    load::drive(&args.load, connections, "GetEffectivePolicy", move |i, channel| {
         let key = keys
             .get(usize::try_from(i % keys.len().max(1) as u64).unwrap_or(0))
             .cloned();

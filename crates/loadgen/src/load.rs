@@ -132,6 +132,18 @@ pub struct Stats {
     /// a call of each window: a slow window with late sends is the generator's (or the
     /// machine's) stall, not the server's.
     pub send_lateness_by_window: BTreeMap<u64, u64>,
+    /// Successful and failed calls by server (index in [`Connections::servers`]): how the
+    /// work split over replicas.
+    pub by_server: Vec<ServerCount>,
+}
+
+/// The calls one server answered.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ServerCount {
+    /// Successful calls.
+    pub ok: u64,
+    /// Failed calls (any code).
+    pub errors: u64,
 }
 
 /// The span of time [`Stats::slowest_by_window`] groups calls by.
@@ -146,8 +158,9 @@ fn window_of(since_start: Duration) -> u64 {
 }
 
 impl Stats {
-    fn new() -> Result<Stats> {
+    fn new(servers: usize) -> Result<Stats> {
         Ok(Stats {
+            by_server: vec![ServerCount::default(); servers.max(1)],
             latency: Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).context("creating the histogram")?,
             ok: 0,
             errors: BTreeMap::new(),
@@ -164,15 +177,26 @@ impl Stats {
         *latest = (*latest).max(micros);
     }
 
-    /// Records a call started `since_start` after the measurement began.
-    fn record(&mut self, since_start: Duration, latency: Duration, outcome: Outcome) {
+    /// Records a call to server `server` started `since_start` after the measurement began.
+    fn record(&mut self, server: usize, since_start: Duration, latency: Duration, outcome: Outcome) {
         let micros = micros(latency);
         self.latency.saturating_record(micros.clamp(1, MAX_LATENCY_US));
         let slowest = self.slowest_by_window.entry(window_of(since_start)).or_insert(0);
         *slowest = (*slowest).max(micros);
+        let count = self.by_server.get_mut(server);
         match outcome {
-            Ok(()) => self.ok += 1,
-            Err(code) => *self.errors.entry(code).or_insert(0) += 1,
+            Ok(()) => {
+                self.ok += 1;
+                if let Some(count) = count {
+                    count.ok += 1;
+                }
+            }
+            Err(code) => {
+                *self.errors.entry(code).or_insert(0) += 1;
+                if let Some(count) = count {
+                    count.errors += 1;
+                }
+            }
         }
     }
 
@@ -204,24 +228,63 @@ fn with_stats<R>(stats: &Shared, f: impl FnOnce(&mut Stats) -> R) -> R {
     f(&mut stats.lock().unwrap_or_else(PoisonError::into_inner))
 }
 
-/// `--connections` HTTP/2 connections to `server` (the kit's client builder), each call
-/// with `--timeout`; no keepalive pings (they would add traffic to what is measured).
-pub async fn connect(server: &str, options: &LoadOptions) -> Result<Vec<Channel>> {
-    let config = ClientConfig::new(server)
-        .with_context(|| format!("--server {server:?}"))?
-        .connect_timeout(Duration::from_secs(5))
-        .request_timeout(options.timeout)
-        .keepalive(None);
-    let mut channels = Vec::with_capacity(options.connections.max(1));
-    for _ in 0..options.connections.max(1) {
+/// The generator's HTTP/2 connections, spread over one or more servers (replicas of one
+/// service): connection `k` goes to server `k % servers`.
+#[derive(Debug, Clone)]
+pub struct Connections {
+    /// The servers, as given.
+    pub servers: Vec<String>,
+    channels: Vec<Channel>,
+    /// For each connection, the index of its server.
+    server_of: Vec<usize>,
+}
+
+impl Connections {
+    /// Connection `i` (taken in turn) and the index of its server.
+    fn get(&self, i: u64) -> Option<(Channel, usize)> {
+        let at = index(i, self.channels.len());
+        Some((self.channels.get(at)?.clone(), self.server_of.get(at).copied().unwrap_or(0)))
+    }
+}
+
+/// `--connections` HTTP/2 connections (the kit's client builder), spread over `servers` in
+/// turn (at least one each), each call with `--timeout`; no keepalive pings (they would add
+/// traffic to what is measured).
+pub async fn connect(servers: &[String], options: &LoadOptions) -> Result<Connections> {
+    if servers.is_empty() {
+        bail!("no --server given");
+    }
+    let mut configs = Vec::with_capacity(servers.len());
+    for server in servers {
+        configs.push(
+            ClientConfig::new(server)
+                .with_context(|| format!("--server {server:?}"))?
+                .connect_timeout(Duration::from_secs(5))
+                .request_timeout(options.timeout)
+                .keepalive(None),
+        );
+    }
+    let count = options.connections.max(servers.len());
+    let mut channels = Vec::with_capacity(count);
+    let mut server_of = Vec::with_capacity(count);
+    for k in 0..count {
+        let at = k % servers.len();
+        let (Some(config), Some(server)) = (configs.get(at), servers.get(at)) else {
+            bail!("no server for connection {k}");
+        };
         channels.push(
             config
                 .connect()
                 .await
                 .with_context(|| format!("connecting to {server}"))?,
         );
+        server_of.push(at);
     }
-    Ok(channels)
+    Ok(Connections {
+        servers: servers.to_vec(),
+        channels,
+        server_of,
+    })
 }
 
 fn index(i: u64, len: usize) -> usize {
@@ -229,22 +292,26 @@ fn index(i: u64, len: usize) -> usize {
 }
 
 /// Runs the load: `call(i, channel)` makes call number `i` over `channel` (the connections
-/// are used in turn). One call is made first, unrecorded, so that a wrong server or key
-/// fails with its reason (`what` names the method) instead of a wall of errors.
-pub async fn drive<F, Fut>(options: &LoadOptions, channels: Vec<Channel>, what: &str, call: F) -> Result<Report>
+/// are used in turn). One call is made first on each server, unrecorded, so that a wrong
+/// server or key fails with its reason (`what` names the method) instead of a wall of errors.
+pub async fn drive<F, Fut>(options: &LoadOptions, connections: Connections, what: &str, call: F) -> Result<Report>
 where
     F: Fn(u64, Channel) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Outcome> + Send + 'static,
 {
     let mode = options.mode()?;
-    let Some(first) = channels.first().cloned() else {
-        bail!("no connections");
-    };
-    if let Err(code) = call(0, first).await {
-        bail!("the first {what} call failed: {code}");
+    // Connections 0..servers are one per server.
+    for (k, server) in connections.servers.iter().enumerate() {
+        let Some((channel, _)) = connections.get(k as u64) else {
+            bail!("no connections");
+        };
+        if let Err(code) = call(0, channel).await {
+            bail!("the first {what} call to {server} failed: {code}");
+        }
     }
-    let (call, channels) = (Arc::new(call), Arc::new(channels));
-    let stats: Shared = Arc::new(Mutex::new(Stats::new()?));
+    let servers = connections.servers.clone();
+    let (call, channels) = (Arc::new(call), Arc::new(connections));
+    let stats: Shared = Arc::new(Mutex::new(Stats::new(servers.len())?));
     let start = Instant::now();
     let measure_start = start + options.warmup;
     let end = measure_start + options.duration;
@@ -287,6 +354,7 @@ where
         .collect();
     Ok(Report {
         label: options.label.clone(),
+        servers,
         mode,
         seconds: options.duration.as_secs_f64().max(f64::EPSILON),
         stats,
@@ -310,7 +378,7 @@ async fn open_loop<F, Fut>(
     options: &LoadOptions,
     rate: f64,
     call: Arc<F>,
-    channels: Arc<Vec<Channel>>,
+    channels: Arc<Connections>,
     stats: &Shared,
     window: Window,
 ) -> Result<&'static str>
@@ -347,7 +415,7 @@ where
             }
         }
         let record = intended >= window.measure_start;
-        let Some(channel) = channels.get(index(i, channels.len())).cloned() else {
+        let Some((channel, server)) = channels.get(i) else {
             bail!("no connections");
         };
         match in_flight.clone().try_acquire_owned() {
@@ -363,7 +431,7 @@ where
                         let since_start = intended.saturating_duration_since(window.measure_start);
                         with_stats(&stats, |s| {
                             s.record_lateness(since_start, late);
-                            s.record(since_start, latency, outcome);
+                            s.record(server, since_start, latency, outcome);
                         });
                     }
                     drop(permit);
@@ -398,7 +466,7 @@ async fn closed_loop<F, Fut>(
     concurrency: usize,
     spin: bool,
     call: Arc<F>,
-    channels: Arc<Vec<Channel>>,
+    channels: Arc<Connections>,
     stats: &Shared,
     window: Window,
 ) -> Result<()>
@@ -418,7 +486,7 @@ where
         let (call, channels, stats) = (call.clone(), channels.clone(), stats.clone());
         tasks.spawn(async move {
             let mut i = caller as u64;
-            let Some(channel) = channels.get(index(i, channels.len())).cloned() else {
+            let Some((channel, server)) = channels.get(i) else {
                 return;
             };
             loop {
@@ -430,7 +498,7 @@ where
                 if started >= window.measure_start {
                     let latency = started.elapsed();
                     let since_start = started.saturating_duration_since(window.measure_start);
-                    with_stats(&stats, |s| s.record(since_start, latency, outcome));
+                    with_stats(&stats, |s| s.record(server, since_start, latency, outcome));
                 }
                 i += concurrency as u64;
             }
@@ -447,6 +515,8 @@ where
 pub struct Report {
     /// `--label`.
     pub label: String,
+    /// The servers loaded (the order of [`Stats::by_server`]).
+    pub servers: Vec<String>,
     /// How the load was offered.
     pub mode: Mode,
     /// The measured window, in seconds.
@@ -462,6 +532,11 @@ pub struct Report {
 /// `d` in whole microseconds (saturating).
 fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// `part` in percent of `whole` (0 when `whole` is 0).
+fn share(part: u64, whole: u64) -> f64 {
+    if whole == 0 { 0.0 } else { part as f64 * 100.0 / whole as f64 }
 }
 
 fn millis(micros: u64) -> String {
@@ -535,6 +610,14 @@ impl Report {
             slowest.join(", ")
         ));
         lines.push(format!("errors       {errors}"));
+        for (server, count) in self.servers.iter().zip(&self.stats.by_server) {
+            lines.push(format!(
+                "per server   {server} ok {} errors {} ({:.1}% of ok)",
+                count.ok,
+                count.errors,
+                share(count.ok, self.stats.ok)
+            ));
+        }
         let comms: Vec<String> = usage
             .comms
             .iter()
@@ -614,6 +697,12 @@ impl Report {
                 "comms": comms,
             },
             "notes": notes,
+            "per_server": self
+                .servers
+                .iter()
+                .zip(&self.stats.by_server)
+                .map(|(server, count)| json!({"server": server, "ok": count.ok, "errors": count.errors}))
+                .collect::<Vec<_>>(),
         })
     }
 
@@ -635,9 +724,9 @@ mod tests {
 
     #[test]
     fn stats_count_outcomes_and_clamp_latency() {
-        let mut stats = Stats::new().unwrap();
-        stats.record(Duration::ZERO, Duration::from_micros(500), Ok(()));
-        stats.record(Duration::ZERO, Duration::from_secs(120), Err("Unavailable".to_owned()));
+        let mut stats = Stats::new(1).unwrap();
+        stats.record(0, Duration::ZERO, Duration::from_micros(500), Ok(()));
+        stats.record(0, Duration::ZERO, Duration::from_secs(120), Err("Unavailable".to_owned()));
         stats.dropped = 3;
         assert_eq!(stats.ok, 1);
         assert_eq!(stats.error_count(), 4);
@@ -647,17 +736,19 @@ mod tests {
 
     #[test]
     fn reports_render_as_text_and_json() {
-        let mut stats = Stats::new().unwrap();
+        let mut stats = Stats::new(1).unwrap();
         for i in 0..10 {
-            stats.record(Duration::from_millis(150 * i), Duration::from_micros(1500), Ok(()));
+            stats.record(0, Duration::from_millis(150 * i), Duration::from_micros(1500), Ok(()));
         }
         stats.record(
+            0,
             Duration::from_millis(1420),
             Duration::from_micros(900),
             Err("Unavailable".to_owned()),
         );
         let report = Report {
             label: "x".to_owned(),
+            servers: vec!["http://a".to_owned()],
             mode: Mode::Open { rate: 5.0 },
             seconds: 2.0,
             stats,
@@ -683,16 +774,42 @@ mod tests {
         assert_eq!(json["notes"]["review"], "10 bytes");
         assert_eq!(json["slowest_windows"].as_array().map(Vec::len), Some(5));
         assert_eq!(json["slowest_windows"][0]["sent_late_ms"], serde_json::Value::Null);
+        assert_eq!(
+            json["per_server"],
+            serde_json::json!([{"server": "http://a", "ok": 10, "errors": 1}])
+        );
+        assert!(
+            text.contains("per server   http://a ok 10 errors 1 (100.0% of ok)"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn calls_are_counted_by_server() {
+        let mut stats = Stats::new(2).unwrap();
+        stats.record(0, Duration::ZERO, Duration::from_micros(10), Ok(()));
+        stats.record(1, Duration::ZERO, Duration::from_micros(10), Ok(()));
+        stats.record(1, Duration::ZERO, Duration::from_micros(10), Ok(()));
+        stats.record(1, Duration::ZERO, Duration::from_micros(10), Err("Unavailable".to_owned()));
+        // An index beyond the servers (never made by the driver) still counts in the totals.
+        stats.record(7, Duration::ZERO, Duration::from_micros(10), Ok(()));
+        assert_eq!(stats.ok, 4);
+        assert_eq!(
+            stats.by_server,
+            vec![ServerCount { ok: 1, errors: 0 }, ServerCount { ok: 2, errors: 1 }]
+        );
+        assert!((share(1, 4) - 25.0).abs() < 1e-9);
+        assert_eq!(share(1, 0), 0.0);
     }
 
     #[test]
     fn slowest_windows_keep_each_window_s_maximum_slowest_first() {
-        let mut stats = Stats::new().unwrap();
+        let mut stats = Stats::new(1).unwrap();
         // Window 0 (0-100 ms): 2 ms and 40 ms; window 12 (1.2 s): 7 ms; window 35: 40 ms.
-        stats.record(Duration::from_millis(10), Duration::from_millis(2), Ok(()));
-        stats.record(Duration::from_millis(99), Duration::from_millis(40), Ok(()));
-        stats.record(Duration::from_millis(1234), Duration::from_millis(7), Ok(()));
-        stats.record(Duration::from_millis(3500), Duration::from_millis(40), Ok(()));
+        stats.record(0, Duration::from_millis(10), Duration::from_millis(2), Ok(()));
+        stats.record(0, Duration::from_millis(99), Duration::from_millis(40), Ok(()));
+        stats.record(0, Duration::from_millis(1234), Duration::from_millis(7), Ok(()));
+        stats.record(0, Duration::from_millis(3500), Duration::from_millis(40), Ok(()));
         stats.record_lateness(Duration::from_millis(3550), Duration::from_millis(30));
         stats.record_lateness(Duration::from_millis(3560), Duration::from_millis(5));
         assert_eq!(stats.slowest_by_window.len(), 3);

@@ -6,9 +6,10 @@
 //!   tenant with one of its policies assigned; the clusters' connector keys go to FILE.
 //! - `effective-policy --server URL --keys FILE (--rate R | --closed-loop --concurrency C)
 //!   --duration D`: calls GetEffectivePolicy with the connector keys in turn.
-//! - `admission --server URL --key KEY [--cluster ID] --review FILE (--rate R | --closed-loop
-//!   --concurrency C) --duration D`: calls AdmissionService.Review with the review, its
-//!   `request.uid` fresh for every call.
+//! - `admission --server URL [--server URL2 ...] --key KEY [--cluster ID] --review FILE
+//!   (--rate R | --closed-loop --concurrency C) --duration D`: calls AdmissionService.Review
+//!   with the review, its `request.uid` fresh for every call; with several servers (replicas)
+//!   the connections are spread over them and the calls each answered are counted.
 //! - `noop-server --listen ADDR [--key KEY]`: an AdmissionService that judges nothing,
 //!   behind the real server stack; prints `noop-server listening on http://ADDR` when ready
 //!   and serves until SIGINT or SIGTERM.

@@ -141,3 +141,89 @@ async fn a_wrong_key_fails_at_the_first_call() {
     stop.send(()).unwrap();
     task.await.unwrap();
 }
+
+/// Two replicas: the connections alternate between them, and the report counts what each
+/// answered; the counts add up to the total.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_spread_over_two_servers_are_counted_per_server() {
+    let (first, stop_first, first_task) = start_noop().await;
+    let (second, stop_second, second_task) = start_noop().await;
+    let servers = |report: &serde_json::Value| -> Vec<(String, u64, u64)> {
+        report["per_server"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                (
+                    s["server"].as_str().unwrap().to_owned(),
+                    s["ok"].as_u64().unwrap(),
+                    s["errors"].as_u64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    // Open loop: call i goes over connection i % 4, whose server is (i % 4) % 2: an exact half each.
+    let open = report(
+        &loadgen(
+            &first,
+            KEY,
+            &[
+                "--server",
+                &second,
+                "--rate",
+                "200",
+                "--duration",
+                "1s",
+                "--warmup",
+                "0s",
+                "--connections",
+                "4",
+            ],
+        )
+        .await,
+    );
+    assert_only_successes(&open);
+    assert_eq!(
+        servers(&open),
+        vec![(first.clone(), 100, 0), (second.clone(), 100, 0)],
+        "{open}"
+    );
+    // The 200 scheduled calls and one unrecorded first call per server.
+    let calls = open["notes"]["calls"].as_str().unwrap();
+    assert!(calls.starts_with("202 sent in all"), "{calls}");
+    // Closed loop: each server answers what its callers ask; both answer, and nothing is
+    // counted twice or lost.
+    let closed = report(
+        &loadgen(
+            &first,
+            KEY,
+            &[
+                "--server",
+                &second,
+                "--closed-loop",
+                "--concurrency",
+                "4",
+                "--connections",
+                "2",
+                "--duration",
+                "1s",
+                "--warmup",
+                "0s",
+            ],
+        )
+        .await,
+    );
+    assert_only_successes(&closed);
+    let split = servers(&closed);
+    assert_eq!(split.len(), 2, "{closed}");
+    assert!(split.iter().all(|(_, ok, errors)| *ok > 0 && *errors == 0), "{closed}");
+    assert_eq!(
+        split.iter().map(|(_, ok, _)| ok).sum::<u64>(),
+        closed["ok"].as_u64().unwrap(),
+        "{closed}"
+    );
+    stop_first.send(()).unwrap();
+    stop_second.send(()).unwrap();
+    first_task.await.unwrap();
+    second_task.await.unwrap();
+}

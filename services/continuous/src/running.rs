@@ -174,4 +174,14 @@ impl Served for RunningContinuous {
     fn running(&self) -> &RunningService {
         &self.service
     }
+
+    /// Whole clusters this replica re-evaluated, the pods its re-evaluations judged, and
+    /// the clusters its sweeps claimed.
+    fn work_done(&self) -> Vec<(&'static str, u64)> {
+        vec![
+            ("clusters_reevaluated", self.triggers.clusters_reevaluated()),
+            ("pods_judged", self.triggers.pods_judged()),
+            ("clusters_swept", self.triggers.clusters_swept()),
+        ]
+    }
 }

@@ -44,6 +44,11 @@ pub struct Triggers {
     hub: CommandHub,
     /// Clusters this replica's sweeps judged (shared by clones).
     swept: Arc<AtomicU64>,
+    /// Whole-cluster re-evaluations this replica made, and the pods they judged, whatever
+    /// triggered them (shared by clones).
+    reevaluated: Arc<AtomicU64>,
+    /// Pods judged by this replica's re-evaluations (whole clusters and scan-result scopes).
+    judged: Arc<AtomicU64>,
 }
 
 impl Triggers {
@@ -53,6 +58,8 @@ impl Triggers {
             evaluator,
             hub,
             swept: Arc::new(AtomicU64::new(0)),
+            reevaluated: Arc::new(AtomicU64::new(0)),
+            judged: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -63,7 +70,20 @@ impl Triggers {
 
     /// Re-evaluates a whole cluster (which records when to look at it again).
     pub async fn cluster(&self, tenant: &str, cluster: &str) -> Result<Evaluated, ContinuousError> {
-        self.evaluator.reevaluate(tenant, cluster, &Scope::Cluster).await
+        let evaluated = self.evaluator.reevaluate(tenant, cluster, &Scope::Cluster).await?;
+        self.reevaluated.fetch_add(1, Ordering::Relaxed);
+        self.judged.fetch_add(evaluated.judged as u64, Ordering::Relaxed);
+        Ok(evaluated)
+    }
+
+    /// Whole clusters this replica re-evaluated since it started (any trigger, the sweep too).
+    pub fn clusters_reevaluated(&self) -> u64 {
+        self.reevaluated.load(Ordering::Relaxed)
+    }
+
+    /// Pods this replica's re-evaluations judged since it started.
+    pub fn pods_judged(&self) -> u64 {
+        self.judged.load(Ordering::Relaxed)
     }
 
     /// Handles one trigger event of `tenant`.
@@ -91,9 +111,11 @@ impl Triggers {
                 // This replica judges with the new summary at once (others' caches refresh).
                 self.evaluator.policies().scans().apply_event(tenant, stored);
                 for pods in store.pods_running(tenant, &stored.digest).await? {
-                    self.evaluator
+                    let evaluated = self
+                        .evaluator
                         .reevaluate(tenant, &pods.cluster, &Scope::Pods(pods.uids))
                         .await?;
+                    self.judged.fetch_add(evaluated.judged as u64, Ordering::Relaxed);
                 }
             }
             Some(Payload::RuntimeMitigation(m)) => match self.hub.runtime(tenant, &envelope.event_id, m).await {

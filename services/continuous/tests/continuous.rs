@@ -943,10 +943,20 @@ async fn two_replicas_sweep_each_cluster_once_per_interval(mode: Mode) {
     assert_eq!(clusters.len(), 2);
     let stop = CancellationToken::new();
     let (r0, r1) = (stack.replicas[0].triggers(), stack.replicas[1].triggers());
+    let work = || {
+        (
+            r0.clusters_reevaluated() + r1.clusters_reevaluated(),
+            r0.pods_judged() + r1.pods_judged(),
+        )
+    };
+    let before = work();
     // Both replicas sweep at once: each cluster is judged by one of them.
     let (n0, n1) = tokio::join!(r0.sweep_once(interval, &stop), r1.sweep_once(interval, &stop));
     assert_eq!(n0 + n1, clusters.len());
     assert_eq!(r0.clusters_swept() + r1.clusters_swept(), 2);
+    // What the replicas say they did (their drain summary) counts each cluster and pod once.
+    let after = work();
+    assert_eq!((after.0 - before.0, after.1 - before.1), (2, 2));
     // Within the same interval neither judges any again.
     assert_eq!(r1.sweep_once(interval, &stop).await, 0);
     assert_eq!(r0.sweep_once(interval, &stop).await, 0);

@@ -1,6 +1,9 @@
 //! `SignatureService` over gRPC, and the conversions between its messages and the domain's
 //! (the NATS adapter uses the same ones).
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use portcullis_kit::upstream::ClusterSel;
 use portcullis_proto::common::v1 as pc;
 use portcullis_proto::signature::v1 as ps;
@@ -17,12 +20,77 @@ use crate::{SignatureError, Verifier};
 pub struct Signature {
     verifier: Verifier,
     events: VerdictEvents,
+    answered: Arc<Answered>,
+}
+
+/// What this replica answered, over gRPC and NATS alike.
+#[derive(Debug, Default)]
+pub struct Answered {
+    verifications: AtomicU64,
+    verify_errors: AtomicU64,
+    resolutions: AtomicU64,
+    resolve_errors: AtomicU64,
+}
+
+impl Answered {
+    /// Verification requests answered with a verification (from the cache or not).
+    pub fn verifications(&self) -> u64 {
+        self.verifications.load(Ordering::Relaxed)
+    }
+
+    /// Verification requests answered with an error.
+    pub fn verify_errors(&self) -> u64 {
+        self.verify_errors.load(Ordering::Relaxed)
+    }
+
+    /// Digest resolutions answered with a digest.
+    pub fn resolutions(&self) -> u64 {
+        self.resolutions.load(Ordering::Relaxed)
+    }
+
+    /// Digest resolutions answered with an error.
+    pub fn resolve_errors(&self) -> u64 {
+        self.resolve_errors.load(Ordering::Relaxed)
+    }
+}
+
+/// Counts `result` in `ok` or `failed`, and hands it on.
+fn count<T, E>(result: Result<T, E>, ok: &AtomicU64, failed: &AtomicU64) -> Result<T, E> {
+    match &result {
+        Ok(_) => ok.fetch_add(1, Ordering::Relaxed),
+        Err(_) => failed.fetch_add(1, Ordering::Relaxed),
+    };
+    result
 }
 
 impl Signature {
     /// The service over `verifier`, publishing verdicts to `events`.
     pub fn new(verifier: Verifier, events: VerdictEvents) -> Signature {
-        Signature { verifier, events }
+        Signature {
+            verifier,
+            events,
+            answered: Arc::new(Answered::default()),
+        }
+    }
+
+    /// What this replica answered.
+    pub fn answered(&self) -> &Answered {
+        &self.answered
+    }
+
+    /// Resolves `image` to a digest for `tenant` (the tenant already checked).
+    pub async fn resolve(
+        &self,
+        tenant: &str,
+        cluster: Option<&ClusterSel>,
+        image: &str,
+    ) -> Result<Resolution, SignatureError> {
+        let answered = &self.answered;
+        count(
+            self.verifier.resolve(tenant, cluster, image).await,
+            &answered.resolutions,
+            &answered.resolve_errors,
+        )
     }
 
     /// The verifier.
@@ -37,7 +105,12 @@ impl Signature {
 
     /// Verifies (the request's tenant already checked) and publishes the verdict.
     pub async fn verify(&self, request: &VerifyRequest) -> Result<Verification, SignatureError> {
-        let verification = self.verifier.verify(request).await?;
+        let answered = &self.answered;
+        let verification = count(
+            self.verifier.verify(request).await,
+            &answered.verifications,
+            &answered.verify_errors,
+        )?;
         let cluster_id = match &request.cluster {
             Some(ClusterSel::Id(id)) => id.as_str(),
             _ => "",
@@ -157,7 +230,7 @@ impl SignatureService for Signature {
         let caller = Caller::of(&request)?.clone();
         let message = request.into_inner();
         let (tenant, cluster) = scope(&caller, &message.tenant_id, message.cluster)?;
-        let resolution = self.verifier.resolve(&tenant, cluster.as_ref(), &message.image).await?;
+        let resolution = Signature::resolve(self, &tenant, cluster.as_ref(), &message.image).await?;
         Ok(Response::new(to_proto_resolution(resolution)))
     }
 }

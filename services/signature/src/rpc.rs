@@ -94,7 +94,6 @@ async fn handle_resolve(
     crate::verify::validate_tenant(&message.tenant_id)?;
     let cluster = cluster_sel(message.cluster)?;
     let resolution = signature
-        .verifier()
         .resolve(&message.tenant_id, cluster.as_ref(), &message.image)
         .await?;
     Ok(to_proto_resolution(resolution))

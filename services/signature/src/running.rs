@@ -140,4 +140,16 @@ impl Served for RunningSignature {
     fn running(&self) -> &RunningService {
         &self.service
     }
+
+    /// Verifications and digest resolutions this replica answered (gRPC and NATS).
+    fn work_done(&self) -> Vec<(&'static str, u64)> {
+        let answered = self.signature.answered();
+        vec![
+            ("verifications", answered.verifications()),
+            ("verify_errors", answered.verify_errors()),
+            ("resolutions", answered.resolutions()),
+            ("resolve_errors", answered.resolve_errors()),
+            ("registry_rounds", self.signature.verifier().registry_rounds()),
+        ]
+    }
 }

@@ -66,6 +66,9 @@ async fn one_key(mode: Mode) {
     let again = f.verify(&image, &["release"], "").await;
     assert!(again.cached);
     assert_eq!(verdicts(&again), [ps::Verdict::Verified]);
+    // The replica counts what it answered, cached or not (its drain summary).
+    let answered = f.signature.signature().answered();
+    assert_eq!((answered.verifications(), answered.verify_errors()), (2, 0));
 }
 
 async fn two_keys(mode: Mode) {
@@ -382,6 +385,9 @@ async fn over_the_bus_with_verdict_events(mode: Mode) {
     .await
     .unwrap_err();
     assert!(bad.to_string().contains("tenant"), "{bad}");
+    // Answers over the bus are counted as over gRPC: one verification, one refusal.
+    let answered = f.signature.signature().answered();
+    assert_eq!((answered.verifications(), answered.verify_errors()), (1, 1));
     // The verdict was published on pc.<tenant>.evt.signature.verdict.
     let mut events = f
         .store

@@ -169,4 +169,21 @@ impl Served for RunningTelemetry {
     fn running(&self) -> &RunningService {
         &self.service
     }
+
+    /// Events this replica stored (its share of the work consumer's and of the sensors'
+    /// streams), written again, and counted without being stored.
+    fn work_done(&self) -> Vec<(&'static str, u64)> {
+        let ingestor = self.telemetry.ingestor();
+        let (written, ingest) = (ingestor.pipeline().counters(), ingestor.counters());
+        vec![
+            ("stored", written.stored()),
+            ("duplicates", written.duplicates()),
+            ("batches", written.batches()),
+            ("failed_batches", written.failed_batches()),
+            ("not_stored", ingest.not_stored()),
+            ("refused", ingest.refused()),
+            ("unreadable", ingest.unreadable()),
+            ("alerts_opened", written.alerts_opened()),
+        ]
+    }
 }

@@ -399,6 +399,51 @@ async fn a_kill_mid_stream_loses_no_event_and_stores_none_twice(mode: Mode) {
     assert_eq!(alerts[0].event_count, 5);
 }
 
+/// Two replicas share the work subscription: every bus event is stored once, and what each
+/// replica says it stored (its drain summary) adds up to what was sent.
+async fn two_replicas_store_each_bus_event_once_and_count_their_share(mode: Mode) {
+    use portcullis_kit::service::Served as _;
+    let mut stack = Stack::start(mode).await;
+    let t = stack.tenant.clone();
+    let second = stack.start_replica().await;
+    // Both replicas are subscribed before anything is sent.
+    let sent = 200_u64;
+    for i in 0..sent {
+        stack
+            .publish_admission(
+                &t,
+                &format!("44444444-0000-4000-8000-{i:012}"),
+                true,
+                Some(pc::Action::Log),
+                "Deployment",
+                &format!("w{i}"),
+            )
+            .await;
+    }
+    eventually(WAIT, async || {
+        let found = stack.search(&t.admin_key, "type:admission").await;
+        if found.total == sent { Ok(()) } else { Err(found.total) }
+    })
+    .await;
+    let count = |work: Vec<(&'static str, u64)>, name: &str| {
+        work.iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, c)| *c)
+            .unwrap_or_else(|| panic!("no {name} in {work:?}"))
+    };
+    // Read after both drained, so that no write is still being counted.
+    let replica = stack.telemetry.take().unwrap();
+    replica.stop().await.unwrap();
+    second.stop().await.unwrap();
+    let (first, other) = (replica.work_done(), second.work_done());
+    assert_eq!(
+        count(first.clone(), "stored") + count(other.clone(), "stored"),
+        sent,
+        "{first:?} {other:?}"
+    );
+    assert_eq!(count(first, "duplicates") + count(other, "duplicates"), 0);
+}
+
 portcullis_test_kit::both! {
     embedded: portcullis_server::Mode::Embedded,
     distributed: portcullis_server::Mode::Distributed;
@@ -408,4 +453,5 @@ portcullis_test_kit::both! {
     xdr_disabled_stores_nothing_but_still_mitigates,
     a_restart_loses_no_event_and_stores_none_twice,
     a_kill_mid_stream_loses_no_event_and_stores_none_twice,
+    two_replicas_store_each_bus_event_once_and_count_their_share,
 }

@@ -220,6 +220,11 @@ impl Stack {
         }
     }
 
+    /// Another replica of the service over the same store and bus (the caller stops it).
+    pub async fn start_replica(&self) -> RunningTelemetry {
+        launch(&Upstreams::of(&self.store), self.events.clone()).await
+    }
+
     /// Stops the service (drained).
     pub async fn stop_service(&mut self) {
         if let Some(running) = self.telemetry.take() {
