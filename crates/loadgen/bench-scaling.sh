@@ -26,7 +26,7 @@
 #
 # Usage: crates/loadgen/bench-scaling.sh                       (~5 minutes after the build)
 #        SKIP_BUILD=1 DURATION=10s STAGES="admission telemetry" crates/loadgen/bench-scaling.sh
-# Needs: PostgreSQL on $PG_URL (createdb/dropdb/psql on PATH), nats-server
+# Needs: PostgreSQL on $PG_URL (psql on PATH), nats-server
 # ($PORTCULLIS_NATS_SERVER or .venv/bin/nats-server), docker-registry (signature), curl,
 # jq, python3. Everything it starts is stopped on exit and its database dropped; its files
 # go to a temporary folder, kept when KEEP=1.
@@ -70,7 +70,7 @@ cleanup() {
         fi
     done
     if [[ $DB_CREATED == 1 ]]; then
-        dropdb --force -d "$PG_URL/postgres" "$DB" 2>/dev/null || dropdb -d "$PG_URL/postgres" "$DB" 2>/dev/null || true
+        psql -X -q -d "$PG_URL/postgres" -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true
     fi
     if [[ ${KEEP:-0} == 1 ]]; then
         echo "files kept in $TMP" >&2
@@ -158,14 +158,14 @@ row() { ROWS+=("$*"); }
 # array of start ticks by pid).
 declare -A CPU0
 cpu_mark() { local pid; for pid in "$@"; do CPU0[$pid]=$(ticks "$pid"); done; }
-cpu_of() { echo "scale=2; ($(ticks "$1") - ${CPU0[$1]:-0}) / 100" | bc; }
+cpu_of() { printf '%.2f' "$(echo "scale=2; ($(ticks "$1") - ${CPU0[$1]:-0}) / 100" | bc)"; }
 
 # ---------------------------------------------------------------------------------------
 if [[ $SKIP_BUILD != 1 ]]; then
     log "building (release)"
     cargo build --release -p portcullis-cli -p portcullis-loadgen
 fi
-for tool in createdb dropdb psql curl jq python3 bc; do
+for tool in psql curl jq python3 bc; do
     command -v "$tool" >/dev/null || die "$tool not found"
 done
 [[ -x $BIN/portcullis && -x $BIN/portcullis-loadgen ]] || die "no release binaries in $BIN"
@@ -174,7 +174,7 @@ done
 log "machine: $(lscpu | sed -n 's/^Model name: *//p' | head -1), $(nproc) cores, kernel $(uname -r);" \
     "commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'); load average now: $(cut -d' ' -f1-3 /proc/loadavg)"
 
-createdb -d "$PG_URL/postgres" "$DB"
+psql -X -q -d "$PG_URL/postgres" -c "CREATE DATABASE $DB" >/dev/null
 DB_CREATED=1
 NATS_PORT=$(free_port)
 NATS_MONITOR=$(free_port)

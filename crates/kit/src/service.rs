@@ -143,9 +143,16 @@ mod tests {
 
     #[test]
     fn work_is_summarised_as_name_count_pairs() {
-        assert_eq!(work_summary(&[("stored", 12), ("duplicates", 0)]), "stored=12 duplicates=0");
+        assert_eq!(
+            work_summary(&[("stored", 12), ("duplicates", 0)]),
+            "stored=12 duplicates=0"
+        );
         assert_eq!(work_summary(&[]), "nothing counted");
-        assert!(RunningService::new(Lifecycle::new(Duration::from_secs(1))).work_done().is_empty());
+        assert!(
+            RunningService::new(Lifecycle::new(Duration::from_secs(1)))
+                .work_done()
+                .is_empty()
+        );
     }
 
     #[tokio::test]

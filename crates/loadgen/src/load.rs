@@ -243,7 +243,10 @@ impl Connections {
     /// Connection `i` (taken in turn) and the index of its server.
     fn get(&self, i: u64) -> Option<(Channel, usize)> {
         let at = index(i, self.channels.len());
-        Some((self.channels.get(at)?.clone(), self.server_of.get(at).copied().unwrap_or(0)))
+        Some((
+            self.channels.get(at)?.clone(),
+            self.server_of.get(at).copied().unwrap_or(0),
+        ))
     }
 }
 
@@ -536,7 +539,11 @@ fn micros(d: Duration) -> u64 {
 
 /// `part` in percent of `whole` (0 when `whole` is 0).
 fn share(part: u64, whole: u64) -> f64 {
-    if whole == 0 { 0.0 } else { part as f64 * 100.0 / whole as f64 }
+    if whole == 0 {
+        0.0
+    } else {
+        part as f64 * 100.0 / whole as f64
+    }
 }
 
 fn millis(micros: u64) -> String {
@@ -726,7 +733,12 @@ mod tests {
     fn stats_count_outcomes_and_clamp_latency() {
         let mut stats = Stats::new(1).unwrap();
         stats.record(0, Duration::ZERO, Duration::from_micros(500), Ok(()));
-        stats.record(0, Duration::ZERO, Duration::from_secs(120), Err("Unavailable".to_owned()));
+        stats.record(
+            0,
+            Duration::ZERO,
+            Duration::from_secs(120),
+            Err("Unavailable".to_owned()),
+        );
         stats.dropped = 3;
         assert_eq!(stats.ok, 1);
         assert_eq!(stats.error_count(), 4);
@@ -790,7 +802,12 @@ mod tests {
         stats.record(0, Duration::ZERO, Duration::from_micros(10), Ok(()));
         stats.record(1, Duration::ZERO, Duration::from_micros(10), Ok(()));
         stats.record(1, Duration::ZERO, Duration::from_micros(10), Ok(()));
-        stats.record(1, Duration::ZERO, Duration::from_micros(10), Err("Unavailable".to_owned()));
+        stats.record(
+            1,
+            Duration::ZERO,
+            Duration::from_micros(10),
+            Err("Unavailable".to_owned()),
+        );
         // An index beyond the servers (never made by the driver) still counts in the totals.
         stats.record(7, Duration::ZERO, Duration::from_micros(10), Ok(()));
         assert_eq!(stats.ok, 4);
