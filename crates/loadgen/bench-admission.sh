@@ -64,64 +64,12 @@ ADMISSION_READY=${ADMISSION_READY:-"portcullis admission listening on "}
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
 BIN=${BIN:-$ROOT/target/release}  # where the binaries are (the build step builds release)
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/bench-admission.XXXXXX")
-PIDS=()
-
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do
-        if kill -0 "$pid" 2>/dev/null; then
-            kill -TERM "$pid" 2>/dev/null || true
-            wait "$pid" 2>/dev/null || true
-        fi
-    done
-    if [[ ${KEEP:-0} == 1 ]]; then
-        echo "files kept in $TMP" >&2
-    else
-        rm -rf "$TMP"
-    fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-log() { echo "== $*" >&2; }
-
-# start NAME PATTERN CMD...: starts CMD pinned to the server core with stdout in
-# $TMP/NAME.out, waits (60 s at most) for a stdout line starting with PATTERN; sets
-# STARTED_PID.
-start() {
-    local name=$1 pattern=$2
-    shift 2
-    # SERVER_WRAPPER: a command put before the server's, e.g. "env LD_PRELOAD=..." or "perf record -o F".
-    taskset -c "$SERVER_CORE" ${SERVER_WRAPPER:-} "$@" >"$TMP/$name.out" 2>"$TMP/$name.err" &
-    STARTED_PID=$!
-    PIDS+=("$STARTED_PID")
-    local waited=0
-    until grep -q "^$pattern" "$TMP/$name.out" 2>/dev/null; do
-        if ! kill -0 "$STARTED_PID" 2>/dev/null; then
-            log "$name exited before it was ready:"
-            cat "$TMP/$name.err" >&2
-            exit 1
-        fi
-        if ((waited >= 600)); then
-            log "$name not ready after 60 s"
-            exit 1
-        fi
-        sleep 0.1
-        waited=$((waited + 1))
-    done
-}
-
-# url_of NAME PATTERN: the rest of the first stdout line of NAME that starts with PATTERN.
-url_of() {
-    grep -m1 "^$2" "$TMP/$1.out" | sed "s|^$2||" | tr -d '[:space:]'
-}
-
-# stop PID: SIGTERM, then wait for it to drain and exit.
-stop() {
-    kill -TERM "$1" 2>/dev/null || true
-    wait "$1" 2>/dev/null || true
-}
+# shellcheck source=crates/loadgen/bench-lib.sh
+. "$ROOT/crates/loadgen/bench-lib.sh"
+bench_init bench-admission
+# Servers run pinned to the server core; SERVER_WRAPPER: a command put before the server's,
+# e.g. "env LD_PRELOAD=..." or "perf record -o F".
+START_WRAPPER="taskset -c $SERVER_CORE ${SERVER_WRAPPER:-}"
 
 # load SERVER_LABEL URL KEY PID ARGS...: one admission run from the generator core; its
 # report goes to stderr and its `row |` line to $TMP/rows.

@@ -56,32 +56,16 @@ cd "$(dirname "$0")/../.."
 ROOT=$PWD
 BIN=${BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release}
 NATS_SERVER=${PORTCULLIS_NATS_SERVER:-$ROOT/.venv/bin/nats-server}
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/bench-scaling.XXXXXX")
 DB=pc_scaling_$$
-PIDS=()
 DB_CREATED=0
-
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do
-        if kill -0 "$pid" 2>/dev/null; then
-            kill -TERM "$pid" 2>/dev/null || true
-            wait "$pid" 2>/dev/null || true
-        fi
-    done
+# shellcheck source=crates/loadgen/bench-lib.sh
+. "$ROOT/crates/loadgen/bench-lib.sh"
+bench_init bench-scaling
+bench_cleanup() {
     if [[ $DB_CREATED == 1 ]]; then
         psql -X -q -d "$PG_URL/postgres" -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true
     fi
-    if [[ ${KEEP:-0} == 1 ]]; then
-        echo "files kept in $TMP" >&2
-    else
-        rm -rf "$TMP"
-    fi
 }
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-log() { echo "== $*" >&2; }
 die() { log "$*"; exit 1; }
 
 free_port() {
@@ -95,29 +79,10 @@ ticks() {
 
 now() { date +%s.%N; }
 
-# start NAME PATTERN CMD...: starts CMD with stdout in $TMP/NAME.out, waits (60 s at most)
-# for a stdout line starting with PATTERN; sets STARTED_PID and STARTED_URL (the rest of
-# that line).
-start() {
-    local name=$1 pattern=$2 waited=0
-    shift 2
-    "$@" >"$TMP/$name.out" 2>"$TMP/$name.err" &
-    STARTED_PID=$!
-    PIDS+=("$STARTED_PID")
-    until grep -q "^$pattern" "$TMP/$name.out" 2>/dev/null; do
-        kill -0 "$STARTED_PID" 2>/dev/null || { cat "$TMP/$name.err" >&2; die "$name exited before it was ready"; }
-        ((waited < 600)) || die "$name not ready after 60 s"
-        sleep 0.1
-        waited=$((waited + 1))
-    done
-    STARTED_URL=$(grep -m1 "^$pattern" "$TMP/$name.out" | sed "s|^$pattern||" | tr -d '[:space:]')
-}
-
-# stop PID...: SIGTERM to each, then wait for each to drain and exit.
-stop() {
-    local pid
-    for pid in "$@"; do kill -TERM "$pid" 2>/dev/null || true; done
-    for pid in "$@"; do wait "$pid" 2>/dev/null || true; done
+# start_url NAME PATTERN CMD...: `start`, then the rest of the ready line in STARTED_URL.
+start_url() {
+    start "$@"
+    STARTED_URL=$(url_of "$1" "$2")
 }
 
 # drained NAME KEY: KEY's count in the drain line NAME printed (`... drained: KEY=N ...`).
@@ -133,7 +98,7 @@ declare -A URL PID
 serve() {
     local name=$1 service=$2
     shift 2
-    start "$name" "portcullis $service listening on " "$BIN/portcullis" serve "$service" \
+    start_url "$name" "portcullis $service listening on " "$BIN/portcullis" serve "$service" \
         --listen 127.0.0.1:0 "$@"
     URL[$name]=$STARTED_URL
     PID[$name]=$STARTED_PID
