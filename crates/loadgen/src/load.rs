@@ -309,7 +309,7 @@ where
             bail!("no connections");
         };
         if let Err(code) = call(0, channel).await {
-            bail!("the first {what} call to {server} failed: {code}");
+            bail!("the first {what} call failed: {code} (server {server})");
         }
     }
     let servers = connections.servers.clone();
