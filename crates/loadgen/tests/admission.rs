@@ -11,6 +11,9 @@ use portcullis_loadgen::noop;
 const KEY: &str = "test-connector-key-0123456789";
 const REVIEW: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../engine/benches/data/review-8k.json");
 
+/// Open loop: 200 calls due in one second, no warm-up.
+const OPEN_LOOP_200: [&str; 6] = ["--rate", "200", "--duration", "1s", "--warmup", "0s"];
+
 /// A no-op server on a free loopback port; stops when the sender is dropped or fired.
 async fn start_noop() -> (String, tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
     let server = noop::bind("127.0.0.1:0".parse().unwrap(), KEY).await.unwrap();
@@ -100,16 +103,8 @@ async fn closed_loop_against_the_noop_server_has_only_successes() {
 async fn open_loop_against_the_noop_server_sends_the_scheduled_calls() {
     let (url, stop, task) = start_noop().await;
     for wait in [None, Some("--spin")] {
-        let mut args = vec![
-            "--rate",
-            "200",
-            "--duration",
-            "1s",
-            "--warmup",
-            "0s",
-            "--connections",
-            "2",
-        ];
+        let mut args = OPEN_LOOP_200.to_vec();
+        args.extend(["--connections", "2"]);
         args.extend(wait);
         let report = report(&loadgen(&url, KEY, &args).await);
         assert_only_successes(&report);
@@ -168,17 +163,11 @@ async fn calls_spread_over_two_servers_are_counted_per_server() {
             &first,
             KEY,
             &[
-                "--server",
-                &second,
-                "--rate",
-                "200",
-                "--duration",
-                "1s",
-                "--warmup",
-                "0s",
-                "--connections",
-                "4",
-            ],
+                &["--server", second.as_str()][..],
+                &OPEN_LOOP_200[..],
+                &["--connections", "4"][..],
+            ]
+            .concat(),
         )
         .await,
     );
