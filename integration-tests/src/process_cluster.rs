@@ -311,7 +311,9 @@ impl ProcessCluster {
             std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         }
         let pg_dir = dir.path().join("pg");
-        let postgres = tokio::task::spawn_blocking(move || Postgres::init(pg_dir)).await.unwrap();
+        let postgres = tokio::task::spawn_blocking(move || Postgres::init(pg_dir))
+            .await
+            .unwrap();
         let nats = NatsServer::start().await.unwrap();
         let mut cluster = ProcessCluster {
             binary,
@@ -357,10 +359,7 @@ impl ProcessCluster {
     }
 
     async fn add(&mut self, replica: Replica) {
-        let log = self
-            .dir
-            .path()
-            .join(format!("{}-{}.log", replica.0.name(), replica.1));
+        let log = self.dir.path().join(format!("{}-{}.log", replica.0.name(), replica.1));
         self.processes.insert(
             replica,
             Process {
@@ -491,7 +490,10 @@ impl ProcessCluster {
                 Err(_) => {}
             }
             if let Some(status) = self.exited(replica) {
-                panic!("{replica:?} exited with {status} before it was ready:\n{}", self.log(replica));
+                panic!(
+                    "{replica:?} exited with {status} before it was ready:\n{}",
+                    self.log(replica)
+                );
             }
             assert!(
                 tokio::time::Instant::now() < deadline,
@@ -628,5 +630,8 @@ async fn serving(url: &str, service: &str) -> bool {
             .ok()?;
         Some(answer.into_inner().status == ServingStatus::Serving as i32)
     };
-    matches!(tokio::time::timeout(Duration::from_secs(2), check).await, Ok(Some(true)))
+    matches!(
+        tokio::time::timeout(Duration::from_secs(2), check).await,
+        Ok(Some(true))
+    )
 }

@@ -149,7 +149,11 @@ impl ReviewTally {
 
 /// A connector's reviews: alternately a host-network pod (denied) and a plain one (allowed).
 fn pod_review(n: u64, block: bool) -> Vec<u8> {
-    let object = pod(&format!("pod-{n}"), "shop", pod_spec(block, vec![container("app", "nginx:1.27", false)]));
+    let object = pod(
+        &format!("pod-{n}"),
+        "shop",
+        pod_spec(block, vec![container("app", "nginx:1.27", false)]),
+    );
     create_pod(object).to_string().into_bytes()
 }
 
@@ -333,7 +337,15 @@ struct SensorTally {
 
 /// A sensor of `cluster`: `streams` streams of `batches` × `per_batch` new events, each
 /// stream resent whole until answered (for at most `RECOVERY`).
-async fn sensor(url: String, cluster: Cluster, tag: String, streams: u64, batches: u64, per_batch: u64, pause: Duration) -> SensorTally {
+async fn sensor(
+    url: String,
+    cluster: Cluster,
+    tag: String,
+    streams: u64,
+    batches: u64,
+    per_batch: u64,
+    pause: Duration,
+) -> SensorTally {
     let mut tally = SensorTally::default();
     let mut n = 0;
     for _ in 0..streams {
@@ -391,7 +403,10 @@ async fn stored_events(url: &str, admin_key: &str, cluster: &Cluster, source: &s
         .await
         .map_err(|s| format!("{:?} {}", s.code(), s.message()))?
         .into_inner();
-    assert!(!answer.total_is_lower_bound, "the suite stays below search's exact count");
+    assert!(
+        !answer.total_is_lower_bound,
+        "the suite stays below search's exact count"
+    );
     Ok(answer.total)
 }
 
@@ -409,7 +424,11 @@ async fn assert_stored_exactly(url: &str, admin_key: &str, cluster: &Cluster, so
     // Redeliveries come within the bus's ack wait; a second look after a pause.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let again = stored_events(url, admin_key, cluster, source).await.unwrap();
-    assert_eq!(again, expected, "{}: {source} events stored later (doubled?)", cluster.name);
+    assert_eq!(
+        again, expected,
+        "{}: {source} events stored later (doubled?)",
+        cluster.name
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -420,7 +439,13 @@ type Acked = Arc<Mutex<BTreeSet<String>>>;
 
 /// A connector of `cluster`: holds a command stream on `urls[0]`, acks every command DONE,
 /// and on a broken stream reconnects to the next URL (round robin), counting reconnects.
-fn connector(urls: Vec<String>, cluster: Cluster, acked: Acked, reconnects: Arc<Mutex<u64>>, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
+fn connector(
+    urls: Vec<String>,
+    cluster: Cluster,
+    acked: Acked,
+    reconnects: Arc<Mutex<u64>>,
+    stop: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut next = 0;
         while !stop.is_cancelled() {
@@ -441,7 +466,8 @@ fn connector(urls: Vec<String>, cluster: Cluster, acked: Acked, reconnects: Arc<
                     .connect_timeout(Duration::from_secs(1))
                     .connect_lazy(),
             );
-            let opened = tokio::time::timeout(CALL, client.commands(authed(&cluster.key, ReceiverStream::new(rx)))).await;
+            let opened =
+                tokio::time::timeout(CALL, client.commands(authed(&cluster.key, ReceiverStream::new(rx)))).await;
             let mut commands = match opened {
                 Ok(Ok(answer)) => answer.into_inner(),
                 _ => {
@@ -531,13 +557,19 @@ async fn sync_inventory(url: &str, cluster: &Cluster, pods: u64) -> Result<(), S
     })];
     let objects: Vec<bytes::Bytes> = (0..pods)
         .map(|n| {
-            let mut object: Value = pod(&format!("inv-{n}"), "shop", pod_spec(false, vec![container("app", "nginx:1.27", false)]));
+            let mut object: Value = pod(
+                &format!("inv-{n}"),
+                "shop",
+                pod_spec(false, vec![container("app", "nginx:1.27", false)]),
+            );
             object["metadata"]["uid"] = json!(format!("uid-inv-{n}"));
             object["status"] = json!({"phase": "Running"});
             object.to_string().into_bytes().into()
         })
         .collect();
-    updates.push(pv::inventory_update::Update::Upserts(pv::PodBatch { pods_json: objects }));
+    updates.push(pv::inventory_update::Update::Upserts(pv::PodBatch {
+        pods_json: objects,
+    }));
     updates.push(pv::inventory_update::Update::SnapshotEnd(pv::SnapshotEnd {}));
     let count = updates.len();
     let messages: Vec<_> = (1..)
@@ -601,7 +633,13 @@ async fn admission_replica_killed(f: &mut Fixture) {
     let urls = f.urls(Service::Admission);
     reviews_on(&urls, &cluster, 4).await;
     let stop = CancellationToken::new();
-    let load = tokio::spawn(review_load(urls.clone(), cluster.clone(), 4, Duration::from_millis(10), stop.clone()));
+    let load = tokio::spawn(review_load(
+        urls.clone(),
+        cluster.clone(),
+        4,
+        Duration::from_millis(10),
+        stop.clone(),
+    ));
     tokio::time::sleep(Duration::from_secs(2)).await;
     f.processes.kill((Service::Admission, 0));
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -611,7 +649,11 @@ async fn admission_replica_killed(f: &mut Fixture) {
     assert_eq!(tally.failed, 0, "reviews failed on both replicas: {:?}", tally.errors);
     assert_eq!(tally.wrong, 0, "answers against the policy");
     // The kill hit the load: reviews sent to the dead replica were answered by the other.
-    assert!(tally.retried > 0, "no review met the killed replica: {}", tally.summary());
+    assert!(
+        tally.retried > 0,
+        "no review met the killed replica: {}",
+        tally.summary()
+    );
     f.processes.restart((Service::Admission, 0)).await;
     reviews_answered(&urls[0], &cluster, 4).await.unwrap();
 }
@@ -628,8 +670,22 @@ async fn nats_restarted(f: &mut Fixture) {
     let events_before = sensor(telemetry.clone(), before.clone(), "before".into(), 2, 5, 10, pause).await;
 
     let stop = CancellationToken::new();
-    let load = tokio::spawn(review_load(urls.clone(), during.clone(), 2, Duration::from_millis(20), stop.clone()));
-    let events = tokio::spawn(sensor(telemetry.clone(), during.clone(), "during".into(), 8, 10, 10, pause));
+    let load = tokio::spawn(review_load(
+        urls.clone(),
+        during.clone(),
+        2,
+        Duration::from_millis(20),
+        stop.clone(),
+    ));
+    let events = tokio::spawn(sensor(
+        telemetry.clone(),
+        during.clone(),
+        "during".into(),
+        8,
+        10,
+        10,
+        pause,
+    ));
     tokio::time::sleep(Duration::from_secs(1)).await;
     let outage = Instant::now();
     f.processes.restart_nats(Duration::from_secs(2)).await;
@@ -642,13 +698,21 @@ async fn nats_restarted(f: &mut Fixture) {
     let reviews_after = reviews_on(&urls, &after, 20).await;
     let events_after = sensor(telemetry.clone(), after.clone(), "after".into(), 2, 5, 10, pause).await;
 
-    for (cluster, tally) in [(&before, &events_before), (&during, &events_during), (&after, &events_after)] {
+    for (cluster, tally) in [
+        (&before, &events_before),
+        (&during, &events_during),
+        (&after, &events_after),
+    ] {
         assert_eq!(tally.accepted, tally.sent, "{}: {tally:?}", cluster.name);
         assert_stored_exactly(&telemetry, &f.processes.admin_key, cluster, "runtime", tally.accepted).await;
     }
     // Admission decisions reach telemetry over NATS: none lost, before, across or after.
     let answered_during = during_reviews.allowed + during_reviews.denied;
-    for (cluster, answered) in [(&before, reviews_before), (&during, answered_during), (&after, reviews_after)] {
+    for (cluster, answered) in [
+        (&before, reviews_before),
+        (&during, answered_during),
+        (&after, reviews_after),
+    ] {
         assert_stored_exactly(&telemetry, &f.processes.admin_key, cluster, "admission", answered).await;
     }
     println!(
@@ -687,7 +751,11 @@ async fn postgres_restarted(f: &mut Fixture) {
     .await;
     let store_back = back.elapsed();
     // ...that every admission replica then applies.
-    let privileged = create_pod(pod("priv", "shop", pod_spec(false, vec![container("app", "nginx:1.27", true)])));
+    let privileged = create_pod(pod(
+        "priv",
+        "shop",
+        pod_spec(false, vec![container("app", "nginx:1.27", true)]),
+    ));
     for url in &admission {
         eventually(RECOVERY, async || {
             let mut client = AdmissionServiceClient::new(channel(url));
@@ -719,7 +787,16 @@ async fn postgres_restarted(f: &mut Fixture) {
     }
     let inventory_back = back.elapsed();
     // Runtime events stored.
-    let events = sensor(telemetry.clone(), cluster.clone(), "pg".into(), 1, 1, 10, Duration::ZERO).await;
+    let events = sensor(
+        telemetry.clone(),
+        cluster.clone(),
+        "pg".into(),
+        1,
+        1,
+        10,
+        Duration::ZERO,
+    )
+    .await;
     assert_eq!(events.accepted, 10, "{events:?}");
     assert_stored_exactly(&telemetry, &f.processes.admin_key, &cluster, "runtime", 10).await;
     let telemetry_back = back.elapsed();
@@ -733,16 +810,30 @@ async fn postgres_restarted(f: &mut Fixture) {
     );
     // Recovered without a restart: every process is the one started before the fault.
     let unhealthy = f.processes.unhealthy().await;
-    assert!(unhealthy.is_empty(), "not serving after PostgreSQL came back: {unhealthy:#?}");
+    assert!(
+        unhealthy.is_empty(),
+        "not serving after PostgreSQL came back: {unhealthy:#?}"
+    );
 }
 
 async fn telemetry_killed_mid_stream(f: &mut Fixture) {
-    let clusters = [register(&mut f.admin, "tel-a").await, register(&mut f.admin, "tel-b").await];
+    let clusters = [
+        register(&mut f.admin, "tel-a").await,
+        register(&mut f.admin, "tel-b").await,
+    ];
     let telemetry = f.telemetry();
     let sensors: Vec<_> = clusters
         .iter()
         .map(|c| {
-            tokio::spawn(sensor(telemetry.clone(), c.clone(), c.name.clone(), 6, 10, 20, Duration::from_millis(100)))
+            tokio::spawn(sensor(
+                telemetry.clone(),
+                c.clone(),
+                c.name.clone(),
+                6,
+                10,
+                20,
+                Duration::from_millis(100),
+            ))
         })
         .collect();
     tokio::time::sleep(Duration::from_millis(2500)).await;
@@ -770,7 +861,10 @@ async fn telemetry_killed_mid_stream(f: &mut Fixture) {
 }
 
 async fn continuous_replica_killed(f: &mut Fixture) {
-    let clusters = [register(&mut f.admin, "cmd-a").await, register(&mut f.admin, "cmd-b").await];
+    let clusters = [
+        register(&mut f.admin, "cmd-a").await,
+        register(&mut f.admin, "cmd-b").await,
+    ];
     let urls = f.urls(Service::Continuous);
     // The connectors start on replica 1, the one killed; commands are issued on replica 0.
     let order = vec![urls[1].clone(), urls[0].clone()];
@@ -791,7 +885,14 @@ async fn continuous_replica_killed(f: &mut Fixture) {
         let id = issue(&urls[0], &key, cluster, n).await.unwrap();
         issued[i].push(id.clone());
         let seen = acked[i].clone();
-        eventually(RECOVERY, async || if seen.lock().unwrap().contains(&id) { Ok(()) } else { Err("not acked") }).await;
+        eventually(RECOVERY, async || {
+            if seen.lock().unwrap().contains(&id) {
+                Ok(())
+            } else {
+                Err("not acked")
+            }
+        })
+        .await;
     }
     let reconnects_before = *reconnects.lock().unwrap();
     for round in 0..30 {
@@ -811,13 +912,24 @@ async fn continuous_replica_killed(f: &mut Fixture) {
         eventually(RECOVERY, async || {
             let got = seen.lock().unwrap();
             let missing: Vec<&String> = wanted.iter().filter(|id| !got.contains(*id)).collect();
-            if missing.is_empty() { Ok(()) } else { Err(format!("{}: {} not acked", cluster.name, missing.len())) }
+            if missing.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("{}: {} not acked", cluster.name, missing.len()))
+            }
         })
         .await;
         let states = eventually(RECOVERY, async || {
             let states = command_states(&urls[0], &key, cluster).await?;
-            let pending: Vec<_> = wanted.iter().filter(|id| states.get(*id) != Some(&(pv::CommandState::Done as i32))).collect();
-            if pending.is_empty() { Ok(states) } else { Err(format!("{}: {} not done", cluster.name, pending.len())) }
+            let pending: Vec<_> = wanted
+                .iter()
+                .filter(|id| states.get(*id) != Some(&(pv::CommandState::Done as i32)))
+                .collect();
+            if pending.is_empty() {
+                Ok(states)
+            } else {
+                Err(format!("{}: {} not done", cluster.name, pending.len()))
+            }
         })
         .await;
         assert_eq!(states.len(), wanted.len(), "{}: commands listed", cluster.name);
@@ -834,7 +946,10 @@ async fn continuous_replica_killed(f: &mut Fixture) {
         issued.iter().map(Vec::len).sum::<usize>(),
         started.elapsed()
     );
-    assert!(reconnected >= clusters.len() as u64, "the connectors did not reconnect: {reconnected}");
+    assert!(
+        reconnected >= clusters.len() as u64,
+        "the connectors did not reconnect: {reconnected}"
+    );
     f.processes.restart((Service::Continuous, 1)).await;
 }
 
@@ -844,7 +959,10 @@ async fn one_fault_at_a_time() {
     let processes = ProcessCluster::start(Replicas::default()).await;
     let mut admin = Api::connect(&processes.policy_store(), &processes.admin_key).await;
     admin.create_policy(&policy_document(false)).await.unwrap();
-    println!("faults: 8 service processes, PostgreSQL and nats-server up in {:?}", started.elapsed());
+    println!(
+        "faults: 8 service processes, PostgreSQL and nats-server up in {:?}",
+        started.elapsed()
+    );
     let mut f = Fixture { processes, admin };
     admission_replica_killed(&mut f).await;
     nats_restarted(&mut f).await;
