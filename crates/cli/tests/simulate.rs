@@ -123,9 +123,15 @@ async fn simulated_connectors_get_answers_findings_stored_events_and_commands() 
     assert_eq!(run.code, Some(0), "stdout:\n{}\nstderr:\n{}", run.stdout, run.stderr);
     assert!(run.stdout.contains("inventory:  20 pods synced"), "{}", run.stdout);
     assert!(
-        run.stdout.lines().any(|l| l.starts_with("reviews:") && l.contains(" 0 failed")),
+        run.stdout
+            .lines()
+            .any(|l| l.starts_with("reviews:") && l.contains(" 0 failed")),
         "{}",
         run.stdout
     );
-    assert!(run.stdout.lines().last().is_some_and(|l| l.ends_with("ok")), "{}", run.stdout);
+    assert!(
+        run.stdout.lines().last().is_some_and(|l| l.ends_with("ok")),
+        "{}",
+        run.stdout
+    );
 }

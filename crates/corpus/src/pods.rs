@@ -241,4 +241,3 @@ pub fn running_pod_value(index: u64) -> Option<Value> {
 pub fn running_pods(n: usize) -> Vec<String> {
     (0..).filter_map(running_pod).take(n).collect()
 }
-

@@ -19,14 +19,11 @@ use tokio_util::sync::CancellationToken;
 use tonic::service::interceptor::InterceptedService;
 
 use crate::net::{BACKOFF_START, MAX_MESSAGE, Replicas, credential, next_backoff, retryable, status_line};
+use crate::protocol::{SnapshotError, snapshot_messages, stream_snapshot};
 use crate::stats::Stats;
 use crate::workload::{CONNECT_EVERY, ClusterLoad, runtime_event};
 use crate::{SimulateError, SimulationConfig};
 
-/// Most pods in one inventory message.
-const PAGE_PODS: usize = 500;
-/// Inventory messages queued ahead of the service's acks.
-const INVENTORY_QUEUE: usize = 4;
 /// Attempts of one snapshot before the simulation gives up.
 const SNAPSHOT_ATTEMPTS: u32 = 5;
 /// Most events in one ingest call.
@@ -69,7 +66,11 @@ impl Shared {
         make: impl FnOnce(InterceptedService<tonic::transport::Channel, portcullis_kit::client::Credential>) -> C,
     ) -> Result<C, SimulateError> {
         let timeout = deadline.then_some(self.config.call_timeout);
-        let credential = credential(&connector.key, &format!("the connector key of {}", connector.name), timeout)?;
+        let credential = credential(
+            &connector.key,
+            &format!("the connector key of {}", connector.name),
+            timeout,
+        )?;
         Ok(make(InterceptedService::new(channel, credential)))
     }
 }
@@ -98,7 +99,10 @@ pub(crate) async fn sync_inventory(shared: Arc<Shared>, c: usize) -> Result<(), 
                 return Ok(());
             }
             Err(Snapshot::Refused(why)) => {
-                return Err(SimulateError::Setup(format!("inventory of {} at {url}: {why}", connector.name)));
+                return Err(SimulateError::Setup(format!(
+                    "inventory of {} at {url}: {why}",
+                    connector.name
+                )));
             }
             Err(Snapshot::Broken(why)) => {
                 last = format!("inventory of {} at {url}: {why}", connector.name);
@@ -123,79 +127,50 @@ async fn snapshot(
     step: Duration,
 ) -> Result<(u64, u64), Snapshot> {
     use pc::inventory_update::Update;
-    let mut updates = vec![Update::SnapshotStart(pc::SnapshotStart {
-        expected_pods: pods.len() as u64,
-    })];
-    for page in pods.chunks(PAGE_PODS) {
-        updates.push(Update::Upserts(pc::PodBatch {
-            pods_json: page.to_vec(),
-        }));
-    }
-    updates.push(Update::SnapshotEnd(pc::SnapshotEnd {}));
-    let total = updates.len() as u64;
-    let messages: Vec<pc::InventoryUpdate> = updates
-        .into_iter()
-        .zip(1u64..)
-        .map(|(update, sequence)| pc::InventoryUpdate {
-            cluster: None,
-            sequence,
-            update: Some(update),
+    let messages = snapshot_messages(pods.to_vec(), None);
+    // Pods per message, to count what each ack covers.
+    let sizes: Vec<u64> = messages
+        .iter()
+        .map(|m| match &m.update {
+            Some(Update::Upserts(batch)) => batch.pods_json.len() as u64,
+            _ => 0,
         })
         .collect();
-    let (tx, rx) = mpsc::channel(INVENTORY_QUEUE);
-    // The stream stays open until the last ack (a closed request stream may end the call).
-    let keep_open = tx.clone();
-    let feeder = tokio::spawn(async move {
-        for message in messages {
-            if tx.send(message).await.is_err() {
-                break;
-            }
-        }
-    });
-    let mut request = tonic::Request::new(ReceiverStream::new(rx));
-    request.set_timeout(step.saturating_mul(u32::try_from(total + 1).unwrap_or(u32::MAX)));
-    let broken = |s: tonic::Status| {
-        if retryable(s.code()) {
-            Snapshot::Broken(status_line(&s))
-        } else {
-            Snapshot::Refused(status_line(&s))
-        }
-    };
-    let outcome = async {
-        let mut acks = tokio::time::timeout(step, client.sync_inventory(request))
-            .await
-            .map_err(|_| Snapshot::Broken("no answer in time".into()))?
-            .map_err(broken)?
-            .into_inner();
-        let (mut synced, mut upserted) = (0u64, 0u64);
-        for expected in 1..=total {
-            let ack = tokio::time::timeout(step, acks.message())
-                .await
-                .map_err(|_| Snapshot::Broken("no ack in time".into()))?
-                .map_err(broken)?
-                .ok_or_else(|| Snapshot::Broken(format!("the stream ended after {} of {total} acks", expected - 1)))?;
+    let (mut synced, mut upserted) = (0u64, 0u64);
+    let streamed = stream_snapshot(
+        |r| client.sync_inventory(r),
+        messages,
+        step,
+        |ack, expected| {
             if ack.resync {
                 return Err(Snapshot::Broken(format!("resync asked: {}", ack.resync_reason)));
             }
             if ack.sequence != expected {
-                return Err(Snapshot::Refused(format!("acked {} where {expected} was due", ack.sequence)));
+                return Err(Snapshot::Refused(format!(
+                    "acked {} where {expected} was due",
+                    ack.sequence
+                )));
             }
             if let Some(first) = ack.errors.first() {
-                return Err(Snapshot::Refused(format!("{} pod(s) refused: {}", ack.errors.len(), first.message)));
+                return Err(Snapshot::Refused(format!(
+                    "{} pod(s) refused: {}",
+                    ack.errors.len(),
+                    first.message
+                )));
             }
             upserted += ack.pods_upserted;
-            // Pages are messages 2..total-1.
-            if expected >= 2 && expected < total {
-                let page = pods.chunks(PAGE_PODS).nth((expected - 2) as usize).map_or(0, <[Bytes]>::len);
-                synced += page as u64;
-            }
-        }
-        Ok((synced, upserted))
-    }
+            synced += sizes.get((expected - 1) as usize).copied().unwrap_or(0);
+            Ok(())
+        },
+    )
     .await;
-    drop(keep_open);
-    feeder.abort();
-    outcome
+    match streamed {
+        Ok(()) => Ok((synced, upserted)),
+        Err(SnapshotError::Ack(e)) => Err(e),
+        Err(SnapshotError::Ended(acked)) => Err(Snapshot::Broken(format!("the stream ended after {acked} acks"))),
+        Err(SnapshotError::Rpc(s)) if retryable(s.code()) => Err(Snapshot::Broken(status_line(&s))),
+        Err(SnapshotError::Rpc(s)) => Err(Snapshot::Refused(status_line(&s))),
+    }
 }
 
 /// Watches connector `c`'s command stream until `stop`, acking every command as done;
@@ -215,7 +190,9 @@ pub(crate) async fn watch_commands(shared: Arc<Shared>, c: usize, stop: Cancella
         match end {
             Ok(()) => return,
             Err(Watch::Refused(why)) => {
-                shared.stats.error(format!("commands of {} at {url}: {why}", connector.name));
+                shared
+                    .stats
+                    .error(format!("commands of {} at {url}: {why}", connector.name));
                 return;
             }
             Err(Watch::Broken(why)) => {
@@ -256,12 +233,7 @@ async fn watch_once(
         .map_err(|e| Watch::Refused(e.to_string()))?;
     let step = shared.config.call_timeout;
     let (tx, rx) = mpsc::channel(ACK_QUEUE);
-    let hello = pc::ConnectorMessage {
-        message: Some(pc::connector_message::Message::Hello(pc::ConnectorHello {
-            cluster: None,
-            connector_version: format!("portcullis-simulator {}", env!("CARGO_PKG_VERSION")),
-        })),
-    };
+    let hello = crate::protocol::hello(None, format!("portcullis-simulator {}", env!("CARGO_PKG_VERSION")));
     tx.send(hello)
         .await
         .map_err(|_| Watch::Broken("the stream closed before its hello".into()))?;
@@ -311,14 +283,7 @@ async fn watch_once(
         } else {
             shared.stats.commands_repeated.fetch_add(1, Relaxed);
         }
-        let ack = pc::ConnectorMessage {
-            message: Some(pc::connector_message::Message::Ack(pc::CommandAck {
-                command_id: command.command_id.clone(),
-                state: pc::CommandState::Done as i32,
-                message: "done by the simulator".to_owned(),
-                completed_at: Some(now()),
-            })),
-        };
+        let ack = crate::protocol::done(command.command_id.clone(), "done by the simulator".to_owned());
         if tokio::time::timeout(step, tx.send(ack)).await.is_err() {
             return Err(Watch::Broken("the service takes no acks".into()));
         }
@@ -336,14 +301,6 @@ fn command_kind(value: i32) -> String {
         Ok(pc::CommandType::Restore) => "restore".to_owned(),
         Ok(pc::CommandType::NotIsolatable) => "not-isolatable".to_owned(),
         _ => format!("type-{value}"),
-    }
-}
-
-fn now() -> prost_types::Timestamp {
-    let now = time::OffsetDateTime::now_utc();
-    prost_types::Timestamp {
-        seconds: now.unix_timestamp(),
-        nanos: i32::try_from(now.nanosecond()).unwrap_or(0),
     }
 }
 
@@ -394,7 +351,10 @@ pub(crate) async fn send_reviews(shared: Arc<Shared>, stop: CancellationToken) {
             "reviews not sent: {limit} were waiting for an answer (the system answered slower than {rate}/s)"
         ));
     }
-    let drain = tokio::time::timeout(shared.config.drain, async { while tasks.join_next().await.is_some() {} }).await;
+    let drain = tokio::time::timeout(shared.config.drain, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
     if drain.is_err() {
         let unanswered = tasks.len() as u64;
         tasks.abort_all();
@@ -447,7 +407,9 @@ async fn review_one(shared: &Shared, i: u64, scheduled: Instant) {
                 pause = next_backoff(pause);
             }
         }
-        let (url, channel) = shared.admission.pick(c + i as usize / clusters as usize + attempt as usize);
+        let (url, channel) = shared
+            .admission
+            .pick(c + i as usize / clusters as usize + attempt as usize);
         let client = shared.authed(connector, channel, true, |ch| {
             AdmissionServiceClient::new(ch)
                 .max_decoding_message_size(MAX_MESSAGE)
@@ -526,7 +488,12 @@ pub(crate) async fn send_events(shared: Arc<Shared>, c: usize, stop: Cancellatio
         }
         let at = time::OffsetDateTime::now_utc();
         let batch: Vec<Bytes> = (seq..seq + count)
-            .filter_map(|s| connector.load.pod(s).map(|pod| runtime_event(&connector.name, s, pod, at)))
+            .filter_map(|s| {
+                connector
+                    .load
+                    .pod(s)
+                    .map(|pod| runtime_event(&connector.name, s, pod, at))
+            })
             .collect();
         seq += count;
         stats.events_sent.fetch_add(count, Relaxed);
@@ -584,9 +551,10 @@ async fn ingest(
                     shared.stats.error(format!("event refused by {url}: {}", e.message));
                 }
                 if answer.not_stored > 0 {
-                    shared
-                        .stats
-                        .error(format!("{} event(s) accepted but not stored by {url}", answer.not_stored));
+                    shared.stats.error(format!(
+                        "{} event(s) accepted but not stored by {url}",
+                        answer.not_stored
+                    ));
                 }
                 return;
             }

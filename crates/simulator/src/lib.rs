@@ -24,6 +24,7 @@
 
 mod connector;
 mod net;
+pub mod protocol;
 mod setup;
 mod stats;
 mod workload;
@@ -172,7 +173,11 @@ impl Simulation {
         let continuous = net::Replicas::new("continuous", &endpoints.continuous, ca, config.insecure, timeout)?;
         let telemetry = net::Replicas::new("telemetry", &endpoints.telemetry, ca, config.insecure, timeout)?;
 
-        let registered = setup::prepare(&config, tonic::service::interceptor::InterceptedService::new(store, admin)).await?;
+        let registered = setup::prepare(
+            &config,
+            tonic::service::interceptor::InterceptedService::new(store, admin),
+        )
+        .await?;
         let connectors: Vec<Connector> = registered
             .into_iter()
             .enumerate()
@@ -212,7 +217,13 @@ impl Simulation {
         // Command streams first, so that the commands the inventory brings are received.
         let stop_watching = CancellationToken::new();
         let watchers = (0..shared.connectors.len())
-            .map(|c| tokio::spawn(connector::watch_commands(shared.clone(), c, stop_watching.child_token())))
+            .map(|c| {
+                tokio::spawn(connector::watch_commands(
+                    shared.clone(),
+                    c,
+                    stop_watching.child_token(),
+                ))
+            })
             .collect();
         let syncs: Vec<_> = (0..shared.connectors.len())
             .map(|c| tokio::spawn(connector::sync_inventory(shared.clone(), c)))
@@ -234,7 +245,10 @@ impl Simulation {
             *started = Instant::now();
         }
         let stop_sending = CancellationToken::new();
-        let mut senders = vec![tokio::spawn(connector::send_reviews(shared.clone(), stop_sending.child_token()))];
+        let mut senders = vec![tokio::spawn(connector::send_reviews(
+            shared.clone(),
+            stop_sending.child_token(),
+        ))];
         senders.extend(
             (0..shared.connectors.len())
                 .map(|c| tokio::spawn(connector::send_events(shared.clone(), c, stop_sending.child_token()))),

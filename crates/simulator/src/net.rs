@@ -6,7 +6,6 @@ use std::path::Path;
 use std::time::Duration;
 
 use portcullis_kit::client::{ClientConfig, Credential, Trust};
-use tonic::Code;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
@@ -66,7 +65,12 @@ impl Replicas {
 }
 
 /// A lazily connected channel to `url`.
-pub(crate) fn channel(url: &str, ca_cert: Option<&Path>, insecure: bool, timeout: Duration) -> Result<Channel, SimulateError> {
+pub(crate) fn channel(
+    url: &str,
+    ca_cert: Option<&Path>,
+    insecure: bool,
+    timeout: Duration,
+) -> Result<Channel, SimulateError> {
     let bad = |e: portcullis_kit::client::ClientError| SimulateError::Config(e.to_string());
     let mut config = ClientConfig::new(url)
         .map_err(bad)?
@@ -92,44 +96,15 @@ pub(crate) fn credential(key: &str, what: &str, timeout: Option<Duration>) -> Re
     })
 }
 
-/// Whether a failed call is worth another attempt (on another replica): transport trouble,
-/// a replica going away or starting, a deadline, the rate limit. A refusal (bad key, bad
-/// request, unknown cluster) is not, nor is a command stream a newer one replaced
-/// (`Aborted`: another connector of the cluster took over).
-pub(crate) fn retryable(code: Code) -> bool {
-    matches!(
-        code,
-        Code::Unavailable
-            | Code::Unknown
-            | Code::Internal
-            | Code::Cancelled
-            | Code::DeadlineExceeded
-            | Code::ResourceExhausted
-    )
-}
+pub(crate) use crate::protocol::retryable;
 
 /// The pause after `pause`: doubled, at most [`BACKOFF_MAX`].
 pub(crate) fn next_backoff(pause: Duration) -> Duration {
-    pause.saturating_mul(2).min(BACKOFF_MAX)
+    crate::protocol::next_backoff(pause, BACKOFF_MAX)
 }
 
 /// A status as one short line: its code and message.
 pub(crate) fn status_line(status: &tonic::Status) -> String {
     let message = status.message().split(['\n', '\r']).next().unwrap_or_default();
     format!("{:?}: {message}", status.code())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn breaks_are_retried_and_refusals_are_not() {
-        assert!(retryable(Code::Unavailable));
-        assert!(retryable(Code::ResourceExhausted));
-        assert!(!retryable(Code::PermissionDenied));
-        assert!(!retryable(Code::InvalidArgument));
-        assert_eq!(next_backoff(BACKOFF_START), Duration::from_millis(200));
-        assert_eq!(next_backoff(BACKOFF_MAX), BACKOFF_MAX);
-    }
 }

@@ -176,7 +176,9 @@ pub(crate) async fn prepare(config: &SimulationConfig, channel: Authed) -> Resul
             Err(status) => return Err(store_error(&format!("registering cluster {name}"), &status)),
         };
         if key.is_empty() {
-            return Err(SimulateError::Setup(format!("cluster {name}: the store gave no connector key")));
+            return Err(SimulateError::Setup(format!(
+                "cluster {name}: the store gave no connector key"
+            )));
         }
         registered.push(Registered { name, id, key });
     }

@@ -306,7 +306,10 @@ impl Report {
                 ms(self.review_p99_us),
                 ms(self.review_max_us),
             ),
-            format!("exec:       {} exec/attach sent, {} denied", self.exec_sent, self.exec_denied),
+            format!(
+                "exec:       {} exec/attach sent, {} denied",
+                self.exec_sent, self.exec_denied
+            ),
             format!(
                 "inventory:  {} pods synced ({} added or changed)",
                 self.pods_synced, self.pods_upserted
@@ -336,7 +339,14 @@ impl Report {
         for e in &self.errors {
             lines.push(format!("error:      {e}"));
         }
-        lines.push(if self.ok() { "result:     ok" } else { "result:     FAILED" }.to_owned());
+        lines.push(
+            if self.ok() {
+                "result:     ok"
+            } else {
+                "result:     FAILED"
+            }
+            .to_owned(),
+        );
         lines.join("\n")
     }
 }
