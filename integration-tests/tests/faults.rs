@@ -14,6 +14,13 @@
 //! - a continuous replica killed while it holds the connectors' command streams: they
 //!   reconnect to the other and every command issued is acked.
 //!
+//! Through every fault the cluster simulator (`portcullis-simulator`, what `portcullis
+//! simulate` runs) plays two more clusters' connectors against all replicas (reviews, exec
+//! attempts, inventory, runtime events, command streams), with its own failover; its report
+//! must show no failed review, every command it received acked and every runtime event it got
+//! accepted stored once. The suite's own connectors and sensors beside it make the exact
+//! checks (which replica is hit when, which command ids, which events).
+//!
 //! The scenarios run in sequence on one set of processes (starting eight processes is the
 //! expensive part). Each prints what it measured (`--nocapture` shows it).
 #![allow(
@@ -39,6 +46,7 @@ use portcullis_proto::continuous::v1 as pv;
 use portcullis_proto::continuous::v1::continuous_service_client::ContinuousServiceClient;
 use portcullis_proto::telemetry::v1 as pt;
 use portcullis_proto::telemetry::v1::telemetry_service_client::TelemetryServiceClient;
+use portcullis_simulator::{Endpoints, Report, Simulation, SimulationConfig};
 use portcullis_test_kit::eventually;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -601,6 +609,100 @@ async fn sync_inventory(url: &str, cluster: &Cluster, pods: u64) -> Result<(), S
 }
 
 // ---------------------------------------------------------------------------------------
+// The simulator
+
+/// Starts the simulator on every replica: clusters `<prefix>-0` and `-1`, a light load (the
+/// suite shares 2 cores with eight services).
+async fn simulate(f: &Fixture, prefix: &str) -> Simulation {
+    let endpoints = Endpoints {
+        policy_store: f.processes.policy_store(),
+        admission: f.urls(Service::Admission),
+        continuous: f.urls(Service::Continuous),
+        telemetry: f.urls(Service::Telemetry),
+        ca_cert: None,
+    };
+    let mut config = SimulationConfig::new(endpoints, f.processes.admin_key.clone());
+    config.clusters = 2;
+    config.pods = 10;
+    config.rate = 40;
+    config.runtime_rate = 20;
+    config.cluster_prefix = prefix.to_owned();
+    // Ended by the scenario, not by time.
+    config.duration = Duration::from_secs(3600);
+    Simulation::start(config).await.unwrap()
+}
+
+/// Stops the simulation and checks its report: no review failed (the in-flight ones the
+/// fault broke were retried, `reviews_retried`), every command received was acked, and each
+/// cluster's runtime events the simulator got accepted are stored exactly once. When some
+/// event batches failed for good (`events_failed`: telemetry down longer than the
+/// simulator's retries) a failed batch may still have been stored before the break: then
+/// the stored count lies between the accepted and the sent, and the suite says so.
+async fn finish(f: &Fixture, simulation: Simulation, what: &str) -> Report {
+    let report = simulation.stop().await;
+    println!(
+        "faults: {what}: simulator: reviews {} sent, {} failed, {} retried, p50 {} µs, p99 {} µs; \
+         events {} sent, {} accepted, {} failed, {} re-sent; commands {} received, {} acked; {} reconnects; errors {:?}",
+        report.reviews_sent,
+        report.reviews_failed,
+        report.reviews_retried,
+        report.review_p50_us,
+        report.review_p99_us,
+        report.events_sent,
+        report.events_accepted,
+        report.events_failed,
+        report.events_retried,
+        report.commands_received,
+        report.commands_acked,
+        report.reconnects,
+        report.errors
+    );
+    assert!(report.reviews_sent > 0, "{what}: the simulator sent no review");
+    assert_eq!(report.reviews_failed, 0, "{what}: {}", report.summary());
+    assert_eq!(
+        report.commands_acked,
+        report.commands_received,
+        "{what}: {}",
+        report.summary()
+    );
+    let telemetry = f.telemetry();
+    for c in &report.clusters {
+        let cluster = Cluster {
+            name: c.name.clone(),
+            id: c.id.clone(),
+            key: String::new(),
+        };
+        if report.events_failed == 0 {
+            assert_stored_exactly(
+                &telemetry,
+                &f.processes.admin_key,
+                &cluster,
+                "runtime",
+                c.events_accepted,
+            )
+            .await;
+        } else {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let stored = stored_events(&telemetry, &f.processes.admin_key, &cluster, "runtime")
+                .await
+                .unwrap();
+            println!(
+                "faults: {what}: {}: {} events sent, {} accepted, {stored} stored (failed batches may have been stored before the break)",
+                c.name, c.events_sent, c.events_accepted
+            );
+            assert!(
+                (c.events_accepted..=c.events_sent).contains(&stored),
+                "{what}: {}: {stored} stored, {} accepted, {} sent",
+                c.name,
+                c.events_accepted,
+                c.events_sent
+            );
+        }
+    }
+    report
+}
+
+// ---------------------------------------------------------------------------------------
 // The scenarios
 
 struct Fixture {
@@ -632,6 +734,7 @@ async fn admission_replica_killed(f: &mut Fixture) {
     let cluster = register(&mut f.admin, "reviews").await;
     let urls = f.urls(Service::Admission);
     reviews_on(&urls, &cluster, 4).await;
+    let simulation = simulate(f, "sim-admission").await;
     let stop = CancellationToken::new();
     let load = tokio::spawn(review_load(
         urls.clone(),
@@ -654,6 +757,7 @@ async fn admission_replica_killed(f: &mut Fixture) {
         "no review met the killed replica: {}",
         tally.summary()
     );
+    finish(f, simulation, "admission replica killed").await;
     f.processes.restart((Service::Admission, 0)).await;
     reviews_answered(&urls[0], &cluster, 4).await.unwrap();
 }
@@ -669,6 +773,7 @@ async fn nats_restarted(f: &mut Fixture) {
     let reviews_before = reviews_on(&urls, &before, 20).await;
     let events_before = sensor(telemetry.clone(), before.clone(), "before".into(), 2, 5, 10, pause).await;
 
+    let simulation = simulate(f, "sim-nats").await;
     let stop = CancellationToken::new();
     let load = tokio::spawn(review_load(
         urls.clone(),
@@ -694,6 +799,7 @@ async fn nats_restarted(f: &mut Fixture) {
     stop.cancel();
     let during_reviews = load.await.unwrap();
     let events_during = events.await.unwrap();
+    finish(f, simulation, "nats-server restarted").await;
 
     let reviews_after = reviews_on(&urls, &after, 20).await;
     let events_after = sensor(telemetry.clone(), after.clone(), "after".into(), 2, 5, 10, pause).await;
@@ -732,6 +838,7 @@ async fn postgres_restarted(f: &mut Fixture) {
     let admission = f.urls(Service::Admission);
     let continuous = f.urls(Service::Continuous);
     let telemetry = f.telemetry();
+    let simulation = simulate(f, "sim-pg").await;
     f.processes.restart_postgres(Duration::from_secs(3)).await;
     let back = Instant::now();
 
@@ -800,6 +907,7 @@ async fn postgres_restarted(f: &mut Fixture) {
     assert_eq!(events.accepted, 10, "{events:?}");
     assert_stored_exactly(&telemetry, &f.processes.admin_key, &cluster, "runtime", 10).await;
     let telemetry_back = back.elapsed();
+    finish(f, simulation, "PostgreSQL restarted").await;
     println!(
         "faults: PostgreSQL restarted (down 3 s): policy {:?} -> {} written after {store_back:?}, \
          admission applies it after {admission_back:?}, inventory after {inventory_back:?}, \
@@ -822,6 +930,7 @@ async fn telemetry_killed_mid_stream(f: &mut Fixture) {
         register(&mut f.admin, "tel-b").await,
     ];
     let telemetry = f.telemetry();
+    let simulation = simulate(f, "sim-telemetry").await;
     let sensors: Vec<_> = clusters
         .iter()
         .map(|c| {
@@ -850,6 +959,7 @@ async fn telemetry_killed_mid_stream(f: &mut Fixture) {
         assert_eq!(tally.accepted, tally.sent, "{}: {tally:?}", cluster.name);
         assert_stored_exactly(&telemetry, &f.processes.admin_key, cluster, "runtime", tally.accepted).await;
     }
+    finish(f, simulation, "telemetry killed mid-stream").await;
     let resent: u64 = tallies.iter().map(|t| t.resent_streams).sum();
     println!(
         "faults: telemetry killed mid-stream (back after {back:?}): events accepted {:?}, stored the same per cluster; \
@@ -868,6 +978,8 @@ async fn continuous_replica_killed(f: &mut Fixture) {
     let urls = f.urls(Service::Continuous);
     // The connectors start on replica 1, the one killed; commands are issued on replica 0.
     let order = vec![urls[1].clone(), urls[0].clone()];
+    // The simulator's cluster 1 holds its command stream on replica 1 too.
+    let simulation = simulate(f, "sim-continuous").await;
     let stop = CancellationToken::new();
     let reconnects = Arc::new(Mutex::new(0_u64));
     let acked: Vec<Acked> = clusters.iter().map(|_| Acked::default()).collect();
@@ -936,6 +1048,11 @@ async fn continuous_replica_killed(f: &mut Fixture) {
     }
     let reconnected = *reconnects.lock().unwrap() - reconnects_before;
     stop.cancel();
+    let report = finish(f, simulation, "continuous replica killed").await;
+    assert!(
+        report.reconnects > 0,
+        "the simulator's connector on the killed replica did not reconnect"
+    );
     for task in connectors {
         task.await.unwrap();
     }
