@@ -372,6 +372,21 @@ impl ProcessCluster {
         self.launch(replica).await;
     }
 
+    /// The process id of `replica`, while it runs.
+    pub fn pid(&self, replica: Replica) -> Option<u32> {
+        self.processes.get(&replica)?.child.as_ref().map(Child::id)
+    }
+
+    /// The temporary folder (PostgreSQL's data, the logs); removed on drop.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The ports of PostgreSQL and nats-server.
+    pub fn infrastructure_ports(&self) -> (u16, u16) {
+        (self.postgres.port, self.nats.port())
+    }
+
     /// The URL of the PostgreSQL database every service uses.
     pub fn database_url(&self) -> String {
         self.postgres.url()

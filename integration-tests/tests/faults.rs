@@ -23,6 +23,11 @@
 //!
 //! The scenarios run in sequence on one set of processes (starting eight processes is the
 //! expensive part). Each prints what it measured (`--nocapture` shows it).
+//! A second test checks the harness's cleanup: a test that panics leaves no process, no
+//! listener and no folder behind.
+//!
+//! The `portcullis` binary must be built (`cargo test --workspace` does; see
+//! [`process_cluster`](portcullis_integration_tests::process_cluster)).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -191,9 +196,8 @@ async fn review_with_failover(
                 }
                 return answer.into_inner().decision;
             }
-            Err(status) if attempt + 1 < n.min(2) => {
-                let _ = status;
-            }
+            // The next replica gets it.
+            Err(_) if attempt + 1 < n.min(2) => {}
             Err(status) => {
                 tally.failed += 1;
                 if tally.errors.len() < 10 {
@@ -1089,4 +1093,46 @@ async fn one_fault_at_a_time() {
     let unhealthy = f.processes.unhealthy().await;
     assert!(unhealthy.is_empty(), "not serving at the end: {unhealthy:#?}");
     println!("faults: all scenarios in {:?}", started.elapsed());
+}
+
+/// A failing test leaves nothing behind: its processes are killed, PostgreSQL and
+/// nats-server stopped and the folder removed while the panic unwinds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_test_leaves_no_process_behind() {
+    let seen = Arc::new(Mutex::new(None));
+    let record = seen.clone();
+    let failed = tokio::spawn(async move {
+        let processes = ProcessCluster::start(Replicas {
+            admission: 1,
+            signature: 0,
+            continuous: 0,
+            telemetry: 0,
+        })
+        .await;
+        *record.lock().unwrap() = Some((
+            [
+                processes.pid((Service::PolicyStore, 0)).unwrap(),
+                processes.pid((Service::Admission, 0)).unwrap(),
+            ],
+            processes.dir().to_owned(),
+            processes.infrastructure_ports(),
+        ));
+        panic!("a scenario fails");
+    })
+    .await;
+    assert!(failed.unwrap_err().is_panic());
+    let (pids, dir, (pg, nats)) = seen.lock().unwrap().take().expect("the cluster started");
+    for pid in pids {
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            "process {pid} still runs"
+        );
+    }
+    assert!(!dir.exists(), "{} is still there", dir.display());
+    for port in [pg, nats] {
+        assert!(
+            tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err(),
+            "something still listens on {port}"
+        );
+    }
 }
