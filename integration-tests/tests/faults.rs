@@ -227,7 +227,7 @@ async fn review_load(
             let mut tally = ReviewTally::default();
             let mut n = worker as u64;
             while !stop.is_cancelled() {
-                let block = n % 2 == 0;
+                let block = n.is_multiple_of(2);
                 let body = pod_review(n, block);
                 let started = Instant::now();
                 tally.sent += 1;
@@ -263,7 +263,7 @@ async fn review_load(
 async fn reviews_answered(url: &str, cluster: &Cluster, count: u64) -> Result<(), String> {
     let mut client = AdmissionServiceClient::new(channel(url));
     for n in 0..count {
-        let block = n % 2 == 0;
+        let block = n.is_multiple_of(2);
         let decision = client
             .review(authed(
                 &cluster.key,
