@@ -43,6 +43,10 @@ enum Command {
     /// service; prints each attestor's result; exit 0 when the match holds, 1 when not, 2 on
     /// error (an unknown attestor, a registry that cannot be reached).
     Verify(client::verify::VerifyArgs),
+    /// Plays cluster connectors against a running system (admin key): inventory, admission
+    /// reviews, exec attempts, runtime events, command acks; prints what was sent and what
+    /// came back; exit 0 when nothing failed, 1 when something did, 2 on a setup error.
+    Simulate(client::simulate::SimulateArgs),
     /// Checks a settings file or prints the effective settings of `up` or of a service.
     Config(config::ConfigArgs),
     /// Makes a private CA and TLS certificates for the services of distributed mode.
@@ -104,6 +108,7 @@ fn main() -> ExitCode {
         Command::Health(args) => Ok(client::health::run(&cli.client, args)),
         Command::Review(args) => Ok(client::review::run(&cli.client, args)),
         Command::Verify(args) => Ok(client::verify::run(&cli.client, args)),
+        Command::Simulate(args) => Ok(client::simulate::run(&cli.client, args)),
         Command::Client(command) => Ok(client::run(&cli.client, command)),
     };
     match result {

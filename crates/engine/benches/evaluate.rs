@@ -26,8 +26,7 @@
 //! wall time instead (criterion's default).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
-#[path = "support/corpus.rs"]
-mod corpus;
+use portcullis_corpus as corpus;
 #[path = "support/rego.rs"]
 mod rego;
 

@@ -12,8 +12,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
-#[path = "support/corpus.rs"]
-mod corpus;
+use portcullis_corpus as corpus;
 
 use std::collections::BTreeMap;
 use std::hint::black_box;

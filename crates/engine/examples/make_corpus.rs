@@ -5,8 +5,7 @@
 //! (COUNT defaults to 100000). Review `i` is the same as in the criterion benchmark and the
 //! equivalence test, whose corpus is the first 400.
 
-#[path = "../benches/support/corpus.rs"]
-mod corpus;
+use portcullis_corpus as corpus;
 
 use std::io::{BufWriter, Write};
 

@@ -7,8 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 mod common;
-#[path = "../benches/support/corpus.rs"]
-mod corpus;
+use portcullis_corpus as corpus;
 
 use common::{files_with_extension, shared};
 use portcullis_engine::input::{fast_reader_reads, parse_document, parse_document_reference};

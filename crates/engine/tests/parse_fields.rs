@@ -6,8 +6,7 @@
 
 mod common;
 
-#[path = "../benches/support/corpus.rs"]
-mod corpus;
+use portcullis_corpus as corpus;
 
 use common::*;
 use portcullis_engine::evaluate::{CompiledPolicy, Decision, EvalContext};

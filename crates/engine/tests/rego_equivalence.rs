@@ -5,8 +5,7 @@
 //! the generator is a third, independent opinion.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
-#[path = "../benches/support/corpus.rs"]
-mod corpus;
+use portcullis_corpus as corpus;
 #[path = "../benches/support/rego.rs"]
 mod rego;
 

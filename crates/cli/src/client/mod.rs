@@ -26,6 +26,7 @@ mod registry;
 pub mod review;
 mod ruleset;
 mod scan;
+pub mod simulate;
 mod telemetry;
 mod tenant;
 pub mod verify;

@@ -11,6 +11,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde_json::Value;
 
+pub mod up;
+
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
 

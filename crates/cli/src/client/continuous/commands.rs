@@ -291,25 +291,11 @@ pub fn watch_line(command: &pc::MitigationCommand) -> (String, Option<String>) {
     (Value::Object(json).to_string(), problem)
 }
 
-/// Whether a failed stream is worth reopening: transport trouble and a service that is
-/// restarting are; a refusal (bad key, unknown cluster, bad request) is not, nor is a stream
-/// a newer one for the cluster replaced (`Aborted`: another connector took over, and taking
-/// it back would only make the two take turns).
-pub fn retryable(code: Code) -> bool {
-    matches!(
-        code,
-        Code::Unavailable
-            | Code::Unknown
-            | Code::Internal
-            | Code::Cancelled
-            | Code::DeadlineExceeded
-            | Code::ResourceExhausted
-    )
-}
+pub use portcullis_simulator::protocol::retryable;
 
 /// The pause before the next attempt after `pause`: doubled, at most [`BACKOFF_MAX`].
 pub fn next_backoff(pause: Duration) -> Duration {
-    pause.saturating_mul(2).min(BACKOFF_MAX)
+    portcullis_simulator::protocol::next_backoff(pause, BACKOFF_MAX)
 }
 
 /// What ended one stream.
@@ -426,12 +412,10 @@ async fn watch_once(
         Err(e) => return Err(e),
     };
     let (tx, rx) = mpsc::channel(ACK_QUEUE);
-    let hello = pc::ConnectorMessage {
-        message: Some(pc::connector_message::Message::Hello(pc::ConnectorHello {
-            cluster: cluster.and_then(by_name),
-            connector_version: format!("portcullis-cli {}", env!("CARGO_PKG_VERSION")),
-        })),
-    };
+    let hello = portcullis_simulator::protocol::hello(
+        cluster.and_then(by_name),
+        format!("portcullis-cli {}", env!("CARGO_PKG_VERSION")),
+    );
     tx.send(hello)
         .await
         .map_err(|_| ClientError::input("the command stream closed before its hello"))?;
@@ -463,14 +447,7 @@ async fn watch_once(
             seen.insert(command.command_id.clone());
             *printed += 1;
         }
-        let ack = pc::ConnectorMessage {
-            message: Some(pc::connector_message::Message::Ack(pc::CommandAck {
-                command_id: command.command_id.clone(),
-                state: pc::CommandState::Done as i32,
-                message: String::new(),
-                completed_at: Some(now()),
-            })),
-        };
+        let ack = portcullis_simulator::protocol::done(command.command_id.clone(), String::new());
         if tokio::time::timeout(step, tx.send(ack)).await.is_err() {
             return Ok(StreamEnd::Broken("the service takes no acks".into()));
         }
@@ -481,15 +458,6 @@ async fn watch_once(
             let _ = tokio::time::timeout(step, async { while let Ok(Some(_)) = stream.message().await {} }).await;
             return Ok(StreamEnd::Done);
         }
-    }
-}
-
-/// Now as a protobuf timestamp.
-fn now() -> prost_types::Timestamp {
-    let now = time::OffsetDateTime::now_utc();
-    prost_types::Timestamp {
-        seconds: now.unix_timestamp(),
-        nanos: i32::try_from(now.nanosecond()).unwrap_or(0),
     }
 }
 

@@ -16,9 +16,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use portcullis_proto::continuous::v1 as pc;
+use portcullis_simulator::protocol::{SnapshotError, stream_snapshot};
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 
 use super::super::by_name;
 use super::super::output::{Format, OutputArg, print, print_json, render_fields};
@@ -27,18 +26,8 @@ use super::{ContinuousServerArg, connect};
 use crate::client::error::ClientError;
 use crate::documents::for_each_document;
 
-/// Most pods in one message of the snapshot.
-pub const PAGE_PODS: usize = 500;
-
-/// Most bytes of pod JSON in one message (a pod larger than this goes alone): well under
-/// the 4 MiB a gRPC server takes by default.
-pub const PAGE_BYTES: usize = 3 * 1024 * 1024;
-
 /// Deepest nesting of Lists in Lists (Kubernetes never nests them; a bound all the same).
 const MAX_LIST_DEPTH: usize = 4;
-
-/// Messages queued towards the service ahead of its acks.
-const IN_FLIGHT: usize = 4;
 
 /// `inventory` subcommands.
 #[derive(Debug, clap::Subcommand)]
@@ -157,39 +146,11 @@ fn prefix(at: &str) -> String {
     }
 }
 
-/// The messages of one full snapshot, sequences 1..n: `snapshot_start`, pages of at most
-/// [`PAGE_PODS`] pods and [`PAGE_BYTES`] bytes, `snapshot_end`. Only the first names the
-/// cluster.
+/// The messages of one full snapshot (the connector protocol's: `snapshot_start`, pages of
+/// at most `PAGE_PODS` pods and `PAGE_BYTES` bytes, `snapshot_end`, sequences 1..n); only
+/// the first names the cluster.
 pub fn snapshot_messages(pods: Vec<Bytes>, cluster: Option<&str>) -> Vec<pc::InventoryUpdate> {
-    use pc::inventory_update::Update;
-    let mut updates = vec![Update::SnapshotStart(pc::SnapshotStart {
-        expected_pods: pods.len() as u64,
-    })];
-    let mut page: Vec<Bytes> = Vec::new();
-    let mut page_bytes = 0;
-    for pod in pods {
-        if !page.is_empty() && (page.len() >= PAGE_PODS || page_bytes + pod.len() > PAGE_BYTES) {
-            updates.push(Update::Upserts(pc::PodBatch {
-                pods_json: std::mem::take(&mut page),
-            }));
-            page_bytes = 0;
-        }
-        page_bytes += pod.len();
-        page.push(pod);
-    }
-    if !page.is_empty() {
-        updates.push(Update::Upserts(pc::PodBatch { pods_json: page }));
-    }
-    updates.push(Update::SnapshotEnd(pc::SnapshotEnd {}));
-    updates
-        .into_iter()
-        .zip(1u64..)
-        .map(|(update, sequence)| pc::InventoryUpdate {
-            cluster: if sequence == 1 { cluster.and_then(by_name) } else { None },
-            sequence,
-            update: Some(update),
-        })
-        .collect()
+    portcullis_simulator::protocol::snapshot_messages(pods, cluster.and_then(by_name))
 }
 
 /// What the service made of a snapshot, from its acks.
@@ -325,61 +286,36 @@ enum SyncError {
     Other(ClientError),
 }
 
-/// Streams `messages` and reads an ack for each, each within `step` (the whole call's
-/// deadline is `step` per message, so a large snapshot is not cut off by one call's).
+/// Streams `messages` and reads an ack for each, each within `step`.
 async fn sync(
     mut client: portcullis_proto::continuous::v1::continuous_service_client::ContinuousServiceClient<Svc>,
     messages: Vec<pc::InventoryUpdate>,
     step: Duration,
 ) -> Result<SyncSummary, SyncError> {
     let total = messages.len();
-    let last = total as u64;
-    let (tx, rx) = mpsc::channel(IN_FLIGHT);
-    // The sender ends with the messages but the stream stays open (the channel's sender is
-    // kept below) until the last ack: a closed request stream may end the call early.
-    let keep_open = tx.clone();
-    let feeder = tokio::spawn(async move {
-        for message in messages {
-            if tx.send(message).await.is_err() {
-                break;
-            }
-        }
-    });
-    let mut request = tonic::Request::new(ReceiverStream::new(rx));
-    let factor = u32::try_from(total.saturating_add(1)).unwrap_or(u32::MAX);
-    request.set_timeout(step.saturating_mul(factor));
-    let outcome = async {
-        let mut acks = tokio::time::timeout(step, client.sync_inventory(request))
-            .await
-            .map_err(|_| SyncError::Rpc(tonic::Status::deadline_exceeded("no answer")))?
-            .map_err(SyncError::Rpc)?
-            .into_inner();
-        let mut summary = SyncSummary::default();
-        for expected in 1..=last {
-            let ack = tokio::time::timeout(step, acks.message())
-                .await
-                .map_err(|_| SyncError::Rpc(tonic::Status::deadline_exceeded("no ack")))?
-                .map_err(SyncError::Rpc)?
-                .ok_or_else(|| {
-                    SyncError::Other(ClientError::input(format!(
-                        "the service ended the stream after {} of {total} acks",
-                        expected - 1
-                    )))
-                })?;
-            summary.add(&ack, expected).map_err(SyncError::Other)?;
-        }
-        Ok(summary)
-    }
+    let mut summary = SyncSummary::default();
+    let streamed = stream_snapshot(
+        |r| client.sync_inventory(r),
+        messages,
+        step,
+        |ack, expected| summary.add(ack, expected),
+    )
     .await;
-    drop(keep_open);
-    feeder.abort();
-    outcome
+    match streamed {
+        Ok(()) => Ok(summary),
+        Err(SnapshotError::Rpc(status)) => Err(SyncError::Rpc(status)),
+        Err(SnapshotError::Ack(e)) => Err(SyncError::Other(e)),
+        Err(SnapshotError::Ended(acked)) => Err(SyncError::Other(ClientError::input(format!(
+            "the service ended the stream after {acked} of {total} acks"
+        )))),
+    }
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 mod tests {
     use super::*;
+    use portcullis_simulator::protocol::PAGE_BYTES;
 
     fn temp_file(name: &str, text: &str) -> std::path::PathBuf {
         let dir = std::env::temp_dir().join(format!("pc-cli-inventory-{}", std::process::id()));

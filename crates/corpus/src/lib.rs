@@ -1,6 +1,7 @@
-//! A deterministic generator of varied AdmissionReviews, shared by the benchmark, the
-//! Rego equivalence test and the `make_corpus` example (each includes this file with
-//! `#[path]`), so that all three judge exactly the same reviews.
+//! A deterministic generator of varied AdmissionReviews, shared by the engine's benchmark,
+//! its Rego equivalence test and `make_corpus` example, the continuous service's realistic
+//! running pods ([`pods`]) and the cluster simulator, so that all of them judge exactly the
+//! same reviews (one copy, no `#[path]` includes).
 //!
 //! Review `i` depends on `i` alone: every workload kind, a few kinds that are not
 //! evaluated, every container list, and the variants the three checks care about
@@ -8,7 +9,10 @@
 //! wrong case), around half of them clean. Sizes run from about 3 to 9 KB, like real
 //! reviews: env, probes, resources, volumes, labels and managed fields included.
 // Indexing here is into constant tables with in-range indices; this is test-data code.
-#![allow(dead_code, clippy::indexing_slicing)]
+#![allow(clippy::indexing_slicing)]
+
+pub mod connect;
+pub mod pods;
 
 use serde_json::{Map, Value, json};
 
@@ -186,8 +190,32 @@ const BASELINE_OK: [&str; 13] = [
 ];
 const NOT_BASELINE: [&str; 6] = ["SYS_ADMIN", "NET_ADMIN", "SYS_PTRACE", "SYS_MODULE", "BPF", "NET_RAW"];
 
+/// One generated review, as a JSON value (what [`pods`] builds running pods from).
+#[derive(Debug, Clone)]
+pub struct GeneratedValue {
+    /// The AdmissionReview.
+    pub review: Value,
+    /// The object's kind.
+    pub kind: &'static str,
+    /// Whether the kind is one the engine evaluates.
+    pub workload: bool,
+    /// What the pod spec exercises.
+    pub variant: Variant,
+}
+
 /// Review number `index`.
 pub fn review(index: u64) -> Generated {
+    let generated = review_value(index);
+    Generated {
+        json: generated.review.to_string(),
+        kind: generated.kind,
+        workload: generated.workload,
+        variant: generated.variant,
+    }
+}
+
+/// Review number `index` as a JSON value.
+pub fn review_value(index: u64) -> GeneratedValue {
     let mut rng = Rng::new(index);
     // One in fifteen is a kind that is not evaluated; the rest cycle through every workload kind.
     let other = index % 15 == 14;
@@ -308,8 +336,8 @@ pub fn review(index: u64) -> Generated {
             "options": {"apiVersion": "meta.k8s.io/v1", "kind": "CreateOptions"},
         },
     });
-    Generated {
-        json: review.to_string(),
+    GeneratedValue {
+        review,
         kind,
         workload: !other,
         variant,
