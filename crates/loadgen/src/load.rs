@@ -371,6 +371,9 @@ where
                             s.record(since_start, latency, outcome);
                         });
                     }
+                    // The stats first: the run takes them back as soon as every permit is
+                    // (on a multi-thread runtime, before this task would end).
+                    drop(stats);
                     drop(permit);
                 });
             }
