@@ -116,11 +116,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Seed(args) => tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .context("starting the async runtime")?
-            .block_on(seed::run(&args)),
+        Command::Seed(args) => multi_thread()?.block_on(seed::run(&args)),
         Command::EffectivePolicy(args) => {
             let report = runtime(args.load.threads)?.block_on(effective_policy::run(&args))?;
             report.print(args.load.json);
@@ -135,10 +131,7 @@ fn run(cli: Cli) -> Result<()> {
             // The footing of `portcullis up`: no transparent huge pages, and its runtime (one
             // worker per core the process may run on).
             server_footing("noop-server");
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .context("starting the async runtime")?;
+            let runtime = multi_thread()?;
             runtime.block_on(async {
                 let server = noop::bind(args.listen, &args.key).await?;
                 announce(&format!("noop-server listening on {}", server.url()))?;
@@ -160,10 +153,7 @@ fn run(cli: Cli) -> Result<()> {
                 }
                 None => None,
             };
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .context("starting the async runtime")?;
+            let runtime = multi_thread()?;
             runtime.block_on(async {
                 let server = noop_webhook::bind(args.listen, args.tls_cert, args.tls_key, &args.key, template).await?;
                 announce(&format!("noop-webhook listening on {}", server.url()))?;
@@ -177,6 +167,14 @@ fn run(cli: Cli) -> Result<()> {
             engine_cost::run(&args)
         }
     }
+}
+
+/// A multi-thread runtime, one worker per core the process may run on (as `portcullis up`).
+fn multi_thread() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
 }
 
 /// Prints a readiness line on stdout at once (a script waits for it).

@@ -215,10 +215,7 @@ impl Pool {
         };
         let answer = async {
             sender.ready().await?;
-            let response = sender.send_request(request).await?;
-            let status = response.status();
-            let body = response.into_body().collect().await?.to_bytes();
-            Ok::<_, hyper::Error>((status, body))
+            read(sender.send_request(request)).await
         }
         .await
         .map_err(|e| transport_error(&e))?;
@@ -243,10 +240,7 @@ impl Connection {
             Connection::H2(mut sender) => {
                 let answer = async {
                     sender.ready().await?;
-                    let response = sender.send_request(request).await?;
-                    let status = response.status();
-                    let body = response.into_body().collect().await?.to_bytes();
-                    Ok::<_, hyper::Error>((status, body))
+                    read(sender.send_request(request)).await
                 }
                 .await;
                 answer.map_err(|e| transport_error(&e))
@@ -254,6 +248,16 @@ impl Connection {
             Connection::H1(pool) => pool.send(request).await,
         }
     }
+}
+
+/// The status and the whole body of a response.
+async fn read(
+    response: impl std::future::Future<Output = hyper::Result<http::Response<hyper::body::Incoming>>>,
+) -> hyper::Result<(StatusCode, Bytes)> {
+    let response = response.await?;
+    let status = response.status();
+    let body = response.into_body().collect().await?.to_bytes();
+    Ok((status, body))
 }
 
 /// An error's name for the report.

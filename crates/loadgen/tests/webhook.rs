@@ -6,15 +6,18 @@
 //! speed.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
+mod common;
+
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::Output;
+
+use common::{REVIEW, report};
 
 use portcullis_loadgen::admission::ReviewTemplate;
 use portcullis_loadgen::noop_webhook;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose};
 
 const KEY: &str = "test-connector-key-0123456789";
-const REVIEW: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../engine/benches/data/review-8k.json");
 
 /// A CA and a server certificate for 127.0.0.1 in a temporary folder: (folder, CA, cert, key).
 fn pki() -> (tempfile::TempDir, PathBuf, PathBuf, PathBuf) {
@@ -81,7 +84,7 @@ impl Noop {
 
 /// Runs the built `portcullis-loadgen webhook` with `args` after the common ones.
 async fn loadgen(noop: &Noop, key: &str, args: &[&str]) -> Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_portcullis-loadgen"));
+    let mut command = common::loadgen();
     command
         .args([
             "webhook", "--server", &noop.url, "--key", key, "--review", REVIEW, "--json",
@@ -89,23 +92,8 @@ async fn loadgen(noop: &Noop, key: &str, args: &[&str]) -> Output {
         .args(["--cluster", "bench-1"])
         .arg("--ca-cert")
         .arg(&noop.ca)
-        .args(args)
-        .env_remove("PORTCULLIS_CONNECTOR_KEY");
-    tokio::task::spawn_blocking(move || command.output())
-        .await
-        .unwrap()
-        .unwrap()
-}
-
-fn report(output: &Output) -> serde_json::Value {
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "status {:?}\nstdout: {stdout}\nstderr: {}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("not one JSON object ({e}): {stdout}"))
+        .args(args);
+    common::output(command).await
 }
 
 /// Every answered call a success (200, uid echoed, allowed), none denied.
@@ -192,16 +180,13 @@ async fn wrong_keys_verdicts_and_certificates_are_reported() {
 
     // Another CA: the TLS handshake is refused before any load.
     let (_other, other_ca, _, _) = pki();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_portcullis-loadgen"));
+    let mut command = common::loadgen();
     command
         .args(["webhook", "--server", &noop.url, "--key", KEY, "--review", REVIEW])
         .args(["--cluster", "bench-1", "--closed-loop", "--duration", "200ms"])
         .arg("--ca-cert")
         .arg(&other_ca);
-    let output = tokio::task::spawn_blocking(move || command.output())
-        .await
-        .unwrap()
-        .unwrap();
+    let output = common::output(command).await;
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("TLS handshake"), "{stderr}");
