@@ -10,12 +10,21 @@
 #   3. the real service: `portcullis up` (embedded: every service in one process) pinned to
 #      core 0; the 15-rule policy applied and a cluster created with the CLI; then open loop
 #      at each rate and closed loop at each concurrency, from core 1;
-#   4. prints a markdown table and the two verdicts: p99 at 10,000/s (target: at most 2 ms)
-#      and the real closed-loop maximum as a share of the baseline's (target: at least 80%),
-#      with the bound on that share: a no-op call's server CPU against it plus the engine's.
+#   4. the HTTPS webhook (issue 21), for each of PROTOCOLS (h2: multiplexed over a few
+#      connections; http1.1: a pool of keep-alive connections, one request in flight each,
+#      as kube-apiserver's clients): `portcullis-loadgen noop-webhook` (a handler that judges
+#      nothing, behind the same HTTPS transport) and `portcullis up --webhook-listen` with a
+#      private CA from `portcullis certs init`, the same policy and review, pinned and loaded
+#      as above;
+#   5. prints a markdown table and the verdicts: for gRPC, p99 at 10,000/s (target: at most
+#      2 ms) and the real closed-loop maximum as a share of the baseline's (target: at least
+#      80%), with the bound on that share: a no-op call's server CPU against it plus the
+#      engine's; for the webhook, per protocol, p99 at 10,000/s (at most 2 ms) and real /
+#      no-op against at least 90% of that bound.
 #
-# Usage: crates/loadgen/bench-admission.sh            (both parts, ~8 minutes)
-#        PARTS=noop crates/loadgen/bench-admission.sh (the baseline only)
+# Usage: crates/loadgen/bench-admission.sh            (every part, ~25 minutes)
+#        PARTS=noop crates/loadgen/bench-admission.sh (the gRPC baseline only)
+#        PARTS="webhook-noop webhook-real" PROTOCOLS=h2 crates/loadgen/bench-admission.sh
 #        DURATION=10s WARMUP=2s crates/loadgen/bench-admission.sh
 # Everything it starts is stopped on exit; its files go to a temporary folder, kept when
 # KEEP=1 (the path is printed).
@@ -42,7 +51,14 @@ CLOSED_LOOP_FLAGS=${CLOSED_LOOP_FLAGS-"--spin"}
 CONNECTIONS=${CONNECTIONS:-16}       # HTTP/2 connections of the generator
 SERVER_CORE=${SERVER_CORE:-0}        # taskset -c for the server
 GENERATOR_CORE=${GENERATOR_CORE:-1}  # taskset -c for the generator
-PARTS=${PARTS:-"noop real"}          # which parts to run
+PARTS=${PARTS:-"noop real webhook-noop webhook-real"}  # which parts to run
+PROTOCOLS=${PROTOCOLS:-"h2 http1.1"} # the webhook parts' protocols
+# The webhook's closed-loop rows: at most 64, the webhook's requests in flight per key
+# (`[webhook] max_in_flight_per_key`); more would be answered 429 by design.
+WEBHOOK_CONCURRENCIES=${WEBHOOK_CONCURRENCIES:-"16 32 64"}
+WEBHOOK_H2_CONNECTIONS=${WEBHOOK_H2_CONNECTIONS:-4}      # HTTP/2: a few, multiplexed
+WEBHOOK_HTTP1_CONNECTIONS=${WEBHOOK_HTTP1_CONNECTIONS:-64}  # HTTP/1.1 pool in open loop
+                                     # (closed loop: one connection per caller)
 SKIP_BUILD=${SKIP_BUILD:-0}          # 1: use the binaries already in target/release
 REVIEW=${REVIEW:-crates/engine/benches/data/review-8k.json}
 POLICY=${POLICY:-crates/loadgen/data/policy-15-rules.yaml}
@@ -59,6 +75,9 @@ UP_FLAGS=${UP_FLAGS:-"--admission-listen 127.0.0.1:0 --rate-limit 0"}
 STORE_READY=${STORE_READY:-"portcullis listening on "}
 ADMISSION_READY=${ADMISSION_READY:-"portcullis admission listening on "}
 # Decision events are always on: every decision goes to `up`'s in-process bus.
+# The webhook part adds `--webhook-listen 127.0.0.1:0` and the TLS files (which also put
+# `up`'s gRPC listeners on TLS), and waits for this line:
+WEBHOOK_READY=${WEBHOOK_READY:-"portcullis webhook listening on "}
 # ---------------------------------------------------------------------------------------
 
 cd "$(dirname "$0")/../.."
@@ -71,38 +90,74 @@ bench_init bench-admission
 # e.g. "env LD_PRELOAD=..." or "perf record -o F".
 START_WRAPPER="taskset -c $SERVER_CORE ${SERVER_WRAPPER:-}"
 
-# load SERVER_LABEL URL KEY PID ARGS...: one admission run from the generator core; its
-# report goes to stderr and its `row |` line to $TMP/rows.
+# load LABEL PID ARGS...: one generator run from the generator core against the target
+# (TARGET, an array: the subcommand and its server, key...), the server's CPU read from PID;
+# its report goes to stderr and its `row |` line to $TMP/rows.
 load() {
-    local label=$1 url=$2 key=$3 pid=$4
-    shift 4
+    local label=$1 pid=$2
+    shift 2
     local out
-    out=$(taskset -c "$GENERATOR_CORE" "$BIN/portcullis-loadgen" admission \
-        --server "$url" --key "$key" --review "$REVIEW" \
-        --duration "$DURATION" --warmup "$WARMUP" --connections "$CONNECTIONS" \
+    out=$(taskset -c "$GENERATOR_CORE" "$BIN/portcullis-loadgen" "${TARGET[@]}" --review "$REVIEW" \
+        --duration "$DURATION" --warmup "$WARMUP" \
         --server-pid "$pid" --label "$label" "$@")
     echo "$out" >&2
     echo "$out" | grep '^row |' >>"$TMP/rows"
     echo >&2
 }
 
-# sweep SERVER_LABEL URL KEY PID RATES: the open-loop runs at each of RATES, then the
-# closed-loop runs at each of $CONCURRENCIES, against one server.
+# sweep LABEL PID RATES CONCURRENCIES OPEN_CONNECTIONS CLOSED_CONNECTIONS: the open-loop runs
+# at each of RATES, then the closed-loop runs at each of CONCURRENCIES, against one server
+# (CLOSED_CONNECTIONS `caller`: one connection per caller).
 sweep() {
-    local label=$1 url=$2 key=$3 pid=$4 rates=$5 r c
+    local label=$1 pid=$2 rates=$3 concurrencies=$4 open_conns=$5 closed_conns=$6 r c
     for r in $rates; do
         # shellcheck disable=SC2086 # a list of flags
-        load "$label" "$url" "$key" "$pid" --rate "$r" $OPEN_LOOP_FLAGS
+        load "$label" "$pid" --rate "$r" --connections "$open_conns" $OPEN_LOOP_FLAGS
     done
-    for c in $CONCURRENCIES; do
+    for c in $concurrencies; do
+        local conns=$closed_conns
+        [[ $conns == caller ]] && conns=$c
         # shellcheck disable=SC2086 # a list of flags
-        load "$label" "$url" "$key" "$pid" --closed-loop --concurrency "$c" $CLOSED_LOOP_FLAGS
+        load "$label" "$pid" --closed-loop --concurrency "$c" --connections "$conns" $CLOSED_LOOP_FLAGS
     done
+}
+
+# engine_cost: the engine alone on the same review and policy, on the server's core (once a
+# run): the real service does all the no-op does plus at least this, which bounds the ratio.
+engine_cost() {
+    [[ -s $TMP/engine ]] && return
+    log "the engine alone: parse + evaluate of the review in a hot loop"
+    taskset -c "$SERVER_CORE" "$BIN/portcullis-loadgen" engine-cost \
+        --review "$REVIEW" --policy "$POLICY" --duration 3s | tee "$TMP/engine" >&2
+}
+
+# webhook_sweep LABEL PID URL CA KEY CLUSTER RATES: each of PROTOCOLS against one webhook,
+# rows labelled LABEL-PROTOCOL; every answer must allow (the benchmark review under its
+# policy is allowed, its log-only violation a warning).
+webhook_sweep() {
+    local label=$1 pid=$2 url=$3 ca=$4 key=$5 cluster=$6 rates=$7 protocol
+    for protocol in $PROTOCOLS; do
+        TARGET=(webhook --server "$url" --ca-cert "$ca" --key "$key" --cluster "$cluster"
+            --protocol "$protocol" --expect allowed)
+        case $protocol in
+            h2) sweep "$label-$protocol" "$pid" "$rates" "$WEBHOOK_CONCURRENCIES" \
+                "$WEBHOOK_H2_CONNECTIONS" "$WEBHOOK_H2_CONNECTIONS" ;;
+            http1.1) sweep "$label-$protocol" "$pid" "$rates" "$WEBHOOK_CONCURRENCIES" \
+                "$WEBHOOK_HTTP1_CONNECTIONS" caller ;;
+            *) log "unknown protocol $protocol (h2 or http1.1)"; exit 1 ;;
+        esac
+    done
+}
+
+# certs: a private CA and a certificate for 127.0.0.1 in $TMP/certs (once a run).
+certs() {
+    [[ -s $TMP/certs/webhook.crt ]] && return
+    "$BIN/portcullis" certs init "$TMP/certs" --name webhook >/dev/null
 }
 
 if [[ $SKIP_BUILD != 1 ]]; then
     log "building (release)"
-    if [[ " $PARTS " == *" real "* ]]; then
+    if [[ " $PARTS " == *" real "* || " $PARTS " == *" webhook-"* ]]; then
         cargo build --release -p portcullis-cli -p portcullis-loadgen
     else
         cargo build --release -p portcullis-loadgen
@@ -122,13 +177,10 @@ if [[ " $PARTS " == *" noop "* ]]; then
     NOOP_PID=$STARTED_PID
     NOOP_URL=$(url_of noop "noop-server listening on ")
     log "noop-server pid $NOOP_PID at $NOOP_URL"
-    sweep noop "$NOOP_URL" "$NOOP_KEY" "$NOOP_PID" "$NOOP_RATES"
+    TARGET=(admission --server "$NOOP_URL" --key "$NOOP_KEY")
+    sweep noop "$NOOP_PID" "$NOOP_RATES" "$CONCURRENCIES" "$CONNECTIONS" "$CONNECTIONS"
     stop "$NOOP_PID"
-    # The engine alone on the same review and policy, on the server's core: the real
-    # service does all the no-op does plus at least this, which bounds the ratio.
-    log "the engine alone: parse + evaluate of the review in a hot loop"
-    taskset -c "$SERVER_CORE" "$BIN/portcullis-loadgen" engine-cost \
-        --review "$REVIEW" --policy "$POLICY" --duration 3s | tee "$TMP/engine" >&2
+    engine_cost
 fi
 
 if [[ " $PARTS " == *" real "* ]]; then
@@ -147,8 +199,51 @@ if [[ " $PARTS " == *" real "* ]]; then
     "$BIN/portcullis" policy apply -f "$POLICY" >&2
     CONNECTOR_KEY=$("$BIN/portcullis" cluster create bench-1 --policy "$POLICY_NAME")
     unset PORTCULLIS_API_KEY
-    sweep real "$ADMISSION_URL" "$CONNECTOR_KEY" "$UP_PID" "$RATES"
+    TARGET=(admission --server "$ADMISSION_URL" --key "$CONNECTOR_KEY")
+    sweep real "$UP_PID" "$RATES" "$CONCURRENCIES" "$CONNECTIONS" "$CONNECTIONS"
     stop "$UP_PID"
+fi
+
+if [[ " $PARTS " == *" webhook-noop "* ]]; then
+    log "webhook baseline: no-op webhook handler on the same HTTPS transport"
+    certs
+    start noop-webhook "noop-webhook listening on " "$BIN/portcullis-loadgen" noop-webhook \
+        --listen 127.0.0.1:0 --tls-cert "$TMP/certs/webhook.crt" --tls-key "$TMP/certs/webhook.key" \
+        --key "$NOOP_KEY" --review "$REVIEW"
+    NOOP_WEBHOOK_PID=$STARTED_PID
+    NOOP_WEBHOOK_URL=$(url_of noop-webhook "noop-webhook listening on ")
+    log "noop-webhook pid $NOOP_WEBHOOK_PID at $NOOP_WEBHOOK_URL"
+    webhook_sweep wh-noop "$NOOP_WEBHOOK_PID" "$NOOP_WEBHOOK_URL" "$TMP/certs/ca.crt" "$NOOP_KEY" \
+        bench-webhook "$NOOP_RATES"
+    stop "$NOOP_WEBHOOK_PID"
+    engine_cost
+fi
+
+if [[ " $PARTS " == *" webhook-real "* ]]; then
+    log "real webhook: portcullis up --webhook-listen"
+    certs
+    export RUST_LOG=${RUST_LOG:-warn}
+    # shellcheck disable=SC2086 # UP_FLAGS is a list of flags
+    start up-webhook "$WEBHOOK_READY" "$BIN/portcullis" up \
+        --data-dir "$TMP/data-webhook" --listen 127.0.0.1:0 $UP_FLAGS \
+        --webhook-listen 127.0.0.1:0 --tls-cert "$TMP/certs/webhook.crt" --tls-key "$TMP/certs/webhook.key"
+    UP_WEBHOOK_PID=$STARTED_PID
+    STORE_URL=$(url_of up-webhook "$STORE_READY")
+    # `https://ADDR/validate/{cluster}`: the generator takes the origin.
+    WEBHOOK_URL=$(url_of up-webhook "$WEBHOOK_READY" | sed 's|/validate/.*$||')
+    log "portcullis up pid $UP_WEBHOOK_PID: store $STORE_URL, webhook $WEBHOOK_URL"
+    export PORTCULLIS_SERVER=$STORE_URL PORTCULLIS_CA_CERT=$TMP/certs/ca.crt
+    PORTCULLIS_API_KEY=$(cat "$TMP/data-webhook/bootstrap-admin.key")
+    export PORTCULLIS_API_KEY
+    "$BIN/portcullis" policy apply -f "$POLICY" >&2
+    # The path names the cluster by id (the key's own cluster: the adapter's usual case).
+    "$BIN/portcullis" cluster create bench-webhook --policy "$POLICY_NAME" -o json >"$TMP/webhook-cluster.json"
+    unset PORTCULLIS_API_KEY
+    WEBHOOK_KEY=$(jq -r .connectorKey "$TMP/webhook-cluster.json")
+    WEBHOOK_CLUSTER=$(jq -r .cluster.id "$TMP/webhook-cluster.json")
+    webhook_sweep wh-real "$UP_WEBHOOK_PID" "$WEBHOOK_URL" "$TMP/certs/ca.crt" "$WEBHOOK_KEY" \
+        "$WEBHOOK_CLUSTER" "$RATES"
+    stop "$UP_WEBHOOK_PID"
 fi
 
 # The table: from each `row | label | offered | achieved | p50 | p99 | p99.9 | errors |
@@ -167,18 +262,26 @@ awk -F' *\\| *' '
 echo
 
 # The verdicts.
-# (Only when the no-op part ran: it measures the engine too.)
+# (The bound needs the engine's cost, measured when a no-op part ran.)
 ENGINE_US=0
 if [[ -r $TMP/engine ]]; then
     ENGINE_US=$(sed -n 's/^engine_us \([0-9.]*\).*/\1/p' "$TMP/engine" | head -1)
 fi
-awk -F' *\\| *' -v engine_us="${ENGINE_US:-0}" '
+
+# verdicts NOOP REAL TITLE RULE: the verdicts from the rows labelled NOOP and REAL. RULE
+# `share`: real / no-op at least 80% (gRPC, issue 4); `bound`: real / no-op at least 90% of
+# the bound noop / (noop + engine) (the webhook, issue 21). Both print the bound.
+verdicts() {
+    awk -F' *\\| *' -v engine_us="${ENGINE_US:-0}" -v noop_label="$1" -v real_label="$2" \
+        -v title="$3" -v rule="$4" '
     function n(s) { gsub(/[^0-9.]/, "", s); return s + 0 }
-    $3 ~ /closed loop/ && $2 == "noop" && n($4) > noop { noop = n($4); noop_srv = n($9); noop_gen = n($10) }
-    $3 ~ /closed loop/ && $2 == "real" && n($4) > real { real = n($4); real_srv = n($9); real_gen = n($10) }
-    $2 == "real" && $3 == "10000/s" { p99 = n($6); errs = $8; seen = 1 }
-    $2 == "noop" && $3 == "10000/s" { floor = n($6); floor_seen = 1 }
+    $3 ~ /closed loop/ && $2 == noop_label && n($4) > noop { noop = n($4); noop_srv = n($9); noop_gen = n($10) }
+    $3 ~ /closed loop/ && $2 == real_label && n($4) > real { real = n($4); real_srv = n($9); real_gen = n($10) }
+    $2 == real_label && $3 == "10000/s" { p99 = n($6); errs = $8; seen = 1 }
+    $2 == noop_label && $3 == "10000/s" { floor = n($6); floor_seen = 1 }
     END {
+        if (!(seen || floor_seen || noop > 0 || real > 0)) exit
+        print title ":"
         if (floor_seen) printf "p99 of the no-op baseline at 10,000 reviews/s (the floor): %.2f ms\n", floor
         if (seen) printf "p99 at 10,000 reviews/s: %.2f ms (target: at most 2 ms): %s%s\n", p99, (p99 <= 2 && errs == "0") ? "met" : "MISSED", (errs == "0") ? "" : " (errors: " errs ")"
         if (noop > 0) printf "closed-loop maximum of the no-op baseline: %d/s (server CPU %d%%, generator CPU %d%%)\n", noop, noop_srv, noop_gen
@@ -186,10 +289,22 @@ awk -F' *\\| *' -v engine_us="${ENGINE_US:-0}" '
         # A generator near a full core while the server has headroom measured itself.
         if (noop > 0 && noop_gen >= 90 && noop_srv < 90) print "WARNING: the no-op baseline was limited by the generator (its core was busy, the server'\''s was not): the baseline, and so the ratio below, understate the server stack'\''s maximum"
         if (real > 0 && real_gen >= 90 && real_srv < 90) print "WARNING: the real service'\''s maximum was limited by the generator, not the server"
-        if (noop > 0 && real > 0) printf "real / no-op: %.0f%% (target: at least 80%%): %s\n", 100 * real / noop, (real >= 0.8 * noop) ? "met" : "MISSED"
         # The bound: a no-op call'\''s server CPU, and the engine'\''s own cost on top of it.
+        bound = 0
         if (noop > 0 && noop_srv > 0 && engine_us > 0) {
             call_us = noop_srv / 100 / noop * 1e6
-            printf "bound: a no-op call costs the server %.1f us of CPU and the engine alone %.1f us a review (hot loop), so the real service can reach at most %.0f%% of the no-op'\''s maximum (80%% needs the engine under %.1f us)\n", call_us, engine_us, 100 * call_us / (call_us + engine_us), call_us / 4
+            bound = call_us / (call_us + engine_us)
         }
+        if (rule == "share" && noop > 0 && real > 0) printf "real / no-op: %.0f%% (target: at least 80%%): %s\n", 100 * real / noop, (real >= 0.8 * noop) ? "met" : "MISSED"
+        if (rule == "share" && bound > 0) printf "bound: a no-op call costs the server %.1f us of CPU and the engine alone %.1f us a review (hot loop), so the real service can reach at most %.0f%% of the no-op'\''s maximum (80%% needs the engine under %.1f us)\n", call_us, engine_us, 100 * bound, call_us / 4
+        if (rule == "bound" && bound > 0) printf "bound: a no-op call costs the server %.1f us of CPU and the engine alone %.1f us a review (hot loop), so the real webhook can reach at most %.0f%% of the no-op'\''s maximum\n", call_us, engine_us, 100 * bound
+        if (rule == "bound" && noop > 0 && real > 0 && bound > 0) printf "real / no-op: %.0f%%, %.0f%% of the bound (target: at least 90%% of it): %s\n", 100 * real / noop, 100 * real / noop / bound, (real / noop >= 0.9 * bound) ? "met" : "MISSED"
+        if (rule == "bound" && noop > 0 && real > 0 && bound == 0) printf "real / no-op: %.0f%% (no bound: the engine'\''s cost was not measured)\n", 100 * real / noop
+        print ""
     }' "$TMP/rows"
+}
+
+verdicts noop real "gRPC (AdmissionService.Review)" share
+for protocol in $PROTOCOLS; do
+    verdicts "wh-noop-$protocol" "wh-real-$protocol" "webhook (HTTPS, $protocol)" bound
+done

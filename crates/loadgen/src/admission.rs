@@ -92,6 +92,17 @@ impl ReviewTemplate {
         out
     }
 
+    /// The uid of `body` when it is this review with only its uid changed (a plain string
+    /// with no escapes): what a no-op server reads instead of parsing the review.
+    pub fn uid_of<'a>(&self, body: &'a [u8]) -> Option<&'a str> {
+        let end = body.len().checked_sub(self.after.len())?;
+        if end < self.before.len() || !body.starts_with(&self.before) || !body.ends_with(&self.after) {
+            return None;
+        }
+        let uid = std::str::from_utf8(body.get(self.before.len()..end)?).ok()?;
+        (!uid.contains(['"', '\\'])).then_some(uid)
+    }
+
     /// The size of a review with a 36-character uid.
     pub fn len(&self) -> usize {
         self.before.len() + 36 + self.after.len()
@@ -112,7 +123,7 @@ pub fn call_uid(run: u32, n: u64) -> String {
 
 /// A run id from the clock and the process id (no randomness needed: uids only have to
 /// differ between runs against one server).
-fn run_id() -> u32 {
+pub(crate) fn run_id() -> u32 {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
@@ -208,6 +219,14 @@ mod tests {
         assert_eq!(out["request"]["object"]["metadata"]["uid"], "abc");
         assert_eq!(template.review(&uid).len(), template.len());
         assert!(!template.review(&uid).contains(&b' '), "compact JSON");
+        assert_eq!(template.uid_of(&template.review(&uid)), Some(uid.as_str()));
+        assert_eq!(
+            template.uid_of(&template.review("a\\\"b")),
+            None,
+            "an escaped uid is parsed"
+        );
+        assert_eq!(template.uid_of(review), None, "another body");
+        assert_eq!(template.uid_of(b""), None);
     }
 
     #[test]

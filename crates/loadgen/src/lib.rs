@@ -1,20 +1,25 @@
-//! `portcullis-loadgen`: load generators for the Portcullis gRPC services, and the no-op
-//! admission server that their results are compared with.
+//! `portcullis-loadgen`: load generators for the Portcullis gRPC services and the admission
+//! webhook, and the no-op admission servers (gRPC and HTTPS) that their results are compared
+//! with.
 //!
 //! - [`seed`]: writes the policy store benchmark dataset straight into a database.
 //! - [`load`]: the driver every measurement shares: open loop from intended start times
 //!   (waiting on a high-resolution timer, [`timer`], so calls leave on time to well under a
 //!   millisecond),
-//!   or closed loop; latency in an `hdrhistogram`; errors by gRPC code; CPU from `/proc`;
+//!   or closed loop; latency in an `hdrhistogram`; errors by gRPC code or HTTP status; CPU from `/proc`;
 //!   an unrecorded warm-up; a text or JSON report.
 //! - [`effective_policy`]: `PolicyService.GetEffectivePolicy` with seeded connector keys.
 //! - [`admission`]: `AdmissionService.Review` with one AdmissionReview, its `request.uid`
 //!   rewritten per call.
+//! - [`webhook`]: the HTTPS validating webhook (`POST /validate/{cluster}`) over HTTP/2 or
+//!   HTTP/1.1, with the same review and uid scheme.
 //! - [`engine_cost`]: the engine alone on the benchmark review in a hot loop, which bounds
 //!   the admission ratio the no-op comparison can show.
 //! - [`noop`]: an `AdmissionService` that judges nothing and answers a fixed response,
 //!   behind the same server stack (`portcullis_server::GrpcServer`, authentication layer,
 //!   permission table) as the real service: the baseline for admission throughput.
+//! - [`noop_webhook`]: a webhook handler that judges nothing, behind the real HTTPS transport
+//!   (`portcullis_webhook::WebhookServer`): the baseline of the webhook benchmark.
 
 pub mod admission;
 pub mod cpu;
@@ -22,8 +27,10 @@ pub mod effective_policy;
 pub mod engine_cost;
 pub mod load;
 pub mod noop;
+pub mod noop_webhook;
 pub mod seed;
 pub mod timer;
+pub mod webhook;
 
 use std::time::Duration;
 

@@ -26,7 +26,8 @@ use crate::timer::PreciseSleep;
 /// Highest latency the histogram records exactly (longer ones are clamped to it).
 const MAX_LATENCY_US: u64 = 60_000_000;
 
-/// The outcome of one call: `Err` carries the gRPC code name (or e.g. `bad-response`).
+/// The outcome of one call: `Err` carries the gRPC code name, the HTTP status (`http-401`),
+/// or e.g. `bad-response`.
 pub type Outcome = Result<(), String>;
 
 /// The load flags every measuring subcommand takes.
@@ -48,7 +49,9 @@ pub struct LoadOptions {
     /// Load sent before measuring (same rate), not recorded.
     #[arg(long, default_value = "5s", value_parser = crate::parse_duration)]
     pub warmup: Duration,
-    /// HTTP/2 connections to the server; requests go over them in turn.
+    /// Connections to the server. HTTP/2 (gRPC, webhook `--protocol h2`): requests are
+    /// multiplexed over them in turn; webhook `--protocol http1.1`: a pool of keep-alive
+    /// connections, one request in flight on each (a call waits for a free one).
     #[arg(long, default_value_t = 16)]
     pub connections: usize,
     /// Open loop: requests in flight beyond this are not sent and count as dropped.
@@ -228,20 +231,31 @@ fn with_stats<R>(stats: &Shared, f: impl FnOnce(&mut Stats) -> R) -> R {
     f(&mut stats.lock().unwrap_or_else(PoisonError::into_inner))
 }
 
-/// The generator's HTTP/2 connections, spread over one or more servers (replicas of one
-/// service): connection `k` goes to server `k % servers`.
+/// The generator's connections (a gRPC [`Channel`] by default, or any transport), spread
+/// over one or more servers (replicas of one service): connection `k` goes to server
+/// `k % servers`.
 #[derive(Debug, Clone)]
-pub struct Connections {
+pub struct Connections<C = Channel> {
     /// The servers, as given.
     pub servers: Vec<String>,
-    channels: Vec<Channel>,
+    channels: Vec<C>,
     /// For each connection, the index of its server.
     server_of: Vec<usize>,
 }
 
-impl Connections {
+impl<C: Clone> Connections<C> {
+    /// Connections that all go to one server.
+    pub fn to_one(server: impl Into<String>, channels: Vec<C>) -> Self {
+        let server_of = vec![0; channels.len()];
+        Connections {
+            servers: vec![server.into()],
+            channels,
+            server_of,
+        }
+    }
+
     /// Connection `i` (taken in turn) and the index of its server.
-    fn get(&self, i: u64) -> Option<(Channel, usize)> {
+    fn get(&self, i: u64) -> Option<(C, usize)> {
         let at = index(i, self.channels.len());
         Some((
             self.channels.get(at)?.clone(),
@@ -295,11 +309,13 @@ fn index(i: u64, len: usize) -> usize {
 }
 
 /// Runs the load: `call(i, channel)` makes call number `i` over `channel` (the connections
-/// are used in turn). One call is made first on each server, unrecorded, so that a wrong
-/// server or key fails with its reason (`what` names the method) instead of a wall of errors.
-pub async fn drive<F, Fut>(options: &LoadOptions, connections: Connections, what: &str, call: F) -> Result<Report>
+/// are used in turn; any transport: a gRPC [`Channel`], an HTTPS connection or pool). One
+/// call is made first on each server, unrecorded, so that a wrong server or key fails with its
+/// reason (`what` names the method) instead of a wall of errors.
+pub async fn drive<C, F, Fut>(options: &LoadOptions, connections: Connections<C>, what: &str, call: F) -> Result<Report>
 where
-    F: Fn(u64, Channel) -> Fut + Send + Sync + 'static,
+    C: Clone + Send + Sync + 'static,
+    F: Fn(u64, C) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Outcome> + Send + 'static,
 {
     let mode = options.mode()?;
@@ -377,16 +393,17 @@ struct Window {
 /// Starts call `i` at `start + i / rate` (waiting with [`PreciseSleep`]); latency counts
 /// from that intended time. Returns how calls were sent on time, as the run ended (a timer
 /// that failed during the run fell back to tokio's).
-async fn open_loop<F, Fut>(
+async fn open_loop<C, F, Fut>(
     options: &LoadOptions,
     rate: f64,
     call: Arc<F>,
-    channels: Arc<Connections>,
+    channels: Arc<Connections<C>>,
     stats: &Shared,
     window: Window,
 ) -> Result<&'static str>
 where
-    F: Fn(u64, Channel) -> Fut + Send + Sync + 'static,
+    C: Clone + Send + Sync + 'static,
+    F: Fn(u64, C) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Outcome> + Send + 'static,
 {
     let limit = u32::try_from(options.max_in_flight.max(1)).unwrap_or(u32::MAX);
@@ -437,6 +454,9 @@ where
                             s.record(server, since_start, latency, outcome);
                         });
                     }
+                    // The stats first: the run takes them back as soon as every permit is
+                    // (on a multi-thread runtime, before this task would end).
+                    drop(stats);
                     drop(permit);
                 });
             }
@@ -465,16 +485,17 @@ where
 /// `concurrency` callers back to back; caller `c` makes calls `c`, `c + concurrency`, ...
 /// With `spin`, one more task yields until the end, so that the runtime polls its I/O
 /// instead of sleeping while every caller waits.
-async fn closed_loop<F, Fut>(
+async fn closed_loop<C, F, Fut>(
     concurrency: usize,
     spin: bool,
     call: Arc<F>,
-    channels: Arc<Connections>,
+    channels: Arc<Connections<C>>,
     stats: &Shared,
     window: Window,
 ) -> Result<()>
 where
-    F: Fn(u64, Channel) -> Fut + Send + Sync + 'static,
+    C: Clone + Send + Sync + 'static,
+    F: Fn(u64, C) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Outcome> + Send + 'static,
 {
     let mut tasks = tokio::task::JoinSet::new();

@@ -13,6 +13,12 @@
 //! - `noop-server --listen ADDR [--key KEY]`: an AdmissionService that judges nothing,
 //!   behind the real server stack; prints `noop-server listening on http://ADDR` when ready
 //!   and serves until SIGINT or SIGTERM.
+//! - `webhook --server https://HOST:PORT --ca-cert CA --key KEY --cluster ID --review FILE
+//!   [--protocol h2|http1.1] [--expect allowed|denied] (--rate R | --closed-loop
+//!   --concurrency C) --duration D`: POSTs the review to the HTTPS webhook.
+//! - `noop-webhook --listen ADDR --tls-cert F --tls-key F [--key KEY] [--review FILE]`: a
+//!   webhook that judges nothing, behind the real HTTPS transport; prints `noop-webhook
+//!   listening on https://ADDR` when ready and serves until SIGINT or SIGTERM.
 //!
 //! The load commands report the achieved rate, latency percentiles (from the intended start
 //! time in open loop, so a stalled server is not hidden by a generator that waits for it),
@@ -21,15 +27,18 @@
 
 use std::io::Write as _;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use portcullis_loadgen::admission::AdmissionArgs;
+use portcullis_loadgen::admission::ReviewTemplate;
 use portcullis_loadgen::effective_policy::EffectivePolicyArgs;
 use portcullis_loadgen::engine_cost::EngineCostArgs;
 use portcullis_loadgen::seed::SeedArgs;
-use portcullis_loadgen::{admission, effective_policy, engine_cost, noop, runtime, seed};
+use portcullis_loadgen::webhook::WebhookArgs;
+use portcullis_loadgen::{admission, effective_policy, engine_cost, noop, noop_webhook, runtime, seed, webhook};
 
 #[derive(Debug, Parser)]
 #[command(name = "portcullis-loadgen", version, about)]
@@ -48,6 +57,11 @@ enum Command {
     Admission(AdmissionArgs),
     /// Serves the no-op AdmissionService (the throughput baseline) until SIGINT or SIGTERM.
     NoopServer(NoopArgs),
+    /// POSTs AdmissionReviews to the HTTPS webhook (HTTP/2 or HTTP/1.1) at a fixed rate or as
+    /// fast as possible and reports latency.
+    Webhook(WebhookArgs),
+    /// Serves the no-op webhook (the webhook's throughput baseline) until SIGINT or SIGTERM.
+    NoopWebhook(NoopWebhookArgs),
     /// Parses and evaluates one review with one policy in a hot loop and prints the engine's
     /// cost a review (the bound on the admission benchmark's ratio).
     EngineCost(EngineCostArgs),
@@ -62,6 +76,27 @@ struct NoopArgs {
     /// The connector key to accept.
     #[arg(long, default_value = noop::DEFAULT_NOOP_KEY)]
     key: String,
+}
+
+/// Arguments of `noop-webhook`.
+#[derive(Debug, Args)]
+struct NoopWebhookArgs {
+    /// The listen address; port 0 picks a free port (printed on stdout).
+    #[arg(long, default_value = "127.0.0.1:8444")]
+    listen: SocketAddr,
+    /// The certificate chain, PEM (e.g. from `portcullis certs init DIR`).
+    #[arg(long)]
+    tls_cert: PathBuf,
+    /// The private key, PEM.
+    #[arg(long)]
+    tls_key: PathBuf,
+    /// The connector key to accept.
+    #[arg(long, default_value = noop::DEFAULT_NOOP_KEY)]
+    key: String,
+    /// The review the generator sends: a body that is it with another uid has its uid cut
+    /// out instead of parsed (as the gRPC no-op reads `request_id`).
+    #[arg(long)]
+    review: Option<PathBuf>,
 }
 
 /// The same allocator as `portcullis`, so that the no-op baseline server runs on the same
@@ -82,11 +117,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Seed(args) => tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .context("starting the async runtime")?
-            .block_on(seed::run(&args)),
+        Command::Seed(args) => multi_thread()?.block_on(seed::run(&args)),
         Command::EffectivePolicy(args) => {
             let report = runtime(args.load.threads)?.block_on(effective_policy::run(&args))?;
             report.print(args.load.json);
@@ -101,16 +132,32 @@ fn run(cli: Cli) -> Result<()> {
             // The footing of `portcullis up`: no transparent huge pages, and its runtime (one
             // worker per core the process may run on).
             server_footing("noop-server");
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .context("starting the async runtime")?;
+            let runtime = multi_thread()?;
             runtime.block_on(async {
                 let server = noop::bind(args.listen, &args.key).await?;
-                let mut stdout = std::io::stdout().lock();
-                writeln!(stdout, "noop-server listening on {}", server.url()).context("writing to stdout")?;
-                stdout.flush().context("writing to stdout")?;
-                drop(stdout);
+                announce(&format!("noop-server listening on {}", server.url()))?;
+                server.serve(portcullis_kit::shutdown_signal()).await?;
+                Ok(())
+            })
+        }
+        Command::Webhook(args) => {
+            let report = runtime(args.load.threads)?.block_on(webhook::run(&args))?;
+            report.print(args.load.json);
+            Ok(())
+        }
+        Command::NoopWebhook(args) => {
+            server_footing("noop-webhook");
+            let template = match &args.review {
+                Some(path) => {
+                    let text = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+                    Some(ReviewTemplate::new(&text).with_context(|| format!("in {}", path.display()))?)
+                }
+                None => None,
+            };
+            let runtime = multi_thread()?;
+            runtime.block_on(async {
+                let server = noop_webhook::bind(args.listen, args.tls_cert, args.tls_key, &args.key, template).await?;
+                announce(&format!("noop-webhook listening on {}", server.url()))?;
                 server.serve(portcullis_kit::shutdown_signal()).await?;
                 Ok(())
             })
@@ -121,6 +168,21 @@ fn run(cli: Cli) -> Result<()> {
             engine_cost::run(&args)
         }
     }
+}
+
+/// A multi-thread runtime, one worker per core the process may run on (as `portcullis up`).
+fn multi_thread() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+/// Prints a readiness line on stdout at once (a script waits for it).
+fn announce(line: &str) -> Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{line}").context("writing to stdout")?;
+    stdout.flush().context("writing to stdout")
 }
 
 /// Puts this process on `portcullis up`'s footing: transparent huge pages off (where the
@@ -157,6 +219,22 @@ mod tests {
                 "k",
                 "--review",
                 "r.json",
+            ][..],
+            &[
+                "portcullis-loadgen",
+                "webhook",
+                "--server",
+                "https://127.0.0.1:8443",
+                "--ca-cert",
+                "ca.crt",
+                "--key",
+                "k",
+                "--cluster",
+                "c",
+                "--review",
+                "r.json",
+                "--protocol",
+                "http1.1",
             ][..],
         ] {
             let with = |extra: &[&str]| Cli::try_parse_from(base.iter().chain(extra.iter()));

@@ -87,8 +87,9 @@ impl Default for NoopAdmission {
 }
 
 /// A response AdmissionReview as the real service returns for the benchmark review: the
-/// uid (here a fixed one of the same length), allowed, the log-only violations as warnings.
-const RESPONSE_REVIEW: &str = concat!(
+/// uid (here [`RESPONSE_UID`], of the same length), allowed, the log-only violations as
+/// warnings. The no-op webhook answers it too, with the request's uid in its place.
+pub const RESPONSE_REVIEW: &str = concat!(
     r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"#,
     r#""uid":"00000000-0000-4000-8000-000000000000","allowed":true,"#,
     r#""status":{"code":200,"message":"- imagePath violates rule with properties "#,
@@ -96,6 +97,9 @@ const RESPONSE_REVIEW: &str = concat!(
     r#""warnings":["imagePath violates rule with properties { starts-with:registry.example.com/mirror/ } "#,
     r#"in container(s) \"envoy\" (log)."]}}"#
 );
+
+/// The uid in [`RESPONSE_REVIEW`].
+pub const RESPONSE_UID: &str = "00000000-0000-4000-8000-000000000000";
 
 const IMAGES: &[&str] = &[
     "registry.example.com/payments/api-migrations:4.12.3@sha256:9b2f4c6e8a0d1f3b5c7e9a1d3f5b7c9e1a3d5f7b9c1e3a5d7f9b1c3e5a7d9f1b",

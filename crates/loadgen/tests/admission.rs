@@ -4,12 +4,14 @@
 //! asserts speed.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
-use std::process::{Command, Output};
+mod common;
 
+use std::process::Output;
+
+use common::{REVIEW, report};
 use portcullis_loadgen::noop;
 
 const KEY: &str = "test-connector-key-0123456789";
-const REVIEW: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../engine/benches/data/review-8k.json");
 
 /// Open loop: 200 calls due in one second, no warm-up.
 const OPEN_LOOP_200: [&str; 6] = ["--rate", "200", "--duration", "1s", "--warmup", "0s"];
@@ -32,26 +34,11 @@ async fn start_noop() -> (String, tokio::sync::oneshot::Sender<()>, tokio::task:
 
 /// Runs the built `portcullis-loadgen admission` with `args` after the common ones.
 async fn loadgen(url: &str, key: &str, args: &[&str]) -> Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_portcullis-loadgen"));
+    let mut command = common::loadgen();
     command
         .args(["admission", "--server", url, "--key", key, "--review", REVIEW, "--json"])
-        .args(args)
-        .env_remove("PORTCULLIS_CONNECTOR_KEY");
-    tokio::task::spawn_blocking(move || command.output())
-        .await
-        .unwrap()
-        .unwrap()
-}
-
-fn report(output: &Output) -> serde_json::Value {
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "status {:?}\nstdout: {stdout}\nstderr: {}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("not one JSON object ({e}): {stdout}"))
+        .args(args);
+    common::output(command).await
 }
 
 fn assert_only_successes(report: &serde_json::Value) {

@@ -58,8 +58,9 @@ impl fmt::Debug for WebhookRequest {
 pub trait WebhookHandler: Send + Sync + 'static {
     /// Judges one AdmissionReview and returns the response AdmissionReview JSON (served as
     /// `200 application/json`), or an error (served as its status with `{"error": ...}`).
-    /// The future runs in its own task: a panic becomes `500`, and it is cancelled when the
-    /// deadline passes or the client goes away.
+    /// The future is polled in the request's own task (no task of its own, which would cost
+    /// every request a spawn): a panic becomes `500`, and it is dropped when the deadline
+    /// passes or the client goes away.
     fn review(&self, request: WebhookRequest) -> ReviewFuture<'_>;
 
     /// Checks the bearer token from the headers, before the body is read or a slot is taken,
