@@ -91,7 +91,7 @@ async fn simulated_connectors_get_answers_findings_stored_events_and_commands() 
     for cluster in &report.clusters {
         let found = telemetry
             .search_events(pt::SearchEventsRequest {
-                query: format!("cluster:{} type:runtime", cluster.id),
+                query: portcullis_simulator::events_query(&cluster.id),
                 time_range: None,
                 page: None,
             })

@@ -313,7 +313,8 @@ pub(crate) async fn send_reviews(shared: Arc<Shared>, stop: CancellationToken) {
     if rate == 0 || clusters == 0 {
         return;
     }
-    let period = Duration::from_secs(1) / rate;
+    // At least a nanosecond: a rate above 10^9/s must still move the schedule on.
+    let period = (Duration::from_secs(1) / rate).max(Duration::from_nanos(1));
     let limit = shared.config.in_flight.max(1);
     let permits = Arc::new(Semaphore::new(limit));
     let mut tasks = tokio::task::JoinSet::new();

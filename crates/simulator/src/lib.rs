@@ -333,6 +333,13 @@ impl Simulation {
     }
 }
 
+/// The telemetry search that finds exactly the runtime events the simulator sent for the
+/// cluster of id `cluster_id` (as many as its [`ClusterReport::events_sent`]; the simulator
+/// sends no other runtime events).
+pub fn events_query(cluster_id: &str) -> String {
+    format!("cluster:{cluster_id} type:runtime")
+}
+
 /// Runs for `config.duration` then stops (what the CLI calls).
 pub async fn run(config: SimulationConfig) -> Result<Report, SimulateError> {
     let duration = config.duration;

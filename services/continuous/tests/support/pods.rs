@@ -4,7 +4,7 @@
 // Test-data code: indexing into JSON values built right here.
 #![allow(dead_code, clippy::indexing_slicing, clippy::unwrap_used)]
 
-pub use portcullis_corpus::pods::{digest_of, running_pod, running_pods};
+pub use portcullis_corpus::pods::running_pods;
 use portcullis_engine::scan::{Finding, MemoryScanStore, ScanResult, ScanType, Severity};
 use serde_json::Value;
 use time::macros::datetime;
