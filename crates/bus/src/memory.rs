@@ -408,11 +408,6 @@ impl MemoryBus {
         Ok(state.first_seq)
     }
 
-    /// Joins (or creates) durable `durable`; see [`crate::Bus::subscribe_work`].
-    pub async fn subscribe_work(&self, durable: &str, filter: &TopicFilter) -> Result<WorkSubscription, BusError> {
-        self.subscribe_work_with(durable, filter, WorkLimits::default()).await
-    }
-
     /// Joins (or creates) durable `durable` with `limits`; see [`crate::Bus::subscribe_work_with`].
     pub async fn subscribe_work_with(
         &self,

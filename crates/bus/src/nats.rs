@@ -456,11 +456,6 @@ impl NatsBus {
         Ok(self.stream_state().await?.first_sequence)
     }
 
-    /// Joins (or creates) a durable pull consumer; see [`crate::Bus::subscribe_work`].
-    pub async fn subscribe_work(&self, durable: &str, filter: &TopicFilter) -> Result<WorkSubscription, BusError> {
-        self.subscribe_work_with(durable, filter, WorkLimits::default()).await
-    }
-
     /// Joins (or creates) a durable pull consumer with `limits`; see
     /// [`crate::Bus::subscribe_work_with`].
     pub async fn subscribe_work_with(
