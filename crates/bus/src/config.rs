@@ -130,3 +130,16 @@ impl BusConfig {
         Ok(())
     }
 }
+
+/// Limits of one work subscription that override the bus configuration's (a service that
+/// batches its writes wants more deliveries outstanding than the default).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WorkLimits {
+    /// Deliveries of the durable that may be un-acknowledged at once
+    /// ([`BusConfig::max_ack_pending`] when `None`). The latest subscriber's value applies to
+    /// the durable, as its filter does.
+    pub max_ack_pending: Option<usize>,
+    /// Messages asked for in one pull request on NATS ([`BusConfig::channel_capacity`] when
+    /// `None`; the in-process bus has no pulls).
+    pub pull_batch: Option<usize>,
+}

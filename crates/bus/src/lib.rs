@@ -34,7 +34,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 pub use access::NatsAccess;
-pub use config::{BusConfig, StreamConfig};
+pub use config::{BusConfig, StreamConfig, WorkLimits};
 pub use error::BusError;
 pub use event::{
     Event, Headers, MAX_EVENT_ID_LEN, MAX_HEADER_NAME_LEN, MAX_HEADER_VALUE_LEN, MAX_SUBJECT_LEN, MAX_TOPIC_LEN,
@@ -136,9 +136,19 @@ impl Bus {
     /// continues after what was acknowledged. The latest subscriber's filter applies to the
     /// durable.
     pub async fn subscribe_work(&self, durable: &str, filter: &TopicFilter) -> Result<WorkSubscription, BusError> {
+        self.subscribe_work_with(durable, filter, WorkLimits::default()).await
+    }
+
+    /// [`Bus::subscribe_work`] with `limits` in place of the bus configuration's.
+    pub async fn subscribe_work_with(
+        &self,
+        durable: &str,
+        filter: &TopicFilter,
+        limits: WorkLimits,
+    ) -> Result<WorkSubscription, BusError> {
         match self {
-            Self::Nats(b) => b.subscribe_work(durable, filter).await,
-            Self::Memory(b) => b.subscribe_work(durable, filter).await,
+            Self::Nats(b) => b.subscribe_work_with(durable, filter, limits).await,
+            Self::Memory(b) => b.subscribe_work_with(durable, filter, limits).await,
         }
     }
 

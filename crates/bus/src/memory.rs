@@ -27,7 +27,7 @@ use crate::subscription::{
     Acker, BroadcastSubscription, CoreMessage, CoreSubscription, Delivery, IncomingRequest, RequestStream, Responder,
     Subscription, WorkSubscription,
 };
-use crate::{BusConfig, BusError};
+use crate::{BusConfig, BusError, WorkLimits};
 
 /// The in-process bus. Cloning gives another handle to the same bus.
 #[derive(Clone)]
@@ -72,6 +72,8 @@ struct State {
 
 struct Durable {
     filter: TopicFilter,
+    /// Deliveries outstanding at most (the subscription's limit, else the bus's).
+    max_ack_pending: usize,
     /// Next sequence never delivered to this durable.
     next_seq: u64,
     /// Delivered, not yet acknowledged.
@@ -200,7 +202,7 @@ fn claim(inner: &Arc<Inner>, name: &str) -> Claim {
             return deliver(durable, stored, attempt.saturating_add(1));
         }
     }
-    if durable.pending.len() < config.max_ack_pending {
+    if durable.pending.len() < durable.max_ack_pending {
         let mut seq = durable.next_seq.max(state.first_seq);
         while let Some(stored) = lookup(&state.log, state.first_seq, seq) {
             seq = seq.saturating_add(1);
@@ -406,18 +408,31 @@ impl MemoryBus {
         Ok(state.first_seq)
     }
 
-    /// Joins (or creates) durable `durable`; see [`crate::Bus::subscribe_work`].
-    pub async fn subscribe_work(&self, durable: &str, filter: &TopicFilter) -> Result<WorkSubscription, BusError> {
+    /// Joins (or creates) durable `durable` with `limits`; see [`crate::Bus::subscribe_work_with`].
+    pub async fn subscribe_work_with(
+        &self,
+        durable: &str,
+        filter: &TopicFilter,
+        limits: WorkLimits,
+    ) -> Result<WorkSubscription, BusError> {
         validate_durable(durable)?;
         filter.validate()?;
+        let max_ack_pending = limits
+            .max_ack_pending
+            .unwrap_or(self.inner.config.max_ack_pending)
+            .max(1);
         {
             let mut state = self.inner.lock();
             state
                 .durables
                 .entry(durable.to_owned())
-                .and_modify(|d| d.filter = filter.clone())
+                .and_modify(|d| {
+                    d.filter = filter.clone();
+                    d.max_ack_pending = max_ack_pending;
+                })
                 .or_insert_with(|| Durable {
                     filter: filter.clone(),
+                    max_ack_pending,
                     next_seq: 1,
                     pending: BTreeMap::new(),
                     redeliver: VecDeque::new(),

@@ -19,7 +19,7 @@ use crate::subscription::{
     Acker, BroadcastSubscription, CoreMessage, CoreSubscription, Delivery, IncomingRequest, RequestStream, Responder,
     Subscription, WorkSubscription,
 };
-use crate::{BusConfig, BusError};
+use crate::{BusConfig, BusError, WorkLimits};
 
 /// Subjects of the event stream.
 pub use portcullis_domain::topic::EVENT_SUBJECTS;
@@ -130,15 +130,12 @@ async fn work_task(
     config: consumer::pull::Config,
     mut consumer: consumer::PullConsumer,
     bus: Arc<BusConfig>,
+    pull_batch: usize,
     tx: mpsc::Sender<Delivery>,
 ) {
     let mut backoff = Backoff::new();
     loop {
-        let messages = consumer
-            .stream()
-            .max_messages_per_batch(bus.channel_capacity)
-            .messages()
-            .await;
+        let messages = consumer.stream().max_messages_per_batch(pull_batch).messages().await;
         let mut messages = match messages {
             Ok(messages) => messages,
             Err(err) => {
@@ -459,8 +456,14 @@ impl NatsBus {
         Ok(self.stream_state().await?.first_sequence)
     }
 
-    /// Joins (or creates) a durable pull consumer; see [`crate::Bus::subscribe_work`].
-    pub async fn subscribe_work(&self, durable: &str, filter: &TopicFilter) -> Result<WorkSubscription, BusError> {
+    /// Joins (or creates) a durable pull consumer with `limits`; see
+    /// [`crate::Bus::subscribe_work_with`].
+    pub async fn subscribe_work_with(
+        &self,
+        durable: &str,
+        filter: &TopicFilter,
+        limits: WorkLimits,
+    ) -> Result<WorkSubscription, BusError> {
         validate_durable(durable)?;
         filter.validate()?;
         let mut subjects = filter.subjects();
@@ -473,7 +476,13 @@ impl NatsBus {
             deliver_policy: consumer::DeliverPolicy::All,
             ack_policy: consumer::AckPolicy::Explicit,
             ack_wait: self.inner.config.ack_wait,
-            max_ack_pending: i64::try_from(self.inner.config.max_ack_pending).unwrap_or(i64::MAX),
+            max_ack_pending: i64::try_from(
+                limits
+                    .max_ack_pending
+                    .unwrap_or(self.inner.config.max_ack_pending)
+                    .max(1),
+            )
+            .unwrap_or(i64::MAX),
             filter_subject,
             filter_subjects,
             ..Default::default()
@@ -486,11 +495,13 @@ impl NatsBus {
         )
         .await?;
         let (tx, rx) = mpsc::channel(self.inner.config.channel_capacity);
+        let pull_batch = limits.pull_batch.unwrap_or(self.inner.config.channel_capacity).max(1);
         let task = tokio::spawn(work_task(
             self.inner.stream.clone(),
             config,
             consumer,
             Arc::clone(&self.inner.config),
+            pull_batch,
             tx,
         ));
         Ok(Subscription::new(rx, Some(task)))

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use portcullis_bus::{
     Bus, BusConfig, BusError, Event, Headers, MemoryBus, NatsBus, StartFrom, Subscription, TRACEPARENT, TRACESTATE,
-    TopicFilter,
+    TopicFilter, WorkLimits,
 };
 use portcullis_test_kit::NatsServer;
 
@@ -265,6 +265,43 @@ async fn acked_delivery_is_not_redelivered(h: Harness) {
     // Nor to another subscriber of the same durable.
     let mut other = h.bus().await.subscribe_work("acked", &filter).await.unwrap();
     expect_nothing(&mut other, Duration::from_millis(500)).await;
+}
+
+/// Takes deliveries until none comes for a while; returns them (unacked).
+async fn drain_unacked(sub: &mut portcullis_bus::WorkSubscription) -> Vec<portcullis_bus::Delivery> {
+    let mut got = Vec::new();
+    while let Some(d) = recv(sub, Duration::from_millis(500)).await {
+        got.push(d);
+    }
+    got
+}
+
+async fn work_limits_override_max_ack_pending(h: Harness) {
+    let bus = h
+        .bus_with(BusConfig {
+            max_ack_pending: 2,
+            ..config()
+        })
+        .await;
+    let filter = TopicFilter::topics(["policy.changed"]);
+    let events: Vec<Event> = (1..=8)
+        .map(|i| event(&format!("l{i}"), "t1", "policy.changed"))
+        .collect();
+    publish_all(&bus, &events).await;
+    // The bus's limit: two outstanding.
+    let mut capped = bus.subscribe_work("capped", &filter).await.unwrap();
+    assert_eq!(drain_unacked(&mut capped).await.len(), 2);
+    // The subscription's own: five, then one more per ack.
+    let limits = WorkLimits {
+        max_ack_pending: Some(5),
+        pull_batch: Some(3),
+    };
+    let mut wide = bus.subscribe_work_with("wide", &filter, limits).await.unwrap();
+    let first = drain_unacked(&mut wide).await;
+    assert_eq!(first.len(), 5);
+    first.first().unwrap().ack().await.unwrap();
+    let more: Vec<String> = drain_unacked(&mut wide).await.into_iter().map(|d| d.event.id).collect();
+    assert_eq!(more, vec!["l6".to_owned()]);
 }
 
 async fn nak_redelivers_at_once(h: Harness) {
@@ -665,6 +702,7 @@ contract!(
     unacked_delivery_is_redelivered,
     acked_delivery_is_not_redelivered,
     nak_redelivers_at_once,
+    work_limits_override_max_ack_pending,
     restarted_work_subscriber_continues,
     work_filters_topics_and_tenants,
     broadcast_subscribers_all_get_every_event,

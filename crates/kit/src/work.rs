@@ -21,7 +21,7 @@ use std::fmt::Display;
 use std::sync::Arc;
 use std::time::Duration;
 
-use portcullis_bus::{Bus, BusError, Delivery, TopicFilter};
+use portcullis_bus::{Bus, BusError, Delivery, TopicFilter, WorkLimits};
 use portcullis_proto::events::v1::EventEnvelope;
 use prost::Message as _;
 use tokio::sync::Semaphore;
@@ -51,6 +51,9 @@ pub struct WorkOptions {
     pub max_in_flight: usize,
     /// The pause before a failed delivery is nak'ed, times its attempt (at most 10 times).
     pub retry_pause: Duration,
+    /// The durable's own limits (un-acknowledged deliveries, pull size) in place of the bus
+    /// configuration's; none by default.
+    pub limits: WorkLimits,
 }
 
 impl WorkOptions {
@@ -63,6 +66,7 @@ impl WorkOptions {
             max_attempts,
             max_in_flight,
             retry_pause: Duration::from_millis(200),
+            limits: WorkLimits::default(),
         }
     }
 }
@@ -111,7 +115,7 @@ pub async fn subscribe_work<H: WorkHandler>(
     handler: H,
     stop: CancellationToken,
 ) -> Result<impl Future<Output = Result<(), String>> + Send + 'static + use<H>, BusError> {
-    let mut subscription = bus.subscribe_work(durable, filter).await?;
+    let mut subscription = bus.subscribe_work_with(durable, filter, options.limits).await?;
     let slots = Arc::new(Semaphore::new(options.max_in_flight.max(1)));
     let options = Arc::new(options);
     Ok(async move {

@@ -33,7 +33,8 @@
 //! The service runs with `batch_size` 5,000 (`TELEMETRY_BENCH_BATCH`), `flush_interval`
 //! 50 ms (`TELEMETRY_BENCH_FLUSH_MS`) and `max_in_flight` 10,000 (`TELEMETRY_BENCH_IN_FLIGHT`)
 //! rather than the defaults (1,000, 100 ms, 256): with 256 deliveries in flight a batch holds
-//! at most 256 events.
+//! at most 256 events; `max_ack_pending` (`TELEMETRY_BENCH_ACK_PENDING`) and `writers`
+//! (`TELEMETRY_BENCH_WRITERS`) are the defaults, 20,000 and 2, unless set.
 //!
 //! ```sh
 //! cargo bench -p portcullis-telemetry-service --bench nats_ingest
@@ -301,14 +302,18 @@ async fn main() {
         flush_interval: Duration::from_millis(env_or("TELEMETRY_BENCH_FLUSH_MS", 50)),
         write_queue: 20_000,
         max_in_flight: env_or("TELEMETRY_BENCH_IN_FLIGHT", 10_000),
+        max_ack_pending: env_or("TELEMETRY_BENCH_ACK_PENDING", 20_000),
+        writers: env_or("TELEMETRY_BENCH_WRITERS", 2),
         policy_cache_ttl: Duration::from_secs(60),
         ..TelemetryOptions::default()
     };
     println!(
-        "telemetry NATS -> PostgreSQL ingest: batch_size {}, flush_interval {:?}, max_in_flight {}, write_queue {}; {} cores; load average {}",
+        "telemetry NATS -> PostgreSQL ingest: batch_size {}, flush_interval {:?}, max_in_flight {}, max_ack_pending {}, writers {}, write_queue {}; {} cores; load average {}",
         options.batch_size,
         options.flush_interval,
         options.max_in_flight,
+        options.max_ack_pending,
+        options.writers,
         options.write_queue,
         std::thread::available_parallelism().map_or(0, usize::from),
         std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim()

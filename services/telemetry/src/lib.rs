@@ -68,6 +68,14 @@ pub struct TelemetryOptions {
     pub write_queue: usize,
     /// Bus deliveries handled at once by one replica (default 256).
     pub max_in_flight: usize,
+    /// Bus deliveries of the work subscription un-acknowledged at once, all replicas
+    /// together (default 20,000): at least `max_in_flight` times the replicas, or the
+    /// replicas wait for acks rather than fill their batches. Overrides `[bus]
+    /// max_ack_pending` for this subscription.
+    pub max_ack_pending: usize,
+    /// Batches written to the database at once, each on its own connection (default 2;
+    /// 1 on SQLite, which takes one writer at a time; at most half the pool on PostgreSQL).
+    pub writers: usize,
     /// How long a cluster's effective policy is reused before it is read again (default 10 s).
     #[serde(with = "humantime_serde")]
     pub policy_cache_ttl: Duration,
@@ -95,6 +103,8 @@ impl Default for TelemetryOptions {
             flush_interval: Duration::from_millis(100),
             write_queue: 1000,
             max_in_flight: 256,
+            max_ack_pending: 20_000,
+            writers: 2,
             policy_cache_ttl: Duration::from_secs(10),
             pod_lookup_deadline: Duration::from_secs(2),
             drain_deadline: Duration::from_secs(30),

@@ -1,14 +1,24 @@
 //! The write path: a bounded queue of writes (an ingest message's events, a bus delivery's
-//! event and, for an admission decision, its recorded admission), one writer that takes them
-//! in batches (by size, or what came within the flush interval), stores the batch's events in
-//! one call and its recorded admissions in another (both idempotent on event id), runs every
-//! event through the correlator and stores the alert changes, and only then answers each
-//! write: a bus delivery is acked, and an ingest message answered, after its events and
-//! admissions are stored.
+//! event and, for an admission decision, its recorded admission), a batcher that takes them
+//! in batches (by size, or what came within the flush interval from the batch's first
+//! write), and up to [`BatchOptions::writers`] batches written at once (each on its own
+//! database connection): a batch's events are stored in one call and its recorded
+//! admissions in another (both idempotent on event id), then every event goes through the
+//! correlator and the alert changes are stored, and only then is each write answered: a bus
+//! delivery is acked, and an ingest message answered, after its events and admissions are
+//! stored.
 //!
-//! The correlator's state moves on only with what is stored: each batch is a correlator
-//! transaction, committed once its alert changes are stored and rolled back when they could
-//! not be (see [`crate::correlate`], "Batches and failed saves").
+//! Storing is what costs (the database's index upkeep), so that is what runs concurrently;
+//! correlation takes turns, one batch at a time: the correlator's state moves on only with
+//! what is stored, each batch being a correlator transaction, committed once its alert
+//! changes are stored and rolled back when they could not be (see [`crate::correlate`],
+//! "Batches and failed saves"), and a transaction is never open for two batches. Batches
+//! may reach the correlator out of their order; it orders each story by event time within
+//! its lateness bound, and skips an event id it has seen, so the outcome is the same.
+//!
+//! Latency of a write under a steady load below what the writers sustain: at most the flush
+//! interval waiting for its batch, plus one batch's store and correlation; beyond that rate,
+//! writes queue (bounded by [`BatchOptions::queue`]; callers then wait).
 //!
 //! After a restart the open alerts are re-attached to the correlator before the first
 //! write ([`Pipeline::start`]), so that a story completed across the restart joins its
@@ -19,7 +29,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use time::OffsetDateTime;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::correlate::{AlertChange, Correlator};
@@ -106,6 +116,9 @@ pub struct BatchOptions {
     pub flush_interval: Duration,
     /// Writes queued, at most (callers wait beyond it).
     pub queue: usize,
+    /// Batches stored at once, at most (each on its own database connection; 1 on a store
+    /// that takes one write at a time, see [`TelemetryStore::write_concurrency`]).
+    pub writers: usize,
 }
 
 fn lock(c: &Mutex<Correlator>) -> std::sync::MutexGuard<'_, Correlator> {
@@ -138,8 +151,21 @@ impl Pipeline {
             counters: counters.clone(),
         };
         let batch_size = options.batch_size.max(1);
+        let writers = options.writers.clamp(1, store.write_concurrency().max(1));
+        let slots = Arc::new(Semaphore::new(writers));
+        let shared = Arc::new(Writer {
+            store,
+            correlator,
+            counters,
+            turn: tokio::sync::Mutex::new(()),
+        });
         let task = async move {
+            let mut in_flight = tokio::task::JoinSet::new();
             loop {
+                // A free writer first: meanwhile writes queue, and the next batch fills at once.
+                let Ok(slot) = slots.clone().acquire_owned().await else {
+                    break;
+                };
                 let first = tokio::select! {
                     w = receiver.recv() => w,
                     () = stop.cancelled() => {
@@ -147,7 +173,7 @@ impl Pipeline {
                         receiver.recv().await
                     }
                 };
-                let Some(first) = first else { return };
+                let Some(first) = first else { break };
                 let mut size = first.events.len() + first.admissions.len();
                 let mut writes = vec![first];
                 let deadline = tokio::time::Instant::now() + options.flush_interval;
@@ -160,23 +186,15 @@ impl Pipeline {
                         Ok(None) | Err(_) => break,
                     }
                 }
-                let mut events = Vec::with_capacity(size);
-                let mut admissions = Vec::new();
-                let mut answers = Vec::with_capacity(writes.len());
-                for w in writes {
-                    events.extend(w.events);
-                    admissions.extend(w.admissions);
-                    answers.push(w.done);
-                }
-                let result = write_batch(store.as_ref(), &correlator, &counters, &events, &admissions).await;
-                if result.is_err() {
-                    counters.failed_batches.fetch_add(1, Ordering::Relaxed);
-                }
-                for answer in answers {
-                    // A writer that went away (a cancelled call) needs no answer.
-                    let _ = answer.send(result.clone());
-                }
+                let shared = shared.clone();
+                in_flight.spawn(async move {
+                    shared.write(writes, size).await;
+                    drop(slot);
+                });
+                while in_flight.try_join_next().is_some() {}
             }
+            // The batches being written finish (the stop drains; nothing is left unanswered).
+            while in_flight.join_next().await.is_some() {}
         };
         Ok((pipeline, task))
     }
@@ -222,13 +240,44 @@ impl Pipeline {
     }
 }
 
+/// What the batches being written share.
+struct Writer {
+    store: Arc<dyn TelemetryStore>,
+    correlator: Arc<Mutex<Correlator>>,
+    counters: Arc<PipelineCounters>,
+    /// Held by the batch being correlated, from its correlator transaction's begin to its
+    /// commit or rollback.
+    turn: tokio::sync::Mutex<()>,
+}
+
+impl Writer {
+    /// Writes one batch and answers its writers.
+    async fn write(&self, writes: Vec<Write>, size: usize) {
+        let mut events = Vec::with_capacity(size);
+        let mut admissions = Vec::new();
+        let mut answers = Vec::with_capacity(writes.len());
+        for w in writes {
+            events.extend(w.events);
+            admissions.extend(w.admissions);
+            answers.push(w.done);
+        }
+        let result = write_batch(self, &events, &admissions).await;
+        if result.is_err() {
+            self.counters.failed_batches.fetch_add(1, Ordering::Relaxed);
+        }
+        for answer in answers {
+            // A writer that went away (a cancelled call) needs no answer.
+            let _ = answer.send(result.clone());
+        }
+    }
+}
+
 async fn write_batch(
-    store: &dyn TelemetryStore,
-    correlator: &Mutex<Correlator>,
-    counters: &PipelineCounters,
+    writer: &Writer,
     events: &[SecurityEvent],
     admissions: &[RecordedAdmission],
 ) -> Result<(), TelemetryError> {
+    let (store, correlator, counters) = (writer.store.as_ref(), writer.correlator.as_ref(), &writer.counters);
     let new = store.insert_events(events).await?;
     if !admissions.is_empty() {
         let recorded = store.record_admissions(admissions).await?;
@@ -243,6 +292,7 @@ async fn write_batch(
     let mut order: Vec<&SecurityEvent> = events.iter().collect();
     order.sort_by(|a, b| a.occurred_at.cmp(&b.occurred_at).then_with(|| a.id.cmp(&b.id)));
     let mut changes: Vec<AlertChange> = Vec::new();
+    let _turn = writer.turn.lock().await;
     {
         let mut c = lock(correlator);
         // A transaction: undone when the changes cannot be stored (see below).

@@ -88,6 +88,7 @@ impl RunningTelemetry {
                 batch_size: settings.batch_size,
                 flush_interval: settings.flush_interval,
                 queue: settings.write_queue,
+                writers: settings.writers,
             },
             writer_stop.clone(),
         )
@@ -109,6 +110,7 @@ impl RunningTelemetry {
             &bus,
             &settings.durable,
             settings.max_in_flight,
+            settings.max_ack_pending,
             lifecycle.token().clone(),
         )
         .await

@@ -210,6 +210,12 @@ pub trait TelemetryStore: Send + Sync {
     /// stored is skipped. Returns how many were new.
     fn insert_events<'a>(&'a self, events: &'a [SecurityEvent]) -> BoxFuture<'a, StoreResult<u64>>;
 
+    /// How many writes ([`TelemetryStore::insert_events`] and the others) are worth running at
+    /// once: more than one only where they do not just wait for each other (default 1).
+    fn write_concurrency(&self) -> usize {
+        1
+    }
+
     /// The tenant's events in `range` that match `query`, newest first, one page, with the
     /// count of all matches (exact up to [`COUNT_LIMIT`]).
     fn search<'a>(

@@ -80,6 +80,7 @@ macro_rules! both {
 both!(
     inserts_are_idempotent,
     a_batch_with_repeats_stores_each_event_once,
+    batches_written_at_once_store_each_event_once,
     special_characters_read_back_unchanged,
     search_by_each_field,
     search_pages_newest_first,
@@ -175,6 +176,30 @@ async fn a_batch_with_repeats_stores_each_event_once(db: &TestDb) {
     let t1 = db.store.search("t1", &query, wide(), &page).await.unwrap();
     assert_eq!((t1.total, t1.total_is_lower_bound), (4_503, false));
     assert_eq!(ids(db, "t2", "", wide()).await, vec!["s1".to_owned()]);
+}
+
+async fn batches_written_at_once_store_each_event_once(db: &TestDb) {
+    // Two writers at once with overlapping batches (as the pipeline's writers are when a
+    // redelivery meets the first copy), each also repeating events within itself: whichever
+    // writes an event first stores it, the other skips it, and the counts add up.
+    let batch = |from: i64, to: i64| -> Vec<SecurityEvent> {
+        let mut b: Vec<_> = (from..to)
+            .map(|i| event("t1", &format!("c{i}"), T0 + Duration::milliseconds(i)))
+            .collect();
+        b.extend(b[..10].to_vec());
+        b
+    };
+    let (a, b) = (batch(0, 3_000), batch(2_000, 5_000));
+    // Then again: everything is a repeat.
+    for expected in [5_000, 0] {
+        let (left, right) = tokio::join!(db.store.insert_events(&a), db.store.insert_events(&b));
+        let (left, right) = (left.unwrap(), right.unwrap());
+        assert_eq!(left + right, expected, "{left} + {right} new");
+    }
+    let query = Query::parse("").unwrap();
+    let page = PageRequest { size: 10, token: None };
+    let stored = db.store.search("t1", &query, wide(), &page).await.unwrap();
+    assert_eq!((stored.total, stored.total_is_lower_bound), (5_000, false));
 }
 
 async fn special_characters_read_back_unchanged(db: &TestDb) {

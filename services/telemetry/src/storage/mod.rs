@@ -54,6 +54,9 @@ pub struct SqlStore {
     db: DatabaseConnection,
     /// The days (since the epoch) whose partition this process knows exists (PostgreSQL).
     days: Arc<Mutex<HashSet<i64>>>,
+    /// Held while partitions are created, so that this process's writers do not race each
+    /// other to create the same one.
+    creating: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl From<DbErr> for StoreError {
@@ -84,6 +87,7 @@ impl SqlStore {
         let store = SqlStore {
             db,
             days: Arc::new(Mutex::new(HashSet::new())),
+            creating: Arc::new(tokio::sync::Mutex::new(())),
         };
         store.migrate().await?;
         Ok(store)
@@ -116,14 +120,19 @@ impl SqlStore {
             return Ok(());
         }
         let wanted: HashSet<i64> = times_micros.into_iter().map(|t| t.div_euclid(DAY_MICROS)).collect();
-        let missing: Vec<i64> = {
+        let missing = |wanted: &HashSet<i64>| -> StoreResult<Vec<i64>> {
             let known = self
                 .days
                 .lock()
                 .map_err(|_| StoreError::Unavailable("poisoned lock".to_owned()))?;
-            wanted.into_iter().filter(|d| !known.contains(d)).collect()
+            Ok(wanted.iter().copied().filter(|d| !known.contains(d)).collect())
         };
-        for day in missing {
+        if missing(&wanted)?.is_empty() {
+            return Ok(());
+        }
+        let _creating = self.creating.lock().await;
+        // Another writer may have created them meanwhile.
+        for day in missing(&wanted)? {
             let Some(ddl) = partition_ddl(day) else { continue };
             if self.db.execute_unprepared(&ddl).await.is_ok() {
                 self.days
@@ -333,6 +342,18 @@ pub(crate) fn finish_page<T>(mut items: Vec<(T, Cursor)>, size: usize, fingerpri
 impl TelemetryStore for SqlStore {
     fn insert_events<'a>(&'a self, events: &'a [SecurityEvent]) -> BoxFuture<'a, StoreResult<u64>> {
         Box::pin(events::insert(self, events))
+    }
+
+    fn write_concurrency(&self) -> usize {
+        // SQLite takes one writer at a time (a second waits on the lock); PostgreSQL's
+        // connections write side by side, up to half the pool (the rest for searches).
+        match self.backend() {
+            DbBackend::Postgres => {
+                let pool = self.db.get_postgres_connection_pool().options().get_max_connections();
+                usize::try_from(pool / 2).unwrap_or(1).max(1)
+            }
+            _ => 1,
+        }
     }
 
     fn search<'a>(
