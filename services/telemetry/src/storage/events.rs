@@ -397,23 +397,86 @@ fn push_cursor(sql: &mut Sql, cursor: Option<&Cursor>) {
     }
 }
 
-/// The newest `limit` events of `[from, to)` that pass the filter, older than `cursor`.
-#[allow(clippy::too_many_arguments)]
-async fn newest(
-    store: &SqlStore,
+/// The statement of the newest `limit` events of `[from, to)` that pass the filter, older
+/// than `cursor`.
+fn newest_sql(
+    backend: DbBackend,
     tenant: &str,
     query: &Query,
-    from: i64,
-    to: i64,
+    (from, to): (i64, i64),
     cursor: Option<&Cursor>,
     limit: usize,
-) -> StoreResult<Vec<QueryResult>> {
-    let mut sql = Sql::new(store.backend(), &format!("SELECT {COLUMNS}"));
+) -> Sql {
+    let mut sql = Sql::new(backend, &format!("SELECT {COLUMNS}"));
     push_filter(&mut sql, tenant, query, from, to);
     push_cursor(&mut sql, cursor);
     sql.push(" ORDER BY occurred_at DESC, id DESC LIMIT ")
         .bind(i64::try_from(limit).unwrap_or(i64::MAX));
+    sql
+}
+
+/// The newest `limit` events of `[from, to)` that pass the filter, older than `cursor`.
+async fn newest(
+    store: &SqlStore,
+    tenant: &str,
+    query: &Query,
+    (from, to): (i64, i64),
+    cursor: Option<&Cursor>,
+    limit: usize,
+) -> StoreResult<Vec<QueryResult>> {
+    let sql = newest_sql(store.backend(), tenant, query, (from, to), cursor, limit);
     Ok(store.db.query_all_raw(sql.statement()).await?)
+}
+
+/// The statement counting the events that pass the filter, up to one past [`COUNT_LIMIT`]
+/// ("10,000+" costs at most 10,001 matches).
+fn count_sql(backend: DbBackend, tenant: &str, query: &Query, (from, to): (i64, i64)) -> Sql {
+    let mut count = Sql::new(backend, "SELECT count(*) AS n FROM (SELECT 1 AS one");
+    push_filter(&mut count, tenant, query, from, to);
+    count
+        .push(" LIMIT ")
+        .bind(i64::try_from(COUNT_LIMIT + 1).unwrap_or(i64::MAX))
+        .push(") AS limited");
+    count
+}
+
+/// PostgreSQL's `EXPLAIN (ANALYZE, BUFFERS)` of a search's statements (benchmarks and
+/// diagnosis): the first page's (for free text, its first window's) and the count's, each as
+/// its plan's lines. Runs them.
+pub(super) async fn explain_search(
+    store: &SqlStore,
+    tenant: &str,
+    query: &Query,
+    range: TimeRange,
+) -> StoreResult<Vec<Vec<String>>> {
+    let backend = store.backend();
+    if backend != DbBackend::Postgres {
+        return Err(StoreError::Unavailable("EXPLAIN is read on PostgreSQL only".to_owned()));
+    }
+    let (from, to) = (micros(range.from), micros(range.to));
+    let text = query.terms.iter().any(|t| matches!(t, Term::Text(_)));
+    let page_from = if text {
+        to.saturating_sub(FIRST_WINDOW_MICROS).max(from)
+    } else {
+        from
+    };
+    let mut plans = Vec::new();
+    for sql in [
+        newest_sql(backend, tenant, query, (page_from, to), None, 101),
+        count_sql(backend, tenant, query, (from, to)),
+    ] {
+        let explain = Sql {
+            backend,
+            text: format!("EXPLAIN (ANALYZE, BUFFERS) {}", sql.text),
+            values: sql.values,
+        };
+        let mut lines = Vec::new();
+        for row in store.db.query_all_raw(explain.statement()).await? {
+            lines.push(get::<String>(&row, "QUERY PLAN")?);
+        }
+        plans.push(lines);
+    }
+    Ok(plans)
 }
 
 /// First window of a free-text page on PostgreSQL; each next one is [`WINDOW_GROWTH`] times
@@ -441,7 +504,7 @@ async fn text_page_postgres(
     let mut width = FIRST_WINDOW_MICROS;
     while hi > from && rows.len() < want {
         let lo = hi.saturating_sub(width).max(from);
-        rows.extend(newest(store, tenant, query, lo, hi, cursor, want - rows.len()).await?);
+        rows.extend(newest(store, tenant, query, (lo, hi), cursor, want - rows.len()).await?);
         hi = lo;
         width = width.saturating_mul(WINDOW_GROWTH);
     }
@@ -529,7 +592,7 @@ pub(super) async fn search(
     } else if text {
         text_page_postgres(store, tenant, query, span, cursor.as_ref(), size + 1).await?
     } else {
-        newest(store, tenant, query, span.0, span.1, cursor.as_ref(), size + 1).await?
+        newest(store, tenant, query, span, cursor.as_ref(), size + 1).await?
     };
     let mut items = Vec::with_capacity(rows.len());
     for row in &rows {
@@ -542,18 +605,12 @@ pub(super) async fn search(
     }
     let page = finish_page(items, size, &fingerprint);
 
-    // Counting stops one past the limit: "10,000+" costs at most 10,001 matches.
     let n = if sqlite_text {
         let limit = usize::try_from(COUNT_LIMIT + 1).unwrap_or(usize::MAX);
         let kept = sqlite_text_scan(store, tenant, query, span, None, "occurred_at, id, summary", limit).await?;
         u64::try_from(kept.len()).unwrap_or(u64::MAX)
     } else {
-        let mut count = Sql::new(backend, "SELECT count(*) AS n FROM (SELECT 1 AS one");
-        push_filter(&mut count, tenant, query, span.0, span.1);
-        count
-            .push(" LIMIT ")
-            .bind(i64::try_from(COUNT_LIMIT + 1).unwrap_or(i64::MAX))
-            .push(") AS limited");
+        let count = count_sql(backend, tenant, query, span);
         match store.db.query_one_raw(count.statement()).await? {
             Some(row) => to_u64(get::<i64>(&row, "n")?, "count")?,
             None => 0,
