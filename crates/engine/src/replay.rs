@@ -362,13 +362,9 @@ impl<'a> Replayer<'a> {
         let judged = ReviewedPod::from_json(projection)
             .ok()
             .and_then(|pod| self.rejudge_outcome(cluster_id, pod));
-        let mut entry = match judged {
-            Some((key, judged)) => MemoEntry::Judged {
-                key,
-                judged,
-                changes: WorkloadChanges::default(),
-            },
-            None => MemoEntry::Unreadable(0),
+        let mut entry = MemoEntry {
+            judged,
+            changes: WorkloadChanges::default(),
         };
         entry.count(was_blocked, was_logged);
         if memo.entries < memo.capacity {
@@ -420,33 +416,29 @@ impl Judged {
     }
 }
 
-/// What a [`ReplayMemo`] holds per distinct projection: its workload, the draft's outcome and
-/// the counts so far; or how many times an unreadable one was seen.
+/// What a [`ReplayMemo`] holds per distinct projection: its workload and the draft's outcome
+/// (`None`: unreadable), and the counts so far (of an unreadable one, only `admissions`).
 #[derive(Debug)]
-enum MemoEntry {
-    Judged {
-        key: WorkloadKey,
-        judged: Judged,
-        changes: WorkloadChanges,
-    },
-    Unreadable(u64),
+struct MemoEntry {
+    judged: Option<(WorkloadKey, Judged)>,
+    changes: WorkloadChanges,
 }
 
 impl MemoEntry {
     fn count(&mut self, was_blocked: bool, was_logged: bool) {
-        match self {
-            MemoEntry::Judged { judged, changes, .. } => changes.merge(&judged.changes(was_blocked, was_logged)),
-            MemoEntry::Unreadable(n) => *n += 1,
+        match &self.judged {
+            Some((_, judged)) => self.changes.merge(&judged.changes(was_blocked, was_logged)),
+            None => self.changes.admissions += 1,
         }
     }
 
     fn finish(self, report: &mut ReplayReport) {
-        match self {
-            MemoEntry::Judged { key, changes, .. } => {
-                report.replayed += changes.admissions;
-                report.workloads.entry(key).or_default().merge(&changes);
+        match self.judged {
+            Some((key, _)) => {
+                report.replayed += self.changes.admissions;
+                report.workloads.entry(key).or_default().merge(&self.changes);
             }
-            MemoEntry::Unreadable(n) => report.unreadable += n,
+            None => report.unreadable += self.changes.admissions,
         }
     }
 }

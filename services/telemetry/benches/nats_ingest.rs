@@ -505,7 +505,11 @@ async fn main() {
     let cases: [(&str, &[&str], Option<&'static str>); 4] = [
         ("every index (GIN pending list 4 MB, the default)", &[], flush),
         ("every index, GIN pending list 64 MB", &[bigger_pending_list], flush),
-        ("without the summary's word index", &["DROP INDEX ix_tm_events_summary_words"], None),
+        (
+            "without the summary's word index",
+            &["DROP INDEX ix_tm_events_summary_words"],
+            None,
+        ),
         (
             "primary key only",
             &[
