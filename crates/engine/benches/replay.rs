@@ -8,6 +8,15 @@
 //! storage), judges it with the full benchmark policy as the draft and counts the
 //! differences per workload; two threads split the records and merge their reports.
 //!
+//! Three ways, each checked to give the same report where they replay the same records:
+//! - `plain`: every record decoded and judged ([`Replayer::replay`]);
+//! - `memo`: [`Replayer::replay_stored`], the service's path: each distinct (cluster,
+//!   projection bytes) decoded and judged once per thread, the repeats counted (4,096
+//!   projections × 8 clusters: at most 32,768 distinct pairs);
+//! - `memo_all_distinct`: the same path when no two records share a projection (a label of
+//!   each projection carries the record's number): the memo cannot help, its bookkeeping
+//!   (hashing, keeping up to its capacity) is paid on top of decoding and judging.
+//!
 //! `cargo bench -p portcullis-engine --bench replay`
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
@@ -20,8 +29,11 @@ use std::hint::black_box;
 use criterion::Criterion;
 use portcullis_engine::evaluate::{CompiledPolicy, EvalContext, Verdict};
 use portcullis_engine::input::parse_document;
+use portcullis_engine::policy::Action;
 use portcullis_engine::projection::{ReviewedPod, review_pod_labels};
-use portcullis_engine::replay::{ClusterSettings, RecordedAdmission, RecordedViolation, ReplayReport, Replayer};
+use portcullis_engine::replay::{
+    ClusterSettings, RecordedAdmission, RecordedViolation, ReplayMemo, ReplayReport, Replayer,
+};
 use portcullis_engine::scan::MemoryScanStore;
 use time::OffsetDateTime;
 
@@ -32,9 +44,16 @@ const DISTINCT: usize = 4_096;
 const CLUSTERS: usize = 8;
 const THREADS: usize = 2;
 
+/// The label each projection carries for the all-distinct variant, and its placeholder value
+/// (overwritten with the record's number).
+const SEQ_LABEL: &str = "replay-seq";
+const SEQ_PLACEHOLDER: &str = "0000000";
+
 /// A recorded admission as stored: the projection's JSON and the live decision.
 struct Stored {
     json: Vec<u8>,
+    /// Where [`SEQ_PLACEHOLDER`] is in `json`.
+    seq_at: usize,
     allowed: bool,
     violations: Vec<RecordedViolation>,
 }
@@ -54,11 +73,18 @@ fn recorded_corpus() -> Vec<Stored> {
         let subject = parse_document(body).unwrap().remove(0);
         let decision = live.evaluate(&subject, &ctx);
         let labels = review_pod_labels(body, &subject).unwrap();
-        let Some(pod) = ReviewedPod::from_subject(&subject, labels) else {
+        let Some(mut pod) = ReviewedPod::from_subject(&subject, labels) else {
             continue;
         };
+        pod.labels.insert(SEQ_LABEL.into(), SEQ_PLACEHOLDER.into());
+        let json = pod.to_json().unwrap();
+        let needle = format!(r#""{SEQ_LABEL}":"{SEQ_PLACEHOLDER}""#);
+        let seq_at = json.windows(needle.len()).position(|w| w == needle.as_bytes()).unwrap() + needle.len()
+            - SEQ_PLACEHOLDER.len()
+            - 1;
         out.push(Stored {
-            json: pod.to_json().unwrap(),
+            json,
+            seq_at,
             allowed: decision.verdict == Verdict::Allow,
             violations: decision
                 .violations
@@ -94,20 +120,78 @@ fn replay_range(
     report
 }
 
-fn replay_all(replayer: &Replayer<'_>, stored: &[Stored], clusters: &[String]) -> ReplayReport {
+fn logged(violations: &[RecordedViolation]) -> bool {
+    violations.iter().any(|v| v.action == Action::Log)
+}
+
+/// Replays records `range` through a memo, as the service does; `distinct` makes each
+/// record's projection its own (its number in a label). Returns the report and how many
+/// distinct projections the memo judged.
+fn replay_range_memo(
+    replayer: &Replayer<'_>,
+    stored: &[Stored],
+    clusters: &[String],
+    range: std::ops::Range<usize>,
+    distinct: bool,
+) -> (ReplayReport, usize) {
+    let mut memo = ReplayMemo::default();
+    let mut buffer = Vec::new();
+    for i in range {
+        let s = &stored[i % stored.len()];
+        let json = if distinct {
+            buffer.clear();
+            buffer.extend_from_slice(&s.json);
+            let digits = format!("{i:07}");
+            buffer[s.seq_at..s.seq_at + SEQ_PLACEHOLDER.len()].copy_from_slice(digits.as_bytes());
+            &buffer[..]
+        } else {
+            &s.json[..]
+        };
+        replayer.replay_stored(
+            &mut memo,
+            &clusters[i % clusters.len()],
+            json,
+            !s.allowed,
+            logged(&s.violations),
+        );
+    }
+    let distinct = memo.distinct();
+    (memo.finish(), distinct)
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Way {
+    Plain,
+    Memo,
+    MemoAllDistinct,
+}
+
+/// The 1,000,000 records split over [`THREADS`] threads; the report and the distinct
+/// projections judged (summed over threads; all records for `Plain`).
+fn replay_all(replayer: &Replayer<'_>, stored: &[Stored], clusters: &[String], way: Way) -> (ReplayReport, usize) {
     let chunk = RECORDS.div_ceil(THREADS);
     std::thread::scope(|scope| {
         let handles: Vec<_> = (0..THREADS)
             .map(|t| {
                 let range = t * chunk..((t + 1) * chunk).min(RECORDS);
-                scope.spawn(move || replay_range(replayer, stored, clusters, range))
+                scope.spawn(move || match way {
+                    Way::Plain => {
+                        let n = range.len();
+                        (replay_range(replayer, stored, clusters, range), n)
+                    }
+                    Way::Memo => replay_range_memo(replayer, stored, clusters, range, false),
+                    Way::MemoAllDistinct => replay_range_memo(replayer, stored, clusters, range, true),
+                })
             })
             .collect();
         let mut total = ReplayReport::default();
+        let mut judged = 0;
         for h in handles {
-            total.merge(h.join().unwrap());
+            let (report, n) = h.join().unwrap();
+            total.merge(report);
+            judged += n;
         }
-        total
+        (total, judged)
     })
 }
 
@@ -130,8 +214,9 @@ fn main() {
         .collect();
     let replayer = Replayer::new(&draft, &MemoryScanStore::EMPTY, OffsetDateTime::UNIX_EPOCH, &settings);
 
-    // What one replay finds, once, so that the benchmark is known to do the work.
-    let report = replay_all(&replayer, &stored, &clusters);
+    // What one replay finds, once per way, so that the benchmark is known to do the work and
+    // the ways are known to agree.
+    let (report, _) = replay_all(&replayer, &stored, &clusters, Way::Plain);
     assert_eq!((report.replayed, report.unreadable), (RECORDS as u64, 0));
     let totals = report.totals();
     eprintln!(
@@ -144,10 +229,32 @@ fn main() {
         totals.no_longer_logged
     );
     assert!(totals.newly_blocked > 0, "the stricter draft blocks more");
+    let (memo_report, judged) = replay_all(&replayer, &stored, &clusters, Way::Memo);
+    assert_eq!(memo_report, report, "the memo changes no count");
+    eprintln!("memo: {judged} distinct (cluster, projection) pairs judged over {THREADS} threads");
+    let (distinct_report, judged) = replay_all(&replayer, &stored, &clusters, Way::MemoAllDistinct);
+    assert_eq!(
+        distinct_report.totals(),
+        totals,
+        "a label the draft ignores changes no outcome"
+    );
+    eprintln!(
+        "memo, all distinct: {judged} projections kept by the memos (capacity {} per thread), the rest judged one by one",
+        ReplayMemo::DEFAULT_CAPACITY
+    );
 
     let mut c = Criterion::default().sample_size(10).configure_from_args();
-    c.bench_function("replay/1M recorded admissions, 2 threads", |b| {
-        b.iter(|| black_box(replay_all(&replayer, &stored, &clusters)))
-    });
+    for (name, way) in [
+        ("replay/1M recorded admissions, 2 threads", Way::Plain),
+        ("replay/1M recorded admissions, 2 threads, memo", Way::Memo),
+        (
+            "replay/1M recorded admissions, 2 threads, memo, all distinct",
+            Way::MemoAllDistinct,
+        ),
+    ] {
+        c.bench_function(name, |b| {
+            b.iter(|| black_box(replay_all(&replayer, &stored, &clusters, way)))
+        });
+    }
     c.final_summary();
 }

@@ -303,17 +303,100 @@ impl<'a> Replayer<'a> {
     pub fn replay(&self, record: RecordedAdmission, report: &mut ReplayReport) {
         let was_blocked = record.blocked();
         let was_logged = record.logged();
-        let (kind, name) = record.pod.workload();
-        let namespace = record.pod.namespace.clone();
-        let Some((subject, digests, verdicts)) = record.pod.into_subject() else {
-            report.unreadable += 1;
-            return;
+        match self.rejudge_outcome(&record.cluster_id, record.pod) {
+            Some((key, judged)) => {
+                report.replayed += 1;
+                let changes = judged.changes(was_blocked, was_logged);
+                report.workloads.entry(key).or_default().merge(&changes);
+            }
+            None => report.unreadable += 1,
+        }
+    }
+
+    /// The workload and the draft's outcome of a projection; `None` for an operation replay
+    /// does not know.
+    fn rejudge_outcome(&self, cluster_id: &str, pod: ReviewedPod) -> Option<(WorkloadKey, Judged)> {
+        let (kind, name) = pod.workload();
+        let namespace = pod.namespace.clone();
+        let (subject, digests, verdicts) = pod.into_subject()?;
+        let decision = self.judge(cluster_id, &subject, &digests, &verdicts);
+        let judged = Judged {
+            blocked: decision.verdict == Verdict::Block,
+            logged: decision.violations.iter().any(|v| v.action == Action::Log),
+            not_judged: !decision.unverified.is_empty(),
         };
-        report.replayed += 1;
-        let decision = self.judge(&record.cluster_id, &subject, &digests, &verdicts);
-        let blocked = decision.verdict == Verdict::Block;
-        let logged = decision.violations.iter().any(|v| v.action == Action::Log);
-        let not_judged = !decision.unverified.is_empty();
+        let key = WorkloadKey {
+            cluster_id: cluster_id.to_owned(),
+            namespace,
+            kind,
+            name,
+        };
+        Some((key, judged))
+    }
+
+    /// Judges one recorded admission from its stored form (the projection's JSON, as decision
+    /// events carry it, and whether the decision blocked and logged) and counts what changed into `memo`, which
+    /// remembers the draft's outcome of each distinct (cluster, projection bytes): the same
+    /// projection in the same cluster is judged once per replay. Counts reach a report with
+    /// [`ReplayMemo::finish`]. The same counts as [`Replayer::replay`] of the decoded record.
+    ///
+    /// Sound because the draft's decision depends only on the projection (subject, digests
+    /// and signature verdicts it carries), the cluster's settings, the replayer's fixed `now`
+    /// (exception expiry is compared with it, not with the clock) and the scan results, which
+    /// must answer alike for the whole replay (a snapshot, as [`MemoryScanStore`]
+    /// is); evaluation reads no clock and no randomness.
+    ///
+    /// [`MemoryScanStore`]: crate::scan::MemoryScanStore
+    pub fn replay_stored(
+        &self,
+        memo: &mut ReplayMemo,
+        cluster_id: &str,
+        projection: &[u8],
+        was_blocked: bool,
+        was_logged: bool,
+    ) {
+        if let Some(judged) = memo.by_cluster.get_mut(cluster_id).and_then(|m| m.get_mut(projection)) {
+            judged.count(was_blocked, was_logged);
+            return;
+        }
+        let judged = ReviewedPod::from_json(projection)
+            .ok()
+            .and_then(|pod| self.rejudge_outcome(cluster_id, pod));
+        let mut entry = MemoEntry {
+            judged,
+            changes: WorkloadChanges::default(),
+        };
+        entry.count(was_blocked, was_logged);
+        if memo.entries < memo.capacity {
+            memo.entries += 1;
+            memo.by_cluster
+                .entry(cluster_id.to_owned())
+                .or_default()
+                .insert(projection.to_vec(), entry);
+        } else {
+            // Full: this one is counted straight into the overflow report.
+            entry.finish(&mut memo.overflow);
+        }
+    }
+}
+
+/// The draft's outcome of one projection.
+#[derive(Debug, Clone, Copy)]
+struct Judged {
+    blocked: bool,
+    logged: bool,
+    not_judged: bool,
+}
+
+impl Judged {
+    /// The changes of one admission, decided blocked or not and logged or not, that the
+    /// draft judges `self`.
+    fn changes(self, was_blocked: bool, was_logged: bool) -> WorkloadChanges {
+        let Judged {
+            blocked,
+            logged,
+            not_judged,
+        } = self;
         let mut transitions = [[0; 3]; 3];
         if let Some(cell) = transitions
             .get_mut(Outcome::of(was_blocked, was_logged) as usize)
@@ -321,7 +404,7 @@ impl<'a> Replayer<'a> {
         {
             *cell = 1;
         }
-        let changes = WorkloadChanges {
+        WorkloadChanges {
             transitions,
             admissions: 1,
             newly_blocked: u64::from(blocked && !was_blocked),
@@ -329,14 +412,82 @@ impl<'a> Replayer<'a> {
             no_longer_blocked: u64::from(!blocked && was_blocked),
             no_longer_logged: u64::from(!logged && was_logged),
             not_judged: u64::from(not_judged),
-        };
-        let key = WorkloadKey {
-            cluster_id: record.cluster_id,
-            namespace,
-            kind,
-            name,
-        };
-        report.workloads.entry(key).or_default().merge(&changes);
+        }
+    }
+}
+
+/// What a [`ReplayMemo`] holds per distinct projection: its workload and the draft's outcome
+/// (`None`: unreadable), and the counts so far (of an unreadable one, only `admissions`).
+#[derive(Debug)]
+struct MemoEntry {
+    judged: Option<(WorkloadKey, Judged)>,
+    changes: WorkloadChanges,
+}
+
+impl MemoEntry {
+    fn count(&mut self, was_blocked: bool, was_logged: bool) {
+        match &self.judged {
+            Some((_, judged)) => self.changes.merge(&judged.changes(was_blocked, was_logged)),
+            None => self.changes.admissions += 1,
+        }
+    }
+
+    fn finish(self, report: &mut ReplayReport) {
+        match self.judged {
+            Some((key, _)) => {
+                report.replayed += self.changes.admissions;
+                report.workloads.entry(key).or_default().merge(&self.changes);
+            }
+            None => report.unreadable += self.changes.admissions,
+        }
+    }
+}
+
+/// The draft's outcomes of the distinct projections a replay has judged, with their counts
+/// (one per thread; [`Replayer::replay_stored`]). At most `capacity` projections are kept
+/// (memory stays bounded: past it, admissions are judged one by one).
+#[derive(Debug)]
+pub struct ReplayMemo {
+    by_cluster: std::collections::HashMap<String, std::collections::HashMap<Vec<u8>, MemoEntry>>,
+    entries: usize,
+    capacity: usize,
+    overflow: ReplayReport,
+}
+
+impl ReplayMemo {
+    /// Distinct projections a memo keeps by default (about 1 KB each).
+    pub const DEFAULT_CAPACITY: usize = 100_000;
+
+    /// An empty memo keeping at most `capacity` distinct projections.
+    pub fn new(capacity: usize) -> ReplayMemo {
+        ReplayMemo {
+            by_cluster: std::collections::HashMap::new(),
+            entries: 0,
+            capacity,
+            overflow: ReplayReport::default(),
+        }
+    }
+
+    /// Distinct (cluster, projection) pairs judged so far.
+    pub fn distinct(&self) -> usize {
+        self.entries
+    }
+
+    /// The counts so far, as a report.
+    pub fn finish(self) -> ReplayReport {
+        let mut report = self.overflow;
+        for entries in self.by_cluster.into_values() {
+            for entry in entries.into_values() {
+                entry.finish(&mut report);
+            }
+        }
+        report
+    }
+}
+
+impl Default for ReplayMemo {
+    fn default() -> Self {
+        ReplayMemo::new(ReplayMemo::DEFAULT_CAPACITY)
     }
 }
 
@@ -556,5 +707,68 @@ mod tests {
         let draft = policy(&rule("containerSecurityContext", "privileged", "true", "block"));
         let report = replay_all(&draft, vec![r]);
         assert_eq!((report.replayed, report.unreadable), (0, 1));
+    }
+
+    #[test]
+    fn the_memo_counts_exactly_what_plain_replay_counts() {
+        // Repeats of the same projections in two clusters (one excluding the namespace), with
+        // every decided outcome, a log-only violation on a blocked one, and unreadable ones.
+        let web = review("web", "apps", true, false);
+        let api = review("api", "apps", false, true);
+        let mut bad = recorded(&review("db", "apps", true, false), true, &[]);
+        bad.pod.operation = "DELETE".into();
+        let mut records = Vec::new();
+        for i in 0..40 {
+            let mut r = match i % 5 {
+                0 => recorded(&web, true, &[("containerSecurityContext", Action::Log)]),
+                1 => recorded(
+                    &web,
+                    false,
+                    &[
+                        ("containerSecurityContext", Action::Block),
+                        ("podSecurityContext", Action::Log),
+                    ],
+                ),
+                2 => recorded(&api, true, &[]),
+                3 => recorded(&api, false, &[("podSecurityContext", Action::Block)]),
+                _ => bad.clone(),
+            };
+            r.cluster_id = if i % 3 == 0 { "c1" } else { "c2" }.into();
+            records.push(r);
+        }
+        let draft = policy(&format!(
+            "{},{}",
+            rule("containerSecurityContext", "privileged", "true", "block"),
+            rule("podSecurityContext", "hostNetwork", "true", "log")
+        ));
+        let mut clusters = BTreeMap::new();
+        clusters.insert(
+            "c2".to_owned(),
+            ClusterSettings {
+                excluded_namespaces: vec!["apps".into()],
+                ..ClusterSettings::default()
+            },
+        );
+        let replayer = Replayer::new(&draft, &MemoryScanStore::EMPTY, OffsetDateTime::UNIX_EPOCH, &clusters);
+        let mut plain = ReplayReport::default();
+        for r in records.clone() {
+            replayer.replay(r, &mut plain);
+        }
+        // A roomy memo, and one of capacity 1 (the rest counted one by one).
+        for capacity in [ReplayMemo::DEFAULT_CAPACITY, 1] {
+            let mut memo = ReplayMemo::new(capacity);
+            for r in &records {
+                let json = r.pod.to_json().unwrap();
+                replayer.replay_stored(&mut memo, &r.cluster_id, &json, r.blocked(), r.logged());
+            }
+            assert_eq!(memo.distinct(), if capacity == 1 { 1 } else { 6 });
+            assert_eq!(memo.finish(), plain, "capacity {capacity}");
+        }
+        assert_eq!((plain.replayed, plain.unreadable), (32, 8));
+        assert!(plain.totals().newly_blocked > 0 && plain.totals().no_longer_blocked > 0);
+        // Bytes that are not a projection are unreadable, as a record that does not decode.
+        let mut memo = ReplayMemo::default();
+        replayer.replay_stored(&mut memo, "c1", b"{not json", true, false);
+        assert_eq!(memo.finish().unreadable, 1);
     }
 }

@@ -26,9 +26,9 @@
 //! 3. `bound`: the full-speed phase's rows (the same `SecurityEvent`s, as `COPY` text) written
 //!    by bare `COPY` into a fresh database's events table (partitioned, every index in place,
 //!    nothing else), batches of 5,000 per transaction, on 1 and on 2 connections (the
-//!    service's writer is one connection at a time); then with the trigram index's pending
+//!    service's writer is one connection at a time); then with the word index's (GIN) pending
 //!    list at 64 MB instead of 4 MB (merged at the end of each run, inside the timing), without
-//!    the trigram index, and without any secondary index.
+//!    the summary's word index, and without any secondary index.
 //!
 //! The service runs with `batch_size` 5,000 (`TELEMETRY_BENCH_BATCH`), `flush_interval`
 //! 50 ms (`TELEMETRY_BENCH_FLUSH_MS`) and `max_in_flight` 10,000 (`TELEMETRY_BENCH_IN_FLIGHT`)
@@ -497,20 +497,24 @@ async fn main() {
         .collect();
     bound.ensure_partitions(times.iter().copied()).await.unwrap();
     let bpool = bound.connection().get_postgres_connection_pool().clone();
-    // The trigram index's pending list (fastupdate) is merged at the end of each run with it,
+    // The summary's word index's pending list (fastupdate) is merged at the end of each run with it,
     // so that its whole cost is counted.
     let flush = Some(
         "SELECT gin_clean_pending_list(c.oid) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
-         JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = 'ix_tm_events_summary'",
+         JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = 'ix_tm_events_summary_words'",
     );
     let bigger_pending_list = "DO $$ DECLARE r record; BEGIN FOR r IN SELECT c.relname FROM pg_inherits i \
          JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_class p ON p.oid = i.inhparent \
-         WHERE p.relname = 'ix_tm_events_summary' LOOP \
+         WHERE p.relname = 'ix_tm_events_summary_words' LOOP \
          EXECUTE format('ALTER INDEX %I SET (gin_pending_list_limit = 65536)', r.relname); END LOOP; END $$";
     let cases: [(&str, &[&str], Option<&'static str>); 4] = [
         ("every index (GIN pending list 4 MB, the default)", &[], flush),
         ("every index, GIN pending list 64 MB", &[bigger_pending_list], flush),
-        ("without the trigram index", &["DROP INDEX ix_tm_events_summary"], None),
+        (
+            "without the summary's word index",
+            &["DROP INDEX ix_tm_events_summary_words"],
+            None,
+        ),
         (
             "primary key only",
             &[

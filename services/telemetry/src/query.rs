@@ -16,10 +16,21 @@
 //!   - `rule`: the rule exactly;
 //!   - `action`: one of the actions of [`crate::event`] (`block`, `log`, `isolate`, ...);
 //!   - `severity`: at least this severity (`severity:high` is high or critical).
-//! - A bare word is free text: the summary contains it, ASCII case ignored. A word is taken as
-//!   a field term when the part before its first `:` is all ASCII letters, so `http://x`
-//!   must be quoted to be searched as text; `10:42` is text.
-//! - Double quotes group words into one free-text phrase (`"shell spawned"`), or one value.
+//! - A bare word is free text, matched by words: a word of the summary is a run of ASCII
+//!   letters and digits (ASCII case ignored); every other character, non-ASCII included,
+//!   separates words. `shell` matches "A shell was spawned" but not "shellcode"; a term that
+//!   is several words once split (`web-42`, `10:42`, `/etc/shadow`) matches them consecutively
+//!   (`web-42` matches "pod web-42" and "web 42", not "web-420"). A trailing `*` makes the
+//!   last word a prefix: `shell*` also matches "shellcode", `web-4*` "web-420". A term with
+//!   no letter or digit is refused. A word is taken as a field term when the part before its
+//!   first `:` is all ASCII letters, so `http://x` must be quoted to be searched as text;
+//!   `10:42` is text.
+//! - Double quotes group words into one free-text phrase (`"shell spawned"`: the two words
+//!   consecutively), or one value.
+//!
+//! Words rather than substrings because that is what an analyst names (a binary, a user, a
+//! pod, a rule word), and because a word index is what keeps search fast over millions of
+//! events (see `storage::events`) without paying a trigram index on every insert.
 //!
 //! Limits: at most [`MAX_QUERY_BYTES`] bytes and [`MAX_TERMS`] terms. Errors carry the byte
 //! offset (from 0) where the problem is.
@@ -68,7 +79,8 @@ pub enum Term {
     Action(Action),
     /// `severity:`: the severity is at least this one.
     MinSeverity(Severity),
-    /// Free text: the summary contains this, ASCII case ignored. Kept in ASCII lowercase.
+    /// Free text: the summary has these words consecutively (module documentation), ASCII
+    /// case ignored. Kept as written in ASCII lowercase; [`text_words`] splits it.
     Text(String),
 }
 
@@ -87,6 +99,8 @@ pub enum QueryErrorKind {
     UnbalancedQuote,
     /// A `"` inside a word.
     UnexpectedQuote,
+    /// Free text without a letter or digit (it names no word).
+    NoWords,
     /// A value the field does not take.
     InvalidValue {
         /// The field.
@@ -120,6 +134,7 @@ impl fmt::Display for QueryErrorKind {
             Self::UnbalancedQuote => write!(f, "unbalanced quote"),
             Self::UnexpectedQuote => write!(f, "a quote inside a word (quote the whole phrase)"),
             Self::InvalidValue { field, reason } => write!(f, "invalid value for `{field}`: {reason}"),
+            Self::NoWords => write!(f, "free text without a letter or digit (text is matched by words)"),
         }
     }
 }
@@ -252,7 +267,11 @@ impl Query {
                 if t.value.trim().is_empty() {
                     return Err(err(t.start, QueryErrorKind::EmptyValue(String::new())));
                 }
-                terms.push(Term::Text(t.value.to_ascii_lowercase()));
+                let text = t.value.to_ascii_lowercase();
+                if text_words(&text).0.is_empty() {
+                    return Err(err(t.start, QueryErrorKind::NoWords));
+                }
+                terms.push(Term::Text(text));
                 continue;
             };
             let field_lower = field.to_ascii_lowercase();
@@ -321,6 +340,50 @@ pub fn image_repository(image: &str) -> &str {
     }
 }
 
+/// The words of a text (runs of ASCII letters and digits), as written.
+pub fn words(text: &str) -> impl Iterator<Item = &str> {
+    text.split(|c: char| !c.is_ascii_alphanumeric())
+        .filter(|w| !w.is_empty())
+}
+
+/// The words of a free-text term (ASCII lowercase) and whether the last one is a prefix (the
+/// term ends with `*` right after a letter or digit).
+pub fn text_words(term: &str) -> (Vec<&str>, bool) {
+    let prefix = term
+        .strip_suffix('*')
+        .and_then(|t| t.chars().last())
+        .is_some_and(|c| c.is_ascii_alphanumeric());
+    (words(term).collect(), prefix)
+}
+
+/// True when `text` has `term_words` (ASCII lowercase) consecutively among its words, ASCII
+/// case ignored, the last one as a prefix when `prefix`.
+pub fn has_words(text: &str, term_words: &[&str], prefix: bool) -> bool {
+    let Some((last, init)) = term_words.split_last() else {
+        return false;
+    };
+    let mut window: std::collections::VecDeque<&str> = std::collections::VecDeque::with_capacity(term_words.len());
+    for w in words(text) {
+        if window.len() == term_words.len() {
+            window.pop_front();
+        }
+        window.push_back(w);
+        if window.len() == term_words.len()
+            && window.iter().zip(init).all(|(a, b)| a.eq_ignore_ascii_case(b))
+            && window.back().is_some_and(|l| {
+                if prefix {
+                    l.len() >= last.len() && l.get(..last.len()).is_some_and(|p| p.eq_ignore_ascii_case(last))
+                } else {
+                    l.eq_ignore_ascii_case(last)
+                }
+            })
+        {
+            return true;
+        }
+    }
+    false
+}
+
 /// True when `haystack` contains `needle_lower` (ASCII lowercase), ASCII case ignored.
 pub fn contains_ignore_ascii_case(haystack: &str, needle_lower: &str) -> bool {
     let (h, n) = (haystack.as_bytes(), needle_lower.as_bytes());
@@ -364,7 +427,10 @@ impl Term {
             Self::Rule(r) => e.rule == r.as_str(),
             Self::Action(a) => e.action == *a,
             Self::MinSeverity(s) => e.severity >= *s,
-            Self::Text(t) => contains_ignore_ascii_case(&e.summary, t),
+            Self::Text(t) => {
+                let (words, prefix) = text_words(t);
+                has_words(&e.summary, &words, prefix)
+            }
         }
     }
 }
@@ -559,6 +625,58 @@ mod tests {
         );
         assert_eq!(image_repository("registry:5000/web"), "registry:5000/web");
         assert_eq!(image_repository("web@sha256:ab"), "web");
+    }
+
+    #[test]
+    fn free_text_matches_words_not_substrings() {
+        let summary = "Shell spawned in pod web-42 (user=root cmd=/bin/sh) 10:42 café-Ünïx";
+        let hit = |t: &str| {
+            let term = q(t).terms.remove(0);
+            let Term::Text(text) = term else {
+                panic!("{t} is not text")
+            };
+            let (words, prefix) = text_words(&text);
+            has_words(summary, &words, prefix)
+        };
+        for yes in [
+            "shell",
+            "SHELL",
+            "root",
+            "web-42",
+            "\"web:42\"",
+            "\"web 42\"",
+            "/bin/sh",
+            "bin",
+            "10:42",
+            "shel*",
+            "web-4*",
+            "\"spawned in\"",
+            "user=root",
+            "caf",
+            "café",
+            "x",
+            "n",
+            "\"caf n x\"",
+        ] {
+            assert!(hit(yes), "{yes} should match");
+        }
+        for no in [
+            "shel",
+            "web-4",
+            "web-420",
+            "\"in spawned\"",
+            "spawn",
+            "ell*",
+            "\"caf nx\"",
+            "10:4",
+            "roo t",
+        ] {
+            assert!(!hit(no), "{no} should not match");
+        }
+        assert_eq!(text_words("web-4*"), (vec!["web", "4"], true));
+        assert_eq!(text_words("web-4 *"), (vec!["web", "4"], false));
+        assert_eq!(error("*").kind, QueryErrorKind::NoWords);
+        assert_eq!(error(r#"x "::" "#).position, 2);
     }
 
     #[test]

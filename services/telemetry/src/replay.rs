@@ -13,15 +13,18 @@
 //!   none and the default failure mode (fail-open). Scan-based rules are judged with no scan results and signature rules from the
 //!   verdicts recorded (see [`portcullis_engine::replay`]): what cannot be judged is counted
 //!   as `not_judged`, never passed silently.
-//! - Memory is bounded: the admissions are read a page at a time; only the per-workload
-//!   counts are kept.
+//! - Memory is bounded: the admissions are read a page at a time (at most one page per
+//!   judging task in memory), each task remembers at most [`MEMO_CAPACITY`] distinct
+//!   projections, and only the per-workload counts are kept.
 
 use std::collections::BTreeMap;
 
 use portcullis_engine::evaluate::CompiledPolicy;
 use portcullis_engine::policy::Action;
-use portcullis_engine::projection::ReviewedPod;
-use portcullis_engine::replay::{self as engine, ClusterSettings, ReplayReport, Replayer};
+use std::sync::Arc;
+
+use futures::stream::{FuturesUnordered, StreamExt};
+use portcullis_engine::replay::{ClusterSettings, ReplayMemo, ReplayReport, Replayer};
 use portcullis_engine::scan::MemoryScanStore;
 use portcullis_kit::upstream::ClusterSel;
 use portcullis_proto::common::v1 as pc;
@@ -84,22 +87,11 @@ pub fn recorded_admission(envelope: &pe::EventEnvelope, event: &SecurityEvent) -
     })
 }
 
-/// The engine's form of a stored admission; `None` when it cannot be read back.
-fn to_engine(a: &RecordedAdmission) -> Option<engine::RecordedAdmission> {
-    let pod = ReviewedPod::from_json(&a.projection).ok()?;
+/// Whether a recorded decision had a log-only violation; `None` when its violations do not
+/// read back.
+fn logged(a: &RecordedAdmission) -> Option<bool> {
     let violations: Vec<Violation> = serde_json::from_str(&a.violations_json).ok()?;
-    Some(engine::RecordedAdmission {
-        cluster_id: a.cluster_id.to_string(),
-        pod,
-        allowed: a.allowed,
-        violations: violations
-            .into_iter()
-            .map(|v| engine::RecordedViolation {
-                rule_type: v.rule_type,
-                action: v.action,
-            })
-            .collect(),
-    })
+    Some(violations.iter().any(|v| v.action == Action::Log))
 }
 
 /// The draft policy document (YAML or JSON) compiled by the engine; a bad draft is
@@ -108,17 +100,56 @@ pub fn compile_draft(document: &str) -> Result<CompiledPolicy, TelemetryError> {
     CompiledPolicy::from_text(document).map_err(|e| TelemetryError::InvalidArgument(format!("document: {e}")))
 }
 
-/// Replays `tenant`'s recorded admissions that pass `filter` with `draft`, a page at a time.
+/// Distinct projections each judging task remembers (about 1 KB each).
+const MEMO_CAPACITY: usize = 20_000;
+
+/// Judges one page of recorded admissions into `memo` (a blocking task's body).
+fn judge_page(
+    draft: &CompiledPolicy,
+    clusters: &BTreeMap<String, ClusterSettings>,
+    now: OffsetDateTime,
+    tenant: &str,
+    page: &[RecordedAdmission],
+    memo: &mut ReplayMemo,
+    unreadable: &mut u64,
+) {
+    let replayer = Replayer::new(draft, &MemoryScanStore::EMPTY, now, clusters);
+    for a in page {
+        match logged(a) {
+            Some(was_logged) => replayer.replay_stored(memo, &a.cluster_id, &a.projection, !a.allowed, was_logged),
+            None => {
+                tracing::warn!(%tenant, event = %a.event_id, "a recorded admission's violations do not read back: counted unreadable");
+                *unreadable += 1;
+            }
+        }
+    }
+}
+
+/// What a judging task hands back: its memo and the admissions it found unreadable.
+type Judging = (ReplayMemo, u64);
+
+/// Replays `tenant`'s recorded admissions that pass `filter` with `draft`.
+///
+/// Pages are read one after another and judged on blocking tasks, one per core at most, while
+/// the next page is read. Each task keeps a [`ReplayMemo`]: a projection recorded again in the
+/// same cluster (a workload's pods, re-admitted unchanged) is judged once per task, not once
+/// per admission (the engine's `Replayer::replay_stored` says why that is sound: the judging
+/// time is this replay's `now`, the scan results a fixed empty store). The counts are those
+/// of judging every admission one by one.
 pub async fn replay(
     store: &dyn TelemetryStore,
     policies: &PolicyStore,
     tenant: &str,
-    draft: &CompiledPolicy,
+    draft: CompiledPolicy,
     filter: &AdmissionFilter,
 ) -> Result<ReplayReport, TelemetryError> {
     let now = OffsetDateTime::now_utc();
-    let mut clusters: BTreeMap<String, ClusterSettings> = BTreeMap::new();
-    let mut report = ReplayReport::default();
+    let draft = Arc::new(draft);
+    let tenant_id: Arc<str> = Arc::from(tenant);
+    let mut clusters: Arc<BTreeMap<String, ClusterSettings>> = Arc::new(BTreeMap::new());
+    let workers = std::thread::available_parallelism().map_or(2, usize::from).clamp(1, 4);
+    let mut idle: Vec<Judging> = (0..workers).map(|_| (ReplayMemo::new(MEMO_CAPACITY), 0)).collect();
+    let mut running = FuturesUnordered::new();
     let mut page = PageRequest {
         size: PAGE_SIZE,
         token: None,
@@ -128,25 +159,46 @@ pub async fn replay(
         for a in &listed.items {
             if !clusters.contains_key(a.cluster_id.as_str()) {
                 let settings = cluster_settings(policies, tenant, &a.cluster_id).await?;
-                clusters.insert(a.cluster_id.to_string(), settings);
+                Arc::make_mut(&mut clusters).insert(a.cluster_id.to_string(), settings);
             }
         }
-        let replayer = Replayer::new(draft, &MemoryScanStore::EMPTY, now, &clusters);
-        for a in &listed.items {
-            match to_engine(a) {
-                Some(record) => replayer.replay(record, &mut report),
-                None => {
-                    tracing::warn!(%tenant, event = %a.event_id, "a recorded admission does not read back: counted unreadable");
-                    report.unreadable += 1;
-                }
-            }
-        }
+        let (mut memo, mut unreadable) = match idle.pop() {
+            Some(free) => free,
+            None => joined(running.next().await)?,
+        };
+        let (draft, clusters, tenant_id) = (Arc::clone(&draft), Arc::clone(&clusters), Arc::clone(&tenant_id));
+        let items = listed.items;
+        running.push(tokio::task::spawn_blocking(move || {
+            judge_page(&draft, &clusters, now, &tenant_id, &items, &mut memo, &mut unreadable);
+            (memo, unreadable)
+        }));
         match listed.next {
             Some(next) => page.token = Some(next),
             None => break,
         }
     }
+    let mut report = ReplayReport::default();
+    for (memo, unreadable) in idle {
+        report.merge(memo.finish());
+        report.unreadable += unreadable;
+    }
+    while let Some(done) = running.next().await {
+        let (memo, unreadable) = joined(Some(done))?;
+        report.merge(memo.finish());
+        report.unreadable += unreadable;
+    }
     Ok(report)
+}
+
+/// A finished judging task's memo; a task that panicked (a bug) is an internal error.
+fn joined(done: Option<Result<Judging, tokio::task::JoinError>>) -> Result<Judging, TelemetryError> {
+    match done {
+        Some(Ok(judging)) => Ok(judging),
+        Some(Err(e)) => Err(TelemetryError::Internal(format!("replay task: {e}"))),
+        None => Err(TelemetryError::Internal(
+            "replay: no judging task to wait for".to_owned(),
+        )),
+    }
 }
 
 /// The cluster's excluded namespaces, trusted images and failure mode as it has them now; the

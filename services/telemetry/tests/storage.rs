@@ -84,6 +84,7 @@ both!(
     special_characters_read_back_unchanged,
     search_by_each_field,
     search_pages_newest_first,
+    free_text_matches_words_as_live_matching_does,
     counts_stop_at_ten_thousand,
     tenants_are_isolated,
     alerts_lifecycle_and_risk,
@@ -285,6 +286,85 @@ async fn search_by_each_field(db: &TestDb) {
             .await,
         Err(StoreError::InvalidTimeRange)
     ));
+}
+
+async fn free_text_matches_words_as_live_matching_does(db: &TestDb) {
+    // Summaries over three days (free text on PostgreSQL is searched a time window at a time,
+    // from an hour back to the whole range: matches in several windows page in order).
+    let summaries = [
+        "A shell was spawned in pod web-42 (user=root cmdline=/bin/sh -c id)",
+        "Shellcode detected in web-420 by user=ROOT",
+        "Sensitive file /etc/shadow opened (program=cat user=www-data)",
+        "Outbound connection to a mining pool: xmrig -o stratum+tcp://pool:3333",
+        "café au lait: k8s.pod=web-42 shell",
+        "Nothing to see",
+    ];
+    let mut events = Vec::new();
+    for (i, s) in summaries.iter().enumerate() {
+        for h in [0, 2, 30, 70] {
+            let mut e = event(
+                "t1",
+                &format!("w{i}-{h}"),
+                T0 - Duration::hours(h) - Duration::minutes(i as i64),
+            );
+            e.summary = (*s).to_owned();
+            events.push(e);
+        }
+    }
+    assert_eq!(db.store.insert_events(&events).await.unwrap(), 24);
+    let w = range(T0 - Duration::days(4), T0 + Duration::minutes(1));
+    let mut newest_first = events.clone();
+    newest_first.sort_by(|a, b| (b.occurred_at, &b.id).cmp(&(a.occurred_at, &a.id)));
+    for q in [
+        "shell",
+        "SHELL",
+        "shell*",
+        "root",
+        "web-42",
+        "web-4*",
+        "\"/etc/shadow\"",
+        "/bin/sh",
+        "xmrig",
+        "\"stratum tcp\"",
+        "caf",
+        "\"pod web\"",
+        "shell user",
+        "she",
+        "web-4",
+        "\"shadow etc\"",
+        "absent",
+    ] {
+        let query = Query::parse(q).unwrap();
+        let expected: Vec<String> = newest_first
+            .iter()
+            .filter(|e| query.matches(e))
+            .map(|e| e.id.to_string())
+            .collect();
+        assert_eq!(ids(db, "t1", q, w).await, expected, "{q} (postgres: {})", db.postgres);
+        // Paged two at a time, the same events in the same order.
+        let mut paged = Vec::new();
+        let mut token = None;
+        loop {
+            let page = PageRequest { size: 2, token };
+            let r = db.store.search("t1", &query, w, &page).await.unwrap();
+            assert_eq!(r.total, expected.len() as u64, "count of {q}");
+            paged.extend(r.events.into_iter().map(|e| e.id.to_string()));
+            match r.next {
+                Some(next) => token = Some(next),
+                None => break,
+            }
+        }
+        assert_eq!(paged, expected, "{q} paged");
+    }
+    // Words, not substrings; a prefix only when asked; phrases in order.
+    let count = |q: &'static str| async move { ids(db, "t1", q, w).await.len() };
+    assert_eq!(count("shell").await, 8);
+    assert_eq!(count("shell*").await, 12);
+    assert_eq!(count("web-42").await, 8);
+    assert_eq!(count("web-4*").await, 12);
+    assert_eq!(count("she").await, 0);
+    assert_eq!(count("\"shadow etc\"").await, 0);
+    assert_eq!(count("caf").await, 4);
 }
 
 async fn search_pages_newest_first(db: &TestDb) {

@@ -150,7 +150,10 @@ pub enum EventsCommand {
     /// Searches the tenant's security events, newest first (e.g. `pod:web-1 type:runtime`).
     Search {
         /// The filter: `field:value` terms (type, cluster, namespace, workload, pod, image,
-        /// rule, action) and free text, all AND-ed; empty for every event.
+        /// rule, action) and free text, all AND-ed; empty for every event. Free text matches
+        /// whole words of the summary (runs of letters and digits, case ignored): `shell`,
+        /// not "shellcode"; `web-42` and `"cat /etc/shadow"` as consecutive words; a
+        /// trailing `*` makes the last word a prefix (`shell*`).
         #[arg(default_value = "")]
         query: String,
         /// How far back, e.g. `15m`, `1h`, `7d`.

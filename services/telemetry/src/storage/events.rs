@@ -5,13 +5,14 @@ use compact_str::CompactString;
 use sea_orm::{ConnectionTrait, DbBackend, QueryResult, Value};
 use time::OffsetDateTime;
 
+use super::migration::SUMMARY_WORDS;
 use super::{
     Cursor, DAY_MICROS, Sql, SqlStore, decode_token, finish_page, from_micros, get, micros, page_size, partition_day,
     to_u64,
 };
 use crate::entity::Workload;
 use crate::event::{Action, Mitigation, SecurityEvent, Severity, Source};
-use crate::query::{Query, Term, image_repository};
+use crate::query::{Query, Term, has_words, image_repository, text_words};
 use crate::store::{
     AdmissionFilter, COUNT_LIMIT, Expired, Page, PageRequest, RecordedAdmission, SearchResult, StoreError, StoreResult,
     TimeRange,
@@ -319,21 +320,38 @@ fn event_of(row: &QueryResult) -> StoreResult<SecurityEvent> {
     })
 }
 
-/// `LIKE` pattern of a free-text term: the text anywhere, `%`, `_` and `\` taken literally.
-fn like_pattern(text: &str) -> String {
-    let mut p = String::with_capacity(text.len() + 2);
-    p.push('%');
-    for c in text.chars() {
-        if matches!(c, '%' | '_' | '\\') {
-            p.push('\\');
+/// The `tsquery` of a free-text term's words (letters and digits only, so nothing to escape):
+/// all of them, the last as a prefix when `prefix`.
+fn words_tsquery(words: &[&str], prefix: bool) -> String {
+    let mut q = String::new();
+    for (i, w) in words.iter().enumerate() {
+        if i > 0 {
+            q.push_str(" & ");
         }
-        p.push(c);
+        q.push('\'');
+        q.push_str(w);
+        q.push('\'');
     }
-    p.push('%');
-    p
+    if prefix {
+        q.push_str(":*");
+    }
+    q
 }
 
-/// Appends ` AND <term>` for each term of the query: every value is bound.
+/// The regular expression (on the summary in ASCII lowercase) of a phrase: its words
+/// consecutively, between word boundaries (a prefix ends anywhere).
+fn phrase_regex(words: &[&str], prefix: bool) -> String {
+    format!(
+        "(^|[^a-z0-9]){}{}",
+        words.join("[^a-z0-9]+"),
+        if prefix { "" } else { "([^a-z0-9]|$)" }
+    )
+}
+
+/// Appends ` AND <term>` for each term of the query: every value is bound. Free text is, on
+/// PostgreSQL, exact: the word index ([`SUMMARY_WORDS`]) and, for a phrase, the words'
+/// order checked on the summary; on SQLite a prefilter only (each word with `LIKE`, ASCII
+/// case ignored), the words then checked in Rust (`sqlite_text_scan`).
 fn push_terms(sql: &mut Sql, query: &Query) {
     let postgres = sql.backend == DbBackend::Postgres;
     for term in &query.terms {
@@ -367,27 +385,235 @@ fn push_terms(sql: &mut Sql, query: &Query) {
                     .push(")")
             }
             Term::Text(t) => {
-                // ILIKE is served by the trigram index on PostgreSQL; SQLite's LIKE ignores
-                // ASCII case already. The term is ASCII lowercase, as `matches` compares.
-                let op = if postgres { " ILIKE " } else { " LIKE " };
-                sql.push(" AND summary")
-                    .push(op)
-                    .bind(like_pattern(t))
-                    .push(" ESCAPE '\\'")
+                let (words, prefix) = text_words(t);
+                if words.is_empty() {
+                    // The parser refuses such a term; a hand-built one matches nothing.
+                    sql.push(" AND 1 = 0");
+                } else if postgres {
+                    sql.push(" AND ")
+                        .push(SUMMARY_WORDS)
+                        .push(" @@ ")
+                        .bind(words_tsquery(&words, prefix))
+                        .push("::tsquery");
+                    if words.len() > 1 {
+                        sql.push(" AND lower(summary COLLATE \"C\") ~ ")
+                            .bind(phrase_regex(&words, prefix));
+                    }
+                } else {
+                    // Words are letters and digits: nothing for LIKE to escape.
+                    for w in &words {
+                        sql.push(" AND summary LIKE ").bind(format!("%{w}%"));
+                    }
+                }
+                &mut *sql
             }
         };
     }
 }
 
-/// The search's filter: tenant, range and terms (without the page cursor).
-fn push_filter(sql: &mut Sql, tenant: &str, query: &Query, range: TimeRange) {
+/// The search's filter: tenant, times `[from, to)` in microseconds and terms (without the
+/// page cursor).
+fn push_filter(sql: &mut Sql, tenant: &str, query: &Query, from: i64, to: i64) {
     sql.push(" FROM tm_events WHERE tenant_id = ")
         .bind(tenant)
         .push(" AND occurred_at >= ")
-        .bind(micros(range.from))
+        .bind(from)
         .push(" AND occurred_at < ")
-        .bind(micros(range.to));
+        .bind(to);
     push_terms(sql, query);
+}
+
+/// Appends the keyset condition: strictly older than the cursor.
+fn push_cursor(sql: &mut Sql, cursor: Option<&Cursor>) {
+    if let Some(c) = cursor {
+        sql.push(" AND (occurred_at < ")
+            .bind(c.at)
+            .push(" OR (occurred_at = ")
+            .bind(c.at)
+            .push(" AND id < ")
+            .bind(c.id.as_str())
+            .push("))");
+    }
+}
+
+/// The statement of the newest `limit` events of `[from, to)` that pass the filter, older
+/// than `cursor`.
+fn newest_sql(
+    backend: DbBackend,
+    tenant: &str,
+    query: &Query,
+    (from, to): (i64, i64),
+    cursor: Option<&Cursor>,
+    limit: usize,
+    by_time_index: bool,
+) -> Sql {
+    let mut sql = Sql::new(backend, &format!("SELECT {COLUMNS}"));
+    push_filter(&mut sql, tenant, query, from, to);
+    push_cursor(&mut sql, cursor);
+    // `+ 0` keeps the planner from walking the time index in order (and filtering every row
+    // it meets) when it misjudges how many rows match.
+    sql.push(if by_time_index {
+        " ORDER BY occurred_at DESC, id DESC LIMIT "
+    } else {
+        " ORDER BY occurred_at + 0 DESC, id DESC LIMIT "
+    })
+    .bind(i64::try_from(limit).unwrap_or(i64::MAX));
+    sql
+}
+
+/// The newest `limit` events of `[from, to)` that pass the filter, older than `cursor`.
+async fn newest(
+    store: &SqlStore,
+    tenant: &str,
+    query: &Query,
+    (from, to): (i64, i64),
+    cursor: Option<&Cursor>,
+    limit: usize,
+    by_time_index: bool,
+) -> StoreResult<Vec<QueryResult>> {
+    let sql = newest_sql(store.backend(), tenant, query, (from, to), cursor, limit, by_time_index);
+    Ok(store.db.query_all_raw(sql.statement()).await?)
+}
+
+/// The statement counting the events that pass the filter, up to one past [`COUNT_LIMIT`]
+/// ("10,000+" costs at most 10,001 matches).
+fn count_sql(backend: DbBackend, tenant: &str, query: &Query, (from, to): (i64, i64)) -> Sql {
+    let mut count = Sql::new(backend, "SELECT count(*) AS n FROM (SELECT 1 AS one");
+    push_filter(&mut count, tenant, query, from, to);
+    count
+        .push(" LIMIT ")
+        .bind(i64::try_from(COUNT_LIMIT + 1).unwrap_or(i64::MAX))
+        .push(") AS limited");
+    count
+}
+
+/// PostgreSQL's `EXPLAIN (ANALYZE, BUFFERS)` of a search's statements (benchmarks and
+/// diagnosis): the first page's (for free text, its first window's) and the count's, each as
+/// its plan's lines. Runs them.
+pub(super) async fn explain_search(
+    store: &SqlStore,
+    tenant: &str,
+    query: &Query,
+    range: TimeRange,
+) -> StoreResult<Vec<Vec<String>>> {
+    let backend = store.backend();
+    if backend != DbBackend::Postgres {
+        return Err(StoreError::Unavailable("EXPLAIN is read on PostgreSQL only".to_owned()));
+    }
+    let (from, to) = (micros(range.from), micros(range.to));
+    let text = query.terms.iter().any(|t| matches!(t, Term::Text(_)));
+    let page_from = if text {
+        to.saturating_sub(FIRST_WINDOW_MICROS).max(from)
+    } else {
+        from
+    };
+    let mut plans = Vec::new();
+    for sql in [
+        newest_sql(backend, tenant, query, (page_from, to), None, 101, true),
+        count_sql(backend, tenant, query, (from, to)),
+    ] {
+        let explain = Sql {
+            backend,
+            text: format!("EXPLAIN (ANALYZE, BUFFERS) {}", sql.text),
+            values: sql.values,
+        };
+        let mut lines = Vec::new();
+        for row in store.db.query_all_raw(explain.statement()).await? {
+            lines.push(get::<String>(&row, "QUERY PLAN")?);
+        }
+        plans.push(lines);
+    }
+    Ok(plans)
+}
+
+/// First window of a free-text page on PostgreSQL; each next one is [`WINDOW_GROWTH`] times
+/// wider, back to the start of the range.
+const FIRST_WINDOW_MICROS: i64 = 3_600_000_000;
+const WINDOW_GROWTH: i64 = 4;
+
+/// A page of free-text matches on PostgreSQL, read newest window first. One query over the
+/// whole range lets the planner choose between walking the time index (filtering every row,
+/// fast when the words are common) and the word index (fast when they are rare), and a wrong
+/// guess costs seconds over millions of rows (a rare word filtered row by row over days; a
+/// common one's every match fetched and sorted). In a window of an hour, then 4 h, 16 h, ...,
+/// either plan is cheap: a common word fills the page from the first hours, a rare one costs
+/// a handful of word-index lookups.
+async fn text_page_postgres(
+    store: &SqlStore,
+    tenant: &str,
+    query: &Query,
+    (from, to): (i64, i64),
+    cursor: Option<&Cursor>,
+    want: usize,
+) -> StoreResult<Vec<QueryResult>> {
+    let mut rows = Vec::new();
+    let mut hi = cursor.map_or(to, |c| c.at.saturating_add(1).min(to));
+    let mut width = FIRST_WINDOW_MICROS;
+    while hi > from && rows.len() < want {
+        let lo = hi.saturating_sub(width).max(from);
+        // The first window may walk the time index (a common word fills the page there); the
+        // wider ones read the word index's matches and sort them: walking days of rows and
+        // computing each one's words for a rare word costs seconds (measured at 1 million).
+        let first = width == FIRST_WINDOW_MICROS;
+        rows.extend(newest(store, tenant, query, (lo, hi), cursor, want - rows.len(), first).await?);
+        hi = lo;
+        width = width.saturating_mul(WINDOW_GROWTH);
+    }
+    Ok(rows)
+}
+
+/// Candidate rows read per statement by [`sqlite_text_scan`].
+const SQLITE_SCAN_CHUNK: usize = 1000;
+
+/// On SQLite, free text: the candidates of the filter (each word with `LIKE`) newest first, a
+/// chunk at a time, kept when their summary has the words ([`Term::matches`], the same test
+/// as live matching), until `want` are kept. `columns` must include `occurred_at`, `id` and
+/// `summary`.
+#[allow(clippy::too_many_arguments)]
+async fn sqlite_text_scan(
+    store: &SqlStore,
+    tenant: &str,
+    query: &Query,
+    (from, to): (i64, i64),
+    cursor: Option<&Cursor>,
+    columns: &str,
+    want: usize,
+) -> StoreResult<Vec<QueryResult>> {
+    let texts: Vec<(Vec<&str>, bool)> = query
+        .terms
+        .iter()
+        .filter_map(|t| match t {
+            Term::Text(t) => Some(text_words(t)),
+            _ => None,
+        })
+        .collect();
+    let mut kept = Vec::new();
+    let mut after = cursor.cloned();
+    loop {
+        let mut sql = Sql::new(store.backend(), &format!("SELECT {columns}"));
+        push_filter(&mut sql, tenant, query, from, to);
+        push_cursor(&mut sql, after.as_ref());
+        sql.push(" ORDER BY occurred_at DESC, id DESC LIMIT ")
+            .bind(i64::try_from(SQLITE_SCAN_CHUNK).unwrap_or(i64::MAX));
+        let rows = store.db.query_all_raw(sql.statement()).await?;
+        let full = rows.len() == SQLITE_SCAN_CHUNK;
+        for row in rows {
+            after = Some(Cursor {
+                at: get(&row, "occurred_at")?,
+                id: get(&row, "id")?,
+            });
+            let summary: String = get(&row, "summary")?;
+            if texts.iter().all(|(words, prefix)| has_words(&summary, words, *prefix)) {
+                kept.push(row);
+                if kept.len() >= want {
+                    return Ok(kept);
+                }
+            }
+        }
+        if !full {
+            return Ok(kept);
+        }
+    }
 }
 
 pub(super) async fn search(
@@ -408,21 +634,17 @@ pub(super) async fn search(
     );
     let cursor = decode_token(&fingerprint, page)?;
     let size = page_size(page);
+    let span = (micros(range.from), micros(range.to));
+    let text = query.terms.iter().any(|t| matches!(t, Term::Text(_)));
+    let sqlite_text = text && backend != DbBackend::Postgres;
 
-    let mut sql = Sql::new(backend, &format!("SELECT {COLUMNS}"));
-    push_filter(&mut sql, tenant, query, range);
-    if let Some(c) = &cursor {
-        sql.push(" AND (occurred_at < ")
-            .bind(c.at)
-            .push(" OR (occurred_at = ")
-            .bind(c.at)
-            .push(" AND id < ")
-            .bind(c.id.as_str())
-            .push("))");
-    }
-    sql.push(" ORDER BY occurred_at DESC, id DESC LIMIT ")
-        .bind(i64::try_from(size + 1).unwrap_or(i64::MAX));
-    let rows = store.db.query_all_raw(sql.statement()).await?;
+    let rows = if sqlite_text {
+        sqlite_text_scan(store, tenant, query, span, cursor.as_ref(), COLUMNS, size + 1).await?
+    } else if text {
+        text_page_postgres(store, tenant, query, span, cursor.as_ref(), size + 1).await?
+    } else {
+        newest(store, tenant, query, span, cursor.as_ref(), size + 1, true).await?
+    };
     let mut items = Vec::with_capacity(rows.len());
     for row in &rows {
         let event = event_of(row)?;
@@ -434,16 +656,16 @@ pub(super) async fn search(
     }
     let page = finish_page(items, size, &fingerprint);
 
-    // Counting stops one past the limit: "10,000+" costs at most 10,001 index entries.
-    let mut count = Sql::new(backend, "SELECT count(*) AS n FROM (SELECT 1 AS one");
-    push_filter(&mut count, tenant, query, range);
-    count
-        .push(" LIMIT ")
-        .bind(i64::try_from(COUNT_LIMIT + 1).unwrap_or(i64::MAX))
-        .push(") AS limited");
-    let n = match store.db.query_one_raw(count.statement()).await? {
-        Some(row) => to_u64(get::<i64>(&row, "n")?, "count")?,
-        None => 0,
+    let n = if sqlite_text {
+        let limit = usize::try_from(COUNT_LIMIT + 1).unwrap_or(usize::MAX);
+        let kept = sqlite_text_scan(store, tenant, query, span, None, "occurred_at, id, summary", limit).await?;
+        u64::try_from(kept.len()).unwrap_or(u64::MAX)
+    } else {
+        let count = count_sql(backend, tenant, query, span);
+        match store.db.query_one_raw(count.statement()).await? {
+            Some(row) => to_u64(get::<i64>(&row, "n")?, "count")?,
+            None => 0,
+        }
     };
     Ok(SearchResult {
         events: page.items,

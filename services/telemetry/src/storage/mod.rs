@@ -97,6 +97,13 @@ impl SqlStore {
         Ok(portcullis_sql::migrate::<Migrator>(&self.db, MIGRATION_LOCK_KEY).await?)
     }
 
+    /// PostgreSQL's `EXPLAIN (ANALYZE, BUFFERS)` of a search's statements, as plan lines: the
+    /// first page's (for free text, its first time window's) and the count's (benchmarks and
+    /// diagnosis; runs them). An error on SQLite.
+    pub async fn explain_search(&self, tenant: &str, query: &Query, range: TimeRange) -> StoreResult<Vec<Vec<String>>> {
+        events::explain_search(self, tenant, query, range).await
+    }
+
     /// The connection pool (health checks, tests, benchmarks).
     pub fn connection(&self) -> &DatabaseConnection {
         &self.db
