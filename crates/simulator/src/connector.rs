@@ -403,7 +403,7 @@ async fn review_one(shared: &Shared, i: u64, scheduled: Instant) {
         if attempt > 0 {
             shared.stats.reviews_retried.fetch_add(1, Relaxed);
             // A pause only once every replica was tried.
-            if attempt as usize % replicas.max(1) == 0 {
+            if (attempt as usize).is_multiple_of(replicas.max(1)) {
                 tokio::time::sleep(pause).await;
                 pause = next_backoff(pause);
             }

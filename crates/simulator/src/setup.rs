@@ -72,12 +72,17 @@ pub fn ruleset_document(prefix: &str) -> Value {
 }
 
 fn rule(rule_type: &str, key: &str, value: &str, action: &str, mitigation: Option<&str>) -> Value {
-    let mut rule = json!({"type": rule_type, "action": action,
-        "statement": {"properties": [{"key": key, "value": value}]}});
+    let mut rule = serde_json::Map::new();
+    rule.insert("type".into(), json!(rule_type));
+    rule.insert("action".into(), json!(action));
+    rule.insert(
+        "statement".into(),
+        json!({"properties": [{"key": key, "value": value}]}),
+    );
     if let Some(m) = mitigation {
-        rule["mitigation"] = json!(m);
+        rule.insert("mitigation".into(), json!(m));
     }
-    rule
+    Value::Object(rule)
 }
 
 /// The policy: blocks privileged containers, host PID, capabilities beyond the baseline and

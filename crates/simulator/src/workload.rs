@@ -110,7 +110,10 @@ pub fn event_rule(seq: u64) -> &'static str {
         0 => RUNTIME_RULES[0].0,
         1 => RUNTIME_RULES[1].0,
         2 => RUNTIME_RULES[2].0,
-        n => STORED_ONLY_RULES[(n as usize + (seq / 10) as usize) % STORED_ONLY_RULES.len()],
+        n => {
+            let at = (n as usize + (seq / 10) as usize) % STORED_ONLY_RULES.len();
+            STORED_ONLY_RULES.get(at).copied().unwrap_or(RUNTIME_RULES[2].0)
+        }
     }
 }
 
@@ -119,7 +122,7 @@ pub fn event_rule(seq: u64) -> &'static str {
 pub(crate) fn runtime_event(cluster: &str, seq: u64, pod: &PodRef, at: OffsetDateTime) -> Bytes {
     let at = at.format(&Rfc3339).unwrap_or_default();
     let rule = event_rule(seq);
-    let priority = if seq % 10 == 0 { "Critical" } else { "Warning" };
+    let priority = if seq.is_multiple_of(10) { "Critical" } else { "Warning" };
     let repository = pod.image.split(['@', ':']).next().unwrap_or_default();
     let event = json!({
         "output": format!(
