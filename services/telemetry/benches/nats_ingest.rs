@@ -30,11 +30,10 @@
 //!    list at 64 MB instead of 4 MB (merged at the end of each run, inside the timing), without
 //!    the summary's word index, and without any secondary index.
 //!
-//! The service runs with `batch_size` 5,000 (`TELEMETRY_BENCH_BATCH`), `flush_interval`
-//! 50 ms (`TELEMETRY_BENCH_FLUSH_MS`) and `max_in_flight` 10,000 (`TELEMETRY_BENCH_IN_FLIGHT`)
-//! rather than the defaults (1,000, 100 ms, 256): with 256 deliveries in flight a batch holds
-//! at most 256 events; `max_ack_pending` (`TELEMETRY_BENCH_ACK_PENDING`) and `writers`
-//! (`TELEMETRY_BENCH_WRITERS`) are the defaults, 20,000 and 2, unless set.
+//! The service runs with its defaults unless set: `batch_size` 5,000 (`TELEMETRY_BENCH_BATCH`),
+//! `flush_interval` 50 ms (`TELEMETRY_BENCH_FLUSH_MS`), `max_in_flight` 10,000
+//! (`TELEMETRY_BENCH_IN_FLIGHT`), `max_ack_pending` 20,000 (`TELEMETRY_BENCH_ACK_PENDING`) and
+//! `writers` 2 (`TELEMETRY_BENCH_WRITERS`).
 //!
 //! ```sh
 //! cargo bench -p portcullis-telemetry-service --bench nats_ingest
