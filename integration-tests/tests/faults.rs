@@ -22,7 +22,8 @@
 //! checks (which replica is hit when, which command ids, which events).
 //!
 //! The scenarios run in sequence on one set of processes (starting eight processes is the
-//! expensive part). Each prints what it measured (`--nocapture` shows it).
+//! expensive part). Each prints what it measured on the process's standard error directly
+//! (`figure!`), which the test harness does not capture, so CI's log shows the figures.
 //! A second test checks the harness's cleanup: a test that panics leaves no process, no
 //! listener and no folder behind.
 //!
@@ -38,6 +39,16 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
+
+/// Prints a line of what the suite measured to the process's standard error itself: the
+/// harness captures `println!`/`eprintln!` of a passing test, and the issue wants CI to show
+/// these figures.
+macro_rules! figure {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
 use std::time::{Duration, Instant};
 
 use portcullis_integration_tests::admission::{container, create_pod, pod, pod_spec};
@@ -644,7 +655,7 @@ async fn simulate(f: &Fixture, prefix: &str) -> Simulation {
 /// the stored count lies between the accepted and the sent, and the suite says so.
 async fn finish(f: &Fixture, simulation: Simulation, what: &str) -> Report {
     let report = simulation.stop().await;
-    println!(
+    figure!(
         "faults: {what}: simulator: reviews {} sent, {} failed, {} retried, p50 {} µs, p99 {} µs; \
          events {} sent, {} accepted, {} failed, {} re-sent; commands {} received, {} acked; {} reconnects; errors {:?}",
         report.reviews_sent,
@@ -690,9 +701,11 @@ async fn finish(f: &Fixture, simulation: Simulation, what: &str) -> Report {
             let stored = stored_events(&telemetry, &f.processes.admin_key, &cluster, "runtime")
                 .await
                 .unwrap();
-            println!(
+            figure!(
                 "faults: {what}: {}: {} events sent, {} accepted, {stored} stored (failed batches may have been stored before the break)",
-                c.name, c.events_sent, c.events_accepted
+                c.name,
+                c.events_sent,
+                c.events_accepted
             );
             assert!(
                 (c.events_accepted..=c.events_sent).contains(&stored),
@@ -752,7 +765,7 @@ async fn admission_replica_killed(f: &mut Fixture) {
     tokio::time::sleep(Duration::from_secs(3)).await;
     stop.cancel();
     let tally = load.await.unwrap();
-    println!("faults: admission replica killed under load: {}", tally.summary());
+    figure!("faults: admission replica killed under load: {}", tally.summary());
     assert_eq!(tally.failed, 0, "reviews failed on both replicas: {:?}", tally.errors);
     assert_eq!(tally.wrong, 0, "answers against the policy");
     // The kill hit the load: reviews sent to the dead replica were answered by the other.
@@ -825,7 +838,7 @@ async fn nats_restarted(f: &mut Fixture) {
     ] {
         assert_stored_exactly(&telemetry, &f.processes.admin_key, cluster, "admission", answered).await;
     }
-    println!(
+    figure!(
         "faults: nats-server restarted (down {down:?}): {}; runtime events accepted {} (resent streams {}), all stored; admission decision events stored {} of {}",
         during_reviews.summary(),
         events_before.accepted + events_during.accepted + events_after.accepted,
@@ -912,7 +925,7 @@ async fn postgres_restarted(f: &mut Fixture) {
     assert_stored_exactly(&telemetry, &f.processes.admin_key, &cluster, "runtime", 10).await;
     let telemetry_back = back.elapsed();
     finish(f, simulation, "PostgreSQL restarted").await;
-    println!(
+    figure!(
         "faults: PostgreSQL restarted (down 3 s): policy {:?} -> {} written after {store_back:?}, \
          admission applies it after {admission_back:?}, inventory after {inventory_back:?}, \
          runtime events stored after {telemetry_back:?}; resent ingest streams {}",
@@ -965,7 +978,7 @@ async fn telemetry_killed_mid_stream(f: &mut Fixture) {
     }
     finish(f, simulation, "telemetry killed mid-stream").await;
     let resent: u64 = tallies.iter().map(|t| t.resent_streams).sum();
-    println!(
+    figure!(
         "faults: telemetry killed mid-stream (back after {back:?}): events accepted {:?}, stored the same per cluster; \
          streams resent {resent} ({:?})",
         tallies.iter().map(|t| t.accepted).collect::<Vec<_>>(),
@@ -1060,7 +1073,7 @@ async fn continuous_replica_killed(f: &mut Fixture) {
     for task in connectors {
         task.await.unwrap();
     }
-    println!(
+    figure!(
         "faults: continuous replica killed under {} connector streams: {} commands issued, all acked and done \
          (last within {:?} of the end), {reconnected} reconnects",
         clusters.len(),
@@ -1080,7 +1093,7 @@ async fn one_fault_at_a_time() {
     let processes = ProcessCluster::start(Replicas::default()).await;
     let mut admin = Api::connect(&processes.policy_store(), &processes.admin_key).await;
     admin.create_policy(&policy_document(false)).await.unwrap();
-    println!(
+    figure!(
         "faults: 8 service processes, PostgreSQL and nats-server up in {:?}",
         started.elapsed()
     );
@@ -1092,7 +1105,7 @@ async fn one_fault_at_a_time() {
     continuous_replica_killed(&mut f).await;
     let unhealthy = f.processes.unhealthy().await;
     assert!(unhealthy.is_empty(), "not serving at the end: {unhealthy:#?}");
-    println!("faults: all scenarios in {:?}", started.elapsed());
+    figure!("faults: all scenarios in {:?}", started.elapsed());
 }
 
 /// A failing test leaves nothing behind: its processes are killed, PostgreSQL and
