@@ -85,10 +85,10 @@ start_url() {
     STARTED_URL=$(url_of "$1" "$2")
 }
 
-# drained NAME KEY: KEY's count in the drain line NAME printed (`... drained: KEY=N ...`).
+# drained NAME KEY: KEY's count in the drain line NAME printed on stderr (`... drained: KEY=N ...`).
 drained() {
     local value
-    value=$(grep -m1 ' drained: ' "$TMP/$1.out" | grep -o "\b$2=[0-9]*" | cut -d= -f2 || true)
+    value=$(grep -m1 ' drained: ' "$TMP/$1.err" | grep -o "\b$2=[0-9]*" | cut -d= -f2 || true)
     echo "${value:-0}"
 }
 

@@ -745,7 +745,7 @@ async fn connect_remote<'a>(settings: &'a Settings, credentials: &Credentials) -
 }
 
 /// Announces `service` (`portcullis NAME listening on URL`) and serves it until SIGINT or
-/// SIGTERM (then it drains and says what it did: `portcullis NAME drained: stored=...`); a
+/// SIGTERM (then it drains and says what it did on stderr: `portcullis NAME drained: stored=...`); a
 /// service that stops by itself is an error.
 async fn serve_service(name: &str, service: &impl Served) -> Result<ExitStatus> {
     announce(&format!(
@@ -755,7 +755,7 @@ async fn serve_service(name: &str, service: &impl Served) -> Result<ExitStatus> 
     match serve_until_signal(service).await? {
         Ended::Signalled => {
             // After the drain: this replica's share of the work (read by bench-scaling.sh).
-            announce(&format!(
+            report_drained(&format!(
                 "portcullis {name} drained: {}",
                 portcullis_kit::service::work_summary(&service.work_done())
             ))?;
@@ -803,7 +803,7 @@ async fn run_admission(settings: &Settings, credentials: Credentials) -> Result<
         () = shutdown_signal() => {
             let stats = admission.stop().await?;
             // This replica's share of the work, as the other services say it.
-            announce(&format!(
+            report_drained(&format!(
                 "portcullis admission drained: decisions={} published={} dropped={} rejected={}",
                 stats.submitted, stats.published, stats.dropped, stats.rejected
             ))?;
@@ -1099,6 +1099,14 @@ fn store_options(settings: &Settings) -> StoreOptions {
 }
 
 /// The one line on stdout that says the server is ready.
+/// Writes the line a service prints after its drain (its share of the work) to standard
+/// error: standard output carries only the ready line, which supervisors and tests read.
+fn report_drained(line: &str) -> Result<()> {
+    let mut stderr = std::io::stderr().lock();
+    writeln!(stderr, "{line}").context("writing to stderr")?;
+    stderr.flush().context("writing to stderr")
+}
+
 fn announce(line: &str) -> Result<()> {
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "{line}").context("writing to stdout")?;
