@@ -577,6 +577,12 @@ impl Correlator {
             }
             let story = match &rule.pattern {
                 Pattern::Sequence(_) if group.first_steps == 0 => None,
+                // No story was complete before this event (a complete one opens an alert and
+                // clears the group; dropping entries completes none), so a new one holds this
+                // event; the latest event of a story matches its last step. A busy workload's
+                // first steps (log-only admissions) then cost no search, which is quadratic
+                // in the group's size.
+                Pattern::Sequence(steps) if in_order && mask & last_step_bit(steps) == 0 => None,
                 Pattern::Sequence(steps) => find_sequence(&group.entries, steps, to_time(rule.window)),
                 Pattern::Threshold(t) => find_threshold(&group.entries, t, to_time(rule.window)),
             };
@@ -658,6 +664,15 @@ fn sweep(tenant: &mut Tenant, rules: &[Rule], config: &CorrelatorConfig) {
             }
         }
     }
+}
+
+/// The mask bit of a sequence's last step.
+fn last_step_bit(steps: &[Step]) -> u32 {
+    // Past the mask's width (rules have fewer steps), every event counts as a last step.
+    u32::try_from(steps.len().saturating_sub(1))
+        .ok()
+        .and_then(|n| 1u32.checked_shl(n))
+        .unwrap_or(u32::MAX)
 }
 
 /// The indexes of the earliest-completed sequence in `entries` (sorted by time), if any.

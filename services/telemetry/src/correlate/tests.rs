@@ -90,6 +90,23 @@ fn log_then_runtime_out_of_arrival_order_is_judged_by_event_time() {
 }
 
 #[test]
+fn busy_workload_of_log_admissions_then_runtime_opens_one_alert() {
+    // More first steps than a group keeps (256): each is ingested without a search, and the
+    // runtime detection still completes the story with the oldest first step kept (the
+    // group holds the detection and the newest 255 admissions).
+    let mut c = correlator();
+    let mut events: Vec<SecurityEvent> = (0..400)
+        .map(|i| ev(&format!("a{i}"), Source::Admission, Action::Log, i))
+        .collect();
+    assert!(opened(&run(&mut c, &events), LOG_THEN_RUNTIME).is_empty());
+    events = vec![runtime("r1", 500)];
+    let changes = run(&mut c, &events);
+    let alerts = opened(&changes, LOG_THEN_RUNTIME);
+    assert_eq!(alerts.len(), 1);
+    assert_eq!(alerts[0].event_ids, vec!["a145", "r1"]);
+}
+
+#[test]
 fn log_then_runtime_near_misses_stay_quiet() {
     // Wrong order: the detection happened before the admission.
     let mut c = correlator();
