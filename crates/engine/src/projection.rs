@@ -495,7 +495,15 @@ pub struct LabelsError(String);
 /// of a Pod, the pod template's of a workload (a CronJob's job template's). Empty when the
 /// object has none.
 pub fn review_pod_labels(review_json: &[u8], subject: &Subject) -> Result<BTreeMap<String, String>, LabelsError> {
-    let review: LabelsReview = serde_json::from_slice(review_json).map_err(|e| LabelsError(e.to_string()))?;
+    // The fast reader first (it reads what serde_json reads, or refuses); serde_json reads
+    // what it refuses, or names the error.
+    let fast = simdutf8::basic::from_utf8(review_json)
+        .ok()
+        .and_then(portcullis_json::from_str::<LabelsReview>);
+    let review = match fast {
+        Some(review) => review,
+        None => serde_json::from_slice(review_json).map_err(|e| LabelsError(e.to_string()))?,
+    };
     let object = review.request.and_then(|r| r.object);
     let meta = match crate::input::pod_spec_path(&subject.group, &subject.kind) {
         Some(crate::input::PodSpecPath::Spec) | None => object.and_then(|o| o.metadata),
@@ -734,6 +742,46 @@ mod tests {
         let (meta2, spec2) = again.object.as_ref().unwrap().pod("", "Pod").unwrap();
         assert_eq!(Some(spec2), expected.spec.as_ref());
         assert_eq!(meta2.annotations, meta.annotations);
+    }
+
+    #[test]
+    fn pod_labels_come_from_the_object_or_its_pod_template() {
+        let review = |kind: &str, group: &str, object: &str| {
+            format!(
+                r#"{{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{{"uid":"u",
+                "kind":{{"group":"{group}","version":"v1","kind":"{kind}"}},"operation":"CREATE","namespace":"apps",
+                "object":{object}}}}}"#
+            )
+        };
+        let labels = |json: &str| {
+            let subject = parse_document(json.as_bytes()).unwrap().remove(0);
+            review_pod_labels(json.as_bytes(), &subject).unwrap()
+        };
+        let deployment = review(
+            "Deployment",
+            "apps",
+            r#"{"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"d","labels":{"owner":"x"}},
+            "spec":{"template":{"metadata":{"labels":{"app":"web","tier":"front"}},
+            "spec":{"containers":[{"name":"app","image":"nginx:1"}]}}}}"#,
+        );
+        let got = labels(&deployment);
+        assert_eq!(got.get("app").map(String::as_str), Some("web"));
+        assert_eq!(got.get("tier").map(String::as_str), Some("front"));
+        assert!(
+            !got.contains_key("owner"),
+            "the workload's own labels are not the pods'"
+        );
+        let cron = review(
+            "CronJob",
+            "batch",
+            r#"{"apiVersion":"batch/v1","kind":"CronJob","metadata":{"name":"c"},"spec":{"schedule":"* * * * *",
+            "jobTemplate":{"spec":{"template":{"metadata":{"labels":{"job":"nightly"}},
+            "spec":{"containers":[{"name":"app","image":"nginx:1"}]}}}}}}"#,
+        );
+        assert_eq!(labels(&cron).get("job").map(String::as_str), Some("nightly"));
+        // A duplicate key: the last one wins, as serde_json reads it.
+        let twice = POD.replace(r#""labels":{"app":"web"}"#, r#""labels":{"app":"a","app":"web"}"#);
+        assert_eq!(labels(&twice).get("app").map(String::as_str), Some("web"));
     }
 
     #[test]

@@ -343,11 +343,14 @@ fn parse(body: &[u8], fields: Fields) -> Result<Subject, AdmissionError> {
 
 /// The fields the parse must read: a policy held in memory is known before parsing, so the
 /// parse reads only what its rules read (a policy without Pod Security Standards rules
-/// skips the pod details); otherwise everything is read.
+/// skips the pod details); otherwise everything is read. An `xdrEnabled` policy's reviews
+/// are read in full too: the replay projection of their decisions (every log and block
+/// one) needs the pod details, and one full parse costs less than a partial one and a
+/// second, full one for the projection.
 fn fields_for(cached: Option<&Lookup>) -> Fields {
     cached
         .and_then(|l| l.policy.policy.as_ref())
-        .map_or(Fields::ALL, |p| p.fields())
+        .map_or(Fields::ALL, |p| if p.xdr_enabled() { Fields::ALL } else { p.fields() })
 }
 
 impl Admission {
