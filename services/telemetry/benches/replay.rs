@@ -63,6 +63,11 @@ use sea_orm::sqlx;
 use time::OffsetDateTime;
 use time::macros::datetime;
 
+/// The allocator of the `portcullis` binary, which runs the service (crates/cli): the replay
+/// allocates a few strings and a projection buffer per recorded admission.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const LIVE_POLICY: &str = include_str!("../../../crates/engine/benches/data/policy-three-checks.yaml");
 const DRAFT_POLICY: &str = include_str!("../../../crates/engine/benches/data/policy-full.yaml");
 const CLUSTERS: usize = 8;
