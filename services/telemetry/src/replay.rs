@@ -37,7 +37,7 @@ use crate::policies::PolicyStore;
 use crate::store::{AdmissionFilter, PageRequest, RecordedAdmission, TelemetryStore};
 
 /// Recorded admissions read per page during a replay.
-const PAGE_SIZE: u32 = 1000;
+pub const PAGE_SIZE: u32 = 1000;
 
 /// One violation as recorded (`violations_json` is a list of these).
 #[derive(Debug, serde::Serialize, serde::Deserialize)]

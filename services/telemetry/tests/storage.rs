@@ -91,6 +91,7 @@ both!(
     open_alerts_for_reattaching,
     retention_expires_old_events,
     admissions_are_recorded_for_replay,
+    admission_pages_split_ties_of_time_by_id,
 );
 
 const T0: OffsetDateTime = datetime!(2026-12-01 12:00 UTC);
@@ -832,5 +833,38 @@ async fn admissions_are_recorded_for_replay(db: &TestDb) {
             left,
             "{tenant}"
         );
+    }
+}
+
+/// Admissions decided in the same microsecond are paged by event id: a page that ends inside
+/// such a tie continues with the tie's next id, and every admission is listed once.
+async fn admission_pages_split_ties_of_time_by_id(db: &TestDb) {
+    // Three at T0, four at T0 + 1 s, two at T0 + 2 s, recorded out of order.
+    let times = [1, 0, 2, 1, 0, 1, 2, 0, 1];
+    let records: Vec<_> = times
+        .iter()
+        .enumerate()
+        .map(|(i, s)| admission("t1", &format!("e{i}"), "prod", T0 + Duration::seconds(*s), true))
+        .collect();
+    assert_eq!(db.store.record_admissions(&records).await.unwrap(), 9);
+    let mut expected: Vec<(OffsetDateTime, String)> =
+        records.iter().map(|a| (a.decided_at, a.event_id.to_string())).collect();
+    expected.sort();
+    for size in [1, 2, 3, 4] {
+        let mut listed = Vec::new();
+        let mut page = PageRequest { size, token: None };
+        loop {
+            let p = db
+                .store
+                .admissions("t1", &AdmissionFilter::default(), &page)
+                .await
+                .unwrap();
+            listed.extend(p.items.iter().map(|a| (a.decided_at, a.event_id.to_string())));
+            match p.next {
+                Some(n) => page.token = Some(n),
+                None => break,
+            }
+        }
+        assert_eq!(listed, expected, "pages of {size}");
     }
 }
