@@ -11,9 +11,14 @@
 //!   Falco-like summaries from eight templates (shells, sensitive files, outbound
 //!   connections, package managers, crypto miners rarely) with per-pod container ids,
 //!   users, pids. Each query's first page of 100 and its count; before measuring, each
-//!   prints its match count and the `EXPLAIN (ANALYZE, BUFFERS)` summary of its statements
-//!   (plan nodes, buffers, execution time), so that a figure is known to come from rows found
-//!   by the intended plan.
+//!   prints its match count and the `EXPLAIN (ANALYZE, BUFFERS)` summary of each statement
+//!   the search runs, named (plan nodes that ran, buffers, execution time), so that a figure
+//!   is known to come from rows found by the intended plan.
+//!
+//! `TELEMETRY_BENCH_DB=NAME` (iterating on the queries): the database `NAME` on the same
+//! server is used and kept instead of a fresh one — created and generated when it holds no
+//! events of the bench, reused as it is otherwise (the inserts, which would swap the summary's
+//! index over millions of rows, are then skipped). Drop it when done: `dropdb NAME`.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -53,6 +58,51 @@ const DAYS: i64 = 8;
 /// Generates `rows` events of tenant `bench` over the [`DAYS`] days before [`END`],
 /// server-side. Fields cycle with co-prime moduli so every combination the queries ask
 /// for occurs: type `g % 5`, cluster `g % 20`, namespace `g % 47`, pod `(g * 7919) % 20011`.
+/// The URL of the kept database `name` on the test server (`PORTCULLIS_TEST_POSTGRES`, else
+/// the local one), created when missing.
+async fn kept_database(name: &str) -> String {
+    assert!(
+        name.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
+        "TELEMETRY_BENCH_DB: lowercase letters, digits and _ only"
+    );
+    let admin_url = std::env::var("PORTCULLIS_TEST_POSTGRES")
+        .unwrap_or_else(|_| portcullis_test_kit::postgres::DEFAULT_ADMIN_URL.to_owned());
+    let admin = sea_orm::Database::connect(admin_url.as_str()).await.unwrap();
+    let exists = admin
+        .query_one_raw(sea_orm::Statement::from_string(
+            sea_orm::DbBackend::Postgres,
+            format!("SELECT 1 AS one FROM pg_database WHERE datname = '{name}'"),
+        ))
+        .await
+        .unwrap()
+        .is_some();
+    if !exists {
+        admin
+            .execute_unprepared(&format!("CREATE DATABASE {name}"))
+            .await
+            .unwrap();
+    }
+    admin.close().await.unwrap();
+    let (base, _) = admin_url.rsplit_once('/').unwrap();
+    format!("{base}/{name}")
+}
+
+/// Whether generated events are stored already (tenant `bench`).
+async fn generated(store: &SqlStore) -> bool {
+    store
+        .connection()
+        .query_one_raw(sea_orm::Statement::from_string(
+            sea_orm::DbBackend::Postgres,
+            "SELECT EXISTS (SELECT 1 FROM tm_events WHERE tenant_id = 'bench') AS found",
+        ))
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get::<bool>("", "found")
+        .unwrap()
+}
+
 async fn generate(store: &SqlStore, rows: u64) {
     let end = END.unix_timestamp() * 1_000_000;
     let start = end - DAYS * DAY_MICROS;
@@ -124,7 +174,25 @@ async fn summary_index(store: &SqlStore, trigram: bool, word_index: &str) {
     }
 }
 
-/// One line per plan: its top node, the scan nodes (partitions folded), buffers and times.
+/// `text` with day partitions' names folded (`tm_events_p20261129_...` → `tm_events_p*_...`).
+fn fold_partitions(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("tm_events_p") {
+        let (head, tail) = rest.split_at(i + "tm_events_p".len());
+        out.push_str(head);
+        let digits = tail.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 8 {
+            out.push('*');
+        }
+        rest = &tail[if digits == 8 { 8 } else { 0 }..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// One line per plan: its top node, the scan nodes that ran (partitions folded), buffers and
+/// times.
 fn plan_summary(lines: &[String]) -> String {
     let mut nodes: Vec<(String, usize)> = Vec::new();
     let mut out = Vec::new();
@@ -133,16 +201,9 @@ fn plan_summary(lines: &[String]) -> String {
     }
     for l in lines.iter().skip(1) {
         let t = l.trim_start().trim_start_matches("->").trim();
-        if t.contains("Scan") {
+        if t.contains("Scan") && !t.contains("never executed") {
             // "Index Scan using ix_... on tm_events_p20261129 ..." folded over partitions.
-            let node = t
-                .split(" on ")
-                .next()
-                .unwrap_or(t)
-                .split("  (")
-                .next()
-                .unwrap_or(t)
-                .to_owned();
+            let node = fold_partitions(t.split(" on ").next().unwrap_or(t).split("  (").next().unwrap_or(t));
             match nodes.iter_mut().find(|(n, _)| *n == node) {
                 Some((_, k)) => *k += 1,
                 None => nodes.push((node, 1)),
@@ -200,8 +261,17 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let database = rt.block_on(TestDatabase::create()).unwrap();
-    let store = rt.block_on(SqlStore::connect(&database.url)).unwrap();
+    let kept = std::env::var("TELEMETRY_BENCH_DB").ok().filter(|n| !n.is_empty());
+    let (database, url) = match &kept {
+        Some(name) => (None, rt.block_on(kept_database(name))),
+        None => {
+            let database = rt.block_on(TestDatabase::create()).unwrap();
+            let url = database.url.clone();
+            (Some(database), url)
+        }
+    };
+    let store = rt.block_on(SqlStore::connect(&url)).unwrap();
+    let reused = rt.block_on(generated(&store));
     let word_index = rt
         .block_on(store.connection().query_one_raw(sea_orm::Statement::from_string(
             sea_orm::DbBackend::Postgres,
@@ -217,29 +287,36 @@ fn main() {
 
     // Sustained inserts: fresh ids every batch (the raw JSON, hence the id, varies with n);
     // the word index, then the trigram index, then the word index again for the queries.
-    let mut n = 0usize;
-    insert_bench(&mut c, &rt, &store, "falco_batch_words", &mut n);
-    rt.block_on(summary_index(&store, true, &word_index));
-    insert_bench(&mut c, &rt, &store, "falco_batch_trigram", &mut n);
-    rt.block_on(summary_index(&store, false, &word_index));
+    if !reused {
+        let mut n = 0usize;
+        insert_bench(&mut c, &rt, &store, "falco_batch_words", &mut n);
+        rt.block_on(summary_index(&store, true, &word_index));
+        insert_bench(&mut c, &rt, &store, "falco_batch_trigram", &mut n);
+        rt.block_on(summary_index(&store, false, &word_index));
 
-    let rows: u64 = std::env::var("TELEMETRY_BENCH_ROWS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(10_000_000);
-    let t = Instant::now();
-    rt.block_on(generate(&store, rows));
-    eprintln!("generated {rows} rows in {:.1}s", t.elapsed().as_secs_f64());
+        let rows: u64 = std::env::var("TELEMETRY_BENCH_ROWS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(10_000_000);
+        let t = Instant::now();
+        rt.block_on(generate(&store, rows));
+        eprintln!("generated {rows} rows in {:.1}s", t.elapsed().as_secs_f64());
+    } else {
+        eprintln!("reusing the events generated in {url}; inserts skipped");
+    }
 
     let hours = |h: i64| TimeRange {
         from: END - time::Duration::hours(h),
         to: END,
     };
-    let queries: [(&str, &str, TimeRange); 7] = [
+    let queries: [(&str, &str, TimeRange); 9] = [
         ("terms_1h", "cluster:cluster-3 namespace:ns-23", hours(1)),
         ("free_text_common_7d", "shell", hours(24 * 7)),
         ("free_text_rare_7d", "xmrig", hours(24 * 7)),
         ("free_text_phrase_7d", "\"cat /etc/shadow\"", hours(24 * 7)),
+        // A word of most events (seven templates of eight), and a common word over an hour.
+        ("free_text_dense_7d", "container", hours(24 * 7)),
+        ("free_text_common_1h", "shell", hours(1)),
         ("count_24h", "type:runtime", hours(24)),
         ("pod_type_24h", "pod:web-42 type:admission", hours(24)),
         (
@@ -261,7 +338,7 @@ fn main() {
         );
         assert!(first.total > 0, "{name} matches no row: not a measurement");
         let plans = rt.block_on(store.explain_search("bench", &query, range)).unwrap();
-        for (what, plan) in ["page", "count"].iter().zip(&plans) {
+        for (what, plan) in &plans {
             eprintln!("  {what}: {}", plan_summary(plan));
         }
         g.bench_function(name, |b| {

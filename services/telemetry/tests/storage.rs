@@ -86,6 +86,7 @@ both!(
     search_pages_newest_first,
     free_text_matches_words_as_live_matching_does,
     counts_stop_at_ten_thousand,
+    free_text_counts_and_pages_across_days,
     tenants_are_isolated,
     alerts_lifecycle_and_risk,
     open_alerts_for_reattaching,
@@ -439,6 +440,94 @@ async fn counts_stop_at_ten_thousand(db: &TestDb) {
         .await
         .unwrap();
     assert_eq!((r.total, r.total_is_lower_bound), (10_000, false));
+}
+
+/// Pages through `q` over `r`, `size` at a time: the ids in order, each page's total checked.
+async fn paged_ids(db: &TestDb, q: &str, r: TimeRange, size: u32, total: (u64, bool)) -> Vec<String> {
+    let query = Query::parse(q).unwrap();
+    let mut seen = Vec::new();
+    let mut token = None;
+    loop {
+        let page = PageRequest { size, token };
+        let result = db.store.search("t1", &query, r, &page).await.unwrap();
+        assert_eq!((result.total, result.total_is_lower_bound), total, "count of {q}");
+        seen.extend(result.events.into_iter().map(|e| e.id.to_string()));
+        match result.next {
+            Some(next) => token = Some(next),
+            None => return seen,
+        }
+    }
+}
+
+async fn free_text_counts_and_pages_across_days(db: &TestDb) {
+    // 10,001 events over ten days, two at each time (ties broken by id), all with "shell", all
+    // but one in 500 with "spawned" (those have "xmrig"); then, in the newest hour, 2,000 events with
+    // "spawned" only. On PostgreSQL free text is checked first on the newest 1,000 events
+    // (of the range): a word in a third of them or more is counted on the newest events by
+    // time, others by the word index day by day, newest first (eight days one by one, the
+    // older ones together); a word with more than 10,000 matches is paged by time windows
+    // (the newest 15 minutes, then an hour, 4 h, ...). Counts and pages must not depend on
+    // which way they were read, nor on where the days and windows fall.
+    let start = T0 - Duration::days(10);
+    let mut events: Vec<_> = (0..10_001)
+        .map(|i| {
+            let mut e = event("t1", &format!("c{i:05}"), start + Duration::seconds(172) * (i / 2));
+            if i % 500 == 7 {
+                e.summary = format!("xmrig started by a shell ({i})");
+            }
+            e
+        })
+        .collect();
+    events.extend((0..2_000).map(|i| {
+        let mut e = event("t1", &format!("f{i:04}"), T0 - Duration::milliseconds(1_800) * i);
+        e.summary = format!("A process was spawned ({i})");
+        e
+    }));
+    assert_eq!(db.store.insert_events(&events).await.unwrap(), 12_001);
+    let mut newest_first = events.clone();
+    newest_first.sort_by(|a, b| (b.occurred_at, &b.id).cmp(&(a.occurred_at, &a.id)));
+    let expected = |q: &str, r: TimeRange| -> Vec<String> {
+        let query = Query::parse(q).unwrap();
+        newest_first
+            .iter()
+            .filter(|e| query.matches(e) && e.occurred_at >= r.from && e.occurred_at < r.to)
+            .map(|e| e.id.to_string())
+            .collect()
+    };
+
+    // More than 10,000, dense among the newest events: "10,000+", every page newest first.
+    let spawned = expected("spawned", wide());
+    assert_eq!(spawned.len(), 11_981);
+    assert_eq!(paged_ids(db, "spawned", wide(), 1000, (10_000, true)).await, spawned);
+    // Dense among the newest, fewer further back: exact.
+    let r = range(start + Duration::seconds(172 * 2002), T0 + Duration::hours(5));
+    let some = expected("spawned", r);
+    assert_eq!(some.len(), 7_985);
+    assert_eq!(paged_ids(db, "spawned", r, 1000, (7_985, false)).await, some);
+
+    // More than 10,000, none among the newest 2,000: counted by the word index.
+    let shell = expected("shell", wide());
+    assert_eq!(shell.len(), 10_001);
+    assert_eq!(paged_ids(db, "shell", wide(), 1000, (10_000, true)).await, shell);
+    // Without the oldest time (two events): exactly 9,999 over eleven days, partial at both
+    // ends.
+    let r = range(start + Duration::seconds(1), T0 + Duration::hours(5));
+    let some = expected("shell", r);
+    assert_eq!(some.len(), 9_999);
+    assert_eq!(paged_ids(db, "shell", r, 1000, (9_999, false)).await, some);
+    // An hour.
+    let r = range(start, start + Duration::hours(1));
+    assert_eq!(paged_ids(db, "shell", r, 50, (42, false)).await, expected("shell", r));
+
+    // A rarer word over days cut at both ends.
+    let r = range(start + Duration::hours(53), T0 - Duration::hours(27));
+    let rare = expected("xmrig", r);
+    assert!(rare.len() > 10 && rare.len() < 20, "{}", rare.len());
+    assert_eq!(paged_ids(db, "xmrig", r, 3, (rare.len() as u64, false)).await, rare);
+    assert_eq!(
+        paged_ids(db, "\"xmrig started\"", r, 1000, (rare.len() as u64, false)).await,
+        rare
+    );
 }
 
 async fn tenants_are_isolated(db: &TestDb) {

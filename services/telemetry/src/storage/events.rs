@@ -2,7 +2,10 @@
 //! bound values), retention; and the recorded admissions.
 
 use compact_str::CompactString;
-use sea_orm::{ConnectionTrait, DbBackend, QueryResult, Value};
+use sea_orm::{
+    AccessMode, ConnectionTrait, DatabaseTransaction, DbBackend, QueryResult, TransactionOptions, TransactionTrait,
+    Value,
+};
 use time::OffsetDateTime;
 
 use super::migration::SUMMARY_WORDS;
@@ -348,11 +351,32 @@ fn phrase_regex(words: &[&str], prefix: bool) -> String {
     )
 }
 
+/// How a statement checks free text on PostgreSQL. The three select the same events (a word
+/// is a run of ASCII letters and digits, `crate::query::words`); they differ in the plans
+/// they leave the planner. Computing an event's words ([`SUMMARY_WORDS`], a regular
+/// expression split and a `tsvector`) costs about 19 µs a row (measured at 10 million
+/// events), matching the words' regular expression on the summary about 2 µs: a plan that
+/// computes the words row by row over thousands of rows costs more than the target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TextCheck {
+    /// The word index's condition (and, for a phrase, the words' order on the summary): for
+    /// plans driven by the word index, which computes no row's words.
+    Index,
+    /// The word index's condition and the words' regular expression on the summary: a plan
+    /// that reads rows by time checks the cheaper expression first and computes the words of
+    /// the matching rows only.
+    IndexAndSummary,
+    /// The words' regular expression alone: no word index (rows read by time, each checked on
+    /// its summary).
+    Summary,
+    /// Free text left out (the caller checks it, [`push_summary_checks`]).
+    Omit,
+}
+
 /// Appends ` AND <term>` for each term of the query: every value is bound. Free text is, on
-/// PostgreSQL, exact: the word index ([`SUMMARY_WORDS`]) and, for a phrase, the words'
-/// order checked on the summary; on SQLite a prefilter only (each word with `LIKE`, ASCII
-/// case ignored), the words then checked in Rust (`sqlite_text_scan`).
-fn push_terms(sql: &mut Sql, query: &Query) {
+/// PostgreSQL, exact (see [`TextCheck`] for how); on SQLite a prefilter only (each word with
+/// `LIKE`, ASCII case ignored), the words then checked in Rust (`sqlite_text_scan`).
+fn push_terms(sql: &mut Sql, query: &Query, check: TextCheck) {
     let postgres = sql.backend == DbBackend::Postgres;
     for term in &query.terms {
         match term {
@@ -384,18 +408,22 @@ fn push_terms(sql: &mut Sql, query: &Query) {
                     .bind(i.as_str())
                     .push(")")
             }
+            Term::Text(_) if check == TextCheck::Omit => &mut *sql,
             Term::Text(t) => {
                 let (words, prefix) = text_words(t);
                 if words.is_empty() {
                     // The parser refuses such a term; a hand-built one matches nothing.
                     sql.push(" AND 1 = 0");
                 } else if postgres {
-                    sql.push(" AND ")
-                        .push(SUMMARY_WORDS)
-                        .push(" @@ ")
-                        .bind(words_tsquery(&words, prefix))
-                        .push("::tsquery");
-                    if words.len() > 1 {
+                    if check != TextCheck::Summary {
+                        sql.push(" AND ")
+                            .push(SUMMARY_WORDS)
+                            .push(" @@ ")
+                            .bind(words_tsquery(&words, prefix))
+                            .push("::tsquery");
+                    }
+                    // A phrase's order is only on the summary (the index has no positions).
+                    if words.len() > 1 || check != TextCheck::Index {
                         sql.push(" AND lower(summary COLLATE \"C\") ~ ")
                             .bind(phrase_regex(&words, prefix));
                     }
@@ -411,33 +439,57 @@ fn push_terms(sql: &mut Sql, query: &Query) {
     }
 }
 
+/// Appends a condition (PostgreSQL) on `summary` that holds when it has every free-text term's
+/// words: their regular expressions.
+fn push_summary_checks(sql: &mut Sql, query: &Query) {
+    sql.push("TRUE");
+    for term in &query.terms {
+        if let Term::Text(t) = term {
+            let (words, prefix) = text_words(t);
+            if words.is_empty() {
+                sql.push(" AND FALSE");
+            } else {
+                sql.push(" AND lower(summary COLLATE \"C\") ~ ")
+                    .bind(phrase_regex(&words, prefix));
+            }
+        }
+    }
+}
+
 /// The search's filter: tenant, times `[from, to)` in microseconds and terms (without the
 /// page cursor).
-fn push_filter(sql: &mut Sql, tenant: &str, query: &Query, from: i64, to: i64) {
+fn push_filter(sql: &mut Sql, tenant: &str, query: &Query, from: i64, to: i64, check: TextCheck) {
     sql.push(" FROM tm_events WHERE tenant_id = ")
         .bind(tenant)
         .push(" AND occurred_at >= ")
         .bind(from)
         .push(" AND occurred_at < ")
         .bind(to);
-    push_terms(sql, query);
+    push_terms(sql, query, check);
+}
+
+/// Appends the keyset condition (no leading ` AND `): strictly older than the cursor.
+fn push_older(sql: &mut Sql, c: &Cursor) {
+    sql.push("(occurred_at < ")
+        .bind(c.at)
+        .push(" OR (occurred_at = ")
+        .bind(c.at)
+        .push(" AND id < ")
+        .bind(c.id.as_str())
+        .push("))");
 }
 
 /// Appends the keyset condition: strictly older than the cursor.
 fn push_cursor(sql: &mut Sql, cursor: Option<&Cursor>) {
     if let Some(c) = cursor {
-        sql.push(" AND (occurred_at < ")
-            .bind(c.at)
-            .push(" OR (occurred_at = ")
-            .bind(c.at)
-            .push(" AND id < ")
-            .bind(c.id.as_str())
-            .push("))");
+        sql.push(" AND ");
+        push_older(sql, c);
     }
 }
 
 /// The statement of the newest `limit` events of `[from, to)` that pass the filter, older
 /// than `cursor`.
+#[allow(clippy::too_many_arguments)]
 fn newest_sql(
     backend: DbBackend,
     tenant: &str,
@@ -445,10 +497,11 @@ fn newest_sql(
     (from, to): (i64, i64),
     cursor: Option<&Cursor>,
     limit: usize,
+    check: TextCheck,
     by_time_index: bool,
 ) -> Sql {
     let mut sql = Sql::new(backend, &format!("SELECT {COLUMNS}"));
-    push_filter(&mut sql, tenant, query, from, to);
+    push_filter(&mut sql, tenant, query, from, to, check);
     push_cursor(&mut sql, cursor);
     // `+ 0` keeps the planner from walking the time index in order (and filtering every row
     // it meets) when it misjudges how many rows match.
@@ -461,25 +514,11 @@ fn newest_sql(
     sql
 }
 
-/// The newest `limit` events of `[from, to)` that pass the filter, older than `cursor`.
-async fn newest(
-    store: &SqlStore,
-    tenant: &str,
-    query: &Query,
-    (from, to): (i64, i64),
-    cursor: Option<&Cursor>,
-    limit: usize,
-    by_time_index: bool,
-) -> StoreResult<Vec<QueryResult>> {
-    let sql = newest_sql(store.backend(), tenant, query, (from, to), cursor, limit, by_time_index);
-    Ok(store.db.query_all_raw(sql.statement()).await?)
-}
-
 /// The statement counting the events that pass the filter, up to one past [`COUNT_LIMIT`]
 /// ("10,000+" costs at most 10,001 matches).
 fn count_sql(backend: DbBackend, tenant: &str, query: &Query, (from, to): (i64, i64)) -> Sql {
     let mut count = Sql::new(backend, "SELECT count(*) AS n FROM (SELECT 1 AS one");
-    push_filter(&mut count, tenant, query, from, to);
+    push_filter(&mut count, tenant, query, from, to, TextCheck::Index);
     count
         .push(" LIMIT ")
         .bind(i64::try_from(COUNT_LIMIT + 1).unwrap_or(i64::MAX))
@@ -487,59 +526,290 @@ fn count_sql(backend: DbBackend, tenant: &str, query: &Query, (from, to): (i64, 
     count
 }
 
+/// Days read one by one, newest first, by [`matches_sql`]; older ones are read together.
+const DAY_BRANCHES: usize = 8;
+
+/// The start of `t`'s UTC day (a partition's lower bound).
+fn day_start(t: i64) -> i64 {
+    t.div_euclid(DAY_MICROS).saturating_mul(DAY_MICROS)
+}
+
+/// Free text on PostgreSQL, one statement: the matches of `[from, to)` through the word index,
+/// up to one past [`COUNT_LIMIT`], newest day first; of those the newest `want` events, each
+/// with the number read (`n`, [`COUNT_LIMIT`] + 1 when there are more) and whether it is
+/// older than the cursor (`after`), those first. When `n` is at most [`COUNT_LIMIT`], every
+/// match was read: the rows with `after` are the page.
+///
+/// Each day is a branch of its own (a `UNION ALL` runs in order, and the limit stops it): a
+/// common word is counted in the newest day, where rows are likelier cached, a rare one in
+/// a word-index lookup per day (a day partition's; the planner adds the time index for a
+/// small part of a day). The matches are read as keys only; the page's events are then
+/// read by primary key.
+fn matches_sql(tenant: &str, query: &Query, (from, to): (i64, i64), cursor: Option<&Cursor>, want: usize) -> Sql {
+    let columns: Vec<String> = COLUMNS.split(", ").map(|c| format!("e.{c}")).collect();
+    let mut sql = Sql::new(
+        DbBackend::Postgres,
+        &format!(
+            "SELECT {}, p.n, p.after FROM (SELECT occurred_at, id, count(*) OVER () AS n, ",
+            columns.join(", ")
+        ),
+    );
+    match cursor {
+        Some(c) => push_older(&mut sql, c),
+        None => {
+            sql.push("TRUE");
+        }
+    }
+    sql.push(" AS after FROM (");
+    let mut hi = to;
+    let mut branches = 0;
+    while hi > from {
+        branches += 1;
+        let lo = if branches == DAY_BRANCHES {
+            from
+        } else {
+            day_start(hi.saturating_sub(1)).max(from)
+        };
+        if branches > 1 {
+            sql.push(" UNION ALL ");
+        }
+        sql.push("(SELECT occurred_at, id");
+        push_filter(&mut sql, tenant, query, lo, hi, TextCheck::Index);
+        sql.push(")");
+        hi = lo;
+    }
+    sql.push(" LIMIT ")
+        .bind(i64::try_from(COUNT_LIMIT + 1).unwrap_or(i64::MAX))
+        .push(") AS m ORDER BY after DESC, occurred_at DESC, id DESC LIMIT ")
+        .bind(i64::try_from(want).unwrap_or(i64::MAX))
+        .push(") AS p JOIN tm_events AS e ON e.tenant_id = ")
+        .bind(tenant)
+        .push(
+            " AND e.occurred_at = p.occurred_at AND e.id = p.id ORDER BY p.after DESC, p.occurred_at DESC, p.id DESC",
+        );
+    sql
+}
+
+/// Newest events (of the other terms) whose summaries [`text_search_postgres`] checks first.
+const PROBE_ROWS: i64 = 1000;
+
+/// Newest events (of the other terms) the count of a dense word reads at most: enough for
+/// [`COUNT_LIMIT`] + 1 matches at the density of [`is_dense`].
+const DENSE_WALK_ROWS: i64 = 3 * (COUNT_LIMIT as i64 + 1);
+
+/// Whether `hits` matches among `walked` events make the words dense: a third or more. A
+/// dense word is counted faster by the words' regular expression on the newest events (≈ 2.6
+/// µs an event: 30,003 events at a third, ≈ 80 ms) than by the word index (its postings of
+/// a whole day, ≈ 0.13 µs each: 420,000 at a third of 1.25 million events a day). And the
+/// planner, seeing most rows match, reads the day in order and computes every row's words
+/// (≈ 21 µs a match: 220 ms for 10,001, measured).
+fn is_dense(walked: i64, hits: i64) -> bool {
+    walked == PROBE_ROWS && hits.saturating_mul(3) >= walked
+}
+
+/// Appends the subquery of the newest `rows` events of `[from, to)` that pass the terms other
+/// than free text (their summaries).
+fn push_newest_summaries(sql: &mut Sql, tenant: &str, query: &Query, span: (i64, i64), rows: i64) {
+    sql.push("(SELECT summary");
+    push_filter(sql, tenant, query, span.0, span.1, TextCheck::Omit);
+    sql.push(" ORDER BY occurred_at DESC, id DESC LIMIT ")
+        .bind(rows)
+        .push(") AS w");
+}
+
+/// The statement of [`PROBE_ROWS`]: how many newest events it read (`walked`, fewer when the
+/// range has fewer) and how many have the words (`hits`).
+fn probe_sql(tenant: &str, query: &Query, span: (i64, i64)) -> Sql {
+    let mut sql = Sql::new(
+        DbBackend::Postgres,
+        "SELECT count(*) AS walked, count(*) FILTER (WHERE ",
+    );
+    push_summary_checks(&mut sql, query);
+    sql.push(") AS hits FROM ");
+    push_newest_summaries(&mut sql, tenant, query, span, PROBE_ROWS);
+    sql
+}
+
+/// The statement counting a dense word's matches among the newest [`DENSE_WALK_ROWS`] events,
+/// up to one past [`COUNT_LIMIT`] (exact only when that many are found).
+fn dense_count_sql(tenant: &str, query: &Query, span: (i64, i64)) -> Sql {
+    let mut sql = Sql::new(DbBackend::Postgres, "SELECT count(*) AS n FROM (SELECT 1 AS one FROM ");
+    push_newest_summaries(&mut sql, tenant, query, span, DENSE_WALK_ROWS);
+    sql.push(" WHERE ");
+    push_summary_checks(&mut sql, query);
+    sql.push(" LIMIT ")
+        .bind(i64::try_from(COUNT_LIMIT + 1).unwrap_or(i64::MAX))
+        .push(") AS c");
+    sql
+}
+
+/// The settings of a search's transaction on PostgreSQL:
+/// - custom plans only: the driver prepares a statement once per connection, and after five
+///   runs PostgreSQL may keep a generic plan, made without the values; a search's generic
+///   plan guesses the time range and the words, and at 10 million events it read each day
+///   partition's whole time index to find a rare word (2 s where the custom plan takes
+///   30 ms, measured);
+/// - room for exact bitmaps of a day partition: at the default 4 MB, the word index's bitmap
+///   of a common word over a day partition (70,000 heap pages at 10 million events over 8
+///   days, 64 bytes a page; 1.5 KB events make that 250,000) turns lossy, and every row of
+///   a lossy page has its words computed again (≈ 1 s for a count, measured);
+/// - no JIT: compiling costs more than any of these statements runs.
+const SEARCH_SETTINGS: &str = "SELECT set_config('plan_cache_mode', 'force_custom_plan', true), \
+     set_config('work_mem', '32MB', true), set_config('jit', 'off', true)";
+
+/// A read-only transaction with [`SEARCH_SETTINGS`] (PostgreSQL).
+async fn search_transaction(store: &SqlStore) -> StoreResult<DatabaseTransaction> {
+    let tx = store
+        .db
+        .begin_with_options(TransactionOptions {
+            access_mode: Some(AccessMode::ReadOnly),
+            ..TransactionOptions::default()
+        })
+        .await?;
+    tx.execute_unprepared(SEARCH_SETTINGS).await?;
+    Ok(tx)
+}
+
+/// Runs a search's statements; when explaining, records each one's `EXPLAIN (ANALYZE,
+/// BUFFERS)` first (the statement then runs again for its rows).
+struct Reader<'a, C> {
+    db: &'a C,
+    plans: Option<Vec<(String, Vec<String>)>>,
+}
+
+impl<C: ConnectionTrait> Reader<'_, C> {
+    async fn all(&mut self, what: &str, sql: &Sql) -> StoreResult<Vec<QueryResult>> {
+        if let Some(plans) = self.plans.as_mut() {
+            let explain = Sql {
+                backend: sql.backend,
+                text: format!("EXPLAIN (ANALYZE, BUFFERS) {}", sql.text),
+                values: sql.values.clone(),
+            };
+            let mut lines = Vec::new();
+            for row in self.db.query_all_raw(explain.statement()).await? {
+                lines.push(get::<String>(&row, "QUERY PLAN")?);
+            }
+            plans.push((what.to_owned(), lines));
+        }
+        Ok(self.db.query_all_raw(sql.statement()).await?)
+    }
+}
+
+/// The count of a count statement's one row.
+fn count_of(rows: &[QueryResult]) -> StoreResult<u64> {
+    match rows.first() {
+        Some(row) => to_u64(get::<i64>(row, "n")?, "count"),
+        None => Ok(0),
+    }
+}
+
+/// A search without free text (or on SQLite, its page by [`sqlite_text_scan`] instead): the
+/// page's rows (up to `want`, by the time index or a term's) and the count (up to one past
+/// [`COUNT_LIMIT`]).
+async fn terms_search<C: ConnectionTrait>(
+    reader: &mut Reader<'_, C>,
+    tenant: &str,
+    query: &Query,
+    span: (i64, i64),
+    cursor: Option<&Cursor>,
+    want: usize,
+) -> StoreResult<(Vec<QueryResult>, u64)> {
+    let backend = reader.db.get_database_backend();
+    let page = newest_sql(backend, tenant, query, span, cursor, want, TextCheck::Index, true);
+    let rows = reader.all("page", &page).await?;
+    let n = count_of(&reader.all("count", &count_sql(backend, tenant, query, span)).await?)?;
+    Ok((rows, n))
+}
+
+/// A free-text search on PostgreSQL (in a [`search_transaction`]): the page's rows (up to
+/// `want`) and the count (up to one past [`COUNT_LIMIT`]). First the words are checked on the
+/// newest [`PROBE_ROWS`] events: when they are dense ([`is_dense`]) the count reads the newest
+/// events by time ([`dense_count_sql`]). Otherwise, or when that finds no more than
+/// [`COUNT_LIMIT`], one statement ([`matches_sql`]) counts by the word index and, when the
+/// matches are at most [`COUNT_LIMIT`], pages. More matches than that are common enough to
+/// page newest first by time ([`text_page_postgres`]).
+async fn text_search_postgres(
+    reader: &mut Reader<'_, DatabaseTransaction>,
+    tenant: &str,
+    query: &Query,
+    span: (i64, i64),
+    cursor: Option<&Cursor>,
+    want: usize,
+) -> StoreResult<(Vec<QueryResult>, u64)> {
+    let probe = reader.all("probe", &probe_sql(tenant, query, span)).await?;
+    let (walked, hits) = match probe.first() {
+        Some(row) => (get::<i64>(row, "walked")?, get::<i64>(row, "hits")?),
+        None => (0, 0),
+    };
+    if is_dense(walked, hits) {
+        let n = count_of(&reader.all("dense count", &dense_count_sql(tenant, query, span)).await?)?;
+        if n > COUNT_LIMIT {
+            return Ok((text_page_postgres(reader, tenant, query, span, cursor, want).await?, n));
+        }
+        // Fewer matches further back than the newest events promised: counted below.
+    }
+    let rows = reader
+        .all("count and page", &matches_sql(tenant, query, span, cursor, want))
+        .await?;
+    let n = count_of(&rows)?;
+    if n <= COUNT_LIMIT {
+        let mut page = Vec::with_capacity(rows.len());
+        for row in rows {
+            if get::<bool>(&row, "after")? {
+                page.push(row);
+            }
+        }
+        return Ok((page, n));
+    }
+    Ok((text_page_postgres(reader, tenant, query, span, cursor, want).await?, n))
+}
+
 /// PostgreSQL's `EXPLAIN (ANALYZE, BUFFERS)` of a search's statements (benchmarks and
-/// diagnosis): the first page's (for free text, its first window's) and the count's, each as
-/// its plan's lines. Runs them.
+/// diagnosis): each statement the search runs, named, as its plan's lines. Runs them.
 pub(super) async fn explain_search(
     store: &SqlStore,
     tenant: &str,
     query: &Query,
     range: TimeRange,
-) -> StoreResult<Vec<Vec<String>>> {
-    let backend = store.backend();
-    if backend != DbBackend::Postgres {
+) -> StoreResult<Vec<(String, Vec<String>)>> {
+    if store.backend() != DbBackend::Postgres {
         return Err(StoreError::Unavailable("EXPLAIN is read on PostgreSQL only".to_owned()));
     }
-    let (from, to) = (micros(range.from), micros(range.to));
-    let text = query.terms.iter().any(|t| matches!(t, Term::Text(_)));
-    let page_from = if text {
-        to.saturating_sub(FIRST_WINDOW_MICROS).max(from)
-    } else {
-        from
-    };
-    let mut plans = Vec::new();
-    for sql in [
-        newest_sql(backend, tenant, query, (page_from, to), None, 101, true),
-        count_sql(backend, tenant, query, (from, to)),
-    ] {
-        let explain = Sql {
-            backend,
-            text: format!("EXPLAIN (ANALYZE, BUFFERS) {}", sql.text),
-            values: sql.values,
+    let span = (micros(range.from), micros(range.to));
+    let want = page_size(&PageRequest::default()) + 1;
+    if !query.terms.iter().any(|t| matches!(t, Term::Text(_))) {
+        let mut reader = Reader {
+            db: &store.db,
+            plans: Some(Vec::new()),
         };
-        let mut lines = Vec::new();
-        for row in store.db.query_all_raw(explain.statement()).await? {
-            lines.push(get::<String>(&row, "QUERY PLAN")?);
-        }
-        plans.push(lines);
+        terms_search(&mut reader, tenant, query, span, None, want).await?;
+        return Ok(reader.plans.unwrap_or_default());
     }
+    let tx = search_transaction(store).await?;
+    let mut reader = Reader {
+        db: &tx,
+        plans: Some(Vec::new()),
+    };
+    text_search_postgres(&mut reader, tenant, query, span, None, want).await?;
+    let plans = reader.plans.take().unwrap_or_default();
+    tx.commit().await?;
     Ok(plans)
 }
 
-/// First window of a free-text page on PostgreSQL; each next one is [`WINDOW_GROWTH`] times
-/// wider, back to the start of the range.
-const FIRST_WINDOW_MICROS: i64 = 3_600_000_000;
+/// The newest stretch of a common word's page on PostgreSQL, read by time with the words
+/// checked on the summary; each next window is [`WINDOW_GROWTH`] times wider, back to the
+/// start of the range.
+const WALK_WINDOW_MICROS: i64 = 15 * 60 * 1_000_000;
 const WINDOW_GROWTH: i64 = 4;
 
-/// A page of free-text matches on PostgreSQL, read newest window first. One query over the
-/// whole range lets the planner choose between walking the time index (filtering every row,
-/// fast when the words are common) and the word index (fast when they are rare), and a wrong
-/// guess costs seconds over millions of rows (a rare word filtered row by row over days; a
-/// common one's every match fetched and sorted). In a window of an hour, then 4 h, 16 h, ...,
-/// either plan is cheap: a common word fills the page from the first hours, a rare one costs
-/// a handful of word-index lookups.
+/// A page of free-text matches on PostgreSQL when there are more than [`COUNT_LIMIT`]:
+/// newest window first. The newest 15 minutes (from the cursor) are walked by time, each row
+/// checked by the words' regular expression (≈ 2 µs): a common word fills the page from its
+/// first rows, and a word rare in those minutes costs at most their rows (≈ 13,000 at 10
+/// million events over 8 days). Older windows (an hour, then 4, 16, ...) let the planner
+/// combine the word index with the time index.
 async fn text_page_postgres(
-    store: &SqlStore,
+    reader: &mut Reader<'_, DatabaseTransaction>,
     tenant: &str,
     query: &Query,
     (from, to): (i64, i64),
@@ -548,16 +818,25 @@ async fn text_page_postgres(
 ) -> StoreResult<Vec<QueryResult>> {
     let mut rows = Vec::new();
     let mut hi = cursor.map_or(to, |c| c.at.saturating_add(1).min(to));
-    let mut width = FIRST_WINDOW_MICROS;
+    let mut width = WALK_WINDOW_MICROS;
+    let mut check = TextCheck::Summary;
     while hi > from && rows.len() < want {
         let lo = hi.saturating_sub(width).max(from);
-        // The first window may walk the time index (a common word fills the page there); the
-        // wider ones read the word index's matches and sort them: walking days of rows and
-        // computing each one's words for a rare word costs seconds (measured at 1 million).
-        let first = width == FIRST_WINDOW_MICROS;
-        rows.extend(newest(store, tenant, query, (lo, hi), cursor, want - rows.len(), first).await?);
+        let walk = check == TextCheck::Summary;
+        let sql = newest_sql(
+            DbBackend::Postgres,
+            tenant,
+            query,
+            (lo, hi),
+            cursor,
+            want - rows.len(),
+            check,
+            walk,
+        );
+        rows.extend(reader.all(if walk { "page walk" } else { "page window" }, &sql).await?);
         hi = lo;
         width = width.saturating_mul(WINDOW_GROWTH);
+        check = TextCheck::IndexAndSummary;
     }
     Ok(rows)
 }
@@ -591,7 +870,7 @@ async fn sqlite_text_scan(
     let mut after = cursor.cloned();
     loop {
         let mut sql = Sql::new(store.backend(), &format!("SELECT {columns}"));
-        push_filter(&mut sql, tenant, query, from, to);
+        push_filter(&mut sql, tenant, query, from, to, TextCheck::Index);
         push_cursor(&mut sql, after.as_ref());
         sql.push(" ORDER BY occurred_at DESC, id DESC LIMIT ")
             .bind(i64::try_from(SQLITE_SCAN_CHUNK).unwrap_or(i64::MAX));
@@ -636,14 +915,24 @@ pub(super) async fn search(
     let size = page_size(page);
     let span = (micros(range.from), micros(range.to));
     let text = query.terms.iter().any(|t| matches!(t, Term::Text(_)));
-    let sqlite_text = text && backend != DbBackend::Postgres;
 
-    let rows = if sqlite_text {
-        sqlite_text_scan(store, tenant, query, span, cursor.as_ref(), COLUMNS, size + 1).await?
+    let (rows, n) = if text && backend == DbBackend::Postgres {
+        let tx = search_transaction(store).await?;
+        let mut reader = Reader { db: &tx, plans: None };
+        let found = text_search_postgres(&mut reader, tenant, query, span, cursor.as_ref(), size + 1).await?;
+        tx.commit().await?;
+        found
     } else if text {
-        text_page_postgres(store, tenant, query, span, cursor.as_ref(), size + 1).await?
+        let rows = sqlite_text_scan(store, tenant, query, span, cursor.as_ref(), COLUMNS, size + 1).await?;
+        let limit = usize::try_from(COUNT_LIMIT + 1).unwrap_or(usize::MAX);
+        let kept = sqlite_text_scan(store, tenant, query, span, None, "occurred_at, id, summary", limit).await?;
+        (rows, u64::try_from(kept.len()).unwrap_or(u64::MAX))
     } else {
-        newest(store, tenant, query, span, cursor.as_ref(), size + 1, true).await?
+        let mut reader = Reader {
+            db: &store.db,
+            plans: None,
+        };
+        terms_search(&mut reader, tenant, query, span, cursor.as_ref(), size + 1).await?
     };
     let mut items = Vec::with_capacity(rows.len());
     for row in &rows {
@@ -655,18 +944,6 @@ pub(super) async fn search(
         items.push((event, cursor));
     }
     let page = finish_page(items, size, &fingerprint);
-
-    let n = if sqlite_text {
-        let limit = usize::try_from(COUNT_LIMIT + 1).unwrap_or(usize::MAX);
-        let kept = sqlite_text_scan(store, tenant, query, span, None, "occurred_at, id, summary", limit).await?;
-        u64::try_from(kept.len()).unwrap_or(u64::MAX)
-    } else {
-        let count = count_sql(backend, tenant, query, span);
-        match store.db.query_one_raw(count.statement()).await? {
-            Some(row) => to_u64(get::<i64>(&row, "n")?, "count")?,
-            None => 0,
-        }
-    };
     Ok(SearchResult {
         events: page.items,
         next: page.next,

@@ -97,10 +97,16 @@ impl SqlStore {
         Ok(portcullis_sql::migrate::<Migrator>(&self.db, MIGRATION_LOCK_KEY).await?)
     }
 
-    /// PostgreSQL's `EXPLAIN (ANALYZE, BUFFERS)` of a search's statements, as plan lines: the
-    /// first page's (for free text, its first time window's) and the count's (benchmarks and
-    /// diagnosis; runs them). An error on SQLite.
-    pub async fn explain_search(&self, tenant: &str, query: &Query, range: TimeRange) -> StoreResult<Vec<Vec<String>>> {
+    /// PostgreSQL's `EXPLAIN (ANALYZE, BUFFERS)` of the statements a search's first page (of
+    /// the default size) runs, in order, each named (`page`, `count`; for free text `count and
+    /// page`, then `page walk` and `page window`s when there are more than 10,000 matches) with
+    /// its plan's lines (benchmarks and diagnosis; runs them). An error on SQLite.
+    pub async fn explain_search(
+        &self,
+        tenant: &str,
+        query: &Query,
+        range: TimeRange,
+    ) -> StoreResult<Vec<(String, Vec<String>)>> {
         events::explain_search(self, tenant, query, range).await
     }
 
