@@ -98,9 +98,10 @@ impl SqlStore {
     }
 
     /// PostgreSQL's `EXPLAIN (ANALYZE, BUFFERS)` of the statements a search's first page (of
-    /// the default size) runs, in order, each named (`page`, `count`; for free text `count and
-    /// page`, then `page walk` and `page window`s when there are more than 10,000 matches) with
-    /// its plan's lines (benchmarks and diagnosis; runs them). An error on SQLite.
+    /// the default size) runs, in order, each named (`page`, `count`; for free text `probe`,
+    /// `dense count` for a word in most events, `count and page`, then `page walk` and `page
+    /// window`s when there are more than 10,000 matches) with its plan's lines (benchmarks and
+    /// diagnosis; runs them). An error on SQLite.
     pub async fn explain_search(
         &self,
         tenant: &str,
