@@ -272,8 +272,8 @@ fi
 # `share`: real / no-op at least 80% (gRPC, issue 4); `bound`: real / no-op at least 90% of
 # the bound noop / (noop + engine) (the webhook, issue 21). Both print the bound.
 verdicts() {
-    awk -F' *\\| *' -v engine_us="${ENGINE_US:-0}" -v service_us="${SERVICE_US:-0}" -v noop_label="$1" \
-        -v real_label="$2" -v title="$3" -v rule="$4" '
+    awk -F' *\\| *' -v engine_us="${ENGINE_US:-0}" -v noop_label="$1" -v real_label="$2" \
+        -v title="$3" -v rule="$4" '
     function n(s) { gsub(/[^0-9.]/, "", s); return s + 0 }
     $3 ~ /closed loop/ && $2 == noop_label && n($4) > noop { noop = n($4); noop_srv = n($9); noop_gen = n($10) }
     $3 ~ /closed loop/ && $2 == real_label && n($4) > real { real = n($4); real_srv = n($9); real_gen = n($10) }
@@ -299,27 +299,10 @@ verdicts() {
         if (rule == "share" && bound > 0) printf "bound: a no-op call costs the server %.1f us of CPU and the engine alone %.1f us a review (hot loop), so the real service can reach at most %.0f%% of the no-op'\''s maximum (80%% needs the engine under %.1f us)\n", call_us, engine_us, 100 * bound, call_us / 4
         if (rule == "bound" && bound > 0) printf "bound: a no-op call costs the server %.1f us of CPU and the engine alone %.1f us a review (hot loop), so the real webhook can reach at most %.0f%% of the no-op'\''s maximum\n", call_us, engine_us, 100 * bound
         if (rule == "bound" && noop > 0 && real > 0 && bound > 0) printf "real / no-op: %.0f%%, %.0f%% of the bound (target: at least 90%% of it): %s\n", 100 * real / noop, 100 * real / noop / bound, (real / noop >= 0.9 * bound) ? "met" : "MISSED"
-        if (rule == "bound" && noop > 0 && real > 0 && noop_srv > 0 && service_us > 0) {
-            wh_us = noop_srv / 100 / noop * 1e6
-            service_bound = wh_us / (wh_us + service_us)
-            printf "service bound: the admission service beyond its transport costs %.1f us of server CPU a review (gRPC real less no-op, this run), so a webhook that adds nothing to it reaches at most %.0f%% of its no-op; real / no-op is %.0f%% of that\n", service_us, 100 * service_bound, 100 * real / noop / service_bound
-        }
         if (rule == "bound" && noop > 0 && real > 0 && bound == 0) printf "real / no-op: %.0f%% (no bound: the engine'\''s cost was not measured)\n", 100 * real / noop
         print ""
     }' "$TMP/rows"
 }
-
-# The admission service's own cost beyond its transport, from the gRPC closed-loop maxima
-# of the same run: a real call's server CPU less a no-op call's. The engine is part of it,
-# and so are what the engine-only bound leaves out: the tenant's rate limit, the cluster's
-# policy, the decision and its event (with the reviewed pod's projection) and, in `up`,
-# the other services' share of that event (telemetry stores it). A transport that adds
-# nothing to the service reaches noop / (noop + this) of its no-op.
-SERVICE_US=$(awk -F' *\\| *' '
-    function n(s) { gsub(/[^0-9.]/, "", s); return s + 0 }
-    $3 ~ /closed loop/ && $2 == "noop" && n($4) > noop { noop = n($4); noop_srv = n($9) }
-    $3 ~ /closed loop/ && $2 == "real" && n($4) > real { real = n($4); real_srv = n($9) }
-    END { if (noop > 0 && real > 0) printf "%.1f", real_srv / 100 / real * 1e6 - noop_srv / 100 / noop * 1e6; else print 0 }' "$TMP/rows")
 
 verdicts noop real "gRPC (AdmissionService.Review)" share
 for protocol in $PROTOCOLS; do
