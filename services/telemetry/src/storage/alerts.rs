@@ -335,7 +335,11 @@ pub(super) async fn list(
         sql.push(" AND severity >= ").bind(severity_rank(s));
     }
     if let Some(c) = &cursor {
-        sql.push(" AND (last_event_at < ")
+        // The `<=` bound lets an index on the time start at the cursor (see the events'
+        // keyset condition).
+        sql.push(" AND last_event_at <= ")
+            .bind(c.at)
+            .push(" AND (last_event_at < ")
             .bind(c.at)
             .push(" OR (last_event_at = ")
             .bind(c.at)

@@ -470,13 +470,17 @@ fn push_filter(sql: &mut Sql, tenant: &str, query: &Query, from: i64, to: i64, c
 
 /// Appends the keyset condition (no leading ` AND `): strictly older than the cursor.
 fn push_older(sql: &mut Sql, c: &Cursor) {
-    sql.push("(occurred_at < ")
+    // The `<=` bound alone lets the time index start at the cursor; with the `OR` only, the
+    // index is read from the range's newest row and a deep page re-reads every page before.
+    sql.push("(occurred_at <= ")
+        .bind(c.at)
+        .push(" AND (occurred_at < ")
         .bind(c.at)
         .push(" OR (occurred_at = ")
         .bind(c.at)
         .push(" AND id < ")
         .bind(c.id.as_str())
-        .push("))");
+        .push(")))");
 }
 
 /// Appends the keyset condition: strictly older than the cursor.
