@@ -39,7 +39,10 @@
 )]
 
 use std::collections::HashMap;
+
+mod support;
 use std::time::{Duration, Instant};
+use support::{backend_ticks, env_or, ticks};
 
 use futures::StreamExt as _;
 use portcullis_corpus as corpus;
@@ -75,31 +78,6 @@ const BATCH: usize = 5_000;
 /// The first recorded decision; the rest follow over [`SPAN`].
 const START: OffsetDateTime = datetime!(2026-11-23 00:00 UTC);
 const SPAN: Duration = Duration::from_secs(7 * 24 * 3600);
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-/// Clock ticks (user + system, 10 ms) of a process.
-fn ticks(pid: &str) -> u64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0;
-    };
-    let Some((_, rest)) = stat.rsplit_once(')') else {
-        return 0;
-    };
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    f[11].parse::<u64>().unwrap_or(0) + f[12].parse::<u64>().unwrap_or(0)
-}
-
-/// Ticks of every PostgreSQL backend of the pool's database, by pid.
-async fn backend_ticks(pool: &sqlx::PgPool) -> HashMap<i32, u64> {
-    let pids: Vec<(i32,)> = sqlx::query_as("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")
-        .fetch_all(pool)
-        .await
-        .unwrap();
-    pids.into_iter().map(|(p,)| (p, ticks(&p.to_string()))).collect()
-}
 
 /// CPU seconds spent between `start` and `stop` in this process and the database's backends.
 struct Cpu {
