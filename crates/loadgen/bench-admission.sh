@@ -16,7 +16,13 @@
 #      nothing, behind the same HTTPS transport) and `portcullis up --webhook-listen` with a
 #      private CA from `portcullis certs init`, the same policy and review, pinned and loaded
 #      as above;
-#   5. prints a markdown table and the verdicts: for gRPC, p99 at 10,000/s (target: at most
+#   5. the same webhook served by the admission service alone, as a distributed deployment
+#      runs it (`webhook-service`): `portcullis serve admission --webhook-listen` pinned to
+#      the server core, its policy store (`serve policy-store` on a fresh database of the
+#      machine's PostgreSQL) and a nats-server of its own on the generator's core, and no
+#      telemetry (the decision events wait in JetStream, as they do for a telemetry
+#      replica elsewhere); the replica's drain line says it published every decision;
+#   6. prints a markdown table and the verdicts: for gRPC, p99 at 10,000/s (target: at most
 #      2 ms) and the real closed-loop maximum as a share of the baseline's (target: at least
 #      80%), with the bound on that share: a no-op call's server CPU against it plus the
 #      engine's; for the webhook, per protocol, p99 at 10,000/s (at most 2 ms) and real /
@@ -51,7 +57,7 @@ CLOSED_LOOP_FLAGS=${CLOSED_LOOP_FLAGS-"--spin"}
 CONNECTIONS=${CONNECTIONS:-16}       # HTTP/2 connections of the generator
 SERVER_CORE=${SERVER_CORE:-0}        # taskset -c for the server
 GENERATOR_CORE=${GENERATOR_CORE:-1}  # taskset -c for the generator
-PARTS=${PARTS:-"noop real webhook-noop webhook-real"}  # which parts to run
+PARTS=${PARTS:-"noop real webhook-noop webhook-real webhook-service"}  # which parts to run
 PROTOCOLS=${PROTOCOLS:-"h2 http1.1"} # the webhook parts' protocols
 # The webhook's closed-loop rows: at most 64, the webhook's requests in flight per key
 # (`[webhook] max_in_flight_per_key`); more would be answered 429 by design.
@@ -64,6 +70,12 @@ REVIEW=${REVIEW:-crates/engine/benches/data/review-8k.json}
 POLICY=${POLICY:-crates/loadgen/data/policy-15-rules.yaml}
 POLICY_NAME=${POLICY_NAME:-bench.admission15}
 NOOP_KEY=${NOOP_KEY:-pck_loadgen_noop_connector_key_0000}
+# The webhook-service part: PostgreSQL for its policy store (a database of its own, dropped
+# on exit) and the nats-server binary (at least 2.10).
+PG_URL=${PG_URL:-postgres://postgres@127.0.0.1:5432}
+NATS_SERVER=${PORTCULLIS_NATS_SERVER:-.venv/bin/nats-server}
+REVIEW_PATH_N=${REVIEW_PATH_N:-100000}  # reviews of the in-process review path (its bound)
+SERVICE_SETTINGS=${SERVICE_SETTINGS:-}   # a settings file for `serve admission` (--config)
 
 # ---------------------------------------------------------------------------------------
 # The real service's command line.
@@ -86,6 +98,13 @@ BIN=${BIN:-$ROOT/target/release}  # where the binaries are (the build step build
 # shellcheck source=crates/loadgen/bench-lib.sh
 . "$ROOT/crates/loadgen/bench-lib.sh"
 bench_init bench-admission
+DB=pc_bench_admission_$$
+DB_CREATED=0
+bench_cleanup() {
+    if [[ $DB_CREATED == 1 ]]; then
+        psql -X -q -d "$PG_URL/postgres" -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true
+    fi
+}
 # Servers run pinned to the server core; SERVER_WRAPPER: a command put before the server's,
 # e.g. "env LD_PRELOAD=..." or "perf record -o F".
 START_WRAPPER="taskset -c $SERVER_CORE ${SERVER_WRAPPER:-}"
@@ -159,6 +178,9 @@ if [[ $SKIP_BUILD != 1 ]]; then
     log "building (release)"
     if [[ " $PARTS " == *" real "* || " $PARTS " == *" webhook-"* ]]; then
         cargo build --release -p portcullis-cli -p portcullis-loadgen
+        if [[ " $PARTS " == *" webhook-service "* ]]; then
+            cargo build --release -p portcullis-admission --example review_path
+        fi
     else
         cargo build --release -p portcullis-loadgen
     fi
@@ -246,6 +268,54 @@ if [[ " $PARTS " == *" webhook-real "* ]]; then
     stop "$UP_WEBHOOK_PID"
 fi
 
+if [[ " $PARTS " == *" webhook-service "* ]]; then
+    log "real webhook, the admission service alone: portcullis serve admission --webhook-listen"
+    certs
+    [[ -x $NATS_SERVER ]] || { log "no nats-server at $NATS_SERVER (set PORTCULLIS_NATS_SERVER)"; exit 1; }
+    export RUST_LOG=${RUST_LOG:-warn}
+    # The rest of the deployment runs on the generator's core: the admission replica keeps
+    # its core to itself, as on a node of its own.
+    start_nats "$NATS_SERVER" taskset -c "$GENERATOR_CORE"
+    psql -X -q -d "$PG_URL/postgres" -c "CREATE DATABASE $DB" >/dev/null
+    DB_CREATED=1
+    PORTCULLIS_SERVICE_TOKEN=svc-bench-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
+    PORTCULLIS_OPERATOR_KEY=op-bench-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
+    export PORTCULLIS_SERVICE_TOKEN PORTCULLIS_OPERATOR_KEY
+    unset PORTCULLIS_API_KEY PORTCULLIS_SERVER PORTCULLIS_CA_CERT
+    START_WRAPPER="taskset -c $GENERATOR_CORE" start svc-store "portcullis policy-store listening on " \
+        "$BIN/portcullis" serve policy-store --listen 127.0.0.1:0 --database-url "$PG_URL/$DB" \
+        --nats-url "$NATS_URL"
+    SVC_STORE_PID=$STARTED_PID
+    SVC_STORE_URL=$(url_of svc-store "portcullis policy-store listening on ")
+    export PORTCULLIS_SERVER=$SVC_STORE_URL
+    ADMIN_KEY=$("$BIN/portcullis" tenant create bench)
+    PORTCULLIS_API_KEY=$ADMIN_KEY "$BIN/portcullis" policy apply -f "$POLICY" >&2
+    PORTCULLIS_API_KEY=$ADMIN_KEY "$BIN/portcullis" cluster create bench-webhook --policy "$POLICY_NAME" \
+        -o json >"$TMP/svc-cluster.json"
+    SVC_KEY=$(jq -r .connectorKey "$TMP/svc-cluster.json")
+    SVC_CLUSTER=$(jq -r .cluster.id "$TMP/svc-cluster.json")
+    SVC_CONFIG=()
+    [[ -n $SERVICE_SETTINGS ]] && SVC_CONFIG=(--config "$SERVICE_SETTINGS")
+    start svc-admission "$WEBHOOK_READY" "$BIN/portcullis" serve admission "${SVC_CONFIG[@]}" --listen 127.0.0.1:0 \
+        --policy-store-url "$SVC_STORE_URL" --nats-url "$NATS_URL" --rate-limit 0 \
+        --webhook-listen 127.0.0.1:0 --tls-cert "$TMP/certs/webhook.crt" --tls-key "$TMP/certs/webhook.key"
+    SVC_PID=$STARTED_PID
+    SVC_URL=$(url_of svc-admission "$WEBHOOK_READY" | sed 's|/validate/.*$||')
+    log "admission pid $SVC_PID: webhook $SVC_URL; policy store pid $SVC_STORE_PID at $SVC_STORE_URL; nats-server pid $NATS_PID at $NATS_URL"
+    webhook_sweep wh-svc "$SVC_PID" "$SVC_URL" "$TMP/certs/ca.crt" "$SVC_KEY" "$SVC_CLUSTER" "$RATES"
+    stop "$SVC_PID"
+    # Nothing judged went unrecorded: every decision's event reached JetStream.
+    SVC_DRAINED=$(grep -m1 ' drained: ' "$TMP/svc-admission.err" || echo "no drain line")
+    log "admission service: $SVC_DRAINED"
+    # The review path without a transport, on the server core, its events to the same
+    # nats-server: what the service does per review beyond the transport, and the cost of
+    # publishing a decision event alone (see services/admission/examples/review_path.rs).
+    log "the review path alone (no transport), and publishing its decision events alone"
+    taskset -c "$SERVER_CORE" "$BIN/examples/review_path" --cpu --nats-url "$NATS_URL" "$REVIEW_PATH_N" \
+        | tee "$TMP/review-path" >&2
+    stop "$SVC_STORE_PID" "$NATS_PID"
+fi
+
 # The table: from each `row | label | offered | achieved | p50 | p99 | p99.9 | errors |
 # server | generator | watched | machine |` line.
 echo
@@ -267,13 +337,20 @@ ENGINE_US=0
 if [[ -r $TMP/engine ]]; then
     ENGINE_US=$(sed -n 's/^engine_us \([0-9.]*\).*/\1/p' "$TMP/engine" | head -1)
 fi
+# (The service's bounds need the review path's cost, measured when webhook-service ran.)
+REVIEW_US=0 PUBLISH_US=0
+if [[ -r $TMP/review-path ]]; then
+    REVIEW_US=$(sed -n 's/^review_us \([0-9.]*\).*/\1/p' "$TMP/review-path" | head -1)
+    PUBLISH_US=$(sed -n 's/^publish_us \([0-9.]*\).*/\1/p' "$TMP/review-path" | head -1)
+fi
 
-# verdicts NOOP REAL TITLE RULE: the verdicts from the rows labelled NOOP and REAL. RULE
+# verdicts NOOP REAL TITLE RULE [PATH]: the verdicts from the rows labelled NOOP and REAL. RULE
 # `share`: real / no-op at least 80% (gRPC, issue 4); `bound`: real / no-op at least 90% of
-# the bound noop / (noop + engine) (the webhook, issue 21). Both print the bound.
+# the bound noop / (noop + engine) (the webhook, issue 21). Both print the bound. PATH 1: also
+# the bounds from the review path's own cost (the admission service alone).
 verdicts() {
     awk -F' *\\| *' -v engine_us="${ENGINE_US:-0}" -v noop_label="$1" -v real_label="$2" \
-        -v title="$3" -v rule="$4" '
+        -v title="$3" -v rule="$4" -v review_us="${REVIEW_US:-0}" -v publish_us="${PUBLISH_US:-0}" -v with_path="${5:-0}" '
     function n(s) { gsub(/[^0-9.]/, "", s); return s + 0 }
     $3 ~ /closed loop/ && $2 == noop_label && n($4) > noop { noop = n($4); noop_srv = n($9); noop_gen = n($10) }
     $3 ~ /closed loop/ && $2 == real_label && n($4) > real { real = n($4); real_srv = n($9); real_gen = n($10) }
@@ -300,11 +377,27 @@ verdicts() {
         if (rule == "bound" && bound > 0) printf "bound: a no-op call costs the server %.1f us of CPU and the engine alone %.1f us a review (hot loop), so the real webhook can reach at most %.0f%% of the no-op'\''s maximum\n", call_us, engine_us, 100 * bound
         if (rule == "bound" && noop > 0 && real > 0 && bound > 0) printf "real / no-op: %.0f%%, %.0f%% of the bound (target: at least 90%% of it): %s\n", 100 * real / noop, 100 * real / noop / bound, (real / noop >= 0.9 * bound) ? "met" : "MISSED"
         if (rule == "bound" && noop > 0 && real > 0 && bound == 0) printf "real / no-op: %.0f%% (no bound: the engine'\''s cost was not measured)\n", 100 * real / noop
+        # The service alone: its whole review path (no transport) in place of the engine,
+        # and what the target leaves for everything but the engine.
+        if (rule == "bound" && bound > 0 && review_us > 0 && with_path == 1) {
+            path_bound = call_us / (call_us + review_us)
+            printf "review-path bound: the review path alone (parse, policy, engine, answer, its decision event published) costs %.1f us a review, so the service can reach at most %.0f%% of the no-op'\''s maximum", review_us, 100 * path_bound
+            if (real > 0 && noop > 0) printf "; it reached %.0f%% of that", 100 * real / noop / path_bound
+            printf "\n"
+            slack = (call_us + engine_us) / 0.9 - call_us - engine_us
+            printf "the target leaves %.1f us a review beyond the no-op and the engine ((%.1f + %.1f) / 0.9 - both); the review path spends %.1f us beyond the engine", slack, call_us, engine_us, review_us - engine_us
+            if (publish_us > 0) printf ", and publishing its decision event alone costs %.1f us: %s", publish_us, (publish_us > slack) ? "the target is out of reach by construction while every decision is published" : "within the slack"
+            printf "\n"
+        }
         print ""
     }' "$TMP/rows"
 }
 
 verdicts noop real "gRPC (AdmissionService.Review)" share
 for protocol in $PROTOCOLS; do
-    verdicts "wh-noop-$protocol" "wh-real-$protocol" "webhook (HTTPS, $protocol)" bound
+    verdicts "wh-noop-$protocol" "wh-real-$protocol" "webhook (HTTPS, $protocol), portcullis up" bound
+    verdicts "wh-noop-$protocol" "wh-svc-$protocol" "webhook (HTTPS, $protocol), the admission service alone" bound 1
 done
+if [[ -n ${SVC_DRAINED:-} ]]; then
+    echo "the admission service alone, at its drain: $SVC_DRAINED"
+fi

@@ -4,6 +4,7 @@
 # bench_init NAME: makes $TMP (kept when KEEP=1) and stops every pid in PIDS on exit, after
 # calling `bench_cleanup` when the script defines it.
 # START_WRAPPER: words put before every command `start` runs (e.g. "taskset -c 0").
+# free_port: a free loopback port. start_nats: a nats-server of the script's own.
 
 log() { echo "== $*" >&2; }
 
@@ -67,4 +68,32 @@ stop() {
     local pid
     for pid in "$@"; do kill -TERM "$pid" 2>/dev/null || true; done
     for pid in "$@"; do wait "$pid" 2>/dev/null || true; done
+}
+
+# free_port: a TCP port free on 127.0.0.1 now.
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# start_nats SERVER [WRAPPER...]: nats-server SERVER (JetStream in $TMP/js) on free loopback
+# ports, run after WRAPPER's words (e.g. taskset -c 1); waits for its health endpoint. Sets
+# NATS_URL, NATS_MONITOR (the monitoring port) and NATS_PID.
+start_nats() {
+    local server=$1
+    shift
+    local port
+    port=$(free_port)
+    NATS_MONITOR=$(free_port)
+    NATS_URL=nats://127.0.0.1:$port
+    "$@" "$server" -a 127.0.0.1 -p "$port" -m "$NATS_MONITOR" -js -sd "$TMP/js" >"$TMP/nats.log" 2>&1 &
+    NATS_PID=$!
+    PIDS+=("$NATS_PID")
+    local _
+    for _ in $(seq 100); do
+        curl -sf "http://127.0.0.1:$NATS_MONITOR/healthz" >/dev/null && return
+        sleep 0.1
+    done
+    log "nats-server not healthy after 10 s:"
+    cat "$TMP/nats.log" >&2
+    exit 1
 }

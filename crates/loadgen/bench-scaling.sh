@@ -68,10 +68,6 @@ bench_cleanup() {
 }
 die() { log "$*"; exit 1; }
 
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
 # CPU ticks (user + system, 1/100 s) of a process; 0 once it is gone.
 ticks() {
     awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0
@@ -141,13 +137,7 @@ log "machine: $(lscpu | sed -n 's/^Model name: *//p' | head -1), $(nproc) cores,
 
 psql -X -q -d "$PG_URL/postgres" -c "CREATE DATABASE $DB" >/dev/null
 DB_CREATED=1
-NATS_PORT=$(free_port)
-NATS_MONITOR=$(free_port)
-NATS_URL=nats://127.0.0.1:$NATS_PORT
-"$NATS_SERVER" -a 127.0.0.1 -p "$NATS_PORT" -m "$NATS_MONITOR" -js -sd "$TMP/js" >"$TMP/nats.log" 2>&1 &
-NATS_PID=$!
-PIDS+=("$NATS_PID")
-for _ in $(seq 100); do curl -sf "http://127.0.0.1:$NATS_MONITOR/healthz" >/dev/null && break; sleep 0.1; done
+start_nats "$NATS_SERVER"
 
 export RUST_LOG=${RUST_LOG:-warn}
 PORTCULLIS_SERVICE_TOKEN=svc-bench-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')

@@ -32,6 +32,11 @@ pub struct ObjectMeta {
     /// `metadata.uid`.
     #[serde(default, deserialize_with = "nullable")]
     pub uid: String,
+    /// `metadata.labels`, read only when the parse reads them ([`Fields::labels`]: for the
+    /// replay projection; no rule reads labels). Lenient: a value that is not a string is
+    /// left out, and labels that are not a map read as none, so they never fail a review.
+    #[serde(default, deserialize_with = "labels")]
+    pub labels: BTreeMap<String, String>,
     /// `metadata.annotations`, only those the engine reads: PSA's deprecated per-container
     /// AppArmor annotations ([`APPARMOR_ANNOTATION_PREFIX`]). Others (often kilobytes of
     /// `last-applied-configuration`) are skipped while parsing, never copied.
@@ -52,21 +57,33 @@ pub struct ObjectMeta {
 /// sysctls and AppArmor annotations) are read only by Pod Security Standards checks, so a
 /// policy without such a rule lets the parse skip them (skipped JSON is still checked as
 /// JSON, as every field the engine does not read is).
+///
+/// The labels (`metadata.labels`) are read by no rule, only by the replay projection of an
+/// `xdrEnabled` policy's reviews, which parses with [`Fields::ALL`] once instead of reading
+/// the labels in a second pass over the review.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Fields {
     /// Whether the pod details are read.
     pub pod_details: bool,
+    /// Whether `metadata.labels` (the object's and its pod template's) are read.
+    pub labels: bool,
 }
 
 impl Fields {
     /// Everything the typed view holds.
-    pub const ALL: Fields = Fields { pod_details: true };
+    pub const ALL: Fields = Fields {
+        pod_details: true,
+        labels: true,
+    };
     /// The core only: what every rule but the Pod Security Standards checks reads.
-    pub const CORE: Fields = Fields { pod_details: false };
+    pub const CORE: Fields = Fields {
+        pod_details: false,
+        labels: false,
+    };
 
     /// Whether these fields hold everything `needed` asks for.
     pub fn covers(self, needed: Fields) -> bool {
-        self.pod_details || !needed.pod_details
+        (self.pod_details || !needed.pod_details) && (self.labels || !needed.labels)
     }
 }
 
@@ -174,6 +191,92 @@ fn read_apparmor_annotations<'de, D: Deserializer<'de>>(deserializer: D) -> Resu
         }
     }
     deserializer.deserialize_any(AnnotationsVisitor)
+}
+
+/// Reads `metadata.labels` when the parse reads them (see [`ObjectMeta::labels`]), else skips
+/// them (still checked as JSON).
+fn labels<'de, D: Deserializer<'de>>(deserializer: D) -> Result<BTreeMap<String, String>, D::Error> {
+    if READING.with(|r| r.get().labels) {
+        read_labels(deserializer)
+    } else {
+        IgnoredAny::deserialize(deserializer)?;
+        Ok(BTreeMap::new())
+    }
+}
+
+fn read_labels<'de, D: Deserializer<'de>>(deserializer: D) -> Result<BTreeMap<String, String>, D::Error> {
+    /// Reads any JSON value: a string as itself, a map as its string entries, anything
+    /// else as nothing (skipped, still checked as JSON).
+    enum Lenient {
+        Str(String),
+        Map(BTreeMap<String, String>),
+        Other,
+    }
+    impl<'de> Deserialize<'de> for Lenient {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            deserializer.deserialize_any(LenientVisitor)
+        }
+    }
+    struct LenientVisitor;
+    impl<'de> Visitor<'de> for LenientVisitor {
+        type Value = Lenient;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("labels")
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Lenient, E> {
+            Ok(Lenient::Str(v.to_owned()))
+        }
+        fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Lenient, E> {
+            Ok(Lenient::Str(v))
+        }
+        fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Lenient, E> {
+            Ok(Lenient::Other)
+        }
+        fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Lenient, E> {
+            Ok(Lenient::Other)
+        }
+        fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Lenient, E> {
+            Ok(Lenient::Other)
+        }
+        fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Lenient, E> {
+            Ok(Lenient::Other)
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Lenient, E> {
+            Ok(Lenient::Other)
+        }
+        fn visit_none<E: serde::de::Error>(self) -> Result<Lenient, E> {
+            Ok(Lenient::Other)
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Lenient, A::Error> {
+            while seq.next_element::<IgnoredAny>()?.is_some() {}
+            Ok(Lenient::Other)
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Lenient, A::Error> {
+            let mut kept = BTreeMap::new();
+            while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
+                // A value that is not a string is left out (a label's value is a string).
+                if let IgnoredOrStr(Some(value)) = map.next_value::<IgnoredOrStr>()? {
+                    kept.insert(key.into_owned(), value);
+                }
+            }
+            Ok(Lenient::Map(kept))
+        }
+    }
+    /// A label's value: a string, else nothing.
+    struct IgnoredOrStr(Option<String>);
+    impl<'de> Deserialize<'de> for IgnoredOrStr {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            Ok(match deserializer.deserialize_any(LenientVisitor)? {
+                Lenient::Str(s) => IgnoredOrStr(Some(s)),
+                // A nested map is read and dropped: labels are flat.
+                Lenient::Map(_) | Lenient::Other => IgnoredOrStr(None),
+            })
+        }
+    }
+    Ok(match Lenient::deserialize(deserializer)? {
+        Lenient::Map(labels) => labels,
+        Lenient::Str(_) | Lenient::Other => BTreeMap::new(),
+    })
 }
 
 /// One `metadata.ownerReferences` entry.

@@ -521,6 +521,33 @@ pub fn review_pod_labels(review_json: &[u8], subject: &Subject) -> Result<BTreeM
     Ok(meta.and_then(|m| m.labels).unwrap_or_default())
 }
 
+/// The pod labels [`review_pod_labels`] reads, from a subject parsed with the labels
+/// ([`crate::k8s::Fields::labels`]); `None` when the parse did not read them.
+pub fn subject_pod_labels(subject: &Subject) -> Option<&BTreeMap<String, String>> {
+    static NONE: BTreeMap<String, String> = BTreeMap::new();
+    if !subject.fields.labels {
+        return None;
+    }
+    let Some(object) = subject.object.as_ref() else {
+        return Some(&NONE);
+    };
+    let meta = match crate::input::pod_spec_path(&subject.group, &subject.kind) {
+        Some(crate::input::PodSpecPath::Spec) | None => Some(&object.metadata),
+        Some(crate::input::PodSpecPath::Template) => object
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.as_deref())
+            .map(|t| &t.metadata),
+        Some(crate::input::PodSpecPath::JobTemplate) => object
+            .spec
+            .as_ref()
+            .and_then(|s| s.job_template.as_deref())
+            .and_then(|j| j.spec.template.as_deref())
+            .map(|t| &t.metadata),
+    };
+    Some(meta.map_or(&NONE, |m| &m.labels))
+}
+
 /// The controlling owner of the reviewed object.
 fn controller_of(subject: &Subject) -> Option<&OwnerReference> {
     subject
@@ -678,6 +705,7 @@ impl ReviewedPod {
                 generate_name: CompactString::default(),
                 namespace: Some(namespace.clone()),
                 uid: String::new(),
+                labels: BTreeMap::new(),
                 annotations: self.annotations,
                 deletion_timestamp: None,
                 owner_references: Vec::new(),
@@ -753,9 +781,12 @@ mod tests {
                 "object":{object}}}}}"#
             )
         };
+        // The labels read by the parse itself are the ones a second pass reads.
         let labels = |json: &str| {
             let subject = parse_document(json.as_bytes()).unwrap().remove(0);
-            review_pod_labels(json.as_bytes(), &subject).unwrap()
+            let read = review_pod_labels(json.as_bytes(), &subject).unwrap();
+            assert_eq!(subject_pod_labels(&subject), Some(&read), "{json}");
+            read
         };
         let deployment = review(
             "Deployment",
@@ -782,6 +813,28 @@ mod tests {
         // A duplicate key: the last one wins, as serde_json reads it.
         let twice = POD.replace(r#""labels":{"app":"web"}"#, r#""labels":{"app":"a","app":"web"}"#);
         assert_eq!(labels(&twice).get("app").map(String::as_str), Some("web"));
+    }
+
+    #[test]
+    fn labels_are_read_only_when_asked_and_never_fail_a_review() {
+        let core = crate::input::parse_document_with(POD.as_bytes(), crate::k8s::Fields::CORE)
+            .unwrap()
+            .remove(0);
+        assert_eq!(subject_pod_labels(&core), None, "a parse without labels says so");
+        // Values that are not strings are left out; labels that are not a map are none.
+        let odd = POD.replace(
+            r#""labels":{"app":"web"}"#,
+            r#""labels":{"app":"web","n":1,"x":null,"m":{"a":"b"},"l":["c"]}"#,
+        );
+        let subject = parse_document(odd.as_bytes()).unwrap().remove(0);
+        let got = subject_pod_labels(&subject).unwrap();
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got.get("app").map(String::as_str), Some("web"));
+        for not_a_map in ["null", "\"web\"", "[\"a\"]", "7"] {
+            let odd = POD.replace(r#"{"app":"web"}"#, not_a_map);
+            let subject = parse_document(odd.as_bytes()).unwrap().remove(0);
+            assert_eq!(subject_pod_labels(&subject).map(BTreeMap::len), Some(0), "{not_a_map}");
+        }
     }
 
     #[test]

@@ -12,10 +12,25 @@
 //! Only `measured` (the N reviews, and the decision publisher's work they cause) is counted:
 //! Ir per review is the total divided by N. Everything runs on one current-thread runtime,
 //! so the count does not depend on scheduling.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+//!
+//! `review_path --cpu [--nats-url URL] N` instead reads the process's CPU time (one thread
+//! does all the work) over the N reviews and until the publisher has stored every decision
+//! event, and prints `review_us` (CPU per review: the whole review path without a
+//! transport). With `--nats-url` the events go to that nats-server's JetStream, as a
+//! distributed admission replica's do, and it also prints `publish_us`: publishing alone,
+//! N copies of a decision event the reviews published (captured off the bus), in rounds of
+//! the publisher's batch. bench-admission.sh runs it for the webhook's bounds.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    missing_docs
+)]
 
 use std::time::Duration;
 
+use portcullis_admission::decision_events::PublisherTask;
 use portcullis_admission::metrics::Transport;
 use portcullis_admission::rate_limit::RateLimitConfig;
 use portcullis_admission::{Admission, AdmissionOptions, ClusterSel, Hooks, ReviewCaller, Upstream};
@@ -183,13 +198,100 @@ fn measured(rt: &tokio::runtime::Runtime, admission: &Admission, caller: &Review
     })
 }
 
+/// CPU seconds (user + system) this process has used, from `/proc/self/stat`.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").expect("/proc/self/stat");
+    // Fields after the command (which may hold spaces): state is the 3rd, utime the 14th.
+    let rest = &stat[stat.rfind(')').expect("stat") + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    // The kernel's USER_HZ is 100 on Linux.
+    ticks / 100.0
+}
+
+/// `--cpu`: the review path's CPU per review, publisher included; then, on NATS, the CPU of
+/// publishing a captured decision event alone.
+fn cpu_mode(
+    rt: &tokio::runtime::Runtime,
+    admission: Admission,
+    task: PublisherTask,
+    caller: &ReviewCaller,
+    bus: &Bus,
+    n: usize,
+    nats: bool,
+) {
+    let before = task.stats();
+    let started = cpu_seconds();
+    let allowed = measured(rt, &admission, caller, n);
+    drop(admission);
+    let stats = rt.block_on(task.shutdown(Duration::from_secs(60)));
+    let review_s = cpu_seconds() - started;
+    let published = stats.published - before.published;
+    assert_eq!(stats.dropped, 0, "the publisher dropped events: {stats:?}");
+    assert_eq!((stats.submitted - before.submitted) as usize, n, "{stats:?}");
+    assert_eq!(stats.published, stats.submitted, "every decision published: {stats:?}");
+    println!("{n} reviews, {allowed} allowed, {published} decision events published");
+    println!("review_us {:.2}", review_s * 1e6 / n as f64);
+    if !nats {
+        return;
+    }
+    // The last decision event the reviews published, read back from the stream.
+    let event = rt.block_on(async {
+        let last = bus.last_sequence().await.unwrap();
+        let filter = portcullis_bus::TopicFilter::all();
+        let start = portcullis_bus::StartFrom::after(last.saturating_sub(1));
+        let mut read = bus.subscribe_broadcast(&filter, start).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(5), read.next())
+            .await
+            .expect("the last decision event")
+            .expect("the last decision event")
+            .event
+    });
+    let batch = portcullis_admission::decision_events::DEFAULT_BATCH;
+    let started = cpu_seconds();
+    rt.block_on(async {
+        let mut sent = 0;
+        while sent < n {
+            let round = batch.min(n - sent);
+            let publishes = (sent..sent + round).map(|i| {
+                let mut e = portcullis_bus::Event::new(
+                    format!("publish-floor-{i}"),
+                    TENANT,
+                    portcullis_admission::decision_events::TOPIC,
+                    event.payload.clone(),
+                );
+                e.headers = event.headers.clone();
+                bus.publish(e)
+            });
+            for result in futures::future::join_all(publishes).await {
+                result.expect("publish");
+            }
+            sent += round;
+        }
+    });
+    let publish_s = cpu_seconds() - started;
+    println!(
+        "publish_us {:.2} ({n} events of {} bytes, rounds of {batch})",
+        publish_s * 1e6 / n as f64,
+        event.payload.len()
+    );
+}
+
 fn main() {
-    let n: usize = std::env::args().nth(1).map_or(1000, |a| a.parse().expect("N: a count"));
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let cpu = args.iter().any(|a| a == "--cpu");
+    args.retain(|a| a != "--cpu");
+    let nats_url = args.iter().position(|a| a == "--nats-url").map(|i| {
+        let url = args.get(i + 1).expect("--nats-url URL").clone();
+        args.drain(i..i + 2);
+        url
+    });
+    let n: usize = args.first().map_or(1000, |a| a.parse().expect("N: a count"));
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    let (admission, caller) = rt.block_on(async {
+    let (admission, caller, task, bus) = rt.block_on(async {
         let incoming = tonic::transport::server::TcpIncoming::bind(([127, 0, 0, 1], 0).into()).unwrap();
         let url = format!("http://{}", incoming.local_addr().unwrap());
         tokio::spawn(
@@ -199,7 +301,10 @@ fn main() {
                 .serve_with_incoming(incoming),
         );
         let upstream = Upstream::new(&url, None, "service-token", &Default::default(), false).unwrap();
-        let bus = Bus::memory(BusConfig::embedded()).unwrap();
+        let bus = match &nats_url {
+            Some(url) => Bus::connect_nats(url, BusConfig::default()).await.unwrap(),
+            None => Bus::memory(BusConfig::embedded()).unwrap(),
+        };
         let mut options = AdmissionOptions {
             rate_limit: RateLimitConfig::unlimited(),
             ..AdmissionOptions::default()
@@ -207,8 +312,7 @@ fn main() {
         // No background refresh while counting (callgrind is slow).
         options.policy_cache.refresh_after = Duration::from_secs(3600);
         options.scan_cache.refresh_after = Duration::from_secs(3600);
-        let (admission, task) = Admission::new(upstream, bus, options, Hooks::default()).unwrap();
-        std::mem::forget(task);
+        let (admission, task) = Admission::new(upstream, bus.clone(), options, Hooks::default()).unwrap();
         let caller = ReviewCaller {
             tenant: TENANT.into(),
             own_cluster: Some(CLUSTER.into()),
@@ -219,8 +323,13 @@ fn main() {
             .await
             .unwrap();
         assert!(first.decision.degraded.is_empty(), "{:?}", first.decision.degraded);
-        (admission, caller)
+        (admission, caller, task, bus)
     });
+    if cpu {
+        cpu_mode(&rt, admission, task, &caller, &bus, n, nats_url.is_some());
+        return;
+    }
+    std::mem::forget(task);
     let allowed = measured(&rt, &admission, &caller, n);
     println!("{n} reviews, {allowed} allowed");
 }

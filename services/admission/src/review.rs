@@ -38,7 +38,7 @@ use portcullis_engine::image_ref::ImageRef;
 use portcullis_engine::input::{Subject, parse_document_with};
 use portcullis_engine::k8s::Fields;
 use portcullis_engine::policy::{Action, Mitigation};
-use portcullis_engine::projection::{ReviewedPod, review_pod_labels};
+use portcullis_engine::projection::{ReviewedPod, subject_pod_labels};
 use portcullis_proto::admission::v1 as pa;
 use portcullis_proto::common::v1 as pc;
 use portcullis_proto::signature::v1 as ps;
@@ -784,9 +784,9 @@ impl Admission {
             }
         }
         // A subject parsed for a policy without Pod Security Standards rules lacks the pod
-        // details a draft may read: the projection is made from a full parse.
+        // details a draft may read (and the labels): the projection is made from a full parse.
         let full;
-        let subject = if input.subject.fields.pod_details {
+        let subject = if input.subject.fields.covers(Fields::ALL) {
             input.subject
         } else {
             match parse(body, Fields::ALL) {
@@ -800,10 +800,8 @@ impl Admission {
                 }
             }
         };
-        let labels = review_pod_labels(body, subject).unwrap_or_else(|e| {
-            tracing::warn!(error = %e, "replay projection without pod labels");
-            Default::default()
-        });
+        // Read with the parse (an `xdrEnabled` policy's reviews are parsed in full).
+        let labels = subject_pod_labels(subject).cloned().unwrap_or_default();
         let Some(mut pod) = ReviewedPod::from_subject(subject, labels) else {
             return Bytes::new();
         };

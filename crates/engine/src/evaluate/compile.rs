@@ -119,6 +119,8 @@ impl CompiledPolicy {
                 .chain(&namespaced)
                 .flat_map(|d| &d.rules)
                 .any(|r| r.rule.check.reads_pod_details()),
+            // No rule reads labels (the replay projection parses with `Fields::ALL`).
+            labels: false,
         };
         CompiledPolicy {
             name: valid.document.name,
