@@ -180,9 +180,18 @@ impl ScanResultService for FakeStore {
     }
 }
 
-/// The N reviews counted (by name, in callgrind's `--toggle-collect`).
+/// The N reviews counted (by name, in callgrind's `--toggle-collect`). With `pace`, each
+/// review waits while that publisher has more than 1,000 events queued, as a server's
+/// intake is paced by its transport: a loop faster than the bus stores would only fill the
+/// queue and drop (waiting costs no CPU).
 #[inline(never)]
-fn measured(rt: &tokio::runtime::Runtime, admission: &Admission, caller: &ReviewCaller, n: usize) -> usize {
+fn measured(
+    rt: &tokio::runtime::Runtime,
+    admission: &Admission,
+    caller: &ReviewCaller,
+    n: usize,
+    pace: Option<&PublisherTask>,
+) -> usize {
     rt.block_on(async {
         let mut allowed = 0;
         for _ in 0..n {
@@ -193,6 +202,9 @@ fn measured(rt: &tokio::runtime::Runtime, admission: &Admission, caller: &Review
             allowed += usize::from(out.decision.allowed);
             // Lets the decision publisher drain its queue, as a busy server's would.
             tokio::task::yield_now().await;
+            while pace.is_some_and(|task| task.stats().queued() > 1_000) {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
         }
         allowed
     })
@@ -222,23 +234,7 @@ fn cpu_mode(
 ) {
     let before = task.stats();
     let started = cpu_seconds();
-    // Paced by the publisher, as a server's intake is by its transport: a loop faster than
-    // the bus stores would only fill the queue and drop (the CPU count is the same).
-    let allowed = rt.block_on(async {
-        let mut allowed = 0;
-        for _ in 0..n {
-            let out = admission
-                .review(caller, None, REVIEW, Transport::Grpc)
-                .await
-                .expect("review");
-            allowed += usize::from(out.decision.allowed);
-            tokio::task::yield_now().await;
-            while task.stats().queued() > 1_000 {
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-        }
-        allowed
-    });
+    let allowed = measured(rt, &admission, caller, n, Some(&task));
     drop(admission);
     let stats = rt.block_on(task.shutdown(Duration::from_secs(60)));
     let review_s = cpu_seconds() - started;
@@ -346,6 +342,6 @@ fn main() {
         return;
     }
     std::mem::forget(task);
-    let allowed = measured(&rt, &admission, &caller, n);
+    let allowed = measured(&rt, &admission, &caller, n, None);
     println!("{n} reviews, {allowed} allowed");
 }
