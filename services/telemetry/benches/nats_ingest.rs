@@ -56,7 +56,7 @@ use std::collections::{HashMap, VecDeque};
 mod support;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use support::{backend_ticks, env_or, ticks};
+use support::{backend_ticks, backend_ticks_since, env_or, ticks};
 
 use bytes::Bytes;
 use futures::StreamExt as _;
@@ -113,11 +113,7 @@ impl Cpu {
 
     async fn stop(&self, pool: &sqlx::PgPool) -> String {
         let me = ticks("self") - self.me;
-        let pg: u64 = backend_ticks(pool)
-            .await
-            .iter()
-            .map(|(pid, t)| t.saturating_sub(self.pg.get(pid).copied().unwrap_or(0)))
-            .sum();
+        let pg = backend_ticks_since(pool, &self.pg).await;
         let nats = self.nats_pid.as_deref().map_or(0, ticks).saturating_sub(self.nats);
         format!(
             "CPU {:.2} s this process + {:.2} s PostgreSQL backends + {:.2} s nats-server",

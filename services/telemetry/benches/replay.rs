@@ -42,7 +42,7 @@ use std::collections::HashMap;
 
 mod support;
 use std::time::{Duration, Instant};
-use support::{backend_ticks, env_or, ticks};
+use support::{backend_ticks, backend_ticks_since, env_or, ticks};
 
 use futures::StreamExt as _;
 use portcullis_corpus as corpus;
@@ -95,11 +95,7 @@ impl Cpu {
 
     async fn stop(&self, pool: &sqlx::PgPool) -> String {
         let me = ticks("self") - self.me;
-        let pg: u64 = backend_ticks(pool)
-            .await
-            .iter()
-            .map(|(pid, t)| t.saturating_sub(self.pg.get(pid).copied().unwrap_or(0)))
-            .sum();
+        let pg = backend_ticks_since(pool, &self.pg).await;
         format!(
             "CPU: bench process {:.2} s, PostgreSQL backends {:.2} s",
             me as f64 / 100.0,

@@ -31,3 +31,13 @@ pub async fn backend_ticks(pool: &sqlx::PgPool) -> HashMap<i32, u64> {
         .unwrap();
     pids.into_iter().map(|(p,)| (p, ticks(&p.to_string()))).collect()
 }
+
+/// Ticks PostgreSQL's backends of the pool's database have used since `before` (a
+/// [`backend_ticks`] reading; backends started since count from zero).
+pub async fn backend_ticks_since(pool: &sqlx::PgPool, before: &HashMap<i32, u64>) -> u64 {
+    backend_ticks(pool)
+        .await
+        .iter()
+        .map(|(pid, t)| t.saturating_sub(before.get(pid).copied().unwrap_or(0)))
+        .sum()
+}
