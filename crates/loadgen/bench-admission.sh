@@ -43,10 +43,17 @@ WARMUP=${WARMUP:-5s}                 # unrecorded load before each row, same rat
 RATES=${RATES:-"2000 5000 10000"}    # open-loop rows of the real service (reviews per second)
 NOOP_RATES=${NOOP_RATES-$RATES}      # open-loop rows of the no-op baseline: the floor of what
                                      # this machine, stack and generator can show ("" to skip)
-# Open loop: the generator polls for each call's time instead of sleeping, which spares it a
-# wake-up per call (about 0.1 ms, and most of its CPU, in this VM); its CPU then reads 100%.
-# Set OPEN_LOOP_FLAGS= to sleep on a high-resolution timer instead.
-OPEN_LOOP_FLAGS=${OPEN_LOOP_FLAGS-"--spin"}
+# Open loop: the generator sleeps until each call is due (a high-resolution timer) and runs
+# at real-time priority (OPEN_LOOP_WRAPPER), so that it wakes when a call is due even when
+# its core is shared: the webhook-service part puts nats-server and the policy store there,
+# and at normal priority they delayed the generator's sends by up to 5-30 ms, which counts in
+# the latencies (they run from each call's due time). Its report gives the lateness it sent
+# with ("sent late"). Where real-time priority is refused, the generator polls for each
+# call's time instead (OPEN_LOOP_FLAGS=--spin, which spares it a wake-up per call but takes
+# its whole core) and the run says so. Never --spin with chrt: a real-time task that never
+# sleeps starves its core.
+OPEN_LOOP_WRAPPER=${OPEN_LOOP_WRAPPER-"chrt --fifo 1"}
+OPEN_LOOP_FLAGS=${OPEN_LOOP_FLAGS-""}
 CONCURRENCIES=${CONCURRENCIES:-"32 64 128"}  # closed-loop rows (callers)
 # Closed loop: likewise, the generator polls for answers instead of sleeping. An answer
 # written to a sleeping generator's socket makes the server's core wake the generator's
@@ -57,6 +64,10 @@ CLOSED_LOOP_FLAGS=${CLOSED_LOOP_FLAGS-"--spin"}
 CONNECTIONS=${CONNECTIONS:-16}       # HTTP/2 connections of the generator
 SERVER_CORE=${SERVER_CORE:-0}        # taskset -c for the server
 GENERATOR_CORE=${GENERATOR_CORE:-1}  # taskset -c for the generator
+# webhook-service: the core of the rest of the deployment (nats-server, the policy store);
+# the server's core instead puts the generator's core to itself (a diagnostic: the replica
+# then shares its core with them).
+DEPLOYMENT_CORE=${DEPLOYMENT_CORE:-$GENERATOR_CORE}
 PARTS=${PARTS:-"noop real webhook-noop webhook-real webhook-service"}  # which parts to run
 PROTOCOLS=${PROTOCOLS:-"h2 http1.1"} # the webhook parts' protocols
 # The webhook's closed-loop rows: at most 64, the webhook's requests in flight per key
@@ -65,6 +76,10 @@ WEBHOOK_CONCURRENCIES=${WEBHOOK_CONCURRENCIES:-"16 32 64"}
 WEBHOOK_H2_CONNECTIONS=${WEBHOOK_H2_CONNECTIONS:-4}      # HTTP/2: a few, multiplexed
 WEBHOOK_HTTP1_CONNECTIONS=${WEBHOOK_HTTP1_CONNECTIONS:-64}  # HTTP/1.1 pool in open loop
                                      # (closed loop: one connection per caller)
+# Command names whose CPU each row also reports (the watched column), e.g. a kernel thread
+# that shares the server's core: DAMON's monitor (kdamond.0) took core 0 for 2-6 ms at a
+# time here, in bursts of about 30 ms.
+WATCH_COMMS=${WATCH_COMMS-"kdamond.0"}
 SKIP_BUILD=${SKIP_BUILD:-0}          # 1: use the binaries already in target/release
 REVIEW=${REVIEW:-crates/engine/benches/data/review-8k.json}
 POLICY=${POLICY:-crates/loadgen/data/policy-15-rules.yaml}
@@ -109,14 +124,17 @@ bench_cleanup() {
 # e.g. "env LD_PRELOAD=..." or "perf record -o F".
 START_WRAPPER="taskset -c $SERVER_CORE ${SERVER_WRAPPER:-}"
 
-# load LABEL PID ARGS...: one generator run from the generator core against the target
-# (TARGET, an array: the subcommand and its server, key...), the server's CPU read from PID;
-# its report goes to stderr and its `row |` line to $TMP/rows.
+# load LABEL PID WRAPPER ARGS...: one generator run from the generator core against the
+# target (TARGET, an array: the subcommand and its server, key...), the server's CPU read
+# from PID, the generator's command after WRAPPER (a command line, or ""); its report goes
+# to stderr and its `row |` line to $TMP/rows.
 load() {
-    local label=$1 pid=$2
-    shift 2
-    local out
-    out=$(taskset -c "$GENERATOR_CORE" "$BIN/portcullis-loadgen" "${TARGET[@]}" --review "$REVIEW" \
+    local label=$1 pid=$2 wrapper=$3
+    shift 3
+    local out comm watch=()
+    for comm in $WATCH_COMMS; do watch+=(--watch-comm "$comm"); done
+    # shellcheck disable=SC2086 # the wrapper is a command line
+    out=$(taskset -c "$GENERATOR_CORE" $wrapper "$BIN/portcullis-loadgen" "${TARGET[@]}" "${watch[@]}" --review "$REVIEW" \
         --duration "$DURATION" --warmup "$WARMUP" \
         --server-pid "$pid" --label "$label" "$@")
     echo "$out" >&2
@@ -131,13 +149,13 @@ sweep() {
     local label=$1 pid=$2 rates=$3 concurrencies=$4 open_conns=$5 closed_conns=$6 r c
     for r in $rates; do
         # shellcheck disable=SC2086 # a list of flags
-        load "$label" "$pid" --rate "$r" --connections "$open_conns" $OPEN_LOOP_FLAGS
+        load "$label" "$pid" "$OPEN_LOOP_WRAPPER" --rate "$r" --connections "$open_conns" $OPEN_LOOP_FLAGS
     done
     for c in $concurrencies; do
         local conns=$closed_conns
         [[ $conns == caller ]] && conns=$c
         # shellcheck disable=SC2086 # a list of flags
-        load "$label" "$pid" --closed-loop --concurrency "$c" --connections "$conns" $CLOSED_LOOP_FLAGS
+        load "$label" "$pid" "" --closed-loop --concurrency "$c" --connections "$conns" $CLOSED_LOOP_FLAGS
     done
 }
 
@@ -186,11 +204,20 @@ if [[ $SKIP_BUILD != 1 ]]; then
     fi
 fi
 [[ -r $REVIEW ]] || { log "no review at $REVIEW"; exit 1; }
+if [[ -n $OPEN_LOOP_WRAPPER ]] && ! $OPEN_LOOP_WRAPPER true 2>/dev/null; then
+    log "open loop: '$OPEN_LOOP_WRAPPER' is refused here; the generator polls instead (--spin), at normal priority"
+    OPEN_LOOP_WRAPPER="" OPEN_LOOP_FLAGS="--spin"
+fi
+if [[ $OPEN_LOOP_WRAPPER == *chrt* && " $OPEN_LOOP_FLAGS " == *" --spin "* ]]; then
+    log "OPEN_LOOP_FLAGS=--spin with a real-time OPEN_LOOP_WRAPPER would starve the generator's core"
+    exit 1
+fi
 : >"$TMP/rows"
 
 log "machine: $(lscpu | sed -n 's/^Model name: *//p' | head -1), $(nproc) cores, kernel $(uname -r)," \
     "$(rustc -V 2>/dev/null || echo 'rustc ?'); load average now: $(cut -d' ' -f1-3 /proc/loadavg)"
-log "each row: warm-up $WARMUP, then $DURATION measured; server on core $SERVER_CORE, generator on core $GENERATOR_CORE"
+log "each row: warm-up $WARMUP, then $DURATION measured; server on core $SERVER_CORE, generator on core $GENERATOR_CORE;" \
+    "open loop: '${OPEN_LOOP_WRAPPER:-normal priority}' ${OPEN_LOOP_FLAGS:-(sleeping)}; closed loop: $CLOSED_LOOP_FLAGS"
 
 if [[ " $PARTS " == *" noop "* ]]; then
     log "baseline: no-op AdmissionService"
@@ -275,14 +302,14 @@ if [[ " $PARTS " == *" webhook-service "* ]]; then
     export RUST_LOG=${RUST_LOG:-warn}
     # The rest of the deployment runs on the generator's core: the admission replica keeps
     # its core to itself, as on a node of its own.
-    start_nats "$NATS_SERVER" taskset -c "$GENERATOR_CORE"
+    start_nats "$NATS_SERVER" taskset -c "$DEPLOYMENT_CORE"
     psql -X -q -d "$PG_URL/postgres" -c "CREATE DATABASE $DB" >/dev/null
     DB_CREATED=1
     PORTCULLIS_SERVICE_TOKEN=svc-bench-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
     PORTCULLIS_OPERATOR_KEY=op-bench-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
     export PORTCULLIS_SERVICE_TOKEN PORTCULLIS_OPERATOR_KEY
     unset PORTCULLIS_API_KEY PORTCULLIS_SERVER PORTCULLIS_CA_CERT
-    START_WRAPPER="taskset -c $GENERATOR_CORE" start svc-store "portcullis policy-store listening on " \
+    START_WRAPPER="taskset -c $DEPLOYMENT_CORE" start svc-store "portcullis policy-store listening on " \
         "$BIN/portcullis" serve policy-store --listen 127.0.0.1:0 --database-url "$PG_URL/$DB" \
         --nats-url "$NATS_URL"
     SVC_STORE_PID=$STARTED_PID
@@ -321,13 +348,15 @@ fi
 echo
 # "others" is the machine's CPU use less the server's and the generator's: other processes,
 # which share both cores (a busy machine shows in the tail latencies).
-echo "| server | load | achieved | p50 ms | p99 ms | p99.9 ms | errors | server CPU | generator CPU | others' CPU | machine CPU |"
-echo "|---|---|---:|---:|---:|---:|---|---:|---:|---:|---:|"
+# "watched" is the CPU of WATCH_COMMS (a kernel thread sharing the server's core shows there;
+# it counts among the others too).
+echo "| server | load | achieved | p50 ms | p99 ms | p99.9 ms | errors | server CPU | generator CPU | watched CPU ($WATCH_COMMS) | others' CPU | machine CPU |"
+echo "|---|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|"
 awk -F' *\\| *' '
     function n(s) { gsub(/[^0-9.]/, "", s); return s + 0 }
     {
         others = n($12) - n($9) - n($10)
-        printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %.0f%% | %s |\n", $2, $3, $4, $5, $6, $7, $8, $9, $10, (others > 0 ? others : 0), $12
+        printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %.0f%% | %s |\n", $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, (others > 0 ? others : 0), $12
     }' "$TMP/rows"
 echo
 

@@ -51,14 +51,28 @@ fn ticks_by_comm(comm: &str) -> HashMap<u32, u64> {
     found
 }
 
-/// Idle ticks of the whole machine (idle and iowait of the `cpu` line of `/proc/stat`) and
-/// the number of cores (its `cpuN` lines; not the affinity mask, which taskset narrows).
+/// The whole machine's counters of the `cpu` line of `/proc/stat`.
+#[derive(Debug, Clone, Copy)]
+struct MachineTicks {
+    /// Idle and iowait.
+    idle: u64,
+    /// Steal: time the hypervisor ran something else while a core of this VM had work.
+    steal: u64,
+    /// The number of cores (its `cpuN` lines; not the affinity mask, which taskset narrows).
+    cores: usize,
+}
+
+/// Reads [`MachineTicks`].
 ///
 /// Busy time is derived from idle time and the wall clock, not read: with a tickless kernel
 /// the idle time is measured exactly, while the busy fields are sampled at timer ticks, which
 /// miss (or over-count) short bursts of work such as a load test's calls.
-fn machine_idle_ticks() -> Option<(u64, usize)> {
-    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+fn machine_ticks() -> Option<MachineTicks> {
+    machine_ticks_from(&std::fs::read_to_string("/proc/stat").ok()?)
+}
+
+/// [`MachineTicks`] from the text of `/proc/stat`.
+fn machine_ticks_from(stat: &str) -> Option<MachineTicks> {
     let line = stat.lines().find(|l| l.starts_with("cpu "))?;
     let cores = stat
         .lines()
@@ -68,9 +82,14 @@ fn machine_idle_ticks() -> Option<(u64, usize)> {
         })
         .count();
     let values: Vec<u64> = line.split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
-    // idle and iowait are fields 4 and 5.
+    // idle and iowait are fields 4 and 5; steal is field 8.
     let idle = values.get(3).copied()? + values.get(4).copied().unwrap_or(0);
-    Some((idle, cores.max(1)))
+    let steal = values.get(7).copied().unwrap_or(0);
+    Some(MachineTicks {
+        idle,
+        steal,
+        cores: cores.max(1),
+    })
 }
 
 /// A snapshot at the start of a measurement.
@@ -79,7 +98,7 @@ pub struct Snapshot {
     server: Option<(u32, u64)>,
     generator: Option<u64>,
     comms: Vec<(String, HashMap<u32, u64>)>,
-    machine: Option<(u64, usize)>,
+    machine: Option<MachineTicks>,
 }
 
 /// CPU use over a measurement, in percent of one core (200 = both cores of two).
@@ -93,6 +112,10 @@ pub struct Usage {
     pub comms: Vec<(String, f64)>,
     /// The whole machine (every process, ours and others').
     pub machine: Option<f64>,
+    /// Milliseconds, summed over the cores, that the hypervisor took the machine's cores
+    /// away while they had work (steal): pauses no process here can see or avoid, which
+    /// show in the latency tail (counted at timer ticks: a coarse total).
+    pub steal_ms: Option<f64>,
 }
 
 impl Snapshot {
@@ -102,7 +125,7 @@ impl Snapshot {
             server: server_pid.and_then(|pid| Some((pid, process_ticks(pid)?))),
             generator: process_ticks(std::process::id()),
             comms: comms.iter().map(|c| (c.clone(), ticks_by_comm(c))).collect(),
-            machine: machine_idle_ticks(),
+            machine: machine_ticks(),
         }
     }
 
@@ -129,17 +152,22 @@ impl Snapshot {
                 (comm.clone(), percent(used))
             })
             .collect();
-        let machine = self.machine.and_then(|(idle0, cores)| {
-            let (idle1, _) = machine_idle_ticks()?;
+        let now = machine_ticks();
+        let machine = self.machine.zip(now).and_then(|(before, after)| {
             // Every core's time minus the idle time, in percent of one core.
-            let all = cores as f64 * 100.0;
-            (seconds > 0.0).then(|| (all - percent(idle1.saturating_sub(idle0))).clamp(0.0, all))
+            let all = before.cores as f64 * 100.0;
+            (seconds > 0.0).then(|| (all - percent(after.idle.saturating_sub(before.idle))).clamp(0.0, all))
         });
+        let steal_ms = self
+            .machine
+            .zip(now)
+            .map(|(before, after)| after.steal.saturating_sub(before.steal) as f64 / TICKS_PER_SECOND * 1000.0);
         Usage {
             server,
             generator,
             comms,
             machine,
+            steal_ms,
         }
     }
 }
@@ -159,6 +187,20 @@ mod tests {
     }
 
     #[test]
+    fn machine_counters_are_read_from_proc_stat() {
+        let stat = "cpu  396965 0 75868 184066 1186 0 24184 679 0 0\n\
+                    cpu0 200623 0 29739 100143 307 0 11790 346 0 0\n\
+                    cpu1 196341 0 46128 83922 878 0 12393 332 0 0\n\
+                    intr 1 2 3\n";
+        let ticks = machine_ticks_from(stat).unwrap();
+        assert_eq!((ticks.idle, ticks.steal, ticks.cores), (184_066 + 1186, 679, 2));
+        // An old kernel's line without steal reads as none.
+        let ticks = machine_ticks_from("cpu  1 2 3 4 5\ncpu0 1 2 3 4 5\n").unwrap();
+        assert_eq!((ticks.idle, ticks.steal, ticks.cores), (9, 0, 1));
+        assert!(machine_ticks_from("intr 1 2 3\n").is_none());
+    }
+
+    #[test]
     fn this_process_has_cpu_ticks() {
         assert!(process_ticks(std::process::id()).is_some());
     }
@@ -171,7 +213,7 @@ mod tests {
             x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(i));
         }
         let usage = snapshot.usage_since(0.05);
-        let (_, cores) = machine_idle_ticks().unwrap();
+        let cores = machine_ticks().unwrap().cores;
         let machine = usage.machine.unwrap();
         assert!((0.0..=cores as f64 * 100.0).contains(&machine), "{machine}");
         assert!(usage.server.is_some() && usage.generator.is_some());

@@ -135,6 +135,9 @@ pub struct Stats {
     /// a call of each window: a slow window with late sends is the generator's (or the
     /// machine's) stall, not the server's.
     pub send_lateness_by_window: BTreeMap<u64, u64>,
+    /// Open loop: how late (µs) against its schedule the generator sent each recorded call;
+    /// empty in closed loop. Its tail is the generator's own share of the latency tail.
+    pub send_lateness: Histogram<u64>,
     /// Successful and failed calls by server (index in [`Connections::servers`]): how the
     /// work split over replicas.
     pub by_server: Vec<ServerCount>,
@@ -170,12 +173,14 @@ impl Stats {
             dropped: 0,
             slowest_by_window: BTreeMap::new(),
             send_lateness_by_window: BTreeMap::new(),
+            send_lateness: Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).context("creating the histogram")?,
         })
     }
 
     /// Records that a call due `since_start` after the measurement began was sent `late`.
     fn record_lateness(&mut self, since_start: Duration, late: Duration) {
         let micros = micros(late);
+        self.send_lateness.saturating_record(micros.clamp(1, MAX_LATENCY_US));
         let latest = self.send_lateness_by_window.entry(window_of(since_start)).or_insert(0);
         *latest = (*latest).max(micros);
     }
@@ -623,6 +628,17 @@ impl Report {
             millis(h.max()),
             h.len()
         ));
+        let late = &self.stats.send_lateness;
+        if !late.is_empty() {
+            lines.push(format!(
+                "sent late ms p50 {}  p90 {}  p99 {}  p99.9 {}  max {}  (the generator's own delay, in the latencies above)",
+                millis(late.value_at_quantile(0.50)),
+                millis(late.value_at_quantile(0.90)),
+                millis(late.value_at_quantile(0.99)),
+                millis(late.value_at_quantile(0.999)),
+                millis(late.max()),
+            ));
+        }
         let slowest: Vec<String> = self
             .stats
             .slowest_windows(SLOWEST_WINDOWS_SHOWN)
@@ -651,8 +667,11 @@ impl Report {
             .iter()
             .map(|(c, v)| format!("{c} {}", percent(Some(*v))))
             .collect();
+        let steal = usage
+            .steal_ms
+            .map_or_else(String::new, |ms| format!("  steal {ms:.0} ms"));
         lines.push(format!(
-            "cpu          server {}  generator {}  {}  machine {} (100% = one core)",
+            "cpu          server {}  generator {}  {}  machine {}{steal} (100% = one core)",
             percent(usage.server),
             percent(usage.generator),
             comms.join("  "),
@@ -708,6 +727,16 @@ impl Report {
                 "p99_9": ms(h.value_at_quantile(0.999)),
                 "max": ms(h.max()),
             },
+            "sent_late_ms": (!self.stats.send_lateness.is_empty()).then(|| {
+                let late = &self.stats.send_lateness;
+                json!({
+                    "p50": ms(late.value_at_quantile(0.50)),
+                    "p90": ms(late.value_at_quantile(0.90)),
+                    "p99": ms(late.value_at_quantile(0.99)),
+                    "p99_9": ms(late.value_at_quantile(0.999)),
+                    "max": ms(late.max()),
+                })
+            }),
             "slowest_windows": self
                 .stats
                 .slowest_windows(SLOWEST_WINDOWS_SHOWN)
@@ -722,6 +751,7 @@ impl Report {
                 "server": self.usage.server,
                 "generator": self.usage.generator,
                 "machine": self.usage.machine,
+                "steal_ms": self.usage.steal_ms,
                 "comms": comms,
             },
             "notes": notes,
@@ -807,6 +837,8 @@ mod tests {
         assert_eq!(json["notes"]["review"], "10 bytes");
         assert_eq!(json["slowest_windows"].as_array().map(Vec::len), Some(5));
         assert_eq!(json["slowest_windows"][0]["sent_late_ms"], serde_json::Value::Null);
+        assert_eq!(json["sent_late_ms"], serde_json::Value::Null, "no lateness recorded");
+        assert!(!text.contains("sent late ms"), "{text}");
         assert_eq!(
             json["per_server"],
             serde_json::json!([{"server": "http://a", "ok": 10, "errors": 1}])
@@ -815,6 +847,35 @@ mod tests {
             text.contains("per server   http://a ok 10 errors 1 (100.0% of ok)"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn the_generator_s_send_lateness_is_reported_as_a_distribution() {
+        let mut stats = Stats::new(1).unwrap();
+        for i in 0..100 {
+            let late = if i == 99 { 7_000 } else { 20 };
+            stats.record_lateness(Duration::from_millis(i), Duration::from_micros(late));
+            stats.record(0, Duration::from_millis(i), Duration::from_micros(late + 100), Ok(()));
+        }
+        let report = Report {
+            label: "x".to_owned(),
+            servers: vec!["http://a".to_owned()],
+            mode: Mode::Open { rate: 100.0 },
+            seconds: 1.0,
+            stats,
+            usage: Usage::default(),
+            notes: Vec::new(),
+        };
+        let text = report.text();
+        assert!(
+            text.contains("sent late ms p50 0.02  p90 0.02  p99 0.02  p99.9 7.00  max 7.00"),
+            "{text}"
+        );
+        let json = report.json();
+        assert_eq!(json["sent_late_ms"]["p50"], 0.02);
+        // The histogram keeps three significant digits.
+        let max = json["sent_late_ms"]["max"].as_f64().unwrap();
+        assert!((7.0..7.01).contains(&max), "{max}");
     }
 
     #[test]
