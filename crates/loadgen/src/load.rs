@@ -559,6 +559,34 @@ pub struct Report {
 }
 
 /// `d` in whole microseconds (saturating).
+/// A histogram of microseconds as `p50 X  p90 X  p99 X  p99.9 X  max X`, in milliseconds.
+fn quantiles_text(h: &Histogram<u64>) -> String {
+    format!(
+        "p50 {}  p90 {}  p99 {}  p99.9 {}  max {}",
+        millis(h.value_at_quantile(0.50)),
+        millis(h.value_at_quantile(0.90)),
+        millis(h.value_at_quantile(0.99)),
+        millis(h.value_at_quantile(0.999)),
+        millis(h.max())
+    )
+}
+
+/// A histogram of microseconds as a JSON object of milliseconds (with its count `n` if asked).
+fn quantiles_json(h: &Histogram<u64>, with_count: bool) -> serde_json::Value {
+    let ms = |micros: u64| micros as f64 / 1000.0;
+    let mut value = json!({
+        "p50": ms(h.value_at_quantile(0.50)),
+        "p90": ms(h.value_at_quantile(0.90)),
+        "p99": ms(h.value_at_quantile(0.99)),
+        "p99_9": ms(h.value_at_quantile(0.999)),
+        "max": ms(h.max()),
+    });
+    if with_count && let Some(object) = value.as_object_mut() {
+        object.insert("n".to_owned(), json!(h.len()));
+    }
+    value
+}
+
 fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
@@ -619,24 +647,12 @@ impl Report {
             "achieved     {achieved:.0}/s ok ({} ok in {:.1} s)",
             self.stats.ok, self.seconds
         ));
-        lines.push(format!(
-            "latency ms   p50 {}  p90 {}  p99 {}  p99.9 {}  max {}  (n = {})",
-            millis(h.value_at_quantile(0.50)),
-            millis(h.value_at_quantile(0.90)),
-            millis(h.value_at_quantile(0.99)),
-            millis(h.value_at_quantile(0.999)),
-            millis(h.max()),
-            h.len()
-        ));
+        lines.push(format!("latency ms   {}  (n = {})", quantiles_text(h), h.len()));
         let late = &self.stats.send_lateness;
         if !late.is_empty() {
             lines.push(format!(
-                "sent late ms p50 {}  p90 {}  p99 {}  p99.9 {}  max {}  (the generator's own delay, in the latencies above)",
-                millis(late.value_at_quantile(0.50)),
-                millis(late.value_at_quantile(0.90)),
-                millis(late.value_at_quantile(0.99)),
-                millis(late.value_at_quantile(0.999)),
-                millis(late.max()),
+                "sent late ms {}  (the generator's own delay, in the latencies above)",
+                quantiles_text(late)
             ));
         }
         let slowest: Vec<String> = self
@@ -700,7 +716,6 @@ impl Report {
     /// core, `null` when unknown).
     pub fn json(&self) -> serde_json::Value {
         let h = &self.stats.latency;
-        let ms = |micros: u64| micros as f64 / 1000.0;
         let (rate, concurrency) = match self.mode {
             Mode::Open { rate } => (Some(rate), None),
             Mode::Closed { concurrency } => (None, Some(concurrency)),
@@ -719,24 +734,9 @@ impl Report {
             "achieved_per_s": self.achieved(),
             "errors": self.stats.errors,
             "dropped": self.stats.dropped,
-            "latency_ms": {
-                "n": h.len(),
-                "p50": ms(h.value_at_quantile(0.50)),
-                "p90": ms(h.value_at_quantile(0.90)),
-                "p99": ms(h.value_at_quantile(0.99)),
-                "p99_9": ms(h.value_at_quantile(0.999)),
-                "max": ms(h.max()),
-            },
-            "sent_late_ms": (!self.stats.send_lateness.is_empty()).then(|| {
-                let late = &self.stats.send_lateness;
-                json!({
-                    "p50": ms(late.value_at_quantile(0.50)),
-                    "p90": ms(late.value_at_quantile(0.90)),
-                    "p99": ms(late.value_at_quantile(0.99)),
-                    "p99_9": ms(late.value_at_quantile(0.999)),
-                    "max": ms(late.max()),
-                })
-            }),
+            "latency_ms": quantiles_json(h, true),
+            "sent_late_ms": (!self.stats.send_lateness.is_empty())
+                .then(|| quantiles_json(&self.stats.send_lateness, false)),
             "slowest_windows": self
                 .stats
                 .slowest_windows(SLOWEST_WINDOWS_SHOWN)
