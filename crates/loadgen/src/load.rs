@@ -558,7 +558,6 @@ pub struct Report {
     pub notes: Vec<(String, String)>,
 }
 
-/// `d` in whole microseconds (saturating).
 /// A histogram of microseconds as `p50 X  p90 X  p99 X  p99.9 X  max X`, in milliseconds.
 fn quantiles_text(h: &Histogram<u64>) -> String {
     format!(
@@ -571,22 +570,19 @@ fn quantiles_text(h: &Histogram<u64>) -> String {
     )
 }
 
-/// A histogram of microseconds as a JSON object of milliseconds (with its count `n` if asked).
-fn quantiles_json(h: &Histogram<u64>, with_count: bool) -> serde_json::Value {
-    let ms = |micros: u64| micros as f64 / 1000.0;
-    let mut value = json!({
-        "p50": ms(h.value_at_quantile(0.50)),
-        "p90": ms(h.value_at_quantile(0.90)),
-        "p99": ms(h.value_at_quantile(0.99)),
-        "p99_9": ms(h.value_at_quantile(0.999)),
-        "max": ms(h.max()),
-    });
-    if with_count && let Some(object) = value.as_object_mut() {
-        object.insert("n".to_owned(), json!(h.len()));
-    }
-    value
+/// A histogram of microseconds as the fields of a JSON object, in milliseconds.
+fn quantiles_json(h: &Histogram<u64>) -> serde_json::Map<String, serde_json::Value> {
+    let ms = |micros: u64| json!(micros as f64 / 1000.0);
+    serde_json::Map::from_iter([
+        ("p50".to_owned(), ms(h.value_at_quantile(0.50))),
+        ("p90".to_owned(), ms(h.value_at_quantile(0.90))),
+        ("p99".to_owned(), ms(h.value_at_quantile(0.99))),
+        ("p99_9".to_owned(), ms(h.value_at_quantile(0.999))),
+        ("max".to_owned(), ms(h.max())),
+    ])
 }
 
+/// `d` in whole microseconds (saturating).
 fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
@@ -716,6 +712,8 @@ impl Report {
     /// core, `null` when unknown).
     pub fn json(&self) -> serde_json::Value {
         let h = &self.stats.latency;
+        let mut latency = quantiles_json(h);
+        latency.insert("n".to_owned(), json!(h.len()));
         let (rate, concurrency) = match self.mode {
             Mode::Open { rate } => (Some(rate), None),
             Mode::Closed { concurrency } => (None, Some(concurrency)),
@@ -734,9 +732,8 @@ impl Report {
             "achieved_per_s": self.achieved(),
             "errors": self.stats.errors,
             "dropped": self.stats.dropped,
-            "latency_ms": quantiles_json(h, true),
-            "sent_late_ms": (!self.stats.send_lateness.is_empty())
-                .then(|| quantiles_json(&self.stats.send_lateness, false)),
+            "latency_ms": latency,
+            "sent_late_ms": (!self.stats.send_lateness.is_empty()).then(|| quantiles_json(&self.stats.send_lateness)),
             "slowest_windows": self
                 .stats
                 .slowest_windows(SLOWEST_WINDOWS_SHOWN)
