@@ -278,11 +278,14 @@ async fn write_batch(
     admissions: &[RecordedAdmission],
 ) -> Result<(), TelemetryError> {
     let (store, correlator, counters) = (writer.store.as_ref(), writer.correlator.as_ref(), &writer.counters);
-    let new = store.insert_events(events).await?;
+    // Admissions before their events: a decision found by search is then always one replay
+    // reads too. Both writes are idempotent, so a batch failed between them and written
+    // again (the bus redelivers) stores each once.
     if !admissions.is_empty() {
         let recorded = store.record_admissions(admissions).await?;
         counters.admissions_recorded.fetch_add(recorded, Ordering::Relaxed);
     }
+    let new = store.insert_events(events).await?;
     counters.stored.fetch_add(new, Ordering::Relaxed);
     counters
         .duplicates

@@ -120,7 +120,7 @@ async fn publish_reviewed(stack: &Stack, tenant: &Tenant, event_id: &str, name: 
 }
 
 /// Waits until `n` admission decisions of the tenant are stored (their recorded admissions are
-/// stored in the same write).
+/// stored before them, so replay reads them all).
 async fn wait_for_admissions(stack: &Stack, key: &str, n: u64) {
     eventually(WAIT, async || {
         let found = stack.search(key, "type:admission").await;
