@@ -47,6 +47,7 @@ pub struct PipelineCounters {
     too_late: AtomicU64,
     alerts_opened: AtomicU64,
     admissions_recorded: AtomicU64,
+    writing: AtomicU64,
 }
 
 impl PipelineCounters {
@@ -83,6 +84,13 @@ impl PipelineCounters {
     /// Admissions newly recorded for replay.
     pub fn admissions_recorded(&self) -> u64 {
         self.admissions_recorded.load(Ordering::Relaxed)
+    }
+
+    /// Batches being written now: stored, then correlated and their alerts saved. An event
+    /// is searchable once its batch is stored; when this reads 0 after that, it is
+    /// correlated too.
+    pub fn writing(&self) -> u64 {
+        self.writing.load(Ordering::Acquire)
     }
 }
 
@@ -253,6 +261,7 @@ struct Writer {
 impl Writer {
     /// Writes one batch and answers its writers.
     async fn write(&self, writes: Vec<Write>, size: usize) {
+        self.counters.writing.fetch_add(1, Ordering::AcqRel);
         let mut events = Vec::with_capacity(size);
         let mut admissions = Vec::new();
         let mut answers = Vec::with_capacity(writes.len());
@@ -265,6 +274,7 @@ impl Writer {
         if result.is_err() {
             self.counters.failed_batches.fetch_add(1, Ordering::Relaxed);
         }
+        self.counters.writing.fetch_sub(1, Ordering::AcqRel);
         for answer in answers {
             // A writer that went away (a cancelled call) needs no answer.
             let _ = answer.send(result.clone());

@@ -201,13 +201,10 @@ fn mitigation(
 }
 
 impl Stack {
-    /// Waits until `key`'s tenant has `n` stored events (bus events are taken asynchronously).
+    /// Waits until `key`'s tenant has `n` stored and correlated events (bus events are taken
+    /// asynchronously).
     async fn wait_stored(&self, key: &str, n: u64) {
-        eventually(WAIT, async || {
-            let found = self.search(key, "").await.total;
-            if found == n { Ok(()) } else { Err(found) }
-        })
-        .await;
+        self.wait_found(key, "", n).await;
     }
 
     /// An alert with its events (all on one page).

@@ -122,11 +122,7 @@ async fn publish_reviewed(stack: &Stack, tenant: &Tenant, event_id: &str, name: 
 /// Waits until `n` admission decisions of the tenant are stored (their recorded admissions are
 /// stored before them, so replay reads them all).
 async fn wait_for_admissions(stack: &Stack, key: &str, n: u64) {
-    eventually(WAIT, async || {
-        let found = stack.search(key, "type:admission").await;
-        if found.total == n { Ok(()) } else { Err(found.total) }
-    })
-    .await;
+    stack.wait_found(key, "type:admission", n).await;
 }
 
 async fn replay(stack: &Stack, key: &str, document: &str) -> Result<pt::ReplayPolicyResponse, tonic::Status> {

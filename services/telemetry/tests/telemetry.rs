@@ -131,11 +131,7 @@ async fn a_log_only_admission_then_a_runtime_detection_opens_an_alert(mode: Mode
             "web",
         )
         .await;
-    eventually(WAIT, async || {
-        let found = stack.search(&t.admin_key, "type:admission").await;
-        if found.total == 2 { Ok(()) } else { Err(found.total) }
-    })
-    .await;
+    stack.wait_found(&t.admin_key, "type:admission", 2).await;
     stack
         .ingest(
             &t.connector_key,

@@ -296,6 +296,24 @@ impl Stack {
             .into_inner()
     }
 
+    /// Waits until `key`'s search for `query` finds `n` events and the service writes no
+    /// batch: what search finds is then correlated too (an event is searchable as soon as its
+    /// batch is stored, correlated just after), so what a test sends next comes after it.
+    pub async fn wait_found(&self, key: &str, query: &str, n: u64) {
+        portcullis_test_kit::eventually(std::time::Duration::from_secs(20), async || {
+            let found = self.search(key, query).await.total;
+            if found != n {
+                return Err(format!("{found} found"));
+            }
+            let pipeline = self.telemetry.as_ref().unwrap().telemetry().ingestor().pipeline();
+            match pipeline.counters().writing() {
+                0 => Ok(()),
+                writing => Err(format!("{found} found, {writing} batches being written")),
+            }
+        })
+        .await;
+    }
+
     /// The alerts of `key`'s tenant.
     pub async fn alerts(&self, key: &str) -> Vec<pt::Alert> {
         self.client()
